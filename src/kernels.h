@@ -1,0 +1,80 @@
+/* kernels.h - the operators of the forward pass, as a table of function
+ * pointers with one implementation per instruction set.
+ *
+ * Tensors are channels-last: a pixel's channels are contiguous.  Kernels are
+ * single-threaded; the forward pass splits work into ranges (rows, pixels,
+ * channels, chunks of the scan) and runs ranges on threads.  The scalar table
+ * (kernels_ref.c) is the reference every SIMD table is tested against. */
+#ifndef DM_KERNELS_H
+#define DM_KERNELS_H
+
+#include <stddef.h>
+
+#define DM_LN_EPS 1e-6f
+
+typedef enum dm_act {
+    DM_ACT_NONE,
+    DM_ACT_GELU, /* exact erf form */
+    DM_ACT_SILU,
+} dm_act;
+
+/* Inputs of the selective scan with state size 1 over one image, channels-
+ * last: element (t, c) of a [L][C] array is at t * C + c. */
+typedef struct dm_scan_args {
+    const float *u;       /* [L][C] sampled features */
+    const float *delta;   /* [L][C] dt_projs output, before bias/softplus */
+    const float *bc;      /* B_t = bc[t * bc_stride], C_t = bc[t * bc_stride + 1] */
+    size_t bc_stride;
+    const float *a;       /* [C] A = -exp(A_logs) */
+    const float *d;       /* [C] Ds */
+    const float *dt_bias; /* [C] */
+    size_t channels;      /* C */
+} dm_scan_args;
+
+typedef struct dm_kernels {
+    const char *isa;
+
+    /* y[r] = LayerNorm(x[r]) * gamma + beta over c channels, eps DM_LN_EPS,
+     * then act.  x == y is allowed. */
+    void (*layernorm)(const float *x, float *y, size_t rows, size_t c,
+                      const float *gamma, const float *beta, dm_act act);
+
+    /* Depthwise 3x3, stride 1, zero padding 1, over one h x w x c image;
+     * writes output rows [y0, y1).  w9 is [9][c] (tap-major), bias [c]. */
+    void (*dwconv3x3)(const float *x, float *y, int h, int w, int c,
+                      const float *w9, const float *bias, dm_act act,
+                      int y0, int y1);
+
+    /* y[r][j] = act(y[r][j] + bias[j]) for rows x c; bias may be NULL. */
+    void (*bias_act)(float *y, size_t rows, size_t c, const float *bias,
+                     dm_act act);
+
+    /* Dynamic Adaptive Scan sampler over one h x w x c image for pixels
+     * [p0, p1) (row-major index): u[p] group g = bilinear sample of v at
+     * (x + off[p][2g], y + off[p][2g+1]), corners outside contribute 0. */
+    void (*sample)(const float *v, const float *off, float *u, int h, int w,
+                   int c, int groups, size_t p0, size_t p1);
+
+    /* Selective scan over steps [t0, t1) and channels [c0, c1):
+     *   dt = softplus(delta + dt_bias); h = exp(dt * a) * h + dt * B_t * u
+     * h[c] holds the state on entry and exit.  If y is non-NULL it receives
+     * y = h * C_t + u * d.  If decay is non-NULL it receives the product of
+     * exp(dt * a) over the steps (for chunked scans). */
+    void (*scan)(const dm_scan_args *args, size_t t0, size_t t1, size_t c0,
+                 size_t c1, float *h, float *decay, float *y);
+} dm_kernels;
+
+/* The scalar reference table. */
+extern const dm_kernels dm_kernels_scalar;
+
+/* The table the library uses: chosen once, honouring DAMAMBA_ISA. */
+const dm_kernels *dm_kernels_active(void);
+/* A table by name, or NULL if this build or CPU lacks it. */
+const dm_kernels *dm_kernels_by_name(const char *isa);
+
+/* Scalar helpers shared with SIMD tails. */
+float dm_gelu_ref(float x);
+float dm_silu_ref(float x);
+float dm_softplus_ref(float x);
+
+#endif

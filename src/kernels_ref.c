@@ -1,0 +1,130 @@
+/* kernels_ref.c - the scalar reference implementation of every kernel.
+ * Written for clarity: SIMD tables are tested against these. */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+float dm_gelu_ref(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+float dm_silu_ref(float x) { return x / (1.0f + expf(-x)); }
+/* PyTorch's softplus with its default threshold of 20. */
+float dm_softplus_ref(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+static float activate(float x, dm_act act)
+{
+    switch (act) {
+    case DM_ACT_GELU: return dm_gelu_ref(x);
+    case DM_ACT_SILU: return dm_silu_ref(x);
+    case DM_ACT_NONE: break;
+    }
+    return x;
+}
+
+static void layernorm_ref(const float *x, float *y, size_t rows, size_t c,
+                          const float *gamma, const float *beta, dm_act act)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        float mean = 0.0f, var = 0.0f;
+        for (size_t j = 0; j < c; j++) mean += xr[j];
+        mean /= (float)c;
+        for (size_t j = 0; j < c; j++) var += (xr[j] - mean) * (xr[j] - mean);
+        var /= (float)c;
+        float inv = 1.0f / sqrtf(var + DM_LN_EPS);
+        for (size_t j = 0; j < c; j++)
+            yr[j] = activate((xr[j] - mean) * inv * gamma[j] + beta[j], act);
+    }
+}
+
+static void dwconv3x3_ref(const float *x, float *y, int h, int w, int c,
+                          const float *w9, const float *bias, dm_act act,
+                          int y0, int y1)
+{
+    for (int oy = y0; oy < y1; oy++)
+        for (int ox = 0; ox < w; ox++) {
+            float *out = y + ((size_t)oy * w + ox) * c;
+            for (int ch = 0; ch < c; ch++) out[ch] = bias ? bias[ch] : 0.0f;
+            for (int ky = 0; ky < 3; ky++) {
+                int iy = oy + ky - 1;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < 3; kx++) {
+                    int ix = ox + kx - 1;
+                    if (ix < 0 || ix >= w) continue;
+                    const float *in = x + ((size_t)iy * w + ix) * c;
+                    const float *k = w9 + (size_t)(ky * 3 + kx) * c;
+                    for (int ch = 0; ch < c; ch++) out[ch] += in[ch] * k[ch];
+                }
+            }
+            for (int ch = 0; ch < c; ch++) out[ch] = activate(out[ch], act);
+        }
+}
+
+static void bias_act_ref(float *y, size_t rows, size_t c, const float *bias, dm_act act)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < c; j++) {
+            float v = y[r * c + j] + (bias ? bias[j] : 0.0f);
+            y[r * c + j] = activate(v, act);
+        }
+}
+
+static void sample_ref(const float *v, const float *off, float *u, int h, int w,
+                       int c, int groups, size_t p0, size_t p1)
+{
+    int cg = c / groups;
+    for (size_t p = p0; p < p1; p++) {
+        int py = (int)(p / (size_t)w), px = (int)(p % (size_t)w);
+        for (int g = 0; g < groups; g++) {
+            float *out = u + p * c + (size_t)g * cg;
+            float sx = (float)px + off[p * 2 * groups + 2 * g];
+            float sy = (float)py + off[p * 2 * groups + 2 * g + 1];
+            memset(out, 0, sizeof(float) * cg);
+            /* Also rejects NaN offsets. */
+            if (!(sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w)) continue;
+            float fy0 = floorf(sy), fx0 = floorf(sx);
+            int y0 = (int)fy0, x0 = (int)fx0;
+            float ly = sy - fy0, lx = sx - fx0;
+            float wy[2] = {1.0f - ly, ly}, wx[2] = {1.0f - lx, lx};
+            for (int dy = 0; dy < 2; dy++) {
+                int yy = y0 + dy;
+                if (yy < 0 || yy >= h) continue;
+                for (int dx = 0; dx < 2; dx++) {
+                    int xx = x0 + dx;
+                    if (xx < 0 || xx >= w) continue;
+                    float wt = wy[dy] * wx[dx];
+                    const float *in = v + ((size_t)yy * w + xx) * c + (size_t)g * cg;
+                    for (int j = 0; j < cg; j++) out[j] += wt * in[j];
+                }
+            }
+        }
+    }
+}
+
+static void scan_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c0,
+                     size_t c1, float *h, float *decay, float *y)
+{
+    size_t C = a->channels;
+    if (decay)
+        for (size_t c = c0; c < c1; c++) decay[c] = 1.0f;
+    for (size_t t = t0; t < t1; t++) {
+        float bt = a->bc[t * a->bc_stride], ct = a->bc[t * a->bc_stride + 1];
+        for (size_t c = c0; c < c1; c++) {
+            float dt = dm_softplus_ref(a->delta[t * C + c] + a->dt_bias[c]);
+            float da = expf(dt * a->a[c]);
+            float u = a->u[t * C + c];
+            h[c] = da * h[c] + dt * bt * u;
+            if (decay) decay[c] *= da;
+            if (y) y[t * C + c] = h[c] * ct + u * a->d[c];
+        }
+    }
+}
+
+const dm_kernels dm_kernels_scalar = {
+    .isa = "scalar",
+    .layernorm = layernorm_ref,
+    .dwconv3x3 = dwconv3x3_ref,
+    .bias_act = bias_act_ref,
+    .sample = sample_ref,
+    .scan = scan_ref,
+};

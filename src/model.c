@@ -1,0 +1,562 @@
+/* model.c - infer a DAMamba's configuration from its weights, bind the
+ * parameters under their official names, and fold everything linear that
+ * sits next to a convolution (BatchNorm, conv_constant, layer scale). */
+#include "model.h"
+
+#include "error.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BN_EPS 1e-5f
+
+/* ------------------------------------------------------------- variants */
+
+dm_status dm_variant_config(char variant, int in_chans, int num_classes, dm_config *out)
+{
+    static const struct {
+        char name;
+        int depths[4], dims[4], mlp_ratio_x2[4], layer_scale[4];
+    } variants[] = {
+        {'F', {2, 2, 10, 2}, {48, 96, 192, 256}, {8, 8, 6, 6}, {0, 0, 0, 0}},
+        {'T', {3, 4, 12, 5}, {80, 160, 320, 512}, {8, 8, 6, 6}, {0, 0, 0, 0}},
+        {'S', {4, 8, 20, 6}, {96, 192, 384, 512}, {8, 8, 6, 6}, {0, 0, 1, 1}},
+        {'B', {4, 8, 25, 8}, {112, 224, 448, 640}, {8, 8, 6, 8}, {0, 0, 1, 1}},
+    };
+    if (in_chans < 1 || num_classes < 0)
+        return dm_fail(DM_ERR_ARGUMENT, "in_chans must be >= 1 and num_classes >= 0");
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        if (variants[v].name != variant) continue;
+        memset(out, 0, sizeof *out);
+        for (int s = 0; s < 4; s++) {
+            out->depths[s] = variants[v].depths[s];
+            out->dims[s] = variants[v].dims[s];
+            out->mlp_hidden[s] = variants[v].dims[s] * variants[v].mlp_ratio_x2[s] / 2;
+            out->groups[s] = variants[v].dims[s] / 16;
+            out->dt_rank[s] = (variants[v].dims[s] + 15) / 16;
+            out->layer_scale[s] = variants[v].layer_scale[s];
+        }
+        out->in_chans = in_chans;
+        out->num_classes = num_classes;
+        return DM_OK;
+    }
+    return dm_fail(DM_ERR_ARGUMENT, "unknown variant '%c' (expected F, T, S or B)", variant);
+}
+
+/* --------------------------------------------------------------- binding */
+
+typedef struct binder {
+    const dm_param_source *src;
+    unsigned char *used; /* per file tensor */
+    dm_model *model;
+    int64_t params;
+} binder;
+
+static void *model_alloc(dm_model *m, size_t bytes)
+{
+    if (m->alloc_count == m->alloc_cap) {
+        size_t cap = m->alloc_cap ? 2 * m->alloc_cap : 256;
+        void **grown = realloc(m->allocs, cap * sizeof *grown);
+        if (!grown) return NULL;
+        m->allocs = grown;
+        m->alloc_cap = cap;
+    }
+    void *p = malloc(bytes ? bytes : 1);
+    if (p) m->allocs[m->alloc_count++] = p;
+    return p;
+}
+
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else { /* subnormal: renormalize */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Convert a file tensor to float32. */
+static void to_f32(const dm_tensor *t, float *dst)
+{
+    const unsigned char *p = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        switch (t->dtype) {
+        case DM_F32: memcpy(&dst[i], p + 4 * i, 4); break;
+        case DM_F64: { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; break; }
+        case DM_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = half_to_float(h); break; }
+        case DM_BF16: {
+            uint16_t h; uint32_t bits;
+            memcpy(&h, p + 2 * i, 2);
+            bits = (uint32_t)h << 16;
+            memcpy(&dst[i], &bits, 4);
+            break;
+        }
+        default: dst[i] = 0.0f; break; /* refused before we get here */
+        }
+    }
+}
+
+typedef struct shape {
+    int ndim;
+    int64_t d[4];
+} shape;
+#define SHAPE(...) ((shape){sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t), {__VA_ARGS__}})
+
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *d)
+{
+    size_t o = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%lld", i ? ", " : "", (long long)d[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+/* Fetch parameter prefix+name of the given shape as a fresh float32 buffer.
+ * trainable: counts toward the parameter total, as PyTorch counts them. */
+static dm_status take(binder *b, const char *prefix, const char *name, shape s,
+                      int trainable, float **out)
+{
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    dm_tensor want = {.name = full, .dtype = DM_F32, .ndim = s.ndim, .numel = 1};
+    for (int i = 0; i < s.ndim; i++) {
+        want.shape[i] = s.d[i];
+        want.numel *= s.d[i];
+    }
+    float *dst = model_alloc(b->model, (size_t)want.numel * sizeof(float));
+    if (!dst) return dm_fail(DM_ERR_NOMEM, "out of memory for tensor '%s'", full);
+    if (b->src->file) {
+        const dm_tensor *t = dm_tensor_file_find(b->src->file, full);
+        if (!t) return dm_fail(DM_ERR_MODEL, "missing tensor '%s'", full);
+        b->used[t - b->src->file->tensors] = 1;
+        int same = t->ndim == s.ndim;
+        for (int i = 0; same && i < s.ndim; i++) same = t->shape[i] == s.d[i];
+        if (!same) {
+            char got[96], exp[96];
+            shape_str(got, sizeof got, t->ndim, t->shape);
+            shape_str(exp, sizeof exp, s.ndim, s.d);
+            return dm_fail(DM_ERR_MODEL, "tensor '%s' has shape %s, expected %s", full, got, exp);
+        }
+        if (t->dtype != DM_F32 && t->dtype != DM_F16 && t->dtype != DM_BF16 && t->dtype != DM_F64)
+            return dm_fail(DM_ERR_MODEL, "tensor '%s' has dtype %s, expected a floating-point type",
+                           full, dm_dtype_name(t->dtype));
+        to_f32(t, dst);
+    } else {
+        b->src->generate(b->src->ctx, full, &want, dst);
+    }
+    if (trainable) b->params += want.numel;
+    *out = dst;
+    return DM_OK;
+}
+
+/* BatchNorm's running statistics: mark them used, check their shapes. */
+static dm_status take_bn(binder *b, const char *prefix, int c, float **scale, float **shift)
+{
+    float *w = NULL, *bias = NULL, *mean = NULL, *var = NULL;
+    dm_status st;
+    if ((st = take(b, prefix, "weight", SHAPE(c), 1, &w)) ||
+        (st = take(b, prefix, "bias", SHAPE(c), 1, &bias)) ||
+        (st = take(b, prefix, "running_mean", SHAPE(c), 0, &mean)) ||
+        (st = take(b, prefix, "running_var", SHAPE(c), 0, &var)))
+        return st;
+    if (b->src->file) { /* a counter, not a parameter; optional */
+        char full[256];
+        snprintf(full, sizeof full, "%snum_batches_tracked", prefix);
+        const dm_tensor *t = dm_tensor_file_find(b->src->file, full);
+        if (t) b->used[t - b->src->file->tensors] = 1;
+    }
+    /* Eval-mode BatchNorm is y = x * scale + shift. */
+    for (int i = 0; i < c; i++) {
+        float sc = w[i] / sqrtf(var[i] + BN_EPS);
+        w[i] = sc;
+        bias[i] = bias[i] - mean[i] * sc;
+    }
+    *scale = w;
+    *shift = bias;
+    return DM_OK;
+}
+
+/* A dense 3x3 conv followed by a BatchNorm, folded and reordered for the
+ * channels-last im2col GEMM. */
+static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin,
+                              int cout, int stride, dm_conv3x3 *out)
+{
+    float *w = NULL, *bias = NULL, *scale = NULL, *shift = NULL;
+    dm_status st;
+    if ((st = take(b, conv, "weight", SHAPE(cout, cin, 3, 3), 1, &w)) ||
+        (st = take(b, conv, "bias", SHAPE(cout), 1, &bias)) ||
+        (st = take_bn(b, bn, cout, &scale, &shift)))
+        return st;
+    out->cin = cin;
+    out->cout = cout;
+    out->stride = stride;
+    out->weight = model_alloc(b->model, (size_t)cout * 9 * cin * sizeof(float));
+    out->bias = bias;
+    if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
+    for (int o = 0; o < cout; o++) {
+        for (int i = 0; i < cin; i++)
+            for (int k = 0; k < 9; k++)
+                out->weight[((size_t)o * 9 + k) * cin + i] = w[((size_t)o * cin + i) * 9 + k] * scale[o];
+        bias[o] = bias[o] * scale[o] + shift[o];
+    }
+    return DM_OK;
+}
+
+/* Depthwise 3x3 [c][1][3][3] -> tap-major [9][c]; constant (a shared
+ * [1][1][3][3] kernel, ResDWC's conv_constant) is added when given. */
+static dm_status take_dw(binder *b, const char *prefix, int c, int with_constant,
+                         float **w9, float **bias)
+{
+    float *w = NULL, *k = NULL;
+    dm_status st;
+    if ((st = take(b, prefix, with_constant ? "conv.weight" : "weight", SHAPE(c, 1, 3, 3), 1, &w)) ||
+        (st = take(b, prefix, with_constant ? "conv.bias" : "bias", SHAPE(c), 1, bias)))
+        return st;
+    if (with_constant && (st = take(b, prefix, "conv_constant", SHAPE(1, 1, 3, 3), 0, &k)))
+        return st;
+    *w9 = model_alloc(b->model, (size_t)9 * c * sizeof(float));
+    if (!*w9) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", prefix);
+    for (int ch = 0; ch < c; ch++)
+        for (int t = 0; t < 9; t++)
+            (*w9)[(size_t)t * c + ch] = w[(size_t)ch * 9 + t] + (k ? k[t] : 0.0f);
+    return DM_OK;
+}
+
+static dm_status bind_block(binder *b, const dm_config *cfg, int s, const char *p, dm_block *blk)
+{
+    char q[160];
+    int C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
+    float *ls1 = NULL, *ls2 = NULL, *a_logs = NULL, *bn_scale = NULL, *bn_shift = NULL, *fc1_w = NULL, *fc2_w = NULL;
+    dm_status st;
+
+    snprintf(q, sizeof q, "%spos_embed.", p);
+    if ((st = take_dw(b, q, C, 1, &blk->pos_w9, &blk->pos_b))) return st;
+    if ((st = take(b, p, "norm1.norm.weight", SHAPE(C), 1, &blk->norm1_g)) ||
+        (st = take(b, p, "norm1.norm.bias", SHAPE(C), 1, &blk->norm1_b)))
+        return st;
+
+    snprintf(q, sizeof q, "%stoken_mixer.", p);
+    if ((st = take(b, q, "in_proj.weight", SHAPE(C, C, 1, 1), 1, &blk->in_proj)) ||
+        (st = take(b, q, "conv2d.weight", SHAPE(C, 1, 3, 3), 1, &blk->conv_w9)) ||
+        (st = take(b, q, "conv2d.bias", SHAPE(C), 1, &blk->conv_b)))
+        return st;
+    float *conv_w = blk->conv_w9;
+    if (!(blk->conv_w9 = model_alloc(b->model, (size_t)9 * C * sizeof(float))))
+        return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int ch = 0; ch < C; ch++)
+        for (int t = 0; t < 9; t++) blk->conv_w9[(size_t)t * C + ch] = conv_w[(size_t)ch * 9 + t];
+
+    char r[192];
+    snprintf(r, sizeof r, "%sda_scan.dw_conv.0.", q);
+    if ((st = take_dw(b, r, C, 0, &blk->off_dw_w9, &blk->off_dw_b))) return st;
+    if ((st = take(b, q, "da_scan.dw_conv.1.1.weight", SHAPE(C), 1, &blk->off_ln_g)) ||
+        (st = take(b, q, "da_scan.dw_conv.1.1.bias", SHAPE(C), 1, &blk->off_ln_b)) ||
+        (st = take(b, q, "da_scan.offset.weight", SHAPE(2 * G, C), 1, &blk->off_w)) ||
+        (st = take(b, q, "da_scan.offset.bias", SHAPE(2 * G), 1, &blk->off_b)) ||
+        (st = take(b, q, "x_proj_weight", SHAPE(R + 2, C), 1, &blk->x_proj)) ||
+        (st = take(b, q, "dt_projs_weight", SHAPE(C, R), 1, &blk->dt_proj)) ||
+        (st = take(b, q, "dt_projs_bias", SHAPE(C), 1, &blk->dt_bias)) ||
+        (st = take(b, q, "A_logs", SHAPE(C, 1), 1, &a_logs)) ||
+        (st = take(b, q, "Ds", SHAPE(C), 1, &blk->d)) ||
+        (st = take(b, q, "out_norm.norm.weight", SHAPE(C), 1, &blk->out_norm_g)) ||
+        (st = take(b, q, "out_norm.norm.bias", SHAPE(C), 1, &blk->out_norm_b)) ||
+        (st = take(b, q, "out_proj.weight", SHAPE(C, C, 1, 1), 1, &blk->out_proj)))
+        return st;
+    blk->a = a_logs;
+    for (int c = 0; c < C; c++) blk->a[c] = -expf(a_logs[c]);
+
+    snprintf(q, sizeof q, "%snorm2.", p);
+    if ((st = take_bn(b, q, C, &bn_scale, &bn_shift))) return st;
+    if ((st = take(b, p, "mlp.fc1.weight", SHAPE(F, C, 1, 1), 1, &fc1_w)) ||
+        (st = take(b, p, "mlp.fc1.bias", SHAPE(F), 1, &blk->fc1_b)) ||
+        (st = take(b, p, "mlp.fc2.weight", SHAPE(C, F, 1, 1), 1, &fc2_w)) ||
+        (st = take(b, p, "mlp.fc2.bias", SHAPE(C), 1, &blk->fc2_b)))
+        return st;
+    snprintf(q, sizeof q, "%smlp.conv.", p);
+    if ((st = take_dw(b, q, F, 1, &blk->mlp_w9, &blk->mlp_b))) return st;
+    if (cfg->layer_scale[s] &&
+        ((st = take(b, p, "layer_scale_1", SHAPE(C), 1, &ls1)) ||
+         (st = take(b, p, "layer_scale_2", SHAPE(C), 1, &ls2))))
+        return st;
+
+    /* fc1(BN(x)) = (W diag(scale)) x + (W shift + b) */
+    for (int o = 0; o < F; o++) {
+        double acc = blk->fc1_b[o];
+        for (int i = 0; i < C; i++) {
+            acc += (double)fc1_w[(size_t)o * C + i] * bn_shift[i];
+            fc1_w[(size_t)o * C + i] *= bn_scale[i];
+        }
+        blk->fc1_b[o] = (float)acc;
+    }
+    blk->fc1_w = fc1_w;
+    /* x + ls * (W y + b) = x + (diag(ls) W) y + ls * b */
+    blk->fc2_w = fc2_w;
+    if (ls1)
+        for (int o = 0; o < C; o++) {
+            for (int i = 0; i < C; i++) blk->out_proj[(size_t)o * C + i] *= ls1[o];
+            for (int i = 0; i < F; i++) fc2_w[(size_t)o * F + i] *= ls2[o];
+            blk->fc2_b[o] *= ls2[o];
+        }
+    return DM_OK;
+}
+
+static dm_status bind_all(binder *b, const dm_config *cfg)
+{
+    dm_model *m = b->model;
+    int half = cfg->dims[0] / 2;
+    dm_status st;
+    if ((st = take_conv_bn(b, "stem.0.", "stem.1.", cfg->in_chans, half, 2, &m->stem[0])) ||
+        (st = take_conv_bn(b, "stem.3.", "stem.4.", half, half, 1, &m->stem[1])) ||
+        (st = take_conv_bn(b, "stem.6.", "stem.7.", half, cfg->dims[0], 2, &m->stem[2])) ||
+        (st = take_conv_bn(b, "stem.9.", "stem.10.", cfg->dims[0], cfg->dims[0], 1, &m->stem[3])))
+        return st;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        dm_stage *stage = &m->stages[s];
+        char conv[64], bn[64], norm[64];
+        if (s > 0) {
+            snprintf(conv, sizeof conv, "stages.%d.downsample.0.", s);
+            snprintf(bn, sizeof bn, "stages.%d.downsample.1.", s);
+            if ((st = take_conv_bn(b, conv, bn, cfg->dims[s - 1], cfg->dims[s], 2, &stage->downsample)))
+                return st;
+        }
+        stage->blocks = model_alloc(m, (size_t)cfg->depths[s] * sizeof(dm_block));
+        if (!stage->blocks) return dm_fail(DM_ERR_NOMEM, "out of memory");
+        for (int j = 0; j < cfg->depths[s]; j++) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "stages.%d.blocks.%d.", s, j);
+            if ((st = bind_block(b, cfg, s, prefix, &stage->blocks[j]))) return st;
+        }
+        snprintf(norm, sizeof norm, "norm%d.norm.", s + 1);
+        if ((st = take(b, norm, "weight", SHAPE(cfg->dims[s]), 1, &stage->norm_g)) ||
+            (st = take(b, norm, "bias", SHAPE(cfg->dims[s]), 1, &stage->norm_b)))
+            return st;
+    }
+    if (cfg->num_classes > 0 &&
+        ((st = take(b, "head.fc.", "weight", SHAPE(cfg->num_classes, cfg->dims[3]), 1, &m->head_w)) ||
+         (st = take(b, "head.fc.", "bias", SHAPE(cfg->num_classes), 1, &m->head_b))))
+        return st;
+    return DM_OK;
+}
+
+static dm_status check_config(const dm_config *c)
+{
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        if (c->depths[s] < 1 || c->dims[s] < 1 || c->mlp_hidden[s] < 1)
+            return dm_fail(DM_ERR_MODEL, "stage %d: needs at least one block with channels", s);
+        if (c->groups[s] < 1 || c->dims[s] % c->groups[s] != 0)
+            return dm_fail(DM_ERR_MODEL, "stage %d: %d offset groups do not divide %d channels",
+                           s, c->groups[s], c->dims[s]);
+        if (c->dt_rank[s] < 1)
+            return dm_fail(DM_ERR_MODEL, "stage %d: dt rank must be positive", s);
+    }
+    if (c->dims[0] % 2)
+        return dm_fail(DM_ERR_MODEL, "stage 0 has %d channels; the stem needs an even number", c->dims[0]);
+    if (c->in_chans < 1) return dm_fail(DM_ERR_MODEL, "the stem takes no input channels");
+    return DM_OK;
+}
+
+static dm_status bind_single_block(binder *b, const dm_config *cfg)
+{
+    dm_stage *stage = &b->model->stages[0];
+    if (!(stage->blocks = model_alloc(b->model, sizeof(dm_block)))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    return bind_block(b, cfg, 0, "", &stage->blocks[0]);
+}
+
+static dm_status build(const dm_config *config, const dm_param_source *src,
+                       dm_status (*bind)(binder *, const dm_config *), dm_model **out)
+{
+    *out = NULL;
+    dm_status st = check_config(config);
+    if (st) return st;
+    dm_model *m = calloc(1, sizeof *m);
+    if (!m) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    binder b = {.src = src, .model = m};
+    if (src->file && !(b.used = calloc(src->file->count + 1, 1))) {
+        free(m);
+        return dm_fail(DM_ERR_NOMEM, "out of memory");
+    }
+    m->config = *config;
+    st = bind(&b, config);
+    if (!st && src->file)
+        for (size_t i = 0; i < src->file->count; i++)
+            if (!b.used[i]) {
+                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s'", src->file->tensors[i].name);
+                break;
+            }
+    free(b.used);
+    if (st) {
+        dm_model_free(m);
+        return st;
+    }
+    m->config.num_params = b.params;
+    *out = m;
+    return DM_OK;
+}
+
+dm_status dm_model_build(const dm_config *config, const dm_param_source *src, dm_model **out)
+{
+    return build(config, src, bind_all, out);
+}
+
+dm_status dm_block_load(const dm_tensor_file *file, const dm_config *config, dm_model **out)
+{
+    dm_param_source src = {.file = file};
+    return build(config, &src, bind_single_block, out);
+}
+
+void dm_model_free(dm_model *model)
+{
+    if (!model) return;
+    for (size_t i = 0; i < model->alloc_count; i++) free(model->allocs[i]);
+    free(model->allocs);
+    for (size_t i = 0; i < model->meta_count; i++) {
+        free(model->meta[i].key);
+        free(model->meta[i].value);
+    }
+    free(model->meta);
+    free(model);
+}
+
+/* ------------------------------------------------------------ inference */
+
+/* Size d of tensor name, or -1 when absent or of too few dimensions. */
+static int64_t dim_of(const dm_tensor_file *f, int d, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const dm_tensor *t = dm_tensor_file_find(f, name);
+    return t && t->ndim > d ? t->shape[d] : -1;
+}
+
+#define NEED(value, ...)                                                              \
+    do {                                                                              \
+        if ((value) < 1 || (value) > (1 << 20)) {                                     \
+            char n_[256];                                                             \
+            snprintf(n_, sizeof n_, __VA_ARGS__);                                     \
+            return dm_fail(DM_ERR_MODEL, "missing or malformed tensor '%s'", n_);      \
+        }                                                                             \
+    } while (0)
+
+dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
+{
+    memset(c, 0, sizeof *c);
+    int64_t v = dim_of(f, 1, "stem.0.weight");
+    NEED(v, "stem.0.weight");
+    c->in_chans = (int)v;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        int depth = 0;
+        while (dim_of(f, 0, "stages.%d.blocks.%d.norm1.norm.weight", s, depth) > 0) depth++;
+        if (depth == 0)
+            return dm_fail(DM_ERR_MODEL, "missing tensor 'stages.%d.blocks.0.norm1.norm.weight' (stage %d has no blocks)", s, s);
+        c->depths[s] = depth;
+        c->dims[s] = (int)dim_of(f, 0, "stages.%d.blocks.0.norm1.norm.weight", s);
+        NEED(c->dims[s], "stages.%d.blocks.0.norm1.norm.weight", s);
+        v = dim_of(f, 0, "stages.%d.blocks.0.mlp.fc1.weight", s);
+        NEED(v, "stages.%d.blocks.0.mlp.fc1.weight", s);
+        c->mlp_hidden[s] = (int)v;
+        v = dim_of(f, 0, "stages.%d.blocks.0.token_mixer.da_scan.offset.weight", s);
+        NEED(v, "stages.%d.blocks.0.token_mixer.da_scan.offset.weight", s);
+        if (v % 2) return dm_fail(DM_ERR_MODEL, "tensor 'stages.%d.blocks.0.token_mixer.da_scan.offset.weight' has an odd number of outputs (%lld); expected 2 per group", s, (long long)v);
+        c->groups[s] = (int)(v / 2);
+        v = dim_of(f, 1, "stages.%d.blocks.0.token_mixer.dt_projs_weight", s);
+        NEED(v, "stages.%d.blocks.0.token_mixer.dt_projs_weight", s);
+        c->dt_rank[s] = (int)v;
+        char ls[96];
+        snprintf(ls, sizeof ls, "stages.%d.blocks.0.layer_scale_1", s);
+        c->layer_scale[s] = dm_tensor_file_find(f, ls) != NULL;
+        if (s > 0) {
+            int64_t in = dim_of(f, 1, "stages.%d.downsample.0.weight", s);
+            int64_t outc = dim_of(f, 0, "stages.%d.downsample.0.weight", s);
+            NEED(in, "stages.%d.downsample.0.weight", s);
+            if (in != c->dims[s - 1] || outc != c->dims[s])
+                return dm_fail(DM_ERR_MODEL,
+                               "inconsistent stage shapes: 'stages.%d.downsample.0.weight' maps %lld to %lld channels, but stage %d has %d and stage %d has %d",
+                               s, (long long)in, (long long)outc, s - 1, c->dims[s - 1], s, c->dims[s]);
+        }
+    }
+    int64_t stem_out = dim_of(f, 0, "stem.9.weight");
+    if (stem_out != c->dims[0])
+        return dm_fail(DM_ERR_MODEL, "inconsistent stage shapes: the stem ends with %lld channels but stage 0 has %d",
+                       (long long)stem_out, c->dims[0]);
+    v = dim_of(f, 0, "head.fc.weight");
+    c->num_classes = v > 0 ? (int)v : 0;
+    return DM_OK;
+}
+
+dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
+{
+    dm_config cfg;
+    dm_status st = dm_config_infer(file, &cfg);
+    if (st) return st;
+    dm_param_source src = {.file = file};
+    if ((st = dm_model_build(&cfg, &src, out))) return st;
+    dm_model *m = *out;
+    if (file->meta_count) {
+        m->meta = calloc(file->meta_count, sizeof *m->meta);
+        if (!m->meta) { dm_model_free(m); *out = NULL; return dm_fail(DM_ERR_NOMEM, "out of memory"); }
+        for (size_t i = 0; i < file->meta_count; i++, m->meta_count++) {
+            m->meta[i].key = strdup(file->meta[i].key);
+            m->meta[i].value = strdup(file->meta[i].value);
+            if (!m->meta[i].key || !m->meta[i].value) {
+                m->meta_count++;
+                dm_model_free(m);
+                *out = NULL;
+                return dm_fail(DM_ERR_NOMEM, "out of memory");
+            }
+        }
+    }
+    return DM_OK;
+}
+
+dm_status dm_model_load(const char *path, const dm_load_options *opts, dm_model **out)
+{
+    if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load: path and out are required");
+    *out = NULL;
+    dm_tensor_file file;
+    dm_status st = dm_tensor_file_open(path, opts ? opts->use_ema : 0, &file);
+    if (st) return st;
+    st = dm_model_from_file(&file, out);
+    dm_tensor_file_close(&file);
+    if (st) dm_error_prefix("%s: ", path);
+    return st;
+}
+
+const dm_config *dm_model_config(const dm_model *model) { return model ? &model->config : NULL; }
+
+const char *dm_model_metadata(const dm_model *model, const char *key)
+{
+    if (!model || !key) return NULL;
+    for (size_t i = 0; i < model->meta_count; i++)
+        if (strcmp(model->meta[i].key, key) == 0) return model->meta[i].value;
+    return NULL;
+}
+
+dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage, int *channels,
+                         int *out_h, int *out_w)
+{
+    if (!model || stage < 0 || stage >= DM_NUM_STAGES || h < 1 || w < 1)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_stage_shape: bad model, stage %d or size %dx%d", stage, h, w);
+    h = dm_down2(dm_down2(h));
+    w = dm_down2(dm_down2(w));
+    for (int s = 1; s <= stage; s++) {
+        h = dm_down2(h);
+        w = dm_down2(w);
+    }
+    if (channels) *channels = model->config.dims[stage];
+    if (out_h) *out_h = h;
+    if (out_w) *out_w = w;
+    return DM_OK;
+}

@@ -1,0 +1,91 @@
+/* model.h - a loaded DAMamba: configuration plus parameters, with
+ * BatchNorm, conv_constant and layer scales folded in at load time.
+ * Layouts are the ones the channels-last forward pass wants. */
+#ifndef DM_MODEL_H
+#define DM_MODEL_H
+
+#include "damamba.h"
+#include "tensor_file.h"
+
+/* A dense 3x3 convolution, padding 1, BatchNorm folded in. */
+typedef struct dm_conv3x3 {
+    int cin, cout, stride;
+    float *weight; /* [cout][3][3][cin]: rows of an im2col GEMM */
+    float *bias;   /* [cout] */
+} dm_conv3x3;
+
+/* One block; C = dim, G = groups, R = dt_rank, F = mlp hidden. */
+typedef struct dm_block {
+    float *pos_w9, *pos_b;           /* pos_embed: [9][C] (weight + constant), [C] */
+    float *norm1_g, *norm1_b;        /* [C] */
+    /* DASSM token mixer */
+    float *in_proj;                  /* [C][C] */
+    float *conv_w9, *conv_b;         /* conv2d: [9][C], [C] */
+    float *off_dw_w9, *off_dw_b;     /* da_scan.dw_conv.0: [9][C], [C] */
+    float *off_ln_g, *off_ln_b;      /* da_scan.dw_conv.1.1: [C] */
+    float *off_w, *off_b;            /* da_scan.offset: [2G][C], [2G] */
+    float *x_proj;                   /* [R + 2][C] */
+    float *dt_proj;                  /* [C][R] */
+    float *dt_bias;                  /* [C] */
+    float *a;                        /* [C], -exp(A_logs) */
+    float *d;                        /* [C], Ds */
+    float *out_norm_g, *out_norm_b;  /* [C] */
+    float *out_proj;                 /* [C][C], rows scaled by layer_scale_1 */
+    /* ConvFFN, norm2 (BatchNorm) folded into fc1 */
+    float *fc1_w, *fc1_b;            /* [F][C], [F] */
+    float *mlp_w9, *mlp_b;           /* mlp.conv: [9][F] (weight + constant), [F] */
+    float *fc2_w, *fc2_b;            /* [C][F], [C], scaled by layer_scale_2 */
+} dm_block;
+
+typedef struct dm_stage {
+    dm_conv3x3 downsample; /* stages 1..3 */
+    dm_block *blocks;
+    float *norm_g, *norm_b; /* norm{i+1}: the stage output's LayerNorm */
+} dm_stage;
+
+struct dm_model {
+    dm_config config;
+    dm_conv3x3 stem[4];
+    dm_stage stages[DM_NUM_STAGES];
+    float *head_w, *head_b; /* [classes][C3], [classes] */
+    void **allocs;          /* every parameter buffer, for freeing */
+    size_t alloc_count, alloc_cap;
+    dm_meta *meta;
+    size_t meta_count;
+};
+
+/* The official variants' configurations. */
+dm_status dm_variant_config(char variant, int in_chans, int num_classes,
+                            dm_config *out);
+
+/* Where parameter values come from while binding: a file, or a generator. */
+typedef struct dm_param_source {
+    const dm_tensor_file *file; /* NULL: call generate */
+    void (*generate)(void *ctx, const char *name, const dm_tensor *shape,
+                     float *dst);
+    void *ctx;
+} dm_param_source;
+
+/* Build a model of a known configuration from a parameter source. */
+dm_status dm_model_build(const dm_config *config, const dm_param_source *src,
+                         dm_model **out);
+
+/* Infer the configuration from a file's tensor names and shapes. */
+dm_status dm_config_infer(const dm_tensor_file *file, dm_config *out);
+
+/* Load from an open tensor file (the public loader and tests use this). */
+dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out);
+
+/* A model holding just one block (stage 0, block 0) whose tensors carry no
+ * prefix, as in a single-block test file; for tests of the block alone. */
+dm_status dm_block_load(const dm_tensor_file *file, const dm_config *config,
+                        dm_model **out);
+/* Run that block on n images of h x w (NCHW in and out); the workspace must
+ * have been created for 4h x 4w. */
+dm_status dm_block_run(const dm_model *model, dm_workspace *ws,
+                       const float *input, float *output, int n, int h, int w);
+
+/* Output size of a stride-2 3x3 convolution with padding 1. */
+static inline int dm_down2(int n) { return (n - 1) / 2 + 1; }
+
+#endif

@@ -1,0 +1,315 @@
+/* safetensors.c - read and write the safetensors format: an 8-byte
+ * little-endian header length, a JSON header, then raw tensor data.
+ * Every size and offset is checked against the file before use. */
+#include "tensor_file.h"
+
+#include "error.h"
+#include "json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Headers are small (a few hundred kB for the largest models); anything far
+ * beyond that is hostile or corrupt. */
+#define MAX_HEADER_BYTES (64u << 20)
+
+static const struct { const char *name; dm_dtype dtype; size_t size; } dtypes[] = {
+    {"F32", DM_F32, 4},  {"F16", DM_F16, 2}, {"BF16", DM_BF16, 2},
+    {"F64", DM_F64, 8},  {"I64", DM_I64, 8}, {"I32", DM_I32, 4},
+    {"U8", DM_U8, 1},    {"I8", DM_I8, 1},   {"BOOL", DM_BOOL, 1},
+};
+
+size_t dm_dtype_size(dm_dtype dtype)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].dtype == dtype) return dtypes[i].size;
+    return 0;
+}
+
+const char *dm_dtype_name(dm_dtype dtype)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].dtype == dtype) return dtypes[i].name;
+    return "?";
+}
+
+static int dtype_from_name(const char *name, dm_dtype *out)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (strcmp(dtypes[i].name, name) == 0) { *out = dtypes[i].dtype; return 1; }
+    return 0;
+}
+
+void dm_tensor_file_close(dm_tensor_file *file)
+{
+    if (!file) return;
+    for (size_t i = 0; i < file->count; i++) free(file->tensors[i].name);
+    for (size_t i = 0; i < file->meta_count; i++) {
+        free(file->meta[i].key);
+        free(file->meta[i].value);
+    }
+    free(file->tensors);
+    free(file->meta);
+    if (file->map) munmap(file->map, file->map_size);
+    free(file->owned);
+    memset(file, 0, sizeof *file);
+}
+
+const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name)
+{
+    for (size_t i = 0; i < file->count; i++)
+        if (strcmp(file->tensors[i].name, name) == 0) return &file->tensors[i];
+    return NULL;
+}
+
+const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key)
+{
+    for (size_t i = 0; i < file->meta_count; i++)
+        if (strcmp(file->meta[i].key, key) == 0) return file->meta[i].value;
+    return NULL;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const dm_tensor *x = a, *y = b;
+    const char *px = x->data, *py = y->data;
+    return px < py ? -1 : px > py;
+}
+
+static dm_status parse_tensor(const dm_json *entry, const unsigned char *data,
+                              uint64_t data_size, dm_tensor *t)
+{
+    const dm_json *dtype = dm_json_get(entry, "dtype");
+    const dm_json *shape = dm_json_get(entry, "shape");
+    const dm_json *offsets = dm_json_get(entry, "data_offsets");
+    if (entry->type != DM_JSON_OBJECT || !dtype || !shape || !offsets)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': entry needs dtype, shape and data_offsets", t->name);
+    if (dtype->type != DM_JSON_STRING || !dtype_from_name(dtype->string, &t->dtype))
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': unknown dtype %s%s%s", t->name,
+                       dtype->type == DM_JSON_STRING ? "'" : "",
+                       dtype->type == DM_JSON_STRING ? dtype->string : "(not a string)",
+                       dtype->type == DM_JSON_STRING ? "'" : "");
+    if (shape->type != DM_JSON_ARRAY || shape->count > DM_MAX_DIMS)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': shape must be a list of at most %d sizes", t->name, DM_MAX_DIMS);
+    t->ndim = (int)shape->count;
+    t->numel = 1;
+    int i = 0;
+    for (const dm_json *d = shape->child; d; d = d->next, i++) {
+        if (d->type != DM_JSON_NUMBER || !d->is_integer || d->integer < 0)
+            return dm_fail(DM_ERR_FORMAT, "tensor '%s': shape entry %d is not a size", t->name, i);
+        t->shape[i] = d->integer;
+        if (d->integer != 0 && t->numel > INT64_MAX / d->integer)
+            return dm_fail(DM_ERR_FORMAT, "tensor '%s': shape product overflows", t->name);
+        t->numel *= d->integer;
+    }
+    size_t esize = dm_dtype_size(t->dtype);
+    if ((uint64_t)t->numel > UINT64_MAX / esize)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': size overflows", t->name);
+    const dm_json *b = offsets->child, *e = b ? b->next : NULL;
+    if (offsets->type != DM_JSON_ARRAY || offsets->count != 2 ||
+        b->type != DM_JSON_NUMBER || !b->is_integer || e->type != DM_JSON_NUMBER || !e->is_integer ||
+        b->integer < 0 || e->integer < b->integer)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': data_offsets must be [begin, end] with begin <= end", t->name);
+    if ((uint64_t)e->integer > data_size)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': data_offsets [%lld, %lld] run past the end of the data (%llu bytes)",
+                       t->name, (long long)b->integer, (long long)e->integer, (unsigned long long)data_size);
+    uint64_t nbytes = (uint64_t)(e->integer - b->integer);
+    if (nbytes != (uint64_t)t->numel * esize)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': data_offsets hold %llu bytes but shape and dtype need %llu",
+                       t->name, (unsigned long long)nbytes, (unsigned long long)t->numel * esize);
+    t->data = data + b->integer;
+    t->nbytes = (size_t)nbytes;
+    return DM_OK;
+}
+
+dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out)
+{
+    const unsigned char *bytes = buf;
+    memset(out, 0, sizeof *out);
+    if (size < 8)
+        return dm_fail(DM_ERR_FORMAT, "file too short for a safetensors header (%zu bytes)", size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
+    if (hlen > size - 8)
+        return dm_fail(DM_ERR_FORMAT, "header length %llu runs past the end of the file (%zu bytes)",
+                       (unsigned long long)hlen, size);
+    if (hlen > MAX_HEADER_BYTES)
+        return dm_fail(DM_ERR_FORMAT, "header length %llu exceeds the %u-byte limit",
+                       (unsigned long long)hlen, MAX_HEADER_BYTES);
+    char err[160];
+    dm_json *root = dm_json_parse((const char *)bytes + 8, (size_t)hlen, err, sizeof err);
+    if (!root) return dm_fail(DM_ERR_FORMAT, "header is not valid JSON: %s", err);
+    dm_status st = DM_OK;
+    if (root->type != DM_JSON_OBJECT) {
+        st = dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
+        goto done;
+    }
+    out->tensors = calloc(root->count ? root->count : 1, sizeof *out->tensors);
+    if (!out->tensors) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
+    const unsigned char *data = bytes + 8 + hlen;
+    uint64_t data_size = size - 8 - hlen;
+    for (const dm_json *m = root->child; m; m = m->next) {
+        if (strcmp(m->key, "__metadata__") == 0) {
+            if (m->type != DM_JSON_OBJECT) { st = dm_fail(DM_ERR_FORMAT, "__metadata__ is not an object"); goto done; }
+            out->meta = calloc(m->count ? m->count : 1, sizeof *out->meta);
+            if (!out->meta) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading metadata"); goto done; }
+            for (const dm_json *kv = m->child; kv; kv = kv->next) {
+                if (kv->type != DM_JSON_STRING) {
+                    st = dm_fail(DM_ERR_FORMAT, "metadata '%s' is not a string", kv->key);
+                    goto done;
+                }
+                dm_meta *md = &out->meta[out->meta_count++];
+                md->key = strdup(kv->key);
+                md->value = strdup(kv->string);
+                if (!md->key || !md->value) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading metadata"); goto done; }
+            }
+            continue;
+        }
+        dm_tensor *t = &out->tensors[out->count++];
+        t->name = strdup(m->key);
+        if (!t->name) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
+        for (size_t j = 0; j + 1 < out->count; j++)
+            if (strcmp(out->tensors[j].name, t->name) == 0) {
+                st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", t->name);
+                goto done;
+            }
+        if ((st = parse_tensor(m, data, data_size, t)) != DM_OK) goto done;
+    }
+    /* Tensors may not share bytes: a writer that aliases them is broken. */
+    if (out->count > 1) {
+        dm_tensor *sorted = malloc(out->count * sizeof *sorted);
+        if (!sorted) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
+        memcpy(sorted, out->tensors, out->count * sizeof *sorted);
+        qsort(sorted, out->count, sizeof *sorted, by_offset);
+        for (size_t i = 1; i < out->count; i++) {
+            const char *prev_end = (const char *)sorted[i - 1].data + sorted[i - 1].nbytes;
+            if ((const char *)sorted[i].data < prev_end && sorted[i].nbytes && sorted[i - 1].nbytes) {
+                st = dm_fail(DM_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section",
+                             sorted[i - 1].name, sorted[i].name);
+                break;
+            }
+        }
+        free(sorted);
+    }
+done:
+    dm_json_free(root);
+    if (st != DM_OK) dm_tensor_file_close(out);
+    return st;
+}
+
+dm_status dm_safetensors_open(const char *path, dm_tensor_file *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return dm_fail(DM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return dm_fail(DM_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    void *map = NULL;
+    if (size > 0) {
+        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            return dm_fail(DM_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+        }
+    }
+    close(fd);
+    dm_status st = dm_safetensors_parse(map ? map : "", size, out);
+    if (st != DM_OK) {
+        if (map) munmap(map, size);
+        dm_error_prefix("%s: ", path);
+        return st;
+    }
+    out->map = map;
+    out->map_size = size;
+    return DM_OK;
+}
+
+/* ------------------------------------------------------------------ write */
+
+static int write_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    return fputc('"', f) != EOF;
+}
+
+dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_t count,
+                               const dm_meta *meta, size_t meta_count)
+{
+    /* The header goes to memory first: its length comes before it. */
+    char *header = NULL;
+    size_t hsize = 0;
+    FILE *h = open_memstream(&header, &hsize);
+    if (!h) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+    fputc('{', h);
+    int first = 1;
+    if (meta_count) {
+        fputs("\"__metadata__\":{", h);
+        for (size_t i = 0; i < meta_count; i++) {
+            if (i) fputc(',', h);
+            write_json_string(h, meta[i].key);
+            fputc(':', h);
+            write_json_string(h, meta[i].value);
+        }
+        fputc('}', h);
+        first = 0;
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!first) fputc(',', h);
+        first = 0;
+        write_json_string(h, tensors[i].name);
+        fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", dm_dtype_name(tensors[i].dtype));
+        for (int d = 0; d < tensors[i].ndim; d++)
+            fprintf(h, "%s%lld", d ? "," : "", (long long)tensors[i].shape[d]);
+        fprintf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
+                (unsigned long long)(offset + tensors[i].nbytes));
+        offset += tensors[i].nbytes;
+    }
+    fputc('}', h);
+    /* Pad with spaces so the data starts 8-byte aligned. */
+    while ((8 + ftell(h)) % 8) fputc(' ', h);
+    if (fclose(h) != 0) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
+
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(header); free(tmp);
+        return st;
+    }
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hsize >> (8 * i));
+    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, hsize, f) == hsize;
+    for (size_t i = 0; ok && i < count; i++)
+        ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, f) == tensors[i].nbytes;
+    ok = (fclose(f) == 0) && ok;
+    free(header);
+    if (!ok || rename(tmp, path) != 0) {
+        dm_status st = dm_fail(DM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return st;
+    }
+    free(tmp);
+    return DM_OK;
+}

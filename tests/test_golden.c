@@ -1,0 +1,209 @@
+/* test_golden.c - the library against float64 references computed from the
+ * authors' model code: operator cases, one block, a small model and
+ * DAMamba-F at 224x224.  Runs under the instruction set DAMAMBA_ISA picks. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "damamba.h"
+#include "kernels.h"
+#include "model.h"
+
+static dm_tensor_file ops;
+
+static void open_ops(void) { test_open("ops.safetensors", &ops); }
+static void close_ops(void) { dm_tensor_file_close(&ops); }
+
+static const dm_tensor *ops_tensor(const char *fmt, int k)
+{
+    char name[64];
+    snprintf(name, sizeof name, fmt, k);
+    const dm_tensor *t = dm_tensor_file_find(&ops, name);
+    ck_assert_msg(t != NULL, "missing %s", name);
+    return t;
+}
+
+START_TEST(golden_sampler)
+{
+    const dm_kernels *k = dm_kernels_active();
+    char label[64], name[32];
+    snprintf(name, sizeof name, "sample%d.groups", _i);
+    const char *groups_s = dm_tensor_file_meta(&ops, name);
+    ck_assert_ptr_nonnull(groups_s);
+    int groups = atoi(groups_s);
+    const dm_tensor *in = ops_tensor("sample%d.input", _i), *off = ops_tensor("sample%d.offset", _i);
+    const dm_tensor *want = ops_tensor("sample%d.output", _i);
+    int n = (int)in->shape[0], h = (int)in->shape[1], w = (int)in->shape[2], c = (int)in->shape[3];
+    float *got = malloc(sizeof(float) * in->numel);
+    size_t image = (size_t)h * w * c, oimage = (size_t)h * w * 2 * groups;
+    for (int b = 0; b < n; b++)
+        k->sample((const float *)in->data + b * image, (const float *)off->data + b * oimage, got + b * image, h, w,
+                  c, groups, 0, (size_t)h * w);
+    snprintf(label, sizeof label, "[%s] sample%d", k->isa, _i);
+    ck_assert_double_le(test_rel_err(label, got, want->data, (size_t)in->numel), GOLDEN_TOL);
+    free(got);
+}
+END_TEST
+
+START_TEST(golden_scan)
+{
+    const dm_kernels *k = dm_kernels_active();
+    const dm_tensor *u = ops_tensor("scan%d.u", _i), *delta = ops_tensor("scan%d.delta", _i);
+    const dm_tensor *a = ops_tensor("scan%d.A", _i), *bt = ops_tensor("scan%d.B", _i);
+    const dm_tensor *bias = ops_tensor("scan%d.delta_bias", _i), *want = ops_tensor("scan%d.h", _i);
+    size_t n = (size_t)u->shape[0], C = (size_t)u->shape[1], L = (size_t)u->shape[2];
+    float *ul = malloc(sizeof(float) * L * C), *dl = malloc(sizeof(float) * L * C);
+    float *bc = malloc(sizeof(float) * L * 2), *y = malloc(sizeof(float) * L * C);
+    float *got = malloc(sizeof(float) * n * C * L), *zero = calloc(C, sizeof(float)), *h = malloc(sizeof(float) * C);
+    const float *U = u->data, *D = delta->data, *B = bt->data;
+    for (size_t b = 0; b < n; b++) {
+        /* channels-first golden -> channels-last; C_t = 1 and D = 0 make y the state */
+        for (size_t c = 0; c < C; c++)
+            for (size_t t = 0; t < L; t++) {
+                ul[t * C + c] = U[(b * C + c) * L + t];
+                dl[t * C + c] = D[(b * C + c) * L + t];
+            }
+        for (size_t t = 0; t < L; t++) {
+            bc[2 * t] = B[b * L + t];
+            bc[2 * t + 1] = 1.0f;
+        }
+        dm_scan_args args = {ul, dl, bc, 2, a->data, zero, bias->data, C};
+        memset(h, 0, sizeof(float) * C);
+        k->scan(&args, 0, L, 0, C, h, NULL, y);
+        for (size_t c = 0; c < C; c++)
+            for (size_t t = 0; t < L; t++) got[(b * C + c) * L + t] = y[t * C + c];
+    }
+    char label[64];
+    snprintf(label, sizeof label, "[%s] scan%d", k->isa, _i);
+    ck_assert_double_le(test_rel_err(label, got, want->data, n * C * L), GOLDEN_TOL);
+    free(ul); free(dl); free(bc); free(y); free(got); free(zero); free(h);
+}
+END_TEST
+
+START_TEST(golden_dwconv)
+{
+    const dm_kernels *k = dm_kernels_active();
+    const dm_tensor *in = ops_tensor("dwconv%d.input", _i), *wt = ops_tensor("dwconv%d.weight", _i);
+    const dm_tensor *bias = ops_tensor("dwconv%d.bias", _i), *want = ops_tensor("dwconv%d.output", _i);
+    int n = (int)in->shape[0], c = (int)in->shape[1], h = (int)in->shape[2], w = (int)in->shape[3];
+    size_t hw = (size_t)h * w;
+    float *x = malloc(sizeof(float) * hw * c), *y = malloc(sizeof(float) * hw * c);
+    float *w9 = malloc(sizeof(float) * 9 * c), *got = malloc(sizeof(float) * in->numel);
+    const float *X = in->data, *W = wt->data;
+    for (int ch = 0; ch < c; ch++)
+        for (int t = 0; t < 9; t++) w9[t * c + ch] = W[ch * 9 + t];
+    for (int b = 0; b < n; b++) {
+        for (int ch = 0; ch < c; ch++)
+            for (size_t p = 0; p < hw; p++) x[p * c + ch] = X[((size_t)b * c + ch) * hw + p];
+        k->dwconv3x3(x, y, h, w, c, w9, bias->data, DM_ACT_NONE, 0, h);
+        for (int ch = 0; ch < c; ch++)
+            for (size_t p = 0; p < hw; p++) got[((size_t)b * c + ch) * hw + p] = y[p * c + ch];
+    }
+    char label[64];
+    snprintf(label, sizeof label, "[%s] dwconv%d", k->isa, _i);
+    ck_assert_double_le(test_rel_err(label, got, want->data, (size_t)in->numel), GOLDEN_TOL);
+    free(x); free(y); free(w9); free(got);
+}
+END_TEST
+
+START_TEST(golden_block)
+{
+    dm_tensor_file wf, io;
+    test_open("block.safetensors", &wf);
+    test_open("block.io.safetensors", &io);
+    int dim = atoi(dm_tensor_file_meta(&wf, "dim")), head_dim = atoi(dm_tensor_file_meta(&wf, "head_dim"));
+    int ratio = atoi(dm_tensor_file_meta(&wf, "mlp_ratio")), ls = atoi(dm_tensor_file_meta(&wf, "layerscale"));
+    dm_config cfg = {0};
+    for (int s = 0; s < 4; s++) {
+        cfg.depths[s] = 1;
+        cfg.dims[s] = dim;
+        cfg.mlp_hidden[s] = dim * ratio;
+        cfg.groups[s] = dim / head_dim;
+        cfg.dt_rank[s] = (dim + 15) / 16;
+        cfg.layer_scale[s] = ls;
+    }
+    cfg.in_chans = 3;
+    dm_model *m;
+    ck_assert_msg(dm_block_load(&wf, &cfg, &m) == DM_OK, "%s", dm_last_error());
+    size_t n;
+    const float *in = test_f32(&io, "input", &n), *want = test_f32(&io, "output.expected", NULL);
+    const dm_tensor *t = dm_tensor_file_find(&io, "input");
+    int b = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
+    dm_workspace *ws;
+    ck_assert(dm_workspace_create(m, b, 4 * h, 4 * w, &ws) == DM_OK);
+    float *got = malloc(sizeof(float) * n);
+    ck_assert(dm_block_run(m, ws, in, got, b, h, w) == DM_OK);
+    char label[64];
+    snprintf(label, sizeof label, "[%s] block", dm_isa());
+    ck_assert_double_le(test_rel_err(label, got, want, n), GOLDEN_TOL);
+    free(got);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+    dm_tensor_file_close(&wf);
+    dm_tensor_file_close(&io);
+}
+END_TEST
+
+/* Whole model: logits and the four stage outputs against expected. */
+static void check_model(const char *weights, const char *io_name)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_load(test_path(weights), NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_tensor_file io;
+    test_open(io_name, &io);
+    const dm_tensor *t = dm_tensor_file_find(&io, "input");
+    int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
+    dm_workspace *ws;
+    ck_assert(dm_workspace_create(m, n, h, w, &ws) == DM_OK);
+    dm_outputs out = {0};
+    size_t counts[5];
+    const float *want[5];
+    want[4] = test_f32(&io, "logits.expected", &counts[4]);
+    out.logits = malloc(sizeof(float) * counts[4]);
+    for (int s = 0; s < 4; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "stage%d.expected", s);
+        want[s] = test_f32(&io, name, &counts[s]);
+        out.stages[s] = malloc(sizeof(float) * counts[s]);
+    }
+    ck_assert_msg(dm_forward(m, ws, t->data, n, h, w, &out) == DM_OK, "%s", dm_last_error());
+    for (int s = 0; s < 5; s++) {
+        char label[64];
+        if (s < 4) snprintf(label, sizeof label, "[%s] %s stage%d", dm_isa(), weights, s);
+        else snprintf(label, sizeof label, "[%s] %s logits", dm_isa(), weights);
+        float *got = s < 4 ? out.stages[s] : out.logits;
+        ck_assert_double_le(test_rel_err(label, got, want[s], counts[s]), GOLDEN_TOL);
+    }
+    for (int s = 0; s < 4; s++) free(out.stages[s]);
+    free(out.logits);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+    dm_tensor_file_close(&io);
+}
+
+START_TEST(golden_micro) { check_model("micro.safetensors", "micro.io.safetensors"); }
+END_TEST
+
+START_TEST(golden_damamba_f) { check_model("damamba_f.safetensors", "damamba_f.io.safetensors"); }
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("golden");
+    TCase *tc = tcase_create("operators");
+    tcase_add_unchecked_fixture(tc, open_ops, close_ops);
+    tcase_add_loop_test(tc, golden_sampler, 0, 4);
+    tcase_add_loop_test(tc, golden_scan, 0, 4);
+    tcase_add_loop_test(tc, golden_dwconv, 0, 3);
+    suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("models");
+    tcase_set_timeout(tm, 600);
+    tcase_add_test(tm, golden_block);
+    tcase_add_test(tm, golden_micro);
+    if (!getenv("DM_SKIP_LARGE_GOLDEN")) tcase_add_test(tm, golden_damamba_f);
+    suite_add_tcase(s, tm);
+    return test_run(s);
+}

@@ -1,0 +1,29 @@
+/* testutil.h - helpers shared by the test suites. */
+#ifndef DM_TESTUTIL_H
+#define DM_TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+
+#include "tensor_file.h"
+
+/* Path of a file in the test data folder (tests/golden), from the
+ * DM_TEST_DATA environment variable that meson sets. */
+const char *test_path(const char *name);
+
+/* Open a golden safetensors file or fail the test. */
+void test_open(const char *name, dm_tensor_file *file);
+
+/* A tensor of a file as float32, or fail the test. */
+const float *test_f32(const dm_tensor_file *file, const char *name, size_t *count);
+
+/* max |got - want| / max |want|, printed with a label for the test log. */
+double test_rel_err(const char *label, const float *got, const float *want, size_t n);
+
+/* The golden tolerance: 1e-4 of the largest expected magnitude. */
+#define GOLDEN_TOL 1e-4
+
+/* Run the suite, print a summary, return the process exit code. */
+int test_run(Suite *suite);
+
+#endif
