@@ -66,6 +66,10 @@ typedef struct dm_load_options {
 dm_status dm_model_load(const char *path, const dm_load_options *opts,
                         dm_model **out);
 
+/* Load a model file already in memory (safetensors); the bytes are copied
+ * as needed, so buf may be freed afterwards. */
+dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out);
+
 /* A model of an official variant ('F', 'T', 'S' or 'B') with deterministic
  * pseudo-random weights, for tests and benchmarks without a checkpoint.
  * num_classes 0 builds no head. */

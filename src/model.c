@@ -534,6 +534,18 @@ dm_status dm_model_load(const char *path, const dm_load_options *opts, dm_model 
     return st;
 }
 
+dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out)
+{
+    if (!buf || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load_buffer: buf and out are required");
+    *out = NULL;
+    dm_tensor_file file;
+    dm_status st = dm_safetensors_parse(buf, size, &file);
+    if (st) return st;
+    st = dm_model_from_file(&file, out);
+    dm_tensor_file_close(&file);
+    return st;
+}
+
 const dm_config *dm_model_config(const dm_model *model) { return model ? &model->config : NULL; }
 
 const char *dm_model_metadata(const dm_model *model, const char *key)

@@ -1,0 +1,42 @@
+/* damamba - the command-line program: one word per job. */
+#include "cli.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"run", cmd_run, "run a model on a tensor file, write logits and stage outputs"},
+    {"info", cmd_info, "print a model's inferred configuration, parameters and MACs"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: damamba COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'damamba COMMAND --help' describes a command.  Without -m, commands use the\n"
+                 "embedded Fashion-MNIST model.  Version %s.\n", DM_VERSION_STRING);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("damamba %s\n", DM_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (try 'damamba --help')", argv[1]);
+    return 2;
+}
