@@ -498,6 +498,7 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
 
 dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
 {
+    *out = NULL;
     dm_config cfg;
     dm_status st = dm_config_infer(file, &cfg);
     if (st) return st;

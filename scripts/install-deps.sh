@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what building and testing damamba needs on Debian 12 (as root).
+# Installs only what is missing, so a second run is quick.
+set -euo pipefail
+
+packages=(
+  meson ninja-build pkg-config gcc     # build
+  libopenblas-dev libsleef-dev libstb-dev  # library dependencies
+  check                                # unit tests
+  clang libclang-rt-14-dev             # sanitizer and fuzz builds
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

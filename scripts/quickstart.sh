@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install what is missing, build damamba, and classify the bundled sample
+# images with the embedded Fashion-MNIST model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+[ -d build ] || meson setup build --buildtype=release >/dev/null
+ninja -C build
+build/tools/damamba info

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: the native build under every instruction set this
+# CPU has, the same tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "native build and tests"
+[ -d build ] || meson setup build --buildtype=release >/dev/null
+ninja -C build
+meson test -C build --print-errorlogs
+
+step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
+[ -d build-asan ] || meson setup build-asan --buildtype=debugoptimized \
+  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+ninja -C build-asan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  meson test -C build-asan --print-errorlogs --timeout-multiplier 4

@@ -1,0 +1,146 @@
+/* test_model.c - configurations and parameter counts of the official
+ * variants, batch independence, shapes at odd resolutions. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "damamba.h"
+
+/* PyTorch's count of trainable parameters (sum of numel over parameters
+ * with requires_grad) of the official variants with 1000 classes. */
+START_TEST(official_parameter_counts)
+{
+    static const struct { char v; int64_t params; } want[] = {
+        {'F', 5518644}, {'T', 25439870}, {'S', 44991880}, {'B', 85713488},
+    };
+    dm_model *m;
+    ck_assert_int_eq(dm_model_synthetic(want[_i].v, 3, 1000, 1, &m), DM_OK);
+    printf("DAMamba-%c: %lld parameters (PyTorch: %lld), %.2f GMACs at 224\n", want[_i].v,
+           (long long)dm_model_config(m)->num_params, (long long)want[_i].params, dm_model_macs(m, 224, 224) / 1e9);
+    ck_assert_int_eq(dm_model_config(m)->num_params, want[_i].params);
+    dm_model_free(m);
+}
+END_TEST
+
+START_TEST(unknown_variant)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_synthetic('X', 3, 1000, 1, &m), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "unknown variant 'X'"));
+}
+END_TEST
+
+static float *random_input(size_t n, unsigned seed)
+{
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+    }
+    return x;
+}
+
+/* Image k of a batch of three gives the same outputs as when run alone, up
+ * to float32 rounding: OpenBLAS blocks its sums by matrix size, so a batch
+ * reorders additions (measured: about 1.5e-6 of the largest logit). */
+#define BATCH_TOL 1e-5
+START_TEST(batch_independence)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &m), DM_OK);
+    const int n = 3, h = 37, w = 29, classes = dm_model_config(m)->num_classes;
+    size_t image = (size_t)3 * h * w;
+    float *x = random_input(n * image, 7);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(m, n, h, w, &ws), DM_OK);
+    int C, oh, ow;
+    dm_stage_shape(m, h, w, 2, &C, &oh, &ow);
+    size_t s2 = (size_t)C * oh * ow;
+    float *logits = malloc(sizeof(float) * n * classes), *stage = malloc(sizeof(float) * n * s2);
+    dm_outputs all = {.logits = logits, .stages = {NULL, NULL, stage, NULL}};
+    ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &all), DM_OK);
+    float *one_logits = malloc(sizeof(float) * classes), *one_stage = malloc(sizeof(float) * s2);
+    for (int k = 0; k < n; k++) {
+        dm_outputs one = {.logits = one_logits, .stages = {NULL, NULL, one_stage, NULL}};
+        ck_assert_int_eq(dm_forward(m, ws, x + k * image, 1, h, w, &one), DM_OK);
+        char label[64];
+        snprintf(label, sizeof label, "batch image %d logits", k);
+        ck_assert_double_le(test_rel_err(label, one_logits, logits + k * classes, classes), BATCH_TOL);
+        snprintf(label, sizeof label, "batch image %d stage2", k);
+        ck_assert_double_le(test_rel_err(label, one_stage, stage + k * s2, s2), BATCH_TOL);
+    }
+    free(x); free(logits); free(stage); free(one_logits); free(one_stage);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
+/* Stride-2 steps round up as PyTorch's floor((n + 2 - 3) / 2) + 1, down to 1x1. */
+START_TEST(stage_shapes)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &m), DM_OK);
+    static const int sizes[][2] = {{1, 1}, {2, 3}, {17, 5}, {64, 96}, {225, 223}};
+    for (int i = 0; i < 5; i++) {
+        int h = sizes[i][0], w = sizes[i][1], eh = h, ew = w;
+        for (int s = 0; s < 4; s++) {
+            int steps = s == 0 ? 2 : 1;
+            for (int k = 0; k < steps; k++) {
+                eh = (eh + 2 - 3) / 2 + 1;
+                ew = (ew + 2 - 3) / 2 + 1;
+            }
+            int C, oh, ow;
+            ck_assert_int_eq(dm_stage_shape(m, h, w, s, &C, &oh, &ow), DM_OK);
+            ck_assert_int_eq(oh, eh);
+            ck_assert_int_eq(ow, ew);
+        }
+        /* and the forward pass runs there, with finite outputs */
+        dm_workspace *ws;
+        ck_assert_int_eq(dm_workspace_create(m, 1, h, w, &ws), DM_OK);
+        float *x = random_input((size_t)3 * h * w, 3), logits[10];
+        dm_outputs o = {.logits = logits};
+        ck_assert_int_eq(dm_forward(m, ws, x, 1, h, w, &o), DM_OK);
+        for (int k = 0; k < 10; k++) ck_assert(isfinite(logits[k]));
+        free(x);
+        dm_workspace_free(ws);
+    }
+    dm_model_free(m);
+}
+END_TEST
+
+START_TEST(forward_rejects_bad_calls)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &m), DM_OK);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(m, 2, 32, 32, &ws), DM_OK);
+    float x[3 * 64 * 64] = {0}, logits[30];
+    dm_outputs o = {.logits = logits};
+    ck_assert_int_eq(dm_forward(m, ws, x, 3, 32, 32, &o), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "exceeds the workspace"));
+    ck_assert_int_eq(dm_forward(m, ws, x, 1, 64, 16, &o), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(dm_forward(m, ws, NULL, 1, 16, 16, &o), DM_ERR_ARGUMENT);
+    dm_workspace *none = (dm_workspace *)1;
+    ck_assert_int_eq(dm_workspace_create(m, 0, 32, 32, &none), DM_ERR_ARGUMENT);
+    ck_assert_ptr_null(none);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("model");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, official_parameter_counts, 0, 4);
+    tcase_add_test(tc, unknown_variant);
+    tcase_add_test(tc, batch_independence);
+    tcase_add_test(tc, stage_shapes);
+    tcase_add_test(tc, forward_rejects_bad_calls);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}

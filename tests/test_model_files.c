@@ -1,0 +1,240 @@
+/* test_model_files.c - bad model files get a status and a message naming
+ * the problem (and the tensor), never a crash or a read outside the file.
+ * Runs under AddressSanitizer in CI, which turns any stray read into a
+ * failure. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "damamba.h"
+#include "model.h"
+
+/* A safetensors image: length prefix, header text, data_size zero bytes.
+ * The buffer is exactly as long as the file, so ASan sees overreads. */
+static unsigned char *make_file(const char *header, size_t data_size, size_t *size)
+{
+    size_t h = strlen(header);
+    *size = 8 + h + data_size;
+    unsigned char *buf = calloc(1, *size);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)h >> (8 * i));
+    memcpy(buf + 8, header, h);
+    return buf;
+}
+
+static void expect_parse_error(const char *header, size_t data_size, const char *needle)
+{
+    size_t size;
+    unsigned char *buf = make_file(header, data_size, &size);
+    dm_tensor_file f;
+    dm_status st = dm_safetensors_parse(buf, size, &f);
+    printf("%-28s -> %s\n", needle, dm_last_error());
+    ck_assert_int_eq(st, DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), needle) != NULL, "message '%s' lacks '%s'", dm_last_error(), needle);
+    free(buf);
+}
+
+START_TEST(empty_file)
+{
+    char path[] = "/tmp/dm_empty_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    dm_model *m = (dm_model *)1;
+    dm_status st = dm_model_load(path, NULL, &m);
+    printf("empty file -> %s\n", dm_last_error());
+    ck_assert_int_eq(st, DM_ERR_FORMAT);
+    ck_assert_ptr_null(m);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "too short"));
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), path));
+    unlink(path);
+}
+END_TEST
+
+START_TEST(missing_file)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load("/nonexistent/model.safetensors", NULL, &m), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "/nonexistent/model.safetensors"));
+}
+END_TEST
+
+START_TEST(truncated_header)
+{
+    /* The length promises 40 bytes of JSON; the file ends after 10. */
+    unsigned char buf[18] = {40, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(buf + 8, "{\"a\":{\"dt", 10);
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_parse(buf, sizeof buf, &f), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "runs past the end"));
+}
+END_TEST
+
+START_TEST(header_length_past_end)
+{
+    unsigned char buf[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, '{', '}'};
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_parse(buf, sizeof buf, &f), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "header length"));
+}
+END_TEST
+
+START_TEST(invalid_json)
+{
+    expect_parse_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]", 4, "not valid JSON");
+    expect_parse_error("{\"a\": [1, 2,]}", 0, "not valid JSON");
+    expect_parse_error("[1, 2]", 0, "not a JSON object");
+}
+END_TEST
+
+START_TEST(offsets_out_of_range)
+{
+    expect_parse_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}}", 8,
+                       "run past the end");
+    expect_parse_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [8, 4]}}", 16,
+                       "begin <= end");
+    expect_parse_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 12]}}", 16,
+                       "need 16");
+}
+END_TEST
+
+START_TEST(offsets_overlap)
+{
+    expect_parse_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+                       " \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}",
+                       12, "overlap");
+}
+END_TEST
+
+START_TEST(unknown_dtype)
+{
+    expect_parse_error("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4,
+                       "unknown dtype 'F8_E4M3'");
+}
+END_TEST
+
+START_TEST(shape_overflow)
+{
+    expect_parse_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, 4]}}",
+                       4, "overflows");
+}
+END_TEST
+
+/* Model-level errors: start from the valid micro model and break one thing. */
+static dm_tensor_file micro;
+
+static void open_micro(void) { test_open("micro.safetensors", &micro); }
+static void close_micro(void) { dm_tensor_file_close(&micro); }
+
+static dm_tensor *find_mut(dm_tensor_file *f, const char *name)
+{
+    return (dm_tensor *)dm_tensor_file_find(f, name);
+}
+
+static void expect_model_error(const dm_tensor_file *f, const char *needle)
+{
+    dm_model *m = (dm_model *)1;
+    dm_status st = dm_model_from_file(f, &m);
+    printf("%-28s -> %s\n", needle, dm_last_error());
+    ck_assert_int_eq(st, DM_ERR_MODEL);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(dm_last_error(), needle) != NULL, "message '%s' lacks '%s'", dm_last_error(), needle);
+}
+
+START_TEST(valid_micro_loads)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_from_file(&micro, &m), DM_OK);
+    ck_assert_int_eq(dm_model_config(m)->num_classes, 10);
+    dm_model_free(m);
+}
+END_TEST
+
+START_TEST(missing_tensor)
+{
+    dm_tensor *t = find_mut(&micro, "stages.2.blocks.1.token_mixer.Ds");
+    ck_assert_ptr_nonnull(t);
+    char *saved = t->name;
+    t->name = "renamed";
+    expect_model_error(&micro, "missing tensor 'stages.2.blocks.1.token_mixer.Ds'");
+    t->name = saved;
+}
+END_TEST
+
+START_TEST(unexpected_tensor)
+{
+    dm_tensor_file f = micro;
+    dm_tensor *copy = malloc((micro.count + 1) * sizeof *copy);
+    memcpy(copy, micro.tensors, micro.count * sizeof *copy);
+    copy[micro.count] = copy[0];
+    copy[micro.count].name = "stages.0.blocks.0.extra.weight";
+    f.tensors = copy;
+    f.count = micro.count + 1;
+    expect_model_error(&f, "unexpected tensor 'stages.0.blocks.0.extra.weight'");
+    free(copy);
+}
+END_TEST
+
+START_TEST(wrong_shape)
+{
+    dm_tensor *t = find_mut(&micro, "stages.1.blocks.0.mlp.fc2.weight");
+    ck_assert_ptr_nonnull(t);
+    dm_tensor saved = *t;
+    /* same bytes, other shape: [64, 256, 1, 1] -> [128, 128, 1, 1] */
+    t->shape[0] = 128;
+    t->shape[1] = 128;
+    expect_model_error(&micro, "tensor 'stages.1.blocks.0.mlp.fc2.weight' has shape [128, 128, 1, 1], expected [64, 256, 1, 1]");
+    *t = saved;
+}
+END_TEST
+
+START_TEST(inconsistent_stage_shapes)
+{
+    dm_tensor *t = find_mut(&micro, "stages.2.downsample.0.weight");
+    ck_assert_ptr_nonnull(t);
+    dm_tensor saved = *t;
+    t->shape[1] = 32; /* takes 32 channels, but stage 1 has 64 */
+    t->shape[2] = 6;
+    expect_model_error(&micro, "inconsistent stage shapes");
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "stages.2.downsample.0.weight"));
+    *t = saved;
+}
+END_TEST
+
+START_TEST(integer_weights)
+{
+    dm_tensor *t = find_mut(&micro, "head.fc.bias");
+    dm_tensor saved = *t;
+    t->dtype = DM_I32;
+    expect_model_error(&micro, "tensor 'head.fc.bias' has dtype I32");
+    *t = saved;
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("model_files");
+    TCase *tc = tcase_create("safetensors");
+    tcase_add_test(tc, empty_file);
+    tcase_add_test(tc, missing_file);
+    tcase_add_test(tc, truncated_header);
+    tcase_add_test(tc, header_length_past_end);
+    tcase_add_test(tc, invalid_json);
+    tcase_add_test(tc, offsets_out_of_range);
+    tcase_add_test(tc, offsets_overlap);
+    tcase_add_test(tc, unknown_dtype);
+    tcase_add_test(tc, shape_overflow);
+    suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("model");
+    tcase_add_unchecked_fixture(tm, open_micro, close_micro);
+    tcase_add_test(tm, valid_micro_loads);
+    tcase_add_test(tm, missing_tensor);
+    tcase_add_test(tm, unexpected_tensor);
+    tcase_add_test(tm, wrong_shape);
+    tcase_add_test(tm, inconsistent_stage_shapes);
+    tcase_add_test(tm, integer_weights);
+    suite_add_tcase(s, tm);
+    return test_run(s);
+}
