@@ -108,6 +108,11 @@ size_t dm_workspace_bytes(const dm_workspace *ws);
 typedef struct dm_outputs {
     float *logits;                /* n x num_classes, or NULL */
     float *stages[DM_NUM_STAGES]; /* n x C_s x H_s x W_s each, or NULL */
+    /* The Dynamic Adaptive Scan's sampling offsets of one block, or NULL:
+     * n x H_s x W_s x groups x 2, (dx, dy) in pixels of that stage's grid.
+     * Pixel (y, x) of group g samples its features at (x + dx, y + dy). */
+    float *offsets;
+    int offsets_stage, offsets_block;
 } dm_outputs;
 
 /* Run n images (n x in_chans x h x w, NCHW float32).  Only the outputs whose

@@ -147,6 +147,7 @@ size_t dm_workspace_bytes(const dm_workspace *ws) { return ws ? ws->bytes : 0; }
 typedef struct ctx {
     const dm_kernels *k;
     int threads;
+    float *offsets; /* where to copy this block's offsets, or NULL */
 } ctx;
 
 /* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C */
@@ -298,6 +299,7 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
     layernorm(cx, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
     gemm_nt(P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
     bias_act(cx, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
+    if (cx->offsets) memcpy(cx->offsets, ws->off, sizeof(float) * P * 2 * G);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     sample(cx, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
@@ -350,8 +352,14 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
+    if (outputs->offsets &&
+        (outputs->offsets_stage < 0 || outputs->offsets_stage >= DM_NUM_STAGES || outputs->offsets_block < 0 ||
+         outputs->offsets_block >= cfg->depths[outputs->offsets_stage]))
+        return dm_fail(DM_ERR_ARGUMENT, "dm_forward: no block %d in stage %d (the model has depths %d, %d, %d, %d)",
+                       outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
+                       cfg->depths[2], cfg->depths[3]);
 
-    ctx cx = {dm_kernels_active(), dm_threads()};
+    ctx cx = {dm_kernels_active(), dm_threads(), NULL};
     openblas_set_num_threads(cx.threads);
 
     to_nhwc(&cx, input, ws->t, n, (size_t)h * w, (size_t)cfg->in_chans);
@@ -374,7 +382,12 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
             h = oh;
             w = ow;
         }
-        for (int j = 0; j < cfg->depths[s]; j++) block_forward(&cx, cfg, s, &stage->blocks[j], ws, n, h, w);
+        for (int j = 0; j < cfg->depths[s]; j++) {
+            int capture = outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j;
+            cx.offsets = capture ? outputs->offsets : NULL;
+            block_forward(&cx, cfg, s, &stage->blocks[j], ws, n, h, w);
+        }
+        cx.offsets = NULL;
         size_t P = (size_t)n * h * w;
         layernorm(&cx, ws->x, ws->x, P, C, stage->norm_g, stage->norm_b, DM_ACT_NONE);
         if (outputs->stages[s]) to_nchw(&cx, ws->x, outputs->stages[s], n, (size_t)h * w, C);
@@ -401,7 +414,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
 {
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
-    ctx cx = {dm_kernels_active(), dm_threads()};
+    ctx cx = {dm_kernels_active(), dm_threads(), NULL};
     openblas_set_num_threads(cx.threads);
     size_t hw = (size_t)h * w, C = model->config.dims[0];
     to_nhwc(&cx, input, ws->x, n, hw, C);

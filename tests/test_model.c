@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "damamba.h"
+#include "model.h"
 
 /* PyTorch's count of trainable parameters (sum of numel over parameters
  * with requires_grad) of the official variants with 1000 classes. */
@@ -131,6 +132,46 @@ START_TEST(forward_rejects_bad_calls)
 }
 END_TEST
 
+/* The offsets a block reports are the ones its sampler used: with the offset
+ * layer's weight zeroed, they must equal its bias exactly, at every pixel. */
+START_TEST(offsets_capture)
+{
+    dm_tensor_file f;
+    test_open("micro.safetensors", &f);
+    dm_tensor *tensors = malloc(f.count * sizeof *tensors);
+    memcpy(tensors, f.tensors, f.count * sizeof *tensors);
+    dm_tensor_file g = f;
+    g.tensors = tensors;
+    const int stage = 2, block = 1, groups = 6;
+    float zero_w[2 * 6 * 96] = {0}, bias[12];
+    for (int i = 0; i < 2 * groups; i++) bias[i] = 0.25f * (float)(i - 5);
+    for (size_t i = 0; i < g.count; i++) {
+        if (!strcmp(tensors[i].name, "stages.2.blocks.1.token_mixer.da_scan.offset.weight")) tensors[i].data = zero_w;
+        if (!strcmp(tensors[i].name, "stages.2.blocks.1.token_mixer.da_scan.offset.bias")) tensors[i].data = bias;
+    }
+    dm_model *m;
+    ck_assert_int_eq(dm_model_from_file(&g, &m), DM_OK);
+    const int n = 2, h = 50, w = 70;
+    int oh, ow;
+    dm_stage_shape(m, h, w, stage, NULL, &oh, &ow);
+    size_t count = (size_t)n * oh * ow * groups * 2;
+    float *x = random_input((size_t)n * 3 * h * w, 11), *off = malloc(count * sizeof *off);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(m, n, h, w, &ws), DM_OK);
+    dm_outputs o = {.offsets = off, .offsets_stage = stage, .offsets_block = block};
+    ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &o), DM_OK);
+    for (size_t i = 0; i < count; i++) ck_assert_float_eq(off[i], bias[i % (2 * groups)]);
+    /* and a block that does not exist is refused */
+    o.offsets_block = 2;
+    ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &o), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "no block 2 in stage 2"));
+    free(x); free(off); free(tensors);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+    dm_tensor_file_close(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model");
@@ -141,6 +182,7 @@ int main(void)
     tcase_add_test(tc, batch_independence);
     tcase_add_test(tc, stage_shapes);
     tcase_add_test(tc, forward_rejects_bad_calls);
+    tcase_add_test(tc, offsets_capture);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
