@@ -1,0 +1,89 @@
+/* test_scanmap.c - the scan map shows the offsets the forward pass used:
+ * positions are the same numbers, and the picture has each group's colour
+ * where its positions are drawn. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "damamba.h"
+#include "scanmap.h"
+
+START_TEST(positions_and_picture_match_forward_offsets)
+{
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &m), DM_OK);
+    const int h = 64, w = 96, stage = 1, block = 0;
+    float *x = malloc(sizeof(float) * 3 * h * w);
+    for (int i = 0; i < 3 * h * w; i++) x[i] = sinf(0.05f * (float)i) + 0.3f * cosf(0.17f * (float)(i % w));
+
+    /* the offsets straight from the library */
+    int gh, gw, groups = dm_model_config(m)->groups[stage];
+    dm_stage_shape(m, h, w, stage, NULL, &gh, &gw);
+    float *off = malloc(sizeof(float) * gh * gw * groups * 2);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(m, 1, h, w, &ws), DM_OK);
+    dm_outputs o = {.offsets = off, .offsets_stage = stage, .offsets_block = block};
+    ck_assert_int_eq(dm_forward(m, ws, x, 1, h, w, &o), DM_OK);
+
+    scanmap map;
+    ck_assert_int_eq(scanmap_compute(m, x, h, w, stage, block, &map), DM_OK);
+    ck_assert_int_eq(map.grid_h, gh);
+    ck_assert_int_eq(map.grid_w, gw);
+    ck_assert_int_eq(map.groups, groups);
+    int moved = 0;
+    for (int p = 0; p < gh * gw; p++)
+        for (int g = 0; g < groups; g++) {
+            float px, py;
+            scanmap_position(&map, g, p, &px, &py);
+            const float *d = off + ((size_t)p * groups + g) * 2;
+            ck_assert_float_eq(px, 8.0f * ((float)(p % gw) + d[0]));
+            ck_assert_float_eq(py, 8.0f * ((float)(p / gw) + d[1]));
+            moved += fabsf(d[0]) > 0.01f || fabsf(d[1]) > 0.01f;
+        }
+    ck_assert_int_gt(moved, gh * gw * groups / 2); /* the offsets are real, not zeros */
+
+    /* each drawn position of a group carries the group's colour */
+    const int scale = 4;
+    for (int g = 0; g < groups; g++) {
+        canvas cv;
+        float *img = calloc((size_t)3 * h * w, sizeof(float));
+        ck_assert_int_eq(scanmap_draw(&map, img, 3, h, w, scale, g, 1, 0, &cv), 0);
+        colour want = scanmap_colour(g);
+        float sx, sy, ex, ey;
+        scanmap_position(&map, g, 0, &sx, &sy);
+        scanmap_position(&map, g, gh * gw - 1, &ex, &ey);
+        int checked = 0;
+        for (int p = 1; p < gh * gw - 1; p++) {
+            float px, py;
+            scanmap_position(&map, g, p, &px, &py);
+            int cx = (int)floorf(scanmap_to_canvas(px, scale)), cy = (int)floorf(scanmap_to_canvas(py, scale));
+            /* skip positions off the canvas or under the start and end markers */
+            if (cx < 0 || cy < 0 || cx >= cv.width || cy >= cv.height) continue;
+            if (hypotf(px - sx, py - sy) * scale < 20 || hypotf(px - ex, py - ey) * scale < 20) continue;
+            const uint8_t *rgb = cv.rgb + ((size_t)cy * cv.width + cx) * 3;
+            ck_assert_msg(rgb[0] == want.r && rgb[1] == want.g && rgb[2] == want.b,
+                          "group %d position %d at canvas (%d, %d) is (%d, %d, %d), not the group colour", g, p, cx,
+                          cy, rgb[0], rgb[1], rgb[2]);
+            checked++;
+        }
+        ck_assert_int_gt(checked, gh * gw / 2);
+        canvas_free(&cv);
+        free(img);
+    }
+    scanmap_free(&map);
+    dm_workspace_free(ws);
+    free(off);
+    free(x);
+    dm_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("scanmap");
+    TCase *tc = tcase_create("scanmap");
+    tcase_add_test(tc, positions_and_picture_match_forward_offsets);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
