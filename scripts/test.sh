@@ -19,3 +19,6 @@ step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --timeout-multiplier 4
+
+step "aarch64 cross build, tested under qemu (scalar and NEON)"
+scripts/test-cross-aarch64.sh
