@@ -1,7 +1,23 @@
-/* tables.c - the SIMD tables compiled into this build, best first. */
+/* tables.c - the SIMD tables compiled into this build, best first, each
+ * with the cpuid test of whether this CPU (and its OS) runs it. */
 #include "simd_tables.h"
 
+#if defined(__x86_64__)
+
+extern const dm_kernels dm_kernels_avx512, dm_kernels_avx2;
+
+static int has_avx512(void) { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
+static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
 const dm_simd_table dm_simd_tables[] = {
-    {0, 0},
+    {&dm_kernels_avx512, has_avx512},
+    {&dm_kernels_avx2, has_avx2},
 };
+const size_t dm_simd_table_count = sizeof dm_simd_tables / sizeof dm_simd_tables[0];
+
+#else
+
+const dm_simd_table dm_simd_tables[] = {{0, 0}};
 const size_t dm_simd_table_count = 0;
+
+#endif

@@ -58,10 +58,18 @@ typedef struct dm_kernels {
     /* Selective scan over steps [t0, t1) and channels [c0, c1):
      *   dt = softplus(delta + dt_bias); h = exp(dt * a) * h + dt * B_t * u
      * h[c] holds the state on entry and exit.  If y is non-NULL it receives
-     * y = h * C_t + u * d.  If decay is non-NULL it receives the product of
-     * exp(dt * a) over the steps (for chunked scans). */
+     * y = h * C_t + u * d.  If decay is non-NULL ([L][C] like y) it receives
+     * at step t the product of exp(dt * a) over steps t0..t: what a chunked
+     * scan needs to fix up a chunk that started from a zero state. */
     void (*scan)(const dm_scan_args *args, size_t t0, size_t t1, size_t c0,
                  size_t c1, float *h, float *decay, float *y);
+
+    /* The fix-up of a chunk scanned from a zero state whose true entry state
+     * is carry[c]: y[t][c] += C_t * decay[t][c] * carry[c] over steps
+     * [t0, t1) and channels [c0, c1). */
+    void (*scan_fixup)(const dm_scan_args *args, size_t t0, size_t t1,
+                       size_t c0, size_t c1, const float *carry,
+                       const float *decay, float *y);
 } dm_kernels;
 
 /* The scalar reference table. */
