@@ -149,11 +149,20 @@ typedef struct ctx {
     int threads;
 } ctx;
 
-/* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C */
-static void gemm_nt(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B, float *C, float beta)
+/* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C.  Threads take
+ * bands of rows and each calls a single-threaded OpenBLAS, so OpenMP's
+ * threads and OpenBLAS's never compete for the cores. */
+static void gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+                    float *C, float beta)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)K,
-                beta, C, (int)N);
+    size_t band = (M + (size_t)cx->threads - 1) / (size_t)cx->threads;
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (int t = 0; t < cx->threads; t++) {
+        size_t m0 = (size_t)t * band, m1 = m0 + band < M ? m0 + band : M;
+        if (m0 < m1)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(m1 - m0), (int)N, (int)K, 1.0f,
+                        A + m0 * lda, (int)lda, B, (int)K, beta, C + m0 * N, (int)N);
+    }
 }
 
 static void layernorm(const ctx *cx, const float *x, float *y, size_t rows, size_t c, const float *g,
@@ -227,7 +236,7 @@ static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *
             size_t a = p0 + (size_t)t * chunk, b = a + chunk < p1 ? a + chunk : p1;
             if (a < b) im2col3x3(x, cols + (a - p0) * K, h, w, cv->cin, cv->stride, oh, ow, a, b);
         }
-        gemm_nt(p1 - p0, (size_t)cv->cout, K, cols, K, cv->weight, y + p0 * cv->cout, 0.0f);
+        gemm_nt(cx, p1 - p0, (size_t)cv->cout, K, cols, K, cv->weight, y + p0 * cv->cout, 0.0f);
     }
     bias_act(cx, y, total, (size_t)cv->cout, cv->bias, act);
     *oh_out = oh;
@@ -291,27 +300,27 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
 
     /* x = x + DASSM(norm1(x)) */
     layernorm(cx, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
-    gemm_nt(P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f);
+    gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f);
     dwconv(cx, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
     /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
     dwconv(cx, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
     layernorm(cx, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
-    gemm_nt(P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
+    gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
     bias_act(cx, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     sample(cx, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
-    gemm_nt(P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
-    gemm_nt(P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
+    gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
+    gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
     scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, n, L, C);
     layernorm(cx, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
-    gemm_nt(P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
+    gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    gemm_nt(P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f);
+    gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f);
     bias_act(cx, ws->hid, P, F, blk->fc1_b, DM_ACT_GELU);
     dwconv(cx, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
-    gemm_nt(P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f);
+    gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f);
     bias_act(cx, ws->x, P, C, blk->fc2_b, DM_ACT_NONE);
 }
 
@@ -352,7 +361,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
 
     ctx cx = {dm_kernels_active(), dm_threads()};
-    openblas_set_num_threads(cx.threads);
+    openblas_set_num_threads(1);
 
     to_nhwc(&cx, input, ws->t, n, (size_t)h * w, (size_t)cfg->in_chans);
 
@@ -389,7 +398,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                 for (size_t c = 0; c < C; c++) pool[c] += ws->x[(img * hw3 + p) * C + c];
             for (size_t c = 0; c < C; c++) pool[c] /= (float)hw3;
         }
-        gemm_nt(n, cfg->num_classes, C, ws->pooled, C, model->head_w, outputs->logits, 0.0f);
+        gemm_nt(&cx, n, cfg->num_classes, C, ws->pooled, C, model->head_w, outputs->logits, 0.0f);
         for (int img = 0; img < n; img++)
             for (int k = 0; k < cfg->num_classes; k++) outputs->logits[img * cfg->num_classes + k] += model->head_b[k];
     }
@@ -402,7 +411,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
     ctx cx = {dm_kernels_active(), dm_threads()};
-    openblas_set_num_threads(cx.threads);
+    openblas_set_num_threads(1);
     size_t hw = (size_t)h * w, C = model->config.dims[0];
     to_nhwc(&cx, input, ws->x, n, hw, C);
     block_forward(&cx, &model->config, 0, &model->stages[0].blocks[0], ws, n, h, w);
