@@ -104,6 +104,9 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, i
                        max_batch, max_h, max_w);
     if ((double)max_batch * max_h * max_w > (double)(1 << 30))
         return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: %d images of %dx%d pixels is too large", max_batch, max_h, max_w);
+    const dm_kernels *k;
+    dm_status st = dm_kernels_require(&k);
+    if (st != DM_OK) return st;
     sizes sz;
     plan(&model->config, max_batch, max_h, max_w, &sz);
     /* x and t swap roles, so they share a size; hid2 is another hid. */
@@ -360,7 +363,9 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
 
-    ctx cx = {dm_kernels_active(), dm_threads()};
+    ctx cx = {NULL, dm_threads()};
+    dm_status st = dm_kernels_require(&cx.k);
+    if (st != DM_OK) return st;
     openblas_set_num_threads(1);
 
     to_nhwc(&cx, input, ws->t, n, (size_t)h * w, (size_t)cfg->in_chans);
@@ -410,7 +415,9 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
 {
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
-    ctx cx = {dm_kernels_active(), dm_threads()};
+    ctx cx = {NULL, dm_threads()};
+    dm_status st = dm_kernels_require(&cx.k);
+    if (st != DM_OK) return st;
     openblas_set_num_threads(1);
     size_t hw = (size_t)h * w, C = model->config.dims[0];
     to_nhwc(&cx, input, ws->x, n, hw, C);

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "damamba.h"
+
 #define DM_LN_EPS 1e-6f
 
 typedef enum dm_act {
@@ -75,8 +77,12 @@ typedef struct dm_kernels {
 /* The scalar reference table. */
 extern const dm_kernels dm_kernels_scalar;
 
-/* The table the library uses: chosen once, honouring DAMAMBA_ISA. */
+/* The table the library uses: chosen once, honouring DAMAMBA_ISA; NULL
+ * when DAMAMBA_ISA names an instruction set this build or CPU lacks. */
 const dm_kernels *dm_kernels_active(void);
+/* The active table, or DM_ERR_UNSUPPORTED with a message naming the
+ * refused instruction set. */
+dm_status dm_kernels_require(const dm_kernels **out);
 /* A table by name, or NULL if this build or CPU lacks it. */
 const dm_kernels *dm_kernels_by_name(const char *isa);
 
