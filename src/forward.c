@@ -39,6 +39,9 @@ static size_t conv_band(int cin)
     return band < 256 ? 256 : band;
 }
 
+/* A chunked scan splits one image's sequence among at most this many. */
+#define SCAN_MAX_CHUNKS 64
+
 struct dm_workspace {
     int max_batch, max_h, max_w;
     size_t bytes;
@@ -49,12 +52,13 @@ struct dm_workspace {
     float *hid, *hid2;  /* ConvFFN hidden [P][F] */
     float *cols;        /* im2col band */
     float *state;       /* scan states [N][C] */
+    float *chunk_state; /* entry states of a chunked scan's chunks [SCAN_MAX_CHUNKS][C] */
     float *pooled;      /* [N][C3] */
     void *block;        /* one allocation behind all of the above */
 };
 
 typedef struct sizes {
-    size_t x, a, v, ob, u, delta, off, dbl, hid, cols, state, pooled;
+    size_t x, a, v, ob, u, delta, off, dbl, hid, cols, state, chunk_state, pooled;
 } sizes;
 
 #define GROW(field, n) do { size_t n_ = (n); if (n_ > sz->field) sz->field = n_; } while (0)
@@ -91,6 +95,7 @@ static void plan(const dm_config *c, int n, int h, int w, sizes *sz)
         GROW(dbl, P * (c->dt_rank[s] + 2));
         GROW(hid, P * c->mlp_hidden[s]);
         GROW(state, N * C);
+        GROW(chunk_state, SCAN_MAX_CHUNKS * C);
     }
     GROW(pooled, N * c->dims[3]);
 }
@@ -111,7 +116,7 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, i
     plan(&model->config, max_batch, max_h, max_w, &sz);
     /* x and t swap roles, so they share a size; hid2 is another hid. */
     size_t counts[] = {sz.x, sz.x, sz.a, sz.v, sz.ob, sz.u, sz.delta, sz.off, sz.dbl,
-                       sz.hid, sz.hid, sz.cols, sz.state, sz.pooled};
+                       sz.hid, sz.hid, sz.cols, sz.state, sz.chunk_state, sz.pooled};
     size_t total = 0;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) total += (counts[i] + 15) & ~(size_t)15;
     dm_workspace *ws = calloc(1, sizeof *ws);
@@ -121,7 +126,7 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, i
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %.1f MB workspace", total * 4.0 / 1e6);
     }
     float **slots[] = {&ws->x, &ws->t, &ws->a, &ws->v, &ws->ob, &ws->u, &ws->delta, &ws->off, &ws->dbl,
-                       &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->pooled};
+                       &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->chunk_state, &ws->pooled};
     float *p = mem;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         *slots[i] = p;
@@ -260,23 +265,38 @@ static void sample(const ctx *cx, const float *v, const float *off, float *u, in
     }
 }
 
-/* The selective scan of each image along its row-major pixel sequence; the
- * channels are independent, so threads take blocks of channels. */
+/* The selective scan of each image along its row-major pixel sequence.  The
+ * channels are independent, so threads take blocks of channels; when there
+ * are too few blocks to share (a small batch of narrow images), threads
+ * split each image's sequence into chunks instead.  decay is [P][C] scratch
+ * for the chunked scan. */
 static void scan(const ctx *cx, const dm_block *blk, const float *u, const float *delta, const float *dbl,
-                 int rank, float *y, float *state, int n, size_t L, size_t C)
+                 int rank, float *y, float *state, float *chunk_state, float *decay, int n, size_t L, size_t C)
 {
     const size_t cblock = 16;
     size_t per_image = (C + cblock - 1) / cblock;
     memset(state, 0, sizeof(float) * n * C);
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    dm_scan_args args = {
+        .bc_stride = (size_t)rank + 2, .a = blk->a, .d = blk->d, .dt_bias = blk->dt_bias, .channels = C,
+    };
+    if (cx->threads > 1 && n * per_image < 2 * (size_t)cx->threads) {
+        size_t chunks = (size_t)cx->threads < SCAN_MAX_CHUNKS ? (size_t)cx->threads : SCAN_MAX_CHUNKS;
+        for (int img = 0; img < n; img++) {
+            args.u = u + img * L * C;
+            args.delta = delta + img * L * C;
+            args.bc = dbl + img * L * (rank + 2) + rank;
+            dm_scan_chunked(cx->k, &args, L, chunks, cx->threads, state + img * C, chunk_state,
+                            decay + img * L * C, y + img * L * C);
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(cx->threads) schedule(static) firstprivate(args)
     for (long i = 0; i < (long)(n * per_image); i++) {
         size_t img = (size_t)i / per_image, c0 = ((size_t)i % per_image) * cblock;
         size_t c1 = c0 + cblock < C ? c0 + cblock : C;
-        dm_scan_args args = {
-            .u = u + img * L * C, .delta = delta + img * L * C,
-            .bc = dbl + img * L * (rank + 2) + rank, .bc_stride = (size_t)rank + 2,
-            .a = blk->a, .d = blk->d, .dt_bias = blk->dt_bias, .channels = C,
-        };
+        args.u = u + img * L * C;
+        args.delta = delta + img * L * C;
+        args.bc = dbl + img * L * (rank + 2) + rank;
         cx->k->scan(&args, 0, L, c0, c1, state + img * C, NULL, y + img * L * C);
     }
 }
@@ -315,7 +335,7 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
     gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
     gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
-    scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, n, L, C);
+    scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, ws->chunk_state, ws->ob, n, L, C);
     layernorm(cx, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
     gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
 

@@ -86,6 +86,14 @@ dm_status dm_kernels_require(const dm_kernels **out);
 /* A table by name, or NULL if this build or CPU lacks it. */
 const dm_kernels *dm_kernels_by_name(const char *isa);
 
+/* The scan of one whole sequence (steps [0, L), all channels) split into
+ * `chunks` pieces that up to `threads` threads scan at once; exact up to
+ * rounding, any chunk count (even above L).  h holds the state on entry and
+ * exit; y is required.  Scratch: states [chunks][C], decay [L][C]. */
+void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L,
+                     size_t chunks, int threads, float *h, float *states,
+                     float *decay, float *y);
+
 /* Scalar helpers shared with SIMD tails. */
 float dm_gelu_ref(float x);
 float dm_silu_ref(float x);
