@@ -71,46 +71,45 @@ static void layernorm_simd(const float *x, float *y, size_t rows, size_t c, cons
 
 /* ------------------------------------------------------------- dwconv3x3 */
 
-/* Output rows [y0, y1) of channels [j, j + n): the nine taps and the bias
- * stay in registers while the block sweeps the rows. */
-static inline void dw_block(const float *x, float *y, int h, int w, size_t c, const float *w9, const float *bias,
-                            dm_act act, int y0, int y1, size_t j, size_t n)
+/* Output row oy, channels [j, j + n): the nine taps and the bias stay in
+ * registers while the row sweeps its pixels. */
+static inline void dw_row(const float *x, float *y, int h, int w, size_t c, const float *w9, const float *bias,
+                          dm_act act, int oy, size_t j, size_t n)
 {
+    /* A row outside the image reads the centre row with zero weights. */
+    const float *row[3];
     vf k[9];
-    for (int t = 0; t < 9; t++) k[t] = vload_n(w9 + (size_t)t * c + j, n);
+    for (int ky = 0; ky < 3; ky++) {
+        int iy = oy + ky - 1, inside = iy >= 0 && iy < h;
+        row[ky] = x + (size_t)(inside ? iy : oy) * w * c + j;
+        for (int kx = 0; kx < 3; kx++)
+            k[3 * ky + kx] = inside ? vload_n(w9 + (size_t)(3 * ky + kx) * c + j, n) : vset1(0.0f);
+    }
     vf b = bias ? vload_n(bias + j, n) : vset1(0.0f);
-    vf zero = vset1(0.0f);
-    for (int oy = y0; oy < y1; oy++) {
-        /* A row outside the image reads the centre row with zero weights. */
-        const float *row[3];
-        vf kr[9];
-        for (int ky = 0; ky < 3; ky++) {
-            int iy = oy + ky - 1, inside = iy >= 0 && iy < h;
-            row[ky] = x + (size_t)(inside ? iy : oy) * w * c + j;
-            for (int kx = 0; kx < 3; kx++) kr[3 * ky + kx] = inside ? k[3 * ky + kx] : zero;
-        }
-        float *out = y + (size_t)oy * w * c + j;
-        for (int ox = 0; ox < w; ox++) {
-            size_t mid = (size_t)ox * c;
-            vf acc = b;
-            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid, n), kr[3 * ky + 1], acc);
-            if (ox > 0)
-                for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid - c, n), kr[3 * ky], acc);
-            if (ox < w - 1)
-                for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid + c, n), kr[3 * ky + 2], acc);
-            vstore_n(out + mid, vact(acc, act), n);
-        }
+    float *out = y + (size_t)oy * w * c + j;
+    for (int ox = 0; ox < w; ox++) {
+        size_t mid = (size_t)ox * c;
+        vf acc = b;
+        for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid, n), k[3 * ky + 1], acc);
+        if (ox > 0)
+            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid - c, n), k[3 * ky], acc);
+        if (ox < w - 1)
+            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid + c, n), k[3 * ky + 2], acc);
+        vstore_n(out + mid, vact(acc, act), n);
     }
 }
 
+/* Row by row, so the three input rows stay in cache across the channel
+ * blocks. */
 static void dwconv3x3_simd(const float *x, float *y, int h, int w, int c, const float *w9, const float *bias,
                            dm_act act, int y0, int y1)
 {
     size_t C = (size_t)c;
-    for (size_t j = 0; j < C; j += VL) {
-        if (C - j >= VL) dw_block(x, y, h, w, C, w9, bias, act, y0, y1, j, VL);
-        else dw_block(x, y, h, w, C, w9, bias, act, y0, y1, j, C - j);
-    }
+    for (int oy = y0; oy < y1; oy++)
+        for (size_t j = 0; j < C; j += VL) {
+            if (C - j >= VL) dw_row(x, y, h, w, C, w9, bias, act, oy, j, VL);
+            else dw_row(x, y, h, w, C, w9, bias, act, oy, j, C - j);
+        }
 }
 
 /* -------------------------------------------------------------- bias_act */
