@@ -157,57 +157,63 @@ typedef struct ctx {
     int threads;
 } ctx;
 
-/* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C.  Threads take
- * bands of rows and each calls a single-threaded OpenBLAS, so OpenMP's
- * threads and OpenBLAS's never compete for the cores. */
-static void gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
-                    float *C, float beta)
+/* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
+static void share(size_t total, int threads, int t, size_t *a, size_t *b)
 {
-    size_t band = (M + (size_t)cx->threads - 1) / (size_t)cx->threads;
+    *a = total * (size_t)t / (size_t)threads;
+    *b = total * (size_t)(t + 1) / (size_t)threads;
+}
+
+/* C[M][N] = act(A[M][K] (row stride lda) * B[N][K]^T + beta * C + bias),
+ * by a single-threaded OpenBLAS, with the epilogue applied while the rows
+ * are still in cache; bias may be NULL. */
+static void gemm_rows(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+                      float *C, float beta, const float *bias, dm_act act)
+{
+    if (M == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)K, beta,
+                C, (int)N);
+    if (bias || act != DM_ACT_NONE) cx->k->bias_act(C, M, N, bias, act);
+}
+
+/* gemm_rows with threads taking bands of rows, so OpenMP's threads and
+ * OpenBLAS's never compete for the cores. */
+static void gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+                    float *C, float beta, const float *bias, dm_act act)
+{
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
-        size_t m0 = (size_t)t * band, m1 = m0 + band < M ? m0 + band : M;
-        if (m0 < m1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(m1 - m0), (int)N, (int)K, 1.0f,
-                        A + m0 * lda, (int)lda, B, (int)K, beta, C + m0 * N, (int)N);
+        size_t m0, m1;
+        share(M, cx->threads, t, &m0, &m1);
+        if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, B, C + m0 * N, beta, bias, act);
     }
 }
 
 static void layernorm(const ctx *cx, const float *x, float *y, size_t rows, size_t c, const float *g,
                       const float *b, dm_act act)
 {
-    const size_t band = 64;
-    long nb = (long)((rows + band - 1) / band);
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < nb; i++) {
-        size_t r0 = (size_t)i * band, r1 = r0 + band < rows ? r0 + band : rows;
-        cx->k->layernorm(x + r0 * c, y + r0 * c, r1 - r0, c, g, b, act);
+    for (int t = 0; t < cx->threads; t++) {
+        size_t r0, r1;
+        share(rows, cx->threads, t, &r0, &r1);
+        if (r0 < r1) cx->k->layernorm(x + r0 * c, y + r0 * c, r1 - r0, c, g, b, act);
     }
 }
 
-static void bias_act(const ctx *cx, float *y, size_t rows, size_t c, const float *bias, dm_act act)
-{
-    const size_t band = 64;
-    long nb = (long)((rows + band - 1) / band);
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < nb; i++) {
-        size_t r0 = (size_t)i * band, r1 = r0 + band < rows ? r0 + band : rows;
-        cx->k->bias_act(y + r0 * c, r1 - r0, c, bias, act);
-    }
-}
-
-/* Depthwise 3x3 over n images, in bands of rows. */
+/* Depthwise 3x3 over n images; threads share the n * h output rows. */
 static void dwconv(const ctx *cx, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                    const float *bias, dm_act act)
 {
-    const int band = 4;
-    int per_image = (h + band - 1) / band;
     size_t image = (size_t)h * w * c;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < (long)n * per_image; i++) {
-        int img = (int)(i / per_image), y0 = (int)(i % per_image) * band;
-        int y1 = y0 + band < h ? y0 + band : h;
-        cx->k->dwconv3x3(x + img * image, y + img * image, h, w, c, w9, bias, act, y0, y1);
+    for (int t = 0; t < cx->threads; t++) {
+        size_t r0, r1;
+        share((size_t)n * h, cx->threads, t, &r0, &r1);
+        while (r0 < r1) { /* one call per image the share touches */
+            size_t img = r0 / h, y0 = r0 % h, y1 = y0 + (r1 - r0) < (size_t)h ? y0 + (r1 - r0) : (size_t)h;
+            cx->k->dwconv3x3(x + img * image, y + img * image, h, w, c, w9, bias, act, (int)y0, (int)y1);
+            r0 += y1 - y0;
+        }
     }
 }
 
@@ -230,7 +236,8 @@ static void im2col3x3(const float *x, float *cols, int h, int w, int cin, int st
     }
 }
 
-/* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv). */
+/* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv).
+ * Each thread gathers its share of a band and multiplies it at once. */
 static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *y, float *cols, int n, int h,
                     int w, int *oh_out, int *ow_out, dm_act act)
 {
@@ -238,30 +245,37 @@ static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *
     size_t total = (size_t)n * oh * ow, band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
-        size_t chunk = (p1 - p0 + (size_t)cx->threads - 1) / (size_t)cx->threads;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
         for (int t = 0; t < cx->threads; t++) {
-            size_t a = p0 + (size_t)t * chunk, b = a + chunk < p1 ? a + chunk : p1;
-            if (a < b) im2col3x3(x, cols + (a - p0) * K, h, w, cv->cin, cv->stride, oh, ow, a, b);
+            size_t a, b;
+            share(p1 - p0, cx->threads, t, &a, &b);
+            if (a >= b) continue;
+            a += p0;
+            b += p0;
+            float *rows = cols + (a - p0) * K;
+            im2col3x3(x, rows, h, w, cv->cin, cv->stride, oh, ow, a, b);
+            gemm_rows(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, y + a * cv->cout, 0.0f, cv->bias, act);
         }
-        gemm_nt(cx, p1 - p0, (size_t)cv->cout, K, cols, K, cv->weight, y + p0 * cv->cout, 0.0f);
     }
-    bias_act(cx, y, total, (size_t)cv->cout, cv->bias, act);
     *oh_out = oh;
     *ow_out = ow;
 }
 
+/* The sampler over n images; threads share the n * h * w pixels. */
 static void sample(const ctx *cx, const float *v, const float *off, float *u, int n, int h, int w, int c,
                    int groups)
 {
-    const size_t band = 64;
-    size_t pixels = (size_t)h * w, per_image = (pixels + band - 1) / band;
+    size_t pixels = (size_t)h * w;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < (long)(n * per_image); i++) {
-        size_t img = (size_t)i / per_image, p0 = ((size_t)i % per_image) * band;
-        size_t p1 = p0 + band < pixels ? p0 + band : pixels;
-        cx->k->sample(v + img * pixels * c, off + img * pixels * 2 * groups, u + img * pixels * c, h, w, c,
-                      groups, p0, p1);
+    for (int t = 0; t < cx->threads; t++) {
+        size_t q0, q1;
+        share((size_t)n * pixels, cx->threads, t, &q0, &q1);
+        while (q0 < q1) { /* one call per image the share touches */
+            size_t img = q0 / pixels, p0 = q0 % pixels, p1 = p0 + (q1 - q0) < pixels ? p0 + (q1 - q0) : pixels;
+            cx->k->sample(v + img * pixels * c, off + img * pixels * 2 * groups, u + img * pixels * c, h, w, c,
+                          groups, p0, p1);
+            q0 += p1 - p0;
+        }
     }
 }
 
@@ -323,28 +337,26 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
 
     /* x = x + DASSM(norm1(x)) */
     layernorm(cx, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f);
+    gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f, NULL, DM_ACT_NONE);
     dwconv(cx, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
     /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
     dwconv(cx, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
     layernorm(cx, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
-    gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
-    bias_act(cx, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
+    gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f, blk->off_b, DM_ACT_NONE);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     sample(cx, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
-    gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
-    gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
+    gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f, NULL, DM_ACT_NONE);
+    gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f, NULL, DM_ACT_NONE);
     scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, ws->chunk_state, ws->ob, n, L, C);
     layernorm(cx, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
+    /* residual add, layer scale folded */
+    gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f, NULL, DM_ACT_NONE);
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f);
-    bias_act(cx, ws->hid, P, F, blk->fc1_b, DM_ACT_GELU);
+    gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f, blk->fc1_b, DM_ACT_GELU);
     dwconv(cx, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f);
-    bias_act(cx, ws->x, P, C, blk->fc2_b, DM_ACT_NONE);
+    gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f, blk->fc2_b, DM_ACT_NONE);
 }
 
 /* Channels-last [n][h*w][c] -> NCHW [n][c][h*w]. */
@@ -423,9 +435,8 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                 for (size_t c = 0; c < C; c++) pool[c] += ws->x[(img * hw3 + p) * C + c];
             for (size_t c = 0; c < C; c++) pool[c] /= (float)hw3;
         }
-        gemm_nt(&cx, n, cfg->num_classes, C, ws->pooled, C, model->head_w, outputs->logits, 0.0f);
-        for (int img = 0; img < n; img++)
-            for (int k = 0; k < cfg->num_classes; k++) outputs->logits[img * cfg->num_classes + k] += model->head_b[k];
+        gemm_rows(&cx, n, cfg->num_classes, C, ws->pooled, C, model->head_w, outputs->logits, 0.0f, model->head_b,
+                  DM_ACT_NONE);
     }
     return DM_OK;
 }
