@@ -123,8 +123,10 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws,
 
 /* ---------------------------------------------------------------- runtime */
 
-/* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon").
- * The environment variable DAMAMBA_ISA forces one. */
+/* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon"):
+ * the best this CPU has.  The environment variable DAMAMBA_ISA forces one;
+ * if this build or CPU lacks it, dm_isa() returns "none" and
+ * dm_workspace_create and dm_forward fail with DM_ERR_UNSUPPORTED. */
 const char *dm_isa(void);
 
 /* Threads a forward pass uses: DAMAMBA_THREADS, else OMP_NUM_THREADS, else

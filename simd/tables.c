@@ -1,16 +1,33 @@
-/* tables.c - the SIMD tables compiled into this build, best first. */
+/* tables.c - the SIMD tables compiled into this build, best first, each
+ * with the test of whether this CPU (and its OS) runs it. */
 #include "simd_tables.h"
 
-#if defined(__aarch64__)
-extern const dm_kernels dm_kernels_neon;
-int dm_neon_supported(void);
-#endif
+#if defined(__x86_64__)
+
+extern const dm_kernels dm_kernels_avx512, dm_kernels_avx2;
+
+static int has_avx512(void) { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
+static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
 const dm_simd_table dm_simd_tables[] = {
-#if defined(__aarch64__)
-    {&dm_kernels_neon, dm_neon_supported},
-#endif
-    {0, 0},
+    {&dm_kernels_avx512, has_avx512},
+    {&dm_kernels_avx2, has_avx2},
 };
-/* The {0, 0} entry only keeps the array non-empty. */
-const size_t dm_simd_table_count = sizeof dm_simd_tables / sizeof dm_simd_tables[0] - 1;
+const size_t dm_simd_table_count = sizeof dm_simd_tables / sizeof dm_simd_tables[0];
+
+#elif defined(__aarch64__)
+
+extern const dm_kernels dm_kernels_neon;
+int dm_neon_supported(void);
+
+const dm_simd_table dm_simd_tables[] = {
+    {&dm_kernels_neon, dm_neon_supported},
+};
+const size_t dm_simd_table_count = sizeof dm_simd_tables / sizeof dm_simd_tables[0];
+
+#else
+
+const dm_simd_table dm_simd_tables[] = {{0, 0}};
+const size_t dm_simd_table_count = 0;
+
+#endif

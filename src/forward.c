@@ -39,6 +39,9 @@ static size_t conv_band(int cin)
     return band < 256 ? 256 : band;
 }
 
+/* A chunked scan splits one image's sequence among at most this many. */
+#define SCAN_MAX_CHUNKS 64
+
 struct dm_workspace {
     int max_batch, max_h, max_w;
     size_t bytes;
@@ -49,12 +52,13 @@ struct dm_workspace {
     float *hid, *hid2;  /* ConvFFN hidden [P][F] */
     float *cols;        /* im2col band */
     float *state;       /* scan states [N][C] */
+    float *chunk_state; /* entry states of a chunked scan's chunks [SCAN_MAX_CHUNKS][C] */
     float *pooled;      /* [N][C3] */
     void *block;        /* one allocation behind all of the above */
 };
 
 typedef struct sizes {
-    size_t x, a, v, ob, u, delta, off, dbl, hid, cols, state, pooled;
+    size_t x, a, v, ob, u, delta, off, dbl, hid, cols, state, chunk_state, pooled;
 } sizes;
 
 #define GROW(field, n) do { size_t n_ = (n); if (n_ > sz->field) sz->field = n_; } while (0)
@@ -91,6 +95,7 @@ static void plan(const dm_config *c, int n, int h, int w, sizes *sz)
         GROW(dbl, P * (c->dt_rank[s] + 2));
         GROW(hid, P * c->mlp_hidden[s]);
         GROW(state, N * C);
+        GROW(chunk_state, SCAN_MAX_CHUNKS * C);
     }
     GROW(pooled, N * c->dims[3]);
 }
@@ -104,11 +109,14 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, i
                        max_batch, max_h, max_w);
     if ((double)max_batch * max_h * max_w > (double)(1 << 30))
         return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: %d images of %dx%d pixels is too large", max_batch, max_h, max_w);
+    const dm_kernels *k;
+    dm_status st = dm_kernels_require(&k);
+    if (st != DM_OK) return st;
     sizes sz;
     plan(&model->config, max_batch, max_h, max_w, &sz);
     /* x and t swap roles, so they share a size; hid2 is another hid. */
     size_t counts[] = {sz.x, sz.x, sz.a, sz.v, sz.ob, sz.u, sz.delta, sz.off, sz.dbl,
-                       sz.hid, sz.hid, sz.cols, sz.state, sz.pooled};
+                       sz.hid, sz.hid, sz.cols, sz.state, sz.chunk_state, sz.pooled};
     size_t total = 0;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) total += (counts[i] + 15) & ~(size_t)15;
     dm_workspace *ws = calloc(1, sizeof *ws);
@@ -118,7 +126,7 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, i
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %.1f MB workspace", total * 4.0 / 1e6);
     }
     float **slots[] = {&ws->x, &ws->t, &ws->a, &ws->v, &ws->ob, &ws->u, &ws->delta, &ws->off, &ws->dbl,
-                       &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->pooled};
+                       &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->chunk_state, &ws->pooled};
     float *p = mem;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         *slots[i] = p;
@@ -150,48 +158,63 @@ typedef struct ctx {
     float *offsets; /* where to copy this block's offsets, or NULL */
 } ctx;
 
-/* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C */
-static void gemm_nt(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B, float *C, float beta)
+/* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
+static void share(size_t total, int threads, int t, size_t *a, size_t *b)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)K,
-                beta, C, (int)N);
+    *a = total * (size_t)t / (size_t)threads;
+    *b = total * (size_t)(t + 1) / (size_t)threads;
+}
+
+/* C[M][N] = act(A[M][K] (row stride lda) * B[N][K]^T + beta * C + bias),
+ * by a single-threaded OpenBLAS, with the epilogue applied while the rows
+ * are still in cache; bias may be NULL. */
+static void gemm_rows(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+                      float *C, float beta, const float *bias, dm_act act)
+{
+    if (M == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)K, beta,
+                C, (int)N);
+    if (bias || act != DM_ACT_NONE) cx->k->bias_act(C, M, N, bias, act);
+}
+
+/* gemm_rows with threads taking bands of rows, so OpenMP's threads and
+ * OpenBLAS's never compete for the cores. */
+static void gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+                    float *C, float beta, const float *bias, dm_act act)
+{
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (int t = 0; t < cx->threads; t++) {
+        size_t m0, m1;
+        share(M, cx->threads, t, &m0, &m1);
+        if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, B, C + m0 * N, beta, bias, act);
+    }
 }
 
 static void layernorm(const ctx *cx, const float *x, float *y, size_t rows, size_t c, const float *g,
                       const float *b, dm_act act)
 {
-    const size_t band = 64;
-    long nb = (long)((rows + band - 1) / band);
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < nb; i++) {
-        size_t r0 = (size_t)i * band, r1 = r0 + band < rows ? r0 + band : rows;
-        cx->k->layernorm(x + r0 * c, y + r0 * c, r1 - r0, c, g, b, act);
+    for (int t = 0; t < cx->threads; t++) {
+        size_t r0, r1;
+        share(rows, cx->threads, t, &r0, &r1);
+        if (r0 < r1) cx->k->layernorm(x + r0 * c, y + r0 * c, r1 - r0, c, g, b, act);
     }
 }
 
-static void bias_act(const ctx *cx, float *y, size_t rows, size_t c, const float *bias, dm_act act)
-{
-    const size_t band = 64;
-    long nb = (long)((rows + band - 1) / band);
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < nb; i++) {
-        size_t r0 = (size_t)i * band, r1 = r0 + band < rows ? r0 + band : rows;
-        cx->k->bias_act(y + r0 * c, r1 - r0, c, bias, act);
-    }
-}
-
-/* Depthwise 3x3 over n images, in bands of rows. */
+/* Depthwise 3x3 over n images; threads share the n * h output rows. */
 static void dwconv(const ctx *cx, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                    const float *bias, dm_act act)
 {
-    const int band = 4;
-    int per_image = (h + band - 1) / band;
     size_t image = (size_t)h * w * c;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < (long)n * per_image; i++) {
-        int img = (int)(i / per_image), y0 = (int)(i % per_image) * band;
-        int y1 = y0 + band < h ? y0 + band : h;
-        cx->k->dwconv3x3(x + img * image, y + img * image, h, w, c, w9, bias, act, y0, y1);
+    for (int t = 0; t < cx->threads; t++) {
+        size_t r0, r1;
+        share((size_t)n * h, cx->threads, t, &r0, &r1);
+        while (r0 < r1) { /* one call per image the share touches */
+            size_t img = r0 / h, y0 = r0 % h, y1 = y0 + (r1 - r0) < (size_t)h ? y0 + (r1 - r0) : (size_t)h;
+            cx->k->dwconv3x3(x + img * image, y + img * image, h, w, c, w9, bias, act, (int)y0, (int)y1);
+            r0 += y1 - y0;
+        }
     }
 }
 
@@ -214,7 +237,8 @@ static void im2col3x3(const float *x, float *cols, int h, int w, int cin, int st
     }
 }
 
-/* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv). */
+/* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv).
+ * Each thread gathers its share of a band and multiplies it at once. */
 static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *y, float *cols, int n, int h,
                     int w, int *oh_out, int *ow_out, dm_act act)
 {
@@ -222,50 +246,72 @@ static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *
     size_t total = (size_t)n * oh * ow, band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
-        size_t chunk = (p1 - p0 + (size_t)cx->threads - 1) / (size_t)cx->threads;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
         for (int t = 0; t < cx->threads; t++) {
-            size_t a = p0 + (size_t)t * chunk, b = a + chunk < p1 ? a + chunk : p1;
-            if (a < b) im2col3x3(x, cols + (a - p0) * K, h, w, cv->cin, cv->stride, oh, ow, a, b);
+            size_t a, b;
+            share(p1 - p0, cx->threads, t, &a, &b);
+            if (a >= b) continue;
+            a += p0;
+            b += p0;
+            float *rows = cols + (a - p0) * K;
+            im2col3x3(x, rows, h, w, cv->cin, cv->stride, oh, ow, a, b);
+            gemm_rows(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, y + a * cv->cout, 0.0f, cv->bias, act);
         }
-        gemm_nt(p1 - p0, (size_t)cv->cout, K, cols, K, cv->weight, y + p0 * cv->cout, 0.0f);
     }
-    bias_act(cx, y, total, (size_t)cv->cout, cv->bias, act);
     *oh_out = oh;
     *ow_out = ow;
 }
 
+/* The sampler over n images; threads share the n * h * w pixels. */
 static void sample(const ctx *cx, const float *v, const float *off, float *u, int n, int h, int w, int c,
                    int groups)
 {
-    const size_t band = 64;
-    size_t pixels = (size_t)h * w, per_image = (pixels + band - 1) / band;
+    size_t pixels = (size_t)h * w;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < (long)(n * per_image); i++) {
-        size_t img = (size_t)i / per_image, p0 = ((size_t)i % per_image) * band;
-        size_t p1 = p0 + band < pixels ? p0 + band : pixels;
-        cx->k->sample(v + img * pixels * c, off + img * pixels * 2 * groups, u + img * pixels * c, h, w, c,
-                      groups, p0, p1);
+    for (int t = 0; t < cx->threads; t++) {
+        size_t q0, q1;
+        share((size_t)n * pixels, cx->threads, t, &q0, &q1);
+        while (q0 < q1) { /* one call per image the share touches */
+            size_t img = q0 / pixels, p0 = q0 % pixels, p1 = p0 + (q1 - q0) < pixels ? p0 + (q1 - q0) : pixels;
+            cx->k->sample(v + img * pixels * c, off + img * pixels * 2 * groups, u + img * pixels * c, h, w, c,
+                          groups, p0, p1);
+            q0 += p1 - p0;
+        }
     }
 }
 
-/* The selective scan of each image along its row-major pixel sequence; the
- * channels are independent, so threads take blocks of channels. */
+/* The selective scan of each image along its row-major pixel sequence.  The
+ * channels are independent, so threads take blocks of channels; when there
+ * are too few blocks to share (a small batch of narrow images), threads
+ * split each image's sequence into chunks instead.  decay is [P][C] scratch
+ * for the chunked scan. */
 static void scan(const ctx *cx, const dm_block *blk, const float *u, const float *delta, const float *dbl,
-                 int rank, float *y, float *state, int n, size_t L, size_t C)
+                 int rank, float *y, float *state, float *chunk_state, float *decay, int n, size_t L, size_t C)
 {
     const size_t cblock = 16;
     size_t per_image = (C + cblock - 1) / cblock;
     memset(state, 0, sizeof(float) * n * C);
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    dm_scan_args args = {
+        .bc_stride = (size_t)rank + 2, .a = blk->a, .d = blk->d, .dt_bias = blk->dt_bias, .channels = C,
+    };
+    if (cx->threads > 1 && n * per_image < 2 * (size_t)cx->threads) {
+        size_t chunks = (size_t)cx->threads < SCAN_MAX_CHUNKS ? (size_t)cx->threads : SCAN_MAX_CHUNKS;
+        for (int img = 0; img < n; img++) {
+            args.u = u + img * L * C;
+            args.delta = delta + img * L * C;
+            args.bc = dbl + img * L * (rank + 2) + rank;
+            dm_scan_chunked(cx->k, &args, L, chunks, cx->threads, state + img * C, chunk_state,
+                            decay + img * L * C, y + img * L * C);
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(cx->threads) schedule(static) firstprivate(args)
     for (long i = 0; i < (long)(n * per_image); i++) {
         size_t img = (size_t)i / per_image, c0 = ((size_t)i % per_image) * cblock;
         size_t c1 = c0 + cblock < C ? c0 + cblock : C;
-        dm_scan_args args = {
-            .u = u + img * L * C, .delta = delta + img * L * C,
-            .bc = dbl + img * L * (rank + 2) + rank, .bc_stride = (size_t)rank + 2,
-            .a = blk->a, .d = blk->d, .dt_bias = blk->dt_bias, .channels = C,
-        };
+        args.u = u + img * L * C;
+        args.delta = delta + img * L * C;
+        args.bc = dbl + img * L * (rank + 2) + rank;
         cx->k->scan(&args, 0, L, c0, c1, state + img * C, NULL, y + img * L * C);
     }
 }
@@ -292,29 +338,27 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
 
     /* x = x + DASSM(norm1(x)) */
     layernorm(cx, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
-    gemm_nt(P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f);
+    gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f, NULL, DM_ACT_NONE);
     dwconv(cx, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
     /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
     dwconv(cx, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
     layernorm(cx, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
-    gemm_nt(P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
-    bias_act(cx, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
+    gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f, blk->off_b, DM_ACT_NONE);
     if (cx->offsets) memcpy(cx->offsets, ws->off, sizeof(float) * P * 2 * G);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     sample(cx, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
-    gemm_nt(P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
-    gemm_nt(P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
-    scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, n, L, C);
+    gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f, NULL, DM_ACT_NONE);
+    gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f, NULL, DM_ACT_NONE);
+    scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, ws->chunk_state, ws->ob, n, L, C);
     layernorm(cx, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
-    gemm_nt(P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
+    /* residual add, layer scale folded */
+    gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f, NULL, DM_ACT_NONE);
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    gemm_nt(P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f);
-    bias_act(cx, ws->hid, P, F, blk->fc1_b, DM_ACT_GELU);
+    gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f, blk->fc1_b, DM_ACT_GELU);
     dwconv(cx, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
-    gemm_nt(P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f);
-    bias_act(cx, ws->x, P, C, blk->fc2_b, DM_ACT_NONE);
+    gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f, blk->fc2_b, DM_ACT_NONE);
 }
 
 /* Channels-last [n][h*w][c] -> NCHW [n][c][h*w]. */
@@ -359,8 +403,10 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
 
-    ctx cx = {dm_kernels_active(), dm_threads(), NULL};
-    openblas_set_num_threads(cx.threads);
+    ctx cx = {NULL, dm_threads(), NULL};
+    dm_status st = dm_kernels_require(&cx.k);
+    if (st != DM_OK) return st;
+    openblas_set_num_threads(1);
 
     to_nhwc(&cx, input, ws->t, n, (size_t)h * w, (size_t)cfg->in_chans);
 
@@ -402,9 +448,8 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                 for (size_t c = 0; c < C; c++) pool[c] += ws->x[(img * hw3 + p) * C + c];
             for (size_t c = 0; c < C; c++) pool[c] /= (float)hw3;
         }
-        gemm_nt(n, cfg->num_classes, C, ws->pooled, C, model->head_w, outputs->logits, 0.0f);
-        for (int img = 0; img < n; img++)
-            for (int k = 0; k < cfg->num_classes; k++) outputs->logits[img * cfg->num_classes + k] += model->head_b[k];
+        gemm_rows(&cx, n, cfg->num_classes, C, ws->pooled, C, model->head_w, outputs->logits, 0.0f, model->head_b,
+                  DM_ACT_NONE);
     }
     return DM_OK;
 }
@@ -414,8 +459,10 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
 {
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
-    ctx cx = {dm_kernels_active(), dm_threads(), NULL};
-    openblas_set_num_threads(cx.threads);
+    ctx cx = {NULL, dm_threads(), NULL};
+    dm_status st = dm_kernels_require(&cx.k);
+    if (st != DM_OK) return st;
+    openblas_set_num_threads(1);
     size_t hw = (size_t)h * w, C = model->config.dims[0];
     to_nhwc(&cx, input, ws->x, n, hw, C);
     block_forward(&cx, &model->config, 0, &model->stages[0].blocks[0], ws, n, h, w);

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "damamba.h"
+
 #define DM_LN_EPS 1e-6f
 
 typedef enum dm_act {
@@ -58,19 +60,39 @@ typedef struct dm_kernels {
     /* Selective scan over steps [t0, t1) and channels [c0, c1):
      *   dt = softplus(delta + dt_bias); h = exp(dt * a) * h + dt * B_t * u
      * h[c] holds the state on entry and exit.  If y is non-NULL it receives
-     * y = h * C_t + u * d.  If decay is non-NULL it receives the product of
-     * exp(dt * a) over the steps (for chunked scans). */
+     * y = h * C_t + u * d.  If decay is non-NULL ([L][C] like y) it receives
+     * at step t the product of exp(dt * a) over steps t0..t: what a chunked
+     * scan needs to fix up a chunk that started from a zero state. */
     void (*scan)(const dm_scan_args *args, size_t t0, size_t t1, size_t c0,
                  size_t c1, float *h, float *decay, float *y);
+
+    /* The fix-up of a chunk scanned from a zero state whose true entry state
+     * is carry[c]: y[t][c] += C_t * decay[t][c] * carry[c] over steps
+     * [t0, t1) and channels [c0, c1). */
+    void (*scan_fixup)(const dm_scan_args *args, size_t t0, size_t t1,
+                       size_t c0, size_t c1, const float *carry,
+                       const float *decay, float *y);
 } dm_kernels;
 
 /* The scalar reference table. */
 extern const dm_kernels dm_kernels_scalar;
 
-/* The table the library uses: chosen once, honouring DAMAMBA_ISA. */
+/* The table the library uses: chosen once, honouring DAMAMBA_ISA; NULL
+ * when DAMAMBA_ISA names an instruction set this build or CPU lacks. */
 const dm_kernels *dm_kernels_active(void);
+/* The active table, or DM_ERR_UNSUPPORTED with a message naming the
+ * refused instruction set. */
+dm_status dm_kernels_require(const dm_kernels **out);
 /* A table by name, or NULL if this build or CPU lacks it. */
 const dm_kernels *dm_kernels_by_name(const char *isa);
+
+/* The scan of one whole sequence (steps [0, L), all channels) split into
+ * `chunks` pieces that up to `threads` threads scan at once; exact up to
+ * rounding, any chunk count (even above L).  h holds the state on entry and
+ * exit; y is required.  Scratch: states [chunks][C], decay [L][C]. */
+void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L,
+                     size_t chunks, int threads, float *h, float *states,
+                     float *decay, float *y);
 
 /* Scalar helpers shared with SIMD tails. */
 float dm_gelu_ref(float x);

@@ -10,6 +10,7 @@ static const struct {
 } commands[] = {
     {"run", cmd_run, "run a model on a tensor file, write logits and stage outputs"},
     {"info", cmd_info, "print a model's inferred configuration, parameters and MACs"},
+    {"bench", cmd_bench, "time forward passes of an official variant with synthetic weights"},
 };
 
 static void usage(FILE *out)

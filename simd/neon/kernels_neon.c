@@ -189,10 +189,10 @@ static void scan_neon(const dm_scan_args *a, size_t t0, size_t t1, size_t c0,
             float32x4_t u = load_n(a->u + t * C + c, n);
             state = vfmaq_f32(vmulq_f32(vmulq_n_f32(dt, bt), u), da, state);
             prod = vmulq_f32(prod, da);
+            if (decay) store_n(decay + t * C + c, prod, n);
             if (y) store_n(y + t * C + c, vfmaq_n_f32(vmulq_f32(u, vd), state, ct), n);
         }
         store_n(h + c, state, n);
-        if (decay) store_n(decay + c, prod, n);
     }
 }
 

@@ -1,0 +1,227 @@
+/* kernels.c - the kernel table for one x86 instruction set, written once
+ * against vec.h and compiled per instruction set (see meson.build).
+ *
+ * Vectors run across channels, which are contiguous (channels-last).  Each
+ * kernel's body takes the lane count n, called with the constant VL for
+ * full vectors and with the remainder for the tail. */
+#include "vec.h"
+
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+static inline vf vgelu(vf x)
+{
+    vf half = vmul(x, vset1(0.5f));
+    return vfma(half, verf(vmul(x, vset1(0.70710678118654752f))), half);
+}
+
+static inline vf vsilu(vf x) { return vdiv(x, vadd(vset1(1.0f), vexp(vsub(vset1(0.0f), x)))); }
+
+/* PyTorch's softplus: the identity above its threshold of 20. */
+static inline vf vsoftplus(vf x) { return vselect_gt(x, vset1(20.0f), x, vlog1p(vexp(x))); }
+
+static inline vf vact(vf x, dm_act act)
+{
+    switch (act) {
+    case DM_ACT_GELU: return vgelu(x);
+    case DM_ACT_SILU: return vsilu(x);
+    case DM_ACT_NONE: break;
+    }
+    return x;
+}
+
+static inline size_t lanes_left(size_t total, size_t j) { return total - j < VL ? total - j : VL; }
+
+/* ------------------------------------------------------------- layernorm */
+
+static inline void ln_apply(const float *x, float *y, const float *g, const float *b, vf mean, vf inv, dm_act act,
+                            size_t n)
+{
+    vf v = vmul(vsub(vload_n(x, n), mean), inv);
+    vstore_n(y, vact(vfma(v, vload_n(g, n), vload_n(b, n)), act), n);
+}
+
+static void layernorm_simd(const float *x, float *y, size_t rows, size_t c, const float *gamma, const float *beta,
+                           dm_act act)
+{
+    size_t tail = c % VL, body = c - tail;
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * c;
+        float *yr = y + r * c;
+        vf s = vset1(0.0f);
+        for (size_t j = 0; j < body; j += VL) s = vadd(s, vload(xr + j));
+        if (tail) s = vadd(s, vload_n(xr + body, tail));
+        float mean = vsum(s) / (float)c;
+        vf vm = vset1(mean), q = vset1(0.0f);
+        for (size_t j = 0; j < body; j += VL) {
+            vf d = vsub(vload(xr + j), vm);
+            q = vfma(d, d, q);
+        }
+        if (tail) {
+            vf d = vkeep_n(vsub(vload_n(xr + body, tail), vm), tail);
+            q = vfma(d, d, q);
+        }
+        vf inv = vset1(1.0f / sqrtf(vsum(q) / (float)c + DM_LN_EPS));
+        for (size_t j = 0; j < body; j += VL) ln_apply(xr + j, yr + j, gamma + j, beta + j, vm, inv, act, VL);
+        if (tail) ln_apply(xr + body, yr + body, gamma + body, beta + body, vm, inv, act, tail);
+    }
+}
+
+/* ------------------------------------------------------------- dwconv3x3 */
+
+/* Output row oy, channels [j, j + n): the nine taps and the bias stay in
+ * registers while the row sweeps its pixels. */
+static inline void dw_row(const float *x, float *y, int h, int w, size_t c, const float *w9, const float *bias,
+                          dm_act act, int oy, size_t j, size_t n)
+{
+    /* A row outside the image reads the centre row with zero weights. */
+    const float *row[3];
+    vf k[9];
+    for (int ky = 0; ky < 3; ky++) {
+        int iy = oy + ky - 1, inside = iy >= 0 && iy < h;
+        row[ky] = x + (size_t)(inside ? iy : oy) * w * c + j;
+        for (int kx = 0; kx < 3; kx++)
+            k[3 * ky + kx] = inside ? vload_n(w9 + (size_t)(3 * ky + kx) * c + j, n) : vset1(0.0f);
+    }
+    vf b = bias ? vload_n(bias + j, n) : vset1(0.0f);
+    float *out = y + (size_t)oy * w * c + j;
+    for (int ox = 0; ox < w; ox++) {
+        size_t mid = (size_t)ox * c;
+        vf acc = b;
+        for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid, n), k[3 * ky + 1], acc);
+        if (ox > 0)
+            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid - c, n), k[3 * ky], acc);
+        if (ox < w - 1)
+            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid + c, n), k[3 * ky + 2], acc);
+        vstore_n(out + mid, vact(acc, act), n);
+    }
+}
+
+/* Row by row, so the three input rows stay in cache across the channel
+ * blocks. */
+static void dwconv3x3_simd(const float *x, float *y, int h, int w, int c, const float *w9, const float *bias,
+                           dm_act act, int y0, int y1)
+{
+    size_t C = (size_t)c;
+    for (int oy = y0; oy < y1; oy++)
+        for (size_t j = 0; j < C; j += VL) {
+            if (C - j >= VL) dw_row(x, y, h, w, C, w9, bias, act, oy, j, VL);
+            else dw_row(x, y, h, w, C, w9, bias, act, oy, j, C - j);
+        }
+}
+
+/* -------------------------------------------------------------- bias_act */
+
+static inline void bias_act_vec(float *y, const float *bias, dm_act act, size_t n)
+{
+    vf v = vload_n(y, n);
+    if (bias) v = vadd(v, vload_n(bias, n));
+    vstore_n(y, vact(v, act), n);
+}
+
+static void bias_act_simd(float *y, size_t rows, size_t c, const float *bias, dm_act act)
+{
+    size_t tail = c % VL, body = c - tail;
+    for (size_t r = 0; r < rows; r++) {
+        float *yr = y + r * c;
+        for (size_t j = 0; j < body; j += VL) bias_act_vec(yr + j, bias ? bias + j : NULL, act, VL);
+        if (tail) bias_act_vec(yr + body, bias ? bias + body : NULL, act, tail);
+    }
+}
+
+/* ---------------------------------------------------------------- sample */
+
+static void sample_simd(const float *v, const float *off, float *u, int h, int w, int c, int groups, size_t p0,
+                        size_t p1)
+{
+    size_t cg = (size_t)(c / groups);
+    for (size_t p = p0; p < p1; p++) {
+        int py = (int)(p / (size_t)w), px = (int)(p % (size_t)w);
+        for (int g = 0; g < groups; g++) {
+            float *out = u + p * c + (size_t)g * cg;
+            float sx = (float)px + off[p * 2 * groups + 2 * g];
+            float sy = (float)py + off[p * 2 * groups + 2 * g + 1];
+            /* The corners inside the image, with their weights. */
+            const float *src[4];
+            float wt[4];
+            int corners = 0;
+            if (sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w) {
+                float fy0 = floorf(sy), fx0 = floorf(sx), ly = sy - fy0, lx = sx - fx0;
+                int y0 = (int)fy0, x0 = (int)fx0;
+                for (int dy = 0; dy < 2; dy++)
+                    for (int dx = 0; dx < 2; dx++) {
+                        int yy = y0 + dy, xx = x0 + dx;
+                        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                        src[corners] = v + ((size_t)yy * w + xx) * c + (size_t)g * cg;
+                        wt[corners++] = (dy ? ly : 1.0f - ly) * (dx ? lx : 1.0f - lx);
+                    }
+            }
+            for (size_t j = 0; j < cg; j += VL) {
+                size_t n = lanes_left(cg, j);
+                vf acc = vset1(0.0f);
+                for (int k = 0; k < corners; k++) acc = vfma(vset1(wt[k]), vload_n(src[k] + j, n), acc);
+                vstore_n(out + j, acc, n);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ scan */
+
+/* Channels [c, c + n): the state stays in a register along the steps. */
+static inline void scan_block(const dm_scan_args *a, size_t t0, size_t t1, size_t c, float *h, float *decay,
+                              float *y, size_t n)
+{
+    size_t C = a->channels;
+    vf hv = vload_n(h + c, n), av = vload_n(a->a + c, n), dv = vload_n(a->d + c, n);
+    vf bias = vload_n(a->dt_bias + c, n), prod = vset1(1.0f);
+    for (size_t t = t0; t < t1; t++) {
+        const float *bc = a->bc + t * a->bc_stride;
+        size_t at = t * C + c;
+        vf dt = vsoftplus(vadd(vload_n(a->delta + at, n), bias));
+        vf da = vexp(vmul(dt, av));
+        vf uv = vload_n(a->u + at, n);
+        hv = vfma(da, hv, vmul(vmul(dt, vset1(bc[0])), uv));
+        if (decay) {
+            prod = vmul(prod, da);
+            vstore_n(decay + at, prod, n);
+        }
+        if (y) vstore_n(y + at, vfma(hv, vset1(bc[1]), vmul(uv, dv)), n);
+    }
+    vstore_n(h + c, hv, n);
+}
+
+static void scan_simd(const dm_scan_args *a, size_t t0, size_t t1, size_t c0, size_t c1, float *h, float *decay,
+                      float *y)
+{
+    for (size_t c = c0; c < c1; c += VL) {
+        if (c1 - c >= VL) scan_block(a, t0, t1, c, h, decay, y, VL);
+        else scan_block(a, t0, t1, c, h, decay, y, c1 - c);
+    }
+}
+
+static void scan_fixup_simd(const dm_scan_args *a, size_t t0, size_t t1, size_t c0, size_t c1, const float *carry,
+                            const float *decay, float *y)
+{
+    size_t C = a->channels;
+    for (size_t t = t0; t < t1; t++) {
+        vf ct = vset1(a->bc[t * a->bc_stride + 1]);
+        for (size_t c = c0; c < c1; c += VL) {
+            size_t n = lanes_left(c1, c), at = t * C + c;
+            vf scale = vmul(ct, vload_n(carry + c, n));
+            vstore_n(y + at, vfma(scale, vload_n(decay + at, n), vload_n(y + at, n)), n);
+        }
+    }
+}
+
+const dm_kernels VEC_TABLE = {
+    .isa = VEC_ISA,
+    .layernorm = layernorm_simd,
+    .dwconv3x3 = dwconv3x3_simd,
+    .bias_act = bias_act_simd,
+    .sample = sample_simd,
+    .scan = scan_simd,
+    .scan_fixup = scan_fixup_simd,
+};

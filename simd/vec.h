@@ -1,0 +1,86 @@
+/* vec.h - a thin mapping from vector operations to one x86 instruction set,
+ * chosen by the compiler flags the including file is built with, so one
+ * kernel body (kernels.c) serves AVX2+FMA and AVX-512.
+ *
+ * vf is a vector of VL floats.  The _n forms touch only the first n lanes
+ * (0 < n <= VL): loads give zeros in the rest, stores leave memory alone.
+ * With a constant n == VL they compile to the plain instructions. */
+#ifndef DM_VEC_H
+#define DM_VEC_H
+
+#include <immintrin.h>
+#include <sleef.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__AVX512F__)
+
+#define VL 16
+#define VEC_ISA "avx512"
+#define VEC_TABLE dm_kernels_avx512
+typedef __m512 vf;
+
+static inline __mmask16 lanes(size_t n) { return (__mmask16)((1u << n) - 1); }
+static inline vf vload_n(const float *p, size_t n) { return n == VL ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes(n), p); }
+static inline void vstore_n(float *p, vf v, size_t n)
+{
+    if (n == VL) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, lanes(n), v);
+}
+static inline vf vkeep_n(vf v, size_t n) { return n == VL ? v : _mm512_maskz_mov_ps(lanes(n), v); }
+static inline vf vset1(float x) { return _mm512_set1_ps(x); }
+static inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline float vsum(vf v) { return _mm512_reduce_add_ps(v); }
+/* a > b ? x : y, lane by lane */
+static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
+static inline vf vexp(vf x) { return Sleef_expf16_u10avx512f(x); }
+static inline vf verf(vf x) { return Sleef_erff16_u10avx512f(x); }
+static inline vf vlog1p(vf x) { return Sleef_log1pf16_u10avx512f(x); }
+
+#elif defined(__AVX2__) && defined(__FMA__)
+
+#define VL 8
+#define VEC_ISA "avx2"
+#define VEC_TABLE dm_kernels_avx2
+typedef __m256 vf;
+
+/* Eight -1s then eight 0s: the mask of the first n lanes starts at 8 - n. */
+static const int32_t lane_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+static inline __m256i lanes(size_t n) { return _mm256_loadu_si256((const __m256i *)(lane_mask_table + 8 - n)); }
+static inline vf vload_n(const float *p, size_t n) { return n == VL ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(n)); }
+static inline void vstore_n(float *p, vf v, size_t n)
+{
+    if (n == VL) _mm256_storeu_ps(p, v);
+    else _mm256_maskstore_ps(p, lanes(n), v);
+}
+static inline vf vkeep_n(vf v, size_t n) { return n == VL ? v : _mm256_and_ps(v, _mm256_castsi256_ps(lanes(n))); }
+static inline vf vset1(float x) { return _mm256_set1_ps(x); }
+static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline float vsum(vf v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
+static inline vf vexp(vf x) { return Sleef_expf8_u10avx2(x); }
+static inline vf verf(vf x) { return Sleef_erff8_u10avx2(x); }
+static inline vf vlog1p(vf x) { return Sleef_log1pf8_u10avx2(x); }
+
+#else
+#error "vec.h needs -mavx512f or -mavx2 -mfma"
+#endif
+
+static inline vf vload(const float *p) { return vload_n(p, VL); }
+static inline void vstore(float *p, vf v) { vstore_n(p, v, VL); }
+
+#endif

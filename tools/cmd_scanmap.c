@@ -1,0 +1,161 @@
+/* cmd_scanmap.c - `damamba scanmap`: draw where one block's Dynamic Adaptive
+ * Scan samples, as the paper's Figure 5 does, or write the positions. */
+#include "cli.h"
+#include "scanmap.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: damamba scanmap [-m MODEL] IMAGE -o OUT.png [--stage S] [--block B]\n"
+    "                       [--group G|all] [--stride K] [--arrows] [--scale N] [--json]\n"
+    "\n"
+    "Runs the model on IMAGE and draws, over the image as the model sees it\n"
+    "(preprocessed, shown de-normalized), where block B of stage S samples:\n"
+    "every K-th position of the scan at its sampled location, consecutive\n"
+    "positions joined in scan order (row-major over the stage's grid), the\n"
+    "first marked with a star and the last with a circle, one colour per\n"
+    "offset group.  Positions are in input-image pixels: grid point q of stage\n"
+    "S lies on input pixel (4 << S) * q.\n"
+    "\n"
+    "  -m, --model FILE   model (.safetensors or .pth); default: embedded\n"
+    "  -o, --output FILE  PNG to write (with --json: JSON; default stdout)\n"
+    "      --stage S      stage 0..3 (default 0)\n"
+    "      --block B      block within the stage (default 0)\n"
+    "      --group G|all  offset group to draw (default all)\n"
+    "      --stride K     draw every K-th scan position (default 1)\n"
+    "      --arrows       also an arrow from each drawn pixel to where it samples\n"
+    "      --scale N      canvas pixels per image pixel (default: about 512 wide)\n"
+    "      --json         write the positions as JSON instead of a picture\n";
+
+static int write_json(FILE *f, const char *image, const scanmap *map, int h, int w, int group, int stride)
+{
+    fprintf(f, "{\"image\": \"");
+    for (const char *c = image; *c; c++) {
+        if (*c == '"' || *c == '\\') fputc('\\', f);
+        if ((unsigned char)*c >= 0x20) fputc(*c, f);
+    }
+    fprintf(f, "\", \"input_size\": [%d, %d], \"stage\": %d, \"block\": %d, \"grid\": [%d, %d], "
+               "\"step\": %d, \"stride\": %d, \"groups\": [",
+            h, w, map->stage, map->block, map->grid_h, map->grid_w, map->step, stride);
+    int first = 1;
+    for (int g = 0; g < map->groups; g++) {
+        if (group >= 0 && g != group) continue;
+        fprintf(f, "%s{\"group\": %d, \"points\": [", first ? "" : ", ", g);
+        first = 0;
+        for (int p = 0; p >= 0; p = scanmap_next(map, p, stride)) {
+            float x, y;
+            scanmap_position(map, g, p, &x, &y);
+            fprintf(f, "%s{\"index\": %d, \"x\": %.9g, \"y\": %.9g}", p ? ", " : "", p, x, y);
+        }
+        fprintf(f, "]}");
+    }
+    fprintf(f, "]}\n");
+    return ferror(f) ? -1 : 0;
+}
+
+/* Write to PATH.tmp, then rename: a failure never clobbers an existing file. */
+static int finish_output(const char *tmp, const char *path, int ok)
+{
+    if (ok && rename(tmp, path) == 0) return 0;
+    cli_error("%s: cannot write: %s", path, strerror(errno));
+    remove(tmp);
+    return 1;
+}
+
+int cmd_scanmap(int argc, char **argv)
+{
+    const char *model_path = NULL, *out_path = NULL;
+    int stage = 0, block = 0, group = -1, stride = 1, arrows = 0, scale = 0, json = 0, c;
+    enum { OPT_STAGE = 256, OPT_BLOCK, OPT_GROUP, OPT_STRIDE, OPT_ARROWS, OPT_SCALE, OPT_JSON };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"stage", required_argument, 0, OPT_STAGE}, {"block", required_argument, 0, OPT_BLOCK},
+        {"group", required_argument, 0, OPT_GROUP}, {"stride", required_argument, 0, OPT_STRIDE},
+        {"arrows", no_argument, 0, OPT_ARROWS}, {"scale", required_argument, 0, OPT_SCALE},
+        {"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case OPT_STAGE: if (!cli_parse_int("--stage", optarg, 0, 3, &stage)) return 2; break;
+        case OPT_BLOCK: if (!cli_parse_int("--block", optarg, 0, 1000, &block)) return 2; break;
+        case OPT_GROUP:
+            if (strcmp(optarg, "all") && !cli_parse_int("--group", optarg, 0, 1 << 16, &group)) return 2;
+            break;
+        case OPT_STRIDE: if (!cli_parse_int("--stride", optarg, 1, 1 << 30, &stride)) return 2; break;
+        case OPT_ARROWS: arrows = 1; break;
+        case OPT_SCALE: if (!cli_parse_int("--scale", optarg, 1, 64, &scale)) return 2; break;
+        case OPT_JSON: json = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind + 1 != argc || (!out_path && !json)) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *image_path = argv[optind];
+    dm_model *m = cli_load_model(model_path, 0);
+    if (!m) return 1;
+    const dm_config *cfg = dm_model_config(m);
+    int rc = 1, h, w;
+    float *input = NULL;
+    dm_image img = {0};
+    scanmap map = {0};
+    canvas cv = {0};
+    dm_preprocess pre;
+    if (block >= cfg->depths[stage]) {
+        cli_error("stage %d has %d blocks; --block %d does not exist", stage, cfg->depths[stage], block);
+        goto done;
+    }
+    if (group >= cfg->groups[stage]) {
+        cli_error("stage %d has %d offset groups; --group %d does not exist", stage, cfg->groups[stage], group);
+        goto done;
+    }
+    if (dm_preprocess_default(m, &pre) || dm_image_load(image_path, pre.channels, &img) ||
+        dm_preprocess_output_size(&pre, img.width, img.height, &h, &w)) {
+        cli_error("%s", dm_last_error());
+        goto done;
+    }
+    if (!(input = malloc(sizeof(float) * pre.channels * h * w))) { cli_error("out of memory"); goto done; }
+    if (dm_image_preprocess(&img, &pre, input) || scanmap_compute(m, input, h, w, stage, block, &map)) {
+        cli_error("%s", dm_last_error());
+        goto done;
+    }
+    if (json && !out_path) {
+        rc = write_json(stdout, image_path, &map, h, w, group, stride) ? 1 : 0;
+        goto done;
+    }
+    char *tmp = malloc(strlen(out_path) + 5);
+    if (!tmp) { cli_error("out of memory"); goto done; }
+    sprintf(tmp, "%s.tmp", out_path);
+    if (json) {
+        FILE *f = fopen(tmp, "w");
+        int ok = f && write_json(f, image_path, &map, h, w, group, stride) == 0;
+        ok = f && fclose(f) == 0 && ok;
+        rc = finish_output(tmp, out_path, ok);
+    } else {
+        /* the image as the model sees it, de-normalized */
+        for (int ch = 0; ch < pre.channels; ch++)
+            for (int i = 0; i < h * w; i++)
+                input[(size_t)ch * h * w + i] = input[(size_t)ch * h * w + i] * pre.std[ch] + pre.mean[ch];
+        if (!scale) scale = (512 + (h > w ? h : w) - 1) / (h > w ? h : w);
+        if (scanmap_draw(&map, input, pre.channels, h, w, scale, group, stride, arrows, &cv)) {
+            cli_error("out of memory for a %dx%d picture", w * scale, h * scale);
+        } else {
+            rc = finish_output(tmp, out_path, canvas_write_png(&cv, tmp) == 0);
+        }
+    }
+    free(tmp);
+done:
+    canvas_free(&cv);
+    scanmap_free(&map);
+    free(input);
+    dm_image_free(&img);
+    dm_model_free(m);
+    return rc;
+}
