@@ -118,8 +118,9 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h,
                               int max_w, dm_workspace **out);
 
 /* The same on a chosen backend; dm_forward then runs there.  A CUDA
- * workspace holds, on the first device, its own copy of the model's
- * parameters and all device and pinned host buffers, allocated here once;
+ * workspace holds, on the calling thread's current CUDA device (device 0
+ * unless the caller chose another), its own copy of the model's parameters
+ * and all device and pinned host buffers, allocated here once;
  * it serves only the model it was created for, and only one thread at a
  * time (as any workspace).  The model stays read-only and shareable. */
 dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend,
