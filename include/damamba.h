@@ -1,6 +1,7 @@
 /*
  * damamba.h - run DAMamba (vision state-space model with Dynamic Adaptive
- * Scan) on CPUs.  The one public header of libdamamba.
+ * Scan) on CPUs, or on an NVIDIA GPU where the build has the CUDA backend.
+ * The one public header of libdamamba.
  *
  * Conventions
  *  - Every function that can fail returns a dm_status; on failure
@@ -32,6 +33,7 @@ typedef enum dm_status {
     DM_ERR_MODEL,       /* valid file, but not a DAMamba the library can run */
     DM_ERR_NOMEM,       /* an allocation failed or a size would overflow */
     DM_ERR_UNSUPPORTED, /* valid request the build or the machine cannot do */
+    DM_ERR_DEVICE,      /* the GPU or its runtime failed during a call */
 } dm_status;
 
 /* Human-readable text of the last failure on the calling thread. */
@@ -90,17 +92,46 @@ dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage,
 /* Multiply-accumulate operations of one forward pass of one h x w image. */
 int64_t dm_model_macs(const dm_model *model, int h, int w);
 
+/* --------------------------------------------------------------- backends */
+
+/* Where a workspace runs the forward pass.  Both compute the same model with
+ * the same folded parameters in float32 (no TF32 or other reduced precision
+ * on the GPU); results differ only by rounding. */
+typedef enum dm_backend {
+    DM_BACKEND_CPU,  /* always available */
+    DM_BACKEND_CUDA, /* builds configured with -Dcuda=enabled, with a GPU */
+} dm_backend;
+
+/* DM_OK when the backend can run here; otherwise DM_ERR_UNSUPPORTED with
+ * dm_last_error() saying why (no CUDA in this build, no usable device). */
+dm_status dm_backend_available(dm_backend backend);
+/* "cpu" or "cuda". */
+const char *dm_backend_name(dm_backend backend);
+
 /* -------------------------------------------------------------- workspace */
 
 typedef struct dm_workspace dm_workspace;
 
 /* Scratch memory for batches of up to max_batch images of up to
- * max_h x max_w pixels.  A forward pass allocates nothing else. */
+ * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else. */
 dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h,
                               int max_w, dm_workspace **out);
+
+/* The same on a chosen backend; dm_forward then runs there.  A CUDA
+ * workspace holds, on the calling thread's current CUDA device (device 0
+ * unless the caller chose another), its own copy of the model's parameters
+ * and all device and pinned host buffers, allocated here once;
+ * it serves only the model it was created for, and only one thread at a
+ * time (as any workspace).  The model stays read-only and shareable. */
+dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend,
+                                 int max_batch, int max_h, int max_w,
+                                 dm_workspace **out);
 void dm_workspace_free(dm_workspace *ws);
 
-/* Bytes the workspace holds. */
+/* The backend the workspace runs on. */
+dm_backend dm_workspace_backend(const dm_workspace *ws);
+
+/* Bytes the workspace holds (device memory, for a CUDA workspace). */
 size_t dm_workspace_bytes(const dm_workspace *ws);
 
 /* ---------------------------------------------------------------- forward */

@@ -18,6 +18,7 @@ const char *dm_status_string(dm_status status)
     case DM_ERR_MODEL: return "model error";
     case DM_ERR_NOMEM: return "out of memory";
     case DM_ERR_UNSUPPORTED: return "unsupported";
+    case DM_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

@@ -4,8 +4,10 @@
  * norm, then the head. */
 #include "model.h"
 
+#include "backend_cuda.h"
 #include "error.h"
 #include "kernels.h"
+#include "workspace.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -43,6 +45,7 @@ static size_t conv_band(int cin)
 #define SCAN_MAX_CHUNKS 64
 
 struct dm_workspace {
+    dm_backend backend;
     int max_batch, max_h, max_w;
     size_t bytes;
     float *x, *t;       /* block input/output and its normalized copy [P][C] */
@@ -55,20 +58,25 @@ struct dm_workspace {
     float *chunk_state; /* entry states of a chunked scan's chunks [SCAN_MAX_CHUNKS][C] */
     float *pooled;      /* [N][C3] */
     void *block;        /* one allocation behind all of the above */
+    dm_cuda_workspace *cuda; /* the device side, for DM_BACKEND_CUDA */
 };
-
-typedef struct sizes {
-    size_t x, a, v, ob, u, delta, off, dbl, hid, cols, state, chunk_state, pooled;
-} sizes;
 
 #define GROW(field, n) do { size_t n_ = (n); if (n_ > sz->field) sz->field = n_; } while (0)
 
-static void plan(const dm_config *c, int n, int h, int w, sizes *sz)
+/* Column rows of one conv: a band, or all output pixels when fewer. */
+static size_t conv_cols(size_t (*conv_band)(int), size_t pixels, int cin)
+{
+    size_t band = conv_band(cin);
+    return (band < pixels ? band : pixels) * 9 * (size_t)cin;
+}
+
+void dm_plan_buffers(const dm_config *c, int n, int h, int w, size_t (*conv_band)(int cin), dm_plan *sz)
 {
     memset(sz, 0, sizeof *sz);
     size_t N = (size_t)n;
     int h1 = dm_down2(h), w1 = dm_down2(w), h2 = dm_down2(h1), w2 = dm_down2(w1);
     int half = c->dims[0] / 2;
+    sz->input = N * h * w * c->in_chans;
     /* stem: input in t, conv0 -> a, conv1 -> v, conv2 -> a, conv3 -> x */
     GROW(x, N * h * w * c->in_chans);
     GROW(a, N * h1 * w1 * half);
@@ -76,13 +84,14 @@ static void plan(const dm_config *c, int n, int h, int w, sizes *sz)
     GROW(a, N * h2 * w2 * c->dims[0]);
     GROW(x, N * h2 * w2 * c->dims[0]);
     int cins[4] = {c->in_chans, half, half, c->dims[0]};
-    for (int i = 0; i < 4; i++) GROW(cols, conv_band(cins[i]) * 9 * cins[i]);
+    size_t outs[4] = {N * h1 * w1, N * h1 * w1, N * h2 * w2, N * h2 * w2};
+    for (int i = 0; i < 4; i++) GROW(cols, conv_cols(conv_band, outs[i], cins[i]));
     int hs = h2, ws = w2;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         if (s > 0) {
-            GROW(cols, conv_band(c->dims[s - 1]) * 9 * c->dims[s - 1]);
             hs = dm_down2(hs);
             ws = dm_down2(ws);
+            GROW(cols, conv_cols(conv_band, N * hs * ws, c->dims[s - 1]));
         }
         size_t P = N * hs * ws, C = c->dims[s];
         GROW(x, P * C);
@@ -96,35 +105,25 @@ static void plan(const dm_config *c, int n, int h, int w, sizes *sz)
         GROW(hid, P * c->mlp_hidden[s]);
         GROW(state, N * C);
         GROW(chunk_state, SCAN_MAX_CHUNKS * C);
+        sz->stage[s] = P * C;
+        sz->stage_h[s] = hs;
+        sz->stage_w[s] = ws;
     }
     GROW(pooled, N * c->dims[3]);
 }
 
-dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w, dm_workspace **out)
+static dm_status workspace_alloc_host(const dm_model *model, dm_workspace *ws)
 {
-    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: out is required");
-    *out = NULL;
-    if (!model || max_batch < 1 || max_h < 1 || max_w < 1)
-        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: need a model and batch, height, width >= 1 (got %d, %d, %d)",
-                       max_batch, max_h, max_w);
-    if ((double)max_batch * max_h * max_w > (double)(1 << 30))
-        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: %d images of %dx%d pixels is too large", max_batch, max_h, max_w);
-    const dm_kernels *k;
-    dm_status st = dm_kernels_require(&k);
-    if (st != DM_OK) return st;
-    sizes sz;
-    plan(&model->config, max_batch, max_h, max_w, &sz);
+    dm_plan sz;
+    dm_plan_buffers(&model->config, ws->max_batch, ws->max_h, ws->max_w, conv_band, &sz);
     /* x and t swap roles, so they share a size; hid2 is another hid. */
     size_t counts[] = {sz.x, sz.x, sz.a, sz.v, sz.ob, sz.u, sz.delta, sz.off, sz.dbl,
                        sz.hid, sz.hid, sz.cols, sz.state, sz.chunk_state, sz.pooled};
     size_t total = 0;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) total += (counts[i] + 15) & ~(size_t)15;
-    dm_workspace *ws = calloc(1, sizeof *ws);
     float *mem = NULL;
-    if (!ws || posix_memalign((void **)&mem, 64, total * sizeof(float)) != 0) {
-        free(ws);
+    if (posix_memalign((void **)&mem, 64, total * sizeof(float)) != 0)
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %.1f MB workspace", total * 4.0 / 1e6);
-    }
     float **slots[] = {&ws->x, &ws->t, &ws->a, &ws->v, &ws->ob, &ws->u, &ws->delta, &ws->off, &ws->dbl,
                        &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->chunk_state, &ws->pooled};
     float *p = mem;
@@ -134,16 +133,72 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, i
     }
     ws->block = mem;
     ws->bytes = total * sizeof(float);
+    return DM_OK;
+}
+
+const char *dm_backend_name(dm_backend backend)
+{
+    switch (backend) {
+    case DM_BACKEND_CPU: return "cpu";
+    case DM_BACKEND_CUDA: return "cuda";
+    }
+    return "unknown";
+}
+
+dm_status dm_backend_available(dm_backend backend)
+{
+    switch (backend) {
+    case DM_BACKEND_CPU: return DM_OK;
+    case DM_BACKEND_CUDA: return dm_cuda_available();
+    }
+    return dm_fail(DM_ERR_ARGUMENT, "unknown backend %d", (int)backend);
+}
+
+dm_backend dm_workspace_backend(const dm_workspace *ws) { return ws ? ws->backend : DM_BACKEND_CPU; }
+
+dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int max_batch, int max_h, int max_w,
+                                dm_workspace **out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: out is required");
+    *out = NULL;
+    if (!model || max_batch < 1 || max_h < 1 || max_w < 1)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: need a model and batch, height, width >= 1 (got %d, %d, %d)",
+                       max_batch, max_h, max_w);
+    if ((double)max_batch * max_h * max_w > (double)(1 << 30))
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: %d images of %dx%d pixels is too large", max_batch, max_h, max_w);
+    dm_status st = dm_backend_available(backend);
+    if (st) return st;
+    const dm_kernels *k;
+    if (backend == DM_BACKEND_CPU && (st = dm_kernels_require(&k))) return st;
+    dm_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return dm_fail(DM_ERR_NOMEM, "out of memory for a workspace");
+    ws->backend = backend;
     ws->max_batch = max_batch;
     ws->max_h = max_h;
     ws->max_w = max_w;
+    if (backend == DM_BACKEND_CUDA) {
+        st = dm_cuda_workspace_create(model, max_batch, max_h, max_w, &ws->cuda);
+        if (!st) ws->bytes = dm_cuda_workspace_bytes(ws->cuda);
+    } else {
+        st = workspace_alloc_host(model, ws);
+    }
+    if (st) {
+        free(ws);
+        return st;
+    }
     *out = ws;
     return DM_OK;
+}
+
+dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w, dm_workspace **out)
+{
+    return dm_workspace_create_on(model, DM_BACKEND_CPU, max_batch, max_h, max_w, out);
 }
 
 void dm_workspace_free(dm_workspace *ws)
 {
     if (!ws) return;
+    dm_cuda_workspace_free(ws->cuda);
     free(ws->block);
     free(ws);
 }
@@ -402,6 +457,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: no block %d in stage %d (the model has depths %d, %d, %d, %d)",
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
+    if (ws->cuda) return dm_cuda_forward(model, ws->cuda, input, n, h, w, outputs);
 
     ctx cx = {NULL, dm_threads(), NULL};
     dm_status st = dm_kernels_require(&cx.k);
@@ -459,6 +515,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
 {
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
+    if (ws->cuda) return dm_cuda_block_run(model, ws->cuda, input, output, n, h, w);
     ctx cx = {NULL, dm_threads(), NULL};
     dm_status st = dm_kernels_require(&cx.k);
     if (st != DM_OK) return st;

@@ -10,7 +10,6 @@
 
 #include "damamba.h"
 #include "kernels.h"
-#include "model.h"
 
 static dm_tensor_file ops;
 
@@ -109,87 +108,17 @@ START_TEST(golden_dwconv)
 }
 END_TEST
 
-START_TEST(golden_block)
+START_TEST(golden_block) { test_golden_block(DM_BACKEND_CPU); }
+END_TEST
+
+START_TEST(golden_micro) { test_golden_model("micro.safetensors", "micro.io.safetensors", DM_BACKEND_CPU); }
+END_TEST
+
+START_TEST(golden_damamba_f)
 {
-    dm_tensor_file wf, io;
-    test_open("block.safetensors", &wf);
-    test_open("block.io.safetensors", &io);
-    int dim = atoi(dm_tensor_file_meta(&wf, "dim")), head_dim = atoi(dm_tensor_file_meta(&wf, "head_dim"));
-    int ratio = atoi(dm_tensor_file_meta(&wf, "mlp_ratio")), ls = atoi(dm_tensor_file_meta(&wf, "layerscale"));
-    dm_config cfg = {0};
-    for (int s = 0; s < 4; s++) {
-        cfg.depths[s] = 1;
-        cfg.dims[s] = dim;
-        cfg.mlp_hidden[s] = dim * ratio;
-        cfg.groups[s] = dim / head_dim;
-        cfg.dt_rank[s] = (dim + 15) / 16;
-        cfg.layer_scale[s] = ls;
-    }
-    cfg.in_chans = 3;
-    dm_model *m;
-    ck_assert_msg(dm_block_load(&wf, &cfg, &m) == DM_OK, "%s", dm_last_error());
-    size_t n;
-    const float *in = test_f32(&io, "input", &n), *want = test_f32(&io, "output.expected", NULL);
-    const dm_tensor *t = dm_tensor_file_find(&io, "input");
-    int b = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
-    dm_workspace *ws;
-    ck_assert(dm_workspace_create(m, b, 4 * h, 4 * w, &ws) == DM_OK);
-    float *got = malloc(sizeof(float) * n);
-    ck_assert(dm_block_run(m, ws, in, got, b, h, w) == DM_OK);
-    char label[64];
-    snprintf(label, sizeof label, "[%s] block", dm_isa());
-    ck_assert_double_le(test_rel_err(label, got, want, n), GOLDEN_TOL);
-    free(got);
-    dm_workspace_free(ws);
-    dm_model_free(m);
-    dm_tensor_file_close(&wf);
-    dm_tensor_file_close(&io);
+    test_golden_model("damamba_f.safetensors", "damamba_f.io.safetensors", DM_BACKEND_CPU);
 }
 END_TEST
-
-/* Whole model: logits and the four stage outputs against expected. */
-static void check_model(const char *weights, const char *io_name)
-{
-    dm_model *m;
-    ck_assert_msg(dm_model_load(test_path(weights), NULL, &m) == DM_OK, "%s", dm_last_error());
-    dm_tensor_file io;
-    test_open(io_name, &io);
-    const dm_tensor *t = dm_tensor_file_find(&io, "input");
-    int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
-    dm_workspace *ws;
-    ck_assert(dm_workspace_create(m, n, h, w, &ws) == DM_OK);
-    dm_outputs out = {0};
-    size_t counts[5];
-    const float *want[5];
-    want[4] = test_f32(&io, "logits.expected", &counts[4]);
-    out.logits = malloc(sizeof(float) * counts[4]);
-    for (int s = 0; s < 4; s++) {
-        char name[32];
-        snprintf(name, sizeof name, "stage%d.expected", s);
-        want[s] = test_f32(&io, name, &counts[s]);
-        out.stages[s] = malloc(sizeof(float) * counts[s]);
-    }
-    ck_assert_msg(dm_forward(m, ws, t->data, n, h, w, &out) == DM_OK, "%s", dm_last_error());
-    for (int s = 0; s < 5; s++) {
-        char label[64];
-        if (s < 4) snprintf(label, sizeof label, "[%s] %s stage%d", dm_isa(), weights, s);
-        else snprintf(label, sizeof label, "[%s] %s logits", dm_isa(), weights);
-        float *got = s < 4 ? out.stages[s] : out.logits;
-        ck_assert_double_le(test_rel_err(label, got, want[s], counts[s]), GOLDEN_TOL);
-    }
-    for (int s = 0; s < 4; s++) free(out.stages[s]);
-    free(out.logits);
-    dm_workspace_free(ws);
-    dm_model_free(m);
-    dm_tensor_file_close(&io);
-}
-
-START_TEST(golden_micro) { check_model("micro.safetensors", "micro.io.safetensors"); }
-END_TEST
-
-START_TEST(golden_damamba_f) { check_model("damamba_f.safetensors", "damamba_f.io.safetensors"); }
-END_TEST
-
 int main(void)
 {
     /* A DAMAMBA_ISA this machine lacks: skip (exit 77), saying why. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "damamba.h"
+#include "model.h"
 
 const char *test_path(const char *name)
 {
@@ -44,11 +45,95 @@ double test_rel_err(const char *label, const float *got, const float *want, size
     return rel;
 }
 
-int test_run(Suite *suite)
+/* A label for a result line: the backend, and for the CPU its instruction set. */
+static const char *where(dm_backend backend)
+{
+    return backend == DM_BACKEND_CPU ? dm_isa() : dm_backend_name(backend);
+}
+
+void test_golden_block(dm_backend backend)
+{
+    dm_tensor_file wf, io;
+    test_open("block.safetensors", &wf);
+    test_open("block.io.safetensors", &io);
+    int dim = atoi(dm_tensor_file_meta(&wf, "dim")), head_dim = atoi(dm_tensor_file_meta(&wf, "head_dim"));
+    int ratio = atoi(dm_tensor_file_meta(&wf, "mlp_ratio")), ls = atoi(dm_tensor_file_meta(&wf, "layerscale"));
+    dm_config cfg = {0};
+    for (int s = 0; s < 4; s++) {
+        cfg.depths[s] = 1;
+        cfg.dims[s] = dim;
+        cfg.mlp_hidden[s] = dim * ratio;
+        cfg.groups[s] = dim / head_dim;
+        cfg.dt_rank[s] = (dim + 15) / 16;
+        cfg.layer_scale[s] = ls;
+    }
+    cfg.in_chans = 3;
+    dm_model *m;
+    ck_assert_msg(dm_block_load(&wf, &cfg, &m) == DM_OK, "%s", dm_last_error());
+    size_t n;
+    const float *in = test_f32(&io, "input", &n), *want = test_f32(&io, "output.expected", NULL);
+    const dm_tensor *t = dm_tensor_file_find(&io, "input");
+    int b = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, backend, b, 4 * h, 4 * w, &ws) == DM_OK, "%s", dm_last_error());
+    float *got = malloc(sizeof(float) * n);
+    ck_assert_msg(dm_block_run(m, ws, in, got, b, h, w) == DM_OK, "%s", dm_last_error());
+    char label[64];
+    snprintf(label, sizeof label, "[%s] block", where(backend));
+    ck_assert_double_le(test_rel_err(label, got, want, n), GOLDEN_TOL);
+    free(got);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+    dm_tensor_file_close(&wf);
+    dm_tensor_file_close(&io);
+}
+
+void test_golden_model(const char *weights, const char *io_name, dm_backend backend)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_load(test_path(weights), NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_tensor_file io;
+    test_open(io_name, &io);
+    const dm_tensor *t = dm_tensor_file_find(&io, "input");
+    int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, backend, n, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    dm_outputs out = {0};
+    size_t counts[5];
+    const float *want[5];
+    want[4] = test_f32(&io, "logits.expected", &counts[4]);
+    out.logits = malloc(sizeof(float) * counts[4]);
+    for (int s = 0; s < 4; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "stage%d.expected", s);
+        want[s] = test_f32(&io, name, &counts[s]);
+        out.stages[s] = malloc(sizeof(float) * counts[s]);
+    }
+    ck_assert_msg(dm_forward(m, ws, t->data, n, h, w, &out) == DM_OK, "%s", dm_last_error());
+    for (int s = 0; s < 5; s++) {
+        char label[64];
+        if (s < 4) snprintf(label, sizeof label, "[%s] %s stage%d", where(backend), weights, s);
+        else snprintf(label, sizeof label, "[%s] %s logits", where(backend), weights);
+        float *got = s < 4 ? out.stages[s] : out.logits;
+        ck_assert_double_le(test_rel_err(label, got, want[s], counts[s]), GOLDEN_TOL);
+    }
+    for (int s = 0; s < 4; s++) free(out.stages[s]);
+    free(out.logits);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+    dm_tensor_file_close(&io);
+}
+
+static int run(Suite *suite, enum fork_status fork)
 {
     SRunner *sr = srunner_create(suite);
+    srunner_set_fork_status(sr, fork);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+int test_run(Suite *suite) { return run(suite, CK_FORK_GETENV); }
+
+int test_run_in_process(Suite *suite) { return run(suite, CK_NOFORK); }

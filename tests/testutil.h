@@ -5,6 +5,7 @@
 #include <check.h>
 #include <stddef.h>
 
+#include "damamba.h"
 #include "tensor_file.h"
 
 /* Path of a file in the test data folder (tests/golden), from the
@@ -23,7 +24,16 @@ double test_rel_err(const char *label, const float *got, const float *want, size
 /* The golden tolerance: 1e-4 of the largest expected magnitude. */
 #define GOLDEN_TOL 1e-4
 
+/* The golden single block (block.safetensors) and a golden model (weights
+ * and its .io file: logits and the four stage outputs) on a backend,
+ * asserted against their expected outputs within GOLDEN_TOL. */
+void test_golden_block(dm_backend backend);
+void test_golden_model(const char *weights, const char *io_name, dm_backend backend);
+
 /* Run the suite, print a summary, return the process exit code. */
 int test_run(Suite *suite);
+/* The same without forking a process per test, for suites whose tests use
+ * the CUDA runtime: it does not survive a fork once initialized. */
+int test_run_in_process(Suite *suite);
 
 #endif

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The default model's bytes, linked in by embed.S. */
 extern const unsigned char dm_default_model[];
@@ -47,4 +48,38 @@ int cli_parse_int(const char *option, const char *value, int min, int max, int *
     }
     *out = (int)v;
     return 1;
+}
+
+int cli_parse_size(const char *option, const char *value, int *h, int *w)
+{
+    char x;
+    if (sscanf(value, "%dx%d%c", h, w, &x) == 2 && *h >= 1 && *w >= 1 && *h <= 65536 && *w <= 65536) return 1;
+    if (sscanf(value, "%d%c", h, &x) == 1 && *h >= 1 && *h <= 65536) {
+        *w = *h;
+        return 1;
+    }
+    cli_error("%s expects HxW or N, got '%s'", option, value);
+    return 0;
+}
+
+int cli_parse_backend(const char *option, const char *value, dm_backend *out)
+{
+    static const dm_backend all[] = {DM_BACKEND_CPU, DM_BACKEND_CUDA};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(value, dm_backend_name(all[i]))) {
+            *out = all[i];
+            return 1;
+        }
+    cli_error("%s expects cpu or cuda, got '%s'", option, value);
+    return 0;
+}
+
+dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w)
+{
+    dm_workspace *ws;
+    if (dm_workspace_create_on(model, backend, n, h, w, &ws) != DM_OK) {
+        cli_error("%s backend: %s", dm_backend_name(backend), dm_last_error());
+        return NULL;
+    }
+    return ws;
 }

@@ -22,9 +22,22 @@ dm_model *cli_load_model(const char *path, int use_ema);
  * failure. */
 int cli_parse_int(const char *option, const char *value, int min, int max, int *out);
 
+/* Parse an image size "HxW" (or "N" for N x N); prints an error and returns
+ * 0 on failure. */
+int cli_parse_size(const char *option, const char *value, int *h, int *w);
+
+/* Parse a backend name ("cpu" or "cuda"), as for --backend; prints an error
+ * and returns 0 on failure. */
+int cli_parse_backend(const char *option, const char *value, dm_backend *out);
+
+/* A workspace on a backend for n images of h x w; prints the error (for
+ * CUDA: why it is not available) and returns NULL on failure. */
+dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
+
 /* Commands */
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 
 #endif

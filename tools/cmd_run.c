@@ -145,16 +145,7 @@ int cmd_info(int argc, char **argv)
     }
     if (optind != argc) { fputs(info_usage, stderr); return 2; }
     int h = model_path ? 224 : 28, w = h;
-    if (size) {
-        char x;
-        if (sscanf(size, "%dx%d%c", &h, &w, &x) != 2 || h < 1 || w < 1 || h > 65536 || w > 65536) {
-            if (sscanf(size, "%d%c", &h, &x) != 1 || h < 1 || h > 65536) {
-                cli_error("--size expects HxW or N, got '%s'", size);
-                return 2;
-            }
-            w = h;
-        }
-    }
+    if (size && !cli_parse_size("--size", size, &h, &w)) return 2;
     dm_model *m = cli_load_model(model_path, 0);
     if (!m) return 1;
     const dm_config *cfg = dm_model_config(m);

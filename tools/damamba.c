@@ -11,6 +11,7 @@ static const struct {
     {"run", cmd_run, "run a model on a tensor file, write logits and stage outputs"},
     {"info", cmd_info, "print a model's inferred configuration, parameters and MACs"},
     {"bench", cmd_bench, "time forward passes of an official variant with synthetic weights"},
+    {"compare", cmd_compare, "run one input on the CPU and the CUDA backend, print the differences"},
 };
 
 static void usage(FILE *out)

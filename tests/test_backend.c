@@ -1,0 +1,77 @@
+/* test_backend.c - choosing a backend: the CPU always works; CUDA either
+ * works or says clearly why not (a build without it, a machine without a
+ * device). */
+#include "testutil.h"
+
+#include <string.h>
+
+#include "damamba.h"
+
+static dm_model *small_model(void)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_synthetic('F', 3, 10, 1, &m) == DM_OK, "%s", dm_last_error());
+    return m;
+}
+
+START_TEST(backend_cpu)
+{
+    dm_model *m = small_model();
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_backend_available(DM_BACKEND_CPU), DM_OK);
+    ck_assert_int_eq(dm_workspace_create_on(m, DM_BACKEND_CPU, 1, 16, 16, &ws), DM_OK);
+    ck_assert_int_eq(dm_workspace_backend(ws), DM_BACKEND_CPU);
+    ck_assert_str_eq(dm_backend_name(DM_BACKEND_CPU), "cpu");
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
+START_TEST(backend_cuda_explains)
+{
+    dm_model *m = small_model();
+    dm_workspace *ws = NULL;
+    dm_status st = dm_workspace_create_on(m, DM_BACKEND_CUDA, 1, 16, 16, &ws);
+    ck_assert_str_eq(dm_backend_name(DM_BACKEND_CUDA), "cuda");
+#if DM_HAVE_CUDA
+    if (st == DM_OK) {
+        ck_assert_int_eq(dm_workspace_backend(ws), DM_BACKEND_CUDA);
+        ck_assert_uint_gt(dm_workspace_bytes(ws), 0);
+        dm_workspace_free(ws);
+    } else {
+        ck_assert_int_eq(st, DM_ERR_UNSUPPORTED);
+        ck_assert_msg(strstr(dm_last_error(), "cudaGetDeviceCount") != NULL, "unclear: %s", dm_last_error());
+        ck_assert_ptr_null(ws);
+    }
+#else
+    ck_assert_int_eq(st, DM_ERR_UNSUPPORTED);
+    ck_assert_str_eq(dm_last_error(), "this build has no CUDA backend (configure with -Dcuda=enabled)");
+    ck_assert_ptr_null(ws);
+    ck_assert_int_eq(dm_backend_available(DM_BACKEND_CUDA), DM_ERR_UNSUPPORTED);
+#endif
+    dm_model_free(m);
+}
+END_TEST
+
+START_TEST(backend_unknown)
+{
+    dm_model *m = small_model();
+    dm_workspace *ws = NULL;
+    ck_assert_int_eq(dm_workspace_create_on(m, (dm_backend)7, 1, 16, 16, &ws), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "unknown backend 7"));
+    ck_assert_ptr_null(ws);
+    ck_assert_int_eq(dm_backend_available((dm_backend)7), DM_ERR_ARGUMENT);
+    dm_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("backend");
+    TCase *tc = tcase_create("choice");
+    tcase_add_test(tc, backend_cpu);
+    tcase_add_test(tc, backend_cuda_explains);
+    tcase_add_test(tc, backend_unknown);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
