@@ -10,6 +10,10 @@ static const struct {
 } commands[] = {
     {"run", cmd_run, "run a model on a tensor file, write logits and stage outputs"},
     {"info", cmd_info, "print a model's inferred configuration, parameters and MACs"},
+    {"classify", cmd_classify, "top-k classes of images, as text or JSON lines"},
+    {"eval", cmd_eval, "top-1 / top-5 accuracy over a labelled image folder or dataset"},
+    {"features", cmd_features, "the four stage outputs of one image, for detection necks"},
+    {"preprocess", cmd_preprocess, "an image as the model sees it, as a tensor file"},
 };
 
 static void usage(FILE *out)
