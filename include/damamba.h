@@ -152,6 +152,70 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws,
                      const float *input, int n, int h, int w,
                      const dm_outputs *outputs);
 
+/* ----------------------------------------------------------------- images */
+
+/* Decoded images are refused above this many pixels (width x height), checked
+ * from the file's header before any pixel is decoded: 8192 x 8192. */
+#define DM_IMAGE_MAX_PIXELS (8192 * 8192)
+
+/* An 8-bit image: height x width pixels of `channels` interleaved bytes,
+ * rows top to bottom. */
+typedef struct dm_image {
+    int width, height;
+    int channels;    /* 1 (grey) or 3 (RGB) */
+    uint8_t *pixels; /* height * width * channels bytes */
+} dm_image;
+
+/* Decode a PNG, JPEG, BMP, GIF (first frame), TGA or PNM (binary PGM/PPM)
+ * file into `channels` channels (1 or 3).  Alpha is dropped; colour becomes
+ * grey as PIL's convert("L") computes it, grey becomes RGB by repetition.
+ * Free the result with dm_image_free(). */
+dm_status dm_image_load(const char *path, int channels, dm_image *out);
+
+/* The same for an encoded image already in memory. */
+dm_status dm_image_load_memory(const void *data, size_t size, int channels,
+                               dm_image *out);
+
+/* Release the pixels of an image loaded by this library. */
+void dm_image_free(dm_image *image);
+
+typedef enum dm_interpolation {
+    DM_INTERP_BICUBIC,  /* PIL's BICUBIC (a = -0.5), antialiased when shrinking */
+    DM_INTERP_BILINEAR, /* PIL's BILINEAR, antialiased when shrinking */
+} dm_interpolation;
+
+/* How an image becomes a model input, as torchvision's evaluation transform
+ * does it: Resize (PIL, 8-bit), CenterCrop, ToTensor, Normalize. */
+typedef struct dm_preprocess {
+    int resize;      /* > 0: shorter side scaled to this, aspect kept */
+    int resize_h;    /* resize == 0 and both > 0: scaled to exactly */
+    int resize_w;    /*   resize_h x resize_w; all 0: size kept */
+    int crop;        /* > 0: center crop crop x crop; 0: no crop */
+    dm_interpolation interpolation;
+    int channels;    /* 1 or 3 */
+    float mean[3];   /* per channel, on pixels scaled to [0, 1] */
+    float std[3];
+} dm_preprocess;
+
+/* The model's preprocessing: its file's metadata "preprocess" (a JSON object
+ * with keys resize, crop, interpolation, channels, mean, std), else the
+ * ImageNet evaluation transform (resize 256, crop 224, bicubic, mean 0.485
+ * 0.456 0.406, std 0.229 0.224 0.225; a one-channel model gets the averages
+ * 0.449 and 0.226).  model may be NULL for the ImageNet defaults. */
+dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out);
+
+/* Size of the tensor dm_image_preprocess() makes of a width x height image;
+ * fails when the settings are invalid or the crop is larger than the
+ * resized image. */
+dm_status dm_preprocess_output_size(const dm_preprocess *settings, int width,
+                                    int height, int *out_h, int *out_w);
+
+/* Resize, crop and normalize an image into out: settings->channels x out_h
+ * x out_w float32 (CHW), the sizes dm_preprocess_output_size() gives.  An
+ * image with other channels than the settings' is converted first. */
+dm_status dm_image_preprocess(const dm_image *image,
+                              const dm_preprocess *settings, float *out);
+
 /* ---------------------------------------------------------------- runtime */
 
 /* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon"):

@@ -267,3 +267,15 @@ const dm_json *dm_json_get(const dm_json *object, const char *key)
         if (strcmp(m->key, key) == 0) return m;
     return NULL;
 }
+
+int dm_json_write_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    return fputc('"', f) != EOF;
+}

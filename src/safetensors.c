@@ -236,18 +236,6 @@ dm_status dm_safetensors_open(const char *path, dm_tensor_file *out)
 
 /* ------------------------------------------------------------------ write */
 
-static int write_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    return fputc('"', f) != EOF;
-}
-
 dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_t count,
                                const dm_meta *meta, size_t meta_count)
 {
@@ -262,9 +250,9 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
         fputs("\"__metadata__\":{", h);
         for (size_t i = 0; i < meta_count; i++) {
             if (i) fputc(',', h);
-            write_json_string(h, meta[i].key);
+            dm_json_write_string(h, meta[i].key);
             fputc(':', h);
-            write_json_string(h, meta[i].value);
+            dm_json_write_string(h, meta[i].value);
         }
         fputc('}', h);
         first = 0;
@@ -273,7 +261,7 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
     for (size_t i = 0; i < count; i++) {
         if (!first) fputc(',', h);
         first = 0;
-        write_json_string(h, tensors[i].name);
+        dm_json_write_string(h, tensors[i].name);
         fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", dm_dtype_name(tensors[i].dtype));
         for (int d = 0; d < tensors[i].ndim; d++)
             fprintf(h, "%s%lld", d ? "," : "", (long long)tensors[i].shape[d]);

@@ -1,10 +1,19 @@
 #include "cli.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "json.h"
 
 /* The default model's bytes, linked in by embed.S. */
 extern const unsigned char dm_default_model[];
@@ -82,4 +91,413 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
         return NULL;
     }
     return ws;
+}
+
+/* ------------------------------------------------------------- labels */
+
+extern const char dm_imagenet_classes[];
+
+/* Split text into lines (the last may lack its newline). */
+static int split_lines(const char *text, cli_labels *out)
+{
+    int n = 0;
+    for (const char *p = text; *p; p++) n += *p == '\n';
+    if (*text && text[strlen(text) - 1] != '\n') n++;
+    out->names = calloc((size_t)n ? (size_t)n : 1, sizeof(char *));
+    if (!out->names) return 0;
+    for (const char *p = text; *p && out->count < n;) {
+        size_t len = strcspn(p, "\n");
+        if (!(out->names[out->count] = strndup(p, len))) return 0;
+        out->count++;
+        p += len + (p[len] == '\n');
+    }
+    return 1;
+}
+
+static int labels_from_json(const char *text, int classes, cli_labels *out)
+{
+    char err[128];
+    dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
+    int ok = root && root->type == DM_JSON_ARRAY && root->count == (size_t)classes;
+    if (ok) ok = (out->names = calloc((size_t)classes, sizeof(char *))) != NULL;
+    for (const dm_json *e = ok ? root->child : NULL; e; e = e->next) {
+        if (e->type != DM_JSON_STRING || !(out->names[out->count] = strdup(e->string))) {
+            ok = 0;
+            break;
+        }
+        out->count++;
+    }
+    dm_json_free(root);
+    if (!ok) cli_error("model metadata 'classes' is not a JSON list of %d names", classes);
+    return ok;
+}
+
+int cli_labels_load(const dm_model *model, cli_labels *out)
+{
+    *out = (cli_labels){0};
+    int classes = dm_model_config(model)->num_classes, ok;
+    const char *meta = dm_model_metadata(model, "classes");
+    if (meta) {
+        ok = labels_from_json(meta, classes, out);
+    } else if (classes == 1000) {
+        ok = split_lines(dm_imagenet_classes, out) && out->count == 1000;
+        if (!ok) cli_error("the built-in ImageNet class list is damaged");
+    } else {
+        ok = (out->names = calloc((size_t)classes ? (size_t)classes : 1, sizeof(char *))) != NULL;
+        for (; ok && out->count < classes; out->count++) {
+            char name[32];
+            snprintf(name, sizeof name, "class %d", out->count);
+            ok = (out->names[out->count] = strdup(name)) != NULL;
+        }
+        if (!ok) cli_error("out of memory");
+    }
+    if (!ok) cli_labels_free(out);
+    return ok;
+}
+
+void cli_labels_free(cli_labels *labels)
+{
+    for (int i = 0; i < labels->count; i++) free(labels->names[i]);
+    free(labels->names);
+    *labels = (cli_labels){0};
+}
+
+/* ------------------------------------------------------- preprocessing */
+
+int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value)
+{
+    switch (c) {
+    case CLI_OPT_SIZE: opts->size = value; return 1;
+    case CLI_OPT_CROP_FRACTION: opts->crop_fraction = value; return 1;
+    case CLI_OPT_INTERPOLATION: opts->interpolation = value; return 1;
+    case CLI_OPT_MEAN: opts->mean = value; return 1;
+    case CLI_OPT_STD: opts->std = value; return 1;
+    }
+    return 0;
+}
+
+/* "a,b,c": exactly `channels` numbers. */
+static int parse_floats(const char *option, const char *value, int channels, float *out)
+{
+    const char *p = value;
+    for (int i = 0; i < channels; i++) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || (i < channels - 1 ? *end != ',' : *end != '\0')) {
+            cli_error("%s expects %d comma-separated numbers, got '%s'", option, channels, value);
+            return 0;
+        }
+        out[i] = (float)v;
+        p = end + 1;
+    }
+    return 1;
+}
+
+int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out)
+{
+    if (dm_preprocess_default(model, out) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 0;
+    }
+    if (opts->interpolation) {
+        if (!strcmp(opts->interpolation, "bicubic")) out->interpolation = DM_INTERP_BICUBIC;
+        else if (!strcmp(opts->interpolation, "bilinear")) out->interpolation = DM_INTERP_BILINEAR;
+        else {
+            cli_error("--interpolation expects bicubic or bilinear, got '%s'", opts->interpolation);
+            return 0;
+        }
+    }
+    if ((opts->mean && !parse_floats("--mean", opts->mean, out->channels, out->mean)) ||
+        (opts->std && !parse_floats("--std", opts->std, out->channels, out->std)))
+        return 0;
+    if (opts->size || opts->crop_fraction) {
+        double fraction = out->crop && out->resize ? (double)out->crop / out->resize : 1.0;
+        int size = out->crop ? out->crop : out->resize;
+        if (opts->crop_fraction) {
+            char *end;
+            fraction = strtod(opts->crop_fraction, &end);
+            if (end == opts->crop_fraction || *end || !(fraction > 0 && fraction <= 1)) {
+                cli_error("--crop-fraction expects a number in (0, 1], got '%s'", opts->crop_fraction);
+                return 0;
+            }
+        }
+        if (opts->size && !cli_parse_int("--size", opts->size, 1, 65536, &size)) return 0;
+        /* timm's rule: the shorter side is floor(size / crop fraction). */
+        out->crop = size;
+        out->resize = (int)floor(size / fraction);
+        if (out->resize < size) out->resize = size;
+    }
+    for (int c = 0; c < out->channels; c++)
+        if (!(out->std[c] > 0)) {
+            cli_error("--std values must be positive");
+            return 0;
+        }
+    return 1;
+}
+
+/* ------------------------------------------------------------ file lists */
+
+static int files_push(cli_files *f, const char *path)
+{
+    if (f->count == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 64;
+        char **p = realloc(f->paths, cap * sizeof(char *));
+        if (!p) return 0;
+        f->paths = p;
+        f->cap = cap;
+    }
+    if (!(f->paths[f->count] = strdup(path))) return 0;
+    f->count++;
+    return 1;
+}
+
+/* File names the directory walk takes: the formats the decoder reads. */
+static int is_image_name(const char *name)
+{
+    static const char *const exts[] = {"png", "jpg", "jpeg", "bmp", "gif", "tga", "ppm", "pgm", "pnm"};
+    const char *dot = strrchr(name, '.');
+    if (!dot) return 0;
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (!strcasecmp(dot + 1, exts[i])) return 1;
+    return 0;
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int cli_list_dir(const char *dir, cli_files *names)
+{
+    *names = (cli_files){0};
+    DIR *d = opendir(dir);
+    if (!d) {
+        cli_error("%s: cannot read directory: %s", dir, strerror(errno));
+        return 0;
+    }
+    struct dirent *e;
+    int ok = 1;
+    while (ok && (e = readdir(d)))
+        if (e->d_name[0] != '.') ok = files_push(names, e->d_name);
+    closedir(d);
+    if (!ok) {
+        cli_error("out of memory listing %s", dir);
+        cli_files_free(names);
+        return 0;
+    }
+    qsort(names->paths, names->count, sizeof(char *), compare_strings);
+    return 1;
+}
+
+static int walk_dir(cli_files *f, const char *dir)
+{
+    cli_files names;
+    if (!cli_list_dir(dir, &names)) return 0;
+    int ok = 1;
+    for (size_t i = 0; ok && i < names.count; i++) {
+        char *path;
+        size_t len = strlen(dir);
+        if (asprintf(&path, "%s%s%s", dir, len && dir[len - 1] == '/' ? "" : "/", names.paths[i]) < 0) {
+            cli_error("out of memory");
+            ok = 0;
+            break;
+        }
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) ok = walk_dir(f, path);
+        else if (is_image_name(names.paths[i]) && !files_push(f, path)) {
+            cli_error("out of memory");
+            ok = 0;
+        }
+        free(path);
+    }
+    cli_files_free(&names);
+    return ok;
+}
+
+static int add_list(cli_files *f, const char *list)
+{
+    FILE *in = fopen(list, "r");
+    if (!in) {
+        cli_error("%s: cannot open list: %s", list, strerror(errno));
+        return 0;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int ok = 1;
+    while (ok && (len = getline(&line, &cap, in)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len > 0) ok = files_push(f, line);
+    }
+    free(line);
+    fclose(in);
+    if (!ok) cli_error("out of memory reading %s", list);
+    return ok;
+}
+
+int cli_files_add(cli_files *files, const char *arg)
+{
+    if (arg[0] == '@') return add_list(files, arg + 1);
+    struct stat sb;
+    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) return walk_dir(files, arg);
+    /* Anything else is tried as an image, so its failure is reported with the rest. */
+    if (!files_push(files, arg)) {
+        cli_error("out of memory");
+        return 0;
+    }
+    return 1;
+}
+
+void cli_files_shard(cli_files *files, int index, int count)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < files->count; i++) {
+        if ((int)(i % (size_t)count) == index) files->paths[kept++] = files->paths[i];
+        else free(files->paths[i]);
+    }
+    files->count = kept;
+}
+
+void cli_files_free(cli_files *files)
+{
+    for (size_t i = 0; i < files->count; i++) free(files->paths[i]);
+    free(files->paths);
+    *files = (cli_files){0};
+}
+
+int cli_parse_shard(const char *value, int *index, int *count)
+{
+    char extra;
+    if (sscanf(value, "%d/%d%c", index, count, &extra) != 2 || *count < 1 || *index < 0 || *index >= *count) {
+        cli_error("--shard expects I/N with 0 <= I < N, got '%s'", value);
+        return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------- progress */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cli_progress_start(cli_progress *p, size_t total, int quiet)
+{
+    *p = (cli_progress){.enabled = !quiet && total > 1 && isatty(STDERR_FILENO), .total = total};
+}
+
+void cli_progress_update(cli_progress *p, size_t done)
+{
+    double t = now_seconds();
+    if (!p->enabled || (done < p->total && t - p->last < 0.1)) return;
+    p->last = t;
+    int width = 40, filled = (int)(width * done / p->total);
+    fprintf(stderr, "\r[%.*s%*s] %zu/%zu", filled, "########################################", width - filled, "",
+            done, p->total);
+    fflush(stderr);
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (p->enabled) fputc('\n', stderr);
+}
+
+/* --------------------------------------------------------- classifying */
+
+int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_preprocess *prep, int batch)
+{
+    *c = (cli_classifier){.model = model, .prep = *prep, .batch = batch};
+    c->classes = dm_model_config(model)->num_classes;
+    if (!c->classes) {
+        cli_error("the model has no classification head");
+        return 0;
+    }
+    /* Every image must become the same size: a crop, or a fixed resize. */
+    c->h = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_h;
+    c->w = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_w;
+    if (c->h < 1 || c->w < 1) {
+        cli_error("classifying needs a fixed input size: set a crop (--size)");
+        return 0;
+    }
+    size_t chw = (size_t)prep->channels * c->h * c->w;
+    c->input = malloc(sizeof(float) * chw * batch);
+    c->logits = malloc(sizeof(float) * c->classes * batch);
+    c->errors = calloc((size_t)batch, sizeof(char *));
+    if (!c->input || !c->logits || !c->errors) {
+        cli_error("out of memory for a batch of %d", batch);
+        cli_classifier_free(c);
+        return 0;
+    }
+    if (dm_workspace_create(model, batch, c->h, c->w, &c->ws) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        cli_classifier_free(c);
+        return 0;
+    }
+    return 1;
+}
+
+int cli_classify(cli_classifier *c, const cli_item *items, int n)
+{
+    size_t chw = (size_t)c->prep.channels * c->h * c->w;
+#pragma omp parallel for schedule(dynamic) num_threads(dm_threads())
+    for (int i = 0; i < n; i++) {
+        float *slot = c->input + i * chw;
+        dm_image loaded = {0};
+        const dm_image *img = &items[i].image;
+        dm_status st = DM_OK;
+        if (items[i].path) {
+            st = dm_image_load(items[i].path, c->prep.channels, &loaded);
+            img = &loaded;
+        }
+        if (st == DM_OK && (st = dm_image_preprocess(img, &c->prep, slot)) != DM_OK && items[i].path)
+            dm_error_prefix("%s: ", items[i].path);
+        free(c->errors[i]);
+        c->errors[i] = NULL;
+        if (st != DM_OK) {
+            /* The slot still goes through the forward pass; its logits are ignored. */
+            memset(slot, 0, sizeof(float) * chw);
+            c->errors[i] = strdup(dm_last_error());
+            if (!c->errors[i]) c->errors[i] = strdup("out of memory");
+        }
+        dm_image_free(&loaded);
+    }
+    dm_outputs out = {.logits = c->logits};
+    if (dm_forward(c->model, c->ws, c->input, n, c->h, c->w, &out) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+void cli_classifier_free(cli_classifier *c)
+{
+    for (int i = 0; c->errors && i < c->batch; i++) free(c->errors[i]);
+    free(c->errors);
+    free(c->input);
+    free(c->logits);
+    dm_workspace_free(c->ws);
+    *c = (cli_classifier){0};
+}
+
+void cli_top_k(const float *logits, int classes, int k, int *index, double *prob)
+{
+    double max = logits[0], sum = 0;
+    for (int i = 1; i < classes; i++)
+        if (logits[i] > max) max = logits[i];
+    for (int i = 0; i < classes; i++) sum += exp(logits[i] - max);
+    /* Selection of the k largest, ties to the lower index. */
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int i = 0; i < classes; i++) {
+            int taken = 0;
+            for (int t = 0; t < j; t++) taken |= index[t] == i;
+            if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
+        }
+        index[j] = best;
+        prob[j] = exp(logits[best] - max) / sum;
+    }
 }

@@ -6,6 +6,7 @@
 
 #include "damamba.h"
 
+#include <getopt.h>
 #include <stdio.h>
 
 /* Print "damamba: message" to stderr. */
@@ -33,11 +34,128 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out);
 /* A workspace on a backend for n images of h x w; prints the error (for
  * CUDA: why it is not available) and returns NULL on failure. */
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
+/* ------------------------------------------------------------- labels */
+
+/* Class names: the model's metadata 'classes' (a JSON list), ImageNet's for
+ * a 1000-class model, else "class N". */
+typedef struct cli_labels {
+    char **names;
+    int count;
+} cli_labels;
+
+int cli_labels_load(const dm_model *model, cli_labels *out);
+void cli_labels_free(cli_labels *labels);
+
+/* ------------------------------------------------------- preprocessing */
+
+/* Options that change a model's preprocessing (values as given). */
+typedef struct cli_preprocess_opts {
+    const char *size, *crop_fraction, *interpolation, *mean, *std;
+} cli_preprocess_opts;
+
+enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD };
+
+#define CLI_PREPROCESS_LONG_OPTIONS                                                                    \
+    {"size", required_argument, 0, CLI_OPT_SIZE},                                                      \
+        {"crop-fraction", required_argument, 0, CLI_OPT_CROP_FRACTION},                                \
+        {"interpolation", required_argument, 0, CLI_OPT_INTERPOLATION},                                \
+        {"mean", required_argument, 0, CLI_OPT_MEAN}, {"std", required_argument, 0, CLI_OPT_STD}
+
+#define CLI_PREPROCESS_HELP                                                                            \
+    "Preprocessing (default: the model's metadata, else ImageNet's 256 / 224 bicubic):\n"              \
+    "      --size N             input side after the center crop\n"                                   \
+    "      --crop-fraction F    crop / resized shorter side (0.875 = 224 of 256); with --size\n"      \
+    "                           the shorter side becomes floor(N / F)\n"                               \
+    "      --interpolation I    bicubic or bilinear (PIL's, antialiased when shrinking)\n"             \
+    "      --mean A[,B,C]       per-channel mean, on pixels scaled to [0, 1]\n"                        \
+    "      --std A[,B,C]        per-channel standard deviation\n"
+
+/* Record c if it is a preprocessing option: returns 1 if it was. */
+int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
+
+/* The model's preprocessing with the options applied.  Prints the error
+ * and returns 0 on failure. */
+int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out);
+
+/* ------------------------------------------------------------ file lists */
+
+typedef struct cli_files {
+    char **paths;
+    size_t count, cap;
+} cli_files;
+
+/* Add one command-line argument: a file as is, the image files under a
+ * directory (recursively, in byte order of their names), or the paths
+ * listed one per line in the file after '@'.  Prints the error and returns
+ * 0 when a directory or list cannot be read. */
+int cli_files_add(cli_files *files, const char *arg);
+
+/* Keep only files index, index + count, index + 2 * count, ... */
+void cli_files_shard(cli_files *files, int index, int count);
+
+void cli_files_free(cli_files *files);
+
+/* The names in a directory, except those starting with '.', in byte order.
+ * Prints the error and returns 0 on failure. */
+int cli_list_dir(const char *dir, cli_files *names);
+
+/* Parse --shard I/N (0 <= I < N); prints an error and returns 0 on failure. */
+int cli_parse_shard(const char *value, int *index, int *count);
+
+/* ------------------------------------------------------------- progress */
+
+typedef struct cli_progress {
+    int enabled;
+    size_t total;
+    double last;
+} cli_progress;
+
+/* A progress bar on stderr, only when stderr is a terminal and not quiet. */
+void cli_progress_start(cli_progress *p, size_t total, int quiet);
+void cli_progress_update(cli_progress *p, size_t done);
+void cli_progress_end(cli_progress *p);
+
+/* --------------------------------------------------------- classifying */
+
+/* One image to classify: a file, or (path NULL) pixels already in memory. */
+typedef struct cli_item {
+    const char *path;
+    dm_image image;
+} cli_item;
+
+/* Batches of images: decoded and preprocessed in parallel, then one
+ * forward pass per batch. */
+typedef struct cli_classifier {
+    const dm_model *model;
+    dm_workspace *ws;
+    dm_preprocess prep;
+    int batch, h, w, classes;
+    float *input, *logits;
+    char **errors; /* per slot after cli_classify: NULL, or why it failed */
+} cli_classifier;
+
+/* Prints the error and returns 0 on failure. */
+int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_preprocess *prep, int batch);
+
+/* Classify n <= batch items: afterwards c->logits + i * classes holds item
+ * i's logits unless c->errors[i] says why it failed.  Returns 0 when the
+ * forward pass itself failed (printed). */
+int cli_classify(cli_classifier *c, const cli_item *items, int n);
+
+void cli_classifier_free(cli_classifier *c);
+
+/* The k most probable classes of one image's logits (softmax), best first. */
+void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
 
 /* Commands */
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_features(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
+int cmd_scanmap(int argc, char **argv);
 
 #endif

@@ -1,0 +1,332 @@
+/* image.c - decoding images (stb_image) and turning them into model inputs
+ * the way the authors' evaluation transform does. */
+#include "damamba.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "json.h"
+#include "resample.h"
+
+/* stb_image, limited to the formats the library documents.  Files are read
+ * here and decoded from memory, so stb needs no stdio. */
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
+#define STBI_ONLY_TGA
+#define STBI_ONLY_PNM
+#define STBI_NO_STDIO
+#define STBI_NO_LINEAR
+#define STBI_NO_HDR
+#define STBI_MAX_DIMENSIONS (1 << 16)
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#endif
+#include <stb/stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+/* PIL's convert("L"): ITU-R 601-2 luma in 16-bit fixed point, rounded. */
+static uint8_t pil_luma(const uint8_t *rgb)
+{
+    return (uint8_t)((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16);
+}
+
+/* Convert n pixels of 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA)
+ * channels to 1 or 3, dropping alpha as PIL's convert() does. */
+static void convert_pixels(const uint8_t *in, int in_channels, uint8_t *out, int out_channels, size_t n)
+{
+    for (size_t i = 0; i < n; i++, in += in_channels, out += out_channels) {
+        int colour = in_channels >= 3;
+        if (out_channels == 1) {
+            out[0] = colour ? pil_luma(in) : in[0];
+        } else {
+            out[0] = in[0];
+            out[1] = colour ? in[1] : in[0];
+            out[2] = colour ? in[2] : in[0];
+        }
+    }
+}
+
+dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
+    *out = (dm_image){0};
+    if (!data && size) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: data is NULL");
+    if (channels != 1 && channels != 3)
+        return dm_fail(DM_ERR_ARGUMENT, "images load as 1 or 3 channels, not %d", channels);
+    if (size == 0) return dm_fail(DM_ERR_FORMAT, "empty file");
+    if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
+    const stbi_uc *bytes = data;
+    int w, h, n;
+    if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &n))
+        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
+                       stbi_failure_reason());
+    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
+                       DM_IMAGE_MAX_PIXELS);
+    stbi_uc *decoded = stbi_load_from_memory(bytes, (int)size, &w, &h, &n, 0);
+    if (!decoded) return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s", stbi_failure_reason());
+    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
+        stbi_image_free(decoded);
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
+                       DM_IMAGE_MAX_PIXELS);
+    }
+    size_t npix = (size_t)w * h;
+    uint8_t *pixels = n == channels ? decoded : malloc(npix * channels);
+    if (!pixels) {
+        stbi_image_free(decoded);
+        return dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
+    }
+    if (pixels != decoded) {
+        convert_pixels(decoded, n, pixels, channels, npix);
+        stbi_image_free(decoded);
+    }
+    *out = (dm_image){.width = w, .height = h, .channels = channels, .pixels = pixels};
+    return DM_OK;
+}
+
+/* Read a whole file, with a clear reason for what is not a regular file. */
+static dm_status read_file(const char *path, uint8_t **data, size_t *size)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return dm_fail(DM_ERR_IO, "cannot open: %s", strerror(errno));
+    struct stat sb;
+    dm_status st = DM_OK;
+    if (fstat(fd, &sb) != 0) st = dm_fail(DM_ERR_IO, "cannot stat: %s", strerror(errno));
+    else if (S_ISDIR(sb.st_mode)) st = dm_fail(DM_ERR_IO, "is a directory, not an image file");
+    else if (!S_ISREG(sb.st_mode)) st = dm_fail(DM_ERR_IO, "not a regular file");
+    else if (sb.st_size == 0) st = dm_fail(DM_ERR_FORMAT, "empty file");
+    else if ((uint64_t)sb.st_size > INT_MAX)
+        st = dm_fail(DM_ERR_FORMAT, "file of %lld bytes is too large for the image decoder", (long long)sb.st_size);
+    else if (!(*data = malloc((size_t)sb.st_size))) st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
+    if (st != DM_OK) {
+        close(fd);
+        return st;
+    }
+    size_t got = 0;
+    while (got < (size_t)sb.st_size) {
+        ssize_t r = read(fd, *data + got, (size_t)sb.st_size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            st = r < 0 ? dm_fail(DM_ERR_IO, "read failed: %s", strerror(errno))
+                       : dm_fail(DM_ERR_IO, "file shrank while being read");
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    if (st != DM_OK) {
+        free(*data);
+        *data = NULL;
+    }
+    *size = got;
+    return st;
+}
+
+dm_status dm_image_load(const char *path, int channels, dm_image *out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load: out is NULL");
+    *out = (dm_image){0};
+    if (!path) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load: path is NULL");
+    uint8_t *data = NULL;
+    size_t size = 0;
+    dm_status st = read_file(path, &data, &size);
+    if (st == DM_OK) st = dm_image_load_memory(data, size, channels, out);
+    free(data);
+    if (st != DM_OK) dm_error_prefix("%s: ", path);
+    return st;
+}
+
+void dm_image_free(dm_image *image)
+{
+    if (!image) return;
+    free(image->pixels);
+    *image = (dm_image){0};
+}
+
+/* ------------------------------------------------------------ preprocess */
+
+static const dm_preprocess imagenet_default = {
+    .resize = 256,
+    .crop = 224,
+    .interpolation = DM_INTERP_BICUBIC,
+    .channels = 3,
+    .mean = {0.485f, 0.456f, 0.406f},
+    .std = {0.229f, 0.224f, 0.225f},
+};
+
+/* A JSON number that is a whole number from 1 to 65536. */
+static dm_status json_size(const dm_json *v, const char *key, int *out)
+{
+    if (!v) return DM_OK;
+    if (v->type != DM_JSON_NUMBER || !v->is_integer || v->integer < 1 || v->integer > 65536)
+        return dm_fail(DM_ERR_MODEL, "preprocess metadata: '%s' must be a size from 1 to 65536", key);
+    *out = (int)v->integer;
+    return DM_OK;
+}
+
+/* A JSON list of `channels` numbers. */
+static dm_status json_channels(const dm_json *v, const char *key, int channels, float *out)
+{
+    if (!v) return DM_OK;
+    if (v->type != DM_JSON_ARRAY || v->count != (size_t)channels)
+        return dm_fail(DM_ERR_MODEL, "preprocess metadata: '%s' must be a list of %d numbers", key, channels);
+    int i = 0;
+    for (const dm_json *e = v->child; e; e = e->next) {
+        if (e->type != DM_JSON_NUMBER)
+            return dm_fail(DM_ERR_MODEL, "preprocess metadata: '%s' must be a list of %d numbers", key, channels);
+        out[i++] = (float)e->number;
+    }
+    return DM_OK;
+}
+
+/* Apply the metadata's settings over the defaults in p. */
+static dm_status parse_preprocess(const dm_json *root, int in_chans, dm_preprocess *p)
+{
+    if (root->type != DM_JSON_OBJECT) return dm_fail(DM_ERR_MODEL, "preprocess metadata is not a JSON object");
+    dm_status st;
+    if ((st = json_size(dm_json_get(root, "resize"), "resize", &p->resize)) != DM_OK ||
+        (st = json_size(dm_json_get(root, "crop"), "crop", &p->crop)) != DM_OK ||
+        (st = json_size(dm_json_get(root, "channels"), "channels", &p->channels)) != DM_OK)
+        return st;
+    if (p->channels != in_chans)
+        return dm_fail(DM_ERR_MODEL, "preprocess metadata: channels %d, but the model takes %d", p->channels,
+                       in_chans);
+    const dm_json *interp = dm_json_get(root, "interpolation");
+    if (interp) {
+        if (interp->type == DM_JSON_STRING && !strcmp(interp->string, "bicubic"))
+            p->interpolation = DM_INTERP_BICUBIC;
+        else if (interp->type == DM_JSON_STRING && !strcmp(interp->string, "bilinear"))
+            p->interpolation = DM_INTERP_BILINEAR;
+        else
+            return dm_fail(DM_ERR_MODEL, "preprocess metadata: interpolation must be \"bicubic\" or \"bilinear\"");
+    }
+    if ((st = json_channels(dm_json_get(root, "mean"), "mean", p->channels, p->mean)) != DM_OK ||
+        (st = json_channels(dm_json_get(root, "std"), "std", p->channels, p->std)) != DM_OK)
+        return st;
+    return DM_OK;
+}
+
+dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_preprocess_default: out is NULL");
+    *out = imagenet_default;
+    if (!model) return DM_OK;
+    int in_chans = dm_model_config(model)->in_chans;
+    if (in_chans == 1) {
+        out->channels = 1;
+        out->mean[0] = (0.485f + 0.456f + 0.406f) / 3;
+        out->std[0] = (0.229f + 0.224f + 0.225f) / 3;
+    } else if (in_chans != 3) {
+        return dm_fail(DM_ERR_MODEL, "no image preprocessing for a model with %d input channels", in_chans);
+    }
+    const char *text = dm_model_metadata(model, "preprocess");
+    if (!text) return DM_OK;
+    char err[128];
+    dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
+    if (!root) return dm_fail(DM_ERR_MODEL, "preprocess metadata is not valid JSON: %s", err);
+    dm_status st = parse_preprocess(root, in_chans, out);
+    dm_json_free(root);
+    return st;
+}
+
+/* Size after the resize step, as torchvision's Resize computes it: the
+ * shorter side becomes `resize`, the longer one int(resize * long / short). */
+static void resized_size(const dm_preprocess *p, int width, int height, int *out_w, int *out_h)
+{
+    *out_w = width;
+    *out_h = height;
+    if (p->resize > 0) {
+        int shorter = width <= height ? width : height, longer = width <= height ? height : width;
+        int scaled = (int)((double)((int64_t)p->resize * longer) / shorter);
+        *out_w = width <= height ? p->resize : scaled;
+        *out_h = width <= height ? scaled : p->resize;
+    } else if (p->resize_h > 0 && p->resize_w > 0) {
+        *out_w = p->resize_w;
+        *out_h = p->resize_h;
+    }
+}
+
+dm_status dm_preprocess_output_size(const dm_preprocess *p, int width, int height, int *out_h, int *out_w)
+{
+    if (!p || !out_h || !out_w) return dm_fail(DM_ERR_ARGUMENT, "dm_preprocess_output_size: NULL argument");
+    if (p->channels != 1 && p->channels != 3)
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: channels must be 1 or 3, not %d", p->channels);
+    if (p->interpolation != DM_INTERP_BICUBIC && p->interpolation != DM_INTERP_BILINEAR)
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: unknown interpolation %d", (int)p->interpolation);
+    if (p->resize < 0 || p->resize > 65536 || p->resize_h < 0 || p->resize_h > 65536 || p->resize_w < 0 ||
+        p->resize_w > 65536 || p->crop < 0 || p->crop > 65536)
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: sizes must be from 0 to 65536");
+    for (int c = 0; c < p->channels; c++)
+        if (!(p->std[c] > 0) || !(p->mean[c] == p->mean[c]))
+            return dm_fail(DM_ERR_ARGUMENT, "preprocess: std must be positive and mean a number");
+    if (width < 1 || height < 1 || width > 65536 || height > 65536)
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: image size %d x %d out of range", width, height);
+    int w, h;
+    resized_size(p, width, height, &w, &h);
+    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS || w > 65536 || h > 65536)
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: resizing %d x %d gives %d x %d, over the limit of %d pixels",
+                       width, height, w, h, DM_IMAGE_MAX_PIXELS);
+    if (p->crop > w || p->crop > h)
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: crop %d is larger than the resized image (%d x %d)", p->crop,
+                       w, h);
+    *out_h = p->crop ? p->crop : h;
+    *out_w = p->crop ? p->crop : w;
+    return DM_OK;
+}
+
+/* torchvision's CenterCrop offset: int(round(extra / 2.0)), ties to even. */
+static int center_offset(int extra)
+{
+    int half = extra / 2;
+    return (extra % 2 && half % 2) ? half + 1 : half;
+}
+
+dm_status dm_image_preprocess(const dm_image *image, const dm_preprocess *p, float *out)
+{
+    if (!image || !image->pixels || !out)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_image_preprocess: NULL argument");
+    if (image->channels < 1 || image->channels > 4)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_image_preprocess: images have 1 to 4 channels, not %d", image->channels);
+    int oh, ow, rw, rh;
+    dm_status st = dm_preprocess_output_size(p, image->width, image->height, &oh, &ow);
+    if (st != DM_OK) return st;
+    resized_size(p, image->width, image->height, &rw, &rh);
+    int C = p->channels;
+    size_t npix = (size_t)image->width * image->height, onpix = (size_t)oh * ow;
+    uint8_t *converted = NULL, *window = malloc(onpix * C);
+    const uint8_t *src = image->pixels;
+    if (window && image->channels != C) {
+        if ((converted = malloc(npix * C))) convert_pixels(image->pixels, image->channels, converted, C, npix);
+        src = converted;
+    }
+    if (!window || !src) {
+        free(window);
+        return dm_fail(DM_ERR_NOMEM, "out of memory preprocessing a %d x %d image", image->width, image->height);
+    }
+    st = dm_resample(src, image->width, image->height, C, rw, rh, center_offset(rw - ow), center_offset(rh - oh),
+                     ow, oh, p->interpolation, window);
+    if (st == DM_OK) {
+        /* ToTensor then Normalize, in float32 as torchvision computes them. */
+        for (int c = 0; c < C; c++)
+            for (size_t i = 0; i < onpix; i++)
+                out[c * onpix + i] = ((float)window[i * C + c] / 255.0f - p->mean[c]) / p->std[c];
+    }
+    free(converted);
+    free(window);
+    return st;
+}

@@ -1,0 +1,74 @@
+#!/bin/sh
+# cli_test.sh DAMAMBA SAMPLES_DIR FMNIST_TEST - the damamba command end to
+# end: classify the bundled samples (each named after its class), JSON
+# output, failure reporting and exit status, sharding, lists, eval over a
+# folder and over the test set, preprocess and features.
+set -u
+damamba=$1 samples=$2 fmnist=$3
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# Every command answers --help.
+for cmd in run info classify eval features preprocess; do
+    "$damamba" "$cmd" --help >/dev/null || fail "$cmd --help"
+done
+
+# Classify every sample plus a missing file: 11 JSON lines, exit status 1.
+"$damamba" classify --json -k 3 -b 4 "$samples" "$tmp/missing.png" >"$tmp/out.json" 2>"$tmp/err.txt"
+status=$?
+[ "$status" -eq 1 ] || fail "classify with a missing file exited $status, not 1"
+[ "$(wc -l <"$tmp/out.json")" -eq 11 ] || fail "classify wrote $(wc -l <"$tmp/out.json") lines, not 11"
+grep -q "^{\"file\": \"$tmp/missing.png\", \"error\": \".*cannot open" "$tmp/out.json" ||
+    fail "no JSON error line for the missing file"
+grep -q "missing.png: cannot open" "$tmp/err.txt" || fail "no error on stderr for the missing file"
+n=0
+for f in "$samples"/*.png; do
+    stem=$(basename "$f" .png)
+    line=$(grep "^{\"file\": \"$f\"" "$tmp/out.json") || { fail "no line for $f"; continue; }
+    # The top label, normalized as the sample names are: "Ankle boot" -> ankle-boot, "T-shirt/top" -> t-shirt.
+    label=$(echo "$line" | sed -n 's/^[^[]*\[{"index": [0-9]*, "label": "\([^"]*\)", "prob": \([0-9.e-]*\)}.*/\1/p' |
+        cut -d/ -f1 | tr 'A-Z ' 'a-z-')
+    [ "$label" = "$stem" ] || fail "$f classified as '$label'"
+    [ "$(echo "$line" | grep -o '"index"' | wc -l)" -eq 3 ] || fail "$f: not 3 classes"
+    n=$((n + 1))
+done
+[ "$n" -eq 10 ] || fail "expected 10 samples, found $n"
+
+# All good: exit status 0; text output names the class.
+"$damamba" classify "$samples/sneaker.png" >"$tmp/out.txt" || fail "classify of a good file failed"
+grep -q "Sneaker (7)" "$tmp/out.txt" || fail "text output lacks 'Sneaker (7)'"
+
+# Shards 0/3, 1/3, 2/3 split the sorted list; a list file names files too.
+for i in 0 1 2; do
+    "$damamba" classify --json --shard "$i/3" "$samples" >>"$tmp/shards.json" || fail "shard $i/3"
+done
+[ "$(sort "$tmp/shards.json" | uniq | wc -l)" -eq 10 ] || fail "shards do not cover the 10 samples once"
+"$damamba" classify --json --shard 1/3 "$samples" | grep -c '"file"' | grep -qx 3 || fail "shard 1/3 is not 3 files"
+ls "$samples"/*.png >"$tmp/list.txt"
+"$damamba" classify --json "@$tmp/list.txt" | grep -c '"top"' | grep -qx 10 || fail "@LIST"
+
+# eval over a folder with one sub-folder per class, in class order 0..9.
+i=0
+for c in t-shirt trouser pullover dress coat sandal shirt sneaker bag ankle-boot; do
+    mkdir -p "$tmp/folder/$i" && cp "$samples/$c.png" "$tmp/folder/$i/"
+    i=$((i + 1))
+done
+"$damamba" eval -q "$tmp/folder" | tail -n 1 | grep -qx "top1=1.0000 top5=1.0000 n=10" || fail "eval over a folder"
+
+# eval over the test set reaches PyTorch's accuracy (in the file's metadata).
+want=$(head -c 2000 "$fmnist" | grep -ao '"torch_test_accuracy":"[0-9.]*"' | grep -o '[0-9]\.[0-9]*')
+last=$("$damamba" eval -q "$fmnist" | tail -n 1)
+echo "eval $fmnist: $last (PyTorch top1 $want)"
+echo "$last" | grep -qx "top1=$want top5=0\.[0-9]* n=10000" || fail "eval on the test set: '$last'"
+
+# preprocess and features write tensor files of the right size.
+"$damamba" preprocess "$samples/bag.png" -o "$tmp/bag.safetensors" || fail "preprocess"
+head -c 200 "$tmp/bag.safetensors" | grep -q '"image":{"dtype":"F32","shape":\[1,28,28\]' || fail "preprocess shape"
+"$damamba" features --size 64x96 "$samples/bag.png" -o "$tmp/feat.safetensors" || fail "features"
+head -c 400 "$tmp/feat.safetensors" | grep -q '"stage3":{"dtype":"F32","shape":\[1,128,2,3\]' || fail "features shape"
+"$damamba" preprocess "$tmp/missing.png" -o "$tmp/x.safetensors" 2>/dev/null && fail "preprocess of a missing file succeeded"
+
+[ "$failures" -eq 0 ] && echo "all CLI checks passed"
+exit "$failures"

@@ -1,0 +1,96 @@
+/* test_eval.c - the embedded Fashion-MNIST model on its 10,000 test images,
+ * through the library's own preprocessing: it must reach PyTorch's accuracy,
+ * agree with PyTorch's prediction on at least 99.9% of the images, and its
+ * logits must match the float64 reference. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "damamba.h"
+
+#define BATCH 256
+
+static int argmax(const float *v, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+START_TEST(fmnist_test_set)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_load(getenv("DM_DEFAULT_MODEL"), NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_tensor_file data;
+    test_open("fmnist_test.safetensors", &data);
+    const dm_tensor *images = dm_tensor_file_find(&data, "images"), *labels = dm_tensor_file_find(&data, "labels");
+    const dm_tensor *pred = dm_tensor_file_find(&data, "torch_pred");
+    const float *want = test_f32(&data, "logits_expected", NULL);
+    ck_assert(images && images->dtype == DM_U8 && images->ndim == 3);
+    ck_assert(labels && labels->dtype == DM_I64 && pred && pred->dtype == DM_I64);
+    const char *acc_text = dm_tensor_file_meta(&data, "torch_test_accuracy");
+    ck_assert_ptr_nonnull(acc_text);
+    double torch_acc = atof(acc_text);
+
+    int n = (int)images->shape[0], h = (int)images->shape[1], w = (int)images->shape[2];
+    int classes = dm_model_config(m)->num_classes;
+    dm_preprocess p;
+    ck_assert(dm_preprocess_default(m, &p) == DM_OK);
+    int oh, ow;
+    ck_assert(dm_preprocess_output_size(&p, w, h, &oh, &ow) == DM_OK);
+    dm_workspace *ws;
+    ck_assert(dm_workspace_create(m, BATCH, oh, ow, &ws) == DM_OK);
+    float *input = malloc(sizeof(float) * BATCH * oh * ow), *logits = malloc(sizeof(float) * BATCH * classes);
+    const uint8_t *pixels = images->data;
+    int correct = 0, agree = 0;
+    double max_err = 0, max_ref = 0;
+    for (int start = 0; start < n; start += BATCH) {
+        int b = n - start < BATCH ? n - start : BATCH;
+        for (int i = 0; i < b; i++) {
+            dm_image img = {w, h, 1, (uint8_t *)pixels + (size_t)(start + i) * h * w};
+            ck_assert(dm_image_preprocess(&img, &p, input + (size_t)i * oh * ow) == DM_OK);
+        }
+        dm_outputs out = {.logits = logits};
+        ck_assert_msg(dm_forward(m, ws, input, b, oh, ow, &out) == DM_OK, "%s", dm_last_error());
+        for (int i = 0; i < b; i++) {
+            const float *got = logits + (size_t)i * classes, *ref = want + (size_t)(start + i) * classes;
+            int64_t label, torch_pred;
+            memcpy(&label, (const char *)labels->data + 8 * (start + i), 8);
+            memcpy(&torch_pred, (const char *)pred->data + 8 * (start + i), 8);
+            int top = argmax(got, classes);
+            correct += top == label;
+            agree += top == torch_pred;
+            for (int c = 0; c < classes; c++) {
+                double e = fabs((double)got[c] - ref[c]);
+                if (!(e <= max_err)) max_err = e;
+                if (fabs(ref[c]) > max_ref) max_ref = fabs(ref[c]);
+            }
+        }
+    }
+    printf("[%s] fmnist: top1 %.4f (PyTorch %.4f), agreement with PyTorch %d of %d, logits max abs err %.3e "
+           "(max |logit| %.3e)\n",
+           dm_isa(), (double)correct / n, torch_acc, agree, n, max_err, max_ref);
+    ck_assert_double_ge((double)correct / n, torch_acc - 1e-9);
+    ck_assert_int_ge(agree * 1000, n * 999);
+    ck_assert_double_le(max_err / max_ref, GOLDEN_TOL);
+    free(input);
+    free(logits);
+    dm_workspace_free(ws);
+    dm_tensor_file_close(&data);
+    dm_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("eval");
+    TCase *tc = tcase_create("fmnist");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, fmnist_test_set);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}

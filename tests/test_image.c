@@ -1,0 +1,255 @@
+/* test_image.c - image decoding and preprocessing: the authors' evaluation
+ * transform against PIL/torchvision's output, Pillow's resampling on cases
+ * worked out by hand, grey conversion, and hostile files. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "damamba.h"
+#include "resample.h"
+
+/* Read a test data file into memory. */
+static uint8_t *slurp(const char *name, size_t *size)
+{
+    FILE *f = fopen(test_path(name), "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", name);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    rewind(f);
+    uint8_t *buf = malloc(*size);
+    ck_assert(fread(buf, 1, *size, f) == *size);
+    fclose(f);
+    return buf;
+}
+
+/* The ImageNet evaluation transform of two photographs, against the tensors
+ * torchvision made of them; differences counted in 8-bit levels. */
+START_TEST(preprocess_matches_torchvision)
+{
+    static const char *names[] = {"chelsea", "coffee"};
+    char file[64];
+    snprintf(file, sizeof file, "%s.png", names[_i]);
+    dm_image img;
+    ck_assert_msg(dm_image_load(test_path(file), 3, &img) == DM_OK, "%s", dm_last_error());
+    dm_preprocess p;
+    ck_assert(dm_preprocess_default(NULL, &p) == DM_OK);
+    int h, w;
+    ck_assert(dm_preprocess_output_size(&p, img.width, img.height, &h, &w) == DM_OK);
+    ck_assert_int_eq(h, 224);
+    ck_assert_int_eq(w, 224);
+    float *got = malloc(sizeof(float) * 3 * 224 * 224);
+    ck_assert_msg(dm_image_preprocess(&img, &p, got) == DM_OK, "%s", dm_last_error());
+    dm_tensor_file golden;
+    test_open("preprocess.safetensors", &golden);
+    size_t n;
+    const float *want = test_f32(&golden, names[_i], &n);
+    ck_assert_uint_eq(n, 3 * 224 * 224);
+    double max_levels = 0, sum_levels = 0;
+    size_t differing = 0;
+    for (size_t i = 0; i < n; i++) {
+        double levels = fabs((double)got[i] - want[i]) * p.std[i / (224 * 224)] * 255.0;
+        if (!(levels <= max_levels)) max_levels = levels;
+        sum_levels += levels;
+        differing += levels > 0.5;
+    }
+    printf("%-10s %dx%d: max |diff| %.4f levels, mean %.6f levels, %zu of %zu values off by a level\n",
+           names[_i], img.width, img.height, max_levels, sum_levels / n, differing, n);
+    ck_assert_double_le(max_levels, 1.0 + 1e-3);
+    ck_assert_double_lt(sum_levels / n, 0.1);
+    free(got);
+    dm_tensor_file_close(&golden);
+    dm_image_free(&img);
+}
+END_TEST
+
+/* Pillow's bilinear upscaling of the row [0, 255] to 4 pixels, by hand:
+ * scale 0.5, support 1; output x has center (x + 0.5) / 2 and reads inputs
+ * within 1 of it with weights 1 - |i + 0.5 - center|, normalized:
+ * x=0: only input 0 -> 0; x=1: 0.75 / 0.25 -> 63.75 -> 64;
+ * x=2: 0.25 / 0.75 -> 191.25 -> 191; x=3: only input 1 -> 255. */
+START_TEST(resample_bilinear_by_hand)
+{
+    const uint8_t src[2] = {0, 255};
+    uint8_t dst[4];
+    ck_assert(dm_resample(src, 2, 1, 1, 4, 1, 0, 0, 4, 1, DM_INTERP_BILINEAR, dst) == DM_OK);
+    ck_assert_int_eq(dst[0], 0);
+    ck_assert_int_eq(dst[1], 64);
+    ck_assert_int_eq(dst[2], 191);
+    ck_assert_int_eq(dst[3], 255);
+    /* The same along columns, and a window of it. */
+    uint8_t col[2];
+    ck_assert(dm_resample(src, 1, 2, 1, 1, 4, 0, 1, 1, 2, DM_INTERP_BILINEAR, col) == DM_OK);
+    ck_assert_int_eq(col[0], 64);
+    ck_assert_int_eq(col[1], 191);
+}
+END_TEST
+
+/* Shrinking 4 -> 2 with bicubic: scale 2, support 4; output x has center
+ * 2x + 1 and reads inputs 0..3 (the bounds clip to the image) with weights
+ * cubic((i + 0.5 - center) / 2): for output 1 (center 3), i = 0..3 give
+ * cubic(-1.25) = -0.0703125, cubic(-0.75) = 0.2265625, cubic(-0.25) =
+ * 0.8671875, cubic(0.25) = 0.8671875, summing to 1.890625.  For the row
+ * [0, 0, 0, 255]: 255 * 0.8671875 / 1.890625 = 116.96 -> 117; output 0
+ * (center 1) weighs input 3 by cubic(1.25) < 0 -> clipped to 0. */
+START_TEST(resample_bicubic_by_hand)
+{
+    const uint8_t src[4] = {0, 0, 0, 255};
+    uint8_t dst[2];
+    ck_assert(dm_resample(src, 4, 1, 1, 2, 1, 0, 0, 2, 1, DM_INTERP_BICUBIC, dst) == DM_OK);
+    ck_assert_int_eq(dst[0], 0);
+    ck_assert_int_eq(dst[1], 117);
+}
+END_TEST
+
+/* Colour to grey as PIL's convert("L"), grey to RGB by repetition, alpha
+ * dropped; then scaling and normalization. */
+START_TEST(channel_conversion)
+{
+    /* 2 x 1 RGBA: (10, 200, 30) -> L = (10*19595 + 200*38470 + 30*7471 + 32768) >> 16 = 124;
+     * (255, 255, 255) -> 255 (the weights sum to 65536). */
+    uint8_t rgba[8] = {10, 200, 30, 7, 255, 255, 255, 0};
+    dm_image img = {.width = 2, .height = 1, .channels = 4, .pixels = rgba};
+    dm_preprocess p = {.interpolation = DM_INTERP_BILINEAR, .channels = 1, .mean = {0.5f}, .std = {0.25f}};
+    float out[3 * 2];
+    ck_assert_msg(dm_image_preprocess(&img, &p, out) == DM_OK, "%s", dm_last_error());
+    ck_assert_float_eq(out[0], (124 / 255.0f - 0.5f) / 0.25f);
+    ck_assert_float_eq(out[1], (1.0f - 0.5f) / 0.25f);
+    uint8_t grey[2] = {0, 51};
+    dm_image g = {.width = 1, .height = 2, .channels = 1, .pixels = grey};
+    p = (dm_preprocess){.interpolation = DM_INTERP_BILINEAR, .channels = 3, .mean = {0, 0, 0}, .std = {1, 1, 1}};
+    ck_assert(dm_image_preprocess(&g, &p, out) == DM_OK);
+    for (int c = 0; c < 3; c++) {
+        ck_assert_float_eq(out[2 * c], 0.0f);
+        ck_assert_float_eq(out[2 * c + 1], 51 / 255.0f);
+    }
+}
+END_TEST
+
+/* torchvision's Resize(int) and CenterCrop arithmetic. */
+START_TEST(output_sizes)
+{
+    dm_preprocess p;
+    ck_assert(dm_preprocess_default(NULL, &p) == DM_OK);
+    int h, w;
+    ck_assert(dm_preprocess_output_size(&p, 500, 375, &h, &w) == DM_OK);
+    ck_assert(h == 224 && w == 224);
+    p.crop = 0;
+    ck_assert(dm_preprocess_output_size(&p, 500, 375, &h, &w) == DM_OK);
+    ck_assert_int_eq(h, 256);
+    ck_assert_int_eq(w, 341); /* int(256 * 500 / 375) = int(341.33) */
+    p.resize = 0;
+    p.resize_h = 800;
+    p.resize_w = 1280;
+    ck_assert(dm_preprocess_output_size(&p, 500, 375, &h, &w) == DM_OK);
+    ck_assert(h == 800 && w == 1280);
+    p = (dm_preprocess){.resize = 100, .crop = 101, .channels = 3, .std = {1, 1, 1}};
+    ck_assert_int_eq(dm_preprocess_output_size(&p, 300, 200, &h, &w), DM_ERR_ARGUMENT);
+}
+END_TEST
+
+/* A 1 x 1 PNG with the given IHDR size: signature, IHDR with a valid CRC. */
+static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    uint8_t ihdr[17] = {'I', 'H', 'D', 'R'};
+    for (int i = 0; i < 4; i++) {
+        ihdr[4 + i] = (uint8_t)(width >> (24 - 8 * i));
+        ihdr[8 + i] = (uint8_t)(height >> (24 - 8 * i));
+    }
+    ihdr[12] = 8; /* bit depth */
+    ihdr[13] = 2; /* RGB */
+    uint32_t crc = 0xffffffffu;
+    for (int i = 0; i < 17; i++) {
+        crc ^= ihdr[i];
+        for (int b = 0; b < 8; b++) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+    }
+    crc ^= 0xffffffffu;
+    memcpy(buf, sig, 8);
+    const uint8_t len[4] = {0, 0, 0, 13};
+    memcpy(buf + 8, len, 4);
+    memcpy(buf + 12, ihdr, 17);
+    for (int i = 0; i < 4; i++) buf[29 + i] = (uint8_t)(crc >> (24 - 8 * i));
+    return 33;
+}
+
+static void expect_failure(dm_status st, dm_status want, const char *text)
+{
+    ck_assert_msg(st == want, "status %s, expected %s (%s)", dm_status_string(st), dm_status_string(want),
+                  dm_last_error());
+    ck_assert_msg(strstr(dm_last_error(), text) != NULL, "message '%s' lacks '%s'", dm_last_error(), text);
+    printf("rejected: %s\n", dm_last_error());
+}
+
+START_TEST(hostile_files)
+{
+    dm_image img = {.width = 99};
+    size_t size;
+    uint8_t *png = slurp("chelsea.png", &size);
+    /* Truncated: half the file. */
+    expect_failure(dm_image_load_memory(png, size / 2, 3, &img), DM_ERR_FORMAT, "cannot decode");
+    ck_assert_ptr_null(img.pixels);
+    ck_assert_int_eq(img.width, 0);
+    /* Corrupt compressed data. */
+    memset(png + size / 4, 0xff, 4096);
+    expect_failure(dm_image_load_memory(png, size, 3, &img), DM_ERR_FORMAT, "cannot decode");
+    /* Not an image at all. */
+    expect_failure(dm_image_load_memory("plain text, no image", 20, 3, &img), DM_ERR_FORMAT, "not a readable");
+    /* A header claiming 10000 x 10000 pixels is refused before decoding. */
+    uint8_t hdr[64];
+    size_t n = png_header(hdr, 10000, 10000);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "over the limit");
+    /* Empty input, bad channel count. */
+    expect_failure(dm_image_load_memory(hdr, 0, 3, &img), DM_ERR_FORMAT, "empty");
+    expect_failure(dm_image_load_memory(hdr, n, 2, &img), DM_ERR_ARGUMENT, "1 or 3");
+    free(png);
+
+    char dir[] = "/tmp/dm_image_test_XXXXXX", path[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/missing.png", dir);
+    expect_failure(dm_image_load(path, 3, &img), DM_ERR_IO, "missing.png: cannot open");
+    expect_failure(dm_image_load(dir, 3, &img), DM_ERR_IO, "directory");
+    snprintf(path, sizeof path, "%s/empty.png", dir);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    expect_failure(dm_image_load(path, 3, &img), DM_ERR_FORMAT, "empty file");
+    remove(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* A model's preprocessing comes from its metadata. */
+START_TEST(model_preprocess_metadata)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_load(getenv("DM_DEFAULT_MODEL"), NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_preprocess p;
+    ck_assert_msg(dm_preprocess_default(m, &p) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(p.resize, 28);
+    ck_assert_int_eq(p.crop, 28);
+    ck_assert_int_eq(p.channels, 1);
+    ck_assert_int_eq(p.interpolation, DM_INTERP_BILINEAR);
+    ck_assert_float_eq(p.mean[0], 0.286f);
+    ck_assert_float_eq(p.std[0], 0.353f);
+    dm_model_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("image");
+    TCase *tc = tcase_create("image");
+    tcase_add_loop_test(tc, preprocess_matches_torchvision, 0, 2);
+    tcase_add_test(tc, resample_bilinear_by_hand);
+    tcase_add_test(tc, resample_bicubic_by_hand);
+    tcase_add_test(tc, channel_conversion);
+    tcase_add_test(tc, output_sizes);
+    tcase_add_test(tc, hostile_files);
+    tcase_add_test(tc, model_preprocess_metadata);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}

@@ -1,0 +1,146 @@
+/* cmd_classify.c - `damamba classify`: images in, top-k labels out. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+static const char classify_usage[] =
+    "usage: damamba classify [-m MODEL] [-k TOP] [--json] [-b BATCH] [-t THREADS]\n"
+    "                        [--shard I/N] [--quiet] FILE|DIR|@LIST ...\n"
+    "\n"
+    "Prints the TOP most probable classes of each image, with softmax\n"
+    "probabilities.  A directory stands for the image files under it (.png,\n"
+    ".jpg, .jpeg, .bmp, .gif, .tga, .ppm, .pgm, .pnm, recursively, in byte order\n"
+    "of their names); @LIST for the paths in file LIST, one per line.  Labels\n"
+    "come from the model's metadata 'classes', else ImageNet's for 1000-class\n"
+    "models.  A file that cannot be classified is reported with its reason and\n"
+    "skipped; the exit status is then 1.\n"
+    "\n"
+    "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "  -k, --top K          classes per image (default 5, at most the model's)\n"
+    "  -j, --json           one JSON object per line: {\"file\": ..., \"top\":\n"
+    "                       [{\"index\": i, \"label\": ..., \"prob\": p}, ...]}, or\n"
+    "                       {\"file\": ..., \"error\": ...} for a file that failed\n"
+    "  -b, --batch N        images per forward pass (default 32)\n"
+    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "      --shard I/N      only files I, I+N, I+2N, ... (0 <= I < N) of the whole list,\n"
+    "                       so N jobs can split one list\n"
+    "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
+    "\n" CLI_PREPROCESS_HELP;
+
+enum { OPT_SHARD = 300 };
+
+static void print_result(const char *file, const char *error, const float *logits, int classes, int k,
+                         const cli_labels *labels, int json)
+{
+    int index[k];
+    double prob[k];
+    if (error) {
+        cli_error("%s", error);
+        if (!json) return;
+        fputs("{\"file\": ", stdout);
+        dm_json_write_string(stdout, file);
+        fputs(", \"error\": ", stdout);
+        dm_json_write_string(stdout, error);
+        fputs("}\n", stdout);
+        return;
+    }
+    cli_top_k(logits, classes, k, index, prob);
+    if (!json) {
+        printf("%s\n", file);
+        for (int j = 0; j < k; j++) printf("  %8.4f%%  %s (%d)\n", 100 * prob[j], labels->names[index[j]], index[j]);
+        return;
+    }
+    fputs("{\"file\": ", stdout);
+    dm_json_write_string(stdout, file);
+    fputs(", \"top\": [", stdout);
+    for (int j = 0; j < k; j++) {
+        printf("%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
+        dm_json_write_string(stdout, labels->names[index[j]]);
+        printf(", \"prob\": %.6g}", prob[j]);
+    }
+    fputs("]}\n", stdout);
+}
+
+int cmd_classify(int argc, char **argv)
+{
+    const char *model_path = NULL;
+    int top = 5, json = 0, batch = 32, quiet = 0, shard_index = 0, shard_count = 1, threads, c;
+    cli_preprocess_opts popts = {0};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"top", required_argument, 0, 'k'},
+        {"json", no_argument, 0, 'j'}, {"batch", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'}, {"shard", required_argument, 0, OPT_SHARD},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:k:jb:t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'k': if (!cli_parse_int("--top", optarg, 1, 100000, &top)) return 2; break;
+        case 'j': json = 1; break;
+        case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
+        case 't':
+            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            dm_set_threads(threads);
+            break;
+        case OPT_SHARD: if (!cli_parse_shard(optarg, &shard_index, &shard_count)) return 2; break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(classify_usage, stdout); return 0;
+        default:
+            if (cli_preprocess_opt(&popts, c, optarg)) break;
+            fputs(classify_usage, stderr);
+            return 2;
+        }
+    }
+    if (optind == argc) {
+        fputs(classify_usage, stderr);
+        return 2;
+    }
+    int failed = 0;
+    cli_files files = {0};
+    for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
+    cli_files_shard(&files, shard_index, shard_count);
+    dm_model *m = cli_load_model(model_path, 0);
+    cli_labels labels = {0};
+    dm_preprocess prep;
+    cli_classifier cls = {0};
+    if (!m || !cli_labels_load(m, &labels) || !cli_preprocess_settings(m, &popts, &prep) ||
+        !cli_classifier_init(&cls, m, &prep, batch)) {
+        cli_labels_free(&labels);
+        dm_model_free(m);
+        cli_files_free(&files);
+        return 1;
+    }
+    if (top > cls.classes) top = cls.classes;
+    cli_item *items = calloc((size_t)batch, sizeof(cli_item));
+    cli_progress progress;
+    cli_progress_start(&progress, files.count, quiet);
+    for (size_t start = 0; items && start < files.count; start += (size_t)batch) {
+        int n = files.count - start < (size_t)batch ? (int)(files.count - start) : batch;
+        for (int i = 0; i < n; i++) items[i].path = files.paths[start + i];
+        if (!cli_classify(&cls, items, n)) {
+            failed = 1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            print_result(items[i].path, cls.errors[i], cls.logits + (size_t)i * cls.classes, cls.classes, top,
+                         &labels, json);
+            failed |= cls.errors[i] != NULL;
+        }
+        fflush(stdout);
+        cli_progress_update(&progress, start + (size_t)n);
+    }
+    cli_progress_end(&progress);
+    if (!items) {
+        cli_error("out of memory");
+        failed = 1;
+    }
+    free(items);
+    cli_classifier_free(&cls);
+    cli_labels_free(&labels);
+    dm_model_free(m);
+    cli_files_free(&files);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,214 @@
+/* cmd_eval.c - `damamba eval`: top-1 and top-5 accuracy over a labelled
+ * image folder or a safetensors dataset. */
+#include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tensor_file.h"
+
+static const char eval_usage[] =
+    "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--quiet] DATA\n"
+    "\n"
+    "Measures top-1 and top-5 accuracy of the model on DATA, either\n"
+    "  - a folder with one sub-folder of images per class (the ImageNet\n"
+    "    validation layout): class index = position of the sub-folder in byte\n"
+    "    order of the names; images are found as `damamba classify` finds them;\n"
+    "  - a safetensors file holding 'images' (U8, N x H x W or N x C x H x W)\n"
+    "    and 'labels' (I64, N).\n"
+    "Images go through the model's preprocessing.  An image that cannot be\n"
+    "read is reported, left out of the count, and makes the exit status 1.\n"
+    "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
+    "\n"
+    "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "  -b, --batch N        images per forward pass (default 256)\n"
+    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
+    "\n" CLI_PREPROCESS_HELP;
+
+/* A labelled set of images: file paths, or a tensor of pixels. */
+typedef struct dataset {
+    cli_files files;   /* folder layout */
+    int *file_labels;  /* folder layout: label of each file */
+    dm_tensor_file tf; /* safetensors layout */
+    const dm_tensor *images, *labels;
+    size_t count;
+} dataset;
+
+static int open_folder(const char *dir, dataset *d)
+{
+    cli_files names;
+    if (!cli_list_dir(dir, &names)) return 0;
+    int ok = 1, classes = 0;
+    for (size_t i = 0; ok && i < names.count; i++) {
+        char *path;
+        struct stat sb;
+        if (asprintf(&path, "%s/%s", dir, names.paths[i]) < 0) {
+            cli_error("out of memory");
+            ok = 0;
+            break;
+        }
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            size_t before = d->files.count;
+            ok = cli_files_add(&d->files, path);
+            int *labels = ok ? realloc(d->file_labels, sizeof(int) * (d->files.count ? d->files.count : 1)) : NULL;
+            if (ok && !labels) cli_error("out of memory");
+            ok = labels != NULL;
+            if (ok) d->file_labels = labels;
+            for (size_t f = before; ok && f < d->files.count; f++) d->file_labels[f] = classes;
+            classes++;
+        }
+        free(path);
+    }
+    cli_files_free(&names);
+    if (ok && !classes) {
+        cli_error("%s: no class sub-folders", dir);
+        ok = 0;
+    }
+    d->count = d->files.count;
+    return ok;
+}
+
+static int open_tensors(const char *path, dataset *d)
+{
+    if (dm_safetensors_open(path, &d->tf) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 0;
+    }
+    d->images = dm_tensor_file_find(&d->tf, "images");
+    d->labels = dm_tensor_file_find(&d->tf, "labels");
+    const dm_tensor *im = d->images, *lb = d->labels;
+    if (!im || im->dtype != DM_U8 || (im->ndim != 3 && im->ndim != 4) || !lb || lb->dtype != DM_I64 ||
+        lb->ndim != 1 || lb->shape[0] != im->shape[0] ||
+        (im->ndim == 4 && im->shape[1] != 1 && im->shape[1] != 3)) {
+        cli_error("%s: needs 'images' (U8, N x H x W or N x C x H x W, C 1 or 3) and 'labels' (I64, N)", path);
+        return 0;
+    }
+    for (int i = 1; i < im->ndim; i++)
+        if (im->shape[i] < 1 || im->shape[i] > 65536) {
+            cli_error("%s: image size out of range", path);
+            return 0;
+        }
+    d->count = (size_t)im->shape[0];
+    return 1;
+}
+
+static void close_dataset(dataset *d)
+{
+    cli_files_free(&d->files);
+    free(d->file_labels);
+    dm_tensor_file_close(&d->tf);
+}
+
+/* Item i of the dataset and its label.  Tensor images are viewed in place
+ * (N x H x W) or made interleaved in scratch (N x C x H x W). */
+static int64_t dataset_item(const dataset *d, size_t i, cli_item *item, uint8_t *scratch)
+{
+    if (!d->images) {
+        *item = (cli_item){.path = d->files.paths[i]};
+        return d->file_labels[i];
+    }
+    const dm_tensor *im = d->images;
+    int c = im->ndim == 4 ? (int)im->shape[1] : 1;
+    int h = (int)im->shape[im->ndim - 2], w = (int)im->shape[im->ndim - 1];
+    size_t plane = (size_t)h * w;
+    const uint8_t *src = (const uint8_t *)im->data + i * plane * c;
+    uint8_t *pixels = (uint8_t *)src;
+    if (c > 1) {
+        pixels = scratch;
+        for (int ch = 0; ch < c; ch++)
+            for (size_t p = 0; p < plane; p++) pixels[p * c + ch] = src[ch * plane + p];
+    }
+    *item = (cli_item){.image = {.width = w, .height = h, .channels = c, .pixels = pixels}};
+    int64_t label;
+    memcpy(&label, (const char *)d->labels->data + 8 * i, 8);
+    return label;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *model_path = NULL;
+    int batch = 256, quiet = 0, threads, c;
+    cli_preprocess_opts popts = {0};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:b:t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
+        case 't':
+            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            dm_set_threads(threads);
+            break;
+        case 'q': quiet = 1; break;
+        case 'h': fputs(eval_usage, stdout); return 0;
+        default:
+            if (cli_preprocess_opt(&popts, c, optarg)) break;
+            fputs(eval_usage, stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fputs(eval_usage, stderr);
+        return 2;
+    }
+    const char *data = argv[optind];
+    struct stat sb;
+    dataset d = {0};
+    int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
+    dm_model *m = ok ? cli_load_model(model_path, 0) : NULL;
+    dm_preprocess prep;
+    cli_classifier cls = {0};
+    if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
+        dm_model_free(m);
+        close_dataset(&d);
+        return 1;
+    }
+    cli_item *items = calloc((size_t)batch, sizeof(cli_item));
+    int64_t *labels = calloc((size_t)batch, sizeof(int64_t));
+    size_t image_bytes = d.images ? (size_t)(d.images->numel / d.images->shape[0]) : 0;
+    uint8_t *scratch = malloc(image_bytes * batch + 1);
+    size_t counted = 0, top1 = 0, top5 = 0;
+    int failed = !items || !labels || !scratch, k = cls.classes < 5 ? cls.classes : 5;
+    if (failed) cli_error("out of memory");
+    cli_progress progress;
+    cli_progress_start(&progress, d.count, quiet);
+    for (size_t start = 0; !failed && start < d.count; start += (size_t)batch) {
+        int n = d.count - start < (size_t)batch ? (int)(d.count - start) : batch;
+        for (int i = 0; i < n; i++) labels[i] = dataset_item(&d, start + i, &items[i], scratch + i * image_bytes);
+        if (!cli_classify(&cls, items, n)) {
+            failed = 1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (cls.errors[i]) {
+                cli_error("%s", cls.errors[i]);
+                failed = 1;
+                continue;
+            }
+            int index[5];
+            double prob[5];
+            cli_top_k(cls.logits + (size_t)i * cls.classes, cls.classes, k, index, prob);
+            counted++;
+            top1 += index[0] == labels[i];
+            for (int j = 0; j < k; j++) top5 += index[j] == labels[i];
+        }
+        cli_progress_update(&progress, start + (size_t)n);
+    }
+    cli_progress_end(&progress);
+    printf("top1=%.4f top5=%.4f n=%zu\n", counted ? (double)top1 / counted : 0.0,
+           counted ? (double)top5 / counted : 0.0, counted);
+    free(items);
+    free(labels);
+    free(scratch);
+    cli_classifier_free(&cls);
+    dm_model_free(m);
+    close_dataset(&d);
+    return failed ? 1 : 0;
+}
