@@ -482,7 +482,7 @@ dm_status dm_cuda_forward(const dm_model *model, dm_cuda_workspace *cw, const fl
 {
     dm_status st = check_model(model, cw);
     if (st) return st;
-    run r = {cw, cw->compute, DM_OK, {0}};
+    run r = {cw, cw->compute, DM_OK, {0}, NULL};
     st = enqueue_forward(&r, input, n, h, w, outputs);
     /* Hand each output over as soon as its copy is done, while the device
      * may still be computing later ones. */
@@ -502,7 +502,7 @@ dm_status dm_cuda_block_run(const dm_model *model, dm_cuda_workspace *cw, const 
 {
     dm_status st = check_model(model, cw);
     if (st) return st;
-    run r = {cw, cw->compute, DM_OK, {0}};
+    run r = {cw, cw->compute, DM_OK, {0}, NULL};
     size_t hw = (size_t)h * w, C = (size_t)model->config.dims[0], bytes = (size_t)n * hw * C * sizeof(float);
     CUDA_TRY(cudaMemcpyAsync(cw->t, input, bytes, cudaMemcpyHostToDevice, cw->compute));
     cu_to_nhwc(cw->compute, cw->t, cw->x, n, hw, (int)C);

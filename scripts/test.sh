@@ -20,5 +20,13 @@ ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --timeout-multiplier 4
 
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  step "CUDA build (compiles and links; the GPU tests skip without a device)"
+  export PATH="$PATH:/usr/local/cuda/bin"
+  [ -d build-cuda ] || meson setup build-cuda --buildtype=release -Dcuda=enabled >/dev/null
+  ninja -C build-cuda
+  meson test -C build-cuda --print-errorlogs
+fi
+
 step "aarch64 cross build, tested under qemu (scalar and NEON)"
 scripts/test-cross-aarch64.sh
