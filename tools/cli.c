@@ -236,6 +236,24 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
     return 1;
 }
 
+float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w)
+{
+    dm_image img = {0};
+    float *input = NULL;
+    if (dm_image_load(path, prep->channels, &img) != DM_OK ||
+        dm_preprocess_output_size(prep, img.width, img.height, h, w) != DM_OK) {
+        cli_error("%s", dm_last_error());
+    } else if (!(input = malloc(sizeof(float) * prep->channels * *h * *w))) {
+        cli_error("out of memory");
+    } else if (dm_image_preprocess(&img, prep, input) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        free(input);
+        input = NULL;
+    }
+    dm_image_free(&img);
+    return input;
+}
+
 /* ------------------------------------------------------------ file lists */
 
 static int files_push(cli_files *f, const char *path)

@@ -70,6 +70,10 @@ enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT
     "      --mean A[,B,C]       per-channel mean, on pixels scaled to [0, 1]\n"                        \
     "      --std A[,B,C]        per-channel standard deviation\n"
 
+/* Decode an image and preprocess it into a new channels x h x w tensor
+ * (free it); prints the error and returns NULL on failure. */
+float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w);
+
 /* Record c if it is a preprocessing option: returns 1 if it was. */
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 

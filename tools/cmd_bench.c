@@ -9,7 +9,7 @@
 #include <time.h>
 
 static const char bench_usage[] =
-    "usage: damamba bench [-v F|T|S|B] [-b BATCH] [-s SIZE] [-t THREADS] [-n RUNS]\n"
+    "usage: damamba bench [-v F|T|S|B] [-b BATCH] [-s SIZE] [-t THREADS] [-n RUNS] [--backend cpu|cuda]\n"
     "\n"
     "Times forward passes of an official variant with synthetic weights and\n"
     "prints the median time per batch, images per second, achieved GFLOP/s\n"
@@ -20,7 +20,9 @@ static const char bench_usage[] =
     "  -b, --batch N       images per forward pass (default 1)\n"
     "  -s, --size N        image height and width (default 224)\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
-    "  -n, --runs N        timed runs after one warm-up run (default 10)\n";
+    "  -n, --runs N        timed runs after one warm-up run (default 10)\n"
+    "      --backend B     cpu (default) or cuda (a build with -Dcuda=enabled);\n"
+    "                      CUDA times include the copies to and from the device\n";
 
 static double now_s(void)
 {
@@ -40,8 +42,9 @@ int cmd_bench(int argc, char **argv)
     static const struct option opts[] = {
         {"variant", required_argument, 0, 'v'}, {"batch", required_argument, 0, 'b'},
         {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
-        {"runs", required_argument, 0, 'n'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, 'B'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    dm_backend backend = DM_BACKEND_CPU;
     char variant = 'T';
     int batch = 1, size = 224, runs = 10, threads, c;
     optind = 1;
@@ -61,6 +64,7 @@ int cmd_bench(int argc, char **argv)
             dm_set_threads(threads);
             break;
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;
+        case 'B': if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 'h': fputs(bench_usage, stdout); return 0;
         default: fputs(bench_usage, stderr); return 2;
         }
@@ -74,10 +78,11 @@ int cmd_bench(int argc, char **argv)
     float *input = NULL, *logits = NULL;
     double *times = NULL;
     int rc = 1;
-    if (dm_model_synthetic(variant, 3, 1000, 1, &m) != DM_OK || dm_workspace_create(m, batch, size, size, &ws) != DM_OK) {
+    if (dm_model_synthetic(variant, 3, 1000, 1, &m) != DM_OK) {
         cli_error("%s", dm_last_error());
         goto done;
     }
+    if (!(ws = cli_workspace_create(m, backend, batch, size, size))) goto done;
     size_t numel = (size_t)batch * 3 * size * size;
     input = malloc(sizeof(float) * numel);
     logits = malloc(sizeof(float) * (size_t)batch * 1000);
@@ -105,7 +110,8 @@ int cmd_bench(int argc, char **argv)
     double rss_mb = ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
     double weights_mb = dm_model_config(m)->num_params * 4.0 / (1024.0 * 1024.0);
     printf("model       DAMamba-%c (synthetic weights), %d x 3 x %d x %d\n", variant, batch, size, size);
-    printf("isa         %s, %d threads\n", dm_isa(), dm_threads());
+    if (backend == DM_BACKEND_CPU) printf("backend     cpu: %s, %d threads\n", dm_isa(), dm_threads());
+    else printf("backend     %s\n", dm_backend_name(backend));
     printf("runs        %d (best %.2f ms, worst %.2f ms)\n", runs, times[0] * 1e3, times[runs - 1] * 1e3);
     printf("median      %.2f ms per batch, %.2f ms per image\n", median * 1e3, median * 1e3 / batch);
     printf("throughput  %.2f images/s, %.1f GFLOP/s\n", batch / median, flops / median / 1e9);

@@ -17,7 +17,7 @@
 #define COMPARE_TOL 1e-4
 
 static const char compare_usage[] =
-    "usage: damamba compare [-m MODEL] [-i IN.safetensors | --synthetic] [-b N] [-s HxW] [-t THREADS]\n"
+    "usage: damamba compare [-m MODEL] [-i IN.safetensors | IMAGE | --synthetic] [-b N] [-s HxW] [-t THREADS]\n"
     "\n"
     "Runs one input on the CPU and on the CUDA backend and prints, for each\n"
     "stage output and the logits, the largest absolute difference and that\n"
@@ -29,6 +29,7 @@ static const char compare_usage[] =
     "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
     "  -i, --input FILE    F32 tensor 'input' (N x C x H x W), as for 'damamba run'\n"
+    "  IMAGE               an image, preprocessed as the model's metadata says\n"
     "      --synthetic     pseudo-random images (the default without -i)\n"
     "  -b, --batch N       images for --synthetic (default 1)\n"
     "  -s, --size HxW      image size for --synthetic (default 224x224, 28x28 for\n"
@@ -146,7 +147,8 @@ int cmd_compare(int argc, char **argv)
         default: fputs(compare_usage, stderr); return 2;
         }
     }
-    if (optind != argc) {
+    const char *image_path = optind < argc ? argv[optind++] : NULL;
+    if (optind != argc || (image_path && in_path)) {
         fputs(compare_usage, stderr);
         return 2;
     }
@@ -178,6 +180,12 @@ int cmd_compare(int argc, char **argv)
         h = (int)x->shape[2];
         w = (int)x->shape[3];
         if ((input = malloc(x->nbytes))) memcpy(input, x->data, x->nbytes); /* the mapping may be unaligned */
+    } else if (image_path) {
+        dm_preprocess prep;
+        cli_preprocess_opts none = {0};
+        if (!cli_preprocess_settings(m, &none, &prep) || !(input = cli_load_image(image_path, &prep, &h, &w)))
+            goto done;
+        n = 1;
     } else {
         input = synthetic_input((size_t)n * cfg->in_chans * h * w);
     }
@@ -212,7 +220,7 @@ int cmd_compare(int argc, char **argv)
         if ((ms[b] = run_on(m, b ? DM_BACKEND_CUDA : DM_BACKEND_CPU, input, n, h, w, &outs[b])) < 0) goto done;
 
     printf("model    %s\ninput    %s, %d x %d x %d x %d\n\n", model_path ? model_path : CLI_DEFAULT_MODEL_NAME,
-           in_path ? in_path : "synthetic", n, cfg->in_chans, h, w);
+           in_path ? in_path : image_path ? image_path : "synthetic", n, cfg->in_chans, h, w);
     printf("%-8s %-16s %12s %14s %12s\n", "output", "shape", "max|cpu|", "max abs diff", "rel diff");
     int ok = 1;
     static const char *names[5] = {"stage0", "stage1", "stage2", "stage3", "logits"};

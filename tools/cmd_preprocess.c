@@ -83,8 +83,6 @@ bad:
  * image is not cropped: it keeps its size or takes --size HxW. */
 static float *load_input(const image_args *a, int features, dm_model **m, dm_preprocess *prep, int *h, int *w)
 {
-    dm_image img = {0};
-    float *input = NULL;
     if (!(*m = cli_load_model(a->model, 0)) || !cli_preprocess_settings(*m, &a->prep, prep)) return NULL;
     if (features) prep->resize = prep->crop = 0;
     if (a->size) {
@@ -97,18 +95,7 @@ static float *load_input(const image_args *a, int features, dm_model **m, dm_pre
         prep->resize_h = *h;
         prep->resize_w = *w;
     }
-    if (dm_image_load(a->image, prep->channels, &img) != DM_OK ||
-        dm_preprocess_output_size(prep, img.width, img.height, h, w) != DM_OK) {
-        cli_error("%s", dm_last_error());
-    } else if (!(input = malloc(sizeof(float) * prep->channels * *h * *w))) {
-        cli_error("out of memory");
-    } else if (dm_image_preprocess(&img, prep, input) != DM_OK) {
-        cli_error("%s", dm_last_error());
-        free(input);
-        input = NULL;
-    }
-    dm_image_free(&img);
-    return input;
+    return cli_load_image(a->image, prep, h, w);
 }
 
 static int write_tensors(const char *path, dm_tensor *t, size_t count)

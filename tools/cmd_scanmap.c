@@ -104,7 +104,6 @@ int cmd_scanmap(int argc, char **argv)
     const dm_config *cfg = dm_model_config(m);
     int rc = 1, h, w;
     float *input = NULL;
-    dm_image img = {0};
     scanmap map = {0};
     canvas cv = {0};
     dm_preprocess pre;
@@ -116,13 +115,12 @@ int cmd_scanmap(int argc, char **argv)
         cli_error("stage %d has %d offset groups; --group %d does not exist", stage, cfg->groups[stage], group);
         goto done;
     }
-    if (dm_preprocess_default(m, &pre) || dm_image_load(image_path, pre.channels, &img) ||
-        dm_preprocess_output_size(&pre, img.width, img.height, &h, &w)) {
+    if (dm_preprocess_default(m, &pre)) {
         cli_error("%s", dm_last_error());
         goto done;
     }
-    if (!(input = malloc(sizeof(float) * pre.channels * h * w))) { cli_error("out of memory"); goto done; }
-    if (dm_image_preprocess(&img, &pre, input) || scanmap_compute(m, input, h, w, stage, block, &map)) {
+    if (!(input = cli_load_image(image_path, &pre, &h, &w))) goto done;
+    if (scanmap_compute(m, input, h, w, stage, block, &map)) {
         cli_error("%s", dm_last_error());
         goto done;
     }
@@ -155,7 +153,6 @@ done:
     canvas_free(&cv);
     scanmap_free(&map);
     free(input);
-    dm_image_free(&img);
     dm_model_free(m);
     return rc;
 }
