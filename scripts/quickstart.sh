@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 [ -d build ] || meson setup build --buildtype=release >/dev/null
 ninja -C build
-build/tools/damamba info
+build/tools/damamba classify -k 3 data/samples
