@@ -141,23 +141,10 @@ static void sample_simd(const float *v, const float *off, float *u, int h, int w
         int py = (int)(p / (size_t)w), px = (int)(p % (size_t)w);
         for (int g = 0; g < groups; g++) {
             float *out = u + p * c + (size_t)g * cg;
-            float sx = (float)px + off[p * 2 * groups + 2 * g];
-            float sy = (float)py + off[p * 2 * groups + 2 * g + 1];
-            /* The corners inside the image, with their weights. */
             const float *src[4];
             float wt[4];
-            int corners = 0;
-            if (sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w) {
-                float fy0 = floorf(sy), fx0 = floorf(sx), ly = sy - fy0, lx = sx - fx0;
-                int y0 = (int)fy0, x0 = (int)fx0;
-                for (int dy = 0; dy < 2; dy++)
-                    for (int dx = 0; dx < 2; dx++) {
-                        int yy = y0 + dy, xx = x0 + dx;
-                        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
-                        src[corners] = v + ((size_t)yy * w + xx) * c + (size_t)g * cg;
-                        wt[corners++] = (dy ? ly : 1.0f - ly) * (dx ? lx : 1.0f - lx);
-                    }
-            }
+            int corners = dm_bilinear_corners(v, h, w, c, (size_t)g * cg, (float)px + off[p * 2 * groups + 2 * g],
+                                              (float)py + off[p * 2 * groups + 2 * g + 1], src, wt);
             for (size_t j = 0; j < cg; j += VL) {
                 size_t n = lanes_left(cg, j);
                 vf acc = vset1(0.0f);

@@ -8,6 +8,7 @@
 #ifndef DM_KERNELS_H
 #define DM_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 
 #include "damamba.h"
@@ -93,6 +94,29 @@ const dm_kernels *dm_kernels_by_name(const char *isa);
 void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L,
                      size_t chunks, int threads, float *h, float *states,
                      float *decay, float *y);
+
+/* The bilinear corners of sample point (sx, sy) in an h x w x c image that
+ * lie inside it: their addresses (plus channel offset ch) and weights, in
+ * the order (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1).  None
+ * unless -1 < sy < h and -1 < sx < w, which also rejects NaN.  Every
+ * sampler implementation shares this, so they differ only in how they
+ * accumulate channels. */
+static inline int dm_bilinear_corners(const float *v, int h, int w, int c, size_t ch, float sx, float sy,
+                                      const float *src[4], float weight[4])
+{
+    int corners = 0;
+    if (!(sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w)) return 0;
+    float fy0 = floorf(sy), fx0 = floorf(sx), ly = sy - fy0, lx = sx - fx0;
+    int y0 = (int)fy0, x0 = (int)fx0;
+    for (int dy = 0; dy < 2; dy++)
+        for (int dx = 0; dx < 2; dx++) {
+            int yy = y0 + dy, xx = x0 + dx;
+            if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+            src[corners] = v + ((size_t)yy * w + xx) * c + ch;
+            weight[corners++] = (dy ? ly : 1.0f - ly) * (dx ? lx : 1.0f - lx);
+        }
+    return corners;
+}
 
 /* Scalar helpers shared with SIMD tails. */
 float dm_gelu_ref(float x);

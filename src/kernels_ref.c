@@ -72,30 +72,19 @@ static void bias_act_ref(float *y, size_t rows, size_t c, const float *bias, dm_
 static void sample_ref(const float *v, const float *off, float *u, int h, int w,
                        int c, int groups, size_t p0, size_t p1)
 {
-    int cg = c / groups;
+    size_t cg = (size_t)(c / groups);
     for (size_t p = p0; p < p1; p++) {
         int py = (int)(p / (size_t)w), px = (int)(p % (size_t)w);
         for (int g = 0; g < groups; g++) {
+            const float *src[4];
+            float wt[4];
+            int corners = dm_bilinear_corners(v, h, w, c, (size_t)g * cg, (float)px + off[p * 2 * groups + 2 * g],
+                                              (float)py + off[p * 2 * groups + 2 * g + 1], src, wt);
             float *out = u + p * c + (size_t)g * cg;
-            float sx = (float)px + off[p * 2 * groups + 2 * g];
-            float sy = (float)py + off[p * 2 * groups + 2 * g + 1];
-            memset(out, 0, sizeof(float) * cg);
-            /* Also rejects NaN offsets. */
-            if (!(sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w)) continue;
-            float fy0 = floorf(sy), fx0 = floorf(sx);
-            int y0 = (int)fy0, x0 = (int)fx0;
-            float ly = sy - fy0, lx = sx - fx0;
-            float wy[2] = {1.0f - ly, ly}, wx[2] = {1.0f - lx, lx};
-            for (int dy = 0; dy < 2; dy++) {
-                int yy = y0 + dy;
-                if (yy < 0 || yy >= h) continue;
-                for (int dx = 0; dx < 2; dx++) {
-                    int xx = x0 + dx;
-                    if (xx < 0 || xx >= w) continue;
-                    float wt = wy[dy] * wx[dx];
-                    const float *in = v + ((size_t)yy * w + xx) * c + (size_t)g * cg;
-                    for (int j = 0; j < cg; j++) out[j] += wt * in[j];
-                }
+            for (size_t j = 0; j < cg; j++) {
+                float acc = 0.0f;
+                for (int k = 0; k < corners; k++) acc += wt[k] * src[k][j];
+                out[j] = acc;
             }
         }
     }

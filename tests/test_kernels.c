@@ -11,10 +11,11 @@
 
 #include "kernels.h"
 
-/* The tables a build may carry besides scalar; the ones this build or CPU
- * lacks are reported and left out. */
-static const char *const simd_names[] = {"avx2", "avx512", "neon"};
-#define SIMD_COUNT (int)(sizeof simd_names / sizeof simd_names[0])
+#include "simd_tables.h"
+
+/* Every SIMD table this build carries; one the CPU cannot run is reported
+ * and left out (the CI machine runs them all). */
+#define SIMD_COUNT (int)dm_simd_table_count
 
 /* Channel counts: 1, around both vector widths (8, 16), odd, large. */
 static const int channel_sweep[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 48, 80, 257};
@@ -72,8 +73,9 @@ static void expect_close(const char *what, const float *got, const float *want, 
 /* The SIMD table of loop index i, or NULL (reported) when it cannot run. */
 static const dm_kernels *simd_table(int i)
 {
-    const dm_kernels *k = dm_kernels_by_name(simd_names[i]);
-    if (!k) printf("%s: not in this build or not supported by this CPU; not tested\n", simd_names[i]);
+    const char *isa = dm_simd_tables[i].table->isa;
+    const dm_kernels *k = dm_kernels_by_name(isa);
+    if (!k) printf("%s: this CPU cannot run it; not tested\n", isa);
     return k;
 }
 

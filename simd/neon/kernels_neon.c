@@ -141,26 +141,10 @@ static void sample_neon(const float *v, const float *off, float *u, int h, int w
     for (size_t p = p0; p < p1; p++) {
         int py = (int)(p / (size_t)w), px = (int)(p % (size_t)w);
         for (int g = 0; g < groups; g++) {
-            float sx = (float)px + off[p * 2 * groups + 2 * g];
-            float sy = (float)py + off[p * 2 * groups + 2 * g + 1];
-            /* The corners inside the image and their bilinear weights. */
             const float *corner[4];
             float weight[4];
-            int corners = 0;
-            /* Also rejects NaN offsets. */
-            if (sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w) {
-                float fy0 = floorf(sy), fx0 = floorf(sx);
-                int y0 = (int)fy0, x0 = (int)fx0;
-                float ly = sy - fy0, lx = sx - fx0;
-                float wy[2] = {1.0f - ly, ly}, wx[2] = {1.0f - lx, lx};
-                for (int dy = 0; dy < 2; dy++)
-                    for (int dx = 0; dx < 2; dx++) {
-                        int yy = y0 + dy, xx = x0 + dx;
-                        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
-                        corner[corners] = v + ((size_t)yy * w + xx) * c + (size_t)g * cg;
-                        weight[corners++] = wy[dy] * wx[dx];
-                    }
-            }
+            int corners = dm_bilinear_corners(v, h, w, c, (size_t)g * cg, (float)px + off[p * 2 * groups + 2 * g],
+                                              (float)py + off[p * 2 * groups + 2 * g + 1], corner, weight);
             float *out = u + p * c + (size_t)g * cg;
             for (int j = 0; j < cg; j += 4) {
                 size_t n = min4((size_t)(cg - j));
