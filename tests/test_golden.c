@@ -187,6 +187,10 @@ static void check_model(const char *weights, const char *io_name)
 START_TEST(golden_micro) { check_model("micro.safetensors", "micro.io.safetensors"); }
 END_TEST
 
+/* The same weights as the authors' training checkpoint stores them. */
+START_TEST(golden_micro_pth) { check_model("micro.pth", "micro.io.safetensors"); }
+END_TEST
+
 START_TEST(golden_damamba_f) { check_model("damamba_f.safetensors", "damamba_f.io.safetensors"); }
 END_TEST
 
@@ -203,6 +207,7 @@ int main(void)
     tcase_set_timeout(tm, 600);
     tcase_add_test(tm, golden_block);
     tcase_add_test(tm, golden_micro);
+    tcase_add_test(tm, golden_micro_pth);
     if (!getenv("DM_SKIP_LARGE_GOLDEN")) tcase_add_test(tm, golden_damamba_f);
     suite_add_tcase(s, tm);
     return test_run(s);
