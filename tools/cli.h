@@ -25,5 +25,6 @@ int cli_parse_int(const char *option, const char *value, int min, int max, int *
 /* Commands */
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@ static const struct {
 } commands[] = {
     {"run", cmd_run, "run a model on a tensor file, write logits and stage outputs"},
     {"info", cmd_info, "print a model's inferred configuration, parameters and MACs"},
+    {"convert", cmd_convert, "rewrite a .pth checkpoint as safetensors (optionally f16/bf16)"},
 };
 
 static void usage(FILE *out)
