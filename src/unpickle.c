@@ -118,6 +118,7 @@ static dm_status add_items(unpickler *u, pk_value *to, pk_value *const *items, s
     if (to->kind == PK_OBJECT) return DM_OK;
     if (to->kind != PK_LIST && to->kind != PK_DICT) return bad(u, "items added to something not a list or dict");
     if (to->kind == PK_DICT && n % 2) return bad(u, "odd number of dict keys and values");
+    if (n == 0) return DM_OK;
     if (!grow(&to->items, &to->cap, to->count + n, sizeof *to->items)) return out_of_memory();
     memcpy(to->items + to->count, items, n * sizeof *items);
     to->count += n;
@@ -398,7 +399,8 @@ dm_status dm_unpickle(const unsigned char *buf, size_t len, dm_pickle *out)
 {
     memset(out, 0, sizeof *out);
     unpickler u = {.buf = buf, .p = buf, .end = buf + len, .out = out};
-    dm_status st = DM_OK;
+    /* The stack always exists, so stack + base is a valid pointer. */
+    dm_status st = grow(&u.stack, &u.stack_cap, 1, sizeof *u.stack) ? DM_OK : out_of_memory();
     int done = 0;
     while (!done && st == DM_OK) {
         if (u.p == u.end) {

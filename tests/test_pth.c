@@ -155,7 +155,7 @@ static void put(bytes *b, const void *s, size_t n)
         b->p = realloc(b->p, b->cap);
         ck_assert_ptr_nonnull(b->p);
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) memcpy(b->p + b->n, s, n); /* s may be NULL when n is 0 */
     b->n += n;
 }
 
@@ -432,6 +432,7 @@ static const struct { const char *pickle; size_t len; const char *says; } bad_pi
     {"\x80\x02}", 3, "ends without STOP"},
     {"\x80\x02K\x01Q.", 6, "persistent id is not"},
     {"\x80\x02N.", 4, "does not hold a dict"},
+    {"\x80\x02](e.", 6, "does not hold a dict"},            /* APPENDS of nothing */
     {"\x80\x02}(X\x01\0\0\0wNu.", 14, "entry 'w' is not a tensor"},
 };
 
