@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "damamba.h"
 #include "dtype.h"
@@ -89,6 +90,21 @@ START_TEST(ema_refused_outside_training_checkpoints)
     ck_assert_int_eq(dm_tensor_file_open(fixture_path("bare.pth"), 1, &f), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "model_ema"));
     ck_assert_int_eq(dm_tensor_file_open(test_path("micro.safetensors"), 1, &f), DM_ERR_ARGUMENT);
+}
+END_TEST
+
+START_TEST(legacy_checkpoint_named)
+{
+    char path[] = "/tmp/dm_legacy_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    /* What torch.save wrote before 1.6: PROTO 2, LONG1 magic number, ... */
+    ck_assert_int_eq(write(fd, "\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 15), 15);
+    close(fd);
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_tensor_file_open(path, 0, &f), DM_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "legacy (before PyTorch 1.6) checkpoint"));
+    remove(path);
 }
 END_TEST
 
@@ -511,6 +527,7 @@ int main(void)
     tcase_add_test(tc, micro_ema_matches_python_reader);
     tcase_add_test(tc, micro_ema_model_loads);
     tcase_add_test(tc, ema_refused_outside_training_checkpoints);
+    tcase_add_test(tc, legacy_checkpoint_named);
     tcase_add_test(tc, bare_state_dict_all_dtypes_and_views);
     tcase_add_test(tc, state_dict_wrapper_protocol4_module_prefix);
     tcase_add_test(tc, built_archive_reads_with_and_without_zip64);
