@@ -28,5 +28,8 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   meson test -C build-cuda --print-errorlogs
 fi
 
+step "fuzz targets, 60 s each (libFuzzer with ASan and UBSan)"
+scripts/fuzz.sh 60
+
 step "aarch64 cross build, tested under qemu (scalar and NEON)"
 scripts/test-cross-aarch64.sh

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "image_check.h"
 #include "json.h"
 #include "resample.h"
 
@@ -70,6 +71,8 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
         return dm_fail(DM_ERR_ARGUMENT, "images load as 1 or 3 channels, not %d", channels);
     if (size == 0) return dm_fail(DM_ERR_FORMAT, "empty file");
     if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
+    dm_status st = dm_image_check(data, size);
+    if (st) return st;
     const stbi_uc *bytes = data;
     int w, h, n;
     if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &n))

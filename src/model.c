@@ -3,6 +3,7 @@
  * sits next to a convolution (BatchNorm, conv_constant, layer scale). */
 #include "model.h"
 
+#include "dtype.h"
 #include "error.h"
 
 #include <math.h>
@@ -69,44 +70,6 @@ static void *model_alloc(dm_model *m, size_t bytes)
     return p;
 }
 
-static float half_to_float(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else { /* subnormal: renormalize */
-            int e = -1;
-            do { man <<= 1; e++; } while (!(man & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
-        }
-    } else if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
-    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-/* Convert a file tensor to float32. */
-static void to_f32(const dm_tensor *t, float *dst)
-{
-    const unsigned char *p = t->data;
-    for (int64_t i = 0; i < t->numel; i++) {
-        switch (t->dtype) {
-        case DM_F32: memcpy(&dst[i], p + 4 * i, 4); break;
-        case DM_F64: { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; break; }
-        case DM_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = half_to_float(h); break; }
-        case DM_BF16: {
-            uint16_t h; uint32_t bits;
-            memcpy(&h, p + 2 * i, 2);
-            bits = (uint32_t)h << 16;
-            memcpy(&dst[i], &bits, 4);
-            break;
-        }
-        default: dst[i] = 0.0f; break; /* refused before we get here */
-        }
-    }
-}
-
 typedef struct shape {
     int ndim;
     int64_t d[4];
@@ -150,7 +113,7 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
         if (t->dtype != DM_F32 && t->dtype != DM_F16 && t->dtype != DM_BF16 && t->dtype != DM_F64)
             return dm_fail(DM_ERR_MODEL, "tensor '%s' has dtype %s, expected a floating-point type",
                            full, dm_dtype_name(t->dtype));
-        to_f32(t, dst);
+        dm_tensor_to_f32(t, dst);
     } else {
         b->src->generate(b->src->ctx, full, &want, dst);
     }

@@ -1,17 +1,199 @@
-/* pth.c - PyTorch checkpoint reader (not yet implemented). */
+/* pth.c - PyTorch checkpoints: torch.save's zip archive holds
+ * <archive>/data.pkl (the object, tensors as persistent ids) and one raw
+ * little-endian storage per tensor at <archive>/data/<key>.  Tensors point
+ * straight into the archive's bytes. */
 #include "pth.h"
 
 #include "error.h"
+#include "unpickle.h"
+#include "zip.h"
 
-dm_status dm_pth_open(const char *path, int use_ema, dm_tensor_file *out)
+#include <stdlib.h>
+#include <string.h>
+
+#define DATA_PKL "/data.pkl"
+
+/* The state dict inside the checkpoint's top object. */
+static dm_status select_state_dict(const pk_value *root, int use_ema, const pk_value **out)
 {
-    (void)use_ema;
-    (void)out;
-    return dm_fail(DM_ERR_UNSUPPORTED, "%s: .pth checkpoints are not supported yet", path);
+    if (root->kind != PK_DICT) return dm_fail(DM_ERR_FORMAT, "the checkpoint does not hold a dict");
+    const pk_value *model = pk_dict_get(root, "model");
+    if (model && model->kind == PK_DICT) {
+        *out = use_ema ? pk_dict_get(root, "model_ema") : model;
+        if (!*out || (*out)->kind != PK_DICT)
+            return dm_fail(DM_ERR_FORMAT, "the checkpoint has no 'model_ema' state dict");
+        return DM_OK;
+    }
+    if (use_ema) return dm_fail(DM_ERR_FORMAT, "the checkpoint has no 'model_ema' state dict (it is not a training checkpoint)");
+    const pk_value *sd = pk_dict_get(root, "state_dict");
+    *out = sd && sd->kind == PK_DICT ? sd : root;
+    return DM_OK;
+}
+
+static int int_tuple(const pk_value *v, int max)
+{
+    if (v->kind != PK_TUPLE || v->count > (size_t)max) return 0;
+    for (size_t i = 0; i < v->count; i++)
+        if (v->items[i]->kind != PK_INT || v->items[i]->integer < 0) return 0;
+    return 1;
+}
+
+/* Check a _rebuild_tensor_v2(storage, offset, size, stride, ...) call and
+ * point t at its bytes in the archive. */
+static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefix_len,
+                             const pk_value *value, dm_tensor *t)
+{
+    const char *name = t->name;
+    if (value->kind != PK_TENSOR) return dm_fail(DM_ERR_FORMAT, "entry '%s' is not a tensor", name);
+    const pk_value *args = value->args;
+    if (args->count < 4)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': _rebuild_tensor_v2 got %zu arguments, needs at least 4", name, args->count);
+    const pk_value *storage = args->items[0], *offset = args->items[1], *size = args->items[2], *stride = args->items[3];
+    if (storage->kind != PK_STORAGE) return dm_fail(DM_ERR_FORMAT, "tensor '%s': its first argument is not a storage", name);
+    if (offset->kind != PK_INT || offset->integer < 0)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage offset is not a non-negative integer", name);
+    if (!int_tuple(size, DM_MAX_DIMS) || !int_tuple(stride, DM_MAX_DIMS) || stride->count != size->count)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': size and stride must be tuples of at most %d non-negative integers of equal length",
+                       name, DM_MAX_DIMS);
+    t->dtype = storage->dtype;
+    t->ndim = (int)size->count;
+    t->numel = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t n = size->items[d]->integer;
+        if (n && t->numel > INT64_MAX / n) return dm_fail(DM_ERR_FORMAT, "tensor '%s': shape product overflows", name);
+        t->shape[d] = n;
+        t->numel *= n;
+    }
+    /* Contiguous means strides of a row-major layout; size-1 dims may have any. */
+    int64_t expect = 1;
+    for (int d = t->ndim - 1; d >= 0 && t->numel; d--) {
+        if (t->shape[d] != 1 && stride->items[d]->integer != expect)
+            return dm_fail(DM_ERR_FORMAT, "tensor '%s' is a non-contiguous view (stride %lld in dimension %d, expected %lld); save tensor.contiguous()",
+                           name, (long long)stride->items[d]->integer, d, (long long)expect);
+        expect *= t->shape[d];
+    }
+    size_t esize = dm_dtype_size(t->dtype);
+    if (offset->integer > storage->integer || t->numel > storage->integer - offset->integer)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': needs elements [%lld, %lld) of a storage of %lld",
+                       name, (long long)offset->integer, (long long)offset->integer + (long long)t->numel,
+                       (long long)storage->integer);
+    if ((uint64_t)storage->integer > UINT64_MAX / esize)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage size overflows", name);
+    char member[300];
+    if (prefix_len + 5 + storage->len >= sizeof member)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage key too long", name);
+    memcpy(member, prefix, prefix_len);
+    memcpy(member + prefix_len, "data/", 5);
+    memcpy(member + prefix_len + 5, storage->str, storage->len);
+    size_t member_len = prefix_len + 5 + storage->len;
+    const dm_zip_entry *e = dm_zip_find(zip, member, member_len);
+    if (!e) return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage '%.*s' is not in the archive", name, (int)member_len, member);
+    if (e->size < (uint64_t)storage->integer * esize)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage '%.*s' holds %llu bytes, but %lld %s elements need %llu",
+                       name, (int)member_len, member, (unsigned long long)e->size, (long long)storage->integer,
+                       dm_dtype_name(t->dtype), (unsigned long long)storage->integer * esize);
+    const unsigned char *data;
+    dm_status st = dm_zip_data(zip, e, &data);
+    if (st) return st;
+    t->data = data + (size_t)offset->integer * esize;
+    t->nbytes = (size_t)t->numel * esize;
+    return DM_OK;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Two keys can name the same tensor once 'module.' is removed. */
+static dm_status check_unique(const dm_tensor_file *out)
+{
+    if (out->count < 2) return DM_OK;
+    char **names = malloc(out->count * sizeof *names);
+    if (!names) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < out->count; i++) names[i] = out->tensors[i].name;
+    qsort(names, out->count, sizeof *names, by_name);
+    dm_status st = DM_OK;
+    for (size_t i = 1; i < out->count && !st; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", names[i]);
+    free(names);
+    return st;
+}
+
+static dm_status read_state_dict(const dm_zip *zip, const char *prefix, size_t prefix_len,
+                                 const pk_value *sd, dm_tensor_file *out)
+{
+    size_t n = sd->count / 2;
+    if (!(out->tensors = calloc(n ? n : 1, sizeof *out->tensors))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const pk_value *key = sd->items[2 * i], *value = sd->items[2 * i + 1];
+        if (key->kind != PK_STRING) return dm_fail(DM_ERR_FORMAT, "state dict entry %zu has a key that is not a string", i);
+        const char *name = key->str;
+        size_t len = key->len;
+        /* DistributedDataParallel saves its wrapped module's keys prefixed. */
+        if (len > 7 && memcmp(name, "module.", 7) == 0) name += 7, len -= 7;
+        dm_tensor *t = &out->tensors[out->count++];
+        if (!(t->name = strndup(name, len))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+        if (strlen(t->name) != len) return dm_fail(DM_ERR_FORMAT, "state dict key %zu contains a NUL byte", i);
+        dm_status st = bind_tensor(zip, prefix, prefix_len, value, t);
+        if (st) return st;
+    }
+    return check_unique(out);
+}
+
+/* The archive's records live under one folder: <prefix>data.pkl. */
+static const dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
+{
+    size_t tail = strlen(DATA_PKL);
+    for (size_t i = 0; i < zip->count; i++) {
+        const dm_zip_entry *e = &zip->entries[i];
+        if (e->name_len <= tail || memcmp(e->name + e->name_len - tail, DATA_PKL, tail) != 0) continue;
+        if (memchr(e->name, '/', e->name_len - tail)) continue;
+        *prefix_len = e->name_len - tail + 1;
+        return e;
+    }
+    return NULL;
+}
+
+static dm_status check_byteorder(const dm_zip *zip, const char *prefix, size_t prefix_len)
+{
+    char name[300];
+    if (prefix_len + 9 >= sizeof name) return DM_OK;
+    memcpy(name, prefix, prefix_len);
+    memcpy(name + prefix_len, "byteorder", 9);
+    const dm_zip_entry *e = dm_zip_find(zip, name, prefix_len + 9);
+    const unsigned char *data;
+    if (!e) return DM_OK; /* older torch: always little-endian */
+    dm_status st = dm_zip_data(zip, e, &data);
+    if (st) return st;
+    if (e->size >= 3 && memcmp(data, "big", 3) == 0)
+        return dm_fail(DM_ERR_UNSUPPORTED, "the checkpoint's storages are big-endian");
+    return DM_OK;
 }
 
 dm_status dm_pth_parse(const void *buf, size_t size, int use_ema, dm_tensor_file *out)
 {
-    (void)buf; (void)size; (void)use_ema; (void)out;
-    return dm_fail(DM_ERR_UNSUPPORTED, ".pth checkpoints are not supported yet");
+    memset(out, 0, sizeof *out);
+    dm_zip zip;
+    dm_status st = dm_zip_open(buf, size, &zip);
+    if (st) return st;
+    size_t prefix_len = 0;
+    const dm_zip_entry *pkl = find_pickle(&zip, &prefix_len);
+    const unsigned char *bytes;
+    dm_pickle pickle = {0};
+    const pk_value *sd = NULL;
+    if (!pkl) st = dm_fail(DM_ERR_FORMAT, "no <archive>/data.pkl: not a torch.save checkpoint");
+    else if (!(st = check_byteorder(&zip, pkl->name, prefix_len)) && !(st = dm_zip_data(&zip, pkl, &bytes)) &&
+             !(st = dm_unpickle(bytes, (size_t)pkl->size, &pickle)) &&
+             !(st = select_state_dict(pickle.root, use_ema, &sd)))
+        st = read_state_dict(&zip, pkl->name, prefix_len, sd, out);
+    dm_pickle_free(&pickle);
+    dm_zip_close(&zip);
+    if (st) dm_tensor_file_close(out);
+    return st;
+}
+
+dm_status dm_pth_open(const char *path, int use_ema, dm_tensor_file *out)
+{
+    return dm_tensor_file_map(path, dm_pth_parse, use_ema, out);
 }

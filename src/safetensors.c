@@ -7,13 +7,9 @@
 #include "json.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* Headers are small (a few hundred kB for the largest models); anything far
  * beyond that is hostile or corrupt. */
@@ -44,21 +40,6 @@ static int dtype_from_name(const char *name, dm_dtype *out)
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
         if (strcmp(dtypes[i].name, name) == 0) { *out = dtypes[i].dtype; return 1; }
     return 0;
-}
-
-void dm_tensor_file_close(dm_tensor_file *file)
-{
-    if (!file) return;
-    for (size_t i = 0; i < file->count; i++) free(file->tensors[i].name);
-    for (size_t i = 0; i < file->meta_count; i++) {
-        free(file->meta[i].key);
-        free(file->meta[i].value);
-    }
-    free(file->tensors);
-    free(file->meta);
-    if (file->map) munmap(file->map, file->map_size);
-    free(file->owned);
-    memset(file, 0, sizeof *file);
 }
 
 const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name)
@@ -203,35 +184,15 @@ done:
     return st;
 }
 
+static dm_status parse_any(const void *buf, size_t size, int use_ema, dm_tensor_file *out)
+{
+    (void)use_ema; /* safetensors files hold one set of weights */
+    return dm_safetensors_parse(buf, size, out);
+}
+
 dm_status dm_safetensors_open(const char *path, dm_tensor_file *out)
 {
-    memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dm_fail(DM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dm_fail(DM_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            return dm_fail(DM_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
-    dm_status st = dm_safetensors_parse(map ? map : "", size, out);
-    if (st != DM_OK) {
-        if (map) munmap(map, size);
-        dm_error_prefix("%s: ", path);
-        return st;
-    }
-    out->map = map;
-    out->map_size = size;
-    return DM_OK;
+    return dm_tensor_file_map(path, parse_any, 0, out);
 }
 
 /* ------------------------------------------------------------------ write */

@@ -69,6 +69,13 @@ dm_status dm_tensor_file_open(const char *path, int use_ema,
 
 void dm_tensor_file_close(dm_tensor_file *file);
 
+/* Map a whole file read-only and parse it with a format's parser; the file
+ * keeps the mapping.  Errors get the path as a prefix. */
+typedef dm_status (*dm_parse_fn)(const void *buf, size_t size, int use_ema,
+                                 dm_tensor_file *out);
+dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema,
+                             dm_tensor_file *out);
+
 const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file,
                                      const char *name);
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key);

@@ -119,6 +119,11 @@ START_TEST(golden_damamba_f)
     test_golden_model("damamba_f.safetensors", "damamba_f.io.safetensors", DM_BACKEND_CPU);
 }
 END_TEST
+
+/* The same weights as the authors' training checkpoint stores them. */
+START_TEST(golden_micro_pth) { test_golden_model("micro.pth", "micro.io.safetensors", DM_BACKEND_CPU); }
+END_TEST
+
 int main(void)
 {
     /* A DAMAMBA_ISA this machine lacks: skip (exit 77), saying why. */
@@ -138,6 +143,7 @@ int main(void)
     tcase_set_timeout(tm, 600);
     tcase_add_test(tm, golden_block);
     tcase_add_test(tm, golden_micro);
+    tcase_add_test(tm, golden_micro_pth);
     if (!getenv("DM_SKIP_LARGE_GOLDEN")) tcase_add_test(tm, golden_damamba_f);
     suite_add_tcase(s, tm);
     return test_run(s);

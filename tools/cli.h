@@ -161,5 +161,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const struct {
     {"features", cmd_features, "the four stage outputs of one image, for detection necks"},
     {"preprocess", cmd_preprocess, "an image as the model sees it, as a tensor file"},
     {"scanmap", cmd_scanmap, "draw where a block's Dynamic Adaptive Scan samples (or write JSON)"},
+    {"convert", cmd_convert, "rewrite a .pth checkpoint as safetensors (optionally f16/bf16)"},
 };
 
 static void usage(FILE *out)

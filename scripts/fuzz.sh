@@ -1,0 +1,62 @@
+#!/bin/sh
+# fuzz.sh [SECONDS] - build the fuzz targets (fuzz/*.c) with clang's
+# libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer, and run each
+# for SECONDS (default 60) from seed corpora made of the test files.
+#
+# Needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev or the
+# matching version) and libstb-dev.  Work goes to build-fuzz/ (or $FUZZ_DIR):
+# corpora grow there across runs; inputs that fail land in
+# build-fuzz/artifacts/TARGET/.  Exits non-zero when a target finds a crash,
+# a leak, a hang (over 10 s) or an allocation over 512 MB.
+set -eu
+seconds=${1:-60}
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${FUZZ_DIR:-$root/build-fuzz}
+cc=${CC:-clang}
+sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src $(pkg-config --cflags stb)"
+# The file readers, the model loader and the image loader, without kernels.
+lib="error.c json.c dtype.c safetensors.c tensor_file.c zip.c unpickle.c pth.c model.c image_check.c image.c resample.c"
+
+mkdir -p "$out/obj"
+objs=""
+for f in $lib; do
+    $cc $cflags -fsanitize=fuzzer-no-link -c "$root/src/$f" -o "$out/obj/${f%.c}.o"
+    objs="$objs $out/obj/${f%.c}.o"
+done
+for t in safetensors pth image; do
+    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -o "$out/fuzz_$t"
+done
+$cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
+
+# Seeds: the small test files, and images written here.
+for t in safetensors pth image; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
+for f in "$root"/tests/golden/*.safetensors "$root"/tests/fixtures/*.safetensors "$root"/data/*.safetensors; do
+    [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/safetensors/"
+done
+cp "$root"/tests/fixtures/*.pth "$out/seeds/pth/"
+"$out/make_image_seeds" "$out/seeds/image"
+for f in "$root"/tests/golden/*.png "$root"/tests/golden/*.jpg; do
+    [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/image/"
+done
+
+status=0
+summary=""
+for t in safetensors pth image; do
+    dict=""
+    [ -f "$root/fuzz/$t.dict" ] && dict="-dict=$root/fuzz/$t.dict"
+    log="$out/fuzz_$t.log"
+    if "$out/fuzz_$t" -max_total_time="$seconds" -max_len=65536 -timeout=10 -malloc_limit_mb=512 \
+        -print_final_stats=1 -artifact_prefix="$out/artifacts/$t/" $dict \
+        "$out/corpus/$t" "$out/seeds/$t" >"$log" 2>&1; then
+        result=ok
+    else
+        result="FAILED (see $log and $out/artifacts/$t/)"
+        status=1
+    fi
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    summary="$summary
+fuzz_$t: ${runs:-?} executions in ${seconds}s, $(ls "$out/corpus/$t" | wc -l) corpus files: $result"
+done
+echo "$summary"
+exit $status

@@ -1,0 +1,80 @@
+/* dtype.c - float32 <-> binary16 / bfloat16, bit by bit, so results do not
+ * depend on the compiler's half-precision support. */
+#include "dtype.h"
+
+#include <string.h>
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float f32_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float dm_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else { /* subnormal: renormalize */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    return f32_from_bits(bits);
+}
+
+float dm_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+
+/* Drop the low `shift` bits of v, rounding to nearest, ties to even. */
+static uint32_t round_shift(uint32_t v, int shift)
+{
+    if (shift >= 32) return 0;
+    uint32_t kept = v >> shift, rest = v & ((1u << shift) - 1), half = 1u << (shift - 1);
+    return kept + (rest > half || (rest == half && (kept & 1)));
+}
+
+uint16_t dm_f32_to_f16(float f)
+{
+    uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000, exp = (u >> 23) & 0xFF, man = u & 0x7FFFFF;
+    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00 | (man ? 0x200 | (man >> 13) : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7C00);
+    if (e <= 0) { /* subnormal in half: the implicit bit joins the mantissa */
+        if (e < -10) return (uint16_t)sign; /* below half the smallest subnormal */
+        return (uint16_t)(sign | round_shift(man | 0x800000, 14 - e));
+    }
+    /* A carry out of the mantissa bumps the exponent, up to infinity: right. */
+    return (uint16_t)(sign | round_shift(((uint32_t)e << 23) | man, 13));
+}
+
+uint16_t dm_f32_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFF)) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)round_shift(u, 16);
+}
+
+void dm_tensor_to_f32(const dm_tensor *t, float *dst)
+{
+    const unsigned char *p = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint16_t h;
+        switch (t->dtype) {
+        case DM_F32: memcpy(&dst[i], p + 4 * i, 4); break;
+        case DM_F64: { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; break; }
+        case DM_F16: memcpy(&h, p + 2 * i, 2); dst[i] = dm_f16_to_f32(h); break;
+        case DM_BF16: memcpy(&h, p + 2 * i, 2); dst[i] = dm_bf16_to_f32(h); break;
+        default: dst[i] = 0.0f; break;
+        }
+    }
+}

@@ -1,0 +1,171 @@
+/* zip.c - read a zip archive's central directory and its stored members.
+ * Every offset and length is checked against the buffer before use. */
+#include "zip.h"
+
+#include "error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define EOCD_SIG 0x06054b50u
+#define EOCD64_SIG 0x06064b50u
+#define EOCD64_LOCATOR_SIG 0x07064b50u
+#define CENTRAL_SIG 0x02014b50u
+#define LOCAL_SIG 0x04034b50u
+#define EOCD_SIZE 22
+#define CENTRAL_SIZE 46
+#define LOCAL_SIZE 30
+#define ZIP64_EXTRA_ID 0x0001
+
+static uint64_t le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* The end-of-central-directory record: the last signature that leaves room
+ * for the record and its comment. */
+static const unsigned char *find_eocd(const unsigned char *buf, size_t size)
+{
+    if (size < EOCD_SIZE) return NULL;
+    size_t lowest = size - EOCD_SIZE > 0xFFFF ? size - EOCD_SIZE - 0xFFFF : 0;
+    for (size_t pos = size - EOCD_SIZE + 1; pos-- > lowest;)
+        if (le(buf + pos, 4) == EOCD_SIG && pos + EOCD_SIZE + le(buf + pos + 20, 2) <= size) return buf + pos;
+    return NULL;
+}
+
+/* Entry count and central directory extent, from the zip64 record when the
+ * classic one's fields are saturated. */
+static dm_status directory_extent(const unsigned char *buf, size_t size, const unsigned char *eocd,
+                                  uint64_t *count, uint64_t *cd_offset, uint64_t *cd_size)
+{
+    *count = le(eocd + 10, 2);
+    *cd_size = le(eocd + 12, 4);
+    *cd_offset = le(eocd + 16, 4);
+    if (*count == 0xFFFF || *cd_size == 0xFFFFFFFF || *cd_offset == 0xFFFFFFFF) {
+        size_t at = (size_t)(eocd - buf);
+        if (at < 20 || le(eocd - 20, 4) != EOCD64_LOCATOR_SIG)
+            return dm_fail(DM_ERR_FORMAT, "zip: saturated end record without a zip64 locator");
+        uint64_t rec = le(eocd - 20 + 8, 8);
+        if (rec > size || size - rec < 56 || le(buf + rec, 4) != EOCD64_SIG)
+            return dm_fail(DM_ERR_FORMAT, "zip: zip64 end record missing or outside the file");
+        *count = le(buf + rec + 32, 8);
+        *cd_size = le(buf + rec + 40, 8);
+        *cd_offset = le(buf + rec + 48, 8);
+    }
+    if (*cd_offset > size || *cd_size > size - *cd_offset)
+        return dm_fail(DM_ERR_FORMAT, "zip: central directory (%llu bytes at offset %llu) lies outside the file (%zu bytes)",
+                       (unsigned long long)*cd_size, (unsigned long long)*cd_offset, size);
+    if (*count > *cd_size / CENTRAL_SIZE)
+        return dm_fail(DM_ERR_FORMAT, "zip: %llu entries cannot fit in a %llu-byte central directory",
+                       (unsigned long long)*count, (unsigned long long)*cd_size);
+    return DM_OK;
+}
+
+/* Replace saturated 32-bit fields with their zip64 extra-field values. */
+static dm_status apply_zip64_extra(const unsigned char *x, size_t xlen, dm_zip_entry *e)
+{
+    uint64_t *fields[] = {&e->size, &e->compressed_size, &e->header_offset};
+    while (xlen >= 4) {
+        size_t id = (size_t)le(x, 2), len = (size_t)le(x + 2, 2);
+        if (len > xlen - 4) break;
+        if (id == ZIP64_EXTRA_ID) {
+            size_t used = 0;
+            for (int i = 0; i < 3; i++) {
+                if (*fields[i] != 0xFFFFFFFF) continue;
+                if (used + 8 > len)
+                    return dm_fail(DM_ERR_FORMAT, "zip: member '%.*s': zip64 extra field too short",
+                                   (int)e->name_len, e->name);
+                *fields[i] = le(x + 4 + used, 8);
+                used += 8;
+            }
+            return DM_OK;
+        }
+        x += 4 + len;
+        xlen -= 4 + len;
+    }
+    return DM_OK;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const dm_zip_entry *x = a, *y = b;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+    return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+dm_status dm_zip_open(const void *buf, size_t size, dm_zip *out)
+{
+    memset(out, 0, sizeof *out);
+    const unsigned char *b = buf;
+    const unsigned char *eocd = find_eocd(b, size);
+    if (!eocd) return dm_fail(DM_ERR_FORMAT, "zip: no end-of-central-directory record (truncated archive?)");
+    uint64_t count, cd_offset, cd_size;
+    dm_status st = directory_extent(b, size, eocd, &count, &cd_offset, &cd_size);
+    if (st) return st;
+    out->buf = b;
+    out->size = size;
+    out->entries = calloc(count ? (size_t)count : 1, sizeof *out->entries);
+    if (!out->entries) return dm_fail(DM_ERR_NOMEM, "zip: out of memory for %llu entries", (unsigned long long)count);
+    const unsigned char *p = b + cd_offset, *end = p + cd_size;
+    for (uint64_t i = 0; i < count; i++) {
+        if (end - p < CENTRAL_SIZE || le(p, 4) != CENTRAL_SIG) {
+            dm_zip_close(out);
+            return dm_fail(DM_ERR_FORMAT, "zip: central directory entry %llu is missing or damaged",
+                           (unsigned long long)i);
+        }
+        size_t nlen = (size_t)le(p + 28, 2), xlen = (size_t)le(p + 30, 2), clen = (size_t)le(p + 32, 2);
+        if ((size_t)(end - p) - CENTRAL_SIZE < nlen + xlen + clen) {
+            dm_zip_close(out);
+            return dm_fail(DM_ERR_FORMAT, "zip: central directory entry %llu runs past the directory",
+                           (unsigned long long)i);
+        }
+        dm_zip_entry *e = &out->entries[out->count++];
+        *e = (dm_zip_entry){.name = (const char *)p + CENTRAL_SIZE, .name_len = nlen,
+                            .header_offset = le(p + 42, 4), .size = le(p + 24, 4),
+                            .compressed_size = le(p + 20, 4), .method = (unsigned)le(p + 10, 2),
+                            .flags = (unsigned)le(p + 8, 2)};
+        if ((st = apply_zip64_extra(p + CENTRAL_SIZE + nlen, xlen, e))) {
+            dm_zip_close(out);
+            return st;
+        }
+        p += CENTRAL_SIZE + nlen + xlen + clen;
+    }
+    qsort(out->entries, out->count, sizeof *out->entries, by_name);
+    return DM_OK;
+}
+
+void dm_zip_close(dm_zip *zip)
+{
+    free(zip->entries);
+    memset(zip, 0, sizeof *zip);
+}
+
+const dm_zip_entry *dm_zip_find(const dm_zip *zip, const char *name, size_t name_len)
+{
+    dm_zip_entry key = {.name = name, .name_len = name_len};
+    return zip->count ? bsearch(&key, zip->entries, zip->count, sizeof key, by_name) : NULL;
+}
+
+dm_status dm_zip_data(const dm_zip *zip, const dm_zip_entry *e, const unsigned char **data)
+{
+    int n = (int)e->name_len;
+    if (e->flags & 1) return dm_fail(DM_ERR_UNSUPPORTED, "zip: member '%.*s' is encrypted", n, e->name);
+    if (e->method != 0 || e->compressed_size != e->size)
+        return dm_fail(DM_ERR_UNSUPPORTED,
+                       "zip: member '%.*s' is compressed (method %u); only stored members, as torch.save writes them, can be read",
+                       n, e->name, e->method);
+    if (e->header_offset > zip->size || zip->size - e->header_offset < LOCAL_SIZE ||
+        le(zip->buf + e->header_offset, 4) != LOCAL_SIG)
+        return dm_fail(DM_ERR_FORMAT, "zip: member '%.*s': local header at offset %llu is missing or outside the file",
+                       n, e->name, (unsigned long long)e->header_offset);
+    const unsigned char *h = zip->buf + e->header_offset;
+    uint64_t start = e->header_offset + LOCAL_SIZE + le(h + 26, 2) + le(h + 28, 2);
+    if (start > zip->size || e->size > zip->size - start)
+        return dm_fail(DM_ERR_FORMAT, "zip: member '%.*s' (%llu bytes at offset %llu) runs past the end of the file (%zu bytes)",
+                       n, e->name, (unsigned long long)e->size, (unsigned long long)start, zip->size);
+    *data = zip->buf + start;
+    return DM_OK;
+}

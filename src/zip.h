@@ -1,0 +1,38 @@
+/* zip.h - the parts of the zip format torch.save writes: a central
+ * directory (zip64 when large) over stored, uncompressed members.  Nothing
+ * is copied; entries point into the caller's buffer. */
+#ifndef DM_ZIP_H
+#define DM_ZIP_H
+
+#include "damamba.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dm_zip_entry {
+    const char *name; /* not NUL-terminated */
+    size_t name_len;
+    uint64_t header_offset; /* of the local file header */
+    uint64_t size, compressed_size;
+    unsigned method, flags;
+} dm_zip_entry;
+
+typedef struct dm_zip {
+    const unsigned char *buf;
+    size_t size;
+    dm_zip_entry *entries; /* sorted by name */
+    size_t count;
+} dm_zip;
+
+/* Read the central directory of the archive in buf. */
+dm_status dm_zip_open(const void *buf, size_t size, dm_zip *out);
+void dm_zip_close(dm_zip *zip);
+
+/* The entry of that name, or NULL. */
+const dm_zip_entry *dm_zip_find(const dm_zip *zip, const char *name, size_t name_len);
+
+/* The bytes of a stored member; compressed or encrypted ones are refused. */
+dm_status dm_zip_data(const dm_zip *zip, const dm_zip_entry *entry,
+                      const unsigned char **data);
+
+#endif

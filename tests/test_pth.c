@@ -1,0 +1,552 @@
+/* test_pth.c - the .pth reader: the authors' checkpoint layout (micro.pth)
+ * against micro.safetensors and an EMA reference read by Python's own
+ * unpickler; small checkpoints written like torch.save (tests/fixtures);
+ * and one test per kind of malformed input, built in memory. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "damamba.h"
+#include "dtype.h"
+#include "pth.h"
+
+static const char *fixture_path(const char *name)
+{
+    static _Thread_local char buf[4096];
+    const char *dir = getenv("DM_TEST_FIXTURES");
+    snprintf(buf, sizeof buf, "%s/%s", dir ? dir : "tests/fixtures", name);
+    return buf;
+}
+
+static void open_ok(const char *path, int use_ema, dm_tensor_file *f)
+{
+    dm_status st = dm_tensor_file_open(path, use_ema, f);
+    ck_assert_msg(st == DM_OK, "%s: %s", path, dm_last_error());
+}
+
+static void assert_same_tensor(const dm_tensor *got, const dm_tensor *want)
+{
+    ck_assert_msg(got != NULL, "missing %s", want->name);
+    ck_assert_int_eq(got->dtype, want->dtype);
+    ck_assert_int_eq(got->ndim, want->ndim);
+    for (int d = 0; d < want->ndim; d++) ck_assert_int_eq(got->shape[d], want->shape[d]);
+    ck_assert_uint_eq(got->nbytes, want->nbytes);
+    ck_assert_msg(memcmp(got->data, want->data, want->nbytes) == 0, "%s differs", want->name);
+}
+
+/* ------------------------------------------------------------ micro.pth */
+
+START_TEST(micro_model_equals_safetensors)
+{
+    dm_tensor_file pth, st;
+    open_ok(test_path("micro.pth"), 0, &pth);
+    test_open("micro.safetensors", &st);
+    ck_assert_uint_eq(pth.count, st.count);
+    for (size_t i = 0; i < st.count; i++)
+        assert_same_tensor(dm_tensor_file_find(&pth, st.tensors[i].name), &st.tensors[i]);
+    dm_tensor_file_close(&pth);
+    dm_tensor_file_close(&st);
+}
+END_TEST
+
+START_TEST(micro_ema_matches_python_reader)
+{
+    dm_tensor_file ema, model, ref;
+    open_ok(test_path("micro.pth"), 1, &ema);
+    open_ok(test_path("micro.pth"), 0, &model);
+    open_ok(fixture_path("micro_ema_ref.safetensors"), 0, &ref);
+    ck_assert_uint_eq(ema.count, model.count);
+    for (size_t i = 0; i < ref.count; i++)
+        assert_same_tensor(dm_tensor_file_find(&ema, ref.tensors[i].name), &ref.tensors[i]);
+    const dm_tensor *a = dm_tensor_file_find(&ema, "head.fc.weight"), *b = dm_tensor_file_find(&model, "head.fc.weight");
+    ck_assert_msg(memcmp(a->data, b->data, a->nbytes) != 0, "model_ema equals model");
+    dm_tensor_file_close(&ema);
+    dm_tensor_file_close(&model);
+    dm_tensor_file_close(&ref);
+}
+END_TEST
+
+START_TEST(micro_ema_model_loads)
+{
+    dm_load_options opts = {.use_ema = 1};
+    dm_model *ema, *model;
+    ck_assert_msg(dm_model_load(test_path("micro.pth"), &opts, &ema) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_model_load(test_path("micro.pth"), NULL, &model) == DM_OK, "%s", dm_last_error());
+    const dm_config *c = dm_model_config(ema);
+    ck_assert_int_eq(c->num_params, dm_model_config(model)->num_params);
+    ck_assert_int_eq(c->num_classes, 10);
+    ck_assert_int_eq(c->depths[2], 2);
+    dm_model_free(ema);
+    dm_model_free(model);
+}
+END_TEST
+
+START_TEST(ema_refused_outside_training_checkpoints)
+{
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_tensor_file_open(fixture_path("bare.pth"), 1, &f), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "model_ema"));
+    ck_assert_int_eq(dm_tensor_file_open(test_path("micro.safetensors"), 1, &f), DM_ERR_ARGUMENT);
+}
+END_TEST
+
+START_TEST(legacy_checkpoint_named)
+{
+    char path[] = "/tmp/dm_legacy_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    /* What torch.save wrote before 1.6: PROTO 2, LONG1 magic number, ... */
+    ck_assert_int_eq(write(fd, "\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 15), 15);
+    close(fd);
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_tensor_file_open(path, 0, &f), DM_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "legacy (before PyTorch 1.6) checkpoint"));
+    remove(path);
+}
+END_TEST
+
+/* ------------------------------------------------------------- fixtures */
+
+/* make_pth_fixtures.py's values: value(i, k) = (k + 1) / 4 - i / 2. */
+static double fixture_value(int i, int k) { return (k + 1) * 0.25 - i * 0.5; }
+
+static void check_fixture(const dm_tensor_file *f)
+{
+    static const struct { const char *name; dm_dtype dtype; int k, first, numel, ndim; int64_t shape[2]; } want[] = {
+        {"f32", DM_F32, 0, 0, 6, 2, {2, 3}},      {"f16", DM_F16, 1, 0, 4, 1, {4}},
+        {"bf16", DM_BF16, 2, 0, 4, 2, {2, 2}},    {"f64", DM_F64, 3, 0, 3, 2, {3, 1}},
+        {"view.head", DM_F32, 4, 0, 4, 1, {4}},   {"view.tail", DM_F32, 4, 4, 6, 2, {2, 3}},
+    };
+    ck_assert_uint_eq(f->count, 7);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const dm_tensor *t = dm_tensor_file_find(f, want[i].name);
+        ck_assert_msg(t != NULL, "missing %s", want[i].name);
+        ck_assert_int_eq(t->dtype, want[i].dtype);
+        ck_assert_int_eq(t->ndim, want[i].ndim);
+        for (int d = 0; d < want[i].ndim; d++) ck_assert_int_eq(t->shape[d], want[i].shape[d]);
+        float v[8];
+        dm_tensor_to_f32(t, v);
+        for (int j = 0; j < want[i].numel; j++)
+            ck_assert_double_eq(v[j], fixture_value(want[i].first + j, want[i].k));
+    }
+    const dm_tensor *n = dm_tensor_file_find(f, "bn.num_batches_tracked");
+    ck_assert(n && n->dtype == DM_I64 && n->ndim == 0 && n->numel == 1);
+    int64_t count;
+    memcpy(&count, n->data, 8);
+    ck_assert_int_eq(count, 1234567890123);
+}
+
+START_TEST(bare_state_dict_all_dtypes_and_views)
+{
+    dm_tensor_file f;
+    open_ok(fixture_path("bare.pth"), 0, &f);
+    check_fixture(&f);
+    dm_tensor_file_close(&f);
+}
+END_TEST
+
+START_TEST(state_dict_wrapper_protocol4_module_prefix)
+{
+    dm_tensor_file f;
+    open_ok(fixture_path("wrapped.pth"), 0, &f);
+    check_fixture(&f);
+    dm_tensor_file_close(&f);
+}
+END_TEST
+
+/* ------------------------------------------------- archives built here */
+
+typedef struct bytes {
+    unsigned char *p;
+    size_t n, cap;
+} bytes;
+
+static void put(bytes *b, const void *s, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = 2 * (b->n + n) + 64;
+        b->p = realloc(b->p, b->cap);
+        ck_assert_ptr_nonnull(b->p);
+    }
+    if (n) memcpy(b->p + b->n, s, n); /* s may be NULL when n is 0 */
+    b->n += n;
+}
+
+static void put_le(bytes *b, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)(v >> (8 * i));
+        put(b, &c, 1);
+    }
+}
+
+static void put_op(bytes *b, unsigned char op) { put(b, &op, 1); }
+
+static void put_str(bytes *b, const char *s)
+{
+    put_op(b, 'X');
+    put_le(b, strlen(s), 4);
+    put(b, s, strlen(s));
+}
+
+static void put_int(bytes *b, int64_t v)
+{
+    put_op(b, 0x8a); /* LONG1, 8 bytes */
+    put_op(b, 8);
+    put_le(b, (uint64_t)v, 8);
+}
+
+static void put_global(bytes *b, const char *module, const char *name)
+{
+    put_op(b, 'c');
+    put(b, module, strlen(module));
+    put_op(b, '\n');
+    put(b, name, strlen(name));
+    put_op(b, '\n');
+}
+
+/* One tensor, pickled the way torch.save does. */
+typedef struct tensor_spec {
+    const char *name;
+    int64_t numel, offset; /* storage elements; tensor offset into them */
+    int ndim;
+    int64_t size[4], stride[4];
+} tensor_spec;
+
+static const tensor_spec plain = {"w", 6, 0, 2, {2, 3}, {3, 1}};
+
+/* name: _rebuild_tensor_v2((storage), offset, size, stride, False, {}) */
+static void put_tensor_entry(bytes *b, const tensor_spec *t)
+{
+    put_str(b, t->name);
+    put_global(b, "torch._utils", "_rebuild_tensor_v2");
+    put_op(b, '(');
+    put_op(b, '(');
+    put_str(b, "storage");
+    put_global(b, "torch", "FloatStorage");
+    put_str(b, "0");
+    put_str(b, "cpu");
+    put_int(b, t->numel);
+    put_op(b, 't');
+    put_op(b, 'Q');
+    put_int(b, t->offset);
+    put_op(b, '(');
+    for (int d = 0; d < t->ndim; d++) put_int(b, t->size[d]);
+    put_op(b, 't');
+    put_op(b, '(');
+    for (int d = 0; d < t->ndim; d++) put_int(b, t->stride[d]);
+    put_op(b, 't');
+    put_op(b, 0x89);
+    put_op(b, '}');
+    put_op(b, 't');
+    put_op(b, 'R');
+}
+
+/* A bare state dict of n tensors over one storage, as torch.save writes it. */
+static void put_state_dict(bytes *b, const tensor_spec *t, size_t n)
+{
+    put(b, "\x80\x02}(", 4);
+    for (size_t i = 0; i < n; i++) put_tensor_entry(b, &t[i]);
+    put(b, "u.", 2);
+}
+
+/* A stored zip of the pickle as a/data.pkl and storage_bytes of floats as
+ * a/data/0; with zip64, the directory uses zip64 records throughout. */
+static bytes make_archive(const bytes *pkl, size_t storage_bytes, int zip64)
+{
+    const char *names[2] = {"a/data.pkl", "a/data/0"};
+    unsigned char storage[256];
+    for (size_t i = 0; i < sizeof storage; i++) storage[i] = (unsigned char)i;
+    ck_assert_uint_le(storage_bytes, sizeof storage);
+    const void *data[2] = {pkl->p, storage};
+    size_t sizes[2] = {pkl->n, storage_bytes}, offsets[2];
+    bytes z = {0}, cd = {0};
+    for (int m = 0; m < 2; m++) {
+        offsets[m] = z.n;
+        put_le(&z, 0x04034b50, 4);
+        put_le(&z, 20, 2); put_le(&z, 0, 2); put_le(&z, 0, 2); put_le(&z, 0, 4); put_le(&z, 0, 4);
+        put_le(&z, sizes[m], 4); put_le(&z, sizes[m], 4);
+        put_le(&z, strlen(names[m]), 2); put_le(&z, 0, 2);
+        put(&z, names[m], strlen(names[m]));
+        put(&z, data[m], sizes[m]);
+    }
+    for (int m = 0; m < 2; m++) {
+        uint64_t sat = zip64 ? 0xFFFFFFFF : 0;
+        put_le(&cd, 0x02014b50, 4);
+        put_le(&cd, 45, 2); put_le(&cd, 45, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 4); put_le(&cd, 0, 4);
+        put_le(&cd, sat ? sat : sizes[m], 4); put_le(&cd, sat ? sat : sizes[m], 4);
+        put_le(&cd, strlen(names[m]), 2); put_le(&cd, zip64 ? 28 : 0, 2); put_le(&cd, 0, 2);
+        put_le(&cd, 0, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 4);
+        put_le(&cd, sat ? sat : offsets[m], 4);
+        put(&cd, names[m], strlen(names[m]));
+        if (zip64) {
+            put_le(&cd, 1, 2); put_le(&cd, 24, 2);
+            put_le(&cd, sizes[m], 8); put_le(&cd, sizes[m], 8); put_le(&cd, offsets[m], 8);
+        }
+    }
+    size_t cd_offset = z.n;
+    put(&z, cd.p, cd.n);
+    if (zip64) {
+        size_t rec = z.n;
+        put_le(&z, 0x06064b50, 4); put_le(&z, 44, 8); put_le(&z, 45, 2); put_le(&z, 45, 2);
+        put_le(&z, 0, 4); put_le(&z, 0, 4); put_le(&z, 2, 8); put_le(&z, 2, 8);
+        put_le(&z, cd.n, 8); put_le(&z, cd_offset, 8);
+        put_le(&z, 0x07064b50, 4); put_le(&z, 0, 4); put_le(&z, rec, 8); put_le(&z, 1, 4);
+    }
+    put_le(&z, 0x06054b50, 4);
+    put_le(&z, 0, 2); put_le(&z, 0, 2);
+    put_le(&z, zip64 ? 0xFFFF : 2, 2); put_le(&z, zip64 ? 0xFFFF : 2, 2);
+    put_le(&z, zip64 ? 0xFFFFFFFF : cd.n, 4); put_le(&z, zip64 ? 0xFFFFFFFF : cd_offset, 4);
+    put_le(&z, 0, 2);
+    free(cd.p);
+    return z;
+}
+
+/* Parse buf; expect status and an error message containing `says`. */
+static void expect_error(const bytes *buf, dm_status status, const char *says)
+{
+    dm_tensor_file f;
+    dm_status st = dm_pth_parse(buf->p, buf->n, 0, &f);
+    ck_assert_msg(st == status, "status %d, expected %d (%s)", st, status, st ? dm_last_error() : "ok");
+    ck_assert_msg(strstr(dm_last_error(), says), "error '%s' does not say '%s'", dm_last_error(), says);
+    ck_assert_uint_eq(f.count, 0);
+}
+
+static void expect_tensor_error(const tensor_spec *t, size_t storage_bytes, const char *says)
+{
+    bytes pkl = {0};
+    put_state_dict(&pkl, t, 1);
+    bytes z = make_archive(&pkl, storage_bytes, 0);
+    expect_error(&z, DM_ERR_FORMAT, says);
+    free(pkl.p);
+    free(z.p);
+}
+
+START_TEST(built_archive_reads_with_and_without_zip64)
+{
+    bytes pkl = {0};
+    put_state_dict(&pkl, &plain, 1);
+    for (int zip64 = 0; zip64 < 2; zip64++) {
+        bytes z = make_archive(&pkl, 24, zip64);
+        dm_tensor_file f;
+        ck_assert_msg(dm_pth_parse(z.p, z.n, 0, &f) == DM_OK, "zip64 %d: %s", zip64, dm_last_error());
+        ck_assert_uint_eq(f.count, 1);
+        const dm_tensor *t = &f.tensors[0];
+        ck_assert_str_eq(t->name, "w");
+        ck_assert(t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3 && t->nbytes == 24);
+        for (int i = 0; i < 24; i++) ck_assert_int_eq(((const unsigned char *)t->data)[i], i);
+        dm_tensor_file_close(&f);
+        free(z.p);
+    }
+    free(pkl.p);
+}
+END_TEST
+
+/* The directory fields of bare.pth, read here to aim the mutations. */
+static bytes read_fixture(const char *name)
+{
+    FILE *f = fopen(fixture_path(name), "rb");
+    ck_assert_ptr_nonnull(f);
+    bytes b = {0};
+    unsigned char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) put(&b, chunk, n);
+    fclose(f);
+    return b;
+}
+
+static size_t first_central_entry(const bytes *b)
+{
+    const unsigned char *eocd = b->p + b->n - 22;
+    ck_assert(eocd[0] == 'P' && eocd[1] == 'K' && eocd[2] == 5 && eocd[3] == 6);
+    size_t cd = (size_t)eocd[16] | (size_t)eocd[17] << 8 | (size_t)eocd[18] << 16 | (size_t)eocd[19] << 24;
+    ck_assert(memcmp(b->p + cd, "PK\1\2", 4) == 0);
+    return cd;
+}
+
+START_TEST(truncated_zip)
+{
+    bytes b = read_fixture("bare.pth");
+    b.n /= 2;
+    expect_error(&b, DM_ERR_FORMAT, "no end-of-central-directory record");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(bad_central_directory)
+{
+    bytes b = read_fixture("bare.pth");
+    b.p[first_central_entry(&b) + 1] = 'X';
+    expect_error(&b, DM_ERR_FORMAT, "central directory entry 0 is missing or damaged");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(central_directory_outside_file)
+{
+    bytes b = read_fixture("bare.pth");
+    b.p[b.n - 22 + 19] = 0x7F; /* directory offset */
+    expect_error(&b, DM_ERR_FORMAT, "lies outside the file");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(member_offset_outside_file)
+{
+    bytes b = read_fixture("bare.pth");
+    size_t cd = first_central_entry(&b); /* bare/data.pkl */
+    b.p[cd + 45] = 0x7F;
+    expect_error(&b, DM_ERR_FORMAT, "outside the file");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(member_data_past_end)
+{
+    bytes b = read_fixture("bare.pth");
+    size_t cd = first_central_entry(&b);
+    b.p[cd + 23] = b.p[cd + 27] = 0x40; /* compressed and stored sizes: 1 GiB more */
+    expect_error(&b, DM_ERR_FORMAT, "runs past the end of the file");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(compressed_member)
+{
+    bytes b = read_fixture("bare.pth");
+    b.p[first_central_entry(&b) + 10] = 8; /* deflate */
+    expect_error(&b, DM_ERR_UNSUPPORTED, "is compressed (method 8)");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(not_a_torch_archive)
+{
+    bytes pkl = {0};
+    bytes z = make_archive(&pkl, 0, 0);
+    memcpy(z.p + 30 + 2, "other", 5); /* a/data.pkl -> a/other.pkl, in the local header */
+    size_t cd = first_central_entry(&z);
+    memcpy(z.p + cd + 46 + 2, "other", 5);
+    expect_error(&z, DM_ERR_FORMAT, "no <archive>/data.pkl");
+    free(z.p);
+}
+END_TEST
+
+/* Hostile pickles, one per kind of problem. */
+static const struct { const char *pickle; size_t len; const char *says; } bad_pickles[] = {
+    {"\x80\x02\x85.", 4, "stack underflow"},              /* TUPLE1 on an empty stack */
+    {"\x80\x02N(\x85.", 6, "stack underflow"},            /* TUPLE1 reaching below a mark */
+    {"\x80\x02t.", 4, "no mark on the stack"},             /* TUPLE without MARK */
+    {"\x80\x02\xff.", 4, "byte 2 (opcode 0xff): unknown or unsupported opcode"},
+    {"\x80\x02X\xff\xff\xff\x7f", 7, "string of 2147483647 bytes runs past the end"},
+    {"\x80\x02\x8b\xff\xff\xff\x7f", 7, "integer of 2147483647 bytes runs past the end"},
+    {"\x80\x02Nr\xff\xff\xff\x7f.", 9, "memo index 2147483647 is absurd"},
+    {"\x80\x02h\x05.", 4, "memo entry 5 was never set"},
+    {"\x80\x02}", 3, "ends without STOP"},
+    {"\x80\x02K\x01Q.", 6, "persistent id is not"},
+    {"\x80\x02N.", 4, "does not hold a dict"},
+    {"\x80\x02](e.", 6, "does not hold a dict"},            /* APPENDS of nothing */
+    {"\x80\x02}(X\x01\0\0\0wNu.", 14, "entry 'w' is not a tensor"},
+};
+
+START_TEST(hostile_pickle)
+{
+    bytes pkl = {0};
+    put(&pkl, bad_pickles[_i].pickle, bad_pickles[_i].len);
+    bytes z = make_archive(&pkl, 0, 0);
+    expect_error(&z, DM_ERR_FORMAT, bad_pickles[_i].says);
+    free(pkl.p);
+    free(z.p);
+}
+END_TEST
+
+START_TEST(storage_shorter_than_tensor)
+{
+    expect_tensor_error(&plain, 20, "holds 20 bytes, but 6 F32 elements need 24");
+}
+END_TEST
+
+START_TEST(tensor_past_its_storage)
+{
+    tensor_spec t = plain;
+    t.offset = 2;
+    expect_tensor_error(&t, 24, "needs elements [2, 8) of a storage of 6");
+}
+END_TEST
+
+START_TEST(shape_product_overflows)
+{
+    tensor_spec t = {"w", 6, 0, 3, {1LL << 30, 1LL << 30, 1LL << 30}, {1LL << 60, 1LL << 30, 1}};
+    expect_tensor_error(&t, 24, "tensor 'w': shape product overflows");
+}
+END_TEST
+
+START_TEST(non_contiguous_view)
+{
+    tensor_spec t = {"w", 6, 0, 2, {3, 2}, {1, 3}}; /* a transpose */
+    expect_tensor_error(&t, 24, "tensor 'w' is a non-contiguous view");
+}
+END_TEST
+
+START_TEST(missing_storage_member)
+{
+    bytes pkl = {0};
+    put_state_dict(&pkl, &plain, 1);
+    unsigned char *key = memmem(pkl.p, pkl.n, "X\x01\0\0\0" "0", 6); /* storage key "0" -> "9" */
+    ck_assert_ptr_nonnull(key);
+    key[5] = '9';
+    bytes z = make_archive(&pkl, 24, 0);
+    expect_error(&z, DM_ERR_FORMAT, "storage 'a/data/9' is not in the archive");
+    free(pkl.p);
+    free(z.p);
+}
+END_TEST
+
+START_TEST(duplicate_after_module_prefix)
+{
+    tensor_spec two[2] = {plain, plain};
+    two[0].name = "module.w";
+    bytes pkl = {0};
+    put_state_dict(&pkl, two, 2);
+    bytes z = make_archive(&pkl, 24, 0);
+    expect_error(&z, DM_ERR_FORMAT, "tensor 'w' appears twice");
+    free(pkl.p);
+    free(z.p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("pth");
+    TCase *tc = tcase_create("checkpoints");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, micro_model_equals_safetensors);
+    tcase_add_test(tc, micro_ema_matches_python_reader);
+    tcase_add_test(tc, micro_ema_model_loads);
+    tcase_add_test(tc, ema_refused_outside_training_checkpoints);
+    tcase_add_test(tc, legacy_checkpoint_named);
+    tcase_add_test(tc, bare_state_dict_all_dtypes_and_views);
+    tcase_add_test(tc, state_dict_wrapper_protocol4_module_prefix);
+    tcase_add_test(tc, built_archive_reads_with_and_without_zip64);
+    suite_add_tcase(s, tc);
+    TCase *bad = tcase_create("malformed");
+    tcase_add_test(bad, truncated_zip);
+    tcase_add_test(bad, bad_central_directory);
+    tcase_add_test(bad, central_directory_outside_file);
+    tcase_add_test(bad, member_offset_outside_file);
+    tcase_add_test(bad, member_data_past_end);
+    tcase_add_test(bad, compressed_member);
+    tcase_add_test(bad, not_a_torch_archive);
+    tcase_add_loop_test(bad, hostile_pickle, 0, sizeof bad_pickles / sizeof bad_pickles[0]);
+    tcase_add_test(bad, storage_shorter_than_tensor);
+    tcase_add_test(bad, tensor_past_its_storage);
+    tcase_add_test(bad, shape_product_overflows);
+    tcase_add_test(bad, non_contiguous_view);
+    tcase_add_test(bad, missing_storage_member);
+    tcase_add_test(bad, duplicate_after_module_prefix);
+    suite_add_tcase(s, bad);
+    return test_run(s);
+}
