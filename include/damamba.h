@@ -68,8 +68,8 @@ typedef struct dm_load_options {
 dm_status dm_model_load(const char *path, const dm_load_options *opts,
                         dm_model **out);
 
-/* Load a model file already in memory (safetensors); the bytes are copied
- * as needed, so buf may be freed afterwards. */
+/* Load a model file already in memory (safetensors, or a .pth checkpoint's
+ * 'model'); the weights are copied, so buf may be freed afterwards. */
 dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out);
 
 /* A model of an official variant ('F', 'T', 'S' or 'B') with deterministic

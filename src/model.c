@@ -5,6 +5,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "pth.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -503,7 +504,9 @@ dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out)
     if (!buf || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load_buffer: buf and out are required");
     *out = NULL;
     dm_tensor_file file;
-    dm_status st = dm_safetensors_parse(buf, size, &file);
+    /* torch.save writes a zip archive; safetensors starts with a length. */
+    int zip = size >= 4 && memcmp(buf, "PK\x03\x04", 4) == 0;
+    dm_status st = zip ? dm_pth_parse(buf, size, 0, &file) : dm_safetensors_parse(buf, size, &file);
     if (st) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);

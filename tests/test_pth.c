@@ -84,6 +84,37 @@ START_TEST(micro_ema_model_loads)
 }
 END_TEST
 
+/* A checkpoint in memory loads like the file: the same logits, bit for
+ * bit, even after the caller's buffer is gone. */
+START_TEST(checkpoint_loads_from_memory)
+{
+    FILE *f = fopen(test_path("micro.pth"), "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    size_t size = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *bytes = malloc(size);
+    ck_assert_uint_eq(fread(bytes, 1, size, f), size);
+    fclose(f);
+    dm_model *from_memory, *from_file;
+    ck_assert_msg(dm_model_load_buffer(bytes, size, &from_memory) == DM_OK, "%s", dm_last_error());
+    memset(bytes, 0xff, size);
+    free(bytes);
+    ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &from_file), DM_OK);
+    float x[3 * 40 * 40], a[10], b[10];
+    for (int i = 0; i < 3 * 40 * 40; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(from_file, 1, 40, 40, &ws), DM_OK);
+    dm_outputs oa = {.logits = a}, ob = {.logits = b};
+    ck_assert_int_eq(dm_forward(from_memory, ws, x, 1, 40, 40, &oa), DM_OK);
+    ck_assert_int_eq(dm_forward(from_file, ws, x, 1, 40, 40, &ob), DM_OK);
+    ck_assert_mem_eq(a, b, sizeof a);
+    dm_workspace_free(ws);
+    dm_model_free(from_memory);
+    dm_model_free(from_file);
+}
+END_TEST
+
 START_TEST(ema_refused_outside_training_checkpoints)
 {
     dm_tensor_file f;
@@ -526,6 +557,7 @@ int main(void)
     tcase_add_test(tc, micro_model_equals_safetensors);
     tcase_add_test(tc, micro_ema_matches_python_reader);
     tcase_add_test(tc, micro_ema_model_loads);
+    tcase_add_test(tc, checkpoint_loads_from_memory);
     tcase_add_test(tc, ema_refused_outside_training_checkpoints);
     tcase_add_test(tc, legacy_checkpoint_named);
     tcase_add_test(tc, bare_state_dict_all_dtypes_and_views);
