@@ -144,7 +144,7 @@ int main(void)
     tcase_add_test(tm, golden_block);
     tcase_add_test(tm, golden_micro);
     tcase_add_test(tm, golden_micro_pth);
-    if (!getenv("DM_SKIP_LARGE_GOLDEN")) tcase_add_test(tm, golden_damamba_f);
+    tcase_add_test(tm, golden_damamba_f);
     suite_add_tcase(s, tm);
     return test_run(s);
 }
