@@ -33,3 +33,24 @@ scripts/fuzz.sh 60
 
 step "aarch64 cross build, tested under qemu (scalar and NEON)"
 scripts/test-cross-aarch64.sh
+
+# One closing line over every suite run above (meson's per-build summaries
+# are printed with each step).
+python3 - build build-asan build-cuda build-aarch64 <<'PY'
+import json, os, sys
+passed = failed = skipped = 0
+for build in sys.argv[1:]:
+    log = os.path.join(build, "meson-logs", "testlog.json")
+    if not os.path.exists(log):
+        continue
+    for line in open(log):
+        result = json.loads(line)["result"]
+        if result in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif result == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed else 0)
+PY
