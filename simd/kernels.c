@@ -1,4 +1,4 @@
-/* kernels.c - the kernel table for one x86 instruction set, written once
+/* kernels.c - the kernel table for one instruction set, written once
  * against vec.h and compiled per instruction set (see meson.build).
  *
  * Vectors run across channels, which are contiguous (channels-last).  Each

@@ -1,6 +1,6 @@
-/* vec.h - a thin mapping from vector operations to one x86 instruction set,
+/* vec.h - a thin mapping from vector operations to one instruction set,
  * chosen by the compiler flags the including file is built with, so one
- * kernel body (kernels.c) serves AVX2+FMA and AVX-512.
+ * kernel body (kernels.c) serves AVX2+FMA, AVX-512 and NEON.
  *
  * vf is a vector of VL floats.  The _n forms touch only the first n lanes
  * (0 < n <= VL): loads give zeros in the rest, stores leave memory alone.
@@ -8,12 +8,13 @@
 #ifndef DM_VEC_H
 #define DM_VEC_H
 
-#include <immintrin.h>
 #include <sleef.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__AVX512F__)
+#include <immintrin.h>
 
 #define VL 16
 #define VEC_ISA "avx512"
@@ -42,6 +43,7 @@ static inline vf verf(vf x) { return Sleef_erff16_u10avx512f(x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf16_u10avx512f(x); }
 
 #elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
 
 #define VL 8
 #define VEC_ISA "avx2"
@@ -76,8 +78,51 @@ static inline vf vexp(vf x) { return Sleef_expf8_u10avx2(x); }
 static inline vf verf(vf x) { return Sleef_erff8_u10avx2(x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf8_u10avx2(x); }
 
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+
+#define VL 4
+#define VEC_ISA "neon"
+#define VEC_TABLE dm_kernels_neon
+typedef float32x4_t vf;
+
+/* NEON has no masked loads and stores: tails go through a small buffer. */
+static inline vf vload_n(const float *p, size_t n)
+{
+    if (n == VL) return vld1q_f32(p);
+    float b[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    memcpy(b, p, n * sizeof(float));
+    return vld1q_f32(b);
+}
+static inline void vstore_n(float *p, vf v, size_t n)
+{
+    if (n == VL) {
+        vst1q_f32(p, v);
+        return;
+    }
+    float b[4];
+    vst1q_f32(b, v);
+    memcpy(p, b, n * sizeof(float));
+}
+static inline vf vkeep_n(vf v, size_t n)
+{
+    static const uint32_t keep[8] = {~0u, ~0u, ~0u, ~0u, 0, 0, 0, 0};
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), vld1q_u32(keep + 4 - n)));
+}
+static inline vf vset1(float x) { return vdupq_n_f32(x); }
+static inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
+static inline vf vsub(vf a, vf b) { return vsubq_f32(a, b); }
+static inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
+static inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
+static inline float vsum(vf v) { return vaddvq_f32(v); }
+static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
+static inline vf vexp(vf x) { return Sleef_expf4_u10advsimd(x); }
+static inline vf verf(vf x) { return Sleef_erff4_u10advsimd(x); }
+static inline vf vlog1p(vf x) { return Sleef_log1pf4_u10advsimd(x); }
+
 #else
-#error "vec.h needs -mavx512f or -mavx2 -mfma"
+#error "vec.h needs -mavx512f, -mavx2 -mfma, or an aarch64 target"
 #endif
 
 static inline vf vload(const float *p) { return vload_n(p, VL); }
