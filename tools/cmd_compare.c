@@ -88,28 +88,15 @@ static int report(const char *name, const char *shape, const float *cpu, const f
     return ok;
 }
 
-/* Indices of the k largest of x[0..n), largest first. */
-static void top_k(const float *x, int n, int k, int *idx)
-{
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int i = 0; i < n; i++) {
-            int taken = 0;
-            for (int q = 0; q < j; q++) taken |= idx[q] == i;
-            if (!taken && (best < 0 || x[i] > x[best])) best = i;
-        }
-        idx[j] = best;
-    }
-}
-
 /* Images whose top-1 class agrees, and whose top-k sets agree. */
 static void agreement(const float *cpu, const float *gpu, int n, int classes, int *top1, int *topk, int k)
 {
     *top1 = *topk = 0;
     for (int img = 0; img < n; img++) {
         int a[5] = {0}, b[5] = {0}, same = 1;
-        top_k(cpu + (size_t)img * classes, classes, k, a);
-        top_k(gpu + (size_t)img * classes, classes, k, b);
+        double prob[5];
+        cli_top_k(cpu + (size_t)img * classes, classes, k, a, prob);
+        cli_top_k(gpu + (size_t)img * classes, classes, k, b, prob);
         *top1 += a[0] == b[0];
         for (int i = 0; i < k; i++) {
             int found = 0;
