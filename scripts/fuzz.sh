@@ -14,15 +14,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_DIR:-$root/build-fuzz}
 cc=${CC:-clang}
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src $(pkg-config --cflags stb)"
+cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
 # The file readers, the model loader and the image loader, without kernels.
-lib="error.c json.c dtype.c safetensors.c tensor_file.c zip.c unpickle.c pth.c model.c image_check.c image.c resample.c"
+lib="error.c io/json.c io/dtype.c io/safetensors.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c model.c image/image_check.c image/image.c image/resample.c"
 
 mkdir -p "$out/obj"
 objs=""
 for f in $lib; do
-    $cc $cflags -fsanitize=fuzzer-no-link -c "$root/src/$f" -o "$out/obj/${f%.c}.o"
-    objs="$objs $out/obj/${f%.c}.o"
+    $cc $cflags -fsanitize=fuzzer-no-link -c "$root/src/$f" -o "$out/obj/$(basename "${f%.c}").o"
+    objs="$objs $out/obj/$(basename "${f%.c}").o"
 done
 for t in safetensors pth image; do
     $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -o "$out/fuzz_$t"
