@@ -164,6 +164,7 @@ static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int c
     out->cin = cin;
     out->cout = cout;
     out->stride = stride;
+    out->pad = 1;
     out->weight = model_alloc(b->model, (size_t)cout * 9 * cin * sizeof(float));
     out->bias = bias;
     if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);

@@ -7,9 +7,9 @@
 #include "damamba.h"
 #include "tensor_file.h"
 
-/* A dense 3x3 convolution, padding 1, BatchNorm folded in. */
+/* A dense 3x3 convolution, BatchNorm folded in. */
 typedef struct dm_conv3x3 {
-    int cin, cout, stride;
+    int cin, cout, stride, pad;
     float *weight; /* [cout][3][3][cin]: rows of an im2col GEMM */
     float *bias;   /* [cout] */
 } dm_conv3x3;
