@@ -36,11 +36,6 @@ typedef enum dm_layout {
     DM_LAYOUT_NCHW, /* [n][c][h][w], PyTorch's */
 } dm_layout;
 
-typedef enum dm_resize {
-    DM_RESIZE_BILINEAR,
-    DM_RESIZE_NEAREST,
-} dm_resize;
-
 /* Output size of a 3x3 convolution along one axis. */
 static inline int dm_conv3x3_out(int in, int stride, int pad) { return (in + 2 * pad - 3) / stride + 1; }
 
@@ -78,6 +73,11 @@ typedef struct dm_ops {
     /* A backend copy of the model's parameters: the same structs with
      * pointers into backend memory (the CPU uses the model itself). */
     const dm_model *(*params)(void *ctx);
+    /* Bytes the backend holds itself (scratch, parameter copies, staging). */
+    size_t (*held_bytes)(void *ctx);
+    /* Threads the operators may use from the next pass on; NULL where the
+     * backend has no threads to choose. */
+    void (*set_threads)(void *ctx, int threads);
     /* Free everything the backend holds, ctx included. */
     void (*destroy)(void *ctx);
     /* Bracket one pass.  finish() waits for the pass, completes every
