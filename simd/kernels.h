@@ -138,6 +138,35 @@ static inline int dm_bilinear_corners(const float *v, int h, int w, int c, size_
     return corners;
 }
 
+/* Index arithmetic every implementation shares, the CUDA one included. */
+#ifdef __CUDACC__
+#define DM_HOST_DEVICE __host__ __device__
+#else
+#define DM_HOST_DEVICE
+#endif
+
+/* PyTorch's adaptive pooling bin i of `bins` over n: [*a, *b). */
+DM_HOST_DEVICE static inline void dm_adaptive_bin(int i, int n, int bins, int *a, int *b)
+{
+    *a = (int)((long)i * n / bins);
+    *b = (int)(((long)(i + 1) * n + bins - 1) / bins);
+}
+
+/* PyTorch's bilinear source coordinate of output index i (align_corners=
+ * False): half-pixel centres, clamped at 0. */
+DM_HOST_DEVICE static inline float dm_bilinear_source(int i, int in, int out)
+{
+    float src = ((float)in / (float)out) * ((float)i + 0.5f) - 0.5f;
+    return src < 0.0f ? 0.0f : src;
+}
+
+/* PyTorch's nearest source index of output index i. */
+DM_HOST_DEVICE static inline int dm_nearest_source(int i, int in, int out)
+{
+    int src = (int)floorf((float)i * ((float)in / (float)out));
+    return src < in - 1 ? src : in - 1;
+}
+
 /* Scalar helpers shared with SIMD tails. */
 float dm_gelu_ref(float x);
 float dm_silu_ref(float x);

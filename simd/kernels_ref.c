@@ -119,20 +119,12 @@ static void scan_fixup_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c
     }
 }
 
-/* PyTorch's adaptive pooling bin along one axis: [*a, *b) of n for bin i of
- * bins. */
-static void adaptive_bin(int i, int n, int bins, int *a, int *b)
-{
-    *a = (int)((long)i * n / bins);
-    *b = (int)(((long)(i + 1) * n + bins - 1) / bins);
-}
-
 static void avg_pool_ref(const float *x, int h, int w, int c, float *y, int oh, int ow, size_t p0, size_t p1)
 {
     for (size_t p = p0; p < p1; p++) {
         int y0, y1, x0, x1;
-        adaptive_bin((int)(p / (size_t)ow), h, oh, &y0, &y1);
-        adaptive_bin((int)(p % (size_t)ow), w, ow, &x0, &x1);
+        dm_adaptive_bin((int)(p / (size_t)ow), h, oh, &y0, &y1);
+        dm_adaptive_bin((int)(p % (size_t)ow), w, ow, &x0, &x1);
         float *out = y + p * c;
         for (int ch = 0; ch < c; ch++) out[ch] = 0.0f;
         for (int iy = y0; iy < y1; iy++)
@@ -161,21 +153,6 @@ static void max_pool_ref(const float *x, int h, int w, int c, int k, int stride,
     }
 }
 
-/* PyTorch's source coordinate of output index i for interpolation
- * (align_corners=False): half-pixel centres, clamped at 0. */
-static float bilinear_source(int i, int in, int out)
-{
-    float src = ((float)in / (float)out) * ((float)i + 0.5f) - 0.5f;
-    return src < 0.0f ? 0.0f : src;
-}
-
-/* PyTorch's nearest source index (mode='nearest'). */
-static int nearest_source(int i, int in, int out)
-{
-    int src = (int)floorf((float)i * ((float)in / (float)out));
-    return src < in - 1 ? src : in - 1;
-}
-
 static void resize_ref(const float *x, int h, int w, int c, dm_resize mode, float *y, int oh, int ow, size_t p0,
                        size_t p1)
 {
@@ -183,11 +160,11 @@ static void resize_ref(const float *x, int h, int w, int c, dm_resize mode, floa
         int oy = (int)(p / (size_t)ow), ox = (int)(p % (size_t)ow);
         float *out = y + p * c;
         if (mode == DM_RESIZE_NEAREST) {
-            memcpy(out, x + ((size_t)nearest_source(oy, h, oh) * w + nearest_source(ox, w, ow)) * c,
+            memcpy(out, x + ((size_t)dm_nearest_source(oy, h, oh) * w + dm_nearest_source(ox, w, ow)) * c,
                    sizeof(float) * c);
             continue;
         }
-        float sy = bilinear_source(oy, h, oh), sx = bilinear_source(ox, w, ow);
+        float sy = dm_bilinear_source(oy, h, oh), sx = dm_bilinear_source(ox, w, ow);
         int y0 = (int)sy, x0 = (int)sx, y1 = y0 + (y0 < h - 1), x1 = x0 + (x0 < w - 1);
         float ly = sy - (float)y0, lx = sx - (float)x0;
         const float *a = x + ((size_t)y0 * w + x0) * c, *b = x + ((size_t)y0 * w + x1) * c;
