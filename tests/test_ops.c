@@ -477,7 +477,7 @@ int main(void)
     const char *name = getenv("DM_TEST_BACKEND");
     dm_status st;
     if (!name || !strcmp(name, "cpu")) {
-        st = dm_cpu_backend_create(NULL, 2, &ops);
+        st = dm_cpu_backend_create(2, &ops);
         tolerance = 1e-5; /* SIMD kernels: SLEEF's 1-ulp functions, fused multiply-adds */
     } else if (!strcmp(name, "cuda")) {
         st = dm_cuda_backend_create(NULL, &ops);

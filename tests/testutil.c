@@ -7,6 +7,7 @@
 
 #include "damamba.h"
 #include "model.h"
+#include "safetensors.h"
 
 const char *test_path(const char *name)
 {

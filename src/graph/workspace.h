@@ -39,7 +39,7 @@ typedef struct dm_plan {
 struct dm_workspace {
     dm_backend backend;
     dm_ops ops;
-    const dm_model *model; /* the model the workspace was created for */
+    dm_config config;      /* of the model the workspace was created for */
     int max_batch, max_h, max_w;
 #define X(name) float *name;
     DM_GRAPH_BUFFERS(X)
