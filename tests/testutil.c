@@ -98,7 +98,7 @@ void test_golden_model(const char *weights, const char *io_name, dm_backend back
     int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create_on(m, backend, n, h, w, &ws) == DM_OK, "%s", dm_last_error());
-    dm_outputs out = {0};
+    dm_outputs out = DM_OUTPUTS_INIT;
     size_t counts[5];
     const float *want[5];
     want[4] = test_f32(&io, "logits.expected", &counts[4]);

@@ -12,12 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "json.h"
-
-/* The default model's bytes, linked in by embed.S. */
-extern const unsigned char dm_default_model[];
-extern const unsigned char dm_default_model_end[];
 
 void cli_error(const char *fmt, ...)
 {
@@ -34,10 +28,10 @@ dm_model *cli_load_model(const char *path, int use_ema)
     dm_model *m = NULL;
     dm_status st;
     if (path) {
-        dm_load_options opts = {.use_ema = use_ema};
+        dm_load_options opts = {.size = sizeof opts, .use_ema = use_ema};
         st = dm_model_load(path, &opts, &m);
     } else {
-        st = dm_model_load_buffer(dm_default_model, (size_t)(dm_default_model_end - dm_default_model), &m);
+        st = dm_model_load_default(&m);
     }
     if (st != DM_OK) {
         cli_error("%s", dm_last_error());
@@ -95,71 +89,12 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
 
 /* ------------------------------------------------------------- labels */
 
-extern const char dm_imagenet_classes[];
-
-/* Split text into lines (the last may lack its newline). */
-static int split_lines(const char *text, cli_labels *out)
+const char *cli_class_name(const dm_model *model, int index, char *buf, size_t size)
 {
-    int n = 0;
-    for (const char *p = text; *p; p++) n += *p == '\n';
-    if (*text && text[strlen(text) - 1] != '\n') n++;
-    out->names = calloc((size_t)n ? (size_t)n : 1, sizeof(char *));
-    if (!out->names) return 0;
-    for (const char *p = text; *p && out->count < n;) {
-        size_t len = strcspn(p, "\n");
-        if (!(out->names[out->count] = strndup(p, len))) return 0;
-        out->count++;
-        p += len + (p[len] == '\n');
-    }
-    return 1;
-}
-
-static int labels_from_json(const char *text, int classes, cli_labels *out)
-{
-    char err[128];
-    dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
-    int ok = root && root->type == DM_JSON_ARRAY && root->count == (size_t)classes;
-    if (ok) ok = (out->names = calloc((size_t)classes, sizeof(char *))) != NULL;
-    for (const dm_json *e = ok ? root->child : NULL; e; e = e->next) {
-        if (e->type != DM_JSON_STRING || !(out->names[out->count] = strdup(e->string))) {
-            ok = 0;
-            break;
-        }
-        out->count++;
-    }
-    dm_json_free(root);
-    if (!ok) cli_error("model metadata 'classes' is not a JSON list of %d names", classes);
-    return ok;
-}
-
-int cli_labels_load(const dm_model *model, cli_labels *out)
-{
-    *out = (cli_labels){0};
-    int classes = dm_model_config(model)->num_classes, ok;
-    const char *meta = dm_model_metadata(model, "classes");
-    if (meta) {
-        ok = labels_from_json(meta, classes, out);
-    } else if (classes == 1000) {
-        ok = split_lines(dm_imagenet_classes, out) && out->count == 1000;
-        if (!ok) cli_error("the built-in ImageNet class list is damaged");
-    } else {
-        ok = (out->names = calloc((size_t)classes ? (size_t)classes : 1, sizeof(char *))) != NULL;
-        for (; ok && out->count < classes; out->count++) {
-            char name[32];
-            snprintf(name, sizeof name, "class %d", out->count);
-            ok = (out->names[out->count] = strdup(name)) != NULL;
-        }
-        if (!ok) cli_error("out of memory");
-    }
-    if (!ok) cli_labels_free(out);
-    return ok;
-}
-
-void cli_labels_free(cli_labels *labels)
-{
-    for (int i = 0; i < labels->count; i++) free(labels->names[i]);
-    free(labels->names);
-    *labels = (cli_labels){0};
+    const char *const *names = dm_model_class_names(model);
+    if (names) return names[index];
+    snprintf(buf, size, "class %d", index);
+    return buf;
 }
 
 /* ------------------------------------------------------- preprocessing */
@@ -471,19 +406,22 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
             st = dm_image_load(items[i].path, c->prep.channels, &loaded);
             img = &loaded;
         }
-        if (st == DM_OK && (st = dm_image_preprocess(img, &c->prep, slot)) != DM_OK && items[i].path)
-            dm_error_prefix("%s: ", items[i].path);
+        int decoded = st == DM_OK;
+        if (decoded) st = dm_image_preprocess(img, &c->prep, slot);
         free(c->errors[i]);
         c->errors[i] = NULL;
         if (st != DM_OK) {
             /* The slot still goes through the forward pass; its logits are ignored. */
             memset(slot, 0, sizeof(float) * chw);
-            c->errors[i] = strdup(dm_last_error());
+            /* Decoding errors name the file already, preprocessing ones do not. */
+            if (asprintf(&c->errors[i], "%s%s%s", decoded && items[i].path ? items[i].path : "",
+                         decoded && items[i].path ? ": " : "", dm_last_error()) < 0)
+                c->errors[i] = NULL;
             if (!c->errors[i]) c->errors[i] = strdup("out of memory");
         }
         dm_image_free(&loaded);
     }
-    dm_outputs out = {.logits = c->logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = c->logits};
     if (dm_forward(c->model, c->ws, c->input, n, c->h, c->w, &out) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
@@ -499,23 +437,4 @@ void cli_classifier_free(cli_classifier *c)
     free(c->logits);
     dm_workspace_free(c->ws);
     *c = (cli_classifier){0};
-}
-
-void cli_top_k(const float *logits, int classes, int k, int *index, double *prob)
-{
-    double max = logits[0], sum = 0;
-    for (int i = 1; i < classes; i++)
-        if (logits[i] > max) max = logits[i];
-    for (int i = 0; i < classes; i++) sum += exp(logits[i] - max);
-    /* Selection of the k largest, ties to the lower index. */
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int i = 0; i < classes; i++) {
-            int taken = 0;
-            for (int t = 0; t < j; t++) taken |= index[t] == i;
-            if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
-        }
-        index[j] = best;
-        prob[j] = exp(logits[best] - max) / sum;
-    }
 }

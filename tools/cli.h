@@ -36,15 +36,9 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out);
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
 /* ------------------------------------------------------------- labels */
 
-/* Class names: the model's metadata 'classes' (a JSON list), ImageNet's for
- * a 1000-class model, else "class N". */
-typedef struct cli_labels {
-    char **names;
-    int count;
-} cli_labels;
-
-int cli_labels_load(const dm_model *model, cli_labels *out);
-void cli_labels_free(cli_labels *labels);
+/* The name of class index: the model's (its metadata, or ImageNet's for a
+ * 1000-class model), else "class N" written to buf. */
+const char *cli_class_name(const dm_model *model, int index, char *buf, size_t size);
 
 /* ------------------------------------------------------- preprocessing */
 
@@ -147,9 +141,6 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
 int cli_classify(cli_classifier *c, const cli_item *items, int n);
 
 void cli_classifier_free(cli_classifier *c);
-
-/* The k most probable classes of one image's logits (softmax), best first. */
-void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
 
 /* Commands */
 int cmd_run(int argc, char **argv);

@@ -32,11 +32,12 @@ static const char classify_usage[] =
 
 enum { OPT_SHARD = 300 };
 
+/* probs: scratch for the model's classes. */
 static void print_result(const char *file, const char *error, const float *logits, int classes, int k,
-                         const cli_labels *labels, int json)
+                         const dm_model *model, float *probs, int json)
 {
     int index[k];
-    double prob[k];
+    char buf[32];
     if (error) {
         cli_error("%s", error);
         if (!json) return;
@@ -47,10 +48,13 @@ static void print_result(const char *file, const char *error, const float *logit
         fputs("}\n", stdout);
         return;
     }
-    cli_top_k(logits, classes, k, index, prob);
+    dm_softmax(logits, classes, probs);
+    dm_top_k(probs, classes, k, index);
     if (!json) {
         printf("%s\n", file);
-        for (int j = 0; j < k; j++) printf("  %8.4f%%  %s (%d)\n", 100 * prob[j], labels->names[index[j]], index[j]);
+        for (int j = 0; j < k; j++)
+            printf("  %8.4f%%  %s (%d)\n", 100 * probs[index[j]], cli_class_name(model, index[j], buf, sizeof buf),
+                   index[j]);
         return;
     }
     fputs("{\"file\": ", stdout);
@@ -58,8 +62,8 @@ static void print_result(const char *file, const char *error, const float *logit
     fputs(", \"top\": [", stdout);
     for (int j = 0; j < k; j++) {
         printf("%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
-        dm_json_write_string(stdout, labels->names[index[j]]);
-        printf(", \"prob\": %.6g}", prob[j]);
+        dm_json_write_string(stdout, cli_class_name(model, index[j], buf, sizeof buf));
+        printf(", \"prob\": %.6g}", probs[index[j]]);
     }
     fputs("]}\n", stdout);
 }
@@ -103,21 +107,19 @@ int cmd_classify(int argc, char **argv)
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
     cli_files_shard(&files, shard_index, shard_count);
     dm_model *m = cli_load_model(model_path, 0);
-    cli_labels labels = {0};
-    dm_preprocess prep;
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
-    if (!m || !cli_labels_load(m, &labels) || !cli_preprocess_settings(m, &popts, &prep) ||
-        !cli_classifier_init(&cls, m, &prep, batch)) {
-        cli_labels_free(&labels);
+    if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
         cli_files_free(&files);
         return 1;
     }
     if (top > cls.classes) top = cls.classes;
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));
+    float *probs = malloc(sizeof(float) * cls.classes);
     cli_progress progress;
     cli_progress_start(&progress, files.count, quiet);
-    for (size_t start = 0; items && start < files.count; start += (size_t)batch) {
+    for (size_t start = 0; items && probs && start < files.count; start += (size_t)batch) {
         int n = files.count - start < (size_t)batch ? (int)(files.count - start) : batch;
         for (int i = 0; i < n; i++) items[i].path = files.paths[start + i];
         if (!cli_classify(&cls, items, n)) {
@@ -126,20 +128,20 @@ int cmd_classify(int argc, char **argv)
         }
         for (int i = 0; i < n; i++) {
             print_result(items[i].path, cls.errors[i], cls.logits + (size_t)i * cls.classes, cls.classes, top,
-                         &labels, json);
+                         m, probs, json);
             failed |= cls.errors[i] != NULL;
         }
         fflush(stdout);
         cli_progress_update(&progress, start + (size_t)n);
     }
     cli_progress_end(&progress);
-    if (!items) {
+    if (!items || !probs) {
         cli_error("out of memory");
         failed = 1;
     }
     free(items);
+    free(probs);
     cli_classifier_free(&cls);
-    cli_labels_free(&labels);
     dm_model_free(m);
     cli_files_free(&files);
     return failed ? 1 : 0;

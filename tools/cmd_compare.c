@@ -94,9 +94,8 @@ static void agreement(const float *cpu, const float *gpu, int n, int classes, in
     *top1 = *topk = 0;
     for (int img = 0; img < n; img++) {
         int a[5] = {0}, b[5] = {0}, same = 1;
-        double prob[5];
-        cli_top_k(cpu + (size_t)img * classes, classes, k, a, prob);
-        cli_top_k(gpu + (size_t)img * classes, classes, k, b, prob);
+        dm_top_k(cpu + (size_t)img * classes, classes, k, a);
+        dm_top_k(gpu + (size_t)img * classes, classes, k, b);
         *top1 += a[0] == b[0];
         for (int i = 0; i < k; i++) {
             int found = 0;
@@ -168,7 +167,7 @@ int cmd_compare(int argc, char **argv)
         w = (int)x->shape[3];
         if ((input = malloc(x->nbytes))) memcpy(input, x->data, x->nbytes); /* the mapping may be unaligned */
     } else if (image_path) {
-        dm_preprocess prep;
+        dm_preprocess prep = DM_PREPROCESS_INIT;
         cli_preprocess_opts none = {0};
         if (!cli_preprocess_settings(m, &none, &prep) || !(input = cli_load_image(image_path, &prep, &h, &w)))
             goto done;

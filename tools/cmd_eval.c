@@ -163,7 +163,7 @@ int cmd_eval(int argc, char **argv)
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
     dm_model *m = ok ? cli_load_model(model_path, 0) : NULL;
-    dm_preprocess prep;
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
     if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
@@ -193,8 +193,7 @@ int cmd_eval(int argc, char **argv)
                 continue;
             }
             int index[5];
-            double prob[5];
-            cli_top_k(cls.logits + (size_t)i * cls.classes, cls.classes, k, index, prob);
+            dm_top_k(cls.logits + (size_t)i * cls.classes, cls.classes, k, index);
             counted++;
             top1 += index[0] == labels[i];
             for (int j = 0; j < k; j++) top5 += index[j] == labels[i];

@@ -118,7 +118,7 @@ int cmd_preprocess(int argc, char **argv)
     int rc = parse_args(argc, argv, preprocess_usage, 0, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
-    dm_preprocess prep;
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     float *input = load_input(&a, 0, &m, &prep, &h, &w);
     dm_tensor t = {.name = "image", .dtype = DM_F32, .ndim = 3, .shape = {prep.channels, h, w}, .data = input};
     rc = input && write_tensors(a.output, &t, 1) ? 0 : 1;
@@ -133,9 +133,9 @@ int cmd_features(int argc, char **argv)
     int rc = parse_args(argc, argv, features_usage, 1, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
-    dm_preprocess prep;
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     dm_workspace *ws = NULL;
-    dm_outputs out = {0};
+    dm_outputs out = DM_OUTPUTS_INIT;
     dm_tensor t[DM_NUM_STAGES];
     static char names[DM_NUM_STAGES][8] = {"stage0", "stage1", "stage2", "stage3"};
     float *input = load_input(&a, 1, &m, &prep, &h, &w);

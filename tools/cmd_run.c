@@ -78,7 +78,7 @@ int cmd_run(int argc, char **argv)
     memcpy(input, x->data, x->nbytes);
     buf[4] = input;
     if (dm_workspace_create(m, n, h, w, &ws) != DM_OK) { cli_error("%s", dm_last_error()); goto done; }
-    dm_outputs o = {0};
+    dm_outputs o = DM_OUTPUTS_INIT;
     static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
     for (int s = 0; s < 4; s++) {
         int C, oh, ow;

@@ -106,7 +106,7 @@ int cmd_scanmap(int argc, char **argv)
     float *input = NULL;
     scanmap map = {0};
     canvas cv = {0};
-    dm_preprocess pre;
+    dm_preprocess pre = DM_PREPROCESS_INIT;
     if (block >= cfg->depths[stage]) {
         cli_error("stage %d has %d blocks; --block %d does not exist", stage, cfg->depths[stage], block);
         goto done;
