@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "convert.h"
+#include "internal_api.h"
 #include "damamba.h"
 #include "dtype.h"
 #include "model.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "internal_api.h"
 
 static const char classify_usage[] =
     "usage: damamba classify [-m MODEL] [-k TOP] [--json] [-b BATCH] [-t THREADS]\n"

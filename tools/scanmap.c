@@ -1,6 +1,6 @@
 #include "scanmap.h"
 
-#include "error.h"
+#include "internal_api.h"
 
 #include <math.h>
 #include <stdlib.h>
