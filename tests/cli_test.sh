@@ -1,19 +1,37 @@
 #!/bin/sh
-# cli_test.sh DAMAMBA SAMPLES_DIR FMNIST_TEST - the damamba command end to
-# end: classify the bundled samples (each named after its class), JSON
+# cli_test.sh DAMAMBA SAMPLES_DIR FMNIST_TEST MICRO_PTH - the damamba command
+# end to end: classify the bundled samples (each named after its class), JSON
 # output, failure reporting and exit status, sharding, lists, eval over a
-# folder and over the test set, preprocess and features.
+# folder and over the test set, preprocess and features, help and --ema.
 set -u
-damamba=$1 samples=$2 fmnist=$3
+damamba=$1 samples=$2 fmnist=$3 micro_pth=$4
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
-# Every command answers --help.
-for cmd in run info classify eval features preprocess; do
-    "$damamba" "$cmd" --help >/dev/null || fail "$cmd --help"
+# Every command answers --help and 'damamba help COMMAND'; every command
+# that takes -m takes --ema.
+for cmd in run info classify eval features preprocess scanmap compare bench convert; do
+    "$damamba" "$cmd" --help >"$tmp/help1.txt" || fail "$cmd --help"
+    "$damamba" help "$cmd" >"$tmp/help2.txt" || fail "help $cmd"
+    cmp -s "$tmp/help1.txt" "$tmp/help2.txt" || fail "help $cmd differs from $cmd --help"
+    if grep -q -- "--model" "$tmp/help1.txt"; then
+        grep -q -- "--ema" "$tmp/help1.txt" || fail "$cmd --help does not list --ema"
+        "$damamba" "$cmd" --ema --help >/dev/null || fail "$cmd does not accept --ema"
+    fi
 done
+"$damamba" help nonsense 2>/dev/null && fail "help of an unknown command succeeded"
+"$damamba" help | grep -q -- "--version" || fail "help does not list --version"
+"$damamba" --version | grep -qx "damamba [0-9.]* (libdamamba [0-9.]*)" || fail "--version"
+
+# --ema selects a training checkpoint's EMA weights: other logits.  The
+# output of preprocess is what run takes.
+"$damamba" preprocess -m "$micro_pth" --size 40 "$samples/bag.png" -o "$tmp/micro_in.safetensors" || fail "preprocess for micro"
+"$damamba" run -m "$micro_pth" -i "$tmp/micro_in.safetensors" -o "$tmp/plain.safetensors" || fail "run of preprocess output"
+"$damamba" run -m "$micro_pth" --ema -i "$tmp/micro_in.safetensors" -o "$tmp/ema.safetensors" || fail "run --ema"
+head -c 600 "$tmp/plain.safetensors" | grep -q '"logits":{"dtype":"F32","shape":\[1,10\]' || fail "run output shape"
+cmp -s "$tmp/plain.safetensors" "$tmp/ema.safetensors" && fail "run --ema gives the plain weights' outputs"
 
 # Classify every sample plus a missing file: 11 JSON lines, exit status 1.
 "$damamba" classify --json -k 3 -b 4 "$samples" "$tmp/missing.png" >"$tmp/out.json" 2>"$tmp/err.txt"

@@ -47,7 +47,7 @@ typedef struct cli_preprocess_opts {
     const char *size, *crop_fraction, *interpolation, *mean, *std;
 } cli_preprocess_opts;
 
-enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD };
+enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA };
 
 #define CLI_PREPROCESS_LONG_OPTIONS                                                                    \
     {"size", required_argument, 0, CLI_OPT_SIZE},                                                      \

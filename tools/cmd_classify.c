@@ -19,6 +19,7 @@ static const char classify_usage[] =
     "skipped; the exit status is then 1.\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -k, --top K          classes per image (default 5, at most the model's)\n"
     "  -j, --json           one JSON object per line: {\"file\": ..., \"top\":\n"
     "                       [{\"index\": i, \"label\": ..., \"prob\": p}, ...]}, or\n"
@@ -71,10 +72,11 @@ static void print_result(const char *file, const char *error, const float *logit
 int cmd_classify(int argc, char **argv)
 {
     const char *model_path = NULL;
+    int ema = 0;
     int top = 5, json = 0, batch = 32, quiet = 0, shard_index = 0, shard_count = 1, threads, c;
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"top", required_argument, 0, 'k'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"top", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"shard", required_argument, 0, OPT_SHARD},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
@@ -82,6 +84,7 @@ int cmd_classify(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:k:jb:t:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'k': if (!cli_parse_int("--top", optarg, 1, 100000, &top)) return 2; break;
         case 'j': json = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
@@ -106,7 +109,7 @@ int cmd_classify(int argc, char **argv)
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
     cli_files_shard(&files, shard_index, shard_count);
-    dm_model *m = cli_load_model(model_path, 0);
+    dm_model *m = cli_load_model(model_path, ema);
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
     if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {

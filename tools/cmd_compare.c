@@ -28,6 +28,7 @@ static const char compare_usage[] =
     "difference exceeds 1e-4, the golden suite's tolerance.\n"
     "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
+    "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    F32 tensor 'input' (N x C x H x W), as for 'damamba run'\n"
     "  IMAGE               an image, preprocessed as the model's metadata says\n"
     "      --synthetic     pseudo-random images (the default without -i)\n"
@@ -109,9 +110,10 @@ static void agreement(const float *cpu, const float *gpu, int n, int classes, in
 int cmd_compare(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *size = NULL;
+    int ema = 0;
     int n = 1, threads, c;
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"input", required_argument, 0, 'i'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"synthetic", no_argument, 0, 'S'},   {"batch", required_argument, 0, 'b'},
         {"size", required_argument, 0, 's'},  {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
@@ -119,6 +121,7 @@ int cmd_compare(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:i:b:s:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'i': in_path = optarg; break;
         case 'S': in_path = NULL; break;
         case 'b':
@@ -148,7 +151,7 @@ int cmd_compare(int argc, char **argv)
     int rc = 1;
     dm_tensor_file in = {0};
     float *input = NULL, *bufs[2][5] = {{0}};
-    dm_model *m = cli_load_model(model_path, 0);
+    dm_model *m = cli_load_model(model_path, ema);
     if (!m) goto done;
     const dm_config *cfg = dm_model_config(m);
     if (in_path) {

@@ -24,6 +24,7 @@ static const char eval_usage[] =
     "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -b, --batch N        images per forward pass (default 256)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
@@ -131,16 +132,18 @@ static int64_t dataset_item(const dataset *d, size_t i, cli_item *item, uint8_t 
 int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL;
+    int ema = 0;
     int batch = 256, quiet = 0, threads, c;
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:b:t:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
@@ -162,7 +165,7 @@ int cmd_eval(int argc, char **argv)
     struct stat sb;
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
-    dm_model *m = ok ? cli_load_model(model_path, 0) : NULL;
+    dm_model *m = ok ? cli_load_model(model_path, ema) : NULL;
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
     if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {

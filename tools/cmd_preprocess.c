@@ -15,6 +15,7 @@ static const char preprocess_usage[] =
     "preprocessing (its metadata, else ImageNet's evaluation transform).\n"
     "\n"
     "  -m, --model FILE     model whose preprocessing applies; default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output FILE    output tensor file\n"
     "\n" CLI_PREPROCESS_HELP;
 
@@ -28,6 +29,7 @@ static const char features_usage[] =
     "cropped.  Channels, interpolation, mean and std are the model's.\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -s, --size HxW       resize the image to H x W pixels first\n"
     "  -o, --output FILE    output tensor file\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
@@ -36,13 +38,14 @@ static const char features_usage[] =
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
     const char *model, *output, *image, *size;
+    int ema;
     cli_preprocess_opts prep;
 } image_args;
 
 static int parse_args(int argc, char **argv, const char *usage, int features, image_args *a)
 {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int c, threads;
@@ -51,6 +54,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
     while ((c = getopt_long(argc, argv, features ? "m:o:s:t:h" : "m:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
+        case CLI_OPT_EMA: a->ema = 1; break;
         case 'o': a->output = optarg; break;
         case 's': a->size = optarg; break;
         case 't':
@@ -83,7 +87,7 @@ bad:
  * image is not cropped: it keeps its size or takes --size HxW. */
 static float *load_input(const image_args *a, int features, dm_model **m, dm_preprocess *prep, int *h, int *w)
 {
-    if (!(*m = cli_load_model(a->model, 0)) || !cli_preprocess_settings(*m, &a->prep, prep)) return NULL;
+    if (!(*m = cli_load_model(a->model, a->ema)) || !cli_preprocess_settings(*m, &a->prep, prep)) return NULL;
     if (features) prep->resize = prep->crop = 0;
     if (a->size) {
         char extra;
