@@ -58,6 +58,32 @@ done
 "$damamba" classify "$samples/sneaker.png" >"$tmp/out.txt" || fail "classify of a good file failed"
 grep -q "Sneaker (7)" "$tmp/out.txt" || fail "text output lacks 'Sneaker (7)'"
 
+# Standard input: an image ('-'), and a list ('@-') answered as it arrives,
+# before the list ends.
+"$damamba" classify --json -k 1 - <"$samples/bag.png" | grep -q '^{"file": "-", "top": \[{"index": 8,' ||
+    fail "classify - (an image on standard input)"
+mkfifo "$tmp/list.fifo"
+"$damamba" classify --json -k 1 @- <"$tmp/list.fifo" >"$tmp/stream.json" 2>"$tmp/stream.err" &
+classify_pid=$!
+exec 3>"$tmp/list.fifo"
+echo "$samples/coat.png" >&3
+for i in $(seq 600); do grep -q coat.png "$tmp/stream.json" && break; sleep 0.1; done
+grep -q '"label": "Coat"' "$tmp/stream.json" || fail "no answer for a listed image before the list ended"
+echo "$samples/dress.png" >&3
+exec 3>&-
+wait "$classify_pid" || fail "classify @- exited $?"
+[ "$(grep -c '"top"' "$tmp/stream.json")" -eq 2 ] || fail "classify @- did not answer both images"
+grep -q "^classified 2 images in [0-9.]* s ([0-9.]* images/s)$" "$tmp/stream.err" || fail "classify ends without its rate"
+"$damamba" classify - @- </dev/null 2>/dev/null; [ $? -eq 2 ] || fail "'-' with '@-' is not a usage error"
+
+# On a terminal: a progress line with rate and ETA, erased before results.
+if command -v script >/dev/null; then
+    script -qec "'$damamba' classify --json -b 2 -k 1 '$samples'" /dev/null >"$tmp/tty.txt" 2>&1
+    grep -q "images/s  ETA " "$tmp/tty.txt" || fail "no rate and ETA on the progress line"
+    grep -q "images/s  ETA [0-9:]*.{" "$tmp/tty.txt" && fail "results printed over the progress line"
+    [ "$(grep -o '"top"' "$tmp/tty.txt" | wc -l)" -eq 10 ] || fail "not 10 results on the terminal"
+fi
+
 # Shards 0/3, 1/3, 2/3 split the sorted list; a list file names files too.
 for i in 0 1 2; do
     "$damamba" classify --json --shard "$i/3" "$samples" >>"$tmp/shards.json" || fail "shard $i/3"
@@ -73,7 +99,25 @@ for c in t-shirt trouser pullover dress coat sandal shirt sneaker bag ankle-boot
     mkdir -p "$tmp/folder/$i" && cp "$samples/$c.png" "$tmp/folder/$i/"
     i=$((i + 1))
 done
-"$damamba" eval -q "$tmp/folder" | tail -n 1 | grep -qx "top1=1.0000 top5=1.0000 n=10" || fail "eval over a folder"
+"$damamba" eval -q "$tmp/folder" 2>"$tmp/err.txt" | tail -n 1 | grep -qx "top1=1.0000 top5=1.0000 n=10" ||
+    fail "eval over a folder"
+grep -q "warning: 10 of 10 folder names are not class names" "$tmp/err.txt" || fail "no warning for numbered folders"
+
+# Folders named after the classes, listed in another order than the
+# classes': each gets its own class; --per-class reports each.
+for c in bag coat dress pullover sandal shirt sneaker t-shirt trouser; do
+    mkdir -p "$tmp/named/$c" && cp "$samples/$c.png" "$tmp/named/$c/"
+done
+mkdir -p "$tmp/named/Ankle_Boot" && cp "$samples/ankle-boot.png" "$tmp/named/Ankle_Boot/"
+"$damamba" eval --per-class "$tmp/named" >"$tmp/eval.txt" 2>"$tmp/err.txt" || fail "eval over named folders"
+tail -n 1 "$tmp/eval.txt" | grep -qx "top1=1.0000 top5=1.0000 n=10" || fail "eval over named folders: $(tail -n 1 "$tmp/eval.txt")"
+grep -q warning "$tmp/err.txt" && fail "warning for folders named after the classes"
+grep -qx "class 9 n=1 top1=1.0000 top5=1.0000 Ankle boot" "$tmp/eval.txt" || fail "no per-class line for Ankle boot"
+[ "$(grep -c '^class ' "$tmp/eval.txt")" -eq 10 ] || fail "not 10 per-class lines"
+grep -q "^evaluated 10 images in [0-9.]* s ([0-9.]* images/s)$" "$tmp/err.txt" || fail "eval ends without its rate"
+mkdir -p "$tmp/named/extra" && cp "$samples/bag.png" "$tmp/named/extra/"
+"$damamba" eval -q "$tmp/named" >/dev/null 2>"$tmp/err.txt" && fail "eval with 11 folders for 10 classes succeeded"
+grep -q "11 class folders but the model only 10 classes" "$tmp/err.txt" || fail "no error for 11 folders"
 
 # eval over the test set reaches PyTorch's accuracy (in the file's metadata).
 want=$(head -c 2000 "$fmnist" | grep -ao '"torch_test_accuracy":"[0-9.]*"' | grep -o '[0-9]\.[0-9]*')

@@ -106,46 +106,54 @@ int cmd_classify(int argc, char **argv)
         return 2;
     }
     int failed = 0;
-    cli_files files = {0};
-    for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
-    cli_files_shard(&files, shard_index, shard_count);
+    cli_source source;
+    if (!cli_source_init(&source, argv + optind, argc - optind, shard_index, shard_count)) return 2;
     dm_model *m = cli_load_model(model_path, ema);
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
     if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
-        cli_files_free(&files);
+        cli_source_free(&source);
         return 1;
     }
     if (top > cls.classes) top = cls.classes;
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));
     float *probs = malloc(sizeof(float) * cls.classes);
     cli_progress progress;
-    cli_progress_start(&progress, files.count, quiet);
-    for (size_t start = 0; items && probs && start < files.count; start += (size_t)batch) {
-        int n = files.count - start < (size_t)batch ? (int)(files.count - start) : batch;
-        for (int i = 0; i < n; i++) items[i].path = files.paths[start + i];
-        if (!cli_classify(&cls, items, n)) {
-            failed = 1;
-            break;
-        }
-        for (int i = 0; i < n; i++) {
+    cli_progress_start(&progress, cli_source_total(&source), quiet);
+    size_t done = 0;
+    while (items && probs) {
+        /* A batch is whatever input is at hand, up to its size: a list
+         * arriving on standard input gets its answers as it goes. */
+        int n = 0;
+        while (n < batch && (n == 0 || cli_source_ready(&source)) && (items[n].path = cli_source_next(&source)))
+            n++;
+        if (n == 0) break;
+        int ran = cli_classify(&cls, items, n);
+        cli_progress_clear(&progress);
+        for (int i = 0; ran && i < n; i++) {
             print_result(items[i].path, cls.errors[i], cls.logits + (size_t)i * cls.classes, cls.classes, top,
                          m, probs, json);
             failed |= cls.errors[i] != NULL;
         }
         fflush(stdout);
-        cli_progress_update(&progress, start + (size_t)n);
+        for (int i = 0; i < n; i++) free((char *)items[i].path);
+        if (!ran) {
+            failed = 1;
+            break;
+        }
+        cli_progress_update(&progress, done += (size_t)n);
     }
-    cli_progress_end(&progress);
+    cli_progress_end(&progress, "classified");
     if (!items || !probs) {
         cli_error("out of memory");
         failed = 1;
     }
+    failed |= source.failed;
     free(items);
     free(probs);
     cli_classifier_free(&cls);
     dm_model_free(m);
-    cli_files_free(&files);
+    cli_source_free(&source);
     return failed ? 1 : 0;
 }
