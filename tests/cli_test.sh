@@ -130,6 +130,19 @@ echo "$last" | grep -qx "top1=$want top5=0\.[0-9]* n=10000" || fail "eval on the
 head -c 200 "$tmp/bag.safetensors" | grep -q '"image":{"dtype":"F32","shape":\[1,28,28\]' || fail "preprocess shape"
 "$damamba" features --size 64x96 "$samples/bag.png" -o "$tmp/feat.safetensors" || fail "features"
 head -c 400 "$tmp/feat.safetensors" | grep -q '"stage3":{"dtype":"F32","shape":\[1,128,2,3\]' || fail "features shape"
+# features of many images: one tensor file each, named after the image.
+"$damamba" features -q --size 32x32 -d "$tmp/feats" "$samples" >/dev/null || fail "features -d"
+[ "$(ls "$tmp/feats" | wc -l)" -eq 10 ] || fail "features -d wrote $(ls "$tmp/feats" | wc -l) files, not 10"
+head -c 400 "$tmp/feats/sneaker.safetensors" |
+    grep -q "{\"__metadata__\":{\"file\":\"$samples/sneaker.png\"},\"stage0\":{\"dtype\":\"F32\",\"shape\":\[1,32,8,8\]" ||
+    fail "features -d: sneaker's file"
+cmp -s "$tmp/feats/bag.safetensors" "$tmp/feats/coat.safetensors" && fail "features -d: bag and coat alike"
+echo "$samples/bag.png" | "$damamba" features -q -d "$tmp/feats2" @- "$samples/bag.png" 2>"$tmp/err.txt"
+[ $? -eq 1 ] || fail "features -d with two images named bag did not exit 1"
+grep -q "skipped, an earlier image was written as $tmp/feats2/bag.safetensors" "$tmp/err.txt" ||
+    fail "features -d: no error for the second bag"
+"$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" "$samples/coat.png" 2>/dev/null
+[ $? -eq 2 ] || fail "features -o with two images is not a usage error"
 "$damamba" preprocess "$tmp/missing.png" -o "$tmp/x.safetensors" 2>/dev/null && fail "preprocess of a missing file succeeded"
 
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
