@@ -46,9 +46,10 @@ else
     fail "linking through pkg-config"
 fi
 
-# Static: libdamamba.a plus the private libraries the .pc lists.
-libs=$(pkg-config --static --libs damamba | sed 's/-ldamamba\b/-l:libdamamba.a/')
-if $cc -o "$tmp/static" "$tmp/project/consumer.c" $(pkg-config --cflags damamba) $libs 2>"$tmp/cc.log"; then
+# Static: libdamamba.a plus the private libraries the .pc lists, as the
+# README gives it.
+if $cc "$tmp/project/consumer.c" $(pkg-config --cflags damamba) -l:libdamamba.a \
+        $(pkg-config --static --libs damamba | sed 's/-ldamamba//') -o "$tmp/static" 2>"$tmp/cc.log"; then
     ldd "$tmp/static" | grep -q libdamamba && fail "the static consumer still needs libdamamba.so"
     "$tmp/static" "$image" | grep -q "^Sneaker " || fail "consumer linked statically through pkg-config"
 else
