@@ -229,14 +229,8 @@ END_TEST
 /* dm_model_load_buffer takes the same options as dm_model_load: EMA too. */
 START_TEST(buffer_load_selects_ema)
 {
-    FILE *f = fopen(test_path("micro.pth"), "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    size_t size = (size_t)ftell(f);
-    rewind(f);
-    unsigned char *bytes = malloc(size);
-    ck_assert_uint_eq(fread(bytes, 1, size, f), size);
-    fclose(f);
+    size_t size;
+    unsigned char *bytes = test_read("micro.pth", &size);
     dm_load_options ema = DM_LOAD_OPTIONS_INIT;
     ema.use_ema = 1;
     dm_model *from_memory, *from_file, *plain;

@@ -14,20 +14,6 @@
 #include "damamba.h"
 #include "resample.h"
 
-/* Read a test data file into memory. */
-static uint8_t *slurp(const char *name, size_t *size)
-{
-    FILE *f = fopen(test_path(name), "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", name);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    rewind(f);
-    uint8_t *buf = malloc(*size);
-    ck_assert(fread(buf, 1, *size, f) == *size);
-    fclose(f);
-    return buf;
-}
-
 /* The ImageNet evaluation transform of two photographs, against the tensors
  * torchvision made of them; differences counted in 8-bit levels. */
 START_TEST(preprocess_matches_torchvision)
@@ -259,7 +245,7 @@ START_TEST(hostile_files)
 {
     dm_image img = {.width = 99};
     size_t size;
-    uint8_t *png = slurp("chelsea.png", &size);
+    uint8_t *png = test_read("chelsea.png", &size);
     /* Truncated: half the file. */
     expect_failure(dm_image_load_memory(png, size / 2, 3, &img), DM_ERR_FORMAT, "runs past the end");
     ck_assert_ptr_null(img.pixels);

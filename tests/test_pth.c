@@ -88,14 +88,8 @@ END_TEST
  * bit, even after the caller's buffer is gone. */
 START_TEST(checkpoint_loads_from_memory)
 {
-    FILE *f = fopen(test_path("micro.pth"), "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    size_t size = (size_t)ftell(f);
-    rewind(f);
-    unsigned char *bytes = malloc(size);
-    ck_assert_uint_eq(fread(bytes, 1, size, f), size);
-    fclose(f);
+    size_t size;
+    unsigned char *bytes = test_read("micro.pth", &size);
     dm_model *from_memory, *from_file;
     ck_assert_msg(dm_model_load_buffer(bytes, size, NULL, &from_memory) == DM_OK, "%s", dm_last_error());
     memset(bytes, 0xff, size);

@@ -16,6 +16,20 @@ const char *test_path(const char *name)
     return buf;
 }
 
+unsigned char *test_read(const char *name, size_t *size)
+{
+    FILE *f = fopen(test_path(name), "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", name);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *bytes = malloc(*size ? *size : 1);
+    ck_assert_ptr_nonnull(bytes);
+    ck_assert_uint_eq(fread(bytes, 1, *size, f), *size);
+    fclose(f);
+    return bytes;
+}
+
 void test_open(const char *name, dm_tensor_file *file)
 {
     dm_status st = dm_safetensors_open(test_path(name), file);
