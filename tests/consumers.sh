@@ -6,7 +6,8 @@
 #  2. installed (into a temporary prefix), through pkg-config, shared;
 #  3. the same, linking the static library with pkg-config --static.
 # The subproject is built unoptimized with both library kinds, to keep the
-# build short and to install both.
+# build short and to install both.  Last, -Dtests=false configures without
+# looking for Check.
 set -u
 src=$(cd "$1" && pwd) image=$2
 tmp=$(mktemp -d) || exit 1
@@ -55,6 +56,13 @@ if $cc "$tmp/project/consumer.c" $(pkg-config --cflags damamba) -l:libdamamba.a 
 else
     cat "$tmp/cc.log"
     fail "linking statically through pkg-config --static"
+fi
+
+if meson setup "$tmp/no-tests" "$src" -Dtests=false >"$tmp/setup.log" 2>&1; then
+    grep -qi "dependency check" "$tmp/setup.log" && fail "-Dtests=false still looks for Check"
+else
+    cat "$tmp/setup.log"
+    fail "meson setup -Dtests=false"
 fi
 
 [ "$failures" -eq 0 ] && echo "subproject, pkg-config and static consumers all classify $image"
