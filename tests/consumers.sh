@@ -5,9 +5,9 @@
 #     which must build the library only: no tools, benchmarks or tests;
 #  2. installed (into a temporary prefix), through pkg-config, shared;
 #  3. the same, linking the static library with pkg-config --static.
-# The subproject is built unoptimized with both library kinds, to keep the
-# build short and to install both.  Last, -Dtests=false configures without
-# looking for Check.
+# The subproject (used even where a damamba.pc is installed) is built
+# unoptimized with both library kinds, to keep the build short and to
+# install both.  Last, -Dtests=false configures without looking for Check.
 set -u
 src=$(cd "$1" && pwd) image=$2
 tmp=$(mktemp -d) || exit 1
@@ -20,7 +20,7 @@ mkdir -p "$tmp/project/subprojects"
 cp "$src/tests/consumer/meson.build" "$src/tests/consumer/consumer.c" "$tmp/project/"
 ln -s "$src" "$tmp/project/subprojects/damamba"
 prefix=$tmp/prefix
-if ! meson setup "$tmp/build" "$tmp/project" --prefix "$prefix" --buildtype plain \
+if ! meson setup "$tmp/build" "$tmp/project" --prefix "$prefix" --buildtype plain --force-fallback-for=damamba \
         -Ddamamba:default_library=both >"$tmp/setup.log" 2>&1 ||
     ! ninja -C "$tmp/build" >"$tmp/build.log" 2>&1; then
     cat "$tmp/setup.log" "$tmp/build.log"
