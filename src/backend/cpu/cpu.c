@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,6 @@ typedef struct cpu {
     int threads;
     float *scratch; /* im2col bands; the scan's states */
     size_t scratch_floats;
-    int blas_threads; /* OpenBLAS's setting before the pass, restored after */
 } cpu;
 
 int dm_threads(void)
@@ -406,19 +406,31 @@ static void cpu_destroy(void *ctx)
     free(ctx);
 }
 
-/* OpenBLAS runs single-threaded inside our threads; the caller's setting
- * comes back at finish. */
+/* OpenBLAS runs single-threaded inside our threads during a pass.  Its
+ * thread setting is process-wide, so passes of several workspaces at once
+ * share one change: the first to begin saves the caller's setting, the last
+ * to finish puts it back. */
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_passes, blas_saved_threads;
+
 static dm_status cpu_begin(void *ctx)
 {
-    cpu *cx = ctx;
-    cx->blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (blas_passes++ == 0) {
+        blas_saved_threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 
 static dm_status cpu_finish(void *ctx)
 {
-    openblas_set_num_threads(((cpu *)ctx)->blas_threads);
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (--blas_passes == 0) openblas_set_num_threads(blas_saved_threads);
+    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 
