@@ -82,11 +82,13 @@ static size_t cpu_conv3x3_scratch(void *ctx, size_t out_pixels, int cin)
     return (band < out_pixels ? band : out_pixels) * 9 * (size_t)cin;
 }
 
-/* Gather the 3x3 neighbourhoods of output pixels [p0, p1) of x into rows of
- * 9 * cin (tap-major, then channel), zeros outside. */
-static void im2col3x3(dm_view x, int stride, int pad, int oh, int ow, size_t p0, size_t p1, float *cols)
+/* Gather the 3x3 neighbourhoods of output pixels [p0, p1) of a channels-
+ * last batch of h x w x cin into rows of 9 * cin (tap-major, then channel),
+ * zeros in the padding. */
+static void im2col3x3(const float *x, int h, int w, int cin, int stride, int pad, int oh, int ow, size_t p0,
+                      size_t p1, float *cols)
 {
-    size_t per_image = (size_t)oh * ow, cin = (size_t)x.c;
+    size_t per_image = (size_t)oh * ow;
     for (size_t p = p0; p < p1; p++) {
         size_t img = p / per_image, q = p % per_image;
         int oy = (int)(q / ow), ox = (int)(q % ow);
@@ -94,8 +96,8 @@ static void im2col3x3(dm_view x, int stride, int pad, int oh, int ow, size_t p0,
         for (int ky = 0; ky < 3; ky++)
             for (int kx = 0; kx < 3; kx++, row += cin) {
                 int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-                if (iy < 0 || iy >= x.h || ix < 0 || ix >= x.w) memset(row, 0, sizeof(float) * cin);
-                else memcpy(row, x.data + ((img * x.h + iy) * x.w + ix) * cin, sizeof(float) * cin);
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(row, 0, sizeof(float) * cin);
+                else memcpy(row, x + ((img * h + iy) * w + ix) * cin, sizeof(float) * cin);
             }
     }
 }
@@ -116,7 +118,7 @@ static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
             a += p0;
             b += p0;
             float *rows = cx->scratch + (a - p0) * K;
-            im2col3x3(x, cv->stride, cv->pad, y.h, y.w, a, b, rows);
+            im2col3x3(x.data, x.h, x.w, x.c, cv->stride, cv->pad, y.h, y.w, a, b, rows);
             gemm_rows(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, act, y.data + a * cv->cout);
         }
     }
