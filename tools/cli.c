@@ -519,3 +519,17 @@ void cli_top_k(const float *logits, int classes, int k, int *index, double *prob
         prob[j] = exp(logits[best] - max) / sum;
     }
 }
+
+void cli_write_top_json(FILE *out, const char *file, const int *index, const double *prob, int k,
+                        const cli_labels *labels)
+{
+    fputs("{\"file\": ", out);
+    dm_json_write_string(out, file);
+    fputs(", \"top\": [", out);
+    for (int j = 0; j < k; j++) {
+        fprintf(out, "%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
+        dm_json_write_string(out, labels->names[index[j]]);
+        fprintf(out, ", \"prob\": %.6g}", prob[j]);
+    }
+    fputs("]}", out);
+}

@@ -151,6 +151,11 @@ void cli_classifier_free(cli_classifier *c);
 /* The k most probable classes of one image's logits (softmax), best first. */
 void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
 
+/* Write the JSON record `classify --json` prints for one image, without a
+ * newline: {"file": ..., "top": [{"index": i, "label": ..., "prob": p}, ...]}. */
+void cli_write_top_json(FILE *out, const char *file, const int *index, const double *prob, int k,
+                        const cli_labels *labels);
+
 /* Commands */
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -162,5 +167,6 @@ int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

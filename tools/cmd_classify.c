@@ -53,15 +53,8 @@ static void print_result(const char *file, const char *error, const float *logit
         for (int j = 0; j < k; j++) printf("  %8.4f%%  %s (%d)\n", 100 * prob[j], labels->names[index[j]], index[j]);
         return;
     }
-    fputs("{\"file\": ", stdout);
-    dm_json_write_string(stdout, file);
-    fputs(", \"top\": [", stdout);
-    for (int j = 0; j < k; j++) {
-        printf("%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
-        dm_json_write_string(stdout, labels->names[index[j]]);
-        printf(", \"prob\": %.6g}", prob[j]);
-    }
-    fputs("]}\n", stdout);
+    cli_write_top_json(stdout, file, index, prob, k, labels);
+    fputc('\n', stdout);
 }
 
 int cmd_classify(int argc, char **argv)
