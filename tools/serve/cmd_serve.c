@@ -2,6 +2,7 @@
  * SIGTERM or SIGINT, then drain. */
 #include "serve.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,17 @@ enum { OPT_HOST = 300, OPT_PORT, OPT_MAX_DELAY, OPT_MAX_BODY, OPT_QUEUE, OPT_TIM
 
 #define DRAIN_SECONDS 30
 #define EMBEDDED_MODEL_NAME "damamba_fmnist"
+
+static int stop_pipe[2];
+
+static void on_stop_signal(int signo)
+{
+    int saved = errno;
+    char byte = (char)signo;
+    ssize_t written = write(stop_pipe[1], &byte, 1); /* fails only when a stop is already pending */
+    (void)written;
+    errno = saved;
+}
 
 /* Model names appear in URLs and metric labels: keep them plain. */
 static int valid_name(const char *name)
@@ -176,12 +188,16 @@ int cmd_serve(int argc, char **argv)
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.idle, NULL);
 
-    /* Signals go to sigwait() below, not to any thread the server starts. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    /* SIGTERM and SIGINT may arrive on any thread (OpenBLAS starts its own):
+     * the handler only writes to a pipe that the main thread waits on. */
+    if (pipe(stop_pipe) != 0) {
+        cli_error("cannot create a pipe: %s", strerror(errno));
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_file_limit();
 
@@ -210,9 +226,9 @@ int cmd_serve(int argc, char **argv)
             fprintf(stderr, "%s%s %dx%dx%d", i ? ", " : "models: ", s.models[i].name, s.models[i].channels,
                     s.models[i].h, s.models[i].w);
         fprintf(stderr, "; batch %d, %d threads)\n", s.opt.max_batch, dm_threads());
-        int sig;
-        sigwait(&stop_signals, &sig);
-        fprintf(stderr, "damamba serve: %s: finishing the requests in flight\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        char signo = 0;
+        while (read(stop_pipe[0], &signo, 1) < 0 && errno == EINTR) continue;
+        fprintf(stderr, "damamba serve: %s: finishing the requests in flight\n", strsignal(signo));
         serve_http_stop(&s, DRAIN_SECONDS);
         fprintf(stderr, "damamba serve: stopped\n");
         rc = 0;
@@ -220,6 +236,8 @@ int cmd_serve(int argc, char **argv)
     for (int i = 0; i < s.model_count; i++) model_close(&s.models[i]);
     free(s.models);
     free(paths);
+    close(stop_pipe[0]);
+    close(stop_pipe[1]);
     pthread_cond_destroy(&s.idle);
     pthread_mutex_destroy(&s.lock);
     serve_metrics_destroy(&s.metrics);

@@ -65,8 +65,10 @@ static enum MHD_Result reply(request_ctx *ctx, int status, const char *type, cha
     enum MHD_Result ret = MHD_queue_response(ctx->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     ctx->state = ANSWERED;
-    ctx->status = status;
-    ctx->response_bytes = len;
+    if (ret == MHD_YES) {
+        ctx->status = status;
+        ctx->response_bytes = len;
+    }
     return ret;
 }
 
@@ -342,13 +344,9 @@ static enum MHD_Result begin_request(serve_server *s, struct MHD_Connection *con
 static enum MHD_Result append_body(request_ctx *ctx, const char *data, size_t size)
 {
     size_t limit = ctx->server->opt.max_body;
-    if (size > limit - ctx->len) {
-        /* A chunked body without Content-Length grew over the limit. */
-        free(ctx->body);
-        ctx->body = NULL;
-        ctx->len = ctx->cap = 0;
-        return reply_error(ctx, MHD_HTTP_CONTENT_TOO_LARGE, "the body is over the limit of %zu bytes", limit);
-    }
+    /* A chunked body (no Content-Length) grew over the limit: libmicrohttpd
+     * cannot answer in the middle of a body, so the connection is closed. */
+    if (size > limit - ctx->len) return MHD_NO;
     if (ctx->len + size > ctx->cap) {
         size_t cap = ctx->cap ? ctx->cap : 65536;
         while (cap < ctx->len + size) cap = cap > limit / 2 ? limit : 2 * cap;
