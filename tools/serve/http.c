@@ -348,7 +348,10 @@ static enum MHD_Result append_body(request_ctx *ctx, const char *data, size_t si
      * cannot answer in the middle of a body, so the connection is closed. */
     if (size > limit - ctx->len) return MHD_NO;
     if (ctx->len + size > ctx->cap) {
-        size_t cap = ctx->cap ? ctx->cap : 65536;
+        /* The body's announced size, or room that doubles for a chunked one. */
+        const char *length = MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        size_t announced = length ? (size_t)strtoull(length, NULL, 10) : 0;
+        size_t cap = ctx->cap ? ctx->cap : announced >= ctx->len + size ? announced : 65536;
         while (cap < ctx->len + size) cap = cap > limit / 2 ? limit : 2 * cap;
         char *p = realloc(ctx->body, cap);
         if (!p) return MHD_NO;
@@ -446,6 +449,10 @@ int serve_http_start(serve_server *s)
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->opt.max_connections,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opt.timeout_s,
                                  MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+                                 /* Over 32 KiB, libmicrohttpd maps each connection's
+                                  * memory on its own and unmaps it at close, so a
+                                  * burst of connections leaves nothing behind. */
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 << 10,
                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s,
                                  MHD_OPTION_END);
     freeaddrinfo(addr);
