@@ -20,19 +20,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_util import Server, kill_quietly  # noqa: E402
+from serve_util import Server, check, finish, kill_quietly  # noqa: E402
 
 damamba, image = sys.argv[1:3]
 check_rss = "--no-rss" not in sys.argv[3:]
 tmp = tempfile.mkdtemp()
-failures = []
 URL = "/v1/classify"
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
 
 
 def seconds(text):
@@ -181,5 +174,4 @@ try:
 finally:
     kill_quietly(server)
 
-print(f"serve_load: {len(failures)} failure(s)")
-sys.exit(1 if failures else 0)
+finish("serve_load")

@@ -15,19 +15,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_util import (Server, binary_request, kill_quietly, max_abs_diff, read_safetensors,  # noqa: E402
-                        split_binary_response, top_k, write_safetensors)
+from serve_util import (Server, binary_request, check, finish, kill_quietly, max_abs_diff,  # noqa: E402
+                        read_safetensors, split_binary_response, top_k, write_safetensors)
 
 damamba, samples, micro_model, rgb_image = sys.argv[1:5]
 tmp = tempfile.mkdtemp()
-failures = []
 FMNIST = "/v2/models/fmnist"
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
 
 
 def infer_json(n, data, name="input", datatype="FP32", shape=None, outputs=None):
@@ -349,5 +342,4 @@ finally:
     kill_quietly(main)
     kill_quietly(limits)
 
-print(f"serve_test: {len(failures)} failure(s)")
-sys.exit(1 if failures else 0)
+finish("serve_test")

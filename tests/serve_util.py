@@ -6,7 +6,22 @@ import re
 import signal
 import struct
 import subprocess
+import sys
 import time
+
+failures = []
+
+
+def check(cond, what):
+    """Record a failed check and go on, so one run reports every failure."""
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+
+
+def finish(name):
+    print(f"{name}: {len(failures)} failure(s)")
+    sys.exit(1 if failures else 0)
 
 
 class Server:

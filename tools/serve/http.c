@@ -29,6 +29,8 @@ typedef struct request_ctx {
     size_t response_bytes;
     serve_request req;
     int top;              /* /v1/classify: classes to list */
+    char *error;          /* the message of an error reply */
+    int error_status;
 } request_ctx;
 
 serve_model *serve_find_model(serve_server *s, const char *name)
@@ -72,37 +74,46 @@ static enum MHD_Result reply(request_ctx *ctx, int status, const char *type, cha
     return ret;
 }
 
-/* Close a memory stream of JSON and reply with it. */
-static enum MHD_Result reply_json(request_ctx *ctx, int status, FILE *out, char **text, size_t *len)
+/* Reply with what write() puts in a memory stream; write() returns the
+ * status. */
+static enum MHD_Result reply_written(request_ctx *ctx, const char *type, int (*write)(request_ctx *ctx, FILE *out))
 {
+    char *text;
+    size_t len;
+    FILE *out = open_memstream(&text, &len);
+    if (!out) return MHD_NO;
+    int status = write(ctx, out);
     if (fclose(out) != 0) {
-        free(*text);
+        free(text);
         return MHD_NO;
     }
-    return reply(ctx, status, "application/json", *text, *len, 0);
+    return reply(ctx, status, type, text, len, 0);
 }
 
 /* {"error": "..."}, as the Open Inference Protocol reports failures. */
 static enum MHD_Result reply_error(request_ctx *ctx, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int write_error(request_ctx *ctx, FILE *out)
+{
+    fputs("{\"error\": ", out);
+    dm_json_write_string(out, ctx->error);
+    fputs("}\n", out);
+    return ctx->error_status;
+}
+
 static enum MHD_Result reply_error(request_ctx *ctx, int status, const char *fmt, ...)
 {
-    char *message = NULL, *text = NULL;
-    size_t len = 0;
     va_list ap;
+    free(ctx->error);
     va_start(ap, fmt);
-    int failed = vasprintf(&message, fmt, ap) < 0;
+    int failed = vasprintf(&ctx->error, fmt, ap) < 0;
     va_end(ap);
-    FILE *out = failed ? NULL : open_memstream(&text, &len);
-    if (!out) {
-        free(message);
+    if (failed) {
+        ctx->error = NULL;
         return MHD_NO;
     }
-    fputs("{\"error\": ", out);
-    dm_json_write_string(out, message);
-    fputs("}\n", out);
-    free(message);
-    return reply_json(ctx, status, out, &text, &len);
+    ctx->error_status = status;
+    return reply_written(ctx, "application/json", write_error);
 }
 
 /* ------------------------------------------------------------ routing */
@@ -149,24 +160,22 @@ static int route(request_ctx *ctx, const char *url)
 
 /* ----------------------------------------------------- GET endpoints */
 
-static enum MHD_Result answer_health(request_ctx *ctx, const char *url)
+static int write_live(request_ctx *ctx, FILE *out)
 {
-    int live = !strcmp(url, "/v2/health/live");
-    int ready = live || !ctx->server->draining;
-    char *text;
-    size_t len;
-    FILE *out = open_memstream(&text, &len);
-    if (!out) return MHD_NO;
-    fprintf(out, "{\"%s\": %s}\n", live ? "live" : "ready", ready ? "true" : "false");
-    return reply_json(ctx, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, out, &text, &len);
+    (void)ctx;
+    fputs("{\"live\": true}\n", out);
+    return MHD_HTTP_OK;
 }
 
-static enum MHD_Result answer_server_metadata(request_ctx *ctx)
+static int write_ready(request_ctx *ctx, FILE *out)
 {
-    char *text;
-    size_t len;
-    FILE *out = open_memstream(&text, &len);
-    if (!out) return MHD_NO;
+    int ready = !ctx->server->draining;
+    fprintf(out, "{\"ready\": %s}\n", ready ? "true" : "false");
+    return ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+}
+
+static int write_server_metadata(request_ctx *ctx, FILE *out)
+{
     fprintf(out, "{\"name\": \"damamba\", \"version\": \"%s\", \"extensions\": [\"binary_tensor_data\"], "
                  "\"models\": [", DM_VERSION_STRING);
     for (int i = 0; i < ctx->server->model_count; i++) {
@@ -174,16 +183,12 @@ static enum MHD_Result answer_server_metadata(request_ctx *ctx)
         dm_json_write_string(out, ctx->server->models[i].name);
     }
     fputs("]}\n", out);
-    return reply_json(ctx, MHD_HTTP_OK, out, &text, &len);
+    return MHD_HTTP_OK;
 }
 
-static enum MHD_Result answer_model_metadata(request_ctx *ctx)
+static int write_model_metadata(request_ctx *ctx, FILE *out)
 {
     const serve_model *m = ctx->model;
-    char *text;
-    size_t len;
-    FILE *out = open_memstream(&text, &len);
-    if (!out) return MHD_NO;
     fputs("{\"name\": ", out);
     dm_json_write_string(out, m->name);
     fprintf(out, ", \"versions\": [\"1\"], \"platform\": \"damamba\", \"inputs\": [{\"name\": \"input\", "
@@ -201,33 +206,21 @@ static enum MHD_Result answer_model_metadata(request_ctx *ctx)
         dm_json_write_string(out, m->labels.names[i]);
     }
     fputs("]}}\n", out);
-    return reply_json(ctx, MHD_HTTP_OK, out, &text, &len);
+    return MHD_HTTP_OK;
 }
 
-static enum MHD_Result answer_model_ready(request_ctx *ctx)
+static int write_model_ready(request_ctx *ctx, FILE *out)
 {
-    char *text;
-    size_t len;
-    FILE *out = open_memstream(&text, &len);
-    if (!out) return MHD_NO;
     fputs("{\"name\": ", out);
     dm_json_write_string(out, ctx->model->name);
     fputs(", \"ready\": true}\n", out);
-    return reply_json(ctx, MHD_HTTP_OK, out, &text, &len);
+    return MHD_HTTP_OK;
 }
 
-static enum MHD_Result answer_metrics(request_ctx *ctx)
+static int write_metrics(request_ctx *ctx, FILE *out)
 {
-    char *text;
-    size_t len;
-    FILE *out = open_memstream(&text, &len);
-    if (!out) return MHD_NO;
     serve_metrics_write(out, ctx->server);
-    if (fclose(out) != 0) {
-        free(text);
-        return MHD_NO;
-    }
-    return reply(ctx, MHD_HTTP_OK, "text/plain; version=0.0.4", text, len, 0);
+    return MHD_HTTP_OK;
 }
 
 /* ---------------------------------------------------------- inference */
@@ -288,22 +281,24 @@ static enum MHD_Result start_inference(request_ctx *ctx)
     return MHD_YES;
 }
 
+/* The record `classify --json` prints. */
+static int write_classification(request_ctx *ctx, FILE *out)
+{
+    int index[ctx->top];
+    double prob[ctx->top];
+    const char *file = MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, "file");
+    cli_top_k(ctx->req.job.logits, ctx->model->classes, ctx->top, index, prob);
+    cli_write_top_json(out, file ? file : "-", index, prob, ctx->top, &ctx->model->labels);
+    fputc('\n', out);
+    return MHD_HTTP_OK;
+}
+
 static enum MHD_Result finish_inference(request_ctx *ctx)
 {
     serve_request *r = &ctx->req;
     if (r->job.error) return reply_error(ctx, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", r->job.error);
     if (ctx->endpoint == SERVE_EP_CLASSIFY) {
-        int index[ctx->top];
-        double prob[ctx->top];
-        const char *file = MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, "file");
-        cli_top_k(r->job.logits, r->model->classes, ctx->top, index, prob);
-        char *text;
-        size_t len;
-        FILE *out = open_memstream(&text, &len);
-        if (!out) return MHD_NO;
-        cli_write_top_json(out, file ? file : "-", index, prob, ctx->top, &r->model->labels);
-        fputc('\n', out);
-        return reply_json(ctx, MHD_HTTP_OK, out, &text, &len);
+        return reply_written(ctx, "application/json", write_classification);
     }
     char *body;
     size_t json_len, total;
@@ -386,11 +381,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     case READING: break;
     }
     switch (ctx->endpoint) {
-    case SERVE_EP_HEALTH: return answer_health(ctx, url);
-    case SERVE_EP_SERVER_METADATA: return answer_server_metadata(ctx);
-    case SERVE_EP_MODEL_METADATA: return answer_model_metadata(ctx);
-    case SERVE_EP_MODEL_READY: return answer_model_ready(ctx);
-    case SERVE_EP_METRICS: return answer_metrics(ctx);
+    case SERVE_EP_HEALTH:
+        return reply_written(ctx, "application/json", !strcmp(url, "/v2/health/live") ? write_live : write_ready);
+    case SERVE_EP_SERVER_METADATA: return reply_written(ctx, "application/json", write_server_metadata);
+    case SERVE_EP_MODEL_METADATA: return reply_written(ctx, "application/json", write_model_metadata);
+    case SERVE_EP_MODEL_READY: return reply_written(ctx, "application/json", write_model_ready);
+    case SERVE_EP_METRICS: return reply_written(ctx, "text/plain; version=0.0.4", write_metrics);
     case SERVE_EP_INFER:
     case SERVE_EP_CLASSIFY: return start_inference(ctx);
     default: return reply_error(ctx, MHD_HTTP_NOT_FOUND, "no endpoint %s %s", method, url);
@@ -419,6 +415,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
     fprintf(stderr, "%s %s \"%s %s\" %d %zu %.3f\n", stamp, client, ctx->method, ctx->url, ctx->status,
             ctx->response_bytes, seconds * 1e3);
     serve_request_free(&ctx->req);
+    free(ctx->error);
     free(ctx->body);
     free(ctx->url);
     free(ctx);
