@@ -44,12 +44,13 @@ def wrk(server, connections, duration):
     out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{duration}s",
                           "--latency", "-s", script, f"http://127.0.0.1:{server.port}{URL}"],
                          capture_output=True, text=True, timeout=duration + 60).stdout
-    if not re.search(r"Requests/sec:.*\n", out) or not re.search(r"99%\s+[\d.]+(us|ms|s|m)\b", out):
+    # The latency distribution's lines, not the "+/- Stdev" percentages.
+    p50, p99 = (re.search(rf"^\s+{p}%\s+([\d.]+(?:us|ms|s|m))$", out, re.M) for p in (50, 99))
+    if not (p50 and p99 and re.search(r"Requests/sec:", out)):
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     total = int(re.search(r"(\d+) requests in", out).group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = seconds(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = seconds(re.search(r"99%\s+(\S+)", out).group(1))
+    p50, p99 = seconds(p50.group(1)), seconds(p99.group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failed = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0)

@@ -259,21 +259,40 @@ try:
 
     # ------------------------------------------------- SIGTERM drains, exit 0
     slow = {}
+    slow_body = infer_json(256, sum(tensors, []) * 51 + tensors[0])
+    images_key = 'damamba_images_total{model="fmnist"}'
+    images_before = main.metrics()[images_key]
 
     def slow_request():
-        slow["r"] = main.json("POST", FMNIST + "/infer", infer_json(64, sum(tensors, []) * 12 + sum(tensors[:4], [])))
+        try:
+            slow["r"] = main.json("POST", FMNIST + "/infer", slow_body)
+        except OSError as e:
+            slow["r"] = (str(e),)
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.3)
+    # SIGTERM once the worker has started on it.
+    deadline = time.time() + 30
+    while (last := main.metrics())[images_key] == images_before and time.time() < deadline:
+        time.sleep(0.01)
     main.proc.send_signal(15)
+    time.sleep(0.2)
+    # While draining, new connections are refused (checked only if the
+    # request is still in flight, as the check needs it).
+    try:
+        socket.create_connection(("127.0.0.1", main.port), timeout=2).close()
+        check(not t.is_alive(), "a new connection was accepted while draining")
+    except OSError:
+        print("draining: new connection refused" + (" while the request was in flight" if t.is_alive() else ""))
     t.join()
     rc = main.stop()
     check(rc == 0, f"server exited {rc} after SIGTERM")
     check(slow.get("r", (0,))[0] == 200, f"request in flight at SIGTERM: {slow.get('r', (None,))[0]}")
     log = main.log_text()
     lines = [l for l in log.splitlines() if '" ' in l and l[:4].isdigit()]
-    check(len(lines) == int(m["damamba_request_duration_seconds_count"]) + 2, f"{len(lines)} log lines")
+    # Every request counted before the last /metrics, that one, and the slow one.
+    want = int(last["damamba_request_duration_seconds_count"]) + 2
+    check(len(lines) == want, f"{len(lines)} log lines, not {want}")
     check(any('"POST /v1/classify?' in l or '"POST /v1/classify"' in l for l in lines), "log names the URL")
     try:
         socket.create_connection(("127.0.0.1", main.port), timeout=2).close()

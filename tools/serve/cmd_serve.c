@@ -126,6 +126,47 @@ static void raise_file_limit(void)
     }
 }
 
+/* Load every -m (or the embedded model) and start its batcher. */
+static int open_models(serve_server *s, const char **paths, int npaths, int nmodels)
+{
+    for (int i = 0; i < nmodels; i++) {
+        const char *path = NULL;
+        char *name = npaths ? model_name(paths[i], &path) : strdup(EMBEDDED_MODEL_NAME);
+        if (!name) {
+            cli_error("out of memory");
+            return 0;
+        }
+        if (!valid_name(name) || serve_find_model(s, name)) {
+            cli_error("model name '%s' is %s (letters, digits, '_', '-' and '.'; each name once)", name,
+                      valid_name(name) ? "taken" : "not usable");
+            free(name);
+            return 0;
+        }
+        s->model_count = i + 1;
+        if (!model_open(&s->models[i], name, path, &s->opt)) return 0;
+    }
+    return 1;
+}
+
+/* SIGTERM and SIGINT may arrive on any thread (OpenBLAS starts its own):
+ * the handler only writes to a pipe that the main thread waits on.  The
+ * pipe stays open, as the handlers stay installed, until the process ends. */
+static int watch_stop_signals(void)
+{
+    if (pipe(stop_pipe) != 0) {
+        cli_error("cannot create a pipe: %s", strerror(errno));
+        return 0;
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    /* Writes to clients that hung up fail with EPIPE instead. */
+    signal(SIGPIPE, SIG_IGN);
+    raise_file_limit();
+    return 1;
+}
+
 /* Returns 1 to serve, 0 after a usage error, -1 after --help. */
 static int parse_options(int argc, char **argv, serve_options *opt, const char ***models, int *count)
 {
@@ -187,39 +228,9 @@ int cmd_serve(int argc, char **argv)
     serve_metrics_init(&s.metrics);
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.idle, NULL);
-
-    /* SIGTERM and SIGINT may arrive on any thread (OpenBLAS starts its own):
-     * the handler only writes to a pipe that the main thread waits on. */
-    if (pipe(stop_pipe) != 0) {
-        cli_error("cannot create a pipe: %s", strerror(errno));
-        return 1;
-    }
-    struct sigaction sa = {.sa_handler = on_stop_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    raise_file_limit();
-
-    int ok = s.models != NULL;
-    if (!ok) cli_error("out of memory");
-    for (int i = 0; ok && i < nmodels; i++) {
-        const char *path = NULL;
-        char *name = npaths ? model_name(paths[i], &path) : strdup(EMBEDDED_MODEL_NAME);
-        if (!name) {
-            cli_error("out of memory");
-            ok = 0;
-        } else if (!valid_name(name) || serve_find_model(&s, name)) {
-            cli_error("model name '%s' is %s (letters, digits, '_', '-' and '.'; each name once)", name,
-                      valid_name(name) ? "taken" : "not usable");
-            free(name);
-            ok = 0;
-        } else {
-            ok = model_open(&s.models[i], name, path, &s.opt);
-            s.model_count = i + 1;
-        }
-    }
-    if (ok && serve_http_start(&s)) {
+    int ok = s.models && open_models(&s, paths, npaths, nmodels);
+    if (!s.models) cli_error("out of memory");
+    if (ok && watch_stop_signals() && serve_http_start(&s)) {
         fprintf(stderr, "damamba serve: listening on http://%s%s%s:%d/ (", strchr(s.opt.host, ':') ? "[" : "",
                 s.opt.host, strchr(s.opt.host, ':') ? "]" : "", s.opt.port);
         for (int i = 0; i < s.model_count; i++)
@@ -236,8 +247,6 @@ int cmd_serve(int argc, char **argv)
     for (int i = 0; i < s.model_count; i++) model_close(&s.models[i]);
     free(s.models);
     free(paths);
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
     pthread_cond_destroy(&s.idle);
     pthread_mutex_destroy(&s.lock);
     serve_metrics_destroy(&s.metrics);

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 
@@ -244,11 +245,11 @@ static enum MHD_Result start_inference(request_ctx *ctx)
         ctx->model = name ? serve_find_model(ctx->server, name) : &ctx->server->models[0];
         if (!ctx->model) return reply_error(ctx, MHD_HTTP_NOT_FOUND, "no model '%s' on this server", name);
         if (!ctx->model->classes)
-            return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "model '%s' has no classification head", name);
-        ctx->top = 5;
-        if (top && (ctx->top = (int)strtol(top, &end, 10), *end || end == top || ctx->top < 1))
+            return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "model '%s' has no classification head", ctx->model->name);
+        long k = top ? strtol(top, &end, 10) : 5;
+        if (top && (*end || end == top || k < 1))
             return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "top must be a positive integer, not '%s'", top);
-        if (ctx->top > ctx->model->classes) ctx->top = ctx->model->classes;
+        ctx->top = k < ctx->model->classes ? (int)k : ctx->model->classes;
         ok = serve_image_input(&ctx->req, ctx->model, ctx->body, ctx->len, &error);
     } else {
         const char *hl = MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
@@ -466,7 +467,10 @@ int serve_http_start(serve_server *s)
 void serve_http_stop(serve_server *s, int grace_s)
 {
     s->draining = 1;
-    MHD_quiesce_daemon(s->daemon);
+    /* The listening socket is ours once quiesced: close it, so that new
+     * connections are refused rather than left waiting in its backlog. */
+    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
+    if (listener != MHD_INVALID_SOCKET) close(listener);
     double deadline = serve_now() + grace_s;
     pthread_mutex_lock(&s->lock);
     while (s->in_flight > 0 && serve_now() < deadline) {
