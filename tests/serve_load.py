@@ -45,7 +45,7 @@ def wrk(server, connections, duration):
                           "--latency", "-s", script, f"http://127.0.0.1:{server.port}{URL}"],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     # The latency distribution's lines, not the "+/- Stdev" percentages.
-    p50, p99 = (re.search(rf"^\s+{p}%\s+([\d.]+(?:us|ms|s|m))$", out, re.M) for p in (50, 99))
+    p50, p99 = (re.search(rf"^\s+{p}%\s+([\d.]+(?:us|ms|s|m))\s*$", out, re.M) for p in (50, 99))
     if not (p50 and p99 and re.search(r"Requests/sec:", out)):
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     total = int(re.search(r"(\d+) requests in", out).group(1))

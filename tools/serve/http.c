@@ -92,8 +92,6 @@ static enum MHD_Result reply_written(request_ctx *ctx, const char *type, int (*w
 }
 
 /* {"error": "..."}, as the Open Inference Protocol reports failures. */
-static enum MHD_Result reply_error(request_ctx *ctx, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static int write_error(request_ctx *ctx, FILE *out)
 {
     fputs("{\"error\": ", out);
@@ -102,6 +100,8 @@ static int write_error(request_ctx *ctx, FILE *out)
     return ctx->error_status;
 }
 
+static enum MHD_Result reply_error(request_ctx *ctx, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static enum MHD_Result reply_error(request_ctx *ctx, int status, const char *fmt, ...)
 {
     va_list ap;
