@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                               .mean = {0.5f}, .std = {0.25f}}};
     serve_request r = {0};
     char *error = NULL;
-    if (serve_infer_parse(&r, &m, (const char *)data + 4, size - 4, header_len, &error) &&
+    if (serve_infer_parse(&r, &m, (const char *)data + 4, size - 4, header_len, 1 << 20, &error) &&
         serve_request_outputs(&r, &error)) {
         /* Read every input float, as the worker would, and give outputs values. */
         volatile float sink = 0;

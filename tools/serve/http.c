@@ -257,7 +257,8 @@ static enum MHD_Result start_inference(request_ctx *ctx)
         unsigned long long header_len = hl ? strtoull(hl, &end, 10) : 0;
         if (hl && (*end || end == hl || header_len == 0))
             return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "Inference-Header-Content-Length must be a positive integer");
-        ok = serve_infer_parse(&ctx->req, ctx->model, ctx->body, ctx->len, (size_t)header_len, &error);
+        ok = serve_infer_parse(&ctx->req, ctx->model, ctx->body, ctx->len, (size_t)header_len,
+                               ctx->server->opt.max_body, &error);
     }
     ok = ok && serve_request_outputs(&ctx->req, &error);
     if (!ok) {

@@ -174,7 +174,7 @@ static int parse_fp32(serve_request *r, const serve_model *m, const dm_json *inp
 /* BYTES input, shape [N] or [N, 1]: encoded images, base64 strings in
  * "data", or each a 4-byte little-endian length and its bytes. */
 static int parse_bytes(serve_request *r, const serve_model *m, const dm_json *input, const char *bin,
-                       int64_t bin_size, char **error)
+                       int64_t bin_size, size_t max_input_bytes, char **error)
 {
     int64_t dims[2];
     int nd = read_shape(dm_json_get(input, "shape"), dims, 2);
@@ -187,6 +187,10 @@ static int parse_bytes(serve_request *r, const serve_model *m, const dm_json *in
     /* Every image takes at least 4 bytes of the body, so n is bounded. */
     if (bin && n > bin_size / 4) return fail(error, "input 'input': binary data is shorter than %lld images", (long long)n);
     size_t per_image = image_floats(m);
+    /* Small files can decode to large tensors: the body limit bounds those too. */
+    if ((uint64_t)n > max_input_bytes / (sizeof(float) * per_image))
+        return fail(error, "input 'input': %lld images of %d x %d x %d floats exceed the limit of %zu bytes",
+                    (long long)n, m->channels, m->h, m->w, max_input_bytes);
     if (!(r->input_owned = malloc(sizeof(float) * per_image * (size_t)n))) return fail(error, "out of memory");
     r->job.input = r->input_owned;
     r->job.n = (int)n;
@@ -255,7 +259,7 @@ static int parse_outputs(serve_request *r, const serve_model *m, const dm_json *
 }
 
 int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t len, size_t header_len,
-                      char **error)
+                      size_t max_input_bytes, char **error)
 {
     r->model = m;
     if (header_len > len)
@@ -293,7 +297,7 @@ int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t
     else if (!strcmp(datatype->string, "FP32"))
         ok = parse_fp32(r, m, input, bin_size >= 0 ? body + header_len : NULL, bin_size, error);
     else
-        ok = parse_bytes(r, m, input, bin_size >= 0 ? body + header_len : NULL, bin_size, error);
+        ok = parse_bytes(r, m, input, bin_size >= 0 ? body + header_len : NULL, bin_size, max_input_bytes, error);
     ok = ok && parse_outputs(r, m, root, error);
     dm_json_free(root);
     return ok;

@@ -183,10 +183,11 @@ typedef struct serve_request {
 } serve_request;
 
 /* Parse a v2 infer body (JSON, or JSON + binary tensors after header_len
- * bytes when header_len > 0) for model m.  On failure returns 0 and an
+ * bytes when header_len > 0) for model m; encoded images may decode to at
+ * most max_input_bytes of input tensor.  On failure returns 0 and an
  * allocated message in *error. */
 int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t len, size_t header_len,
-                      char **error);
+                      size_t max_input_bytes, char **error);
 
 /* Decode and preprocess one encoded image as the job's only input. */
 int serve_image_input(serve_request *r, serve_model *m, const void *data, size_t len, char **error);
