@@ -58,6 +58,17 @@ ref = read_safetensors(f"{tmp}/out.safetensors")
 ref_logits = [ref["logits"][1][10 * i:10 * i + 10] for i in range(5)]
 ref_scale = max(abs(x) for x in ref["logits"][1])
 
+# Usage and start-up errors: a clear message and exit status, no server.
+for args, want_rc, want_text in [(["--help"], 0, "usage: damamba serve"),
+                                 (["--port", "70000"], 2, "--port expects an integer from 0 to 65535"),
+                                 (["-m", f"{tmp}/missing.safetensors"], 1, "missing.safetensors"),
+                                 (["-m", "a b=" + micro_model], 1, "model name 'a b' is not usable"),
+                                 (["-m", f"x={micro_model}", "-m", f"x={micro_model}"], 1, "model name 'x' is taken"),
+                                 (["--host", "256.1.1.1", "--port", "0"], 1, "256.1.1.1")]:
+    p = subprocess.run([damamba, "serve"] + args, capture_output=True, text=True, timeout=60)
+    check(p.returncode == want_rc and want_text in p.stdout + p.stderr,
+          f"serve {' '.join(args)}: exit {p.returncode}, {(p.stdout + p.stderr)[:200]!r}")
+
 main = limits = None
 try:
     main = Server(damamba, ["-m", f"fmnist={os.path.dirname(samples)}/damamba_fmnist.safetensors",
