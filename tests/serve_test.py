@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +95,10 @@ try:
     check(status == 200 and body["inputs"][0]["shape"] == [-1, 3, 224, 224], f"micro metadata: {body}")
     status, body = main.json("GET", FMNIST + "/ready")
     check(status == 200 and body == {"name": "fmnist", "ready": True}, f"model ready: {body}")
+    status, body = main.json("GET", FMNIST + "/versions/1/ready")
+    check(status == 200 and body["ready"], f"version 1 ready: {body}")
+    status, body = main.json("GET", FMNIST + "/versions/1")
+    check(status == 200 and body["versions"] == ["1"], f"version 1 metadata: {body}")
 
     # ------------------------------------------------ /v1/classify vs classify
     cli = classify_cli(["-m", f"{os.path.dirname(samples)}/damamba_fmnist.safetensors"], sample_paths, 5)
@@ -130,7 +135,7 @@ try:
               "outputs": [{"name": n, "parameters": {"binary_data": True}}
                           for n in ["logits", "stage0", "stage1", "stage2", "stage3"]]}
     body, headers = binary_request(header, [struct.pack("<3920f", *sum(tensors, []))])
-    status, rh, data = main.request("POST", FMNIST + "/infer", body, headers)
+    status, rh, data = main.request("POST", FMNIST + "/versions/1/infer", body, headers)
     check(status == 200 and "inference-header-content-length" in rh, f"binary infer: {status} {data[:200]}")
     if status == 200:
         meta, blob = split_binary_response(rh, data)
@@ -210,6 +215,7 @@ try:
     bad("/v2/models/nope/infer", "{}", 404, "no model 'nope'")
     bad("/v2/models/nope", None, 404, "no model 'nope'", method="GET")
     bad("/v3/anything", None, 404, "no endpoint GET /v3/anything", method="GET")
+    bad(FMNIST + "/versions/2/infer", "{}", 404, "no endpoint POST /v2/models/fmnist/versions/2/infer")
     bad(FMNIST + "/infer", None, 405, "takes POST", method="GET")
     bad("/metrics", "x", 405, "takes GET")
     status, _, _ = main.request("GET", "/v2/health/live")
@@ -261,7 +267,7 @@ try:
     m = main.metrics()
     check(m.get('damamba_requests_total{endpoint="classify",code="200"}') == 11, "classify 200 count")
     check(m.get('damamba_requests_total{endpoint="infer",code="400"}', 0) >= 12, "infer 400 count")
-    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 1, "unknown 404 count")
+    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 2, "unknown 404 count")
     check(m.get('damamba_requests_total{endpoint="health",code="200"}', 0) >= 3, "health count")
     check(m.get("damamba_request_duration_seconds_count", 0) >= 50, "latency histogram count")
     check(m.get('damamba_queue_requests{model="fmnist"}') == 0, "queue depth gauge")
@@ -286,7 +292,7 @@ try:
     deadline = time.time() + 30
     while (last := main.metrics())[images_key] == images_before and time.time() < deadline:
         time.sleep(0.01)
-    main.proc.send_signal(15)
+    main.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     # While draining, new connections are refused (checked only if the
     # request is still in flight, as the check needs it).
@@ -370,8 +376,8 @@ try:
     check(closed and waited < 8, f"stalled body: closed={closed} after {waited:.1f} s")
     status, _, _ = limits.request("GET", "/v2/health/ready")
     check(status == 200, "answers after the stalled client")
-    rc = limits.stop()
-    check(rc == 0, f"limits server exited {rc}")
+    rc = limits.stop(signal.SIGINT)
+    check(rc == 0, f"limits server exited {rc} after SIGINT")
     m_log = limits.log_text()
     check(" 413 " in m_log and " 503 " in m_log, "413 and 503 in the log")
 finally:

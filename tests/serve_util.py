@@ -75,10 +75,10 @@ class Server:
                 out[key] = float(value)
         return out
 
-    def stop(self):
-        """SIGTERM, then the exit status (the server must drain and exit 0)."""
+    def stop(self, signo=signal.SIGTERM):
+        """SIGTERM (or signo), then the exit status (the server must drain and exit 0)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signo)
         try:
             return self.proc.wait(timeout=60)
         finally:

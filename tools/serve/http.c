@@ -133,9 +133,15 @@ static int route(request_ctx *ctx, const char *url)
     else if (!strncmp(url, models_prefix, sizeof models_prefix - 1)) {
         const char *name = url + sizeof models_prefix - 1, *slash = strchr(name, '/');
         size_t name_len = slash ? (size_t)(slash - name) : strlen(name);
-        if (!slash) ctx->endpoint = SERVE_EP_MODEL_METADATA;
-        else if (!strcmp(slash, "/ready")) ctx->endpoint = SERVE_EP_MODEL_READY;
-        else if (!strcmp(slash, "/infer")) ctx->endpoint = SERVE_EP_INFER;
+        /* Every model has one version, "1", which URLs may name. */
+        static const char version[] = "/versions/1";
+        const size_t version_len = sizeof version - 1;
+        const char *rest = slash ? slash : "";
+        if (!strncmp(rest, version, version_len) && (rest[version_len] == '\0' || rest[version_len] == '/'))
+            rest += version_len;
+        if (!*rest) ctx->endpoint = SERVE_EP_MODEL_METADATA;
+        else if (!strcmp(rest, "/ready")) ctx->endpoint = SERVE_EP_MODEL_READY;
+        else if (!strcmp(rest, "/infer")) ctx->endpoint = SERVE_EP_INFER;
         if (ctx->endpoint != SERVE_EP_UNKNOWN) {
             char name_copy[256];
             snprintf(name_copy, sizeof name_copy, "%.*s", (int)(name_len < 255 ? name_len : 255), name);
