@@ -74,6 +74,10 @@ enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT
  * (free it); prints the error and returns NULL on failure. */
 float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w);
 
+/* The size every image has after preprocessing (a crop, or a fixed
+ * resize); returns 0 when the size depends on the image. */
+int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w);
+
 /* Record c if it is a preprocessing option: returns 1 if it was. */
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 

@@ -89,10 +89,8 @@ static int model_open(serve_model *sm, char *name, const char *path, const serve
         cli_error("%s: %s", sm->source, dm_last_error());
         return 0;
     }
-    /* Every image must become the same size: a crop, or a fixed resize. */
-    sm->h = sm->prep.crop ? sm->prep.crop : sm->prep.resize ? 0 : sm->prep.resize_h;
-    sm->w = sm->prep.crop ? sm->prep.crop : sm->prep.resize ? 0 : sm->prep.resize_w;
-    if (sm->h < 1 || sm->w < 1 || sm->prep.channels != cfg->in_chans) {
+    /* Batches need one input size: the one preprocessing gives every image. */
+    if (!cli_fixed_input_size(&sm->prep, &sm->h, &sm->w) || sm->prep.channels != cfg->in_chans) {
         cli_error("%s: its preprocessing metadata gives no fixed input size of %d channels", sm->source,
                   cfg->in_chans);
         return 0;
