@@ -146,7 +146,8 @@ static void run_batch(serve_batcher *b, int n)
                sizeof(float) * chw);
         for (int s = 0; s < DM_NUM_STAGES; s++) want_stages |= job->stages[s] != NULL;
     }
-    dm_outputs out = {.logits = b->classes ? b->logits : NULL};
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = b->classes ? b->logits : NULL;
     for (int s = 0; want_stages && s < DM_NUM_STAGES; s++) out.stages[s] = b->stages[s];
     const char *error = NULL;
     if (dm_forward(b->model, b->ws, b->input, n, b->h, b->w, &out) != DM_OK) error = dm_last_error();

@@ -84,7 +84,7 @@ static int model_open(serve_model *sm, char *name, const char *path, const serve
     sm->source = path ? path : CLI_DEFAULT_MODEL_NAME;
     if (!(sm->model = cli_load_model(path, 0))) return 0;
     const dm_config *cfg = dm_model_config(sm->model);
-    if (!cli_labels_load(sm->model, &sm->labels)) return 0;
+    sm->prep = (dm_preprocess)DM_PREPROCESS_INIT;
     if (dm_preprocess_default(sm->model, &sm->prep) != DM_OK) {
         cli_error("%s: %s", sm->source, dm_last_error());
         return 0;
@@ -109,7 +109,6 @@ static int model_open(serve_model *sm, char *name, const char *path, const serve
 static void model_close(serve_model *sm)
 {
     serve_batcher_stop(&sm->batcher);
-    cli_labels_free(&sm->labels);
     dm_model_free(sm->model);
     free(sm->name);
 }

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "json.h"
+#include "internal_api.h"
 
 /* One request, from its headers to the end of its response. */
 typedef struct request_ctx {
@@ -184,7 +184,7 @@ static int write_ready(request_ctx *ctx, FILE *out)
 static int write_server_metadata(request_ctx *ctx, FILE *out)
 {
     fprintf(out, "{\"name\": \"damamba\", \"version\": \"%s\", \"extensions\": [\"binary_tensor_data\"], "
-                 "\"models\": [", DM_VERSION_STRING);
+                 "\"models\": [", dm_version_string());
     for (int i = 0; i < ctx->server->model_count; i++) {
         if (i) fputs(", ", out);
         dm_json_write_string(out, ctx->server->models[i].name);
@@ -208,9 +208,10 @@ static int write_model_metadata(request_ctx *ctx, FILE *out)
     fputs("], \"parameters\": {\"source\": ", out);
     dm_json_write_string(out, m->source);
     fputs(", \"classes\": [", out);
-    for (int i = 0; i < m->labels.count; i++) {
+    for (int i = 0; i < m->classes; i++) {
+        char buf[32];
         if (i) fputs(", ", out);
-        dm_json_write_string(out, m->labels.names[i]);
+        dm_json_write_string(out, cli_class_name(m->model, i, buf, sizeof buf));
     }
     fputs("]}}\n", out);
     return MHD_HTTP_OK;
@@ -293,10 +294,11 @@ static enum MHD_Result start_inference(request_ctx *ctx)
 static int write_classification(request_ctx *ctx, FILE *out)
 {
     int index[ctx->top];
-    double prob[ctx->top];
+    float *probs = ctx->req.job.logits; /* done with the logits: softmax in place */
     const char *file = MHD_lookup_connection_value(ctx->conn, MHD_GET_ARGUMENT_KIND, "file");
-    cli_top_k(ctx->req.job.logits, ctx->model->classes, ctx->top, index, prob);
-    cli_write_top_json(out, file ? file : "-", index, prob, ctx->top, &ctx->model->labels);
+    dm_softmax(probs, ctx->model->classes, probs);
+    dm_top_k(probs, ctx->model->classes, ctx->top, index);
+    cli_write_top_json(out, file ? file : "-", ctx->model->model, probs, index, ctx->top);
     fputc('\n', out);
     return MHD_HTTP_OK;
 }

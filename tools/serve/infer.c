@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "internal_api.h"
 
 static const char *const stage_names[DM_NUM_STAGES] = {"stage0", "stage1", "stage2", "stage3"};
 

@@ -132,7 +132,6 @@ typedef struct serve_model {
     char *name;
     const char *source; /* file, or the embedded model's name */
     dm_model *model;
-    cli_labels labels;
     dm_preprocess prep;
     int channels, h, w, classes;
     int stage_c[DM_NUM_STAGES], stage_h[DM_NUM_STAGES], stage_w[DM_NUM_STAGES];
