@@ -69,7 +69,7 @@ typedef struct serve_job {
     int n;
     float *logits;                       /* n x classes, or NULL */
     float *stages[DM_NUM_STAGES];        /* n x C_s x H_s x W_s, or NULL */
-    void (*done)(struct serve_job *job); /* error NULL on success */
+    void (*done)(struct serve_job *job); /* once all n ran; error NULL on success */
     void *owner;                         /* for done() */
     char *error;                         /* set on failure: why (free it) */
     /* The batcher's bookkeeping. */
