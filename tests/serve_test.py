@@ -4,6 +4,7 @@ end to end on loopback: every endpoint, error and limit; results against
 `damamba classify` on the same images and `damamba run` on the same tensors;
 dynamic batching against each request alone; draining on SIGTERM."""
 import base64
+import http.client
 import json
 import os
 import random
@@ -288,6 +289,10 @@ try:
 
     t = threading.Thread(target=slow_request)
     t.start()
+    # A keep-alive connection opened before the stop.
+    kept = http.client.HTTPConnection("127.0.0.1", main.port, timeout=30)
+    kept.request("GET", "/v2/health/ready")
+    kept.getresponse().read()
     # SIGTERM once the worker has started on it.
     deadline = time.time() + 30
     while (last := main.metrics())[images_key] == images_before and time.time() < deadline:
@@ -301,14 +306,26 @@ try:
         check(not t.is_alive(), "a new connection was accepted while draining")
     except OSError:
         print("draining: new connection refused" + (" while the request was in flight" if t.is_alive() else ""))
+    # On a connection already open, ready turns false and the connection closes.
+    # (Only while the request is in flight: the server exits once it is done.)
+    in_flight = t.is_alive()
+    if in_flight:
+        kept.request("GET", "/v2/health/ready")
+        resp = kept.getresponse()
+        body = resp.read()
+        check(resp.status == 503 and json.loads(body) == {"ready": False} and
+              resp.getheader("Connection", "").lower() == "close", f"ready while draining: {resp.status} {body}")
+        print("draining: ready is false on an open connection")
+    kept.close()
     t.join()
     rc = main.stop()
     check(rc == 0, f"server exited {rc} after SIGTERM")
     check(slow.get("r", (0,))[0] == 200, f"request in flight at SIGTERM: {slow.get('r', (None,))[0]}")
     log = main.log_text()
     lines = [l for l in log.splitlines() if '" ' in l and l[:4].isdigit()]
-    # Every request counted before the last /metrics, that one, and the slow one.
-    want = int(last["damamba_request_duration_seconds_count"]) + 2
+    # Every request counted before the last /metrics, that one, the slow one
+    # and the ready check while draining.
+    want = int(last["damamba_request_duration_seconds_count"]) + 2 + in_flight
     check(len(lines) == want, f"{len(lines)} log lines, not {want}")
     check(any('"POST /v1/classify?' in l or '"POST /v1/classify"' in l for l in lines), "log names the URL")
     try:
