@@ -8,6 +8,8 @@ packages=(
   libopenblas-dev libsleef-dev libstb-dev  # library dependencies
   check                                # unit tests
   clang libclang-rt-14-dev             # sanitizer and fuzz builds
+  python3-venv python3-pip python3-mesonpy python3-numpy  # the Python package, built offline
+  python3-pandas python3-dask python3-distributed python3-pytest  # damamba.dask and the tests
 )
 
 missing=()
