@@ -95,12 +95,13 @@ def classify(paths: Paths, model: Model | PathLike | None = None, k: int = 5, cl
     and the list of those files is returned.
     """
     source = _model_source(model)
-    classified = [dask.delayed(_classify_partition, pure=True)(part, source, ema, k, batch, threads)
+    # Not pure: the tasks read files, which may change between two calls.
+    classified = [dask.delayed(_classify_partition, pure=False)(part, source, ema, k, batch, threads)
                   for part in _partitions(paths, partition_size)]
     if output is not None:
         directory = Path(output)
         directory.mkdir(parents=True, exist_ok=True)
-        tasks = [dask.delayed(_write_partition, pure=True)(part, os.fspath(directory), i)
+        tasks = [dask.delayed(_write_partition, pure=False)(part, os.fspath(directory), i)
                  for i, part in enumerate(classified)]
         written = _compute(tasks, client)
         for leftover in directory.glob(".part-*.tmp"):  # from attempts whose worker died
