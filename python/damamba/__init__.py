@@ -375,7 +375,7 @@ class Model:
         """An image file or H x W [x C] uint8 array as this model's input (C x H x W)."""
         return preprocess(image, self.preprocess_settings)
 
-    def classify(self, paths: Iterable[PathLike], k: int = 5, batch: int = 32, threads: int | None = None,
+    def classify(self, paths: PathLike | Iterable[PathLike], k: int = 5, batch: int = 32, threads: int | None = None,
                  errors: str = "raise") -> list[dict[str, Any]]:
         """The k most probable classes of each image file, as
         ``damamba classify --json`` prints them: one dict per file,
@@ -392,6 +392,8 @@ class Model:
         size = _fixed_size(settings)
         names = self.classes
         k = min(k, self.config.num_classes)
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]
         paths = [os.fspath(p) for p in paths]
         results: list[dict[str, Any]] = []
         for start in range(0, len(paths), batch):
@@ -437,7 +439,7 @@ def format_result(result: dict[str, Any], as_json: bool = False) -> str:
     return "\n".join([file] + [f'  {100 * t["prob"]:8.4f}%  {t["label"]} ({t["index"]})' for t in result["top"]])
 
 
-def classify(paths: Iterable[PathLike], k: int = 5, model: Model | PathLike | None = None,
+def classify(paths: PathLike | Iterable[PathLike], k: int = 5, model: Model | PathLike | None = None,
              **options: Any) -> list[dict[str, Any]]:
     """Model.classify with a model given as a Model, a path, or None for the built-in one."""
     if not isinstance(model, Model):
