@@ -20,7 +20,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -384,14 +384,36 @@ class Model:
         errors="raise" raises for the first file that cannot be read;
         errors="record" gives ``{"file": path, "error": message}`` for it instead.
         """
-        if errors not in ("raise", "record"):
-            raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
-        if not 1 <= k:
+        if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        settings = self.preprocess_settings
-        size = _fixed_size(settings)
         names = self.classes
         k = min(k, self.config.num_classes)
+
+        def top(inputs: np.ndarray) -> list[dict[str, Any]]:
+            tops = [top_k(row, k) for row in self.forward(inputs, threads)]
+            return [{"top": [{"index": int(j), "label": names[j], "prob": float(p)} for j, p in zip(index, prob)]}
+                    for index, prob in tops]
+
+        return self._over_files(paths, batch, errors, top)
+
+    def embed(self, paths: PathLike | Iterable[PathLike], batch: int = 32, threads: int | None = None,
+              errors: str = "raise") -> list[dict[str, Any]]:
+        """The features the classification head takes, per image file: the
+        last stage's output averaged over its pixels.  One dict per file,
+        ``{"file": path, "embedding": float32 array of dims[3]}``; errors
+        as for classify()."""
+        return self._over_files(paths, batch, errors, lambda inputs: [
+            {"embedding": e} for e in self.features(inputs, threads)[3].mean(axis=(2, 3))])
+
+    def _over_files(self, paths: PathLike | Iterable[PathLike], batch: int, errors: str,
+                    run: Callable[[np.ndarray], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Preprocess image files batch by batch and add what run(batch) says
+        of each image to its {"file": path}; a file that cannot be read
+        raises, or (errors="record") gets {"file": path, "error": message}."""
+        if errors not in ("raise", "record"):
+            raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+        settings = self.preprocess_settings
+        size = _fixed_size(settings)
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
         paths = [os.fspath(p) for p in paths]
@@ -407,14 +429,9 @@ class Model:
                     if errors == "raise":
                         raise
                     failed[i] = str(e)
-            logits = self.forward(inputs, threads)
-            for i, path in enumerate(chunk):
-                if i in failed:
-                    results.append({"file": path, "error": failed[i]})
-                    continue
-                index, prob = top_k(logits[i], k)
-                results.append({"file": path, "top": [{"index": int(j), "label": names[j], "prob": float(p)}
-                                                      for j, p in zip(index, prob)]})
+            # A failed file's zero input still goes through the pass; its result is dropped.
+            for i, (path, result) in enumerate(zip(chunk, run(inputs))):
+                results.append({"file": path, "error": failed[i]} if i in failed else {"file": path, **result})
         return results
 
 

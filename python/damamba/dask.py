@@ -1,4 +1,5 @@
-"""Classify many images on a Dask cluster (``distributed``).
+"""Classify many images, or extract their features, on a Dask cluster
+(``distributed``).
 
 The paths are split into partitions; each partition is one task.  A worker
 process loads a model once and keeps it for every later task (a per-process
@@ -16,6 +17,7 @@ is renamed into place whole, so a killed writer leaves no partial file.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import uuid
 from pathlib import Path
@@ -28,8 +30,6 @@ from . import Model, PathLike, format_result
 
 Paths = Union[Sequence[PathLike], "dask.bag.Bag", "dask.dataframe.Series", "dask.dataframe.DataFrame"]
 
-COLUMNS = ["file", "top", "error"]
-
 
 @functools.lru_cache(maxsize=4)
 def _cached_model(path: str | None, ema: bool) -> Model:
@@ -37,19 +37,25 @@ def _cached_model(path: str | None, ema: bool) -> Model:
     return Model(path, ema=ema)
 
 
-def _classify_partition(paths: Any, model: str | None, ema: bool, k: int, batch: int,
-                        threads: int | None) -> list[dict[str, Any]]:
+def _run_partition(paths: Any, model: str | None, ema: bool, method: str, options: dict[str, Any]) -> list[dict]:
+    """Model.classify or Model.embed over one partition, recording failed files."""
     paths = [os.fspath(p) for p in paths]
-    return _cached_model(model, ema).classify(paths, k, batch=batch, threads=threads, errors="record")
+    return getattr(_cached_model(model, ema), method)(paths, errors="record", **options)
 
 
-def _write_partition(results: list[dict[str, Any]], directory: str, index: int) -> str:
-    """Write one partition's results as JSON lines, atomically: a temporary
+def _json_line(row: dict[str, Any]) -> str:
+    if "embedding" in row:
+        return json.dumps({"file": row["file"], "embedding": row["embedding"].tolist()})
+    return format_result(row, as_json=True)
+
+
+def _write_partition(rows: list[dict[str, Any]], directory: str, index: int) -> str:
+    """Write one partition's rows as JSON lines, atomically: a temporary
     file of this attempt, renamed to part-NNNNN.jsonl once complete."""
     final = os.path.join(directory, f"part-{index:05d}.jsonl")
     temporary = os.path.join(directory, f".part-{index:05d}.jsonl.{uuid.uuid4().hex}.tmp")
     with open(temporary, "w", encoding="utf-8") as out:
-        out.writelines(format_result(result, as_json=True) + "\n" for result in results)
+        out.writelines(_json_line(row) + "\n" for row in rows)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, final)
@@ -74,6 +80,35 @@ def _model_source(model: Model | PathLike | None) -> str | None:
     return None if model is None else os.fspath(model)
 
 
+def _run(method: str, columns: list[str], paths: Paths, model: Model | PathLike | None, client: Any, ema: bool,
+         output: PathLike | None, partition_size: int, options: dict[str, Any]) -> pd.DataFrame | list[str]:
+    source = _model_source(model)
+    # Not pure: the tasks read files, which may change between two calls.
+    results = [dask.delayed(_run_partition, pure=False)(part, source, ema, method, options)
+               for part in _partitions(paths, partition_size)]
+    if output is not None:
+        directory = Path(output)
+        directory.mkdir(parents=True, exist_ok=True)
+        tasks = [dask.delayed(_write_partition, pure=False)(part, os.fspath(directory), i)
+                 for i, part in enumerate(results)]
+        written = _compute(tasks, client)
+        for leftover in directory.glob(".part-*.tmp"):  # from attempts whose worker died
+            leftover.unlink()
+        return written
+    rows = [row for part in _compute(results, client) for row in part]
+    return pd.DataFrame([{name: row.get(name) for name in columns} for row in rows], columns=columns)
+
+
+def _compute(tasks: list[Any], client: Any) -> list[Any]:
+    if client is None:
+        try:
+            from distributed import get_client
+            client = get_client()
+        except (ImportError, ValueError):
+            return list(dask.compute(*tasks))
+    return client.gather(client.compute(tasks))
+
+
 def classify(paths: Paths, model: Model | PathLike | None = None, k: int = 5, client: Any = None, *,
              ema: bool = False, output: PathLike | None = None, partition_size: int = 32, batch: int = 32,
              threads: int | None = None) -> pd.DataFrame | list[str]:
@@ -94,28 +129,16 @@ def classify(paths: Paths, model: Model | PathLike | None = None, k: int = 5, cl
     as part-NNNNN.jsonl in the command-line program's JSON lines instead,
     and the list of those files is returned.
     """
-    source = _model_source(model)
-    # Not pure: the tasks read files, which may change between two calls.
-    classified = [dask.delayed(_classify_partition, pure=False)(part, source, ema, k, batch, threads)
-                  for part in _partitions(paths, partition_size)]
-    if output is not None:
-        directory = Path(output)
-        directory.mkdir(parents=True, exist_ok=True)
-        tasks = [dask.delayed(_write_partition, pure=False)(part, os.fspath(directory), i)
-                 for i, part in enumerate(classified)]
-        written = _compute(tasks, client)
-        for leftover in directory.glob(".part-*.tmp"):  # from attempts whose worker died
-            leftover.unlink()
-        return written
-    rows = [row for part in _compute(classified, client) for row in part]
-    return pd.DataFrame([{name: row.get(name) for name in COLUMNS} for row in rows], columns=COLUMNS)
+    return _run("classify", ["file", "top", "error"], paths, model, client, ema, output, partition_size,
+                dict(k=k, batch=batch, threads=threads))
 
 
-def _compute(tasks: list[Any], client: Any) -> list[Any]:
-    if client is None:
-        try:
-            from distributed import get_client
-            client = get_client()
-        except (ImportError, ValueError):
-            return list(dask.compute(*tasks))
-    return client.gather(client.compute(tasks))
+def embed(paths: Paths, model: Model | PathLike | None = None, client: Any = None, *, ema: bool = False,
+          output: PathLike | None = None, partition_size: int = 32, batch: int = 32,
+          threads: int | None = None) -> pd.DataFrame | list[str]:
+    """Model.embed on a cluster: a DataFrame with "file", "embedding" (the
+    features the classification head takes, a float32 array) and "error";
+    or, with output, part-NNNNN.jsonl files of {"file", "embedding"}
+    objects.  Arguments as for classify()."""
+    return _run("embed", ["file", "embedding", "error"], paths, model, client, ema, output, partition_size,
+                dict(batch=batch, threads=threads))

@@ -4,6 +4,7 @@ worker is killed in the middle of a job."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -12,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 import dask.bag
+import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
@@ -57,9 +59,22 @@ def test_bags_dataframes_and_failed_files(client: Client) -> None:
     assert list(damamba.dask.classify(frame, client=client).file) == paths
 
 
+def test_embeddings(client: Client, tmp_path) -> None:
+    paths = sample_paths()
+    expected = np.stack([row["embedding"] for row in damamba.Model().embed(paths)])
+    table = damamba.dask.embed(paths, client=client, partition_size=3)
+    assert list(table.file) == paths and table.error.isna().all()
+    np.testing.assert_allclose(np.stack(table.embedding), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    files = damamba.dask.embed(paths, client=client, partition_size=3, output=tmp_path)
+    rows = [json.loads(line) for f in files for line in open(f, encoding="utf-8")]
+    assert [row["file"] for row in rows] == paths
+    np.testing.assert_array_equal(np.array([row["embedding"] for row in rows], dtype=np.float32),
+                                  np.stack(table.embedding))
+
+
 def scheduler_progress(dask_scheduler: Any) -> tuple[int, list[str]]:
     """Partitions finished, and the workers running one."""
-    tasks = [ts for key, ts in dask_scheduler.tasks.items() if "_classify_partition" in str(key)]
+    tasks = [ts for key, ts in dask_scheduler.tasks.items() if "_run_partition" in str(key)]
     busy = [ts.processing_on.address for ts in tasks if ts.state == "processing" and ts.processing_on]
     return sum(ts.state == "memory" for ts in tasks), busy
 

@@ -175,3 +175,15 @@ def test_load_image_and_preprocess_an_array() -> None:
     assert grey.dtype == np.uint8 and grey.shape[2] == 1 and rgb.shape == grey.shape[:2] + (3,)
     model = damamba.Model()
     np.testing.assert_array_equal(model.preprocess(grey[:, :, 0]), model.preprocess(path))
+
+
+def test_embeddings_are_what_the_head_takes(micro: damamba.Model) -> None:
+    head = read_safetensors(GOLDEN / "micro.safetensors")[0]
+    paths = sample_paths()[:3]
+    rows = micro.embed(paths)
+    assert [row["file"] for row in rows] == paths
+    embeddings = np.stack([row["embedding"] for row in rows])
+    assert embeddings.shape == (3, 128) and embeddings.dtype == np.float32
+    logits = micro.forward(np.stack([micro.preprocess(p) for p in paths]))
+    through_head = embeddings.astype(np.float64) @ head["head.fc.weight"].T + head["head.fc.bias"]
+    assert max_error(through_head, logits) <= 1e-5
