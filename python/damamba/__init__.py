@@ -14,7 +14,6 @@ parallel, each with its own workspace.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import os
 import threading

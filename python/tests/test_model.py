@@ -50,6 +50,14 @@ def test_config(micro: damamba.Model) -> None:
     assert micro.classes == [f"class {i}" for i in range(10)]
 
 
+def test_synthetic_variants_have_the_papers_sizes() -> None:
+    for variant, params in [("F", 5_518_644), ("T", 25_439_870)]:
+        config = damamba.Model.synthetic(variant).config
+        assert config.num_params == params and config.num_classes == 1000
+    with pytest.raises(damamba.ArgumentError, match="X"):
+        damamba.Model.synthetic("X")
+
+
 def test_float64_and_integer_inputs_are_converted(micro: damamba.Model, micro_io: dict) -> None:
     x = micro_io["input"]
     expected = micro.forward(x)
@@ -121,6 +129,8 @@ def test_from_state_dict_equals_the_file(micro: damamba.Model, micro_io: dict) -
 def test_checkpoint_and_ema(micro: damamba.Model, micro_io: dict) -> None:
     x = micro_io["input"]
     np.testing.assert_array_equal(damamba.Model(GOLDEN / "micro.pth").forward(x), micro.forward(x))
+    in_memory = damamba.Model.from_bytes((GOLDEN / "micro.pth").read_bytes())
+    np.testing.assert_array_equal(in_memory.forward(x), micro.forward(x))
     assert not np.array_equal(damamba.Model(GOLDEN / "micro.pth", ema=True).forward(x), micro.forward(x))
 
 
