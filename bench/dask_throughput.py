@@ -35,7 +35,7 @@ def main() -> None:
     paths = (samples * (args.images // len(samples) + 1))[:args.images]
     for workers in args.workers:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
             options = dict(client=client, threads=1, partition_size=args.partition_size, batch=args.partition_size)
             damamba.dask.classify(paths[:workers * args.partition_size], model, **options)
             times = []

@@ -8,9 +8,7 @@ cd "$(dirname "$0")/.."
 venv=build-python/venv
 [ -x build/tools/damamba ] || { [ -d build ] || meson setup build --buildtype=release >/dev/null; ninja -C build tools/damamba; }
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$venv"
-# The wheel's build directory is kept, so a second run only relinks.
-"$venv/bin/pip" install --quiet --no-index --no-build-isolation --no-deps --force-reinstall \
-  --config-settings=builddir="$PWD/build-python/wheel" ./python
+"$venv/bin/pip" install --quiet --no-index --no-build-isolation --no-deps --force-reinstall ./python
 # Run from outside the source tree, so the tests import the installed package.
 cd build-python
 GOMP_SPINCOUNT=10000 DAMAMBA_CLI="$PWD/../build/tools/damamba" \

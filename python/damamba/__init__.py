@@ -18,7 +18,6 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
@@ -40,14 +39,9 @@ from ._lib import (
 )
 from . import _lib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-_DATA = Path(__file__).with_name("data")
-DEFAULT_MODEL_PATH = _DATA / "damamba_fmnist.safetensors"
-"""The model the command-line program has built in: a small DAMamba trained
-on Fashion-MNIST (28 x 28 grey images, 10 classes)."""
 
 _INTERPOLATIONS = ("bicubic", "bilinear")  # dm_interpolation's order
 
@@ -158,13 +152,29 @@ def preprocess(image: PathLike | np.ndarray, settings: PreprocessSettings | None
     return out
 
 
-def top_k(logits: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """The k most probable classes of one image's logits (softmax in float64)
-    and their probabilities, best first; ties go to the lower index."""
-    logits = np.asarray(logits, dtype=np.float32)
-    exp = np.exp(logits.astype(np.float64) - logits.max())
-    index = np.argsort(-logits, kind="stable")[:k]
-    return index, exp[index] / exp.sum()
+def library_version() -> str:
+    """The version of the libdamamba this package runs."""
+    return lib.dm_version_string().decode()
+
+
+def softmax(logits: Any) -> np.ndarray:
+    """Probabilities of one image's logits (a vector), computed in float64."""
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    if logits.ndim != 1:
+        raise ValueError(f"softmax takes one image's logits (a vector), got shape {logits.shape}")
+    probs = np.empty_like(logits)
+    check(lib.dm_softmax(as_float_pointer(logits), logits.size, as_float_pointer(probs)))
+    return probs
+
+
+def top_k(logits: Any, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The k most probable classes of one image's logits and their softmax
+    probabilities (float32), best first; equal scores in index order."""
+    probs = softmax(logits)
+    index = np.empty(k, dtype=np.intc)
+    check(lib.dm_top_k(as_float_pointer(probs), probs.size, k,
+                       index.ctypes.data_as(ctypes.POINTER(ctypes.c_int))))
+    return index, probs[index]
 
 
 class _ModelHandle:
@@ -201,23 +211,32 @@ class Model:
 
     Model(path) loads a safetensors file (the official state-dict names) or a
     PyTorch .pth checkpoint ('model', or 'model_ema' with ema=True); Model()
-    loads the built-in Fashion-MNIST model.  Errors raise DamambaError
-    subclasses with the library's message (FileError is also an OSError).
+    loads the built-in one, a small DAMamba trained on Fashion-MNIST (28 x 28
+    grey images, 10 classes).  Errors raise DamambaError subclasses with the
+    library's message (FileError is also an OSError).
+
+    path is the file the model came from: None for the built-in model and
+    for models made in memory; builtin says which.
     """
 
     def __init__(self, path: PathLike | None = None, ema: bool = False) -> None:
-        self.path: str | None = os.fspath(path if path is not None else DEFAULT_MODEL_PATH)
+        self.path: str | None = None if path is None else os.fspath(path)
+        self.builtin = path is None
         self._owner = _ModelHandle()
-        options = _lib.LoadOptions(1 if ema else 0)
-        check(lib.dm_model_load(os.fsencode(self.path), ctypes.byref(options), ctypes.byref(self._owner.ptr)))
+        if self.builtin:
+            check(lib.dm_model_load_default(ctypes.byref(self._owner.ptr)))
+        else:
+            options = _lib.LoadOptions(1 if ema else 0)
+            check(lib.dm_model_load(os.fsencode(self.path), ctypes.byref(options), ctypes.byref(self._owner.ptr)))
         self._init()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Model":
+    def from_bytes(cls, data: bytes, ema: bool = False) -> "Model":
         """A model from the bytes of a safetensors file or a .pth checkpoint."""
         model = cls.__new__(cls)
-        model.path, model._owner = None, _ModelHandle()
-        check(lib.dm_model_load_buffer(data, len(data), ctypes.byref(model._owner.ptr)))
+        model.path, model.builtin, model._owner = None, False, _ModelHandle()
+        options = _lib.LoadOptions(1 if ema else 0)
+        check(lib.dm_model_load_buffer(data, len(data), ctypes.byref(options), ctypes.byref(model._owner.ptr)))
         model._init()
         return model
 
@@ -236,7 +255,7 @@ class Model:
         """An official variant ('F', 'T', 'S' or 'B') with deterministic
         pseudo-random weights, for tests and benchmarks."""
         model = cls.__new__(cls)
-        model.path, model._owner = None, _ModelHandle()
+        model.path, model.builtin, model._owner = None, False, _ModelHandle()
         check(lib.dm_model_synthetic(variant.encode(), in_chans, num_classes, seed, ctypes.byref(model._owner.ptr)))
         model._init()
         return model
@@ -251,7 +270,7 @@ class Model:
         self._classes: list[str] | None = None
 
     def __repr__(self) -> str:
-        source = self.path if self.path is not None else "in memory"
+        source = "built-in" if self.builtin else self.path if self.path is not None else "in memory"
         return f"<damamba.Model {source}: dims {self.config.dims}, {self.config.num_classes} classes>"
 
     # ------------------------------------------------------------ metadata
@@ -267,16 +286,8 @@ class Model:
         model, else "class N" (as the command-line program labels them)."""
         if self._classes is None:
             n = self.config.num_classes
-            text = self.metadata("classes")
-            if text is not None:
-                names = json.loads(text)
-                if not isinstance(names, list) or len(names) != n or not all(isinstance(s, str) for s in names):
-                    raise ModelError(f"model metadata 'classes' is not a JSON list of {n} names", _lib.ERR_MODEL)
-            elif n == 1000:
-                names = (_DATA / "imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
-            else:
-                names = [f"class {i}" for i in range(n)]
-            self._classes = names
+            names = lib.dm_model_class_names(self._handle)
+            self._classes = [names[i].decode() if names else f"class {i}" for i in range(n)]
         return list(self._classes)
 
     @property
@@ -452,7 +463,9 @@ def format_result(result: dict[str, Any], as_json: bool = False) -> str:
         top = ", ".join(f'{{"index": {t["index"]}, "label": {json.dumps(t["label"])}, "prob": {t["prob"]:.6g}}}'
                         for t in result["top"])
         return f'{{"file": {json.dumps(file)}, "top": [{top}]}}'
-    return "\n".join([file] + [f'  {100 * t["prob"]:8.4f}%  {t["label"]} ({t["index"]})' for t in result["top"]])
+    # 100 * prob as the program computes it, in float32.
+    return "\n".join([file] + [f'  {np.float32(100) * np.float32(t["prob"]):8.4f}%  {t["label"]} ({t["index"]})'
+                              for t in result["top"]])
 
 
 def classify(paths: PathLike | Iterable[PathLike], k: int = 5, model: Model | PathLike | None = None,
@@ -465,7 +478,7 @@ def classify(paths: PathLike | Iterable[PathLike], k: int = 5, model: Model | Pa
 
 __all__ = [
     "Model", "Config", "PreprocessSettings", "load_image", "preprocess", "classify", "top_k", "format_result",
-    "set_threads", "isa", "DEFAULT_MODEL_PATH",
+    "softmax", "set_threads", "isa", "library_version",
     "DamambaError", "ArgumentError", "FileError", "FormatError", "ModelError", "OutOfMemoryError",
     "UnsupportedError", "DeviceError",
 ]

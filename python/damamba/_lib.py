@@ -83,12 +83,20 @@ class Config(ctypes.Structure):
     ]
 
 
-class LoadOptions(ctypes.Structure):
-    _fields_ = [("use_ema", c_int)]
+# The structs with a size member are initialised with their size, as the
+# header's DM_*_INIT macros do.
+class _Sized(ctypes.Structure):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(ctypes.sizeof(self), *args, **kwargs)
 
 
-class Outputs(ctypes.Structure):
+class LoadOptions(_Sized):
+    _fields_ = [("size", c_size_t), ("use_ema", c_int)]
+
+
+class Outputs(_Sized):
     _fields_ = [
+        ("size", c_size_t),
         ("logits", POINTER(c_float)),
         ("stages", POINTER(c_float) * NUM_STAGES),
         ("offsets", POINTER(c_float)),
@@ -106,8 +114,9 @@ class Image(ctypes.Structure):
     ]
 
 
-class Preprocess(ctypes.Structure):
+class Preprocess(_Sized):
     _fields_ = [
+        ("size", c_size_t),
         ("resize", c_int),
         ("resize_h", c_int),
         ("resize_w", c_int),
@@ -132,20 +141,25 @@ def _declare(lib: ctypes.CDLL) -> None:
     signatures = {
         "dm_last_error": (c_char_p, []),
         "dm_model_load": (status, [c_char_p, POINTER(LoadOptions), POINTER(model_p)]),
-        "dm_model_load_buffer": (status, [c_void_p, c_size_t, POINTER(model_p)]),
+        "dm_model_load_buffer": (status, [c_void_p, c_size_t, POINTER(LoadOptions), POINTER(model_p)]),
+        "dm_model_load_default": (status, [POINTER(model_p)]),
         "dm_model_synthetic": (status, [c_char, c_int, c_int, c_uint64, POINTER(model_p)]),
         "dm_model_free": (None, [model_p]),
         "dm_model_config": (POINTER(Config), [model_p]),
         "dm_model_metadata": (c_char_p, [model_p, c_char_p]),
+        "dm_model_class_names": (POINTER(c_char_p), [model_p]),
         "dm_stage_shape": (status, [model_p, c_int, c_int, c_int, POINTER(c_int), POINTER(c_int), POINTER(c_int)]),
         "dm_workspace_create": (status, [model_p, c_int, c_int, c_int, POINTER(ws_p)]),
         "dm_workspace_free": (None, [ws_p]),
         "dm_forward": (status, [model_p, ws_p, POINTER(c_float), c_int, c_int, c_int, POINTER(Outputs)]),
+        "dm_softmax": (status, [POINTER(c_float), c_int, POINTER(c_float)]),
+        "dm_top_k": (status, [POINTER(c_float), c_int, c_int, POINTER(c_int)]),
         "dm_image_load": (status, [c_char_p, c_int, POINTER(Image)]),
         "dm_image_free": (None, [POINTER(Image)]),
         "dm_preprocess_default": (status, [model_p, POINTER(Preprocess)]),
         "dm_preprocess_output_size": (status, [POINTER(Preprocess), c_int, c_int, POINTER(c_int), POINTER(c_int)]),
         "dm_image_preprocess": (status, [POINTER(Image), POINTER(Preprocess), POINTER(c_float)]),
+        "dm_version_string": (c_char_p, []),
         "dm_isa": (c_char_p, []),
         "dm_threads": (c_int, []),
         "dm_set_threads": (None, [c_int]),

@@ -73,8 +73,9 @@ def _partitions(paths: Paths, partition_size: int) -> list[Any]:
 
 
 def _model_source(model: Model | PathLike | None) -> str | None:
+    """What workers load: a path, or None for the built-in model."""
     if isinstance(model, Model):
-        if model.path is None:
+        if model.path is None and not model.builtin:
             raise ValueError("a model for workers must come from a file: pass its path")
         return model.path
     return None if model is None else os.fspath(model)
