@@ -4,7 +4,9 @@ state dicts and the library's errors."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -111,6 +113,36 @@ def test_threads_sharing_a_model(micro: damamba.Model, micro_io: dict) -> None:
         t.join()
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_forward_releases_the_gil(micro: damamba.Model, micro_io: dict) -> None:
+    """Two threads' forward passes overlap in time.  With a switch interval
+    far longer than the test, a thread holding the GIL keeps it until it
+    blocks, so they could not overlap if the library call held it."""
+    x = micro_io["input"]
+    micro.forward(x)  # this thread's workspace exists; the others make theirs below
+    start = threading.Barrier(2)
+    intervals: dict[int, tuple[float, float]] = {}
+
+    def work(i: int) -> None:
+        micro.forward(x)
+        start.wait()
+        begin = time.perf_counter()
+        micro.forward(x)
+        intervals[i] = (begin, time.perf_counter())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    (a0, a1), (b0, b1) = intervals.values()
+    assert a0 < b1 and b0 < a1
 
 
 def test_from_state_dict_equals_the_file(micro: damamba.Model, micro_io: dict) -> None:
