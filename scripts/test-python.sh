@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=build-python/venv
-[ -x build/tools/damamba ] || { [ -d build ] || meson setup build --buildtype=release >/dev/null; ninja -C build tools/damamba; }
+[ -d build ] || meson setup build --buildtype=release >/dev/null
+ninja -C build tools/damamba >/dev/null
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$venv"
 "$venv/bin/pip" install --quiet --no-index --no-build-isolation --no-deps --force-reinstall ./python
 # Run from outside the source tree, so the tests import the installed package.
