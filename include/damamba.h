@@ -216,6 +216,35 @@ dm_status dm_preprocess_output_size(const dm_preprocess *settings, int width,
 dm_status dm_image_preprocess(const dm_image *image,
                               const dm_preprocess *settings, float *out);
 
+/* The OpenMMLab test transform (mmcv 1.7's Resize with keep_ratio,
+ * RandomFlip, Normalize with to_rgb), as mmsegmentation and mmdetection
+ * apply it: the image is scaled, keeping its aspect ratio, as large as fits
+ * a long side of scale_long * ratio and a short side of scale_short * ratio,
+ * with OpenCV's 8-bit bilinear resize, optionally flipped left to right, and
+ * normalized per RGB channel in pixel units. */
+typedef struct dm_mm_transform {
+    int scale_long, scale_short; /* img_scale, e.g. (2048, 512) */
+    double ratio;                /* multi-scale ratio; 1 for img_scale itself */
+    int flip;                    /* 1: flip horizontally after the resize */
+    float mean[3], std[3];       /* RGB, on 0..255 pixels */
+} dm_mm_transform;
+
+/* mmsegmentation's ADE20K test transform: img_scale (2048, 512), ratio 1,
+ * no flip, mean 123.675 116.28 103.53, std 58.395 57.12 57.375. */
+dm_mm_transform dm_mm_transform_ade20k(void);
+
+/* Size of the tensor dm_mm_transform_image() makes of a width x height
+ * image, and if scale_factor is non-NULL mmcv's scale factor
+ * (w_new / w, h_new / h, w_new / w, h_new / h). */
+dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height,
+                               int *out_h, int *out_w, float scale_factor[4]);
+
+/* Apply the transform to an RGB image: out is 3 x out_h x out_w float32
+ * (CHW, RGB), the sizes dm_mm_transform_size() gives.  A grey image is
+ * repeated into three channels first. */
+dm_status dm_mm_transform_image(const dm_image *image, const dm_mm_transform *t,
+                                float *out);
+
 /* ---------------------------------------------------------------- runtime */
 
 /* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon"):
