@@ -19,6 +19,7 @@ typedef enum dm_act {
     DM_ACT_NONE,
     DM_ACT_GELU, /* exact erf form */
     DM_ACT_SILU,
+    DM_ACT_RELU,
 } dm_act;
 
 /* Inputs of the selective scan with state size 1 over one image, channels-
@@ -73,6 +74,27 @@ typedef struct dm_kernels {
     void (*scan_fixup)(const dm_scan_args *args, size_t t0, size_t t1,
                        size_t c0, size_t c1, const float *carry,
                        const float *decay, float *y);
+
+    /* Bilinear resize of an ih x iw x c image to oh x ow as PyTorch's
+     * interpolate(mode='bilinear', align_corners=False) computes it, output
+     * rows [y0, y1).  Output channel ch of pixel (oy, ox) is at
+     * y[(oy * ow + ox) * pixel_stride + ch * channel_stride], so the result
+     * can land in a wider channels-last buffer (a concatenation) or in
+     * planes (NCHW).  accumulate: add to y instead of overwriting it. */
+    void (*resize_bilinear)(const float *x, int ih, int iw, int c, float *y,
+                            int oh, int ow, size_t pixel_stride,
+                            size_t channel_stride, int accumulate, int y0,
+                            int y1);
+
+    /* Adaptive average pooling of an h x w x c image to bins x bins x c,
+     * with PyTorch's bins: rows floor(i h / bins) .. ceil((i + 1) h / bins). */
+    void (*adaptive_avg_pool)(const float *x, int h, int w, int c, float *y,
+                              int bins);
+
+    /* Concatenation along channels: row r of x (c floats) goes to
+     * y + r * ldy, for rows rows. */
+    void (*concat_rows)(const float *x, size_t rows, size_t c, float *y,
+                        size_t ldy);
 } dm_kernels;
 
 /* The scalar reference table. */
@@ -116,6 +138,23 @@ static inline int dm_bilinear_corners(const float *v, int h, int w, int c, size_
             weight[corners++] = (dy ? ly : 1.0f - ly) * (dx ? lx : 1.0f - lx);
         }
     return corners;
+}
+
+/* Source taps of output position o of a bilinear resize from `in` to `out`
+ * positions with align_corners=False, in PyTorch's float arithmetic:
+ * s = (o + 0.5) * in / out - 0.5, clamped at 0; taps i0 = floor(s) and
+ * i1 = i0 + 1 (i0 again at the last position), weights l0 = 1 - l1 and
+ * l1 = s - i0. */
+static inline void dm_resize_taps(int o, int in, int out, int *i0, int *i1, float *l0, float *l1)
+{
+    float s = ((float)in / (float)out) * ((float)o + 0.5f) - 0.5f;
+    if (s < 0.0f) s = 0.0f;
+    int i = (int)s;
+    if (i > in - 1) i = in - 1;
+    *i0 = i;
+    *i1 = i < in - 1 ? i + 1 : i;
+    *l1 = s - (float)i;
+    *l0 = 1.0f - *l1;
 }
 
 /* Scalar helpers shared with SIMD tails. */

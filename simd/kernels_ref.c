@@ -15,6 +15,7 @@ static float activate(float x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return dm_gelu_ref(x);
     case DM_ACT_SILU: return dm_silu_ref(x);
+    case DM_ACT_RELU: return x > 0.0f ? x : 0.0f;
     case DM_ACT_NONE: break;
     }
     return x;
@@ -119,6 +120,50 @@ static void scan_fixup_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c
     }
 }
 
+static void resize_bilinear_ref(const float *x, int ih, int iw, int c, float *y, int oh, int ow,
+                                size_t pixel_stride, size_t channel_stride, int accumulate, int y0, int y1)
+{
+    for (int oy = y0; oy < y1; oy++) {
+        int ya, yb;
+        float wya, wyb;
+        dm_resize_taps(oy, ih, oh, &ya, &yb, &wya, &wyb);
+        for (int ox = 0; ox < ow; ox++) {
+            int xa, xb;
+            float wxa, wxb;
+            dm_resize_taps(ox, iw, ow, &xa, &xb, &wxa, &wxb);
+            const float *p00 = x + ((size_t)ya * iw + xa) * c, *p01 = x + ((size_t)ya * iw + xb) * c;
+            const float *p10 = x + ((size_t)yb * iw + xa) * c, *p11 = x + ((size_t)yb * iw + xb) * c;
+            float *out = y + ((size_t)oy * ow + ox) * pixel_stride;
+            for (int ch = 0; ch < c; ch++) {
+                float v = wya * (wxa * p00[ch] + wxb * p01[ch]) + wyb * (wxa * p10[ch] + wxb * p11[ch]);
+                out[ch * channel_stride] = accumulate ? out[ch * channel_stride] + v : v;
+            }
+        }
+    }
+}
+
+static void adaptive_avg_pool_ref(const float *x, int h, int w, int c, float *y, int bins)
+{
+    for (int by = 0; by < bins; by++) {
+        int r0 = by * h / bins, r1 = ((by + 1) * h + bins - 1) / bins;
+        for (int bx = 0; bx < bins; bx++) {
+            int c0 = bx * w / bins, c1 = ((bx + 1) * w + bins - 1) / bins;
+            float *out = y + ((size_t)by * bins + bx) * c;
+            for (int ch = 0; ch < c; ch++) {
+                float sum = 0.0f;
+                for (int r = r0; r < r1; r++)
+                    for (int q = c0; q < c1; q++) sum += x[((size_t)r * w + q) * c + ch];
+                out[ch] = sum / (float)((r1 - r0) * (c1 - c0));
+            }
+        }
+    }
+}
+
+static void concat_rows_ref(const float *x, size_t rows, size_t c, float *y, size_t ldy)
+{
+    for (size_t r = 0; r < rows; r++) memcpy(y + r * ldy, x + r * c, sizeof(float) * c);
+}
+
 const dm_kernels dm_kernels_scalar = {
     .isa = "scalar",
     .layernorm = layernorm_ref,
@@ -127,4 +172,7 @@ const dm_kernels dm_kernels_scalar = {
     .sample = sample_ref,
     .scan = scan_ref,
     .scan_fixup = scan_fixup_ref,
+    .resize_bilinear = resize_bilinear_ref,
+    .adaptive_avg_pool = adaptive_avg_pool_ref,
+    .concat_rows = concat_rows_ref,
 };
