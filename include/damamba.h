@@ -55,6 +55,8 @@ typedef struct dm_config {
     int layer_scale[DM_NUM_STAGES];/* 1 where blocks carry layer scales */
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
+    int seg_classes;               /* UperNet head's classes; 0: no head */
+    int seg_channels;              /* UperNet head's channels */
     int64_t num_params;            /* trainable parameters, as PyTorch counts */
 } dm_config;
 
@@ -244,6 +246,57 @@ dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height,
  * repeated into three channels first. */
 dm_status dm_mm_transform_image(const dm_image *image, const dm_mm_transform *t,
                                 float *out);
+
+/* ----------------------------------------------------------- segmentation */
+
+/* A model with an UperNet head (config.seg_classes > 0) labels every pixel,
+ * as mmsegmentation 0.30's EncoderDecoder does: the head's logits at 1/4
+ * scale are resized (bilinear, align_corners=False) to the network input.
+ * The head runs on the CPU backend. */
+typedef enum dm_seg_mode {
+    DM_SEG_WHOLE, /* the whole input at once */
+    DM_SEG_SLIDE, /* crop x crop windows stride apart, placed as mmseg places
+                   * them; logits averaged where windows overlap */
+} dm_seg_mode;
+
+typedef struct dm_seg_options {
+    dm_seg_mode mode;
+    int crop_h, crop_w;     /* slide: window size (ADE20K: 512 x 512) */
+    int stride_h, stride_w; /* slide: window step (ADE20K: 341 x 341) */
+    /* dm_segment_image only: mmseg's multi-scale + flip test (ratios 0.5,
+     * 0.75, 1, 1.25, 1.5, 1.75, each also flipped; softmax outputs
+     * averaged) instead of the transform's own ratio and flip. */
+    int multi_scale_flip;
+} dm_seg_options;
+
+/* The ADE20K test settings: slide, 512 x 512 windows, stride 341. */
+dm_seg_options dm_seg_options_ade20k(void);
+
+/* Outputs of dm_segment; K = config.seg_classes, h4 x w4 the size of stage
+ * 0 (dm_stage_shape).  Only the non-NULL ones are written. */
+typedef struct dm_seg_outputs {
+    float *decode_logits; /* n x K x h4 x w4, the head's output (whole mode) */
+    float *seg_logits;    /* n x K x h x w, resized to the input */
+    int32_t *seg_pred;    /* n x h x w, the class of the largest logit */
+} dm_seg_outputs;
+
+/* Segment n inputs (n x in_chans x h x w, NCHW float32).  The workspace
+ * must hold n images of h x w (whole) or of the window clipped to the input
+ * (slide).  Slide mode allocates its window and sum buffers. */
+dm_status dm_segment(const dm_model *model, dm_workspace *ws,
+                     const float *input, int n, int h, int w,
+                     const dm_seg_options *options,
+                     const dm_seg_outputs *outputs);
+
+/* Segment a decoded image end to end as mmsegmentation's test does: the
+ * transform (or its multi-scale + flip set), inference in the options'
+ * mode, logits resized to the image's size, softmax, averaged over the
+ * augmentations.  probs (K x height x width) and labels (height x width)
+ * may each be NULL.  Creates and frees its own workspace. */
+dm_status dm_segment_image(const dm_model *model, const dm_image *image,
+                           const dm_mm_transform *transform,
+                           const dm_seg_options *options, float *probs,
+                           int32_t *labels);
 
 /* ---------------------------------------------------------------- runtime */
 

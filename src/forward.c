@@ -2,12 +2,10 @@
  * that holds everything it writes.  Reads top to bottom like the model:
  * stem, then per stage an optional downsample, the blocks and the stage
  * norm, then the head. */
-#include "model.h"
+#include "cpu.h"
 
 #include "backend_cuda.h"
 #include "error.h"
-#include "kernels.h"
-#include "workspace.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -35,31 +33,13 @@ int dm_threads(void)
 /* -------------------------------------------------------------- workspace */
 
 /* Output pixels per im2col band: bounds the column buffer. */
-static size_t conv_band(int cin)
+size_t dm_conv_band(int cin)
 {
     size_t band = ((size_t)1 << 20) / (9 * (size_t)cin);
     return band < 256 ? 256 : band;
 }
 
-/* A chunked scan splits one image's sequence among at most this many. */
-#define SCAN_MAX_CHUNKS 64
 
-struct dm_workspace {
-    dm_backend backend;
-    int max_batch, max_h, max_w;
-    size_t bytes;
-    float *x, *t;       /* block input/output and its normalized copy [P][C] */
-    float *a, *v, *ob;  /* in_proj output (later y), SiLU(conv) values, offset branch */
-    float *u, *delta;   /* sampled features, dt projection [P][C] */
-    float *off, *dbl;   /* offsets [P][2G], x_proj output [P][R+2] */
-    float *hid, *hid2;  /* ConvFFN hidden [P][F] */
-    float *cols;        /* im2col band */
-    float *state;       /* scan states [N][C] */
-    float *chunk_state; /* entry states of a chunked scan's chunks [SCAN_MAX_CHUNKS][C] */
-    float *pooled;      /* [N][C3] */
-    void *block;        /* one allocation behind all of the above */
-    dm_cuda_workspace *cuda; /* the device side, for DM_BACKEND_CUDA */
-};
 
 #define GROW(field, n) do { size_t n_ = (n); if (n_ > sz->field) sz->field = n_; } while (0)
 
@@ -110,22 +90,23 @@ void dm_plan_buffers(const dm_config *c, int n, int h, int w, size_t (*conv_band
         sz->stage_w[s] = ws;
     }
     GROW(pooled, N * c->dims[3]);
+    if (c->seg_classes > 0) sz->head = dm_upernet_plan(c, n, h, w, conv_band, &sz->cols);
 }
 
 static dm_status workspace_alloc_host(const dm_model *model, dm_workspace *ws)
 {
     dm_plan sz;
-    dm_plan_buffers(&model->config, ws->max_batch, ws->max_h, ws->max_w, conv_band, &sz);
+    dm_plan_buffers(&model->config, ws->max_batch, ws->max_h, ws->max_w, dm_conv_band, &sz);
     /* x and t swap roles, so they share a size; hid2 is another hid. */
     size_t counts[] = {sz.x, sz.x, sz.a, sz.v, sz.ob, sz.u, sz.delta, sz.off, sz.dbl,
-                       sz.hid, sz.hid, sz.cols, sz.state, sz.chunk_state, sz.pooled};
+                       sz.hid, sz.hid, sz.cols, sz.state, sz.chunk_state, sz.pooled, sz.head};
     size_t total = 0;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) total += (counts[i] + 15) & ~(size_t)15;
     float *mem = NULL;
     if (posix_memalign((void **)&mem, 64, total * sizeof(float)) != 0)
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %.1f MB workspace", total * 4.0 / 1e6);
     float **slots[] = {&ws->x, &ws->t, &ws->a, &ws->v, &ws->ob, &ws->u, &ws->delta, &ws->off, &ws->dbl,
-                       &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->chunk_state, &ws->pooled};
+                       &ws->hid, &ws->hid2, &ws->cols, &ws->state, &ws->chunk_state, &ws->pooled, &ws->head};
     float *p = mem;
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         *slots[i] = p;
@@ -207,14 +188,9 @@ size_t dm_workspace_bytes(const dm_workspace *ws) { return ws ? ws->bytes : 0; }
 
 /* ------------------------------------------------------------- operators */
 
-typedef struct ctx {
-    const dm_kernels *k;
-    int threads;
-    float *offsets; /* where to copy this block's offsets, or NULL */
-} ctx;
 
 /* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
-static void share(size_t total, int threads, int t, size_t *a, size_t *b)
+void dm_cpu_share(size_t total, int threads, int t, size_t *a, size_t *b)
 {
     *a = total * (size_t)t / (size_t)threads;
     *b = total * (size_t)(t + 1) / (size_t)threads;
@@ -223,7 +199,7 @@ static void share(size_t total, int threads, int t, size_t *a, size_t *b)
 /* C[M][N] = act(A[M][K] (row stride lda) * B[N][K]^T + beta * C + bias),
  * by a single-threaded OpenBLAS, with the epilogue applied while the rows
  * are still in cache; bias may be NULL. */
-static void gemm_rows(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+static void gemm_rows(const dm_cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
                       float *C, float beta, const float *bias, dm_act act)
 {
     if (M == 0) return;
@@ -234,37 +210,37 @@ static void gemm_rows(const ctx *cx, size_t M, size_t N, size_t K, const float *
 
 /* gemm_rows with threads taking bands of rows, so OpenMP's threads and
  * OpenBLAS's never compete for the cores. */
-static void gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+void dm_cpu_gemm(const dm_cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
                     float *C, float beta, const float *bias, dm_act act)
 {
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t m0, m1;
-        share(M, cx->threads, t, &m0, &m1);
+        dm_cpu_share(M, cx->threads, t, &m0, &m1);
         if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, B, C + m0 * N, beta, bias, act);
     }
 }
 
-static void layernorm(const ctx *cx, const float *x, float *y, size_t rows, size_t c, const float *g,
+static void layernorm(const dm_cpu *cx, const float *x, float *y, size_t rows, size_t c, const float *g,
                       const float *b, dm_act act)
 {
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t r0, r1;
-        share(rows, cx->threads, t, &r0, &r1);
+        dm_cpu_share(rows, cx->threads, t, &r0, &r1);
         if (r0 < r1) cx->k->layernorm(x + r0 * c, y + r0 * c, r1 - r0, c, g, b, act);
     }
 }
 
 /* Depthwise 3x3 over n images; threads share the n * h output rows. */
-static void dwconv(const ctx *cx, const float *x, float *y, int n, int h, int w, int c, const float *w9,
+static void dwconv(const dm_cpu *cx, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                    const float *bias, dm_act act)
 {
     size_t image = (size_t)h * w * c;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t r0, r1;
-        share((size_t)n * h, cx->threads, t, &r0, &r1);
+        dm_cpu_share((size_t)n * h, cx->threads, t, &r0, &r1);
         while (r0 < r1) { /* one call per image the share touches */
             size_t img = r0 / h, y0 = r0 % h, y1 = y0 + (r1 - r0) < (size_t)h ? y0 + (r1 - r0) : (size_t)h;
             cx->k->dwconv3x3(x + img * image, y + img * image, h, w, c, w9, bias, act, (int)y0, (int)y1);
@@ -294,17 +270,17 @@ static void im2col3x3(const float *x, float *cols, int h, int w, int cin, int st
 
 /* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv).
  * Each thread gathers its share of a band and multiplies it at once. */
-static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *y, float *cols, int n, int h,
+void dm_cpu_conv3x3(const dm_cpu *cx, const dm_conv3x3 *cv, const float *x, float *y, float *cols, int n, int h,
                     int w, int *oh_out, int *ow_out, dm_act act)
 {
     int oh = cv->stride == 2 ? dm_down2(h) : h, ow = cv->stride == 2 ? dm_down2(w) : w;
-    size_t total = (size_t)n * oh * ow, band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
+    size_t total = (size_t)n * oh * ow, band = dm_conv_band(cv->cin), K = 9 * (size_t)cv->cin;
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
         for (int t = 0; t < cx->threads; t++) {
             size_t a, b;
-            share(p1 - p0, cx->threads, t, &a, &b);
+            dm_cpu_share(p1 - p0, cx->threads, t, &a, &b);
             if (a >= b) continue;
             a += p0;
             b += p0;
@@ -318,14 +294,14 @@ static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *
 }
 
 /* The sampler over n images; threads share the n * h * w pixels. */
-static void sample(const ctx *cx, const float *v, const float *off, float *u, int n, int h, int w, int c,
+static void sample(const dm_cpu *cx, const float *v, const float *off, float *u, int n, int h, int w, int c,
                    int groups)
 {
     size_t pixels = (size_t)h * w;
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t q0, q1;
-        share((size_t)n * pixels, cx->threads, t, &q0, &q1);
+        dm_cpu_share((size_t)n * pixels, cx->threads, t, &q0, &q1);
         while (q0 < q1) { /* one call per image the share touches */
             size_t img = q0 / pixels, p0 = q0 % pixels, p1 = p0 + (q1 - q0) < pixels ? p0 + (q1 - q0) : pixels;
             cx->k->sample(v + img * pixels * c, off + img * pixels * 2 * groups, u + img * pixels * c, h, w, c,
@@ -340,7 +316,7 @@ static void sample(const ctx *cx, const float *v, const float *off, float *u, in
  * are too few blocks to share (a small batch of narrow images), threads
  * split each image's sequence into chunks instead.  decay is [P][C] scratch
  * for the chunked scan. */
-static void scan(const ctx *cx, const dm_block *blk, const float *u, const float *delta, const float *dbl,
+static void scan(const dm_cpu *cx, const dm_block *blk, const float *u, const float *delta, const float *dbl,
                  int rank, float *y, float *state, float *chunk_state, float *decay, int n, size_t L, size_t C)
 {
     const size_t cblock = 16;
@@ -381,7 +357,7 @@ static void swap(float **a, float **b)
 }
 
 /* One block: x <- block(x), over n images of h x w. */
-static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_block *blk, dm_workspace *ws,
+static void block_forward(const dm_cpu *cx, const dm_config *cfg, int s, const dm_block *blk, dm_workspace *ws,
                           int n, int h, int w)
 {
     size_t P = (size_t)n * h * w, L = (size_t)h * w;
@@ -393,31 +369,31 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
 
     /* x = x + DASSM(norm1(x)) */
     layernorm(cx, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f, NULL, DM_ACT_NONE);
     dwconv(cx, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
     /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
     dwconv(cx, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
     layernorm(cx, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
-    gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f, blk->off_b, DM_ACT_NONE);
+    dm_cpu_gemm(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f, blk->off_b, DM_ACT_NONE);
     if (cx->offsets) memcpy(cx->offsets, ws->off, sizeof(float) * P * 2 * G);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     sample(cx, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
-    gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f, NULL, DM_ACT_NONE);
-    gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f, NULL, DM_ACT_NONE);
     scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, ws->chunk_state, ws->ob, n, L, C);
     layernorm(cx, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
     /* residual add, layer scale folded */
-    gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f, NULL, DM_ACT_NONE);
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f, blk->fc1_b, DM_ACT_GELU);
+    dm_cpu_gemm(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f, blk->fc1_b, DM_ACT_GELU);
     dwconv(cx, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f, blk->fc2_b, DM_ACT_NONE);
+    dm_cpu_gemm(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f, blk->fc2_b, DM_ACT_NONE);
 }
 
 /* Channels-last [n][h*w][c] -> NCHW [n][c][h*w]. */
-static void to_nchw(const ctx *cx, const float *x, float *out, int n, size_t hw, size_t c)
+void dm_cpu_to_nchw(const dm_cpu *cx, const float *x, float *out, int n, size_t hw, size_t c)
 {
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (long i = 0; i < (long)(n * c); i++) {
@@ -428,7 +404,7 @@ static void to_nchw(const ctx *cx, const float *x, float *out, int n, size_t hw,
     }
 }
 
-static void to_nhwc(const ctx *cx, const float *in, float *x, int n, size_t hw, size_t c)
+static void to_nhwc(const dm_cpu *cx, const float *in, float *x, int n, size_t hw, size_t c)
 {
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (long i = 0; i < (long)(n * hw); i++) {
@@ -458,8 +434,14 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
     if (ws->cuda) return dm_cuda_forward(model, ws->cuda, input, n, h, w, outputs);
+    return dm_cpu_forward(model, ws, input, n, h, w, outputs, NULL);
+}
 
-    ctx cx = {NULL, dm_threads(), NULL};
+dm_status dm_cpu_forward(const dm_model *model, dm_workspace *ws, const float *input, int n, int h, int w,
+                         const dm_outputs *outputs, float *const stage_nhwc[DM_NUM_STAGES])
+{
+    const dm_config *cfg = &model->config;
+    dm_cpu cx = {NULL, dm_threads(), NULL};
     dm_status st = dm_kernels_require(&cx.k);
     if (st != DM_OK) return st;
     openblas_set_num_threads(1);
@@ -468,10 +450,10 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
 
     /* stem: conv-BN-GELU x3, conv-BN */
     int oh, ow;
-    conv3x3(&cx, &model->stem[0], ws->t, ws->a, ws->cols, n, h, w, &oh, &ow, DM_ACT_GELU);
-    conv3x3(&cx, &model->stem[1], ws->a, ws->v, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
-    conv3x3(&cx, &model->stem[2], ws->v, ws->a, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
-    conv3x3(&cx, &model->stem[3], ws->a, ws->x, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_NONE);
+    dm_cpu_conv3x3(&cx, &model->stem[0], ws->t, ws->a, ws->cols, n, h, w, &oh, &ow, DM_ACT_GELU);
+    dm_cpu_conv3x3(&cx, &model->stem[1], ws->a, ws->v, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
+    dm_cpu_conv3x3(&cx, &model->stem[2], ws->v, ws->a, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
+    dm_cpu_conv3x3(&cx, &model->stem[3], ws->a, ws->x, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_NONE);
     h = oh;
     w = ow;
 
@@ -479,7 +461,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
         const dm_stage *stage = &model->stages[s];
         int C = cfg->dims[s];
         if (s > 0) {
-            conv3x3(&cx, &stage->downsample, ws->x, ws->t, ws->cols, n, h, w, &oh, &ow, DM_ACT_NONE);
+            dm_cpu_conv3x3(&cx, &stage->downsample, ws->x, ws->t, ws->cols, n, h, w, &oh, &ow, DM_ACT_NONE);
             swap(&ws->x, &ws->t);
             h = oh;
             w = ow;
@@ -492,7 +474,8 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
         cx.offsets = NULL;
         size_t P = (size_t)n * h * w;
         layernorm(&cx, ws->x, ws->x, P, C, stage->norm_g, stage->norm_b, DM_ACT_NONE);
-        if (outputs->stages[s]) to_nchw(&cx, ws->x, outputs->stages[s], n, (size_t)h * w, C);
+        if (outputs->stages[s]) dm_cpu_to_nchw(&cx, ws->x, outputs->stages[s], n, (size_t)h * w, C);
+        if (stage_nhwc && stage_nhwc[s]) memcpy(stage_nhwc[s], ws->x, sizeof(float) * P * C);
     }
 
     if (outputs->logits) {
@@ -516,14 +499,14 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
     if (ws->cuda) return dm_cuda_block_run(model, ws->cuda, input, output, n, h, w);
-    ctx cx = {NULL, dm_threads(), NULL};
+    dm_cpu cx = {NULL, dm_threads(), NULL};
     dm_status st = dm_kernels_require(&cx.k);
     if (st != DM_OK) return st;
     openblas_set_num_threads(1);
     size_t hw = (size_t)h * w, C = model->config.dims[0];
     to_nhwc(&cx, input, ws->x, n, hw, C);
     block_forward(&cx, &model->config, 0, &model->stages[0].blocks[0], ws, n, h, w);
-    to_nchw(&cx, ws->x, output, n, hw, C);
+    dm_cpu_to_nchw(&cx, ws->x, output, n, hw, C);
     return DM_OK;
 }
 

@@ -7,7 +7,10 @@ seg_preprocess.safetensors (18 MB) is cut down: each case's 8-bit keep-ratio
 resize (`resized`) becomes a lossless PNG (RGB, from OpenCV's BGR), and
 seg_transform.safetensors keeps every case's scale factor, the normalized
 `img` of the exact 2x reduction, and the top 32 rows of the flipped case's
-(`chelsea_r075_flip.img_top`).  JPEG fixtures: a crop of chelsea.png
+(`chelsea_r075_flip.img_top`).  upernet_micro.io.safetensors (16 MB) ->
+upernet_io.safetensors: the whole, slide, single-scale and multi-scale
+cases' inputs (except the 512 x 689 single-scale one, which the tests make
+from seg_small.png), expected logits, probabilities and label maps.  JPEG fixtures: a crop of chelsea.png
 encoded by Pillow (4:2:0 and grey), with Pillow's own decoding of them
 (libjpeg-turbo) as PNG: the reference for the library's JPEG decoder.
 """
@@ -58,6 +61,13 @@ def main(src, dst):
     keep['coffee_r0390625.img'] = pre['coffee_r0390625.img']
     keep['chelsea_r075_flip.img_top'] = np.ascontiguousarray(pre['chelsea_r075_flip.img'][:, :32, :])
     save(f'{dst}/seg_transform.safetensors', keep, {k: meta[k] for k in meta if k.startswith(('chelsea', 'coffee'))})
+
+    io_, io_meta = load(f'{src}/upernet_micro.io.safetensors')
+    keys = ['input', 'decode_logits.expected', 'seg_logits.expected', 'seg_pred',
+            'slide.input', 'slide.seg_logits.expected', 'slide.seg_pred',
+            'ss.probs.expected', 'ss.seg_pred', 'ms.probs.expected', 'ms.seg_pred']
+    save(f'{dst}/upernet_io.safetensors', {k: io_[k] for k in keys},
+         {k: io_meta[k] for k in ('whole', 'slide', 'ss', 'ms', 'mmseg', 'mmcv')})
 
     photo = Image.open(f'{src}/chelsea.png').convert('RGB').crop((100, 60, 261, 181))
     for name, img in (('jpeg_colour', photo), ('jpeg_grey', photo.convert('L'))):
