@@ -204,47 +204,6 @@ static void scan_fixup_simd(const dm_scan_args *a, size_t t0, size_t t1, size_t 
     }
 }
 
-/* -------------------------------------------------------- resize_bilinear */
-
-/* Vectors across the channels of one output pixel; planar outputs
- * (channel_stride > 1) are scattered from a vector's lanes. */
-static void resize_bilinear_simd(const float *x, int ih, int iw, int c, float *y, int oh, int ow,
-                                 size_t pixel_stride, size_t channel_stride, int accumulate, int y0, int y1)
-{
-    float lanes_out[VL];
-    for (int oy = y0; oy < y1; oy++) {
-        int ya, yb;
-        float wya, wyb;
-        dm_resize_taps(oy, ih, oh, &ya, &yb, &wya, &wyb);
-        vf vya = vset1(wya), vyb = vset1(wyb);
-        for (int ox = 0; ox < ow; ox++) {
-            int xa, xb;
-            float wxa, wxb;
-            dm_resize_taps(ox, iw, ow, &xa, &xb, &wxa, &wxb);
-            vf vxa = vset1(wxa), vxb = vset1(wxb);
-            const float *p00 = x + ((size_t)ya * iw + xa) * c, *p01 = x + ((size_t)ya * iw + xb) * c;
-            const float *p10 = x + ((size_t)yb * iw + xa) * c, *p11 = x + ((size_t)yb * iw + xb) * c;
-            float *out = y + ((size_t)oy * ow + ox) * pixel_stride;
-            for (size_t j = 0; j < (size_t)c; j += VL) {
-                size_t n = lanes_left((size_t)c, j);
-                vf top = vfma(vxa, vload_n(p00 + j, n), vmul(vxb, vload_n(p01 + j, n)));
-                vf bottom = vfma(vxa, vload_n(p10 + j, n), vmul(vxb, vload_n(p11 + j, n)));
-                vf v = vfma(vya, top, vmul(vyb, bottom));
-                if (channel_stride == 1) {
-                    if (accumulate) v = vadd(v, vload_n(out + j, n));
-                    vstore_n(out + j, v, n);
-                    continue;
-                }
-                vstore_n(lanes_out, v, n);
-                for (size_t k = 0; k < n; k++) {
-                    float *o = out + (j + k) * channel_stride;
-                    *o = accumulate ? *o + lanes_out[k] : lanes_out[k];
-                }
-            }
-        }
-    }
-}
-
 const dm_kernels VEC_TABLE = {
     .isa = VEC_ISA,
     .layernorm = layernorm_simd,
@@ -253,7 +212,4 @@ const dm_kernels VEC_TABLE = {
     .sample = sample_simd,
     .scan = scan_simd,
     .scan_fixup = scan_fixup_simd,
-    .resize_bilinear = resize_bilinear_simd,
-    /* adaptive_avg_pool and concat_rows: the scalar reference (small, or
-     * memcpy already) */
 };

@@ -120,48 +120,64 @@ static void scan_fixup_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c
     }
 }
 
-static void resize_bilinear_ref(const float *x, int ih, int iw, int c, float *y, int oh, int ow,
-                                size_t pixel_stride, size_t channel_stride, int accumulate, int y0, int y1)
+static void avg_pool_ref(const float *x, int h, int w, int c, float *y, int oh, int ow, size_t p0, size_t p1)
 {
-    for (int oy = y0; oy < y1; oy++) {
-        int ya, yb;
-        float wya, wyb;
-        dm_resize_taps(oy, ih, oh, &ya, &yb, &wya, &wyb);
-        for (int ox = 0; ox < ow; ox++) {
-            int xa, xb;
-            float wxa, wxb;
-            dm_resize_taps(ox, iw, ow, &xa, &xb, &wxa, &wxb);
-            const float *p00 = x + ((size_t)ya * iw + xa) * c, *p01 = x + ((size_t)ya * iw + xb) * c;
-            const float *p10 = x + ((size_t)yb * iw + xa) * c, *p11 = x + ((size_t)yb * iw + xb) * c;
-            float *out = y + ((size_t)oy * ow + ox) * pixel_stride;
-            for (int ch = 0; ch < c; ch++) {
-                float v = wya * (wxa * p00[ch] + wxb * p01[ch]) + wyb * (wxa * p10[ch] + wxb * p11[ch]);
-                out[ch * channel_stride] = accumulate ? out[ch * channel_stride] + v : v;
-            }
-        }
+    for (size_t p = p0; p < p1; p++) {
+        int y0, y1, x0, x1;
+        dm_adaptive_bin((int)(p / (size_t)ow), h, oh, &y0, &y1);
+        dm_adaptive_bin((int)(p % (size_t)ow), w, ow, &x0, &x1);
+        float *out = y + p * c;
+        for (int ch = 0; ch < c; ch++) out[ch] = 0.0f;
+        for (int iy = y0; iy < y1; iy++)
+            for (int ix = x0; ix < x1; ix++)
+                for (int ch = 0; ch < c; ch++) out[ch] += x[((size_t)iy * w + ix) * c + ch];
+        float count = (float)((y1 - y0) * (x1 - x0));
+        for (int ch = 0; ch < c; ch++) out[ch] /= count;
     }
 }
 
-static void adaptive_avg_pool_ref(const float *x, int h, int w, int c, float *y, int bins)
+static void max_pool_ref(const float *x, int h, int w, int c, int k, int stride, int pad, float *y, int oh, int ow,
+                         size_t p0, size_t p1)
 {
-    for (int by = 0; by < bins; by++) {
-        int r0 = by * h / bins, r1 = ((by + 1) * h + bins - 1) / bins;
-        for (int bx = 0; bx < bins; bx++) {
-            int c0 = bx * w / bins, c1 = ((bx + 1) * w + bins - 1) / bins;
-            float *out = y + ((size_t)by * bins + bx) * c;
-            for (int ch = 0; ch < c; ch++) {
-                float sum = 0.0f;
-                for (int r = r0; r < r1; r++)
-                    for (int q = c0; q < c1; q++) sum += x[((size_t)r * w + q) * c + ch];
-                out[ch] = sum / (float)((r1 - r0) * (c1 - c0));
+    for (size_t p = p0; p < p1; p++) {
+        int oy = (int)(p / (size_t)ow), ox = (int)(p % (size_t)ow);
+        float *out = y + p * c;
+        for (int ch = 0; ch < c; ch++) out[ch] = -INFINITY;
+        (void)oh; /* the range [p0, p1) bounds the rows */
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                const float *in = x + ((size_t)iy * w + ix) * c;
+                for (int ch = 0; ch < c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
             }
-        }
     }
 }
 
-static void concat_rows_ref(const float *x, size_t rows, size_t c, float *y, size_t ldy)
+static void resize_ref(const float *x, int h, int w, int c, dm_resize mode, float *y, int oh, int ow, size_t p0,
+                       size_t p1)
 {
-    for (size_t r = 0; r < rows; r++) memcpy(y + r * ldy, x + r * c, sizeof(float) * c);
+    for (size_t p = p0; p < p1; p++) {
+        int oy = (int)(p / (size_t)ow), ox = (int)(p % (size_t)ow);
+        float *out = y + p * c;
+        if (mode == DM_RESIZE_NEAREST) {
+            memcpy(out, x + ((size_t)dm_nearest_source(oy, h, oh) * w + dm_nearest_source(ox, w, ow)) * c,
+                   sizeof(float) * c);
+            continue;
+        }
+        float sy = dm_bilinear_source(oy, h, oh), sx = dm_bilinear_source(ox, w, ow);
+        int y0 = (int)sy, x0 = (int)sx, y1 = y0 + (y0 < h - 1), x1 = x0 + (x0 < w - 1);
+        float ly = sy - (float)y0, lx = sx - (float)x0;
+        const float *a = x + ((size_t)y0 * w + x0) * c, *b = x + ((size_t)y0 * w + x1) * c;
+        const float *d = x + ((size_t)y1 * w + x0) * c, *e = x + ((size_t)y1 * w + x1) * c;
+        for (int ch = 0; ch < c; ch++)
+            out[ch] = (1.0f - ly) * ((1.0f - lx) * a[ch] + lx * b[ch]) + ly * ((1.0f - lx) * d[ch] + lx * e[ch]);
+    }
+}
+
+static void add_ref(const float *a, const float *b, float *y, size_t count, dm_act act)
+{
+    for (size_t i = 0; i < count; i++) y[i] = activate(a[i] + b[i], act);
 }
 
 const dm_kernels dm_kernels_scalar = {
@@ -172,7 +188,8 @@ const dm_kernels dm_kernels_scalar = {
     .sample = sample_ref,
     .scan = scan_ref,
     .scan_fixup = scan_fixup_ref,
-    .resize_bilinear = resize_bilinear_ref,
-    .adaptive_avg_pool = adaptive_avg_pool_ref,
-    .concat_rows = concat_rows_ref,
+    .avg_pool = avg_pool_ref,
+    .max_pool = max_pool_ref,
+    .resize = resize_ref,
+    .add = add_ref,
 };

@@ -297,96 +297,6 @@ START_TEST(chunked_scan_matches_sequential)
 }
 END_TEST
 
-/* Resizes up, down and across, into channels-last and planar outputs,
- * overwriting and accumulating. */
-START_TEST(resize_bilinear_matches_scalar)
-{
-    const dm_kernels *k = simd_table(_i);
-    if (!k) return;
-    rng_state = 7;
-    static const int sizes[][4] = {{1, 1, 3, 2}, {2, 3, 5, 7}, {6, 9, 2, 3}, {4, 4, 4, 4}, {5, 8, 16, 13}};
-    static const int channels[] = {1, 3, 8, 17, 33};
-    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
-        for (size_t ci = 0; ci < sizeof channels / sizeof channels[0]; ci++)
-            for (int planar = 0; planar < 2; planar++)
-                for (int accumulate = 0; accumulate < 2; accumulate++) {
-                    int ih = sizes[si][0], iw = sizes[si][1], oh = sizes[si][2], ow = sizes[si][3], c = channels[ci];
-                    size_t n = (size_t)oh * ow * c;
-                    size_t pixel_stride = planar ? 1 : (size_t)c, channel_stride = planar ? (size_t)oh * ow : 1;
-                    float *x = random_buffer((size_t)ih * iw * c, -2.0f, 2.0f), *want = random_buffer(n, -1.0f, 1.0f);
-                    float *got = malloc(sizeof(float) * (n + GUARD));
-                    memcpy(got, want, sizeof(float) * (n + GUARD));
-                    dm_kernels_scalar.resize_bilinear(x, ih, iw, c, want, oh, ow, pixel_stride, channel_stride,
-                                                      accumulate, 0, oh);
-                    /* in two bands of rows, as threads call it */
-                    k->resize_bilinear(x, ih, iw, c, got, oh, ow, pixel_stride, channel_stride, accumulate, 0, oh / 2);
-                    k->resize_bilinear(x, ih, iw, c, got, oh, ow, pixel_stride, channel_stride, accumulate, oh / 2, oh);
-                    char what[128];
-                    snprintf(what, sizeof what, "[%s] resize %dx%d->%dx%d c=%d planar=%d acc=%d", k->isa, ih, iw, oh,
-                             ow, c, planar, accumulate);
-                    expect_close(what, got, want, n, KERNEL_TOL);
-                    free(x); free(want); free(got);
-                }
-}
-END_TEST
-
-/* PyTorch's interpolate(bilinear, align_corners=False) of [[0, 1], [2, 3]]
- * to 4x4, worked out by hand: source coordinates -0.25 (clamped to 0),
- * 0.25, 0.75, 1.25 (the last pixel) on each axis. */
-START_TEST(resize_bilinear_by_hand)
-{
-    const float x[4] = {0, 1, 2, 3};
-    const float want[16] = {0, 0.25f, 0.75f, 1, 0.5f, 0.75f, 1.25f, 1.5f,
-                            1.5f, 1.75f, 2.25f, 2.5f, 2, 2.25f, 2.75f, 3};
-    float y[16];
-    dm_kernels_scalar.resize_bilinear(x, 2, 2, 1, y, 4, 4, 1, 1, 0, 0, 4);
-    for (int i = 0; i < 16; i++) ck_assert_float_eq_tol(y[i], want[i], 1e-7f);
-    /* 4 -> 2 reads positions 0.5 and 2.5: means of neighbours */
-    const float row[4] = {0, 2, 4, 8};
-    float half[2];
-    dm_kernels_scalar.resize_bilinear(row, 1, 4, 1, half, 1, 2, 1, 1, 0, 0, 1);
-    ck_assert_float_eq_tol(half[0], 1.0f, 1e-7f);
-    ck_assert_float_eq_tol(half[1], 6.0f, 1e-7f);
-}
-END_TEST
-
-/* PyTorch's adaptive bins of 5 into 3: [0, 2), [1, 4), [3, 5); of 2 into 6:
- * [0, 1), [0, 1), [0, 1), [1, 2), [1, 2), [1, 2). */
-START_TEST(adaptive_avg_pool_by_hand)
-{
-    /* a 5 x 5 one-channel image whose value is its column index + 1 */
-    float x[25], y[9];
-    for (int i = 0; i < 25; i++) x[i] = (float)(i % 5 + 1);
-    dm_kernels_scalar.adaptive_avg_pool(x, 5, 5, 1, y, 3);
-    const float want[3] = {1.5f, 3.0f, 4.5f};
-    for (int i = 0; i < 9; i++) ck_assert_float_eq_tol(y[i], want[i % 3], 1e-6f);
-    const float two[4] = {1, 2, 3, 4}; /* 2 x 2 */
-    float six[36];
-    dm_kernels_scalar.adaptive_avg_pool(two, 2, 2, 1, six, 6);
-    for (int r = 0; r < 6; r++)
-        for (int q = 0; q < 6; q++) ck_assert_float_eq(six[r * 6 + q], two[(r / 3) * 2 + q / 3]);
-    /* every table computes the same (the scalar one where it has none) */
-    for (int t = 0; t < SIMD_COUNT; t++) {
-        const dm_kernels *k = simd_table(t);
-        if (!k) continue;
-        float got[9];
-        k->adaptive_avg_pool(x, 5, 5, 1, got, 3);
-        ck_assert_mem_eq(got, y, sizeof got);
-    }
-}
-END_TEST
-
-START_TEST(concat_rows_by_hand)
-{
-    const float a[4] = {1, 2, 3, 4}, b[2] = {5, 6}; /* 2 rows of 2 and of 1 */
-    float y[6] = {0};
-    dm_kernels_scalar.concat_rows(a, 2, 2, y, 3);
-    dm_kernels_scalar.concat_rows(b, 2, 1, y + 2, 3);
-    const float want[6] = {1, 2, 5, 3, 4, 6};
-    ck_assert_mem_eq(y, want, sizeof want);
-}
-END_TEST
-
 /* A forced instruction set the machine lacks is refused by name. */
 START_TEST(unknown_isa_is_refused)
 {
@@ -406,10 +316,6 @@ int main(void)
     tcase_add_loop_test(tc, sample_matches_scalar, 0, SIMD_COUNT);
     tcase_add_loop_test(tc, scan_matches_scalar, 0, SIMD_COUNT);
     tcase_add_loop_test(tc, chunked_scan_matches_sequential, 0, SIMD_COUNT + 1);
-    tcase_add_loop_test(tc, resize_bilinear_matches_scalar, 0, SIMD_COUNT);
-    tcase_add_test(tc, resize_bilinear_by_hand);
-    tcase_add_test(tc, adaptive_avg_pool_by_hand);
-    tcase_add_test(tc, concat_rows_by_hand);
     tcase_add_test(tc, unknown_isa_is_refused);
     suite_add_tcase(s, tc);
     return test_run(s);
