@@ -298,11 +298,19 @@ dm_status dm_segment(const dm_model *model, dm_workspace *ws,
  * transform (or its multi-scale + flip set), inference in the options'
  * mode, logits resized to the image's size, softmax, averaged over the
  * augmentations.  probs (K x height x width) and labels (height x width)
- * may each be NULL.  Creates and frees its own workspace. */
-dm_status dm_segment_image(const dm_model *model, const dm_image *image,
+ * may each be NULL.  The workspace must hold one network input of the size
+ * dm_segment_image_size() gives. */
+dm_status dm_segment_image(const dm_model *model, dm_workspace *ws,
+                           const dm_image *image,
                            const dm_mm_transform *transform,
                            const dm_seg_options *options, float *probs,
                            int32_t *labels);
+
+/* The network input size (ws_h x ws_w, batch 1) dm_segment_image needs a
+ * workspace for, for a width x height image. */
+dm_status dm_segment_image_size(const dm_mm_transform *transform,
+                                const dm_seg_options *options, int width,
+                                int height, int *ws_h, int *ws_w);
 
 /* ---------------------------------------------------------------- runtime */
 

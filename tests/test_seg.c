@@ -153,7 +153,14 @@ START_TEST(image_matches_mmseg)
         o = (dm_seg_options){.mode = DM_SEG_WHOLE, .multi_scale_flip = 1};
     }
     const char *case_name = _i == 0 ? "ss" : "ms";
-    ck_assert_msg(dm_segment_image(m, &img, &t, &o, probs, labels) == DM_OK, "%s", dm_last_error());
+    int wh, ww;
+    ck_assert(dm_segment_image_size(&t, &o, img.width, img.height, &wh, &ww) == DM_OK);
+    ck_assert_int_eq(wh, _i == 0 ? 512 : 112); /* the window; ratio 1.75's 112 x 151 */
+    ck_assert_int_eq(ww, _i == 0 ? 512 : 151);
+    dm_workspace *ws;
+    ck_assert(dm_workspace_create(m, 1, wh, ww, &ws) == DM_OK);
+    ck_assert_msg(dm_segment_image(m, ws, &img, &t, &o, probs, labels) == DM_OK, "%s", dm_last_error());
+    dm_workspace_free(ws);
     char probs_name[64], labels_name[64], what[64];
     snprintf(probs_name, sizeof probs_name, "%s.probs.expected", case_name);
     snprintf(labels_name, sizeof labels_name, "%s.seg_pred", case_name);

@@ -431,8 +431,37 @@ static dm_status run_augmentation(const host *hx, const dm_image *image, const d
     return DM_OK;
 }
 
-dm_status dm_segment_image(const dm_model *model, const dm_image *image, const dm_mm_transform *transform,
-                           const dm_seg_options *options, float *probs, int32_t *labels)
+/* The largest network input of the request's augmentations, and the size
+ * its workspace must hold. */
+static dm_status image_sizes(const dm_mm_transform *t, const dm_seg_options *o, int width, int height, int *max_h,
+                             int *max_w, int *ws_h, int *ws_w)
+{
+    int augs = o->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1;
+    *max_h = *max_w = 1;
+    for (int i = 0; i < augs; i++) {
+        dm_mm_transform a = augmentation(t, o, i);
+        int h, w;
+        dm_status st = dm_mm_transform_size(&a, width, height, &h, &w, NULL);
+        if (st) return st;
+        *max_h = h > *max_h ? h : *max_h;
+        *max_w = w > *max_w ? w : *max_w;
+    }
+    network_size(o, *max_h, *max_w, ws_h, ws_w);
+    return DM_OK;
+}
+
+dm_status dm_segment_image_size(const dm_mm_transform *transform, const dm_seg_options *options, int width,
+                                int height, int *ws_h, int *ws_w)
+{
+    if (!transform || !options || !ws_h || !ws_w)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_segment_image_size: NULL argument");
+    int max_h, max_w;
+    return image_sizes(transform, options, width, height, &max_h, &max_w, ws_h, ws_w);
+}
+
+dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_image *image,
+                           const dm_mm_transform *transform, const dm_seg_options *options, float *probs,
+                           int32_t *labels)
 {
     if (!model || !image || !image->pixels || !transform || !options)
         return dm_fail(DM_ERR_ARGUMENT, "dm_segment_image: model, image, transform and options are required");
@@ -441,15 +470,10 @@ dm_status dm_segment_image(const dm_model *model, const dm_image *image, const d
     if (model->config.in_chans != 3)
         return dm_fail(DM_ERR_MODEL, "segmentation takes RGB images; the model has %d input channels",
                        model->config.in_chans);
-    int augs = options->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1, max_h = 1, max_w = 1, nh, nw;
-    for (int i = 0; i < augs; i++) {
-        dm_mm_transform a = augmentation(transform, options, i);
-        int h, w;
-        if ((st = dm_mm_transform_size(&a, image->width, image->height, &h, &w, NULL))) return st;
-        max_h = h > max_h ? h : max_h;
-        max_w = w > max_w ? w : max_w;
-    }
-    network_size(options, max_h, max_w, &nh, &nw);
+    int max_h, max_w, nh, nw, augs = options->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1;
+    if ((st = image_sizes(transform, options, image->width, image->height, &max_h, &max_w, &nh, &nw)) ||
+        (st = dm_check_run("dm_segment_image", model, ws, 1, nh, nw)))
+        return st;
     host hx;
     if ((st = host_init(&hx))) return st;
     int K = model->config.seg_classes;
@@ -459,11 +483,12 @@ dm_status dm_segment_image(const dm_model *model, const dm_image *image, const d
         .logits = malloc(sizeof(float) * net * K),
         .resized = malloc(sizeof(float) * plane * K),
         .probs = probs ? probs : malloc(sizeof(float) * plane * K),
+        .ws = ws,
     };
     if (!run.input || !run.logits || !run.resized || !run.probs)
         st = dm_fail(DM_ERR_NOMEM, "out of memory segmenting a %d x %d image", image->width, image->height);
-    else if (!(st = scratch_alloc(&model->config, options, 1, max_h, max_w, &run.scratch)))
-        st = dm_workspace_create(model, 1, nh, nw, &run.ws);
+    else
+        st = scratch_alloc(&model->config, options, 1, max_h, max_w, &run.scratch);
     if (!st) memset(run.probs, 0, sizeof(float) * plane * K);
     for (int i = 0; i < augs && !st; i++) {
         dm_mm_transform a = augmentation(transform, options, i);
@@ -473,7 +498,6 @@ dm_status dm_segment_image(const dm_model *model, const dm_image *image, const d
         for (size_t i = 0; i < plane * K; i++) run.probs[i] /= (float)augs;
     if (!st && labels)
         for (size_t p = 0; p < plane; p++) labels[p] = argmax(run.probs + p, K, plane);
-    dm_workspace_free(run.ws);
     scratch_free(&run.scratch);
     free(run.input), free(run.logits), free(run.resized);
     if (run.probs != probs) free(run.probs);
