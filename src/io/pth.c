@@ -5,6 +5,7 @@
 #include "pth.h"
 
 #include "error.h"
+#include "json.h"
 #include "unpickle.h"
 #include "zip.h"
 
@@ -157,10 +158,26 @@ static int is_colour(const pk_value *v)
     return 1;
 }
 
+/* Add metadata key = the text the memory stream f wrote into *text (f is
+ * closed here); 0 when out of memory. */
+static int add_meta(dm_tensor_file *out, const char *key, FILE *f, char **text)
+{
+    int ok = fclose(f) == 0 && *text;
+    dm_meta *grown = ok ? realloc(out->meta, (out->meta_count + 1) * sizeof *grown) : NULL;
+    if (grown) out->meta = grown;
+    char *k = grown ? strdup(key) : NULL;
+    if (!k) {
+        free(*text);
+        return 0;
+    }
+    out->meta[out->meta_count++] = (dm_meta){k, *text};
+    return 1;
+}
+
 /* mmcv checkpoints name their classes in meta: CLASSES (names) and PALETTE
- * ([r, g, b] per class).  They become the metadata "classes": one line per
- * class, "name", then a tab and "R G B" when the palette is complete.
- * Anything malformed leaves the metadata out: it only labels the output. */
+ * ([r, g, b] per class).  They become the metadata "classes" and
+ * "palette", JSON lists as in a safetensors file's metadata.  Malformed
+ * ones are left out: they only label the output. */
 static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
 {
     const pk_value *meta = pk_dict_get(root, "meta");
@@ -168,34 +185,30 @@ static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
     if (!is_sequence(names, 0) || names->count == 0) return DM_OK;
     const pk_value *palette = pk_dict_get(meta, "PALETTE");
     int colours = is_sequence(palette, names->count);
-    size_t size = 1;
     for (size_t i = 0; i < names->count; i++) {
-        const pk_value *n = names->items[i];
-        if (n->kind != PK_STRING || memchr(n->str, '\n', n->len) || memchr(n->str, '\t', n->len) ||
-            memchr(n->str, 0, n->len))
-            return DM_OK;
+        if (names->items[i]->kind != PK_STRING || memchr(names->items[i]->str, 0, names->items[i]->len)) return DM_OK;
         colours = colours && is_colour(palette->items[i]);
-        size += n->len + 16;
     }
-    char *text = malloc(size);
-    out->meta = calloc(1, sizeof *out->meta);
-    if (!text || !out->meta || !(out->meta[0].key = strdup("classes"))) {
-        free(text);
-        return dm_fail(DM_ERR_NOMEM, "out of memory");
-    }
-    out->meta[0].value = text;
-    out->meta_count = 1;
+    char *text = NULL;
+    size_t size;
+    FILE *f = open_memstream(&text, &size);
+    if (!f) return dm_fail(DM_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < names->count; i++) {
-        const pk_value *n = names->items[i];
-        text += sprintf(text, "%.*s", (int)n->len, n->str);
-        if (colours) {
-            pk_value **c = palette->items[i]->items;
-            text += sprintf(text, "\t%d %d %d", (int)c[0]->integer, (int)c[1]->integer, (int)c[2]->integer);
-        }
-        *text++ = '\n';
+        char *name = strndup(names->items[i]->str, names->items[i]->len);
+        fputs(i ? ", " : "[", f);
+        if (name) dm_json_write_string(f, name);
+        free(name);
     }
-    *text = 0;
-    return DM_OK;
+    fputs("]", f);
+    if (!add_meta(out, "classes", f, &text)) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    if (!colours) return DM_OK;
+    if (!(f = open_memstream(&text, &size))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < names->count; i++) {
+        pk_value **c = palette->items[i]->items;
+        fprintf(f, "%s[%d, %d, %d]", i ? ", " : "[", (int)c[0]->integer, (int)c[1]->integer, (int)c[2]->integer);
+    }
+    fputs("]", f);
+    return add_meta(out, "palette", f, &text) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
 }
 
 /* The archive's records live under one folder: <prefix>data.pkl. */
