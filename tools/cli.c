@@ -101,6 +101,7 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
 /* ------------------------------------------------------------- labels */
 
 extern const char dm_imagenet_classes[];
+extern const char dm_ade20k_classes[]; /* "name\tR G B" per line */
 
 /* Split text into lines (the last may lack its newline). */
 static int split_lines(const char *text, cli_labels *out)
@@ -137,16 +138,27 @@ static int labels_from_json(const char *text, int classes, cli_labels *out)
     return ok;
 }
 
+/* The name part of ADE20K's "name\tR G B" lines, in place. */
+static void strip_colours(cli_labels *labels)
+{
+    for (int i = 0; i < labels->count; i++) labels->names[i][strcspn(labels->names[i], "\t")] = 0;
+}
+
 int cli_labels_load(const dm_model *model, cli_labels *out)
 {
     *out = (cli_labels){0};
-    int classes = dm_model_config(model)->num_classes, ok;
+    const dm_config *cfg = dm_model_config(model);
+    int seg = cfg->seg_classes > 0, classes = seg ? cfg->seg_classes : cfg->num_classes, ok;
     const char *meta = dm_model_metadata(model, "classes");
     if (meta) {
         ok = labels_from_json(meta, classes, out);
-    } else if (classes == 1000) {
+    } else if (!seg && classes == 1000) {
         ok = split_lines(dm_imagenet_classes, out) && out->count == 1000;
         if (!ok) cli_error("the built-in ImageNet class list is damaged");
+    } else if (seg && classes == CLI_ADE20K_CLASSES) {
+        ok = split_lines(dm_ade20k_classes, out) && out->count == CLI_ADE20K_CLASSES;
+        if (ok) strip_colours(out);
+        else cli_error("the built-in ADE20K class list is damaged");
     } else {
         ok = (out->names = calloc((size_t)classes ? (size_t)classes : 1, sizeof(char *))) != NULL;
         for (; ok && out->count < classes; out->count++) {
@@ -158,6 +170,51 @@ int cli_labels_load(const dm_model *model, cli_labels *out)
     }
     if (!ok) cli_labels_free(out);
     return ok;
+}
+
+int cli_palette_load(const dm_model *model, uint8_t *rgb)
+{
+    int classes = dm_model_config(model)->seg_classes;
+    const char *meta = dm_model_metadata(model, "palette");
+    if (meta) {
+        char err[128];
+        dm_json *root = dm_json_parse(meta, strlen(meta), err, sizeof err);
+        int ok = root && root->type == DM_JSON_ARRAY && root->count == (size_t)classes, k = 0;
+        for (const dm_json *e = ok ? root->child : NULL; e && ok; e = e->next, k++) {
+            ok = e->type == DM_JSON_ARRAY && e->count == 3;
+            int c = 0;
+            for (const dm_json *v = ok ? e->child : NULL; v && ok; v = v->next, c++) {
+                ok = v->type == DM_JSON_NUMBER && v->number >= 0 && v->number <= 255;
+                rgb[3 * k + c] = (uint8_t)v->number;
+            }
+        }
+        dm_json_free(root);
+        if (!ok) cli_error("model metadata 'palette' is not a JSON list of %d [r, g, b] colours", classes);
+        return ok;
+    }
+    if (classes == CLI_ADE20K_CLASSES) {
+        const char *line = dm_ade20k_classes;
+        for (int k = 0; k < classes; k++) {
+            const char *tab = strchr(line, '\t');
+            int r, g, b;
+            if (!tab || sscanf(tab, "%d %d %d", &r, &g, &b) != 3) {
+                cli_error("the built-in ADE20K class list is damaged");
+                return 0;
+            }
+            rgb[3 * k] = (uint8_t)r, rgb[3 * k + 1] = (uint8_t)g, rgb[3 * k + 2] = (uint8_t)b;
+            const char *end = strchr(tab, '\n');
+            line = end ? end + 1 : tab + strlen(tab);
+        }
+        return 1;
+    }
+    /* Distinct, stable colours: three bit-reversed ramps of the index. */
+    for (int k = 0; k < classes; k++)
+        for (int c = 0; c < 3; c++) {
+            unsigned v = 0;
+            for (int bit = 0; bit < 8; bit++) v |= (((unsigned)(k + 1) >> (3 * bit + c)) & 1u) << (7 - bit);
+            rgb[3 * k + c] = (uint8_t)v;
+        }
+    return 1;
 }
 
 void cli_labels_free(cli_labels *labels)

@@ -7,6 +7,7 @@
 #include "damamba.h"
 
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Print "damamba: message" to stderr. */
@@ -41,14 +42,22 @@ int cli_thread_count(void);
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
 /* ------------------------------------------------------------- labels */
 
-/* Class names: the model's metadata 'classes' (a JSON list), ImageNet's for
- * a 1000-class model, else "class N". */
+/* Class names of the classifier or the segmentation head: the model's
+ * metadata 'classes' (a JSON list), ImageNet's for a 1000-class classifier,
+ * ADE20K's for a 150-class segmentation model, else "class N". */
 typedef struct cli_labels {
     char **names;
     int count;
 } cli_labels;
 
 int cli_labels_load(const dm_model *model, cli_labels *out);
+
+#define CLI_ADE20K_CLASSES 150
+
+/* A segmentation model's colours, rgb[3 k + c] for class k: its metadata
+ * 'palette' (a JSON list of [r, g, b]), ADE20K's for 150 classes, else
+ * distinct generated ones.  Prints the error and returns 0 on failure. */
+int cli_palette_load(const dm_model *model, uint8_t *rgb);
 void cli_labels_free(cli_labels *labels);
 
 /* ------------------------------------------------------- preprocessing */
@@ -167,5 +176,6 @@ int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
 
 #endif
