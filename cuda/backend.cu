@@ -34,7 +34,8 @@ typedef struct gpu {
     int device;
     cudaStream_t compute, copy;
     cublasHandle_t blas;
-    dm_model params;       /* the model's structure, device pointers */
+    const dm_model *source; /* the model params copies */
+    dm_model params;       /* its structure, device pointers */
     void *param_memory;    /* device memory behind params */
     size_t param_bytes;
     float *scratch;        /* im2col bands; the scan's carries */
@@ -102,6 +103,7 @@ static float *place(void *ctx, const float *src, size_t floats)
 
 static dm_status upload_params(const dm_model *m, gpu *g)
 {
+    if (!m) return DM_OK;
     arena ar = {NULL, NULL, 0};
     dm_status st = dm_model_mirror(m, place, &ar, &g->params);
     dm_model_mirror_free(&g->params);
@@ -167,7 +169,11 @@ static float *gpu_alloc(void *, size_t floats)
 /* cudaFree waits for work in flight on the memory. */
 static void gpu_release(void *, float *p) { cudaFree(p); }
 
-static const dm_model *gpu_params(void *ctx) { return &((gpu *)ctx)->params; }
+static const dm_model *gpu_params(void *ctx, const dm_model *model)
+{
+    gpu *g = (gpu *)ctx;
+    return model == g->source ? &g->params : NULL;
+}
 
 static size_t gpu_held_bytes(void *ctx)
 {
@@ -381,6 +387,7 @@ static dm_status create(const dm_model *model, gpu *g)
     CUDA_TRY(cudaStreamCreateWithFlags(&g->compute, cudaStreamNonBlocking));
     CUDA_TRY(cudaStreamCreateWithFlags(&g->copy, cudaStreamNonBlocking));
     if ((st = upload_params(model, g))) return st;
+    g->source = model;
     CUDA_TRY(cudaMalloc(&g->blas_scratch, blas_workspace_bytes));
     cublasStatus_t bs = cublasCreate(&g->blas);
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(g->blas, g->compute);

@@ -1,9 +1,10 @@
 /* convert.c - model files to safetensors, optionally in half size. */
 #include "convert.h"
 
-#include "dtype.h"
 #include "error.h"
 #include "model.h"
+#include "model_file.h"
+#include "safetensors.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -118,7 +119,7 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
     dm_status st = refuse_same_file(in_path, out_path);
     if (st) return st;
     dm_tensor_file in;
-    if ((st = dm_tensor_file_open(in_path, use_ema, &in))) return st;
+    if ((st = dm_model_file_open(in_path, use_ema, &in))) return st;
     dm_model *model = NULL;
     dm_tensor *tensors = calloc(in.count ? in.count : 1, sizeof *tensors);
     dm_meta *meta = calloc(in.meta_count + 8, sizeof *meta);

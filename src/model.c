@@ -3,9 +3,8 @@
  * sits next to a convolution (BatchNorm, conv_constant, layer scale). */
 #include "model.h"
 
-#include "dtype.h"
 #include "error.h"
-#include "pth.h"
+#include "model_file.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -614,7 +613,7 @@ dm_status dm_model_load(const char *path, const dm_load_options *opts, dm_model 
     if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load: path and out are required");
     *out = NULL;
     dm_tensor_file file;
-    dm_status st = dm_tensor_file_open(path, opts ? opts->use_ema : 0, &file);
+    dm_status st = dm_model_file_open(path, opts ? opts->use_ema : 0, &file);
     if (st) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);
@@ -627,9 +626,7 @@ dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out)
     if (!buf || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load_buffer: buf and out are required");
     *out = NULL;
     dm_tensor_file file;
-    /* torch.save writes a zip archive; safetensors starts with a length. */
-    int zip = size >= 4 && memcmp(buf, "PK\x03\x04", 4) == 0;
-    dm_status st = zip ? dm_pth_parse(buf, size, 0, &file) : dm_safetensors_parse(buf, size, &file);
+    dm_status st = dm_model_file_parse(buf, size, 0, &file);
     if (st) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);

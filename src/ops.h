@@ -70,9 +70,10 @@ typedef struct dm_ops {
     /* Backend memory for a graph's buffers (NULL when out of memory). */
     float *(*alloc)(void *ctx, size_t floats);
     void (*release)(void *ctx, float *p);
-    /* A backend copy of the model's parameters: the same structs with
-     * pointers into backend memory (the CPU uses the model itself). */
-    const dm_model *(*params)(void *ctx);
+    /* model's parameters in backend memory: the same structs with pointers
+     * the backend reads (the CPU uses the model itself); NULL when the
+     * backend holds another model's copy. */
+    const dm_model *(*params)(void *ctx, const dm_model *model);
     /* Bytes the backend holds itself (scratch, parameter copies, staging). */
     size_t (*held_bytes)(void *ctx);
     /* Threads the operators may use from the next pass on; NULL where the

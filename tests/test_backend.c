@@ -3,6 +3,8 @@
  * device). */
 #include "testutil.h"
 
+#include <cblas.h>
+#include <math.h>
 #include <string.h>
 
 #include "damamba.h"
@@ -65,6 +67,54 @@ START_TEST(backend_unknown)
 }
 END_TEST
 
+/* A CPU workspace serves models of the configuration it was planned for
+ * (the same model from another file), and refuses others by name. */
+START_TEST(workspace_refuses_other_configurations)
+{
+    dm_model *a = small_model(), *same, *other;
+    ck_assert(dm_model_synthetic('F', 3, 10, 2, &same) == DM_OK);
+    ck_assert(dm_model_synthetic('F', 3, 7, 1, &other) == DM_OK);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(a, 1, 16, 16, &ws), DM_OK);
+    float input[3 * 16 * 16] = {0}, logits[10];
+    dm_outputs out = {.logits = logits};
+    ck_assert_msg(dm_forward(same, ws, input, 1, 16, 16, &out) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(dm_forward(other, ws, input, 1, 16, 16, &out), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "another configuration"));
+    dm_workspace_free(ws);
+    dm_model_free(a);
+    dm_model_free(same);
+    dm_model_free(other);
+}
+END_TEST
+
+/* Threads belong to the workspace: any count gives the same logits, and
+ * OpenBLAS's own setting is the caller's again after each pass. */
+START_TEST(threads_stay_in_the_workspace)
+{
+    dm_model *m = small_model();
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(m, 2, 32, 32, &ws), DM_OK);
+    float input[2 * 3 * 32 * 32], want[20], got[20];
+    for (int i = 0; i < 2 * 3 * 32 * 32; i++) input[i] = (float)((i * 29) % 83) / 41.0f - 1.0f;
+    ck_assert_int_eq(dm_workspace_set_threads(ws, 1), DM_OK);
+    dm_outputs out = {.logits = want};
+    openblas_set_num_threads(3);
+    ck_assert_msg(dm_forward(m, ws, input, 2, 32, 32, &out) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(openblas_get_num_threads(), 3);
+    out.logits = got;
+    for (int threads = 2; threads <= 5; threads++) {
+        ck_assert_int_eq(dm_workspace_set_threads(ws, threads), DM_OK);
+        ck_assert_msg(dm_forward(m, ws, input, 2, 32, 32, &out) == DM_OK, "%s", dm_last_error());
+        for (int i = 0; i < 20; i++) ck_assert_float_eq_tol(got[i], want[i], 1e-4f * (1.0f + fabsf(want[i])));
+        ck_assert_int_eq(openblas_get_num_threads(), 3);
+    }
+    ck_assert_int_eq(dm_workspace_set_threads(ws, 0), DM_ERR_ARGUMENT);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("backend");
@@ -72,6 +122,8 @@ int main(void)
     tcase_add_test(tc, backend_cpu);
     tcase_add_test(tc, backend_cuda_explains);
     tcase_add_test(tc, backend_unknown);
+    tcase_add_test(tc, workspace_refuses_other_configurations);
+    tcase_add_test(tc, threads_stay_in_the_workspace);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

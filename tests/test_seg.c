@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "damamba.h"
+#include "safetensors.h"
+#include "model_file.h"
 
 #define K 11 /* the micro model's classes */
 
@@ -184,7 +186,7 @@ END_TEST
 START_TEST(safetensors_checkpoint)
 {
     dm_tensor_file pth;
-    ck_assert(dm_tensor_file_open(test_path("upernet_micro.pth"), 0, &pth) == DM_OK);
+    ck_assert(dm_model_file_open(test_path("upernet_micro.pth"), 0, &pth) == DM_OK);
     char path[] = "/tmp/dm_seg_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);

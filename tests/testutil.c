@@ -8,6 +8,7 @@
 #include "damamba.h"
 #include "kernels.h"
 #include "model.h"
+#include "safetensors.h"
 
 const char *test_path(const char *name)
 {

@@ -1,7 +1,7 @@
 /* cmd_compare.c - `damamba compare`: the same input through the CPU and the
  * CUDA backend, with the differences per output and the time of each. */
 #include "cli.h"
-#include "tensor_file.h"
+#include "safetensors.h"
 
 #include <getopt.h>
 #include <math.h>

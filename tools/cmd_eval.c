@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "tensor_file.h"
+#include "safetensors.h"
 
 static const char eval_usage[] =
     "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--quiet] DATA\n"

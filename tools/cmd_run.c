@@ -1,7 +1,7 @@
 /* cmd_run.c - `damamba run` (tensor file in, outputs out) and
  * `damamba info` (the inferred configuration). */
 #include "cli.h"
-#include "tensor_file.h"
+#include "safetensors.h"
 
 #include <getopt.h>
 #include <stdlib.h>

@@ -12,10 +12,10 @@
 extern "C" {
 #endif
 
-/* The CPU table over simd/, OpenBLAS and OpenMP, running model's
- * parameters in place with `threads` threads; DM_ERR_UNSUPPORTED when
+/* The CPU table over simd/, OpenBLAS and OpenMP with `threads` threads; it
+ * reads parameters where the model holds them.  DM_ERR_UNSUPPORTED when
  * DAMAMBA_ISA names an instruction set this build or CPU lacks. */
-dm_status dm_cpu_backend_create(const dm_model *model, int threads, dm_ops *out);
+dm_status dm_cpu_backend_create(int threads, dm_ops *out);
 
 #if DM_HAVE_CUDA
 
@@ -23,7 +23,8 @@ dm_status dm_cpu_backend_create(const dm_model *model, int threads, dm_ops *out)
  * cudaGetDeviceCount reported otherwise. */
 dm_status dm_cuda_available(void);
 /* The CUDA table on the calling thread's current device, holding a device
- * copy of model's parameters. */
+ * copy of model's parameters; model may be NULL for a table of operators
+ * alone (as in tests). */
 dm_status dm_cuda_backend_create(const dm_model *model, dm_ops *out);
 
 #else

@@ -32,7 +32,7 @@ static dm_view conv_in_place(dm_workspace *ws, const dm_conv3x3 *cv, dm_view x)
  * block's offsets go to `offsets` (host memory) unless it is NULL. */
 static void block_forward(dm_workspace *ws, int s, const dm_block *blk, int n, int h, int w, float *offsets)
 {
-    const dm_config *cfg = &ws->model->config;
+    const dm_config *cfg = &ws->config;
     int C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
     size_t P = (size_t)n * h * w;
 #define MAP(buffer, channels) dm_view_of(ws->buffer, n, h, w, channels)
@@ -93,7 +93,7 @@ static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view
 void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
                         const dm_outputs *outputs, float *const keep[DM_NUM_STAGES])
 {
-    const dm_config *cfg = &ws->model->config;
+    const dm_config *cfg = &ws->config;
     size_t image = (size_t)cfg->in_chans * h * w;
     dm_view batch = dm_view_of(ws->normed, n, h, w, cfg->in_chans);
     /* bring the batch in piece by piece, each piece's stem starting as soon
@@ -133,13 +133,27 @@ void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *i
     }
 }
 
-dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w)
+/* Does a model of configuration c fit buffers planned for `planned`? */
+static int fits_plan(const dm_config *c, const dm_config *planned)
+{
+    for (int s = 0; s < DM_NUM_STAGES; s++)
+        if (c->dims[s] != planned->dims[s] || c->mlp_hidden[s] != planned->mlp_hidden[s] ||
+            c->groups[s] != planned->groups[s] || c->dt_rank[s] != planned->dt_rank[s])
+            return 0;
+    return c->in_chans == planned->in_chans && c->num_classes == planned->num_classes &&
+           c->seg_classes == planned->seg_classes && c->seg_channels == planned->seg_channels;
+}
+
+dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
+                       const dm_model **params)
 {
     if (!model || !ws)
         return dm_fail(DM_ERR_ARGUMENT, "%s: model and workspace are required", who);
-    if (model != ws->model)
-        return dm_fail(DM_ERR_ARGUMENT, "%s: this workspace was created for another model; "
-                                        "create one with dm_workspace_create for this model", who);
+    if (!fits_plan(&model->config, &ws->config))
+        return dm_fail(DM_ERR_ARGUMENT, "%s: the workspace was created for a model of another configuration", who);
+    if (!(*params = ws->ops.params(ws->ops.ctx, model)))
+        return dm_fail(DM_ERR_ARGUMENT, "%s: this %s workspace holds the parameters of another model; "
+                                        "create one with dm_workspace_create_on for this model", who, ws->ops.name);
     if (n < 1 || h < 1 || w < 1)
         return dm_fail(DM_ERR_ARGUMENT, "%s: batch %d of %dx%d images is empty", who, n, h, w);
     if (n > ws->max_batch || h > ws->max_h || w > ws->max_w)
@@ -152,7 +166,8 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                      const dm_outputs *outputs)
 {
     if (!input || !outputs) return dm_fail(DM_ERR_ARGUMENT, "dm_forward: input and outputs are required");
-    dm_status st = dm_check_run("dm_forward", model, ws, n, h, w);
+    const dm_model *params;
+    dm_status st = dm_check_run("dm_forward", model, ws, n, h, w, &params);
     if (st) return st;
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
@@ -164,7 +179,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
-    dm_enqueue_forward(ws, ws->ops.params(ws->ops.ctx), input, n, h, w, outputs, NULL);
+    dm_enqueue_forward(ws, params, input, n, h, w, outputs, NULL);
     return ws->ops.finish(ws->ops.ctx);
 }
 
@@ -173,12 +188,13 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
 {
     if (!input || !output) return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input and output are required");
     /* the workspace holds stage 0, a quarter of the image's side */
-    dm_status st = dm_check_run("dm_block_run", model, ws, n, 4 * h, 4 * w);
+    const dm_model *params;
+    dm_status st = dm_check_run("dm_block_run", model, ws, n, 4 * h, 4 * w, &params);
     if (st) return st;
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
     dm_view x = dm_view_of(ws->tokens, n, h, w, model->config.dims[0]);
     OP(ws, input, input, DM_LAYOUT_NCHW, x);
-    block_forward(ws, 0, &ws->ops.params(ws->ops.ctx)->stages[0].blocks[0], n, h, w, NULL);
+    block_forward(ws, 0, &params->stages[0].blocks[0], n, h, w, NULL);
     x.data = ws->tokens;
     OP(ws, output, x, DM_LAYOUT_NCHW, output);
     return ws->ops.finish(ws->ops.ctx);

@@ -179,9 +179,9 @@ static void host_resize(const host *hx, const float *x, int n, int ih, int iw, i
 
 /* One pass of the backbone and the head over n images of h x w; the head's
  * logits (n x h4 x w4 x K, channels-last) come back to decode. */
-static dm_status run_head(dm_workspace *ws, const float *input, int n, int h, int w, float *decode)
+static dm_status run_head(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
+                         float *decode)
 {
-    const dm_model *params = ws->ops.params(ws->ops.ctx);
     const dm_config *c = &params->config;
     head_buffers b;
     head_layout(c, n, h, w, ws->head, &b);
@@ -238,12 +238,12 @@ static dm_status scratch_alloc(const dm_config *c, const dm_seg_options *o, int 
 
 /* Whole-image inference of n images of h x w: the head's logits in
  * s->decode, and resized to h x w into logits ([n][h][w][K]) if non-NULL. */
-static dm_status infer_whole(const host *hx, dm_workspace *ws, const float *input, int n, int h, int w,
-                             seg_scratch *s, float *logits)
+static dm_status infer_whole(const host *hx, dm_workspace *ws, const dm_model *params, const float *input, int n,
+                             int h, int w, seg_scratch *s, float *logits)
 {
-    int hs[DM_NUM_STAGES], wd[DM_NUM_STAGES], K = ws->model->config.seg_classes;
+    int hs[DM_NUM_STAGES], wd[DM_NUM_STAGES], K = params->config.seg_classes;
     stage_sizes(h, w, hs, wd);
-    dm_status st = run_head(ws, input, n, h, w, s->decode);
+    dm_status st = run_head(ws, params, input, n, h, w, s->decode);
     if (!st && logits) host_resize(hx, s->decode, n, hs[0], wd[0], K, logits, h, w);
     return st;
 }
@@ -252,10 +252,10 @@ static dm_status infer_whole(const host *hx, dm_workspace *ws, const float *inpu
  * size clipped to the input, the last of each axis moved back inside it;
  * each window's logits (resized to the window) are summed and divided by
  * how many windows cover a pixel.  logits: [n][h][w][K]. */
-static dm_status infer_slide(const host *hx, dm_workspace *ws, const float *input, int n, int h, int w,
-                             const dm_seg_options *o, seg_scratch *s, float *logits)
+static dm_status infer_slide(const host *hx, dm_workspace *ws, const dm_model *params, const float *input, int n,
+                             int h, int w, const dm_seg_options *o, seg_scratch *s, float *logits)
 {
-    int K = ws->model->config.seg_classes, C = ws->model->config.in_chans, wh, ww;
+    int K = params->config.seg_classes, C = params->config.in_chans, wh, ww;
     network_size(o, h, w, &wh, &ww);
     int rows = (h - o->crop_h + o->stride_h - 1 > 0 ? h - o->crop_h + o->stride_h - 1 : 0) / o->stride_h + 1;
     int cols = (w - o->crop_w + o->stride_w - 1 > 0 ? w - o->crop_w + o->stride_w - 1 : 0) / o->stride_w + 1;
@@ -270,7 +270,7 @@ static dm_status infer_slide(const host *hx, dm_workspace *ws, const float *inpu
                 for (int y = 0; y < wh; y++)
                     memcpy(s->crop + ((size_t)p * wh + y) * ww, input + ((size_t)p * h + y1 + y) * w + x1,
                            sizeof(float) * ww);
-            if ((st = infer_whole(hx, ws, s->crop, n, wh, ww, s, s->window))) break;
+            if ((st = infer_whole(hx, ws, params, s->crop, n, wh, ww, s, s->window))) break;
             for (int img = 0; img < n; img++)
                 for (int y = 0; y < wh; y++) {
                     const float *src = s->window + ((size_t)img * wh + y) * ww * K;
@@ -288,11 +288,11 @@ static dm_status infer_slide(const host *hx, dm_workspace *ws, const float *inpu
 }
 
 /* Logits of n inputs at their own size, channels-last [n][h][w][K]. */
-static dm_status infer(const host *hx, dm_workspace *ws, const float *input, int n, int h, int w,
-                       const dm_seg_options *o, seg_scratch *s, float *logits)
+static dm_status infer(const host *hx, dm_workspace *ws, const dm_model *params, const float *input, int n, int h,
+                       int w, const dm_seg_options *o, seg_scratch *s, float *logits)
 {
-    return o->mode == DM_SEG_WHOLE ? infer_whole(hx, ws, input, n, h, w, s, logits)
-                                   : infer_slide(hx, ws, input, n, h, w, o, s, logits);
+    return o->mode == DM_SEG_WHOLE ? infer_whole(hx, ws, params, input, n, h, w, s, logits)
+                                   : infer_slide(hx, ws, params, input, n, h, w, o, s, logits);
 }
 
 /* Index of the largest of n values (the first, on ties), stride apart. */
@@ -343,7 +343,8 @@ dm_status dm_segment(const dm_model *model, dm_workspace *ws, const float *input
         return dm_fail(DM_ERR_ARGUMENT, "dm_segment: input, options and outputs are required");
     int nh, nw;
     network_size(options, h, w, &nh, &nw);
-    dm_status st = dm_check_run("dm_segment", model, ws, n, nh, nw);
+    const dm_model *params;
+    dm_status st = dm_check_run("dm_segment", model, ws, n, nh, nw, &params);
     if (st || (st = check_request(model, options))) return st;
     if (options->multi_scale_flip)
         return dm_fail(DM_ERR_ARGUMENT, "dm_segment: multi-scale + flip needs the image (dm_segment_image)");
@@ -360,7 +361,7 @@ dm_status dm_segment(const dm_model *model, dm_workspace *ws, const float *input
         scratch_free(&scratch);
         return dm_fail(DM_ERR_NOMEM, "out of memory for %d x %d x %d logits", n, h, w);
     }
-    st = infer(&hx, ws, input, n, h, w, options, &scratch, logits);
+    st = infer(&hx, ws, params, input, n, h, w, options, &scratch, logits);
     if (!st && outputs->decode_logits) {
         int hs[DM_NUM_STAGES], wd[DM_NUM_STAGES];
         stage_sizes(h, w, hs, wd);
@@ -407,6 +408,7 @@ typedef struct image_run {
     float *input, *logits, *resized, *probs;
     seg_scratch scratch;
     dm_workspace *ws;
+    const dm_model *params; /* as the workspace's backend reads them */
 } image_run;
 
 /* One augmentation: transform, infer, resize to the image, softmax, flip
@@ -414,11 +416,11 @@ typedef struct image_run {
 static dm_status run_augmentation(const host *hx, const dm_image *image, const dm_mm_transform *a,
                                   const dm_seg_options *o, image_run *run)
 {
-    int h, w, K = run->ws->model->config.seg_classes, H = image->height, W = image->width;
+    int h, w, K = run->params->config.seg_classes, H = image->height, W = image->width;
     size_t plane = (size_t)H * W;
     dm_status st;
     if ((st = dm_mm_transform_size(a, W, H, &h, &w, NULL)) || (st = dm_mm_transform_image(image, a, run->input)) ||
-        (st = infer(hx, run->ws, run->input, 1, h, w, o, &run->scratch, run->logits)))
+        (st = infer(hx, run->ws, run->params, run->input, 1, h, w, o, &run->scratch, run->logits)))
         return st;
     host_resize(hx, run->logits, 1, h, w, K, run->resized, H, W);
     softmax_pixels(hx, run->resized, K, plane);
@@ -471,8 +473,9 @@ dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_ima
         return dm_fail(DM_ERR_MODEL, "segmentation takes RGB images; the model has %d input channels",
                        model->config.in_chans);
     int max_h, max_w, nh, nw, augs = options->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1;
+    const dm_model *params;
     if ((st = image_sizes(transform, options, image->width, image->height, &max_h, &max_w, &nh, &nw)) ||
-        (st = dm_check_run("dm_segment_image", model, ws, 1, nh, nw)))
+        (st = dm_check_run("dm_segment_image", model, ws, 1, nh, nw, &params)))
         return st;
     host hx;
     if ((st = host_init(&hx))) return st;
@@ -484,6 +487,7 @@ dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_ima
         .resized = malloc(sizeof(float) * plane * K),
         .probs = probs ? probs : malloc(sizeof(float) * plane * K),
         .ws = ws,
+        .params = params,
     };
     if (!run.input || !run.logits || !run.resized || !run.probs)
         st = dm_fail(DM_ERR_NOMEM, "out of memory segmenting a %d x %d image", image->width, image->height);

@@ -98,7 +98,7 @@ static dm_status alloc_buffers(dm_workspace *ws, const dm_plan *plan)
 static dm_status create_backend(const dm_model *model, dm_backend backend, dm_ops *ops)
 {
     switch (backend) {
-    case DM_BACKEND_CPU: return dm_cpu_backend_create(model, dm_threads(), ops);
+    case DM_BACKEND_CPU: return dm_cpu_backend_create(dm_threads(), ops);
     case DM_BACKEND_CUDA: return dm_cuda_backend_create(model, ops);
     }
     return dm_fail(DM_ERR_ARGUMENT, "unknown backend %d", (int)backend);
@@ -119,7 +119,7 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
     dm_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) return dm_fail(DM_ERR_NOMEM, "out of memory for a workspace");
     ws->backend = backend;
-    ws->model = model;
+    ws->config = model->config;
     ws->max_batch = max_batch;
     ws->max_h = max_h;
     ws->max_w = max_w;

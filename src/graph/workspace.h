@@ -40,7 +40,7 @@ typedef struct dm_plan {
 struct dm_workspace {
     dm_backend backend;
     dm_ops ops;
-    const dm_model *model; /* the model the workspace was created for */
+    dm_config config;      /* of the model the workspace was created for */
     int max_batch, max_h, max_w;
 #define X(name) float *name;
     DM_GRAPH_BUFFERS(X)
@@ -62,8 +62,10 @@ void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *i
                         const dm_outputs *outputs, float *const keep[DM_NUM_STAGES]);
 
 /* The checks every entry point makes (model, workspace, sizes); NULL-safe.
- * who names the entry point in the message. */
-dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w);
+ * who names the entry point in the message; on success *params is the
+ * model's parameters as the backend reads them. */
+dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
+                       const dm_model **params);
 
 /* Floats of the UperNet head's buffers for n images of h x w (a network
  * input); grows plan's scratch for its convolutions and its transfers. */

@@ -1,29 +1,20 @@
-/* tensor_file.h - a model file's named tensors, whatever its format.
+/* tensor_file.h - a model file's named tensors, whatever its format: the
+ * layer below the format readers.
  *
- * Readers (safetensors, .pth) fill a dm_tensor_file: a list of named tensors
- * whose data stays valid until dm_tensor_file_close().  Nothing is converted
- * here; the model loader converts to float32 as it binds parameters. */
+ * Readers (safetensors.h, pth.h) fill a dm_tensor_file: a list of named
+ * tensors whose data stays valid until dm_tensor_file_close().  Nothing is
+ * converted as they read; the model loader converts to float32 as it binds
+ * parameters.  model_file.h, above the readers, opens either format. */
 #ifndef DM_TENSOR_FILE_H
 #define DM_TENSOR_FILE_H
 
 #include "damamba.h"
+#include "dtype.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 #define DM_MAX_DIMS 8
-
-typedef enum dm_dtype {
-    DM_F32,
-    DM_F16,
-    DM_BF16,
-    DM_F64,
-    DM_I64,
-    DM_I32,
-    DM_U8,
-    DM_I8,
-    DM_BOOL,
-} dm_dtype;
 
 typedef struct dm_tensor {
     char *name;
@@ -51,22 +42,6 @@ typedef struct dm_tensor_file {
     void *owned;
 } dm_tensor_file;
 
-/* Bytes per element of a dtype. */
-size_t dm_dtype_size(dm_dtype dtype);
-/* Name of a dtype as safetensors spells it ("F32", ...). */
-const char *dm_dtype_name(dm_dtype dtype);
-
-/* Open a safetensors file (memory-mapped). */
-dm_status dm_safetensors_open(const char *path, dm_tensor_file *out);
-/* Parse a safetensors image already in memory (not copied: buf must outlive
- * the result).  Used by the file reader and the fuzz target. */
-dm_status dm_safetensors_parse(const void *buf, size_t size,
-                               dm_tensor_file *out);
-
-/* Open any model file: .pth (zip) or safetensors, told apart by content. */
-dm_status dm_tensor_file_open(const char *path, int use_ema,
-                              dm_tensor_file *out);
-
 void dm_tensor_file_close(dm_tensor_file *file);
 
 /* Map a whole file read-only and parse it with a format's parser; the file
@@ -80,10 +55,8 @@ const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file,
                                      const char *name);
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key);
 
-/* Write tensors to a safetensors file.  Writes PATH.tmp, then renames it over
- * PATH, so a failure never leaves a half-written file behind. */
-dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors,
-                               size_t count, const dm_meta *meta,
-                               size_t meta_count);
+/* Convert a floating-point tensor (F32, F16, BF16, F64) to float32.  Other
+ * dtypes are refused by the callers before they get here. */
+void dm_tensor_to_f32(const dm_tensor *t, float *dst);
 
 #endif

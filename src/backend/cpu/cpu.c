@@ -18,7 +18,6 @@
 #define SCAN_CHANNEL_BLOCK 16
 
 typedef struct cpu {
-    const dm_model *model;
     const dm_kernels *k;
     int threads;
     float *scratch; /* im2col bands; the scan's states */
@@ -385,7 +384,11 @@ static size_t cpu_held_bytes(void *ctx) { return ((cpu *)ctx)->scratch_floats * 
 
 static void cpu_set_threads(void *ctx, int threads) { ((cpu *)ctx)->threads = threads; }
 
-static const dm_model *cpu_params(void *ctx) { return ((cpu *)ctx)->model; }
+static const dm_model *cpu_params(void *ctx, const dm_model *model)
+{
+    (void)ctx;
+    return model;
+}
 
 static void cpu_destroy(void *ctx)
 {
@@ -410,14 +413,13 @@ static dm_status cpu_finish(void *ctx)
     return DM_OK;
 }
 
-dm_status dm_cpu_backend_create(const dm_model *model, int threads, dm_ops *out)
+dm_status dm_cpu_backend_create(int threads, dm_ops *out)
 {
     const dm_kernels *k;
     dm_status st = dm_kernels_require(&k);
     if (st) return st;
     cpu *cx = calloc(1, sizeof *cx);
     if (!cx) return dm_fail(DM_ERR_NOMEM, "out of memory for the CPU backend");
-    cx->model = model;
     cx->k = k;
     cx->threads = threads > 0 ? threads : 1;
     *out = (dm_ops){
