@@ -104,5 +104,17 @@ head -c 300 "$tmp/ade.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,5
     fail "run on a segmentation model"
 head -c 600 "$tmp/run.safetensors" | grep -q '"seg_pred":{"dtype":"I64","shape":\[1,64,96\]' || fail "run: seg_pred"
 
+# eval --task seg on a two-image ADE20K-layout set reproduces the metrics
+# computed independently by make_seg_eval_fixture.py from mmseg's own
+# predictions, with and without reduce_zero_label.
+seg_eval="$golden/../fixtures/seg_eval"
+got=$("$damamba" eval --task seg -q -m "$seg_model" "$seg_eval" | tail -n 1)
+[ "$got" = "$(sed -n 1p "$seg_eval/expected.txt")" ] || fail "eval --task seg: '$got'"
+got=$("$damamba" eval --task seg -q --no-reduce-zero-label -m "$seg_model" "$seg_eval" | tail -n 1)
+[ "$got" = "$(sed -n 2p "$seg_eval/expected.txt")" ] || fail "eval --task seg --no-reduce-zero-label: '$got'"
+"$damamba" eval --task seg -q --per-class -m "$seg_model" "$seg_eval" | grep -q "^7 *bed *0.5365" ||
+    fail "eval --task seg --per-class"
+"$damamba" eval --task seg -q -m "$seg_model" "$tmp" >/dev/null 2>&1 && fail "eval --task seg without images succeeded"
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

@@ -98,6 +98,18 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
     return ws;
 }
 
+int cli_parse_seg_mode(const char *value, dm_seg_options *o)
+{
+    if (!strcmp(value, "whole")) o->mode = DM_SEG_WHOLE;
+    else if (!strcmp(value, "slide")) o->mode = DM_SEG_SLIDE;
+    else if (!strcmp(value, "aug")) o->multi_scale_flip = 1;
+    else {
+        cli_error("--mode expects whole, slide or aug, got '%s'", value);
+        return 0;
+    }
+    return 1;
+}
+
 /* ------------------------------------------------------------- labels */
 
 extern const char dm_imagenet_classes[];

@@ -37,6 +37,10 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out);
 extern int cli_threads;
 int cli_thread_count(void);
 
+/* Parse a segmentation --mode: whole, slide, or aug (multi-scale + flip
+ * over the options' mode); prints an error and returns 0 on failure. */
+int cli_parse_seg_mode(const char *value, dm_seg_options *o);
+
 /* A workspace on a backend for n images of h x w; prints the error (for
  * CUDA: why it is not available) and returns NULL on failure. */
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
@@ -164,6 +168,11 @@ void cli_classifier_free(cli_classifier *c);
 
 /* The k most probable classes of one image's logits (softmax), best first. */
 void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
+
+/* eval --task seg over ROOT/images/validation and ROOT/annotations/
+ * validation; prints the metrics; returns the exit status. */
+int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label,
+                 int per_class, int quiet);
 
 /* Commands */
 int cmd_run(int argc, char **argv);

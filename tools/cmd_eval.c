@@ -12,6 +12,8 @@
 
 static const char eval_usage[] =
     "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--quiet] DATA\n"
+    "       damamba eval --task seg -m MODEL [--mode whole|slide|aug] [--per-class]\n"
+    "                    [--no-reduce-zero-label] [-t THREADS] [--quiet] DATASET\n"
     "\n"
     "Measures top-1 and top-5 accuracy of the model on DATA, either\n"
     "  - a folder with one sub-folder of images per class (the ImageNet\n"
@@ -23,11 +25,25 @@ static const char eval_usage[] =
     "read is reported, left out of the count, and makes the exit status 1.\n"
     "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
     "\n"
+    "With --task seg, a segmentation model's mIoU, mAcc and aAcc over an\n"
+    "ADE20K-layout DATASET: images/validation/* and, for each, the 8-bit\n"
+    "annotation annotations/validation/STEM.png, as mmsegmentation evaluates:\n"
+    "the ADE20K test (slide 512/341 by default), areas summed over the whole\n"
+    "dataset, annotation 0 ignored and the others shifted down by one\n"
+    "(reduce_zero_label; --no-reduce-zero-label for datasets without it),\n"
+    "255 ignored.  Last line: mIoU=0.xxxx mAcc=0.xxxx aAcc=0.xxxx n=N\n"
+    "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
     "  -b, --batch N        images per forward pass (default 256)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
+    "      --task T         cls (default) or seg\n"
+    "      --mode M         seg: whole, slide (default) or aug (multi-scale + flip)\n"
+    "      --per-class      seg: also a table of each class's IoU and accuracy\n"
+    "      --no-reduce-zero-label  seg: annotation values are class indices as they are\n"
     "\n" CLI_PREPROCESS_HELP;
+
+enum { OPT_TASK = 300, OPT_MODE, OPT_PER_CLASS, OPT_NO_REDUCE };
 
 /* A labelled set of images: file paths, or a tensor of pixels. */
 typedef struct dataset {
@@ -131,11 +147,14 @@ static int64_t dataset_item(const dataset *d, size_t i, cli_item *item, uint8_t 
 int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL;
-    int batch = 256, quiet = 0, threads, c;
+    int batch = 256, quiet = 0, threads, c, seg = 0, per_class = 0, reduce_zero_label = 1;
+    dm_seg_options seg_options = dm_seg_options_ade20k();
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
+        {"task", required_argument, 0, OPT_TASK}, {"mode", required_argument, 0, OPT_MODE},
+        {"per-class", no_argument, 0, OPT_PER_CLASS}, {"no-reduce-zero-label", no_argument, 0, OPT_NO_REDUCE},
         {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:b:t:qh", opts, NULL)) != -1) {
@@ -147,6 +166,16 @@ int cmd_eval(int argc, char **argv)
             cli_threads = threads;
             break;
         case 'q': quiet = 1; break;
+        case OPT_TASK:
+            if (strcmp(optarg, "cls") && strcmp(optarg, "seg")) {
+                cli_error("--task expects cls or seg, got '%s'", optarg);
+                return 2;
+            }
+            seg = !strcmp(optarg, "seg");
+            break;
+        case OPT_MODE: if (!cli_parse_seg_mode(optarg, &seg_options)) return 2; break;
+        case OPT_PER_CLASS: per_class = 1; break;
+        case OPT_NO_REDUCE: reduce_zero_label = 0; break;
         case 'h': fputs(eval_usage, stdout); return 0;
         default:
             if (cli_preprocess_opt(&popts, c, optarg)) break;
@@ -159,6 +188,12 @@ int cmd_eval(int argc, char **argv)
         return 2;
     }
     const char *data = argv[optind];
+    if (seg) {
+        dm_model *m = cli_load_model(model_path, 0);
+        int rc = m ? cli_eval_seg(m, data, &seg_options, reduce_zero_label, per_class, quiet) : 1;
+        dm_model_free(m);
+        return rc;
+    }
     struct stat sb;
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);

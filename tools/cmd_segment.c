@@ -192,18 +192,6 @@ done:
     return ok;
 }
 
-static int parse_mode(const char *value, segmenter *s)
-{
-    if (!strcmp(value, "whole")) s->options.mode = DM_SEG_WHOLE;
-    else if (!strcmp(value, "slide")) s->options.mode = DM_SEG_SLIDE;
-    else if (!strcmp(value, "aug")) s->options.multi_scale_flip = 1;
-    else {
-        cli_error("--mode expects whole, slide or aug, got '%s'", value);
-        return 0;
-    }
-    return 1;
-}
-
 int cmd_segment(int argc, char **argv)
 {
     const char *model_path = NULL, *dir = ".";
@@ -221,7 +209,7 @@ int cmd_segment(int argc, char **argv)
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'o': dir = optarg; break;
-        case OPT_MODE: if (!parse_mode(optarg, &s)) return 2; break;
+        case OPT_MODE: if (!cli_parse_seg_mode(optarg, &s.options)) return 2; break;
         case OPT_CROP: if (!cli_parse_size("--crop", optarg, &s.options.crop_h, &s.options.crop_w)) return 2; break;
         case OPT_STRIDE:
             if (!cli_parse_size("--stride", optarg, &s.options.stride_h, &s.options.stride_w)) return 2;
