@@ -80,6 +80,11 @@ dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out);
 dm_status dm_model_synthetic(char variant, int in_chans, int num_classes,
                              uint64_t seed, dm_model **out);
 
+/* The same with an UperNet head of num_classes classes and `channels`
+ * channels (the authors' ADE20K models: 150 and 512), for benchmarks. */
+dm_status dm_model_synthetic_seg(char variant, int num_classes, int channels,
+                                 uint64_t seed, dm_model **out);
+
 void dm_model_free(dm_model *model);
 
 const dm_config *dm_model_config(const dm_model *model);
@@ -91,7 +96,8 @@ const char *dm_model_metadata(const dm_model *model, const char *key);
 dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage,
                          int *channels, int *out_h, int *out_w);
 
-/* Multiply-accumulate operations of one forward pass of one h x w image. */
+/* Multiply-accumulate operations of one forward pass of one h x w image
+ * (with the UperNet head's convolutions, for a segmentation model). */
 int64_t dm_model_macs(const dm_model *model, int h, int w);
 
 /* --------------------------------------------------------------- backends */

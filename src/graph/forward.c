@@ -206,7 +206,7 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
 {
     if (!model || h < 1 || w < 1) return 0;
     const dm_config *c = &model->config;
-    int64_t macs = 0;
+    int64_t macs = c->seg_classes ? dm_upernet_macs(c, h, w) : 0;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &model->stem[i];
         if (cv->stride == 2) { h = dm_down2(h); w = dm_down2(w); }
