@@ -17,6 +17,17 @@
 
 #define K 11 /* the micro model's classes */
 
+/* The backend the suite runs on: the CPU, or CUDA when DM_TEST_BACKEND is
+ * "cuda". */
+static dm_backend backend = DM_BACKEND_CPU;
+
+static dm_workspace *make_workspace(const dm_model *m, int h, int w)
+{
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    return ws;
+}
+
 static dm_model *load_micro(void)
 {
     dm_model *m;
@@ -95,8 +106,7 @@ START_TEST(whole_matches_mmseg)
     const float *input = test_f32(&io, "input", NULL);
     float *decode = malloc(sizeof(float) * K * 16 * 24), *logits = malloc(sizeof(float) * K * H * W);
     int32_t *pred = malloc(sizeof(int32_t) * H * W);
-    dm_workspace *ws;
-    ck_assert(dm_workspace_create(m, 1, H, W, &ws) == DM_OK);
+    dm_workspace *ws = make_workspace(m, H, W);
     dm_seg_options o = {.mode = DM_SEG_WHOLE};
     dm_seg_outputs out = {decode, logits, pred};
     ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &out) == DM_OK, "%s", dm_last_error());
@@ -118,8 +128,7 @@ START_TEST(slide_matches_mmseg)
     const int H = 96, W = 150;
     float *logits = malloc(sizeof(float) * K * H * W);
     int32_t *pred = malloc(sizeof(int32_t) * H * W);
-    dm_workspace *ws;
-    ck_assert(dm_workspace_create(m, 1, 64, 64, &ws) == DM_OK);
+    dm_workspace *ws = make_workspace(m, 64, 64);
     dm_seg_options o = {.mode = DM_SEG_SLIDE, .crop_h = 64, .crop_w = 64, .stride_h = 43, .stride_w = 43};
     dm_seg_outputs out = {NULL, logits, pred};
     ck_assert_msg(dm_segment(m, ws, test_f32(&io, "slide.input", NULL), 1, H, W, &o, &out) == DM_OK, "%s",
@@ -164,8 +173,7 @@ START_TEST(image_matches_mmseg)
     ck_assert(dm_segment_image_size(&t, &o, img.width, img.height, &wh, &ww) == DM_OK);
     ck_assert_int_eq(wh, _i == 0 ? 512 : 112); /* the window; ratio 1.75's 112 x 151 */
     ck_assert_int_eq(ww, _i == 0 ? 512 : 151);
-    dm_workspace *ws;
-    ck_assert(dm_workspace_create(m, 1, wh, ww, &ws) == DM_OK);
+    dm_workspace *ws = make_workspace(m, wh, ww);
     ck_assert_msg(dm_segment_image(m, ws, &img, &t, &o, probs, labels) == DM_OK, "%s", dm_last_error());
     dm_workspace_free(ws);
     char probs_name[64], labels_name[64], what[64];
@@ -245,6 +253,12 @@ END_TEST
 int main(void)
 {
     if (!test_isa_runs()) return 77; /* a DAMAMBA_ISA this machine lacks */
+    const char *on = getenv("DM_TEST_BACKEND");
+    if (on && !strcmp(on, "cuda")) {
+        int missing = test_cuda_missing();
+        if (missing) return missing;
+        backend = DM_BACKEND_CUDA;
+    }
     Suite *s = suite_create("seg");
     TCase *tc = tcase_create("seg");
     tcase_set_timeout(tc, 300);
@@ -255,5 +269,6 @@ int main(void)
     tcase_add_test(tc, safetensors_checkpoint);
     tcase_add_test(tc, bad_requests);
     suite_add_tcase(s, tc);
-    return test_run(s);
+    /* the CUDA runtime does not survive a fork once initialized */
+    return backend == DM_BACKEND_CUDA ? test_run_in_process(s) : test_run(s);
 }

@@ -55,6 +55,15 @@ int test_isa_runs(void)
     return 0;
 }
 
+int test_cuda_missing(void)
+{
+    if (dm_backend_available(DM_BACKEND_CUDA) == DM_OK) return 0;
+    const char *require = getenv("DM_TEST_REQUIRE_CUDA");
+    int required = require && *require && strcmp(require, "0") != 0;
+    printf("%s: no CUDA device to test on: %s\n", required ? "FAIL" : "SKIP", dm_last_error());
+    return required ? EXIT_FAILURE : 77; /* 77: meson's exit code for a skipped test */
+}
+
 /* A label for a result line: the backend, and for the CPU its instruction set. */
 static const char *where(dm_backend backend)
 {
