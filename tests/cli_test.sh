@@ -92,6 +92,10 @@ ls "$tmp"/*.tmp >/dev/null 2>&1 && fail "segment left temporary files"
 "$damamba" segment -q -m "$golden/micro.pth" -o "$tmp" "$golden/seg_small.png" 2>/dev/null &&
     fail "segment with a classifier succeeded"
 
+# A scan map works on a segmentation model as on a classifier.
+"$damamba" scanmap -m "$seg_model" --stage 1 "$golden/seg_small.png" -o "$tmp/scan.png" && [ -s "$tmp/scan.png" ] ||
+    fail "scanmap on a segmentation model"
+
 # preprocess --pipeline ade20k: 75 x 101 fits (2048, 512) as 512 x 689.
 "$damamba" preprocess --pipeline ade20k "$golden/seg_small.png" -o "$tmp/ade.safetensors" || fail "preprocess ade20k"
 head -c 300 "$tmp/ade.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,512,689\]' || fail "ade20k shape"

@@ -169,6 +169,28 @@ void cli_classifier_free(cli_classifier *c);
 /* The k most probable classes of one image's logits (softmax), best first. */
 void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
 
+/* ---------------------------------------------------------- segmenting */
+
+/* Images segmented one after the other, as dm_segment_image does, on one
+ * workspace grown to the largest network input met so far. */
+typedef struct cli_segmenter {
+    const dm_model *model;
+    dm_backend backend;
+    dm_mm_transform transform;
+    dm_seg_options options;
+    dm_workspace *ws;
+    int ws_h, ws_w;
+} cli_segmenter;
+
+/* Labels (width x height) of a decoded image read from path; prints the
+ * error and returns 0 on failure. */
+int cli_segment_image(cli_segmenter *s, const char *path, const dm_image *img, int32_t *labels);
+void cli_segmenter_free(cli_segmenter *s);
+
+/* The file name of path without its directory and extension: a pointer
+ * into path, and its length in *len. */
+const char *cli_path_stem(const char *path, int *len);
+
 /* eval --task seg over ROOT/images/validation and ROOT/annotations/
  * validation; prints the metrics; returns the exit status. */
 int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label,

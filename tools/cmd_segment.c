@@ -45,12 +45,7 @@ static const char segment_usage[] =
 enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE, OPT_OVERLAY, OPT_BACKEND };
 
 typedef struct segmenter {
-    const dm_model *model;
-    dm_backend backend;
-    dm_workspace *ws;
-    int ws_h, ws_w; /* the network input the workspace holds */
-    dm_mm_transform transform;
-    dm_seg_options options;
+    cli_segmenter run;
     cli_labels labels;
     uint8_t palette[256 * 3];
 } segmenter;
@@ -139,11 +134,9 @@ static void print_json(const char *file, int w, int h, const uint8_t *labels, co
 /* DIR/STEM_SUFFIX.png for an input path. */
 static int output_path(char *out, size_t size, const char *dir, const char *input, const char *suffix)
 {
-    const char *base = strrchr(input, '/');
-    base = base ? base + 1 : input;
-    const char *dot = strrchr(base, '.');
-    int stem = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
-    return snprintf(out, size, "%s/%.*s_%s.png", dir, stem, base, suffix) < (int)size;
+    int len;
+    const char *stem = cli_path_stem(input, &len);
+    return snprintf(out, size, "%s/%.*s_%s.png", dir, len, stem, suffix) < (int)size;
 }
 
 /* Segment one file; returns 0 (printed) when it failed. */
@@ -154,7 +147,7 @@ static int segment_file(segmenter *s, const char *path, const char *dir, int ove
         cli_error("%s", dm_last_error());
         return 0;
     }
-    int ok = 0, h, w;
+    int ok = 0;
     size_t n = (size_t)img.width * img.height;
     int32_t *labels = malloc(sizeof(int32_t) * n);
     uint8_t *map = malloc(n);
@@ -163,20 +156,7 @@ static int segment_file(segmenter *s, const char *path, const char *dir, int ove
         cli_error("out of memory");
         goto done;
     }
-    if (dm_segment_image_size(&s->transform, &s->options, img.width, img.height, &h, &w) != DM_OK) {
-        cli_error("%s: %s", path, dm_last_error());
-        goto done;
-    }
-    if (!s->ws || h > s->ws_h || w > s->ws_w) { /* grow the workspace to the largest input so far */
-        dm_workspace_free(s->ws);
-        s->ws_h = h > s->ws_h ? h : s->ws_h;
-        s->ws_w = w > s->ws_w ? w : s->ws_w;
-        if (!(s->ws = cli_workspace_create(s->model, s->backend, 1, s->ws_h, s->ws_w))) goto done;
-    }
-    if (dm_segment_image(s->model, s->ws, &img, &s->transform, &s->options, NULL, labels) != DM_OK) {
-        cli_error("%s: %s", path, dm_last_error());
-        goto done;
-    }
+    if (!cli_segment_image(&s->run, path, &img, labels)) goto done;
     for (size_t p = 0; p < n; p++) map[p] = (uint8_t)labels[p];
     if (!output_path(out, sizeof out, dir, path, "seg") ||
         !write_label_png(out, map, img.width, img.height, s->palette, s->labels.count))
@@ -196,7 +176,7 @@ int cmd_segment(int argc, char **argv)
 {
     const char *model_path = NULL, *dir = ".";
     int overlay = 0, json = 0, quiet = 0, threads, c;
-    segmenter s = {.transform = dm_mm_transform_ade20k(), .options = dm_seg_options_ade20k()};
+    segmenter s = {.run = {.transform = dm_mm_transform_ade20k(), .options = dm_seg_options_ade20k()}};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
@@ -209,10 +189,10 @@ int cmd_segment(int argc, char **argv)
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'o': dir = optarg; break;
-        case OPT_MODE: if (!cli_parse_seg_mode(optarg, &s.options)) return 2; break;
-        case OPT_CROP: if (!cli_parse_size("--crop", optarg, &s.options.crop_h, &s.options.crop_w)) return 2; break;
+        case OPT_MODE: if (!cli_parse_seg_mode(optarg, &s.run.options)) return 2; break;
+        case OPT_CROP: if (!cli_parse_size("--crop", optarg, &s.run.options.crop_h, &s.run.options.crop_w)) return 2; break;
         case OPT_STRIDE:
-            if (!cli_parse_size("--stride", optarg, &s.options.stride_h, &s.options.stride_w)) return 2;
+            if (!cli_parse_size("--stride", optarg, &s.run.options.stride_h, &s.run.options.stride_w)) return 2;
             break;
         case OPT_OVERLAY: overlay = 1; break;
         case 'j': json = 1; break;
@@ -220,7 +200,7 @@ int cmd_segment(int argc, char **argv)
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
             break;
-        case OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &s.backend)) return 2; break;
+        case OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &s.run.backend)) return 2; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(segment_usage, stdout); return 0;
         default: fputs(segment_usage, stderr); return 2;
@@ -240,7 +220,7 @@ int cmd_segment(int argc, char **argv)
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
     dm_model *m = cli_load_model(model_path, 0);
-    s.model = m;
+    s.run.model = m;
     if (m && dm_model_config(m)->seg_classes == 0) cli_error("%s: not a segmentation model (no decode_head.*)", model_path);
     else if (m && dm_model_config(m)->seg_classes > 256)
         cli_error("%s: %d classes do not fit an 8-bit label map", model_path, dm_model_config(m)->seg_classes);
@@ -262,7 +242,7 @@ int cmd_segment(int argc, char **argv)
             cli_progress_update(&progress, i + 1);
         }
         cli_progress_end(&progress);
-        dm_workspace_free(s.ws);
+        cli_segmenter_free(&s.run);
         cli_labels_free(&s.labels);
         dm_model_free(m);
         cli_files_free(&files);

@@ -101,21 +101,17 @@ static void print_metrics(const seg_totals *t, const cli_labels *names, int per_
 /* The annotation of an image: ROOT/annotations/validation/STEM.png. */
 static int annotation_path(char *out, size_t size, const char *root, const char *image)
 {
-    const char *base = strrchr(image, '/');
-    base = base ? base + 1 : image;
-    const char *dot = strrchr(base, '.');
-    int stem = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
-    return snprintf(out, size, "%s/annotations/validation/%.*s.png", root, stem, base) < (int)size;
+    int len;
+    const char *stem = cli_path_stem(image, &len);
+    return snprintf(out, size, "%s/annotations/validation/%.*s.png", root, len, stem) < (int)size;
 }
 
 /* Segment one image and add it to the totals; 0 (printed) on failure. */
-static int eval_image(const dm_model *m, dm_workspace **ws, int *ws_h, int *ws_w, const dm_seg_options *o,
-                      const char *root, const char *path, int reduce_zero_label, seg_totals *t)
+static int eval_image(cli_segmenter *seg, const char *root, const char *path, int reduce_zero_label, seg_totals *t)
 {
-    dm_mm_transform tr = dm_mm_transform_ade20k();
     dm_image img;
     char ann[PATH_MAX];
-    int ok = 0, gw, gh, h, w;
+    int ok = 0, gw, gh;
     uint8_t *gt = NULL;
     int32_t *pred = NULL;
     if (dm_image_load(path, 3, &img) != DM_OK) {
@@ -131,20 +127,7 @@ static int eval_image(const dm_model *m, dm_workspace **ws, int *ws_h, int *ws_w
         cli_error("out of memory");
         goto done;
     }
-    if (dm_segment_image_size(&tr, o, img.width, img.height, &h, &w) != DM_OK) {
-        cli_error("%s: %s", path, dm_last_error());
-        goto done;
-    }
-    if (!*ws || h > *ws_h || w > *ws_w) { /* grow the workspace to the largest input so far */
-        dm_workspace_free(*ws);
-        *ws_h = h > *ws_h ? h : *ws_h;
-        *ws_w = w > *ws_w ? w : *ws_w;
-        if (!(*ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, *ws_h, *ws_w))) goto done;
-    }
-    if (dm_segment_image(m, *ws, &img, &tr, o, NULL, pred) != DM_OK) {
-        cli_error("%s: %s", path, dm_last_error());
-        goto done;
-    }
+    if (!cli_segment_image(seg, path, &img, pred)) goto done;
     accumulate(t, pred, gt, (size_t)gw * gh, reduce_zero_label);
     ok = 1;
 done:
@@ -157,7 +140,7 @@ done:
 int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label, int per_class,
                  int quiet)
 {
-    int K = dm_model_config(m)->seg_classes, failed = 0, ws_h = 0, ws_w = 0;
+    int K = dm_model_config(m)->seg_classes, failed = 0;
     if (K == 0) {
         cli_error("--task seg needs a segmentation model (no decode_head.* in it)");
         return 1;
@@ -174,19 +157,19 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
                !cli_files_add(&files, dir) || !cli_labels_load(m, &names)) {
         failed = 1;
     }
-    dm_workspace *ws = NULL;
+    cli_segmenter seg = {.model = m, .transform = dm_mm_transform_ade20k(), .options = *o};
     size_t counted = 0, bad = 0;
     cli_progress progress;
     cli_progress_start(&progress, failed ? 0 : files.count, quiet);
     for (size_t i = 0; !failed && i < files.count; i++) {
         /* a bad image is reported and left out; the others still count */
-        if (eval_image(m, &ws, &ws_h, &ws_w, o, root, files.paths[i], reduce_zero_label, &t)) counted++;
+        if (eval_image(&seg, root, files.paths[i], reduce_zero_label, &t)) counted++;
         else bad++;
         cli_progress_update(&progress, i + 1);
     }
     cli_progress_end(&progress);
     if (names.names) print_metrics(&t, &names, per_class, counted);
-    dm_workspace_free(ws);
+    cli_segmenter_free(&seg);
     cli_labels_free(&names);
     cli_files_free(&files);
     free(t.intersect), free(t.pred), free(t.label);
