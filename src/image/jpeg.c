@@ -36,7 +36,7 @@ static void on_message(j_common_ptr cinfo, int level)
 int dm_is_jpeg(const void *data, size_t size)
 {
     const unsigned char *b = data;
-    return size >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
+    return size >= 2 && b[0] == 0xFF && b[1] == 0xD8;
 }
 
 dm_status dm_jpeg_decode(const void *data, size_t size, dm_image *out)

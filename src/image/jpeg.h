@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-/* Does the buffer start with a JPEG signature (SOI then a marker)? */
+/* Does the buffer start with a JPEG signature (SOI)? */
 int dm_is_jpeg(const void *data, size_t size);
 
 /* Decode a JPEG into RGB (colour files) or grey (one-component files), at
