@@ -369,7 +369,7 @@ START_TEST(scan_matches_scalar)
         ops.release(ops.ctx, (float *)in.delta); ops.release(ops.ctx, (float *)in.bc - 2);
         ops.release(ops.ctx, (float *)in.a); ops.release(ops.ctx, (float *)in.d);
         ops.release(ops.ctx, (float *)in.dt_bias);
-        free(u); free(delta); free(bc); free(a); free(d); free(bias); free(want); free(state);
+        free(u); free(delta); free(bc); free(a); free(d); free(bias); free(want); free(state); free(got);
     }
 }
 END_TEST

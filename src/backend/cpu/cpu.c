@@ -124,33 +124,10 @@ static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
 
 /* -------------------------------------------------------- per-pixel ops */
 
-static void cpu_layernorm(void *ctx, dm_view x, const float *gamma, const float *beta, dm_act act, dm_view y)
-{
-    const cpu *cx = ctx;
-    size_t rows = dm_view_pixels(x), c = (size_t)x.c;
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
-        size_t r0, r1;
-        share(rows, cx->threads, t, &r0, &r1);
-        if (r0 < r1) cx->k->layernorm(x.data + r0 * c, y.data + r0 * c, r1 - r0, c, gamma, beta, act);
-    }
-}
-
-static void cpu_bias_act(void *ctx, dm_view y, const float *bias, dm_act act)
-{
-    const cpu *cx = ctx;
-    size_t rows = dm_view_pixels(y), c = (size_t)y.c;
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
-        size_t r0, r1;
-        share(rows, cx->threads, t, &r0, &r1);
-        if (r0 < r1) cx->k->bias_act(y.data + r0 * c, r1 - r0, c, bias, act);
-    }
-}
-
-/* Work on n images of per_image items each (rows, pixels), shared out as
- * contiguous ranges among threads; part(args, image, i0, i1) does items
- * [i0, i1) of one image, once per image a thread's range touches. */
+/* Work on n images of per_image items each (rows, pixels; a flat range is
+ * one image), shared out as contiguous ranges among threads; part(args,
+ * image, i0, i1) does items [i0, i1) of one image, once per image a
+ * thread's range touches. */
 typedef void (*image_part)(const void *args, size_t image, size_t i0, size_t i1);
 
 static void share_images(const cpu *cx, int n, size_t per_image, image_part part, const void *args)
@@ -171,8 +148,8 @@ static void share_images(const cpu *cx, int n, size_t per_image, image_part part
 /* An operator's arguments as its image_part reads them. */
 typedef struct image_op {
     const dm_kernels *k;
-    dm_view x, y;
-    const float *w9, *bias, *offsets;
+    dm_view x, y, other;
+    const float *w9, *bias, *gamma, *beta, *offsets;
     dm_act act;
     int groups, size, stride, pad;
     dm_resize mode;
@@ -180,6 +157,36 @@ typedef struct image_op {
 
 static const float *image_in(const image_op *op, size_t img) { return op->x.data + img * op->x.h * op->x.w * op->x.c; }
 static float *image_out(const image_op *op, size_t img) { return op->y.data + img * op->y.h * op->y.w * op->y.c; }
+
+static void layernorm_rows(const void *args, size_t img, size_t r0, size_t r1)
+{
+    const image_op *op = args;
+    size_t c = (size_t)op->x.c;
+    (void)img;
+    op->k->layernorm(op->x.data + r0 * c, op->y.data + r0 * c, r1 - r0, c, op->gamma, op->beta, op->act);
+}
+
+static void cpu_layernorm(void *ctx, dm_view x, const float *gamma, const float *beta, dm_act act, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = x, .y = y, .gamma = gamma, .beta = beta, .act = act};
+    share_images(cx, 1, dm_view_pixels(x), layernorm_rows, &op);
+}
+
+static void bias_act_rows(const void *args, size_t img, size_t r0, size_t r1)
+{
+    const image_op *op = args;
+    size_t c = (size_t)op->y.c;
+    (void)img;
+    op->k->bias_act(op->y.data + r0 * c, r1 - r0, c, op->bias, op->act);
+}
+
+static void cpu_bias_act(void *ctx, dm_view y, const float *bias, dm_act act)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .y = y, .bias = bias, .act = act};
+    share_images(cx, 1, dm_view_pixels(y), bias_act_rows, &op);
+}
 
 static void dwconv_rows(const void *args, size_t img, size_t y0, size_t y1)
 {
@@ -301,16 +308,18 @@ static void cpu_resize(void *ctx, dm_view x, dm_resize mode, dm_view y)
 
 /* ------------------------------------------------ elementwise, layouts */
 
+static void add_elements(const void *args, size_t img, size_t i0, size_t i1)
+{
+    const image_op *op = args;
+    (void)img;
+    op->k->add(op->x.data + i0, op->other.data + i0, op->y.data + i0, i1 - i0, op->act);
+}
+
 static void cpu_add(void *ctx, dm_view a, dm_view b, dm_act act, dm_view y)
 {
     const cpu *cx = ctx;
-    size_t total = dm_view_floats(y);
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
-        size_t i0, i1;
-        share(total, cx->threads, t, &i0, &i1);
-        if (i0 < i1) cx->k->add(a.data + i0, b.data + i0, y.data + i0, i1 - i0, act);
-    }
+    image_op op = {.k = cx->k, .x = a, .other = b, .y = y, .act = act};
+    share_images(cx, 1, dm_view_floats(y), add_elements, &op);
 }
 
 static void cpu_concat(void *ctx, dm_view x, int c0, dm_view y)
