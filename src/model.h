@@ -74,6 +74,8 @@ struct dm_model {
     size_t alloc_count, alloc_cap;
     dm_meta *meta;
     size_t meta_count;
+    char **class_names; /* the metadata's 'classes', or NULL */
+    uint8_t *palette;   /* the metadata's 'palette' ([classes][3]), or NULL */
 };
 
 /* The official variants' configurations. */

@@ -77,7 +77,8 @@ START_TEST(workspace_refuses_other_configurations)
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(a, 1, 16, 16, &ws), DM_OK);
     float input[3 * 16 * 16] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = logits;
     ck_assert_msg(dm_forward(same, ws, input, 1, 16, 16, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(dm_forward(other, ws, input, 1, 16, 16, &out), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "another configuration"));
@@ -98,7 +99,8 @@ START_TEST(threads_stay_in_the_workspace)
     float input[2 * 3 * 32 * 32], want[20], got[20];
     for (int i = 0; i < 2 * 3 * 32 * 32; i++) input[i] = (float)((i * 29) % 83) / 41.0f - 1.0f;
     ck_assert_int_eq(dm_workspace_set_threads(ws, 1), DM_OK);
-    dm_outputs out = {.logits = want};
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = want;
     openblas_set_num_threads(3);
     ck_assert_msg(dm_forward(m, ws, input, 2, 32, 32, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(openblas_get_num_threads(), 3);

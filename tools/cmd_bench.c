@@ -110,7 +110,7 @@ int cmd_bench(int argc, char **argv)
     }
     /* A smooth deterministic image: the timing does not depend on it. */
     for (size_t i = 0; i < numel; i++) input[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     dm_seg_options whole = {.mode = DM_SEG_WHOLE};
     dm_seg_outputs seg_out = {.seg_pred = labels};
     for (int r = -1; r < runs; r++) {

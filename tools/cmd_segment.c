@@ -11,10 +11,10 @@
 
 #include <stb_image_write.h>
 
-#include "json.h"
+#include "internal_api.h"
 
 static const char segment_usage[] =
-    "usage: damamba segment -m MODEL [-o DIR] [--mode whole|slide|aug] [--crop H[xW]]\n"
+    "usage: damamba segment -m MODEL [--ema] [-o DIR] [--mode whole|slide|aug] [--crop H[xW]]\n"
     "                       [--stride H[xW]] [--overlay] [--json] [-t THREADS]\n"
     "                       [--backend cpu|cuda] [--quiet] FILE|DIR|@LIST ...\n"
     "\n"
@@ -28,6 +28,7 @@ static const char segment_usage[] =
     "segmented is reported and skipped (exit status 1).\n"
     "\n"
     "  -m, --model FILE     segmentation model (.pth or .safetensors, mmseg names)\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output DIR     where the PNGs go (default: the current directory)\n"
     "      --mode M         whole: the whole image at once; slide (default): crop x\n"
     "                       crop windows stride apart; aug: multi-scale (0.5 .. 1.75)\n"
@@ -46,9 +47,26 @@ enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE, OPT_OVERLAY, OPT_BACKEND };
 
 typedef struct segmenter {
     cli_segmenter run;
-    cli_labels labels;
+    int classes;
     uint8_t palette[256 * 3];
 } segmenter;
+
+/* The model's colours, else distinct generated ones: three bit-reversed
+ * ramps of the class index. */
+static void load_palette(segmenter *s)
+{
+    const uint8_t *rgb = dm_model_palette(s->run.model);
+    if (rgb) {
+        memcpy(s->palette, rgb, 3 * (size_t)s->classes);
+        return;
+    }
+    for (int k = 0; k < s->classes; k++)
+        for (int c = 0; c < 3; c++) {
+            unsigned v = 0;
+            for (int bit = 0; bit < 8; bit++) v |= (((unsigned)(k + 1) >> (3 * bit + c)) & 1u) << (7 - bit);
+            s->palette[3 * k + c] = (uint8_t)v;
+        }
+}
 
 /* Write an 8-bit palette PNG through PATH.tmp, renamed into place once
  * complete.  Returns 0 and prints the reason on failure. */
@@ -111,8 +129,9 @@ static int write_overlay(const char *path, const dm_image *img, const uint8_t *l
     return ok;
 }
 
-static void print_json(const char *file, int w, int h, const uint8_t *labels, const cli_labels *names)
+static void print_json(const char *file, int w, int h, const uint8_t *labels, const segmenter *s)
 {
+    char buf[32];
     size_t counts[256] = {0}, n = (size_t)w * h;
     for (size_t p = 0; p < n; p++) counts[labels[p]]++;
     fputs("{\"file\": ", stdout);
@@ -120,11 +139,11 @@ static void print_json(const char *file, int w, int h, const uint8_t *labels, co
     printf(", \"width\": %d, \"height\": %d, \"classes\": [", w, h);
     for (int printed = 0;; printed++) {
         int best = -1;
-        for (int k = 0; k < names->count; k++)
+        for (int k = 0; k < s->classes; k++)
             if (counts[k] && (best < 0 || counts[k] > counts[best])) best = k;
         if (best < 0) break;
         printf("%s{\"index\": %d, \"label\": ", printed ? ", " : "", best);
-        dm_json_write_string(stdout, names->names[best]);
+        dm_json_write_string(stdout, cli_class_name(s->run.model, best, buf, sizeof buf));
         printf(", \"share\": %.6g}", (double)counts[best] / n);
         counts[best] = 0;
     }
@@ -159,11 +178,11 @@ static int segment_file(segmenter *s, const char *path, const char *dir, int ove
     if (!cli_segment_image(&s->run, path, &img, labels)) goto done;
     for (size_t p = 0; p < n; p++) map[p] = (uint8_t)labels[p];
     if (!output_path(out, sizeof out, dir, path, "seg") ||
-        !write_label_png(out, map, img.width, img.height, s->palette, s->labels.count))
+        !write_label_png(out, map, img.width, img.height, s->palette, s->classes))
         goto done;
     if (overlay && (!output_path(out, sizeof out, dir, path, "overlay") || !write_overlay(out, &img, map, s->palette)))
         goto done;
-    if (json) print_json(path, img.width, img.height, map, &s->labels);
+    if (json) print_json(path, img.width, img.height, map, s);
     ok = 1;
 done:
     free(labels);
@@ -175,10 +194,10 @@ done:
 int cmd_segment(int argc, char **argv)
 {
     const char *model_path = NULL, *dir = ".";
-    int overlay = 0, json = 0, quiet = 0, threads, c;
+    int overlay = 0, json = 0, quiet = 0, ema = 0, threads, c;
     segmenter s = {.run = {.transform = dm_mm_transform_ade20k(), .options = dm_seg_options_ade20k()}};
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
         {"stride", required_argument, 0, OPT_STRIDE}, {"overlay", no_argument, 0, OPT_OVERLAY},
         {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
@@ -188,6 +207,7 @@ int cmd_segment(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:o:jt:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'o': dir = optarg; break;
         case OPT_MODE: if (!cli_parse_seg_mode(optarg, &s.run.options)) return 2; break;
         case OPT_CROP: if (!cli_parse_size("--crop", optarg, &s.run.options.crop_h, &s.run.options.crop_w)) return 2; break;
@@ -219,12 +239,14 @@ int cmd_segment(int argc, char **argv)
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
-    dm_model *m = cli_load_model(model_path, 0);
+    dm_model *m = cli_load_model(model_path, ema);
     s.run.model = m;
     if (m && dm_model_config(m)->seg_classes == 0) cli_error("%s: not a segmentation model (no decode_head.*)", model_path);
     else if (m && dm_model_config(m)->seg_classes > 256)
         cli_error("%s: %d classes do not fit an 8-bit label map", model_path, dm_model_config(m)->seg_classes);
-    else if (m && cli_labels_load(m, &s.labels) && cli_palette_load(m, s.palette)) {
+    else if (m) {
+        s.classes = dm_model_config(m)->seg_classes;
+        load_palette(&s);
         cli_progress progress;
         cli_progress_start(&progress, files.count, quiet);
         for (size_t i = 0; i < files.count; i++) {
@@ -241,14 +263,12 @@ int cmd_segment(int argc, char **argv)
             fflush(stdout);
             cli_progress_update(&progress, i + 1);
         }
-        cli_progress_end(&progress);
+        cli_progress_end(&progress, "segmented");
         cli_segmenter_free(&s.run);
-        cli_labels_free(&s.labels);
         dm_model_free(m);
         cli_files_free(&files);
         return failed ? 1 : 0;
     }
-    cli_labels_free(&s.labels);
     dm_model_free(m);
     cli_files_free(&files);
     return 1;

@@ -72,8 +72,9 @@ static void accumulate(seg_totals *t, const int32_t *pred, const uint8_t *gt, si
     }
 }
 
-static void print_metrics(const seg_totals *t, const cli_labels *names, int per_class, size_t images)
+static void print_metrics(const seg_totals *t, const dm_model *m, int per_class, size_t images)
 {
+    char buf[32];
     double iou_sum = 0, acc_sum = 0;
     int64_t hit = 0, all = 0;
     int iou_n = 0, acc_n = 0;
@@ -91,7 +92,7 @@ static void print_metrics(const seg_totals *t, const cli_labels *names, int per_
             char iou_text[16] = "nan", acc_text[16] = "nan";
             if (uni) snprintf(iou_text, sizeof iou_text, "%.4f", iou);
             if (t->label[k]) snprintf(acc_text, sizeof acc_text, "%.4f", acc);
-            printf("%-5d %-24s %8s %8s\n", k, names->names[k], iou_text, acc_text);
+            printf("%-5d %-24s %8s %8s\n", k, cli_class_name(m, k, buf, sizeof buf), iou_text, acc_text);
         }
     }
     printf("mIoU=%.4f mAcc=%.4f aAcc=%.4f n=%zu\n", iou_n ? iou_sum / iou_n : 0.0, acc_n ? acc_sum / acc_n : 0.0,
@@ -147,14 +148,13 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
     }
     char dir[PATH_MAX];
     cli_files files = {0};
-    cli_labels names = {0};
     seg_totals t = {K, calloc((size_t)K, sizeof(int64_t)), calloc((size_t)K, sizeof(int64_t)),
                     calloc((size_t)K, sizeof(int64_t))};
     if (!t.intersect || !t.pred || !t.label) {
         cli_error("out of memory");
         failed = 1;
     } else if (snprintf(dir, sizeof dir, "%s/images/validation", root) >= (int)sizeof dir ||
-               !cli_files_add(&files, dir) || !cli_labels_load(m, &names)) {
+               !cli_files_add(&files, dir)) {
         failed = 1;
     }
     cli_segmenter seg = {.model = m, .transform = dm_mm_transform_ade20k(), .options = *o};
@@ -167,10 +167,9 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
         else bad++;
         cli_progress_update(&progress, i + 1);
     }
-    cli_progress_end(&progress);
-    if (names.names) print_metrics(&t, &names, per_class, counted);
+    cli_progress_end(&progress, "evaluated");
+    if (!failed) print_metrics(&t, m, per_class, counted);
     cli_segmenter_free(&seg);
-    cli_labels_free(&names);
     cli_files_free(&files);
     free(t.intersect), free(t.pred), free(t.label);
     return failed || bad ? 1 : 0;

@@ -5,23 +5,11 @@
 #ifndef DM_DTYPE_H
 #define DM_DTYPE_H
 
+#include "internal_api.h" /* dm_dtype */
+
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum dm_dtype {
-    DM_F32,
-    DM_F16,
-    DM_BF16,
-    DM_F64,
-    DM_I64,
-    DM_I32,
-    DM_U8,
-    DM_I8,
-    DM_BOOL,
-} dm_dtype;
-
-/* Bytes per element of a dtype. */
-size_t dm_dtype_size(dm_dtype dtype);
 /* Name of a dtype as safetensors spells it ("F32", ...). */
 const char *dm_dtype_name(dm_dtype dtype);
 /* The dtype safetensors spells `name`; 0 if there is none. */
