@@ -11,7 +11,6 @@
 #include "workspace.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
