@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "damamba.h"
@@ -117,6 +118,46 @@ START_TEST(threads_stay_in_the_workspace)
 }
 END_TEST
 
+typedef struct pass_loop {
+    const dm_model *model;
+    dm_status status;
+} pass_loop;
+
+static void *run_passes(void *arg)
+{
+    pass_loop *loop = arg;
+    dm_workspace *ws;
+    float input[3 * 16 * 16] = {0}, logits[10];
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = logits;
+    if ((loop->status = dm_workspace_create(loop->model, 1, 16, 16, &ws))) return NULL;
+    dm_workspace_set_threads(ws, 1);
+    for (int i = 0; i < 20 && !loop->status; i++) loop->status = dm_forward(loop->model, ws, input, 1, 16, 16, &out);
+    dm_workspace_free(ws);
+    return NULL;
+}
+
+/* Passes of several workspaces at once still leave OpenBLAS's setting as
+ * the caller had it. */
+START_TEST(concurrent_passes_restore_blas_threads)
+{
+    dm_model *m = small_model();
+    openblas_set_num_threads(2);
+    pthread_t threads[3];
+    pass_loop loops[3];
+    for (int i = 0; i < 3; i++) {
+        loops[i] = (pass_loop){m, DM_OK};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, run_passes, &loops[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_int_eq(loops[i].status, DM_OK);
+    }
+    ck_assert_int_eq(openblas_get_num_threads(), 2);
+    dm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("backend");
@@ -126,6 +167,7 @@ int main(void)
     tcase_add_test(tc, backend_unknown);
     tcase_add_test(tc, workspace_refuses_other_configurations);
     tcase_add_test(tc, threads_stay_in_the_workspace);
+    tcase_add_test(tc, concurrent_passes_restore_blas_threads);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

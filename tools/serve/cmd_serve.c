@@ -233,7 +233,7 @@ int cmd_serve(int argc, char **argv)
         for (int i = 0; i < s.model_count; i++)
             fprintf(stderr, "%s%s %dx%dx%d", i ? ", " : "models: ", s.models[i].name, s.models[i].channels,
                     s.models[i].h, s.models[i].w);
-        fprintf(stderr, "; batch %d, %d threads)\n", s.opt.max_batch, dm_threads());
+        fprintf(stderr, "; batch %d, %d threads)\n", s.opt.max_batch, cli_thread_count());
         char signo = 0;
         while (read(stop_pipe[0], &signo, 1) < 0 && errno == EINTR) continue;
         fprintf(stderr, "damamba serve: %s: finishing the requests in flight\n", strsignal(signo));
