@@ -93,6 +93,8 @@ typedef struct dm_config {
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
     int64_t num_params;            /* trainable parameters, as PyTorch counts */
+    int seg_classes;               /* UperNet head's classes; 0: no head */
+    int seg_channels;              /* UperNet head's channels */
 } dm_config;
 
 typedef struct dm_load_options {
@@ -128,6 +130,12 @@ DM_API dm_status dm_model_synthetic(char variant, int in_chans,
                                     int num_classes, uint64_t seed,
                                     dm_model **out);
 
+/* The same with an UperNet head of num_classes classes and `channels`
+ * channels (the authors' ADE20K models: 150 and 512), for benchmarks. */
+DM_API dm_status dm_model_synthetic_seg(char variant, int num_classes,
+                                        int channels, uint64_t seed,
+                                        dm_model **out);
+
 /* Frees a model (NULL is a no-op).  Every pointer obtained from it (config,
  * metadata, class names) becomes invalid; no workspace may still use it. */
 DM_API void dm_model_free(dm_model *model);
@@ -139,11 +147,18 @@ DM_API const dm_config *dm_model_config(const dm_model *model);
  * valid while the model lives. */
 DM_API const char *dm_model_metadata(const dm_model *model, const char *key);
 
-/* The model's class names, num_classes of them: its file's metadata
- * "classes" (a JSON list of names, checked when the model is loaded), else
- * ImageNet's for a 1000-class model, else NULL.  Valid while the model
- * lives. */
+/* The model's class names, num_classes of them (seg_classes for a
+ * segmentation model): its file's metadata "classes" (a JSON list of names,
+ * checked when the model is loaded), else ImageNet's for a 1000-class
+ * classifier or ADE20K's for a 150-class segmentation model, else NULL.
+ * Valid while the model lives. */
 DM_API const char *const *dm_model_class_names(const dm_model *model);
+
+/* A segmentation model's label colours, [seg_classes][3] RGB: its file's
+ * metadata "palette" (a JSON list of [r, g, b], checked at load), else
+ * ADE20K's for 150 classes, else NULL (and NULL for a classifier).  Valid
+ * while the model lives. */
+DM_API const uint8_t *dm_model_palette(const dm_model *model);
 
 /* The 1000 ImageNet-1k class names in index order (from "tench" to "toilet
  * tissue"); static storage. */
@@ -155,7 +170,8 @@ DM_API dm_status dm_stage_shape(const dm_model *model, int h, int w,
                                 int stage, int *channels, int *out_h,
                                 int *out_w);
 
-/* Multiply-accumulate operations of one forward pass of one h x w image. */
+/* Multiply-accumulate operations of one forward pass of one h x w image
+ * (with the UperNet head's convolutions, for a segmentation model). */
 DM_API int64_t dm_model_macs(const dm_model *model, int h, int w);
 
 /* --------------------------------------------------------------- backends */
@@ -313,6 +329,96 @@ DM_API dm_status dm_preprocess_output_size(const dm_preprocess *settings,
 DM_API dm_status dm_image_preprocess(const dm_image *image,
                                      const dm_preprocess *settings,
                                      float *out);
+
+/* The OpenMMLab test transform (mmcv 1.7's Resize with keep_ratio,
+ * RandomFlip, Normalize with to_rgb), as mmsegmentation and mmdetection
+ * apply it: the image is scaled, keeping its aspect ratio, as large as fits
+ * a long side of scale_long * ratio and a short side of scale_short * ratio,
+ * with OpenCV's 8-bit bilinear resize, optionally flipped left to right, and
+ * normalized per RGB channel in pixel units. */
+typedef struct dm_mm_transform {
+    int scale_long, scale_short; /* img_scale, e.g. (2048, 512) */
+    double ratio;                /* multi-scale ratio; 1 for img_scale itself */
+    int flip;                    /* 1: flip horizontally after the resize */
+    float mean[3], std[3];       /* RGB, on 0..255 pixels */
+} dm_mm_transform;
+
+/* mmsegmentation's ADE20K test transform: img_scale (2048, 512), ratio 1,
+ * no flip, mean 123.675 116.28 103.53, std 58.395 57.12 57.375. */
+DM_API dm_mm_transform dm_mm_transform_ade20k(void);
+
+/* Size of the tensor dm_mm_transform_image() makes of a width x height
+ * image, and if scale_factor is non-NULL mmcv's scale factor
+ * (w_new / w, h_new / h, w_new / w, h_new / h). */
+DM_API dm_status dm_mm_transform_size(const dm_mm_transform *t, int width,
+                                      int height, int *out_h, int *out_w,
+                                      float scale_factor[4]);
+
+/* Apply the transform to an RGB image: out is 3 x out_h x out_w float32
+ * (CHW, RGB), the sizes dm_mm_transform_size() gives.  A grey image is
+ * repeated into three channels first. */
+DM_API dm_status dm_mm_transform_image(const dm_image *image,
+                                       const dm_mm_transform *t, float *out);
+
+/* ----------------------------------------------------------- segmentation */
+
+/* A model with an UperNet head (config.seg_classes > 0) labels every pixel,
+ * as mmsegmentation 0.30's EncoderDecoder does: the head's logits at 1/4
+ * scale are resized (bilinear, align_corners=False) to the network input.
+ * The backbone and the head run on the workspace's backend; resizing,
+ * averaging and labelling happen on the CPU. */
+typedef enum dm_seg_mode {
+    DM_SEG_WHOLE, /* the whole input at once */
+    DM_SEG_SLIDE, /* crop x crop windows stride apart, placed as mmseg places
+                   * them; logits averaged where windows overlap */
+} dm_seg_mode;
+
+typedef struct dm_seg_options {
+    dm_seg_mode mode;
+    int crop_h, crop_w;     /* slide: window size (ADE20K: 512 x 512) */
+    int stride_h, stride_w; /* slide: window step (ADE20K: 341 x 341) */
+    /* dm_segment_image only: mmseg's multi-scale + flip test (ratios 0.5,
+     * 0.75, 1, 1.25, 1.5, 1.75, each also flipped; softmax outputs
+     * averaged) instead of the transform's own ratio and flip. */
+    int multi_scale_flip;
+} dm_seg_options;
+
+/* The ADE20K test settings: slide, 512 x 512 windows, stride 341. */
+DM_API dm_seg_options dm_seg_options_ade20k(void);
+
+/* Outputs of dm_segment; K = config.seg_classes, h4 x w4 the size of stage
+ * 0 (dm_stage_shape).  Only the non-NULL ones are written. */
+typedef struct dm_seg_outputs {
+    float *decode_logits; /* n x K x h4 x w4, the head's output (whole mode) */
+    float *seg_logits;    /* n x K x h x w, resized to the input */
+    int32_t *seg_pred;    /* n x h x w, the class of the largest logit */
+} dm_seg_outputs;
+
+/* Segment n inputs (n x in_chans x h x w, NCHW float32).  The workspace
+ * must hold n images of h x w (whole) or of the window clipped to the input
+ * (slide).  Slide mode allocates its window and sum buffers. */
+DM_API dm_status dm_segment(const dm_model *model, dm_workspace *ws,
+                            const float *input, int n, int h, int w,
+                            const dm_seg_options *options,
+                            const dm_seg_outputs *outputs);
+
+/* Segment a decoded image end to end as mmsegmentation's test does: the
+ * transform (or its multi-scale + flip set), inference in the options'
+ * mode, logits resized to the image's size, softmax, averaged over the
+ * augmentations.  probs (K x height x width) and labels (height x width)
+ * may each be NULL.  The workspace must hold one network input of the size
+ * dm_segment_image_size() gives. */
+DM_API dm_status dm_segment_image(const dm_model *model, dm_workspace *ws,
+                                  const dm_image *image,
+                                  const dm_mm_transform *transform,
+                                  const dm_seg_options *options, float *probs,
+                                  int32_t *labels);
+
+/* The network input size (ws_h x ws_w, batch 1) dm_segment_image needs a
+ * workspace for, for a width x height image. */
+DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
+                                       const dm_seg_options *options, int width,
+                                       int height, int *ws_h, int *ws_w);
 
 /* ---------------------------------------------------------------- runtime */
 

@@ -2,7 +2,8 @@
 # The CUDA backend on a machine with an NVIDIA GPU: build with -Dcuda=enabled,
 # run the test suite with the golden cases on the GPU (a missing device is a
 # failure here, not a skip), compare CPU and GPU on the golden DAMamba-F, and
-# bench DAMamba-T on the GPU at batch 1 and 128.  Everything goes to the log
+# bench DAMamba-T on the GPU at batch 1 and 128 (and with its UperNet head at
+# 512 x 512).  Everything goes to the log
 # (default gpu-check.log).  Sized for about 8 minutes on a 16-core machine,
 # most of it the build; each step has its own time limit.
 set -uo pipefail
@@ -44,6 +45,7 @@ run 120 build-cuda/tools/damamba compare -m tests/golden/damamba_f.safetensors \
   -i tests/golden/damamba_f.io.safetensors
 
 step "bench DAMamba-T on the GPU"
+run 120 build-cuda/tools/damamba bench --task seg -v T -n 5 --backend cuda
 run 90 build-cuda/tools/damamba bench -v T -b 1 --backend cuda
 run 120 build-cuda/tools/damamba bench -v T -b 128 -n 5 --backend cuda
 

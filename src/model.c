@@ -151,31 +151,40 @@ static dm_status take_bn(binder *b, const char *prefix, int c, float **scale, fl
     return DM_OK;
 }
 
-/* A dense 3x3 conv followed by a BatchNorm, folded and reordered for the
- * channels-last im2col GEMM. */
-static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin,
-                              int cout, int stride, dm_conv3x3 *out)
+/* A convolution of ksize x ksize taps followed by a BatchNorm, folded: the
+ * weights [cout][cin][taps] scaled per output and reordered to
+ * [cout][taps][cin] (rows of an im2col GEMM; [cout][cin] for 1x1), the bias
+ * (the conv's own, or none) scaled and shifted. */
+static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin, int cout, int ksize,
+                              int conv_bias, float **weight, float **bias)
 {
-    float *w = NULL, *bias = NULL, *scale = NULL, *shift = NULL;
+    float *w = NULL, *scale = NULL, *shift = NULL;
+    int taps = ksize * ksize;
     dm_status st;
-    if ((st = take(b, conv, "weight", SHAPE(cout, cin, 3, 3), 1, &w)) ||
-        (st = take(b, conv, "bias", SHAPE(cout), 1, &bias)) ||
+    if ((st = take(b, conv, "weight", SHAPE(cout, cin, ksize, ksize), 1, &w)) ||
+        (conv_bias && (st = take(b, conv, "bias", SHAPE(cout), 1, bias))) ||
         (st = take_bn(b, bn, cout, &scale, &shift)))
         return st;
-    out->cin = cin;
-    out->cout = cout;
-    out->stride = stride;
-    out->pad = 1;
-    out->weight = model_alloc(b->model, (size_t)cout * 9 * cin * sizeof(float));
-    out->bias = bias;
-    if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
+    if (!conv_bias && (*bias = model_alloc(b->model, (size_t)cout * sizeof(float))))
+        memset(*bias, 0, (size_t)cout * sizeof(float));
+    *weight = model_alloc(b->model, (size_t)cout * taps * cin * sizeof(float));
+    if (!*weight || !*bias) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
     for (int o = 0; o < cout; o++) {
         for (int i = 0; i < cin; i++)
-            for (int k = 0; k < 9; k++)
-                out->weight[((size_t)o * 9 + k) * cin + i] = w[((size_t)o * cin + i) * 9 + k] * scale[o];
-        bias[o] = bias[o] * scale[o] + shift[o];
+            for (int k = 0; k < taps; k++)
+                (*weight)[((size_t)o * taps + k) * cin + i] = w[((size_t)o * cin + i) * taps + k] * scale[o];
+        (*bias)[o] = (*bias)[o] * scale[o] + shift[o];
     }
     return DM_OK;
+}
+
+/* A dense 3x3 conv (with its bias unless it is an mmcv ConvModule) and its
+ * BatchNorm. */
+static dm_status take_conv3x3_bn(binder *b, const char *conv, const char *bn, int cin, int cout, int stride,
+                                 int conv_bias, dm_conv3x3 *out)
+{
+    *out = (dm_conv3x3){.cin = cin, .cout = cout, .stride = stride, .pad = 1};
+    return take_conv_bn(b, conv, bn, cin, cout, 3, conv_bias, &out->weight, &out->bias);
 }
 
 /* Depthwise 3x3 [c][1][3][3] -> tap-major [9][c]; constant (a shared
@@ -281,10 +290,10 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
     dm_model *m = b->model;
     int half = cfg->dims[0] / 2;
     dm_status st;
-    if ((st = take_conv_bn(b, "stem.0.", "stem.1.", cfg->in_chans, half, 2, &m->stem[0])) ||
-        (st = take_conv_bn(b, "stem.3.", "stem.4.", half, half, 1, &m->stem[1])) ||
-        (st = take_conv_bn(b, "stem.6.", "stem.7.", half, cfg->dims[0], 2, &m->stem[2])) ||
-        (st = take_conv_bn(b, "stem.9.", "stem.10.", cfg->dims[0], cfg->dims[0], 1, &m->stem[3])))
+    if ((st = take_conv3x3_bn(b, "stem.0.", "stem.1.", cfg->in_chans, half, 2, 1, &m->stem[0])) ||
+        (st = take_conv3x3_bn(b, "stem.3.", "stem.4.", half, half, 1, 1, &m->stem[1])) ||
+        (st = take_conv3x3_bn(b, "stem.6.", "stem.7.", half, cfg->dims[0], 2, 1, &m->stem[2])) ||
+        (st = take_conv3x3_bn(b, "stem.9.", "stem.10.", cfg->dims[0], cfg->dims[0], 1, 1, &m->stem[3])))
         return st;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         dm_stage *stage = &m->stages[s];
@@ -292,7 +301,7 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
         if (s > 0) {
             snprintf(conv, sizeof conv, "stages.%d.downsample.0.", s);
             snprintf(bn, sizeof bn, "stages.%d.downsample.1.", s);
-            if ((st = take_conv_bn(b, conv, bn, cfg->dims[s - 1], cfg->dims[s], 2, &stage->downsample)))
+            if ((st = take_conv3x3_bn(b, conv, bn, cfg->dims[s - 1], cfg->dims[s], 2, 1, &stage->downsample)))
                 return st;
         }
         stage->blocks = model_alloc(m, (size_t)cfg->depths[s] * sizeof(dm_block));
@@ -315,6 +324,53 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
     return DM_OK;
 }
 
+const int dm_ppm_scales[DM_PPM_SCALES] = {1, 2, 3, 6};
+
+/* An mmcv ConvModule (conv without bias, BatchNorm "bn", ReLU at run time). */
+static dm_status take_conv_module(binder *b, const char *fmt, int index, int cin, int cout, int ksize,
+                                  float **weight, float **bias)
+{
+    char prefix[96], conv[112], bn[112];
+    snprintf(prefix, sizeof prefix, fmt, index);
+    snprintf(conv, sizeof conv, "%sconv.", prefix);
+    snprintf(bn, sizeof bn, "%sbn.", prefix);
+    return take_conv_bn(b, conv, bn, cin, cout, ksize, 0, weight, bias);
+}
+
+static dm_status take_conv_module3x3(binder *b, const char *fmt, int index, int cin, int cout, dm_conv3x3 *out)
+{
+    *out = (dm_conv3x3){.cin = cin, .cout = cout, .stride = 1, .pad = 1};
+    return take_conv_module(b, fmt, index, cin, cout, 3, &out->weight, &out->bias);
+}
+
+static dm_status take_conv_module1x1(binder *b, const char *fmt, int index, int cin, int cout, dm_conv1x1 *out)
+{
+    *out = (dm_conv1x1){.cin = cin, .cout = cout};
+    return take_conv_module(b, fmt, index, cin, cout, 1, &out->weight, &out->bias);
+}
+
+/* mmseg's UPerHead under its names without the "decode_head." prefix. */
+static dm_status bind_upernet(binder *b, const dm_config *cfg)
+{
+    dm_upernet *u = model_alloc(b->model, sizeof *u);
+    if (!u) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    memset(u, 0, sizeof *u);
+    b->model->upernet = u;
+    int ch = cfg->seg_channels, c3 = cfg->dims[3];
+    dm_status st;
+    for (int i = 0; i < DM_PPM_SCALES; i++)
+        if ((st = take_conv_module1x1(b, "psp_modules.%d.1.", i, c3, ch, &u->psp[i]))) return st;
+    if ((st = take_conv_module3x3(b, "bottleneck.", 0, c3 + DM_PPM_SCALES * ch, ch, &u->bottleneck))) return st;
+    for (int i = 0; i < DM_NUM_STAGES - 1; i++)
+        if ((st = take_conv_module1x1(b, "lateral_convs.%d.", i, cfg->dims[i], ch, &u->lateral[i])) ||
+            (st = take_conv_module3x3(b, "fpn_convs.%d.", i, ch, ch, &u->fpn[i])))
+            return st;
+    if ((st = take_conv_module3x3(b, "fpn_bottleneck.", 0, DM_NUM_STAGES * ch, ch, &u->fpn_bottleneck))) return st;
+    u->cls = (dm_conv1x1){.cin = ch, .cout = cfg->seg_classes};
+    return (st = take(b, "conv_seg.", "weight", SHAPE(cfg->seg_classes, ch, 1, 1), 1, &u->cls.weight)) ? st
+           : take(b, "conv_seg.", "bias", SHAPE(cfg->seg_classes), 1, &u->cls.bias);
+}
+
 static dm_status check_config(const dm_config *c)
 {
     for (int s = 0; s < DM_NUM_STAGES; s++) {
@@ -329,6 +385,9 @@ static dm_status check_config(const dm_config *c)
     if (c->dims[0] % 2)
         return dm_fail(DM_ERR_MODEL, "stage 0 has %d channels; the stem needs an even number", c->dims[0]);
     if (c->in_chans < 1) return dm_fail(DM_ERR_MODEL, "the stem takes no input channels");
+    if (c->seg_classes < 0 || (c->seg_classes > 0 && c->seg_channels < 1))
+        return dm_fail(DM_ERR_MODEL, "the UperNet head needs classes and channels (got %d and %d)", c->seg_classes,
+                       c->seg_channels);
     return DM_OK;
 }
 
@@ -340,6 +399,25 @@ static dm_status bind_single_block(binder *b, const dm_config *cfg)
     return bind_block(b, cfg, 0, "", &stage->blocks[0]);
 }
 
+/* Bind the parameters of one source into m; a file's tensors must all be
+ * used.  Adds the trainable parameters bound to *params. */
+static dm_status bind_source(dm_model *m, const dm_config *config, const dm_param_source *src,
+                             dm_status (*bind)(binder *, const dm_config *), int64_t *params)
+{
+    binder b = {.src = src, .model = m};
+    if (src->file && !(b.used = calloc(src->file->count + 1, 1))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    dm_status st = bind(&b, config);
+    if (!st && src->file)
+        for (size_t i = 0; i < src->file->count; i++)
+            if (!b.used[i]) {
+                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s'", src->file->tensors[i].name);
+                break;
+            }
+    free(b.used);
+    *params += b.params;
+    return st;
+}
+
 static dm_status build(const dm_config *config, const dm_param_source *src,
                        dm_status (*bind)(binder *, const dm_config *), dm_model **out)
 {
@@ -348,25 +426,19 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
     if (st) return st;
     dm_model *m = calloc(1, sizeof *m);
     if (!m) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    binder b = {.src = src, .model = m};
-    if (src->file && !(b.used = calloc(src->file->count + 1, 1))) {
-        free(m);
-        return dm_fail(DM_ERR_NOMEM, "out of memory");
-    }
     m->config = *config;
-    st = bind(&b, config);
-    if (!st && src->file)
-        for (size_t i = 0; i < src->file->count; i++)
-            if (!b.used[i]) {
-                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s'", src->file->tensors[i].name);
-                break;
-            }
-    free(b.used);
+    int64_t params = 0;
+    st = bind_source(m, config, src, bind, &params);
+    if (!st && config->seg_classes > 0) {
+        dm_param_source head = *src;
+        head.file = src->head_file;
+        st = bind_source(m, config, &head, bind_upernet, &params);
+    }
     if (st) {
         dm_model_free(m);
         return st;
     }
-    m->config.num_params = b.params;
+    m->config.num_params = params;
     *out = m;
     return DM_OK;
 }
@@ -465,14 +537,62 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
     return DM_OK;
 }
 
+/* The tensors of file whose names start with prefix, under their names
+ * without it (pointing into file's names: free only view->tensors). */
+static dm_status prefix_view(const dm_tensor_file *file, const char *prefix, dm_tensor_file *view)
+{
+    *view = (dm_tensor_file){.tensors = malloc((file->count + 1) * sizeof *view->tensors)};
+    if (!view->tensors) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    size_t n = strlen(prefix);
+    for (size_t i = 0; i < file->count; i++)
+        if (strncmp(file->tensors[i].name, prefix, n) == 0) {
+            view->tensors[view->count] = file->tensors[i];
+            view->tensors[view->count++].name += n;
+        }
+    return DM_OK;
+}
+
+/* An mmsegmentation checkpoint: backbone.*, decode_head.* (the UperNet head)
+ * and auxiliary_head.* (only used in training, so ignored). */
+static dm_status split_segmentation(const dm_tensor_file *file, dm_tensor_file *backbone, dm_tensor_file *head)
+{
+    static const char *const parts[] = {"backbone.", "decode_head.", "auxiliary_head."};
+    for (size_t i = 0; i < file->count; i++) {
+        size_t p = 0;
+        while (p < 3 && strncmp(file->tensors[i].name, parts[p], strlen(parts[p])) != 0) p++;
+        if (p == 3)
+            return dm_fail(DM_ERR_MODEL, "unexpected tensor '%s' in a segmentation checkpoint (names start with "
+                           "backbone., decode_head. or auxiliary_head.)", file->tensors[i].name);
+    }
+    dm_status st = prefix_view(file, parts[0], backbone);
+    if (!st && (st = prefix_view(file, parts[1], head))) free(backbone->tensors);
+    return st;
+}
+
 dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
 {
     *out = NULL;
-    dm_config cfg;
-    dm_status st = dm_config_infer(file, &cfg);
+    dm_tensor_file backbone = *file, head = {0};
+    int seg = dm_tensor_file_find(file, "decode_head.conv_seg.weight") != NULL;
+    dm_status st = seg ? split_segmentation(file, &backbone, &head) : DM_OK;
     if (st) return st;
-    dm_param_source src = {.file = file};
-    if ((st = dm_model_build(&cfg, &src, out))) return st;
+    dm_config cfg;
+    if (!(st = dm_config_infer(&backbone, &cfg)) && seg) {
+        int64_t classes = dim_of(&head, 0, "conv_seg.weight"), channels = dim_of(&head, 1, "conv_seg.weight");
+        if (classes < 1 || classes > 65536 || channels < 1 || channels > 65536)
+            st = dm_fail(DM_ERR_MODEL, "malformed tensor 'decode_head.conv_seg.weight'");
+        cfg.seg_classes = (int)classes;
+        cfg.seg_channels = (int)channels;
+    }
+    if (!st) {
+        dm_param_source src = {.file = &backbone, .head_file = &head};
+        st = dm_model_build(&cfg, &src, out);
+    }
+    if (seg) {
+        free(backbone.tensors);
+        free(head.tensors);
+    }
+    if (st) return st;
     dm_model *m = *out;
     if (file->meta_count) {
         m->meta = calloc(file->meta_count, sizeof *m->meta);
@@ -580,6 +700,25 @@ static void mirror_conv(const dm_conv3x3 *src, dm_param_place place, void *ctx, 
     if (src->bias) dst->bias = place(ctx, src->bias, (size_t)src->cout);
 }
 
+static void mirror_conv1x1(const dm_conv1x1 *src, dm_param_place place, void *ctx, dm_conv1x1 *dst)
+{
+    *dst = *src;
+    dst->weight = place(ctx, src->weight, (size_t)src->cout * src->cin);
+    dst->bias = place(ctx, src->bias, (size_t)src->cout);
+}
+
+static void mirror_upernet(const dm_upernet *u, dm_param_place place, void *ctx, dm_upernet *d)
+{
+    for (int i = 0; i < DM_PPM_SCALES; i++) mirror_conv1x1(&u->psp[i], place, ctx, &d->psp[i]);
+    mirror_conv(&u->bottleneck, place, ctx, &d->bottleneck);
+    for (int i = 0; i < DM_NUM_STAGES - 1; i++) {
+        mirror_conv1x1(&u->lateral[i], place, ctx, &d->lateral[i]);
+        mirror_conv(&u->fpn[i], place, ctx, &d->fpn[i]);
+    }
+    mirror_conv(&u->fpn_bottleneck, place, ctx, &d->fpn_bottleneck);
+    mirror_conv1x1(&u->cls, place, ctx, &d->cls);
+}
+
 static void mirror_block(const dm_config *cfg, int s, const dm_block *b, dm_param_place place, void *ctx,
                          dm_block *d)
 {
@@ -630,6 +769,13 @@ dm_status dm_model_mirror(const dm_model *m, dm_param_place place, void *ctx, dm
     }
     if (m->head_w) out->head_w = place(ctx, m->head_w, (size_t)cfg->num_classes * cfg->dims[3]);
     if (m->head_b) out->head_b = place(ctx, m->head_b, (size_t)cfg->num_classes);
+    if (m->upernet) {
+        if (!(out->upernet = calloc(1, sizeof *out->upernet))) {
+            dm_model_mirror_free(out);
+            return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
+        }
+        mirror_upernet(m->upernet, place, ctx, out->upernet);
+    }
     return DM_OK;
 }
 
@@ -639,4 +785,6 @@ void dm_model_mirror_free(dm_model *mirror)
         free(mirror->stages[s].blocks);
         mirror->stages[s].blocks = NULL;
     }
+    free(mirror->upernet);
+    mirror->upernet = NULL;
 }

@@ -105,12 +105,14 @@ static double activate(double x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
     case DM_ACT_SILU: return x / (1.0 + exp(-x));
+    case DM_ACT_RELU: return x > 0.0 ? x : 0.0;
     case DM_ACT_NONE: break;
     }
     return x;
 }
 
-static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU};
+static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU, DM_ACT_RELU};
+#define ACT_COUNT (int)(sizeof acts / sizeof acts[0])
 /* Channel counts: 1, around vector widths, odd, wide. */
 static const int channel_sweep[] = {1, 3, 8, 17, 48};
 #define CHANNELS (int)(sizeof channel_sweep / sizeof channel_sweep[0])
@@ -161,7 +163,7 @@ START_TEST(gemm_matches_float64)
                     size_t M = Ms[mi], N = Ns[ni], K = Ks[ki], lda = K + (variant & 1) * 2;
                     float beta = (variant & 2) ? 1.0f : 0.0f;
                     int with_bias = variant != 0;
-                    dm_act act = acts[(mi + ni + ki + variant) % 3];
+                    dm_act act = acts[(mi + ni + ki + variant) % ACT_COUNT];
                     float *A = random_host(M * lda, -1, 1), *W = random_host(N * K, -1, 1);
                     float *bias = random_host(N, -1, 1), *C0 = random_host(M * N, -1, 1);
                     double *want = malloc(sizeof(double) * M * N);
@@ -201,7 +203,7 @@ START_TEST(conv3x3_matches_float64)
                     int n = 2, h = sizes[si][0], w = sizes[si][1], cin = cins[ii], cout = couts[(si + ii) % 3];
                     int oh = dm_conv3x3_out(h, stride, pad), ow = dm_conv3x3_out(w, stride, pad);
                     if (h + 2 * pad < 3 || w + 2 * pad < 3) continue; /* no output */
-                    dm_act act = acts[(si + pad) % 3];
+                    dm_act act = acts[(si + pad) % ACT_COUNT];
                     float *x = random_host((size_t)n * h * w * cin, -1, 1);
                     float *wt = random_host((size_t)cout * 9 * cin, -1, 1), *b = random_host(cout, -1, 1);
                     double *want = malloc(sizeof(double) * n * oh * ow * cout);
@@ -242,7 +244,7 @@ START_TEST(dwconv3x3_matches_scalar)
     test_seed(4);
     for (int si = 0; si < SIZES; si++)
         for (int ci = 0; ci < CHANNELS; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int n = 3, h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci];
                 size_t image = (size_t)h * w * c, count = n * image;
                 float *x = random_host(count, -2, 2), *w9 = random_host(9 * (size_t)c, -1, 1);
@@ -270,7 +272,7 @@ START_TEST(layernorm_and_bias_act_match_scalar)
     test_seed(5);
     for (int si = 0; si < SIZES; si++)
         for (int ci = 0; ci < CHANNELS; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int n = 2, h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci];
                 size_t rows = (size_t)n * h * w, count = rows * c;
                 float *x = random_host(count, -3, 5), *g = random_host(c, 0.5f, 1.5f), *b = random_host(c, -1, 1);
@@ -423,7 +425,7 @@ START_TEST(add_and_concat)
     test_seed(9);
     for (int si = 0; si < SIZES; si++)
         for (int ci = 0; ci < CHANNELS; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int n = 2, h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci], c2 = 1 + ci * 3;
                 size_t pixels = (size_t)n * h * w, count = pixels * c;
                 float *a = random_host(count, -2, 2), *b = random_host(count, -2, 2), *other = random_host(pixels * c2, -1, 1);

@@ -7,6 +7,7 @@
 #include "damamba.h"
 
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Print "damamba: message" to stderr. */
@@ -35,6 +36,10 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out);
  * --threads option's value when given (cli_threads > 0), else dm_threads(). */
 extern int cli_threads;
 int cli_thread_count(void);
+
+/* Parse a segmentation --mode: whole, slide, or aug (multi-scale + flip
+ * over the options' mode); prints an error and returns 0 on failure. */
+int cli_parse_seg_mode(const char *value, dm_seg_options *o);
 
 /* A workspace on a backend for n images of h x w; prints the error (for
  * CUDA: why it is not available) and returns NULL on failure. */
@@ -197,6 +202,33 @@ void cli_classifier_free(cli_classifier *c);
 void cli_write_top_json(FILE *out, const char *file, const dm_model *model, const float *probs, const int *index,
                         int k);
 
+/* ---------------------------------------------------------- segmenting */
+
+/* Images segmented one after the other, as dm_segment_image does, on one
+ * workspace grown to the largest network input met so far. */
+typedef struct cli_segmenter {
+    const dm_model *model;
+    dm_backend backend;
+    dm_mm_transform transform;
+    dm_seg_options options;
+    dm_workspace *ws;
+    int ws_h, ws_w;
+} cli_segmenter;
+
+/* Labels (width x height) of a decoded image read from path; prints the
+ * error and returns 0 on failure. */
+int cli_segment_image(cli_segmenter *s, const char *path, const dm_image *img, int32_t *labels);
+void cli_segmenter_free(cli_segmenter *s);
+
+/* The file name of path without its directory and extension: a pointer
+ * into path, and its length in *len. */
+const char *cli_path_stem(const char *path, int *len);
+
+/* eval --task seg over ROOT/images/validation and ROOT/annotations/
+ * validation; prints the metrics; returns the exit status. */
+int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label,
+                 int per_class, int quiet);
+
 /* Commands */
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -208,6 +240,7 @@ int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif

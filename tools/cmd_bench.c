@@ -10,6 +10,7 @@
 
 static const char bench_usage[] =
     "usage: damamba bench [-v F|T|S|B] [-b BATCH] [-s SIZE] [-t THREADS] [-n RUNS] [--backend cpu|cuda]\n"
+    "                     [--task cls|seg]\n"
     "\n"
     "Times forward passes of an official variant with synthetic weights and\n"
     "prints the median time per batch, images per second, achieved GFLOP/s\n"
@@ -17,6 +18,10 @@ static const char bench_usage[] =
     "The last line is machine-readable.\n"
     "\n"
     "  -v, --variant V     F, T, S or B (default T)\n"
+    "      --task T        cls (default): the classifier (1000 classes);\n"
+    "                      seg: the UperNet segmentation model (150 classes, 512\n"
+    "                      channels, as the authors' ADE20K models), whole mode\n"
+    "                      up to the label map, default size 512\n"
     "  -b, --batch N       images per forward pass (default 1)\n"
     "  -s, --size N        image height and width (default 224)\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
@@ -43,10 +48,11 @@ int cmd_bench(int argc, char **argv)
         {"variant", required_argument, 0, 'v'}, {"batch", required_argument, 0, 'b'},
         {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
         {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, 'B'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"task", required_argument, 0, 'T'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     dm_backend backend = DM_BACKEND_CPU;
     char variant = 'T';
-    int batch = 1, size = 224, runs = 10, threads, c;
+    int batch = 1, size = 0, runs = 10, threads, c, seg = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "v:b:s:t:n:h", opts, NULL)) != -1) {
         switch (c) {
@@ -65,6 +71,13 @@ int cmd_bench(int argc, char **argv)
             break;
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;
         case 'B': if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
+        case 'T':
+            if (strcmp(optarg, "cls") && strcmp(optarg, "seg")) {
+                cli_error("--task expects cls or seg, got '%s'", optarg);
+                return 2;
+            }
+            seg = !strcmp(optarg, "seg");
+            break;
         case 'h': fputs(bench_usage, stdout); return 0;
         default: fputs(bench_usage, stderr); return 2;
         }
@@ -73,12 +86,15 @@ int cmd_bench(int argc, char **argv)
         fputs(bench_usage, stderr);
         return 2;
     }
+    if (!size) size = seg ? 512 : 224;
     dm_model *m = NULL;
     dm_workspace *ws = NULL;
     float *input = NULL, *logits = NULL;
+    int32_t *labels = NULL;
     double *times = NULL;
     int rc = 1;
-    if (dm_model_synthetic(variant, 3, 1000, 1, &m) != DM_OK) {
+    if ((seg ? dm_model_synthetic_seg(variant, 150, 512, 1, &m) : dm_model_synthetic(variant, 3, 1000, 1, &m)) !=
+        DM_OK) {
         cli_error("%s", dm_last_error());
         goto done;
     }
@@ -86,17 +102,22 @@ int cmd_bench(int argc, char **argv)
     size_t numel = (size_t)batch * 3 * size * size;
     input = malloc(sizeof(float) * numel);
     logits = malloc(sizeof(float) * (size_t)batch * 1000);
+    labels = malloc(sizeof(int32_t) * (size_t)batch * size * size);
     times = malloc(sizeof(double) * (size_t)runs);
-    if (!input || !logits || !times) {
+    if (!input || !logits || !labels || !times) {
         cli_error("out of memory");
         goto done;
     }
     /* A smooth deterministic image: the timing does not depend on it. */
     for (size_t i = 0; i < numel; i++) input[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
     dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
+    dm_seg_options whole = {.mode = DM_SEG_WHOLE};
+    dm_seg_outputs seg_out = {.seg_pred = labels};
     for (int r = -1; r < runs; r++) {
         double t0 = now_s();
-        if (dm_forward(m, ws, input, batch, size, size, &out) != DM_OK) {
+        dm_status st = seg ? dm_segment(m, ws, input, batch, size, size, &whole, &seg_out)
+                           : dm_forward(m, ws, input, batch, size, size, &out);
+        if (st != DM_OK) {
             cli_error("%s", dm_last_error());
             goto done;
         }
@@ -109,7 +130,8 @@ int cmd_bench(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
     double weights_mb = dm_model_config(m)->num_params * 4.0 / (1024.0 * 1024.0);
-    printf("model       DAMamba-%c (synthetic weights), %d x 3 x %d x %d\n", variant, batch, size, size);
+    printf("model       DAMamba-%c%s (synthetic weights), %d x 3 x %d x %d\n", variant,
+           seg ? " + UperNet, whole mode to the label map" : "", batch, size, size);
     if (backend == DM_BACKEND_CPU) printf("backend     cpu: %s, %d threads\n", dm_isa(), cli_thread_count());
     else printf("backend     %s\n", dm_backend_name(backend));
     printf("runs        %d (best %.2f ms, worst %.2f ms)\n", runs, times[0] * 1e3, times[runs - 1] * 1e3);
@@ -123,6 +145,7 @@ int cmd_bench(int argc, char **argv)
 done:
     free(times);
     free(logits);
+    free(labels);
     free(input);
     dm_workspace_free(ws);
     dm_model_free(m);

@@ -12,14 +12,22 @@
 
 static const char preprocess_usage[] =
     "usage: damamba preprocess [-m MODEL] [OPTIONS] IMAGE -o OUT.safetensors\n"
+    "       damamba preprocess --pipeline ade20k [--ratio R] [--flip] IMAGE -o OUT.safetensors\n"
     "\n"
     "Writes the F32 tensor 'image' (C x H x W) exactly as the model sees IMAGE:\n"
     "decoded, resized, center-cropped and normalized by the model's\n"
     "preprocessing (its metadata, else ImageNet's evaluation transform).\n"
+    "With --pipeline ade20k, mmsegmentation's ADE20K test transform instead:\n"
+    "'img' (3 x h x w: scaled with OpenCV's resize to fit (2048, 512) times R,\n"
+    "keeping the aspect ratio, optionally flipped, normalized) and\n"
+    "'scale_factor' (w_new / w, h_new / h, w_new / w, h_new / h).\n"
     "\n"
     "  -m, --model FILE     model whose preprocessing applies; default: embedded\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output FILE    output tensor file\n"
+    "      --pipeline NAME  ade20k: mmsegmentation's ADE20K test transform\n"
+    "      --ratio R        with --pipeline: a multi-scale ratio (default 1)\n"
+    "      --flip           with --pipeline: flip horizontally\n"
     "\n" CLI_PREPROCESS_HELP;
 
 static const char features_usage[] =
@@ -48,11 +56,13 @@ static const char features_usage[] =
 
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
-    const char *model, *output, *output_dir, *size;
+    const char *model, *output, *output_dir, *size, *pipeline, *ratio;
     char **images;
-    int count, ema, quiet;
+    int count, ema, quiet, flip;
     cli_preprocess_opts prep;
 } image_args;
+
+enum { OPT_PIPELINE = 400, OPT_RATIO, OPT_FLIP };
 
 static int parse_args(int argc, char **argv, const char *usage, int features, image_args *a)
 {
@@ -60,7 +70,8 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
         {"output-dir", required_argument, 0, 'd'}, {"quiet", no_argument, 0, 'q'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
-        {0, 0, 0, 0}};
+        {"pipeline", required_argument, 0, OPT_PIPELINE}, {"ratio", required_argument, 0, OPT_RATIO},
+        {"flip", no_argument, 0, OPT_FLIP}, {0, 0, 0, 0}};
     int c, threads;
     *a = (image_args){0};
     optind = 1;
@@ -90,6 +101,14 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         case CLI_OPT_CROP_FRACTION:
             if (features) goto bad;
             a->prep.crop_fraction = optarg;
+            break;
+        case OPT_PIPELINE:
+        case OPT_RATIO:
+        case OPT_FLIP:
+            if (features) goto bad;
+            if (c == OPT_PIPELINE) a->pipeline = optarg;
+            else if (c == OPT_RATIO) a->ratio = optarg;
+            else a->flip = 1;
             break;
         default:
             if (!cli_preprocess_opt(&a->prep, c, optarg)) goto bad;
@@ -141,11 +160,60 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count, const cha
     return 1;
 }
 
+/* mmsegmentation's ADE20K test transform of one image: 'img' and
+ * 'scale_factor'.  Returns the exit code. */
+static int preprocess_ade20k(const image_args *a)
+{
+    dm_mm_transform t = dm_mm_transform_ade20k();
+    t.flip = a->flip;
+    if (a->ratio) {
+        char *end;
+        t.ratio = strtod(a->ratio, &end);
+        if (*end || !(t.ratio > 0 && t.ratio <= 64)) {
+            cli_error("--ratio expects a number above 0 and up to 64, got '%s'", a->ratio);
+            return 2;
+        }
+    }
+    dm_image img;
+    if (dm_image_load(a->images[0], 3, &img) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 1;
+    }
+    int h, w, rc = 1;
+    float scale[4], *out = NULL;
+    if (dm_mm_transform_size(&t, img.width, img.height, &h, &w, scale) != DM_OK ||
+        !(out = malloc(sizeof(float) * 3 * h * w)) || dm_mm_transform_image(&img, &t, out) != DM_OK) {
+        cli_error("%s: %s", a->images[0], out ? dm_last_error() : "out of memory");
+    } else {
+        dm_tensor tensors[2] = {{.name = "img", .dtype = DM_F32, .ndim = 3, .shape = {3, h, w}, .data = out},
+                                {.name = "scale_factor", .dtype = DM_F32, .ndim = 1, .shape = {4}, .data = scale}};
+        rc = write_tensors(a->output, tensors, 2, a->images[0]) ? 0 : 1;
+    }
+    free(out);
+    dm_image_free(&img);
+    return rc;
+}
+
 int cmd_preprocess(int argc, char **argv)
 {
     image_args a;
     int rc = parse_args(argc, argv, preprocess_usage, 0, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
+    if (a.pipeline) {
+        if (!a.output) {
+            cli_error("--pipeline takes one image and -o OUT");
+            return 2;
+        }
+        if (strcmp(a.pipeline, "ade20k")) {
+            cli_error("--pipeline: the one pipeline is ade20k, not '%s'", a.pipeline);
+            return 2;
+        }
+        return preprocess_ade20k(&a);
+    }
+    if (a.ratio || a.flip) {
+        cli_error("--ratio and --flip go with --pipeline");
+        return 2;
+    }
     dm_model *m = NULL;
     dm_preprocess prep = DM_PREPROCESS_INIT;
     float *input = load_settings(&a, 0, &m, &prep) ? cli_load_image(a.images[0], &prep, &h, &w) : NULL;

@@ -9,27 +9,98 @@
 
 static const char run_usage[] =
     "usage: damamba run [-m MODEL] -i IN.safetensors -o OUT.safetensors [-t THREADS]\n"
+    "                   [--mode whole|slide] [--crop H[xW]] [--stride H[xW]]\n"
     "\n"
     "Reads the F32 tensor 'input' (N x C x H x W) from IN, or 'image' (C x H x W,\n"
     "as 'damamba preprocess' writes it) as a batch of one, runs the model and\n"
     "writes 'logits' (N x classes, when the model has a head) and 'stage0' ..\n"
     "'stage3' (N x C x H x W, F32) to OUT: the way to check this library\n"
-    "against PyTorch.  OUT is replaced only once it is completely written.\n"
+    "against PyTorch.  A segmentation model (UperNet head) also gives\n"
+    "'decode_logits' (N x K x H/4 x W/4, whole mode), 'seg_logits' (N x K x H x W,\n"
+    "resized to the input) and 'seg_pred' (I64 N x H x W class indices), as\n"
+    "mmsegmentation's EncoderDecoder computes them.  OUT is replaced only once\n"
+    "it is completely written.\n"
     "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
     "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    input tensor file\n"
     "  -o, --output FILE   output tensor file\n"
-    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n";
+    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "      --mode M        segmentation: whole (default) or slide\n"
+    "      --crop H[xW]    slide window (default 512)\n"
+    "      --stride H[xW]  slide step (default 341)\n";
+
+enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE };
+
+#define MAX_OUTPUTS (DM_NUM_STAGES + 4)
+
+/* The tensors one run writes, each in its own buffer. */
+typedef struct run_outputs {
+    dm_tensor t[MAX_OUTPUTS];
+    size_t count;
+} run_outputs;
+
+/* A new output of the given shape; its buffer, or NULL (printed). */
+static void *add_output(run_outputs *o, const char *name, dm_dtype dtype, int ndim, const int64_t *shape)
+{
+    dm_tensor *t = &o->t[o->count];
+    *t = (dm_tensor){.name = (char *)name, .dtype = dtype, .ndim = ndim, .numel = 1};
+    for (int d = 0; d < ndim; d++) t->numel *= (t->shape[d] = shape[d]);
+    t->nbytes = (size_t)t->numel * dm_dtype_size(dtype);
+    if (!(t->data = malloc(t->nbytes))) {
+        cli_error("out of memory");
+        return NULL;
+    }
+    o->count++;
+    return (void *)t->data;
+}
+
+static void free_outputs(run_outputs *o)
+{
+    for (size_t i = 0; i < o->count; i++) free((void *)o->t[i].data);
+}
+
+/* decode_logits (whole mode), seg_logits and seg_pred of a segmentation
+ * model.  Returns 0 (printed) on failure. */
+static int run_segmentation(const dm_model *m, const float *input, int n, int h, int w,
+                            const dm_seg_options *options, run_outputs *o)
+{
+    int K = dm_model_config(m)->seg_classes, ws_h = h, ws_w = w, h4, w4;
+    dm_stage_shape(m, h, w, 0, NULL, &h4, &w4);
+    if (options->mode == DM_SEG_SLIDE) {
+        ws_h = options->crop_h < h ? options->crop_h : h;
+        ws_w = options->crop_w < w ? options->crop_w : w;
+    }
+    dm_seg_outputs out = {0};
+    if (options->mode == DM_SEG_WHOLE &&
+        !(out.decode_logits = add_output(o, "decode_logits", DM_F32, 4, (int64_t[]){n, K, h4, w4})))
+        return 0;
+    if (!(out.seg_logits = add_output(o, "seg_logits", DM_F32, 4, (int64_t[]){n, K, h, w}))) return 0;
+    int64_t *pred = add_output(o, "seg_pred", DM_I64, 3, (int64_t[]){n, h, w});
+    if (!pred || !(out.seg_pred = malloc(sizeof(int32_t) * n * h * w))) {
+        if (pred) cli_error("out of memory");
+        return 0;
+    }
+    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, n, ws_h, ws_w);
+    int ok = ws && dm_segment(m, ws, input, n, h, w, options, &out) == DM_OK;
+    if (ws && !ok) cli_error("%s", dm_last_error());
+    for (size_t p = 0; ok && p < (size_t)n * h * w; p++) pred[p] = out.seg_pred[p];
+    free(out.seg_pred);
+    dm_workspace_free(ws);
+    return ok;
+}
 
 int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
     int ema = 0;
+    dm_seg_options seg = dm_seg_options_ade20k();
+    seg.mode = DM_SEG_WHOLE;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
+        {"stride", required_argument, 0, OPT_STRIDE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, threads;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:o:t:h", opts, NULL)) != -1) {
@@ -42,6 +113,15 @@ int cmd_run(int argc, char **argv)
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
             break;
+        case OPT_MODE:
+            if (strcmp(optarg, "whole") && strcmp(optarg, "slide")) {
+                cli_error("--mode expects whole or slide, got '%s'", optarg);
+                return 2;
+            }
+            seg.mode = strcmp(optarg, "whole") ? DM_SEG_SLIDE : DM_SEG_WHOLE;
+            break;
+        case OPT_CROP: if (!cli_parse_size("--crop", optarg, &seg.crop_h, &seg.crop_w)) return 2; break;
+        case OPT_STRIDE: if (!cli_parse_size("--stride", optarg, &seg.stride_h, &seg.stride_w)) return 2; break;
         case 'h': fputs(run_usage, stdout); return 0;
         default: fputs(run_usage, stderr); return 2;
         }
@@ -61,9 +141,8 @@ int cmd_run(int argc, char **argv)
     int rc = 1;
     dm_model *m = NULL;
     dm_workspace *ws = NULL;
-    float *buf[5] = {0};
-    dm_tensor outs[5];
-    size_t nouts = 0;
+    float *input = NULL;
+    run_outputs o = {0};
     if (!x || x->dtype != DM_F32 || x->ndim != 4 - single) {
         cli_error("%s: needs an F32 tensor 'input' of shape N x C x H x W, or 'image' of shape C x H x W", in_path);
         goto done;
@@ -80,43 +159,33 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     /* The mapped input may be unaligned; copy it. */
-    float *input = malloc((size_t)x->nbytes);
-    if (!input) { cli_error("out of memory"); goto done; }
+    if (!(input = malloc((size_t)x->nbytes))) { cli_error("out of memory"); goto done; }
     memcpy(input, x->data, x->nbytes);
-    buf[4] = input;
     if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w))) goto done;
-    dm_outputs o = DM_OUTPUTS_INIT;
-    static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
-    for (int s = 0; s < 4; s++) {
+    dm_outputs fwd = DM_OUTPUTS_INIT;
+    static const char *names[DM_NUM_STAGES] = {"stage0", "stage1", "stage2", "stage3"};
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
         int C, oh, ow;
         dm_stage_shape(m, h, w, s, &C, &oh, &ow);
-        dm_tensor *t = &outs[nouts++];
-        *t = (dm_tensor){.name = names[s], .dtype = DM_F32, .ndim = 4, .shape = {n, C, oh, ow}};
-        t->numel = (int64_t)n * C * oh * ow;
-        t->nbytes = (size_t)t->numel * 4;
-        if (!(buf[s] = malloc(t->nbytes))) { cli_error("out of memory"); goto done; }
-        t->data = o.stages[s] = buf[s];
+        if (!(fwd.stages[s] = add_output(&o, names[s], DM_F32, 4, (int64_t[]){n, C, oh, ow}))) goto done;
     }
-    float *logits = NULL;
-    if (cfg->num_classes) {
-        logits = malloc(sizeof(float) * n * cfg->num_classes);
-        if (!logits) { cli_error("out of memory"); goto done; }
-        o.logits = logits;
-        dm_tensor *t = &outs[nouts++];
-        *t = (dm_tensor){.name = "logits", .dtype = DM_F32, .ndim = 2, .shape = {n, cfg->num_classes},
-                         .numel = (int64_t)n * cfg->num_classes, .data = logits};
-        t->nbytes = (size_t)t->numel * 4;
-    }
-    if (dm_forward(m, ws, input, n, h, w, &o) != DM_OK ||
-        dm_safetensors_write(out_path, outs, nouts, NULL, 0) != DM_OK) {
+    if (cfg->num_classes && !(fwd.logits = add_output(&o, "logits", DM_F32, 2, (int64_t[]){n, cfg->num_classes})))
+        goto done;
+    if (dm_forward(m, ws, input, n, h, w, &fwd) != DM_OK) {
         cli_error("%s", dm_last_error());
-        free(logits);
         goto done;
     }
-    free(logits);
+    dm_workspace_free(ws);
+    ws = NULL;
+    if (cfg->seg_classes && !run_segmentation(m, input, n, h, w, &seg, &o)) goto done;
+    if (dm_safetensors_write(out_path, o.t, o.count, NULL, 0) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        goto done;
+    }
     rc = 0;
 done:
-    for (int i = 0; i < 5; i++) free(buf[i]);
+    free_outputs(&o);
+    free(input);
     dm_workspace_free(ws);
     dm_model_free(m);
     dm_tensor_file_close(&in);
@@ -169,7 +238,9 @@ int cmd_info(int argc, char **argv)
            cfg->layer_scale[3]);
     printf("in_chans    %d\n", cfg->in_chans);
     if (cfg->num_classes) printf("classes     %d\n", cfg->num_classes);
-    else printf("classes     none (backbone without head)\n");
+    else if (!cfg->seg_classes) printf("classes     none (backbone without head)\n");
+    if (cfg->seg_classes)
+        printf("seg head    UperNet, %d channels, %d classes\n", cfg->seg_channels, cfg->seg_classes);
     printf("parameters  %lld\n", (long long)cfg->num_params);
     printf("macs        %.3f G at %dx%d\n", dm_model_macs(m, h, w) / 1e9, h, w);
     dm_model_free(m);

@@ -8,9 +8,6 @@
 #include "versioned.h"
 #include "workspace.h"
 
-/* The table's entries are called through the context they come with. */
-#define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
-
 static void swap(float **a, float **b)
 {
     float *t = *a;
@@ -92,9 +89,9 @@ static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view
     return x;
 }
 
-/* Enqueue the whole pass; the caller brackets it with begin and finish. */
-static void enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
-                            const dm_outputs *outputs)
+/* The whole pass; the caller brackets it with begin and finish. */
+void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
+                        const dm_outputs *outputs, float *const keep[DM_NUM_STAGES])
 {
     const dm_config *cfg = &params->config;
     size_t image = (size_t)cfg->in_chans * h * w;
@@ -121,6 +118,7 @@ static void enqueue_forward(dm_workspace *ws, const dm_model *params, const floa
         x.data = ws->tokens;
         OP(ws, layernorm, x, stage->norm_g, stage->norm_b, DM_ACT_NONE, x);
         if (outputs->stages[s]) OP(ws, output, x, DM_LAYOUT_NCHW, outputs->stages[s]);
+        if (keep && keep[s]) OP(ws, concat, x, 0, dm_view_of(keep[s], x.n, x.h, x.w, x.c));
     }
 
     if (outputs->logits) {
@@ -139,13 +137,12 @@ static int fits_plan(const dm_config *c, const dm_config *planned)
         if (c->dims[s] != planned->dims[s] || c->mlp_hidden[s] != planned->mlp_hidden[s] ||
             c->groups[s] != planned->groups[s] || c->dt_rank[s] != planned->dt_rank[s])
             return 0;
-    return c->in_chans == planned->in_chans && c->num_classes == planned->num_classes;
+    return c->in_chans == planned->in_chans && c->num_classes == planned->num_classes &&
+           c->seg_classes == planned->seg_classes && c->seg_channels == planned->seg_channels;
 }
 
-/* The checks every entry point makes; on success *params is the model's
- * parameters as the backend reads them. */
-static dm_status check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
-                           const dm_model **params)
+dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
+                       const dm_model **params)
 {
     if (!model || !ws)
         return dm_fail(DM_ERR_ARGUMENT, "%s: model and workspace are required", who);
@@ -172,7 +169,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
     if (st) return st;
     const dm_outputs *outputs = &full_outputs;
     const dm_model *params;
-    if ((st = check_run("dm_forward", model, ws, n, h, w, &params))) return st;
+    if ((st = dm_check_run("dm_forward", model, ws, n, h, w, &params))) return st;
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
@@ -183,7 +180,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
-    enqueue_forward(ws, params, input, n, h, w, outputs);
+    dm_enqueue_forward(ws, params, input, n, h, w, outputs, NULL);
     return ws->ops.finish(ws->ops.ctx);
 }
 
@@ -193,7 +190,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
     if (!input || !output) return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input and output are required");
     /* the workspace holds stage 0, a quarter of the image's side */
     const dm_model *params;
-    dm_status st = check_run("dm_block_run", model, ws, n, 4 * h, 4 * w, &params);
+    dm_status st = dm_check_run("dm_block_run", model, ws, n, 4 * h, 4 * w, &params);
     if (st) return st;
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
     dm_view x = dm_view_of(ws->tokens, n, h, w, model->config.dims[0]);
@@ -210,7 +207,7 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
 {
     if (!model || h < 1 || w < 1) return 0;
     const dm_config *c = &model->config;
-    int64_t macs = 0;
+    int64_t macs = c->seg_classes ? dm_upernet_macs(c, h, w) : 0;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &model->stem[i];
         if (cv->stride == 2) { h = dm_down2(h); w = dm_down2(w); }

@@ -55,6 +55,7 @@ void dm_plan_forward(const dm_config *c, const dm_ops *ops, int n, int h, int w,
     GROW(logits, N * c->num_classes);
     plan->transfer += offsets + N * c->num_classes;
     plan->outputs = DM_NUM_STAGES + 2; /* the stages, the logits, one block's offsets */
+    if (c->seg_classes > 0) plan->head = dm_upernet_plan(c, ops, n, h, w, plan);
 }
 
 const char *dm_backend_name(dm_backend backend)

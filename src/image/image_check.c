@@ -1,76 +1,10 @@
-/* image_check.c - signatures, PNG chunk lengths, PNM header numbers, and a
- * walk over JPEG markers that follows stb_image's reading order, so every
- * Huffman table it would build is seen. */
+/* image_check.c - signatures, PNG chunk lengths and PNM header numbers. */
 #include "image_check.h"
 
 #include "error.h"
 
 #include <stdint.h>
 #include <string.h>
-
-#define JPEG_DHT 0xC4
-#define JPEG_SOS 0xDA
-#define JPEG_EOI 0xD9
-#define MAX_HUFFMAN_CODES 256
-
-static int is_restart(unsigned m) { return m >= 0xD0 && m <= 0xD7; }
-
-/* Skip entropy-coded data: it ends at 0xFF followed by a byte that is
- * neither stuffing (0) nor a restart marker. */
-static size_t skip_scan(const unsigned char *b, size_t size, size_t p)
-{
-    while (p + 1 < size) {
-        if (b[p] != 0xFF) { p++; continue; }
-        size_t q = p + 1;
-        while (q < size && b[q] == 0xFF) q++;
-        if (q < size && b[q] != 0 && !is_restart(b[q])) return p;
-        p = q + 1;
-    }
-    return size;
-}
-
-/* The tables of a DHT segment, read as stb_image reads them: one after the
- * other while the segment length says more remain. */
-static dm_status check_dht(const unsigned char *b, size_t size, size_t *p)
-{
-    if (*p + 2 > size) return DM_OK;
-    long left = (long)(b[*p] << 8 | b[*p + 1]) - 2;
-    *p += 2;
-    while (left > 0 && *p < size) {
-        /* stb_image reads bytes past the end as zeros and still builds the
-         * table, so a truncated table is checked with what is there. */
-        unsigned codes = 0;
-        for (size_t i = 1; i <= 16 && *p + i < size; i++) codes += b[*p + i];
-        if (codes > MAX_HUFFMAN_CODES)
-            return dm_fail(DM_ERR_FORMAT, "corrupt JPEG: a Huffman table with %u codes (at most %d) at byte %zu",
-                           codes, MAX_HUFFMAN_CODES, *p);
-        *p += 17 + codes;
-        left -= 17 + (long)codes;
-    }
-    return DM_OK;
-}
-
-static dm_status check_jpeg(const unsigned char *b, size_t size)
-{
-    size_t p = 2; /* after SOI */
-    while (p < size) {
-        while (p < size && b[p] != 0xFF) p++; /* padding between segments */
-        while (p < size && b[p] == 0xFF) p++;
-        if (p >= size) break;
-        unsigned m = b[p++];
-        if (m == JPEG_EOI) break;
-        if (m == 0 || m == 1 || is_restart(m)) continue;
-        if (m == JPEG_DHT) {
-            dm_status st = check_dht(b, size, &p);
-            if (st) return st;
-            continue;
-        }
-        if (p + 2 > size) break;
-        p += (size_t)(b[p] << 8 | b[p + 1]);
-        if (m == JPEG_SOS) p = skip_scan(b, size, p);
-    }
-    return DM_OK;
-}
 
 /* stb_image 2.27 allocates a chunk's declared length before reading it, so a
  * tiny file could ask for gigabytes: no chunk may claim more than the file
@@ -133,7 +67,6 @@ dm_status dm_image_check(const void *buf, size_t size)
 {
     const unsigned char *b = buf;
     if (size >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return check_png(b, size);
-    if (size >= 2 && b[0] == 0xFF && b[1] == 0xD8) return check_jpeg(b, size);
     if (size >= 2 && b[0] == 'B' && b[1] == 'M') return DM_OK;
     if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return DM_OK;
     if (size >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return check_pnm(b, size);
