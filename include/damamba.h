@@ -56,6 +56,13 @@ typedef struct dm_config {
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
     int64_t num_params;            /* trainable parameters, as PyTorch counts */
+    /* Mask R-CNN with an FPN (mmdetection checkpoints: backbone.*, neck.*,
+     * rpn_head.*, roi_head.*); all 0 for a classifier. */
+    int det_classes;               /* object classes, background excluded */
+    int fpn_channels;              /* FPN output channels */
+    int det_fc_channels;           /* box head's shared fc width */
+    int mask_channels;             /* mask head's conv width */
+    int mask_convs;                /* mask head's 3x3 convs */
 } dm_config;
 
 typedef struct dm_load_options {
@@ -151,6 +158,62 @@ typedef struct dm_outputs {
 dm_status dm_forward(const dm_model *model, dm_workspace *ws,
                      const float *input, int n, int h, int w,
                      const dm_outputs *outputs);
+
+/* -------------------------------------------------------------- detection */
+
+/* Mask R-CNN with an FPN on a DAMamba backbone (dm_config.det_classes > 0),
+ * computed as mmdetection 2.28 does at test time. */
+
+/* Which masks dm_detect() returns (bits of dm_det_settings.masks). */
+#define DM_MASKS_BITMAP 1 /* full-size 0/1 bitmaps */
+#define DM_MASKS_RLE 2    /* COCO compressed RLE strings */
+
+/* Test-time settings; dm_det_settings_default() gives the authors' values. */
+typedef struct dm_det_settings {
+    int rpn_pre_nms;   /* best-scoring anchors per level before NMS: 1000 */
+    float rpn_iou;     /* RPN NMS: a box overlapping a better one by IoU
+                          above this is dropped: 0.7 */
+    int rpn_proposals; /* proposals kept after NMS: 1000 */
+    float score_thr;   /* detections need a class score above this: 0.05 */
+    float iou;         /* per-class NMS IoU threshold: 0.5 */
+    int max_dets;      /* detections per image: 100 */
+    float mask_thr;    /* a pixel belongs to a mask at probability >= this: 0.5 */
+    int masks;         /* DM_MASKS_* bits: DM_MASKS_BITMAP */
+} dm_det_settings;
+
+void dm_det_settings_default(dm_det_settings *out);
+
+/* How the model input was made from the original image: resized to
+ * img_h x img_w (the input may be padded beyond that), from an original of
+ * ori_h x ori_w; scale_factor (w, h, w, h) is resized size / original. */
+typedef struct dm_det_image {
+    int img_h, img_w;
+    int ori_h, ori_w;
+    float scale_factor[4];
+} dm_det_image;
+
+/* One image's detections, best first.  Free with dm_detections_free(). */
+typedef struct dm_detections {
+    int count;
+    float *boxes;      /* count x 4: x1, y1, x2, y2 in original-image pixels */
+    float *scores;     /* count */
+    int *labels;       /* count: class index, 0 .. det_classes - 1 */
+    int mask_h, mask_w;/* the original image's size */
+    uint8_t *masks;    /* count x mask_h x mask_w bytes 0/1 (DM_MASKS_BITMAP), or NULL */
+    char **rle;        /* count COCO compressed RLE 'counts' strings, column-major
+                          runs (DM_MASKS_RLE), or NULL */
+    int num_proposals;
+    float *proposals;  /* num_proposals x 5: x1, y1, x2, y2 (input pixels), score */
+} dm_detections;
+
+/* Detect objects in one input image (1 x 3 x h x w, normalized and padded)
+ * with a Mask R-CNN model.  ws is a CPU workspace of the model for at least
+ * h x w; the heads allocate their own memory for the call.  settings may be
+ * NULL for the defaults.  On failure out is left empty. */
+dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
+                    const dm_det_image *image, const dm_det_settings *settings, dm_detections *out);
+
+void dm_detections_free(dm_detections *dets);
 
 /* ----------------------------------------------------------------- images */
 

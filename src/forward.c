@@ -5,6 +5,7 @@
 #include "model.h"
 
 #include "backend_cuda.h"
+#include "cpu_ops.h"
 #include "error.h"
 #include "kernels.h"
 #include "workspace.h"
@@ -69,6 +70,8 @@ static size_t conv_cols(size_t (*conv_band)(int), size_t pixels, int cin)
     size_t band = conv_band(cin);
     return (band < pixels ? band : pixels) * 9 * (size_t)cin;
 }
+
+size_t dm_conv3x3_cols(size_t pixels, int cin) { return conv_cols(conv_band, pixels, cin); }
 
 void dm_plan_buffers(const dm_config *c, int n, int h, int w, size_t (*conv_band)(int cin), dm_plan *sz)
 {
@@ -207,14 +210,9 @@ size_t dm_workspace_bytes(const dm_workspace *ws) { return ws ? ws->bytes : 0; }
 
 /* ------------------------------------------------------------- operators */
 
-typedef struct ctx {
-    const dm_kernels *k;
-    int threads;
-    float *offsets; /* where to copy this block's offsets, or NULL */
-} ctx;
+typedef dm_cpu ctx;
 
-/* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
-static void share(size_t total, int threads, int t, size_t *a, size_t *b)
+void dm_share(size_t total, int threads, int t, size_t *a, size_t *b)
 {
     *a = total * (size_t)t / (size_t)threads;
     *b = total * (size_t)(t + 1) / (size_t)threads;
@@ -234,13 +232,13 @@ static void gemm_rows(const ctx *cx, size_t M, size_t N, size_t K, const float *
 
 /* gemm_rows with threads taking bands of rows, so OpenMP's threads and
  * OpenBLAS's never compete for the cores. */
-static void gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
+void dm_cpu_gemm_nt(const ctx *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B,
                     float *C, float beta, const float *bias, dm_act act)
 {
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t m0, m1;
-        share(M, cx->threads, t, &m0, &m1);
+        dm_share(M, cx->threads, t, &m0, &m1);
         if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, B, C + m0 * N, beta, bias, act);
     }
 }
@@ -251,7 +249,7 @@ static void layernorm(const ctx *cx, const float *x, float *y, size_t rows, size
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t r0, r1;
-        share(rows, cx->threads, t, &r0, &r1);
+        dm_share(rows, cx->threads, t, &r0, &r1);
         if (r0 < r1) cx->k->layernorm(x + r0 * c, y + r0 * c, r1 - r0, c, g, b, act);
     }
 }
@@ -264,7 +262,7 @@ static void dwconv(const ctx *cx, const float *x, float *y, int n, int h, int w,
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t r0, r1;
-        share((size_t)n * h, cx->threads, t, &r0, &r1);
+        dm_share((size_t)n * h, cx->threads, t, &r0, &r1);
         while (r0 < r1) { /* one call per image the share touches */
             size_t img = r0 / h, y0 = r0 % h, y1 = y0 + (r1 - r0) < (size_t)h ? y0 + (r1 - r0) : (size_t)h;
             cx->k->dwconv3x3(x + img * image, y + img * image, h, w, c, w9, bias, act, (int)y0, (int)y1);
@@ -294,7 +292,7 @@ static void im2col3x3(const float *x, float *cols, int h, int w, int cin, int st
 
 /* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv).
  * Each thread gathers its share of a band and multiplies it at once. */
-static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *y, float *cols, int n, int h,
+void dm_cpu_conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *y, float *cols, int n, int h,
                     int w, int *oh_out, int *ow_out, dm_act act)
 {
     int oh = cv->stride == 2 ? dm_down2(h) : h, ow = cv->stride == 2 ? dm_down2(w) : w;
@@ -304,7 +302,7 @@ static void conv3x3(const ctx *cx, const dm_conv3x3 *cv, const float *x, float *
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
         for (int t = 0; t < cx->threads; t++) {
             size_t a, b;
-            share(p1 - p0, cx->threads, t, &a, &b);
+            dm_share(p1 - p0, cx->threads, t, &a, &b);
             if (a >= b) continue;
             a += p0;
             b += p0;
@@ -325,7 +323,7 @@ static void sample(const ctx *cx, const float *v, const float *off, float *u, in
 #pragma omp parallel for num_threads(cx->threads) schedule(static)
     for (int t = 0; t < cx->threads; t++) {
         size_t q0, q1;
-        share((size_t)n * pixels, cx->threads, t, &q0, &q1);
+        dm_share((size_t)n * pixels, cx->threads, t, &q0, &q1);
         while (q0 < q1) { /* one call per image the share touches */
             size_t img = q0 / pixels, p0 = q0 % pixels, p1 = p0 + (q1 - q0) < pixels ? p0 + (q1 - q0) : pixels;
             cx->k->sample(v + img * pixels * c, off + img * pixels * 2 * groups, u + img * pixels * c, h, w, c,
@@ -393,27 +391,27 @@ static void block_forward(const ctx *cx, const dm_config *cfg, int s, const dm_b
 
     /* x = x + DASSM(norm1(x)) */
     layernorm(cx, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm_nt(cx, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f, NULL, DM_ACT_NONE);
     dwconv(cx, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
     /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
     dwconv(cx, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
     layernorm(cx, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
-    gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f, blk->off_b, DM_ACT_NONE);
+    dm_cpu_gemm_nt(cx, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f, blk->off_b, DM_ACT_NONE);
     if (cx->offsets) memcpy(cx->offsets, ws->off, sizeof(float) * P * 2 * G);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     sample(cx, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
-    gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f, NULL, DM_ACT_NONE);
-    gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm_nt(cx, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm_nt(cx, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f, NULL, DM_ACT_NONE);
     scan(cx, blk, ws->u, ws->delta, ws->dbl, R, ws->a, ws->state, ws->chunk_state, ws->ob, n, L, C);
     layernorm(cx, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
     /* residual add, layer scale folded */
-    gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f, NULL, DM_ACT_NONE);
+    dm_cpu_gemm_nt(cx, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f, NULL, DM_ACT_NONE);
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f, blk->fc1_b, DM_ACT_GELU);
+    dm_cpu_gemm_nt(cx, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f, blk->fc1_b, DM_ACT_GELU);
     dwconv(cx, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
-    gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f, blk->fc2_b, DM_ACT_NONE);
+    dm_cpu_gemm_nt(cx, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f, blk->fc2_b, DM_ACT_NONE);
 }
 
 /* Channels-last [n][h*w][c] -> NCHW [n][c][h*w]. */
@@ -468,10 +466,10 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
 
     /* stem: conv-BN-GELU x3, conv-BN */
     int oh, ow;
-    conv3x3(&cx, &model->stem[0], ws->t, ws->a, ws->cols, n, h, w, &oh, &ow, DM_ACT_GELU);
-    conv3x3(&cx, &model->stem[1], ws->a, ws->v, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
-    conv3x3(&cx, &model->stem[2], ws->v, ws->a, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
-    conv3x3(&cx, &model->stem[3], ws->a, ws->x, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_NONE);
+    dm_cpu_conv3x3(&cx, &model->stem[0], ws->t, ws->a, ws->cols, n, h, w, &oh, &ow, DM_ACT_GELU);
+    dm_cpu_conv3x3(&cx, &model->stem[1], ws->a, ws->v, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
+    dm_cpu_conv3x3(&cx, &model->stem[2], ws->v, ws->a, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_GELU);
+    dm_cpu_conv3x3(&cx, &model->stem[3], ws->a, ws->x, ws->cols, n, oh, ow, &oh, &ow, DM_ACT_NONE);
     h = oh;
     w = ow;
 
@@ -479,7 +477,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
         const dm_stage *stage = &model->stages[s];
         int C = cfg->dims[s];
         if (s > 0) {
-            conv3x3(&cx, &stage->downsample, ws->x, ws->t, ws->cols, n, h, w, &oh, &ow, DM_ACT_NONE);
+            dm_cpu_conv3x3(&cx, &stage->downsample, ws->x, ws->t, ws->cols, n, h, w, &oh, &ow, DM_ACT_NONE);
             swap(&ws->x, &ws->t);
             h = oh;
             w = ow;

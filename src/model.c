@@ -52,6 +52,7 @@ dm_status dm_variant_config(char variant, int in_chans, int num_classes, dm_conf
 
 typedef struct binder {
     const dm_param_source *src;
+    const char *root; /* prefix of every name bound now */
     unsigned char *used; /* per file tensor */
     dm_model *model;
     int64_t params;
@@ -91,7 +92,7 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
                       int trainable, float **out)
 {
     char full[256];
-    snprintf(full, sizeof full, "%s%s", prefix, name);
+    snprintf(full, sizeof full, "%s%s%s", b->root, prefix, name);
     dm_tensor want = {.name = full, .dtype = DM_F32, .ndim = s.ndim, .numel = 1};
     for (int i = 0; i < s.ndim; i++) {
         want.shape[i] = s.d[i];
@@ -135,7 +136,7 @@ static dm_status take_bn(binder *b, const char *prefix, int c, float **scale, fl
         return st;
     if (b->src->file) { /* a counter, not a parameter; optional */
         char full[256];
-        snprintf(full, sizeof full, "%snum_batches_tracked", prefix);
+        snprintf(full, sizeof full, "%s%snum_batches_tracked", b->root, prefix);
         const dm_tensor *t = dm_tensor_file_find(b->src->file, full);
         if (t) b->used[t - b->src->file->tensors] = 1;
     }
@@ -150,30 +151,49 @@ static dm_status take_bn(binder *b, const char *prefix, int c, float **scale, fl
     return DM_OK;
 }
 
-/* A dense 3x3 conv followed by a BatchNorm, folded and reordered for the
- * channels-last im2col GEMM. */
-static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin,
-                              int cout, int stride, dm_conv3x3 *out)
+/* A dense 3x3 conv with bias, padding 1, reordered for the channels-last
+ * im2col GEMM. */
+static dm_status take_conv3x3(binder *b, const char *conv, int cin, int cout, int stride, dm_conv3x3 *out)
 {
-    float *w = NULL, *bias = NULL, *scale = NULL, *shift = NULL;
+    float *w = NULL;
     dm_status st;
     if ((st = take(b, conv, "weight", SHAPE(cout, cin, 3, 3), 1, &w)) ||
-        (st = take(b, conv, "bias", SHAPE(cout), 1, &bias)) ||
-        (st = take_bn(b, bn, cout, &scale, &shift)))
+        (st = take(b, conv, "bias", SHAPE(cout), 1, &out->bias)))
         return st;
     out->cin = cin;
     out->cout = cout;
     out->stride = stride;
     out->weight = model_alloc(b->model, (size_t)cout * 9 * cin * sizeof(float));
-    out->bias = bias;
-    if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
-    for (int o = 0; o < cout; o++) {
+    if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory reordering '%s%s'", b->root, conv);
+    for (int o = 0; o < cout; o++)
         for (int i = 0; i < cin; i++)
             for (int k = 0; k < 9; k++)
-                out->weight[((size_t)o * 9 + k) * cin + i] = w[((size_t)o * cin + i) * 9 + k] * scale[o];
-        bias[o] = bias[o] * scale[o] + shift[o];
+                out->weight[((size_t)o * 9 + k) * cin + i] = w[((size_t)o * cin + i) * 9 + k];
+    return DM_OK;
+}
+
+/* A dense 3x3 conv followed by a BatchNorm, folded. */
+static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin,
+                              int cout, int stride, dm_conv3x3 *out)
+{
+    float *scale = NULL, *shift = NULL;
+    dm_status st;
+    if ((st = take_conv3x3(b, conv, cin, cout, stride, out)) || (st = take_bn(b, bn, cout, &scale, &shift)))
+        return st;
+    for (int o = 0; o < cout; o++) {
+        for (size_t k = 0; k < 9 * (size_t)cin; k++) out->weight[(size_t)o * 9 * cin + k] *= scale[o];
+        out->bias[o] = out->bias[o] * scale[o] + shift[o];
     }
     return DM_OK;
+}
+
+/* A linear layer, or a 1x1 convolution when conv is set. */
+static dm_status take_linear(binder *b, const char *prefix, int cin, int cout, int conv, dm_linear *out)
+{
+    out->cin = cin;
+    out->cout = cout;
+    dm_status st = take(b, prefix, "weight", conv ? SHAPE(cout, cin, 1, 1) : SHAPE(cout, cin), 1, &out->weight);
+    return st ? st : take(b, prefix, "bias", SHAPE(cout), 1, &out->bias);
 }
 
 /* Depthwise 3x3 [c][1][3][3] -> tap-major [9][c]; constant (a shared
@@ -274,6 +294,66 @@ static dm_status bind_block(binder *b, const dm_config *cfg, int s, const char *
     return DM_OK;
 }
 
+/* RPN anchors per pixel: one scale times three aspect ratios. */
+#define DET_ANCHORS 3
+
+/* Mask R-CNN's neck and heads under mmdetection's names. */
+static dm_status bind_det(binder *b, const dm_config *cfg)
+{
+    dm_det_heads *d = &b->model->det;
+    int F = cfg->fpn_channels, fc = cfg->det_fc_channels, K = cfg->det_classes, M = cfg->mask_channels;
+    char name[96];
+    dm_status st;
+    b->root = "";
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        snprintf(name, sizeof name, "neck.lateral_convs.%d.conv.", s);
+        if ((st = take_linear(b, name, cfg->dims[s], F, 1, &d->lateral[s]))) return st;
+        snprintf(name, sizeof name, "neck.fpn_convs.%d.conv.", s);
+        if ((st = take_conv3x3(b, name, F, F, 1, &d->fpn[s]))) return st;
+    }
+    if ((st = take_conv3x3(b, "rpn_head.rpn_conv.", F, F, 1, &d->rpn_conv)) ||
+        (st = take_linear(b, "rpn_head.rpn_cls.", F, DET_ANCHORS, 1, &d->rpn_cls)) ||
+        (st = take_linear(b, "rpn_head.rpn_reg.", F, 4 * DET_ANCHORS, 1, &d->rpn_reg)) ||
+        (st = take_linear(b, "roi_head.bbox_head.shared_fcs.0.", F * 49, fc, 0, &d->fc[0])) ||
+        (st = take_linear(b, "roi_head.bbox_head.shared_fcs.1.", fc, fc, 0, &d->fc[1])) ||
+        (st = take_linear(b, "roi_head.bbox_head.fc_cls.", fc, K + 1, 0, &d->cls)) ||
+        (st = take_linear(b, "roi_head.bbox_head.fc_reg.", fc, 4 * K, 0, &d->reg)))
+        return st;
+    /* RoI features arrive channels-last: column c * 49 + p becomes p * F + c */
+    float *w0 = model_alloc(b->model, sizeof(float) * fc * 49 * F);
+    if (!w0) return dm_fail(DM_ERR_NOMEM, "out of memory reordering the box head");
+    for (int o = 0; o < fc; o++)
+        for (int c = 0; c < F; c++)
+            for (int p = 0; p < 49; p++)
+                w0[((size_t)o * 49 + p) * F + c] = d->fc[0].weight[((size_t)o * F + c) * 49 + p];
+    d->fc[0].weight = w0;
+
+    d->mask_convs_count = cfg->mask_convs;
+    if (!(d->mask_convs = model_alloc(b->model, sizeof(dm_conv3x3) * (size_t)cfg->mask_convs)))
+        return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < cfg->mask_convs; i++) {
+        snprintf(name, sizeof name, "roi_head.mask_head.convs.%d.conv.", i);
+        if ((st = take_conv3x3(b, name, i ? M : F, M, 1, &d->mask_convs[i]))) return st;
+    }
+    float *up_w = NULL, *up_b = NULL;
+    if ((st = take(b, "roi_head.mask_head.upsample.", "weight", SHAPE(M, M, 2, 2), 1, &up_w)) ||
+        (st = take(b, "roi_head.mask_head.upsample.", "bias", SHAPE(M), 1, &up_b)) ||
+        (st = take_linear(b, "roi_head.mask_head.conv_logits.", M, K, 1, &d->mask_logits)))
+        return st;
+    /* ConvTranspose2d weight [in][out][dy][dx] -> rows (dy, dx, out) */
+    d->upsample = (dm_linear){.cin = M, .cout = 4 * M};
+    d->upsample.weight = model_alloc(b->model, sizeof(float) * 4 * M * M);
+    d->upsample.bias = model_alloc(b->model, sizeof(float) * 4 * M);
+    if (!d->upsample.weight || !d->upsample.bias) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int t = 0; t < 4; t++)
+        for (int o = 0; o < M; o++) {
+            d->upsample.bias[t * M + o] = up_b[o];
+            for (int i = 0; i < M; i++)
+                d->upsample.weight[((size_t)t * M + o) * M + i] = up_w[((size_t)i * M + o) * 4 + t];
+        }
+    return DM_OK;
+}
+
 static dm_status bind_all(binder *b, const dm_config *cfg)
 {
     dm_model *m = b->model;
@@ -309,7 +389,7 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
         ((st = take(b, "head.fc.", "weight", SHAPE(cfg->num_classes, cfg->dims[3]), 1, &m->head_w)) ||
          (st = take(b, "head.fc.", "bias", SHAPE(cfg->num_classes), 1, &m->head_b))))
         return st;
-    return DM_OK;
+    return cfg->det_classes > 0 ? bind_det(b, cfg) : DM_OK;
 }
 
 static dm_status check_config(const dm_config *c)
@@ -344,7 +424,7 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
     if (st) return st;
     dm_model *m = calloc(1, sizeof *m);
     if (!m) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    binder b = {.src = src, .model = m};
+    binder b = {.src = src, .root = src->backbone ? src->backbone : "", .model = m};
     if (src->file && !(b.used = calloc(src->file->count + 1, 1))) {
         free(m);
         return dm_fail(DM_ERR_NOMEM, "out of memory");
@@ -394,12 +474,13 @@ void dm_model_free(dm_model *model)
 /* ------------------------------------------------------------ inference */
 
 /* Size d of tensor name, or -1 when absent or of too few dimensions. */
-static int64_t dim_of(const dm_tensor_file *f, int d, const char *fmt, ...)
+static int64_t dim_of(const dm_tensor_file *f, const char *root, int d, const char *fmt, ...)
 {
     char name[256];
+    size_t n = (size_t)snprintf(name, sizeof name, "%s", root);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
+    vsnprintf(name + n, sizeof name - n, fmt, ap);
     va_end(ap);
     const dm_tensor *t = dm_tensor_file_find(f, name);
     return t && t->ndim > d ? t->shape[d] : -1;
@@ -414,36 +495,67 @@ static int64_t dim_of(const dm_tensor_file *f, int d, const char *fmt, ...)
         }                                                                             \
     } while (0)
 
+/* The prefix of the backbone's names: "backbone." in detection checkpoints. */
+static const char *backbone_root(const dm_tensor_file *f)
+{
+    return dm_tensor_file_find(f, "backbone.stem.0.weight") ? "backbone." : "";
+}
+
+/* Mask R-CNN's widths from its neck and heads, when the file has them. */
+static dm_status infer_det(const dm_tensor_file *f, dm_config *c)
+{
+    const char *root = "";
+    int64_t fpn = dim_of(f, root, 0, "neck.lateral_convs.0.conv.weight");
+    if (fpn < 0) return DM_OK;
+    NEED(fpn, "neck.lateral_convs.0.conv.weight");
+    int64_t cls = dim_of(f, root, 0, "roi_head.bbox_head.fc_cls.weight");
+    if (cls < 2 || cls > (1 << 20))
+        return dm_fail(DM_ERR_MODEL, "missing or malformed tensor 'roi_head.bbox_head.fc_cls.weight' (needs at least one class and the background)");
+    int64_t fc = dim_of(f, root, 0, "roi_head.bbox_head.shared_fcs.1.weight");
+    NEED(fc, "roi_head.bbox_head.shared_fcs.1.weight");
+    int64_t mask = dim_of(f, root, 0, "roi_head.mask_head.upsample.weight");
+    NEED(mask, "roi_head.mask_head.upsample.weight");
+    int convs = 0;
+    while (dim_of(f, root, 0, "roi_head.mask_head.convs.%d.conv.weight", convs) > 0) convs++;
+    c->fpn_channels = (int)fpn;
+    c->det_classes = (int)cls - 1;
+    c->det_fc_channels = (int)fc;
+    c->mask_channels = (int)mask;
+    c->mask_convs = convs;
+    return DM_OK;
+}
+
 dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
 {
     memset(c, 0, sizeof *c);
-    int64_t v = dim_of(f, 1, "stem.0.weight");
+    const char *root = backbone_root(f);
+    int64_t v = dim_of(f, root, 1, "stem.0.weight");
     NEED(v, "stem.0.weight");
     c->in_chans = (int)v;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         int depth = 0;
-        while (dim_of(f, 0, "stages.%d.blocks.%d.norm1.norm.weight", s, depth) > 0) depth++;
+        while (dim_of(f, root, 0, "stages.%d.blocks.%d.norm1.norm.weight", s, depth) > 0) depth++;
         if (depth == 0)
             return dm_fail(DM_ERR_MODEL, "missing tensor 'stages.%d.blocks.0.norm1.norm.weight' (stage %d has no blocks)", s, s);
         c->depths[s] = depth;
-        c->dims[s] = (int)dim_of(f, 0, "stages.%d.blocks.0.norm1.norm.weight", s);
+        c->dims[s] = (int)dim_of(f, root, 0, "stages.%d.blocks.0.norm1.norm.weight", s);
         NEED(c->dims[s], "stages.%d.blocks.0.norm1.norm.weight", s);
-        v = dim_of(f, 0, "stages.%d.blocks.0.mlp.fc1.weight", s);
+        v = dim_of(f, root, 0, "stages.%d.blocks.0.mlp.fc1.weight", s);
         NEED(v, "stages.%d.blocks.0.mlp.fc1.weight", s);
         c->mlp_hidden[s] = (int)v;
-        v = dim_of(f, 0, "stages.%d.blocks.0.token_mixer.da_scan.offset.weight", s);
+        v = dim_of(f, root, 0, "stages.%d.blocks.0.token_mixer.da_scan.offset.weight", s);
         NEED(v, "stages.%d.blocks.0.token_mixer.da_scan.offset.weight", s);
         if (v % 2) return dm_fail(DM_ERR_MODEL, "tensor 'stages.%d.blocks.0.token_mixer.da_scan.offset.weight' has an odd number of outputs (%lld); expected 2 per group", s, (long long)v);
         c->groups[s] = (int)(v / 2);
-        v = dim_of(f, 1, "stages.%d.blocks.0.token_mixer.dt_projs_weight", s);
+        v = dim_of(f, root, 1, "stages.%d.blocks.0.token_mixer.dt_projs_weight", s);
         NEED(v, "stages.%d.blocks.0.token_mixer.dt_projs_weight", s);
         c->dt_rank[s] = (int)v;
         char ls[96];
         snprintf(ls, sizeof ls, "stages.%d.blocks.0.layer_scale_1", s);
         c->layer_scale[s] = dm_tensor_file_find(f, ls) != NULL;
         if (s > 0) {
-            int64_t in = dim_of(f, 1, "stages.%d.downsample.0.weight", s);
-            int64_t outc = dim_of(f, 0, "stages.%d.downsample.0.weight", s);
+            int64_t in = dim_of(f, root, 1, "stages.%d.downsample.0.weight", s);
+            int64_t outc = dim_of(f, root, 0, "stages.%d.downsample.0.weight", s);
             NEED(in, "stages.%d.downsample.0.weight", s);
             if (in != c->dims[s - 1] || outc != c->dims[s])
                 return dm_fail(DM_ERR_MODEL,
@@ -451,13 +563,13 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
                                s, (long long)in, (long long)outc, s - 1, c->dims[s - 1], s, c->dims[s]);
         }
     }
-    int64_t stem_out = dim_of(f, 0, "stem.9.weight");
+    int64_t stem_out = dim_of(f, root, 0, "stem.9.weight");
     if (stem_out != c->dims[0])
         return dm_fail(DM_ERR_MODEL, "inconsistent stage shapes: the stem ends with %lld channels but stage 0 has %d",
                        (long long)stem_out, c->dims[0]);
-    v = dim_of(f, 0, "head.fc.weight");
+    v = dim_of(f, root, 0, "head.fc.weight");
     c->num_classes = v > 0 ? (int)v : 0;
-    return DM_OK;
+    return infer_det(f, c);
 }
 
 dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
@@ -466,7 +578,7 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
     dm_config cfg;
     dm_status st = dm_config_infer(file, &cfg);
     if (st) return st;
-    dm_param_source src = {.file = file};
+    dm_param_source src = {.file = file, .backbone = backbone_root(file)};
     if ((st = dm_model_build(&cfg, &src, out))) return st;
     dm_model *m = *out;
     if (file->meta_count) {

@@ -37,6 +37,30 @@ typedef struct dm_block {
     float *fc2_w, *fc2_b;            /* [C][F], [C], scaled by layer_scale_2 */
 } dm_block;
 
+/* A 1x1 convolution or fully connected layer: y = x W^T + b. */
+typedef struct dm_linear {
+    int cin, cout;
+    float *weight; /* [cout][cin] */
+    float *bias;   /* [cout] */
+} dm_linear;
+
+/* Mask R-CNN's neck and heads (mmdetection's FPN, RPNHead,
+ * Shared2FCBBoxHead, FCNMaskHead).  Feature maps are channels-last. */
+typedef struct dm_det_heads {
+    dm_linear lateral[DM_NUM_STAGES]; /* neck.lateral_convs */
+    dm_conv3x3 fpn[DM_NUM_STAGES];    /* neck.fpn_convs, no activation */
+    dm_conv3x3 rpn_conv;              /* followed by ReLU */
+    dm_linear rpn_cls, rpn_reg;       /* A and 4A outputs per pixel */
+    dm_linear fc[2];                  /* shared_fcs; fc[0] takes RoI features
+                                         as [7][7][C] (reordered from C x 7 x 7) */
+    dm_linear cls, reg;               /* classes + 1 (background last), 4 x classes */
+    dm_conv3x3 *mask_convs;           /* mask_convs_count, each followed by ReLU */
+    int mask_convs_count;
+    dm_linear upsample;               /* 2x2 stride-2 deconvolution as a GEMM:
+                                         rows (dy, dx, out channel), then ReLU */
+    dm_linear mask_logits;            /* one channel per class */
+} dm_det_heads;
+
 typedef struct dm_stage {
     dm_conv3x3 downsample; /* stages 1..3 */
     dm_block *blocks;
@@ -48,6 +72,7 @@ struct dm_model {
     dm_conv3x3 stem[4];
     dm_stage stages[DM_NUM_STAGES];
     float *head_w, *head_b; /* [classes][C3], [classes] */
+    dm_det_heads det;       /* when config.det_classes > 0 */
     void **allocs;          /* every parameter buffer, for freeing */
     size_t alloc_count, alloc_cap;
     dm_meta *meta;
@@ -61,6 +86,8 @@ dm_status dm_variant_config(char variant, int in_chans, int num_classes,
 /* Where parameter values come from while binding: a file, or a generator. */
 typedef struct dm_param_source {
     const dm_tensor_file *file; /* NULL: call generate */
+    const char *backbone;       /* prefix of the backbone's names ("backbone."
+                                   in detection checkpoints), or NULL */
     void (*generate)(void *ctx, const char *name, const dm_tensor *shape,
                      float *dst);
     void *ctx;

@@ -21,7 +21,7 @@
 static const int channel_sweep[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 48, 80, 257};
 #define CHANNEL_COUNT (int)(sizeof channel_sweep / sizeof channel_sweep[0])
 
-static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU};
+static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU, DM_ACT_RELU};
 
 /* Room past every output: a kernel must leave it alone. */
 #define GUARD 32

@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""Write tests/golden/maskrcnn_micro.io.safetensors: the subset of the Mask
+R-CNN reference vectors the detection tests read, cropped to stay small.
+
+usage: scripts/crop_det_golden.py FULL_IO.safetensors OUT.safetensors
+
+Kept as they are: the input and its image metadata, the FPN levels, the RPN
+outputs, anchors and proposals, the box head's logits and deltas, the
+detections, the 28x28 mask probabilities, the paste boxes, windows and
+masks.  Cropped: RoIAlign references of the 27 extra RoIs to their first 16
+channels, pasted probabilities to the first 4 detections.  Added:
+mask.pred.label_channel (the mask logits of each detection's class),
+segm.near_threshold, 1 where the reference probability lies within 1e-3 of
+0.5 (where float32 rounding may flip a pixel)."""
+import json
+import struct
+import sys
+
+import numpy as np
+
+DTYPES = {'F32': np.float32, 'I64': np.int64, 'U8': np.uint8}
+NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def load(path):
+    raw = open(path, 'rb').read()
+    n = struct.unpack('<Q', raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop('__metadata__', {})
+    out = {}
+    for name, v in header.items():
+        s, e = v['data_offsets']
+        out[name] = np.frombuffer(raw[8 + n + s:8 + n + e], dtype=DTYPES[v['dtype']]).reshape(v['shape'])
+    return out, meta
+
+
+def save(path, tensors, meta):
+    header, blobs, off = {'__metadata__': meta}, [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        header[name] = {'dtype': NAMES[a.dtype.type], 'shape': list(a.shape), 'data_offsets': [off, off + a.nbytes]}
+        blobs.append(a.tobytes())
+        off += a.nbytes
+    h = json.dumps(header).encode()
+    h += b' ' * (-len(h) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
+
+
+def main():
+    full, meta = load(sys.argv[1])
+    keep = ['input', 'meta.img_shape', 'meta.ori_shape', 'meta.pad_shape', 'meta.scale_factor',
+            'rpn.proposals.expected', 'rpn.proposal_levels', 'bbox.roi_levels', 'bbox.cls_score.expected',
+            'bbox.bbox_pred.expected', 'det.bboxes.expected', 'det.scores.expected', 'det.labels',
+            'mask.prob.expected', 'mask.roi_levels', 'segm.paste_boxes.expected', 'segm.windows',
+            'segm.masks.expected', 'extra.rois', 'extra.roi_levels']
+    out = {k: full[k] for k in keep}
+    for lvl in range(2, 7):
+        out['neck.p%d.expected' % lvl] = full['neck.p%d.expected' % lvl]
+        out['rpn.anchors.p%d' % lvl] = full['rpn.anchors.p%d' % lvl]
+        for part in ('cls_score', 'bbox_pred'):
+            out['rpn.%s.p%d.expected' % (part, lvl)] = full['rpn.%s.p%d.expected' % (part, lvl)]
+    out['extra.roi_feats7.first16ch'] = full['extra.roi_feats7.expected'][:, :16]
+    out['extra.roi_feats14.first16ch'] = full['extra.roi_feats14.expected'][:, :16]
+    pred = full['mask.pred.expected']
+    out['mask.pred.label_channel'] = pred[np.arange(len(pred)), full['det.labels']]
+    prob = full['segm.prob.expected']
+    out['segm.prob.first4'] = prob[:4]
+    out['segm.near_threshold'] = (np.abs(prob - 0.5) < 1e-3).astype(np.uint8)
+    kept_meta = {k: v for k, v in meta.items() if not k.startswith('margin.') and not k.startswith('err.')}
+    kept_meta['source'] = 'subset of maskrcnn_micro.io.safetensors (scripts/crop_det_golden.py)'
+    save(sys.argv[2], out, kept_meta)
+
+
+if __name__ == '__main__':
+    main()
