@@ -15,10 +15,88 @@ static const char run_usage[] =
     "'stage3' (N x C x H x W, F32) to OUT: the way to check this library\n"
     "against PyTorch.  OUT is replaced only once it is completely written.\n"
     "\n"
+    "A detection model (Mask R-CNN) takes one image: 'input' (1 x 3 x H x W,\n"
+    "normalized and padded), 'img_shape' (h, w before padding), 'ori_shape'\n"
+    "(h, w of the original) and 'scale_factor' (w, h, w, h), and writes\n"
+    "'proposals' (N x 5), 'det_bboxes' (D x 4, original-image pixels),\n"
+    "'det_scores' (D), 'det_labels' (D, I64) and 'det_masks' (D x H0 x W0, U8).\n"
+    "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
     "  -i, --input FILE    input tensor file\n"
     "  -o, --output FILE   output tensor file\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n";
+
+/* The first count values of a numeric tensor, or 0 with an error. */
+static int read_numbers(const dm_tensor_file *f, const char *path, const char *name, int count, double *out)
+{
+    const dm_tensor *t = dm_tensor_file_find(f, name);
+    if (!t || t->numel < count || (t->dtype != DM_F32 && t->dtype != DM_F64 && t->dtype != DM_I64 && t->dtype != DM_I32)) {
+        cli_error("%s: a detection model needs a numeric tensor '%s' of at least %d values", path, name, count);
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        const char *p = (const char *)t->data + i * dm_dtype_size(t->dtype);
+        float f;
+        double d;
+        int64_t l;
+        int32_t n;
+        switch (t->dtype) {
+        case DM_F32: memcpy(&f, p, 4); out[i] = f; break;
+        case DM_F64: memcpy(&d, p, 8); out[i] = d; break;
+        case DM_I64: memcpy(&l, p, 8); out[i] = (double)l; break;
+        default: memcpy(&n, p, 4); out[i] = n; break;
+        }
+    }
+    return 1;
+}
+
+static int in_range(double v, double lo, double hi) { return v >= lo && v <= hi; }
+
+/* `run` on a Mask R-CNN: one image in, proposals and detections out. */
+static int run_detection(const dm_model *m, const dm_tensor_file *in, const char *in_path, const float *input, int h,
+                         int w, const char *out_path)
+{
+    double img[2], ori[2], sf[4];
+    if (!read_numbers(in, in_path, "img_shape", 2, img) || !read_numbers(in, in_path, "ori_shape", 2, ori) ||
+        !read_numbers(in, in_path, "scale_factor", 4, sf))
+        return 1;
+    if (!in_range(img[0], 1, h) || !in_range(img[1], 1, w) || !in_range(ori[0], 1, 65536) || !in_range(ori[1], 1, 65536)) {
+        cli_error("%s: img_shape %gx%g must fit the %dx%d input and ori_shape %gx%g be a positive size", in_path,
+                  img[0], img[1], h, w, ori[0], ori[1]);
+        return 1;
+    }
+    dm_det_image im = {(int)img[0], (int)img[1], (int)ori[0], (int)ori[1], {(float)sf[0], (float)sf[1], (float)sf[2], (float)sf[3]}};
+    dm_workspace *ws = NULL;
+    dm_detections d = {0};
+    int64_t *labels = NULL;
+    int rc = 1;
+    if (dm_workspace_create(m, 1, h, w, &ws) != DM_OK || dm_detect(m, ws, input, h, w, &im, NULL, &d) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        goto done;
+    }
+    if (!(labels = malloc(sizeof(int64_t) * (d.count + 1)))) { cli_error("out of memory"); goto done; }
+    for (int i = 0; i < d.count; i++) labels[i] = d.labels[i];
+    int64_t D = d.count, N = d.num_proposals;
+    dm_tensor outs[] = {
+        {.name = "proposals", .dtype = DM_F32, .ndim = 2, .shape = {N, 5}, .numel = N * 5, .data = d.proposals},
+        {.name = "det_bboxes", .dtype = DM_F32, .ndim = 2, .shape = {D, 4}, .numel = D * 4, .data = d.boxes},
+        {.name = "det_scores", .dtype = DM_F32, .ndim = 1, .shape = {D}, .numel = D, .data = d.scores},
+        {.name = "det_labels", .dtype = DM_I64, .ndim = 1, .shape = {D}, .numel = D, .data = labels},
+        {.name = "det_masks", .dtype = DM_U8, .ndim = 3, .shape = {D, d.mask_h, d.mask_w},
+         .numel = D * d.mask_h * d.mask_w, .data = d.masks},
+    };
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) outs[i].nbytes = (size_t)outs[i].numel * dm_dtype_size(outs[i].dtype);
+    if (dm_safetensors_write(out_path, outs, sizeof outs / sizeof outs[0], NULL, 0) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        goto done;
+    }
+    rc = 0;
+done:
+    free(labels);
+    dm_detections_free(&d);
+    dm_workspace_free(ws);
+    return rc;
+}
 
 int cmd_run(int argc, char **argv)
 {
@@ -77,6 +155,11 @@ int cmd_run(int argc, char **argv)
     if (!input) { cli_error("out of memory"); goto done; }
     memcpy(input, x->data, x->nbytes);
     buf[4] = input;
+    if (cfg->det_classes) {
+        if (n != 1) cli_error("%s: a detection model takes one image (input has %d)", in_path, n);
+        else rc = run_detection(m, &in, in_path, input, h, w, out_path);
+        goto done;
+    }
     if (dm_workspace_create(m, n, h, w, &ws) != DM_OK) { cli_error("%s", dm_last_error()); goto done; }
     dm_outputs o = {0};
     static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
