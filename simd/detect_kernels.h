@@ -2,6 +2,7 @@
  * convolutions and fully connected layers (those are GEMMs): resampling
  * feature maps, anchors, box decoding, non-maximum suppression, RoIAlign and
  * mask pasting, with mmdetection 2.28 / mmcv 1.7 semantics in float32.
+ * (Upsampling, pooling and adding feature maps are table kernels.)
  *
  * One scalar implementation each: they gather, sort and compare, and cost a
  * small fraction of the convolutions around them.  Feature maps are
@@ -11,16 +12,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-/* dst[dh][dw][c] += src resized to dh x dw by nearest neighbour, as
- * F.interpolate(mode='nearest', size=...) picks source pixels. */
-void dm_upsample_nearest_add(const float *src, int sh, int sw, float *dst, int dh, int dw, int c);
-
-/* Output size of a max pooling of an n-pixel axis (no padding). */
-static inline int dm_pool_out(int n, int kernel, int stride) { return n < kernel ? 0 : (n - kernel) / stride + 1; }
-
-/* Max pooling without padding: y is dm_pool_out(h) x dm_pool_out(w) x c. */
-void dm_maxpool2d(const float *x, int h, int w, int c, int kernel, int stride, float *y);
 
 /* The anchors of one feature level (AnchorGenerator, centre offset 0, no
  * rounding): h * w * nratios * nscales boxes, position-major (row-major),

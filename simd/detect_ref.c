@@ -6,43 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-/* PyTorch's nearest source index for F.interpolate(size=...). */
-static int nearest_index(int dst, int in, int out)
-{
-    if (in == out) return dst;
-    if (out == 2 * in) return dst >> 1;
-    float scale = (float)in / (float)out;
-    int src = (int)floorf((float)dst * scale);
-    return src < in - 1 ? src : in - 1;
-}
-
-void dm_upsample_nearest_add(const float *src, int sh, int sw, float *dst, int dh, int dw, int c)
-{
-    for (int y = 0; y < dh; y++) {
-        const float *srow = src + (size_t)nearest_index(y, sh, dh) * sw * c;
-        for (int x = 0; x < dw; x++) {
-            const float *s = srow + (size_t)nearest_index(x, sw, dw) * c;
-            float *d = dst + ((size_t)y * dw + x) * c;
-            for (int ch = 0; ch < c; ch++) d[ch] += s[ch];
-        }
-    }
-}
-
-void dm_maxpool2d(const float *x, int h, int w, int c, int kernel, int stride, float *y)
-{
-    int oh = dm_pool_out(h, kernel, stride), ow = dm_pool_out(w, kernel, stride);
-    for (int oy = 0; oy < oh; oy++)
-        for (int ox = 0; ox < ow; ox++) {
-            float *out = y + ((size_t)oy * ow + ox) * c;
-            for (int ky = 0; ky < kernel; ky++)
-                for (int kx = 0; kx < kernel; kx++) {
-                    const float *in = x + ((size_t)(oy * stride + ky) * w + ox * stride + kx) * c;
-                    for (int ch = 0; ch < c; ch++)
-                        if ((ky == 0 && kx == 0) || in[ch] > out[ch] || isnan(in[ch])) out[ch] = in[ch];
-                }
-        }
-}
-
 void dm_anchors(float stride, const float *ratios, int nratios, const float *scales, int nscales, int h, int w,
                 float *out)
 {

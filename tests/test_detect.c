@@ -64,6 +64,7 @@ static void run_golden(void)
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create(model, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
     dm_det_image im = golden_image();
+    state.keep_features = 1;
     ck_assert_msg(dm_det_run(model, ws, in->data, h, w, &im, NULL, &state) == DM_OK, "%s", dm_last_error());
     dm_workspace_free(ws);
 }
@@ -364,27 +365,6 @@ START_TEST(nms_strict_threshold)
 }
 END_TEST
 
-START_TEST(nearest_upsample_and_pool)
-{
-    /* 2 x 3 onto 4 x 5: rows 0 0 1 1, columns floor(x * 0.6) = 0 0 1 1 2 */
-    const float src[] = {1, 2, 3, 4, 5, 6};
-    float dst[20] = {0};
-    dm_upsample_nearest_add(src, 2, 3, dst, 4, 5, 1);
-    const float want[] = {1, 1, 2, 2, 3, 1, 1, 2, 2, 3, 4, 4, 5, 5, 6, 4, 4, 5, 5, 6};
-    for (int i = 0; i < 20; i++) ck_assert_float_eq(dst[i], want[i]);
-    /* kernel 1, stride 2 on 5 x 5 keeps rows and columns 0, 2, 4 */
-    float x[25], y[9];
-    for (int i = 0; i < 25; i++) x[i] = (float)i;
-    ck_assert_int_eq(dm_pool_out(5, 1, 2), 3);
-    dm_maxpool2d(x, 5, 5, 1, 1, 2, y);
-    const float pooled[] = {0, 2, 4, 10, 12, 14, 20, 22, 24};
-    for (int i = 0; i < 9; i++) ck_assert_float_eq(y[i], pooled[i]);
-    dm_maxpool2d(x, 5, 5, 1, 2, 2, y); /* 2 x 2 windows: bottom-right maxima */
-    ck_assert_float_eq(y[0], 6);
-    ck_assert_float_eq(y[3], 18);
-}
-END_TEST
-
 START_TEST(box_decode_by_hand)
 {
     /* roi 10..30 x 20..60 (centre 20, 40; 20 x 40), deltas (0.5, -0.25,
@@ -481,7 +461,6 @@ static Suite *detect_suite(void)
     suite_add_tcase(s, golden);
     TCase *hand = tcase_create("by_hand");
     tcase_add_test(hand, nms_strict_threshold);
-    tcase_add_test(hand, nearest_upsample_and_pool);
     tcase_add_test(hand, box_decode_by_hand);
     tcase_add_test(hand, rle_by_hand);
     tcase_add_test(hand, detect_rejects_bad_calls);

@@ -83,6 +83,10 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out)
     return 0;
 }
 
+int cli_threads;
+
+int cli_thread_count(void) { return cli_threads > 0 ? cli_threads : dm_threads(); }
+
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w)
 {
     dm_workspace *ws;
@@ -90,6 +94,7 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
         cli_error("%s backend: %s", dm_backend_name(backend), dm_last_error());
         return NULL;
     }
+    dm_workspace_set_threads(ws, cli_thread_count());
     return ws;
 }
 
@@ -450,8 +455,7 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
         cli_classifier_free(c);
         return 0;
     }
-    if (dm_workspace_create(model, batch, c->h, c->w, &c->ws) != DM_OK) {
-        cli_error("%s", dm_last_error());
+    if (!(c->ws = cli_workspace_create(model, DM_BACKEND_CPU, batch, c->h, c->w))) {
         cli_classifier_free(c);
         return 0;
     }
@@ -461,7 +465,7 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
 int cli_classify(cli_classifier *c, const cli_item *items, int n)
 {
     size_t chw = (size_t)c->prep.channels * c->h * c->w;
-#pragma omp parallel for schedule(dynamic) num_threads(dm_threads())
+#pragma omp parallel for schedule(dynamic) num_threads(cli_thread_count())
     for (int i = 0; i < n; i++) {
         float *slot = c->input + i * chw;
         dm_image loaded = {0};

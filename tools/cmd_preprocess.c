@@ -55,7 +55,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         case 's': a->size = optarg; break;
         case 't':
             if (!features || !cli_parse_int("--threads", optarg, 1, 1024, &threads)) goto bad;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'h': fputs(usage, stdout); return -1;
         case CLI_OPT_SIZE:
@@ -141,10 +141,7 @@ int cmd_features(int argc, char **argv)
     float *input = load_input(&a, 1, &m, &prep, &h, &w);
     rc = 1;
     if (!input) goto done;
-    if (dm_workspace_create(m, 1, h, w, &ws) != DM_OK) {
-        cli_error("%s", dm_last_error());
-        goto done;
-    }
+    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w))) goto done;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         int c, oh, ow;
         dm_stage_shape(m, h, w, s, &c, &oh, &ow);

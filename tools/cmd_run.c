@@ -114,7 +114,7 @@ int cmd_run(int argc, char **argv)
         case 'o': out_path = optarg; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'h': fputs(run_usage, stdout); return 0;
         default: fputs(run_usage, stderr); return 2;
@@ -160,7 +160,7 @@ int cmd_run(int argc, char **argv)
         else rc = run_detection(m, &in, in_path, input, h, w, out_path);
         goto done;
     }
-    if (dm_workspace_create(m, n, h, w, &ws) != DM_OK) { cli_error("%s", dm_last_error()); goto done; }
+    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w))) goto done;
     dm_outputs o = {0};
     static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
     for (int s = 0; s < 4; s++) {

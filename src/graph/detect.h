@@ -13,7 +13,8 @@
 
 /* Everything one image's pass computes; arrays are malloc'ed. */
 typedef struct dm_det_state {
-    float *feat[DM_FPN_LEVELS];    /* FPN outputs, [h][w][fpn_channels] */
+    int keep_features;             /* set by the caller: copy the FPN outputs to feat */
+    float *feat[DM_FPN_LEVELS];    /* FPN outputs, [h][w][fpn_channels], or NULL */
     int feat_h[DM_FPN_LEVELS], feat_w[DM_FPN_LEVELS];
     float *rpn_cls[DM_FPN_LEVELS]; /* RPN logits [h][w][A] */
     float *rpn_reg[DM_FPN_LEVELS]; /* RPN deltas [h][w][A][4] */
@@ -30,7 +31,8 @@ typedef struct dm_det_state {
     float *mask_prob;              /* [D][28][28]: its sigmoid */
 } dm_det_state;
 
-/* Run the backbone and heads up to the 28 x 28 mask probabilities. */
+/* Run the backbone and heads up to the 28 x 28 mask probabilities; st's
+ * keep_features is read, everything else written. */
 dm_status dm_det_run(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
                      const dm_det_image *image, const dm_det_settings *settings, dm_det_state *st);
 

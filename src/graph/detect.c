@@ -1,15 +1,17 @@
 /* detect.c - Mask R-CNN on a DAMamba backbone, as mmdetection 2.28 runs it
  * at test time: backbone, FPN, RPN proposals, the box head with per-class
  * NMS, the mask head, and masks pasted into the original image.  Reads top
- * to bottom in that order.  Feature maps are channels-last. */
+ * to bottom in that order.  The networks run on the workspace's operator
+ * table; choosing proposals and detections (sorting, NMS) and pasting
+ * masks run on the host between passes. */
 #include "detect.h"
 
-#include "cpu_ops.h"
 #include "detect_kernels.h"
 #include "error.h"
 #include "model.h"
+#include "ops.h"
+#include "workspace.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,68 +37,100 @@ static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 static void *alloc_floats(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
-/* ------------------------------------------------------------------ FPN */
+#define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
 
-/* feat[0..3] = FPN(stages), feat[4] = max_pool(feat[3], 1, stride 2). */
-static dm_status fpn(const dm_cpu *cx, const dm_det_heads *d, float *const stages[DM_NUM_STAGES],
-                     const int sh[DM_NUM_STAGES], const int sw[DM_NUM_STAGES], int F, dm_det_state *st)
+/* Backend memory of one pass, released together. */
+typedef struct pass_memory {
+    dm_workspace *ws;
+    float *blocks[32];
+    int count;
+} pass_memory;
+
+static float *pass_alloc(pass_memory *pm, size_t floats)
 {
-    float *lat[DM_NUM_STAGES] = {0}, *cols = NULL;
-    dm_status status = DM_OK;
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        size_t P = (size_t)sh[s] * sw[s];
-        if (!(lat[s] = alloc_floats(P * F)) || !(st->feat[s] = alloc_floats(P * F))) goto nomem;
-        dm_cpu_gemm_nt(cx, P, F, d->lateral[s].cin, stages[s], d->lateral[s].cin, d->lateral[s].weight, lat[s],
-                       0.0f, d->lateral[s].bias, DM_ACT_NONE);
-        st->feat_h[s] = sh[s];
-        st->feat_w[s] = sw[s];
-    }
-    for (int s = DM_NUM_STAGES - 1; s > 0; s--)
-        dm_upsample_nearest_add(lat[s], sh[s], sw[s], lat[s - 1], sh[s - 1], sw[s - 1], F);
-    if (!(cols = alloc_floats(dm_conv3x3_cols((size_t)sh[0] * sw[0], F)))) goto nomem;
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        int oh, ow;
-        dm_cpu_conv3x3(cx, &d->fpn[s], lat[s], st->feat[s], cols, 1, sh[s], sw[s], &oh, &ow, DM_ACT_NONE);
-    }
-    int top = DM_FPN_LEVELS - 1;
-    st->feat_h[top] = dm_pool_out(sh[3], 1, 2);
-    st->feat_w[top] = dm_pool_out(sw[3], 1, 2);
-    if (!(st->feat[top] = alloc_floats((size_t)st->feat_h[top] * st->feat_w[top] * F))) goto nomem;
-    dm_maxpool2d(st->feat[3], sh[3], sw[3], F, 1, 2, st->feat[top]);
-    goto done;
-nomem:
-    status = dm_fail(DM_ERR_NOMEM, "out of memory for the FPN");
-done:
-    for (int s = 0; s < DM_NUM_STAGES; s++) free(lat[s]);
-    free(cols);
-    return status;
+    if (pm->count == (int)(sizeof pm->blocks / sizeof pm->blocks[0])) return NULL;
+    float *p = pm->ws->ops.alloc(pm->ws->ops.ctx, floats ? floats : 1);
+    if (p) pm->blocks[pm->count++] = p;
+    return p;
 }
 
-/* ------------------------------------------------------------------ RPN */
-
-static dm_status rpn_head(const dm_cpu *cx, const dm_det_heads *d, int F, dm_det_state *st)
+static void pass_release(pass_memory *pm)
 {
-    size_t most = (size_t)st->feat_h[0] * st->feat_w[0];
-    float *t = alloc_floats(most * F), *cols = alloc_floats(dm_conv3x3_cols(most, F));
-    dm_status status = DM_OK;
-    if (!t || !cols) status = dm_fail(DM_ERR_NOMEM, "out of memory for the RPN head");
-    for (int l = 0; l < DM_FPN_LEVELS && !status; l++) {
-        size_t P = (size_t)st->feat_h[l] * st->feat_w[l];
-        int oh, ow;
-        if (!(st->rpn_cls[l] = alloc_floats(P * NUM_ANCHORS)) || !(st->rpn_reg[l] = alloc_floats(P * 4 * NUM_ANCHORS))) {
-            status = dm_fail(DM_ERR_NOMEM, "out of memory for the RPN head");
-            break;
-        }
-        dm_cpu_conv3x3(cx, &d->rpn_conv, st->feat[l], t, cols, 1, st->feat_h[l], st->feat_w[l], &oh, &ow,
-                       DM_ACT_RELU);
-        dm_cpu_gemm_nt(cx, P, NUM_ANCHORS, F, t, F, d->rpn_cls.weight, st->rpn_cls[l], 0.0f, d->rpn_cls.bias,
-                       DM_ACT_NONE);
-        dm_cpu_gemm_nt(cx, P, 4 * NUM_ANCHORS, F, t, F, d->rpn_reg.weight, st->rpn_reg[l], 0.0f, d->rpn_reg.bias,
-                       DM_ACT_NONE);
+    for (int i = 0; i < pm->count; i++) pm->ws->ops.release(pm->ws->ops.ctx, pm->blocks[i]);
+    pm->count = 0;
+}
+
+/* -------------------------------------------------------- FPN and RPN */
+
+/* The FPN's lateral 1x1 convs, taken from each stage as the backbone
+ * finishes it. */
+typedef struct laterals {
+    const dm_det_heads *heads;
+    dm_view lat[DM_NUM_STAGES];
+} laterals;
+
+static void take_lateral(dm_workspace *ws, int s, dm_view x, void *arg)
+{
+    laterals *l = arg;
+    const dm_linear *conv = &l->heads->lateral[s];
+    OP(ws, gemm, dm_view_pixels(x), conv->cout, conv->cin, x.data, conv->cin, conv->weight, 0.0f, conv->bias,
+       DM_ACT_NONE, l->lat[s].data);
+}
+
+/* Backbone, FPN and RPN head in one pass: levels[0..4] = P2..P6; the RPN's
+ * logits and deltas of every level come back to st. */
+static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_det_heads *d, int F, const float *input,
+                                  int h, int w, dm_view levels[DM_FPN_LEVELS], dm_det_state *st)
+{
+    laterals lt = {.heads = d};
+    int lh = dm_down2(dm_down2(h)), lw = dm_down2(dm_down2(w));
+    for (int l = 0; l < DM_FPN_LEVELS; l++) {
+        /* each level halves the last (P6 by 1x1 pooling at stride 2 too) */
+        int ph = lh, pw = lw;
+        size_t P = (size_t)ph * pw;
+        levels[l] = dm_view_of(pass_alloc(pm, P * F), 1, ph, pw, F);
+        if (l < DM_NUM_STAGES) lt.lat[l] = dm_view_of(pass_alloc(pm, P * F), 1, ph, pw, F);
+        st->feat_h[l] = ph;
+        st->feat_w[l] = pw;
+        if (!(st->rpn_cls[l] = alloc_floats(P * NUM_ANCHORS)) || !(st->rpn_reg[l] = alloc_floats(P * 4 * NUM_ANCHORS)) ||
+            (st->keep_features && !(st->feat[l] = alloc_floats(P * F))))
+            return dm_fail(DM_ERR_NOMEM, "out of memory for the RPN outputs");
+        lh = dm_down2(lh);
+        lw = dm_down2(lw);
     }
-    free(t);
-    free(cols);
-    return status;
+    size_t most = (size_t)levels[0].h * levels[0].w;
+    float *upsampled = pass_alloc(pm, most * F), *hidden = pass_alloc(pm, most * F);
+    float *cls = pass_alloc(pm, most * NUM_ANCHORS), *reg = pass_alloc(pm, most * 4 * NUM_ANCHORS);
+    for (int l = 0; l < DM_FPN_LEVELS; l++)
+        if (!levels[l].data || (l < DM_NUM_STAGES && !lt.lat[l].data)) upsampled = NULL;
+    if (!upsampled || !hidden || !cls || !reg) return dm_fail(DM_ERR_NOMEM, "out of memory for the FPN");
+
+    dm_status status = ws->ops.begin(ws->ops.ctx);
+    if (status) return status;
+    dm_stage_hook hook = {take_lateral, &lt};
+    dm_outputs none = {0};
+    dm_enqueue_forward(ws, input, 1, h, w, &none, &hook);
+    /* top-down: each lateral plus the coarser one, nearest-upsampled */
+    for (int s = DM_NUM_STAGES - 1; s > 0; s--) {
+        dm_view up = lt.lat[s - 1];
+        up.data = upsampled;
+        OP(ws, resize, lt.lat[s], DM_RESIZE_NEAREST, up);
+        OP(ws, add, lt.lat[s - 1], up, DM_ACT_NONE, lt.lat[s - 1]);
+    }
+    for (int s = 0; s < DM_NUM_STAGES; s++) OP(ws, conv3x3, &d->fpn[s], lt.lat[s], DM_ACT_NONE, levels[s]);
+    OP(ws, max_pool, levels[DM_NUM_STAGES - 1], 1, 2, 0, levels[DM_NUM_STAGES]);
+    for (int l = 0; l < DM_FPN_LEVELS; l++) {
+        dm_view t = levels[l];
+        t.data = hidden;
+        OP(ws, conv3x3, &d->rpn_conv, levels[l], DM_ACT_RELU, t);
+        size_t P = dm_view_pixels(t);
+        OP(ws, gemm, P, NUM_ANCHORS, F, hidden, F, d->rpn_cls.weight, 0.0f, d->rpn_cls.bias, DM_ACT_NONE, cls);
+        OP(ws, gemm, P, 4 * NUM_ANCHORS, F, hidden, F, d->rpn_reg.weight, 0.0f, d->rpn_reg.bias, DM_ACT_NONE, reg);
+        OP(ws, output, dm_view_of(cls, 1, t.h, t.w, NUM_ANCHORS), DM_LAYOUT_NHWC, st->rpn_cls[l]);
+        OP(ws, output, dm_view_of(reg, 1, t.h, t.w, 4 * NUM_ANCHORS), DM_LAYOUT_NHWC, st->rpn_reg[l]);
+        if (st->feat[l]) OP(ws, output, levels[l], DM_LAYOUT_NHWC, st->feat[l]);
+    }
+    return ws->ops.finish(ws->ops.ctx);
 }
 
 /* Indices 0..n-1 ordered by descending score; equal scores keep index
@@ -219,17 +253,26 @@ int dm_roi_level(const float box[4])
     return level > DM_ROI_LEVELS - 1 ? DM_ROI_LEVELS - 1 : level > 0 ? (int)level : 0;
 }
 
-/* RoIAlign of n boxes (stride 4 floats apart) from their levels into
- * out [n][size][size][F]. */
-static void roi_extract(const dm_cpu *cx, const dm_det_state *st, const float *boxes, size_t stride, int n,
-                        const int *levels, int size, int F, float *out)
+/* Enqueue RoIAlign of n boxes (stride floats apart) from their levels
+ * (P2..P5) into y (n x size x size x F, backend memory).  host is 5n
+ * floats that must stay until the pass finishes. */
+static dm_status roi_extract(dm_workspace *ws, pass_memory *pm, const dm_view levels[DM_FPN_LEVELS],
+                             const float *boxes, size_t stride, int n, const int *box_levels, float *host, dm_view y)
 {
-#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 4)
-    for (int i = 0; i < n; i++) {
-        int l = levels[i];
-        dm_roi_align(st->feat[l], st->feat_h[l], st->feat_w[l], F, 1.0f / (float)(4 << l), boxes + stride * i, size,
-                     size, out + (size_t)i * size * size * F);
+    float *rois = pass_alloc(pm, 5 * (size_t)n);
+    if (!rois) return dm_fail(DM_ERR_NOMEM, "out of memory for %d RoIs", n);
+    dm_roi_levels rl = {.count = DM_ROI_LEVELS};
+    for (int l = 0; l < DM_ROI_LEVELS; l++) {
+        rl.level[l] = levels[l];
+        rl.scale[l] = 1.0f / (float)(4 << l);
     }
+    for (int i = 0; i < n; i++) {
+        host[5 * i] = (float)box_levels[i];
+        memcpy(host + 5 * i + 1, boxes + stride * i, 4 * sizeof(float));
+    }
+    OP(ws, input, host, DM_LAYOUT_NHWC, dm_view_of(rois, 1, 1, n, 5));
+    OP(ws, roi_align, &rl, rois, n, y);
+    return DM_OK;
 }
 
 /* Softmax over classes + 1 scores, as PyTorch computes it. */
@@ -242,35 +285,60 @@ static void softmax(float *x, int n)
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* The box head on the proposals, then per-class NMS into detections. */
-static dm_status box_head(const dm_cpu *cx, const dm_model *m, const dm_det_image *im, const dm_det_settings *cfg,
+/* The box head on the proposals: logits and deltas back to st. */
+static dm_status box_head(dm_workspace *ws, pass_memory *pm, const dm_model *m, const dm_view levels[DM_FPN_LEVELS],
                           dm_det_state *st)
 {
     const dm_det_heads *d = &m->det;
     int N = st->num_proposals, K = m->config.det_classes, F = m->config.fpn_channels;
-    int fc = m->config.det_fc_channels, S = DM_BOX_ROI * DM_BOX_ROI;
-    size_t cand_max = (size_t)N * K;
-    float *feats = alloc_floats((size_t)N * S * F), *h1 = alloc_floats((size_t)N * fc), *h2 = alloc_floats((size_t)N * fc);
-    float *scores = alloc_floats((size_t)N * (K + 1)), *boxes = alloc_floats(cand_max * 4);
-    float *cand_boxes = alloc_floats(cand_max * 4), *cand_scores = alloc_floats(cand_max);
-    int *cand_labels = malloc(cand_max * sizeof(int) + 1), *keep = malloc(cand_max * sizeof(int) + 1);
-    float *rois = alloc_floats((size_t)N * K * 4);
+    int fc = m->config.det_fc_channels, R = DM_BOX_ROI;
+    size_t in = (size_t)R * R * F;
+    float *host = alloc_floats(5 * (size_t)N);
+    float *feats = pass_alloc(pm, (size_t)N * in), *h1 = pass_alloc(pm, (size_t)N * fc);
+    float *h2 = pass_alloc(pm, (size_t)N * fc), *cls = pass_alloc(pm, (size_t)N * (K + 1));
+    float *reg = pass_alloc(pm, (size_t)N * 4 * K);
     st->roi_levels = malloc((size_t)N * sizeof(int) + 1);
     st->cls_score = alloc_floats((size_t)N * (K + 1));
-    st->bbox_pred = alloc_floats(cand_max * 4);
+    st->bbox_pred = alloc_floats((size_t)N * 4 * K);
     dm_status status = DM_OK;
-    if (!feats || !h1 || !h2 || !scores || !boxes || !cand_boxes || !cand_scores || !cand_labels || !keep || !rois ||
-        !st->roi_levels || !st->cls_score || !st->bbox_pred) {
-        status = dm_fail(DM_ERR_NOMEM, "out of memory for the box head over %d proposals", N);
-        goto done;
+    if (!host || !feats || !h1 || !h2 || !cls || !reg || !st->roi_levels || !st->cls_score || !st->bbox_pred) {
+        free(host);
+        return dm_fail(DM_ERR_NOMEM, "out of memory for the box head over %d proposals", N);
     }
     for (int i = 0; i < N; i++) st->roi_levels[i] = dm_roi_level(st->proposals + 5 * i);
-    roi_extract(cx, st, st->proposals, 5, N, st->roi_levels, DM_BOX_ROI, F, feats);
-    dm_cpu_gemm_nt(cx, N, fc, (size_t)S * F, feats, (size_t)S * F, d->fc[0].weight, h1, 0.0f, d->fc[0].bias, DM_ACT_RELU);
-    dm_cpu_gemm_nt(cx, N, fc, fc, h1, fc, d->fc[1].weight, h2, 0.0f, d->fc[1].bias, DM_ACT_RELU);
-    dm_cpu_gemm_nt(cx, N, K + 1, fc, h2, fc, d->cls.weight, st->cls_score, 0.0f, d->cls.bias, DM_ACT_NONE);
-    dm_cpu_gemm_nt(cx, N, 4 * (size_t)K, fc, h2, fc, d->reg.weight, st->bbox_pred, 0.0f, d->reg.bias, DM_ACT_NONE);
+    if ((status = ws->ops.begin(ws->ops.ctx))) goto done;
+    status = roi_extract(ws, pm, levels, st->proposals, 5, N, st->roi_levels, host, dm_view_of(feats, N, R, R, F));
+    if (!status) {
+        OP(ws, gemm, N, fc, in, feats, in, d->fc[0].weight, 0.0f, d->fc[0].bias, DM_ACT_RELU, h1);
+        OP(ws, gemm, N, fc, fc, h1, fc, d->fc[1].weight, 0.0f, d->fc[1].bias, DM_ACT_RELU, h2);
+        OP(ws, gemm, N, K + 1, fc, h2, fc, d->cls.weight, 0.0f, d->cls.bias, DM_ACT_NONE, cls);
+        OP(ws, gemm, N, 4 * (size_t)K, fc, h2, fc, d->reg.weight, 0.0f, d->reg.bias, DM_ACT_NONE, reg);
+        OP(ws, output, dm_view_of(cls, N, 1, 1, K + 1), DM_LAYOUT_NHWC, st->cls_score);
+        OP(ws, output, dm_view_of(reg, N, 1, 1, 4 * K), DM_LAYOUT_NHWC, st->bbox_pred);
+    }
+    dm_status finished = ws->ops.finish(ws->ops.ctx);
+    if (!status) status = finished;
+done:
+    free(host);
+    return status;
+}
 
+/* Class scores and boxes from the box head, then per-class NMS: candidates
+ * above the score threshold in (proposal, class) order, NMS within each
+ * class, the best max_dets. */
+static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_det_settings *cfg, dm_det_state *st)
+{
+    int N = st->num_proposals, K = m->config.det_classes;
+    size_t cand_max = (size_t)N * K;
+    float *scores = alloc_floats((size_t)N * (K + 1)), *boxes = alloc_floats(cand_max * 4);
+    float *rois = alloc_floats(cand_max * 4), *cand_boxes = alloc_floats(cand_max * 4);
+    float *cand_scores = alloc_floats(cand_max);
+    int *cand_labels = malloc(cand_max * sizeof(int) + 1), *keep = malloc(cand_max * sizeof(int) + 1);
+    dm_status status = DM_OK;
+    if (!scores || !boxes || !rois || !cand_boxes || !cand_scores || !cand_labels || !keep) {
+        status = dm_fail(DM_ERR_NOMEM, "out of memory for the detections of %d proposals", N);
+        goto done;
+    }
     /* class-specific boxes in original-image pixels */
     memcpy(scores, st->cls_score, sizeof(float) * N * (K + 1));
     for (int i = 0; i < N; i++) {
@@ -280,9 +348,6 @@ static dm_status box_head(const dm_cpu *cx, const dm_model *m, const dm_det_imag
     dm_delta2bbox(rois, st->bbox_pred, cand_max, zero_means, rcnn_stds, (float)fabs(log(WH_RATIO_CLIP)),
                   (float)im->img_h, (float)im->img_w, boxes);
     for (size_t i = 0; i < cand_max * 4; i++) boxes[i] /= im->scale_factor[i % 4];
-
-    /* multiclass NMS: candidates above the threshold in (proposal, class)
-     * order, NMS within each class, the best max_dets */
     size_t n = 0;
     for (int i = 0; i < N; i++)
         for (int k = 0; k < K; k++) {
@@ -309,59 +374,65 @@ static dm_status box_head(const dm_cpu *cx, const dm_model *m, const dm_det_imag
     }
     st->count = (int)kept;
 done:
-    free(feats), free(h1), free(h2), free(scores), free(boxes), free(cand_boxes), free(cand_scores);
-    free(cand_labels), free(keep), free(rois);
+    free(scores), free(boxes), free(rois), free(cand_boxes), free(cand_scores), free(cand_labels), free(keep);
     return status;
 }
 
 /* The FCN mask head on the detections (boxes scaled back to the input):
- * the sigmoid of each detection's class channel, 28 x 28. */
-static dm_status mask_head(const dm_cpu *cx, const dm_model *m, const dm_det_image *im, dm_det_state *st)
+ * each detection's class channel, 28 x 28, and its sigmoid.  The 2x2
+ * stride-2 deconvolution is one GEMM whose rows are (pixel, dy, dx); the
+ * 1x1 logits conv runs on those rows as they are, and the host puts each
+ * sub-pixel in its place while taking the label's channel. */
+static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m, const dm_det_image *im,
+                           const dm_view levels[DM_FPN_LEVELS], dm_det_state *st)
 {
     const dm_det_heads *d = &m->det;
     int D = st->count, F = m->config.fpn_channels, M = m->config.mask_channels, K = m->config.det_classes;
     int R = DM_MASK_ROI, S = DM_MASK_SIZE, C = F > M ? F : M;
     size_t in_px = (size_t)D * R * R, out_px = (size_t)D * S * S;
-    float *rois = alloc_floats(4 * (size_t)D), *a = alloc_floats(in_px * C), *b = alloc_floats(in_px * C);
-    float *up = alloc_floats(in_px * 4 * M), *big = alloc_floats(out_px * M), *logits = alloc_floats(out_px * K);
-    float *cols = alloc_floats(dm_conv3x3_cols(in_px, C));
-    int *levels = malloc((size_t)D * sizeof(int) + 1);
+    float *host = alloc_floats(5 * (size_t)D), *rois = alloc_floats(4 * (size_t)D), *logits = alloc_floats(out_px * K);
+    float *a = pass_alloc(pm, in_px * C), *b = pass_alloc(pm, in_px * C), *up = pass_alloc(pm, in_px * 4 * M);
+    float *dev_logits = pass_alloc(pm, out_px * K);
+    int *box_levels = malloc((size_t)D * sizeof(int) + 1);
     st->mask_logit = alloc_floats(out_px);
     st->mask_prob = alloc_floats(out_px);
     dm_status status = DM_OK;
-    if (!rois || !a || !b || !up || !big || !logits || !cols || !levels || !st->mask_logit || !st->mask_prob) {
+    if (!host || !rois || !logits || !a || !b || !up || !dev_logits || !box_levels || !st->mask_logit ||
+        !st->mask_prob) {
         status = dm_fail(DM_ERR_NOMEM, "out of memory for the mask head over %d detections", D);
         goto done;
     }
     for (int i = 0; i < D; i++) {
         for (int k = 0; k < 4; k++) rois[4 * i + k] = st->det_boxes[4 * i + k] * im->scale_factor[k];
-        levels[i] = dm_roi_level(rois + 4 * i);
+        box_levels[i] = dm_roi_level(rois + 4 * i);
     }
-    roi_extract(cx, st, rois, 4, D, levels, R, F, a);
-    for (int i = 0; i < d->mask_convs_count; i++) {
-        int oh, ow;
-        dm_cpu_conv3x3(cx, &d->mask_convs[i], a, b, cols, D, R, R, &oh, &ow, DM_ACT_RELU);
-        float *t = a;
-        a = b;
-        b = t;
-    }
-    /* the 2x2 stride-2 deconvolution: one GEMM, then each input pixel's
-     * four outputs to their places */
-    dm_cpu_gemm_nt(cx, in_px, 4 * (size_t)M, M, a, M, d->upsample.weight, up, 0.0f, d->upsample.bias, DM_ACT_RELU);
-    for (size_t p = 0; p < in_px; p++) {
-        size_t img = p / ((size_t)R * R), y = p / R % R, x = p % R;
-        for (int t = 0; t < 4; t++) {
-            size_t q = (img * S + 2 * y + t / 2) * S + 2 * x + t % 2;
-            memcpy(big + q * M, up + (p * 4 + t) * M, sizeof(float) * M);
+    if ((status = ws->ops.begin(ws->ops.ctx))) goto done;
+    status = roi_extract(ws, pm, levels, rois, 4, D, box_levels, host, dm_view_of(a, D, R, R, F));
+    if (!status) {
+        dm_view x = dm_view_of(a, D, R, R, F), y = dm_view_of(b, D, R, R, M);
+        for (int i = 0; i < d->mask_convs_count; i++) {
+            OP(ws, conv3x3, &d->mask_convs[i], x, DM_ACT_RELU, y);
+            dm_view t = x;
+            x = y;
+            y = dm_view_of(t.data, D, R, R, M);
         }
+        OP(ws, gemm, in_px, 4 * (size_t)M, M, x.data, M, d->upsample.weight, 0.0f, d->upsample.bias, DM_ACT_RELU, up);
+        OP(ws, gemm, 4 * in_px, K, M, up, M, d->mask_logits.weight, 0.0f, d->mask_logits.bias, DM_ACT_NONE,
+           dev_logits);
+        OP(ws, output, dm_view_of(dev_logits, 1, 1, (int)out_px, K), DM_LAYOUT_NHWC, logits);
     }
-    dm_cpu_gemm_nt(cx, out_px, K, M, big, M, d->mask_logits.weight, logits, 0.0f, d->mask_logits.bias, DM_ACT_NONE);
-    for (size_t q = 0; q < out_px; q++) {
-        st->mask_logit[q] = logits[q * K + st->det_labels[q / ((size_t)S * S)]];
+    dm_status finished = ws->ops.finish(ws->ops.ctx);
+    if (!status) status = finished;
+    if (status) goto done;
+    /* row (i, y, x, dy, dx) is mask pixel (2y + dy, 2x + dx) of detection i */
+    for (size_t r = 0; r < out_px; r++) {
+        size_t i = r / ((size_t)R * R * 4), p = r / 4 % ((size_t)R * R), t = r % 4;
+        size_t q = (i * S + 2 * (p / R) + t / 2) * S + 2 * (p % R) + t % 2;
+        st->mask_logit[q] = logits[r * K + st->det_labels[i]];
         st->mask_prob[q] = sigmoid(st->mask_logit[q]);
     }
 done:
-    free(rois), free(a), free(b), free(up), free(big), free(logits), free(cols), free(levels);
+    free(host), free(rois), free(logits), free(box_levels);
     return status;
 }
 
@@ -395,48 +466,30 @@ static dm_status check_settings(const dm_det_settings *s)
 dm_status dm_det_run(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
                      const dm_det_image *image, const dm_det_settings *settings, dm_det_state *st)
 {
+    int keep_features = st->keep_features;
     memset(st, 0, sizeof *st);
-    if (!model || !ws || !input) return dm_fail(DM_ERR_ARGUMENT, "dm_detect: model, workspace and input are required");
+    st->keep_features = keep_features;
+    if (!input) return dm_fail(DM_ERR_ARGUMENT, "dm_detect: input is required");
+    dm_status status = dm_check_run("dm_detect", model, ws, 1, h, w);
+    if (status) return status;
     const dm_config *c = &model->config;
     if (c->det_classes < 1)
         return dm_fail(DM_ERR_MODEL, "dm_detect: the model has no detection heads (not a Mask R-CNN checkpoint)");
-    if (dm_workspace_backend(ws) != DM_BACKEND_CPU)
-        return dm_fail(DM_ERR_UNSUPPORTED, "dm_detect: detection runs on the CPU backend only");
+    if (!ws->ops.roi_align)
+        return dm_fail(DM_ERR_UNSUPPORTED, "dm_detect: the %s backend has no RoIAlign; detect on the CPU", ws->ops.name);
     dm_det_settings defaults;
     dm_det_settings_default(&defaults);
     const dm_det_settings *cfg = settings ? settings : &defaults;
-    dm_status status;
     if ((status = check_image(image, h, w)) || (status = check_settings(cfg))) return status;
 
-    dm_cpu cx = {NULL, dm_threads(), NULL};
-    if ((status = dm_kernels_require(&cx.k))) return status;
-    float *nchw[DM_NUM_STAGES] = {0}, *nhwc[DM_NUM_STAGES] = {0};
-    int sh[DM_NUM_STAGES], sw[DM_NUM_STAGES];
-    dm_outputs outs = {0};
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        int ch;
-        dm_stage_shape(model, h, w, s, &ch, &sh[s], &sw[s]);
-        size_t n = (size_t)ch * sh[s] * sw[s];
-        if (!(nchw[s] = alloc_floats(n)) || !(nhwc[s] = alloc_floats(n))) {
-            status = dm_fail(DM_ERR_NOMEM, "out of memory for the backbone's outputs");
-            goto done;
-        }
-        outs.stages[s] = nchw[s];
-    }
-    if ((status = dm_forward(model, ws, input, 1, h, w, &outs))) goto done;
-    openblas_set_num_threads(1);
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        size_t hw = (size_t)sh[s] * sw[s], C = (size_t)c->dims[s];
-        for (size_t p = 0; p < hw; p++)
-            for (size_t ch = 0; ch < C; ch++) nhwc[s][p * C + ch] = nchw[s][ch * hw + p];
-    }
-    if ((status = fpn(&cx, &model->det, nhwc, sh, sw, c->fpn_channels, st)) ||
-        (status = rpn_head(&cx, &model->det, c->fpn_channels, st)) || (status = proposals(image, cfg, st)) ||
-        (status = box_head(&cx, model, image, cfg, st)) || (status = mask_head(&cx, model, image, st)))
-        goto done;
-done:
-    for (int s = 0; s < DM_NUM_STAGES; s++) free(nchw[s]), free(nhwc[s]);
-    if (status) dm_det_state_free(st);
+    pass_memory pm = {.ws = ws};
+    dm_view levels[DM_FPN_LEVELS];
+    const dm_det_heads *d = &model->det;
+    if ((status = backbone_fpn_rpn(ws, &pm, d, c->fpn_channels, input, h, w, levels, st)) ||
+        (status = proposals(image, cfg, st)) || (status = box_head(ws, &pm, model, levels, st)) ||
+        (status = detections(model, image, cfg, st)) || (status = mask_head(ws, &pm, model, image, levels, st)))
+        dm_det_state_free(st);
+    pass_release(&pm);
     return status;
 }
 
@@ -541,7 +594,7 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_detect: out is required");
     memset(out, 0, sizeof *out);
-    dm_det_state st;
+    dm_det_state st = {0};
     dm_status status = dm_det_run(model, ws, input, h, w, image, settings, &st);
     if (status) return status;
     dm_det_settings defaults;
