@@ -102,6 +102,7 @@ static float *place(void *ctx, const float *src, size_t floats)
 
 static dm_status upload_params(const dm_model *m, gpu *g)
 {
+    if (!m) return DM_OK;
     arena ar = {NULL, NULL, 0};
     dm_status st = dm_model_mirror(m, place, &ar, &g->params);
     dm_model_mirror_free(&g->params);

@@ -14,7 +14,8 @@ extern "C" {
 
 /* The CPU table over simd/, OpenBLAS and OpenMP, running model's
  * parameters in place with `threads` threads; DM_ERR_UNSUPPORTED when
- * DAMAMBA_ISA names an instruction set this build or CPU lacks. */
+ * DAMAMBA_ISA names an instruction set this build or CPU lacks.  model may
+ * be NULL for a table of operators alone (as in tests), in either backend. */
 dm_status dm_cpu_backend_create(const dm_model *model, int threads, dm_ops *out);
 
 #if DM_HAVE_CUDA
@@ -23,7 +24,7 @@ dm_status dm_cpu_backend_create(const dm_model *model, int threads, dm_ops *out)
  * cudaGetDeviceCount reported otherwise. */
 dm_status dm_cuda_available(void);
 /* The CUDA table on the calling thread's current device, holding a device
- * copy of model's parameters. */
+ * copy of model's parameters (if any). */
 dm_status dm_cuda_backend_create(const dm_model *model, dm_ops *out);
 
 #else
