@@ -55,6 +55,8 @@ typedef struct dm_config {
     int layer_scale[DM_NUM_STAGES];/* 1 where blocks carry layer scales */
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
+    int seg_classes;               /* UperNet head's classes; 0: no head */
+    int seg_channels;              /* UperNet head's channels */
     int64_t num_params;            /* trainable parameters, as PyTorch counts */
     /* Mask R-CNN with an FPN (mmdetection checkpoints: backbone.*, neck.*,
      * rpn_head.*, roi_head.*); all 0 for a classifier. */
@@ -284,6 +286,86 @@ dm_status dm_preprocess_output_size(const dm_preprocess *settings, int width,
  * image with other channels than the settings' is converted first. */
 dm_status dm_image_preprocess(const dm_image *image,
                               const dm_preprocess *settings, float *out);
+
+/* The OpenMMLab test transform (mmcv 1.7's Resize with keep_ratio,
+ * RandomFlip, Normalize with to_rgb), as mmsegmentation and mmdetection
+ * apply it: the image is scaled, keeping its aspect ratio, as large as fits
+ * a long side of scale_long * ratio and a short side of scale_short * ratio,
+ * with OpenCV's 8-bit bilinear resize, optionally flipped left to right, and
+ * normalized per RGB channel in pixel units. */
+typedef struct dm_mm_transform {
+    int scale_long, scale_short; /* img_scale, e.g. (2048, 512) */
+    double ratio;                /* multi-scale ratio; 1 for img_scale itself */
+    int flip;                    /* 1: flip horizontally after the resize */
+    float mean[3], std[3];       /* RGB, on 0..255 pixels */
+} dm_mm_transform;
+
+/* mmsegmentation's ADE20K test transform: img_scale (2048, 512), ratio 1,
+ * no flip, mean 123.675 116.28 103.53, std 58.395 57.12 57.375. */
+dm_mm_transform dm_mm_transform_ade20k(void);
+
+/* Size of the tensor dm_mm_transform_image() makes of a width x height
+ * image, and if scale_factor is non-NULL mmcv's scale factor
+ * (w_new / w, h_new / h, w_new / w, h_new / h). */
+dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height,
+                               int *out_h, int *out_w, float scale_factor[4]);
+
+/* Apply the transform to an RGB image: out is 3 x out_h x out_w float32
+ * (CHW, RGB), the sizes dm_mm_transform_size() gives.  A grey image is
+ * repeated into three channels first. */
+dm_status dm_mm_transform_image(const dm_image *image, const dm_mm_transform *t,
+                                float *out);
+
+/* ----------------------------------------------------------- segmentation */
+
+/* A model with an UperNet head (config.seg_classes > 0) labels every pixel,
+ * as mmsegmentation 0.30's EncoderDecoder does: the head's logits at 1/4
+ * scale are resized (bilinear, align_corners=False) to the network input.
+ * The head runs on the CPU backend. */
+typedef enum dm_seg_mode {
+    DM_SEG_WHOLE, /* the whole input at once */
+    DM_SEG_SLIDE, /* crop x crop windows stride apart, placed as mmseg places
+                   * them; logits averaged where windows overlap */
+} dm_seg_mode;
+
+typedef struct dm_seg_options {
+    dm_seg_mode mode;
+    int crop_h, crop_w;     /* slide: window size (ADE20K: 512 x 512) */
+    int stride_h, stride_w; /* slide: window step (ADE20K: 341 x 341) */
+    /* dm_segment_image only: mmseg's multi-scale + flip test (ratios 0.5,
+     * 0.75, 1, 1.25, 1.5, 1.75, each also flipped; softmax outputs
+     * averaged) instead of the transform's own ratio and flip. */
+    int multi_scale_flip;
+} dm_seg_options;
+
+/* The ADE20K test settings: slide, 512 x 512 windows, stride 341. */
+dm_seg_options dm_seg_options_ade20k(void);
+
+/* Outputs of dm_segment; K = config.seg_classes, h4 x w4 the size of stage
+ * 0 (dm_stage_shape).  Only the non-NULL ones are written. */
+typedef struct dm_seg_outputs {
+    float *decode_logits; /* n x K x h4 x w4, the head's output (whole mode) */
+    float *seg_logits;    /* n x K x h x w, resized to the input */
+    int32_t *seg_pred;    /* n x h x w, the class of the largest logit */
+} dm_seg_outputs;
+
+/* Segment n inputs (n x in_chans x h x w, NCHW float32).  The workspace
+ * must hold n images of h x w (whole) or of the window clipped to the input
+ * (slide).  Slide mode allocates its window and sum buffers. */
+dm_status dm_segment(const dm_model *model, dm_workspace *ws,
+                     const float *input, int n, int h, int w,
+                     const dm_seg_options *options,
+                     const dm_seg_outputs *outputs);
+
+/* Segment a decoded image end to end as mmsegmentation's test does: the
+ * transform (or its multi-scale + flip set), inference in the options'
+ * mode, logits resized to the image's size, softmax, averaged over the
+ * augmentations.  probs (K x height x width) and labels (height x width)
+ * may each be NULL.  Creates and frees its own workspace. */
+dm_status dm_segment_image(const dm_model *model, const dm_image *image,
+                           const dm_mm_transform *transform,
+                           const dm_seg_options *options, float *probs,
+                           int32_t *labels);
 
 /* ---------------------------------------------------------------- runtime */
 

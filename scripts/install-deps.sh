@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   meson ninja-build pkg-config gcc     # build
   libopenblas-dev libsleef-dev libstb-dev  # library dependencies
+  libjpeg62-turbo-dev                  # JPEG decoding as Pillow and OpenCV do it
   check                                # unit tests
   clang libclang-rt-14-dev             # sanitizer and fuzz builds
 )

@@ -14,7 +14,45 @@ typedef struct dm_conv3x3 {
     float *bias;   /* [cout] */
 } dm_conv3x3;
 
+/* A 1x1 convolution or fully connected layer, BatchNorm folded in (or a
+ * plain one with its bias). */
+typedef struct dm_conv1x1 {
+    int cin, cout;
+    float *weight; /* [cout][cin] */
+    float *bias;   /* [cout] */
+} dm_conv1x1;
+
+/* mmseg's UPerHead: every ConvModule (conv, BatchNorm, ReLU) folded. */
+#define DM_PPM_SCALES 4
+extern const int dm_ppm_scales[DM_PPM_SCALES]; /* 1, 2, 3, 6 */
+
+typedef struct dm_upernet {
+    dm_conv1x1 psp[DM_PPM_SCALES];     /* stage 3 -> channels, per pool scale */
+    dm_conv3x3 bottleneck;             /* C3 + 4 channels -> channels */
+    dm_conv1x1 lateral[DM_NUM_STAGES - 1];
+    dm_conv3x3 fpn[DM_NUM_STAGES - 1]; /* channels -> channels */
+    dm_conv3x3 fpn_bottleneck;         /* 4 channels -> channels */
+    dm_conv1x1 cls;                    /* conv_seg: channels -> classes */
+} dm_upernet;
+
 /* One block; C = dim, G = groups, R = dt_rank, F = mlp hidden. */
+/* Mask R-CNN's neck and heads (mmdetection's FPN, RPNHead,
+ * Shared2FCBBoxHead, FCNMaskHead).  Feature maps are channels-last. */
+typedef struct dm_det_heads {
+    dm_conv1x1 lateral[DM_NUM_STAGES]; /* neck.lateral_convs */
+    dm_conv3x3 fpn[DM_NUM_STAGES];     /* neck.fpn_convs, no activation */
+    dm_conv3x3 rpn_conv;               /* followed by ReLU */
+    dm_conv1x1 rpn_cls, rpn_reg;       /* A and 4A outputs per pixel */
+    dm_conv1x1 fc[2];                  /* shared_fcs; fc[0] takes RoI features as
+                                          [7][7][C] (reordered from C x 7 x 7) */
+    dm_conv1x1 cls, reg;               /* classes + 1 (background last), 4 x classes */
+    dm_conv3x3 *mask_convs;            /* mask_convs_count, each followed by ReLU */
+    int mask_convs_count;
+    dm_conv1x1 upsample;               /* the 2x2 stride-2 deconvolution as a
+                                          GEMM: rows (dy, dx, out channel) */
+    dm_conv1x1 mask_logits;            /* one channel per class */
+} dm_det_heads;
+
 typedef struct dm_block {
     float *pos_w9, *pos_b;           /* pos_embed: [9][C] (weight + constant), [C] */
     float *norm1_g, *norm1_b;        /* [C] */
@@ -37,30 +75,6 @@ typedef struct dm_block {
     float *fc2_w, *fc2_b;            /* [C][F], [C], scaled by layer_scale_2 */
 } dm_block;
 
-/* A 1x1 convolution or fully connected layer: y = x W^T + b. */
-typedef struct dm_linear {
-    int cin, cout;
-    float *weight; /* [cout][cin] */
-    float *bias;   /* [cout] */
-} dm_linear;
-
-/* Mask R-CNN's neck and heads (mmdetection's FPN, RPNHead,
- * Shared2FCBBoxHead, FCNMaskHead).  Feature maps are channels-last. */
-typedef struct dm_det_heads {
-    dm_linear lateral[DM_NUM_STAGES]; /* neck.lateral_convs */
-    dm_conv3x3 fpn[DM_NUM_STAGES];    /* neck.fpn_convs, no activation */
-    dm_conv3x3 rpn_conv;              /* followed by ReLU */
-    dm_linear rpn_cls, rpn_reg;       /* A and 4A outputs per pixel */
-    dm_linear fc[2];                  /* shared_fcs; fc[0] takes RoI features
-                                         as [7][7][C] (reordered from C x 7 x 7) */
-    dm_linear cls, reg;               /* classes + 1 (background last), 4 x classes */
-    dm_conv3x3 *mask_convs;           /* mask_convs_count, each followed by ReLU */
-    int mask_convs_count;
-    dm_linear upsample;               /* 2x2 stride-2 deconvolution as a GEMM:
-                                         rows (dy, dx, out channel), then ReLU */
-    dm_linear mask_logits;            /* one channel per class */
-} dm_det_heads;
-
 typedef struct dm_stage {
     dm_conv3x3 downsample; /* stages 1..3 */
     dm_block *blocks;
@@ -73,6 +87,7 @@ struct dm_model {
     dm_conv3x3 stem[4];
     dm_stage stages[DM_NUM_STAGES];
     float *head_w, *head_b; /* [classes][C3], [classes] */
+    dm_upernet *upernet;    /* the segmentation head, or NULL */
     dm_det_heads det;       /* when config.det_classes > 0 */
     void **allocs;          /* every parameter buffer, for freeing */
     size_t alloc_count, alloc_cap;
@@ -87,8 +102,7 @@ dm_status dm_variant_config(char variant, int in_chans, int num_classes,
 /* Where parameter values come from while binding: a file, or a generator. */
 typedef struct dm_param_source {
     const dm_tensor_file *file; /* NULL: call generate */
-    const char *backbone;       /* prefix of the backbone's names ("backbone."
-                                   in detection checkpoints), or NULL */
+    const dm_tensor_file *head_file; /* the UperNet or Mask R-CNN heads', when file has them */
     void (*generate)(void *ctx, const char *name, const dm_tensor *shape,
                      float *dst);
     void *ctx;

@@ -103,13 +103,15 @@ START_TEST(checkpoint_loads_from_memory)
     ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &from_file), DM_OK);
     float x[3 * 40 * 40], a[10], b[10];
     for (int i = 0; i < 3 * 40 * 40; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
-    dm_workspace *ws;
-    ck_assert_int_eq(dm_workspace_create(from_file, 1, 40, 40, &ws), DM_OK);
+    dm_workspace *wa, *wb; /* a workspace serves the model it was made for */
+    ck_assert_int_eq(dm_workspace_create(from_memory, 1, 40, 40, &wa), DM_OK);
+    ck_assert_int_eq(dm_workspace_create(from_file, 1, 40, 40, &wb), DM_OK);
     dm_outputs oa = {.logits = a}, ob = {.logits = b};
-    ck_assert_int_eq(dm_forward(from_memory, ws, x, 1, 40, 40, &oa), DM_OK);
-    ck_assert_int_eq(dm_forward(from_file, ws, x, 1, 40, 40, &ob), DM_OK);
+    ck_assert_int_eq(dm_forward(from_memory, wa, x, 1, 40, 40, &oa), DM_OK);
+    ck_assert_int_eq(dm_forward(from_file, wb, x, 1, 40, 40, &ob), DM_OK);
     ck_assert_mem_eq(a, b, sizeof a);
-    dm_workspace_free(ws);
+    dm_workspace_free(wa);
+    dm_workspace_free(wb);
     dm_model_free(from_memory);
     dm_model_free(from_file);
 }

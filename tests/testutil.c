@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "damamba.h"
+#include "kernels.h"
 #include "model.h"
 
 const char *test_path(const char *name)
@@ -43,6 +44,14 @@ double test_rel_err(const char *label, const float *got, const float *want, size
     printf("%-40s max_abs_err %.3e  max|ref| %.3e  rel_err %.3e\n", label, max_err, max_ref, rel);
     fflush(stdout);
     return rel;
+}
+
+int test_isa_runs(void)
+{
+    const dm_kernels *k;
+    if (dm_kernels_require(&k) == DM_OK) return 1;
+    printf("skipped: %s\n", dm_last_error());
+    return 0;
 }
 
 /* A label for a result line: the backend, and for the CPU its instruction set. */

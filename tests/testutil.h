@@ -30,6 +30,10 @@ double test_rel_err(const char *label, const float *got, const float *want, size
 void test_golden_block(dm_backend backend);
 void test_golden_model(const char *weights, const char *io_name, dm_backend backend);
 
+/* Whether the kernels DAMAMBA_ISA asks for can run; if not, says why, for
+ * a suite that then exits 77 (skipped). */
+int test_isa_runs(void);
+
 /* Run the suite, print a summary, return the process exit code. */
 int test_run(Suite *suite);
 /* The same without forking a process per test, for suites whose tests use

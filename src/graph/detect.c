@@ -37,8 +37,6 @@ static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 static void *alloc_floats(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
 
-#define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
-
 /* Backend memory of one pass, released together. */
 typedef struct pass_memory {
     dm_workspace *ws;
@@ -62,34 +60,23 @@ static void pass_release(pass_memory *pm)
 
 /* -------------------------------------------------------- FPN and RPN */
 
-/* The FPN's lateral 1x1 convs, taken from each stage as the backbone
- * finishes it. */
-typedef struct laterals {
-    const dm_det_heads *heads;
-    dm_view lat[DM_NUM_STAGES];
-} laterals;
-
-static void take_lateral(dm_workspace *ws, int s, dm_view x, void *arg)
-{
-    laterals *l = arg;
-    const dm_linear *conv = &l->heads->lateral[s];
-    OP(ws, gemm, dm_view_pixels(x), conv->cout, conv->cin, x.data, conv->cin, conv->weight, 0.0f, conv->bias,
-       DM_ACT_NONE, l->lat[s].data);
-}
-
 /* Backbone, FPN and RPN head in one pass: levels[0..4] = P2..P6; the RPN's
  * logits and deltas of every level come back to st. */
 static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_det_heads *d, int F, const float *input,
                                   int h, int w, dm_view levels[DM_FPN_LEVELS], dm_det_state *st)
 {
-    laterals lt = {.heads = d};
+    dm_view lat[DM_NUM_STAGES];
+    float *stages[DM_NUM_STAGES];
     int lh = dm_down2(dm_down2(h)), lw = dm_down2(dm_down2(w));
     for (int l = 0; l < DM_FPN_LEVELS; l++) {
         /* each level halves the last (P6 by 1x1 pooling at stride 2 too) */
         int ph = lh, pw = lw;
         size_t P = (size_t)ph * pw;
         levels[l] = dm_view_of(pass_alloc(pm, P * F), 1, ph, pw, F);
-        if (l < DM_NUM_STAGES) lt.lat[l] = dm_view_of(pass_alloc(pm, P * F), 1, ph, pw, F);
+        if (l < DM_NUM_STAGES) {
+            lat[l] = dm_view_of(pass_alloc(pm, P * F), 1, ph, pw, F);
+            stages[l] = pass_alloc(pm, P * d->lateral[l].cin);
+        }
         st->feat_h[l] = ph;
         st->feat_w[l] = pw;
         if (!(st->rpn_cls[l] = alloc_floats(P * NUM_ANCHORS)) || !(st->rpn_reg[l] = alloc_floats(P * 4 * NUM_ANCHORS)) ||
@@ -102,22 +89,26 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_de
     float *upsampled = pass_alloc(pm, most * F), *hidden = pass_alloc(pm, most * F);
     float *cls = pass_alloc(pm, most * NUM_ANCHORS), *reg = pass_alloc(pm, most * 4 * NUM_ANCHORS);
     for (int l = 0; l < DM_FPN_LEVELS; l++)
-        if (!levels[l].data || (l < DM_NUM_STAGES && !lt.lat[l].data)) upsampled = NULL;
+        if (!levels[l].data || (l < DM_NUM_STAGES && (!lat[l].data || !stages[l]))) upsampled = NULL;
     if (!upsampled || !hidden || !cls || !reg) return dm_fail(DM_ERR_NOMEM, "out of memory for the FPN");
 
     dm_status status = ws->ops.begin(ws->ops.ctx);
     if (status) return status;
-    dm_stage_hook hook = {take_lateral, &lt};
     dm_outputs none = {0};
-    dm_enqueue_forward(ws, input, 1, h, w, &none, &hook);
+    dm_enqueue_forward(ws, ws->ops.params(ws->ops.ctx), input, 1, h, w, &none, stages);
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        const dm_conv1x1 *conv = &d->lateral[s];
+        OP(ws, gemm, dm_view_pixels(lat[s]), F, conv->cin, stages[s], conv->cin, conv->weight, 0.0f, conv->bias,
+           DM_ACT_NONE, lat[s].data);
+    }
     /* top-down: each lateral plus the coarser one, nearest-upsampled */
     for (int s = DM_NUM_STAGES - 1; s > 0; s--) {
-        dm_view up = lt.lat[s - 1];
+        dm_view up = lat[s - 1];
         up.data = upsampled;
-        OP(ws, resize, lt.lat[s], DM_RESIZE_NEAREST, up);
-        OP(ws, add, lt.lat[s - 1], up, DM_ACT_NONE, lt.lat[s - 1]);
+        OP(ws, resize, lat[s], DM_RESIZE_NEAREST, up);
+        OP(ws, add, lat[s - 1], up, DM_ACT_NONE, lat[s - 1]);
     }
-    for (int s = 0; s < DM_NUM_STAGES; s++) OP(ws, conv3x3, &d->fpn[s], lt.lat[s], DM_ACT_NONE, levels[s]);
+    for (int s = 0; s < DM_NUM_STAGES; s++) OP(ws, conv3x3, &d->fpn[s], lat[s], DM_ACT_NONE, levels[s]);
     OP(ws, max_pool, levels[DM_NUM_STAGES - 1], 1, 2, 0, levels[DM_NUM_STAGES]);
     for (int l = 0; l < DM_FPN_LEVELS; l++) {
         dm_view t = levels[l];

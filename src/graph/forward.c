@@ -9,9 +9,6 @@
 
 #include <string.h>
 
-/* The table's entries are called through the context they come with. */
-#define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
-
 static void swap(float **a, float **b)
 {
     float *t = *a;
@@ -92,10 +89,10 @@ static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view
     return x;
 }
 
-void dm_enqueue_forward(dm_workspace *ws, const float *input, int n, int h, int w, const dm_outputs *outputs,
-                        const dm_stage_hook *hook)
+/* The whole pass; the caller brackets it with begin and finish. */
+void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
+                        const dm_outputs *outputs, float *const keep[DM_NUM_STAGES])
 {
-    const dm_model *params = ws->ops.params(ws->ops.ctx);
     const dm_config *cfg = &ws->model->config;
     size_t image = (size_t)cfg->in_chans * h * w;
     dm_view batch = dm_view_of(ws->normed, n, h, w, cfg->in_chans);
@@ -124,7 +121,7 @@ void dm_enqueue_forward(dm_workspace *ws, const float *input, int n, int h, int 
         x.data = ws->tokens;
         OP(ws, layernorm, x, stage->norm_g, stage->norm_b, DM_ACT_NONE, x);
         if (outputs->stages[s]) OP(ws, output, x, DM_LAYOUT_NCHW, outputs->stages[s]);
-        if (hook) hook->fn(ws, s, x, hook->arg);
+        if (keep && keep[s]) OP(ws, concat, x, 0, dm_view_of(keep[s], x.n, x.h, x.w, x.c));
     }
 
     if (outputs->logits) {
@@ -167,7 +164,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
-    dm_enqueue_forward(ws, input, n, h, w, outputs, NULL);
+    dm_enqueue_forward(ws, ws->ops.params(ws->ops.ctx), input, n, h, w, outputs, NULL);
     return ws->ops.finish(ws->ops.ctx);
 }
 

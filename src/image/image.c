@@ -1,5 +1,6 @@
-/* image.c - decoding images (stb_image) and turning them into model inputs
- * the way the authors' evaluation transform does. */
+/* image.c - decoding images (libjpeg-turbo for JPEG, stb_image for the
+ * rest) and turning them into model inputs the way the authors' evaluation
+ * transform does. */
 #include "damamba.h"
 
 #include <errno.h>
@@ -12,14 +13,15 @@
 
 #include "error.h"
 #include "image_check.h"
+#include "jpeg.h"
 #include "json.h"
 #include "resample.h"
 
-/* stb_image, limited to the formats the library documents.  Files are read
- * here and decoded from memory, so stb needs no stdio. */
+/* stb_image, limited to the formats the library documents other than JPEG
+ * (jpeg.c).  Files are read here and decoded from memory, so stb needs no
+ * stdio. */
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_GIF
 #define STBI_ONLY_TGA
@@ -62,6 +64,29 @@ static void convert_pixels(const uint8_t *in, int in_channels, uint8_t *out, int
     }
 }
 
+/* Decode a non-JPEG file with stb_image (its pixels are freed with free(),
+ * stb's default allocator), after screening the bytes. */
+static dm_status stb_decode(const void *data, size_t size, uint8_t **pixels, int *w, int *h, int *n)
+{
+    dm_status st = dm_image_check(data, size);
+    if (st) return st;
+    const stbi_uc *bytes = data;
+    if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
+        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
+                       stbi_failure_reason());
+    if ((int64_t)*w * *h > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", *w, *h,
+                       DM_IMAGE_MAX_PIXELS);
+    *pixels = stbi_load_from_memory(bytes, (int)size, w, h, n, 0);
+    if (!*pixels) return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s", stbi_failure_reason());
+    if ((int64_t)*w * *h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
+        stbi_image_free(*pixels);
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", *w, *h,
+                       DM_IMAGE_MAX_PIXELS);
+    }
+    return DM_OK;
+}
+
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
@@ -71,32 +96,29 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
         return dm_fail(DM_ERR_ARGUMENT, "images load as 1 or 3 channels, not %d", channels);
     if (size == 0) return dm_fail(DM_ERR_FORMAT, "empty file");
     if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
-    dm_status st = dm_image_check(data, size);
-    if (st) return st;
-    const stbi_uc *bytes = data;
-    int w, h, n;
-    if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &n))
-        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
-                       stbi_failure_reason());
-    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS)
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
-                       DM_IMAGE_MAX_PIXELS);
-    stbi_uc *decoded = stbi_load_from_memory(bytes, (int)size, &w, &h, &n, 0);
-    if (!decoded) return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s", stbi_failure_reason());
-    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
-        stbi_image_free(decoded);
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
-                       DM_IMAGE_MAX_PIXELS);
+    uint8_t *decoded = NULL;
+    int w = 0, h = 0, n = 0;
+    if (dm_is_jpeg(data, size)) {
+        dm_image jpeg;
+        dm_status st = dm_jpeg_decode(data, size, &jpeg);
+        if (st) return st;
+        decoded = jpeg.pixels;
+        w = jpeg.width;
+        h = jpeg.height;
+        n = jpeg.channels;
+    } else {
+        dm_status st = stb_decode(data, size, &decoded, &w, &h, &n);
+        if (st) return st;
     }
     size_t npix = (size_t)w * h;
     uint8_t *pixels = n == channels ? decoded : malloc(npix * channels);
     if (!pixels) {
-        stbi_image_free(decoded);
+        free(decoded);
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
     }
     if (pixels != decoded) {
         convert_pixels(decoded, n, pixels, channels, npix);
-        stbi_image_free(decoded);
+        free(decoded);
     }
     *out = (dm_image){.width = w, .height = h, .channels = channels, .pixels = pixels};
     return DM_OK;

@@ -8,6 +8,7 @@
 #include "unpickle.h"
 #include "zip.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,6 +142,62 @@ static dm_status read_state_dict(const dm_zip *zip, const char *prefix, size_t p
     return check_unique(out);
 }
 
+/* A list or tuple of n items? */
+static int is_sequence(const pk_value *v, size_t n)
+{
+    return v && (v->kind == PK_LIST || v->kind == PK_TUPLE) && (n == 0 || v->count == n);
+}
+
+/* An [r, g, b] entry of 0..255 integers? */
+static int is_colour(const pk_value *v)
+{
+    if (!is_sequence(v, 3)) return 0;
+    for (size_t i = 0; i < 3; i++)
+        if (v->items[i]->kind != PK_INT || v->items[i]->integer < 0 || v->items[i]->integer > 255) return 0;
+    return 1;
+}
+
+/* mmcv checkpoints name their classes in meta: CLASSES (names) and PALETTE
+ * ([r, g, b] per class).  They become the metadata "classes": one line per
+ * class, "name", then a tab and "R G B" when the palette is complete.
+ * Anything malformed leaves the metadata out: it only labels the output. */
+static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
+{
+    const pk_value *meta = pk_dict_get(root, "meta");
+    const pk_value *names = meta && meta->kind == PK_DICT ? pk_dict_get(meta, "CLASSES") : NULL;
+    if (!is_sequence(names, 0) || names->count == 0) return DM_OK;
+    const pk_value *palette = pk_dict_get(meta, "PALETTE");
+    int colours = is_sequence(palette, names->count);
+    size_t size = 1;
+    for (size_t i = 0; i < names->count; i++) {
+        const pk_value *n = names->items[i];
+        if (n->kind != PK_STRING || memchr(n->str, '\n', n->len) || memchr(n->str, '\t', n->len) ||
+            memchr(n->str, 0, n->len))
+            return DM_OK;
+        colours = colours && is_colour(palette->items[i]);
+        size += n->len + 16;
+    }
+    char *text = malloc(size);
+    out->meta = calloc(1, sizeof *out->meta);
+    if (!text || !out->meta || !(out->meta[0].key = strdup("classes"))) {
+        free(text);
+        return dm_fail(DM_ERR_NOMEM, "out of memory");
+    }
+    out->meta[0].value = text;
+    out->meta_count = 1;
+    for (size_t i = 0; i < names->count; i++) {
+        const pk_value *n = names->items[i];
+        text += sprintf(text, "%.*s", (int)n->len, n->str);
+        if (colours) {
+            pk_value **c = palette->items[i]->items;
+            text += sprintf(text, "\t%d %d %d", (int)c[0]->integer, (int)c[1]->integer, (int)c[2]->integer);
+        }
+        *text++ = '\n';
+    }
+    *text = 0;
+    return DM_OK;
+}
+
 /* The archive's records live under one folder: <prefix>data.pkl. */
 static const dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
 {
@@ -186,7 +243,7 @@ dm_status dm_pth_parse(const void *buf, size_t size, int use_ema, dm_tensor_file
     else if (!(st = check_byteorder(&zip, pkl->name, prefix_len)) && !(st = dm_zip_data(&zip, pkl, &bytes)) &&
              !(st = dm_unpickle(bytes, (size_t)pkl->size, &pickle)) &&
              !(st = select_state_dict(pickle.root, use_ema, &sd)))
-        st = read_state_dict(&zip, pkl->name, prefix_len, sd, out);
+        if (!(st = read_state_dict(&zip, pkl->name, prefix_len, sd, out))) st = read_classes(pickle.root, out);
     dm_pickle_free(&pickle);
     dm_zip_close(&zip);
     if (st) dm_tensor_file_close(out);
