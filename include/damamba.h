@@ -298,11 +298,23 @@ typedef struct dm_mm_transform {
     double ratio;                /* multi-scale ratio; 1 for img_scale itself */
     int flip;                    /* 1: flip horizontally after the resize */
     float mean[3], std[3];       /* RGB, on 0..255 pixels */
+    int pad_to;                  /* > 0: the tensor is zero-padded at the bottom
+                                    and right to multiples of this (mmdet's Pad) */
 } dm_mm_transform;
+
+/* Tensor side for a resized side of n pixels: n, or n padded up. */
+static inline int dm_mm_padded(const dm_mm_transform *t, int n)
+{
+    return t->pad_to > 0 ? (n + t->pad_to - 1) / t->pad_to * t->pad_to : n;
+}
 
 /* mmsegmentation's ADE20K test transform: img_scale (2048, 512), ratio 1,
  * no flip, mean 123.675 116.28 103.53, std 58.395 57.12 57.375. */
 dm_mm_transform dm_mm_transform_ade20k(void);
+
+/* mmdetection's COCO test transform: img_scale (1333, 800), ratio 1, no
+ * flip, the same mean and std, padded to multiples of 32. */
+dm_mm_transform dm_mm_transform_coco(void);
 
 /* Size of the tensor dm_mm_transform_image() makes of a width x height
  * image, and if scale_factor is non-NULL mmcv's scale factor
@@ -310,8 +322,9 @@ dm_mm_transform dm_mm_transform_ade20k(void);
 dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height,
                                int *out_h, int *out_w, float scale_factor[4]);
 
-/* Apply the transform to an RGB image: out is 3 x out_h x out_w float32
- * (CHW, RGB), the sizes dm_mm_transform_size() gives.  A grey image is
+/* Apply the transform to an RGB image: out is 3 x dm_mm_padded(out_h) x
+ * dm_mm_padded(out_w) float32 (CHW, RGB), out_h and out_w the sizes
+ * dm_mm_transform_size() gives (the resized image, mmdet's img_shape).  A grey image is
  * repeated into three channels first. */
 dm_status dm_mm_transform_image(const dm_image *image, const dm_mm_transform *t,
                                 float *out);

@@ -347,6 +347,63 @@ START_TEST(roi_align_extra_boxes)
 }
 END_TEST
 
+/* The COCO test pipeline on the two photographs: sizes, scale factors and
+ * bands of rows of the normalized, padded input, exactly. */
+START_TEST(coco_pipeline)
+{
+    static const char *names[] = {"chelsea", "coffee"};
+    const char *name = names[_i];
+    dm_tensor_file ref;
+    test_open("det_transform.safetensors", &ref);
+    char key[64], file[32];
+    snprintf(file, sizeof file, "%s.png", name);
+    dm_image img;
+    ck_assert_msg(dm_image_load(test_path(file), 3, &img) == DM_OK, "%s", dm_last_error());
+    dm_mm_transform t = dm_mm_transform_coco();
+    int h, w;
+    float sf[4];
+    ck_assert(dm_mm_transform_size(&t, img.width, img.height, &h, &w, sf) == DM_OK);
+    int ph = dm_mm_padded(&t, h), pw = dm_mm_padded(&t, w);
+    int64_t want[3][2];
+    const char *shapes[] = {"ori_shape", "img_shape", "pad_shape"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(key, sizeof key, "%s.%s", name, shapes[k]);
+        const dm_tensor *s = dm_tensor_file_find(&ref, key);
+        ck_assert_ptr_nonnull(s);
+        memcpy(want[k], s->data, sizeof want[k]);
+    }
+    ck_assert_int_eq(img.height, want[0][0]);
+    ck_assert_int_eq(img.width, want[0][1]);
+    ck_assert_int_eq(h, want[1][0]);
+    ck_assert_int_eq(w, want[1][1]);
+    ck_assert_int_eq(ph, want[2][0]);
+    ck_assert_int_eq(pw, want[2][1]);
+    snprintf(key, sizeof key, "%s.scale_factor", name);
+    const float *want_sf = test_f32(&ref, key, NULL);
+    for (int k = 0; k < 4; k++) ck_assert_float_eq(sf[k], want_sf[k]);
+    float *input = malloc(sizeof(float) * 3 * ph * pw);
+    ck_assert(dm_mm_transform_image(&img, &t, input) == DM_OK);
+    snprintf(key, sizeof key, "%s.rows", name);
+    const dm_tensor *rows = dm_tensor_file_find(&ref, key);
+    snprintf(key, sizeof key, "%s.input_rows", name);
+    const float *band = test_f32(&ref, key, NULL);
+    size_t nrows = (size_t)rows->numel, differ = 0;
+    for (int c = 0; c < 3; c++)
+        for (size_t r = 0; r < nrows; r++) {
+            int64_t y;
+            memcpy(&y, (const char *)rows->data + 8 * r, 8);
+            for (int x = 0; x < pw; x++)
+                differ += input[((size_t)c * ph + y) * pw + x] != band[(c * nrows + r) * pw + x];
+        }
+    printf("coco pipeline %s: %dx%d -> %dx%d padded %dx%d, %zu of %zu values differ\n", name, img.height,
+           img.width, h, w, ph, pw, differ, 3 * nrows * pw);
+    ck_assert_uint_eq(differ, 0);
+    free(input);
+    dm_image_free(&img);
+    dm_tensor_file_close(&ref);
+}
+END_TEST
+
 /* ------------------------------------------------------- worked by hand */
 
 START_TEST(nms_strict_threshold)
@@ -459,6 +516,9 @@ static Suite *detect_suite(void)
     tcase_add_test(golden, anchors_exact);
     tcase_add_test(golden, roi_align_extra_boxes);
     suite_add_tcase(s, golden);
+    TCase *pipeline = tcase_create("pipeline");
+    tcase_add_loop_test(pipeline, coco_pipeline, 0, 2);
+    suite_add_tcase(s, pipeline);
     TCase *hand = tcase_create("by_hand");
     tcase_add_test(hand, nms_strict_threshold);
     tcase_add_test(hand, box_decode_by_hand);

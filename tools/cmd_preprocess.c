@@ -9,13 +9,21 @@
 
 static const char preprocess_usage[] =
     "usage: damamba preprocess [-m MODEL] [OPTIONS] IMAGE -o OUT.safetensors\n"
+    "       damamba preprocess --pipeline coco IMAGE -o OUT.safetensors\n"
     "\n"
     "Writes the F32 tensor 'image' (C x H x W) exactly as the model sees IMAGE:\n"
     "decoded, resized, center-cropped and normalized by the model's\n"
     "preprocessing (its metadata, else ImageNet's evaluation transform).\n"
     "\n"
+    "With --pipeline coco, mmdetection's COCO test pipeline instead: resized\n"
+    "keeping its aspect ratio into 1333 x 800 (OpenCV's bilinear resize),\n"
+    "normalized, zero-padded at the bottom and right to multiples of 32.  It\n"
+    "writes 'img' (3 x H x W, padded), 'img_shape' and 'ori_shape' (I64 h, w,\n"
+    "3: the resized image and the original) and 'scale_factor' (F32 w, h, w, h).\n"
+    "\n"
     "  -m, --model FILE     model whose preprocessing applies; default: embedded\n"
     "  -o, --output FILE    output tensor file\n"
+    "  -p, --pipeline NAME  coco: mmdetection's test pipeline (no model needed)\n"
     "\n" CLI_PREPROCESS_HELP;
 
 static const char features_usage[] =
@@ -35,7 +43,7 @@ static const char features_usage[] =
 
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
-    const char *model, *output, *image, *size;
+    const char *model, *output, *image, *size, *pipeline;
     cli_preprocess_opts prep;
 } image_args;
 
@@ -43,14 +51,22 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
-        {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
+        {"threads", required_argument, 0, 't'}, {"pipeline", required_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int c, threads;
     *a = (image_args){0};
     optind = 1;
-    while ((c = getopt_long(argc, argv, features ? "m:o:s:t:h" : "m:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, features ? "m:o:s:t:h" : "m:o:p:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
+        case 'p':
+            if (features || strcmp(optarg, "coco") != 0) {
+                cli_error("--pipeline: unknown pipeline '%s' (known: coco)", optarg);
+                return 2;
+            }
+            a->pipeline = optarg;
+            break;
         case 'o': a->output = optarg; break;
         case 's': a->size = optarg; break;
         case 't':
@@ -103,7 +119,7 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count)
     for (size_t i = 0; i < count; i++) {
         t[i].numel = 1;
         for (int d = 0; d < t[i].ndim; d++) t[i].numel *= t[i].shape[d];
-        t[i].nbytes = (size_t)t[i].numel * sizeof(float);
+        t[i].nbytes = (size_t)t[i].numel * dm_dtype_size(t[i].dtype);
     }
     if (dm_safetensors_write(path, t, count, NULL, 0) != DM_OK) {
         cli_error("%s", dm_last_error());
@@ -112,11 +128,54 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count)
     return 1;
 }
 
+/* mmdetection's COCO test pipeline: the padded input and its shapes. */
+static int preprocess_coco(const image_args *a)
+{
+    if (a->model || a->prep.size || a->prep.crop_fraction || a->prep.interpolation || a->prep.mean || a->prep.std) {
+        cli_error("--pipeline coco takes no model or preprocessing options");
+        return 2;
+    }
+    dm_mm_transform t = dm_mm_transform_coco();
+    dm_image img;
+    int h, w, rc = 1;
+    float sf[4], *input = NULL;
+    if (dm_image_load(a->image, 3, &img) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 1;
+    }
+    if (dm_mm_transform_size(&t, img.width, img.height, &h, &w, sf) != DM_OK) {
+        cli_error("%s: %s", a->image, dm_last_error());
+        goto done;
+    }
+    int ph = dm_mm_padded(&t, h), pw = dm_mm_padded(&t, w);
+    if (!(input = malloc(sizeof(float) * 3 * ph * pw))) {
+        cli_error("out of memory");
+        goto done;
+    }
+    if (dm_mm_transform_image(&img, &t, input) != DM_OK) {
+        cli_error("%s: %s", a->image, dm_last_error());
+        goto done;
+    }
+    int64_t img_shape[3] = {h, w, 3}, ori_shape[3] = {img.height, img.width, 3};
+    dm_tensor out[] = {
+        {.name = "img", .dtype = DM_F32, .ndim = 3, .shape = {3, ph, pw}, .data = input},
+        {.name = "img_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .data = img_shape},
+        {.name = "ori_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .data = ori_shape},
+        {.name = "scale_factor", .dtype = DM_F32, .ndim = 1, .shape = {4}, .data = sf},
+    };
+    rc = write_tensors(a->output, out, sizeof out / sizeof out[0]) ? 0 : 1;
+done:
+    free(input);
+    dm_image_free(&img);
+    return rc;
+}
+
 int cmd_preprocess(int argc, char **argv)
 {
     image_args a;
     int rc = parse_args(argc, argv, preprocess_usage, 0, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
+    if (a.pipeline) return preprocess_coco(&a);
     dm_model *m = NULL;
     dm_preprocess prep;
     float *input = load_input(&a, 0, &m, &prep, &h, &w);
