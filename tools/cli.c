@@ -98,23 +98,45 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
     return ws;
 }
 
+char *cli_read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long len = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
+        fread(buf, 1, (size_t)len, f) == (size_t)len) {
+        buf[len] = 0;
+        *size = (size_t)len;
+        fclose(f);
+        return buf;
+    }
+    cli_error("%s: cannot read: %s", path, f && buf ? "short read" : strerror(errno));
+    free(buf);
+    if (f) fclose(f);
+    return NULL;
+}
+
 /* ------------------------------------------------------------- labels */
 
 extern const char dm_imagenet_classes[];
+extern const char dm_coco_classes[];
 
-/* Split text into lines (the last may lack its newline). */
-static int split_lines(const char *text, cli_labels *out)
+/* Split text into names at sep; a name ends at a tab (mmcv's class lines
+ * carry "\tR G B" colours).  The last may lack its separator. */
+static int split_names(const char *text, char sep, cli_labels *out)
 {
     int n = 0;
-    for (const char *p = text; *p; p++) n += *p == '\n';
-    if (*text && text[strlen(text) - 1] != '\n') n++;
+    for (const char *p = text; *p; p++) n += *p == sep;
+    if (*text && text[strlen(text) - 1] != sep) n++;
     out->names = calloc((size_t)n ? (size_t)n : 1, sizeof(char *));
     if (!out->names) return 0;
+    char stop[3] = {sep, '\t', 0};
     for (const char *p = text; *p && out->count < n;) {
-        size_t len = strcspn(p, "\n");
+        size_t len = strcspn(p, stop), end = len + strcspn(p + len, (char[]){sep, 0});
         if (!(out->names[out->count] = strndup(p, len))) return 0;
         out->count++;
-        p += len + (p[len] == '\n');
+        p += end + (p[end] == sep);
     }
     return 1;
 }
@@ -137,16 +159,45 @@ static int labels_from_json(const char *text, int classes, cli_labels *out)
     return ok;
 }
 
+/* COCO's category ids where every name is one of COCO's, else index + 1. */
+static int coco_ids(cli_labels *out)
+{
+    cli_labels coco = {0};
+    int ok = (out->ids = calloc((size_t)out->count + 1, sizeof(int))) && split_names(dm_coco_classes, '\n', &coco);
+    /* each line of the built-in list is name, tab, id */
+    const char *line = dm_coco_classes;
+    for (int j = 0; ok && j < coco.count; j++, line = strchr(line, '\n') + 1) {
+        int id = atoi(strchr(line, '\t') + 1);
+        for (int i = 0; i < out->count; i++)
+            if (strcmp(out->names[i], coco.names[j]) == 0) out->ids[i] = id;
+    }
+    for (int i = 0; ok && i < out->count; i++)
+        if (out->ids[i] == 0) {
+            for (int k = 0; k < out->count; k++) out->ids[k] = k + 1;
+            break;
+        }
+    cli_labels_free(&coco);
+    return ok;
+}
+
 int cli_labels_load(const dm_model *model, cli_labels *out)
 {
     *out = (cli_labels){0};
-    int classes = dm_model_config(model)->num_classes, ok;
+    const dm_config *cfg = dm_model_config(model);
+    int detector = cfg->num_classes == 0 && cfg->det_classes > 0;
+    int classes = detector ? cfg->det_classes : cfg->num_classes, ok;
     const char *meta = dm_model_metadata(model, "classes");
-    if (meta) {
+    if (meta && meta[0] == '[') {
         ok = labels_from_json(meta, classes, out);
-    } else if (classes == 1000) {
-        ok = split_lines(dm_imagenet_classes, out) && out->count == 1000;
+    } else if (meta) {
+        ok = split_names(meta, strchr(meta, '\n') ? '\n' : ',', out) && out->count == classes;
+        if (!ok) cli_error("model metadata 'classes' does not name %d classes", classes);
+    } else if (classes == 1000 && !detector) {
+        ok = split_names(dm_imagenet_classes, '\n', out) && out->count == 1000;
         if (!ok) cli_error("the built-in ImageNet class list is damaged");
+    } else if (classes == 80 && detector) {
+        ok = split_names(dm_coco_classes, '\n', out) && out->count == 80;
+        if (!ok) cli_error("the built-in COCO class list is damaged");
     } else {
         ok = (out->names = calloc((size_t)classes ? (size_t)classes : 1, sizeof(char *))) != NULL;
         for (; ok && out->count < classes; out->count++) {
@@ -156,6 +207,10 @@ int cli_labels_load(const dm_model *model, cli_labels *out)
         }
         if (!ok) cli_error("out of memory");
     }
+    if (ok && detector && !coco_ids(out)) {
+        cli_error("out of memory");
+        ok = 0;
+    }
     if (!ok) cli_labels_free(out);
     return ok;
 }
@@ -164,6 +219,7 @@ void cli_labels_free(cli_labels *labels)
 {
     for (int i = 0; i < labels->count; i++) free(labels->names[i]);
     free(labels->names);
+    free(labels->ids);
     *labels = (cli_labels){0};
 }
 

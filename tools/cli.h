@@ -41,11 +41,15 @@ int cli_thread_count(void);
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
 /* ------------------------------------------------------------- labels */
 
-/* Class names: the model's metadata 'classes' (a JSON list), ImageNet's for
- * a 1000-class model, else "class N". */
+/* Class names: the model's metadata 'classes' (a JSON list, one name per
+ * line as mmcv checkpoints give them, or names separated by commas),
+ * ImageNet's for a 1000-class classifier, COCO's for an 80-class detector,
+ * else "class N".  Detectors also get COCO category ids: COCO's for names
+ * COCO has, else index + 1 for all. */
 typedef struct cli_labels {
     char **names;
     int count;
+    int *ids; /* detectors: category ids; else NULL */
 } cli_labels;
 
 int cli_labels_load(const dm_model *model, cli_labels *out);
@@ -85,6 +89,10 @@ int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 /* The model's preprocessing with the options applied.  Prints the error
  * and returns 0 on failure. */
 int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out);
+
+/* A whole file, NUL-terminated, in a malloc'ed buffer (size without the
+ * NUL); prints the error and returns NULL on failure. */
+char *cli_read_file(const char *path, size_t *size);
 
 /* ------------------------------------------------------------ file lists */
 
@@ -162,6 +170,7 @@ int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);

@@ -70,7 +70,8 @@ static int run_detection(const dm_model *m, const dm_tensor_file *in, const char
     dm_detections d = {0};
     int64_t *labels = NULL;
     int rc = 1;
-    if (dm_workspace_create(m, 1, h, w, &ws) != DM_OK || dm_detect(m, ws, input, h, w, &im, NULL, &d) != DM_OK) {
+    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w))) goto done;
+    if (dm_detect(m, ws, input, h, w, &im, NULL, &d) != DM_OK) {
         cli_error("%s", dm_last_error());
         goto done;
     }
