@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "damamba.h"
 #include "detect.h"
 #include "detect_kernels.h"
+#include "json.h"
 
 static dm_tensor_file io;
 
@@ -404,6 +406,127 @@ START_TEST(coco_pipeline)
 }
 END_TEST
 
+/* ------------------------------------------------------------ the tool */
+
+/* Run the damamba program (DM_DAMAMBA, set by meson) with arguments;
+ * returns its exit status. */
+static int damamba(const char *args)
+{
+    const char *exe = getenv("DM_DAMAMBA");
+    ck_assert_msg(exe != NULL, "DM_DAMAMBA (the damamba program) is not set");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' %s", exe, args);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static const char *tmp_path(const char *name)
+{
+    static _Thread_local char buf[3][512];
+    static _Thread_local int next;
+    char *p = buf[next++ % 3];
+    snprintf(p, sizeof buf[0], "%s/%s", getenv("DM_TEST_TMP") ? getenv("DM_TEST_TMP") : "/tmp", name);
+    return p;
+}
+
+/* damamba run on the detection model: the reference input with its image
+ * shapes in, the reference detections and masks out. */
+START_TEST(run_command)
+{
+    const dm_tensor *in = io_tensor("input");
+    int64_t img[3], ori[3];
+    for (int k = 0; k < 3; k++) img[k] = io_i64("meta.img_shape", k), ori[k] = io_i64("meta.ori_shape", k);
+    dm_tensor t[] = {
+        *in,
+        {.name = "img_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .numel = 3, .data = img, .nbytes = 24},
+        {.name = "ori_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .numel = 3, .data = ori, .nbytes = 24},
+        *io_tensor("meta.scale_factor"),
+    };
+    t[0].name = "input";
+    t[3].name = "scale_factor";
+    const char *in_path = tmp_path("det_run_in.safetensors"), *out_path = tmp_path("det_run_out.safetensors");
+    ck_assert(dm_safetensors_write(in_path, t, 4, NULL, 0) == DM_OK);
+    char args[4096], model[1024];
+    snprintf(model, sizeof model, "%s", test_path("maskrcnn_micro.safetensors")); /* test_path reuses its buffer */
+    snprintf(args, sizeof args, "run -m '%s' -i '%s' -o '%s'", model, in_path, out_path);
+    ck_assert_int_eq(damamba(args), 0);
+    dm_tensor_file out;
+    ck_assert(dm_safetensors_open(out_path, &out) == DM_OK);
+    const dm_tensor *boxes = dm_tensor_file_find(&out, "det_bboxes"), *labels = dm_tensor_file_find(&out, "det_labels");
+    const dm_tensor *masks = dm_tensor_file_find(&out, "det_masks"), *props = dm_tensor_file_find(&out, "proposals");
+    ck_assert(boxes && labels && masks && props && dm_tensor_file_find(&out, "det_scores"));
+    ck_assert_int_eq(props->shape[0], 1000);
+    ck_assert_int_eq(props->shape[1], 5);
+    size_t n;
+    const float *want = test_f32(&io, "det.bboxes.expected", &n);
+    ck_assert_uint_eq((size_t)boxes->numel, n);
+    for (size_t i = 0; i < n; i++) ck_assert_float_eq_tol(((const float *)boxes->data)[i], want[i], 0.01);
+    for (size_t i = 0; i < n / 4; i++) {
+        int64_t l;
+        memcpy(&l, (const char *)labels->data + 8 * i, 8);
+        ck_assert_int_eq(l, io_i64("det.labels", i));
+    }
+    const dm_tensor *ref = io_tensor("segm.masks.expected"), *near = io_tensor("segm.near_threshold");
+    ck_assert_uint_eq(masks->dtype, DM_U8);
+    ck_assert_uint_eq((size_t)masks->numel, (size_t)ref->numel);
+    size_t differ = 0;
+    for (size_t i = 0; i < (size_t)ref->numel; i++)
+        differ += !((const uint8_t *)near->data)[i] &&
+                  ((const uint8_t *)masks->data)[i] != ((const uint8_t *)ref->data)[i];
+    ck_assert_uint_eq(differ, 0);
+    dm_tensor_file_close(&out);
+    remove(in_path);
+    remove(out_path);
+    /* an input without its image shapes is refused, naming what is missing */
+    snprintf(args, sizeof args, "run -m '%s' -i '%s' -o '%s' 2>/dev/null", model, test_path("maskrcnn_micro.io.safetensors"),
+             out_path);
+    ck_assert_int_eq(damamba(args), 1);
+}
+END_TEST
+
+/* damamba detect --coco-results: one record per detection of the images
+ * the annotation file names, image ids from it, the others reported. */
+START_TEST(detect_command)
+{
+    const char *ann = tmp_path("det_ann.json"), *res = tmp_path("det_res.json");
+    FILE *f = fopen(ann, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"images\": [{\"id\": 42, \"file_name\": \"coffee.png\"}], \"annotations\": []}", f);
+    fclose(f);
+    char args[8192], model[1024], coffee[1024];
+    /* test_path reuses its buffer */
+    snprintf(model, sizeof model, "%s", test_path("maskrcnn_micro.safetensors"));
+    snprintf(coffee, sizeof coffee, "%s", test_path("coffee.png"));
+    snprintf(args, sizeof args, "detect -q -m '%s' --score-thr 0.5 --coco-results '%s' --coco-annotations '%s' '%s' '%s' "
+             ">/dev/null 2>&1", model, res, ann, coffee, test_path("chelsea.png"));
+    ck_assert_int_eq(damamba(args), 1); /* chelsea.png is not in the annotations */
+    size_t size;
+    f = fopen(res, "rb");
+    ck_assert_ptr_nonnull(f);
+    char *text = malloc(1 << 20);
+    size = fread(text, 1, 1 << 20, f);
+    fclose(f);
+    char err[128];
+    dm_json *root = dm_json_parse(text, size, err, sizeof err);
+    ck_assert_msg(root && root->type == DM_JSON_ARRAY, "%s", err);
+    ck_assert_uint_gt(root->count, 0);
+    for (const dm_json *r = root->child; r; r = r->next) {
+        ck_assert_int_eq(dm_json_get(r, "image_id")->integer, 42);
+        ck_assert_double_gt(dm_json_get(r, "score")->number, 0.5);
+        const dm_json *cat = dm_json_get(r, "category_id"), *seg = dm_json_get(r, "segmentation");
+        ck_assert(cat->integer >= 1 && cat->integer <= 5); /* person .. airplane */
+        ck_assert_uint_eq(dm_json_get(r, "bbox")->count, 4);
+        const dm_json *size = dm_json_get(seg, "size");
+        ck_assert(size->count == 2 && size->child->integer == 400 && size->child->next->integer == 600);
+        ck_assert_uint_eq(dm_json_get(seg, "counts")->type, DM_JSON_STRING);
+    }
+    dm_json_free(root);
+    free(text);
+    remove(ann);
+    remove(res);
+}
+END_TEST
+
 /* ------------------------------------------------------- worked by hand */
 
 START_TEST(nms_strict_threshold)
@@ -519,6 +642,12 @@ static Suite *detect_suite(void)
     TCase *pipeline = tcase_create("pipeline");
     tcase_add_loop_test(pipeline, coco_pipeline, 0, 2);
     suite_add_tcase(s, pipeline);
+    TCase *tool = tcase_create("tool");
+    tcase_add_unchecked_fixture(tool, open_io, close_io);
+    tcase_set_timeout(tool, 300);
+    tcase_add_test(tool, run_command);
+    tcase_add_test(tool, detect_command);
+    suite_add_tcase(s, tool);
     TCase *hand = tcase_create("by_hand");
     tcase_add_test(hand, nms_strict_threshold);
     tcase_add_test(hand, box_decode_by_hand);
