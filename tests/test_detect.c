@@ -414,7 +414,7 @@ static int damamba(const char *args)
 {
     const char *exe = getenv("DM_DAMAMBA");
     ck_assert_msg(exe != NULL, "DM_DAMAMBA (the damamba program) is not set");
-    char cmd[8192];
+    char cmd[16384];
     snprintf(cmd, sizeof cmd, "'%s' %s", exe, args);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
