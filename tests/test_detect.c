@@ -527,6 +527,69 @@ START_TEST(detect_command)
 }
 END_TEST
 
+/* damamba eval --task det against ground truth made of the model's own
+ * detections scoring above 0.5 (the results of detect --coco-results):
+ * each such detection matches its own object at IoU 1 before any lower
+ * one is ranked, so box and mask AP are exactly 1. */
+START_TEST(eval_command)
+{
+    const char *ann = tmp_path("det_eval_ann.json"), *res = tmp_path("det_eval_res.json");
+    const char *gt = tmp_path("det_eval_gt.json");
+    FILE *f = fopen(ann, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"images\": [{\"id\": 1, \"file_name\": \"coffee.png\", \"height\": 400, \"width\": 600}, "
+          "{\"id\": 2, \"file_name\": \"chelsea.png\", \"height\": 300, \"width\": 451}], \"annotations\": []}", f);
+    fclose(f);
+    char args[8192], model[1024], dir[1024];
+    snprintf(model, sizeof model, "%s", test_path("maskrcnn_micro.safetensors"));
+    snprintf(dir, sizeof dir, "%s", test_path(""));
+    snprintf(args, sizeof args, "detect -q -m '%s' --coco-results '%s' --coco-annotations '%s' '%s/coffee.png' "
+             "'%s/chelsea.png' >/dev/null", model, res, ann, dir, dir);
+    ck_assert_int_eq(damamba(args), 0);
+    size_t size;
+    f = fopen(res, "rb");
+    char *text = malloc(1 << 22);
+    size = fread(text, 1, 1 << 22, f);
+    fclose(f);
+    char err[128];
+    dm_json *results = dm_json_parse(text, size, err, sizeof err);
+    ck_assert_msg(results != NULL, "%s", err);
+    f = fopen(gt, "w");
+    fputs("{\"images\": [{\"id\": 1, \"file_name\": \"coffee.png\", \"height\": 400, \"width\": 600}, "
+          "{\"id\": 2, \"file_name\": \"chelsea.png\", \"height\": 300, \"width\": 451}], \"annotations\": [", f);
+    int n = 0;
+    for (const dm_json *r = results->child; r; r = r->next) {
+        if (dm_json_get(r, "score")->number <= 0.5) continue;
+        const dm_json *b = dm_json_get(r, "bbox")->child, *seg = dm_json_get(r, "segmentation");
+        double w = b->next->next->number, h = b->next->next->next->number;
+        fprintf(f, "%s{\"id\": %d, \"image_id\": %lld, \"category_id\": %lld, \"iscrowd\": 0, \"area\": %g, "
+                   "\"bbox\": [%.2f, %.2f, %.2f, %.2f], \"segmentation\": {\"size\": [%lld, %lld], \"counts\": ",
+                n ? ", " : "", n + 1, (long long)dm_json_get(r, "image_id")->integer,
+                (long long)dm_json_get(r, "category_id")->integer, w * h, b->number, b->next->number, w, h,
+                (long long)dm_json_get(seg, "size")->child->integer,
+                (long long)dm_json_get(seg, "size")->child->next->integer);
+        dm_json_write_string(f, dm_json_get(seg, "counts")->string);
+        fputs("}}", f);
+        n++;
+    }
+    fputs("]}", f);
+    fclose(f);
+    dm_json_free(results);
+    free(text);
+    ck_assert_int_gt(n, 5);
+    const char *log = tmp_path("det_eval.log");
+    snprintf(args, sizeof args, "eval -q --task det -m '%s' --coco-annotations '%s' '%s' > '%s'", model, gt, dir, log);
+    ck_assert_int_eq(damamba(args), 0);
+    f = fopen(log, "r");
+    char line[512], last[512] = "";
+    while (fgets(line, sizeof line, f)) snprintf(last, sizeof last, "%s", line);
+    fclose(f);
+    printf("eval on its own detections: %s", last);
+    ck_assert_str_eq(last, "bbox_mAP=1.0000 segm_mAP=1.0000 n=2\n");
+    remove(ann), remove(res), remove(gt), remove(log);
+}
+END_TEST
+
 /* ------------------------------------------------------- worked by hand */
 
 START_TEST(nms_strict_threshold)
@@ -647,6 +710,7 @@ static Suite *detect_suite(void)
     tcase_set_timeout(tool, 300);
     tcase_add_test(tool, run_command);
     tcase_add_test(tool, detect_command);
+    tcase_add_test(tool, eval_command);
     suite_add_tcase(s, tool);
     TCase *hand = tcase_create("by_hand");
     tcase_add_test(hand, nms_strict_threshold);

@@ -165,6 +165,39 @@ void cli_classifier_free(cli_classifier *c);
 void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
 
 /* Commands */
+/* ------------------------------------------------------------ detection */
+
+/* A Mask R-CNN model with a workspace that grows to the images it sees. */
+typedef struct cli_detector {
+    const dm_model *model;
+    dm_workspace *ws;
+    int ws_h, ws_w;
+    dm_det_settings settings;
+} cli_detector;
+
+/* Decode an image file into img and detect in it through mmdetection's
+ * COCO test pipeline.  Returns NULL, or the reason it failed (valid until
+ * the next call). */
+const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, dm_detections *out);
+void cli_detector_free(cli_detector *det);
+
+/* The images of a COCO annotation file. */
+typedef struct cli_coco_image {
+    char *file_name;
+    int64_t id;
+    int width, height;
+} cli_coco_image;
+
+/* A COCO annotation file, parsed; free with dm_json_free(). */
+struct dm_json *cli_coco_load(const char *path);
+/* Its "images" list; prints the error and returns 0 when malformed. */
+int cli_coco_images(const struct dm_json *root, const char *path, cli_coco_image **out, size_t *count);
+void cli_coco_images_free(cli_coco_image *images, size_t count);
+
+/* `damamba eval --task det`: box and mask AP over the images of the
+ * annotation file found in dir; returns the exit status. */
+int cli_eval_detection(const char *model_path, const char *annotations, const char *dir, float score_thr, int quiet);
+
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -54,66 +54,14 @@ typedef struct detect_opts {
     float score_thr;
 } detect_opts;
 
-/* ------------------------------------------------------ annotation ids */
-
-typedef struct image_ids {
-    char **names;
-    int64_t *ids;
-    size_t count;
-} image_ids;
-
-static void image_ids_free(image_ids *m)
-{
-    for (size_t i = 0; i < m->count; i++) free(m->names[i]);
-    free(m->names);
-    free(m->ids);
-    *m = (image_ids){0};
-}
-
-/* The "images" list of a COCO annotation file: file_name -> id. */
-static int image_ids_load(const char *path, image_ids *out)
-{
-    *out = (image_ids){0};
-    size_t size;
-    char *text = cli_read_file(path, &size), err[160];
-    if (!text) return 0;
-    dm_json *root = dm_json_parse(text, size, err, sizeof err);
-    free(text);
-    const dm_json *images = root ? dm_json_get(root, "images") : NULL;
-    int ok = images && images->type == DM_JSON_ARRAY;
-    if (!root) cli_error("%s: %s", path, err);
-    else if (!ok) cli_error("%s: no \"images\" list: not a COCO annotation file", path);
-    if (ok && (!(out->names = calloc(images->count + 1, sizeof(char *))) ||
-               !(out->ids = calloc(images->count + 1, sizeof(int64_t))))) {
-        cli_error("out of memory");
-        ok = 0;
-    }
-    for (const dm_json *e = ok ? images->child : NULL; e; e = e->next) {
-        const dm_json *name = dm_json_get(e, "file_name"), *id = dm_json_get(e, "id");
-        if (!name || name->type != DM_JSON_STRING || !id || id->type != DM_JSON_NUMBER || !id->is_integer) {
-            cli_error("%s: image %zu has no file_name and integer id", path, out->count);
-            ok = 0;
-            break;
-        }
-        if (!(out->names[out->count] = strdup(name->string))) {
-            cli_error("out of memory");
-            ok = 0;
-            break;
-        }
-        out->ids[out->count++] = id->integer;
-    }
-    dm_json_free(root);
-    if (!ok) image_ids_free(out);
-    return ok;
-}
-
-static int image_id_of(const image_ids *m, const char *path, int64_t *id)
+/* The annotation file's id of an image, found by file name. */
+static int image_id_of(const cli_coco_image *images, size_t n, const char *path, int64_t *id)
 {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    for (size_t i = 0; i < m->count; i++)
-        if (strcmp(m->names[i], base) == 0) {
-            *id = m->ids[i];
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(images[i].file_name, base) == 0) {
+            *id = images[i].id;
             return 1;
         }
     return 0;
@@ -236,38 +184,6 @@ static int drawing_path(const char *dir, const char *input, char *out, size_t si
 
 /* ----------------------------------------------------------------- run */
 
-typedef struct detector {
-    const dm_model *model;
-    dm_workspace *ws;
-    int ws_h, ws_w;
-    dm_det_settings settings;
-} detector;
-
-/* Detect in one image file; on failure prints nothing and returns the
- * reason (a static or dm_last_error string). */
-static const char *detect_file(detector *det, const char *path, dm_image *img, dm_detections *out)
-{
-    dm_mm_transform t = dm_mm_transform_coco();
-    float sf[4], *input = NULL;
-    int h, w;
-    if (dm_image_load(path, 3, img) != DM_OK || dm_mm_transform_size(&t, img->width, img->height, &h, &w, sf) != DM_OK)
-        return dm_last_error();
-    int ph = dm_mm_padded(&t, h), pw = dm_mm_padded(&t, w);
-    if (!det->ws || ph > det->ws_h || pw > det->ws_w) {
-        /* grow to fit both orientations seen so far */
-        dm_workspace_free(det->ws);
-        det->ws_h = ph > det->ws_h ? ph : det->ws_h;
-        det->ws_w = pw > det->ws_w ? pw : det->ws_w;
-        if (!(det->ws = cli_workspace_create(det->model, DM_BACKEND_CPU, 1, det->ws_h, det->ws_w))) return "no workspace";
-    }
-    if (!(input = malloc(sizeof(float) * 3 * ph * pw))) return "out of memory";
-    dm_det_image im = {h, w, img->height, img->width, {sf[0], sf[1], sf[2], sf[3]}};
-    dm_status st = dm_mm_transform_image(img, &t, input);
-    if (!st) st = dm_detect(det->model, det->ws, input, ph, pw, &im, &det->settings, out);
-    free(input);
-    return st ? dm_last_error() : NULL;
-}
-
 static int parse_opts(int argc, char **argv, detect_opts *o)
 {
     static const struct option opts[] = {
@@ -329,12 +245,13 @@ int cmd_detect(int argc, char **argv)
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
-    detector det = {0};
+    cli_detector det = {0};
     dm_det_settings_default(&det.settings);
     det.settings.score_thr = o.score_thr;
     det.settings.masks = (o.draw ? DM_MASKS_BITMAP : 0) | DM_MASKS_RLE;
     cli_labels labels = {0};
-    image_ids ids = {0};
+    cli_coco_image *images = NULL;
+    size_t nimages = 0;
     FILE *results = NULL;
     char tmp[4096];
     dm_model *m = cli_load_model(o.model, 0);
@@ -350,7 +267,10 @@ int cmd_detect(int argc, char **argv)
         goto done;
     }
     if (o.results) {
-        if (!image_ids_load(o.annotations, &ids)) goto done;
+        dm_json *root = cli_coco_load(o.annotations);
+        int ok = root && cli_coco_images(root, o.annotations, &images, &nimages);
+        dm_json_free(root);
+        if (!ok) goto done;
         snprintf(tmp, sizeof tmp, "%s.tmp", o.results);
         if (!(results = fopen(tmp, "w"))) {
             cli_error("%s: cannot write: %s", tmp, strerror(errno));
@@ -367,8 +287,8 @@ int cmd_detect(int argc, char **argv)
         dm_detections d = {0};
         int64_t image_id = 0;
         const char *error = NULL;
-        if (results && !image_id_of(&ids, path, &image_id)) error = "not among the annotation file's images";
-        if (!error) error = detect_file(&det, path, &img, &d);
+        if (results && !image_id_of(images, nimages, path, &image_id)) error = "not among the annotation file's images";
+        if (!error) error = cli_detect_file(&det, path, &img, &d);
         if (error) {
             /* the image reader's messages name the file already */
             if (strncmp(error, path, strlen(path)) == 0) cli_error("%s", error);
@@ -415,8 +335,8 @@ done:
         fclose(results);
         remove(tmp);
     }
-    dm_workspace_free(det.ws);
-    image_ids_free(&ids);
+    cli_detector_free(&det);
+    cli_coco_images_free(images, nimages);
     cli_labels_free(&labels);
     dm_model_free(m);
     cli_files_free(&files);
