@@ -87,6 +87,11 @@ dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out);
 dm_status dm_model_synthetic(char variant, int in_chans, int num_classes,
                              uint64_t seed, dm_model **out);
 
+/* A Mask R-CNN on an official variant's backbone with the authors' head
+ * widths (FPN 256, fc 1024, mask convs 256) and `classes` classes, with
+ * deterministic pseudo-random weights, for tests and benchmarks. */
+dm_status dm_model_synthetic_detector(char variant, int classes, uint64_t seed, dm_model **out);
+
 void dm_model_free(dm_model *model);
 
 const dm_config *dm_model_config(const dm_model *model);
@@ -212,6 +217,10 @@ typedef struct dm_detections {
                           runs (DM_MASKS_RLE), or NULL */
     int num_proposals;
     float *proposals;  /* num_proposals x 5: x1, y1, x2, y2 (input pixels), score */
+    /* Wall-clock seconds of the call's parts: the network up to the RPN's
+     * outputs (backbone, FPN, RPN head), choosing proposals, the box head
+     * with per-class NMS, the mask head with pasting and encoding. */
+    double seconds[4];
 } dm_detections;
 
 /* Detect objects in one input image (1 x 3 x h x w, normalized and padded)

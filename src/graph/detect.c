@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void dm_det_settings_default(dm_det_settings *out)
 {
@@ -429,6 +430,13 @@ done:
 
 /* ---------------------------------------------------------------- whole */
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static dm_status check_image(const dm_det_image *im, int h, int w)
 {
     if (!im) return dm_fail(DM_ERR_ARGUMENT, "dm_detect: the image description is required");
@@ -476,10 +484,16 @@ dm_status dm_det_run(const dm_model *model, dm_workspace *ws, const float *input
     pass_memory pm = {.ws = ws};
     dm_view levels[DM_FPN_LEVELS];
     const dm_det_heads *d = &model->det;
-    if ((status = backbone_fpn_rpn(ws, &pm, d, c->fpn_channels, input, h, w, levels, st)) ||
-        (status = proposals(image, cfg, st)) || (status = box_head(ws, &pm, model, levels, st)) ||
-        (status = detections(model, image, cfg, st)) || (status = mask_head(ws, &pm, model, image, levels, st)))
-        dm_det_state_free(st);
+    double t = now_s(), t_next;
+    status = backbone_fpn_rpn(ws, &pm, d, c->fpn_channels, input, h, w, levels, st);
+    st->seconds[0] = (t_next = now_s()) - t, t = t_next;
+    if (!status) status = proposals(image, cfg, st);
+    st->seconds[1] = (t_next = now_s()) - t, t = t_next;
+    if (!status && !(status = box_head(ws, &pm, model, levels, st))) status = detections(model, image, cfg, st);
+    st->seconds[2] = (t_next = now_s()) - t, t = t_next;
+    if (!status) status = mask_head(ws, &pm, model, image, levels, st);
+    st->seconds[3] = now_s() - t;
+    if (status) dm_det_state_free(st);
     pass_release(&pm);
     return status;
 }
@@ -588,6 +602,7 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
     dm_det_state st = {0};
     dm_status status = dm_det_run(model, ws, input, h, w, image, settings, &st);
     if (status) return status;
+    double paste_start = now_s();
     dm_det_settings defaults;
     dm_det_settings_default(&defaults);
     const dm_det_settings *cfg = settings ? settings : &defaults;
@@ -614,6 +629,8 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
             status = dm_fail(DM_ERR_NOMEM, "out of memory encoding a mask");
     }
     st.det_boxes = NULL;
+    memcpy(out->seconds, st.seconds, sizeof st.seconds);
+    out->seconds[3] += now_s() - paste_start;
     dm_det_state_free(&st);
     if (cfg->masks & DM_MASKS_BITMAP) out->masks = bitmap;
     else free(bitmap);

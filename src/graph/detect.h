@@ -27,6 +27,7 @@ typedef struct dm_det_state {
     float *det_boxes;              /* [D][4], original-image pixels */
     float *det_scores;             /* [D] */
     int *det_labels;               /* [D] */
+    double seconds[4];             /* network to the RPN, proposals, box head, mask head */
     float *mask_logit;             /* [D][28][28]: the label's mask logit */
     float *mask_prob;              /* [D][28][28]: its sigmoid */
 } dm_det_state;
