@@ -93,6 +93,8 @@ struct dm_model {
     size_t alloc_count, alloc_cap;
     dm_meta *meta;
     size_t meta_count;
+    char **class_names; /* the metadata's 'classes', or NULL */
+    int *category_ids;  /* a detector's COCO category ids, or NULL */
 };
 
 /* The official variants' configurations. */

@@ -5,7 +5,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "internal_api.h"
+
+int cli_det_classes_load(const dm_model *model, cli_det_classes *out)
+{
+    *out = (cli_det_classes){0};
+    int classes = dm_model_config(model)->det_classes;
+    const char *const *names = dm_model_class_names(model);
+    if (classes < 1 || !(out->ids = dm_model_category_ids(model))) {
+        cli_error("not a detection model (it has no Mask R-CNN heads)");
+        return 0;
+    }
+    if (!(out->names = calloc((size_t)classes, sizeof(char *))) ||
+        (!names && !(out->fallback = calloc((size_t)classes, sizeof *out->fallback)))) {
+        cli_error("out of memory");
+        cli_det_classes_free(out);
+        return 0;
+    }
+    for (int i = 0; i < classes; i++) {
+        if (!names) snprintf(out->fallback[i], sizeof out->fallback[i], "class %d", i);
+        out->names[i] = names ? names[i] : out->fallback[i];
+    }
+    return 1;
+}
+
+void cli_det_classes_free(cli_det_classes *c)
+{
+    free(c->names);
+    free(c->fallback);
+    *c = (cli_det_classes){0};
+}
 
 const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, dm_detections *out)
 {

@@ -77,7 +77,7 @@ static int bench_detection(char variant, int runs)
         goto done;
     }
     if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w))) goto done;
-    dm_outputs out = {0};
+    dm_outputs out = DM_OUTPUTS_INIT;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         int c, sh, sw;
         dm_stage_shape(m, h, w, s, &c, &sh, &sw);
@@ -200,7 +200,7 @@ int cmd_bench(int argc, char **argv)
     }
     /* A smooth deterministic image: the timing does not depend on it. */
     for (size_t i = 0; i < numel; i++) input[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     for (int r = -1; r < runs; r++) {
         double t0 = now_s();
         if (dm_forward(m, ws, input, batch, size, size, &out) != DM_OK) {

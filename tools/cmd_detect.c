@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "draw.h"
-#include "json.h"
+#include "internal_api.h"
 /* stb's one-file bitmap font, for labels: quiet about its own style */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-braces"
@@ -69,7 +69,7 @@ static int image_id_of(const cli_coco_image *images, size_t n, const char *path,
 
 /* --------------------------------------------------------------- output */
 
-static void print_text(const char *file, const dm_detections *d, const cli_labels *labels)
+static void print_text(const char *file, const dm_detections *d, const cli_det_classes *labels)
 {
     printf("%s: %d object%s\n", file, d->count, d->count == 1 ? "" : "s");
     for (int i = 0; i < d->count; i++) {
@@ -80,7 +80,7 @@ static void print_text(const char *file, const dm_detections *d, const cli_label
 }
 
 /* One detection's fields of a COCO record, after the caller's opening. */
-static void write_detection(FILE *f, const dm_detections *d, int i, const cli_labels *labels)
+static void write_detection(FILE *f, const dm_detections *d, int i, const cli_det_classes *labels)
 {
     const float *b = d->boxes + 4 * i;
     fprintf(f, "\"category_id\": %d, \"bbox\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.5f", labels->ids[d->labels[i]],
@@ -90,7 +90,7 @@ static void write_detection(FILE *f, const dm_detections *d, int i, const cli_la
     fputs("}", f);
 }
 
-static void print_json(const char *file, const dm_detections *d, const cli_labels *labels)
+static void print_json(const char *file, const dm_detections *d, const cli_det_classes *labels)
 {
     fputs("{\"file\": ", stdout);
     dm_json_write_string(stdout, file);
@@ -134,7 +134,7 @@ static void draw_label(canvas *c, float x, float y, const char *text, colour fg,
     }
 }
 
-static int draw_detections(const char *path, const dm_image *img, const dm_detections *d, const cli_labels *labels)
+static int draw_detections(const char *path, const dm_image *img, const dm_detections *d, const cli_det_classes *labels)
 {
     canvas c;
     if (canvas_init(&c, img->width, img->height) != 0) {
@@ -249,14 +249,14 @@ int cmd_detect(int argc, char **argv)
     dm_det_settings_default(&det.settings);
     det.settings.score_thr = o.score_thr;
     det.settings.masks = (o.draw ? DM_MASKS_BITMAP : 0) | DM_MASKS_RLE;
-    cli_labels labels = {0};
+    cli_det_classes labels = {0};
     cli_coco_image *images = NULL;
     size_t nimages = 0;
     FILE *results = NULL;
     char tmp[4096];
     dm_model *m = cli_load_model(o.model, 0);
     rc = 1;
-    if (!m || !cli_labels_load(m, &labels)) goto done;
+    if (!m || !cli_det_classes_load(m, &labels)) goto done;
     det.model = m;
     if (dm_model_config(m)->det_classes == 0) {
         cli_error("%s: not a detection model (it has no Mask R-CNN heads)", o.model);
@@ -318,7 +318,7 @@ int cmd_detect(int argc, char **argv)
         dm_image_free(&img);
         cli_progress_update(&progress, f + 1);
     }
-    cli_progress_end(&progress);
+    cli_progress_end(&progress, "detected");
     if (results) {
         fputs("\n]\n", results);
         int bad = ferror(results) | fclose(results);
@@ -337,7 +337,7 @@ done:
     }
     cli_detector_free(&det);
     cli_coco_images_free(images, nimages);
-    cli_labels_free(&labels);
+    cli_det_classes_free(&labels);
     dm_model_free(m);
     cli_files_free(&files);
     return rc;

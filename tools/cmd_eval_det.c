@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "coco_eval.h"
-#include "json.h"
+#include "internal_api.h"
 
 /* A growing array of objects. */
 typedef struct objects {
@@ -131,7 +131,7 @@ static int load_ground_truth(const dm_json *root, const char *path, const cli_co
 }
 
 /* One image's detections as COCO results would hold them. */
-static int add_detections(const dm_detections *d, int64_t image_id, const cli_labels *labels, objects *dt)
+static int add_detections(const dm_detections *d, int64_t image_id, const cli_det_classes *labels, objects *dt)
 {
     for (int i = 0; i < d->count; i++) {
         coco_object *o = objects_add(dt);
@@ -157,7 +157,7 @@ static void print_stats(const char *what, const coco_stats *s)
 int cli_eval_detection(const char *model_path, const char *annotations, const char *dir, float score_thr, int quiet)
 {
     cli_detector det = {0};
-    cli_labels labels = {0};
+    cli_det_classes labels = {0};
     cli_coco_image *images = NULL;
     size_t nimages = 0, evaluated = 0;
     objects gt = {0}, dt = {0};
@@ -165,7 +165,7 @@ int cli_eval_detection(const char *model_path, const char *annotations, const ch
     int rc = 1, failed = 0;
     dm_json *root = cli_coco_load(annotations);
     dm_model *m = root ? cli_load_model(model_path, 0) : NULL;
-    if (!m || !cli_labels_load(m, &labels) || !cli_coco_images(root, annotations, &images, &nimages)) goto done;
+    if (!m || !cli_det_classes_load(m, &labels) || !cli_coco_images(root, annotations, &images, &nimages)) goto done;
     if (dm_model_config(m)->det_classes == 0) {
         cli_error("%s: not a detection model (it has no Mask R-CNN heads)", model_path);
         goto done;
@@ -216,7 +216,7 @@ int cli_eval_detection(const char *model_path, const char *annotations, const ch
         dm_image_free(&img);
         cli_progress_update(&progress, i + 1);
     }
-    cli_progress_end(&progress);
+    cli_progress_end(&progress, "detected");
     /* detections' areas: their boxes' for boxes, their masks' for masks */
     coco_stats box, segm;
     for (size_t i = 0; i < dt.n; i++) dt.items[i].area = dt.items[i].bbox[2] * dt.items[i].bbox[3];
@@ -238,7 +238,7 @@ done:
     free(ids);
     cli_coco_images_free(images, nimages);
     cli_detector_free(&det);
-    cli_labels_free(&labels);
+    cli_det_classes_free(&labels);
     dm_model_free(m);
     return rc;
 }

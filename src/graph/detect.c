@@ -95,7 +95,7 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_de
 
     dm_status status = ws->ops.begin(ws->ops.ctx);
     if (status) return status;
-    dm_outputs none = {0};
+    dm_outputs none = DM_OUTPUTS_INIT;
     dm_enqueue_forward(ws, ws->ops.params(ws->ops.ctx), input, 1, h, w, &none, stages);
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         const dm_conv1x1 *conv = &d->lateral[s];

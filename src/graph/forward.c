@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include "error.h"
+#include "versioned.h"
 #include "ops.h"
 #include "workspace.h"
 
@@ -149,11 +150,15 @@ dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspac
 }
 
 dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input, int n, int h, int w,
-                     const dm_outputs *outputs)
+                     const dm_outputs *caller_outputs)
 {
-    if (!input || !outputs) return dm_fail(DM_ERR_ARGUMENT, "dm_forward: input and outputs are required");
-    dm_status st = dm_check_run("dm_forward", model, ws, n, h, w);
+    if (!input || !caller_outputs) return dm_fail(DM_ERR_ARGUMENT, "dm_forward: input and outputs are required");
+    dm_outputs full_outputs;
+    dm_status st = dm_struct_import(&full_outputs, sizeof full_outputs, caller_outputs, DM_OUTPUTS_MIN_SIZE,
+                                    "dm_outputs");
     if (st) return st;
+    const dm_outputs *outputs = &full_outputs;
+    if ((st = dm_check_run("dm_forward", model, ws, n, h, w))) return st;
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
