@@ -280,6 +280,7 @@ DM_API dm_status dm_top_k(const float *scores, int n, int k, int *index);
 
 /* Test-time settings; dm_det_settings_default() gives the authors' values. */
 typedef struct dm_det_settings {
+    size_t size;       /* sizeof(dm_det_settings) */
     int rpn_pre_nms;   /* best-scoring anchors per level before NMS: 1000 */
     float rpn_iou;     /* RPN NMS: a box overlapping a better one by IoU
                           above this is dropped: 0.7 */
@@ -291,6 +292,7 @@ typedef struct dm_det_settings {
     int masks;         /* DM_MASKS_* bits: DM_MASKS_BITMAP */
 } dm_det_settings;
 
+/* The authors' settings, size set. */
 DM_API void dm_det_settings_default(dm_det_settings *out);
 
 /* How the model input was made from the original image: resized to

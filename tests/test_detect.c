@@ -675,6 +675,10 @@ START_TEST(detect_rejects_bad_calls)
     dm_det_settings_default(&cfg);
     cfg.iou = 2;
     ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, &cfg, &d), DM_ERR_ARGUMENT);
+    cfg.iou = 0.5f;
+    cfg.size = 0; /* not filled in by dm_det_settings_default */
+    ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, &cfg, &d), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "dm_det_settings"));
     ck_assert_int_eq(d.count, 0);
     ck_assert_ptr_null(d.boxes);
     /* a blank image still runs to the end */

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "model.h"
 #include "ops.h"
+#include "versioned.h"
 #include "workspace.h"
 
 #include <math.h>
@@ -20,7 +21,7 @@
 void dm_det_settings_default(dm_det_settings *out)
 {
     *out = (dm_det_settings){
-        .rpn_pre_nms = 1000, .rpn_iou = 0.7f, .rpn_proposals = 1000,
+        .size = sizeof(dm_det_settings), .rpn_pre_nms = 1000, .rpn_iou = 0.7f, .rpn_proposals = 1000,
         .score_thr = 0.05f, .iou = 0.5f, .max_dets = 100, .mask_thr = 0.5f, .masks = DM_MASKS_BITMAP,
     };
 }
@@ -476,10 +477,11 @@ dm_status dm_det_run(const dm_model *model, dm_workspace *ws, const float *input
         return dm_fail(DM_ERR_MODEL, "dm_detect: the model has no detection heads (not a Mask R-CNN checkpoint)");
     if (!ws->ops.roi_align)
         return dm_fail(DM_ERR_UNSUPPORTED, "dm_detect: the %s backend has no RoIAlign; detect on the CPU", ws->ops.name);
-    dm_det_settings defaults;
-    dm_det_settings_default(&defaults);
-    const dm_det_settings *cfg = settings ? settings : &defaults;
-    if ((status = check_image(image, h, w)) || (status = check_settings(cfg))) return status;
+    dm_det_settings full;
+    if (settings) status = dm_struct_import(&full, sizeof full, settings, DM_DET_SETTINGS_MIN_SIZE, "dm_det_settings");
+    else dm_det_settings_default(&full);
+    const dm_det_settings *cfg = &full;
+    if (status || (status = check_image(image, h, w)) || (status = check_settings(cfg))) return status;
 
     pass_memory pm = {.ws = ws};
     dm_view levels[DM_FPN_LEVELS];
@@ -603,6 +605,7 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
     dm_status status = dm_det_run(model, ws, input, h, w, image, settings, &st);
     if (status) return status;
     double paste_start = now_s();
+    /* dm_det_run accepted the settings, so their size covers every field */
     dm_det_settings defaults;
     dm_det_settings_default(&defaults);
     const dm_det_settings *cfg = settings ? settings : &defaults;
