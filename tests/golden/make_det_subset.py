@@ -2,7 +2,7 @@
 """Write the subsets of the Mask R-CNN reference vectors the detection tests
 read, cropped to stay small:
 
-usage: scripts/crop_det_golden.py GOLDEN_DIR tests/golden
+usage: tests/golden/make_det_subset.py GOLDEN_DIR tests/golden
 
 maskrcnn_micro.io.safetensors, from the file of that name:
 Kept as they are: the input and its image metadata, the FPN levels, the RPN
@@ -18,39 +18,11 @@ det_transform.safetensors, from det_preprocess.safetensors (the COCO test
 pipeline on chelsea.png and coffee.png): NAME.{img,ori,pad}_shape,
 NAME.scale_factor, and bands of rows of NAME.input (rows listed in
 NAME.rows), the padded columns included."""
-import json
-import struct
 import sys
 
 import numpy as np
 
-DTYPES = {'F32': np.float32, 'I64': np.int64, 'U8': np.uint8}
-NAMES = {v: k for k, v in DTYPES.items()}
-
-
-def load(path):
-    raw = open(path, 'rb').read()
-    n = struct.unpack('<Q', raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop('__metadata__', {})
-    out = {}
-    for name, v in header.items():
-        s, e = v['data_offsets']
-        out[name] = np.frombuffer(raw[8 + n + s:8 + n + e], dtype=DTYPES[v['dtype']]).reshape(v['shape'])
-    return out, meta
-
-
-def save(path, tensors, meta):
-    header, blobs, off = {'__metadata__': meta}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        header[name] = {'dtype': NAMES[a.dtype.type], 'shape': list(a.shape), 'data_offsets': [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    h = json.dumps(header).encode()
-    h += b' ' * (-len(h) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)) + h + b''.join(blobs))
+from make_seg_subset import load, save
 
 
 def crop_transform(src, dst):
@@ -62,7 +34,7 @@ def crop_transform(src, dst):
             out['%s.%s' % (name, key)] = full['%s.%s' % (name, key)]
         out[name + '.rows'] = np.array(rows, dtype=np.int64)
         out[name + '.input_rows'] = full[name + '.input'][0][:, rows, :]
-    meta = dict(meta, source='rows of det_preprocess.safetensors (scripts/crop_det_golden.py)')
+    meta = dict(meta, source='rows of det_preprocess.safetensors (tests/golden/make_det_subset.py)')
     save(dst, out, meta)
 
 
@@ -89,7 +61,7 @@ def main():
     out['segm.prob.first4'] = prob[:4]
     out['segm.near_threshold'] = (np.abs(prob - 0.5) < 1e-3).astype(np.uint8)
     kept_meta = {k: v for k, v in meta.items() if not k.startswith('margin.') and not k.startswith('err.')}
-    kept_meta['source'] = 'subset of maskrcnn_micro.io.safetensors (scripts/crop_det_golden.py)'
+    kept_meta['source'] = 'subset of maskrcnn_micro.io.safetensors (tests/golden/make_det_subset.py)'
     save(tests + '/maskrcnn_micro.io.safetensors', out, kept_meta)
 
 
