@@ -289,6 +289,7 @@ int cmd_detect(int argc, char **argv)
         const char *error = NULL;
         if (results && !image_id_of(images, nimages, path, &image_id)) error = "not among the annotation file's images";
         if (!error) error = cli_detect_file(&det, path, &img, &d);
+        cli_progress_clear(&progress); /* results never mix with the progress line */
         if (error) {
             /* the image reader's messages name the file already */
             if (strncmp(error, path, strlen(path)) == 0) cli_error("%s", error);

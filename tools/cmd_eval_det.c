@@ -202,6 +202,7 @@ int cli_eval_detection(const char *model_path, const char *annotations, const ch
         dm_image img = {0};
         dm_detections d = {0};
         const char *error = cli_detect_file(&det, path, &img, &d);
+        cli_progress_clear(&progress);
         if (!error && (img.width != images[i].width || img.height != images[i].height)) error = "size differs from the annotation file's";
         if (error) {
             cli_error("%s: %s", path, error);
