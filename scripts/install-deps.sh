@@ -8,6 +8,8 @@ packages=(
   libopenblas-dev libsleef-dev libstb-dev  # library dependencies
   libjpeg62-turbo-dev                  # JPEG decoding as Pillow and OpenCV do it
   check                                # unit tests
+  libmicrohttpd-dev                    # damamba serve (HTTP)
+  wrk                                  # the server's load test
   clang libclang-rt-14-dev             # sanitizer and fuzz builds
 )
 

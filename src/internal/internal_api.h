@@ -1,7 +1,6 @@
 /* internal_api.h - what the damamba program needs from inside the library
  * beyond damamba.h: tensor files (reading inputs, writing results), the
- * checkpoint converter, the JSON reader (COCO annotation files) and string
- * output, and error reporting.  Not
+ * checkpoint converter, JSON reading and string output, and error reporting.  Not
  * installed and not exported from libdamamba.so: the program links the
  * library statically.  The program's include path holds this header and
  * damamba.h only. */
@@ -94,6 +93,7 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
 
 /* --------------------------------------------------------------- JSON */
 
+/* The library's small strict reader: a parsed value is a tree of dm_json. */
 typedef enum dm_json_type {
     DM_JSON_NULL,
     DM_JSON_BOOL,
@@ -123,7 +123,6 @@ void dm_json_free(dm_json *value);
 
 /* Member of an object by name, or NULL. */
 const dm_json *dm_json_get(const dm_json *object, const char *key);
-
 
 /* Write s as a JSON string literal (quoted, escaped); 0 on a write error. */
 int dm_json_write_string(FILE *f, const char *s);

@@ -1,12 +1,8 @@
 /* json.h - a small strict JSON reader for safetensors headers and model
- * metadata (class lists, preprocessing settings); declared in
- * internal_api.h, which the program shares for annotation files. */
+ * metadata (class lists, preprocessing settings).  Its interface is in
+ * internal_api.h, since the damamba program's server reads JSON too. */
 #ifndef DM_JSON_H
 #define DM_JSON_H
-
-#include <stddef.h>
-#include <stdio.h>
-#include <stdint.h>
 
 #include "internal_api.h"
 
