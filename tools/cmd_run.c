@@ -253,6 +253,9 @@ int cmd_info(int argc, char **argv)
            cfg->layer_scale[3]);
     printf("in_chans    %d\n", cfg->in_chans);
     if (cfg->num_classes) printf("classes     %d\n", cfg->num_classes);
+    else if (cfg->det_classes)
+        printf("detector    Mask R-CNN: %d classes, FPN %d, fc %d, mask head %d x %d convs\n", cfg->det_classes,
+               cfg->fpn_channels, cfg->det_fc_channels, cfg->mask_convs, cfg->mask_channels);
     else printf("classes     none (backbone without head)\n");
     printf("parameters  %lld\n", (long long)cfg->num_params);
     printf("macs        %.3f G at %dx%d\n", dm_model_macs(m, h, w) / 1e9, h, w);
