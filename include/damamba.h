@@ -92,9 +92,11 @@ typedef struct dm_config {
     int layer_scale[DM_NUM_STAGES];/* 1 where blocks carry layer scales */
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
+    int64_t num_params;            /* trainable parameters, as PyTorch counts */
+    /* Fields added since 0.2 follow, so programs built earlier read the
+     * ones they know where they were. */
     int seg_classes;               /* UperNet head's classes; 0: no head */
     int seg_channels;              /* UperNet head's channels */
-    int64_t num_params;            /* trainable parameters, as PyTorch counts */
     /* Mask R-CNN with an FPN (mmdetection checkpoints: backbone.*, neck.*,
      * rpn_head.*, roi_head.*); all 0 for a classifier. */
     int det_classes;               /* object classes, background excluded */
@@ -504,10 +506,11 @@ DM_API dm_status dm_segment_image(const dm_model *model, const dm_image *image,
  * storage. */
 DM_API const char *dm_isa(void);
 
-/* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
- * else the number of cores (dm_workspace_set_threads() changes a
- * workspace's). */
+/* Threads a new CPU workspace uses: dm_set_threads(n) with n > 0, else
+ * DAMAMBA_THREADS, else OMP_NUM_THREADS, else the number of cores
+ * (dm_workspace_set_threads() changes an existing workspace's). */
 DM_API int dm_threads(void);
+DM_API void dm_set_threads(int n);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +25,16 @@ typedef struct cpu {
     int threads;
     float *scratch; /* im2col bands; the scan's states */
     size_t scratch_floats;
-    int blas_threads; /* OpenBLAS's setting before the pass, restored after */
 } cpu;
+
+/* dm_set_threads()'s choice for new workspaces; 0: none. */
+static int thread_override;
+
+void dm_set_threads(int n) { thread_override = n > 0 ? n : 0; }
 
 int dm_threads(void)
 {
+    if (thread_override > 0) return thread_override;
     const char *env = getenv("DAMAMBA_THREADS");
     if (!env || !*env) env = getenv("OMP_NUM_THREADS");
     if (env && *env) {
@@ -408,19 +414,31 @@ static void cpu_destroy(void *ctx)
     free(ctx);
 }
 
-/* OpenBLAS runs single-threaded inside our threads; the caller's setting
- * comes back at finish. */
+/* OpenBLAS runs single-threaded inside our threads.  Its setting is
+ * process-wide, so passes running at once on several threads share one
+ * save and restore: the first to begin saves the caller's setting, the last
+ * to finish puts it back, and none sees it restored mid-pass. */
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_passes, blas_saved;
+
 static dm_status cpu_begin(void *ctx)
 {
-    cpu *cx = ctx;
-    cx->blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (blas_passes++ == 0) {
+        blas_saved = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 
 static dm_status cpu_finish(void *ctx)
 {
-    openblas_set_num_threads(((cpu *)ctx)->blas_threads);
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (--blas_passes == 0) openblas_set_num_threads(blas_saved);
+    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 
