@@ -93,8 +93,17 @@ typedef struct dm_config {
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
     int64_t num_params;            /* trainable parameters, as PyTorch counts */
+    /* Fields added since 0.2 follow, so programs built earlier read the
+     * ones they know where they were. */
     int seg_classes;               /* UperNet head's classes; 0: no head */
     int seg_channels;              /* UperNet head's channels */
+    /* Mask R-CNN with an FPN (mmdetection checkpoints: backbone.*, neck.*,
+     * rpn_head.*, roi_head.*); all 0 for a classifier. */
+    int det_classes;               /* object classes, background excluded */
+    int fpn_channels;              /* FPN output channels */
+    int det_fc_channels;           /* box head's shared fc width */
+    int mask_channels;             /* mask head's conv width */
+    int mask_convs;                /* mask head's 3x3 convs */
 } dm_config;
 
 typedef struct dm_load_options {
@@ -136,6 +145,12 @@ DM_API dm_status dm_model_synthetic_seg(char variant, int num_classes,
                                         int channels, uint64_t seed,
                                         dm_model **out);
 
+/* A Mask R-CNN on an official variant's backbone with the authors' head
+ * widths (FPN 256, fc 1024, mask convs 256) and `classes` classes, with
+ * deterministic pseudo-random weights, for tests and benchmarks. */
+DM_API dm_status dm_model_synthetic_detector(char variant, int classes,
+                                             uint64_t seed, dm_model **out);
+
 /* Frees a model (NULL is a no-op).  Every pointer obtained from it (config,
  * metadata, class names) becomes invalid; no workspace may still use it. */
 DM_API void dm_model_free(dm_model *model);
@@ -148,10 +163,12 @@ DM_API const dm_config *dm_model_config(const dm_model *model);
 DM_API const char *dm_model_metadata(const dm_model *model, const char *key);
 
 /* The model's class names, num_classes of them (seg_classes for a
- * segmentation model): its file's metadata "classes" (a JSON list of names,
- * checked when the model is loaded), else ImageNet's for a 1000-class
- * classifier or ADE20K's for a 150-class segmentation model, else NULL.
- * Valid while the model lives. */
+ * segmentation model, det_classes for a detector): its file's metadata
+ * "classes" (a JSON list of names, checked when the model is loaded; a
+ * detector's may also be mmcv's one name per line or names separated by
+ * commas), else ImageNet's for a 1000-class classifier, ADE20K's for a
+ * 150-class segmentation model or COCO's for an 80-class detector, else
+ * NULL.  Valid while the model lives. */
 DM_API const char *const *dm_model_class_names(const dm_model *model);
 
 /* A segmentation model's label colours, [seg_classes][3] RGB: its file's
@@ -159,6 +176,17 @@ DM_API const char *const *dm_model_class_names(const dm_model *model);
  * ADE20K's for 150 classes, else NULL (and NULL for a classifier).  Valid
  * while the model lives. */
 DM_API const uint8_t *dm_model_palette(const dm_model *model);
+
+/* A detector's COCO category ids, det_classes of them: COCO's where every
+ * class name is one of COCO's, else index + 1; NULL for other models.
+ * Valid while the model lives. */
+DM_API const int *dm_model_category_ids(const dm_model *model);
+
+/* COCO's 80 object classes in index order ("person" .. "toothbrush") and
+ * their category ids (1 .. 90, with gaps); static storage. */
+#define DM_COCO_CLASSES 80
+DM_API const char *const *dm_coco_class_names(void);
+DM_API const int *dm_coco_category_ids(void);
 
 /* The 1000 ImageNet-1k class names in index order (from "tench" to "toilet
  * tissue"); static storage. */
@@ -259,6 +287,68 @@ DM_API dm_status dm_softmax(const float *logits, int n, float *probs);
  * scores in index order.  index holds k ints. */
 DM_API dm_status dm_top_k(const float *scores, int n, int k, int *index);
 
+/* -------------------------------------------------------------- detection */
+
+/* Mask R-CNN with an FPN on a DAMamba backbone (dm_config.det_classes > 0),
+ * computed as mmdetection 2.28 does at test time. */
+
+/* Which masks dm_detect() returns (bits of dm_det_settings.masks). */
+#define DM_MASKS_BITMAP 1 /* full-size 0/1 bitmaps */
+#define DM_MASKS_RLE 2    /* COCO compressed RLE strings */
+
+/* Test-time settings; dm_det_settings_default() gives the authors' values. */
+typedef struct dm_det_settings {
+    size_t size;       /* sizeof(dm_det_settings) */
+    int rpn_pre_nms;   /* best-scoring anchors per level before NMS: 1000 */
+    float rpn_iou;     /* RPN NMS: a box overlapping a better one by IoU
+                          above this is dropped: 0.7 */
+    int rpn_proposals; /* proposals kept after NMS: 1000 */
+    float score_thr;   /* detections need a class score above this: 0.05 */
+    float iou;         /* per-class NMS IoU threshold: 0.5 */
+    int max_dets;      /* detections per image: 100 */
+    float mask_thr;    /* a pixel belongs to a mask at probability >= this: 0.5 */
+    int masks;         /* DM_MASKS_* bits: DM_MASKS_BITMAP */
+} dm_det_settings;
+
+/* The authors' settings, size set. */
+DM_API void dm_det_settings_default(dm_det_settings *out);
+
+/* How the model input was made from the original image: resized to
+ * img_h x img_w (the input may be padded beyond that), from an original of
+ * ori_h x ori_w; scale_factor (w, h, w, h) is resized size / original. */
+typedef struct dm_det_image {
+    int img_h, img_w;
+    int ori_h, ori_w;
+    float scale_factor[4];
+} dm_det_image;
+
+/* One image's detections, best first.  Free with dm_detections_free(). */
+typedef struct dm_detections {
+    int count;
+    float *boxes;      /* count x 4: x1, y1, x2, y2 in original-image pixels */
+    float *scores;     /* count */
+    int *labels;       /* count: class index, 0 .. det_classes - 1 */
+    int mask_h, mask_w;/* the original image's size */
+    uint8_t *masks;    /* count x mask_h x mask_w bytes 0/1 (DM_MASKS_BITMAP), or NULL */
+    char **rle;        /* count COCO compressed RLE 'counts' strings, column-major
+                          runs (DM_MASKS_RLE), or NULL */
+    int num_proposals;
+    float *proposals;  /* num_proposals x 5: x1, y1, x2, y2 (input pixels), score */
+    /* Wall-clock seconds of the call's parts: the network up to the RPN's
+     * outputs (backbone, FPN, RPN head), choosing proposals, the box head
+     * with per-class NMS, the mask head with pasting and encoding. */
+    double seconds[4];
+} dm_detections;
+
+/* Detect objects in one input image (1 x 3 x h x w, normalized and padded)
+ * with a Mask R-CNN model.  ws is a CPU workspace of the model for at least
+ * h x w; the heads allocate their own memory for the call.  settings may be
+ * NULL for the defaults.  On failure out is left empty. */
+DM_API dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
+                    const dm_det_image *image, const dm_det_settings *settings, dm_detections *out);
+
+DM_API void dm_detections_free(dm_detections *dets);
+
 /* ----------------------------------------------------------------- images */
 
 /* Decoded images are refused above this many pixels (width x height), checked
@@ -341,11 +431,23 @@ typedef struct dm_mm_transform {
     double ratio;                /* multi-scale ratio; 1 for img_scale itself */
     int flip;                    /* 1: flip horizontally after the resize */
     float mean[3], std[3];       /* RGB, on 0..255 pixels */
+    int pad_to;                  /* > 0: the tensor is zero-padded at the bottom
+                                    and right to multiples of this (mmdet's Pad) */
 } dm_mm_transform;
+
+/* Tensor side for a resized side of n pixels: n, or n padded up. */
+static inline int dm_mm_padded(const dm_mm_transform *t, int n)
+{
+    return t->pad_to > 0 ? (n + t->pad_to - 1) / t->pad_to * t->pad_to : n;
+}
 
 /* mmsegmentation's ADE20K test transform: img_scale (2048, 512), ratio 1,
  * no flip, mean 123.675 116.28 103.53, std 58.395 57.12 57.375. */
 DM_API dm_mm_transform dm_mm_transform_ade20k(void);
+
+/* mmdetection's COCO test transform: img_scale (1333, 800), ratio 1, no
+ * flip, the same mean and std, padded to multiples of 32. */
+DM_API dm_mm_transform dm_mm_transform_coco(void);
 
 /* Size of the tensor dm_mm_transform_image() makes of a width x height
  * image, and if scale_factor is non-NULL mmcv's scale factor
@@ -354,9 +456,10 @@ DM_API dm_status dm_mm_transform_size(const dm_mm_transform *t, int width,
                                       int height, int *out_h, int *out_w,
                                       float scale_factor[4]);
 
-/* Apply the transform to an RGB image: out is 3 x out_h x out_w float32
- * (CHW, RGB), the sizes dm_mm_transform_size() gives.  A grey image is
- * repeated into three channels first. */
+/* Apply the transform to an RGB image: out is 3 x dm_mm_padded(out_h) x
+ * dm_mm_padded(out_w) float32 (CHW, RGB), out_h and out_w the sizes
+ * dm_mm_transform_size() gives (the resized image, mmdet's img_shape).  A
+ * grey image is repeated into three channels first. */
 DM_API dm_status dm_mm_transform_image(const dm_image *image,
                                        const dm_mm_transform *t, float *out);
 
@@ -430,7 +533,8 @@ DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
 DM_API const char *dm_isa(void);
 
 /* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
- * else the number of cores. */
+ * else the number of cores (dm_workspace_set_threads() changes a
+ * workspace's). */
 DM_API int dm_threads(void);
 
 #ifdef __cplusplus

@@ -151,10 +151,10 @@ static dm_status take_bn(binder *b, const char *prefix, int c, float **scale, fl
     return DM_OK;
 }
 
-/* A convolution of ksize x ksize taps followed by a BatchNorm, folded: the
- * weights [cout][cin][taps] scaled per output and reordered to
- * [cout][taps][cin] (rows of an im2col GEMM; [cout][cin] for 1x1), the bias
- * (the conv's own, or none) scaled and shifted. */
+/* A convolution of ksize x ksize taps followed by a BatchNorm (bn NULL:
+ * none), folded: the weights [cout][cin][taps] scaled per output and
+ * reordered to [cout][taps][cin] (rows of an im2col GEMM; [cout][cin] for
+ * 1x1), the bias (the conv's own, or none) scaled and shifted. */
 static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin, int cout, int ksize,
                               int conv_bias, float **weight, float **bias)
 {
@@ -163,17 +163,18 @@ static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int c
     dm_status st;
     if ((st = take(b, conv, "weight", SHAPE(cout, cin, ksize, ksize), 1, &w)) ||
         (conv_bias && (st = take(b, conv, "bias", SHAPE(cout), 1, bias))) ||
-        (st = take_bn(b, bn, cout, &scale, &shift)))
+        (bn && (st = take_bn(b, bn, cout, &scale, &shift))))
         return st;
     if (!conv_bias && (*bias = model_alloc(b->model, (size_t)cout * sizeof(float))))
         memset(*bias, 0, (size_t)cout * sizeof(float));
     *weight = model_alloc(b->model, (size_t)cout * taps * cin * sizeof(float));
     if (!*weight || !*bias) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
     for (int o = 0; o < cout; o++) {
+        float sc = scale ? scale[o] : 1.0f;
         for (int i = 0; i < cin; i++)
             for (int k = 0; k < taps; k++)
-                (*weight)[((size_t)o * taps + k) * cin + i] = w[((size_t)o * cin + i) * taps + k] * scale[o];
-        (*bias)[o] = (*bias)[o] * scale[o] + shift[o];
+                (*weight)[((size_t)o * taps + k) * cin + i] = w[((size_t)o * cin + i) * taps + k] * sc;
+        if (scale) (*bias)[o] = (*bias)[o] * scale[o] + shift[o];
     }
     return DM_OK;
 }
@@ -281,6 +282,80 @@ static dm_status bind_block(binder *b, const dm_config *cfg, int s, const char *
             for (int i = 0; i < C; i++) blk->out_proj[(size_t)o * C + i] *= ls1[o];
             for (int i = 0; i < F; i++) fc2_w[(size_t)o * F + i] *= ls2[o];
             blk->fc2_b[o] *= ls2[o];
+        }
+    return DM_OK;
+}
+
+/* A 3x3 conv with bias and no normalization (mmdet's heads and FPN). */
+static dm_status take_conv3x3(binder *b, const char *conv, int cin, int cout, dm_conv3x3 *out)
+{
+    *out = (dm_conv3x3){.cin = cin, .cout = cout, .stride = 1, .pad = 1};
+    return take_conv_bn(b, conv, NULL, cin, cout, 3, 1, &out->weight, &out->bias);
+}
+
+/* A fully connected layer, or a 1x1 conv when conv is set, with bias. */
+static dm_status take_linear(binder *b, const char *prefix, int cin, int cout, int conv, dm_conv1x1 *out)
+{
+    *out = (dm_conv1x1){.cin = cin, .cout = cout};
+    dm_status st = take(b, prefix, "weight", conv ? SHAPE(cout, cin, 1, 1) : SHAPE(cout, cin), 1, &out->weight);
+    return st ? st : take(b, prefix, "bias", SHAPE(cout), 1, &out->bias);
+}
+
+/* RPN anchors per pixel: one scale times three aspect ratios. */
+#define DET_ANCHORS 3
+
+/* Mask R-CNN's neck and heads under mmdetection's names. */
+static dm_status bind_det(binder *b, const dm_config *cfg)
+{
+    dm_det_heads *d = &b->model->det;
+    int F = cfg->fpn_channels, fc = cfg->det_fc_channels, K = cfg->det_classes, M = cfg->mask_channels;
+    char name[96];
+    dm_status st;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        snprintf(name, sizeof name, "neck.lateral_convs.%d.conv.", s);
+        if ((st = take_linear(b, name, cfg->dims[s], F, 1, &d->lateral[s]))) return st;
+        snprintf(name, sizeof name, "neck.fpn_convs.%d.conv.", s);
+        if ((st = take_conv3x3(b, name, F, F, &d->fpn[s]))) return st;
+    }
+    if ((st = take_conv3x3(b, "rpn_head.rpn_conv.", F, F, &d->rpn_conv)) ||
+        (st = take_linear(b, "rpn_head.rpn_cls.", F, DET_ANCHORS, 1, &d->rpn_cls)) ||
+        (st = take_linear(b, "rpn_head.rpn_reg.", F, 4 * DET_ANCHORS, 1, &d->rpn_reg)) ||
+        (st = take_linear(b, "roi_head.bbox_head.shared_fcs.0.", F * 49, fc, 0, &d->fc[0])) ||
+        (st = take_linear(b, "roi_head.bbox_head.shared_fcs.1.", fc, fc, 0, &d->fc[1])) ||
+        (st = take_linear(b, "roi_head.bbox_head.fc_cls.", fc, K + 1, 0, &d->cls)) ||
+        (st = take_linear(b, "roi_head.bbox_head.fc_reg.", fc, 4 * K, 0, &d->reg)))
+        return st;
+    /* RoI features arrive channels-last: column c * 49 + p becomes p * F + c */
+    float *w0 = model_alloc(b->model, sizeof(float) * fc * 49 * F);
+    if (!w0) return dm_fail(DM_ERR_NOMEM, "out of memory reordering the box head");
+    for (int o = 0; o < fc; o++)
+        for (int c = 0; c < F; c++)
+            for (int p = 0; p < 49; p++)
+                w0[((size_t)o * 49 + p) * F + c] = d->fc[0].weight[((size_t)o * F + c) * 49 + p];
+    d->fc[0].weight = w0;
+
+    d->mask_convs_count = cfg->mask_convs;
+    if (!(d->mask_convs = model_alloc(b->model, sizeof(dm_conv3x3) * (size_t)cfg->mask_convs)))
+        return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < cfg->mask_convs; i++) {
+        snprintf(name, sizeof name, "roi_head.mask_head.convs.%d.conv.", i);
+        if ((st = take_conv3x3(b, name, i ? M : F, M, &d->mask_convs[i]))) return st;
+    }
+    float *up_w = NULL, *up_b = NULL;
+    if ((st = take(b, "roi_head.mask_head.upsample.", "weight", SHAPE(M, M, 2, 2), 1, &up_w)) ||
+        (st = take(b, "roi_head.mask_head.upsample.", "bias", SHAPE(M), 1, &up_b)) ||
+        (st = take_linear(b, "roi_head.mask_head.conv_logits.", M, K, 1, &d->mask_logits)))
+        return st;
+    /* ConvTranspose2d weight [in][out][dy][dx] -> rows (dy, dx, out) */
+    d->upsample = (dm_conv1x1){.cin = M, .cout = 4 * M};
+    d->upsample.weight = model_alloc(b->model, sizeof(float) * 4 * M * M);
+    d->upsample.bias = model_alloc(b->model, sizeof(float) * 4 * M);
+    if (!d->upsample.weight || !d->upsample.bias) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int t = 0; t < 4; t++)
+        for (int o = 0; o < M; o++) {
+            d->upsample.bias[t * M + o] = up_b[o];
+            for (int i = 0; i < M; i++)
+                d->upsample.weight[((size_t)t * M + o) * M + i] = up_w[((size_t)i * M + o) * 4 + t];
         }
     return DM_OK;
 }
@@ -429,10 +504,10 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
     m->config = *config;
     int64_t params = 0;
     st = bind_source(m, config, src, bind, &params);
-    if (!st && config->seg_classes > 0) {
+    if (!st && (config->seg_classes > 0 || config->det_classes > 0)) {
         dm_param_source head = *src;
         head.file = src->head_file;
-        st = bind_source(m, config, &head, bind_upernet, &params);
+        st = bind_source(m, config, &head, config->seg_classes > 0 ? bind_upernet : bind_det, &params);
     }
     if (st) {
         dm_model_free(m);
@@ -537,47 +612,94 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
     return DM_OK;
 }
 
-/* The tensors of file whose names start with prefix, under their names
- * without it (pointing into file's names: free only view->tensors). */
-static dm_status prefix_view(const dm_tensor_file *file, const char *prefix, dm_tensor_file *view)
+/* The tensors of file whose names start with prefix but not with skip
+ * (NULL: none skipped), under their names without prefix (pointing into
+ * file's names: free only view->tensors). */
+static dm_status prefix_view(const dm_tensor_file *file, const char *prefix, const char *skip, dm_tensor_file *view)
 {
     *view = (dm_tensor_file){.tensors = malloc((file->count + 1) * sizeof *view->tensors)};
     if (!view->tensors) return dm_fail(DM_ERR_NOMEM, "out of memory");
     size_t n = strlen(prefix);
     for (size_t i = 0; i < file->count; i++)
-        if (strncmp(file->tensors[i].name, prefix, n) == 0) {
+        if (strncmp(file->tensors[i].name, prefix, n) == 0 &&
+            !(skip && strncmp(file->tensors[i].name, skip, strlen(skip)) == 0)) {
             view->tensors[view->count] = file->tensors[i];
             view->tensors[view->count++].name += n;
         }
     return DM_OK;
 }
 
-/* An mmsegmentation checkpoint: backbone.*, decode_head.* (the UperNet head)
- * and auxiliary_head.* (only used in training, so ignored). */
-static dm_status split_segmentation(const dm_tensor_file *file, dm_tensor_file *backbone, dm_tensor_file *head)
+/* Checkpoints of a backbone with heads, told apart by one of their
+ * tensors: every name starts with one of parts (the first is the
+ * backbone's); the head binder sees the tensors under head_prefix, without
+ * it, the backbone excluded. */
+typedef struct checkpoint_kind {
+    const char *marker;
+    const char *what;
+    const char *parts[4];
+    const char *head_prefix;
+} checkpoint_kind;
+
+static const checkpoint_kind checkpoint_kinds[] = {
+    /* mmsegmentation: auxiliary_head.* is only used in training, so ignored */
+    {"decode_head.conv_seg.weight", "segmentation", {"backbone.", "decode_head.", "auxiliary_head."}, "decode_head."},
+    /* mmdetection's Mask R-CNN: the heads keep their full names */
+    {"roi_head.bbox_head.fc_cls.weight", "detection", {"backbone.", "neck.", "rpn_head.", "roi_head."}, ""},
+};
+
+static dm_status split_checkpoint(const dm_tensor_file *file, const checkpoint_kind *kind, dm_tensor_file *backbone,
+                                  dm_tensor_file *head)
 {
-    static const char *const parts[] = {"backbone.", "decode_head.", "auxiliary_head."};
     for (size_t i = 0; i < file->count; i++) {
         size_t p = 0;
-        while (p < 3 && strncmp(file->tensors[i].name, parts[p], strlen(parts[p])) != 0) p++;
-        if (p == 3)
-            return dm_fail(DM_ERR_MODEL, "unexpected tensor '%s' in a segmentation checkpoint (names start with "
-                           "backbone., decode_head. or auxiliary_head.)", file->tensors[i].name);
+        while (p < 4 && kind->parts[p] && strncmp(file->tensors[i].name, kind->parts[p], strlen(kind->parts[p])) != 0)
+            p++;
+        if (p == 4 || !kind->parts[p])
+            return dm_fail(DM_ERR_MODEL, "unexpected tensor '%s' in a %s checkpoint (names start with %s, %s%s%s%s%s)",
+                           file->tensors[i].name, kind->what, kind->parts[0], kind->parts[1],
+                           kind->parts[2] ? ", " : "", kind->parts[2] ? kind->parts[2] : "",
+                           kind->parts[3] ? ", " : "", kind->parts[3] ? kind->parts[3] : "");
     }
-    dm_status st = prefix_view(file, parts[0], backbone);
-    if (!st && (st = prefix_view(file, parts[1], head))) free(backbone->tensors);
+    dm_status st = prefix_view(file, kind->parts[0], NULL, backbone);
+    if (!st && (st = prefix_view(file, kind->head_prefix, kind->parts[0], head))) free(backbone->tensors);
     return st;
+}
+
+/* Mask R-CNN's widths from its heads' shapes. */
+static dm_status infer_det(const dm_tensor_file *f, dm_config *c)
+{
+    int64_t fpn = dim_of(f, 0, "neck.lateral_convs.0.conv.weight");
+    NEED(fpn, "neck.lateral_convs.0.conv.weight");
+    int64_t cls = dim_of(f, 0, "roi_head.bbox_head.fc_cls.weight");
+    if (cls < 2 || cls > (1 << 20))
+        return dm_fail(DM_ERR_MODEL, "malformed tensor 'roi_head.bbox_head.fc_cls.weight' (needs at least one class and the background)");
+    int64_t fc = dim_of(f, 0, "roi_head.bbox_head.shared_fcs.1.weight");
+    NEED(fc, "roi_head.bbox_head.shared_fcs.1.weight");
+    int64_t mask = dim_of(f, 0, "roi_head.mask_head.upsample.weight");
+    NEED(mask, "roi_head.mask_head.upsample.weight");
+    int convs = 0;
+    while (dim_of(f, 0, "roi_head.mask_head.convs.%d.conv.weight", convs) > 0) convs++;
+    c->fpn_channels = (int)fpn;
+    c->det_classes = (int)cls - 1;
+    c->det_fc_channels = (int)fc;
+    c->mask_channels = (int)mask;
+    c->mask_convs = convs;
+    return DM_OK;
 }
 
 dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
 {
     *out = NULL;
     dm_tensor_file backbone = *file, head = {0};
-    int seg = dm_tensor_file_find(file, "decode_head.conv_seg.weight") != NULL;
-    dm_status st = seg ? split_segmentation(file, &backbone, &head) : DM_OK;
+    const checkpoint_kind *kind = NULL;
+    for (size_t k = 0; k < sizeof checkpoint_kinds / sizeof checkpoint_kinds[0]; k++)
+        if (dm_tensor_file_find(file, checkpoint_kinds[k].marker)) kind = &checkpoint_kinds[k];
+    int seg = kind == &checkpoint_kinds[0];
+    dm_status st = kind ? split_checkpoint(file, kind, &backbone, &head) : DM_OK;
     if (st) return st;
     dm_config cfg;
-    if (!(st = dm_config_infer(&backbone, &cfg)) && seg) {
+    if (!(st = dm_config_infer(&backbone, &cfg)) && kind && !seg) st = infer_det(&head, &cfg);
+    if (!st && seg) {
         int64_t classes = dim_of(&head, 0, "conv_seg.weight"), channels = dim_of(&head, 1, "conv_seg.weight");
         if (classes < 1 || classes > 65536 || channels < 1 || channels > 65536)
             st = dm_fail(DM_ERR_MODEL, "malformed tensor 'decode_head.conv_seg.weight'");
@@ -588,7 +710,7 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
         dm_param_source src = {.file = &backbone, .head_file = &head};
         st = dm_model_build(&cfg, &src, out);
     }
-    if (seg) {
+    if (kind) {
         free(backbone.tensors);
         free(head.tensors);
     }

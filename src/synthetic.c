@@ -80,3 +80,21 @@ dm_status dm_model_synthetic_seg(char variant, int num_classes, int channels, ui
     dm_param_source src = {.generate = generate, .ctx = &seed};
     return dm_model_build(&cfg, &src, out);
 }
+
+dm_status dm_model_synthetic_detector(char variant, int classes, uint64_t seed, dm_model **out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_detector: out is required");
+    *out = NULL;
+    if (classes < 1 || classes > 100000) return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_detector: %d classes", classes);
+    dm_config cfg;
+    dm_status st = dm_variant_config(variant, 3, 0, &cfg);
+    if (st) return st;
+    /* the authors' Mask R-CNN: FPN 256, two fc of 1024, four mask convs of 256 */
+    cfg.det_classes = classes;
+    cfg.fpn_channels = 256;
+    cfg.det_fc_channels = 1024;
+    cfg.mask_channels = 256;
+    cfg.mask_convs = 4;
+    dm_param_source src = {.generate = generate, .ctx = &seed};
+    return dm_model_build(&cfg, &src, out);
+}

@@ -176,7 +176,11 @@ ls "$tmp"/*.tmp >/dev/null 2>&1 && fail "segment left temporary files"
 # preprocess --pipeline ade20k: 75 x 101 fits (2048, 512) as 512 x 689.
 "$damamba" preprocess --pipeline ade20k "$golden/seg_small.png" -o "$tmp/ade.safetensors" || fail "preprocess ade20k"
 head -c 300 "$tmp/ade.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,512,689\]' || fail "ade20k shape"
-"$damamba" preprocess --pipeline coco "$golden/seg_small.png" -o "$tmp/x.safetensors" 2>/dev/null &&
+# --pipeline coco: into (1333, 800) the scale is 800 / 75, so 800 x 1077,
+# padded to multiples of 32 as 800 x 1088.
+"$damamba" preprocess --pipeline coco "$golden/seg_small.png" -o "$tmp/coco.safetensors" || fail "preprocess coco"
+head -c 400 "$tmp/coco.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,800,1088\]' || fail "coco shape"
+"$damamba" preprocess --pipeline cityscapes "$golden/seg_small.png" -o "$tmp/x.safetensors" 2>/dev/null &&
     fail "an unknown pipeline was accepted"
 
 # run on a segmentation model writes the head's outputs ('input' of the

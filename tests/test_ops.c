@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backends.h"
+#include "detect_kernels.h"
 #include "kernels.h"
 #include "ops.h"
 
@@ -454,6 +455,56 @@ START_TEST(add_and_concat)
 }
 END_TEST
 
+/* RoIAlign over four levels of halving size against the scalar kernel:
+ * boxes inside, across and outside the borders, tiny and empty ones. */
+START_TEST(roi_align_matches_scalar)
+{
+    if (!ops.roi_align) {
+        printf("[%s] has no roi_align (optional): dm_detect refuses this backend\n", ops.name);
+        return;
+    }
+    test_seed(10);
+    for (int ci = 0; ci < CHANNELS; ci++)
+        for (int out = 2; out <= 14; out += 5) {
+            int c = channel_sweep[ci], n = 9, h0 = 19, w0 = 23;
+            dm_roi_levels levels = {.count = 4};
+            float *host[4];
+            for (int l = 0; l < 4; l++) {
+                int h = (h0 >> l) + 1, w = (w0 >> l) + 1;
+                host[l] = random_host((size_t)h * w * c, -2, 2);
+                levels.level[l] = upload(host[l], 1, h, w, c);
+                levels.scale[l] = 1.0f / (float)(4 << l);
+            }
+            float *rois = random_host(5 * (size_t)n, -20, 100);
+            for (int i = 0; i < n; i++) {
+                float *r = rois + 5 * i;
+                r[0] = (float)(i % 4);
+                if (r[3] < r[1]) { float t = r[1]; r[1] = r[3]; r[3] = t; }
+                if (r[4] < r[2]) { float t = r[2]; r[2] = r[4]; r[4] = t; }
+            }
+            rois[5 * 1 + 3] = rois[5 * 1 + 1]; /* zero width */
+            float *want = malloc(sizeof(float) * n * out * out * c);
+            for (int i = 0; i < n; i++) {
+                const float *r = rois + 5 * i;
+                dm_view f = levels.level[(int)r[0]];
+                dm_roi_align(host[(int)r[0]], f.h, f.w, c, levels.scale[(int)r[0]], r + 1, out, out,
+                             want + (size_t)i * out * out * c);
+            }
+            dm_view dr = upload(rois, 1, 1, n, 5), y = fresh(n, out, out, c);
+            pass_begin();
+            ops.roi_align(ops.ctx, &levels, dr.data, n, y);
+            pass_end();
+            float *got = download(y);
+            char what[96];
+            snprintf(what, sizeof what, "roi_align %d RoIs -> %dx%dx%d", n, out, out, c);
+            expect_close_f(what, got, want, (size_t)n * out * out * c);
+            for (int l = 0; l < 4; l++) drop(levels.level[l]), free(host[l]);
+            drop(dr); drop(y);
+            free(rois); free(want); free(got);
+        }
+}
+END_TEST
+
 /* Every entry of the table is filled. */
 START_TEST(table_is_complete)
 {
@@ -508,6 +559,7 @@ int main(void)
     tcase_add_test(tc, scan_matches_scalar);
     tcase_add_test(tc, resampling_matches_scalar);
     tcase_add_test(tc, add_and_concat);
+    tcase_add_test(tc, roi_align_matches_scalar);
     suite_add_tcase(s, tc);
     int rc = test_run_in_process(s);
     ops.destroy(ops.ctx);

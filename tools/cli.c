@@ -107,6 +107,37 @@ int cli_parse_seg_mode(const char *value, dm_seg_options *o)
     return 1;
 }
 
+int cli_parse_task(const char *value, cli_task *task)
+{
+    if (!strcmp(value, "cls")) *task = CLI_TASK_CLS;
+    else if (!strcmp(value, "seg")) *task = CLI_TASK_SEG;
+    else if (!strcmp(value, "det")) *task = CLI_TASK_DET;
+    else {
+        cli_error("--task expects cls, seg or det, got '%s'", value);
+        return 0;
+    }
+    return 1;
+}
+
+char *cli_read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long len = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
+        fread(buf, 1, (size_t)len, f) == (size_t)len) {
+        buf[len] = 0;
+        *size = (size_t)len;
+        fclose(f);
+        return buf;
+    }
+    cli_error("%s: cannot read: %s", path, f && buf ? "short read" : strerror(errno));
+    free(buf);
+    if (f) fclose(f);
+    return NULL;
+}
+
 /* ------------------------------------------------------------- labels */
 
 const char *cli_class_name(const dm_model *model, int index, char *buf, size_t size)

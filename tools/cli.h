@@ -41,6 +41,13 @@ int cli_thread_count(void);
  * over the options' mode); prints an error and returns 0 on failure. */
 int cli_parse_seg_mode(const char *value, dm_seg_options *o);
 
+/* The model a command works with: --task cls (a classifier), seg (an
+ * UperNet segmentation model) or det (a Mask R-CNN). */
+typedef enum cli_task { CLI_TASK_CLS, CLI_TASK_SEG, CLI_TASK_DET } cli_task;
+
+/* Parse --task; prints an error and returns 0 on failure. */
+int cli_parse_task(const char *value, cli_task *task);
+
 /* A workspace on a backend for n images of h x w; prints the error (for
  * CUDA: why it is not available) and returns NULL on failure. */
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
@@ -88,6 +95,10 @@ int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 /* The model's preprocessing with the options applied.  Prints the error
  * and returns 0 on failure. */
 int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out);
+
+/* A whole file, NUL-terminated, in a malloc'ed buffer (size without the
+ * NUL); prints the error and returns NULL on failure. */
+char *cli_read_file(const char *path, size_t *size);
 
 /* ------------------------------------------------------------ file lists */
 
@@ -230,11 +241,58 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
                  int per_class, int quiet);
 
 /* Commands */
+/* ------------------------------------------------------------ detection */
+
+/* A Mask R-CNN model with a workspace that grows to the images it sees. */
+typedef struct cli_detector {
+    const dm_model *model;
+    dm_workspace *ws;
+    int ws_h, ws_w;
+    dm_det_settings settings;
+} cli_detector;
+
+/* A detector's class names (the model's, else "class N") and category ids
+ * (dm_model_category_ids). */
+typedef struct cli_det_classes {
+    const char **names;
+    const int *ids;
+    char (*fallback)[24]; /* the "class N" names, when the model has none */
+} cli_det_classes;
+
+/* Prints the error and returns 0 when the model is no detector or out of
+ * memory. */
+int cli_det_classes_load(const dm_model *model, cli_det_classes *out);
+void cli_det_classes_free(cli_det_classes *c);
+
+/* Decode an image file into img and detect in it through mmdetection's
+ * COCO test pipeline.  Returns NULL, or the reason it failed (valid until
+ * the next call). */
+const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, dm_detections *out);
+void cli_detector_free(cli_detector *det);
+
+/* The images of a COCO annotation file. */
+typedef struct cli_coco_image {
+    char *file_name;
+    int64_t id;
+    int width, height;
+} cli_coco_image;
+
+/* A COCO annotation file, parsed; free with dm_json_free(). */
+struct dm_json *cli_coco_load(const char *path);
+/* Its "images" list; prints the error and returns 0 when malformed. */
+int cli_coco_images(const struct dm_json *root, const char *path, cli_coco_image **out, size_t *count);
+void cli_coco_images_free(cli_coco_image *images, size_t count);
+
+/* `damamba eval --task det`: box and mask AP over the images of the
+ * annotation file found in dir; returns the exit status. */
+int cli_eval_detection(const char *model_path, const char *annotations, const char *dir, float score_thr, int quiet);
+
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);

@@ -12,7 +12,7 @@
 
 static const char preprocess_usage[] =
     "usage: damamba preprocess [-m MODEL] [OPTIONS] IMAGE -o OUT.safetensors\n"
-    "       damamba preprocess --pipeline ade20k [--ratio R] [--flip] IMAGE -o OUT.safetensors\n"
+    "       damamba preprocess --pipeline ade20k|coco [--ratio R] [--flip] IMAGE -o OUT.safetensors\n"
     "\n"
     "Writes the F32 tensor 'image' (C x H x W) exactly as the model sees IMAGE:\n"
     "decoded, resized, center-cropped and normalized by the model's\n"
@@ -21,11 +21,17 @@ static const char preprocess_usage[] =
     "'img' (3 x h x w: scaled with OpenCV's resize to fit (2048, 512) times R,\n"
     "keeping the aspect ratio, optionally flipped, normalized) and\n"
     "'scale_factor' (w_new / w, h_new / h, w_new / w, h_new / h).\n"
+    "With --pipeline coco, mmdetection's COCO test pipeline: resized keeping\n"
+    "its aspect ratio into 1333 x 800 (OpenCV's bilinear resize), normalized,\n"
+    "zero-padded at the bottom and right to multiples of 32.  It writes 'img'\n"
+    "(3 x H x W, padded), 'scale_factor', and 'img_shape' and 'ori_shape' (I64\n"
+    "h, w, 3: the resized image and the original).\n"
     "\n"
     "  -m, --model FILE     model whose preprocessing applies; default: embedded\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output FILE    output tensor file\n"
-    "      --pipeline NAME  ade20k: mmsegmentation's ADE20K test transform\n"
+    "      --pipeline NAME  ade20k: mmsegmentation's ADE20K test transform;\n"
+    "                       coco: mmdetection's COCO test pipeline (no model needed)\n"
     "      --ratio R        with --pipeline: a multi-scale ratio (default 1)\n"
     "      --flip           with --pipeline: flip horizontally\n"
     "\n" CLI_PREPROCESS_HELP;
@@ -150,7 +156,7 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count, const cha
     for (size_t i = 0; i < count; i++) {
         t[i].numel = 1;
         for (int d = 0; d < t[i].ndim; d++) t[i].numel *= t[i].shape[d];
-        t[i].nbytes = (size_t)t[i].numel * sizeof(float);
+        t[i].nbytes = (size_t)t[i].numel * dm_dtype_size(t[i].dtype);
     }
     dm_meta meta = {.key = "file", .value = (char *)source};
     if (dm_safetensors_write(path, t, count, &meta, 1) != DM_OK) {
@@ -160,11 +166,23 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count, const cha
     return 1;
 }
 
-/* mmsegmentation's ADE20K test transform of one image: 'img' and
- * 'scale_factor'.  Returns the exit code. */
-static int preprocess_ade20k(const image_args *a)
+/* An mmcv test pipeline of one image: mmsegmentation's ADE20K transform
+ * ('img' and 'scale_factor') or mmdetection's COCO pipeline (the padded
+ * 'img', 'scale_factor', 'img_shape' and 'ori_shape').  Returns the exit
+ * code. */
+static int preprocess_pipeline(const image_args *a)
 {
-    dm_mm_transform t = dm_mm_transform_ade20k();
+    int coco = !strcmp(a->pipeline, "coco");
+    if (!coco && strcmp(a->pipeline, "ade20k")) {
+        cli_error("--pipeline expects ade20k or coco, got '%s'", a->pipeline);
+        return 2;
+    }
+    if (!a->output || a->model || a->ema || a->prep.size || a->prep.crop_fraction || a->prep.interpolation ||
+        a->prep.mean || a->prep.std) {
+        cli_error("--pipeline takes one image and -o OUT, and no model or preprocessing options");
+        return 2;
+    }
+    dm_mm_transform t = coco ? dm_mm_transform_coco() : dm_mm_transform_ade20k();
     t.flip = a->flip;
     if (a->ratio) {
         char *end;
@@ -174,20 +192,29 @@ static int preprocess_ade20k(const image_args *a)
             return 2;
         }
     }
+    const char *path = a->images[0];
     dm_image img;
-    if (dm_image_load(a->images[0], 3, &img) != DM_OK) {
+    if (dm_image_load(path, 3, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 1;
     }
-    int h, w, rc = 1;
+    int h, w, ph = 0, pw = 0, rc = 1;
     float scale[4], *out = NULL;
-    if (dm_mm_transform_size(&t, img.width, img.height, &h, &w, scale) != DM_OK ||
-        !(out = malloc(sizeof(float) * 3 * h * w)) || dm_mm_transform_image(&img, &t, out) != DM_OK) {
-        cli_error("%s: %s", a->images[0], out ? dm_last_error() : "out of memory");
+    if (dm_mm_transform_size(&t, img.width, img.height, &h, &w, scale) == DM_OK) {
+        ph = dm_mm_padded(&t, h);
+        pw = dm_mm_padded(&t, w);
+    }
+    if (!ph || !(out = malloc(sizeof(float) * 3 * ph * pw)) || dm_mm_transform_image(&img, &t, out) != DM_OK) {
+        cli_error("%s: %s", path, !ph || out ? dm_last_error() : "out of memory");
     } else {
-        dm_tensor tensors[2] = {{.name = "img", .dtype = DM_F32, .ndim = 3, .shape = {3, h, w}, .data = out},
-                                {.name = "scale_factor", .dtype = DM_F32, .ndim = 1, .shape = {4}, .data = scale}};
-        rc = write_tensors(a->output, tensors, 2, a->images[0]) ? 0 : 1;
+        int64_t img_shape[3] = {h, w, 3}, ori_shape[3] = {img.height, img.width, 3};
+        dm_tensor tensors[] = {
+            {.name = "img", .dtype = DM_F32, .ndim = 3, .shape = {3, ph, pw}, .data = out},
+            {.name = "scale_factor", .dtype = DM_F32, .ndim = 1, .shape = {4}, .data = scale},
+            {.name = "img_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .data = img_shape},
+            {.name = "ori_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .data = ori_shape},
+        };
+        rc = write_tensors(a->output, tensors, coco ? 4 : 2, path) ? 0 : 1;
     }
     free(out);
     dm_image_free(&img);
@@ -199,17 +226,7 @@ int cmd_preprocess(int argc, char **argv)
     image_args a;
     int rc = parse_args(argc, argv, preprocess_usage, 0, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
-    if (a.pipeline) {
-        if (!a.output) {
-            cli_error("--pipeline takes one image and -o OUT");
-            return 2;
-        }
-        if (strcmp(a.pipeline, "ade20k")) {
-            cli_error("--pipeline: the one pipeline is ade20k, not '%s'", a.pipeline);
-            return 2;
-        }
-        return preprocess_ade20k(&a);
-    }
+    if (a.pipeline) return preprocess_pipeline(&a);
     if (a.ratio || a.flip) {
         cli_error("--ratio and --flip go with --pipeline");
         return 2;

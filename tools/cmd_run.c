@@ -21,6 +21,12 @@ static const char run_usage[] =
     "mmsegmentation's EncoderDecoder computes them.  OUT is replaced only once\n"
     "it is completely written.\n"
     "\n"
+    "A detection model (Mask R-CNN) takes one image: 'input' (1 x 3 x H x W,\n"
+    "normalized and padded), 'img_shape' (h, w before padding), 'ori_shape'\n"
+    "(h, w of the original) and 'scale_factor' (w, h, w, h), and writes\n"
+    "'proposals' (N x 5), 'det_bboxes' (D x 4, original-image pixels),\n"
+    "'det_scores' (D), 'det_labels' (D, I64) and 'det_masks' (D x H0 x W0, U8).\n"
+    "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
     "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    input tensor file\n"
@@ -47,7 +53,7 @@ static void *add_output(run_outputs *o, const char *name, dm_dtype dtype, int nd
     *t = (dm_tensor){.name = (char *)name, .dtype = dtype, .ndim = ndim, .numel = 1};
     for (int d = 0; d < ndim; d++) t->numel *= (t->shape[d] = shape[d]);
     t->nbytes = (size_t)t->numel * dm_dtype_size(dtype);
-    if (!(t->data = malloc(t->nbytes))) {
+    if (!(t->data = malloc(t->nbytes ? t->nbytes : 1))) { /* an empty tensor (no detections) too */
         cli_error("out of memory");
         return NULL;
     }
@@ -86,6 +92,97 @@ static int run_segmentation(const dm_model *m, const float *input, int n, int h,
     if (ws && !ok) cli_error("%s", dm_last_error());
     for (size_t p = 0; ok && p < (size_t)n * h * w; p++) pred[p] = out.seg_pred[p];
     free(out.seg_pred);
+    dm_workspace_free(ws);
+    return ok;
+}
+
+/* The first count values of a numeric tensor, or 0 with an error. */
+static int read_numbers(const dm_tensor_file *f, const char *path, const char *name, int count, double *out)
+{
+    const dm_tensor *t = dm_tensor_file_find(f, name);
+    if (!t || t->numel < count || (t->dtype != DM_F32 && t->dtype != DM_F64 && t->dtype != DM_I64 && t->dtype != DM_I32)) {
+        cli_error("%s: a detection model needs a numeric tensor '%s' of at least %d values", path, name, count);
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        const char *p = (const char *)t->data + i * dm_dtype_size(t->dtype);
+        float f;
+        double d;
+        int64_t l;
+        int32_t n;
+        switch (t->dtype) {
+        case DM_F32: memcpy(&f, p, 4); out[i] = f; break;
+        case DM_F64: memcpy(&d, p, 8); out[i] = d; break;
+        case DM_I64: memcpy(&l, p, 8); out[i] = (double)l; break;
+        default: memcpy(&n, p, 4); out[i] = n; break;
+        }
+    }
+    return 1;
+}
+
+static int in_range(double v, double lo, double hi) { return v >= lo && v <= hi; }
+
+/* `run` on a Mask R-CNN: one image in, proposals and detections out.
+ * Returns 0 (printed) on failure. */
+static int run_detection(const dm_model *m, const dm_tensor_file *in, const char *in_path, const float *input, int n,
+                         int h, int w, run_outputs *o)
+{
+    double img[2], ori[2], sf[4];
+    if (n != 1) {
+        cli_error("%s: a detection model takes one image (input has %d)", in_path, n);
+        return 0;
+    }
+    if (!read_numbers(in, in_path, "img_shape", 2, img) || !read_numbers(in, in_path, "ori_shape", 2, ori) ||
+        !read_numbers(in, in_path, "scale_factor", 4, sf))
+        return 0;
+    if (!in_range(img[0], 1, h) || !in_range(img[1], 1, w) || !in_range(ori[0], 1, 65536) || !in_range(ori[1], 1, 65536)) {
+        cli_error("%s: img_shape %gx%g must fit the %dx%d input and ori_shape %gx%g be a positive size", in_path,
+                  img[0], img[1], h, w, ori[0], ori[1]);
+        return 0;
+    }
+    dm_det_image im = {(int)img[0], (int)img[1], (int)ori[0], (int)ori[1], {(float)sf[0], (float)sf[1], (float)sf[2], (float)sf[3]}};
+    dm_detections d = {0};
+    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w);
+    int ok = ws && dm_detect(m, ws, input, h, w, &im, NULL, &d) == DM_OK;
+    if (ws && !ok) cli_error("%s", dm_last_error());
+    dm_workspace_free(ws);
+    int64_t D = d.count, N = d.num_proposals;
+    float *proposals = NULL, *boxes = NULL, *scores = NULL;
+    int64_t *labels = NULL;
+    uint8_t *masks = NULL;
+    ok = ok && (proposals = add_output(o, "proposals", DM_F32, 2, (int64_t[]){N, 5})) &&
+         (boxes = add_output(o, "det_bboxes", DM_F32, 2, (int64_t[]){D, 4})) &&
+         (scores = add_output(o, "det_scores", DM_F32, 1, (int64_t[]){D})) &&
+         (labels = add_output(o, "det_labels", DM_I64, 1, (int64_t[]){D})) &&
+         (masks = add_output(o, "det_masks", DM_U8, 3, (int64_t[]){D, d.mask_h, d.mask_w}));
+    if (ok && N) memcpy(proposals, d.proposals, sizeof(float) * 5 * N);
+    if (ok && D) {
+        memcpy(boxes, d.boxes, sizeof(float) * 4 * D);
+        memcpy(scores, d.scores, sizeof(float) * D);
+        for (int64_t i = 0; i < D; i++) labels[i] = d.labels[i];
+        memcpy(masks, d.masks, (size_t)D * d.mask_h * d.mask_w);
+    }
+    dm_detections_free(&d);
+    return ok;
+}
+
+/* The stage outputs and logits of a forward pass.  Returns 0 (printed) on
+ * failure. */
+static int run_forward(const dm_model *m, const float *input, int n, int h, int w, run_outputs *o)
+{
+    static const char *names[DM_NUM_STAGES] = {"stage0", "stage1", "stage2", "stage3"};
+    const dm_config *cfg = dm_model_config(m);
+    dm_outputs fwd = DM_OUTPUTS_INIT;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        int C, oh, ow;
+        dm_stage_shape(m, h, w, s, &C, &oh, &ow);
+        if (!(fwd.stages[s] = add_output(o, names[s], DM_F32, 4, (int64_t[]){n, C, oh, ow}))) return 0;
+    }
+    if (cfg->num_classes && !(fwd.logits = add_output(o, "logits", DM_F32, 2, (int64_t[]){n, cfg->num_classes})))
+        return 0;
+    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w);
+    int ok = ws && dm_forward(m, ws, input, n, h, w, &fwd) == DM_OK;
+    if (ws && !ok) cli_error("%s", dm_last_error());
     dm_workspace_free(ws);
     return ok;
 }
@@ -140,7 +237,6 @@ int cmd_run(int argc, char **argv)
     int single = !x && (x = dm_tensor_file_find(&in, "image")) != NULL;
     int rc = 1;
     dm_model *m = NULL;
-    dm_workspace *ws = NULL;
     float *input = NULL;
     run_outputs o = {0};
     if (!x || x->dtype != DM_F32 || x->ndim != 4 - single) {
@@ -161,23 +257,10 @@ int cmd_run(int argc, char **argv)
     /* The mapped input may be unaligned; copy it. */
     if (!(input = malloc((size_t)x->nbytes))) { cli_error("out of memory"); goto done; }
     memcpy(input, x->data, x->nbytes);
-    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w))) goto done;
-    dm_outputs fwd = DM_OUTPUTS_INIT;
-    static const char *names[DM_NUM_STAGES] = {"stage0", "stage1", "stage2", "stage3"};
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        int C, oh, ow;
-        dm_stage_shape(m, h, w, s, &C, &oh, &ow);
-        if (!(fwd.stages[s] = add_output(&o, names[s], DM_F32, 4, (int64_t[]){n, C, oh, ow}))) goto done;
-    }
-    if (cfg->num_classes && !(fwd.logits = add_output(&o, "logits", DM_F32, 2, (int64_t[]){n, cfg->num_classes})))
-        goto done;
-    if (dm_forward(m, ws, input, n, h, w, &fwd) != DM_OK) {
-        cli_error("%s", dm_last_error());
-        goto done;
-    }
-    dm_workspace_free(ws);
-    ws = NULL;
-    if (cfg->seg_classes && !run_segmentation(m, input, n, h, w, &seg, &o)) goto done;
+    int ok = cfg->det_classes ? run_detection(m, &in, in_path, input, n, h, w, &o)
+                              : run_forward(m, input, n, h, w, &o) &&
+                                    (!cfg->seg_classes || run_segmentation(m, input, n, h, w, &seg, &o));
+    if (!ok) goto done;
     if (dm_safetensors_write(out_path, o.t, o.count, NULL, 0) != DM_OK) {
         cli_error("%s", dm_last_error());
         goto done;
@@ -186,7 +269,6 @@ int cmd_run(int argc, char **argv)
 done:
     free_outputs(&o);
     free(input);
-    dm_workspace_free(ws);
     dm_model_free(m);
     dm_tensor_file_close(&in);
     return rc;
@@ -238,9 +320,12 @@ int cmd_info(int argc, char **argv)
            cfg->layer_scale[3]);
     printf("in_chans    %d\n", cfg->in_chans);
     if (cfg->num_classes) printf("classes     %d\n", cfg->num_classes);
-    else if (!cfg->seg_classes) printf("classes     none (backbone without head)\n");
+    else if (!cfg->seg_classes && !cfg->det_classes) printf("classes     none (backbone without head)\n");
     if (cfg->seg_classes)
         printf("seg head    UperNet, %d channels, %d classes\n", cfg->seg_channels, cfg->seg_classes);
+    if (cfg->det_classes)
+        printf("detector    Mask R-CNN: %d classes, FPN %d, fc %d, mask head %d x %d convs\n", cfg->det_classes,
+               cfg->fpn_channels, cfg->det_fc_channels, cfg->mask_convs, cfg->mask_channels);
     printf("parameters  %lld\n", (long long)cfg->num_params);
     printf("macs        %.3f G at %dx%d\n", dm_model_macs(m, h, w) / 1e9, h, w);
     dm_model_free(m);

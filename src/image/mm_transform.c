@@ -19,6 +19,15 @@ dm_mm_transform dm_mm_transform_ade20k(void)
     };
 }
 
+dm_mm_transform dm_mm_transform_coco(void)
+{
+    dm_mm_transform t = dm_mm_transform_ade20k();
+    t.scale_long = 1333;
+    t.scale_short = 800;
+    t.pad_to = 32;
+    return t;
+}
+
 dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height, int *out_h, int *out_w,
                                float scale_factor[4])
 {
@@ -59,7 +68,8 @@ dm_status dm_mm_transform_image(const dm_image *image, const dm_mm_transform *t,
     int oh, ow;
     dm_status st = dm_mm_transform_size(t, image->width, image->height, &oh, &ow, NULL);
     if (st) return st;
-    int C = image->channels;
+    if (t->pad_to < 0 || t->pad_to > 4096) return dm_fail(DM_ERR_ARGUMENT, "transform: pad_to %d out of range", t->pad_to);
+    int C = image->channels, ph = dm_mm_padded(t, oh), pw = dm_mm_padded(t, ow);
     size_t plane = (size_t)oh * ow;
     uint8_t *resized = malloc(plane * C);
     if (!resized) return dm_fail(DM_ERR_NOMEM, "out of memory transforming a %d x %d image", image->width, image->height);
@@ -69,11 +79,12 @@ dm_status dm_mm_transform_image(const dm_image *image, const dm_mm_transform *t,
             /* float32 (x - mean) / std: mmcv's cv2.subtract and cv2.multiply
              * by the reciprocal in double round to the same floats */
             float mean = t->mean[c], std = t->std[c];
-            float *o = out + c * plane;
-            for (int y = 0; y < oh; y++)
-                for (int x = 0; x < ow; x++) {
+            float *o = out + (size_t)c * ph * pw;
+            for (int y = 0; y < ph; y++)
+                for (int x = 0; x < pw; x++) {
                     int sx = t->flip ? ow - 1 - x : x;
-                    o[(size_t)y * ow + x] = ((float)resized[((size_t)y * ow + sx) * C + (C == 3 ? c : 0)] - mean) / std;
+                    o[(size_t)y * pw + x] = y >= oh || x >= ow ? 0.0f
+                        : ((float)resized[((size_t)y * ow + sx) * C + (C == 3 ? c : 0)] - mean) / std;
                 }
         }
     free(resized);
