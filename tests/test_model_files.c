@@ -108,6 +108,61 @@ START_TEST(offsets_overlap)
 }
 END_TEST
 
+START_TEST(repeated_metadata)
+{
+    /* A second __metadata__ once wrote past the first one's array. */
+    expect_parse_error("{\"__metadata__\": {\"a\": \"1\"}, \"__metadata__\": {\"b\": \"2\", \"c\": \"3\"},"
+                       " \"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}",
+                       4, "__metadata__ appears twice");
+}
+END_TEST
+
+START_TEST(overlap_behind_empty_tensor)
+{
+    /* Sorted by offset: a [0, 8), e empty at 2, b [4, 12): a and b are not
+     * neighbours, yet they overlap. */
+    expect_parse_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+                       " \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [2, 2]},"
+                       " \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}",
+                       12, "overlap");
+}
+END_TEST
+
+/* A header of n empty tensors "t0", "t1", ..., the last one named like the
+ * first when duplicate is set. */
+static char *many_tensors_header(int n, int duplicate)
+{
+    size_t cap = (size_t)n * 64 + 16, len = 0;
+    char *h = malloc(cap);
+    ck_assert_ptr_nonnull(h);
+    h[len++] = '{';
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(h + len, cap - len, "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                                i ? "," : "", duplicate && i == n - 1 ? 0 : i);
+    snprintf(h + len, cap - len, "}");
+    return h;
+}
+
+START_TEST(many_tensors_in_n_log_n)
+{
+    /* 200,000 names took 113 s when each was compared with all before it;
+     * sorted, it takes well under a second (the test timeout catches a
+     * quadratic check). */
+    char *header = many_tensors_header(200000, 0);
+    size_t size;
+    unsigned char *buf = make_file(header, 0, &size);
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_parse(buf, size, &f), DM_OK);
+    ck_assert_uint_eq(f.count, 200000);
+    dm_tensor_file_close(&f);
+    free(buf);
+    free(header);
+    header = many_tensors_header(200000, 1);
+    expect_parse_error(header, 0, "tensor 't0' appears twice");
+    free(header);
+}
+END_TEST
+
 START_TEST(unknown_dtype)
 {
     expect_parse_error("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4,
@@ -224,6 +279,9 @@ int main(void)
     tcase_add_test(tc, invalid_json);
     tcase_add_test(tc, offsets_out_of_range);
     tcase_add_test(tc, offsets_overlap);
+    tcase_add_test(tc, repeated_metadata);
+    tcase_add_test(tc, overlap_behind_empty_tensor);
+    tcase_add_test(tc, many_tensors_in_n_log_n);
     tcase_add_test(tc, unknown_dtype);
     tcase_add_test(tc, shape_overflow);
     suite_add_tcase(s, tc);

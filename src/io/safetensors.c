@@ -63,6 +63,43 @@ static int by_offset(const void *a, const void *b)
     return px < py ? -1 : px > py;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    const dm_tensor *x = a, *y = b;
+    return strcmp(x->name, y->name);
+}
+
+/* Names must be unique and tensors may not share bytes (a writer that
+ * aliases them is broken).  Both are checked on a sorted copy, so a header
+ * of n tensors costs n log n, not n^2. */
+static dm_status check_names_and_overlaps(const dm_tensor_file *file)
+{
+    if (file->count < 2) return DM_OK;
+    dm_tensor *sorted = malloc(file->count * sizeof *sorted);
+    if (!sorted) return dm_fail(DM_ERR_NOMEM, "out of memory reading header");
+    memcpy(sorted, file->tensors, file->count * sizeof *sorted);
+    dm_status st = DM_OK;
+    qsort(sorted, file->count, sizeof *sorted, by_name);
+    for (size_t i = 1; !st && i < file->count; i++)
+        if (strcmp(sorted[i - 1].name, sorted[i].name) == 0)
+            st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", sorted[i].name);
+    qsort(sorted, file->count, sizeof *sorted, by_offset);
+    /* Against the furthest end so far: an empty tensor between two others
+     * must not hide their overlap. */
+    const dm_tensor *furthest = NULL;
+    for (size_t i = 0; !st && i < file->count; i++) {
+        const dm_tensor *t = &sorted[i];
+        if (!t->nbytes) continue;
+        if (furthest && (const char *)t->data < (const char *)furthest->data + furthest->nbytes)
+            st = dm_fail(DM_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section", furthest->name,
+                         t->name);
+        if (!furthest || (const char *)t->data + t->nbytes > (const char *)furthest->data + furthest->nbytes)
+            furthest = t;
+    }
+    free(sorted);
+    return st;
+}
+
 static dm_status parse_tensor(const dm_json *entry, const unsigned char *data,
                               uint64_t data_size, dm_tensor *t)
 {
@@ -138,6 +175,7 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
     for (const dm_json *m = root->child; m; m = m->next) {
         if (strcmp(m->key, "__metadata__") == 0) {
             if (m->type != DM_JSON_OBJECT) { st = dm_fail(DM_ERR_FORMAT, "__metadata__ is not an object"); goto done; }
+            if (out->meta) { st = dm_fail(DM_ERR_FORMAT, "__metadata__ appears twice"); goto done; }
             out->meta = calloc(m->count ? m->count : 1, sizeof *out->meta);
             if (!out->meta) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading metadata"); goto done; }
             for (const dm_json *kv = m->child; kv; kv = kv->next) {
@@ -155,29 +193,9 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
         dm_tensor *t = &out->tensors[out->count++];
         t->name = strdup(m->key);
         if (!t->name) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
-        for (size_t j = 0; j + 1 < out->count; j++)
-            if (strcmp(out->tensors[j].name, t->name) == 0) {
-                st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", t->name);
-                goto done;
-            }
         if ((st = parse_tensor(m, data, data_size, t)) != DM_OK) goto done;
     }
-    /* Tensors may not share bytes: a writer that aliases them is broken. */
-    if (out->count > 1) {
-        dm_tensor *sorted = malloc(out->count * sizeof *sorted);
-        if (!sorted) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
-        memcpy(sorted, out->tensors, out->count * sizeof *sorted);
-        qsort(sorted, out->count, sizeof *sorted, by_offset);
-        for (size_t i = 1; i < out->count; i++) {
-            const char *prev_end = (const char *)sorted[i - 1].data + sorted[i - 1].nbytes;
-            if ((const char *)sorted[i].data < prev_end && sorted[i].nbytes && sorted[i - 1].nbytes) {
-                st = dm_fail(DM_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section",
-                             sorted[i - 1].name, sorted[i].name);
-                break;
-            }
-        }
-        free(sorted);
-    }
+    st = check_names_and_overlaps(out);
 done:
     dm_json_free(root);
     if (st != DM_OK) dm_tensor_file_close(out);
