@@ -9,6 +9,25 @@ tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# safetensors FILE HEADER [DATA...]: a safetensors file from its JSON header
+# (under 64 KiB) and the bytes of the DATA files.
+safetensors() {
+    out=$1 header=$2
+    shift 2
+    len=$(printf %s "$header" | wc -c)
+    printf "\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))\\0\\0\\0\\0\\0\\0" >"$out"
+    printf %s "$header" >>"$out"
+    [ $# -eq 0 ] || cat "$@" >>"$out"
+}
+# expect STATUS MESSAGE COMMAND...: COMMAND exits STATUS and says MESSAGE on stderr.
+expect() {
+    want=$1 message=$2
+    shift 2
+    "$@" >"$tmp/expect.out" 2>"$tmp/expect.err"
+    got=$?
+    [ "$got" -eq "$want" ] || fail "$* exited $got, not $want: $(cat "$tmp/expect.err")"
+    grep -q -- "$message" "$tmp/expect.err" || fail "$*: no '$message' in: $(cat "$tmp/expect.err")"
+}
 
 # Every command answers --help.
 for cmd in run info classify eval features preprocess; do
@@ -69,6 +88,23 @@ head -c 200 "$tmp/bag.safetensors" | grep -q '"image":{"dtype":"F32","shape":\[1
 "$damamba" features --size 64x96 "$samples/bag.png" -o "$tmp/feat.safetensors" || fail "features"
 head -c 400 "$tmp/feat.safetensors" | grep -q '"stage3":{"dtype":"F32","shape":\[1,128,2,3\]' || fail "features shape"
 "$damamba" preprocess "$tmp/missing.png" -o "$tmp/x.safetensors" 2>/dev/null && fail "preprocess of a missing file succeeded"
+
+# eval refuses datasets it cannot score: no images, labels outside the
+# model's classes, more class folders than the model has classes.
+safetensors "$tmp/none.safetensors" '{"images":{"dtype":"U8","shape":[0,28,28],"data_offsets":[0,0]},"labels":{"dtype":"I64","shape":[0],"data_offsets":[0,0]}}'
+expect 1 "holds no images" "$damamba" eval -q "$tmp/none.safetensors"
+head -c 784 /dev/zero >"$tmp/pixels"
+printf '\012\0\0\0\0\0\0\0' >"$tmp/label10"
+printf '\377\377\377\377\377\377\377\377' >"$tmp/label-1"
+one='{"images":{"dtype":"U8","shape":[1,28,28],"data_offsets":[0,784]},"labels":{"dtype":"I64","shape":[1],"data_offsets":[784,792]}}'
+safetensors "$tmp/label10.safetensors" "$one" "$tmp/pixels" "$tmp/label10"
+expect 1 "label 10 of image 0 is not a class of the model (0 to 9)" "$damamba" eval -q "$tmp/label10.safetensors"
+safetensors "$tmp/label-1.safetensors" "$one" "$tmp/pixels" "$tmp/label-1"
+expect 1 "label -1 of image 0 is not a class" "$damamba" eval -q "$tmp/label-1.safetensors"
+mkdir -p "$tmp/empty-classes/a" "$tmp/empty-classes/b"
+expect 1 "no images in the class sub-folders" "$damamba" eval -q "$tmp/empty-classes"
+for i in 0 1 2 3 4 5 6 7 8 9 10; do mkdir -p "$tmp/eleven/$i" && cp "$samples/bag.png" "$tmp/eleven/$i/"; done
+expect 1 "11 class sub-folders, but the model has only 10 classes" "$damamba" eval -q "$tmp/eleven"
 
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

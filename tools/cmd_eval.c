@@ -19,6 +19,7 @@ static const char eval_usage[] =
     "    order of the names; images are found as `damamba classify` finds them;\n"
     "  - a safetensors file holding 'images' (U8, N x H x W or N x C x H x W)\n"
     "    and 'labels' (I64, N).\n"
+    "Every label must be one of the model's classes, and DATA must hold images.\n"
     "Images go through the model's preprocessing.  An image that cannot be\n"
     "read is reported, left out of the count, and makes the exit status 1.\n"
     "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
@@ -33,6 +34,7 @@ static const char eval_usage[] =
 typedef struct dataset {
     cli_files files;   /* folder layout */
     int *file_labels;  /* folder layout: label of each file */
+    int folder_classes; /* folder layout: number of class sub-folders */
     dm_tensor_file tf; /* safetensors layout */
     const dm_tensor *images, *labels;
     size_t count;
@@ -64,8 +66,12 @@ static int open_folder(const char *dir, dataset *d)
         free(path);
     }
     cli_files_free(&names);
+    d->folder_classes = classes;
     if (ok && !classes) {
         cli_error("%s: no class sub-folders", dir);
+        ok = 0;
+    } else if (ok && !d->files.count) {
+        cli_error("%s: no images in the class sub-folders", dir);
         ok = 0;
     }
     d->count = d->files.count;
@@ -93,6 +99,31 @@ static int open_tensors(const char *path, dataset *d)
             return 0;
         }
     d->count = (size_t)im->shape[0];
+    if (!d->count) {
+        cli_error("%s: the dataset holds no images", path);
+        return 0;
+    }
+    return 1;
+}
+
+/* Every label must name one of the model's classes, or the accuracy is
+ * meaningless; checked before any image is run. */
+static int check_labels(const dataset *d, const char *data, int classes)
+{
+    if (!d->images) {
+        if (d->folder_classes <= classes) return 1;
+        cli_error("%s: %d class sub-folders, but the model has only %d classes", data, d->folder_classes, classes);
+        return 0;
+    }
+    for (size_t i = 0; i < d->count; i++) {
+        int64_t label;
+        memcpy(&label, (const char *)d->labels->data + 8 * i, 8);
+        if (label < 0 || label >= classes) {
+            cli_error("%s: label %lld of image %zu is not a class of the model (0 to %d)", data, (long long)label, i,
+                      classes - 1);
+            return 0;
+        }
+    }
     return 1;
 }
 
@@ -165,7 +196,8 @@ int cmd_eval(int argc, char **argv)
     dm_model *m = ok ? cli_load_model(model_path, 0) : NULL;
     dm_preprocess prep;
     cli_classifier cls = {0};
-    if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
+    if (!m || !check_labels(&d, data, dm_model_config(m)->num_classes) || !cli_preprocess_settings(m, &popts, &prep) ||
+        !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
         close_dataset(&d);
         return 1;
