@@ -113,7 +113,9 @@ const char *dm_backend_name(dm_backend backend);
 typedef struct dm_workspace dm_workspace;
 
 /* Scratch memory for batches of up to max_batch images of up to
- * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else. */
+ * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else.
+ * A workspace belongs to the model it was created for: dm_forward refuses
+ * it (DM_ERR_ARGUMENT) with a model of any other configuration. */
 dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h,
                               int max_w, dm_workspace **out);
 
