@@ -106,5 +106,21 @@ expect 1 "no images in the class sub-folders" "$damamba" eval -q "$tmp/empty-cla
 for i in 0 1 2 3 4 5 6 7 8 9 10; do mkdir -p "$tmp/eleven/$i" && cp "$samples/bag.png" "$tmp/eleven/$i/"; done
 expect 1 "11 class sub-folders, but the model has only 10 classes" "$damamba" eval -q "$tmp/eleven"
 
+# An output is never one of the inputs, by any name, and an input named like
+# a temporary file survives.
+cp "$samples/bag.png" "$tmp/bag.png"
+ln "$tmp/bag.png" "$tmp/bag-link.png"
+expect 2 "the output is the input file" "$damamba" preprocess "$tmp/bag.png" -o "$tmp/bag-link.png"
+expect 2 "the output is the input file" "$damamba" features "$tmp/bag.png" -o "$tmp/bag.png"
+"$damamba" preprocess "$samples/bag.png" -o "$tmp/in.safetensors" || fail "preprocess for run"
+expect 2 "the output is the input file" "$damamba" run -i "$tmp/in.safetensors" -o "$tmp/in.safetensors"
+cmp -s "$tmp/bag.png" "$samples/bag.png" || fail "an input was overwritten"
+"$damamba" convert "$(dirname "$samples")/damamba_fmnist.safetensors" "$tmp/m.safetensors.tmp" || fail "convert"
+cp "$tmp/m.safetensors.tmp" "$tmp/m.copy"
+"$damamba" convert "$tmp/m.safetensors.tmp" "$tmp/m.safetensors" || fail "convert from a file named OUT.tmp"
+cmp -s "$tmp/m.safetensors.tmp" "$tmp/m.copy" || fail "convert destroyed its input OUT.tmp"
+"$damamba" info -m "$tmp/m.safetensors" >/dev/null || fail "converted model does not load"
+ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "outfile.h"
 
 /* The default model's bytes, linked in by embed.S. */
 extern const unsigned char dm_default_model[];
@@ -44,6 +45,13 @@ dm_model *cli_load_model(const char *path, int use_ema)
         return NULL;
     }
     return m;
+}
+
+int cli_output_distinct(const char *output, const char *const *inputs, size_t count)
+{
+    if (dm_output_distinct(output, inputs, count) == DM_OK) return 1;
+    cli_error("%s", dm_last_error());
+    return 0;
 }
 
 int cli_parse_int(const char *option, const char *value, int min, int max, int *out)

@@ -19,6 +19,10 @@ dm_model *cli_load_model(const char *path, int use_ema);
 /* Name shown for the embedded default model. */
 #define CLI_DEFAULT_MODEL_NAME "(embedded damamba_fmnist)"
 
+/* Refuse an output that is one of the inputs (NULL entries skipped): prints
+ * the error and returns 0. */
+int cli_output_distinct(const char *output, const char *const *inputs, size_t count);
+
 /* Parse a positive integer option value; prints an error and returns 0 on
  * failure. */
 int cli_parse_int(const char *option, const char *value, int min, int max, int *out);

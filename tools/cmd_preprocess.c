@@ -72,7 +72,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
     }
     if (!a->output || optind != argc - 1) goto bad;
     a->image = argv[optind];
-    return 0;
+    return cli_output_distinct(a->output, (const char *[]){a->image, a->model}, 2) ? 0 : 2;
 bad:
     fputs(usage, stderr);
     return 2;

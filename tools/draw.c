@@ -107,7 +107,9 @@ void draw_arrow(canvas *c, float x0, float y0, float x1, float y1, float width, 
     }
 }
 
-int canvas_write_png(const canvas *c, const char *path)
+static void write_to_file(void *f, void *data, int size) { fwrite(data, 1, (size_t)size, f); }
+
+int canvas_write_png(const canvas *c, FILE *f)
 {
-    return stbi_write_png(path, c->width, c->height, 3, c->rgb, c->width * 3) ? 0 : -1;
+    return stbi_write_png_to_func(write_to_file, f, c->width, c->height, 3, c->rgb, c->width * 3) ? 0 : -1;
 }

@@ -5,6 +5,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "outfile.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -253,30 +254,19 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
     while ((8 + ftell(h)) % 8) fputc(' ', h);
     if (fclose(h) != 0) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(header); free(tmp);
+    dm_outfile out;
+    dm_status st = dm_outfile_open(path, &out);
+    if (st != DM_OK) {
+        free(header);
         return st;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hsize >> (8 * i));
-    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, hsize, f) == hsize;
+    int ok = fwrite(len8, 1, 8, out.f) == 8 && fwrite(header, 1, hsize, out.f) == hsize;
     for (size_t i = 0; ok && i < count; i++)
-        ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, f) == tensors[i].nbytes;
-    ok = (fclose(f) == 0) && ok;
+        ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, out.f) == tensors[i].nbytes;
     free(header);
-    if (!ok || rename(tmp, path) != 0) {
-        dm_status st = dm_fail(DM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return DM_OK;
+    if (!ok) st = dm_fail(DM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    dm_status finished = dm_outfile_finish(&out, ok);
+    return st != DM_OK ? st : finished;
 }
