@@ -44,11 +44,26 @@ static dm_status check_jpeg_with_table(unsigned codes, int after_scan)
 
 START_TEST(signatures)
 {
-    ck_assert_int_eq(dm_image_check("\x89PNG\r\n\x1a\n....", 12), DM_OK);
-    ck_assert_int_eq(dm_image_check("BM......", 8), DM_OK);
-    ck_assert_int_eq(dm_image_check("GIF89a......", 12), DM_OK);
+    ck_assert_int_eq(dm_image_check("\x89PNG\r\n\x1a\n\0\0\0\0IEND....", 20), DM_OK);
+    /* a 1 x 1 BMP of 24 bits: headers, then one row of 3 bytes padded to 4 */
+    unsigned char bmp[58] = {'B', 'M', 58, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0,
+                             1, 0, 24, 0};
+    ck_assert_int_eq(dm_image_check(bmp, sizeof bmp), DM_OK);
+    ck_assert_int_eq(dm_image_check(bmp, sizeof bmp - 2), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated BMP"));
+    bmp[22] = 0;
+    bmp[25] = 0x80; /* height INT_MIN, which has no absolute value */
+    ck_assert_int_eq(dm_image_check(bmp, sizeof bmp), DM_ERR_FORMAT);
+    /* a 1 x 1 GIF: screen, image descriptor, LZW data in one sub-block, trailer */
+    static const unsigned char gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0, 0x2c, 0, 0, 0, 0,
+                                        1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
+    ck_assert_int_eq(dm_image_check(gif, sizeof gif), DM_OK);
+    ck_assert_int_eq(dm_image_check(gif, sizeof gif - 2), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated GIF"));
     ck_assert_int_eq(dm_image_check("P6\n1 1\n255\n...", 14), DM_OK);
-    ck_assert_int_eq(dm_image_check("P5 # comment\n1 1 255\n.", 21), DM_OK);
+    ck_assert_int_eq(dm_image_check("P6\n1 1\n255\n..", 13), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated PNM"));
+    ck_assert_int_eq(dm_image_check("P5 # comment\n1 1 255\n.", 22), DM_OK);
     /* PNM: 16-bit samples and header numbers that would overflow an int */
     ck_assert_int_eq(dm_image_check("P6\n1 1\n65535\n......", 20), DM_ERR_UNSUPPORTED);
     ck_assert_int_eq(dm_image_check("P6\n1 99999999999 255\n...", 25), DM_ERR_FORMAT);
@@ -69,10 +84,13 @@ START_TEST(jpeg_huffman_tables)
     /* Progressive files define tables between scans. */
     ck_assert_int_eq(check_jpeg_with_table(162, 1), DM_OK);
     ck_assert_int_eq(check_jpeg_with_table(4080, 1), DM_ERR_FORMAT);
-    /* stb_image reads a table cut short by the end of the file as zeros. */
+    /* stb_image reads a table cut short by the end of the file as zeros;
+     * such a file is also refused for its missing end. */
     unsigned char cut[] = {0xFF, 0xD8, 0xFF, 0xC4, 0x01, 0x00, 0x00, 0x80, 0x80, 0x01};
     ck_assert_int_eq(dm_image_check(cut, sizeof cut), DM_ERR_FORMAT);
-    ck_assert_int_eq(dm_image_check(cut, sizeof cut - 1), DM_OK);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "a Huffman table with 257 codes"));
+    ck_assert_int_eq(dm_image_check(cut, sizeof cut - 1), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated JPEG"));
 }
 END_TEST
 

@@ -15,8 +15,29 @@
 #include "json.h"
 #include "resample.h"
 
+/* Every buffer stb_image allocates starts filled with dm_image_alloc_fill,
+ * so no byte of an earlier allocation can reach a decoded pixel. */
+unsigned char dm_image_alloc_fill = 0;
+
+static void *decoder_alloc(size_t size)
+{
+    void *p = malloc(size);
+    if (p) memset(p, dm_image_alloc_fill, size);
+    return p;
+}
+
+static void *decoder_realloc(void *p, size_t old_size, size_t new_size)
+{
+    unsigned char *q = realloc(p, new_size);
+    if (q && new_size > old_size) memset(q + old_size, dm_image_alloc_fill, new_size - old_size);
+    return q;
+}
+
 /* stb_image, limited to the formats the library documents.  Files are read
  * here and decoded from memory, so stb needs no stdio. */
+#define STBI_MALLOC(size) decoder_alloc(size)
+#define STBI_REALLOC_SIZED(p, old_size, new_size) decoder_realloc(p, old_size, new_size)
+#define STBI_FREE(p) free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
