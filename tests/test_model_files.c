@@ -163,6 +163,22 @@ START_TEST(many_tensors_in_n_log_n)
 }
 END_TEST
 
+START_TEST(header_memory_bounded)
+{
+    /* A megabyte of "0," costs 48 bytes of tree per byte unchecked. */
+    size_t n = 1 << 20;
+    char *header = malloc(2 * n + 16);
+    strcpy(header, "{\"a\":[");
+    size_t len = strlen(header);
+    for (size_t i = 0; i < n; i++, len += 2) memcpy(header + len, "0,", 2);
+    strcpy(header + len, "0]}");
+    expect_parse_error(header, 0, "per byte of text");
+    /* Something not an object is refused before it is parsed. */
+    expect_parse_error("  [0, 1]", 0, "not a JSON object");
+    free(header);
+}
+END_TEST
+
 START_TEST(unknown_dtype)
 {
     expect_parse_error("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4,
@@ -282,6 +298,7 @@ int main(void)
     tcase_add_test(tc, repeated_metadata);
     tcase_add_test(tc, overlap_behind_empty_tensor);
     tcase_add_test(tc, many_tensors_in_n_log_n);
+    tcase_add_test(tc, header_memory_bounded);
     tcase_add_test(tc, unknown_dtype);
     tcase_add_test(tc, shape_overflow);
     suite_add_tcase(s, tc);

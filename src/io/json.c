@@ -7,6 +7,11 @@
 #include <string.h>
 
 #define MAX_DEPTH 64
+/* Any document may use this much, so short ones are never refused. */
+#define JSON_BASE_BUDGET 4096
+
+/* What malloc adds to each allocation, counted against the budget. */
+#define MALLOC_OVERHEAD 16
 
 typedef struct parser {
     const char *s;
@@ -14,6 +19,7 @@ typedef struct parser {
     char *err;
     size_t errlen;
     int failed;
+    size_t allocated, budget; /* bytes */
 } parser;
 
 static void fail(parser *p, const char *what)
@@ -21,6 +27,20 @@ static void fail(parser *p, const char *what)
     if (!p->failed)
         snprintf(p->err, p->errlen, "%s at byte %zu", what, p->pos);
     p->failed = 1;
+}
+
+/* Count an allocation of n bytes against the budget; 0 when over it. */
+static int charge(parser *p, size_t n)
+{
+    if (n + MALLOC_OVERHEAD > p->budget - p->allocated) {
+        if (!p->failed)
+            snprintf(p->err, p->errlen, "needs more than %zu bytes of memory (%d per byte of text) at byte %zu",
+                     p->budget, DM_JSON_BYTES_PER_BYTE, p->pos);
+        p->failed = 1;
+        return 0;
+    }
+    p->allocated += n + MALLOC_OVERHEAD;
+    return 1;
 }
 
 static void skip_ws(parser *p)
@@ -77,6 +97,7 @@ static char *parse_string(parser *p)
         end++;
     }
     if (end >= p->len) { fail(p, "unterminated string"); return NULL; }
+    if (!charge(p, end - start + 1)) return NULL;
     char *out = malloc(end - start + 1);
     if (!out) { fail(p, "out of memory"); return NULL; }
     size_t o = 0;
@@ -121,6 +142,7 @@ static dm_json *parse_value(parser *p, int depth);
 
 static dm_json *new_node(parser *p, dm_json_type type)
 {
+    if (!charge(p, sizeof(dm_json))) return NULL;
     dm_json *v = calloc(1, sizeof *v);
     if (!v) fail(p, "out of memory");
     else v->type = type;
@@ -235,7 +257,8 @@ static dm_json *parse_value(parser *p, int depth)
 
 dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
 {
-    parser p = {text, len, 0, err, errlen, 0};
+    parser p = {text, len, 0, err, errlen, 0, 0, 0};
+    p.budget = JSON_BASE_BUDGET + (len < SIZE_MAX / DM_JSON_BYTES_PER_BYTE ? len * DM_JSON_BYTES_PER_BYTE : SIZE_MAX);
     dm_json *v = parse_value(&p, 0);
     if (v) {
         skip_ws(&p);

@@ -29,6 +29,11 @@ typedef struct dm_json {
     size_t count;          /* number of children */
 } dm_json;
 
+/* The parsed tree (with malloc's overhead) stays under this many bytes per
+ * byte of text, plus 4 KiB; a document that needs more is refused.
+ * safetensors headers need about 12 (each value takes a node of 80 bytes). */
+#define DM_JSON_BYTES_PER_BYTE 24
+
 /* Parse len bytes.  On failure returns NULL and writes a reason (with the
  * byte offset) to err. */
 dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen);

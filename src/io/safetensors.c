@@ -13,8 +13,9 @@
 #include <string.h>
 
 /* Headers are small (a few hundred kB for the largest models); anything far
- * beyond that is hostile or corrupt. */
-#define MAX_HEADER_BYTES (64u << 20)
+ * beyond that is hostile or corrupt.  With the JSON reader's budget per
+ * byte, a header costs at most 24 x 16 MiB of memory. */
+#define MAX_HEADER_BYTES (16u << 20)
 
 static const struct { const char *name; dm_dtype dtype; size_t size; } dtypes[] = {
     {"F32", DM_F32, 4},  {"F16", DM_F16, 2}, {"BF16", DM_BF16, 2},
@@ -161,6 +162,9 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
     if (hlen > MAX_HEADER_BYTES)
         return dm_fail(DM_ERR_FORMAT, "header length %llu exceeds the %u-byte limit",
                        (unsigned long long)hlen, MAX_HEADER_BYTES);
+    size_t first = 8;
+    while (first < 8 + hlen && strchr(" \t\r\n", bytes[first])) first++;
+    if (first == 8 + hlen || bytes[first] != '{') return dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
     char err[160];
     dm_json *root = dm_json_parse((const char *)bytes + 8, (size_t)hlen, err, sizeof err);
     if (!root) return dm_fail(DM_ERR_FORMAT, "header is not valid JSON: %s", err);
