@@ -4,7 +4,7 @@
 #include "dtype.h"
 #include "error.h"
 #include "model.h"
-#include "outfile.h"
+#include "files.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -14,7 +14,7 @@
 
 #include "error.h"
 #include "json.h"
-#include "outfile.h"
+#include "files.h"
 
 /* The default model's bytes, linked in by embed.S. */
 extern const unsigned char dm_default_model[];

@@ -2,7 +2,7 @@
  * Scan samples, as the paper's Figure 5 does, or write the positions. */
 #include "cli.h"
 #include "scanmap.h"
-#include "outfile.h"
+#include "files.h"
 
 #include <getopt.h>
 #include <stdlib.h>

@@ -3,14 +3,13 @@
 #include "damamba.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "image_check.h"
 #include "json.h"
 #include "resample.h"
@@ -126,24 +125,21 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
 /* Read a whole file, with a clear reason for what is not a regular file. */
 static dm_status read_file(const char *path, uint8_t **data, size_t *size)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dm_fail(DM_ERR_IO, "cannot open: %s", strerror(errno));
-    struct stat sb;
+    size_t file_size;
+    int fd = dm_open_input(path, &file_size);
+    if (fd < 0) return DM_ERR_IO;
     dm_status st = DM_OK;
-    if (fstat(fd, &sb) != 0) st = dm_fail(DM_ERR_IO, "cannot stat: %s", strerror(errno));
-    else if (S_ISDIR(sb.st_mode)) st = dm_fail(DM_ERR_IO, "is a directory, not an image file");
-    else if (!S_ISREG(sb.st_mode)) st = dm_fail(DM_ERR_IO, "not a regular file");
-    else if (sb.st_size == 0) st = dm_fail(DM_ERR_FORMAT, "empty file");
-    else if ((uint64_t)sb.st_size > INT_MAX)
-        st = dm_fail(DM_ERR_FORMAT, "file of %lld bytes is too large for the image decoder", (long long)sb.st_size);
-    else if (!(*data = malloc((size_t)sb.st_size))) st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
+    if (file_size == 0) st = dm_fail(DM_ERR_FORMAT, "empty file");
+    else if (file_size > INT_MAX)
+        st = dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", file_size);
+    else if (!(*data = malloc(file_size))) st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
     if (st != DM_OK) {
         close(fd);
         return st;
     }
     size_t got = 0;
-    while (got < (size_t)sb.st_size) {
-        ssize_t r = read(fd, *data + got, (size_t)sb.st_size - got);
+    while (got < file_size) {
+        ssize_t r = read(fd, *data + got, file_size - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             st = r < 0 ? dm_fail(DM_ERR_IO, "read failed: %s", strerror(errno))

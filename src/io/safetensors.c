@@ -5,7 +5,7 @@
 
 #include "error.h"
 #include "json.h"
-#include "outfile.h"
+#include "files.h"
 
 #include <errno.h>
 #include <stdio.h>

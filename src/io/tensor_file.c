@@ -2,28 +2,24 @@
 #include "tensor_file.h"
 
 #include "error.h"
+#include "files.h"
 #include "pth.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema, dm_tensor_file *out)
 {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dm_fail(DM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dm_fail(DM_ERR_IO, "%s: not a regular file", path);
+    size_t size;
+    int fd = dm_open_input(path, &size);
+    if (fd < 0) {
+        dm_error_prefix("%s: ", path);
+        return DM_ERR_IO;
     }
-    size_t size = (size_t)sb.st_size;
     void *map = NULL;
     if (size > 0) {
         map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -63,10 +59,14 @@ dm_status dm_tensor_file_open(const char *path, int use_ema, dm_tensor_file *out
 {
     if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "a model path is required");
     unsigned char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return dm_fail(DM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t n = fread(magic, 1, sizeof magic, f);
-    fclose(f);
+    size_t size;
+    int fd = dm_open_input(path, &size);
+    if (fd < 0) {
+        dm_error_prefix("%s: ", path);
+        return DM_ERR_IO;
+    }
+    ssize_t n = read(fd, magic, sizeof magic);
+    close(fd);
     /* torch.save writes a zip archive; safetensors starts with a length. */
     if (n == 4 && memcmp(magic, "PK\x03\x04", 4) == 0) return dm_pth_open(path, use_ema, out);
     /* Before PyTorch 1.6, torch.save wrote bare pickles (PROTO 2, then a

@@ -81,7 +81,7 @@ const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file,
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key);
 
 /* Write tensors to a safetensors file, replacing it whole or not at all
- * (outfile.h). */
+ * (files.h). */
 dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors,
                                size_t count, const dm_meta *meta,
                                size_t meta_count);

@@ -1,19 +1,27 @@
-/* outfile.h - write a file so that it is replaced whole or not at all.
+/* files.h - open inputs without blocking, and write outputs so that they
+ * are replaced whole or not at all.
  *
- * The content goes to a new file beside PATH, named PATH.tmp.XXXXXX with six
+ * An input is opened without blocking and must be a regular file: a FIFO,
+ * device or directory is refused before anything is read from it.
+ *
+ * An output's content goes to a new file beside PATH, named PATH.tmp.XXXXXX with six
  * random characters and created with O_CREAT | O_EXCL | O_NOFOLLOW: no
  * existing file, and no symbolic link planted under any name, is ever opened
  * for writing, and concurrent writers to one PATH each write their own file.
  * Once complete it is renamed over PATH in one step, so PATH holds either its
  * old content or the whole new one (the last writer wins); on failure the
  * temporary file is removed. */
-#ifndef DM_OUTFILE_H
-#define DM_OUTFILE_H
+#ifndef DM_FILES_H
+#define DM_FILES_H
 
 #include "damamba.h"
 
 #include <stddef.h>
 #include <stdio.h>
+
+/* A descriptor (close it) of the regular file at path, and its size; or -1
+ * with the error set, without the path (callers add it). */
+int dm_open_input(const char *path, size_t *size);
 
 typedef struct dm_outfile {
     FILE *f;

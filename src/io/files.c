@@ -1,4 +1,4 @@
-#include "outfile.h"
+#include "files.h"
 
 #include "error.h"
 
@@ -9,6 +9,28 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+int dm_open_input(const char *path, size_t *size)
+{
+    /* Without O_NONBLOCK, opening a FIFO waits for a writer forever. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        dm_fail(DM_ERR_IO, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    dm_status st = DM_OK;
+    if (fstat(fd, &sb) != 0) st = dm_fail(DM_ERR_IO, "cannot stat: %s", strerror(errno));
+    else if (S_ISDIR(sb.st_mode)) st = dm_fail(DM_ERR_IO, "is a directory, not a file");
+    else if (!S_ISREG(sb.st_mode)) st = dm_fail(DM_ERR_IO, "not a regular file");
+    else if (fcntl(fd, F_SETFL, 0) != 0) st = dm_fail(DM_ERR_IO, "cannot read: %s", strerror(errno));
+    if (st != DM_OK) {
+        close(fd);
+        return -1;
+    }
+    *size = (size_t)sb.st_size;
+    return fd;
+}
 
 dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count)
 {

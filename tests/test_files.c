@@ -1,6 +1,7 @@
-/* test_outfile.c - outputs replace their file whole or not at all, through
- * an unpredictable temporary name: planted links are never followed, two
- * writers never interleave, and an input is never the output. */
+/* test_files.c - inputs must be regular files and never block; outputs
+ * replace their file whole or not at all, through an unpredictable
+ * temporary name: planted links are never followed, two writers never
+ * interleave, and an input is never the output. */
 #include "testutil.h"
 
 #include <dirent.h>
@@ -10,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "outfile.h"
+#include "files.h"
 #include "tensor_file.h"
 
 static char dir[64];
@@ -149,6 +150,27 @@ START_TEST(input_is_never_the_output)
 }
 END_TEST
 
+START_TEST(fifos_are_refused_without_blocking)
+{
+    /* Opening a FIFO for reading waited for a writer forever (the test
+     * timeout catches that). */
+    char fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/pipe.png", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    dm_image img;
+    ck_assert_int_eq(dm_image_load(fifo, 3, &img), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe.png: not a regular file"));
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load(fifo, NULL, &m), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe.png: not a regular file"));
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_open(fifo, &f), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe.png: not a regular file"));
+    ck_assert_int_eq(dm_image_load(dir, 3, &img), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "is a directory"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("outfile");
@@ -158,6 +180,7 @@ int main(void)
     tcase_add_test(tc, concurrent_writers_do_not_interleave);
     tcase_add_test(tc, abandoned_output_leaves_the_old_file);
     tcase_add_test(tc, input_is_never_the_output);
+    tcase_add_test(tc, fifos_are_refused_without_blocking);
     suite_add_tcase(s, tc);
     return test_run(s);
 }
