@@ -122,5 +122,34 @@ cmp -s "$tmp/m.safetensors.tmp" "$tmp/m.copy" || fail "convert destroyed its inp
 "$damamba" info -m "$tmp/m.safetensors" >/dev/null || fail "converted model does not load"
 ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
 
+# Folder walks visit each directory once: links back into the walk (two
+# links to '.' once never finished) add nothing.  A FIFO among the images
+# is refused without blocking; other files are reported.
+mkdir -p "$tmp/loop/sub"
+cp "$samples/bag.png" "$tmp/loop/sub/"
+ln -s . "$tmp/loop/sub/self"
+ln -s .. "$tmp/loop/sub/up"
+ln -s sub "$tmp/loop/again"
+echo notes >"$tmp/loop/notes.txt"
+timeout 60 "$damamba" classify --json "$tmp/loop" >"$tmp/loop.json" 2>"$tmp/loop.err" || fail "classify over links"
+[ "$(wc -l <"$tmp/loop.json")" -eq 1 ] || fail "classify over links gave $(wc -l <"$tmp/loop.json") lines, not 1"
+grep -q "skipped 1 file without an image file name extension" "$tmp/loop.err" || fail "notes.txt not reported"
+mkdir -p "$tmp/linked/0"
+cp "$samples/bag.png" "$tmp/linked/0/"
+ln -s . "$tmp/linked/0/self"
+timeout 60 "$damamba" eval -q "$tmp/linked" | tail -n 1 | grep -q "n=1$" || fail "eval counts a linked image twice"
+mkdir -p "$tmp/fifo"
+cp "$samples/bag.png" "$tmp/fifo/"
+mkfifo "$tmp/fifo/pipe.png"
+expect 1 "pipe.png: not a regular file" timeout 60 "$damamba" classify "$tmp/fifo"
+grep -q "Bag (8)" "$tmp/expect.out" || fail "the image beside a FIFO was not classified"
+# A list that is a directory, an empty list, an empty directory named like
+# an image: errors, not silence.
+expect 1 "cannot read list: Is a directory" "$damamba" classify "@$tmp/loop"
+: >"$tmp/empty.txt"
+expect 1 "no images in the list" "$damamba" classify "@$tmp/empty.txt"
+mkdir "$tmp/folder.png"
+expect 1 "folder.png: no images in the directory" "$damamba" classify "$tmp/folder.png"
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

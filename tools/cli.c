@@ -316,8 +316,33 @@ int cli_list_dir(const char *dir, cli_files *names)
     return 1;
 }
 
-static int walk_dir(cli_files *f, const char *dir)
+/* Record a directory as walked; 0 when it already was (a link into a
+ * directory the walk has seen, or a loop), -1 when out of memory. */
+static int first_visit(cli_files *f, const struct stat *sb)
 {
+    for (size_t i = 0; i < f->dir_count; i++)
+        if (f->dirs[i].dev == sb->st_dev && f->dirs[i].ino == sb->st_ino) return 0;
+    if (f->dir_count == f->dir_cap) {
+        size_t cap = f->dir_cap ? 2 * f->dir_cap : 16;
+        cli_dir_id *d = realloc(f->dirs, cap * sizeof *d);
+        if (!d) return -1;
+        f->dirs = d;
+        f->dir_cap = cap;
+    }
+    f->dirs[f->dir_count++] = (cli_dir_id){sb->st_dev, sb->st_ino};
+    return 1;
+}
+
+/* Adds the images under dir; *skipped counts the other files. */
+static int walk_dir(cli_files *f, const char *dir, size_t *skipped)
+{
+    struct stat sb;
+    int first = stat(dir, &sb) == 0 ? first_visit(f, &sb) : 1;
+    if (first < 0) {
+        cli_error("out of memory");
+        return 0;
+    }
+    if (!first) return 1;
     cli_files names;
     if (!cli_list_dir(dir, &names)) return 0;
     int ok = 1;
@@ -329,9 +354,11 @@ static int walk_dir(cli_files *f, const char *dir)
             ok = 0;
             break;
         }
-        struct stat sb;
-        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) ok = walk_dir(f, path);
-        else if (is_image_name(names.paths[i]) && !files_push(f, path)) {
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            ok = walk_dir(f, path, skipped);
+        } else if (!is_image_name(names.paths[i])) {
+            ++*skipped;
+        } else if (!files_push(f, path)) {
             cli_error("out of memory");
             ok = 0;
         }
@@ -357,8 +384,10 @@ static int add_list(cli_files *f, const char *list)
         if (len > 0) ok = files_push(f, line);
     }
     free(line);
-    fclose(in);
     if (!ok) cli_error("out of memory reading %s", list);
+    else if (ferror(in)) cli_error("%s: cannot read list: %s", list, strerror(errno));
+    ok = ok && !ferror(in);
+    fclose(in);
     return ok;
 }
 
@@ -366,7 +395,14 @@ int cli_files_add(cli_files *files, const char *arg)
 {
     if (arg[0] == '@') return add_list(files, arg + 1);
     struct stat sb;
-    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) return walk_dir(files, arg);
+    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        size_t skipped = 0;
+        int ok = walk_dir(files, arg, &skipped);
+        if (ok && skipped)
+            cli_error("%s: skipped %zu file%s without an image file name extension", arg, skipped,
+                      skipped == 1 ? "" : "s");
+        return ok;
+    }
     /* Anything else is tried as an image, so its failure is reported with the rest. */
     if (!files_push(files, arg)) {
         cli_error("out of memory");
@@ -374,7 +410,6 @@ int cli_files_add(cli_files *files, const char *arg)
     }
     return 1;
 }
-
 void cli_files_shard(cli_files *files, int index, int count)
 {
     size_t kept = 0;
@@ -389,6 +424,7 @@ void cli_files_free(cli_files *files)
 {
     for (size_t i = 0; i < files->count; i++) free(files->paths[i]);
     free(files->paths);
+    free(files->dirs);
     *files = (cli_files){0};
 }
 

@@ -8,6 +8,7 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* Print "damamba: message" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -87,15 +88,23 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
 
 /* ------------------------------------------------------------ file lists */
 
+typedef struct cli_dir_id {
+    dev_t dev;
+    ino_t ino;
+} cli_dir_id;
+
 typedef struct cli_files {
     char **paths;
     size_t count, cap;
+    cli_dir_id *dirs; /* directories walked so far */
+    size_t dir_count, dir_cap;
 } cli_files;
 
 /* Add one command-line argument: a file as is, the image files under a
- * directory (recursively, in byte order of their names), or the paths
- * listed one per line in the file after '@'.  Prints the error and returns
- * 0 when a directory or list cannot be read. */
+ * directory (recursively, in byte order of their names, each directory
+ * once however many links lead to it; other files are counted and
+ * reported), or the paths listed one per line in the file after '@'.
+ * Prints the error and returns 0 when a directory or list cannot be read. */
 int cli_files_add(cli_files *files, const char *arg);
 
 /* Keep only files index, index + count, index + 2 * count, ... */

@@ -13,7 +13,9 @@ static const char classify_usage[] =
     "Prints the TOP most probable classes of each image, with softmax\n"
     "probabilities.  A directory stands for the image files under it (.png,\n"
     ".jpg, .jpeg, .bmp, .gif, .tga, .ppm, .pgm, .pnm, recursively, in byte order\n"
-    "of their names); @LIST for the paths in file LIST, one per line.  Labels\n"
+    "of their names, each directory once however many links lead to it; other\n"
+    "files are counted and reported); @LIST for the paths in file LIST, one per\n"
+    "line.  A directory or list without images is an error.  Labels\n"
     "come from the model's metadata 'classes', else ImageNet's for 1000-class\n"
     "models.  A file that cannot be classified is reported with its reason and\n"
     "skipped; the exit status is then 1.\n"
@@ -100,7 +102,15 @@ int cmd_classify(int argc, char **argv)
     }
     int failed = 0;
     cli_files files = {0};
-    for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
+    for (int i = optind; i < argc; i++) {
+        size_t before = files.count;
+        if (!cli_files_add(&files, argv[i])) {
+            failed = 1;
+        } else if (files.count == before) {
+            cli_error("%s: no images in the %s", argv[i], argv[i][0] == '@' ? "list" : "directory");
+            failed = 1;
+        }
+    }
     cli_files_shard(&files, shard_index, shard_count);
     dm_model *m = cli_load_model(model_path, 0);
     cli_labels labels = {0};
