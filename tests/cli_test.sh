@@ -151,5 +151,21 @@ expect 1 "no images in the list" "$damamba" classify "@$tmp/empty.txt"
 mkdir "$tmp/folder.png"
 expect 1 "folder.png: no images in the directory" "$damamba" classify "$tmp/folder.png"
 
+# Usage errors exit 2, numbers that would wrap included, before any work.
+for args in "--size 0" "--crop-fraction 0" "--std -1" "--mean 1,2" "--interpolation nearest" \
+    "--size 4294967297" "--shard 4294967296/2" "--shard 1/0" "-k 0" "--crop-fraction 1e-300"; do
+    # shellcheck disable=SC2086 # the options are words
+    "$damamba" classify $args "$samples/bag.png" >/dev/null 2>&1
+    status=$?
+    [ "$status" -eq 2 ] || fail "classify $args exited $status, not 2"
+done
+for size in 0x0 4294967297x5 5x; do
+    expect 2 "--size expects HxW or N" "$damamba" features --size "$size" "$samples/bag.png" -o "$tmp/f.safetensors"
+done
+# Nothing is computed for images that failed: a zero-byte file with a huge
+# input size once ran a 2 GB batch of nothing.
+: >"$tmp/zero.png"
+expect 1 "zero.png: empty file" sh -c "ulimit -v 1000000; \"\$0\" classify --size 4096 \"\$1\"" "$damamba" "$tmp/zero.png"
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

@@ -392,6 +392,27 @@ START_TEST(model_preprocess_metadata)
 }
 END_TEST
 
+/* A std of 0 in a model's metadata is the model's fault, named as such. */
+START_TEST(metadata_std_must_be_positive)
+{
+    dm_tensor_file micro;
+    test_open("micro.safetensors", &micro);
+    char path[] = "/tmp/dm_std_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    dm_meta meta = {"preprocess", "{\"std\": [0.2, 0, 0.2]}"};
+    ck_assert_int_eq(dm_safetensors_write(path, micro.tensors, micro.count, &meta, 1), DM_OK);
+    dm_tensor_file_close(&micro);
+    dm_model *m;
+    ck_assert_msg(dm_model_load(path, NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_preprocess p;
+    expect_failure(dm_preprocess_default(m, &p), DM_ERR_MODEL, "preprocess metadata: 'std' must be positive");
+    dm_model_free(m);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("image");
@@ -406,6 +427,7 @@ int main(void)
     tcase_add_test(tc, truncated_files);
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, model_preprocess_metadata);
+    tcase_add_test(tc, metadata_std_must_be_positive);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

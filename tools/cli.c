@@ -67,15 +67,32 @@ int cli_parse_int(const char *option, const char *value, int min, int max, int *
     return 1;
 }
 
+/* Two whole numbers "A<separator>B" (or one, when separator is 0), each
+ * from min to max: strtol with range checks, so nothing wraps. */
+static int parse_pair(const char *value, char separator, long min, long max, long *a, long *b)
+{
+    char *end;
+    errno = 0;
+    *a = *b = strtol(value, &end, 10);
+    if (end != value && separator && *end == separator) {
+        const char *second = end + 1;
+        *b = strtol(second, &end, 10);
+        if (end == second) return 0;
+    } else if (separator) {
+        return 0;
+    }
+    return !errno && end != value && !*end && *a >= min && *a <= max && *b >= min && *b <= max;
+}
+
 int cli_parse_size(const char *option, const char *value, int *h, int *w)
 {
-    char x;
-    if (sscanf(value, "%dx%d%c", h, w, &x) == 2 && *h >= 1 && *w >= 1 && *h <= 65536 && *w <= 65536) return 1;
-    if (sscanf(value, "%d%c", h, &x) == 1 && *h >= 1 && *h <= 65536) {
-        *w = *h;
+    long a, b;
+    if (parse_pair(value, 'x', 1, 65536, &a, &b) || parse_pair(value, 0, 1, 65536, &a, &b)) {
+        *h = (int)a;
+        *w = (int)b;
         return 1;
     }
-    cli_error("%s expects HxW or N, got '%s'", option, value);
+    cli_error("%s expects HxW or N, each from 1 to 65536, got '%s'", option, value);
     return 0;
 }
 
@@ -172,33 +189,65 @@ void cli_labels_free(cli_labels *labels)
 
 /* ------------------------------------------------------- preprocessing */
 
+/* "a" or "a,b,c": 1 to 3 finite numbers, positive when `positive`. */
+static int parse_floats(const char *option, const char *value, int positive, cli_floats *out)
+{
+    const char *p = value;
+    out->count = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || !isfinite(v) || (positive && !(v > 0)) || out->count == 3 ||
+            (*end != ',' && *end != '\0'))
+            break;
+        out->values[out->count++] = (float)v;
+        if (*end == '\0') return 1;
+        p = end + 1;
+    }
+    cli_error("%s expects 1 or 3 comma-separated %snumbers, got '%s'", option, positive ? "positive " : "", value);
+    return 0;
+}
+
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value)
 {
     switch (c) {
-    case CLI_OPT_SIZE: opts->size = value; return 1;
-    case CLI_OPT_CROP_FRACTION: opts->crop_fraction = value; return 1;
-    case CLI_OPT_INTERPOLATION: opts->interpolation = value; return 1;
-    case CLI_OPT_MEAN: opts->mean = value; return 1;
-    case CLI_OPT_STD: opts->std = value; return 1;
+    case CLI_OPT_SIZE: return cli_parse_int("--size", value, 1, 65536, &opts->size) ? 1 : -1;
+    case CLI_OPT_CROP_FRACTION: {
+        char *end;
+        double f = strtod(value, &end);
+        if (end == value || *end || !(f > 0 && f <= 1)) {
+            cli_error("--crop-fraction expects a number in (0, 1], got '%s'", value);
+            return -1;
+        }
+        opts->crop_fraction = f;
+        return 1;
+    }
+    case CLI_OPT_INTERPOLATION:
+        if (!strcmp(value, "bicubic")) opts->interpolation = DM_INTERP_BICUBIC;
+        else if (!strcmp(value, "bilinear")) opts->interpolation = DM_INTERP_BILINEAR;
+        else {
+            cli_error("--interpolation expects bicubic or bilinear, got '%s'", value);
+            return -1;
+        }
+        opts->interpolation_set = 1;
+        return 1;
+    case CLI_OPT_MEAN: return parse_floats("--mean", value, 0, &opts->mean) ? 1 : -1;
+    case CLI_OPT_STD: return parse_floats("--std", value, 1, &opts->std) ? 1 : -1;
     }
     return 0;
 }
 
-/* "a,b,c": exactly `channels` numbers. */
-static int parse_floats(const char *option, const char *value, int channels, float *out)
+/* Per-channel values from an option, if it was given. */
+static int apply_floats(const char *option, const cli_floats *v, int channels, float *out)
 {
-    const char *p = value;
-    for (int i = 0; i < channels; i++) {
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (errno || end == p || (i < channels - 1 ? *end != ',' : *end != '\0')) {
-            cli_error("%s expects %d comma-separated numbers, got '%s'", option, channels, value);
-            return 0;
-        }
-        out[i] = (float)v;
-        p = end + 1;
+    if (!v->count) return 1;
+    if (v->count != channels) {
+        cli_error("%s: the model takes %d channel%s, got %d value%s", option, channels, channels == 1 ? "" : "s",
+                  v->count, v->count == 1 ? "" : "s");
+        return 0;
     }
+    memcpy(out, v->values, sizeof(float) * (size_t)channels);
     return 1;
 }
 
@@ -206,42 +255,29 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
 {
     if (dm_preprocess_default(model, out) != DM_OK) {
         cli_error("%s", dm_last_error());
-        return 0;
+        return 1;
     }
-    if (opts->interpolation) {
-        if (!strcmp(opts->interpolation, "bicubic")) out->interpolation = DM_INTERP_BICUBIC;
-        else if (!strcmp(opts->interpolation, "bilinear")) out->interpolation = DM_INTERP_BILINEAR;
-        else {
-            cli_error("--interpolation expects bicubic or bilinear, got '%s'", opts->interpolation);
-            return 0;
-        }
-    }
-    if ((opts->mean && !parse_floats("--mean", opts->mean, out->channels, out->mean)) ||
-        (opts->std && !parse_floats("--std", opts->std, out->channels, out->std)))
-        return 0;
+    if (opts->interpolation_set) out->interpolation = opts->interpolation;
+    if (!apply_floats("--mean", &opts->mean, out->channels, out->mean) ||
+        !apply_floats("--std", &opts->std, out->channels, out->std))
+        return 2;
     if (opts->size || opts->crop_fraction) {
-        double fraction = out->crop && out->resize ? (double)out->crop / out->resize : 1.0;
-        int size = out->crop ? out->crop : out->resize;
-        if (opts->crop_fraction) {
-            char *end;
-            fraction = strtod(opts->crop_fraction, &end);
-            if (end == opts->crop_fraction || *end || !(fraction > 0 && fraction <= 1)) {
-                cli_error("--crop-fraction expects a number in (0, 1], got '%s'", opts->crop_fraction);
-                return 0;
-            }
+        double fraction = opts->crop_fraction ? opts->crop_fraction
+                          : out->crop && out->resize ? (double)out->crop / out->resize : 1.0;
+        int size = opts->size ? opts->size : out->crop ? out->crop : out->resize;
+        /* timm's rule: the shorter side is floor(size / crop fraction).  An
+         * image at least that large in both sides must stay under the pixel
+         * limit, or no image could ever be preprocessed. */
+        double resize = floor(size / fraction);
+        if (resize * resize > DM_IMAGE_MAX_PIXELS) {
+            cli_error("--size %d with crop fraction %g resizes to a shorter side of %.0f pixels: no image can stay "
+                      "under the limit of %d pixels", size, fraction, resize, DM_IMAGE_MAX_PIXELS);
+            return 2;
         }
-        if (opts->size && !cli_parse_int("--size", opts->size, 1, 65536, &size)) return 0;
-        /* timm's rule: the shorter side is floor(size / crop fraction). */
         out->crop = size;
-        out->resize = (int)floor(size / fraction);
-        if (out->resize < size) out->resize = size;
+        out->resize = (int)resize;
     }
-    for (int c = 0; c < out->channels; c++)
-        if (!(out->std[c] > 0)) {
-            cli_error("--std values must be positive");
-            return 0;
-        }
-    return 1;
+    return 0;
 }
 
 float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w)
@@ -430,11 +466,13 @@ void cli_files_free(cli_files *files)
 
 int cli_parse_shard(const char *value, int *index, int *count)
 {
-    char extra;
-    if (sscanf(value, "%d/%d%c", index, count, &extra) != 2 || *count < 1 || *index < 0 || *index >= *count) {
-        cli_error("--shard expects I/N with 0 <= I < N, got '%s'", value);
+    long i, n;
+    if (!parse_pair(value, '/', 0, INT_MAX, &i, &n) || n < 1 || i >= n) {
+        cli_error("--shard expects I/N with 0 <= I < N <= %d, got '%s'", INT_MAX, value);
         return 0;
     }
+    *index = (int)i;
+    *count = (int)n;
     return 1;
 }
 
@@ -494,11 +532,6 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
         cli_classifier_free(c);
         return 0;
     }
-    if (dm_workspace_create(model, batch, c->h, c->w, &c->ws) != DM_OK) {
-        cli_error("%s", dm_last_error());
-        cli_classifier_free(c);
-        return 0;
-    }
     return 1;
 }
 
@@ -520,18 +553,36 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
         free(c->errors[i]);
         c->errors[i] = NULL;
         if (st != DM_OK) {
-            /* The slot still goes through the forward pass; its logits are ignored. */
-            memset(slot, 0, sizeof(float) * chw);
             c->errors[i] = strdup(dm_last_error());
             if (!c->errors[i]) c->errors[i] = strdup("out of memory");
         }
         dm_image_free(&loaded);
     }
-    dm_outputs out = {.logits = c->logits};
-    if (dm_forward(c->model, c->ws, c->input, n, c->h, c->w, &out) != DM_OK) {
+    /* Only the images that loaded go through the forward pass, packed at
+     * the front; nothing runs when none did. */
+    int ok = 0;
+    for (int i = 0; i < n; i++)
+        if (!c->errors[i]) {
+            if (ok != i) memcpy(c->input + ok * chw, c->input + i * chw, sizeof(float) * chw);
+            ok++;
+        }
+    if (!ok) return 1;
+    /* The workspace is made when first needed: a batch of failures costs no
+     * memory for activations. */
+    if (!c->ws && dm_workspace_create(c->model, c->batch, c->h, c->w, &c->ws) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
     }
+    dm_outputs out = {.logits = c->logits};
+    if (dm_forward(c->model, c->ws, c->input, ok, c->h, c->w, &out) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 0;
+    }
+    /* Back to the items' positions, last first: item i's logits are at its
+     * rank among the successes, which is at most i. */
+    size_t row = sizeof(float) * c->classes;
+    for (int i = n - 1; i >= 0; i--)
+        if (!c->errors[i] && --ok != i) memcpy(c->logits + (size_t)i * c->classes, c->logits + (size_t)ok * c->classes, row);
     return 1;
 }
 

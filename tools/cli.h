@@ -53,9 +53,19 @@ void cli_labels_free(cli_labels *labels);
 
 /* ------------------------------------------------------- preprocessing */
 
-/* Options that change a model's preprocessing (values as given). */
+/* Per-channel values of an option: 1 or 3 of them, none when not given. */
+typedef struct cli_floats {
+    float values[3];
+    int count;
+} cli_floats;
+
+/* Options that change a model's preprocessing; zero when not given. */
 typedef struct cli_preprocess_opts {
-    const char *size, *crop_fraction, *interpolation, *mean, *std;
+    int size;
+    double crop_fraction;
+    dm_interpolation interpolation;
+    int interpolation_set;
+    cli_floats mean, std;
 } cli_preprocess_opts;
 
 enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD };
@@ -79,11 +89,13 @@ enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT
  * (free it); prints the error and returns NULL on failure. */
 float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w);
 
-/* Record c if it is a preprocessing option: returns 1 if it was. */
+/* Record c if it is a preprocessing option: 1 when it was, 0 when it is
+ * not one, -1 when its value is invalid (printed). */
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 
-/* The model's preprocessing with the options applied.  Prints the error
- * and returns 0 on failure. */
+/* The model's preprocessing with the options applied.  Returns 0, or the
+ * exit status for the error it printed: 1 when the model's own settings are
+ * invalid, 2 when an option does not fit the model. */
 int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out);
 
 /* ------------------------------------------------------------ file lists */

@@ -90,10 +90,12 @@ int cmd_classify(int argc, char **argv)
         case OPT_SHARD: if (!cli_parse_shard(optarg, &shard_index, &shard_count)) return 2; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(classify_usage, stdout); return 0;
-        default:
-            if (cli_preprocess_opt(&popts, c, optarg)) break;
-            fputs(classify_usage, stderr);
+        default: {
+            int taken = cli_preprocess_opt(&popts, c, optarg);
+            if (taken > 0) break;
+            if (!taken) fputs(classify_usage, stderr);
             return 2;
+        }
         }
     }
     if (optind == argc) {
@@ -112,16 +114,18 @@ int cmd_classify(int argc, char **argv)
         }
     }
     cli_files_shard(&files, shard_index, shard_count);
+    if ((size_t)batch > files.count) batch = files.count ? (int)files.count : 1; /* no memory for empty slots */
     dm_model *m = cli_load_model(model_path, 0);
     cli_labels labels = {0};
     dm_preprocess prep;
     cli_classifier cls = {0};
-    if (!m || !cli_labels_load(m, &labels) || !cli_preprocess_settings(m, &popts, &prep) ||
+    int usage = 0;
+    if (!m || !cli_labels_load(m, &labels) || (usage = cli_preprocess_settings(m, &popts, &prep)) ||
         !cli_classifier_init(&cls, m, &prep, batch)) {
         cli_labels_free(&labels);
         dm_model_free(m);
         cli_files_free(&files);
-        return 1;
+        return usage ? usage : 1;
     }
     if (top > cls.classes) top = cls.classes;
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));

@@ -179,10 +179,12 @@ int cmd_eval(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(eval_usage, stdout); return 0;
-        default:
-            if (cli_preprocess_opt(&popts, c, optarg)) break;
-            fputs(eval_usage, stderr);
+        default: {
+            int taken = cli_preprocess_opt(&popts, c, optarg);
+            if (taken > 0) break;
+            if (!taken) fputs(eval_usage, stderr);
             return 2;
+        }
         }
     }
     if (optind != argc - 1) {
@@ -194,13 +196,15 @@ int cmd_eval(int argc, char **argv)
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
     dm_model *m = ok ? cli_load_model(model_path, 0) : NULL;
+    if ((size_t)batch > d.count) batch = (int)d.count; /* no memory for empty slots; d.count > 0 once opened */
     dm_preprocess prep;
     cli_classifier cls = {0};
-    if (!m || !check_labels(&d, data, dm_model_config(m)->num_classes) || !cli_preprocess_settings(m, &popts, &prep) ||
-        !cli_classifier_init(&cls, m, &prep, batch)) {
+    int usage = 0;
+    if (!m || !check_labels(&d, data, dm_model_config(m)->num_classes) ||
+        (usage = cli_preprocess_settings(m, &popts, &prep)) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
         close_dataset(&d);
-        return 1;
+        return usage ? usage : 1;
     }
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));
     int64_t *labels = calloc((size_t)batch, sizeof(int64_t));

@@ -35,7 +35,8 @@ static const char features_usage[] =
 
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
-    const char *model, *output, *image, *size;
+    const char *model, *output, *image;
+    int h, w; /* features --size, else 0 */
     cli_preprocess_opts prep;
 } image_args;
 
@@ -52,22 +53,28 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         switch (c) {
         case 'm': a->model = optarg; break;
         case 'o': a->output = optarg; break;
-        case 's': a->size = optarg; break;
+        case 's':
+            if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
+            break;
         case 't':
             if (!features || !cli_parse_int("--threads", optarg, 1, 1024, &threads)) goto bad;
             dm_set_threads(threads);
             break;
         case 'h': fputs(usage, stdout); return -1;
-        case CLI_OPT_SIZE:
-            if (features) a->size = optarg;
-            else a->prep.size = optarg;
-            break;
+        case CLI_OPT_SIZE: /* preprocess's --size is the crop size, as for classify */
+            if (features) {
+                if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
+                break;
+            }
+            /* fall through */
         case CLI_OPT_CROP_FRACTION:
             if (features) goto bad;
-            a->prep.crop_fraction = optarg;
-            break;
-        default:
-            if (!cli_preprocess_opt(&a->prep, c, optarg)) goto bad;
+            /* fall through */
+        default: {
+            int taken = cli_preprocess_opt(&a->prep, c, optarg);
+            if (taken < 0) return 2;
+            if (!taken) goto bad;
+        }
         }
     }
     if (!a->output || optind != argc - 1) goto bad;
@@ -80,20 +87,19 @@ bad:
 
 /* Load the model (or NULL when it failed), its preprocessing, and the image
  * preprocessed into a freshly allocated C x H x W tensor.  For features the
- * image is not cropped: it keeps its size or takes --size HxW. */
-static float *load_input(const image_args *a, int features, dm_model **m, dm_preprocess *prep, int *h, int *w)
+ * image is not cropped: it keeps its size or takes --size HxW.  *rc is the
+ * exit status on failure. */
+static float *load_input(const image_args *a, int features, dm_model **m, dm_preprocess *prep, int *h, int *w,
+                         int *rc)
 {
-    if (!(*m = cli_load_model(a->model, 0)) || !cli_preprocess_settings(*m, &a->prep, prep)) return NULL;
+    *rc = 1;
+    if (!(*m = cli_load_model(a->model, 0)) || (*rc = cli_preprocess_settings(*m, &a->prep, prep))) return NULL;
+    *rc = 1;
     if (features) prep->resize = prep->crop = 0;
-    if (a->size) {
-        char extra;
-        if (sscanf(a->size, "%dx%d%c", h, w, &extra) != 2 || *h < 1 || *w < 1) {
-            cli_error("--size expects HxW, got '%s'", a->size);
-            return NULL;
-        }
+    if (a->h) {
         prep->resize = 0;
-        prep->resize_h = *h;
-        prep->resize_w = *w;
+        prep->resize_h = a->h;
+        prep->resize_w = a->w;
     }
     return cli_load_image(a->image, prep, h, w);
 }
@@ -119,9 +125,11 @@ int cmd_preprocess(int argc, char **argv)
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
     dm_preprocess prep;
-    float *input = load_input(&a, 0, &m, &prep, &h, &w);
-    dm_tensor t = {.name = "image", .dtype = DM_F32, .ndim = 3, .shape = {prep.channels, h, w}, .data = input};
-    rc = input && write_tensors(a.output, &t, 1) ? 0 : 1;
+    float *input = load_input(&a, 0, &m, &prep, &h, &w, &rc);
+    if (input) {
+        dm_tensor t = {.name = "image", .dtype = DM_F32, .ndim = 3, .shape = {prep.channels, h, w}, .data = input};
+        rc = write_tensors(a.output, &t, 1) ? 0 : 1;
+    }
     free(input);
     dm_model_free(m);
     return rc;
@@ -138,9 +146,9 @@ int cmd_features(int argc, char **argv)
     dm_outputs out = {0};
     dm_tensor t[DM_NUM_STAGES];
     static char names[DM_NUM_STAGES][8] = {"stage0", "stage1", "stage2", "stage3"};
-    float *input = load_input(&a, 1, &m, &prep, &h, &w);
-    rc = 1;
+    float *input = load_input(&a, 1, &m, &prep, &h, &w, &rc);
     if (!input) goto done;
+    rc = 1;
     if (dm_workspace_create(m, 1, h, w, &ws) != DM_OK) {
         cli_error("%s", dm_last_error());
         goto done;

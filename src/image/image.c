@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -238,6 +239,9 @@ static dm_status parse_preprocess(const dm_json *root, int in_chans, dm_preproce
     if ((st = json_channels(dm_json_get(root, "mean"), "mean", p->channels, p->mean)) != DM_OK ||
         (st = json_channels(dm_json_get(root, "std"), "std", p->channels, p->std)) != DM_OK)
         return st;
+    for (int c = 0; c < p->channels; c++)
+        if (!(p->std[c] > 0) || !isfinite(p->std[c]) || !isfinite(p->mean[c]))
+            return dm_fail(DM_ERR_MODEL, "preprocess metadata: 'std' must be positive and 'mean' finite");
     return DM_OK;
 }
 
