@@ -596,21 +596,48 @@ void cli_classifier_free(cli_classifier *c)
     *c = (cli_classifier){0};
 }
 
+/* Class a ranks above class b: a larger logit, ties to the lower index. */
+static int ranks_above(const float *logits, int a, int b)
+{
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+}
+
+/* Restore the heap below position i: every class ranks above its parent's,
+ * so heap[0] is the lowest-ranked kept. */
+static void sift_down(const float *logits, int *heap, int size, int i)
+{
+    for (;;) {
+        int low = i, l = 2 * i + 1, r = l + 1;
+        if (l < size && ranks_above(logits, heap[low], heap[l])) low = l;
+        if (r < size && ranks_above(logits, heap[low], heap[r])) low = r;
+        if (low == i) return;
+        int t = heap[i];
+        heap[i] = heap[low];
+        heap[low] = t;
+        i = low;
+    }
+}
+
 void cli_top_k(const float *logits, int classes, int k, int *index, double *prob)
 {
     double max = logits[0], sum = 0;
     for (int i = 1; i < classes; i++)
         if (logits[i] > max) max = logits[i];
     for (int i = 0; i < classes; i++) sum += exp(logits[i] - max);
-    /* Selection of the k largest, ties to the lower index. */
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int i = 0; i < classes; i++) {
-            int taken = 0;
-            for (int t = 0; t < j; t++) taken |= index[t] == i;
-            if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
+    /* The k best in a heap of the lowest-ranked first: classes x log k. */
+    for (int i = 0; i < k; i++) index[i] = i;
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(logits, index, k, i);
+    for (int i = k; i < classes; i++)
+        if (ranks_above(logits, i, index[0])) {
+            index[0] = i;
+            sift_down(logits, index, k, 0);
         }
-        index[j] = best;
-        prob[j] = exp(logits[best] - max) / sum;
+    /* Taking the lowest-ranked to the end each time leaves the best first. */
+    for (int size = k; size > 1; size--) {
+        int t = index[0];
+        index[0] = index[size - 1];
+        index[size - 1] = t;
+        sift_down(logits, index, size - 1, 0);
     }
+    for (int j = 0; j < k; j++) prob[j] = exp(logits[index[j]] - max) / sum;
 }
