@@ -167,5 +167,21 @@ done
 : >"$tmp/zero.png"
 expect 1 "zero.png: empty file" sh -c "ulimit -v 1000000; \"\$0\" classify --size 4096 \"\$1\"" "$damamba" "$tmp/zero.png"
 
+# Names reach the terminal with control characters escaped, and JSON
+# output is valid UTF-8 whatever bytes a file name holds.
+name=$(printf 'odd\377\033[31m\nname.png')
+cp "$samples/bag.png" "$tmp/$name"
+"$damamba" classify --json "$tmp/$name" >"$tmp/odd.json" || fail "classify an oddly named file"
+iconv -f UTF-8 -t UTF-8 "$tmp/odd.json" >/dev/null 2>&1 || fail "JSON output is not valid UTF-8"
+grep -q 'odd\\udcff\\u001b\[31m\\u000aname.png' "$tmp/odd.json" || fail "file name not escaped in JSON: $(cat "$tmp/odd.json")"
+"$damamba" classify "$tmp/$name" >"$tmp/odd.txt" || fail "classify an oddly named file, text"
+LC_ALL=C grep -q 'odd.\\x1b\[31m\\x0aname.png$' "$tmp/odd.txt" || fail "file name not escaped in text: $(cat "$tmp/odd.txt")"
+# A class name with an escape sequence in the model's metadata: "Trouser"
+# becomes the 7 bytes \\u001b, which decode to ESC.
+LC_ALL=C sed 's/"Trouser/"\\\\u001b/' "$(dirname "$samples")/damamba_fmnist.safetensors" >"$tmp/esc.safetensors"
+"$damamba" classify -m "$tmp/esc.safetensors" -k 10 "$samples/trouser.png" >"$tmp/esc.txt" || fail "classify with ESC in a class"
+grep -q '\\x1b' "$tmp/esc.txt" || fail "ESC in a class name not escaped: $(cat -v "$tmp/esc.txt")"
+LC_ALL=C grep -q "$(printf '\033')" "$tmp/esc.txt" "$tmp/odd.txt" && fail "a raw ESC reached the output"
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "damamba.h"
+#include "json.h"
 #include "model.h"
 
 /* A safetensors image: length prefix, header text, data_size zero bytes.
@@ -179,6 +180,30 @@ START_TEST(header_memory_bounded)
 }
 END_TEST
 
+START_TEST(json_strings_written_as_valid_utf8)
+{
+    static const struct { const char *in, *out; } cases[] = {
+        {"plain", "\"plain\""},
+        {"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""}, /* e-acute, euro, emoji */
+        {"a\xff" "b", "\"a\\udcff" "b\""},                       /* not UTF-8 at all */
+        {"\xc0\x80", "\"\\udcc0\\udc80\""},                     /* overlong NUL */
+        {"\xed\xa0\x80", "\"\\udced\\udca0\\udc80\""},        /* a surrogate */
+        {"\xf4\x90\x80\x80", "\"\\udcf4\\udc90\\udc80\\udc80\""}, /* above U+10FFFF */
+        {"\xe2\x82", "\"\\udce2\\udc82\""},                     /* cut short */
+        {"q\"\\\n\x1b\x7f", "\"q\\\"\\\\\\u000a\\u001b\\u007f\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        ck_assert(dm_json_write_string(f, cases[i].in));
+        fclose(f);
+        ck_assert_str_eq(text, cases[i].out);
+        free(text);
+    }
+}
+END_TEST
+
 START_TEST(unknown_dtype)
 {
     expect_parse_error("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4,
@@ -299,6 +324,7 @@ int main(void)
     tcase_add_test(tc, overlap_behind_empty_tensor);
     tcase_add_test(tc, many_tensors_in_n_log_n);
     tcase_add_test(tc, header_memory_bounded);
+    tcase_add_test(tc, json_strings_written_as_valid_utf8);
     tcase_add_test(tc, unknown_dtype);
     tcase_add_test(tc, shape_overflow);
     suite_add_tcase(s, tc);

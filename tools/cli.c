@@ -20,13 +20,28 @@
 extern const unsigned char dm_default_model[];
 extern const unsigned char dm_default_model_end[];
 
+void cli_put_text(FILE *f, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7F) fprintf(f, "\\x%02x", *p);
+        else fputc(*p, f);
+    }
+}
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
-    fputs("damamba: ", stderr);
+    char *msg;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    fputs("damamba: ", stderr);
+    if (n < 0) {
+        fputs("(out of memory formatting a message)", stderr);
+    } else {
+        cli_put_text(stderr, msg);
+        free(msg);
+    }
     fputc('\n', stderr);
 }
 

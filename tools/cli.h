@@ -10,7 +10,11 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-/* Print "damamba: message" to stderr. */
+/* Write s with control characters (escape sequences, newlines) as \xHH,
+ * so names from files and models cannot steer the terminal. */
+void cli_put_text(FILE *f, const char *s);
+
+/* Print "damamba: message" to stderr, control characters escaped. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Load -m MODEL, or the embedded Fashion-MNIST model when path is NULL.

@@ -51,8 +51,13 @@ static void print_result(const char *file, const char *error, const float *logit
     }
     cli_top_k(logits, classes, k, index, prob);
     if (!json) {
-        printf("%s\n", file);
-        for (int j = 0; j < k; j++) printf("  %8.4f%%  %s (%d)\n", 100 * prob[j], labels->names[index[j]], index[j]);
+        cli_put_text(stdout, file);
+        putchar('\n');
+        for (int j = 0; j < k; j++) {
+            printf("  %8.4f%%  ", 100 * prob[j]);
+            cli_put_text(stdout, labels->names[index[j]]);
+            printf(" (%d)\n", index[j]);
+        }
         return;
     }
     fputs("{\"file\": ", stdout);

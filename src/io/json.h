@@ -42,7 +42,12 @@ void dm_json_free(dm_json *value);
 /* Member of an object by name, or NULL. */
 const dm_json *dm_json_get(const dm_json *object, const char *key);
 
-/* Write s as a JSON string literal (quoted, escaped); 0 on a write error. */
+/* Write s as a JSON string literal (quoted, escaped); 0 on a write error.
+ * The output is valid UTF-8 whatever s holds: a byte that does not belong
+ * to a well-formed UTF-8 sequence is written as the escape \udcXX of a
+ * lone surrogate, as Python's "surrogateescape" error handler decodes it
+ * (os.fsencode gives the original bytes back); control characters and DEL
+ * are escaped too. */
 int dm_json_write_string(FILE *f, const char *s);
 
 #endif
