@@ -204,6 +204,32 @@ START_TEST(json_strings_written_as_valid_utf8)
 }
 END_TEST
 
+START_TEST(many_blocks_in_n_log_n)
+{
+    /* 80,000 blocks: counting them looked each name up in the whole list
+     * (30 s); with the sorted index it is n log n. */
+    int blocks = 80000;
+    size_t cap = (size_t)blocks * 128 + 256, len = 0;
+    char *h = malloc(cap);
+    len += (size_t)snprintf(h, cap, "{\"stem.0.weight\":{\"dtype\":\"F32\",\"shape\":[1,3,1,1],\"data_offsets\":[0,12]}");
+    for (int i = 0; i < blocks; i++)
+        len += (size_t)snprintf(h + len, cap - len,
+                                ",\"stages.0.blocks.%d.norm1.norm.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
+                                "\"data_offsets\":[%d,%d]}", i, 12 + 4 * i, 16 + 4 * i);
+    snprintf(h + len, cap - len, "}");
+    size_t size;
+    unsigned char *buf = make_file(h, 12 + 4 * (size_t)blocks, &size);
+    dm_tensor_file f;
+    ck_assert_msg(dm_safetensors_parse(buf, size, &f) == DM_OK, "%s", dm_last_error());
+    dm_model *m;
+    ck_assert_int_eq(dm_model_from_file(&f, &m), DM_ERR_MODEL);
+    ck_assert_msg(strstr(dm_last_error(), "stages.0.blocks.0.mlp.fc1.weight") != NULL, "%s", dm_last_error());
+    dm_tensor_file_close(&f);
+    free(buf);
+    free(h);
+}
+END_TEST
+
 START_TEST(unknown_dtype)
 {
     expect_parse_error("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4,
@@ -254,8 +280,10 @@ START_TEST(missing_tensor)
     ck_assert_ptr_nonnull(t);
     char *saved = t->name;
     t->name = "renamed";
+    ck_assert_int_eq(dm_tensor_file_index(&micro), DM_OK); /* names changed: sort them again */
     expect_model_error(&micro, "missing tensor 'stages.2.blocks.1.token_mixer.Ds'");
     t->name = saved;
+    ck_assert_int_eq(dm_tensor_file_index(&micro), DM_OK);
 }
 END_TEST
 
@@ -268,7 +296,10 @@ START_TEST(unexpected_tensor)
     copy[micro.count].name = "stages.0.blocks.0.extra.weight";
     f.tensors = copy;
     f.count = micro.count + 1;
+    f.by_name = NULL;
+    ck_assert_int_eq(dm_tensor_file_index(&f), DM_OK);
     expect_model_error(&f, "unexpected tensor 'stages.0.blocks.0.extra.weight'");
+    free(f.by_name);
     free(copy);
 }
 END_TEST
@@ -325,6 +356,7 @@ int main(void)
     tcase_add_test(tc, many_tensors_in_n_log_n);
     tcase_add_test(tc, header_memory_bounded);
     tcase_add_test(tc, json_strings_written_as_valid_utf8);
+    tcase_add_test(tc, many_blocks_in_n_log_n);
     tcase_add_test(tc, unknown_dtype);
     tcase_add_test(tc, shape_overflow);
     suite_add_tcase(s, tc);

@@ -44,13 +44,6 @@ static int dtype_from_name(const char *name, dm_dtype *out)
     return 0;
 }
 
-const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name)
-{
-    for (size_t i = 0; i < file->count; i++)
-        if (strcmp(file->tensors[i].name, name) == 0) return &file->tensors[i];
-    return NULL;
-}
-
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key)
 {
     for (size_t i = 0; i < file->meta_count; i++)
@@ -65,26 +58,15 @@ static int by_offset(const void *a, const void *b)
     return px < py ? -1 : px > py;
 }
 
-static int by_name(const void *a, const void *b)
-{
-    const dm_tensor *x = a, *y = b;
-    return strcmp(x->name, y->name);
-}
-
-/* Names must be unique and tensors may not share bytes (a writer that
- * aliases them is broken).  Both are checked on a sorted copy, so a header
- * of n tensors costs n log n, not n^2. */
-static dm_status check_names_and_overlaps(const dm_tensor_file *file)
+/* Tensors may not share bytes (a writer that aliases them is broken),
+ * checked on a copy sorted by offset: n log n for n tensors. */
+static dm_status check_overlaps(const dm_tensor_file *file)
 {
     if (file->count < 2) return DM_OK;
     dm_tensor *sorted = malloc(file->count * sizeof *sorted);
     if (!sorted) return dm_fail(DM_ERR_NOMEM, "out of memory reading header");
     memcpy(sorted, file->tensors, file->count * sizeof *sorted);
     dm_status st = DM_OK;
-    qsort(sorted, file->count, sizeof *sorted, by_name);
-    for (size_t i = 1; !st && i < file->count; i++)
-        if (strcmp(sorted[i - 1].name, sorted[i].name) == 0)
-            st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", sorted[i].name);
     qsort(sorted, file->count, sizeof *sorted, by_offset);
     /* Against the furthest end so far: an empty tensor between two others
      * must not hide their overlap. */
@@ -200,7 +182,7 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
         if (!t->name) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
         if ((st = parse_tensor(m, data, data_size, t)) != DM_OK) goto done;
     }
-    st = check_names_and_overlaps(out);
+    if (!(st = dm_tensor_file_index(out))) st = check_overlaps(out);
 done:
     dm_json_free(root);
     if (st != DM_OK) dm_tensor_file_close(out);
