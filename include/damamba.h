@@ -159,6 +159,11 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws,
 /* Decoded images are refused above this many pixels (width x height), checked
  * from the file's header before any pixel is decoded: 8192 x 8192. */
 #define DM_IMAGE_MAX_PIXELS (8192 * 8192)
+/* So is an image whose decoding would take more memory than this, counted
+ * from the header as 3 bytes per sample (6 at 16 bits): 8192 x 8192 RGB
+ * passes at 8 bits (576 MiB), not at 16.  Images decoded at once by several
+ * threads share twice this much; the others wait their turn. */
+#define DM_IMAGE_MAX_DECODE_BYTES ((size_t)1 << 30)
 
 /* An 8-bit image: height x width pixels of `channels` interleaved bytes,
  * rows top to bottom. */

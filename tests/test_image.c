@@ -156,7 +156,7 @@ END_TEST
 
 /* A PNG with the given IHDR size and no pixels: signature, IHDR with a
  * valid CRC, IEND. */
-static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height)
+static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height, uint8_t depth, uint8_t colour)
 {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     uint8_t ihdr[17] = {'I', 'H', 'D', 'R'};
@@ -164,8 +164,8 @@ static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height)
         ihdr[4 + i] = (uint8_t)(width >> (24 - 8 * i));
         ihdr[8 + i] = (uint8_t)(height >> (24 - 8 * i));
     }
-    ihdr[12] = 8; /* bit depth */
-    ihdr[13] = 2; /* RGB */
+    ihdr[12] = depth;
+    ihdr[13] = colour; /* 2 RGB, 6 RGBA */
     uint32_t crc = 0xffffffffu;
     for (int i = 0; i < 17; i++) {
         crc ^= ihdr[i];
@@ -353,8 +353,17 @@ START_TEST(hostile_files)
     expect_failure(dm_image_load_memory("P6\n1 1\n65535\n\1\2\3\4\5\6", 18, 3, &img), DM_ERR_UNSUPPORTED, "8-bit");
     /* A header claiming 10000 x 10000 pixels is refused before decoding. */
     uint8_t hdr[64];
-    size_t n = png_header(hdr, 10000, 10000);
+    size_t n = png_header(hdr, 10000, 10000, 8, 2);
     expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "over the limit");
+    /* 8192 x 8192 RGBA of 16 bits (a 516 kB file can say so) would take
+     * 1.5 GB to decode; at 8 bits and RGB it gets as far as the missing data. */
+    n = png_header(hdr, 8192, 8192, 16, 6);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "needs 1536 MB to decode");
+    n = png_header(hdr, 8192, 8192, 8, 2);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "cannot decode image: no IDAT");
+    /* Wider than stb_image reads: named so, not "unknown image type". */
+    n = png_header(hdr, 100000, 1, 8, 2);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "100000 x 1 pixels is over the limit");
     /* Empty input, bad channel count. */
     expect_failure(dm_image_load_memory(hdr, 0, 3, &img), DM_ERR_FORMAT, "empty");
     expect_failure(dm_image_load_memory(hdr, n, 2, &img), DM_ERR_ARGUMENT, "1 or 3");

@@ -44,7 +44,8 @@ static dm_status check_jpeg_with_table(unsigned codes, int after_scan)
 
 START_TEST(signatures)
 {
-    ck_assert_int_eq(dm_image_check("\x89PNG\r\n\x1a\n\0\0\0\0IEND....", 20), DM_OK);
+    ck_assert_int_eq(dm_image_check("\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\1\0\0\0\1\10\2\0\0\0...."
+                                    "\0\0\0\0IEND....", 45), DM_OK);
     /* a 1 x 1 BMP of 24 bits: headers, then one row of 3 bytes padded to 4 */
     unsigned char bmp[58] = {'B', 'M', 58, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0, 40, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0,
                              1, 0, 24, 0};
@@ -96,10 +97,10 @@ END_TEST
 
 START_TEST(png_chunk_lengths)
 {
-    unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 2, 'I', 'H', 'D', 'R', 1, 2,
-                           0, 0, 0, 0, 0, 0, 0, 0, 'I', 'E', 'N', 'D', 0, 0, 0, 0};
+    unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 1,
+                           0, 0, 0, 1, 8, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'I', 'E', 'N', 'D', 0, 0, 0, 0};
     ck_assert_int_eq(dm_image_check(png, sizeof png), DM_OK);
-    png[8] = 0x50; /* 1.3 GB claimed by a 32-byte file */
+    png[33] = 0x50; /* 1.3 GB claimed by an IEND chunk of a 45-byte file */
     ck_assert_int_eq(dm_image_check(png, sizeof png), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "runs past the end of the file"));
 }

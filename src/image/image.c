@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,32 @@ static void convert_pixels(const uint8_t *in, int in_channels, uint8_t *out, int
     }
 }
 
+/* Decoders running at once share this much memory: an image whose decoding
+ * would exceed what is left waits for the others to finish, so a batch
+ * decoded by many threads costs no more than one large image. */
+#define DECODE_MEMORY_TOTAL ((size_t)2 * DM_IMAGE_MAX_DECODE_BYTES)
+
+static pthread_mutex_t decode_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t decode_finished = PTHREAD_COND_INITIALIZER;
+static size_t decode_in_use;
+
+static void decode_memory_take(size_t bytes)
+{
+    pthread_mutex_lock(&decode_lock);
+    while (decode_in_use && decode_in_use + bytes > DECODE_MEMORY_TOTAL)
+        pthread_cond_wait(&decode_finished, &decode_lock);
+    decode_in_use += bytes;
+    pthread_mutex_unlock(&decode_lock);
+}
+
+static void decode_memory_give(size_t bytes)
+{
+    pthread_mutex_lock(&decode_lock);
+    decode_in_use -= bytes;
+    pthread_cond_broadcast(&decode_finished);
+    pthread_mutex_unlock(&decode_lock);
+}
+
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
@@ -102,8 +129,22 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
     if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS)
         return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
                        DM_IMAGE_MAX_PIXELS);
+    /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
+     * GIF frame as RGBA), and about twice that in its working buffers. */
+    size_t samples = (size_t)w * h * (n < 4 && memcmp(bytes, "GIF", 3) == 0 ? 4 : (size_t)n);
+    size_t need = 3 * samples * (stbi_is_16_bit_from_memory(bytes, (int)size) ? 2 : 1);
+    if (need > DM_IMAGE_MAX_DECODE_BYTES)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels, %d channel%s%s, needs %zu MB to decode, over the "
+                       "limit of %zu MB", w, h, n, n == 1 ? "" : "s",
+                       stbi_is_16_bit_from_memory(bytes, (int)size) ? " of 16 bits" : "", need >> 20,
+                       (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
+    decode_memory_take(need);
+    stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
     stbi_uc *decoded = stbi_load_from_memory(bytes, (int)size, &w, &h, &n, 0);
-    if (!decoded) return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s", stbi_failure_reason());
+    decode_memory_give(need);
+    if (!decoded)
+        return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
+                       stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
     if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
         stbi_image_free(decoded);
         return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,

@@ -113,14 +113,30 @@ static dm_status check_jpeg(const unsigned char *b, size_t size)
     return DM_OK;
 }
 
+static uint32_t be32(const unsigned char *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
 /* stb_image 2.27 allocates a chunk's declared length before reading it, so a
  * tiny file could ask for gigabytes: no chunk may claim more than the file
- * holds.  And the file must end with a whole IEND chunk, as PNG files do. */
+ * holds.  And the file must end with a whole IEND chunk, as PNG files do.
+ * The size is checked here too: stb_image's own refusal of a size over
+ * 65536 reaches the caller as "unknown image type". */
 static dm_status check_png(const unsigned char *b, size_t size)
 {
+    if (size < 8 + 8 + 13 || be32(b + 8) != 13 || memcmp(b + 12, "IHDR", 4) != 0)
+        return dm_fail(DM_ERR_FORMAT, "corrupt PNG: it does not start with an IHDR chunk");
+    uint32_t width = be32(b + 16), height = be32(b + 20);
+    if (!width || !height) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: %u x %u pixels", width, height);
+    if (width > 65536 || height > 65536)
+        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of 65536 pixels a side", width, height);
+    if ((uint64_t)width * height > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %d pixels", width, height,
+                       DM_IMAGE_MAX_PIXELS);
     size_t p = 8;
     while (size - p >= 8) {
-        uint32_t len = (uint32_t)b[p] << 24 | (uint32_t)b[p + 1] << 16 | (uint32_t)b[p + 2] << 8 | b[p + 3];
+        uint32_t len = be32(b + p);
         if (len > size - p - 8)
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
