@@ -89,7 +89,8 @@ const char *dm_model_metadata(const dm_model *model, const char *key);
 dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage,
                          int *channels, int *out_h, int *out_w);
 
-/* Multiply-accumulate operations of one forward pass of one h x w image. */
+/* Multiply-accumulate operations of one forward pass of one h x w image
+ * (INT64_MAX when there are more). */
 int64_t dm_model_macs(const dm_model *model, int h, int w);
 
 /* --------------------------------------------------------------- backends */

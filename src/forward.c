@@ -559,20 +559,21 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
 {
     if (!model || h < 1 || w < 1) return 0;
     const dm_config *c = &model->config;
-    int64_t macs = 0;
+    /* Counted in double: huge sizes and depths overflow 64-bit integers. */
+    double macs = 0;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &model->stem[i];
         if (cv->stride == 2) { h = dm_down2(h); w = dm_down2(w); }
-        macs += (int64_t)h * w * cv->cout * cv->cin * 9;
+        macs += (double)h * w * cv->cout * cv->cin * 9;
     }
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         if (s > 0) {
             h = dm_down2(h);
             w = dm_down2(w);
-            macs += (int64_t)h * w * c->dims[s] * c->dims[s - 1] * 9;
+            macs += (double)h * w * c->dims[s] * c->dims[s - 1] * 9;
         }
-        int64_t P = (int64_t)h * w, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
-        int64_t block = P * (9 * C              /* pos_embed */
+        double P = (double)h * w, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
+        double block = P * (9 * C              /* pos_embed */
                              + C * C + 9 * C    /* in_proj, conv2d */
                              + 9 * C + 2 * G * C /* offset branch */
                              + 4 * C            /* bilinear sampler */
@@ -582,6 +583,6 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
                              + F * C + 9 * F + F * C); /* ConvFFN */
         macs += block * c->depths[s];
     }
-    macs += (int64_t)c->num_classes * c->dims[3];
-    return macs;
+    macs += (double)c->num_classes * c->dims[3];
+    return macs < 0x1p63 ? (int64_t)macs : INT64_MAX;
 }

@@ -363,7 +363,7 @@ int cli_list_dir(const char *dir, cli_files *names)
         cli_files_free(names);
         return 0;
     }
-    qsort(names->paths, names->count, sizeof(char *), compare_strings);
+    if (names->count) qsort(names->paths, names->count, sizeof(char *), compare_strings);
     return 1;
 }
 

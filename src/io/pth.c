@@ -74,8 +74,9 @@ static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefi
     }
     size_t esize = dm_dtype_size(t->dtype);
     if (offset->integer > storage->integer || t->numel > storage->integer - offset->integer)
-        return dm_fail(DM_ERR_FORMAT, "tensor '%s': needs elements [%lld, %lld) of a storage of %lld",
-                       name, (long long)offset->integer, (long long)offset->integer + (long long)t->numel,
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': needs elements [%lld, %llu) of a storage of %lld",
+                       name, (long long)offset->integer,
+                       (unsigned long long)offset->integer + (unsigned long long)t->numel, /* both >= 0: no wrap */
                        (long long)storage->integer);
     if ((uint64_t)storage->integer > UINT64_MAX / esize)
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage size overflows", name);
