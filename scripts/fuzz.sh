@@ -25,17 +25,20 @@ for f in $lib; do
     objs="$objs $out/obj/$(basename "${f%.c}").o"
 done
 for t in safetensors pth image; do
-    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -o "$out/fuzz_$t"
+    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -lpthread -o "$out/fuzz_$t"
 done
 $cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
+$cc -std=c11 -O1 "$root/fuzz/make_model_seeds.c" -o "$out/make_model_seeds"
 
-# Seeds: the small test files, and images written here.
+# Seeds: the small test files, and images (whole and truncated) and
+# hostile model files written here.
 for t in safetensors pth image; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
 for f in "$root"/tests/golden/*.safetensors "$root"/tests/fixtures/*.safetensors "$root"/data/*.safetensors; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/safetensors/"
 done
 cp "$root"/tests/fixtures/*.pth "$out/seeds/pth/"
 "$out/make_image_seeds" "$out/seeds/image"
+"$out/make_model_seeds" "$out/seeds/safetensors" "$out/seeds/pth"
 for f in "$root"/tests/golden/*.png "$root"/tests/golden/*.jpg; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/image/"
 done
