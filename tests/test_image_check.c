@@ -6,21 +6,22 @@
 
 #include "image_check.h"
 
-/* A DHT segment with one table whose 16 code counts sum to `codes`. */
-static size_t put_dht(unsigned char *b, unsigned codes)
+/* A DHT segment with one table (class << 4 | number) whose 16 code counts
+ * sum to `codes`. */
+static size_t put_dht(unsigned char *b, unsigned codes, unsigned char table)
 {
     size_t n = 0;
     b[n++] = 0xFF;
     b[n++] = 0xC4;
     b[n++] = (unsigned char)((2 + 17 + codes) >> 8);
     b[n++] = (unsigned char)(2 + 17 + codes);
-    b[n++] = 0x00; /* DC table 0 */
+    b[n++] = table;
     for (unsigned i = 0; i < 16; i++) b[n++] = (unsigned char)(codes / 16 + (i < codes % 16));
     memset(b + n, 0, codes);
     return n + codes;
 }
 
-/* SOI, optionally a scan, the table, EOI. */
+/* SOI, optionally the tables of a scan and the scan, the table, EOI. */
 static dm_status check_jpeg_with_table(unsigned codes, int after_scan)
 {
     static unsigned char b[8192];
@@ -31,12 +32,14 @@ static dm_status check_jpeg_with_table(unsigned codes, int after_scan)
     b[n++] = 0xFF;
     b[n++] = 0xD8;
     if (after_scan) {
+        n += put_dht(b + n, 12, 0x00); /* DC table 0 */
+        n += put_dht(b + n, 12, 0x10); /* AC table 0 */
         memcpy(b + n, sos, sizeof sos);
         n += sizeof sos;
         memcpy(b + n, scan, sizeof scan);
         n += sizeof scan;
     }
-    n += put_dht(b + n, codes);
+    n += put_dht(b + n, codes, 0x00);
     b[n++] = 0xFF;
     b[n++] = 0xD9;
     return dm_image_check(b, n);
@@ -95,6 +98,17 @@ START_TEST(jpeg_huffman_tables)
 }
 END_TEST
 
+/* A scan whose Huffman table was never defined decoded with whatever the
+ * decoder's table memory held. */
+START_TEST(jpeg_scan_tables_defined)
+{
+    static const unsigned char sos[] = {0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00,
+                                        0x12, 0x34, 0xFF, 0xD9};
+    ck_assert_int_eq(dm_image_check(sos, sizeof sos), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "uses a table never defined"));
+}
+END_TEST
+
 START_TEST(png_chunk_lengths)
 {
     unsigned char png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 1,
@@ -112,6 +126,7 @@ int main(void)
     TCase *tc = tcase_create("screen");
     tcase_add_test(tc, signatures);
     tcase_add_test(tc, jpeg_huffman_tables);
+    tcase_add_test(tc, jpeg_scan_tables_defined);
     tcase_add_test(tc, png_chunk_lengths);
     suite_add_tcase(s, tc);
     return test_run(s);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define JPEG_DHT 0xC4
+#define JPEG_DQT 0xDB
 #define JPEG_SOS 0xDA
 #define JPEG_EOI 0xD9
 #define MAX_HUFFMAN_CODES 256
@@ -29,9 +30,14 @@ static size_t skip_scan(const unsigned char *b, size_t size, size_t p)
     return size;
 }
 
+/* Tables a JPEG has defined so far, one bit per table number. */
+typedef struct jpeg_tables {
+    unsigned dc, ac, quant, frame_quant; /* frame_quant: those the frame's components use */
+} jpeg_tables;
+
 /* The tables of a DHT segment, read as stb_image reads them: one after the
  * other while the segment length says more remain. */
-static dm_status check_dht(const unsigned char *b, size_t size, size_t *p)
+static dm_status check_dht(const unsigned char *b, size_t size, size_t *p, jpeg_tables *t)
 {
     if (*p + 2 > size) return DM_OK;
     long left = (long)(b[*p] << 8 | b[*p + 1]) - 2;
@@ -44,17 +50,46 @@ static dm_status check_dht(const unsigned char *b, size_t size, size_t *p)
         if (codes > MAX_HUFFMAN_CODES)
             return dm_fail(DM_ERR_FORMAT, "corrupt JPEG: a Huffman table with %u codes (at most %d) at byte %zu",
                            codes, MAX_HUFFMAN_CODES, *p);
+        if (b[*p] >> 4) t->ac |= 1u << (b[*p] & 15);
+        else t->dc |= 1u << (b[*p] & 15);
         *p += 17 + codes;
         left -= 17 + (long)codes;
     }
     return DM_OK;
 }
 
+/* The quantization tables of a DQT segment at p (its length). */
+static void note_dqt(const unsigned char *b, size_t size, size_t p, jpeg_tables *t)
+{
+    size_t end = p + (size_t)(b[p] << 8 | b[p + 1]);
+    for (p += 2; p < end && p < size; p += 1 + (b[p] >> 4 ? 128 : 64)) t->quant |= 1u << (b[p] & 15);
+}
+
+/* A scan (SOS segment at p, its length) may only use tables defined before
+ * it: stb_image would decode with whatever its table memory holds. */
+static dm_status check_scan_tables(const unsigned char *b, size_t size, size_t p, const jpeg_tables *t)
+{
+    if (p + 3 > size) return DM_OK;
+    unsigned comps = b[p + 2];
+    size_t spectral = p + 3 + 2 * (size_t)comps;
+    if (spectral + 2 > size) return DM_OK; /* cut short: refused for its missing end */
+    unsigned start = b[spectral], end = b[spectral + 1];
+    int defined = (t->frame_quant & ~t->quant) == 0;
+    for (unsigned c = 0; c < comps; c++) {
+        unsigned dc = b[p + 4 + 2 * c] >> 4, ac = b[p + 4 + 2 * c] & 15;
+        if (start == 0 && !(t->dc >> dc & 1)) defined = 0;
+        if (end > 0 && !(t->ac >> ac & 1)) defined = 0;
+    }
+    return defined ? DM_OK
+                   : dm_fail(DM_ERR_FORMAT, "corrupt JPEG: a scan at byte %zu uses a table never defined", p - 2);
+}
+
 static int is_frame(unsigned m) { return m >= 0xC0 && m <= 0xCF && m != JPEG_DHT && m != 0xC8 && m != 0xCC; }
 
-/* 8 x 8 blocks of a frame (SOF segment at p, after its length): each
- * component's share, rounded down, so a lower bound. */
-static uint64_t frame_blocks(const unsigned char *b, size_t size, size_t p)
+/* 8 x 8 blocks of a frame (SOF segment at p, its length): each
+ * component's share, rounded down, so a lower bound.  Notes the
+ * quantization tables the components use. */
+static uint64_t frame_blocks(const unsigned char *b, size_t size, size_t p, unsigned *quant)
 {
     if (p + 8 > size) return 0;
     uint64_t height = (uint64_t)(b[p + 3] << 8 | b[p + 4]), width = (uint64_t)(b[p + 5] << 8 | b[p + 6]);
@@ -62,6 +97,7 @@ static uint64_t frame_blocks(const unsigned char *b, size_t size, size_t p)
     if (p + 8 + 3 * (size_t)comps > size) return 0;
     for (unsigned c = 0; c < comps; c++) {
         unsigned s = b[p + 9 + 3 * c];
+        *quant |= 1u << (b[p + 10 + 3 * c] & 15);
         if (s >> 4 > hmax) hmax = s >> 4;
         if ((s & 15) > vmax) vmax = s & 15;
     }
@@ -82,6 +118,7 @@ static dm_status check_jpeg(const unsigned char *b, size_t size)
     size_t p = 2; /* after SOI */
     uint64_t blocks = 0, scan_bytes = 0;
     int ended = 0;
+    jpeg_tables tables = {0};
     while (p < size) {
         while (p < size && b[p] != 0xFF) p++; /* padding between segments */
         while (p < size && b[p] == 0xFF) p++;
@@ -93,12 +130,17 @@ static dm_status check_jpeg(const unsigned char *b, size_t size)
         }
         if (m == 0 || m == 1 || is_restart(m)) continue;
         if (m == JPEG_DHT) {
-            dm_status st = check_dht(b, size, &p);
+            dm_status st = check_dht(b, size, &p, &tables);
             if (st) return st;
             continue;
         }
         if (p + 2 > size) break;
-        if (is_frame(m)) blocks = frame_blocks(b, size, p);
+        if (is_frame(m)) blocks = frame_blocks(b, size, p, &tables.frame_quant);
+        if (m == JPEG_DQT) note_dqt(b, size, p, &tables);
+        if (m == JPEG_SOS) {
+            dm_status st = check_scan_tables(b, size, p, &tables);
+            if (st) return st;
+        }
         p += (size_t)(b[p] << 8 | b[p + 1]);
         if (m == JPEG_SOS) {
             size_t end = skip_scan(b, size, p);
