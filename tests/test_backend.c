@@ -40,7 +40,7 @@ START_TEST(backend_cuda_explains)
         /* It holds m's weights: a twin of m with other weights is refused. */
         dm_model *twin = small_model();
         float input[3 * 16 * 16] = {0}, logits[10];
-        dm_outputs out = {.logits = logits};
+        dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
         ck_assert_int_eq(dm_forward(twin, ws, input, 1, 16, 16, &out), DM_ERR_ARGUMENT);
         ck_assert_ptr_nonnull(strstr(dm_last_error(), "holds the weights of the model it was created for"));
         ck_assert_int_eq(dm_forward(m, ws, input, 1, 16, 16, &out), DM_OK);
@@ -82,7 +82,7 @@ START_TEST(workspace_of_another_model)
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(small, 1, 32, 32, &ws), DM_OK);
     float input[3 * 32 * 32] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_int_eq(dm_forward(large, ws, input, 1, 32, 32, &out), DM_ERR_ARGUMENT);
     ck_assert_msg(strstr(dm_last_error(), "the workspace was created for another model") != NULL, "%s",
                   dm_last_error());

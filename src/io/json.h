@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdint.h>
 
+#include "internal_api.h"
+
 typedef enum dm_json_type {
     DM_JSON_NULL,
     DM_JSON_BOOL,
@@ -31,7 +33,7 @@ typedef struct dm_json {
 
 /* The parsed tree (with malloc's overhead) stays under this many bytes per
  * byte of text, plus 4 KiB; a document that needs more is refused.
- * safetensors headers need about 12 (each value takes a node of 80 bytes). */
+ * safetensors headers need 8 to 12 (each value takes a node of 80 bytes). */
 #define DM_JSON_BYTES_PER_BYTE 24
 
 /* Parse len bytes.  On failure returns NULL and writes a reason (with the
@@ -41,13 +43,5 @@ void dm_json_free(dm_json *value);
 
 /* Member of an object by name, or NULL. */
 const dm_json *dm_json_get(const dm_json *object, const char *key);
-
-/* Write s as a JSON string literal (quoted, escaped); 0 on a write error.
- * The output is valid UTF-8 whatever s holds: a byte that does not belong
- * to a well-formed UTF-8 sequence is written as the escape \udcXX of a
- * lone surrogate, as Python's "surrogateescape" error handler decodes it
- * (os.fsencode gives the original bytes back); control characters and DEL
- * are escaped too. */
-int dm_json_write_string(FILE *f, const char *s);
 
 #endif

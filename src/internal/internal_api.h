@@ -1,0 +1,132 @@
+/* internal_api.h - what the damamba program needs from inside the library
+ * beyond damamba.h: tensor files (reading inputs, writing results), the
+ * checkpoint converter, JSON string output and error reporting.  Not
+ * installed and not exported from libdamamba.so: the program links the
+ * library statically.  The program's include path holds this header and
+ * damamba.h only. */
+#ifndef DM_INTERNAL_API_H
+#define DM_INTERNAL_API_H
+
+#include "damamba.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------ errors */
+
+#if defined(__GNUC__)
+#define DM_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DM_PRINTF(a, b)
+#endif
+
+/* Record a failure for dm_last_error() and return its status, so callers
+ * can write `return dm_fail(DM_ERR_FORMAT, "...", ...);`. */
+dm_status dm_fail(dm_status status, const char *fmt, ...) DM_PRINTF(2, 3);
+
+/* ------------------------------------------------------- tensor files */
+
+#define DM_MAX_DIMS 8
+
+typedef enum dm_dtype {
+    DM_F32,
+    DM_F16,
+    DM_BF16,
+    DM_F64,
+    DM_I64,
+    DM_I32,
+    DM_U8,
+    DM_I8,
+    DM_BOOL,
+} dm_dtype;
+
+typedef struct dm_tensor {
+    char *name;
+    dm_dtype dtype;
+    int ndim;
+    int64_t shape[DM_MAX_DIMS];
+    int64_t numel;
+    const void *data; /* little-endian, dtype-sized elements, maybe unaligned */
+    size_t nbytes;
+} dm_tensor;
+
+typedef struct dm_meta {
+    char *key;
+    char *value;
+} dm_meta;
+
+/* A model or tensor file's named tensors, whatever its format; the data
+ * stays valid until dm_tensor_file_close(). */
+typedef struct dm_tensor_file {
+    dm_tensor *tensors;
+    size_t count;
+    size_t *by_name; /* tensor indices in name order, or NULL (dm_tensor_file_index) */
+    dm_meta *meta;
+    size_t meta_count;
+    /* Backing storage, released by dm_tensor_file_close(). */
+    void *map;
+    size_t map_size;
+    void *owned;
+} dm_tensor_file;
+
+/* Open a safetensors file (memory-mapped). */
+dm_status dm_safetensors_open(const char *path, dm_tensor_file *out);
+
+void dm_tensor_file_close(dm_tensor_file *file);
+
+/* The tensor of that name, or NULL: a binary search once the file is
+ * indexed (the readers index what they read), a linear one before. */
+const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name);
+
+/* Write tensors to a safetensors file, replacing it whole or not at all
+ * (below). */
+dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_t count, const dm_meta *meta,
+                               size_t meta_count);
+
+/* Convert in_path (.pth or safetensors) to a safetensors file under the
+ * official names, with the inferred configuration as metadata and
+ * floating-point weights stored as dtype (DM_F32, DM_F16 or DM_BF16,
+ * rounding to nearest even).  The input must be a DAMamba the library can
+ * load; out_path must not be the input. */
+dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_dtype dtype);
+
+/* ------------------------------------------------------- output files */
+
+/* An output replaced whole or not at all.  The content goes to a new file
+ * beside PATH, named PATH.tmp.XXXXXX with six random characters and created
+ * with O_CREAT | O_EXCL | O_NOFOLLOW: no existing file, and no symbolic
+ * link planted under any name, is ever opened for writing, and concurrent
+ * writers to one PATH each write their own file.  Once complete it is
+ * renamed over PATH in one step, so PATH holds either its old content or
+ * the whole new one (the last writer wins); on failure the temporary file
+ * is removed. */
+typedef struct dm_outfile {
+    FILE *f;
+    char *path, *tmp;
+} dm_outfile;
+
+/* DM_ERR_ARGUMENT when path is the same file (device and inode, so hard
+ * links and other spellings count) as one of the count inputs: replacing it
+ * would destroy an input.  NULL inputs are skipped. */
+dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count);
+
+/* Create the temporary file for path; write through out->f. */
+dm_status dm_outfile_open(const char *path, dm_outfile *out);
+
+/* Close the temporary file and, when ok and every write succeeded, rename
+ * it over the path; otherwise remove it.  ok = 0 abandons the output without
+ * an error of its own (the caller has one).  Frees out in any case. */
+dm_status dm_outfile_finish(dm_outfile *out, int ok);
+
+/* --------------------------------------------------------------- JSON */
+
+/* Write s as a JSON string literal (quoted, escaped); 0 on a write error.
+ * The output is valid UTF-8 whatever s holds: a byte that does not belong
+ * to a well-formed UTF-8 sequence is written as the escape \udcXX of a
+ * lone surrogate, as Python's "surrogateescape" error handler decodes it
+ * (os.fsencode gives the original bytes back); control characters and DEL
+ * are escaped too. */
+int dm_json_write_string(FILE *f, const char *s);
+
+#endif
