@@ -20,6 +20,7 @@ typedef struct parser {
     size_t errlen;
     int failed;
     size_t allocated, budget; /* bytes */
+    int bytes_per_byte;       /* budget per byte of text */
 } parser;
 
 static void fail(parser *p, const char *what)
@@ -35,7 +36,7 @@ static int charge(parser *p, size_t n)
     if (n + MALLOC_OVERHEAD > p->budget - p->allocated) {
         if (!p->failed)
             snprintf(p->err, p->errlen, "needs more than %zu bytes of memory (%d per byte of text) at byte %zu",
-                     p->budget, DM_JSON_BYTES_PER_BYTE, p->pos);
+                     p->budget, p->bytes_per_byte, p->pos);
         p->failed = 1;
         return 0;
     }
@@ -255,10 +256,11 @@ static dm_json *parse_value(parser *p, int depth)
     return NULL;
 }
 
-dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
+dm_json *dm_json_parse_bounded(const char *text, size_t len, int bytes_per_byte, char *err, size_t errlen)
 {
-    parser p = {text, len, 0, err, errlen, 0, 0, 0};
-    p.budget = JSON_BASE_BUDGET + (len < SIZE_MAX / DM_JSON_BYTES_PER_BYTE ? len * DM_JSON_BYTES_PER_BYTE : SIZE_MAX);
+    parser p = {text, len, 0, err, errlen, 0, 0, 0, bytes_per_byte};
+    size_t per_byte = (size_t)bytes_per_byte;
+    p.budget = JSON_BASE_BUDGET + (len < SIZE_MAX / per_byte ? len * per_byte : SIZE_MAX - JSON_BASE_BUDGET);
     dm_json *v = parse_value(&p, 0);
     if (v) {
         skip_ws(&p);
@@ -269,6 +271,11 @@ dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
         }
     }
     return v;
+}
+
+dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
+{
+    return dm_json_parse_bounded(text, len, DM_JSON_BYTES_PER_BYTE, err, errlen);
 }
 
 void dm_json_free(dm_json *value)

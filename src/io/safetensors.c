@@ -13,9 +13,10 @@
 #include <string.h>
 
 /* Headers are small (a few hundred kB for the largest models); anything far
- * beyond that is hostile or corrupt.  With the JSON reader's budget per
- * byte, a header costs at most 24 x 16 MiB of memory. */
+ * beyond that is hostile or corrupt.  Parsed, a header may take 24 bytes
+ * per byte (real ones take 8 to 12), so at most 384 MiB. */
 #define MAX_HEADER_BYTES (16u << 20)
+#define HEADER_BYTES_PER_BYTE 24
 
 static const struct { const char *name; dm_dtype dtype; size_t size; } dtypes[] = {
     {"F32", DM_F32, 4},  {"F16", DM_F16, 2}, {"BF16", DM_BF16, 2},
@@ -148,7 +149,7 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
     while (first < 8 + hlen && strchr(" \t\r\n", bytes[first])) first++;
     if (first == 8 + hlen || bytes[first] != '{') return dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
     char err[160];
-    dm_json *root = dm_json_parse((const char *)bytes + 8, (size_t)hlen, err, sizeof err);
+    dm_json *root = dm_json_parse_bounded((const char *)bytes + 8, (size_t)hlen, HEADER_BYTES_PER_BYTE, err, sizeof err);
     if (!root) return dm_fail(DM_ERR_FORMAT, "header is not valid JSON: %s", err);
     dm_status st = DM_OK;
     if (root->type != DM_JSON_OBJECT) {
