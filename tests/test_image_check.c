@@ -64,6 +64,13 @@ START_TEST(signatures)
     ck_assert_int_eq(dm_image_check(gif, sizeof gif), DM_OK);
     ck_assert_int_eq(dm_image_check(gif, sizeof gif - 2), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated GIF"));
+    /* a 0 x 1 image in a large screen: stb_image gives the background alone */
+    unsigned char empty[sizeof gif];
+    memcpy(empty, gif, sizeof gif);
+    empty[6] = empty[7] = 0xFF; /* screen 65535 pixels wide */
+    empty[18] = 0;              /* the image 0 wide */
+    ck_assert_int_eq(dm_image_check(empty, sizeof empty), DM_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "corrupt GIF: an image of 0 x 1 pixels"));
     ck_assert_int_eq(dm_image_check("P6\n1 1\n255\n...", 14), DM_OK);
     ck_assert_int_eq(dm_image_check("P6\n1 1\n255\n..", 13), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated PNM"));

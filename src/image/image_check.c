@@ -303,6 +303,9 @@ static dm_status check_gif(const unsigned char *b, size_t size)
             p++; /* extension label */
         } else if (block == 0x2C) {
             if (size - p < 10) break;
+            if (!le16(b + p + 4) || !le16(b + p + 6)) /* stb_image would give the background alone */
+                return dm_fail(DM_ERR_FORMAT, "corrupt GIF: an image of %u x %u pixels", le16(b + p + 4),
+                               le16(b + p + 6));
             if (b[p + 8] & 0x80) p += (size_t)3 << ((b[p + 8] & 7) + 1); /* local palette */
             p += 10;  /* descriptor and the LZW code size */
         } else {
