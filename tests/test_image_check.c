@@ -113,6 +113,14 @@ START_TEST(jpeg_scan_tables_defined)
                                         0x12, 0x34, 0xFF, 0xD9};
     ck_assert_int_eq(dm_image_check(sos, sizeof sos), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "uses a table never defined"));
+    /* A frame of components 1 and 2 whose one scan holds only component 1. */
+    static const unsigned char half[] = {0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x43, 0x00, [4 + 67] = 0xFF, 0xC0, 0x00, 0x0E,
+                                         0x08, 0x00, 0x08, 0x00, 0x08, 0x02, 0x01, 0x11, 0x00, 0x02, 0x11, 0x00,
+                                         0xFF, 0xC4, 0x00, 0x14, 0x00, 0x01, [4 + 67 + 16 + 4 + 17 + 1] = 0xFF,
+                                         0xC4, 0x00, 0x14, 0x10, 0x01, [4 + 67 + 16 + 2 * 22 + 1] = 0xFF, 0xDA,
+                                         0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00, 0x12, 0x34, 0xFF, 0xD9};
+    ck_assert_int_eq(dm_image_check(half, sizeof half), DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), "component 2 is in no scan") != NULL, "%s", dm_last_error());
 }
 END_TEST
 

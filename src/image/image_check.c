@@ -33,7 +33,10 @@ static size_t skip_scan(const unsigned char *b, size_t size, size_t p)
 /* Tables a JPEG has defined so far, one bit per table number. */
 typedef struct jpeg_tables {
     unsigned dc, ac, quant, frame_quant; /* frame_quant: those the frame's components use */
+    unsigned char component[256];        /* by id: IN_FRAME, then IN_SCAN once a scan holds it */
 } jpeg_tables;
+
+enum { IN_FRAME = 1, IN_SCAN = 2 };
 
 /* The tables of a DHT segment, read as stb_image reads them: one after the
  * other while the segment length says more remain. */
@@ -67,7 +70,7 @@ static void note_dqt(const unsigned char *b, size_t size, size_t p, jpeg_tables 
 
 /* A scan (SOS segment at p, its length) may only use tables defined before
  * it: stb_image would decode with whatever its table memory holds. */
-static dm_status check_scan_tables(const unsigned char *b, size_t size, size_t p, const jpeg_tables *t)
+static dm_status check_scan_tables(const unsigned char *b, size_t size, size_t p, jpeg_tables *t)
 {
     if (p + 3 > size) return DM_OK;
     unsigned comps = b[p + 2];
@@ -77,6 +80,7 @@ static dm_status check_scan_tables(const unsigned char *b, size_t size, size_t p
     int defined = (t->frame_quant & ~t->quant) == 0;
     for (unsigned c = 0; c < comps; c++) {
         unsigned dc = b[p + 4 + 2 * c] >> 4, ac = b[p + 4 + 2 * c] & 15;
+        t->component[b[p + 3 + 2 * c]] |= IN_SCAN;
         if (start == 0 && !(t->dc >> dc & 1)) defined = 0;
         if (end > 0 && !(t->ac >> ac & 1)) defined = 0;
     }
@@ -89,7 +93,7 @@ static int is_frame(unsigned m) { return m >= 0xC0 && m <= 0xCF && m != JPEG_DHT
 /* 8 x 8 blocks of a frame (SOF segment at p, its length): each
  * component's share, rounded down, so a lower bound.  Notes the
  * quantization tables the components use. */
-static uint64_t frame_blocks(const unsigned char *b, size_t size, size_t p, unsigned *quant)
+static uint64_t frame_blocks(const unsigned char *b, size_t size, size_t p, jpeg_tables *t)
 {
     if (p + 8 > size) return 0;
     uint64_t height = (uint64_t)(b[p + 3] << 8 | b[p + 4]), width = (uint64_t)(b[p + 5] << 8 | b[p + 6]);
@@ -97,7 +101,8 @@ static uint64_t frame_blocks(const unsigned char *b, size_t size, size_t p, unsi
     if (p + 8 + 3 * (size_t)comps > size) return 0;
     for (unsigned c = 0; c < comps; c++) {
         unsigned s = b[p + 9 + 3 * c];
-        *quant |= 1u << (b[p + 10 + 3 * c] & 15);
+        t->frame_quant |= 1u << (b[p + 10 + 3 * c] & 15);
+        t->component[b[p + 8 + 3 * c]] |= IN_FRAME;
         if (s >> 4 > hmax) hmax = s >> 4;
         if ((s & 15) > vmax) vmax = s & 15;
     }
@@ -135,7 +140,7 @@ static dm_status check_jpeg(const unsigned char *b, size_t size)
             continue;
         }
         if (p + 2 > size) break;
-        if (is_frame(m)) blocks = frame_blocks(b, size, p, &tables.frame_quant);
+        if (is_frame(m)) blocks = frame_blocks(b, size, p, &tables);
         if (m == JPEG_DQT) note_dqt(b, size, p, &tables);
         if (m == JPEG_SOS) {
             dm_status st = check_scan_tables(b, size, p, &tables);
@@ -149,6 +154,10 @@ static dm_status check_jpeg(const unsigned char *b, size_t size)
         }
     }
     if (!ended) return dm_fail(DM_ERR_FORMAT, "truncated JPEG: the file ends before its end-of-image marker");
+    /* A component no scan holds keeps whatever its plane's memory held. */
+    for (unsigned id = 0; id < 256; id++)
+        if (tables.component[id] == IN_FRAME)
+            return dm_fail(DM_ERR_FORMAT, "corrupt JPEG: component %u is in no scan", id);
     if (scan_bytes < blocks / 8)
         return dm_fail(DM_ERR_FORMAT, "truncated JPEG: %llu bytes of image data cannot hold the frame's %llu blocks",
                        (unsigned long long)scan_bytes, (unsigned long long)blocks);
