@@ -11,6 +11,7 @@
 #include "versioned.h"
 
 #include <cblas.h>
+#include <stddef.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@ static size_t conv_band(int cin)
 struct dm_workspace {
     dm_backend backend;
     int max_batch, max_h, max_w;
+    dm_config config;      /* the shapes the buffers were planned for */
+    const dm_model *model; /* the model it was created for */
     size_t bytes;
     float *x, *t;       /* block input/output and its normalized copy [P][C] */
     float *a, *v, *ob;  /* in_proj output (later y), SiLU(conv) values, offset branch */
@@ -177,6 +180,8 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
     ws->max_batch = max_batch;
     ws->max_h = max_h;
     ws->max_w = max_w;
+    ws->config = model->config;
+    ws->model = model;
     if (backend == DM_BACKEND_CUDA) {
         st = dm_cuda_workspace_create(model, max_batch, max_h, max_w, &ws->cuda);
         if (!st) ws->bytes = dm_cuda_workspace_bytes(ws->cuda);
@@ -205,6 +210,25 @@ void dm_workspace_free(dm_workspace *ws)
 }
 
 size_t dm_workspace_bytes(const dm_workspace *ws) { return ws ? ws->bytes : 0; }
+
+/* A workspace's buffers are sized for one model's shapes, and a CUDA
+ * workspace holds that model's weights: any other model would write past
+ * them or compute with the wrong weights. */
+static dm_status check_workspace_model(const char *fn, const dm_model *model, const dm_workspace *ws)
+{
+    const dm_config *a = &ws->config, *b = &model->config;
+    if (ws->cuda && ws->model != model)
+        return dm_fail(DM_ERR_ARGUMENT, "%s: the CUDA workspace holds the weights of the model it was created for, "
+                       "not of this one", fn);
+    /* Every field before num_params is a shape. */
+    if (memcmp(a, b, offsetof(dm_config, num_params)) == 0) return DM_OK;
+    return dm_fail(DM_ERR_ARGUMENT,
+                   "%s: the workspace was created for another model (depths %d, %d, %d, %d, dims %d, %d, %d, %d, "
+                   "%d classes), not this one (depths %d, %d, %d, %d, dims %d, %d, %d, %d, %d classes)",
+                   fn, a->depths[0], a->depths[1], a->depths[2], a->depths[3], a->dims[0], a->dims[1], a->dims[2],
+                   a->dims[3], a->num_classes, b->depths[0], b->depths[1], b->depths[2], b->depths[3], b->dims[0],
+                   b->dims[1], b->dims[2], b->dims[3], b->num_classes);
+}
 
 /* ------------------------------------------------------------- operators */
 
@@ -454,6 +478,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
         return dm_fail(DM_ERR_ARGUMENT,
                        "dm_forward: batch %d of %dx%d images exceeds the workspace (batch %d, %dx%d)", n, h, w,
                        ws->max_batch, ws->max_h, ws->max_w);
+    if ((st = check_workspace_model("dm_forward", model, ws)) != DM_OK) return st;
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
@@ -466,8 +491,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
     if (ws->cuda) return dm_cuda_forward(model, ws->cuda, input, n, h, w, outputs);
 
     ctx cx = {NULL, dm_threads(), NULL};
-    st = dm_kernels_require(&cx.k);
-    if (st != DM_OK) return st;
+    if ((st = dm_kernels_require(&cx.k)) != DM_OK) return st;
     openblas_set_num_threads(1);
 
     to_nhwc(&cx, input, ws->t, n, (size_t)h * w, (size_t)cfg->in_chans);
@@ -521,10 +545,11 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
 {
     if (n > ws->max_batch || 4 * h > ws->max_h || 4 * w > ws->max_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input exceeds the workspace");
+    dm_status st = check_workspace_model("dm_block_run", model, ws);
+    if (st != DM_OK) return st;
     if (ws->cuda) return dm_cuda_block_run(model, ws->cuda, input, output, n, h, w);
     ctx cx = {NULL, dm_threads(), NULL};
-    dm_status st = dm_kernels_require(&cx.k);
-    if (st != DM_OK) return st;
+    if ((st = dm_kernels_require(&cx.k)) != DM_OK) return st;
     openblas_set_num_threads(1);
     size_t hw = (size_t)h * w, C = model->config.dims[0];
     to_nhwc(&cx, input, ws->x, n, hw, C);
@@ -539,20 +564,21 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
 {
     if (!model || h < 1 || w < 1) return 0;
     const dm_config *c = &model->config;
-    int64_t macs = 0;
+    /* Counted in double: huge sizes and depths overflow 64-bit integers. */
+    double macs = 0;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &model->stem[i];
         if (cv->stride == 2) { h = dm_down2(h); w = dm_down2(w); }
-        macs += (int64_t)h * w * cv->cout * cv->cin * 9;
+        macs += (double)h * w * cv->cout * cv->cin * 9;
     }
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         if (s > 0) {
             h = dm_down2(h);
             w = dm_down2(w);
-            macs += (int64_t)h * w * c->dims[s] * c->dims[s - 1] * 9;
+            macs += (double)h * w * c->dims[s] * c->dims[s - 1] * 9;
         }
-        int64_t P = (int64_t)h * w, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
-        int64_t block = P * (9 * C              /* pos_embed */
+        double P = (double)h * w, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
+        double block = P * (9 * C              /* pos_embed */
                              + C * C + 9 * C    /* in_proj, conv2d */
                              + 9 * C + 2 * G * C /* offset branch */
                              + 4 * C            /* bilinear sampler */
@@ -562,6 +588,6 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
                              + F * C + 9 * F + F * C); /* ConvFFN */
         macs += block * c->depths[s];
     }
-    macs += (int64_t)c->num_classes * c->dims[3];
-    return macs;
+    macs += (double)c->num_classes * c->dims[3];
+    return macs < 0x1p63 ? (int64_t)macs : INT64_MAX;
 }
