@@ -35,16 +35,45 @@ static float *filled(size_t n, float lo, float hi, unsigned seed)
 }
 
 typedef struct inputs {
-    float *x, *y, *hid, *hid2, *w9, *w9f, *bias, *gamma, *off, *delta, *bc, *a, *d, *h, *decay;
+    float *x, *y, *hid, *hid2, *w9, *w9f, *bias, *gamma, *off, *delta, *bc, *a, *d, *h, *decay, *pooled;
 } inputs;
 
-/* One kernel call on the shapes above, under table k. */
-typedef void (*kernel_call)(const dm_kernels *k, inputs *in);
+static int repeats;
+
+/* Time call(k, in) (best of the repeats) and print it with its throughput:
+ * work per call in the unit that bounds the kernel, bytes read and written
+ * once (GB/s), flops (GFLOP/s), or elements through SLEEF's functions
+ * (Gelem/s). */
+static void measure(const char *label, void (*call)(const dm_kernels *, inputs *), const dm_kernels *k, inputs *in,
+                    double work, const char *unit)
+{
+    call(k, in); /* warm the caches */
+    double best = 1e30;
+    for (int r = 0; r < repeats; r++) {
+        double t0 = now_s();
+        call(k, in);
+        double t = now_s() - t0;
+        if (t < best) best = t;
+    }
+    printf("%-22s %-8s %10.1f %8.2f %s\n", label, k->isa, best * 1e6, work / best / 1e9, unit);
+}
 
 static void call_layernorm(const dm_kernels *k, inputs *in) { k->layernorm(in->x, in->y, P, C, in->gamma, in->bias, DM_ACT_NONE); }
 static void call_layernorm_gelu(const dm_kernels *k, inputs *in) { k->layernorm(in->x, in->y, P, C, in->gamma, in->bias, DM_ACT_GELU); }
+static void bench_layernorm(const dm_kernels *k, inputs *in)
+{
+    measure("layernorm 80ch", call_layernorm, k, in, 2.0 * P * C * 4, "GB/s");
+    measure("layernorm+gelu 80ch", call_layernorm_gelu, k, in, (double)P * C, "Gelem/s");
+}
+
 static void call_dwconv(const dm_kernels *k, inputs *in) { k->dwconv3x3(in->hid, in->hid2, H, W, F, in->w9f, in->bias, DM_ACT_NONE, 0, H); }
 static void call_dwconv_silu(const dm_kernels *k, inputs *in) { k->dwconv3x3(in->x, in->y, H, W, C, in->w9, in->bias, DM_ACT_SILU, 0, H); }
+static void bench_dwconv3x3(const dm_kernels *k, inputs *in)
+{
+    measure("dwconv3x3 320ch", call_dwconv, k, in, 18.0 * P * F, "GFLOP/s");
+    measure("dwconv3x3+silu 80ch", call_dwconv_silu, k, in, 18.0 * P * C, "GFLOP/s");
+}
+
 /* bias_act works in place: each call starts from a fresh copy, so values
  * stay in the range a forward pass sees (the copy is in the time). */
 static void call_bias_gelu(const dm_kernels *k, inputs *in)
@@ -52,42 +81,65 @@ static void call_bias_gelu(const dm_kernels *k, inputs *in)
     memcpy(in->hid2, in->hid, sizeof(float) * P * F);
     k->bias_act(in->hid2, P, F, in->bias, DM_ACT_GELU);
 }
+static void bench_bias_act(const dm_kernels *k, inputs *in)
+{
+    measure("copy+bias+gelu 320ch", call_bias_gelu, k, in, (double)P * F, "Gelem/s");
+}
+
 static void call_sample(const dm_kernels *k, inputs *in) { k->sample(in->x, in->off, in->y, H, W, C, G, 0, P); }
+static void bench_sample(const dm_kernels *k, inputs *in)
+{
+    measure("sample 80ch 5 groups", call_sample, k, in, 2.0 * P * C * 4, "GB/s");
+}
 
 static void call_scan(const dm_kernels *k, inputs *in)
 {
     dm_scan_args args = {in->x, in->delta, in->bc, 2, in->a, in->d, in->bias, C};
     k->scan(&args, 0, P, 0, C, in->h, NULL, in->y);
 }
+static void bench_scan(const dm_kernels *k, inputs *in) { measure("scan 80ch", call_scan, k, in, (double)P * C, "Gelem/s"); }
 
 static void call_scan_fixup(const dm_kernels *k, inputs *in)
 {
     dm_scan_args args = {in->x, in->delta, in->bc, 2, in->a, in->d, in->bias, C};
     k->scan_fixup(&args, 0, P, 0, C, in->h, in->decay, in->y);
 }
+static void bench_scan_fixup(const dm_kernels *k, inputs *in)
+{
+    measure("scan_fixup 80ch", call_scan_fixup, k, in, 3.0 * P * C * 4, "GB/s");
+}
 
-/* Each kernel's work per call, in the unit that bounds it: bytes read and
- * written once (GB/s), flops (GFLOP/s), or elements through SLEEF's
- * functions (Gelem/s). */
-static const struct {
-    const char *name;
-    kernel_call call;
-    double work;
-    const char *unit;
-} kernels[] = {
-    {"layernorm 80ch", call_layernorm, 2.0 * P * C * 4, "GB/s"},
-    {"layernorm+gelu 80ch", call_layernorm_gelu, (double)P * C, "Gelem/s"},
-    {"dwconv3x3 320ch", call_dwconv, 18.0 * P * F, "GFLOP/s"},
-    {"dwconv3x3+silu 80ch", call_dwconv_silu, 18.0 * P * C, "GFLOP/s"},
-    {"copy+bias+gelu 320ch", call_bias_gelu, (double)P * F, "Gelem/s"},
-    {"sample 80ch 5 groups", call_sample, 2.0 * P * C * 4, "GB/s"},
-    {"scan 80ch", call_scan, (double)P * C, "Gelem/s"},
-    {"scan_fixup 80ch", call_scan_fixup, 3.0 * P * C * 4, "GB/s"},
-};
+/* The head operators' shapes: pyramid pooling bins, a 2x upsampling. */
+static void call_avg_pool(const dm_kernels *k, inputs *in) { k->avg_pool(in->x, H, W, C, in->pooled, 6, 6, 0, 36); }
+static void bench_avg_pool(const dm_kernels *k, inputs *in)
+{
+    measure("avg_pool 80ch to 6x6", call_avg_pool, k, in, (double)P * C * 4, "GB/s");
+}
+
+static void call_max_pool(const dm_kernels *k, inputs *in)
+{
+    k->max_pool(in->x, H, W, C, 3, 2, 1, in->y, H / 2, W / 2, 0, (size_t)(H / 2) * (W / 2));
+}
+static void bench_max_pool(const dm_kernels *k, inputs *in)
+{
+    measure("max_pool 3x3/2 80ch", call_max_pool, k, in, 1.25 * P * C * 4, "GB/s");
+}
+
+static void call_resize(const dm_kernels *k, inputs *in)
+{
+    k->resize(in->x, H / 2, W / 2, C, DM_RESIZE_BILINEAR, in->y, H, W, 0, P);
+}
+static void bench_resize(const dm_kernels *k, inputs *in)
+{
+    measure("resize 2x 80ch", call_resize, k, in, 1.25 * P * C * 4, "GB/s");
+}
+
+static void call_add(const dm_kernels *k, inputs *in) { k->add(in->x, in->y, in->hid2, (size_t)P * C, DM_ACT_NONE); }
+static void bench_add(const dm_kernels *k, inputs *in) { measure("add 80ch", call_add, k, in, 3.0 * P * C * 4, "GB/s"); }
 
 int main(int argc, char **argv)
 {
-    int repeats = argc > 1 ? atoi(argv[1]) : 20;
+    repeats = argc > 1 ? atoi(argv[1]) : 20;
     if (repeats < 1) repeats = 1;
     inputs in = {
         .x = filled((size_t)P * C, -2, 2, 1), .y = filled((size_t)P * C, 0, 1, 2),
@@ -96,24 +148,18 @@ int main(int argc, char **argv)
         .gamma = filled(C, 0.5f, 1.5f, 8), .off = filled((size_t)P * 2 * G, -2, 2, 9),
         .delta = filled((size_t)P * C, -4, 2, 10), .bc = filled((size_t)P * 2, -1, 1, 11),
         .a = filled(C, -2, -0.1f, 12), .d = filled(C, -1, 1, 13), .h = filled(C, 0, 0, 14),
-        .decay = filled((size_t)P * C, 0, 1, 15),
+        .decay = filled((size_t)P * C, 0, 1, 15), .pooled = filled(36 * C, 0, 0, 16),
     };
     static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
     printf("%-22s %-8s %10s %14s\n", "kernel", "isa", "us/call", "throughput");
-    for (size_t i = 0; i < sizeof kernels / sizeof kernels[0]; i++)
-        for (size_t j = 0; j < sizeof isas / sizeof isas[0]; j++) {
-            const dm_kernels *k = dm_kernels_by_name(isas[j]);
-            if (!k) continue;
-            kernels[i].call(k, &in); /* warm the caches */
-            double best = 1e30;
-            for (int r = 0; r < repeats; r++) {
-                double t0 = now_s();
-                kernels[i].call(k, &in);
-                double t = now_s() - t0;
-                if (t < best) best = t;
-            }
-            printf("%-22s %-8s %10.1f %8.2f %s\n", kernels[i].name, isas[j], best * 1e6,
-                   kernels[i].work / best / 1e9, kernels[i].unit);
-        }
+    /* every kernel of the list, under every table this machine runs; a
+     * kernel without a bench_ function does not compile */
+#define BENCH_KERNEL(name, params)                                          \
+    for (size_t j = 0; j < sizeof isas / sizeof isas[0]; j++) {            \
+        const dm_kernels *k = dm_kernels_by_name(isas[j]);                 \
+        if (k) bench_##name(k, &in);                                       \
+    }
+    DM_KERNEL_LIST(BENCH_KERNEL)
+#undef BENCH_KERNEL
     return 0;
 }

@@ -1,15 +1,14 @@
-/* backend.cu - the CUDA backend: a workspace that holds a device copy of one
- * model's folded parameters and every buffer a forward pass needs (planned
- * once, with the CPU's plan), and the forward pass itself, which reads like
- * src/forward.c operator for operator.  GEMMs go to cuBLAS in full float32.
+/* backend.cu - the operator table (ops.h) on the GPU.  GEMMs go to cuBLAS
+ * in full float32; the other operators are the kernels of kernels.cu.  No
+ * model logic lives here: src/graph/ calls these entries.
  *
- * Two streams: the compute stream runs the model; the copy stream moves the
- * batch in (in chunks, each chunk's stem starting as soon as it has arrived)
- * and each requested stage output out while later stages compute, through
- * pinned host buffers so the copies are truly asynchronous. */
+ * Two streams: the compute stream runs the operators; the copy stream
+ * moves the batch in (input() of each piece, so a piece's first operators
+ * start as soon as it has arrived) and each output out while later
+ * operators compute, through pinned host memory so the copies are truly
+ * asynchronous. */
 extern "C" {
-#include "backend_cuda.h"
-#include "workspace.h"
+#include "backends.h"
 }
 #include "kernels.cuh"
 
@@ -18,34 +17,40 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 
-/* Chunks the batch's copy-in is split into. */
-#define INPUT_CHUNKS 4
-/* Outputs copied back: four stages, then the logits. */
-#define OUTPUTS (DM_NUM_STAGES + 1)
+/* Pieces a batch is brought in as. */
+#define INPUT_PIECES 4
 /* cuBLAS scratch; NVIDIA's recommendation for Hopper. */
 static const size_t blas_workspace_bytes = (size_t)32 << 20;
 
-struct dm_cuda_workspace {
-    const dm_model *model;   /* the model the parameters came from */
+/* An output on its way to the caller: from pinned memory once `copied`. */
+typedef struct pending {
+    float *host;
+    const float *pinned;
+    size_t floats;
+    cudaEvent_t copied;
+} pending;
+
+typedef struct gpu {
     int device;
     cudaStream_t compute, copy;
     cublasHandle_t blas;
-    cudaEvent_t input_ready[INPUT_CHUNKS], output_ready[OUTPUTS], output_copied[OUTPUTS];
-    /* The parameters: the host structs' shapes with device pointers. */
-    dm_conv3x3 stem[4];
-    dm_stage stages[DM_NUM_STAGES];
-    float *head_w, *head_b;
-    dm_block *blocks;        /* host array behind stages[].blocks */
-    void *params;            /* device memory behind every parameter */
-    /* Activations, named as the CPU workspace's; carry serves the scan. */
-    float *x, *t, *a, *v, *ob, *u, *delta, *off, *dbl, *hid, *hid2, *cols, *carry, *pooled;
-    float *input, *outputs[OUTPUTS]; /* NCHW batch in, stage outputs and logits out */
+    const dm_model *source; /* the model params copies */
+    dm_model params;       /* its structure, device pointers */
+    void *param_memory;    /* device memory behind params */
+    size_t param_bytes;
+    float *scratch;        /* im2col bands; the scan's carries */
+    size_t scratch_floats;
     void *blas_scratch;
-    void *activations;       /* device memory behind all of the above */
-    float *host_input, *host_outputs[OUTPUTS];
-    void *pinned;            /* pinned host memory behind the host_ buffers */
-    size_t bytes;            /* device bytes */
-};
+    /* Transfers: the same offsets in device and pinned staging, handed out
+     * in order during a pass. */
+    float *staging, *pinned;
+    size_t staging_floats, staged;
+    cudaEvent_t *events;   /* two per output, one per input piece */
+    int event_count, events_used;
+    pending *pendings;
+    int pending_count, pending_cap;
+    dm_status status;      /* the pass's first failure */
+} gpu;
 
 static dm_status cuda_fail(cudaError_t e, const char *what)
 {
@@ -59,6 +64,12 @@ static dm_status cuda_fail(cudaError_t e, const char *what)
         if (e_ != cudaSuccess) return cuda_fail(e_, #call);             \
     } while (0)
 
+/* Record the first failure of a pass; finish() returns it. */
+static void note(gpu *g, cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess && g->status == DM_OK) g->status = cuda_fail(e, what);
+}
+
 dm_status dm_cuda_available(void)
 {
     int count = 0;
@@ -70,444 +81,360 @@ dm_status dm_cuda_available(void)
     return DM_OK;
 }
 
-/* ----------------------------------------------------------------- memory */
+/* ------------------------------------------------------------- parameters */
 
-/* Lays arrays out in one allocation, 256-byte aligned.  A first pass with
- * base == NULL only measures; the second, with base the allocation, hands
- * out addresses in it, and (for parameters) copies each array to the same
- * offset of a host staging block, uploaded in one go. */
+/* Lays parameters out in one allocation, 256-byte aligned.  A first pass
+ * with base == NULL only measures; the second, with base the allocation,
+ * hands out addresses in it and copies each array to the same offset of a
+ * host staging block, uploaded in one go. */
 typedef struct arena {
     char *base, *staging;
     size_t used;
 } arena;
 
-static float *reserve(arena *ar, size_t count)
+static float *place(void *ctx, const float *src, size_t floats)
 {
+    arena *ar = (arena *)ctx;
     size_t at = ar->used;
-    ar->used += (count * sizeof(float) + 255) & ~(size_t)255;
+    ar->used += (floats * sizeof(float) + 255) & ~(size_t)255;
+    if (ar->staging) memcpy(ar->staging + at, src, floats * sizeof(float));
     return ar->base ? (float *)(ar->base + at) : NULL;
 }
 
-static float *place(arena *ar, const float *src, size_t count)
+static dm_status upload_params(const dm_model *m, gpu *g)
 {
-    if (!src) return NULL; /* absent in single-block test models */
-    size_t at = ar->used;
-    float *dst = reserve(ar, count);
-    if (ar->staging) memcpy(ar->staging + at, src, count * sizeof(float));
-    return dst;
-}
-
-/* ------------------------------------------------------------- parameters */
-
-static void place_conv(arena *ar, const dm_conv3x3 *src, dm_conv3x3 *dst)
-{
-    *dst = *src;
-    dst->weight = place(ar, src->weight, (size_t)src->cout * 9 * src->cin);
-    dst->bias = place(ar, src->bias, (size_t)src->cout);
-}
-
-static void place_block(arena *ar, const dm_config *cfg, int s, const dm_block *b, dm_block *d)
-{
-    size_t C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
-    d->pos_w9 = place(ar, b->pos_w9, 9 * C);
-    d->pos_b = place(ar, b->pos_b, C);
-    d->norm1_g = place(ar, b->norm1_g, C);
-    d->norm1_b = place(ar, b->norm1_b, C);
-    d->in_proj = place(ar, b->in_proj, C * C);
-    d->conv_w9 = place(ar, b->conv_w9, 9 * C);
-    d->conv_b = place(ar, b->conv_b, C);
-    d->off_dw_w9 = place(ar, b->off_dw_w9, 9 * C);
-    d->off_dw_b = place(ar, b->off_dw_b, C);
-    d->off_ln_g = place(ar, b->off_ln_g, C);
-    d->off_ln_b = place(ar, b->off_ln_b, C);
-    d->off_w = place(ar, b->off_w, 2 * G * C);
-    d->off_b = place(ar, b->off_b, 2 * G);
-    d->x_proj = place(ar, b->x_proj, (R + 2) * C);
-    d->dt_proj = place(ar, b->dt_proj, C * R);
-    d->dt_bias = place(ar, b->dt_bias, C);
-    d->a = place(ar, b->a, C);
-    d->d = place(ar, b->d, C);
-    d->out_norm_g = place(ar, b->out_norm_g, C);
-    d->out_norm_b = place(ar, b->out_norm_b, C);
-    d->out_proj = place(ar, b->out_proj, C * C);
-    d->fc1_w = place(ar, b->fc1_w, F * C);
-    d->fc1_b = place(ar, b->fc1_b, F);
-    d->mlp_w9 = place(ar, b->mlp_w9, 9 * F);
-    d->mlp_b = place(ar, b->mlp_b, F);
-    d->fc2_w = place(ar, b->fc2_w, C * F);
-    d->fc2_b = place(ar, b->fc2_b, C);
-}
-
-static void place_model(arena *ar, const dm_model *m, dm_cuda_workspace *cw)
-{
-    const dm_config *cfg = &m->config;
-    for (int i = 0; i < 4; i++) place_conv(ar, &m->stem[i], &cw->stem[i]);
-    dm_block *next = cw->blocks;
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        const dm_stage *src = &m->stages[s];
-        dm_stage *dst = &cw->stages[s];
-        place_conv(ar, &src->downsample, &dst->downsample);
-        dst->blocks = src->blocks ? next : NULL;
-        for (int j = 0; src->blocks && j < cfg->depths[s]; j++) place_block(ar, cfg, s, &src->blocks[j], next++);
-        dst->norm_g = place(ar, src->norm_g, (size_t)cfg->dims[s]);
-        dst->norm_b = place(ar, src->norm_b, (size_t)cfg->dims[s]);
-    }
-    cw->head_w = place(ar, m->head_w, (size_t)cfg->num_classes * cfg->dims[3]);
-    cw->head_b = place(ar, m->head_b, (size_t)cfg->num_classes);
-}
-
-static dm_status upload_params(const dm_model *m, dm_cuda_workspace *cw)
-{
-    size_t blocks = 0;
-    for (int s = 0; s < DM_NUM_STAGES; s++) blocks += (size_t)m->config.depths[s];
-    if (!(cw->blocks = (dm_block *)calloc(blocks, sizeof(dm_block))))
-        return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA parameter table");
+    if (!m) return DM_OK;
     arena ar = {NULL, NULL, 0};
-    place_model(&ar, m, cw);
+    dm_status st = dm_model_mirror(m, place, &ar, &g->params);
+    dm_model_mirror_free(&g->params);
+    if (st) return st;
     size_t bytes = ar.used;
-    CUDA_TRY(cudaMalloc(&cw->params, bytes));
-    cw->bytes += bytes;
-    ar = (arena){(char *)cw->params, (char *)malloc(bytes), 0};
+    CUDA_TRY(cudaMalloc(&g->param_memory, bytes ? bytes : 1));
+    g->param_bytes = bytes;
+    ar = (arena){(char *)g->param_memory, (char *)malloc(bytes ? bytes : 1), 0};
     if (!ar.staging) return dm_fail(DM_ERR_NOMEM, "out of memory staging %.1f MB of parameters", bytes / 1e6);
-    place_model(&ar, m, cw);
-    cudaError_t e = cudaMemcpy(cw->params, ar.staging, bytes, cudaMemcpyHostToDevice);
+    if ((st = dm_model_mirror(m, place, &ar, &g->params))) {
+        free(ar.staging);
+        return st;
+    }
+    cudaError_t e = cudaMemcpy(g->param_memory, ar.staging, bytes, cudaMemcpyHostToDevice);
     free(ar.staging);
     if (e != cudaSuccess) return cuda_fail(e, "upload of the parameters");
     return DM_OK;
 }
 
-/* ----------------------------------------------------------------- buffers */
+/* --------------------------------------------------------- memory, passes */
 
 /* Output pixels per im2col band: a column block of at most 128 MB. */
-static size_t gpu_conv_band(int cin)
+static size_t conv_band(int cin)
 {
     size_t band = ((size_t)1 << 25) / (9 * (size_t)cin);
     return band ? band : 1;
 }
 
-static dm_status alloc_buffers(const dm_model *m, int n, int h, int w, dm_cuda_workspace *cw)
+static size_t gpu_conv3x3_scratch(void *, size_t out_pixels, int cin)
 {
-    const dm_config *cfg = &m->config;
-    dm_plan pl;
-    dm_plan_buffers(cfg, n, h, w, gpu_conv_band, &pl);
-    size_t carry = 0;
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        size_t need = cu_scan_carry_floats(n, cfg->dims[s], (size_t)pl.stage_h[s] * pl.stage_w[s]);
-        if (need > carry) carry = need;
-    }
-    size_t outputs[OUTPUTS] = {pl.stage[0], pl.stage[1], pl.stage[2], pl.stage[3], (size_t)n * cfg->num_classes};
+    size_t band = conv_band(cin);
+    return (band < out_pixels ? band : out_pixels) * 9 * (size_t)cin;
+}
 
-    /* Measure, then lay the same buffers out in the real allocations. */
-    arena dev = {NULL, NULL, 0}, pinned = {NULL, NULL, 0};
-    for (int pass = 0; pass < 2; pass++) {
-        dev.used = pinned.used = 0;
-        float **slots[] = {&cw->x, &cw->t, &cw->a, &cw->v, &cw->ob, &cw->u, &cw->delta, &cw->off, &cw->dbl,
-                           &cw->hid, &cw->hid2, &cw->cols, &cw->carry, &cw->pooled, &cw->input};
-        size_t counts[] = {pl.x, pl.x, pl.a, pl.v, pl.ob, pl.u, pl.delta, pl.off, pl.dbl,
-                           pl.hid, pl.hid, pl.cols, carry, pl.pooled, pl.input};
-        for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) *slots[i] = reserve(&dev, counts[i]);
-        for (int k = 0; k < OUTPUTS; k++) cw->outputs[k] = reserve(&dev, outputs[k]);
-        cw->blas_scratch = reserve(&dev, blas_workspace_bytes / sizeof(float));
-        cw->host_input = reserve(&pinned, pl.input);
-        for (int k = 0; k < OUTPUTS; k++) cw->host_outputs[k] = reserve(&pinned, outputs[k]);
-        if (pass == 0) {
-            CUDA_TRY(cudaMalloc(&cw->activations, dev.used));
-            CUDA_TRY(cudaMallocHost(&cw->pinned, pinned.used));
-            cw->bytes += dev.used;
-            dev.base = (char *)cw->activations;
-            pinned.base = (char *)cw->pinned;
-        }
-    }
+static size_t gpu_scan_scratch(void *, int n, size_t steps, int c) { return cu_scan_carry_floats(n, c, steps); }
+
+static dm_status gpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_floats, int outputs)
+{
+    gpu *g = (gpu *)ctx;
+    CUDA_TRY(cudaMalloc(&g->scratch, (scratch_floats ? scratch_floats : 1) * sizeof(float)));
+    g->scratch_floats = scratch_floats;
+    /* Each transfer rounded up to 256 bytes, as staged. */
+    size_t staging = transfer_floats + 64 * (size_t)(outputs + INPUT_PIECES);
+    CUDA_TRY(cudaMalloc(&g->staging, staging * sizeof(float)));
+    CUDA_TRY(cudaMallocHost(&g->pinned, staging * sizeof(float)));
+    g->staging_floats = staging;
+    g->event_count = 2 * outputs + INPUT_PIECES;
+    g->pending_cap = outputs;
+    g->events = (cudaEvent_t *)calloc((size_t)g->event_count, sizeof(cudaEvent_t));
+    g->pendings = (pending *)calloc((size_t)outputs, sizeof(pending));
+    if (!g->events || !g->pendings) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA transfers");
+    for (int k = 0; k < g->event_count; k++)
+        CUDA_TRY(cudaEventCreateWithFlags(&g->events[k], cudaEventDisableTiming));
     return DM_OK;
 }
 
-static dm_status create(const dm_model *model, int max_batch, int max_h, int max_w, dm_cuda_workspace *cw)
+static float *gpu_alloc(void *, size_t floats)
+{
+    void *p = NULL;
+    return cudaMalloc(&p, (floats ? floats : 1) * sizeof(float)) == cudaSuccess ? (float *)p : NULL;
+}
+
+/* cudaFree waits for work in flight on the memory. */
+static void gpu_release(void *, float *p) { cudaFree(p); }
+
+static const dm_model *gpu_params(void *ctx, const dm_model *model)
+{
+    gpu *g = (gpu *)ctx;
+    return model == g->source ? &g->params : NULL;
+}
+
+static size_t gpu_held_bytes(void *ctx)
+{
+    const gpu *g = (const gpu *)ctx;
+    return g->param_bytes + (g->scratch_floats + g->staging_floats) * sizeof(float) +
+           (g->blas_scratch ? blas_workspace_bytes : 0);
+}
+
+static void gpu_destroy(void *ctx)
+{
+    gpu *g = (gpu *)ctx;
+    if (!g) return;
+    cudaSetDevice(g->device);
+    if (g->blas) cublasDestroy(g->blas);
+    cudaFree(g->blas_scratch);
+    cudaFree(g->scratch);
+    cudaFree(g->staging);
+    cudaFree(g->param_memory);
+    cudaFreeHost(g->pinned);
+    for (int k = 0; k < g->event_count; k++)
+        if (g->events[k]) cudaEventDestroy(g->events[k]);
+    if (g->compute) cudaStreamDestroy(g->compute);
+    if (g->copy) cudaStreamDestroy(g->copy);
+    dm_model_mirror_free(&g->params);
+    free(g->events);
+    free(g->pendings);
+    free(g);
+}
+
+static dm_status gpu_begin(void *ctx)
+{
+    gpu *g = (gpu *)ctx;
+    CUDA_TRY(cudaSetDevice(g->device));
+    g->status = DM_OK;
+    g->staged = 0;
+    g->events_used = 0;
+    g->pending_count = 0;
+    return DM_OK;
+}
+
+/* Hand each output over as soon as its copy is done, then wait for both
+ * streams; report the first failure of the pass. */
+static dm_status gpu_finish(void *ctx)
+{
+    gpu *g = (gpu *)ctx;
+    for (int k = 0; k < g->pending_count && g->status == DM_OK; k++) {
+        const pending *p = &g->pendings[k];
+        cudaError_t e = cudaEventSynchronize(p->copied);
+        note(g, e, "copy of an output");
+        if (e == cudaSuccess) memcpy(p->host, p->pinned, p->floats * sizeof(float));
+    }
+    note(g, cudaStreamSynchronize(g->copy), "copy stream");
+    note(g, cudaStreamSynchronize(g->compute), "forward pass");
+    note(g, cudaGetLastError(), "kernel launch");
+    return g->status;
+}
+
+/* The next `floats` of staging (device and pinned at the same offset) and
+ * an event, or NULL (noted) when the pass outgrows what reserve() planned. */
+static float *stage(gpu *g, size_t floats, float **pinned)
+{
+    size_t rounded = (floats + 63) & ~(size_t)63;
+    if (g->staged + rounded > g->staging_floats) {
+        if (g->status == DM_OK)
+            g->status = dm_fail(DM_ERR_UNSUPPORTED, "CUDA transfers of a pass exceed the %zu floats planned",
+                                g->staging_floats);
+        return NULL;
+    }
+    *pinned = g->pinned + g->staged;
+    float *dev = g->staging + g->staged;
+    g->staged += rounded;
+    return dev;
+}
+
+static cudaEvent_t next_event(gpu *g)
+{
+    if (g->events_used < g->event_count) return g->events[g->events_used++];
+    if (g->status == DM_OK) g->status = dm_fail(DM_ERR_UNSUPPORTED, "a pass has more CUDA transfers than planned");
+    return NULL;
+}
+
+/* ------------------------------------------------------------- transfers */
+
+static void gpu_input(void *ctx, const float *host, dm_layout layout, dm_view dst)
+{
+    gpu *g = (gpu *)ctx;
+    size_t floats = dm_view_floats(dst);
+    float *pinned = NULL, *dev = stage(g, floats, &pinned);
+    cudaEvent_t ready = next_event(g);
+    if (!dev || !ready) return;
+    memcpy(pinned, host, floats * sizeof(float));
+    note(g, cudaMemcpyAsync(dev, pinned, floats * sizeof(float), cudaMemcpyHostToDevice, g->copy), "input copy");
+    note(g, cudaEventRecord(ready, g->copy), "input event");
+    note(g, cudaStreamWaitEvent(g->compute, ready, 0), "input wait");
+    if (layout == DM_LAYOUT_NCHW) cu_to_nhwc(g->compute, dev, dst.data, dst.n, (size_t)dst.h * dst.w, dst.c);
+    else note(g, cudaMemcpyAsync(dst.data, dev, floats * sizeof(float), cudaMemcpyDeviceToDevice, g->compute),
+              "input copy");
+}
+
+static void gpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
+{
+    gpu *g = (gpu *)ctx;
+    size_t floats = dm_view_floats(src);
+    float *pinned = NULL, *dev = stage(g, floats, &pinned);
+    cudaEvent_t ready = next_event(g), copied = next_event(g);
+    if (!dev || !ready || !copied) return;
+    if (g->pending_count == g->pending_cap) {
+        if (g->status == DM_OK) g->status = dm_fail(DM_ERR_UNSUPPORTED, "a pass has more outputs than planned");
+        return;
+    }
+    if (layout == DM_LAYOUT_NCHW) cu_to_nchw(g->compute, src.data, dev, src.n, (size_t)src.h * src.w, src.c);
+    else note(g, cudaMemcpyAsync(dev, src.data, floats * sizeof(float), cudaMemcpyDeviceToDevice, g->compute),
+              "output copy");
+    note(g, cudaEventRecord(ready, g->compute), "output event");
+    note(g, cudaStreamWaitEvent(g->copy, ready, 0), "output wait");
+    note(g, cudaMemcpyAsync(pinned, dev, floats * sizeof(float), cudaMemcpyDeviceToHost, g->copy), "output copy");
+    note(g, cudaEventRecord(copied, g->copy), "output event");
+    g->pendings[g->pending_count++] = (pending){host, pinned, floats, copied};
+}
+
+/* ------------------------------------------------------------- operators */
+
+/* C[M][N] = A[M][K] (row stride lda) * W[N][K]^T + beta * C, row-major: in
+ * cuBLAS's column-major terms C^T = W^T' * A^T; then the epilogue. */
+static void gpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
+                     const float *bias, dm_act act, float *C)
+{
+    gpu *g = (gpu *)ctx;
+    const float one = 1.0f;
+    cublasStatus_t st = cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, W, (int)K, A,
+                                    (int)lda, &beta, C, (int)N);
+    if (st != CUBLAS_STATUS_SUCCESS && g->status == DM_OK)
+        g->status = dm_fail(DM_ERR_DEVICE, "cuBLAS sgemm %zux%zux%zu failed: %s", M, N, K, cublasGetStatusString(st));
+    if (bias || act != DM_ACT_NONE) cu_bias_act(g->compute, C, M, (int)N, bias, act);
+}
+
+/* Banded im2col + GEMM, then bias and activation over the whole output. */
+static void gpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
+{
+    gpu *g = (gpu *)ctx;
+    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
+    for (size_t p0 = 0; p0 < total; p0 += band) {
+        size_t p1 = p0 + band < total ? p0 + band : total;
+        cu_im2col3x3(g->compute, x.data, g->scratch, x.h, x.w, cv->cin, cv->stride, cv->pad, y.h, y.w, p0, p1);
+        gpu_gemm(g, p1 - p0, (size_t)cv->cout, K, g->scratch, K, cv->weight, 0.0f, NULL, DM_ACT_NONE,
+                 y.data + p0 * cv->cout);
+    }
+    cu_bias_act(g->compute, y.data, total, cv->cout, cv->bias, act);
+}
+
+static void gpu_dwconv3x3(void *ctx, dm_view x, const float *w9, const float *bias, dm_act act, dm_view y)
+{
+    cu_dwconv3x3(((gpu *)ctx)->compute, x.data, y.data, x.n, x.h, x.w, x.c, w9, bias, act);
+}
+
+static void gpu_layernorm(void *ctx, dm_view x, const float *gamma, const float *beta, dm_act act, dm_view y)
+{
+    cu_layernorm(((gpu *)ctx)->compute, x.data, y.data, dm_view_pixels(x), x.c, gamma, beta, act);
+}
+
+static void gpu_bias_act(void *ctx, dm_view y, const float *bias, dm_act act)
+{
+    cu_bias_act(((gpu *)ctx)->compute, y.data, dm_view_pixels(y), y.c, bias, act);
+}
+
+static void gpu_sample(void *ctx, dm_view v, const float *offsets, int groups, dm_view u)
+{
+    cu_sample(((gpu *)ctx)->compute, v.data, offsets, u.data, v.n, v.h, v.w, v.c, groups);
+}
+
+static void gpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
+{
+    gpu *g = (gpu *)ctx;
+    cu_scan_args args = {in->u.data, in->delta, in->bc, in->bc_stride, in->a, in->d, in->dt_bias,
+                         in->u.n, in->u.c, (size_t)in->u.h * in->u.w};
+    cu_scan(g->compute, &args, g->scratch, y.data);
+}
+
+static void gpu_avg_pool(void *ctx, dm_view x, dm_view y)
+{
+    cu_avg_pool(((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, y.data, y.h, y.w);
+}
+
+static void gpu_max_pool(void *ctx, dm_view x, int k, int stride, int pad, dm_view y)
+{
+    cu_max_pool(((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, k, stride, pad, y.data, y.h, y.w);
+}
+
+static void gpu_resize(void *ctx, dm_view x, dm_resize mode, dm_view y)
+{
+    cu_resize(((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, mode, y.data, y.h, y.w);
+}
+
+static void gpu_add(void *ctx, dm_view a, dm_view b, dm_act act, dm_view y)
+{
+    cu_add(((gpu *)ctx)->compute, a.data, b.data, y.data, dm_view_floats(y), act);
+}
+
+static void gpu_concat(void *ctx, dm_view x, int c0, dm_view y)
+{
+    cu_concat(((gpu *)ctx)->compute, x.data, dm_view_pixels(x), x.c, y.data, y.c, c0);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static dm_status create(const dm_model *model, gpu *g)
 {
     dm_status st = dm_cuda_available();
     if (st) return st;
-    CUDA_TRY(cudaGetDevice(&cw->device));
-    CUDA_TRY(cudaStreamCreateWithFlags(&cw->compute, cudaStreamNonBlocking));
-    CUDA_TRY(cudaStreamCreateWithFlags(&cw->copy, cudaStreamNonBlocking));
-    for (int k = 0; k < INPUT_CHUNKS; k++) CUDA_TRY(cudaEventCreateWithFlags(&cw->input_ready[k], cudaEventDisableTiming));
-    for (int k = 0; k < OUTPUTS; k++) {
-        CUDA_TRY(cudaEventCreateWithFlags(&cw->output_ready[k], cudaEventDisableTiming));
-        CUDA_TRY(cudaEventCreateWithFlags(&cw->output_copied[k], cudaEventDisableTiming));
-    }
-    if ((st = upload_params(model, cw)) || (st = alloc_buffers(model, max_batch, max_h, max_w, cw))) return st;
-    cublasStatus_t bs = cublasCreate(&cw->blas);
-    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(cw->blas, cw->compute);
-    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(cw->blas, cw->blas_scratch, blas_workspace_bytes);
+    CUDA_TRY(cudaGetDevice(&g->device));
+    CUDA_TRY(cudaStreamCreateWithFlags(&g->compute, cudaStreamNonBlocking));
+    CUDA_TRY(cudaStreamCreateWithFlags(&g->copy, cudaStreamNonBlocking));
+    if ((st = upload_params(model, g))) return st;
+    g->source = model;
+    CUDA_TRY(cudaMalloc(&g->blas_scratch, blas_workspace_bytes));
+    cublasStatus_t bs = cublasCreate(&g->blas);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(g->blas, g->compute);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(g->blas, g->blas_scratch, blas_workspace_bytes);
     /* Full float32: TF32 tensor cores would round inputs to 10-bit mantissas. */
-    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(cw->blas, CUBLAS_DEFAULT_MATH);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(g->blas, CUBLAS_DEFAULT_MATH);
     if (bs != CUBLAS_STATUS_SUCCESS) return dm_fail(DM_ERR_DEVICE, "cuBLAS setup failed: %s", cublasGetStatusString(bs));
-    cw->model = model;
     return DM_OK;
 }
 
-dm_status dm_cuda_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w,
-                                   dm_cuda_workspace **out)
+dm_status dm_cuda_backend_create(const dm_model *model, dm_ops *out)
 {
-    *out = NULL;
-    dm_cuda_workspace *cw = (dm_cuda_workspace *)calloc(1, sizeof *cw);
-    if (!cw) return dm_fail(DM_ERR_NOMEM, "out of memory for a CUDA workspace");
-    dm_status st = create(model, max_batch, max_h, max_w, cw);
+    gpu *g = (gpu *)calloc(1, sizeof *g);
+    if (!g) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA backend");
+    dm_status st = create(model, g);
     if (st) {
-        dm_cuda_workspace_free(cw);
+        gpu_destroy(g);
         return st;
     }
-    *out = cw;
+    dm_ops ops = {};
+    ops.name = "cuda";
+    ops.ctx = g;
+    ops.conv3x3_scratch = gpu_conv3x3_scratch;
+    ops.scan_scratch = gpu_scan_scratch;
+    ops.reserve = gpu_reserve;
+    ops.alloc = gpu_alloc;
+    ops.release = gpu_release;
+    ops.params = gpu_params;
+    ops.held_bytes = gpu_held_bytes;
+    ops.destroy = gpu_destroy;
+    ops.begin = gpu_begin;
+    ops.finish = gpu_finish;
+    ops.input_pieces = INPUT_PIECES;
+    ops.input = gpu_input;
+    ops.output = gpu_output;
+    ops.gemm = gpu_gemm;
+    ops.conv3x3 = gpu_conv3x3;
+    ops.dwconv3x3 = gpu_dwconv3x3;
+    ops.layernorm = gpu_layernorm;
+    ops.bias_act = gpu_bias_act;
+    ops.sample = gpu_sample;
+    ops.scan = gpu_scan;
+    ops.avg_pool = gpu_avg_pool;
+    ops.max_pool = gpu_max_pool;
+    ops.resize = gpu_resize;
+    ops.add = gpu_add;
+    ops.concat = gpu_concat;
+    *out = ops;
     return DM_OK;
-}
-
-void dm_cuda_workspace_free(dm_cuda_workspace *cw)
-{
-    if (!cw) return;
-    cudaSetDevice(cw->device);
-    if (cw->blas) cublasDestroy(cw->blas);
-    /* cudaFree waits for work in flight on these buffers. */
-    cudaFree(cw->activations);
-    cudaFree(cw->params);
-    cudaFreeHost(cw->pinned);
-    for (int k = 0; k < INPUT_CHUNKS; k++)
-        if (cw->input_ready[k]) cudaEventDestroy(cw->input_ready[k]);
-    for (int k = 0; k < OUTPUTS; k++) {
-        if (cw->output_ready[k]) cudaEventDestroy(cw->output_ready[k]);
-        if (cw->output_copied[k]) cudaEventDestroy(cw->output_copied[k]);
-    }
-    if (cw->compute) cudaStreamDestroy(cw->compute);
-    if (cw->copy) cudaStreamDestroy(cw->copy);
-    free(cw->blocks);
-    free(cw);
-}
-
-size_t dm_cuda_workspace_bytes(const dm_cuda_workspace *cw) { return cw ? cw->bytes : 0; }
-
-/* -------------------------------------------------------------- operators */
-
-/* One forward pass's state: where it runs and the first failure of an
- * operator that reports one (cuBLAS); kernel launch failures surface later
- * through cudaGetLastError. */
-typedef struct run {
-    dm_cuda_workspace *cw;
-    cudaStream_t s;
-    dm_status status;
-    size_t copied[OUTPUTS]; /* floats of each output on its way to pinned memory */
-    float *offsets;         /* host buffer for this block's offsets, or NULL */
-} run;
-
-/* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C, row-major: in
- * cuBLAS's column-major terms C^T = B^T' * A^T. */
-static void gemm_nt(run *r, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *B, float *C,
-                    float beta)
-{
-    const float one = 1.0f;
-    cublasStatus_t st = cublasSgemm(r->cw->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, (int)K,
-                                    A, (int)lda, &beta, C, (int)N);
-    if (st != CUBLAS_STATUS_SUCCESS && r->status == DM_OK)
-        r->status = dm_fail(DM_ERR_DEVICE, "cuBLAS sgemm %zux%zux%zu failed: %s", M, N, K, cublasGetStatusString(st));
-}
-
-/* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv). */
-static void conv3x3(run *r, const dm_conv3x3 *cv, const float *x, float *y, int n, int h, int w, dm_act act)
-{
-    int oh = cv->stride == 2 ? dm_down2(h) : h, ow = cv->stride == 2 ? dm_down2(w) : w;
-    size_t total = (size_t)n * oh * ow, band = gpu_conv_band(cv->cin), K = 9 * (size_t)cv->cin;
-    for (size_t p0 = 0; p0 < total; p0 += band) {
-        size_t p1 = p0 + band < total ? p0 + band : total;
-        cu_im2col3x3(r->s, x, r->cw->cols, h, w, cv->cin, cv->stride, oh, ow, p0, p1);
-        gemm_nt(r, p1 - p0, (size_t)cv->cout, K, r->cw->cols, K, cv->weight, y + p0 * cv->cout, 0.0f);
-    }
-    cu_bias_act(r->s, y, total, cv->cout, cv->bias, act);
-}
-
-static void swap(float **a, float **b)
-{
-    float *t = *a;
-    *a = *b;
-    *b = t;
-}
-
-/* ------------------------------------------------------------------ model */
-
-/* One block: x <- block(x), over n images of h x w; forward.c's block_forward. */
-static void block_forward(run *r, const dm_config *cfg, int s, const dm_block *blk, int n, int h, int w)
-{
-    dm_cuda_workspace *ws = r->cw;
-    cudaStream_t st = r->s;
-    size_t P = (size_t)n * h * w, L = (size_t)h * w;
-    int C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
-
-    /* x = pos_embed(x): ResDWC, the identity folded into its kernel */
-    cu_dwconv3x3(st, ws->x, ws->t, n, h, w, C, blk->pos_w9, blk->pos_b, DM_ACT_NONE);
-    swap(&ws->x, &ws->t);
-
-    /* x = x + DASSM(norm1(x)) */
-    cu_layernorm(st, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
-    gemm_nt(r, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f);
-    cu_dwconv3x3(st, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
-    /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
-    cu_dwconv3x3(st, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
-    cu_layernorm(st, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
-    gemm_nt(r, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
-    cu_bias_act(st, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
-    if (r->offsets &&
-        cudaMemcpyAsync(r->offsets, ws->off, sizeof(float) * P * 2 * G, cudaMemcpyDeviceToHost, st) != cudaSuccess)
-        r->status = dm_fail(DM_ERR_DEVICE, "copying the offsets from the GPU failed");
-    /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
-    cu_sample(st, ws->v, ws->off, ws->u, n, h, w, C, G);
-    /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
-    gemm_nt(r, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
-    gemm_nt(r, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
-    cu_scan_args args = {ws->u, ws->delta, ws->dbl + R, (size_t)R + 2, blk->a, blk->d, blk->dt_bias, n, C, L};
-    cu_scan(st, &args, ws->carry, ws->a);
-    cu_layernorm(st, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
-    gemm_nt(r, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
-
-    /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    gemm_nt(r, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f);
-    cu_bias_act(st, ws->hid, P, F, blk->fc1_b, DM_ACT_GELU);
-    cu_dwconv3x3(st, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
-    gemm_nt(r, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f);
-    cu_bias_act(st, ws->x, P, C, blk->fc2_b, DM_ACT_NONE);
-}
-
-/* The stem on images [i0, i0 + m) of the batch, whose NCHW input is on the
- * device: conv-BN-GELU x3, conv-BN into x. */
-static void stem(run *r, const dm_config *cfg, int i0, int m, int h, int w)
-{
-    dm_cuda_workspace *ws = r->cw;
-    int h1 = dm_down2(h), w1 = dm_down2(w), h2 = dm_down2(h1), w2 = dm_down2(w1);
-    size_t in = (size_t)h * w * cfg->in_chans, s1 = (size_t)h1 * w1 * (cfg->dims[0] / 2);
-    size_t s2 = (size_t)h2 * w2 * cfg->dims[0];
-    cu_to_nhwc(r->s, ws->input + i0 * in, ws->t + i0 * in, m, (size_t)h * w, cfg->in_chans);
-    conv3x3(r, &ws->stem[0], ws->t + i0 * in, ws->a + i0 * s1, m, h, w, DM_ACT_GELU);
-    conv3x3(r, &ws->stem[1], ws->a + i0 * s1, ws->v + i0 * s1, m, h1, w1, DM_ACT_GELU);
-    conv3x3(r, &ws->stem[2], ws->v + i0 * s1, ws->a + i0 * s2, m, h1, w1, DM_ACT_GELU);
-    conv3x3(r, &ws->stem[3], ws->a + i0 * s2, ws->x + i0 * s2, m, h2, w2, DM_ACT_NONE);
-}
-
-/* Once the compute stream has produced output k, copy it to pinned memory
- * on the copy stream while computing goes on. */
-static dm_status copy_out(run *r, int k, size_t floats)
-{
-    dm_cuda_workspace *cw = r->cw;
-    r->copied[k] = floats;
-    CUDA_TRY(cudaEventRecord(cw->output_ready[k], cw->compute));
-    CUDA_TRY(cudaStreamWaitEvent(cw->copy, cw->output_ready[k], 0));
-    CUDA_TRY(cudaMemcpyAsync(cw->host_outputs[k], cw->outputs[k], floats * sizeof(float), cudaMemcpyDeviceToHost,
-                             cw->copy));
-    CUDA_TRY(cudaEventRecord(cw->output_copied[k], cw->copy));
-    return DM_OK;
-}
-
-/* Enqueue the whole forward pass; outputs land in the pinned buffers. */
-static dm_status enqueue_forward(run *r, const float *input, int n, int h, int w, const dm_outputs *outputs)
-{
-    dm_cuda_workspace *cw = r->cw;
-    const dm_config *cfg = &cw->model->config;
-    size_t image = (size_t)cfg->in_chans * h * w;
-    int per_chunk = (n + INPUT_CHUNKS - 1) / INPUT_CHUNKS;
-    for (int i0 = 0, k = 0; i0 < n; i0 += per_chunk, k++) {
-        int m = per_chunk < n - i0 ? per_chunk : n - i0;
-        size_t bytes = (size_t)m * image * sizeof(float);
-        memcpy(cw->host_input + i0 * image, input + i0 * image, bytes);
-        CUDA_TRY(cudaMemcpyAsync(cw->input + i0 * image, cw->host_input + i0 * image, bytes, cudaMemcpyHostToDevice,
-                                 cw->copy));
-        CUDA_TRY(cudaEventRecord(cw->input_ready[k], cw->copy));
-        CUDA_TRY(cudaStreamWaitEvent(cw->compute, cw->input_ready[k], 0));
-        stem(r, cfg, i0, m, h, w);
-    }
-    h = dm_down2(dm_down2(h));
-    w = dm_down2(dm_down2(w));
-
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        const dm_stage *stage = &cw->stages[s];
-        int C = cfg->dims[s];
-        if (s > 0) {
-            conv3x3(r, &stage->downsample, cw->x, cw->t, n, h, w, DM_ACT_NONE);
-            swap(&cw->x, &cw->t);
-            h = dm_down2(h);
-            w = dm_down2(w);
-        }
-        for (int j = 0; j < cfg->depths[s]; j++) {
-            int capture = outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j;
-            r->offsets = capture ? outputs->offsets : NULL;
-            block_forward(r, cfg, s, &stage->blocks[j], n, h, w);
-        }
-        r->offsets = NULL;
-        size_t P = (size_t)n * h * w;
-        cu_layernorm(r->s, cw->x, cw->x, P, C, stage->norm_g, stage->norm_b, DM_ACT_NONE);
-        if (outputs->stages[s]) {
-            cu_to_nchw(r->s, cw->x, cw->outputs[s], n, (size_t)h * w, C);
-            dm_status st = copy_out(r, s, P * C);
-            if (st) return st;
-        }
-    }
-
-    if (outputs->logits) {
-        int C = cfg->dims[3], classes = cfg->num_classes;
-        float *logits = cw->outputs[DM_NUM_STAGES];
-        cu_mean_pool(r->s, cw->x, cw->pooled, n, (size_t)h * w, C);
-        gemm_nt(r, (size_t)n, (size_t)classes, (size_t)C, cw->pooled, (size_t)C, cw->head_w, logits, 0.0f);
-        cu_bias_act(r->s, logits, (size_t)n, classes, cw->head_b, DM_ACT_NONE);
-        return copy_out(r, DM_NUM_STAGES, (size_t)n * classes);
-    }
-    return DM_OK;
-}
-
-/* Wait for both streams; report the first failure of the pass. */
-static dm_status finish(run *r, dm_status st)
-{
-    cudaError_t e = cudaStreamSynchronize(r->cw->copy), e2 = cudaStreamSynchronize(r->cw->compute);
-    cudaError_t launch = cudaGetLastError();
-    if (st) return st;
-    if (r->status) return r->status;
-    if (launch != cudaSuccess) return cuda_fail(launch, "kernel launch");
-    if (e != cudaSuccess) return cuda_fail(e, "copy stream");
-    if (e2 != cudaSuccess) return cuda_fail(e2, "forward pass");
-    return DM_OK;
-}
-
-static dm_status check_model(const dm_model *model, const dm_cuda_workspace *cw)
-{
-    if (model != cw->model)
-        return dm_fail(DM_ERR_ARGUMENT, "this CUDA workspace holds the parameters of another model; "
-                                        "create one with dm_workspace_create_on for this model");
-    CUDA_TRY(cudaSetDevice(cw->device));
-    return DM_OK;
-}
-
-dm_status dm_cuda_forward(const dm_model *model, dm_cuda_workspace *cw, const float *input, int n, int h, int w,
-                          const dm_outputs *outputs)
-{
-    dm_status st = check_model(model, cw);
-    if (st) return st;
-    run r = {cw, cw->compute, DM_OK, {0}, NULL};
-    st = enqueue_forward(&r, input, n, h, w, outputs);
-    /* Hand each output over as soon as its copy is done, while the device
-     * may still be computing later ones. */
-    float *dst[OUTPUTS] = {outputs->stages[0], outputs->stages[1], outputs->stages[2], outputs->stages[3],
-                           outputs->logits};
-    for (int k = 0; k < OUTPUTS && !st; k++) {
-        if (!dst[k]) continue;
-        cudaError_t e = cudaEventSynchronize(cw->output_copied[k]);
-        if (e != cudaSuccess) st = cuda_fail(e, "copy of the outputs");
-        else memcpy(dst[k], cw->host_outputs[k], r.copied[k] * sizeof(float));
-    }
-    return finish(&r, st);
-}
-
-dm_status dm_cuda_block_run(const dm_model *model, dm_cuda_workspace *cw, const float *input, float *output, int n,
-                            int h, int w)
-{
-    dm_status st = check_model(model, cw);
-    if (st) return st;
-    run r = {cw, cw->compute, DM_OK, {0}, NULL};
-    size_t hw = (size_t)h * w, C = (size_t)model->config.dims[0], bytes = (size_t)n * hw * C * sizeof(float);
-    CUDA_TRY(cudaMemcpyAsync(cw->t, input, bytes, cudaMemcpyHostToDevice, cw->compute));
-    cu_to_nhwc(cw->compute, cw->t, cw->x, n, hw, (int)C);
-    block_forward(&r, &model->config, 0, &cw->stages[0].blocks[0], n, h, w);
-    cu_to_nchw(cw->compute, cw->x, cw->t, n, hw, (int)C);
-    CUDA_TRY(cudaMemcpyAsync(output, cw->t, bytes, cudaMemcpyDeviceToHost, cw->compute));
-    return finish(&r, DM_OK);
 }

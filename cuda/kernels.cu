@@ -1,5 +1,5 @@
 /* kernels.cu - the forward pass's operators on the device.  Each mirrors its
- * scalar twin in src/kernels_ref.c step by step (same order of operations,
+ * scalar twin in simd/kernels_ref.c step by step (same order of operations,
  * same exact erf GELU, same softplus threshold) so the backends differ only
  * by the rounding of summation order and fused multiply-adds. */
 #include "kernels.cuh"
@@ -112,23 +112,23 @@ void cu_dwconv3x3(cudaStream_t s, const float *x, float *y, int n, int h, int w,
 
 /* Row p - p0 of cols: the 3x3 neighbourhood of output pixel p, tap-major,
  * zeros outside the image. */
-__global__ static void im2col3x3_kernel(const float *x, float *cols, int h, int w, int cin, int stride, int oh,
-                                        int ow, size_t p0, size_t p1)
+__global__ static void im2col3x3_kernel(const float *x, float *cols, int h, int w, int cin, int stride, int pad,
+                                        int oh, int ow, size_t p0, size_t p1)
 {
     size_t row = 9 * (size_t)cin, per_image = (size_t)oh * ow;
     FOR_EACH(i, (p1 - p0) * row) {
         size_t p = p0 + i / row, img = p / per_image, q = p % per_image;
         int tap = (int)(i % row / cin), ch = (int)(i % cin);
-        int iy = (int)(q / ow) * stride + tap / 3 - 1, ix = (int)(q % ow) * stride + tap % 3 - 1;
+        int iy = (int)(q / ow) * stride + tap / 3 - pad, ix = (int)(q % ow) * stride + tap % 3 - pad;
         cols[i] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0.0f : x[((img * h + iy) * w + ix) * cin + ch];
     }
 }
 
-void cu_im2col3x3(cudaStream_t s, const float *x, float *cols, int h, int w, int cin, int stride, int oh, int ow,
-                  size_t p0, size_t p1)
+void cu_im2col3x3(cudaStream_t s, const float *x, float *cols, int h, int w, int cin, int stride, int pad, int oh,
+                  int ow, size_t p0, size_t p1)
 {
-    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, s>>>(x, cols, h, w, cin, stride, oh,
-                                                                                   ow, p0, p1);
+    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, s>>>(x, cols, h, w, cin, stride, pad,
+                                                                                   oh, ow, p0, p1);
 }
 
 /* ---------------------------------------------------------------- sampler */
@@ -300,17 +300,97 @@ void cu_to_nchw(cudaStream_t s, const float *x, float *out, int n, size_t hw, in
     to_nchw_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, s>>>(x, out, n, hw, c);
 }
 
-__global__ static void mean_pool_kernel(const float *x, float *pooled, int n, size_t hw, int c)
+/* ------------------------------------------------- pooling and resizing */
+
+/* One thread per output value; the bins and the order of the sum are the
+ * scalar reference's. */
+__global__ static void avg_pool_kernel(const float *x, int n, int h, int w, int c, float *y, int oh, int ow)
 {
-    FOR_EACH(i, (size_t)n * c) {
-        size_t img = i / c, ch = i % c;
+    FOR_EACH(i, (size_t)n * oh * ow * c) {
+        size_t pix = i / c, img = pix / ((size_t)oh * ow);
+        int ch = (int)(i % c), oy = (int)(pix / ow % oh), ox = (int)(pix % ow), y0, y1, x0, x1;
+        dm_adaptive_bin(oy, h, oh, &y0, &y1);
+        dm_adaptive_bin(ox, w, ow, &x0, &x1);
+        const float *in = x + img * h * w * c + ch;
         float sum = 0.0f;
-        for (size_t p = 0; p < hw; p++) sum += x[(img * hw + p) * c + ch];
-        pooled[i] = sum / (float)hw;
+        for (int iy = y0; iy < y1; iy++)
+            for (int ix = x0; ix < x1; ix++) sum += in[((size_t)iy * w + ix) * c];
+        y[i] = sum / (float)((y1 - y0) * (x1 - x0));
     }
 }
 
-void cu_mean_pool(cudaStream_t s, const float *x, float *pooled, int n, size_t hw, int c)
+void cu_avg_pool(cudaStream_t s, const float *x, int n, int h, int w, int c, float *y, int oh, int ow)
 {
-    mean_pool_kernel<<<grid_for((size_t)n * c), threads_per_block, 0, s>>>(x, pooled, n, hw, c);
+    avg_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, s>>>(x, n, h, w, c, y, oh, ow);
+}
+
+__global__ static void max_pool_kernel(const float *x, int n, int h, int w, int c, int k, int stride, int pad,
+                                       float *y, int oh, int ow)
+{
+    FOR_EACH(i, (size_t)n * oh * ow * c) {
+        size_t pix = i / c, img = pix / ((size_t)oh * ow);
+        int ch = (int)(i % c), oy = (int)(pix / ow % oh), ox = (int)(pix % ow);
+        const float *in = x + img * h * w * c + ch;
+        float best = -INFINITY;
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+                if (iy >= 0 && iy < h && ix >= 0 && ix < w) best = fmaxf(best, in[((size_t)iy * w + ix) * c]);
+            }
+        y[i] = best;
+    }
+}
+
+void cu_max_pool(cudaStream_t s, const float *x, int n, int h, int w, int c, int k, int stride, int pad, float *y,
+                 int oh, int ow)
+{
+    max_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, s>>>(x, n, h, w, c, k, stride, pad,
+                                                                                      y, oh, ow);
+}
+
+__global__ static void resize_kernel(const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh,
+                                     int ow)
+{
+    FOR_EACH(i, (size_t)n * oh * ow * c) {
+        size_t pix = i / c, img = pix / ((size_t)oh * ow);
+        int ch = (int)(i % c), oy = (int)(pix / ow % oh), ox = (int)(pix % ow);
+        const float *in = x + img * h * w * c + ch;
+        if (mode == DM_RESIZE_NEAREST) {
+            y[i] = in[((size_t)dm_nearest_source(oy, h, oh) * w + dm_nearest_source(ox, w, ow)) * c];
+            continue;
+        }
+        float sy = dm_bilinear_source(oy, h, oh), sx = dm_bilinear_source(ox, w, ow);
+        int y0 = (int)sy, x0 = (int)sx, y1 = y0 + (y0 < h - 1), x1 = x0 + (x0 < w - 1);
+        float ly = sy - (float)y0, lx = sx - (float)x0;
+        float top = (1.0f - lx) * in[((size_t)y0 * w + x0) * c] + lx * in[((size_t)y0 * w + x1) * c];
+        float bottom = (1.0f - lx) * in[((size_t)y1 * w + x0) * c] + lx * in[((size_t)y1 * w + x1) * c];
+        y[i] = (1.0f - ly) * top + ly * bottom;
+    }
+}
+
+void cu_resize(cudaStream_t s, const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh, int ow)
+{
+    resize_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, s>>>(x, n, h, w, c, mode, y, oh, ow);
+}
+
+/* ---------------------------------------------------------- elementwise */
+
+__global__ static void add_kernel(const float *a, const float *b, float *y, size_t count, dm_act act)
+{
+    FOR_EACH(i, count) y[i] = activate(a[i] + b[i], act);
+}
+
+void cu_add(cudaStream_t s, const float *a, const float *b, float *y, size_t count, dm_act act)
+{
+    add_kernel<<<grid_for(count), threads_per_block, 0, s>>>(a, b, y, count, act);
+}
+
+__global__ static void concat_kernel(const float *x, size_t pixels, int xc, float *y, int yc, int c0)
+{
+    FOR_EACH(i, pixels * xc) y[i / xc * yc + c0 + i % xc] = x[i];
+}
+
+void cu_concat(cudaStream_t s, const float *x, size_t pixels, int xc, float *y, int yc, int c0)
+{
+    concat_kernel<<<grid_for(pixels * xc), threads_per_block, 0, s>>>(x, pixels, xc, y, yc, c0);
 }

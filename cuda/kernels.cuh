@@ -1,5 +1,5 @@
 /* kernels.cuh - device kernels of the forward pass (kernels.cu), one launch
- * function per operator of src/kernels.h, each over a whole batch in the
+ * function per operator of simd/kernels.h, each over a whole batch in the
  * same channels-last layouts and with the same arithmetic as the scalar
  * reference.  Launches are asynchronous on the given stream; launch errors
  * surface through cudaGetLastError. */
@@ -24,9 +24,10 @@ void cu_bias_act(cudaStream_t s, float *y, size_t rows, int c, const float *bias
 void cu_dwconv3x3(cudaStream_t s, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                   const float *bias, dm_act act);
 
-/* Rows [p0, p1) of the batch's 3x3 im2col matrix (see forward.c). */
-void cu_im2col3x3(cudaStream_t s, const float *x, float *cols, int h, int w, int cin, int stride, int oh, int ow,
-                  size_t p0, size_t p1);
+/* Rows [p0, p1) of the batch's 3x3 im2col matrix: output pixel p's 3x3
+ * neighbourhood, tap-major, zeros in the padding. */
+void cu_im2col3x3(cudaStream_t s, const float *x, float *cols, int h, int w, int cin, int stride, int pad, int oh,
+                  int ow, size_t p0, size_t p1);
 
 /* The Dynamic Adaptive Scan sampler over n images. */
 void cu_sample(cudaStream_t s, const float *v, const float *off, float *u, int n, int h, int w, int c, int groups);
@@ -53,7 +54,16 @@ void cu_scan(cudaStream_t s, const cu_scan_args *args, float *carry, float *y);
 void cu_to_nhwc(cudaStream_t s, const float *in, float *x, int n, size_t hw, int c);
 void cu_to_nchw(cudaStream_t s, const float *x, float *out, int n, size_t hw, int c);
 
-/* pooled[img][c] = mean over hw pixels of x[img][p][c]. */
-void cu_mean_pool(cudaStream_t s, const float *x, float *pooled, int n, size_t hw, int c);
+/* The kernels.h operators of the same names over n images of h x w x c
+ * into oh x ow. */
+void cu_avg_pool(cudaStream_t s, const float *x, int n, int h, int w, int c, float *y, int oh, int ow);
+void cu_max_pool(cudaStream_t s, const float *x, int n, int h, int w, int c, int k, int stride, int pad, float *y,
+                 int oh, int ow);
+void cu_resize(cudaStream_t s, const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh, int ow);
+
+/* y = act(a + b) elementwise. */
+void cu_add(cudaStream_t s, const float *a, const float *b, float *y, size_t count, dm_act act);
+/* Channels [c0, c0 + xc) of y's yc at each of `pixels` pixels = x's. */
+void cu_concat(cudaStream_t s, const float *x, size_t pixels, int xc, float *y, int yc, int c0);
 
 #endif

@@ -4,7 +4,6 @@
 #ifndef DM_FUZZ_COMMON_H
 #define DM_FUZZ_COMMON_H
 
-#include "dtype.h"
 #include "tensor_file.h"
 
 #include <stdlib.h>

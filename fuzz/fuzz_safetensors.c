@@ -3,6 +3,7 @@
 #include "fuzz_common.h"
 
 #include "damamba.h"
+#include "safetensors.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -207,6 +207,12 @@ DM_API dm_backend dm_workspace_backend(const dm_workspace *ws);
 /* Bytes the workspace holds (device memory, for a CUDA workspace). */
 DM_API size_t dm_workspace_bytes(const dm_workspace *ws);
 
+/* Threads the workspace's forward passes use from now on (n >= 1; CPU
+ * workspaces, ignored by a CUDA one), instead of dm_threads() at creation.
+ * Nothing outside the workspace changes: OpenBLAS's own thread setting is
+ * restored after every pass. */
+DM_API dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
+
 /* ---------------------------------------------------------------- forward */
 
 typedef struct dm_outputs {
@@ -323,10 +329,9 @@ DM_API dm_status dm_image_preprocess(const dm_image *image,
  * storage. */
 DM_API const char *dm_isa(void);
 
-/* Threads a forward pass uses: DAMAMBA_THREADS, else OMP_NUM_THREADS, else
- * the number of cores.  dm_set_threads(n) with n > 0 overrides both. */
+/* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
+ * else the number of cores. */
 DM_API int dm_threads(void);
-DM_API void dm_set_threads(int n);
 
 #ifdef __cplusplus
 }

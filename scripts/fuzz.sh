@@ -16,7 +16,7 @@ cc=${CC:-clang}
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/internal -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
 # The file readers, the model loader and the image loader, without kernels.
-lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/files.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c model.c image/image_check.c image/image.c image/resample.c"
+lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/files.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c io/model_file.c model.c image/image_check.c image/image.c image/resample.c"
 
 mkdir -p "$out/obj"
 objs=""

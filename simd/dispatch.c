@@ -14,29 +14,28 @@
 
 #include "simd_tables.h"
 
-/* Copy t, filling entries it leaves NULL from the scalar table.  The table
- * is a struct of pointers after the name, so a pointer walk covers all. */
+/* Copy t, filling the entries it leaves NULL from the scalar table. */
 static void complete(const dm_kernels *t, dm_kernels *out)
 {
     *out = *t;
-    void (**slot)(void) = (void (**)(void))((char *)out + offsetof(dm_kernels, layernorm));
-    void (*const *ref)(void) = (void (*const *)(void))((const char *)&dm_kernels_scalar + offsetof(dm_kernels, layernorm));
-    size_t n = (sizeof(dm_kernels) - offsetof(dm_kernels, layernorm)) / sizeof(void (*)(void));
-    for (size_t i = 0; i < n; i++)
-        if (!slot[i]) slot[i] = ref[i];
+#define FALL_BACK(name, params) if (!out->name) out->name = dm_kernels_scalar.name;
+    DM_KERNEL_LIST(FALL_BACK)
+#undef FALL_BACK
 }
 
-static dm_kernels completed[8];
+static void complete_all(void)
+{
+    for (size_t i = 0; i < dm_simd_table_count; i++) complete(dm_simd_tables[i].table, &dm_simd_tables[i].completed);
+}
 
 const dm_kernels *dm_kernels_by_name(const char *isa)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, complete_all);
     if (strcmp(isa, "scalar") == 0) return &dm_kernels_scalar;
-    for (size_t i = 0; i < dm_simd_table_count && i < 8; i++)
-        if (strcmp(dm_simd_tables[i].table->isa, isa) == 0) {
-            if (!dm_simd_tables[i].supported()) return NULL;
-            if (!completed[i].isa) complete(dm_simd_tables[i].table, &completed[i]);
-            return &completed[i];
-        }
+    for (size_t i = 0; i < dm_simd_table_count; i++)
+        if (strcmp(dm_simd_tables[i].table->isa, isa) == 0)
+            return dm_simd_tables[i].supported() ? &dm_simd_tables[i].completed : NULL;
     return NULL;
 }
 

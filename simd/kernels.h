@@ -21,6 +21,11 @@ typedef enum dm_act {
     DM_ACT_SILU,
 } dm_act;
 
+typedef enum dm_resize {
+    DM_RESIZE_BILINEAR, /* align_corners=False: half-pixel centres, edges clamped */
+    DM_RESIZE_NEAREST,  /* source index floor(i * in / out) */
+} dm_resize;
+
 /* Inputs of the selective scan with state size 1 over one image, channels-
  * last: element (t, c) of a [L][C] array is at t * C + c. */
 typedef struct dm_scan_args {
@@ -34,45 +39,60 @@ typedef struct dm_scan_args {
     size_t channels;      /* C */
 } dm_scan_args;
 
+/* The kernels, one X(name, parameters) each.  This one list produces the
+ * table struct, the scalar fallback of SIMD tables (dispatch.c), and the
+ * loops of the kernel tests and the benchmark, which need an entry per
+ * kernel to compile.
+ *
+ * layernorm: y[r] = LayerNorm(x[r]) * gamma + beta over c channels, eps
+ *   DM_LN_EPS, then act.  x == y is allowed.
+ * dwconv3x3: depthwise 3x3, stride 1, zero padding 1, over one h x w x c
+ *   image; writes output rows [y0, y1).  w9 is [9][c] (tap-major), bias [c].
+ * bias_act: y[r][j] = act(y[r][j] + bias[j]) for rows x c; bias may be NULL.
+ * sample: the Dynamic Adaptive Scan sampler over one h x w x c image for
+ *   pixels [p0, p1) (row-major index): u[p] group g = bilinear sample of v
+ *   at (x + off[p][2g], y + off[p][2g+1]), corners outside contribute 0.
+ * scan: the selective scan over steps [t0, t1) and channels [c0, c1):
+ *     dt = softplus(delta + dt_bias); h = exp(dt * a) * h + dt * B_t * u
+ *   h[c] holds the state on entry and exit.  If y is non-NULL it receives
+ *   y = h * C_t + u * d.  If decay is non-NULL ([L][C] like y) it receives
+ *   at step t the product of exp(dt * a) over steps t0..t: what a chunked
+ *   scan needs to fix up a chunk that started from a zero state.
+ * scan_fixup: the fix-up of a chunk scanned from a zero state whose true
+ *   entry state is carry[c]: y[t][c] += C_t * decay[t][c] * carry[c] over
+ *   steps [t0, t1) and channels [c0, c1).
+ * avg_pool: adaptive average pooling of one h x w x c image to oh x ow
+ *   bins (PyTorch's: bin i spans [floor(i * h / oh), ceil((i + 1) * h / oh))),
+ *   output pixels [p0, p1).
+ * max_pool: k x k max pooling at stride with an implicit -inf border of
+ *   pad, one image, output pixels [p0, p1) of oh x ow.
+ * resize: one h x w x c image resized to oh x ow, output pixels [p0, p1):
+ *   bilinear with align_corners=False or nearest, as PyTorch's interpolate.
+ * add: y[i] = act(a[i] + b[i]) for count elements; y may be a or b. */
+#define DM_KERNEL_LIST(X)                                                                                \
+    X(layernorm, (const float *x, float *y, size_t rows, size_t c, const float *gamma, const float *beta, \
+                  dm_act act))                                                                          \
+    X(dwconv3x3, (const float *x, float *y, int h, int w, int c, const float *w9, const float *bias,      \
+                  dm_act act, int y0, int y1))                                                          \
+    X(bias_act, (float *y, size_t rows, size_t c, const float *bias, dm_act act))                        \
+    X(sample, (const float *v, const float *off, float *u, int h, int w, int c, int groups, size_t p0,   \
+               size_t p1))                                                                              \
+    X(scan, (const dm_scan_args *args, size_t t0, size_t t1, size_t c0, size_t c1, float *h, float *decay, \
+             float *y))                                                                                 \
+    X(scan_fixup, (const dm_scan_args *args, size_t t0, size_t t1, size_t c0, size_t c1,                \
+                   const float *carry, const float *decay, float *y))                                   \
+    X(avg_pool, (const float *x, int h, int w, int c, float *y, int oh, int ow, size_t p0, size_t p1))   \
+    X(max_pool, (const float *x, int h, int w, int c, int k, int stride, int pad, float *y, int oh,      \
+                 int ow, size_t p0, size_t p1))                                                         \
+    X(resize, (const float *x, int h, int w, int c, dm_resize mode, float *y, int oh, int ow, size_t p0, \
+               size_t p1))                                                                              \
+    X(add, (const float *a, const float *b, float *y, size_t count, dm_act act))
+
 typedef struct dm_kernels {
     const char *isa;
-
-    /* y[r] = LayerNorm(x[r]) * gamma + beta over c channels, eps DM_LN_EPS,
-     * then act.  x == y is allowed. */
-    void (*layernorm)(const float *x, float *y, size_t rows, size_t c,
-                      const float *gamma, const float *beta, dm_act act);
-
-    /* Depthwise 3x3, stride 1, zero padding 1, over one h x w x c image;
-     * writes output rows [y0, y1).  w9 is [9][c] (tap-major), bias [c]. */
-    void (*dwconv3x3)(const float *x, float *y, int h, int w, int c,
-                      const float *w9, const float *bias, dm_act act,
-                      int y0, int y1);
-
-    /* y[r][j] = act(y[r][j] + bias[j]) for rows x c; bias may be NULL. */
-    void (*bias_act)(float *y, size_t rows, size_t c, const float *bias,
-                     dm_act act);
-
-    /* Dynamic Adaptive Scan sampler over one h x w x c image for pixels
-     * [p0, p1) (row-major index): u[p] group g = bilinear sample of v at
-     * (x + off[p][2g], y + off[p][2g+1]), corners outside contribute 0. */
-    void (*sample)(const float *v, const float *off, float *u, int h, int w,
-                   int c, int groups, size_t p0, size_t p1);
-
-    /* Selective scan over steps [t0, t1) and channels [c0, c1):
-     *   dt = softplus(delta + dt_bias); h = exp(dt * a) * h + dt * B_t * u
-     * h[c] holds the state on entry and exit.  If y is non-NULL it receives
-     * y = h * C_t + u * d.  If decay is non-NULL ([L][C] like y) it receives
-     * at step t the product of exp(dt * a) over steps t0..t: what a chunked
-     * scan needs to fix up a chunk that started from a zero state. */
-    void (*scan)(const dm_scan_args *args, size_t t0, size_t t1, size_t c0,
-                 size_t c1, float *h, float *decay, float *y);
-
-    /* The fix-up of a chunk scanned from a zero state whose true entry state
-     * is carry[c]: y[t][c] += C_t * decay[t][c] * carry[c] over steps
-     * [t0, t1) and channels [c0, c1). */
-    void (*scan_fixup)(const dm_scan_args *args, size_t t0, size_t t1,
-                       size_t c0, size_t c1, const float *carry,
-                       const float *decay, float *y);
+#define DM_KERNEL_POINTER(name, params) void(*name) params;
+    DM_KERNEL_LIST(DM_KERNEL_POINTER)
+#undef DM_KERNEL_POINTER
 } dm_kernels;
 
 /* The scalar reference table. */
@@ -116,6 +136,35 @@ static inline int dm_bilinear_corners(const float *v, int h, int w, int c, size_
             weight[corners++] = (dy ? ly : 1.0f - ly) * (dx ? lx : 1.0f - lx);
         }
     return corners;
+}
+
+/* Index arithmetic every implementation shares, the CUDA one included. */
+#ifdef __CUDACC__
+#define DM_HOST_DEVICE __host__ __device__
+#else
+#define DM_HOST_DEVICE
+#endif
+
+/* PyTorch's adaptive pooling bin i of `bins` over n: [*a, *b). */
+DM_HOST_DEVICE static inline void dm_adaptive_bin(int i, int n, int bins, int *a, int *b)
+{
+    *a = (int)((long)i * n / bins);
+    *b = (int)(((long)(i + 1) * n + bins - 1) / bins);
+}
+
+/* PyTorch's bilinear source coordinate of output index i (align_corners=
+ * False): half-pixel centres, clamped at 0. */
+DM_HOST_DEVICE static inline float dm_bilinear_source(int i, int in, int out)
+{
+    float src = ((float)in / (float)out) * ((float)i + 0.5f) - 0.5f;
+    return src < 0.0f ? 0.0f : src;
+}
+
+/* PyTorch's nearest source index of output index i. */
+DM_HOST_DEVICE static inline int dm_nearest_source(int i, int in, int out)
+{
+    int src = (int)floorf((float)i * ((float)in / (float)out));
+    return src < in - 1 ? src : in - 1;
 }
 
 /* Scalar helpers shared with SIMD tails. */

@@ -119,6 +119,66 @@ static void scan_fixup_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c
     }
 }
 
+static void avg_pool_ref(const float *x, int h, int w, int c, float *y, int oh, int ow, size_t p0, size_t p1)
+{
+    for (size_t p = p0; p < p1; p++) {
+        int y0, y1, x0, x1;
+        dm_adaptive_bin((int)(p / (size_t)ow), h, oh, &y0, &y1);
+        dm_adaptive_bin((int)(p % (size_t)ow), w, ow, &x0, &x1);
+        float *out = y + p * c;
+        for (int ch = 0; ch < c; ch++) out[ch] = 0.0f;
+        for (int iy = y0; iy < y1; iy++)
+            for (int ix = x0; ix < x1; ix++)
+                for (int ch = 0; ch < c; ch++) out[ch] += x[((size_t)iy * w + ix) * c + ch];
+        float count = (float)((y1 - y0) * (x1 - x0));
+        for (int ch = 0; ch < c; ch++) out[ch] /= count;
+    }
+}
+
+static void max_pool_ref(const float *x, int h, int w, int c, int k, int stride, int pad, float *y, int oh, int ow,
+                         size_t p0, size_t p1)
+{
+    for (size_t p = p0; p < p1; p++) {
+        int oy = (int)(p / (size_t)ow), ox = (int)(p % (size_t)ow);
+        float *out = y + p * c;
+        for (int ch = 0; ch < c; ch++) out[ch] = -INFINITY;
+        (void)oh; /* the range [p0, p1) bounds the rows */
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                const float *in = x + ((size_t)iy * w + ix) * c;
+                for (int ch = 0; ch < c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
+            }
+    }
+}
+
+static void resize_ref(const float *x, int h, int w, int c, dm_resize mode, float *y, int oh, int ow, size_t p0,
+                       size_t p1)
+{
+    for (size_t p = p0; p < p1; p++) {
+        int oy = (int)(p / (size_t)ow), ox = (int)(p % (size_t)ow);
+        float *out = y + p * c;
+        if (mode == DM_RESIZE_NEAREST) {
+            memcpy(out, x + ((size_t)dm_nearest_source(oy, h, oh) * w + dm_nearest_source(ox, w, ow)) * c,
+                   sizeof(float) * c);
+            continue;
+        }
+        float sy = dm_bilinear_source(oy, h, oh), sx = dm_bilinear_source(ox, w, ow);
+        int y0 = (int)sy, x0 = (int)sx, y1 = y0 + (y0 < h - 1), x1 = x0 + (x0 < w - 1);
+        float ly = sy - (float)y0, lx = sx - (float)x0;
+        const float *a = x + ((size_t)y0 * w + x0) * c, *b = x + ((size_t)y0 * w + x1) * c;
+        const float *d = x + ((size_t)y1 * w + x0) * c, *e = x + ((size_t)y1 * w + x1) * c;
+        for (int ch = 0; ch < c; ch++)
+            out[ch] = (1.0f - ly) * ((1.0f - lx) * a[ch] + lx * b[ch]) + ly * ((1.0f - lx) * d[ch] + lx * e[ch]);
+    }
+}
+
+static void add_ref(const float *a, const float *b, float *y, size_t count, dm_act act)
+{
+    for (size_t i = 0; i < count; i++) y[i] = activate(a[i] + b[i], act);
+}
+
 const dm_kernels dm_kernels_scalar = {
     .isa = "scalar",
     .layernorm = layernorm_ref,
@@ -127,4 +187,8 @@ const dm_kernels dm_kernels_scalar = {
     .sample = sample_ref,
     .scan = scan_ref,
     .scan_fixup = scan_fixup_ref,
+    .avg_pool = avg_pool_ref,
+    .max_pool = max_pool_ref,
+    .resize = resize_ref,
+    .add = add_ref,
 };

@@ -7,9 +7,10 @@
 typedef struct dm_simd_table {
     const dm_kernels *table;
     int (*supported)(void); /* does this CPU run it? */
+    dm_kernels completed;   /* table, its NULL entries the scalar ones (dispatch.c) */
 } dm_simd_table;
 
-extern const dm_simd_table dm_simd_tables[];
+extern dm_simd_table dm_simd_tables[];
 extern const size_t dm_simd_table_count;
 
 #endif

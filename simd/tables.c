@@ -9,9 +9,9 @@ extern const dm_kernels dm_kernels_avx512, dm_kernels_avx2;
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
 static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
-const dm_simd_table dm_simd_tables[] = {
-    {&dm_kernels_avx512, has_avx512},
-    {&dm_kernels_avx2, has_avx2},
+dm_simd_table dm_simd_tables[] = {
+    {&dm_kernels_avx512, has_avx512, {0}},
+    {&dm_kernels_avx2, has_avx2, {0}},
 };
 const size_t dm_simd_table_count = sizeof dm_simd_tables / sizeof dm_simd_tables[0];
 
@@ -22,14 +22,14 @@ extern const dm_kernels dm_kernels_neon;
 /* Advanced SIMD is part of the aarch64 baseline. */
 static int has_neon(void) { return 1; }
 
-const dm_simd_table dm_simd_tables[] = {
-    {&dm_kernels_neon, has_neon},
+dm_simd_table dm_simd_tables[] = {
+    {&dm_kernels_neon, has_neon, {0}},
 };
 const size_t dm_simd_table_count = sizeof dm_simd_tables / sizeof dm_simd_tables[0];
 
 #else
 
-const dm_simd_table dm_simd_tables[] = {{0, 0}};
+dm_simd_table dm_simd_tables[] = {{0, 0, {0}}};
 const size_t dm_simd_table_count = 0;
 
 #endif

@@ -1,10 +1,11 @@
 /* convert.c - model files to safetensors, optionally in half size. */
 #include "internal_api.h"
 
-#include "dtype.h"
 #include "error.h"
 #include "model.h"
 #include "files.h"
+#include "model_file.h"
+#include "safetensors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +109,7 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
     dm_status st = dm_output_distinct(out_path, &in_path, 1);
     if (st) return st;
     dm_tensor_file in;
-    if ((st = dm_tensor_file_open(in_path, use_ema, &in))) return st;
+    if ((st = dm_model_file_open(in_path, use_ema, &in))) return st;
     dm_model *model = NULL;
     dm_tensor *tensors = calloc(in.count ? in.count : 1, sizeof *tensors);
     dm_meta *meta = calloc(in.meta_count + 8, sizeof *meta);

@@ -3,10 +3,9 @@
  * sits next to a convolution (BatchNorm, conv_constant, layer scale). */
 #include "model.h"
 
-#include "dtype.h"
 #include "classes.h"
 #include "error.h"
-#include "pth.h"
+#include "model_file.h"
 #include "versioned.h"
 
 #include <math.h>
@@ -166,6 +165,7 @@ static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int c
     out->cin = cin;
     out->cout = cout;
     out->stride = stride;
+    out->pad = 1;
     out->weight = model_alloc(b->model, (size_t)cout * 9 * cin * sizeof(float));
     out->bias = bias;
     if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
@@ -297,6 +297,7 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
         }
         stage->blocks = model_alloc(m, (size_t)cfg->depths[s] * sizeof(dm_block));
         if (!stage->blocks) return dm_fail(DM_ERR_NOMEM, "out of memory");
+        stage->block_count = cfg->depths[s];
         for (int j = 0; j < cfg->depths[s]; j++) {
             char prefix[64];
             snprintf(prefix, sizeof prefix, "stages.%d.blocks.%d.", s, j);
@@ -335,6 +336,7 @@ static dm_status bind_single_block(binder *b, const dm_config *cfg)
 {
     dm_stage *stage = &b->model->stages[0];
     if (!(stage->blocks = model_alloc(b->model, sizeof(dm_block)))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    stage->block_count = 1;
     return bind_block(b, cfg, 0, "", &stage->blocks[0]);
 }
 
@@ -511,7 +513,7 @@ dm_status dm_model_load(const char *path, const dm_load_options *opts, dm_model 
     dm_status st = load_options(opts, &o);
     if (st) return st;
     dm_tensor_file file;
-    if ((st = dm_tensor_file_open(path, o.use_ema, &file))) return st;
+    if ((st = dm_model_file_open(path, o.use_ema, &file))) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);
     if (st) dm_error_prefix("%s: ", path);
@@ -526,9 +528,7 @@ dm_status dm_model_load_buffer(const void *buf, size_t size, const dm_load_optio
     dm_status st = load_options(opts, &o);
     if (st) return st;
     dm_tensor_file file;
-    /* torch.save writes a zip archive; safetensors starts with a length. */
-    int zip = size >= 4 && memcmp(buf, "PK\x03\x04", 4) == 0;
-    st = zip ? dm_pth_parse(buf, size, o.use_ema, &file) : dm_safetensors_parse(buf, size, &file);
+    st = dm_model_file_parse(buf, size, o.use_ema, &file);
     if (st) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);
@@ -569,4 +569,74 @@ dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage, int *ch
     if (out_h) *out_h = h;
     if (out_w) *out_w = w;
     return DM_OK;
+}
+
+/* ------------------------------------------------------------- mirrors */
+
+static void mirror_conv(const dm_conv3x3 *src, dm_param_place place, void *ctx, dm_conv3x3 *dst)
+{
+    *dst = *src;
+    if (src->weight) dst->weight = place(ctx, src->weight, (size_t)src->cout * 9 * src->cin);
+    if (src->bias) dst->bias = place(ctx, src->bias, (size_t)src->cout);
+}
+
+static void mirror_block(const dm_config *cfg, int s, const dm_block *b, dm_param_place place, void *ctx,
+                         dm_block *d)
+{
+    size_t C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
+    const struct {
+        float *const *src;
+        float **dst;
+        size_t floats;
+    } params[] = {
+        {&b->pos_w9, &d->pos_w9, 9 * C},           {&b->pos_b, &d->pos_b, C},
+        {&b->norm1_g, &d->norm1_g, C},             {&b->norm1_b, &d->norm1_b, C},
+        {&b->in_proj, &d->in_proj, C * C},         {&b->conv_w9, &d->conv_w9, 9 * C},
+        {&b->conv_b, &d->conv_b, C},               {&b->off_dw_w9, &d->off_dw_w9, 9 * C},
+        {&b->off_dw_b, &d->off_dw_b, C},           {&b->off_ln_g, &d->off_ln_g, C},
+        {&b->off_ln_b, &d->off_ln_b, C},           {&b->off_w, &d->off_w, 2 * G * C},
+        {&b->off_b, &d->off_b, 2 * G},             {&b->x_proj, &d->x_proj, (R + 2) * C},
+        {&b->dt_proj, &d->dt_proj, C * R},         {&b->dt_bias, &d->dt_bias, C},
+        {&b->a, &d->a, C},                         {&b->d, &d->d, C},
+        {&b->out_norm_g, &d->out_norm_g, C},       {&b->out_norm_b, &d->out_norm_b, C},
+        {&b->out_proj, &d->out_proj, C * C},       {&b->fc1_w, &d->fc1_w, F * C},
+        {&b->fc1_b, &d->fc1_b, F},                 {&b->mlp_w9, &d->mlp_w9, 9 * F},
+        {&b->mlp_b, &d->mlp_b, F},                 {&b->fc2_w, &d->fc2_w, C * F},
+        {&b->fc2_b, &d->fc2_b, C},
+    };
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        *params[i].dst = *params[i].src ? place(ctx, *params[i].src, params[i].floats) : NULL;
+}
+
+dm_status dm_model_mirror(const dm_model *m, dm_param_place place, void *ctx, dm_model *out)
+{
+    const dm_config *cfg = &m->config;
+    memset(out, 0, sizeof *out);
+    out->config = *cfg;
+    for (int i = 0; i < 4; i++) mirror_conv(&m->stem[i], place, ctx, &out->stem[i]);
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        const dm_stage *src = &m->stages[s];
+        dm_stage *dst = &out->stages[s];
+        mirror_conv(&src->downsample, place, ctx, &dst->downsample);
+        dst->block_count = src->block_count;
+        if (src->block_count && !(dst->blocks = calloc((size_t)src->block_count, sizeof(dm_block)))) {
+            dm_model_mirror_free(out);
+            return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
+        }
+        for (int j = 0; j < src->block_count; j++)
+            mirror_block(cfg, s, &src->blocks[j], place, ctx, &dst->blocks[j]);
+        if (src->norm_g) dst->norm_g = place(ctx, src->norm_g, (size_t)cfg->dims[s]);
+        if (src->norm_b) dst->norm_b = place(ctx, src->norm_b, (size_t)cfg->dims[s]);
+    }
+    if (m->head_w) out->head_w = place(ctx, m->head_w, (size_t)cfg->num_classes * cfg->dims[3]);
+    if (m->head_b) out->head_b = place(ctx, m->head_b, (size_t)cfg->num_classes);
+    return DM_OK;
+}
+
+void dm_model_mirror_free(dm_model *mirror)
+{
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        free(mirror->stages[s].blocks);
+        mirror->stages[s].blocks = NULL;
+    }
 }

@@ -7,9 +7,9 @@
 #include "damamba.h"
 #include "tensor_file.h"
 
-/* A dense 3x3 convolution, padding 1, BatchNorm folded in. */
+/* A dense 3x3 convolution, BatchNorm folded in. */
 typedef struct dm_conv3x3 {
-    int cin, cout, stride;
+    int cin, cout, stride, pad;
     float *weight; /* [cout][3][3][cin]: rows of an im2col GEMM */
     float *bias;   /* [cout] */
 } dm_conv3x3;
@@ -40,6 +40,7 @@ typedef struct dm_block {
 typedef struct dm_stage {
     dm_conv3x3 downsample; /* stages 1..3 */
     dm_block *blocks;
+    int block_count;        /* blocks held: config.depths[s], or 1 or 0 in a single-block model */
     float *norm_g, *norm_b; /* norm{i+1}: the stage output's LayerNorm */
 } dm_stage;
 
@@ -85,6 +86,14 @@ dm_status dm_block_load(const dm_tensor_file *file, const dm_config *config,
  * have been created for 4h x 4w. */
 dm_status dm_block_run(const dm_model *model, dm_workspace *ws,
                        const float *input, float *output, int n, int h, int w);
+
+/* A copy of model's structure whose parameters are place(ctx, p, floats) of
+ * the model's parameter p: the same parameters in another memory (a
+ * device's).  place may return NULL (a measuring pass).  The copy's block
+ * arrays are its own: free them with dm_model_mirror_free. */
+typedef float *(*dm_param_place)(void *ctx, const float *src, size_t floats);
+dm_status dm_model_mirror(const dm_model *model, dm_param_place place, void *ctx, dm_model *out);
+void dm_model_mirror_free(dm_model *mirror);
 
 /* Output size of a stride-2 3x3 convolution with padding 1. */
 static inline int dm_down2(int n) { return (n - 1) / 2 + 1; }

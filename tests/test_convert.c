@@ -12,7 +12,8 @@
 
 #include "internal_api.h"
 #include "damamba.h"
-#include "dtype.h"
+#include "model_file.h"
+#include "safetensors.h"
 #include "model.h"
 
 /* x rounded to `bits` significant bits, ties to even (the default rounding
@@ -157,7 +158,7 @@ START_TEST(ema_conversion_takes_model_ema)
 {
     dm_tensor_file got, want;
     convert_ok("ema.safetensors", 1, DM_F32, &got);
-    ck_assert(dm_tensor_file_open(test_path("micro.pth"), 1, &want) == DM_OK);
+    ck_assert(dm_model_file_open(test_path("micro.pth"), 1, &want) == DM_OK);
     const dm_tensor *a = dm_tensor_file_find(&got, "head.fc.weight"), *b = dm_tensor_file_find(&want, "head.fc.weight");
     ck_assert(a && b && a->nbytes == b->nbytes && memcmp(a->data, b->data, b->nbytes) == 0);
     dm_tensor_file_close(&got);

@@ -1,7 +1,10 @@
-/* test_kernels.c - every SIMD kernel table this machine runs against the
- * scalar reference, over sweeps of sizes: 1, vector tails, odd channel
- * counts and large ones; and the chunked scan against the sequential one
- * for many chunk counts, under every table including scalar. */
+/* test_kernels.c - a test per kernel of simd/kernels.h's list, run under
+ * every table this machine runs, the scalar one first.  Kernels with SIMD
+ * bodies are checked against the scalar reference over sweeps of sizes: 1,
+ * vector tails, odd channel counts and large ones; the others against
+ * float64 computations here and values worked by hand from PyTorch's
+ * definitions.  The chunked scan is checked against the sequential one
+ * for many chunk counts. */
 #include "testutil.h"
 
 #include <math.h>
@@ -13,9 +16,9 @@
 
 #include "simd_tables.h"
 
-/* Every SIMD table this build carries; one the CPU cannot run is reported
- * and left out (the CI machine runs them all). */
-#define SIMD_COUNT (int)dm_simd_table_count
+/* The scalar table and every SIMD table this build carries; one the CPU
+ * cannot run is reported and left out (the CI machine runs them all). */
+#define TABLE_COUNT (int)(dm_simd_table_count + 1)
 
 /* Channel counts: 1, around both vector widths (8, 16), odd, large. */
 static const int channel_sweep[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 48, 80, 257};
@@ -27,18 +30,12 @@ static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU};
 #define GUARD 32
 #define SENTINEL 12345.0f
 
-static uint64_t rng_state;
-static float uniform(float lo, float hi)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
-}
 
 static float *random_buffer(size_t n, float lo, float hi)
 {
     float *p = malloc(sizeof(float) * (n + GUARD));
     ck_assert_ptr_nonnull(p);
-    for (size_t i = 0; i < n; i++) p[i] = uniform(lo, hi);
+    for (size_t i = 0; i < n; i++) p[i] = test_uniform(lo, hi);
     for (size_t i = n; i < n + GUARD; i++) p[i] = SENTINEL;
     return p;
 }
@@ -70,23 +67,29 @@ static void expect_close(const char *what, const float *got, const float *want, 
                   got[worst], want[worst], max_err, tol * max_ref);
 }
 
-/* The SIMD table of loop index i, or NULL (reported) when it cannot run. */
-static const dm_kernels *simd_table(int i)
+/* The table of loop index i: the scalar one, then each SIMD table; NULL
+ * (reported) when this CPU cannot run it. */
+static const dm_kernels *any_table(int i)
 {
-    const char *isa = dm_simd_tables[i].table->isa;
+    if (i == 0) return &dm_kernels_scalar;
+    const char *isa = dm_simd_tables[i - 1].table->isa;
     const dm_kernels *k = dm_kernels_by_name(isa);
     if (!k) printf("%s: this CPU cannot run it; not tested\n", isa);
     return k;
 }
 
+/* The SIMD table of loop index i, or NULL when it is the scalar reference
+ * itself or cannot run. */
+static const dm_kernels *simd_table(int i) { return i == 0 ? NULL : any_table(i); }
+
 /* Rounding of SLEEF's 1-ulp functions and of fused multiply-adds. */
 #define KERNEL_TOL 1e-5
 
-START_TEST(layernorm_matches_scalar)
+START_TEST(test_layernorm)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 1;
+    test_seed(1);
     const size_t rows = 5;
     for (int ci = 0; ci < CHANNEL_COUNT; ci++)
         for (int ai = 0; ai < 3; ai++) {
@@ -107,11 +110,11 @@ START_TEST(layernorm_matches_scalar)
 }
 END_TEST
 
-START_TEST(bias_act_matches_scalar)
+START_TEST(test_bias_act)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 2;
+    test_seed(2);
     const size_t rows = 4;
     for (int ci = 0; ci < CHANNEL_COUNT; ci++)
         for (int ai = 0; ai < 3; ai++)
@@ -131,11 +134,11 @@ START_TEST(bias_act_matches_scalar)
 }
 END_TEST
 
-START_TEST(dwconv3x3_matches_scalar)
+START_TEST(test_dwconv3x3)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 3;
+    test_seed(3);
     static const int sizes[][2] = {{1, 1}, {1, 5}, {4, 1}, {2, 2}, {3, 7}, {9, 6}};
     for (int si = 0; si < 6; si++)
         for (int ci = 0; ci < CHANNEL_COUNT; ci++)
@@ -161,11 +164,11 @@ START_TEST(dwconv3x3_matches_scalar)
 }
 END_TEST
 
-START_TEST(sample_matches_scalar)
+START_TEST(test_sample)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 4;
+    test_seed(4);
     static const int sizes[][2] = {{1, 1}, {2, 3}, {5, 4}, {7, 7}};
     static const int group_channels[] = {1, 3, 8, 16, 17, 33};
     for (int si = 0; si < 4; si++)
@@ -214,11 +217,11 @@ static void scan_case_free(scan_case *s)
     free(s->u); free(s->delta); free(s->bc); free(s->a); free(s->d); free(s->bias);
 }
 
-START_TEST(scan_matches_scalar)
+START_TEST(test_scan)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 5;
+    test_seed(5);
     static const size_t lengths[] = {1, 2, 9, 100};
     for (int li = 0; li < 4; li++)
         for (int ci = 0; ci < CHANNEL_COUNT; ci++) {
@@ -243,26 +246,189 @@ START_TEST(scan_matches_scalar)
                 expect_close(what, y_got, y_want, n, KERNEL_TOL);
                 expect_close(what, p_got, p_want, n, KERNEL_TOL);
                 expect_close(what, h_got, h_want, C, KERNEL_TOL);
-                /* the fix-up, on top of those outputs */
-                float *carry = random_buffer(C, -2.0f, 2.0f);
-                dm_kernels_scalar.scan_fixup(&s.args, t0, t1, c0, c1, carry, p_want, y_want);
-                k->scan_fixup(&s.args, t0, t1, c0, c1, carry, p_want, y_got);
-                expect_close(what, y_got, y_want, n, KERNEL_TOL);
-                free(h_want); free(h_got); free(y_want); free(y_got); free(p_want); free(p_got); free(carry);
+                free(h_want); free(h_got); free(y_want); free(y_got); free(p_want); free(p_got);
             }
             scan_case_free(&s);
         }
 }
 END_TEST
 
-/* Every table, scalar first, for the chunked scan. */
-static const dm_kernels *any_table(int i) { return i == 0 ? &dm_kernels_scalar : simd_table(i - 1); }
+START_TEST(test_scan_fixup)
+{
+    const dm_kernels *k = simd_table(_i);
+    if (!k) return;
+    test_seed(7);
+    static const size_t lengths[] = {1, 2, 9, 100};
+    for (int li = 0; li < 4; li++)
+        for (int ci = 0; ci < CHANNEL_COUNT; ci++) {
+            size_t L = lengths[li], C = (size_t)channel_sweep[ci], n = L * C;
+            scan_case s;
+            scan_case_make(&s, L, C);
+            float *carry = random_buffer(C, -2.0f, 2.0f), *decay = random_buffer(n, 0.0f, 1.0f);
+            float *y_want = random_buffer(n, -1.0f, 1.0f), *y_got = malloc(sizeof(float) * (n + GUARD));
+            memcpy(y_got, y_want, sizeof(float) * (n + GUARD));
+            /* all of it, then a step and channel range */
+            size_t ranges[2][4] = {{0, L, 0, C}, {L / 3, L, C / 3, C - C / 4}};
+            for (int r = 0; r < 2; r++) {
+                size_t t0 = ranges[r][0], t1 = ranges[r][1], c0 = ranges[r][2], c1 = ranges[r][3];
+                dm_kernels_scalar.scan_fixup(&s.args, t0, t1, c0, c1, carry, decay, y_want);
+                k->scan_fixup(&s.args, t0, t1, c0, c1, carry, decay, y_got);
+                char what[96];
+                snprintf(what, sizeof what, "[%s] scan_fixup L=%zu C=%zu steps %zu..%zu channels %zu..%zu", k->isa,
+                         L, C, t0, t1, c0, c1);
+                expect_close(what, y_got, y_want, n, KERNEL_TOL);
+            }
+            free(carry); free(decay); free(y_want); free(y_got);
+            scan_case_free(&s);
+        }
+}
+END_TEST
+
+/* ------------------------------------ kernels with a scalar body only */
+
+/* got[i] equals want[i] to KERNEL_TOL of max(1, max |want|). */
+static void expect_close_f64(const char *what, const float *got, const double *want, size_t n)
+{
+    double max_err = 0.0, max_ref = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= max_err)) max_err = e;
+        if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
+    }
+    ck_assert_msg(max_err <= KERNEL_TOL * max_ref, "%s: error %.3g", what, max_err);
+}
+
+/* Worked by hand from PyTorch's adaptive_avg_pool2d: 5 columns into 3 bins
+ * are [0, 2), [1, 4), [3, 5); 1 x 1 is the mean. */
+START_TEST(test_avg_pool)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    const float row[5] = {1, 2, 3, 4, 5};
+    float y[3];
+    k->avg_pool(row, 1, 5, 1, y, 1, 3, 0, 3);
+    ck_assert_float_eq(y[0], 1.5f);
+    ck_assert_float_eq(y[1], 3.0f);
+    ck_assert_float_eq(y[2], 4.5f);
+    k->avg_pool(row, 1, 5, 1, y, 1, 1, 0, 1);
+    ck_assert_float_eq(y[0], 3.0f);
+    /* a float64 sum over each bin, two channels apart, output ranges */
+    test_seed(8);
+    static const int shapes[][4] = {{7, 9, 3, 4}, {6, 6, 6, 6}, {5, 3, 7, 2}, {2, 8, 1, 1}};
+    for (int si = 0; si < 4; si++) {
+        int h = shapes[si][0], w = shapes[si][1], oh = shapes[si][2], ow = shapes[si][3], c = 3;
+        float *x = random_buffer((size_t)h * w * c, -2.0f, 2.0f), *got = malloc(sizeof(float) * oh * ow * c);
+        double *want = malloc(sizeof(double) * oh * ow * c);
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++)
+                for (int ch = 0; ch < c; ch++) {
+                    int y0 = oy * h / oh, y1 = ((oy + 1) * h + oh - 1) / oh;
+                    int x0 = ox * w / ow, x1 = ((ox + 1) * w + ow - 1) / ow;
+                    double sum = 0.0;
+                    for (int iy = y0; iy < y1; iy++)
+                        for (int ix = x0; ix < x1; ix++) sum += x[(iy * w + ix) * c + ch];
+                    want[(oy * ow + ox) * c + ch] = sum / ((y1 - y0) * (x1 - x0));
+                }
+        size_t mid = (size_t)oh * ow / 2;
+        k->avg_pool(x, h, w, c, got, oh, ow, 0, mid);
+        k->avg_pool(x, h, w, c, got, oh, ow, mid, (size_t)oh * ow);
+        char what[96];
+        snprintf(what, sizeof what, "[%s] avg_pool %dx%d -> %dx%d", k->isa, h, w, oh, ow);
+        expect_close_f64(what, got, want, (size_t)oh * ow * c);
+        free(x); free(got); free(want);
+    }
+}
+END_TEST
+
+START_TEST(test_max_pool)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    /* 3 x 3 windows at stride 2, padding 1, over 4 x 4 values 0..15:
+     * windows centred on (0, 0), (0, 2), (2, 0), (2, 2) */
+    float x[16], y[4];
+    for (int i = 0; i < 16; i++) x[i] = (float)i;
+    k->max_pool(x, 4, 4, 1, 3, 2, 1, y, 2, 2, 0, 4);
+    ck_assert_float_eq(y[0], 5.0f);
+    ck_assert_float_eq(y[1], 7.0f);
+    ck_assert_float_eq(y[2], 13.0f);
+    ck_assert_float_eq(y[3], 15.0f);
+    /* all negative: the padding never wins */
+    for (int i = 0; i < 16; i++) x[i] = -1.0f - (float)i;
+    k->max_pool(x, 4, 4, 1, 3, 2, 1, y, 2, 2, 0, 4);
+    ck_assert_float_eq(y[0], -1.0f);
+    ck_assert_float_eq(y[3], -6.0f);
+}
+END_TEST
+
+START_TEST(test_resize)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    /* PyTorch, align_corners=False: [0, 1] doubled is [0, .25, .75, 1];
+     * [a, b, c, d] halved samples at 0.5 and 2.5 */
+    const float two[2] = {0, 1}, four[4] = {1, 3, 5, 9};
+    float y[5];
+    k->resize(two, 1, 2, 1, DM_RESIZE_BILINEAR, y, 1, 4, 0, 4);
+    ck_assert_float_eq(y[0], 0.0f);
+    ck_assert_float_eq(y[1], 0.25f);
+    ck_assert_float_eq(y[2], 0.75f);
+    ck_assert_float_eq(y[3], 1.0f);
+    k->resize(four, 1, 4, 1, DM_RESIZE_BILINEAR, y, 1, 2, 0, 2);
+    ck_assert_float_eq(y[0], 2.0f);
+    ck_assert_float_eq(y[1], 7.0f);
+    /* nearest: floor(i * in / out): 4 -> 2 takes 0, 2; 2 -> 5 takes 0, 0, 0, 1, 1 */
+    k->resize(four, 1, 4, 1, DM_RESIZE_NEAREST, y, 1, 2, 0, 2);
+    ck_assert_float_eq(y[0], 1.0f);
+    ck_assert_float_eq(y[1], 5.0f);
+    k->resize(two, 1, 2, 1, DM_RESIZE_NEAREST, y, 1, 5, 0, 5);
+    for (int i = 0; i < 5; i++) ck_assert_float_eq(y[i], i < 3 ? 0.0f : 1.0f);
+    /* in two dimensions: a bilinear function of (y, x) is reproduced
+     * inside the clamped border, and a resize to the same size is a copy */
+    float plane[6 * 5], up[12 * 10];
+    for (int iy = 0; iy < 6; iy++)
+        for (int ix = 0; ix < 5; ix++) plane[iy * 5 + ix] = 2.0f * iy - 3.0f * ix;
+    k->resize(plane, 6, 5, 1, DM_RESIZE_BILINEAR, up, 12, 10, 0, 120);
+    for (int oy = 1; oy < 11; oy++)
+        for (int ox = 1; ox < 9; ox++) {
+            double sy = (oy + 0.5) / 2 - 0.5, sx = (ox + 0.5) / 2 - 0.5;
+            ck_assert_double_eq_tol(up[oy * 10 + ox], 2.0 * sy - 3.0 * sx, 1e-5);
+        }
+    k->resize(plane, 6, 5, 1, DM_RESIZE_BILINEAR, up, 6, 5, 0, 30);
+    ck_assert_mem_eq(up, plane, sizeof plane);
+}
+END_TEST
+
+START_TEST(test_add)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    test_seed(9);
+    for (int ai = 0; ai < 3; ai++) {
+        size_t n = 257;
+        float *a = random_buffer(n, -6.0f, 6.0f), *b = random_buffer(n, -6.0f, 6.0f), *y = malloc(sizeof(float) * n);
+        double *want = malloc(sizeof(double) * n);
+        for (size_t i = 0; i < n; i++) {
+            double v = (double)a[i] + b[i];
+            want[i] = acts[ai] == DM_ACT_GELU ? 0.5 * v * (1.0 + erf(v / sqrt(2.0)))
+                      : acts[ai] == DM_ACT_SILU ? v / (1.0 + exp(-v)) : v;
+        }
+        k->add(a, b, y, n, acts[ai]);
+        char what[64];
+        snprintf(what, sizeof what, "[%s] add act=%d", k->isa, ai);
+        expect_close_f64(what, y, want, n);
+        k->add(a, b, a, n, acts[ai]); /* in place */
+        ck_assert_mem_eq(a, y, sizeof(float) * n);
+        free(a); free(b); free(y); free(want);
+    }
+}
+END_TEST
 
 START_TEST(chunked_scan_matches_sequential)
 {
     const dm_kernels *k = any_table(_i);
     if (!k) return;
-    rng_state = 6;
+    test_seed(6);
     static const size_t lengths[] = {1, 5, 64, 333};
     static const size_t channels[] = {1, 17, 48};
     for (int li = 0; li < 4; li++)
@@ -307,14 +473,13 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("kernels");
-    TCase *tc = tcase_create("simd_vs_scalar");
+    TCase *tc = tcase_create("kernels");
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, layernorm_matches_scalar, 0, SIMD_COUNT);
-    tcase_add_loop_test(tc, bias_act_matches_scalar, 0, SIMD_COUNT);
-    tcase_add_loop_test(tc, dwconv3x3_matches_scalar, 0, SIMD_COUNT);
-    tcase_add_loop_test(tc, sample_matches_scalar, 0, SIMD_COUNT);
-    tcase_add_loop_test(tc, scan_matches_scalar, 0, SIMD_COUNT);
-    tcase_add_loop_test(tc, chunked_scan_matches_sequential, 0, SIMD_COUNT + 1);
+    /* one test per kernel of the list: a kernel without one does not compile */
+#define ADD_KERNEL_TEST(name, params) tcase_add_loop_test(tc, test_##name, 0, TABLE_COUNT);
+    DM_KERNEL_LIST(ADD_KERNEL_TEST)
+#undef ADD_KERNEL_TEST
+    tcase_add_loop_test(tc, chunked_scan_matches_sequential, 0, TABLE_COUNT);
     tcase_add_test(tc, unknown_isa_is_refused);
     suite_add_tcase(s, tc);
     return test_run(s);

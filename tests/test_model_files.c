@@ -12,6 +12,7 @@
 #include "damamba.h"
 #include "json.h"
 #include "model.h"
+#include "safetensors.h"
 
 /* A safetensors image: length prefix, header text, data_size zero bytes.
  * The buffer is exactly as long as the file, so ASan sees overreads. */

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "damamba.h"
-#include "dtype.h"
+#include "model_file.h"
 #include "pth.h"
 #include "unpickle.h"
 
@@ -24,7 +24,7 @@ static const char *fixture_path(const char *name)
 
 static void open_ok(const char *path, int use_ema, dm_tensor_file *f)
 {
-    dm_status st = dm_tensor_file_open(path, use_ema, f);
+    dm_status st = dm_model_file_open(path, use_ema, f);
     ck_assert_msg(st == DM_OK, "%s: %s", path, dm_last_error());
 }
 
@@ -113,9 +113,9 @@ END_TEST
 START_TEST(ema_refused_outside_training_checkpoints)
 {
     dm_tensor_file f;
-    ck_assert_int_eq(dm_tensor_file_open(fixture_path("bare.pth"), 1, &f), DM_ERR_FORMAT);
+    ck_assert_int_eq(dm_model_file_open(fixture_path("bare.pth"), 1, &f), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "model_ema"));
-    ck_assert_int_eq(dm_tensor_file_open(test_path("micro.safetensors"), 1, &f), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(dm_model_file_open(test_path("micro.safetensors"), 1, &f), DM_ERR_ARGUMENT);
 }
 END_TEST
 
@@ -128,7 +128,7 @@ START_TEST(legacy_checkpoint_named)
     ck_assert_int_eq(write(fd, "\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 15), 15);
     close(fd);
     dm_tensor_file f;
-    ck_assert_int_eq(dm_tensor_file_open(path, 0, &f), DM_ERR_UNSUPPORTED);
+    ck_assert_int_eq(dm_model_file_open(path, 0, &f), DM_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "legacy (before PyTorch 1.6) checkpoint"));
     remove(path);
 }

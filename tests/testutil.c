@@ -7,6 +7,7 @@
 
 #include "damamba.h"
 #include "model.h"
+#include "safetensors.h"
 
 const char *test_path(const char *name)
 {
@@ -151,3 +152,13 @@ static int run(Suite *suite, enum fork_status fork)
 int test_run(Suite *suite) { return run(suite, CK_FORK_GETENV); }
 
 int test_run_in_process(Suite *suite) { return run(suite, CK_NOFORK); }
+
+static uint64_t rng_state;
+
+void test_seed(uint64_t seed) { rng_state = seed; }
+
+float test_uniform(float lo, float hi)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
+}

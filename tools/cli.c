@@ -119,6 +119,10 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out)
     return 0;
 }
 
+int cli_threads;
+
+int cli_thread_count(void) { return cli_threads > 0 ? cli_threads : dm_threads(); }
+
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w)
 {
     dm_workspace *ws;
@@ -126,6 +130,7 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
         cli_error("%s backend: %s", dm_backend_name(backend), dm_last_error());
         return NULL;
     }
+    dm_workspace_set_threads(ws, cli_thread_count());
     return ws;
 }
 
@@ -666,7 +671,7 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
 int cli_classify(cli_classifier *c, const cli_item *items, int n)
 {
     size_t chw = (size_t)c->prep.channels * c->h * c->w;
-#pragma omp parallel for schedule(dynamic) num_threads(dm_threads())
+#pragma omp parallel for schedule(dynamic) num_threads(cli_thread_count())
     for (int i = 0; i < n; i++) {
         float *slot = c->input + i * chw;
         dm_image loaded = {0};
@@ -700,10 +705,7 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
     if (!ok) return 1;
     /* The workspace is made when first needed: a batch of failures costs no
      * memory for activations. */
-    if (!c->ws && dm_workspace_create(c->model, c->batch, c->h, c->w, &c->ws) != DM_OK) {
-        cli_error("%s", dm_last_error());
-        return 0;
-    }
+    if (!c->ws && !(c->ws = cli_workspace_create(c->model, DM_BACKEND_CPU, c->batch, c->h, c->w))) return 0;
     dm_outputs out = {.size = sizeof(dm_outputs), .logits = c->logits};
     if (dm_forward(c->model, c->ws, c->input, ok, c->h, c->w, &out) != DM_OK) {
         cli_error("%s", dm_last_error());

@@ -40,6 +40,11 @@ int cli_parse_size(const char *option, const char *value, int *h, int *w);
  * and returns 0 on failure. */
 int cli_parse_backend(const char *option, const char *value, dm_backend *out);
 
+/* Threads the command's workspaces and its own parallel loops use: the
+ * --threads option's value when given (cli_threads > 0), else dm_threads(). */
+extern int cli_threads;
+int cli_thread_count(void);
+
 /* A workspace on a backend for n images of h x w; prints the error (for
  * CUDA: why it is not available) and returns NULL on failure. */
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);

@@ -61,7 +61,7 @@ int cmd_bench(int argc, char **argv)
         case 's': if (!cli_parse_int("--size", optarg, 32, 4096, &size)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;
         case 'B': if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
@@ -110,7 +110,7 @@ int cmd_bench(int argc, char **argv)
     double rss_mb = ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
     double weights_mb = dm_model_config(m)->num_params * 4.0 / (1024.0 * 1024.0);
     printf("model       DAMamba-%c (synthetic weights), %d x 3 x %d x %d\n", variant, batch, size, size);
-    if (backend == DM_BACKEND_CPU) printf("backend     cpu: %s, %d threads\n", dm_isa(), dm_threads());
+    if (backend == DM_BACKEND_CPU) printf("backend     cpu: %s, %d threads\n", dm_isa(), cli_thread_count());
     else printf("backend     %s\n", dm_backend_name(backend));
     printf("runs        %d (best %.2f ms, worst %.2f ms)\n", runs, times[0] * 1e3, times[runs - 1] * 1e3);
     printf("median      %.2f ms per batch, %.2f ms per image\n", median * 1e3, median * 1e3 / batch);

@@ -88,7 +88,7 @@ int cmd_classify(int argc, char **argv)
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case OPT_SHARD: if (!cli_parse_shard(optarg, &shard_index, &shard_count)) return 2; break;
         case 'q': quiet = 1; break;

@@ -130,7 +130,7 @@ int cmd_compare(int argc, char **argv)
         case 's': size = optarg; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'h': fputs(compare_usage, stdout); return 0;
         default: fputs(compare_usage, stderr); return 2;
@@ -221,7 +221,7 @@ int cmd_compare(int argc, char **argv)
         printf("\ntop-1 agreement  %d/%d images\ntop-%d agreement  %d/%d images (same set of classes)\n", top1, n,
                k, topk, n);
     }
-    printf("\ntime     cpu %.2f ms (%d threads), cuda %.2f ms\n", ms[0], dm_threads(), ms[1]);
+    printf("\ntime     cpu %.2f ms (%d threads), cuda %.2f ms\n", ms[0], cli_thread_count(), ms[1]);
     printf("result   %s (tolerance %.0e x max|cpu| per output)\n", ok ? "agree" : "DIFFER", COMPARE_TOL);
     rc = ok ? 0 : 1;
 done:

@@ -256,7 +256,7 @@ int cmd_eval(int argc, char **argv)
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'q': quiet = 1; break;
         case OPT_PER_CLASS: per_class = 1; break;

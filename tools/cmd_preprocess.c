@@ -83,7 +83,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             break;
         case 't':
             if (!features || !cli_parse_int("--threads", optarg, 1, 1024, &threads)) goto bad;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'h': fputs(usage, stdout); return -1;
         case CLI_OPT_SIZE: /* preprocess's --size is the crop size, as for classify */
@@ -177,8 +177,7 @@ static int extract(const dm_model *m, feature_ws *fw, const float *input, int h,
         dm_workspace_free(fw->ws);
         fw->h = h > fw->h ? h : fw->h;
         fw->w = w > fw->w ? w : fw->w;
-        if (dm_workspace_create(m, 1, fw->h, fw->w, &fw->ws) != DM_OK) {
-            cli_error("%s", dm_last_error());
+        if (!(fw->ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, fw->h, fw->w))) {
             fw->h = fw->w = 0;
             return 0;
         }

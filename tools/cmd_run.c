@@ -40,7 +40,7 @@ int cmd_run(int argc, char **argv)
         case 'o': out_path = optarg; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
-            dm_set_threads(threads);
+            cli_threads = threads;
             break;
         case 'h': fputs(run_usage, stdout); return 0;
         default: fputs(run_usage, stderr); return 2;
@@ -85,7 +85,7 @@ int cmd_run(int argc, char **argv)
     if (!input) { cli_error("out of memory"); goto done; }
     memcpy(input, x->data, x->nbytes);
     buf[4] = input;
-    if (dm_workspace_create(m, n, h, w, &ws) != DM_OK) { cli_error("%s", dm_last_error()); goto done; }
+    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w))) goto done;
     dm_outputs o = DM_OUTPUTS_INIT;
     static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
     for (int s = 0; s < 4; s++) {

@@ -1,8 +1,38 @@
-/* dtype.c - float32 <-> binary16 / bfloat16, bit by bit, so results do not
- * depend on the compiler's half-precision support. */
+/* dtype.c - the dtype table, and float32 <-> binary16 / bfloat16 bit by
+ * bit, so results do not depend on the compiler's half-precision support. */
 #include "dtype.h"
 
 #include <string.h>
+
+static const struct { const char *name; dm_dtype dtype; size_t size; } dtypes[] = {
+    {"F32", DM_F32, 4},  {"F16", DM_F16, 2}, {"BF16", DM_BF16, 2},
+    {"F64", DM_F64, 8},  {"I64", DM_I64, 8}, {"I32", DM_I32, 4},
+    {"U8", DM_U8, 1},    {"I8", DM_I8, 1},   {"BOOL", DM_BOOL, 1},
+};
+
+size_t dm_dtype_size(dm_dtype dtype)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].dtype == dtype) return dtypes[i].size;
+    return 0;
+}
+
+const char *dm_dtype_name(dm_dtype dtype)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].dtype == dtype) return dtypes[i].name;
+    return "?";
+}
+
+int dm_dtype_from_name(const char *name, dm_dtype *out)
+{
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (strcmp(dtypes[i].name, name) == 0) {
+            *out = dtypes[i].dtype;
+            return 1;
+        }
+    return 0;
+}
 
 static uint32_t f32_bits(float f)
 {
@@ -62,19 +92,4 @@ uint16_t dm_f32_to_bf16(float f)
     uint32_t u = f32_bits(f);
     if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFF)) return (uint16_t)((u >> 16) | 0x40);
     return (uint16_t)round_shift(u, 16);
-}
-
-void dm_tensor_to_f32(const dm_tensor *t, float *dst)
-{
-    const unsigned char *p = t->data;
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint16_t h;
-        switch (t->dtype) {
-        case DM_F32: memcpy(&dst[i], p + 4 * i, 4); break;
-        case DM_F64: { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; break; }
-        case DM_F16: memcpy(&h, p + 2 * i, 2); dst[i] = dm_f16_to_f32(h); break;
-        case DM_BF16: memcpy(&h, p + 2 * i, 2); dst[i] = dm_bf16_to_f32(h); break;
-        default: dst[i] = 0.0f; break;
-        }
-    }
 }

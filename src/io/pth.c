@@ -4,6 +4,7 @@
  * straight into the archive's bytes. */
 #include "pth.h"
 
+#include "dtype.h"
 #include "error.h"
 #include "unpickle.h"
 #include "zip.h"

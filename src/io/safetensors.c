@@ -1,7 +1,9 @@
 /* safetensors.c - read and write the safetensors format: an 8-byte
  * little-endian header length, a JSON header, then raw tensor data.
  * Every size and offset is checked against the file before use. */
-#include "tensor_file.h"
+#include "safetensors.h"
+
+#include "dtype.h"
 
 #include "error.h"
 #include "json.h"
@@ -17,40 +19,6 @@
  * per byte (real ones take 8 to 12), so at most 384 MiB. */
 #define MAX_HEADER_BYTES (16u << 20)
 #define HEADER_BYTES_PER_BYTE 24
-
-static const struct { const char *name; dm_dtype dtype; size_t size; } dtypes[] = {
-    {"F32", DM_F32, 4},  {"F16", DM_F16, 2}, {"BF16", DM_BF16, 2},
-    {"F64", DM_F64, 8},  {"I64", DM_I64, 8}, {"I32", DM_I32, 4},
-    {"U8", DM_U8, 1},    {"I8", DM_I8, 1},   {"BOOL", DM_BOOL, 1},
-};
-
-size_t dm_dtype_size(dm_dtype dtype)
-{
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (dtypes[i].dtype == dtype) return dtypes[i].size;
-    return 0;
-}
-
-const char *dm_dtype_name(dm_dtype dtype)
-{
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (dtypes[i].dtype == dtype) return dtypes[i].name;
-    return "?";
-}
-
-static int dtype_from_name(const char *name, dm_dtype *out)
-{
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (strcmp(dtypes[i].name, name) == 0) { *out = dtypes[i].dtype; return 1; }
-    return 0;
-}
-
-const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key)
-{
-    for (size_t i = 0; i < file->meta_count; i++)
-        if (strcmp(file->meta[i].key, key) == 0) return file->meta[i].value;
-    return NULL;
-}
 
 static int by_offset(const void *a, const void *b)
 {
@@ -93,7 +61,7 @@ static dm_status parse_tensor(const dm_json *entry, const unsigned char *data,
     const dm_json *offsets = dm_json_get(entry, "data_offsets");
     if (entry->type != DM_JSON_OBJECT || !dtype || !shape || !offsets)
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': entry needs dtype, shape and data_offsets", t->name);
-    if (dtype->type != DM_JSON_STRING || !dtype_from_name(dtype->string, &t->dtype))
+    if (dtype->type != DM_JSON_STRING || !dm_dtype_from_name(dtype->string, &t->dtype))
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': unknown dtype %s%s%s", t->name,
                        dtype->type == DM_JSON_STRING ? "'" : "",
                        dtype->type == DM_JSON_STRING ? dtype->string : "(not a string)",

@@ -1,9 +1,9 @@
-/* tensor_file.c - open a model file of either supported format. */
+/* tensor_file.c - what every format's tensors share: mapping a file for a
+ * parser, looking tensors up, closing, converting to float32. */
 #include "tensor_file.h"
 
 #include "error.h"
 #include "files.h"
-#include "pth.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -96,25 +96,24 @@ void dm_tensor_file_close(dm_tensor_file *file)
     memset(file, 0, sizeof *file);
 }
 
-dm_status dm_tensor_file_open(const char *path, int use_ema, dm_tensor_file *out)
+const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key)
 {
-    if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "a model path is required");
-    unsigned char magic[4] = {0};
-    size_t size;
-    int fd = dm_open_input(path, &size);
-    if (fd < 0) {
-        dm_error_prefix("%s: ", path);
-        return DM_ERR_IO;
+    for (size_t i = 0; i < file->meta_count; i++)
+        if (strcmp(file->meta[i].key, key) == 0) return file->meta[i].value;
+    return NULL;
+}
+
+void dm_tensor_to_f32(const dm_tensor *t, float *dst)
+{
+    const unsigned char *p = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint16_t h;
+        switch (t->dtype) {
+        case DM_F32: memcpy(&dst[i], p + 4 * i, 4); break;
+        case DM_F64: { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; break; }
+        case DM_F16: memcpy(&h, p + 2 * i, 2); dst[i] = dm_f16_to_f32(h); break;
+        case DM_BF16: memcpy(&h, p + 2 * i, 2); dst[i] = dm_bf16_to_f32(h); break;
+        default: dst[i] = 0.0f; break;
+        }
     }
-    ssize_t n = read(fd, magic, sizeof magic);
-    close(fd);
-    /* torch.save writes a zip archive; safetensors starts with a length. */
-    if (n == 4 && memcmp(magic, "PK\x03\x04", 4) == 0) return dm_pth_open(path, use_ema, out);
-    /* Before PyTorch 1.6, torch.save wrote bare pickles (PROTO 2, then a
-     * LONG1 magic number). */
-    if (n == 4 && memcmp(magic, "\x80\x02\x8a\x0a", 4) == 0)
-        return dm_fail(DM_ERR_UNSUPPORTED, "%s: a legacy (before PyTorch 1.6) checkpoint; re-save it with a newer torch.save",
-                       path);
-    if (use_ema) return dm_fail(DM_ERR_ARGUMENT, "%s: the EMA weights exist only in .pth training checkpoints", path);
-    return dm_safetensors_open(path, out);
 }

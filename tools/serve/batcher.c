@@ -42,8 +42,7 @@ int serve_batcher_start(serve_batcher *b, const dm_model *model, int max_batch, 
         serve_batcher_stop(b);
         return 0;
     }
-    if (dm_workspace_create(model, max_batch, h, w, &b->ws) != DM_OK) {
-        cli_error("%s", dm_last_error());
+    if (!(b->ws = cli_workspace_create(model, DM_BACKEND_CPU, max_batch, h, w))) {
         serve_batcher_stop(b);
         return 0;
     }

@@ -186,7 +186,7 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         case OPT_MAX_DELAY: ok = cli_parse_int("--max-delay-ms", optarg, 0, 60000, &opt->max_delay_ms); break;
         case 't':
             ok = cli_parse_int("--threads", optarg, 1, 1024, &threads);
-            if (ok) dm_set_threads(threads);
+            if (ok) cli_threads = threads;
             break;
         case OPT_MAX_BODY: ok = cli_parse_int("--max-body-mb", optarg, 1, 4096, &body_mb); break;
         case OPT_QUEUE: ok = cli_parse_int("--queue", optarg, 1, 1 << 20, &opt->queue_limit); break;
@@ -233,7 +233,7 @@ int cmd_serve(int argc, char **argv)
         for (int i = 0; i < s.model_count; i++)
             fprintf(stderr, "%s%s %dx%dx%d", i ? ", " : "models: ", s.models[i].name, s.models[i].channels,
                     s.models[i].h, s.models[i].w);
-        fprintf(stderr, "; batch %d, %d threads)\n", s.opt.max_batch, dm_threads());
+        fprintf(stderr, "; batch %d, %d threads)\n", s.opt.max_batch, cli_thread_count());
         char signo = 0;
         while (read(stop_pipe[0], &signo, 1) < 0 && errno == EINTR) continue;
         fprintf(stderr, "damamba serve: %s: finishing the requests in flight\n", strsignal(signo));

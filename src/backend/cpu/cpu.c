@@ -1,0 +1,479 @@
+/* cpu.c - the operator table on the CPU: the kernels of simd/ (one thread
+ * each, on ranges) shared out over OpenMP threads, and OpenBLAS's sgemm,
+ * single-threaded on bands of rows, so OpenMP's threads and OpenBLAS's
+ * never compete for the cores. */
+#include "backends.h"
+
+#include "error.h"
+#include "kernels.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A chunked scan splits one image's sequence among at most this many. */
+#define SCAN_MAX_CHUNKS 64
+/* Channels one thread of the (unchunked) scan takes at a time. */
+#define SCAN_CHANNEL_BLOCK 16
+
+typedef struct cpu {
+    const dm_kernels *k;
+    int threads;
+    float *scratch; /* im2col bands; the scan's states */
+    size_t scratch_floats;
+} cpu;
+
+int dm_threads(void)
+{
+    const char *env = getenv("DAMAMBA_THREADS");
+    if (!env || !*env) env = getenv("OMP_NUM_THREADS");
+    if (env && *env) {
+        int n = atoi(env);
+        if (n > 0) return n;
+    }
+    return omp_get_num_procs();
+}
+
+/* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
+static void share(size_t total, int threads, int t, size_t *a, size_t *b)
+{
+    *a = total * (size_t)t / (size_t)threads;
+    *b = total * (size_t)(t + 1) / (size_t)threads;
+}
+
+/* ----------------------------------------------------------- gemm, conv */
+
+/* gemm on rows [0, M) by a single-threaded OpenBLAS, with the epilogue
+ * applied while the rows are still in cache. */
+static void gemm_rows(const cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W,
+                      float beta, const float *bias, dm_act act, float *C)
+{
+    if (M == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, W, (int)K, beta,
+                C, (int)N);
+    if (bias || act != DM_ACT_NONE) cx->k->bias_act(C, M, N, bias, act);
+}
+
+static void cpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
+                     const float *bias, dm_act act, float *C)
+{
+    const cpu *cx = ctx;
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (int t = 0; t < cx->threads; t++) {
+        size_t m0, m1;
+        share(M, cx->threads, t, &m0, &m1);
+        if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, W, beta, bias, act, C + m0 * N);
+    }
+}
+
+/* Output pixels per im2col band: bounds the column buffer. */
+static size_t conv_band(int cin)
+{
+    size_t band = ((size_t)1 << 20) / (9 * (size_t)cin);
+    return band < 256 ? 256 : band;
+}
+
+static size_t cpu_conv3x3_scratch(void *ctx, size_t out_pixels, int cin)
+{
+    (void)ctx;
+    size_t band = conv_band(cin);
+    return (band < out_pixels ? band : out_pixels) * 9 * (size_t)cin;
+}
+
+/* Gather the 3x3 neighbourhoods of output pixels [p0, p1) of a channels-
+ * last batch of h x w x cin into rows of 9 * cin (tap-major, then channel),
+ * zeros in the padding. */
+static void im2col3x3(const float *x, int h, int w, int cin, int stride, int pad, int oh, int ow, size_t p0,
+                      size_t p1, float *cols)
+{
+    size_t per_image = (size_t)oh * ow;
+    for (size_t p = p0; p < p1; p++) {
+        size_t img = p / per_image, q = p % per_image;
+        int oy = (int)(q / ow), ox = (int)(q % ow);
+        float *row = cols + (p - p0) * 9 * cin;
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++, row += cin) {
+                int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(row, 0, sizeof(float) * cin);
+                else memcpy(row, x + ((img * h + iy) * w + ix) * cin, sizeof(float) * cin);
+            }
+    }
+}
+
+/* Banded im2col + GEMM; each thread gathers its share of a band and
+ * multiplies it at once. */
+static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
+{
+    const cpu *cx = ctx;
+    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
+    for (size_t p0 = 0; p0 < total; p0 += band) {
+        size_t p1 = p0 + band < total ? p0 + band : total;
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+        for (int t = 0; t < cx->threads; t++) {
+            size_t a, b;
+            share(p1 - p0, cx->threads, t, &a, &b);
+            if (a >= b) continue;
+            a += p0;
+            b += p0;
+            float *rows = cx->scratch + (a - p0) * K;
+            im2col3x3(x.data, x.h, x.w, x.c, cv->stride, cv->pad, y.h, y.w, a, b, rows);
+            gemm_rows(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, act, y.data + a * cv->cout);
+        }
+    }
+}
+
+/* -------------------------------------------------------- per-pixel ops */
+
+/* Work on n images of per_image items each (rows, pixels; a flat range is
+ * one image), shared out as contiguous ranges among threads; part(args,
+ * image, i0, i1) does items [i0, i1) of one image, once per image a
+ * thread's range touches. */
+typedef void (*image_part)(const void *args, size_t image, size_t i0, size_t i1);
+
+static void share_images(const cpu *cx, int n, size_t per_image, image_part part, const void *args)
+{
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (int t = 0; t < cx->threads; t++) {
+        size_t q0, q1;
+        share((size_t)n * per_image, cx->threads, t, &q0, &q1);
+        while (q0 < q1) {
+            size_t img = q0 / per_image, i0 = q0 % per_image;
+            size_t i1 = i0 + (q1 - q0) < per_image ? i0 + (q1 - q0) : per_image;
+            part(args, img, i0, i1);
+            q0 += i1 - i0;
+        }
+    }
+}
+
+/* An operator's arguments as its image_part reads them. */
+typedef struct image_op {
+    const dm_kernels *k;
+    dm_view x, y, other;
+    const float *w9, *bias, *gamma, *beta, *offsets;
+    dm_act act;
+    int groups, size, stride, pad;
+    dm_resize mode;
+} image_op;
+
+static const float *image_in(const image_op *op, size_t img) { return op->x.data + img * op->x.h * op->x.w * op->x.c; }
+static float *image_out(const image_op *op, size_t img) { return op->y.data + img * op->y.h * op->y.w * op->y.c; }
+
+static void layernorm_rows(const void *args, size_t img, size_t r0, size_t r1)
+{
+    const image_op *op = args;
+    size_t c = (size_t)op->x.c;
+    (void)img;
+    op->k->layernorm(op->x.data + r0 * c, op->y.data + r0 * c, r1 - r0, c, op->gamma, op->beta, op->act);
+}
+
+static void cpu_layernorm(void *ctx, dm_view x, const float *gamma, const float *beta, dm_act act, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = x, .y = y, .gamma = gamma, .beta = beta, .act = act};
+    share_images(cx, 1, dm_view_pixels(x), layernorm_rows, &op);
+}
+
+static void bias_act_rows(const void *args, size_t img, size_t r0, size_t r1)
+{
+    const image_op *op = args;
+    size_t c = (size_t)op->y.c;
+    (void)img;
+    op->k->bias_act(op->y.data + r0 * c, r1 - r0, c, op->bias, op->act);
+}
+
+static void cpu_bias_act(void *ctx, dm_view y, const float *bias, dm_act act)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .y = y, .bias = bias, .act = act};
+    share_images(cx, 1, dm_view_pixels(y), bias_act_rows, &op);
+}
+
+static void dwconv_rows(const void *args, size_t img, size_t y0, size_t y1)
+{
+    const image_op *op = args;
+    op->k->dwconv3x3(image_in(op, img), image_out(op, img), op->x.h, op->x.w, op->x.c, op->w9, op->bias, op->act,
+                     (int)y0, (int)y1);
+}
+
+static void cpu_dwconv3x3(void *ctx, dm_view x, const float *w9, const float *bias, dm_act act, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = x, .y = y, .w9 = w9, .bias = bias, .act = act};
+    share_images(cx, x.n, (size_t)x.h, dwconv_rows, &op);
+}
+
+static void sample_pixels(const void *args, size_t img, size_t p0, size_t p1)
+{
+    const image_op *op = args;
+    size_t pixels = (size_t)op->x.h * op->x.w;
+    op->k->sample(image_in(op, img), op->offsets + img * pixels * 2 * op->groups, image_out(op, img), op->x.h,
+                  op->x.w, op->x.c, op->groups, p0, p1);
+}
+
+static void cpu_sample(void *ctx, dm_view v, const float *offsets, int groups, dm_view u)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = v, .y = u, .offsets = offsets, .groups = groups};
+    share_images(cx, v.n, (size_t)v.h * v.w, sample_pixels, &op);
+}
+
+/* ------------------------------------------------------------------ scan */
+
+/* Per image: a state per channel; a chunked scan also the chunks' entry
+ * states and one image's running decay. */
+static size_t cpu_scan_scratch(void *ctx, int n, size_t steps, int c)
+{
+    (void)ctx;
+    return ((size_t)n + SCAN_MAX_CHUNKS + steps) * (size_t)c;
+}
+
+/* The channels are independent, so threads take blocks of channels; when
+ * there are too few blocks to share (a small batch of narrow images),
+ * threads split each image's sequence into chunks instead. */
+static void cpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
+{
+    const cpu *cx = ctx;
+    int n = in->u.n;
+    size_t L = (size_t)in->u.h * in->u.w, C = (size_t)in->u.c;
+    size_t per_image = (C + SCAN_CHANNEL_BLOCK - 1) / SCAN_CHANNEL_BLOCK;
+    float *state = cx->scratch, *chunk_state = state + n * C, *decay = chunk_state + SCAN_MAX_CHUNKS * C;
+    memset(state, 0, sizeof(float) * n * C);
+    dm_scan_args args = {
+        .bc_stride = in->bc_stride, .a = in->a, .d = in->d, .dt_bias = in->dt_bias, .channels = C,
+    };
+    if (cx->threads > 1 && n * per_image < 2 * (size_t)cx->threads) {
+        size_t chunks = (size_t)cx->threads < SCAN_MAX_CHUNKS ? (size_t)cx->threads : SCAN_MAX_CHUNKS;
+        for (int img = 0; img < n; img++) {
+            args.u = in->u.data + img * L * C;
+            args.delta = in->delta + img * L * C;
+            args.bc = in->bc + img * L * in->bc_stride;
+            dm_scan_chunked(cx->k, &args, L, chunks, cx->threads, state + img * C, chunk_state, decay,
+                            y.data + img * L * C);
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(cx->threads) schedule(static) firstprivate(args)
+    for (long i = 0; i < (long)(n * per_image); i++) {
+        size_t img = (size_t)i / per_image, c0 = ((size_t)i % per_image) * SCAN_CHANNEL_BLOCK;
+        size_t c1 = c0 + SCAN_CHANNEL_BLOCK < C ? c0 + SCAN_CHANNEL_BLOCK : C;
+        args.u = in->u.data + img * L * C;
+        args.delta = in->delta + img * L * C;
+        args.bc = in->bc + img * L * in->bc_stride;
+        cx->k->scan(&args, 0, L, c0, c1, state + img * C, NULL, y.data + img * L * C);
+    }
+}
+
+/* ------------------------------------------------- pooling and resizing */
+
+static void avg_pool_pixels(const void *args, size_t img, size_t p0, size_t p1)
+{
+    const image_op *op = args;
+    op->k->avg_pool(image_in(op, img), op->x.h, op->x.w, op->x.c, image_out(op, img), op->y.h, op->y.w, p0, p1);
+}
+
+static void cpu_avg_pool(void *ctx, dm_view x, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = x, .y = y};
+    share_images(cx, y.n, (size_t)y.h * y.w, avg_pool_pixels, &op);
+}
+
+static void max_pool_pixels(const void *args, size_t img, size_t p0, size_t p1)
+{
+    const image_op *op = args;
+    op->k->max_pool(image_in(op, img), op->x.h, op->x.w, op->x.c, op->size, op->stride, op->pad, image_out(op, img),
+                    op->y.h, op->y.w, p0, p1);
+}
+
+static void cpu_max_pool(void *ctx, dm_view x, int k, int stride, int pad, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = x, .y = y, .size = k, .stride = stride, .pad = pad};
+    share_images(cx, y.n, (size_t)y.h * y.w, max_pool_pixels, &op);
+}
+
+static void resize_pixels(const void *args, size_t img, size_t p0, size_t p1)
+{
+    const image_op *op = args;
+    op->k->resize(image_in(op, img), op->x.h, op->x.w, op->x.c, op->mode, image_out(op, img), op->y.h, op->y.w, p0,
+                  p1);
+}
+
+static void cpu_resize(void *ctx, dm_view x, dm_resize mode, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = x, .y = y, .mode = mode};
+    share_images(cx, y.n, (size_t)y.h * y.w, resize_pixels, &op);
+}
+
+/* ------------------------------------------------ elementwise, layouts */
+
+static void add_elements(const void *args, size_t img, size_t i0, size_t i1)
+{
+    const image_op *op = args;
+    (void)img;
+    op->k->add(op->x.data + i0, op->other.data + i0, op->y.data + i0, i1 - i0, op->act);
+}
+
+static void cpu_add(void *ctx, dm_view a, dm_view b, dm_act act, dm_view y)
+{
+    const cpu *cx = ctx;
+    image_op op = {.k = cx->k, .x = a, .other = b, .y = y, .act = act};
+    share_images(cx, 1, dm_view_floats(y), add_elements, &op);
+}
+
+static void cpu_concat(void *ctx, dm_view x, int c0, dm_view y)
+{
+    const cpu *cx = ctx;
+    size_t pixels = dm_view_pixels(x);
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (long p = 0; p < (long)pixels; p++)
+        memcpy(y.data + (size_t)p * y.c + c0, x.data + (size_t)p * x.c, sizeof(float) * x.c);
+}
+
+/* NCHW [n][c][h*w] <-> channels-last [n][h*w][c]. */
+static void cpu_input(void *ctx, const float *host, dm_layout layout, dm_view dst)
+{
+    const cpu *cx = ctx;
+    size_t hw = (size_t)dst.h * dst.w, c = (size_t)dst.c;
+    if (layout == DM_LAYOUT_NHWC) {
+        memcpy(dst.data, host, sizeof(float) * dm_view_floats(dst));
+        return;
+    }
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (long i = 0; i < (long)(dst.n * hw); i++) {
+        size_t img = (size_t)i / hw, p = (size_t)i % hw;
+        for (size_t ch = 0; ch < c; ch++) dst.data[(size_t)i * c + ch] = host[(img * c + ch) * hw + p];
+    }
+}
+
+static void cpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
+{
+    const cpu *cx = ctx;
+    size_t hw = (size_t)src.h * src.w, c = (size_t)src.c;
+    if (layout == DM_LAYOUT_NHWC) {
+        memcpy(host, src.data, sizeof(float) * dm_view_floats(src));
+        return;
+    }
+#pragma omp parallel for num_threads(cx->threads) schedule(static)
+    for (long i = 0; i < (long)(src.n * c); i++) {
+        size_t img = (size_t)i / c, ch = (size_t)i % c;
+        const float *from = src.data + img * hw * c + ch;
+        float *to = host + ((size_t)img * c + ch) * hw;
+        for (size_t p = 0; p < hw; p++) to[p] = from[p * c];
+    }
+}
+
+/* ------------------------------------------------ memory and passes */
+
+static float *cpu_alloc(void *ctx, size_t floats)
+{
+    (void)ctx;
+    void *p = NULL;
+    return posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)) == 0 ? p : NULL;
+}
+
+static void cpu_release(void *ctx, float *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_floats, int outputs)
+{
+    cpu *cx = ctx;
+    (void)transfer_floats, (void)outputs; /* outputs are written in place */
+    if (!(cx->scratch = cpu_alloc(cx, scratch_floats)))
+        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", scratch_floats * 4.0 / 1e6);
+    cx->scratch_floats = scratch_floats;
+    return DM_OK;
+}
+
+static size_t cpu_held_bytes(void *ctx) { return ((cpu *)ctx)->scratch_floats * sizeof(float); }
+
+static void cpu_set_threads(void *ctx, int threads) { ((cpu *)ctx)->threads = threads; }
+
+static const dm_model *cpu_params(void *ctx, const dm_model *model)
+{
+    (void)ctx;
+    return model;
+}
+
+static void cpu_destroy(void *ctx)
+{
+    if (!ctx) return;
+    free(((cpu *)ctx)->scratch);
+    free(ctx);
+}
+
+/* OpenBLAS runs single-threaded inside our threads during a pass.  Its
+ * thread setting is process-wide, so passes of several workspaces at once
+ * share one change: the first to begin saves the caller's setting, the last
+ * to finish puts it back. */
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_passes, blas_saved_threads;
+
+static dm_status cpu_begin(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (blas_passes++ == 0) {
+        blas_saved_threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_lock);
+    return DM_OK;
+}
+
+static dm_status cpu_finish(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (--blas_passes == 0) openblas_set_num_threads(blas_saved_threads);
+    pthread_mutex_unlock(&blas_lock);
+    return DM_OK;
+}
+
+dm_status dm_cpu_backend_create(int threads, dm_ops *out)
+{
+    const dm_kernels *k;
+    dm_status st = dm_kernels_require(&k);
+    if (st) return st;
+    cpu *cx = calloc(1, sizeof *cx);
+    if (!cx) return dm_fail(DM_ERR_NOMEM, "out of memory for the CPU backend");
+    cx->k = k;
+    cx->threads = threads > 0 ? threads : 1;
+    *out = (dm_ops){
+        .name = "cpu",
+        .ctx = cx,
+        .conv3x3_scratch = cpu_conv3x3_scratch,
+        .scan_scratch = cpu_scan_scratch,
+        .reserve = cpu_reserve,
+        .alloc = cpu_alloc,
+        .release = cpu_release,
+        .params = cpu_params,
+        .held_bytes = cpu_held_bytes,
+        .set_threads = cpu_set_threads,
+        .destroy = cpu_destroy,
+        .begin = cpu_begin,
+        .finish = cpu_finish,
+        .input_pieces = 1,
+        .input = cpu_input,
+        .output = cpu_output,
+        .gemm = cpu_gemm,
+        .conv3x3 = cpu_conv3x3,
+        .dwconv3x3 = cpu_dwconv3x3,
+        .layernorm = cpu_layernorm,
+        .bias_act = cpu_bias_act,
+        .sample = cpu_sample,
+        .scan = cpu_scan,
+        .avg_pool = cpu_avg_pool,
+        .max_pool = cpu_max_pool,
+        .resize = cpu_resize,
+        .add = cpu_add,
+        .concat = cpu_concat,
+    };
+    return DM_OK;
+}

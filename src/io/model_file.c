@@ -1,0 +1,27 @@
+/* model_file.c - open a model file of either supported format. */
+#include "model_file.h"
+
+#include "error.h"
+#include "pth.h"
+#include "safetensors.h"
+
+#include <string.h>
+
+dm_status dm_model_file_parse(const void *buf, size_t size, int use_ema, dm_tensor_file *out)
+{
+    memset(out, 0, sizeof *out);
+    /* torch.save writes a zip archive; safetensors starts with a length. */
+    if (size >= 4 && memcmp(buf, "PK\x03\x04", 4) == 0) return dm_pth_parse(buf, size, use_ema, out);
+    /* Before PyTorch 1.6, torch.save wrote bare pickles (PROTO 2, then a
+     * LONG1 magic number). */
+    if (size >= 4 && memcmp(buf, "\x80\x02\x8a\x0a", 4) == 0)
+        return dm_fail(DM_ERR_UNSUPPORTED, "a legacy (before PyTorch 1.6) checkpoint; re-save it with a newer torch.save");
+    if (use_ema) return dm_fail(DM_ERR_ARGUMENT, "the EMA weights exist only in .pth training checkpoints");
+    return dm_safetensors_parse(buf, size, out);
+}
+
+dm_status dm_model_file_open(const char *path, int use_ema, dm_tensor_file *out)
+{
+    if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "a model path is required");
+    return dm_tensor_file_map(path, dm_model_file_parse, use_ema, out);
+}
