@@ -139,7 +139,7 @@ dm_status dm_model_mirror(const dm_model *model, dm_param_place place, void *ctx
 void dm_model_mirror_free(dm_model *mirror);
 
 /* Multiply-accumulates of the UperNet head's convolutions for an h x w input. */
-int64_t dm_upernet_macs(const dm_config *c, int h, int w);
+double dm_upernet_macs(const dm_config *c, int h, int w);
 
 /* Output size of a stride-2 3x3 convolution with padding 1. */
 static inline int dm_down2(int n) { return (n - 1) / 2 + 1; }

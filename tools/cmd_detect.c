@@ -157,8 +157,17 @@ static int draw_detections(const char *path, const dm_image *img, const dm_detec
         snprintf(text, sizeof text, "%s %.2f", labels->names[d->labels[i]], d->scores[i]);
         draw_label(&c, b[0], b[1], text, (colour){255, 255, 255}, col);
     }
-    int ok = canvas_write_png(&c, path) == 0;
-    if (!ok) cli_error("%s: cannot write", path);
+    /* through a temporary file: the drawing replaces path only once whole */
+    dm_outfile out;
+    int ok = 0;
+    if (dm_outfile_open(path, &out) != DM_OK) {
+        cli_error("%s", dm_last_error());
+    } else {
+        int encoded = canvas_write_png(&c, out.f) == 0;
+        if (!encoded) cli_error("out of memory encoding a %dx%d PNG", c.width, c.height);
+        if (dm_outfile_finish(&out, encoded) != DM_OK) cli_error("%s", dm_last_error());
+        else ok = encoded;
+    }
     canvas_free(&c);
     return ok;
 }

@@ -89,13 +89,13 @@ size_t dm_upernet_plan(const dm_config *c, const dm_ops *ops, int n, int h, int 
     return head_layout(c, n, h, w, NULL, &b);
 }
 
-int64_t dm_upernet_macs(const dm_config *c, int h, int w)
+double dm_upernet_macs(const dm_config *c, int h, int w)
 {
     int hs[DM_NUM_STAGES], ws[DM_NUM_STAGES];
     stage_sizes(h, w, hs, ws);
-    int64_t ch = c->seg_channels, P[DM_NUM_STAGES], macs = 0;
-    for (int s = 0; s < DM_NUM_STAGES; s++) P[s] = (int64_t)hs[s] * ws[s];
-    for (int i = 0; i < DM_PPM_SCALES; i++) macs += (int64_t)dm_ppm_scales[i] * dm_ppm_scales[i] * c->dims[3] * ch;
+    double ch = c->seg_channels, P[DM_NUM_STAGES], macs = 0;
+    for (int s = 0; s < DM_NUM_STAGES; s++) P[s] = (double)hs[s] * ws[s];
+    for (int i = 0; i < DM_PPM_SCALES; i++) macs += (double)dm_ppm_scales[i] * dm_ppm_scales[i] * c->dims[3] * ch;
     macs += P[3] * 9 * (c->dims[3] + DM_PPM_SCALES * ch) * ch;           /* bottleneck */
     for (int s = 0; s < DM_NUM_STAGES - 1; s++) macs += P[s] * c->dims[s] * ch + P[s] * 9 * ch * ch; /* lateral, fpn */
     macs += P[0] * 9 * DM_NUM_STAGES * ch * ch + P[0] * ch * c->seg_classes; /* fpn_bottleneck, conv_seg */

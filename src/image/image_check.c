@@ -1,4 +1,5 @@
-/* image_check.c - signatures, PNG chunk lengths and PNM header numbers. */
+/* image_check.c - signatures, PNG chunks, PNM header numbers, and the BMP,
+ * TGA and GIF sizes stb_image trusts. */
 #include "image_check.h"
 
 #include "error.h"
@@ -6,27 +7,45 @@
 #include <stdint.h>
 #include <string.h>
 
+static uint32_t be32(const unsigned char *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
 /* stb_image 2.27 allocates a chunk's declared length before reading it, so a
  * tiny file could ask for gigabytes: no chunk may claim more than the file
- * holds. */
+ * holds.  And the file must end with a whole IEND chunk, as PNG files do.
+ * The size is checked here too: stb_image's own refusal of a size over
+ * 65536 reaches the caller as "unknown image type". */
 static dm_status check_png(const unsigned char *b, size_t size)
 {
+    if (size < 8 + 8 + 13 || be32(b + 8) != 13 || memcmp(b + 12, "IHDR", 4) != 0)
+        return dm_fail(DM_ERR_FORMAT, "corrupt PNG: it does not start with an IHDR chunk");
+    uint32_t width = be32(b + 16), height = be32(b + 20);
+    if (!width || !height) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: %u x %u pixels", width, height);
+    if (width > 65536 || height > 65536)
+        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of 65536 pixels a side", width, height);
+    if ((uint64_t)width * height > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %d pixels", width, height,
+                       DM_IMAGE_MAX_PIXELS);
     size_t p = 8;
     while (size - p >= 8) {
-        uint32_t len = (uint32_t)b[p] << 24 | (uint32_t)b[p + 1] << 16 | (uint32_t)b[p + 2] << 8 | b[p + 3];
+        uint32_t len = be32(b + p);
         if (len > size - p - 8)
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
-        if (memcmp(b + p + 4, "IEND", 4) == 0) break;
+        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return DM_OK;
         p += 8 + (size_t)len;
         p += size - p < 4 ? size - p : 4; /* the CRC */
     }
-    return DM_OK;
+    return dm_fail(DM_ERR_FORMAT, "truncated PNG: the file ends before its IEND chunk");
 }
 
 /* Binary PNM (P5 grey, P6 RGB): stb_image 2.27 reads the header numbers
  * into an int without a bound and mishandles 16-bit samples, so each number
- * must have at most 9 digits and the maximum sample value at most 255. */
+ * must have at most 9 digits and the maximum sample value at most 255; and
+ * the samples the header promises must follow it (stb_image leaves the
+ * missing ones as they were). */
 static dm_status check_pnm(const unsigned char *b, size_t size)
 {
     size_t p = 2;
@@ -51,7 +70,104 @@ static dm_status check_pnm(const unsigned char *b, size_t size)
     if (value[2] > 255)
         return dm_fail(DM_ERR_UNSUPPORTED, "PNM with %ld as maximum sample value: only 8-bit PNM is supported",
                        value[2]);
+    /* One whitespace byte ends the header. */
+    uint64_t need = (uint64_t)value[0] * (uint64_t)value[1] * (b[1] == '6' ? 3 : 1), have = size - p;
+    have = have ? have - 1 : 0;
+    if (have < need)
+        return dm_fail(DM_ERR_FORMAT, "truncated PNM: %ld x %ld pixels need %llu bytes, the file holds %llu", value[0],
+                       value[1], (unsigned long long)need, (unsigned long long)have);
     return DM_OK;
+}
+
+static unsigned le16(const unsigned char *b) { return (unsigned)b[0] | (unsigned)b[1] << 8; }
+static uint32_t le32(const unsigned char *b) { return le16(b) | (uint32_t)le16(b + 2) << 16; }
+
+static dm_status truncated(const char *format, uint64_t need, uint64_t have)
+{
+    return dm_fail(DM_ERR_FORMAT, "truncated %s: the header promises %llu bytes of pixels, the file holds %llu",
+                   format, (unsigned long long)need, (unsigned long long)have);
+}
+
+/* BMP (uncompressed or bit fields; stb_image reads no other): the rows the
+ * header promises, each padded to 4 bytes, must lie in the file from its
+ * pixel data offset.  A height
+ * of INT_MIN has no absolute value. */
+static dm_status check_bmp(const unsigned char *b, size_t size)
+{
+    if (size < 30) return dm_fail(DM_ERR_FORMAT, "truncated BMP: the file ends inside its header");
+    uint32_t offset = le32(b + 10), header = le32(b + 14);
+    int64_t width, height;
+    unsigned bpp;
+    if (header == 12) {
+        width = le16(b + 18);
+        height = le16(b + 20);
+        bpp = le16(b + 24);
+    } else {
+        width = (int32_t)le32(b + 18);
+        height = (int32_t)le32(b + 22);
+        bpp = le16(b + 28);
+        if (height == INT32_MIN) return dm_fail(DM_ERR_FORMAT, "corrupt BMP: height %lld", (long long)height);
+    }
+    if (height < 0) height = -height;
+    if (width < 1 || height < 1 || (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32))
+        return dm_fail(DM_ERR_FORMAT, "corrupt BMP: %lld x %lld pixels of %u bits", (long long)width,
+                       (long long)height, bpp);
+    uint64_t need = ((uint64_t)width * bpp + 31) / 32 * 4 * (uint64_t)height, have = size > offset ? size - offset : 0;
+    return have < need ? truncated("BMP", need, have) : DM_OK;
+}
+
+/* TGA: the palette and the pixels the header promises must be in the file;
+ * run-length packets are walked to count them. */
+static dm_status check_tga(const unsigned char *b, size_t size)
+{
+    unsigned type = b[2], pixel_bytes = (b[16] + 7u) / 8;
+    uint64_t pixels = (uint64_t)le16(b + 12) * le16(b + 14);
+    uint64_t p = 18 + (uint64_t)b[0];
+    if (b[1]) p += le16(b + 3) + (uint64_t)le16(b + 5) * ((b[7] + 7u) / 8);
+    if (!pixel_bytes) return dm_fail(DM_ERR_FORMAT, "corrupt TGA: 0 bits per pixel");
+    if (type < 8) {
+        uint64_t need = pixels * pixel_bytes, have = size > p ? size - p : 0;
+        return have < need ? truncated("TGA", need, have) : DM_OK;
+    }
+    uint64_t done = 0;
+    while (done < pixels && p < size) {
+        unsigned packet = b[p++], count = (packet & 0x7F) + 1u;
+        p += (packet & 0x80 ? 1 : count) * (uint64_t)pixel_bytes;
+        if (p <= size) done += count;
+    }
+    if (done < pixels)
+        return dm_fail(DM_ERR_FORMAT, "truncated TGA: the run-length data ends after %llu of %llu pixels",
+                       (unsigned long long)done, (unsigned long long)pixels);
+    return DM_OK;
+}
+
+/* GIF: stb_image decodes the first image, reading missing bytes as zeros,
+ * so the blocks up to the end of that image's data must be whole. */
+static dm_status check_gif(const unsigned char *b, size_t size)
+{
+    size_t p = 13; /* signature and screen descriptor */
+    if (size < p) return dm_fail(DM_ERR_FORMAT, "truncated GIF: the file ends inside its header");
+    if (b[10] & 0x80) p += (size_t)3 << ((b[10] & 7) + 1); /* global palette */
+    while (p < size) {
+        unsigned block = b[p++];
+        if (block == 0x3B) return dm_fail(DM_ERR_FORMAT, "GIF without an image");
+        if (block == 0x21) {
+            p++; /* extension label */
+        } else if (block == 0x2C) {
+            if (size - p < 10) break;
+            if (!le16(b + p + 4) || !le16(b + p + 6)) /* stb_image would give the background alone */
+                return dm_fail(DM_ERR_FORMAT, "corrupt GIF: an image of %u x %u pixels", le16(b + p + 4),
+                               le16(b + p + 6));
+            if (b[p + 8] & 0x80) p += (size_t)3 << ((b[p + 8] & 7) + 1); /* local palette */
+            p += 10;  /* descriptor and the LZW code size */
+        } else {
+            return dm_fail(DM_ERR_FORMAT, "corrupt GIF: unknown block 0x%02X at byte %zu", block, p - 1);
+        }
+        while (p < size && b[p]) p += 1 + (size_t)b[p]; /* data sub-blocks, up to an empty one */
+        if (p++ >= size) break;
+        if (block == 0x2C) return DM_OK;
+    }
+    return dm_fail(DM_ERR_FORMAT, "truncated GIF: the file ends before the end of its first image");
 }
 
 /* TGA has no signature; these are the header fields stb_image tests. */
@@ -67,9 +183,9 @@ dm_status dm_image_check(const void *buf, size_t size)
 {
     const unsigned char *b = buf;
     if (size >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return check_png(b, size);
-    if (size >= 2 && b[0] == 'B' && b[1] == 'M') return DM_OK;
-    if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return DM_OK;
+    if (size >= 2 && b[0] == 'B' && b[1] == 'M') return check_bmp(b, size);
+    if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return check_gif(b, size);
     if (size >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return check_pnm(b, size);
-    if (looks_like_tga(b, size)) return DM_OK;
+    if (looks_like_tga(b, size)) return check_tga(b, size);
     return dm_fail(DM_ERR_FORMAT, "not a PNG, JPEG, BMP, GIF, TGA or binary PNM (P5, P6) image");
 }

@@ -1,5 +1,6 @@
 /* jpeg.c - libjpeg-turbo behind the library's error conventions: its fatal
- * errors long-jump back here instead of exiting, its warnings are quiet. */
+ * errors long-jump back here instead of exiting, its warnings are quiet
+ * but for the end of the data. */
 #include "jpeg.h"
 
 #include <setjmp.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include "error.h"
 
@@ -26,11 +28,19 @@ static void on_error(j_common_ptr cinfo)
 }
 
 /* Corrupt-data warnings: libjpeg fills what it cannot decode and goes on,
- * as Pillow and OpenCV let it. */
+ * as Pillow and OpenCV let it.  Data that ends before the image does (the
+ * file, or a scan's data before its blocks: a cut file, a frame header
+ * larger than its data) is refused instead, as Pillow refuses a truncated
+ * file: the rest would be invented grey. */
 static void on_message(j_common_ptr cinfo, int level)
 {
-    (void)cinfo;
-    (void)level;
+    int code = cinfo->err->msg_code;
+    if (level == -1 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER)) {
+        jpeg_failure *f = (jpeg_failure *)cinfo->err;
+        snprintf(f->message, sizeof f->message,
+                 "truncated JPEG: the data ends early and cannot hold the frame's pixels");
+        longjmp(f->escape, 1);
+    }
 }
 
 int dm_is_jpeg(const void *data, size_t size)
