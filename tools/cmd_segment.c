@@ -2,7 +2,6 @@
  * PNGs, overlays, JSON class shares). */
 #include "cli.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <png.h>
 #include <stdlib.h>
@@ -68,18 +67,13 @@ static void load_palette(segmenter *s)
         }
 }
 
-/* Write an 8-bit palette PNG through PATH.tmp, renamed into place once
- * complete.  Returns 0 and prints the reason on failure. */
+/* Write an 8-bit palette PNG through a temporary file, renamed into place
+ * once complete.  Returns 0 and prints the reason on failure. */
 static int write_label_png(const char *path, const uint8_t *labels, int w, int h, const uint8_t *rgb, int colours)
 {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        cli_error("%s: path too long", path);
-        return 0;
-    }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        cli_error("%s: cannot create: %s", tmp, strerror(errno));
+    dm_outfile out;
+    if (dm_outfile_open(path, &out) != DM_OK) {
+        cli_error("%s", dm_last_error());
         return 0;
     }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
@@ -87,7 +81,7 @@ static int write_label_png(const char *path, const uint8_t *labels, int w, int h
     int ok = info != NULL;
     if (ok && setjmp(png_jmpbuf(png))) ok = 0; /* libpng's errors return here */
     else if (ok) {
-        png_init_io(png, f);
+        png_init_io(png, out.f);
         png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE,
                      PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
         png_color plte[256];
@@ -98,14 +92,15 @@ static int write_label_png(const char *path, const uint8_t *labels, int w, int h
         png_write_end(png, NULL);
     }
     png_destroy_write_struct(&png, &info);
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        cli_error("%s: cannot write the PNG", path);
-        remove(tmp);
+    if (!ok) cli_error("%s: cannot encode the PNG", path);
+    if (dm_outfile_finish(&out, ok) != DM_OK) {
+        cli_error("%s", dm_last_error());
         return 0;
     }
-    return 1;
+    return ok;
 }
+
+static void write_to_file(void *f, void *data, int size) { fwrite(data, 1, (size_t)size, f); }
 
 /* Half the photo, half the class colour. */
 static int write_overlay(const char *path, const dm_image *img, const uint8_t *labels, const uint8_t *rgb)
@@ -118,12 +113,14 @@ static int write_overlay(const char *path, const dm_image *img, const uint8_t *l
     }
     for (size_t p = 0; p < n; p++)
         for (int c = 0; c < 3; c++) out[3 * p + c] = (uint8_t)((img->pixels[3 * p + c] + rgb[3 * labels[p] + c] + 1) / 2);
-    char tmp[PATH_MAX];
-    int ok = snprintf(tmp, sizeof tmp, "%s.tmp", path) < (int)sizeof tmp &&
-             stbi_write_png(tmp, img->width, img->height, 3, out, img->width * 3) && rename(tmp, path) == 0;
-    if (!ok) {
-        cli_error("%s: cannot write the PNG", path);
-        remove(tmp);
+    dm_outfile file; /* a write error is kept in file.f's error flag */
+    int ok = dm_outfile_open(path, &file) == DM_OK;
+    if (ok) {
+        ok = stbi_write_png_to_func(write_to_file, file.f, img->width, img->height, 3, out, img->width * 3);
+        if (!ok) cli_error("%s: cannot encode the PNG", path);
+        if (dm_outfile_finish(&file, ok) != DM_OK) ok = 0, cli_error("%s", dm_last_error());
+    } else {
+        cli_error("%s", dm_last_error());
     }
     free(out);
     return ok;
