@@ -15,6 +15,7 @@ extern "C" {
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,10 +48,23 @@ struct dm_cuda_workspace {
     size_t bytes;            /* device bytes */
 };
 
+/* A failed runtime call as a status.  The runtime also keeps the failure
+ * for cudaGetLastError; it is cleared here, so that it is not blamed on a
+ * later call of the library or of the caller (a device fault stays: the
+ * runtime keeps reporting those). */
 static dm_status cuda_fail(cudaError_t e, const char *what)
 {
+    (void)cudaGetLastError();
     return dm_fail(e == cudaErrorMemoryAllocation ? DM_ERR_NOMEM : DM_ERR_DEVICE, "CUDA %s failed: %s (%s)", what,
                    cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+/* The same for cuBLAS, whose failed allocations also leave a runtime error. */
+static dm_status blas_fail(cublasStatus_t s, const char *what)
+{
+    (void)cudaGetLastError();
+    return dm_fail(s == CUBLAS_STATUS_ALLOC_FAILED ? DM_ERR_NOMEM : DM_ERR_DEVICE, "cuBLAS %s failed: %s", what,
+                   cublasGetStatusString(s));
 }
 
 #define CUDA_TRY(call)                                                  \
@@ -170,7 +184,10 @@ static dm_status upload_params(const dm_model *m, dm_cuda_workspace *cw)
     ar = (arena){(char *)cw->params, (char *)malloc(bytes), 0};
     if (!ar.staging) return dm_fail(DM_ERR_NOMEM, "out of memory staging %.1f MB of parameters", bytes / 1e6);
     place_model(&ar, m, cw);
-    cudaError_t e = cudaMemcpy(cw->params, ar.staging, bytes, cudaMemcpyHostToDevice);
+    /* The forward pass's streams are not ordered after anything else, so
+     * the upload completes here, before its first use. */
+    cudaError_t e = cudaMemcpyAsync(cw->params, ar.staging, bytes, cudaMemcpyHostToDevice, cw->compute);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cw->compute);
     free(ar.staging);
     if (e != cudaSuccess) return cuda_fail(e, "upload of the parameters");
     return DM_OK;
@@ -221,11 +238,42 @@ static dm_status alloc_buffers(const dm_model *m, int n, int h, int w, dm_cuda_w
     return DM_OK;
 }
 
+/* DM_OK when the current device, device, can run this build's kernels
+ * (the gpu_archs build option). */
+static dm_status check_kernel_image(int device)
+{
+    cudaError_t e = cu_check_kernel_image();
+    if (e == cudaSuccess) return DM_OK;
+    cudaDeviceProp prop;
+    if ((e != cudaErrorNoKernelImageForDevice && e != cudaErrorInvalidDeviceFunction) ||
+        cudaGetDeviceProperties(&prop, device) != cudaSuccess)
+        return cuda_fail(e, "check of the kernels against the device");
+    (void)cudaGetLastError();
+    return dm_fail(DM_ERR_UNSUPPORTED,
+                   "CUDA device %d (%s) has compute capability %d.%d, which this build has no code for: it was built "
+                   "for compute capabilities %s (the last also as PTX for newer devices); reconfigure with "
+                   "-Dgpu_archs listing %d%d",
+                   device, prop.name, prop.major, prop.minor, DM_CUDA_ARCHS, prop.major, prop.minor);
+}
+
+/* Make device current for one call of the library; the caller's current
+ * device is restored by leave_device. */
+static dm_status enter_device(int device, int *caller)
+{
+    CUDA_TRY(cudaGetDevice(caller));
+    CUDA_TRY(cudaSetDevice(device));
+    return DM_OK;
+}
+
+static void leave_device(int caller)
+{
+    if (cudaSetDevice(caller) != cudaSuccess) (void)cudaGetLastError();
+}
+
 static dm_status create(const dm_model *model, int max_batch, int max_h, int max_w, dm_cuda_workspace *cw)
 {
-    dm_status st = dm_cuda_available();
+    dm_status st = check_kernel_image(cw->device);
     if (st) return st;
-    CUDA_TRY(cudaGetDevice(&cw->device));
     CUDA_TRY(cudaStreamCreateWithFlags(&cw->compute, cudaStreamNonBlocking));
     CUDA_TRY(cudaStreamCreateWithFlags(&cw->copy, cudaStreamNonBlocking));
     for (int k = 0; k < INPUT_CHUNKS; k++) CUDA_TRY(cudaEventCreateWithFlags(&cw->input_ready[k], cudaEventDisableTiming));
@@ -239,30 +287,39 @@ static dm_status create(const dm_model *model, int max_batch, int max_h, int max
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(cw->blas, cw->blas_scratch, blas_workspace_bytes);
     /* Full float32: TF32 tensor cores would round inputs to 10-bit mantissas. */
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(cw->blas, CUBLAS_DEFAULT_MATH);
-    if (bs != CUBLAS_STATUS_SUCCESS) return dm_fail(DM_ERR_DEVICE, "cuBLAS setup failed: %s", cublasGetStatusString(bs));
+    if (bs != CUBLAS_STATUS_SUCCESS) return blas_fail(bs, "setup");
     cw->model = model;
     return DM_OK;
 }
 
-dm_status dm_cuda_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w,
+dm_status dm_cuda_workspace_create(const dm_model *model, int device, int max_batch, int max_h, int max_w,
                                    dm_cuda_workspace **out)
 {
     *out = NULL;
+    dm_status st = dm_cuda_available();
+    if (st) return st;
+    int count = 0, caller;
+    CUDA_TRY(cudaGetDeviceCount(&count));
+    if (device >= count)
+        return dm_fail(DM_ERR_ARGUMENT, "no CUDA device %d: this machine has %d (0 to %d)", device, count, count - 1);
+    if (device < 0) CUDA_TRY(cudaGetDevice(&device));
+    if ((st = enter_device(device, &caller))) return st;
     dm_cuda_workspace *cw = (dm_cuda_workspace *)calloc(1, sizeof *cw);
-    if (!cw) return dm_fail(DM_ERR_NOMEM, "out of memory for a CUDA workspace");
-    dm_status st = create(model, max_batch, max_h, max_w, cw);
-    if (st) {
-        dm_cuda_workspace_free(cw);
-        return st;
+    if (!cw) {
+        leave_device(caller);
+        return dm_fail(DM_ERR_NOMEM, "out of memory for a CUDA workspace");
     }
-    *out = cw;
-    return DM_OK;
+    cw->device = device;
+    if ((st = create(model, max_batch, max_h, max_w, cw))) dm_cuda_workspace_free(cw);
+    else *out = cw;
+    leave_device(caller);
+    return st;
 }
 
 void dm_cuda_workspace_free(dm_cuda_workspace *cw)
 {
     if (!cw) return;
-    cudaSetDevice(cw->device);
+    int caller, entered = enter_device(cw->device, &caller) == DM_OK;
     if (cw->blas) cublasDestroy(cw->blas);
     /* cudaFree waits for work in flight on these buffers. */
     cudaFree(cw->activations);
@@ -278,18 +335,19 @@ void dm_cuda_workspace_free(dm_cuda_workspace *cw)
     if (cw->copy) cudaStreamDestroy(cw->copy);
     free(cw->blocks);
     free(cw);
+    if (entered) leave_device(caller);
 }
 
 size_t dm_cuda_workspace_bytes(const dm_cuda_workspace *cw) { return cw ? cw->bytes : 0; }
 
 /* -------------------------------------------------------------- operators */
 
-/* One forward pass's state: where it runs and the first failure of an
- * operator that reports one (cuBLAS); kernel launch failures surface later
- * through cudaGetLastError. */
+/* One forward pass's state: where it runs, the first launch that failed
+ * (in q) and the first failure of a call that reports one at once
+ * (cuBLAS, a copy). */
 typedef struct run {
     dm_cuda_workspace *cw;
-    cudaStream_t s;
+    cu_queue q;
     dm_status status;
     size_t copied[OUTPUTS]; /* floats of each output on its way to pinned memory */
     float *offsets;         /* host buffer for this block's offsets, or NULL */
@@ -303,8 +361,11 @@ static void gemm_nt(run *r, size_t M, size_t N, size_t K, const float *A, size_t
     const float one = 1.0f;
     cublasStatus_t st = cublasSgemm(r->cw->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, (int)K,
                                     A, (int)lda, &beta, C, (int)N);
-    if (st != CUBLAS_STATUS_SUCCESS && r->status == DM_OK)
-        r->status = dm_fail(DM_ERR_DEVICE, "cuBLAS sgemm %zux%zux%zu failed: %s", M, N, K, cublasGetStatusString(st));
+    if (st != CUBLAS_STATUS_SUCCESS && r->status == DM_OK) {
+        char what[80];
+        snprintf(what, sizeof what, "sgemm %zux%zux%zu", M, N, K);
+        r->status = blas_fail(st, what);
+    }
 }
 
 /* Dense 3x3 convolution (padding 1) as banded im2col + GEMM; y = act(conv). */
@@ -314,10 +375,10 @@ static void conv3x3(run *r, const dm_conv3x3 *cv, const float *x, float *y, int 
     size_t total = (size_t)n * oh * ow, band = gpu_conv_band(cv->cin), K = 9 * (size_t)cv->cin;
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
-        cu_im2col3x3(r->s, x, r->cw->cols, h, w, cv->cin, cv->stride, oh, ow, p0, p1);
+        cu_im2col3x3(&r->q, x, r->cw->cols, h, w, cv->cin, cv->stride, oh, ow, p0, p1);
         gemm_nt(r, p1 - p0, (size_t)cv->cout, K, r->cw->cols, K, cv->weight, y + p0 * cv->cout, 0.0f);
     }
-    cu_bias_act(r->s, y, total, cv->cout, cv->bias, act);
+    cu_bias_act(&r->q, y, total, cv->cout, cv->bias, act);
 }
 
 static void swap(float **a, float **b)
@@ -333,42 +394,44 @@ static void swap(float **a, float **b)
 static void block_forward(run *r, const dm_config *cfg, int s, const dm_block *blk, int n, int h, int w)
 {
     dm_cuda_workspace *ws = r->cw;
-    cudaStream_t st = r->s;
+    cu_queue *q = &r->q;
     size_t P = (size_t)n * h * w, L = (size_t)h * w;
     int C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
 
     /* x = pos_embed(x): ResDWC, the identity folded into its kernel */
-    cu_dwconv3x3(st, ws->x, ws->t, n, h, w, C, blk->pos_w9, blk->pos_b, DM_ACT_NONE);
+    cu_dwconv3x3(q, ws->x, ws->t, n, h, w, C, blk->pos_w9, blk->pos_b, DM_ACT_NONE);
     swap(&ws->x, &ws->t);
 
     /* x = x + DASSM(norm1(x)) */
-    cu_layernorm(st, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
+    cu_layernorm(q, ws->x, ws->t, P, C, blk->norm1_g, blk->norm1_b, DM_ACT_NONE);
     gemm_nt(r, P, C, C, ws->t, C, blk->in_proj, ws->a, 0.0f);
-    cu_dwconv3x3(st, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
+    cu_dwconv3x3(q, ws->a, ws->v, n, h, w, C, blk->conv_w9, blk->conv_b, DM_ACT_SILU);
     /* offsets: Linear(GELU(LN(dwconv(t)))) -> (dx, dy) per pixel and group */
-    cu_dwconv3x3(st, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
-    cu_layernorm(st, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
+    cu_dwconv3x3(q, ws->t, ws->ob, n, h, w, C, blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE);
+    cu_layernorm(q, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
     gemm_nt(r, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
-    cu_bias_act(st, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
-    if (r->offsets &&
-        cudaMemcpyAsync(r->offsets, ws->off, sizeof(float) * P * 2 * G, cudaMemcpyDeviceToHost, st) != cudaSuccess)
-        r->status = dm_fail(DM_ERR_DEVICE, "copying the offsets from the GPU failed");
+    cu_bias_act(q, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
+    if (r->offsets) {
+        cudaError_t e = cudaMemcpyAsync(r->offsets, ws->off, sizeof(float) * P * 2 * G, cudaMemcpyDeviceToHost,
+                                        q->stream);
+        if (e != cudaSuccess && r->status == DM_OK) r->status = cuda_fail(e, "copy of the offsets");
+    }
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
-    cu_sample(st, ws->v, ws->off, ws->u, n, h, w, C, G);
+    cu_sample(q, ws->v, ws->off, ws->u, n, h, w, C, G);
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
     gemm_nt(r, P, R + 2, C, ws->u, C, blk->x_proj, ws->dbl, 0.0f);
     gemm_nt(r, P, C, R, ws->dbl, R + 2, blk->dt_proj, ws->delta, 0.0f);
     cu_scan_args args = {ws->u, ws->delta, ws->dbl + R, (size_t)R + 2, blk->a, blk->d, blk->dt_bias, n, C, L};
-    cu_scan(st, &args, ws->carry, ws->a);
-    cu_layernorm(st, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
+    cu_scan(q, &args, ws->carry, ws->a);
+    cu_layernorm(q, ws->a, ws->a, P, C, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE);
     gemm_nt(r, P, C, C, ws->a, C, blk->out_proj, ws->x, 1.0f); /* residual add, layer scale folded */
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
     gemm_nt(r, P, F, C, ws->x, C, blk->fc1_w, ws->hid, 0.0f);
-    cu_bias_act(st, ws->hid, P, F, blk->fc1_b, DM_ACT_GELU);
-    cu_dwconv3x3(st, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
+    cu_bias_act(q, ws->hid, P, F, blk->fc1_b, DM_ACT_GELU);
+    cu_dwconv3x3(q, ws->hid, ws->hid2, n, h, w, F, blk->mlp_w9, blk->mlp_b, DM_ACT_NONE);
     gemm_nt(r, P, C, F, ws->hid2, F, blk->fc2_w, ws->x, 1.0f);
-    cu_bias_act(st, ws->x, P, C, blk->fc2_b, DM_ACT_NONE);
+    cu_bias_act(q, ws->x, P, C, blk->fc2_b, DM_ACT_NONE);
 }
 
 /* The stem on images [i0, i0 + m) of the batch, whose NCHW input is on the
@@ -379,7 +442,7 @@ static void stem(run *r, const dm_config *cfg, int i0, int m, int h, int w)
     int h1 = dm_down2(h), w1 = dm_down2(w), h2 = dm_down2(h1), w2 = dm_down2(w1);
     size_t in = (size_t)h * w * cfg->in_chans, s1 = (size_t)h1 * w1 * (cfg->dims[0] / 2);
     size_t s2 = (size_t)h2 * w2 * cfg->dims[0];
-    cu_to_nhwc(r->s, ws->input + i0 * in, ws->t + i0 * in, m, (size_t)h * w, cfg->in_chans);
+    cu_to_nhwc(&r->q, ws->input + i0 * in, ws->t + i0 * in, m, (size_t)h * w, cfg->in_chans);
     conv3x3(r, &ws->stem[0], ws->t + i0 * in, ws->a + i0 * s1, m, h, w, DM_ACT_GELU);
     conv3x3(r, &ws->stem[1], ws->a + i0 * s1, ws->v + i0 * s1, m, h1, w1, DM_ACT_GELU);
     conv3x3(r, &ws->stem[2], ws->v + i0 * s1, ws->a + i0 * s2, m, h1, w1, DM_ACT_GELU);
@@ -436,9 +499,9 @@ static dm_status enqueue_forward(run *r, const float *input, int n, int h, int w
         }
         r->offsets = NULL;
         size_t P = (size_t)n * h * w;
-        cu_layernorm(r->s, cw->x, cw->x, P, C, stage->norm_g, stage->norm_b, DM_ACT_NONE);
+        cu_layernorm(&r->q, cw->x, cw->x, P, C, stage->norm_g, stage->norm_b, DM_ACT_NONE);
         if (outputs->stages[s]) {
-            cu_to_nchw(r->s, cw->x, cw->outputs[s], n, (size_t)h * w, C);
+            cu_to_nchw(&r->q, cw->x, cw->outputs[s], n, (size_t)h * w, C);
             dm_status st = copy_out(r, s, P * C);
             if (st) return st;
         }
@@ -447,42 +510,54 @@ static dm_status enqueue_forward(run *r, const float *input, int n, int h, int w
     if (outputs->logits) {
         int C = cfg->dims[3], classes = cfg->num_classes;
         float *logits = cw->outputs[DM_NUM_STAGES];
-        cu_mean_pool(r->s, cw->x, cw->pooled, n, (size_t)h * w, C);
+        cu_mean_pool(&r->q, cw->x, cw->pooled, n, (size_t)h * w, C);
         gemm_nt(r, (size_t)n, (size_t)classes, (size_t)C, cw->pooled, (size_t)C, cw->head_w, logits, 0.0f);
-        cu_bias_act(r->s, logits, (size_t)n, classes, cw->head_b, DM_ACT_NONE);
+        cu_bias_act(&r->q, logits, (size_t)n, classes, cw->head_b, DM_ACT_NONE);
         return copy_out(r, DM_NUM_STAGES, (size_t)n * classes);
     }
     return DM_OK;
 }
 
-/* Wait for both streams; report the first failure of the pass. */
+/* Wait for both streams, whatever happened, so that no work of this call
+ * outlives it; report the first failure: of queueing work, of a launch or a
+ * call, then of the device while it ran the work. */
 static dm_status finish(run *r, dm_status st)
 {
-    cudaError_t e = cudaStreamSynchronize(r->cw->copy), e2 = cudaStreamSynchronize(r->cw->compute);
-    cudaError_t launch = cudaGetLastError();
+    cudaError_t copy = cudaStreamSynchronize(r->cw->copy), compute = cudaStreamSynchronize(r->cw->compute);
     if (st) return st;
     if (r->status) return r->status;
-    if (launch != cudaSuccess) return cuda_fail(launch, "kernel launch");
-    if (e != cudaSuccess) return cuda_fail(e, "copy stream");
-    if (e2 != cudaSuccess) return cuda_fail(e2, "forward pass");
+    if (r->q.error != cudaSuccess) {
+        char what[80];
+        snprintf(what, sizeof what, "launch of kernel %s", r->q.failed_kernel);
+        return cuda_fail(r->q.error, what);
+    }
+    if (compute != cudaSuccess) return cuda_fail(compute, "device, running the forward pass,");
+    if (copy != cudaSuccess) return cuda_fail(copy, "device, copying to or from the host,");
     return DM_OK;
 }
 
-static dm_status check_model(const dm_model *model, const dm_cuda_workspace *cw)
+/* Start a call on the workspace's device.  An error the runtime still holds
+ * from before (a failed call of the caller's) would be blamed on this call's
+ * first launch, so it is cleared. */
+static dm_status begin(const dm_model *model, dm_cuda_workspace *cw, run *r, int *caller)
 {
     if (model != cw->model)
         return dm_fail(DM_ERR_ARGUMENT, "this CUDA workspace holds the parameters of another model; "
                                         "create one with dm_workspace_create_on for this model");
-    CUDA_TRY(cudaSetDevice(cw->device));
+    dm_status st = enter_device(cw->device, caller);
+    if (st) return st;
+    (void)cudaGetLastError();
+    *r = (run){cw, {cw->compute, cudaSuccess, NULL}, DM_OK, {0}, NULL};
     return DM_OK;
 }
 
 dm_status dm_cuda_forward(const dm_model *model, dm_cuda_workspace *cw, const float *input, int n, int h, int w,
                           const dm_outputs *outputs)
 {
-    dm_status st = check_model(model, cw);
+    run r;
+    int caller;
+    dm_status st = begin(model, cw, &r, &caller);
     if (st) return st;
-    run r = {cw, cw->compute, DM_OK, {0}, NULL};
     st = enqueue_forward(&r, input, n, h, w, outputs);
     /* Hand each output over as soon as its copy is done, while the device
      * may still be computing later ones. */
@@ -494,20 +569,27 @@ dm_status dm_cuda_forward(const dm_model *model, dm_cuda_workspace *cw, const fl
         if (e != cudaSuccess) st = cuda_fail(e, "copy of the outputs");
         else memcpy(dst[k], cw->host_outputs[k], r.copied[k] * sizeof(float));
     }
-    return finish(&r, st);
+    st = finish(&r, st);
+    leave_device(caller);
+    return st;
 }
 
 dm_status dm_cuda_block_run(const dm_model *model, dm_cuda_workspace *cw, const float *input, float *output, int n,
                             int h, int w)
 {
-    dm_status st = check_model(model, cw);
+    run r;
+    int caller;
+    dm_status st = begin(model, cw, &r, &caller);
     if (st) return st;
-    run r = {cw, cw->compute, DM_OK, {0}, NULL};
     size_t hw = (size_t)h * w, C = (size_t)model->config.dims[0], bytes = (size_t)n * hw * C * sizeof(float);
-    CUDA_TRY(cudaMemcpyAsync(cw->t, input, bytes, cudaMemcpyHostToDevice, cw->compute));
-    cu_to_nhwc(cw->compute, cw->t, cw->x, n, hw, (int)C);
-    block_forward(&r, &model->config, 0, &cw->stages[0].blocks[0], n, h, w);
-    cu_to_nchw(cw->compute, cw->x, cw->t, n, hw, (int)C);
-    CUDA_TRY(cudaMemcpyAsync(output, cw->t, bytes, cudaMemcpyDeviceToHost, cw->compute));
-    return finish(&r, DM_OK);
+    cudaError_t e = cudaMemcpyAsync(cw->t, input, bytes, cudaMemcpyHostToDevice, cw->compute);
+    if (e == cudaSuccess) {
+        cu_to_nhwc(&r.q, cw->t, cw->x, n, hw, (int)C);
+        block_forward(&r, &model->config, 0, &cw->stages[0].blocks[0], n, h, w);
+        cu_to_nchw(&r.q, cw->x, cw->t, n, hw, (int)C);
+        e = cudaMemcpyAsync(output, cw->t, bytes, cudaMemcpyDeviceToHost, cw->compute);
+    }
+    st = finish(&r, e == cudaSuccess ? DM_OK : cuda_fail(e, "copy of the block's input or output"));
+    leave_device(caller);
+    return st;
 }

@@ -16,6 +16,16 @@ static unsigned grid_for(size_t total)
     return blocks ? (unsigned)blocks : 1u;
 }
 
+/* Keep the first launch on q that failed. */
+static void launched(cu_queue *q, const char *kernel)
+{
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess && q->error == cudaSuccess) {
+        q->error = e;
+        q->failed_kernel = kernel;
+    }
+}
+
 #define FOR_EACH(i, total) \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
@@ -59,10 +69,11 @@ __global__ static void layernorm_kernel(const float *x, float *y, size_t rows, i
     }
 }
 
-void cu_layernorm(cudaStream_t s, const float *x, float *y, size_t rows, int c, const float *g, const float *b,
+void cu_layernorm(cu_queue *q, const float *x, float *y, size_t rows, int c, const float *g, const float *b,
                   dm_act act)
 {
-    layernorm_kernel<<<grid_for(rows * 32), threads_per_block, 0, s>>>(x, y, rows, c, g, b, act);
+    layernorm_kernel<<<grid_for(rows * 32), threads_per_block, 0, q->stream>>>(x, y, rows, c, g, b, act);
+    launched(q, "layernorm_kernel");
 }
 
 /* ----------------------------------------------------------- elementwise */
@@ -72,9 +83,10 @@ __global__ static void bias_act_kernel(float *y, size_t rows, int c, const float
     FOR_EACH(i, rows * c) y[i] = activate(y[i] + (bias ? bias[i % c] : 0.0f), act);
 }
 
-void cu_bias_act(cudaStream_t s, float *y, size_t rows, int c, const float *bias, dm_act act)
+void cu_bias_act(cu_queue *q, float *y, size_t rows, int c, const float *bias, dm_act act)
 {
-    bias_act_kernel<<<grid_for(rows * c), threads_per_block, 0, s>>>(y, rows, c, bias, act);
+    bias_act_kernel<<<grid_for(rows * c), threads_per_block, 0, q->stream>>>(y, rows, c, bias, act);
+    launched(q, "bias_act_kernel");
 }
 
 /* ----------------------------------------------------------- convolutions */
@@ -104,10 +116,12 @@ __global__ static void dwconv3x3_kernel(const float *x, float *y, int n, int h, 
     }
 }
 
-void cu_dwconv3x3(cudaStream_t s, const float *x, float *y, int n, int h, int w, int c, const float *w9,
+void cu_dwconv3x3(cu_queue *q, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                   const float *bias, dm_act act)
 {
-    dwconv3x3_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, s>>>(x, y, n, h, w, c, w9, bias, act);
+    dwconv3x3_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, q->stream>>>(x, y, n, h, w, c, w9,
+                                                                                            bias, act);
+    launched(q, "dwconv3x3_kernel");
 }
 
 /* Row p - p0 of cols: the 3x3 neighbourhood of output pixel p, tap-major,
@@ -124,11 +138,12 @@ __global__ static void im2col3x3_kernel(const float *x, float *cols, int h, int 
     }
 }
 
-void cu_im2col3x3(cudaStream_t s, const float *x, float *cols, int h, int w, int cin, int stride, int oh, int ow,
+void cu_im2col3x3(cu_queue *q, const float *x, float *cols, int h, int w, int cin, int stride, int oh, int ow,
                   size_t p0, size_t p1)
 {
-    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, s>>>(x, cols, h, w, cin, stride, oh,
-                                                                                   ow, p0, p1);
+    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, q->stream>>>(x, cols, h, w, cin,
+                                                                                          stride, oh, ow, p0, p1);
+    launched(q, "im2col3x3_kernel");
 }
 
 /* ---------------------------------------------------------------- sampler */
@@ -168,9 +183,11 @@ __global__ static void sample_kernel(const float *v, const float *off, float *u,
     }
 }
 
-void cu_sample(cudaStream_t s, const float *v, const float *off, float *u, int n, int h, int w, int c, int groups)
+void cu_sample(cu_queue *q, const float *v, const float *off, float *u, int n, int h, int w, int c, int groups)
 {
-    sample_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, s>>>(v, off, u, n, h, w, c, groups);
+    sample_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, q->stream>>>(v, off, u, n, h, w, c,
+                                                                                         groups);
+    launched(q, "sample_kernel");
 }
 
 /* ------------------------------------------------------------------- scan */
@@ -263,13 +280,17 @@ __global__ static void scan_output_kernel(cu_scan_args a, size_t chunks, size_t 
     }
 }
 
-void cu_scan(cudaStream_t s, const cu_scan_args *args, float *carry, float *y)
+void cu_scan(cu_queue *q, const cu_scan_args *args, float *carry, float *y)
 {
     size_t chunks = scan_chunks(args->n, args->channels, args->steps);
     size_t len = (args->steps + chunks - 1) / chunks, lanes = (size_t)args->n * chunks * args->channels;
-    scan_chunk_kernel<<<grid_for(lanes), threads_per_block, 0, s>>>(*args, chunks, len, carry);
-    scan_carry_kernel<<<grid_for((size_t)args->n * args->channels), threads_per_block, 0, s>>>(*args, chunks, carry);
-    scan_output_kernel<<<grid_for(lanes), threads_per_block, 0, s>>>(*args, chunks, len, carry, y);
+    scan_chunk_kernel<<<grid_for(lanes), threads_per_block, 0, q->stream>>>(*args, chunks, len, carry);
+    launched(q, "scan_chunk_kernel");
+    scan_carry_kernel<<<grid_for((size_t)args->n * args->channels), threads_per_block, 0, q->stream>>>(*args, chunks,
+                                                                                                      carry);
+    launched(q, "scan_carry_kernel");
+    scan_output_kernel<<<grid_for(lanes), threads_per_block, 0, q->stream>>>(*args, chunks, len, carry, y);
+    launched(q, "scan_output_kernel");
 }
 
 /* ---------------------------------------------------------------- layouts */
@@ -290,14 +311,16 @@ __global__ static void to_nchw_kernel(const float *x, float *out, int n, size_t 
     }
 }
 
-void cu_to_nhwc(cudaStream_t s, const float *in, float *x, int n, size_t hw, int c)
+void cu_to_nhwc(cu_queue *q, const float *in, float *x, int n, size_t hw, int c)
 {
-    to_nhwc_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, s>>>(in, x, n, hw, c);
+    to_nhwc_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, q->stream>>>(in, x, n, hw, c);
+    launched(q, "to_nhwc_kernel");
 }
 
-void cu_to_nchw(cudaStream_t s, const float *x, float *out, int n, size_t hw, int c)
+void cu_to_nchw(cu_queue *q, const float *x, float *out, int n, size_t hw, int c)
 {
-    to_nchw_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, s>>>(x, out, n, hw, c);
+    to_nchw_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, q->stream>>>(x, out, n, hw, c);
+    launched(q, "to_nchw_kernel");
 }
 
 __global__ static void mean_pool_kernel(const float *x, float *pooled, int n, size_t hw, int c)
@@ -310,7 +333,14 @@ __global__ static void mean_pool_kernel(const float *x, float *pooled, int n, si
     }
 }
 
-void cu_mean_pool(cudaStream_t s, const float *x, float *pooled, int n, size_t hw, int c)
+void cu_mean_pool(cu_queue *q, const float *x, float *pooled, int n, size_t hw, int c)
 {
-    mean_pool_kernel<<<grid_for((size_t)n * c), threads_per_block, 0, s>>>(x, pooled, n, hw, c);
+    mean_pool_kernel<<<grid_for((size_t)n * c), threads_per_block, 0, q->stream>>>(x, pooled, n, hw, c);
+    launched(q, "mean_pool_kernel");
+}
+
+cudaError_t cu_check_kernel_image(void)
+{
+    cudaFuncAttributes attributes;
+    return cudaFuncGetAttributes(&attributes, mean_pool_kernel);
 }

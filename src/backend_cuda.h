@@ -19,9 +19,10 @@ typedef struct dm_cuda_workspace dm_cuda_workspace;
 /* DM_OK when a CUDA device is usable; DM_ERR_UNSUPPORTED naming what
  * cudaGetDeviceCount reported otherwise. */
 dm_status dm_cuda_available(void);
-/* Upload model's parameters and allocate buffers for up to max_batch
- * images of max_h x max_w. */
-dm_status dm_cuda_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w,
+/* Upload model's parameters to device (the calling thread's current
+ * device when negative) and allocate buffers for up to max_batch images of
+ * max_h x max_w.  Every call leaves the caller's current device as it was. */
+dm_status dm_cuda_workspace_create(const dm_model *model, int device, int max_batch, int max_h, int max_w,
                                    dm_cuda_workspace **out);
 void dm_cuda_workspace_free(dm_cuda_workspace *cw);
 size_t dm_cuda_workspace_bytes(const dm_cuda_workspace *cw);
@@ -38,10 +39,10 @@ static inline dm_status dm_cuda_available(void)
 {
     return dm_fail(DM_ERR_UNSUPPORTED, "this build has no CUDA backend (configure with -Dcuda=enabled)");
 }
-static inline dm_status dm_cuda_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w,
-                                                 dm_cuda_workspace **out)
+static inline dm_status dm_cuda_workspace_create(const dm_model *model, int device, int max_batch, int max_h,
+                                                 int max_w, dm_cuda_workspace **out)
 {
-    (void)model, (void)max_batch, (void)max_h, (void)max_w;
+    (void)model, (void)device, (void)max_batch, (void)max_h, (void)max_w;
     *out = NULL;
     return dm_cuda_available();
 }

@@ -156,8 +156,9 @@ dm_status dm_backend_available(dm_backend backend)
 
 dm_backend dm_workspace_backend(const dm_workspace *ws) { return ws ? ws->backend : DM_BACKEND_CPU; }
 
-dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int max_batch, int max_h, int max_w,
-                                dm_workspace **out)
+/* device < 0: the calling thread's current CUDA device. */
+static dm_status workspace_create(const dm_model *model, dm_backend backend, int device, int max_batch, int max_h,
+                                  int max_w, dm_workspace **out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: out is required");
     *out = NULL;
@@ -168,6 +169,8 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
         return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: %d images of %dx%d pixels is too large", max_batch, max_h, max_w);
     dm_status st = dm_backend_available(backend);
     if (st) return st;
+    if (backend == DM_BACKEND_CPU && device > 0)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: the CPU backend has device 0 only, not %d", device);
     const dm_kernels *k;
     if (backend == DM_BACKEND_CPU && (st = dm_kernels_require(&k))) return st;
     dm_workspace *ws = calloc(1, sizeof *ws);
@@ -177,7 +180,7 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
     ws->max_h = max_h;
     ws->max_w = max_w;
     if (backend == DM_BACKEND_CUDA) {
-        st = dm_cuda_workspace_create(model, max_batch, max_h, max_w, &ws->cuda);
+        st = dm_cuda_workspace_create(model, device, max_batch, max_h, max_w, &ws->cuda);
         if (!st) ws->bytes = dm_cuda_workspace_bytes(ws->cuda);
     } else {
         st = workspace_alloc_host(model, ws);
@@ -188,6 +191,22 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
     }
     *out = ws;
     return DM_OK;
+}
+
+dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int max_batch, int max_h, int max_w,
+                                dm_workspace **out)
+{
+    return workspace_create(model, backend, -1, max_batch, max_h, max_w, out);
+}
+
+dm_status dm_workspace_create_on_device(const dm_model *model, dm_backend backend, int device, int max_batch,
+                                        int max_h, int max_w, dm_workspace **out)
+{
+    if (device < 0) {
+        if (out) *out = NULL;
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: device %d is negative", device);
+    }
+    return workspace_create(model, backend, device, max_batch, max_h, max_w, out);
 }
 
 dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w, dm_workspace **out)

@@ -4,7 +4,11 @@
 #ifndef DM_CUDA_HOST_CUBLAS_H
 #define DM_CUDA_HOST_CUBLAS_H
 
-#include "cuda_runtime.h"
+#include "cuda_runtime_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef enum cublasStatus_t {
     CUBLAS_STATUS_SUCCESS = 0,
@@ -29,5 +33,9 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode);
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
                            int k, const float *alpha, const float *A, int lda, const float *B, int ldb,
                            const float *beta, float *C, int ldc);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

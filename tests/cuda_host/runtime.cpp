@@ -4,10 +4,13 @@
  * kernels run thread by thread.  Meant for one host thread at a time.
  *
  * What it makes visible:
- * - ordering: queued work runs only when a synchronization needs it (a
- *   stream or event sync, a wait on an event, a synchronous copy, cudaFree),
- *   so a missing wait reads buffers not yet written.  DM_CUDA_HOST_ORDER=eager
- *   runs every operation when it is queued instead;
+ * - ordering, chosen by DM_CUDA_HOST_ORDER: "lazy" (the default) runs
+ *   queued work only when a synchronization needs it (a stream or event
+ *   sync, a wait on an event, a synchronous copy, cudaFree), so a consumer
+ *   missing its wait reads buffers not yet written; "others-first" runs at
+ *   each synchronization every other stream of the device before the one
+ *   waited for, so a producer the waited-for stream forgot to wait for runs
+ *   too late; "eager" runs each operation when it is queued (no overlap);
  * - fresh device and pinned memory is NaN, and guard bytes after every
  *   allocation are checked at each synchronization and on free;
  * - kernel and cuBLAS operands must lie in device memory of the device the
@@ -19,6 +22,7 @@
  *   launch with cudaErrorNoKernelImageForDevice. */
 #include "cublas_v2.h"
 #include "cuda_host.h"
+#include "cuda_runtime.h"
 
 #include <cblas.h>
 #include <stdarg.h>
@@ -191,7 +195,7 @@ struct CUevent_st {
 namespace {
 
 std::vector<cudaStream_t> streams; /* every stream ever made, legacy ones first */
-bool eager = false;
+enum { LAZY, OTHERS_FIRST, EAGER } order = LAZY;
 
 cudaStream_t legacy_stream(int device)
 {
@@ -199,8 +203,9 @@ cudaStream_t legacy_stream(int device)
     static bool made = false;
     if (!made) {
         made = true;
-        const char *order = getenv("DM_CUDA_HOST_ORDER");
-        eager = order && strcmp(order, "eager") == 0;
+        const char *name = getenv("DM_CUDA_HOST_ORDER");
+        if (name && strcmp(name, "eager") == 0) order = EAGER;
+        if (name && strcmp(name, "others-first") == 0) order = OTHERS_FIRST;
         for (int d = 0; d < max_devices; d++) {
             legacy[d].device = d;
             legacy[d].blocking = true;
@@ -227,6 +232,16 @@ void run_until(cudaStream_t s, uint64_t seq)
 
 void run_all(cudaStream_t s) { run_until(s, s->queued); }
 
+/* The host waits for operation seq of stream s. */
+void synchronize(cudaStream_t s, uint64_t seq)
+{
+    if (order == OTHERS_FIRST)
+        for (cudaStream_t other : streams)
+            if (other != s && other->device == s->device) run_all(other);
+    run_until(s, seq);
+    check_guards();
+}
+
 /* Later streams first, so independent streams run in the reverse of the
  * order their work was probably meant. */
 void run_device(int device)
@@ -249,7 +264,7 @@ uint64_t enqueue(cudaStream_t s, std::function<void()> run, cudaStream_t wait_st
                 other->queued > other->done)
                 s->queue.push_back(operation{++s->queued, nullptr, other, other->queued});
     s->queue.push_back(operation{++s->queued, std::move(run), wait_stream, wait_seq});
-    if (eager) run_all(s);
+    if (order == EAGER) run_all(s);
     return s->queued;
 }
 
@@ -684,7 +699,7 @@ static cudaError_t copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind
         return sticky_error;
     }
     uint64_t seq = enqueue(s, [=] { memcpy(dst, src, bytes); });
-    if (synchronous || dst_pageable) run_until(s, seq);
+    if (synchronous || dst_pageable) synchronize(s, seq);
     return sticky_error;
 }
 
@@ -732,8 +747,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
     cudaStream_t s = resolve(stream);
     cudaError_t e = check_stream(s);
     if (e) return e;
-    run_all(s);
-    check_guards();
+    synchronize(s, s->queued);
     return sticky_error;
 }
 
@@ -776,8 +790,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
 cudaError_t cudaEventSynchronize(cudaEvent_t event)
 {
     if (!event) return fail(cudaErrorInvalidResourceHandle);
-    if (event->stream) run_until(event->stream, event->seq);
-    check_guards();
+    if (event->stream) synchronize(event->stream, event->seq);
+    else check_guards();
     return sticky_error;
 }
 
