@@ -155,15 +155,17 @@ bool guard_intact(const char *p, const allocation &a)
 {
     for (size_t i = 0; i < guard_bytes; i++)
         if ((unsigned char)p[a.bytes + i] != guard_fill) {
-            fault(cudaErrorIllegalAddress, "%s allocation of %zu bytes at %p was written %zu bytes past its end",
-                  a.device >= 0 ? "device" : "pinned", a.bytes, (const void *)p, i);
+            fault(cudaErrorIllegalAddress, "%s allocation of %zu bytes at %p was written past its end (byte %zu "
+                  "after it)", a.device >= 0 ? "device" : "pinned", a.bytes, (const void *)p, i);
             return false;
         }
     return true;
 }
 
+/* After a fault, the first one found, memory is not checked again. */
 void check_guards()
 {
+    if (sticky_error) return;
     for (auto &a : allocations)
         if (!guard_intact(a.first, a.second)) return;
 }
@@ -658,7 +660,7 @@ static cudaError_t release(void *ptr, bool device)
     auto it = allocations.find((const char *)ptr);
     if (it == allocations.end() || (it->second.device >= 0) != device) return fail(cudaErrorInvalidValue);
     for (int d = 0; d < device_count; d++) run_device(d);
-    guard_intact(it->first, it->second);
+    if (!sticky_error) guard_intact(it->first, it->second);
     if (it->second.device >= 0) devices[it->second.device].used -= it->second.bytes;
     allocations.erase(it);
     free(ptr);
