@@ -29,9 +29,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <map>
@@ -184,7 +186,6 @@ struct operation {
 struct CUstream_st {
     int device;
     bool blocking; /* ordered with the legacy default stream */
-    bool destroyed;
     std::deque<operation> queue;
     uint64_t queued, done;
 };
@@ -196,7 +197,8 @@ struct CUevent_st {
 
 namespace {
 
-std::vector<cudaStream_t> streams; /* every stream ever made, legacy ones first */
+std::vector<cudaStream_t> streams; /* the legacy ones, then every live stream */
+std::vector<cudaEvent_t> events;
 enum { LAZY, OTHERS_FIRST, EAGER } order = LAZY;
 
 cudaStream_t legacy_stream(int device)
@@ -262,8 +264,7 @@ uint64_t enqueue(cudaStream_t s, std::function<void()> run, cudaStream_t wait_st
         s->queue.push_back(operation{++s->queued, nullptr, legacy, legacy->queued});
     if (s == legacy)
         for (cudaStream_t other : streams)
-            if (other != s && other->device == s->device && other->blocking && !other->destroyed &&
-                other->queued > other->done)
+            if (other != s && other->device == s->device && other->blocking && other->queued > other->done)
                 s->queue.push_back(operation{++s->queued, nullptr, other, other->queued});
     s->queue.push_back(operation{++s->queued, std::move(run), wait_stream, wait_seq});
     if (order == EAGER) run_all(s);
@@ -274,16 +275,19 @@ cudaError_t check_stream(cudaStream_t s)
 {
     if (sticky_error) return sticky_error;
     for (cudaStream_t known : streams)
-        if (known == s) return s->destroyed ? fail(cudaErrorInvalidResourceHandle) : cudaSuccess;
+        if (known == s) return cudaSuccess;
     return fail(cudaErrorInvalidResourceHandle);
 }
 
 /* ------------------------------------------------------------ kernels */
 
-/* One GPU thread as a coroutine. */
+/* One GPU thread as a coroutine.  A fiber is started once, on its own
+ * stack, and then runs one thread after another: switches between fibers
+ * and the scheduler are _setjmp/_longjmp pairs, which unlike swapcontext
+ * make no system call. */
 enum fiber_state { READY, AT_WARP_BARRIER, AT_BLOCK_BARRIER, DONE };
 struct fiber {
-    ucontext_t context;
+    jmp_buf jump;
     char *stack;
     fiber_state state;
     uint3 index;
@@ -292,11 +296,11 @@ struct fiber {
 };
 
 const size_t fiber_stack_bytes = HOST_ASAN ? (size_t)256 << 10 : (size_t)64 << 10;
-std::vector<fiber> fibers;
+std::vector<fiber *> fibers;
 std::vector<uint64_t> warp_slots; /* [2][threads of the block] */
 fiber *running = nullptr;          /* nullptr: threads run as plain calls */
 bool barrier_seen;
-ucontext_t scheduler;
+jmp_buf scheduler;
 #if HOST_ASAN
 const void *scheduler_stack = nullptr;
 size_t scheduler_stack_bytes = 0;
@@ -312,64 +316,94 @@ void switch_to_fiber(fiber *f)
 #if HOST_ASAN
     void *fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, f->stack, fiber_stack_bytes);
-    swapcontext(&scheduler, &f->context);
+#endif
+    if (!_setjmp(scheduler)) _longjmp(f->jump, 1);
+#if HOST_ASAN
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#else
-    swapcontext(&scheduler, &f->context);
 #endif
     running = nullptr;
 }
 
-void yield_to_scheduler(bool exiting)
+void yield_to_scheduler()
 {
     fiber *f = running;
 #if HOST_ASAN
     void *fake = nullptr;
-    __sanitizer_start_switch_fiber(exiting ? nullptr : &fake, scheduler_stack, scheduler_stack_bytes);
-    swapcontext(&f->context, &scheduler);
+    __sanitizer_start_switch_fiber(&fake, scheduler_stack, scheduler_stack_bytes);
+#endif
+    if (!_setjmp(f->jump)) _longjmp(scheduler, 1);
+#if HOST_ASAN
     __sanitizer_finish_switch_fiber(fake, &scheduler_stack, &scheduler_stack_bytes);
-#else
-    (void)exiting;
-    swapcontext(&f->context, &scheduler);
 #endif
 }
+
+fiber *starting;
 
 void fiber_main()
 {
 #if HOST_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &scheduler_stack, &scheduler_stack_bytes);
 #endif
-    kernel_thread(kernel_record);
-    running->state = DONE;
-    yield_to_scheduler(true);
+    running = starting;
+    for (;;) {
+        yield_to_scheduler(); /* parked until it has a thread to run */
+        kernel_thread(kernel_record);
+        running->state = DONE;
+    }
+}
+
+/* A parked fiber on a new stack, or nullptr. */
+fiber *start_fiber()
+{
+    void *stack = mmap(nullptr, fiber_stack_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+    if (stack == MAP_FAILED) return nullptr;
+    fiber *f = new fiber();
+    f->stack = (char *)stack;
+    ucontext_t start, here;
+    getcontext(&start);
+    start.uc_stack.ss_sp = f->stack;
+    start.uc_stack.ss_size = fiber_stack_bytes;
+    start.uc_link = nullptr;
+    makecontext(&start, fiber_main, 0);
+    starting = f;
+#if HOST_ASAN
+    void *fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, f->stack, fiber_stack_bytes);
+#endif
+    if (!_setjmp(scheduler)) swapcontext(&here, &start);
+#if HOST_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+    running = nullptr;
+    return f;
+}
+
+/* Drop every fiber, after a fault left some in the middle of a thread. */
+void drop_fibers()
+{
+    for (fiber *f : fibers) {
+        munmap(f->stack, fiber_stack_bytes);
+        delete f;
+    }
+    fibers.clear();
 }
 
 /* Run one block with every thread a coroutine; barriers release when all
  * threads they concern have arrived. */
 void run_block_as_fibers(size_t threads)
 {
-    if (fibers.size() < threads) {
-        size_t old = fibers.size();
-        fibers.resize(threads);
-        for (size_t i = old; i < threads; i++) {
-            void *stack = mmap(nullptr, fiber_stack_bytes, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (stack == MAP_FAILED) {
-                fault(cudaErrorLaunchFailure, "no memory for the stacks of %zu threads", threads);
-                fibers.resize(i);
-                return;
-            }
-            fibers[i].stack = (char *)stack;
+    while (fibers.size() < threads) {
+        fiber *f = start_fiber();
+        if (!f) {
+            fault(cudaErrorLaunchFailure, "no memory for the stacks of %zu threads", threads);
+            return;
         }
+        fibers.push_back(f);
     }
     warp_slots.assign(2 * threads, 0);
     for (size_t i = 0; i < threads; i++) {
-        fiber &f = fibers[i];
-        getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack;
-        f.context.uc_stack.ss_size = fiber_stack_bytes;
-        f.context.uc_link = nullptr;
-        makecontext(&f.context, fiber_main, 0);
+        fiber &f = *fibers[i];
         f.state = READY;
         f.linear = (int)i;
         f.generation = 0;
@@ -378,24 +412,25 @@ void run_block_as_fibers(size_t threads)
     }
     for (;;) {
         for (size_t i = 0; i < threads; i++)
-            if (fibers[i].state == READY) switch_to_fiber(&fibers[i]);
+            if (fibers[i]->state == READY) switch_to_fiber(fibers[i]);
         size_t done = 0, at_block = 0;
         bool released = false;
         for (size_t w = 0; w < threads; w += 32) {
             size_t end = w + 32 < threads ? w + 32 : threads, waiting = 0, exited = 0;
             for (size_t i = w; i < end; i++) {
-                waiting += fibers[i].state == AT_WARP_BARRIER;
-                exited += fibers[i].state == DONE;
+                waiting += fibers[i]->state == AT_WARP_BARRIER;
+                exited += fibers[i]->state == DONE;
             }
             done += exited;
-            for (size_t i = w; i < end; i++) at_block += fibers[i].state == AT_BLOCK_BARRIER;
+            for (size_t i = w; i < end; i++) at_block += fibers[i]->state == AT_BLOCK_BARRIER;
             if (waiting && waiting + exited == end - w && exited) {
                 fault(cudaErrorLaunchFailure, "kernel %s: in block (%u, %u, %u) lanes of warp %zu exited while "
                       "the others wait at a shuffle", kernel_name, blockIdx.x, blockIdx.y, blockIdx.z, w / 32);
+                drop_fibers();
                 return;
             }
             if (waiting == end - w) {
-                for (size_t i = w; i < end; i++) fibers[i].state = READY;
+                for (size_t i = w; i < end; i++) fibers[i]->state = READY;
                 released = true;
             }
         }
@@ -404,14 +439,16 @@ void run_block_as_fibers(size_t threads)
             if (done) {
                 fault(cudaErrorLaunchFailure, "kernel %s: in block (%u, %u, %u) threads exited while others wait "
                       "at __syncthreads", kernel_name, blockIdx.x, blockIdx.y, blockIdx.z);
+                drop_fibers();
                 return;
             }
-            for (size_t i = 0; i < threads; i++) fibers[i].state = READY;
+            for (size_t i = 0; i < threads; i++) fibers[i]->state = READY;
             released = true;
         }
         if (!released) {
             fault(cudaErrorLaunchFailure, "kernel %s: threads of block (%u, %u, %u) wait at different barriers",
                   kernel_name, blockIdx.x, blockIdx.y, blockIdx.z);
+            drop_fibers();
             return;
         }
     }
@@ -483,7 +520,7 @@ uint64_t warp_exchange(unsigned mask, uint64_t value, int src_lane)
     uint64_t *slots = &warp_slots[(f->generation & 1) * threads];
     slots[f->linear] = value;
     f->state = AT_WARP_BARRIER;
-    yield_to_scheduler(false);
+    yield_to_scheduler();
     int src = warp + src_lane;
     uint64_t got = src_lane >= 0 && src_lane < 32 && (size_t)src < threads ? slots[src] : value;
     f->generation++;
@@ -495,7 +532,7 @@ void block_barrier(void)
     fiber *f = barrier_thread("__syncthreads");
     if (!f) return;
     f->state = AT_BLOCK_BARRIER;
-    yield_to_scheduler(false);
+    yield_to_scheduler();
 }
 
 void enqueue_kernel(const char *name, const launch_config &cfg, void (*thread)(void *), void (*release)(void *),
@@ -729,18 +766,25 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned flags)
 {
     legacy_stream(0);
     if (sticky_error) return sticky_error;
-    *stream = new CUstream_st{current_device, !(flags & cudaStreamNonBlocking), false, {}, 0, 0};
+    *stream = new CUstream_st{current_device, !(flags & cudaStreamNonBlocking), {}, 0, 0};
     streams.push_back(*stream);
     return cudaSuccess;
 }
 
+/* Even after a fault, so that the workspace's free leaks nothing. */
 cudaError_t cudaStreamDestroy(cudaStream_t stream)
 {
-    cudaError_t e = check_stream(stream);
-    if (e) return e;
-    if (!stream || stream == legacy_stream(stream->device)) return fail(cudaErrorInvalidResourceHandle);
-    run_all(stream); /* its work completes; events may still name it */
-    stream->destroyed = true;
+    auto it = std::find(streams.begin(), streams.end(), stream);
+    if (!stream || it == streams.end() || stream == legacy_stream(stream->device))
+        return fail(cudaErrorInvalidResourceHandle);
+    run_all(stream); /* its work completes, so whatever waits for it is done */
+    for (cudaEvent_t e : events)
+        if (e->stream == stream) e->stream = nullptr;
+    for (cudaStream_t other : streams)
+        for (operation &op : other->queue)
+            if (op.wait_stream == stream) op.wait_stream = nullptr;
+    streams.erase(std::find(streams.begin(), streams.end(), stream));
+    delete stream;
     return sticky_error;
 }
 
@@ -768,12 +812,15 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned flags)
     (void)flags;
     if (sticky_error) return sticky_error;
     *event = new CUevent_st{nullptr, 0};
+    events.push_back(*event);
     return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t event)
 {
-    if (!event) return fail(cudaErrorInvalidResourceHandle);
+    auto it = std::find(events.begin(), events.end(), event);
+    if (it == events.end()) return fail(cudaErrorInvalidResourceHandle);
+    events.erase(it);
     delete event;
     return sticky_error;
 }
