@@ -166,6 +166,38 @@ START_TEST(cuda_shapes_vs_cpu)
 }
 END_TEST
 
+/* One output at a time (a stage, the logits, offsets alone), each equal
+ * to the same output of a pass that asks for all. */
+START_TEST(cuda_partial_outputs)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_load(test_path("micro.safetensors"), NULL, &m) == DM_OK, "%s", dm_last_error());
+    int n = 3, h = 37, w = 41;
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, DM_BACKEND_CUDA, n, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    float *input = random_input((size_t)n * 3 * h * w, 11u);
+    all_outputs all, one;
+    outputs_alloc(m, n, h, w, 3, 0, &all);
+    outputs_alloc(m, n, h, w, 3, 0, &one);
+    ck_assert_msg(dm_forward(m, ws, input, n, h, w, &all.out) == DM_OK, "%s", dm_last_error());
+    for (int k = 0; k < DM_NUM_STAGES + 2; k++) {
+        dm_outputs only = {.offsets_stage = 3, .offsets_block = 0};
+        if (k < DM_NUM_STAGES) only.stages[k] = one.out.stages[k];
+        else if (k == DM_NUM_STAGES) only.logits = one.out.logits;
+        else only.offsets = one.out.offsets;
+        ck_assert_msg(dm_forward(m, ws, input, n, h, w, &only) == DM_OK, "%s", dm_last_error());
+        char label[64];
+        snprintf(label, sizeof label, "[cuda] output %d alone vs all", k);
+        ck_assert_double_eq(test_rel_err(label, output_of(&one, k), output_of(&all, k), all.counts[k]), 0.0);
+    }
+    outputs_free(&all);
+    outputs_free(&one);
+    free(input);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
 /* A workspace too large for the device fails, cleanly: a smaller one then
  * works, as does a forward pass after a failed call of the caller's own. */
 START_TEST(cuda_recovers_from_failed_calls)
@@ -230,6 +262,7 @@ int main(void)
     tcase_add_test(tc, cuda_smaller_than_workspace);
     tcase_add_test(tc, cuda_workspace_bound_to_model);
     tcase_add_test(tc, cuda_shapes_vs_cpu);
+    tcase_add_test(tc, cuda_partial_outputs);
     tcase_add_test(tc, cuda_recovers_from_failed_calls);
     tcase_add_test(tc, cuda_device_choice);
     suite_add_tcase(s, tc);
