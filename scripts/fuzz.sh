@@ -14,9 +14,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_DIR:-$root/build-fuzz}
 cc=${CC:-clang}
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
+cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/internal -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
 # The file readers, the model loader and the image loader, without kernels.
-lib="error.c io/json.c io/dtype.c io/safetensors.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c model.c image/image_check.c image/image.c image/resample.c"
+lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c model.c image/image_check.c image/image.c image/resample.c"
 
 mkdir -p "$out/obj"
 objs=""
@@ -24,6 +24,11 @@ for f in $lib; do
     $cc $cflags -fsanitize=fuzzer-no-link -c "$root/src/$f" -o "$out/obj/$(basename "${f%.c}").o"
     objs="$objs $out/obj/$(basename "${f%.c}").o"
 done
+# The data built into the library, as src/meson.build generates it.
+sed -e "s|@MODEL@|$root/data/damamba_fmnist.safetensors|" -e "s|@CLASSES@|$root/data/imagenet_classes.txt|" \
+    "$root/src/embed.S.in" >"$out/obj/embed.S"
+$cc -c "$out/obj/embed.S" -o "$out/obj/embed.o"
+objs="$objs $out/obj/embed.o"
 for t in safetensors pth image; do
     $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -o "$out/fuzz_$t"
 done

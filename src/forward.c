@@ -8,6 +8,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "workspace.h"
+#include "versioned.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -457,10 +458,15 @@ static void to_nhwc(const ctx *cx, const float *in, float *x, int n, size_t hw, 
 }
 
 dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input, int n, int h, int w,
-                     const dm_outputs *outputs)
+                     const dm_outputs *caller_outputs)
 {
-    if (!model || !ws || !input || !outputs)
+    if (!model || !ws || !input || !caller_outputs)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: model, workspace, input and outputs are required");
+    dm_outputs full_outputs;
+    dm_status st = dm_struct_import(&full_outputs, sizeof full_outputs, caller_outputs, DM_OUTPUTS_MIN_SIZE,
+                                    "dm_outputs");
+    if (st != DM_OK) return st;
+    const dm_outputs *outputs = &full_outputs;
     if (n < 1 || h < 1 || w < 1)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: batch %d of %dx%d images is empty", n, h, w);
     if (n > ws->max_batch || h > ws->max_h || w > ws->max_w)
@@ -479,7 +485,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
     if (ws->cuda) return dm_cuda_forward(model, ws->cuda, input, n, h, w, outputs);
 
     ctx cx = {NULL, dm_threads(), NULL};
-    dm_status st = dm_kernels_require(&cx.k);
+    st = dm_kernels_require(&cx.k);
     if (st != DM_OK) return st;
     openblas_set_num_threads(1);
 

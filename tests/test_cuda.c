@@ -43,7 +43,7 @@ START_TEST(cuda_smaller_than_workspace)
     ck_assert_msg(dm_workspace_create_on(m, DM_BACKEND_CUDA, 3 * n, h + 37, w + 5, &ws) == DM_OK, "%s",
                   dm_last_error());
     float *logits = malloc(sizeof(float) * count);
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_msg(dm_forward(m, ws, t->data, n, h, w, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_double_le(test_rel_err("[cuda] micro logits, larger workspace", logits, want, count), GOLDEN_TOL);
     free(logits);
@@ -63,7 +63,7 @@ START_TEST(cuda_workspace_bound_to_model)
     ck_assert_msg(dm_workspace_create_on(a, DM_BACKEND_CUDA, 1, 32, 32, &ws) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(dm_workspace_backend(ws), DM_BACKEND_CUDA);
     float input[3 * 32 * 32] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_int_eq(dm_forward(b, ws, input, 1, 32, 32, &out), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "another model"));
     ck_assert_msg(dm_forward(a, ws, input, 1, 32, 32, &out) == DM_OK, "%s", dm_last_error());
@@ -85,6 +85,7 @@ static void outputs_alloc(const dm_model *m, int n, int h, int w, int offsets_st
 {
     const dm_config *c = dm_model_config(m);
     memset(a, 0, sizeof *a);
+    a->out.size = sizeof a->out;
     h = (h + 1) / 2, w = (w + 1) / 2; /* the stem: two stride-2 convolutions */
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         h = (h + 1) / 2, w = (w + 1) / 2;
@@ -181,7 +182,7 @@ START_TEST(cuda_partial_outputs)
     outputs_alloc(m, n, h, w, 3, 0, &one);
     ck_assert_msg(dm_forward(m, ws, input, n, h, w, &all.out) == DM_OK, "%s", dm_last_error());
     for (int k = 0; k < DM_NUM_STAGES + 2; k++) {
-        dm_outputs only = {.offsets_stage = 3, .offsets_block = 0};
+        dm_outputs only = {.size = sizeof(dm_outputs), .offsets_stage = 3, .offsets_block = 0};
         if (k < DM_NUM_STAGES) only.stages[k] = one.out.stages[k];
         else if (k == DM_NUM_STAGES) only.logits = one.out.logits;
         else only.offsets = one.out.offsets;
@@ -233,7 +234,7 @@ START_TEST(cuda_device_choice)
     ck_assert_int_eq(cudaGetDevice(&current), cudaSuccess);
     ck_assert_int_eq(current, 0);
     float input[3 * 32 * 32] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_msg(dm_forward(m, ws, input, 1, 32, 32, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(cudaGetDevice(&current), cudaSuccess);
     ck_assert_int_eq(current, 0);

@@ -27,7 +27,7 @@ static void assert_forward_works(const dm_model *m)
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create_on(m, DM_BACKEND_CUDA, 2, 32, 32, &ws) == DM_OK, "%s", dm_last_error());
     float input[2 * 3 * 32 * 32] = {0}, logits[2 * 10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_msg(dm_forward(m, ws, input, 2, 32, 32, &out) == DM_OK, "%s", dm_last_error());
     for (int i = 0; i < 2 * 10; i++) ck_assert(isfinite(logits[i]));
     dm_workspace_free(ws);
@@ -109,7 +109,7 @@ START_TEST(harness_guard_bytes)
     ck_assert_int_eq(cudaGetLastError(), cudaErrorIllegalAddress);
     ck_assert_int_eq(cudaGetLastError(), cudaErrorIllegalAddress);
     float input[3 * 32 * 32] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_int_eq(dm_forward(m, ws, input, 1, 32, 32, &out), DM_ERR_DEVICE);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "cudaErrorIllegalAddress"));
     printf("%s\n", dm_last_error());

@@ -16,6 +16,20 @@ const char *test_path(const char *name)
     return buf;
 }
 
+unsigned char *test_read(const char *name, size_t *size)
+{
+    FILE *f = fopen(test_path(name), "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", name);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *bytes = malloc(*size ? *size : 1);
+    ck_assert_ptr_nonnull(bytes);
+    ck_assert_uint_eq(fread(bytes, 1, *size, f), *size);
+    fclose(f);
+    return bytes;
+}
+
 void test_open(const char *name, dm_tensor_file *file)
 {
     dm_status st = dm_safetensors_open(test_path(name), file);
@@ -98,7 +112,7 @@ void test_golden_model(const char *weights, const char *io_name, dm_backend back
     int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create_on(m, backend, n, h, w, &ws) == DM_OK, "%s", dm_last_error());
-    dm_outputs out = {0};
+    dm_outputs out = DM_OUTPUTS_INIT;
     size_t counts[5];
     const float *want[5];
     want[4] = test_f32(&io, "logits.expected", &counts[4]);

@@ -12,6 +12,9 @@
  * DM_TEST_DATA environment variable that meson sets. */
 const char *test_path(const char *name);
 
+/* The bytes of a file in the test data folder (free them), or fail the test. */
+unsigned char *test_read(const char *name, size_t *size);
+
 /* Open a golden safetensors file or fail the test. */
 void test_open(const char *name, dm_tensor_file *file);
 

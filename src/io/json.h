@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdint.h>
 
+#include "internal_api.h"
+
 typedef enum dm_json_type {
     DM_JSON_NULL,
     DM_JSON_BOOL,
@@ -36,8 +38,5 @@ void dm_json_free(dm_json *value);
 
 /* Member of an object by name, or NULL. */
 const dm_json *dm_json_get(const dm_json *object, const char *key);
-
-/* Write s as a JSON string literal (quoted, escaped); 0 on a write error. */
-int dm_json_write_string(FILE *f, const char *s);
 
 #endif

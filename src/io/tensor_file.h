@@ -2,62 +2,21 @@
  *
  * Readers (safetensors, .pth) fill a dm_tensor_file: a list of named tensors
  * whose data stays valid until dm_tensor_file_close().  Nothing is converted
- * here; the model loader converts to float32 as it binds parameters. */
+ * here; the model loader converts to float32 as it binds parameters.  The
+ * types and the functions the damamba program uses are in internal_api.h. */
 #ifndef DM_TENSOR_FILE_H
 #define DM_TENSOR_FILE_H
 
-#include "damamba.h"
+#include "internal_api.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-#define DM_MAX_DIMS 8
-
-typedef enum dm_dtype {
-    DM_F32,
-    DM_F16,
-    DM_BF16,
-    DM_F64,
-    DM_I64,
-    DM_I32,
-    DM_U8,
-    DM_I8,
-    DM_BOOL,
-} dm_dtype;
-
-typedef struct dm_tensor {
-    char *name;
-    dm_dtype dtype;
-    int ndim;
-    int64_t shape[DM_MAX_DIMS];
-    int64_t numel;
-    const void *data; /* little-endian, dtype-sized elements, maybe unaligned */
-    size_t nbytes;
-} dm_tensor;
-
-typedef struct dm_meta {
-    char *key;
-    char *value;
-} dm_meta;
-
-typedef struct dm_tensor_file {
-    dm_tensor *tensors;
-    size_t count;
-    dm_meta *meta;
-    size_t meta_count;
-    /* Backing storage, released by dm_tensor_file_close(). */
-    void *map;
-    size_t map_size;
-    void *owned;
-} dm_tensor_file;
 
 /* Bytes per element of a dtype. */
 size_t dm_dtype_size(dm_dtype dtype);
 /* Name of a dtype as safetensors spells it ("F32", ...). */
 const char *dm_dtype_name(dm_dtype dtype);
 
-/* Open a safetensors file (memory-mapped). */
-dm_status dm_safetensors_open(const char *path, dm_tensor_file *out);
 /* Parse a safetensors image already in memory (not copied: buf must outlive
  * the result).  Used by the file reader and the fuzz target. */
 dm_status dm_safetensors_parse(const void *buf, size_t size,
@@ -67,8 +26,6 @@ dm_status dm_safetensors_parse(const void *buf, size_t size,
 dm_status dm_tensor_file_open(const char *path, int use_ema,
                               dm_tensor_file *out);
 
-void dm_tensor_file_close(dm_tensor_file *file);
-
 /* Map a whole file read-only and parse it with a format's parser; the file
  * keeps the mapping.  Errors get the path as a prefix. */
 typedef dm_status (*dm_parse_fn)(const void *buf, size_t size, int use_ema,
@@ -76,14 +33,6 @@ typedef dm_status (*dm_parse_fn)(const void *buf, size_t size, int use_ema,
 dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema,
                              dm_tensor_file *out);
 
-const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file,
-                                     const char *name);
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key);
-
-/* Write tensors to a safetensors file.  Writes PATH.tmp, then renames it over
- * PATH, so a failure never leaves a half-written file behind. */
-dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors,
-                               size_t count, const dm_meta *meta,
-                               size_t meta_count);
 
 #endif
