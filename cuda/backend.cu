@@ -21,8 +21,9 @@ extern "C" {
 
 /* Chunks the batch's copy-in is split into. */
 #define INPUT_CHUNKS 4
-/* Outputs copied back: four stages, then the logits. */
-#define OUTPUTS (DM_NUM_STAGES + 1)
+/* Outputs copied back: four stages, the logits, one block's offsets. */
+#define OUTPUTS (DM_NUM_STAGES + 2)
+enum { OUTPUT_LOGITS = DM_NUM_STAGES, OUTPUT_OFFSETS };
 /* cuBLAS scratch; NVIDIA's recommendation for Hopper. */
 static const size_t blas_workspace_bytes = (size_t)32 << 20;
 
@@ -40,7 +41,7 @@ struct dm_cuda_workspace {
     void *params;            /* device memory behind every parameter */
     /* Activations, named as the CPU workspace's; carry serves the scan. */
     float *x, *t, *a, *v, *ob, *u, *delta, *off, *dbl, *hid, *hid2, *cols, *carry, *pooled;
-    float *input, *outputs[OUTPUTS]; /* NCHW batch in, stage outputs and logits out */
+    float *input, *outputs[OUTPUTS]; /* NCHW batch in, the outputs out */
     void *blas_scratch;
     void *activations;       /* device memory behind all of the above */
     float *host_input, *host_outputs[OUTPUTS];
@@ -212,7 +213,8 @@ static dm_status alloc_buffers(const dm_model *m, int n, int h, int w, dm_cuda_w
         size_t need = cu_scan_carry_floats(n, cfg->dims[s], (size_t)pl.stage_h[s] * pl.stage_w[s]);
         if (need > carry) carry = need;
     }
-    size_t outputs[OUTPUTS] = {pl.stage[0], pl.stage[1], pl.stage[2], pl.stage[3], (size_t)n * cfg->num_classes};
+    size_t outputs[OUTPUTS] = {pl.stage[0], pl.stage[1], pl.stage[2], pl.stage[3], (size_t)n * cfg->num_classes,
+                               pl.off};
 
     /* Measure, then lay the same buffers out in the real allocations. */
     arena dev = {NULL, NULL, 0}, pinned = {NULL, NULL, 0};
@@ -350,7 +352,7 @@ typedef struct run {
     cu_queue q;
     dm_status status;
     size_t copied[OUTPUTS]; /* floats of each output on its way to pinned memory */
-    float *offsets;         /* host buffer for this block's offsets, or NULL */
+    int capture_offsets;    /* copy out this block's offsets */
 } run;
 
 /* C[M][N] = A[M][K] (row stride lda) * B[N][K]^T + beta * C, row-major: in
@@ -388,6 +390,20 @@ static void swap(float **a, float **b)
     *b = t;
 }
 
+/* Once the compute stream has produced output k, copy it to pinned memory
+ * on the copy stream while computing goes on. */
+static dm_status copy_out(run *r, int k, size_t floats)
+{
+    dm_cuda_workspace *cw = r->cw;
+    r->copied[k] = floats;
+    CUDA_TRY(cudaEventRecord(cw->output_ready[k], cw->compute));
+    CUDA_TRY(cudaStreamWaitEvent(cw->copy, cw->output_ready[k], 0));
+    CUDA_TRY(cudaMemcpyAsync(cw->host_outputs[k], cw->outputs[k], floats * sizeof(float), cudaMemcpyDeviceToHost,
+                             cw->copy));
+    CUDA_TRY(cudaEventRecord(cw->output_copied[k], cw->copy));
+    return DM_OK;
+}
+
 /* ------------------------------------------------------------------ model */
 
 /* One block: x <- block(x), over n images of h x w; forward.c's block_forward. */
@@ -411,10 +427,13 @@ static void block_forward(run *r, const dm_config *cfg, int s, const dm_block *b
     cu_layernorm(q, ws->ob, ws->ob, P, C, blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU);
     gemm_nt(r, P, 2 * G, C, ws->ob, C, blk->off_w, ws->off, 0.0f);
     cu_bias_act(q, ws->off, P, 2 * G, blk->off_b, DM_ACT_NONE);
-    if (r->offsets) {
-        cudaError_t e = cudaMemcpyAsync(r->offsets, ws->off, sizeof(float) * P * 2 * G, cudaMemcpyDeviceToHost,
-                                        q->stream);
-        if (e != cudaSuccess && r->status == DM_OK) r->status = cuda_fail(e, "copy of the offsets");
+    if (r->capture_offsets) {
+        /* Kept from the next block's, and copied out while computing goes on. */
+        size_t count = P * 2 * G;
+        cudaError_t e = cudaMemcpyAsync(ws->outputs[OUTPUT_OFFSETS], ws->off, count * sizeof(float),
+                                        cudaMemcpyDeviceToDevice, q->stream);
+        dm_status st = e == cudaSuccess ? copy_out(r, OUTPUT_OFFSETS, count) : cuda_fail(e, "copy of the offsets");
+        if (st && r->status == DM_OK) r->status = st;
     }
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
     cu_sample(q, ws->v, ws->off, ws->u, n, h, w, C, G);
@@ -449,20 +468,6 @@ static void stem(run *r, const dm_config *cfg, int i0, int m, int h, int w)
     conv3x3(r, &ws->stem[3], ws->a + i0 * s2, ws->x + i0 * s2, m, h2, w2, DM_ACT_NONE);
 }
 
-/* Once the compute stream has produced output k, copy it to pinned memory
- * on the copy stream while computing goes on. */
-static dm_status copy_out(run *r, int k, size_t floats)
-{
-    dm_cuda_workspace *cw = r->cw;
-    r->copied[k] = floats;
-    CUDA_TRY(cudaEventRecord(cw->output_ready[k], cw->compute));
-    CUDA_TRY(cudaStreamWaitEvent(cw->copy, cw->output_ready[k], 0));
-    CUDA_TRY(cudaMemcpyAsync(cw->host_outputs[k], cw->outputs[k], floats * sizeof(float), cudaMemcpyDeviceToHost,
-                             cw->copy));
-    CUDA_TRY(cudaEventRecord(cw->output_copied[k], cw->copy));
-    return DM_OK;
-}
-
 /* Enqueue the whole forward pass; outputs land in the pinned buffers. */
 static dm_status enqueue_forward(run *r, const float *input, int n, int h, int w, const dm_outputs *outputs)
 {
@@ -493,11 +498,9 @@ static dm_status enqueue_forward(run *r, const float *input, int n, int h, int w
             w = dm_down2(w);
         }
         for (int j = 0; j < cfg->depths[s]; j++) {
-            int capture = outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j;
-            r->offsets = capture ? outputs->offsets : NULL;
+            r->capture_offsets = outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j;
             block_forward(r, cfg, s, &stage->blocks[j], n, h, w);
         }
-        r->offsets = NULL;
         size_t P = (size_t)n * h * w;
         cu_layernorm(&r->q, cw->x, cw->x, P, C, stage->norm_g, stage->norm_b, DM_ACT_NONE);
         if (outputs->stages[s]) {
@@ -509,11 +512,11 @@ static dm_status enqueue_forward(run *r, const float *input, int n, int h, int w
 
     if (outputs->logits) {
         int C = cfg->dims[3], classes = cfg->num_classes;
-        float *logits = cw->outputs[DM_NUM_STAGES];
+        float *logits = cw->outputs[OUTPUT_LOGITS];
         cu_mean_pool(&r->q, cw->x, cw->pooled, n, (size_t)h * w, C);
         gemm_nt(r, (size_t)n, (size_t)classes, (size_t)C, cw->pooled, (size_t)C, cw->head_w, logits, 0.0f);
         cu_bias_act(&r->q, logits, (size_t)n, classes, cw->head_b, DM_ACT_NONE);
-        return copy_out(r, DM_NUM_STAGES, (size_t)n * classes);
+        return copy_out(r, OUTPUT_LOGITS, (size_t)n * classes);
     }
     return DM_OK;
 }
@@ -547,7 +550,7 @@ static dm_status begin(const dm_model *model, dm_cuda_workspace *cw, run *r, int
     dm_status st = enter_device(cw->device, caller);
     if (st) return st;
     (void)cudaGetLastError();
-    *r = (run){cw, {cw->compute, cudaSuccess, NULL}, DM_OK, {0}, NULL};
+    *r = (run){cw, {cw->compute, cudaSuccess, NULL}, DM_OK, {0}, 0};
     return DM_OK;
 }
 
@@ -562,7 +565,7 @@ dm_status dm_cuda_forward(const dm_model *model, dm_cuda_workspace *cw, const fl
     /* Hand each output over as soon as its copy is done, while the device
      * may still be computing later ones. */
     float *dst[OUTPUTS] = {outputs->stages[0], outputs->stages[1], outputs->stages[2], outputs->stages[3],
-                           outputs->logits};
+                           outputs->logits, outputs->offsets};
     for (int k = 0; k < OUTPUTS && !st; k++) {
         if (!dst[k]) continue;
         cudaError_t e = cudaEventSynchronize(cw->output_copied[k]);
