@@ -278,7 +278,8 @@ static dm_status create(const dm_model *model, int max_batch, int max_h, int max
     if (st) return st;
     CUDA_TRY(cudaStreamCreateWithFlags(&cw->compute, cudaStreamNonBlocking));
     CUDA_TRY(cudaStreamCreateWithFlags(&cw->copy, cudaStreamNonBlocking));
-    for (int k = 0; k < INPUT_CHUNKS; k++) CUDA_TRY(cudaEventCreateWithFlags(&cw->input_ready[k], cudaEventDisableTiming));
+    for (int k = 0; k < INPUT_CHUNKS; k++)
+        CUDA_TRY(cudaEventCreateWithFlags(&cw->input_ready[k], cudaEventDisableTiming));
     for (int k = 0; k < OUTPUTS; k++) {
         CUDA_TRY(cudaEventCreateWithFlags(&cw->output_ready[k], cudaEventDisableTiming));
         CUDA_TRY(cudaEventCreateWithFlags(&cw->output_copied[k], cudaEventDisableTiming));

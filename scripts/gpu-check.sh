@@ -16,7 +16,7 @@
 #
 # scripts/gpu-check.sh --harness [LOG] runs the same steps on this machine's
 # CPU through the host harness (-Dgpu_harness=true, tests/cuda_host), with a
-# batch of 2 for the large-batch steps and limits three times as long: a dry
+# batch of 2 for the large-batch steps and limits ten times as long: a dry
 # run of this script where no GPU is.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -33,7 +33,7 @@ exec > >(tee "$log") 2>&1
 if [ "$mode" = gpu ]; then
   build=build-cuda options=(-Dcuda=enabled) batch=128 runs=5 scale=1
 else
-  build=build-harness options=(-Dgpu_harness=true) batch=2 runs=1 scale=3
+  build=build-harness options=(-Dgpu_harness=true) batch=2 runs=1 scale=10
 fi
 model=tests/golden/damamba_f.safetensors
 damamba=$build/tools/damamba
