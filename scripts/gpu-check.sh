@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend on a machine with an NVIDIA GPU, in one command of under
 # 9 minutes (the step limits add up to 530 s on the GPU):
-#   - build with -Dcuda=enabled (an existing build directory is reconfigured,
-#     so stale options do not survive);
+#   - build with -Dcuda=enabled (an existing build directory is set up
+#     afresh, so nothing stale survives);
 #   - the CUDA tests, a missing device being a failure: the golden block,
 #     small model and DAMamba-F; batches that do not divide into the copy-in
 #     chunks, odd sizes down to 1x1 maps, offsets, partial outputs and calls
@@ -74,9 +74,10 @@ fi
 echo "cores: $(nproc)"
 
 step "configure and build ($build, ${options[*]})"
+# An existing build directory is set up afresh: a reconfigured CUDA build
+# loses the CUDA libraries' full paths and fails to link.
 if [ -d "$build" ]; then
-  run 30 meson setup --reconfigure "$build" --buildtype=release "${options[@]}" ||
-    run 30 meson setup --wipe "$build" --buildtype=release "${options[@]}" || result
+  run 30 meson setup --wipe "$build" --buildtype=release "${options[@]}" || result
 else
   run 30 meson setup "$build" --buildtype=release "${options[@]}" || result
 fi
