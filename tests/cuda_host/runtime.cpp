@@ -37,6 +37,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -286,6 +287,7 @@ cudaError_t check_stream(cudaStream_t s)
  * and the scheduler are _setjmp/_longjmp pairs, which unlike swapcontext
  * make no system call. */
 enum fiber_state { READY, AT_WARP_BARRIER, AT_BLOCK_BARRIER, DONE };
+const size_t fiber_stack_bytes = HOST_ASAN ? (size_t)256 << 10 : (size_t)64 << 10;
 struct fiber {
     jmp_buf jump;
     char *stack;
@@ -293,10 +295,10 @@ struct fiber {
     uint3 index;
     int linear;
     unsigned generation; /* warp exchanges done, to pick a slot */
+    ~fiber() { munmap(stack, fiber_stack_bytes); }
 };
 
-const size_t fiber_stack_bytes = HOST_ASAN ? (size_t)256 << 10 : (size_t)64 << 10;
-std::vector<fiber *> fibers;
+std::vector<std::unique_ptr<fiber>> fibers;
 std::vector<uint64_t> warp_slots; /* [2][threads of the block] */
 fiber *running = nullptr;          /* nullptr: threads run as plain calls */
 bool barrier_seen;
@@ -380,14 +382,7 @@ fiber *start_fiber()
 }
 
 /* Drop every fiber, after a fault left some in the middle of a thread. */
-void drop_fibers()
-{
-    for (fiber *f : fibers) {
-        munmap(f->stack, fiber_stack_bytes);
-        delete f;
-    }
-    fibers.clear();
-}
+void drop_fibers() { fibers.clear(); }
 
 /* Run one block with every thread a coroutine; barriers release when all
  * threads they concern have arrived. */
@@ -399,7 +394,7 @@ void run_block_as_fibers(size_t threads)
             fault(cudaErrorLaunchFailure, "no memory for the stacks of %zu threads", threads);
             return;
         }
-        fibers.push_back(f);
+        fibers.emplace_back(f);
     }
     warp_slots.assign(2 * threads, 0);
     for (size_t i = 0; i < threads; i++) {
@@ -412,7 +407,7 @@ void run_block_as_fibers(size_t threads)
     }
     for (;;) {
         for (size_t i = 0; i < threads; i++)
-            if (fibers[i]->state == READY) switch_to_fiber(fibers[i]);
+            if (fibers[i]->state == READY) switch_to_fiber(fibers[i].get());
         size_t done = 0, at_block = 0;
         bool released = false;
         for (size_t w = 0; w < threads; w += 32) {
