@@ -527,6 +527,14 @@ void cli_progress_end(cli_progress *p, const char *verb)
 
 /* --------------------------------------------------------- classifying */
 
+int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w)
+{
+    /* Every image becomes the same size after a crop, or a fixed resize. */
+    *h = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_h;
+    *w = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_w;
+    return *h >= 1 && *w >= 1;
+}
+
 int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_preprocess *prep, int batch)
 {
     *c = (cli_classifier){.model = model, .prep = *prep, .batch = batch};
@@ -535,10 +543,7 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
         cli_error("the model has no classification head");
         return 0;
     }
-    /* Every image must become the same size: a crop, or a fixed resize. */
-    c->h = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_h;
-    c->w = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_w;
-    if (c->h < 1 || c->w < 1) {
+    if (!cli_fixed_input_size(prep, &c->h, &c->w)) {
         cli_error("classifying needs a fixed input size: set a crop (--size)");
         return 0;
     }
@@ -603,4 +608,19 @@ void cli_classifier_free(cli_classifier *c)
     free(c->logits);
     dm_workspace_free(c->ws);
     *c = (cli_classifier){0};
+}
+
+void cli_write_top_json(FILE *out, const char *file, const dm_model *model, const float *probs, const int *index,
+                        int k)
+{
+    char buf[32];
+    fputs("{\"file\": ", out);
+    dm_json_write_string(out, file);
+    fputs(", \"top\": [", out);
+    for (int j = 0; j < k; j++) {
+        fprintf(out, "%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
+        dm_json_write_string(out, cli_class_name(model, index[j], buf, sizeof buf));
+        fprintf(out, ", \"prob\": %.6g}", probs[index[j]]);
+    }
+    fputs("]}", out);
 }

@@ -68,6 +68,10 @@ enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT
  * (free it); prints the error and returns NULL on failure. */
 float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w);
 
+/* The size every image has after preprocessing (a crop, or a fixed
+ * resize); returns 0 when the size depends on the image. */
+int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w);
+
 /* Record c if it is a preprocessing option: returns 1 if it was. */
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 
@@ -182,6 +186,12 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n);
 
 void cli_classifier_free(cli_classifier *c);
 
+/* Write the JSON record `classify --json` prints for one image, without a
+ * newline: {"file": ..., "top": [{"index": i, "label": ..., "prob": p}, ...]}
+ * for the k classes in index; probs holds every class's probability. */
+void cli_write_top_json(FILE *out, const char *file, const dm_model *model, const float *probs, const int *index,
+                        int k);
+
 /* Commands */
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -193,5 +203,6 @@ int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -58,15 +58,8 @@ static void print_result(const char *file, const char *error, const float *logit
                    index[j]);
         return;
     }
-    fputs("{\"file\": ", stdout);
-    dm_json_write_string(stdout, file);
-    fputs(", \"top\": [", stdout);
-    for (int j = 0; j < k; j++) {
-        printf("%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
-        dm_json_write_string(stdout, cli_class_name(model, index[j], buf, sizeof buf));
-        printf(", \"prob\": %.6g}", probs[index[j]]);
-    }
-    fputs("]}\n", stdout);
+    cli_write_top_json(stdout, file, model, probs, index, k);
+    fputc('\n', stdout);
 }
 
 int cmd_classify(int argc, char **argv)

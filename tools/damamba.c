@@ -18,6 +18,9 @@ static const struct {
     {"preprocess", cmd_preprocess, "an image as the model sees it, as a tensor file"},
     {"scanmap", cmd_scanmap, "draw where a block's Dynamic Adaptive Scan samples (or write JSON)"},
     {"convert", cmd_convert, "rewrite a .pth checkpoint as safetensors (optionally f16/bf16)"},
+#if DM_HAVE_SERVE
+    {"serve", cmd_serve, "an HTTP inference server (KServe v2 protocol, dynamic batching)"},
+#endif
 };
 
 static void usage(FILE *out)

@@ -1,6 +1,6 @@
 /* internal_api.h - what the damamba program needs from inside the library
  * beyond damamba.h: tensor files (reading inputs, writing results), the
- * checkpoint converter, JSON string output and error reporting.  Not
+ * checkpoint converter, JSON reading and string output, and error reporting.  Not
  * installed and not exported from libdamamba.so: the program links the
  * library statically.  The program's include path holds this header and
  * damamba.h only. */
@@ -89,6 +89,37 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
 dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_dtype dtype);
 
 /* --------------------------------------------------------------- JSON */
+
+/* The library's small strict reader: a parsed value is a tree of dm_json. */
+typedef enum dm_json_type {
+    DM_JSON_NULL,
+    DM_JSON_BOOL,
+    DM_JSON_NUMBER,
+    DM_JSON_STRING,
+    DM_JSON_ARRAY,
+    DM_JSON_OBJECT,
+} dm_json_type;
+
+typedef struct dm_json {
+    dm_json_type type;
+    char *key;             /* member name, inside an object */
+    char *string;          /* DM_JSON_STRING, decoded UTF-8 */
+    double number;         /* DM_JSON_NUMBER */
+    int64_t integer;       /* DM_JSON_NUMBER when is_integer */
+    int is_integer;
+    int boolean;           /* DM_JSON_BOOL */
+    struct dm_json *child; /* first element or member */
+    struct dm_json *next;  /* next sibling */
+    size_t count;          /* number of children */
+} dm_json;
+
+/* Parse len bytes.  On failure returns NULL and writes a reason (with the
+ * byte offset) to err. */
+dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen);
+void dm_json_free(dm_json *value);
+
+/* Member of an object by name, or NULL. */
+const dm_json *dm_json_get(const dm_json *object, const char *key);
 
 /* Write s as a JSON string literal (quoted, escaped); 0 on a write error. */
 int dm_json_write_string(FILE *f, const char *s);
