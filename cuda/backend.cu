@@ -219,13 +219,13 @@ static float *gpu_alloc(void *ctx, size_t floats)
     return e == cudaSuccess ? (float *)p : NULL;
 }
 
-/* cudaFree waits for work in flight on the memory. */
+/* cudaFree waits for work in flight on the memory.  Freed even when the
+ * device cannot be made current (after a fault), as destroy() does. */
 static void gpu_release(void *ctx, float *p)
 {
-    int caller;
-    if (enter_device(((gpu *)ctx)->device, &caller)) return;
+    int caller, entered = enter_device(((gpu *)ctx)->device, &caller) == DM_OK;
     cudaFree(p);
-    leave_device(caller);
+    if (entered) leave_device(caller);
 }
 
 static const dm_model *gpu_params(void *ctx, const dm_model *model)
