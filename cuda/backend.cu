@@ -14,6 +14,7 @@ extern "C" {
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +33,9 @@ typedef struct pending {
 
 typedef struct gpu {
     int device;
-    cudaStream_t compute, copy;
+    int caller_device;     /* current when begin() was called; finish() restores it */
+    cu_queue compute;      /* the operators' stream, its first failed launch */
+    cudaStream_t copy;
     cublasHandle_t blas;
     const dm_model *source; /* the model params copies */
     dm_model params;       /* its structure, device pointers */
@@ -52,10 +55,23 @@ typedef struct gpu {
     dm_status status;      /* the pass's first failure */
 } gpu;
 
+/* A failed runtime call as a status.  The runtime also keeps the failure
+ * for cudaGetLastError; it is cleared here, so that it is not blamed on a
+ * later call of the library or of the caller (a device fault stays: the
+ * runtime keeps reporting those). */
 static dm_status cuda_fail(cudaError_t e, const char *what)
 {
+    (void)cudaGetLastError();
     return dm_fail(e == cudaErrorMemoryAllocation ? DM_ERR_NOMEM : DM_ERR_DEVICE, "CUDA %s failed: %s (%s)", what,
                    cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+/* The same for cuBLAS, whose failed allocations also leave a runtime error. */
+static dm_status blas_fail(cublasStatus_t s, const char *what)
+{
+    (void)cudaGetLastError();
+    return dm_fail(s == CUBLAS_STATUS_ALLOC_FAILED ? DM_ERR_NOMEM : DM_ERR_DEVICE, "cuBLAS %s failed: %s", what,
+                   cublasGetStatusString(s));
 }
 
 #define CUDA_TRY(call)                                                  \
@@ -64,10 +80,27 @@ static dm_status cuda_fail(cudaError_t e, const char *what)
         if (e_ != cudaSuccess) return cuda_fail(e_, #call);             \
     } while (0)
 
-/* Record the first failure of a pass; finish() returns it. */
+/* Record the first failure of a pass (finish() returns it); later ones
+ * are dropped, the runtime's copy included. */
 static void note(gpu *g, cudaError_t e, const char *what)
 {
-    if (e != cudaSuccess && g->status == DM_OK) g->status = cuda_fail(e, what);
+    if (e == cudaSuccess) return;
+    if (g->status == DM_OK) g->status = cuda_fail(e, what);
+    else (void)cudaGetLastError();
+}
+
+/* Make device current for one entry of the table; leave_device restores
+ * the caller's current device. */
+static dm_status enter_device(int device, int *caller)
+{
+    CUDA_TRY(cudaGetDevice(caller));
+    CUDA_TRY(cudaSetDevice(device));
+    return DM_OK;
+}
+
+static void leave_device(int caller)
+{
+    if (cudaSetDevice(caller) != cudaSuccess) (void)cudaGetLastError();
 }
 
 dm_status dm_cuda_available(void)
@@ -117,7 +150,10 @@ static dm_status upload_params(const dm_model *m, gpu *g)
         free(ar.staging);
         return st;
     }
-    cudaError_t e = cudaMemcpy(g->param_memory, ar.staging, bytes, cudaMemcpyHostToDevice);
+    /* The pass's streams are ordered after nothing else (non-blocking), so
+     * the upload completes here, before its first use. */
+    cudaError_t e = cudaMemcpyAsync(g->param_memory, ar.staging, bytes, cudaMemcpyHostToDevice, g->compute.stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->compute.stream);
     free(ar.staging);
     if (e != cudaSuccess) return cuda_fail(e, "upload of the parameters");
     return DM_OK;
@@ -140,9 +176,8 @@ static size_t gpu_conv3x3_scratch(void *, size_t out_pixels, int cin)
 
 static size_t gpu_scan_scratch(void *, int n, size_t steps, int c) { return cu_scan_carry_floats(n, c, steps); }
 
-static dm_status gpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_floats, int outputs)
+static dm_status reserve(gpu *g, size_t scratch_floats, size_t transfer_floats, int outputs)
 {
-    gpu *g = (gpu *)ctx;
     CUDA_TRY(cudaMalloc(&g->scratch, (scratch_floats ? scratch_floats : 1) * sizeof(float)));
     g->scratch_floats = scratch_floats;
     /* Each transfer rounded up to 256 bytes, as staged. */
@@ -160,14 +195,38 @@ static dm_status gpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_f
     return DM_OK;
 }
 
-static float *gpu_alloc(void *, size_t floats)
+/* The entries outside a pass (reserve, alloc, release, destroy) make the
+ * workspace's device current and restore the caller's. */
+static dm_status gpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_floats, int outputs)
 {
-    void *p = NULL;
-    return cudaMalloc(&p, (floats ? floats : 1) * sizeof(float)) == cudaSuccess ? (float *)p : NULL;
+    gpu *g = (gpu *)ctx;
+    int caller;
+    dm_status st = enter_device(g->device, &caller);
+    if (st) return st;
+    st = reserve(g, scratch_floats, transfer_floats, outputs);
+    leave_device(caller);
+    return st;
 }
 
-/* cudaFree waits for work in flight on the memory. */
-static void gpu_release(void *, float *p) { cudaFree(p); }
+static float *gpu_alloc(void *ctx, size_t floats)
+{
+    int caller;
+    if (enter_device(((gpu *)ctx)->device, &caller)) return NULL;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, (floats ? floats : 1) * sizeof(float));
+    if (e != cudaSuccess) (void)cudaGetLastError(); /* the caller reports it */
+    leave_device(caller);
+    return e == cudaSuccess ? (float *)p : NULL;
+}
+
+/* cudaFree waits for work in flight on the memory.  Freed even when the
+ * device cannot be made current (after a fault), as destroy() does. */
+static void gpu_release(void *ctx, float *p)
+{
+    int caller, entered = enter_device(((gpu *)ctx)->device, &caller) == DM_OK;
+    cudaFree(p);
+    if (entered) leave_device(caller);
+}
 
 static const dm_model *gpu_params(void *ctx, const dm_model *model)
 {
@@ -186,7 +245,7 @@ static void gpu_destroy(void *ctx)
 {
     gpu *g = (gpu *)ctx;
     if (!g) return;
-    cudaSetDevice(g->device);
+    int caller, entered = enter_device(g->device, &caller) == DM_OK;
     if (g->blas) cublasDestroy(g->blas);
     cudaFree(g->blas_scratch);
     cudaFree(g->scratch);
@@ -195,19 +254,26 @@ static void gpu_destroy(void *ctx)
     cudaFreeHost(g->pinned);
     for (int k = 0; k < g->event_count; k++)
         if (g->events[k]) cudaEventDestroy(g->events[k]);
-    if (g->compute) cudaStreamDestroy(g->compute);
+    if (g->compute.stream) cudaStreamDestroy(g->compute.stream);
     if (g->copy) cudaStreamDestroy(g->copy);
     dm_model_mirror_free(&g->params);
     free(g->events);
     free(g->pendings);
     free(g);
+    if (entered) leave_device(caller);
 }
 
 static dm_status gpu_begin(void *ctx)
 {
     gpu *g = (gpu *)ctx;
-    CUDA_TRY(cudaSetDevice(g->device));
+    dm_status st = enter_device(g->device, &g->caller_device);
+    if (st) return st;
+    /* An error the runtime still holds from before (a failed call of the
+     * caller's) would be blamed on the pass's first launch. */
+    (void)cudaGetLastError();
     g->status = DM_OK;
+    g->compute.error = cudaSuccess;
+    g->compute.failed_kernel = NULL;
     g->staged = 0;
     g->events_used = 0;
     g->pending_count = 0;
@@ -215,19 +281,27 @@ static dm_status gpu_begin(void *ctx)
 }
 
 /* Hand each output over as soon as its copy is done, then wait for both
- * streams; report the first failure of the pass. */
+ * streams whatever happened, so that no work of the pass outlives it.
+ * Report the first failure: of queueing work, of a launch, then of the
+ * device while it ran the work.  The caller's device is current again. */
 static dm_status gpu_finish(void *ctx)
 {
     gpu *g = (gpu *)ctx;
-    for (int k = 0; k < g->pending_count && g->status == DM_OK; k++) {
+    cudaError_t copied = cudaSuccess;
+    for (int k = 0; k < g->pending_count && g->status == DM_OK && copied == cudaSuccess; k++) {
         const pending *p = &g->pendings[k];
-        cudaError_t e = cudaEventSynchronize(p->copied);
-        note(g, e, "copy of an output");
-        if (e == cudaSuccess) memcpy(p->host, p->pinned, p->floats * sizeof(float));
+        if ((copied = cudaEventSynchronize(p->copied)) == cudaSuccess)
+            memcpy(p->host, p->pinned, p->floats * sizeof(float));
     }
-    note(g, cudaStreamSynchronize(g->copy), "copy stream");
-    note(g, cudaStreamSynchronize(g->compute), "forward pass");
-    note(g, cudaGetLastError(), "kernel launch");
+    cudaError_t copy = cudaStreamSynchronize(g->copy), compute = cudaStreamSynchronize(g->compute.stream);
+    if (g->status == DM_OK && g->compute.error != cudaSuccess) {
+        char what[80];
+        snprintf(what, sizeof what, "launch of kernel %s", g->compute.failed_kernel);
+        g->status = cuda_fail(g->compute.error, what);
+    }
+    note(g, compute, "device, running the operators,");
+    note(g, copied != cudaSuccess ? copied : copy, "device, copying to or from the host,");
+    leave_device(g->caller_device);
     return g->status;
 }
 
@@ -267,9 +341,9 @@ static void gpu_input(void *ctx, const float *host, dm_layout layout, dm_view ds
     memcpy(pinned, host, floats * sizeof(float));
     note(g, cudaMemcpyAsync(dev, pinned, floats * sizeof(float), cudaMemcpyHostToDevice, g->copy), "input copy");
     note(g, cudaEventRecord(ready, g->copy), "input event");
-    note(g, cudaStreamWaitEvent(g->compute, ready, 0), "input wait");
-    if (layout == DM_LAYOUT_NCHW) cu_to_nhwc(g->compute, dev, dst.data, dst.n, (size_t)dst.h * dst.w, dst.c);
-    else note(g, cudaMemcpyAsync(dst.data, dev, floats * sizeof(float), cudaMemcpyDeviceToDevice, g->compute),
+    note(g, cudaStreamWaitEvent(g->compute.stream, ready, 0), "input wait");
+    if (layout == DM_LAYOUT_NCHW) cu_to_nhwc(&g->compute, dev, dst.data, dst.n, (size_t)dst.h * dst.w, dst.c);
+    else note(g, cudaMemcpyAsync(dst.data, dev, floats * sizeof(float), cudaMemcpyDeviceToDevice, g->compute.stream),
               "input copy");
 }
 
@@ -284,10 +358,10 @@ static void gpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
         if (g->status == DM_OK) g->status = dm_fail(DM_ERR_UNSUPPORTED, "a pass has more outputs than planned");
         return;
     }
-    if (layout == DM_LAYOUT_NCHW) cu_to_nchw(g->compute, src.data, dev, src.n, (size_t)src.h * src.w, src.c);
-    else note(g, cudaMemcpyAsync(dev, src.data, floats * sizeof(float), cudaMemcpyDeviceToDevice, g->compute),
+    if (layout == DM_LAYOUT_NCHW) cu_to_nchw(&g->compute, src.data, dev, src.n, (size_t)src.h * src.w, src.c);
+    else note(g, cudaMemcpyAsync(dev, src.data, floats * sizeof(float), cudaMemcpyDeviceToDevice, g->compute.stream),
               "output copy");
-    note(g, cudaEventRecord(ready, g->compute), "output event");
+    note(g, cudaEventRecord(ready, g->compute.stream), "output event");
     note(g, cudaStreamWaitEvent(g->copy, ready, 0), "output wait");
     note(g, cudaMemcpyAsync(pinned, dev, floats * sizeof(float), cudaMemcpyDeviceToHost, g->copy), "output copy");
     note(g, cudaEventRecord(copied, g->copy), "output event");
@@ -305,9 +379,13 @@ static void gpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, si
     const float one = 1.0f;
     cublasStatus_t st = cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, W, (int)K, A,
                                     (int)lda, &beta, C, (int)N);
-    if (st != CUBLAS_STATUS_SUCCESS && g->status == DM_OK)
-        g->status = dm_fail(DM_ERR_DEVICE, "cuBLAS sgemm %zux%zux%zu failed: %s", M, N, K, cublasGetStatusString(st));
-    if (bias || act != DM_ACT_NONE) cu_bias_act(g->compute, C, M, (int)N, bias, act);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        char what[80];
+        snprintf(what, sizeof what, "sgemm %zux%zux%zu", M, N, K);
+        dm_status failed = blas_fail(st, what);
+        if (g->status == DM_OK) g->status = failed;
+    }
+    if (bias || act != DM_ACT_NONE) cu_bias_act(&g->compute, C, M, (int)N, bias, act);
 }
 
 /* Banded im2col + GEMM, then bias and activation over the whole output. */
@@ -317,31 +395,31 @@ static void gpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
     size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
-        cu_im2col3x3(g->compute, x.data, g->scratch, x.h, x.w, cv->cin, cv->stride, cv->pad, y.h, y.w, p0, p1);
+        cu_im2col3x3(&g->compute, x.data, g->scratch, x.h, x.w, cv->cin, cv->stride, cv->pad, y.h, y.w, p0, p1);
         gpu_gemm(g, p1 - p0, (size_t)cv->cout, K, g->scratch, K, cv->weight, 0.0f, NULL, DM_ACT_NONE,
                  y.data + p0 * cv->cout);
     }
-    cu_bias_act(g->compute, y.data, total, cv->cout, cv->bias, act);
+    cu_bias_act(&g->compute, y.data, total, cv->cout, cv->bias, act);
 }
 
 static void gpu_dwconv3x3(void *ctx, dm_view x, const float *w9, const float *bias, dm_act act, dm_view y)
 {
-    cu_dwconv3x3(((gpu *)ctx)->compute, x.data, y.data, x.n, x.h, x.w, x.c, w9, bias, act);
+    cu_dwconv3x3(&((gpu *)ctx)->compute, x.data, y.data, x.n, x.h, x.w, x.c, w9, bias, act);
 }
 
 static void gpu_layernorm(void *ctx, dm_view x, const float *gamma, const float *beta, dm_act act, dm_view y)
 {
-    cu_layernorm(((gpu *)ctx)->compute, x.data, y.data, dm_view_pixels(x), x.c, gamma, beta, act);
+    cu_layernorm(&((gpu *)ctx)->compute, x.data, y.data, dm_view_pixels(x), x.c, gamma, beta, act);
 }
 
 static void gpu_bias_act(void *ctx, dm_view y, const float *bias, dm_act act)
 {
-    cu_bias_act(((gpu *)ctx)->compute, y.data, dm_view_pixels(y), y.c, bias, act);
+    cu_bias_act(&((gpu *)ctx)->compute, y.data, dm_view_pixels(y), y.c, bias, act);
 }
 
 static void gpu_sample(void *ctx, dm_view v, const float *offsets, int groups, dm_view u)
 {
-    cu_sample(((gpu *)ctx)->compute, v.data, offsets, u.data, v.n, v.h, v.w, v.c, groups);
+    cu_sample(&((gpu *)ctx)->compute, v.data, offsets, u.data, v.n, v.h, v.w, v.c, groups);
 }
 
 static void gpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
@@ -349,60 +427,91 @@ static void gpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
     gpu *g = (gpu *)ctx;
     cu_scan_args args = {in->u.data, in->delta, in->bc, in->bc_stride, in->a, in->d, in->dt_bias,
                          in->u.n, in->u.c, (size_t)in->u.h * in->u.w};
-    cu_scan(g->compute, &args, g->scratch, y.data);
+    cu_scan(&g->compute, &args, g->scratch, y.data);
 }
 
 static void gpu_avg_pool(void *ctx, dm_view x, dm_view y)
 {
-    cu_avg_pool(((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, y.data, y.h, y.w);
+    cu_avg_pool(&((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, y.data, y.h, y.w);
 }
 
 static void gpu_max_pool(void *ctx, dm_view x, int k, int stride, int pad, dm_view y)
 {
-    cu_max_pool(((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, k, stride, pad, y.data, y.h, y.w);
+    cu_max_pool(&((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, k, stride, pad, y.data, y.h, y.w);
 }
 
 static void gpu_resize(void *ctx, dm_view x, dm_resize mode, dm_view y)
 {
-    cu_resize(((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, mode, y.data, y.h, y.w);
+    cu_resize(&((gpu *)ctx)->compute, x.data, x.n, x.h, x.w, x.c, mode, y.data, y.h, y.w);
 }
 
 static void gpu_add(void *ctx, dm_view a, dm_view b, dm_act act, dm_view y)
 {
-    cu_add(((gpu *)ctx)->compute, a.data, b.data, y.data, dm_view_floats(y), act);
+    cu_add(&((gpu *)ctx)->compute, a.data, b.data, y.data, dm_view_floats(y), act);
 }
 
 static void gpu_concat(void *ctx, dm_view x, int c0, dm_view y)
 {
-    cu_concat(((gpu *)ctx)->compute, x.data, dm_view_pixels(x), x.c, y.data, y.c, c0);
+    cu_concat(&((gpu *)ctx)->compute, x.data, dm_view_pixels(x), x.c, y.data, y.c, c0);
 }
 
 /* ---------------------------------------------------------------- create */
 
+/* DM_OK when the current device, device, can run this build's kernels
+ * (the gpu_archs build option). */
+static dm_status check_kernel_image(int device)
+{
+    cudaError_t e = cu_check_kernel_image();
+    if (e == cudaSuccess) return DM_OK;
+    cudaDeviceProp prop;
+    if ((e != cudaErrorNoKernelImageForDevice && e != cudaErrorInvalidDeviceFunction) ||
+        cudaGetDeviceProperties(&prop, device) != cudaSuccess)
+        return cuda_fail(e, "check of the kernels against the device");
+    (void)cudaGetLastError();
+    return dm_fail(DM_ERR_UNSUPPORTED,
+                   "CUDA device %d (%s) has compute capability %d.%d, which this build has no code for: it was built "
+                   "for compute capabilities %s (the last also as PTX for newer devices); reconfigure with "
+                   "-Dgpu_archs listing %d%d",
+                   device, prop.name, prop.major, prop.minor, DM_CUDA_ARCHS, prop.major, prop.minor);
+}
+
+/* Everything but the buffers reserve() sizes, on the current device. */
 static dm_status create(const dm_model *model, gpu *g)
 {
-    dm_status st = dm_cuda_available();
+    dm_status st = check_kernel_image(g->device);
     if (st) return st;
-    CUDA_TRY(cudaGetDevice(&g->device));
-    CUDA_TRY(cudaStreamCreateWithFlags(&g->compute, cudaStreamNonBlocking));
+    CUDA_TRY(cudaStreamCreateWithFlags(&g->compute.stream, cudaStreamNonBlocking));
     CUDA_TRY(cudaStreamCreateWithFlags(&g->copy, cudaStreamNonBlocking));
     if ((st = upload_params(model, g))) return st;
     g->source = model;
     CUDA_TRY(cudaMalloc(&g->blas_scratch, blas_workspace_bytes));
     cublasStatus_t bs = cublasCreate(&g->blas);
-    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(g->blas, g->compute);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(g->blas, g->compute.stream);
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(g->blas, g->blas_scratch, blas_workspace_bytes);
     /* Full float32: TF32 tensor cores would round inputs to 10-bit mantissas. */
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(g->blas, CUBLAS_DEFAULT_MATH);
-    if (bs != CUBLAS_STATUS_SUCCESS) return dm_fail(DM_ERR_DEVICE, "cuBLAS setup failed: %s", cublasGetStatusString(bs));
+    if (bs != CUBLAS_STATUS_SUCCESS) return blas_fail(bs, "setup");
     return DM_OK;
 }
 
-dm_status dm_cuda_backend_create(const dm_model *model, dm_ops *out)
+dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
 {
+    dm_status st = dm_cuda_available();
+    if (st) return st;
+    int count = 0, caller;
+    CUDA_TRY(cudaGetDeviceCount(&count));
+    if (device >= count)
+        return dm_fail(DM_ERR_ARGUMENT, "no CUDA device %d: this machine has %d (0 to %d)", device, count, count - 1);
+    if (device < 0) CUDA_TRY(cudaGetDevice(&device));
     gpu *g = (gpu *)calloc(1, sizeof *g);
     if (!g) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA backend");
-    dm_status st = create(model, g);
+    g->device = device;
+    if ((st = enter_device(device, &caller))) {
+        free(g);
+        return st;
+    }
+    st = create(model, g);
+    leave_device(caller);
     if (st) {
         gpu_destroy(g);
         return st;

@@ -16,6 +16,17 @@ static unsigned grid_for(size_t total)
     return blocks ? (unsigned)blocks : 1u;
 }
 
+/* Keep the first launch on q that failed, by name: the runtime reports a
+ * launch's configuration errors at once, through cudaGetLastError. */
+static void launched(cu_queue *q, const char *kernel)
+{
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess && q->error == cudaSuccess) {
+        q->error = e;
+        q->failed_kernel = kernel;
+    }
+}
+
 #define FOR_EACH(i, total) \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
 
@@ -60,10 +71,11 @@ __global__ static void layernorm_kernel(const float *x, float *y, size_t rows, i
     }
 }
 
-void cu_layernorm(cudaStream_t s, const float *x, float *y, size_t rows, int c, const float *g, const float *b,
+void cu_layernorm(cu_queue *q, const float *x, float *y, size_t rows, int c, const float *g, const float *b,
                   dm_act act)
 {
-    layernorm_kernel<<<grid_for(rows * 32), threads_per_block, 0, s>>>(x, y, rows, c, g, b, act);
+    layernorm_kernel<<<grid_for(rows * 32), threads_per_block, 0, q->stream>>>(x, y, rows, c, g, b, act);
+    launched(q, "layernorm_kernel");
 }
 
 /* ----------------------------------------------------------- elementwise */
@@ -73,9 +85,10 @@ __global__ static void bias_act_kernel(float *y, size_t rows, int c, const float
     FOR_EACH(i, rows * c) y[i] = activate(y[i] + (bias ? bias[i % c] : 0.0f), act);
 }
 
-void cu_bias_act(cudaStream_t s, float *y, size_t rows, int c, const float *bias, dm_act act)
+void cu_bias_act(cu_queue *q, float *y, size_t rows, int c, const float *bias, dm_act act)
 {
-    bias_act_kernel<<<grid_for(rows * c), threads_per_block, 0, s>>>(y, rows, c, bias, act);
+    bias_act_kernel<<<grid_for(rows * c), threads_per_block, 0, q->stream>>>(y, rows, c, bias, act);
+    launched(q, "bias_act_kernel");
 }
 
 /* ----------------------------------------------------------- convolutions */
@@ -105,10 +118,12 @@ __global__ static void dwconv3x3_kernel(const float *x, float *y, int n, int h, 
     }
 }
 
-void cu_dwconv3x3(cudaStream_t s, const float *x, float *y, int n, int h, int w, int c, const float *w9,
+void cu_dwconv3x3(cu_queue *q, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                   const float *bias, dm_act act)
 {
-    dwconv3x3_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, s>>>(x, y, n, h, w, c, w9, bias, act);
+    dwconv3x3_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, q->stream>>>(x, y, n, h, w, c, w9,
+                                                                                            bias, act);
+    launched(q, "dwconv3x3_kernel");
 }
 
 /* Row p - p0 of cols: the 3x3 neighbourhood of output pixel p, tap-major,
@@ -125,11 +140,12 @@ __global__ static void im2col3x3_kernel(const float *x, float *cols, int h, int 
     }
 }
 
-void cu_im2col3x3(cudaStream_t s, const float *x, float *cols, int h, int w, int cin, int stride, int pad, int oh,
+void cu_im2col3x3(cu_queue *q, const float *x, float *cols, int h, int w, int cin, int stride, int pad, int oh,
                   int ow, size_t p0, size_t p1)
 {
-    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, s>>>(x, cols, h, w, cin, stride, pad,
-                                                                                   oh, ow, p0, p1);
+    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, q->stream>>>(x, cols, h, w, cin,
+                                                                                          stride, pad, oh, ow, p0, p1);
+    launched(q, "im2col3x3_kernel");
 }
 
 /* ---------------------------------------------------------------- sampler */
@@ -169,9 +185,11 @@ __global__ static void sample_kernel(const float *v, const float *off, float *u,
     }
 }
 
-void cu_sample(cudaStream_t s, const float *v, const float *off, float *u, int n, int h, int w, int c, int groups)
+void cu_sample(cu_queue *q, const float *v, const float *off, float *u, int n, int h, int w, int c, int groups)
 {
-    sample_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, s>>>(v, off, u, n, h, w, c, groups);
+    sample_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, q->stream>>>(v, off, u, n, h, w, c,
+                                                                                         groups);
+    launched(q, "sample_kernel");
 }
 
 /* ------------------------------------------------------------------- scan */
@@ -264,13 +282,17 @@ __global__ static void scan_output_kernel(cu_scan_args a, size_t chunks, size_t 
     }
 }
 
-void cu_scan(cudaStream_t s, const cu_scan_args *args, float *carry, float *y)
+void cu_scan(cu_queue *q, const cu_scan_args *args, float *carry, float *y)
 {
     size_t chunks = scan_chunks(args->n, args->channels, args->steps);
     size_t len = (args->steps + chunks - 1) / chunks, lanes = (size_t)args->n * chunks * args->channels;
-    scan_chunk_kernel<<<grid_for(lanes), threads_per_block, 0, s>>>(*args, chunks, len, carry);
-    scan_carry_kernel<<<grid_for((size_t)args->n * args->channels), threads_per_block, 0, s>>>(*args, chunks, carry);
-    scan_output_kernel<<<grid_for(lanes), threads_per_block, 0, s>>>(*args, chunks, len, carry, y);
+    scan_chunk_kernel<<<grid_for(lanes), threads_per_block, 0, q->stream>>>(*args, chunks, len, carry);
+    launched(q, "scan_chunk_kernel");
+    scan_carry_kernel<<<grid_for((size_t)args->n * args->channels), threads_per_block, 0, q->stream>>>(*args, chunks,
+                                                                                                      carry);
+    launched(q, "scan_carry_kernel");
+    scan_output_kernel<<<grid_for(lanes), threads_per_block, 0, q->stream>>>(*args, chunks, len, carry, y);
+    launched(q, "scan_output_kernel");
 }
 
 /* ---------------------------------------------------------------- layouts */
@@ -291,14 +313,16 @@ __global__ static void to_nchw_kernel(const float *x, float *out, int n, size_t 
     }
 }
 
-void cu_to_nhwc(cudaStream_t s, const float *in, float *x, int n, size_t hw, int c)
+void cu_to_nhwc(cu_queue *q, const float *in, float *x, int n, size_t hw, int c)
 {
-    to_nhwc_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, s>>>(in, x, n, hw, c);
+    to_nhwc_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, q->stream>>>(in, x, n, hw, c);
+    launched(q, "to_nhwc_kernel");
 }
 
-void cu_to_nchw(cudaStream_t s, const float *x, float *out, int n, size_t hw, int c)
+void cu_to_nchw(cu_queue *q, const float *x, float *out, int n, size_t hw, int c)
 {
-    to_nchw_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, s>>>(x, out, n, hw, c);
+    to_nchw_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, q->stream>>>(x, out, n, hw, c);
+    launched(q, "to_nchw_kernel");
 }
 
 /* ------------------------------------------------- pooling and resizing */
@@ -320,9 +344,11 @@ __global__ static void avg_pool_kernel(const float *x, int n, int h, int w, int 
     }
 }
 
-void cu_avg_pool(cudaStream_t s, const float *x, int n, int h, int w, int c, float *y, int oh, int ow)
+void cu_avg_pool(cu_queue *q, const float *x, int n, int h, int w, int c, float *y, int oh, int ow)
 {
-    avg_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, s>>>(x, n, h, w, c, y, oh, ow);
+    avg_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, q->stream>>>(x, n, h, w, c, y, oh,
+                                                                                             ow);
+    launched(q, "avg_pool_kernel");
 }
 
 __global__ static void max_pool_kernel(const float *x, int n, int h, int w, int c, int k, int stride, int pad,
@@ -342,11 +368,12 @@ __global__ static void max_pool_kernel(const float *x, int n, int h, int w, int 
     }
 }
 
-void cu_max_pool(cudaStream_t s, const float *x, int n, int h, int w, int c, int k, int stride, int pad, float *y,
+void cu_max_pool(cu_queue *q, const float *x, int n, int h, int w, int c, int k, int stride, int pad, float *y,
                  int oh, int ow)
 {
-    max_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, s>>>(x, n, h, w, c, k, stride, pad,
-                                                                                      y, oh, ow);
+    max_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, q->stream>>>(x, n, h, w, c, k,
+                                                                                             stride, pad, y, oh, ow);
+    launched(q, "max_pool_kernel");
 }
 
 __global__ static void resize_kernel(const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh,
@@ -369,9 +396,11 @@ __global__ static void resize_kernel(const float *x, int n, int h, int w, int c,
     }
 }
 
-void cu_resize(cudaStream_t s, const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh, int ow)
+void cu_resize(cu_queue *q, const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh, int ow)
 {
-    resize_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, s>>>(x, n, h, w, c, mode, y, oh, ow);
+    resize_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, q->stream>>>(x, n, h, w, c, mode, y,
+                                                                                           oh, ow);
+    launched(q, "resize_kernel");
 }
 
 /* ---------------------------------------------------------- elementwise */
@@ -381,9 +410,10 @@ __global__ static void add_kernel(const float *a, const float *b, float *y, size
     FOR_EACH(i, count) y[i] = activate(a[i] + b[i], act);
 }
 
-void cu_add(cudaStream_t s, const float *a, const float *b, float *y, size_t count, dm_act act)
+void cu_add(cu_queue *q, const float *a, const float *b, float *y, size_t count, dm_act act)
 {
-    add_kernel<<<grid_for(count), threads_per_block, 0, s>>>(a, b, y, count, act);
+    add_kernel<<<grid_for(count), threads_per_block, 0, q->stream>>>(a, b, y, count, act);
+    launched(q, "add_kernel");
 }
 
 __global__ static void concat_kernel(const float *x, size_t pixels, int xc, float *y, int yc, int c0)
@@ -391,7 +421,14 @@ __global__ static void concat_kernel(const float *x, size_t pixels, int xc, floa
     FOR_EACH(i, pixels * xc) y[i / xc * yc + c0 + i % xc] = x[i];
 }
 
-void cu_concat(cudaStream_t s, const float *x, size_t pixels, int xc, float *y, int yc, int c0)
+void cu_concat(cu_queue *q, const float *x, size_t pixels, int xc, float *y, int yc, int c0)
 {
-    concat_kernel<<<grid_for(pixels * xc), threads_per_block, 0, s>>>(x, pixels, xc, y, yc, c0);
+    concat_kernel<<<grid_for(pixels * xc), threads_per_block, 0, q->stream>>>(x, pixels, xc, y, yc, c0);
+    launched(q, "concat_kernel");
+}
+
+cudaError_t cu_check_kernel_image(void)
+{
+    cudaFuncAttributes attributes;
+    return cudaFuncGetAttributes(&attributes, add_kernel);
 }

@@ -233,15 +233,27 @@ DM_API dm_status dm_workspace_create(const dm_model *model, int max_batch,
                                      dm_workspace **out);
 
 /* The same on a chosen backend; dm_forward then runs there.  A CUDA
- * workspace holds, on the calling thread's current CUDA device (device 0
- * unless the caller chose another), its own copy of the model's parameters
- * and all device and pinned host buffers, allocated here once;
- * it serves only the model it was created for, and only one thread at a
- * time (as any workspace).  The model stays read-only and shareable. */
+ * workspace is made on the calling thread's current CUDA device (device 0
+ * unless the caller chose another); it serves only the model it was created
+ * for, and only one thread at a time (as any workspace).  The model stays
+ * read-only and shareable. */
 DM_API dm_status dm_workspace_create_on(const dm_model *model,
                                         dm_backend backend, int max_batch,
                                         int max_h, int max_w,
                                         dm_workspace **out);
+
+/* The same on device number `device` of the backend (0 for the CPU, which
+ * has one).  A CUDA workspace holds on its device its own copy of the
+ * model's parameters, next to every device and pinned host buffer a forward
+ * pass needs, all allocated here once: two workspaces of one model hold two
+ * copies (dm_workspace_bytes counts them).  Fails with DM_ERR_UNSUPPORTED
+ * when the device cannot run this build's code (see the gpu_archs build
+ * option).  The CUDA calls of the library leave the calling thread's
+ * current device as they found it. */
+DM_API dm_status dm_workspace_create_on_device(const dm_model *model,
+                                               dm_backend backend, int device,
+                                               int max_batch, int max_h,
+                                               int max_w, dm_workspace **out);
 /* Frees a workspace (NULL is a no-op). */
 DM_API void dm_workspace_free(dm_workspace *ws);
 

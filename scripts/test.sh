@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the native build under every instruction set this
-# CPU has, the same tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# CPU has, the same tests under AddressSanitizer and UndefinedBehaviorSanitizer,
+# the CUDA build, and the CUDA code run on the CPU through the host harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +24,24 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   step "CUDA build (compiles and links; the GPU tests skip without a device)"
   export PATH="$PATH:/usr/local/cuda/bin"
-  [ -d build-cuda ] || meson setup build-cuda --buildtype=release -Dcuda=enabled >/dev/null
+  # The oldest and the newest architecture of the default list: both ends of
+  # what the kernels must compile for, in less than half the full build's time.
+  [ -d build-cuda ] || meson setup build-cuda --buildtype=release -Dcuda=enabled -Dgpu_archs=75,90 >/dev/null
   ninja -C build-cuda
   meson test -C build-cuda --print-errorlogs
 fi
+
+step "the CUDA code on the CPU: the host harness (tests/cuda_host), plain and under ASan + UBSan"
+# Only the library and the CUDA tests are built: these builds exist for them.
+[ -d build-harness ] || meson setup build-harness --buildtype=release -Dgpu_harness=true >/dev/null
+ninja -C build-harness tests/test_cuda tests/test_cuda_harness tests/test_ops
+DM_TEST_REQUIRE_CUDA=1 meson test -C build-harness --no-rebuild --print-errorlogs --suite cuda
+[ -d build-harness-asan ] || meson setup build-harness-asan --buildtype=debugoptimized -Dgpu_harness=true \
+  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+ninja -C build-harness-asan tests/test_cuda tests/test_cuda_harness tests/test_ops
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 DM_TEST_REQUIRE_CUDA=1 \
+  meson test -C build-harness-asan --no-rebuild --print-errorlogs --timeout-multiplier 4 \
+  cuda-harness-lazy cuda-harness ops-cuda-harness-lazy
 
 step "Python package: offline install into a venv, pytest (Dask on a 2-process LocalCluster)"
 scripts/test-python.sh
@@ -39,7 +54,7 @@ scripts/test-cross-aarch64.sh
 
 # One closing line over every suite run above (meson's and pytest's
 # summaries are printed with each step).
-python3 - build build-asan build-cuda build-aarch64 <<'PY'
+python3 - build build-asan build-cuda build-harness build-harness-asan build-aarch64 <<'PY'
 import json, os, sys
 import xml.etree.ElementTree as ET
 passed = failed = skipped = 0

@@ -466,8 +466,10 @@ static dm_status check_config(const dm_config *c)
     return DM_OK;
 }
 
+/* The model then describes what it holds: one block, in stage 0. */
 static dm_status bind_single_block(binder *b, const dm_config *cfg)
 {
+    for (int s = 0; s < DM_NUM_STAGES; s++) b->model->config.depths[s] = s == 0;
     dm_stage *stage = &b->model->stages[0];
     if (!(stage->blocks = model_alloc(b->model, sizeof(dm_block)))) return dm_fail(DM_ERR_NOMEM, "out of memory");
     stage->block_count = 1;

@@ -26,6 +26,15 @@ START_TEST(backend_cpu)
     ck_assert_int_eq(dm_workspace_backend(ws), DM_BACKEND_CPU);
     ck_assert_str_eq(dm_backend_name(DM_BACKEND_CPU), "cpu");
     dm_workspace_free(ws);
+    /* The CPU is device 0, the only one. */
+    ck_assert_int_eq(dm_workspace_create_on_device(m, DM_BACKEND_CPU, 0, 1, 16, 16, &ws), DM_OK);
+    dm_workspace_free(ws);
+    ck_assert_int_eq(dm_workspace_create_on_device(m, DM_BACKEND_CPU, 1, 1, 16, 16, &ws), DM_ERR_ARGUMENT);
+    ck_assert_str_eq(dm_last_error(), "dm_workspace_create: the CPU backend has device 0 only, not 1");
+    ck_assert_ptr_null(ws);
+    ck_assert_int_eq(dm_workspace_create_on_device(m, DM_BACKEND_CPU, -1, 1, 16, 16, &ws), DM_ERR_ARGUMENT);
+    ck_assert_str_eq(dm_last_error(), "dm_workspace_create: device -1 is negative");
+    ck_assert_ptr_null(ws);
     dm_model_free(m);
 }
 END_TEST

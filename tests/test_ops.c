@@ -528,7 +528,7 @@ int main(void)
         st = dm_cpu_backend_create(2, &ops);
         tolerance = 1e-5; /* SIMD kernels: SLEEF's 1-ulp functions, fused multiply-adds */
     } else if (!strcmp(name, "cuda")) {
-        st = dm_cuda_backend_create(NULL, &ops);
+        st = dm_cuda_backend_create(NULL, -1, &ops);
         tolerance = 1e-5;
     } else {
         fprintf(stderr, "DM_TEST_BACKEND=%s: no such backend (cpu, cuda)\n", name);

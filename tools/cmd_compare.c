@@ -183,7 +183,7 @@ int cmd_compare(int argc, char **argv)
         goto done;
     }
 
-    dm_outputs outs[2] = {{0}};
+    dm_outputs outs[2] = {DM_OUTPUTS_INIT, DM_OUTPUTS_INIT};
     char shapes[5][32];
     size_t counts[5];
     for (int s = 0; s < DM_NUM_STAGES; s++) {

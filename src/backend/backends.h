@@ -22,10 +22,13 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out);
 /* DM_OK when a CUDA device is usable; DM_ERR_UNSUPPORTED naming what
  * cudaGetDeviceCount reported otherwise. */
 dm_status dm_cuda_available(void);
-/* The CUDA table on the calling thread's current device, holding a device
- * copy of model's parameters; model may be NULL for a table of operators
- * alone (as in tests). */
-dm_status dm_cuda_backend_create(const dm_model *model, dm_ops *out);
+/* The CUDA table on CUDA device `device` (the calling thread's current
+ * device when negative), holding a device copy of model's parameters;
+ * model may be NULL for a table of operators alone (as in tests).
+ * DM_ERR_UNSUPPORTED when the device cannot run this build's code.  Every
+ * entry leaves the caller's current device as it found it (a pass, from
+ * begin() to finish()). */
+dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out);
 
 #else
 
@@ -33,9 +36,9 @@ static inline dm_status dm_cuda_available(void)
 {
     return dm_fail(DM_ERR_UNSUPPORTED, "this build has no CUDA backend (configure with -Dcuda=enabled)");
 }
-static inline dm_status dm_cuda_backend_create(const dm_model *model, dm_ops *out)
+static inline dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
 {
-    (void)model, (void)out;
+    (void)model, (void)device, (void)out;
     return dm_cuda_available();
 }
 

@@ -102,17 +102,21 @@ static dm_status alloc_buffers(dm_workspace *ws, const dm_plan *plan)
     return DM_OK;
 }
 
-static dm_status create_backend(const dm_model *model, dm_backend backend, dm_ops *ops)
+/* device < 0: the calling thread's current CUDA device. */
+static dm_status create_backend(const dm_model *model, dm_backend backend, int device, dm_ops *ops)
 {
     switch (backend) {
-    case DM_BACKEND_CPU: return dm_cpu_backend_create(dm_threads(), ops);
-    case DM_BACKEND_CUDA: return dm_cuda_backend_create(model, ops);
+    case DM_BACKEND_CPU:
+        if (device > 0)
+            return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: the CPU backend has device 0 only, not %d", device);
+        return dm_cpu_backend_create(dm_threads(), ops);
+    case DM_BACKEND_CUDA: return dm_cuda_backend_create(model, device, ops);
     }
     return dm_fail(DM_ERR_ARGUMENT, "unknown backend %d", (int)backend);
 }
 
-dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int max_batch, int max_h, int max_w,
-                                dm_workspace **out)
+static dm_status workspace_create(const dm_model *model, dm_backend backend, int device, int max_batch, int max_h,
+                                  int max_w, dm_workspace **out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: out is required");
     *out = NULL;
@@ -130,7 +134,7 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
     ws->max_batch = max_batch;
     ws->max_h = max_h;
     ws->max_w = max_w;
-    if ((st = create_backend(model, backend, &ws->ops))) {
+    if ((st = create_backend(model, backend, device, &ws->ops))) {
         free(ws);
         return st;
     }
@@ -143,6 +147,22 @@ dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int 
     }
     *out = ws;
     return DM_OK;
+}
+
+dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend, int max_batch, int max_h, int max_w,
+                                dm_workspace **out)
+{
+    return workspace_create(model, backend, -1, max_batch, max_h, max_w, out);
+}
+
+dm_status dm_workspace_create_on_device(const dm_model *model, dm_backend backend, int device, int max_batch,
+                                        int max_h, int max_w, dm_workspace **out)
+{
+    if (device < 0) {
+        if (out) *out = NULL;
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: device %d is negative", device);
+    }
+    return workspace_create(model, backend, device, max_batch, max_h, max_w, out);
 }
 
 dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h, int max_w, dm_workspace **out)
