@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   meson ninja-build pkg-config gcc     # build
-  libopenblas-dev libsleef-dev libstb-dev  # library dependencies
+  libopenblas-dev libsleef-dev libstb-dev zlib1g-dev  # library dependencies
   check                                # unit tests
   libmicrohttpd-dev                    # damamba serve (HTTP)
   wrk                                  # the server's load test
