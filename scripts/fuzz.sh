@@ -31,11 +31,11 @@ sed -e "s|@MODEL@|$root/data/damamba_fmnist.safetensors|" -e "s|@CLASSES@|$root/
 $cc -c "$out/obj/embed.S" -o "$out/obj/embed.o"
 objs="$objs $out/obj/embed.o"
 for t in safetensors pth image; do
-    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -ljpeg -lm -lpthread -o "$out/fuzz_$t"
+    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_$t"
 done
 # The server's request parser, on the same readers plus its own file.
 $cc $cflags -I"$root/tools" -I"$root/tools/serve" -fsanitize=fuzzer "$root/fuzz/fuzz_infer.c" \
-    "$root/tools/serve/infer.c" $objs -ljpeg -lm -lpthread -o "$out/fuzz_infer"
+    "$root/tools/serve/infer.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_infer"
 $cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
 $cc -std=c11 -O1 "$root/fuzz/make_model_seeds.c" -o "$out/make_model_seeds"
 

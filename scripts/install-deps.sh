@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   meson ninja-build pkg-config gcc     # build
-  libopenblas-dev libsleef-dev libstb-dev  # library dependencies
+  libopenblas-dev libsleef-dev libstb-dev zlib1g-dev  # library dependencies
   libjpeg62-turbo-dev                  # JPEG decoding as Pillow and OpenCV do it
   libpng-dev                           # label maps as palette PNGs (damamba segment)
   check                                # unit tests

@@ -6,10 +6,48 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <zlib.h>
 
 static uint32_t be32(const unsigned char *b)
 {
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Inflate the image data (the IDAT chunks, in order) with zlib, output
+ * discarded.  stb_image 2.27's inflater accepts the reserved distance codes
+ * 30 and 31 as distance 0 and then copies bytes of its output buffer it
+ * never wrote into the pixels; zlib refuses those and every other invalid
+ * stream.  An Apple CgBI file carries raw deflate data without the zlib
+ * wrapper, which stb_image reads too. */
+static dm_status check_png_data(const unsigned char *b, size_t size, int raw_deflate)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, raw_deflate ? -MAX_WBITS : MAX_WBITS) != Z_OK)
+        return dm_fail(DM_ERR_NOMEM, "PNG: out of memory checking the image data");
+    unsigned char sink[16384];
+    int ret = Z_OK, chunks = 0;
+    for (size_t p = 8; size - p >= 12 && ret == Z_OK;) {
+        uint32_t len = be32(b + p);
+        if (memcmp(b + p + 4, "IDAT", 4) == 0) {
+            chunks++;
+            z.next_in = (unsigned char *)(uintptr_t)(b + p + 8);
+            z.avail_in = len;
+            do {
+                z.next_out = sink;
+                z.avail_out = sizeof sink;
+                ret = inflate(&z, Z_NO_FLUSH);
+            } while (ret == Z_OK && z.avail_in > 0);
+            if (ret == Z_BUF_ERROR && z.avail_in == 0) ret = Z_OK; /* wants the next chunk */
+        }
+        p += 12 + (size_t)len; /* chunk lengths were checked against the file */
+    }
+    const char *why = z.msg;
+    inflateEnd(&z);
+    if (ret == Z_STREAM_END) return DM_OK;
+    if (!chunks) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: no IDAT chunk, so no image data");
+    if (ret == Z_OK) return dm_fail(DM_ERR_FORMAT, "truncated PNG: the compressed image data ends early");
+    return dm_fail(DM_ERR_FORMAT, "corrupt PNG: invalid compressed image data (%s)", why ? why : "zlib");
 }
 
 /* stb_image 2.27 allocates a chunk's declared length before reading it, so a
@@ -29,12 +67,14 @@ static dm_status check_png(const unsigned char *b, size_t size)
         return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %d pixels", width, height,
                        DM_IMAGE_MAX_PIXELS);
     size_t p = 8;
+    int cgbi = 0;
     while (size - p >= 8) {
         uint32_t len = be32(b + p);
         if (len > size - p - 8)
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
-        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return DM_OK;
+        if (memcmp(b + p + 4, "CgBI", 4) == 0) cgbi = 1;
+        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return check_png_data(b, p + 12, cgbi);
         p += 8 + (size_t)len;
         p += size - p < 4 ? size - p : 4; /* the CRC */
     }
