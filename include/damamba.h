@@ -93,6 +93,17 @@ typedef struct dm_config {
     int in_chans;                  /* image channels (3, or 1 for grey) */
     int num_classes;               /* 0 when the file has no head */
     int64_t num_params;            /* trainable parameters, as PyTorch counts */
+    /* Fields added since 0.2 follow, so programs built earlier read the
+     * ones they know where they were. */
+    int seg_classes;               /* UperNet head's classes; 0: no head */
+    int seg_channels;              /* UperNet head's channels */
+    /* Mask R-CNN with an FPN (mmdetection checkpoints: backbone.*, neck.*,
+     * rpn_head.*, roi_head.*); all 0 for a classifier. */
+    int det_classes;               /* object classes, background excluded */
+    int fpn_channels;              /* FPN output channels */
+    int det_fc_channels;           /* box head's shared fc width */
+    int mask_channels;             /* mask head's conv width */
+    int mask_convs;                /* mask head's 3x3 convs */
 } dm_config;
 
 typedef struct dm_load_options {
@@ -128,6 +139,18 @@ DM_API dm_status dm_model_synthetic(char variant, int in_chans,
                                     int num_classes, uint64_t seed,
                                     dm_model **out);
 
+/* The same with an UperNet head of num_classes classes and `channels`
+ * channels (the authors' ADE20K models: 150 and 512), for benchmarks. */
+DM_API dm_status dm_model_synthetic_seg(char variant, int num_classes,
+                                        int channels, uint64_t seed,
+                                        dm_model **out);
+
+/* A Mask R-CNN on an official variant's backbone with the authors' head
+ * widths (FPN 256, fc 1024, mask convs 256) and `classes` classes, with
+ * deterministic pseudo-random weights, for tests and benchmarks. */
+DM_API dm_status dm_model_synthetic_detector(char variant, int classes,
+                                             uint64_t seed, dm_model **out);
+
 /* Frees a model (NULL is a no-op).  Every pointer obtained from it (config,
  * metadata, class names) becomes invalid; no workspace may still use it. */
 DM_API void dm_model_free(dm_model *model);
@@ -139,11 +162,31 @@ DM_API const dm_config *dm_model_config(const dm_model *model);
  * valid while the model lives. */
 DM_API const char *dm_model_metadata(const dm_model *model, const char *key);
 
-/* The model's class names, num_classes of them: its file's metadata
- * "classes" (a JSON list of names, checked when the model is loaded), else
- * ImageNet's for a 1000-class model, else NULL.  Valid while the model
- * lives. */
+/* The model's class names, num_classes of them (seg_classes for a
+ * segmentation model, det_classes for a detector): its file's metadata
+ * "classes" (a JSON list of names, checked when the model is loaded; a
+ * detector's may also be mmcv's one name per line or names separated by
+ * commas), else ImageNet's for a 1000-class classifier, ADE20K's for a
+ * 150-class segmentation model or COCO's for an 80-class detector, else
+ * NULL.  Valid while the model lives. */
 DM_API const char *const *dm_model_class_names(const dm_model *model);
+
+/* A segmentation model's label colours, [seg_classes][3] RGB: its file's
+ * metadata "palette" (a JSON list of [r, g, b], checked at load), else
+ * ADE20K's for 150 classes, else NULL (and NULL for a classifier).  Valid
+ * while the model lives. */
+DM_API const uint8_t *dm_model_palette(const dm_model *model);
+
+/* A detector's COCO category ids, det_classes of them: COCO's where every
+ * class name is one of COCO's, else index + 1; NULL for other models.
+ * Valid while the model lives. */
+DM_API const int *dm_model_category_ids(const dm_model *model);
+
+/* COCO's 80 object classes in index order ("person" .. "toothbrush") and
+ * their category ids (1 .. 90, with gaps); static storage. */
+#define DM_COCO_CLASSES 80
+DM_API const char *const *dm_coco_class_names(void);
+DM_API const int *dm_coco_category_ids(void);
 
 /* The 1000 ImageNet-1k class names in index order (from "tench" to "toilet
  * tissue"); static storage. */
@@ -156,7 +199,8 @@ DM_API dm_status dm_stage_shape(const dm_model *model, int h, int w,
                                 int *out_w);
 
 /* Multiply-accumulate operations of one forward pass of one h x w image
- * (INT64_MAX when there are more). */
+ * (with the UperNet head's convolutions, for a segmentation model;
+ * INT64_MAX when there are more). */
 DM_API int64_t dm_model_macs(const dm_model *model, int h, int w);
 
 /* --------------------------------------------------------------- backends */
@@ -256,6 +300,68 @@ DM_API dm_status dm_softmax(const float *logits, int n, float *probs);
  * scores in index order.  index holds k ints. */
 DM_API dm_status dm_top_k(const float *scores, int n, int k, int *index);
 
+/* -------------------------------------------------------------- detection */
+
+/* Mask R-CNN with an FPN on a DAMamba backbone (dm_config.det_classes > 0),
+ * computed as mmdetection 2.28 does at test time. */
+
+/* Which masks dm_detect() returns (bits of dm_det_settings.masks). */
+#define DM_MASKS_BITMAP 1 /* full-size 0/1 bitmaps */
+#define DM_MASKS_RLE 2    /* COCO compressed RLE strings */
+
+/* Test-time settings; dm_det_settings_default() gives the authors' values. */
+typedef struct dm_det_settings {
+    size_t size;       /* sizeof(dm_det_settings) */
+    int rpn_pre_nms;   /* best-scoring anchors per level before NMS: 1000 */
+    float rpn_iou;     /* RPN NMS: a box overlapping a better one by IoU
+                          above this is dropped: 0.7 */
+    int rpn_proposals; /* proposals kept after NMS: 1000 */
+    float score_thr;   /* detections need a class score above this: 0.05 */
+    float iou;         /* per-class NMS IoU threshold: 0.5 */
+    int max_dets;      /* detections per image: 100 */
+    float mask_thr;    /* a pixel belongs to a mask at probability >= this: 0.5 */
+    int masks;         /* DM_MASKS_* bits: DM_MASKS_BITMAP */
+} dm_det_settings;
+
+/* The authors' settings, size set. */
+DM_API void dm_det_settings_default(dm_det_settings *out);
+
+/* How the model input was made from the original image: resized to
+ * img_h x img_w (the input may be padded beyond that), from an original of
+ * ori_h x ori_w; scale_factor (w, h, w, h) is resized size / original. */
+typedef struct dm_det_image {
+    int img_h, img_w;
+    int ori_h, ori_w;
+    float scale_factor[4];
+} dm_det_image;
+
+/* One image's detections, best first.  Free with dm_detections_free(). */
+typedef struct dm_detections {
+    int count;
+    float *boxes;      /* count x 4: x1, y1, x2, y2 in original-image pixels */
+    float *scores;     /* count */
+    int *labels;       /* count: class index, 0 .. det_classes - 1 */
+    int mask_h, mask_w;/* the original image's size */
+    uint8_t *masks;    /* count x mask_h x mask_w bytes 0/1 (DM_MASKS_BITMAP), or NULL */
+    char **rle;        /* count COCO compressed RLE 'counts' strings, column-major
+                          runs (DM_MASKS_RLE), or NULL */
+    int num_proposals;
+    float *proposals;  /* num_proposals x 5: x1, y1, x2, y2 (input pixels), score */
+    /* Wall-clock seconds of the call's parts: the network up to the RPN's
+     * outputs (backbone, FPN, RPN head), choosing proposals, the box head
+     * with per-class NMS, the mask head with pasting and encoding. */
+    double seconds[4];
+} dm_detections;
+
+/* Detect objects in one input image (1 x 3 x h x w, normalized and padded)
+ * with a Mask R-CNN model.  ws is a CPU workspace of the model for at least
+ * h x w; the heads allocate their own memory for the call.  settings may be
+ * NULL for the defaults.  On failure out is left empty. */
+DM_API dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
+                    const dm_det_image *image, const dm_det_settings *settings, dm_detections *out);
+
+DM_API void dm_detections_free(dm_detections *dets);
+
 /* ----------------------------------------------------------------- images */
 
 /* Decoded images are refused above this many pixels (width x height), checked
@@ -332,6 +438,109 @@ DM_API dm_status dm_image_preprocess(const dm_image *image,
                                      const dm_preprocess *settings,
                                      float *out);
 
+/* The OpenMMLab test transform (mmcv 1.7's Resize with keep_ratio,
+ * RandomFlip, Normalize with to_rgb), as mmsegmentation and mmdetection
+ * apply it: the image is scaled, keeping its aspect ratio, as large as fits
+ * a long side of scale_long * ratio and a short side of scale_short * ratio,
+ * with OpenCV's 8-bit bilinear resize, optionally flipped left to right, and
+ * normalized per RGB channel in pixel units. */
+typedef struct dm_mm_transform {
+    int scale_long, scale_short; /* img_scale, e.g. (2048, 512) */
+    double ratio;                /* multi-scale ratio; 1 for img_scale itself */
+    int flip;                    /* 1: flip horizontally after the resize */
+    float mean[3], std[3];       /* RGB, on 0..255 pixels */
+    int pad_to;                  /* > 0: the tensor is zero-padded at the bottom
+                                    and right to multiples of this (mmdet's Pad) */
+} dm_mm_transform;
+
+/* Tensor side for a resized side of n pixels: n, or n padded up. */
+static inline int dm_mm_padded(const dm_mm_transform *t, int n)
+{
+    return t->pad_to > 0 ? (n + t->pad_to - 1) / t->pad_to * t->pad_to : n;
+}
+
+/* mmsegmentation's ADE20K test transform: img_scale (2048, 512), ratio 1,
+ * no flip, mean 123.675 116.28 103.53, std 58.395 57.12 57.375. */
+DM_API dm_mm_transform dm_mm_transform_ade20k(void);
+
+/* mmdetection's COCO test transform: img_scale (1333, 800), ratio 1, no
+ * flip, the same mean and std, padded to multiples of 32. */
+DM_API dm_mm_transform dm_mm_transform_coco(void);
+
+/* Size of the tensor dm_mm_transform_image() makes of a width x height
+ * image, and if scale_factor is non-NULL mmcv's scale factor
+ * (w_new / w, h_new / h, w_new / w, h_new / h). */
+DM_API dm_status dm_mm_transform_size(const dm_mm_transform *t, int width,
+                                      int height, int *out_h, int *out_w,
+                                      float scale_factor[4]);
+
+/* Apply the transform to an RGB image: out is 3 x dm_mm_padded(out_h) x
+ * dm_mm_padded(out_w) float32 (CHW, RGB), out_h and out_w the sizes
+ * dm_mm_transform_size() gives (the resized image, mmdet's img_shape).  A
+ * grey image is repeated into three channels first. */
+DM_API dm_status dm_mm_transform_image(const dm_image *image,
+                                       const dm_mm_transform *t, float *out);
+
+/* ----------------------------------------------------------- segmentation */
+
+/* A model with an UperNet head (config.seg_classes > 0) labels every pixel,
+ * as mmsegmentation 0.30's EncoderDecoder does: the head's logits at 1/4
+ * scale are resized (bilinear, align_corners=False) to the network input.
+ * The backbone and the head run on the workspace's backend; resizing,
+ * averaging and labelling happen on the CPU. */
+typedef enum dm_seg_mode {
+    DM_SEG_WHOLE, /* the whole input at once */
+    DM_SEG_SLIDE, /* crop x crop windows stride apart, placed as mmseg places
+                   * them; logits averaged where windows overlap */
+} dm_seg_mode;
+
+typedef struct dm_seg_options {
+    dm_seg_mode mode;
+    int crop_h, crop_w;     /* slide: window size (ADE20K: 512 x 512) */
+    int stride_h, stride_w; /* slide: window step (ADE20K: 341 x 341) */
+    /* dm_segment_image only: mmseg's multi-scale + flip test (ratios 0.5,
+     * 0.75, 1, 1.25, 1.5, 1.75, each also flipped; softmax outputs
+     * averaged) instead of the transform's own ratio and flip. */
+    int multi_scale_flip;
+} dm_seg_options;
+
+/* The ADE20K test settings: slide, 512 x 512 windows, stride 341. */
+DM_API dm_seg_options dm_seg_options_ade20k(void);
+
+/* Outputs of dm_segment; K = config.seg_classes, h4 x w4 the size of stage
+ * 0 (dm_stage_shape).  Only the non-NULL ones are written. */
+typedef struct dm_seg_outputs {
+    float *decode_logits; /* n x K x h4 x w4, the head's output (whole mode) */
+    float *seg_logits;    /* n x K x h x w, resized to the input */
+    int32_t *seg_pred;    /* n x h x w, the class of the largest logit */
+} dm_seg_outputs;
+
+/* Segment n inputs (n x in_chans x h x w, NCHW float32).  The workspace
+ * must hold n images of h x w (whole) or of the window clipped to the input
+ * (slide).  Slide mode allocates its window and sum buffers. */
+DM_API dm_status dm_segment(const dm_model *model, dm_workspace *ws,
+                            const float *input, int n, int h, int w,
+                            const dm_seg_options *options,
+                            const dm_seg_outputs *outputs);
+
+/* Segment a decoded image end to end as mmsegmentation's test does: the
+ * transform (or its multi-scale + flip set), inference in the options'
+ * mode, logits resized to the image's size, softmax, averaged over the
+ * augmentations.  probs (K x height x width) and labels (height x width)
+ * may each be NULL.  The workspace must hold one network input of the size
+ * dm_segment_image_size() gives. */
+DM_API dm_status dm_segment_image(const dm_model *model, dm_workspace *ws,
+                                  const dm_image *image,
+                                  const dm_mm_transform *transform,
+                                  const dm_seg_options *options, float *probs,
+                                  int32_t *labels);
+
+/* The network input size (ws_h x ws_w, batch 1) dm_segment_image needs a
+ * workspace for, for a width x height image. */
+DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
+                                       const dm_seg_options *options, int width,
+                                       int height, int *ws_h, int *ws_w);
+
 /* ---------------------------------------------------------------- runtime */
 
 /* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon"):
@@ -342,7 +551,8 @@ DM_API dm_status dm_image_preprocess(const dm_image *image,
 DM_API const char *dm_isa(void);
 
 /* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
- * else the number of cores. */
+ * else the number of cores (dm_workspace_set_threads() changes a
+ * workspace's). */
 DM_API int dm_threads(void);
 
 #ifdef __cplusplus

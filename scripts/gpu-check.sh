@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA backend on a machine with an NVIDIA GPU, in one command of under
-# 9 minutes (the step limits add up to 530 s on the GPU):
+# 10 minutes (the step limits add up to 590 s on the GPU):
 #   - build with -Dcuda=enabled (an existing build directory is set up
 #     afresh, so nothing stale survives);
 #   - the CUDA tests, a missing device being a failure: every operator of
@@ -11,7 +11,9 @@
 #     of device memory and recovering; device choice;
 #   - damamba compare, CPU against GPU, on the golden DAMamba-F input and on
 #     a synthetic batch of 128;
-#   - damamba bench of DAMamba-T on the GPU at batch 1 and 128.
+#   - damamba bench of DAMamba-T on the GPU at batch 1 and 128, and with
+#     its UperNet head at 512 x 512 (the segmentation tests are in the CUDA
+#     suite).
 # It ends with one line: pass or fail, with the figures.  Everything goes to
 # the log (default gpu-check.log).
 #
@@ -96,6 +98,7 @@ run 60 "$damamba" compare -m "$model" --synthetic -b "$batch"
 step "bench DAMamba-T on the GPU"
 run 20 "$damamba" bench -v T -b 1 -n "$runs" --backend cuda
 run 40 "$damamba" bench -v T -b "$batch" -n "$runs" --backend cuda
+run 60 "$damamba" bench --task seg -v T -n "$runs" --backend cuda
 
 step "result"
 result

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   meson ninja-build pkg-config gcc     # build
   libopenblas-dev libsleef-dev libstb-dev zlib1g-dev  # library dependencies
+  libjpeg62-turbo-dev                  # JPEG decoding as Pillow and OpenCV do it
+  libpng-dev                           # label maps as palette PNGs (damamba segment)
   check                                # unit tests
   libmicrohttpd-dev                    # damamba serve (HTTP)
   wrk                                  # the server's load test

@@ -19,6 +19,7 @@ typedef enum dm_act {
     DM_ACT_NONE,
     DM_ACT_GELU, /* exact erf form */
     DM_ACT_SILU,
+    DM_ACT_RELU,
 } dm_act;
 
 typedef enum dm_resize {

@@ -1,5 +1,7 @@
-/* classes.c - what a classifier's logits mean: class names (the model's
- * metadata, ImageNet's built-in list), softmax probabilities and the top k. */
+/* classes.c - what a classifier's logits, a segmentation model's labels or
+ * a detector's classes mean: class names (the model's metadata, ImageNet's,
+ * ADE20K's or COCO's built-in lists), colours of the labels, COCO category
+ * ids, softmax probabilities and the top k. */
 #include "classes.h"
 
 #include <math.h>
@@ -11,22 +13,41 @@
 #include "json.h"
 #include "model.h"
 
-/* ImageNet's names, one per line, linked in by embed.S. */
+/* The built-in lists, linked in by embed.S: ImageNet's names one per line,
+ * ADE20K's "name\tR G B" and COCO's "name\tcategory id" per line. */
 extern char dm_imagenet_classes_text[];
+extern char dm_ade20k_classes_text[];
+extern char dm_coco_classes_text[];
+
+#define ADE20K_CLASSES 150
 
 static const char *imagenet_names[DM_IMAGENET_CLASSES];
 static pthread_once_t imagenet_once = PTHREAD_ONCE_INIT;
+static const char *ade20k_names[ADE20K_CLASSES];
+static uint8_t ade20k_palette[3 * ADE20K_CLASSES];
+static pthread_once_t ade20k_once = PTHREAD_ONCE_INIT;
+static const char *coco_names[DM_COCO_CLASSES];
+static int coco_ids[DM_COCO_CLASSES];
+static pthread_once_t coco_once = PTHREAD_ONCE_INIT;
 
-/* Split the built-in text into its lines, in place (it is never read as a
- * whole). */
-static void split_imagenet(void)
+/* Split a built-in list into its lines, in place (it is never read as a
+ * whole): names[i] is line i up to a tab, fields[i] (if fields is not NULL)
+ * the rest of the line after the tab, "" without one. */
+static void split_lines(char *p, int count, const char **names, char **fields)
 {
-    char *p = dm_imagenet_classes_text;
-    for (int i = 0; i < DM_IMAGENET_CLASSES && *p; i++) {
-        imagenet_names[i] = p;
+    for (int i = 0; i < count && *p; i++) {
+        names[i] = p;
+        p += strcspn(p, "\t\n");
+        if (*p == '\t') *p++ = '\0';
+        if (fields) fields[i] = p;
         p += strcspn(p, "\n");
         if (*p) *p++ = '\0';
     }
+}
+
+static void split_imagenet(void)
+{
+    split_lines(dm_imagenet_classes_text, DM_IMAGENET_CLASSES, imagenet_names, NULL);
 }
 
 const char *const *dm_imagenet_class_names(void)
@@ -35,10 +56,113 @@ const char *const *dm_imagenet_class_names(void)
     return imagenet_names;
 }
 
+static void split_ade20k(void)
+{
+    char *colours[ADE20K_CLASSES] = {0};
+    split_lines(dm_ade20k_classes_text, ADE20K_CLASSES, ade20k_names, colours);
+    for (int i = 0; i < ADE20K_CLASSES && colours[i]; i++) {
+        char *p = colours[i];
+        for (int c = 0; c < 3; c++) ade20k_palette[3 * i + c] = (uint8_t)strtol(p, &p, 10);
+    }
+}
+
+/* The classes a model's names and colours are for: the classifier's, the
+ * segmentation head's or the detector's. */
+static int class_count(const dm_model *model)
+{
+    const dm_config *cfg = &model->config;
+    return cfg->num_classes ? cfg->num_classes : cfg->seg_classes ? cfg->seg_classes : cfg->det_classes;
+}
+
+/* Parse the metadata "palette", a JSON list of `classes` [r, g, b], into a
+ * new model->palette. */
+static dm_status parse_palette(dm_model *model, const char *text, int classes)
+{
+    char err[128];
+    dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
+    int ok = root && root->type == DM_JSON_ARRAY && root->count == (size_t)classes, k = 0;
+    dm_status st = DM_OK;
+    if (ok && !(model->palette = malloc(3 * (size_t)classes))) st = dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (const dm_json *e = ok && !st ? root->child : NULL; e && ok; e = e->next, k++) {
+        ok = e->type == DM_JSON_ARRAY && e->count == 3;
+        int c = 0;
+        for (const dm_json *v = ok ? e->child : NULL; v && ok; v = v->next, c++) {
+            ok = v->type == DM_JSON_NUMBER && v->number >= 0 && v->number <= 255;
+            model->palette[3 * k + c] = (uint8_t)v->number;
+        }
+    }
+    dm_json_free(root);
+    if (!st && !ok) st = dm_fail(DM_ERR_MODEL, "metadata 'palette' is not a JSON list of %d [r, g, b] colours", classes);
+    return st;
+}
+
+static void split_coco(void)
+{
+    char *ids[DM_COCO_CLASSES] = {0};
+    split_lines(dm_coco_classes_text, DM_COCO_CLASSES, coco_names, ids);
+    for (int i = 0; i < DM_COCO_CLASSES && ids[i]; i++) coco_ids[i] = atoi(ids[i]);
+}
+
+const char *const *dm_coco_class_names(void)
+{
+    pthread_once(&coco_once, split_coco);
+    return coco_names;
+}
+
+const int *dm_coco_category_ids(void)
+{
+    pthread_once(&coco_once, split_coco);
+    return coco_ids;
+}
+
+/* A detector's names from metadata in one of its three forms. */
+static dm_status parse_detector_names(dm_model *model, const char *text, int classes)
+{
+    char sep = strchr(text, '\n') ? '\n' : ',';
+    if (!(model->class_names = calloc((size_t)classes, sizeof(char *))))
+        return dm_fail(DM_ERR_NOMEM, "out of memory for the class names");
+    int n = 0;
+    for (const char *p = text; *p; n++) {
+        size_t len = strcspn(p, (char[]){sep, '\t', 0}), end = len + strcspn(p + len, (char[]){sep, 0});
+        if (n < classes && !(model->class_names[n] = strndup(p, len)))
+            return dm_fail(DM_ERR_NOMEM, "out of memory for the class names");
+        p += end + (p[end] == sep);
+    }
+    if (n != classes)
+        return dm_fail(DM_ERR_MODEL, "metadata 'classes' names %d classes, the model has %d", n, classes);
+    return DM_OK;
+}
+
+/* COCO's category ids when every name is one of COCO's, else index + 1. */
+static dm_status category_ids(dm_model *model, int classes)
+{
+    const char *const *names = dm_model_class_names(model), *const *coco = dm_coco_class_names();
+    if (!(model->category_ids = calloc((size_t)classes, sizeof(int))))
+        return dm_fail(DM_ERR_NOMEM, "out of memory for the category ids");
+    int all = names != NULL;
+    for (int i = 0; all && i < classes; i++) {
+        for (int j = 0; j < DM_COCO_CLASSES && !model->category_ids[i]; j++)
+            if (strcmp(names[i], coco[j]) == 0) model->category_ids[i] = dm_coco_category_ids()[j];
+        all = model->category_ids[i] > 0;
+    }
+    for (int i = 0; !all && i < classes; i++) model->category_ids[i] = i + 1;
+    return DM_OK;
+}
+
 dm_status dm_model_parse_classes(dm_model *model)
 {
-    int classes = model->config.num_classes;
+    int detector = model->config.num_classes == 0 && model->config.det_classes > 0;
+    int classes = class_count(model);
+    const char *palette = dm_model_metadata(model, "palette");
+    if (palette && model->config.seg_classes) {
+        dm_status st = parse_palette(model, palette, classes);
+        if (st) return st;
+    }
     const char *text = dm_model_metadata(model, "classes");
+    if (detector && (!text || text[0] != '[')) { /* a JSON list is read below */
+        dm_status st = text ? parse_detector_names(model, text, classes) : DM_OK;
+        return st ? st : category_ids(model, classes);
+    }
     if (!text || classes == 0) return DM_OK;
     char err[128];
     dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
@@ -58,22 +182,44 @@ dm_status dm_model_parse_classes(dm_model *model)
         }
     }
     dm_json_free(root);
-    return st;
+    return st || !detector ? st : category_ids(model, classes);
 }
 
 void dm_model_free_classes(dm_model *model)
 {
-    for (int i = 0; model->class_names && i < model->config.num_classes; i++) free(model->class_names[i]);
+    for (int i = 0; model->class_names && i < class_count(model); i++) free(model->class_names[i]);
     free(model->class_names);
+    free(model->category_ids);
     model->class_names = NULL;
+    model->category_ids = NULL;
+    free(model->palette);
+    model->palette = NULL;
 }
 
 const char *const *dm_model_class_names(const dm_model *model)
 {
     if (!model) return NULL;
     if (model->class_names) return (const char *const *)model->class_names;
+    if (model->config.seg_classes == ADE20K_CLASSES) {
+        pthread_once(&ade20k_once, split_ade20k);
+        return ade20k_names;
+    }
+    if (model->config.num_classes == 0 && model->config.det_classes == DM_COCO_CLASSES) return dm_coco_class_names();
     return model->config.num_classes == DM_IMAGENET_CLASSES ? dm_imagenet_class_names() : NULL;
 }
+
+const uint8_t *dm_model_palette(const dm_model *model)
+{
+    if (!model || !model->config.seg_classes) return NULL;
+    if (model->palette) return model->palette;
+    if (model->config.seg_classes == ADE20K_CLASSES) {
+        pthread_once(&ade20k_once, split_ade20k);
+        return ade20k_palette;
+    }
+    return NULL;
+}
+
+const int *dm_model_category_ids(const dm_model *model) { return model ? model->category_ids : NULL; }
 
 dm_status dm_softmax(const float *logits, int n, float *probs)
 {

@@ -151,31 +151,41 @@ static dm_status take_bn(binder *b, const char *prefix, int c, float **scale, fl
     return DM_OK;
 }
 
-/* A dense 3x3 conv followed by a BatchNorm, folded and reordered for the
- * channels-last im2col GEMM. */
-static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin,
-                              int cout, int stride, dm_conv3x3 *out)
+/* A convolution of ksize x ksize taps followed by a BatchNorm (bn NULL:
+ * none), folded: the weights [cout][cin][taps] scaled per output and
+ * reordered to [cout][taps][cin] (rows of an im2col GEMM; [cout][cin] for
+ * 1x1), the bias (the conv's own, or none) scaled and shifted. */
+static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int cin, int cout, int ksize,
+                              int conv_bias, float **weight, float **bias)
 {
-    float *w = NULL, *bias = NULL, *scale = NULL, *shift = NULL;
+    float *w = NULL, *scale = NULL, *shift = NULL;
+    int taps = ksize * ksize;
     dm_status st;
-    if ((st = take(b, conv, "weight", SHAPE(cout, cin, 3, 3), 1, &w)) ||
-        (st = take(b, conv, "bias", SHAPE(cout), 1, &bias)) ||
-        (st = take_bn(b, bn, cout, &scale, &shift)))
+    if ((st = take(b, conv, "weight", SHAPE(cout, cin, ksize, ksize), 1, &w)) ||
+        (conv_bias && (st = take(b, conv, "bias", SHAPE(cout), 1, bias))) ||
+        (bn && (st = take_bn(b, bn, cout, &scale, &shift))))
         return st;
-    out->cin = cin;
-    out->cout = cout;
-    out->stride = stride;
-    out->pad = 1;
-    out->weight = model_alloc(b->model, (size_t)cout * 9 * cin * sizeof(float));
-    out->bias = bias;
-    if (!out->weight) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
+    if (!conv_bias && (*bias = model_alloc(b->model, (size_t)cout * sizeof(float))))
+        memset(*bias, 0, (size_t)cout * sizeof(float));
+    *weight = model_alloc(b->model, (size_t)cout * taps * cin * sizeof(float));
+    if (!*weight || !*bias) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
     for (int o = 0; o < cout; o++) {
+        float sc = scale ? scale[o] : 1.0f;
         for (int i = 0; i < cin; i++)
-            for (int k = 0; k < 9; k++)
-                out->weight[((size_t)o * 9 + k) * cin + i] = w[((size_t)o * cin + i) * 9 + k] * scale[o];
-        bias[o] = bias[o] * scale[o] + shift[o];
+            for (int k = 0; k < taps; k++)
+                (*weight)[((size_t)o * taps + k) * cin + i] = w[((size_t)o * cin + i) * taps + k] * sc;
+        if (scale) (*bias)[o] = (*bias)[o] * scale[o] + shift[o];
     }
     return DM_OK;
+}
+
+/* A dense 3x3 conv (with its bias unless it is an mmcv ConvModule) and its
+ * BatchNorm. */
+static dm_status take_conv3x3_bn(binder *b, const char *conv, const char *bn, int cin, int cout, int stride,
+                                 int conv_bias, dm_conv3x3 *out)
+{
+    *out = (dm_conv3x3){.cin = cin, .cout = cout, .stride = stride, .pad = 1};
+    return take_conv_bn(b, conv, bn, cin, cout, 3, conv_bias, &out->weight, &out->bias);
 }
 
 /* Depthwise 3x3 [c][1][3][3] -> tap-major [9][c]; constant (a shared
@@ -276,15 +286,89 @@ static dm_status bind_block(binder *b, const dm_config *cfg, int s, const char *
     return DM_OK;
 }
 
+/* A 3x3 conv with bias and no normalization (mmdet's heads and FPN). */
+static dm_status take_conv3x3(binder *b, const char *conv, int cin, int cout, dm_conv3x3 *out)
+{
+    *out = (dm_conv3x3){.cin = cin, .cout = cout, .stride = 1, .pad = 1};
+    return take_conv_bn(b, conv, NULL, cin, cout, 3, 1, &out->weight, &out->bias);
+}
+
+/* A fully connected layer, or a 1x1 conv when conv is set, with bias. */
+static dm_status take_linear(binder *b, const char *prefix, int cin, int cout, int conv, dm_conv1x1 *out)
+{
+    *out = (dm_conv1x1){.cin = cin, .cout = cout};
+    dm_status st = take(b, prefix, "weight", conv ? SHAPE(cout, cin, 1, 1) : SHAPE(cout, cin), 1, &out->weight);
+    return st ? st : take(b, prefix, "bias", SHAPE(cout), 1, &out->bias);
+}
+
+/* RPN anchors per pixel: one scale times three aspect ratios. */
+#define DET_ANCHORS 3
+
+/* Mask R-CNN's neck and heads under mmdetection's names. */
+static dm_status bind_det(binder *b, const dm_config *cfg)
+{
+    dm_det_heads *d = &b->model->det;
+    int F = cfg->fpn_channels, fc = cfg->det_fc_channels, K = cfg->det_classes, M = cfg->mask_channels;
+    char name[96];
+    dm_status st;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        snprintf(name, sizeof name, "neck.lateral_convs.%d.conv.", s);
+        if ((st = take_linear(b, name, cfg->dims[s], F, 1, &d->lateral[s]))) return st;
+        snprintf(name, sizeof name, "neck.fpn_convs.%d.conv.", s);
+        if ((st = take_conv3x3(b, name, F, F, &d->fpn[s]))) return st;
+    }
+    if ((st = take_conv3x3(b, "rpn_head.rpn_conv.", F, F, &d->rpn_conv)) ||
+        (st = take_linear(b, "rpn_head.rpn_cls.", F, DET_ANCHORS, 1, &d->rpn_cls)) ||
+        (st = take_linear(b, "rpn_head.rpn_reg.", F, 4 * DET_ANCHORS, 1, &d->rpn_reg)) ||
+        (st = take_linear(b, "roi_head.bbox_head.shared_fcs.0.", F * 49, fc, 0, &d->fc[0])) ||
+        (st = take_linear(b, "roi_head.bbox_head.shared_fcs.1.", fc, fc, 0, &d->fc[1])) ||
+        (st = take_linear(b, "roi_head.bbox_head.fc_cls.", fc, K + 1, 0, &d->cls)) ||
+        (st = take_linear(b, "roi_head.bbox_head.fc_reg.", fc, 4 * K, 0, &d->reg)))
+        return st;
+    /* RoI features arrive channels-last: column c * 49 + p becomes p * F + c */
+    float *w0 = model_alloc(b->model, sizeof(float) * fc * 49 * F);
+    if (!w0) return dm_fail(DM_ERR_NOMEM, "out of memory reordering the box head");
+    for (int o = 0; o < fc; o++)
+        for (int c = 0; c < F; c++)
+            for (int p = 0; p < 49; p++)
+                w0[((size_t)o * 49 + p) * F + c] = d->fc[0].weight[((size_t)o * F + c) * 49 + p];
+    d->fc[0].weight = w0;
+
+    d->mask_convs_count = cfg->mask_convs;
+    if (!(d->mask_convs = model_alloc(b->model, sizeof(dm_conv3x3) * (size_t)cfg->mask_convs)))
+        return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < cfg->mask_convs; i++) {
+        snprintf(name, sizeof name, "roi_head.mask_head.convs.%d.conv.", i);
+        if ((st = take_conv3x3(b, name, i ? M : F, M, &d->mask_convs[i]))) return st;
+    }
+    float *up_w = NULL, *up_b = NULL;
+    if ((st = take(b, "roi_head.mask_head.upsample.", "weight", SHAPE(M, M, 2, 2), 1, &up_w)) ||
+        (st = take(b, "roi_head.mask_head.upsample.", "bias", SHAPE(M), 1, &up_b)) ||
+        (st = take_linear(b, "roi_head.mask_head.conv_logits.", M, K, 1, &d->mask_logits)))
+        return st;
+    /* ConvTranspose2d weight [in][out][dy][dx] -> rows (dy, dx, out) */
+    d->upsample = (dm_conv1x1){.cin = M, .cout = 4 * M};
+    d->upsample.weight = model_alloc(b->model, sizeof(float) * 4 * M * M);
+    d->upsample.bias = model_alloc(b->model, sizeof(float) * 4 * M);
+    if (!d->upsample.weight || !d->upsample.bias) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (int t = 0; t < 4; t++)
+        for (int o = 0; o < M; o++) {
+            d->upsample.bias[t * M + o] = up_b[o];
+            for (int i = 0; i < M; i++)
+                d->upsample.weight[((size_t)t * M + o) * M + i] = up_w[((size_t)i * M + o) * 4 + t];
+        }
+    return DM_OK;
+}
+
 static dm_status bind_all(binder *b, const dm_config *cfg)
 {
     dm_model *m = b->model;
     int half = cfg->dims[0] / 2;
     dm_status st;
-    if ((st = take_conv_bn(b, "stem.0.", "stem.1.", cfg->in_chans, half, 2, &m->stem[0])) ||
-        (st = take_conv_bn(b, "stem.3.", "stem.4.", half, half, 1, &m->stem[1])) ||
-        (st = take_conv_bn(b, "stem.6.", "stem.7.", half, cfg->dims[0], 2, &m->stem[2])) ||
-        (st = take_conv_bn(b, "stem.9.", "stem.10.", cfg->dims[0], cfg->dims[0], 1, &m->stem[3])))
+    if ((st = take_conv3x3_bn(b, "stem.0.", "stem.1.", cfg->in_chans, half, 2, 1, &m->stem[0])) ||
+        (st = take_conv3x3_bn(b, "stem.3.", "stem.4.", half, half, 1, 1, &m->stem[1])) ||
+        (st = take_conv3x3_bn(b, "stem.6.", "stem.7.", half, cfg->dims[0], 2, 1, &m->stem[2])) ||
+        (st = take_conv3x3_bn(b, "stem.9.", "stem.10.", cfg->dims[0], cfg->dims[0], 1, 1, &m->stem[3])))
         return st;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         dm_stage *stage = &m->stages[s];
@@ -292,7 +376,7 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
         if (s > 0) {
             snprintf(conv, sizeof conv, "stages.%d.downsample.0.", s);
             snprintf(bn, sizeof bn, "stages.%d.downsample.1.", s);
-            if ((st = take_conv_bn(b, conv, bn, cfg->dims[s - 1], cfg->dims[s], 2, &stage->downsample)))
+            if ((st = take_conv3x3_bn(b, conv, bn, cfg->dims[s - 1], cfg->dims[s], 2, 1, &stage->downsample)))
                 return st;
         }
         stage->blocks = model_alloc(m, (size_t)cfg->depths[s] * sizeof(dm_block));
@@ -315,6 +399,53 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
     return DM_OK;
 }
 
+const int dm_ppm_scales[DM_PPM_SCALES] = {1, 2, 3, 6};
+
+/* An mmcv ConvModule (conv without bias, BatchNorm "bn", ReLU at run time). */
+static dm_status take_conv_module(binder *b, const char *fmt, int index, int cin, int cout, int ksize,
+                                  float **weight, float **bias)
+{
+    char prefix[96], conv[112], bn[112];
+    snprintf(prefix, sizeof prefix, fmt, index);
+    snprintf(conv, sizeof conv, "%sconv.", prefix);
+    snprintf(bn, sizeof bn, "%sbn.", prefix);
+    return take_conv_bn(b, conv, bn, cin, cout, ksize, 0, weight, bias);
+}
+
+static dm_status take_conv_module3x3(binder *b, const char *fmt, int index, int cin, int cout, dm_conv3x3 *out)
+{
+    *out = (dm_conv3x3){.cin = cin, .cout = cout, .stride = 1, .pad = 1};
+    return take_conv_module(b, fmt, index, cin, cout, 3, &out->weight, &out->bias);
+}
+
+static dm_status take_conv_module1x1(binder *b, const char *fmt, int index, int cin, int cout, dm_conv1x1 *out)
+{
+    *out = (dm_conv1x1){.cin = cin, .cout = cout};
+    return take_conv_module(b, fmt, index, cin, cout, 1, &out->weight, &out->bias);
+}
+
+/* mmseg's UPerHead under its names without the "decode_head." prefix. */
+static dm_status bind_upernet(binder *b, const dm_config *cfg)
+{
+    dm_upernet *u = model_alloc(b->model, sizeof *u);
+    if (!u) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    memset(u, 0, sizeof *u);
+    b->model->upernet = u;
+    int ch = cfg->seg_channels, c3 = cfg->dims[3];
+    dm_status st;
+    for (int i = 0; i < DM_PPM_SCALES; i++)
+        if ((st = take_conv_module1x1(b, "psp_modules.%d.1.", i, c3, ch, &u->psp[i]))) return st;
+    if ((st = take_conv_module3x3(b, "bottleneck.", 0, c3 + DM_PPM_SCALES * ch, ch, &u->bottleneck))) return st;
+    for (int i = 0; i < DM_NUM_STAGES - 1; i++)
+        if ((st = take_conv_module1x1(b, "lateral_convs.%d.", i, cfg->dims[i], ch, &u->lateral[i])) ||
+            (st = take_conv_module3x3(b, "fpn_convs.%d.", i, ch, ch, &u->fpn[i])))
+            return st;
+    if ((st = take_conv_module3x3(b, "fpn_bottleneck.", 0, DM_NUM_STAGES * ch, ch, &u->fpn_bottleneck))) return st;
+    u->cls = (dm_conv1x1){.cin = ch, .cout = cfg->seg_classes};
+    return (st = take(b, "conv_seg.", "weight", SHAPE(cfg->seg_classes, ch, 1, 1), 1, &u->cls.weight)) ? st
+           : take(b, "conv_seg.", "bias", SHAPE(cfg->seg_classes), 1, &u->cls.bias);
+}
+
 static dm_status check_config(const dm_config *c)
 {
     for (int s = 0; s < DM_NUM_STAGES; s++) {
@@ -329,6 +460,9 @@ static dm_status check_config(const dm_config *c)
     if (c->dims[0] % 2)
         return dm_fail(DM_ERR_MODEL, "stage 0 has %d channels; the stem needs an even number", c->dims[0]);
     if (c->in_chans < 1) return dm_fail(DM_ERR_MODEL, "the stem takes no input channels");
+    if (c->seg_classes < 0 || (c->seg_classes > 0 && c->seg_channels < 1))
+        return dm_fail(DM_ERR_MODEL, "the UperNet head needs classes and channels (got %d and %d)", c->seg_classes,
+                       c->seg_channels);
     return DM_OK;
 }
 
@@ -342,6 +476,25 @@ static dm_status bind_single_block(binder *b, const dm_config *cfg)
     return bind_block(b, cfg, 0, "", &stage->blocks[0]);
 }
 
+/* Bind the parameters of one source into m; a file's tensors must all be
+ * used.  Adds the trainable parameters bound to *params. */
+static dm_status bind_source(dm_model *m, const dm_config *config, const dm_param_source *src,
+                             dm_status (*bind)(binder *, const dm_config *), int64_t *params)
+{
+    binder b = {.src = src, .model = m};
+    if (src->file && !(b.used = calloc(src->file->count + 1, 1))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    dm_status st = bind(&b, config);
+    if (!st && src->file)
+        for (size_t i = 0; i < src->file->count; i++)
+            if (!b.used[i]) {
+                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s'", src->file->tensors[i].name);
+                break;
+            }
+    free(b.used);
+    *params += b.params;
+    return st;
+}
+
 static dm_status build(const dm_config *config, const dm_param_source *src,
                        dm_status (*bind)(binder *, const dm_config *), dm_model **out)
 {
@@ -350,25 +503,19 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
     if (st) return st;
     dm_model *m = calloc(1, sizeof *m);
     if (!m) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    binder b = {.src = src, .model = m};
-    if (src->file && !(b.used = calloc(src->file->count + 1, 1))) {
-        free(m);
-        return dm_fail(DM_ERR_NOMEM, "out of memory");
-    }
     m->config = *config;
-    st = bind(&b, config);
-    if (!st && src->file)
-        for (size_t i = 0; i < src->file->count; i++)
-            if (!b.used[i]) {
-                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s'", src->file->tensors[i].name);
-                break;
-            }
-    free(b.used);
+    int64_t params = 0;
+    st = bind_source(m, config, src, bind, &params);
+    if (!st && (config->seg_classes > 0 || config->det_classes > 0)) {
+        dm_param_source head = *src;
+        head.file = src->head_file;
+        st = bind_source(m, config, &head, config->seg_classes > 0 ? bind_upernet : bind_det, &params);
+    }
     if (st) {
         dm_model_free(m);
         return st;
     }
-    m->config.num_params = b.params;
+    m->config.num_params = params;
     *out = m;
     return DM_OK;
 }
@@ -467,14 +614,109 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
     return DM_OK;
 }
 
+/* The tensors of file whose names start with prefix but not with skip
+ * (NULL: none skipped), under their names without prefix (pointing into
+ * file's names: free only view->tensors). */
+static dm_status prefix_view(const dm_tensor_file *file, const char *prefix, const char *skip, dm_tensor_file *view)
+{
+    *view = (dm_tensor_file){.tensors = malloc((file->count + 1) * sizeof *view->tensors)};
+    if (!view->tensors) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    size_t n = strlen(prefix);
+    for (size_t i = 0; i < file->count; i++)
+        if (strncmp(file->tensors[i].name, prefix, n) == 0 &&
+            !(skip && strncmp(file->tensors[i].name, skip, strlen(skip)) == 0)) {
+            view->tensors[view->count] = file->tensors[i];
+            view->tensors[view->count++].name += n;
+        }
+    return DM_OK;
+}
+
+/* Checkpoints of a backbone with heads, told apart by one of their
+ * tensors: every name starts with one of parts (the first is the
+ * backbone's); the head binder sees the tensors under head_prefix, without
+ * it, the backbone excluded. */
+typedef struct checkpoint_kind {
+    const char *marker;
+    const char *what;
+    const char *parts[4];
+    const char *head_prefix;
+} checkpoint_kind;
+
+static const checkpoint_kind checkpoint_kinds[] = {
+    /* mmsegmentation: auxiliary_head.* is only used in training, so ignored */
+    {"decode_head.conv_seg.weight", "segmentation", {"backbone.", "decode_head.", "auxiliary_head."}, "decode_head."},
+    /* mmdetection's Mask R-CNN: the heads keep their full names */
+    {"roi_head.bbox_head.fc_cls.weight", "detection", {"backbone.", "neck.", "rpn_head.", "roi_head."}, ""},
+};
+
+static dm_status split_checkpoint(const dm_tensor_file *file, const checkpoint_kind *kind, dm_tensor_file *backbone,
+                                  dm_tensor_file *head)
+{
+    for (size_t i = 0; i < file->count; i++) {
+        size_t p = 0;
+        while (p < 4 && kind->parts[p] && strncmp(file->tensors[i].name, kind->parts[p], strlen(kind->parts[p])) != 0)
+            p++;
+        if (p == 4 || !kind->parts[p])
+            return dm_fail(DM_ERR_MODEL, "unexpected tensor '%s' in a %s checkpoint (names start with %s, %s%s%s%s%s)",
+                           file->tensors[i].name, kind->what, kind->parts[0], kind->parts[1],
+                           kind->parts[2] ? ", " : "", kind->parts[2] ? kind->parts[2] : "",
+                           kind->parts[3] ? ", " : "", kind->parts[3] ? kind->parts[3] : "");
+    }
+    dm_status st = prefix_view(file, kind->parts[0], NULL, backbone);
+    if (!st && (st = prefix_view(file, kind->head_prefix, kind->parts[0], head))) free(backbone->tensors);
+    return st;
+}
+
+/* Mask R-CNN's widths from its heads' shapes. */
+static dm_status infer_det(const dm_tensor_file *f, dm_config *c)
+{
+    int64_t fpn = dim_of(f, 0, "neck.lateral_convs.0.conv.weight");
+    NEED(fpn, "neck.lateral_convs.0.conv.weight");
+    int64_t cls = dim_of(f, 0, "roi_head.bbox_head.fc_cls.weight");
+    if (cls < 2 || cls > (1 << 20))
+        return dm_fail(DM_ERR_MODEL, "malformed tensor 'roi_head.bbox_head.fc_cls.weight' (needs at least one class and the background)");
+    int64_t fc = dim_of(f, 0, "roi_head.bbox_head.shared_fcs.1.weight");
+    NEED(fc, "roi_head.bbox_head.shared_fcs.1.weight");
+    int64_t mask = dim_of(f, 0, "roi_head.mask_head.upsample.weight");
+    NEED(mask, "roi_head.mask_head.upsample.weight");
+    int convs = 0;
+    while (dim_of(f, 0, "roi_head.mask_head.convs.%d.conv.weight", convs) > 0) convs++;
+    c->fpn_channels = (int)fpn;
+    c->det_classes = (int)cls - 1;
+    c->det_fc_channels = (int)fc;
+    c->mask_channels = (int)mask;
+    c->mask_convs = convs;
+    return DM_OK;
+}
+
 dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
 {
     *out = NULL;
-    dm_config cfg;
-    dm_status st = dm_config_infer(file, &cfg);
+    dm_tensor_file backbone = *file, head = {0};
+    const checkpoint_kind *kind = NULL;
+    for (size_t k = 0; k < sizeof checkpoint_kinds / sizeof checkpoint_kinds[0]; k++)
+        if (dm_tensor_file_find(file, checkpoint_kinds[k].marker)) kind = &checkpoint_kinds[k];
+    int seg = kind == &checkpoint_kinds[0];
+    dm_status st = kind ? split_checkpoint(file, kind, &backbone, &head) : DM_OK;
     if (st) return st;
-    dm_param_source src = {.file = file};
-    if ((st = dm_model_build(&cfg, &src, out))) return st;
+    dm_config cfg;
+    if (!(st = dm_config_infer(&backbone, &cfg)) && kind && !seg) st = infer_det(&head, &cfg);
+    if (!st && seg) {
+        int64_t classes = dim_of(&head, 0, "conv_seg.weight"), channels = dim_of(&head, 1, "conv_seg.weight");
+        if (classes < 1 || classes > 65536 || channels < 1 || channels > 65536)
+            st = dm_fail(DM_ERR_MODEL, "malformed tensor 'decode_head.conv_seg.weight'");
+        cfg.seg_classes = (int)classes;
+        cfg.seg_channels = (int)channels;
+    }
+    if (!st) {
+        dm_param_source src = {.file = &backbone, .head_file = &head};
+        st = dm_model_build(&cfg, &src, out);
+    }
+    if (kind) {
+        free(backbone.tensors);
+        free(head.tensors);
+    }
+    if (st) return st;
     dm_model *m = *out;
     if (file->meta_count) {
         m->meta = calloc(file->meta_count, sizeof *m->meta);
@@ -582,6 +824,25 @@ static void mirror_conv(const dm_conv3x3 *src, dm_param_place place, void *ctx, 
     if (src->bias) dst->bias = place(ctx, src->bias, (size_t)src->cout);
 }
 
+static void mirror_conv1x1(const dm_conv1x1 *src, dm_param_place place, void *ctx, dm_conv1x1 *dst)
+{
+    *dst = *src;
+    dst->weight = place(ctx, src->weight, (size_t)src->cout * src->cin);
+    dst->bias = place(ctx, src->bias, (size_t)src->cout);
+}
+
+static void mirror_upernet(const dm_upernet *u, dm_param_place place, void *ctx, dm_upernet *d)
+{
+    for (int i = 0; i < DM_PPM_SCALES; i++) mirror_conv1x1(&u->psp[i], place, ctx, &d->psp[i]);
+    mirror_conv(&u->bottleneck, place, ctx, &d->bottleneck);
+    for (int i = 0; i < DM_NUM_STAGES - 1; i++) {
+        mirror_conv1x1(&u->lateral[i], place, ctx, &d->lateral[i]);
+        mirror_conv(&u->fpn[i], place, ctx, &d->fpn[i]);
+    }
+    mirror_conv(&u->fpn_bottleneck, place, ctx, &d->fpn_bottleneck);
+    mirror_conv1x1(&u->cls, place, ctx, &d->cls);
+}
+
 static void mirror_block(const dm_config *cfg, int s, const dm_block *b, dm_param_place place, void *ctx,
                          dm_block *d)
 {
@@ -632,6 +893,13 @@ dm_status dm_model_mirror(const dm_model *m, dm_param_place place, void *ctx, dm
     }
     if (m->head_w) out->head_w = place(ctx, m->head_w, (size_t)cfg->num_classes * cfg->dims[3]);
     if (m->head_b) out->head_b = place(ctx, m->head_b, (size_t)cfg->num_classes);
+    if (m->upernet) {
+        if (!(out->upernet = calloc(1, sizeof *out->upernet))) {
+            dm_model_mirror_free(out);
+            return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
+        }
+        mirror_upernet(m->upernet, place, ctx, out->upernet);
+    }
     return DM_OK;
 }
 
@@ -641,4 +909,6 @@ void dm_model_mirror_free(dm_model *mirror)
         free(mirror->stages[s].blocks);
         mirror->stages[s].blocks = NULL;
     }
+    free(mirror->upernet);
+    mirror->upernet = NULL;
 }

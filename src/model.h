@@ -14,6 +14,44 @@ typedef struct dm_conv3x3 {
     float *bias;   /* [cout] */
 } dm_conv3x3;
 
+/* A 1x1 convolution or fully connected layer, BatchNorm folded in (or a
+ * plain one with its bias). */
+typedef struct dm_conv1x1 {
+    int cin, cout;
+    float *weight; /* [cout][cin] */
+    float *bias;   /* [cout] */
+} dm_conv1x1;
+
+/* mmseg's UPerHead: every ConvModule (conv, BatchNorm, ReLU) folded. */
+#define DM_PPM_SCALES 4
+extern const int dm_ppm_scales[DM_PPM_SCALES]; /* 1, 2, 3, 6 */
+
+typedef struct dm_upernet {
+    dm_conv1x1 psp[DM_PPM_SCALES];     /* stage 3 -> channels, per pool scale */
+    dm_conv3x3 bottleneck;             /* C3 + 4 channels -> channels */
+    dm_conv1x1 lateral[DM_NUM_STAGES - 1];
+    dm_conv3x3 fpn[DM_NUM_STAGES - 1]; /* channels -> channels */
+    dm_conv3x3 fpn_bottleneck;         /* 4 channels -> channels */
+    dm_conv1x1 cls;                    /* conv_seg: channels -> classes */
+} dm_upernet;
+
+/* Mask R-CNN's neck and heads (mmdetection's FPN, RPNHead,
+ * Shared2FCBBoxHead, FCNMaskHead).  Feature maps are channels-last. */
+typedef struct dm_det_heads {
+    dm_conv1x1 lateral[DM_NUM_STAGES]; /* neck.lateral_convs */
+    dm_conv3x3 fpn[DM_NUM_STAGES];     /* neck.fpn_convs, no activation */
+    dm_conv3x3 rpn_conv;               /* followed by ReLU */
+    dm_conv1x1 rpn_cls, rpn_reg;       /* A and 4A outputs per pixel */
+    dm_conv1x1 fc[2];                  /* shared_fcs; fc[0] takes RoI features as
+                                          [7][7][C] (reordered from C x 7 x 7) */
+    dm_conv1x1 cls, reg;               /* classes + 1 (background last), 4 x classes */
+    dm_conv3x3 *mask_convs;            /* mask_convs_count, each followed by ReLU */
+    int mask_convs_count;
+    dm_conv1x1 upsample;               /* the 2x2 stride-2 deconvolution as a
+                                          GEMM: rows (dy, dx, out channel) */
+    dm_conv1x1 mask_logits;            /* one channel per class */
+} dm_det_heads;
+
 /* One block; C = dim, G = groups, R = dt_rank, F = mlp hidden. */
 typedef struct dm_block {
     float *pos_w9, *pos_b;           /* pos_embed: [9][C] (weight + constant), [C] */
@@ -49,11 +87,15 @@ struct dm_model {
     dm_conv3x3 stem[4];
     dm_stage stages[DM_NUM_STAGES];
     float *head_w, *head_b; /* [classes][C3], [classes] */
+    dm_upernet *upernet;    /* the segmentation head, or NULL */
+    dm_det_heads det;       /* when config.det_classes > 0 */
     void **allocs;          /* every parameter buffer, for freeing */
     size_t alloc_count, alloc_cap;
     dm_meta *meta;
     size_t meta_count;
     char **class_names; /* the metadata's 'classes', or NULL */
+    uint8_t *palette;   /* the metadata's 'palette' ([classes][3]), or NULL */
+    int *category_ids;  /* a detector's COCO category ids, or NULL */
 };
 
 /* The official variants' configurations. */
@@ -63,6 +105,7 @@ dm_status dm_variant_config(char variant, int in_chans, int num_classes,
 /* Where parameter values come from while binding: a file, or a generator. */
 typedef struct dm_param_source {
     const dm_tensor_file *file; /* NULL: call generate */
+    const dm_tensor_file *head_file; /* the UperNet or Mask R-CNN heads', when file has them */
     void (*generate)(void *ctx, const char *name, const dm_tensor *shape,
                      float *dst);
     void *ctx;
@@ -94,6 +137,9 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws,
 typedef float *(*dm_param_place)(void *ctx, const float *src, size_t floats);
 dm_status dm_model_mirror(const dm_model *model, dm_param_place place, void *ctx, dm_model *out);
 void dm_model_mirror_free(dm_model *mirror);
+
+/* Multiply-accumulates of the UperNet head's convolutions for an h x w input. */
+double dm_upernet_macs(const dm_config *c, int h, int w);
 
 /* Output size of a stride-2 3x3 convolution with padding 1. */
 static inline int dm_down2(int n) { return (n - 1) / 2 + 1; }

@@ -53,6 +53,15 @@ typedef struct dm_scan_inputs {
     const float *dt_bias; /* [c] */
 } dm_scan_inputs;
 
+/* The feature levels RoIAlign pools from, each with its spatial scale
+ * (1 / stride). */
+#define DM_MAX_ROI_LEVELS 4
+typedef struct dm_roi_levels {
+    dm_view level[DM_MAX_ROI_LEVELS]; /* n = 1 each */
+    float scale[DM_MAX_ROI_LEVELS];
+    int count;
+} dm_roi_levels;
+
 typedef struct dm_ops {
     const char *name;
     void *ctx; /* passed to every entry */
@@ -139,6 +148,11 @@ typedef struct dm_ops {
     /* y's channels [c0, c0 + x.c) = x: concatenation along channels, one
      * input at a time; y has the same n, h, w as x. */
     void (*concat)(void *ctx, dm_view x, int c0, dm_view y);
+    /* RoIAlign (mmcv's, aligned, averaging ceil(size / out) samples per bin
+     * and axis): RoI i of rois ([n][5]: level, x1, y1, x2, y2 in image
+     * pixels) pooled from its level into image i of y (n x out x out x c).
+     * NULL where the backend lacks it. */
+    void (*roi_align)(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y);
 } dm_ops;
 
 #endif

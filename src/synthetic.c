@@ -43,7 +43,8 @@ static void generate(void *ctx, const char *name, const dm_tensor *t, float *dst
         for (int64_t i = 0; i < n; i++) dst[i] = 0.5f + 0.25f * uniform(&state);
     } else if (t->ndim == 1 && (strstr(name, "norm") || ends_with(name, ".1.weight") ||
                                 ends_with(name, ".4.weight") || ends_with(name, ".7.weight") ||
-                                ends_with(name, ".10.weight") || strstr(name, "dw_conv.1.1.weight"))) {
+                                ends_with(name, ".10.weight") || strstr(name, "dw_conv.1.1.weight") ||
+                                ends_with(name, "bn.weight"))) {
         for (int64_t i = 0; i < n; i++) dst[i] = 1.0f + 0.1f * uniform(&state); /* norm gains */
     } else if (strstr(name, "da_scan.offset")) {
         for (int64_t i = 0; i < n; i++) dst[i] = 1.5f * scale * uniform(&state); /* offsets of about a pixel */
@@ -61,6 +62,39 @@ dm_status dm_model_synthetic(char variant, int in_chans, int num_classes, uint64
     dm_config cfg;
     dm_status st = dm_variant_config(variant, in_chans, num_classes, &cfg);
     if (st) return st;
+    dm_param_source src = {.generate = generate, .ctx = &seed};
+    return dm_model_build(&cfg, &src, out);
+}
+
+dm_status dm_model_synthetic_seg(char variant, int num_classes, int channels, uint64_t seed, dm_model **out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_seg: out is required");
+    *out = NULL;
+    if (num_classes < 1 || num_classes > 65536 || channels < 1 || channels > 65536)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_seg: classes and channels must be 1 to 65536");
+    dm_config cfg;
+    dm_status st = dm_variant_config(variant, 3, 0, &cfg);
+    if (st) return st;
+    cfg.seg_classes = num_classes;
+    cfg.seg_channels = channels;
+    dm_param_source src = {.generate = generate, .ctx = &seed};
+    return dm_model_build(&cfg, &src, out);
+}
+
+dm_status dm_model_synthetic_detector(char variant, int classes, uint64_t seed, dm_model **out)
+{
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_detector: out is required");
+    *out = NULL;
+    if (classes < 1 || classes > 100000) return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_detector: %d classes", classes);
+    dm_config cfg;
+    dm_status st = dm_variant_config(variant, 3, 0, &cfg);
+    if (st) return st;
+    /* the authors' Mask R-CNN: FPN 256, two fc of 1024, four mask convs of 256 */
+    cfg.det_classes = classes;
+    cfg.fpn_channels = 256;
+    cfg.det_fc_channels = 1024;
+    cfg.mask_channels = 256;
+    cfg.mask_convs = 4;
     dm_param_source src = {.generate = generate, .ctx = &seed};
     return dm_model_build(&cfg, &src, out);
 }

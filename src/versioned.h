@@ -18,5 +18,6 @@ void dm_struct_export(void *caller, const void *full, size_t full_size);
 #define DM_LOAD_OPTIONS_MIN_SIZE (offsetof(dm_load_options, use_ema) + sizeof(int))
 #define DM_OUTPUTS_MIN_SIZE (offsetof(dm_outputs, offsets_block) + sizeof(int))
 #define DM_PREPROCESS_MIN_SIZE (offsetof(dm_preprocess, std) + 3 * sizeof(float))
+#define DM_DET_SETTINGS_MIN_SIZE (offsetof(dm_det_settings, masks) + sizeof(int))
 
 #endif

@@ -1,10 +1,14 @@
 #!/bin/sh
-# cli_test.sh DAMAMBA SAMPLES_DIR FMNIST_TEST MICRO_PTH - the damamba command
-# end to end: classify the bundled samples (each named after its class), JSON
-# output, failure reporting and exit status, sharding, lists, eval over a
-# folder and over the test set, preprocess and features, help and --ema.
+# cli_test.sh DAMAMBA SAMPLES_DIR FMNIST_TEST GOLDEN_DIR - the damamba
+# command end to end: classify the bundled samples (each named after its
+# class), JSON output, failure reporting and exit status, sharding, lists,
+# eval over a folder and over the test set, preprocess and features, help
+# and --ema (with GOLDEN_DIR/micro.pth), and segmentation (segment, run,
+# eval --task seg and the ADE20K transform) with the UperNet micro
+# checkpoint.
 set -u
-damamba=$1 samples=$2 fmnist=$3 micro_pth=$4
+damamba=$1 samples=$2 fmnist=$3 golden=$4
+micro_pth="$golden/micro.pth"
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -31,7 +35,7 @@ expect() {
 
 # Every command answers --help and 'damamba help COMMAND'; every command
 # that takes -m takes --ema.
-for cmd in run info classify eval features preprocess scanmap compare bench convert; do
+for cmd in run info classify eval features preprocess scanmap compare bench convert segment; do
     "$damamba" "$cmd" --help >"$tmp/help1.txt" || fail "$cmd --help"
     "$damamba" help "$cmd" >"$tmp/help2.txt" || fail "help $cmd"
     cmp -s "$tmp/help1.txt" "$tmp/help2.txt" || fail "help $cmd differs from $cmd --help"
@@ -163,6 +167,58 @@ grep -q "skipped, an earlier image was written as $tmp/feats2/bag.safetensors" "
 "$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" "$samples/coat.png" 2>/dev/null
 [ $? -eq 2 ] || fail "features -o with two images is not a usage error"
 "$damamba" preprocess "$tmp/missing.png" -o "$tmp/x.safetensors" 2>/dev/null && fail "preprocess of a missing file succeeded"
+
+# segment: a palette PNG per image, an overlay, JSON class shares that add
+# up to 1, a bad file reported and skipped with exit status 1.
+seg_model="$golden/upernet_micro.pth"
+"$damamba" segment -q -m "$seg_model" --mode whole --overlay --json -o "$tmp" "$golden/seg_small.png" \
+    "$tmp/missing.png" >"$tmp/seg.json" 2>/dev/null
+status=$?
+[ "$status" -eq 1 ] || fail "segment with a missing file exited $status, not 1"
+[ -s "$tmp/seg_small_seg.png" ] && [ -s "$tmp/seg_small_overlay.png" ] || fail "segment wrote no PNGs"
+head -c 30 "$tmp/seg_small_seg.png" | grep -aq 'IHDR' || fail "segment: not a PNG"
+grep -q '"error"' "$tmp/seg.json" || fail "segment: no JSON error line for the missing file"
+shares=$(grep '"width": 101, "height": 75' "$tmp/seg.json" | grep -o '"share": [0-9.e-]*' | cut -d' ' -f2 |
+    awk '{ s += $1 } END { printf "%.3f", s }')
+[ "$shares" = "1.000" ] || fail "segment: class shares add up to '$shares'"
+ls "$tmp" | grep -q '\.tmp' && fail "segment left temporary files"
+"$damamba" segment -q -m "$seg_model" --mode slide --crop 256 --stride 171 -o "$tmp" "$golden/seg_small.png" ||
+    fail "segment in slide mode"
+"$damamba" segment -q -o "$tmp" "$golden/seg_small.png" 2>/dev/null && fail "segment without a model succeeded"
+"$damamba" segment -q -m "$golden/micro.pth" -o "$tmp" "$golden/seg_small.png" 2>/dev/null &&
+    fail "segment with a classifier succeeded"
+
+# A scan map works on a segmentation model as on a classifier.
+"$damamba" scanmap -m "$seg_model" --stage 1 "$golden/seg_small.png" -o "$tmp/scan.png" && [ -s "$tmp/scan.png" ] ||
+    fail "scanmap on a segmentation model"
+
+# preprocess --pipeline ade20k: 75 x 101 fits (2048, 512) as 512 x 689.
+"$damamba" preprocess --pipeline ade20k "$golden/seg_small.png" -o "$tmp/ade.safetensors" || fail "preprocess ade20k"
+head -c 300 "$tmp/ade.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,512,689\]' || fail "ade20k shape"
+# --pipeline coco: into (1333, 800) the scale is 800 / 75, so 800 x 1077,
+# padded to multiples of 32 as 800 x 1088.
+"$damamba" preprocess --pipeline coco "$golden/seg_small.png" -o "$tmp/coco.safetensors" || fail "preprocess coco"
+head -c 400 "$tmp/coco.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,800,1088\]' || fail "coco shape"
+"$damamba" preprocess --pipeline cityscapes "$golden/seg_small.png" -o "$tmp/x.safetensors" 2>/dev/null &&
+    fail "an unknown pipeline was accepted"
+
+# run on a segmentation model writes the head's outputs ('input' of the
+# golden file is 1 x 3 x 64 x 96).
+"$damamba" run -m "$seg_model" -i "$golden/upernet_io.safetensors" -o "$tmp/run.safetensors" ||
+    fail "run on a segmentation model"
+head -c 600 "$tmp/run.safetensors" | grep -q '"seg_pred":{"dtype":"I64","shape":\[1,64,96\]' || fail "run: seg_pred"
+
+# eval --task seg on a two-image ADE20K-layout set reproduces the metrics
+# computed independently by make_seg_eval_fixture.py from mmseg's own
+# predictions, with and without reduce_zero_label.
+seg_eval="$golden/../fixtures/seg_eval"
+got=$("$damamba" eval --task seg -q -m "$seg_model" "$seg_eval" | tail -n 1)
+[ "$got" = "$(sed -n 1p "$seg_eval/expected.txt")" ] || fail "eval --task seg: '$got'"
+got=$("$damamba" eval --task seg -q --no-reduce-zero-label -m "$seg_model" "$seg_eval" | tail -n 1)
+[ "$got" = "$(sed -n 2p "$seg_eval/expected.txt")" ] || fail "eval --task seg --no-reduce-zero-label: '$got'"
+"$damamba" eval --task seg -q --per-class -m "$seg_model" "$seg_eval" | grep -q "^7 *bed *0.5365" ||
+    fail "eval --task seg --per-class"
+"$damamba" eval --task seg -q -m "$seg_model" "$tmp" >/dev/null 2>&1 && fail "eval --task seg without images succeeded"
 
 # eval refuses datasets it cannot score: no images, labels outside the
 # model's classes, more class folders than the model has classes.

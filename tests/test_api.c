@@ -105,13 +105,15 @@ START_TEST(default_model_is_the_data_file)
 
     float x[28 * 28], a[10], b[10];
     for (int i = 0; i < 28 * 28; i++) x[i] = (float)((i * 13) % 29) / 10.0f - 1.0f;
-    dm_workspace *ws;
-    ck_assert_int_eq(dm_workspace_create(builtin, 1, 28, 28, &ws), DM_OK);
+    dm_workspace *wa, *wb; /* a workspace serves the model it was made for */
+    ck_assert_int_eq(dm_workspace_create(builtin, 1, 28, 28, &wa), DM_OK);
+    ck_assert_int_eq(dm_workspace_create(file, 1, 28, 28, &wb), DM_OK);
     dm_outputs oa = {.size = sizeof oa, .logits = a}, ob = {.size = sizeof ob, .logits = b};
-    ck_assert_int_eq(dm_forward(builtin, ws, x, 1, 28, 28, &oa), DM_OK);
-    ck_assert_int_eq(dm_forward(file, ws, x, 1, 28, 28, &ob), DM_OK);
+    ck_assert_int_eq(dm_forward(builtin, wa, x, 1, 28, 28, &oa), DM_OK);
+    ck_assert_int_eq(dm_forward(file, wb, x, 1, 28, 28, &ob), DM_OK);
     ck_assert_mem_eq(a, b, sizeof a);
-    dm_workspace_free(ws);
+    dm_workspace_free(wa);
+    dm_workspace_free(wb);
     dm_model_free(builtin);
     dm_model_free(file);
 }

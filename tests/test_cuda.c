@@ -248,12 +248,8 @@ END_TEST
 
 int main(void)
 {
-    if (dm_backend_available(DM_BACKEND_CUDA) != DM_OK) {
-        const char *require = getenv("DM_TEST_REQUIRE_CUDA");
-        int required = require && *require && strcmp(require, "0") != 0;
-        printf("%s: no CUDA device to test on: %s\n", required ? "FAIL" : "SKIP", dm_last_error());
-        return required ? EXIT_FAILURE : 77; /* 77: meson's exit code for a skipped test */
-    }
+    int missing = test_cuda_missing();
+    if (missing) return missing;
     Suite *s = suite_create("cuda");
     TCase *tc = tcase_create("golden");
     tcase_set_timeout(tc, 600);

@@ -24,7 +24,8 @@
 static const int channel_sweep[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 48, 80, 257};
 #define CHANNEL_COUNT (int)(sizeof channel_sweep / sizeof channel_sweep[0])
 
-static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU};
+static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU, DM_ACT_RELU};
+#define ACT_COUNT (int)(sizeof acts / sizeof acts[0])
 
 /* Room past every output: a kernel must leave it alone. */
 #define GUARD 32
@@ -92,7 +93,7 @@ START_TEST(test_layernorm)
     test_seed(1);
     const size_t rows = 5;
     for (int ci = 0; ci < CHANNEL_COUNT; ci++)
-        for (int ai = 0; ai < 3; ai++) {
+        for (int ai = 0; ai < ACT_COUNT; ai++) {
             size_t c = (size_t)channel_sweep[ci], n = rows * c;
             float *x = random_buffer(n, -3.0f, 5.0f), *g = random_buffer(c, 0.5f, 1.5f);
             float *b = random_buffer(c, -1.0f, 1.0f), *want, *got;
@@ -117,7 +118,7 @@ START_TEST(test_bias_act)
     test_seed(2);
     const size_t rows = 4;
     for (int ci = 0; ci < CHANNEL_COUNT; ci++)
-        for (int ai = 0; ai < 3; ai++)
+        for (int ai = 0; ai < ACT_COUNT; ai++)
             for (int with_bias = 0; with_bias < 2; with_bias++) {
                 size_t c = (size_t)channel_sweep[ci], n = rows * c;
                 /* wide enough for both tails of erf and exp */
@@ -142,7 +143,7 @@ START_TEST(test_dwconv3x3)
     static const int sizes[][2] = {{1, 1}, {1, 5}, {4, 1}, {2, 2}, {3, 7}, {9, 6}};
     for (int si = 0; si < 6; si++)
         for (int ci = 0; ci < CHANNEL_COUNT; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci];
                 size_t n = (size_t)h * w * c;
                 float *x = random_buffer(n, -2.0f, 2.0f), *w9 = random_buffer(9 * (size_t)c, -1.0f, 1.0f);

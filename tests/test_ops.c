@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backends.h"
+#include "detect_kernels.h"
 #include "kernels.h"
 #include "ops.h"
 
@@ -105,12 +106,14 @@ static double activate(double x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
     case DM_ACT_SILU: return x / (1.0 + exp(-x));
+    case DM_ACT_RELU: return x > 0.0 ? x : 0.0;
     case DM_ACT_NONE: break;
     }
     return x;
 }
 
-static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU};
+static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU, DM_ACT_RELU};
+#define ACT_COUNT (int)(sizeof acts / sizeof acts[0])
 /* Channel counts: 1, around vector widths, odd, wide. */
 static const int channel_sweep[] = {1, 3, 8, 17, 48};
 #define CHANNELS (int)(sizeof channel_sweep / sizeof channel_sweep[0])
@@ -161,7 +164,7 @@ START_TEST(gemm_matches_float64)
                     size_t M = Ms[mi], N = Ns[ni], K = Ks[ki], lda = K + (variant & 1) * 2;
                     float beta = (variant & 2) ? 1.0f : 0.0f;
                     int with_bias = variant != 0;
-                    dm_act act = acts[(mi + ni + ki + variant) % 3];
+                    dm_act act = acts[(mi + ni + ki + variant) % ACT_COUNT];
                     float *A = random_host(M * lda, -1, 1), *W = random_host(N * K, -1, 1);
                     float *bias = random_host(N, -1, 1), *C0 = random_host(M * N, -1, 1);
                     double *want = malloc(sizeof(double) * M * N);
@@ -201,7 +204,7 @@ START_TEST(conv3x3_matches_float64)
                     int n = 2, h = sizes[si][0], w = sizes[si][1], cin = cins[ii], cout = couts[(si + ii) % 3];
                     int oh = dm_conv3x3_out(h, stride, pad), ow = dm_conv3x3_out(w, stride, pad);
                     if (h + 2 * pad < 3 || w + 2 * pad < 3) continue; /* no output */
-                    dm_act act = acts[(si + pad) % 3];
+                    dm_act act = acts[(si + pad) % ACT_COUNT];
                     float *x = random_host((size_t)n * h * w * cin, -1, 1);
                     float *wt = random_host((size_t)cout * 9 * cin, -1, 1), *b = random_host(cout, -1, 1);
                     double *want = malloc(sizeof(double) * n * oh * ow * cout);
@@ -242,7 +245,7 @@ START_TEST(dwconv3x3_matches_scalar)
     test_seed(4);
     for (int si = 0; si < SIZES; si++)
         for (int ci = 0; ci < CHANNELS; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int n = 3, h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci];
                 size_t image = (size_t)h * w * c, count = n * image;
                 float *x = random_host(count, -2, 2), *w9 = random_host(9 * (size_t)c, -1, 1);
@@ -270,7 +273,7 @@ START_TEST(layernorm_and_bias_act_match_scalar)
     test_seed(5);
     for (int si = 0; si < SIZES; si++)
         for (int ci = 0; ci < CHANNELS; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int n = 2, h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci];
                 size_t rows = (size_t)n * h * w, count = rows * c;
                 float *x = random_host(count, -3, 5), *g = random_host(c, 0.5f, 1.5f), *b = random_host(c, -1, 1);
@@ -423,7 +426,7 @@ START_TEST(add_and_concat)
     test_seed(9);
     for (int si = 0; si < SIZES; si++)
         for (int ci = 0; ci < CHANNELS; ci++)
-            for (int ai = 0; ai < 3; ai++) {
+            for (int ai = 0; ai < ACT_COUNT; ai++) {
                 int n = 2, h = sizes[si][0], w = sizes[si][1], c = channel_sweep[ci], c2 = 1 + ci * 3;
                 size_t pixels = (size_t)n * h * w, count = pixels * c;
                 float *a = random_host(count, -2, 2), *b = random_host(count, -2, 2), *other = random_host(pixels * c2, -1, 1);
@@ -449,6 +452,56 @@ START_TEST(add_and_concat)
                 drop(da); drop(db); drop(dother); drop(y);
                 free(a); free(b); free(other); free(want); free(joined); free(sum); free(got);
             }
+}
+END_TEST
+
+/* RoIAlign over four levels of halving size against the scalar kernel:
+ * boxes inside, across and outside the borders, tiny and empty ones. */
+START_TEST(roi_align_matches_scalar)
+{
+    if (!ops.roi_align) {
+        printf("[%s] has no roi_align (optional): dm_detect refuses this backend\n", ops.name);
+        return;
+    }
+    test_seed(10);
+    for (int ci = 0; ci < CHANNELS; ci++)
+        for (int out = 2; out <= 14; out += 5) {
+            int c = channel_sweep[ci], n = 9, h0 = 19, w0 = 23;
+            dm_roi_levels levels = {.count = 4};
+            float *host[4];
+            for (int l = 0; l < 4; l++) {
+                int h = (h0 >> l) + 1, w = (w0 >> l) + 1;
+                host[l] = random_host((size_t)h * w * c, -2, 2);
+                levels.level[l] = upload(host[l], 1, h, w, c);
+                levels.scale[l] = 1.0f / (float)(4 << l);
+            }
+            float *rois = random_host(5 * (size_t)n, -20, 100);
+            for (int i = 0; i < n; i++) {
+                float *r = rois + 5 * i;
+                r[0] = (float)(i % 4);
+                if (r[3] < r[1]) { float t = r[1]; r[1] = r[3]; r[3] = t; }
+                if (r[4] < r[2]) { float t = r[2]; r[2] = r[4]; r[4] = t; }
+            }
+            rois[5 * 1 + 3] = rois[5 * 1 + 1]; /* zero width */
+            float *want = malloc(sizeof(float) * n * out * out * c);
+            for (int i = 0; i < n; i++) {
+                const float *r = rois + 5 * i;
+                dm_view f = levels.level[(int)r[0]];
+                dm_roi_align(host[(int)r[0]], f.h, f.w, c, levels.scale[(int)r[0]], r + 1, out, out,
+                             want + (size_t)i * out * out * c);
+            }
+            dm_view dr = upload(rois, 1, 1, n, 5), y = fresh(n, out, out, c);
+            pass_begin();
+            ops.roi_align(ops.ctx, &levels, dr.data, n, y);
+            pass_end();
+            float *got = download(y);
+            char what[96];
+            snprintf(what, sizeof what, "roi_align %d RoIs -> %dx%dx%d", n, out, out, c);
+            expect_close_f(what, got, want, (size_t)n * out * out * c);
+            for (int l = 0; l < 4; l++) drop(levels.level[l]), free(host[l]);
+            drop(dr); drop(y);
+            free(rois); free(want); free(got);
+        }
 }
 END_TEST
 
@@ -506,6 +559,7 @@ int main(void)
     tcase_add_test(tc, scan_matches_scalar);
     tcase_add_test(tc, resampling_matches_scalar);
     tcase_add_test(tc, add_and_concat);
+    tcase_add_test(tc, roi_align_matches_scalar);
     suite_add_tcase(s, tc);
     int rc = test_run_in_process(s);
     ops.destroy(ops.ctx);

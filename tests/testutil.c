@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "damamba.h"
+#include "kernels.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -58,6 +59,23 @@ double test_rel_err(const char *label, const float *got, const float *want, size
     printf("%-40s max_abs_err %.3e  max|ref| %.3e  rel_err %.3e\n", label, max_err, max_ref, rel);
     fflush(stdout);
     return rel;
+}
+
+int test_isa_runs(void)
+{
+    const dm_kernels *k;
+    if (dm_kernels_require(&k) == DM_OK) return 1;
+    printf("skipped: %s\n", dm_last_error());
+    return 0;
+}
+
+int test_cuda_missing(void)
+{
+    if (dm_backend_available(DM_BACKEND_CUDA) == DM_OK) return 0;
+    const char *require = getenv("DM_TEST_REQUIRE_CUDA");
+    int required = require && *require && strcmp(require, "0") != 0;
+    printf("%s: no CUDA device to test on: %s\n", required ? "FAIL" : "SKIP", dm_last_error());
+    return required ? EXIT_FAILURE : 77; /* 77: meson's exit code for a skipped test */
 }
 
 /* A label for a result line: the backend, and for the CPU its instruction set. */

@@ -39,6 +39,15 @@ float test_uniform(float lo, float hi);
 void test_golden_block(dm_backend backend);
 void test_golden_model(const char *weights, const char *io_name, dm_backend backend);
 
+/* Whether the kernels DAMAMBA_ISA asks for can run; if not, says why, for
+ * a suite that then exits 77 (skipped). */
+int test_isa_runs(void);
+
+/* 0 when a CUDA device is there to test on; otherwise says so and returns
+ * the exit code: 77 (skipped), or a failure when DM_TEST_REQUIRE_CUDA is
+ * set (a GPU machine's check). */
+int test_cuda_missing(void);
+
 /* Run the suite, print a summary, return the process exit code. */
 int test_run(Suite *suite);
 /* The same without forking a process per test, for suites whose tests use

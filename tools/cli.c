@@ -134,6 +134,49 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
     return ws;
 }
 
+int cli_parse_seg_mode(const char *value, dm_seg_options *o)
+{
+    if (!strcmp(value, "whole")) o->mode = DM_SEG_WHOLE;
+    else if (!strcmp(value, "slide")) o->mode = DM_SEG_SLIDE;
+    else if (!strcmp(value, "aug")) o->multi_scale_flip = 1;
+    else {
+        cli_error("--mode expects whole, slide or aug, got '%s'", value);
+        return 0;
+    }
+    return 1;
+}
+
+int cli_parse_task(const char *value, cli_task *task)
+{
+    if (!strcmp(value, "cls")) *task = CLI_TASK_CLS;
+    else if (!strcmp(value, "seg")) *task = CLI_TASK_SEG;
+    else if (!strcmp(value, "det")) *task = CLI_TASK_DET;
+    else {
+        cli_error("--task expects cls, seg or det, got '%s'", value);
+        return 0;
+    }
+    return 1;
+}
+
+char *cli_read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long len = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
+        fread(buf, 1, (size_t)len, f) == (size_t)len) {
+        buf[len] = 0;
+        *size = (size_t)len;
+        fclose(f);
+        return buf;
+    }
+    cli_error("%s: cannot read: %s", path, f && buf ? "short read" : strerror(errno));
+    free(buf);
+    if (f) fclose(f);
+    return NULL;
+}
+
 /* ------------------------------------------------------------- labels */
 
 const char *cli_class_name(const dm_model *model, int index, char *buf, size_t size)
@@ -742,4 +785,41 @@ void cli_write_top_json(FILE *out, const char *file, const dm_model *model, cons
         fprintf(out, ", \"prob\": %.6g}", probs[index[j]]);
     }
     fputs("]}", out);
+}
+
+/* ---------------------------------------------------------- segmenting */
+
+int cli_segment_image(cli_segmenter *s, const char *path, const dm_image *img, int32_t *labels)
+{
+    int h, w;
+    if (dm_segment_image_size(&s->transform, &s->options, img->width, img->height, &h, &w) != DM_OK) {
+        cli_error("%s: %s", path, dm_last_error());
+        return 0;
+    }
+    if (!s->ws || h > s->ws_h || w > s->ws_w) {
+        dm_workspace_free(s->ws);
+        s->ws_h = h > s->ws_h ? h : s->ws_h;
+        s->ws_w = w > s->ws_w ? w : s->ws_w;
+        if (!(s->ws = cli_workspace_create(s->model, s->backend, 1, s->ws_h, s->ws_w))) return 0;
+    }
+    if (dm_segment_image(s->model, s->ws, img, &s->transform, &s->options, NULL, labels) != DM_OK) {
+        cli_error("%s: %s", path, dm_last_error());
+        return 0;
+    }
+    return 1;
+}
+
+void cli_segmenter_free(cli_segmenter *s)
+{
+    dm_workspace_free(s->ws);
+    s->ws = NULL;
+}
+
+const char *cli_path_stem(const char *path, int *len)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    *len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+    return base;
 }

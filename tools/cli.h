@@ -7,6 +7,7 @@
 #include "damamba.h"
 
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -44,6 +45,17 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out);
  * --threads option's value when given (cli_threads > 0), else dm_threads(). */
 extern int cli_threads;
 int cli_thread_count(void);
+
+/* Parse a segmentation --mode: whole, slide, or aug (multi-scale + flip
+ * over the options' mode); prints an error and returns 0 on failure. */
+int cli_parse_seg_mode(const char *value, dm_seg_options *o);
+
+/* The model a command works with: --task cls (a classifier), seg (an
+ * UperNet segmentation model) or det (a Mask R-CNN). */
+typedef enum cli_task { CLI_TASK_CLS, CLI_TASK_SEG, CLI_TASK_DET } cli_task;
+
+/* Parse --task; prints an error and returns 0 on failure. */
+int cli_parse_task(const char *value, cli_task *task);
 
 /* A workspace on a backend for n images of h x w; prints the error (for
  * CUDA: why it is not available) and returns NULL on failure. */
@@ -104,6 +116,10 @@ int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
  * exit status for the error it printed: 1 when the model's own settings are
  * invalid, 2 when an option does not fit the model. */
 int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out);
+
+/* A whole file, NUL-terminated, in a malloc'ed buffer (size without the
+ * NUL); prints the error and returns NULL on failure. */
+char *cli_read_file(const char *path, size_t *size);
 
 /* ------------------------------------------------------------ file lists */
 
@@ -226,17 +242,92 @@ void cli_classifier_free(cli_classifier *c);
 void cli_write_top_json(FILE *out, const char *file, const dm_model *model, const float *probs, const int *index,
                         int k);
 
+/* ---------------------------------------------------------- segmenting */
+
+/* Images segmented one after the other, as dm_segment_image does, on one
+ * workspace grown to the largest network input met so far. */
+typedef struct cli_segmenter {
+    const dm_model *model;
+    dm_backend backend;
+    dm_mm_transform transform;
+    dm_seg_options options;
+    dm_workspace *ws;
+    int ws_h, ws_w;
+} cli_segmenter;
+
+/* Labels (width x height) of a decoded image read from path; prints the
+ * error and returns 0 on failure. */
+int cli_segment_image(cli_segmenter *s, const char *path, const dm_image *img, int32_t *labels);
+void cli_segmenter_free(cli_segmenter *s);
+
+/* The file name of path without its directory and extension: a pointer
+ * into path, and its length in *len. */
+const char *cli_path_stem(const char *path, int *len);
+
+/* eval --task seg over ROOT/images/validation and ROOT/annotations/
+ * validation; prints the metrics; returns the exit status. */
+int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label,
+                 int per_class, int quiet);
+
 /* Commands */
+/* ------------------------------------------------------------ detection */
+
+/* A Mask R-CNN model with a workspace that grows to the images it sees. */
+typedef struct cli_detector {
+    const dm_model *model;
+    dm_workspace *ws;
+    int ws_h, ws_w;
+    dm_det_settings settings;
+} cli_detector;
+
+/* A detector's class names (the model's, else "class N") and category ids
+ * (dm_model_category_ids). */
+typedef struct cli_det_classes {
+    const char **names;
+    const int *ids;
+    char (*fallback)[24]; /* the "class N" names, when the model has none */
+} cli_det_classes;
+
+/* Prints the error and returns 0 when the model is no detector or out of
+ * memory. */
+int cli_det_classes_load(const dm_model *model, cli_det_classes *out);
+void cli_det_classes_free(cli_det_classes *c);
+
+/* Decode an image file into img and detect in it through mmdetection's
+ * COCO test pipeline.  Returns NULL, or the reason it failed (valid until
+ * the next call). */
+const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, dm_detections *out);
+void cli_detector_free(cli_detector *det);
+
+/* The images of a COCO annotation file. */
+typedef struct cli_coco_image {
+    char *file_name;
+    int64_t id;
+    int width, height;
+} cli_coco_image;
+
+/* A COCO annotation file, parsed; free with dm_json_free(). */
+struct dm_json *cli_coco_load(const char *path);
+/* Its "images" list; prints the error and returns 0 when malformed. */
+int cli_coco_images(const struct dm_json *root, const char *path, cli_coco_image **out, size_t *count);
+void cli_coco_images_free(cli_coco_image *images, size_t count);
+
+/* `damamba eval --task det`: box and mask AP over the images of the
+ * annotation file found in dir; returns the exit status. */
+int cli_eval_detection(const char *model_path, const char *annotations, const char *dir, float score_thr, int quiet);
+
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_segment(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif

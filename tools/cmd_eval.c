@@ -11,10 +11,12 @@
 
 #include "internal_api.h"
 
-enum { OPT_PER_CLASS = 300 };
 
 static const char eval_usage[] =
     "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--per-class] [--quiet] DATA\n"
+    "       damamba eval --task seg -m MODEL [--mode whole|slide|aug] [--per-class]\n"
+    "                    [--no-reduce-zero-label] [-t THREADS] [--quiet] DATASET\n"
+    "       damamba eval --task det -m MODEL --coco-annotations FILE [-t THREADS] IMAGES_DIR\n"
     "\n"
     "Measures top-1 and top-5 accuracy of the model on DATA, either\n"
     "  - a folder with one sub-folder of images per class: when every\n"
@@ -32,15 +34,37 @@ static const char eval_usage[] =
     "read is reported, left out of the count, and makes the exit status 1.\n"
     "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
     "\n"
+    "With --task seg, a segmentation model's mIoU, mAcc and aAcc over an\n"
+    "ADE20K-layout DATASET: images/validation/* and, for each, the 8-bit\n"
+    "annotation annotations/validation/STEM.png, as mmsegmentation evaluates:\n"
+    "the ADE20K test (slide 512/341 by default), areas summed over the whole\n"
+    "dataset, annotation 0 ignored and the others shifted down by one\n"
+    "(reduce_zero_label; --no-reduce-zero-label for datasets without it),\n"
+    "255 ignored.  Last line: mIoU=0.xxxx mAcc=0.xxxx aAcc=0.xxxx n=N\n"
+    "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -b, --batch N        images per forward pass (default 256)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     "      --per-class      also the accuracy of each class: index, images, top-1,\n"
-    "                       top-5 and name, one line each, before the last line\n"
+    "                       top-5 and name, one line each, before the last line;\n"
+    "                       seg: each class's IoU and accuracy\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a\n"
     "                       terminal) and no timing line\n"
+    "      --task T         cls (default), seg or det\n"
+    "      --mode M         seg: whole, slide (default) or aug (multi-scale + flip)\n"
+    "      --no-reduce-zero-label  seg: annotation values are class indices as they are\n"
+    "      --coco-annotations F    det: the annotation file (instances_*.json)\n"
+    "\n"
+    "With --task det, a detection model's COCO box and mask AP instead (IoU\n"
+    "0.50:0.95, 101 recall points, 100 detections per image, as the official\n"
+    "evaluation computes it) over the images of the annotation file found in\n"
+    "IMAGES_DIR (by file name), each through mmdetection's COCO test pipeline.\n"
+    "Prints AP, AP50, AP75, AP small / medium / large and AR100 for boxes and\n"
+    "masks; the last line: bbox_mAP=0.xxxx segm_mAP=0.xxxx n=N\n"
     "\n" CLI_PREPROCESS_HELP;
+
+enum { OPT_TASK = 300, OPT_MODE, OPT_PER_CLASS, OPT_NO_REDUCE, OPT_COCO_ANNOTATIONS };
 
 /* A labelled set of images: file paths, or a tensor of pixels. */
 typedef struct dataset {
@@ -239,15 +263,19 @@ static int map_folders(dataset *d, const dm_model *m)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model_path = NULL;
+    const char *model_path = NULL, *annotations = NULL;
     int ema = 0;
-    int batch = 256, quiet = 0, per_class = 0, threads, c;
+    int batch = 256, quiet = 0, per_class = 0, threads, c, reduce_zero_label = 1;
+    cli_task task = CLI_TASK_CLS;
+    dm_seg_options seg_options = dm_seg_options_ade20k();
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
-        {"per-class", no_argument, 0, OPT_PER_CLASS}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
-        {0, 0, 0, 0}};
+        {"task", required_argument, 0, OPT_TASK}, {"mode", required_argument, 0, OPT_MODE},
+        {"coco-annotations", required_argument, 0, OPT_COCO_ANNOTATIONS},
+        {"per-class", no_argument, 0, OPT_PER_CLASS}, {"no-reduce-zero-label", no_argument, 0, OPT_NO_REDUCE},
+        {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:b:t:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -259,7 +287,11 @@ int cmd_eval(int argc, char **argv)
             cli_threads = threads;
             break;
         case 'q': quiet = 1; break;
+        case OPT_TASK: if (!cli_parse_task(optarg, &task)) return 2; break;
+        case OPT_MODE: if (!cli_parse_seg_mode(optarg, &seg_options)) return 2; break;
         case OPT_PER_CLASS: per_class = 1; break;
+        case OPT_NO_REDUCE: reduce_zero_label = 0; break;
+        case OPT_COCO_ANNOTATIONS: annotations = optarg; break;
         case 'h': fputs(eval_usage, stdout); return 0;
         default: {
             int taken = cli_preprocess_opt(&popts, c, optarg);
@@ -269,11 +301,19 @@ int cmd_eval(int argc, char **argv)
         }
         }
     }
-    if (optind != argc - 1) {
+    int det = task == CLI_TASK_DET;
+    if (optind != argc - 1 || det != (annotations != NULL) || (det && !model_path)) {
         fputs(eval_usage, stderr);
         return 2;
     }
     const char *data = argv[optind];
+    if (det) return cli_eval_detection(model_path, annotations, data, 0.05f, quiet);
+    if (task == CLI_TASK_SEG) {
+        dm_model *m = cli_load_model(model_path, ema);
+        int rc = m ? cli_eval_seg(m, data, &seg_options, reduce_zero_label, per_class, quiet) : 1;
+        dm_model_free(m);
+        return rc;
+    }
     struct stat sb;
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);

@@ -12,14 +12,28 @@
 
 static const char preprocess_usage[] =
     "usage: damamba preprocess [-m MODEL] [OPTIONS] IMAGE -o OUT.safetensors\n"
+    "       damamba preprocess --pipeline ade20k|coco [--ratio R] [--flip] IMAGE -o OUT.safetensors\n"
     "\n"
     "Writes the F32 tensor 'image' (C x H x W) exactly as the model sees IMAGE:\n"
     "decoded, resized, center-cropped and normalized by the model's\n"
     "preprocessing (its metadata, else ImageNet's evaluation transform).\n"
+    "With --pipeline ade20k, mmsegmentation's ADE20K test transform instead:\n"
+    "'img' (3 x h x w: scaled with OpenCV's resize to fit (2048, 512) times R,\n"
+    "keeping the aspect ratio, optionally flipped, normalized) and\n"
+    "'scale_factor' (w_new / w, h_new / h, w_new / w, h_new / h).\n"
+    "With --pipeline coco, mmdetection's COCO test pipeline: resized keeping\n"
+    "its aspect ratio into 1333 x 800 (OpenCV's bilinear resize), normalized,\n"
+    "zero-padded at the bottom and right to multiples of 32.  It writes 'img'\n"
+    "(3 x H x W, padded), 'scale_factor', and 'img_shape' and 'ori_shape' (I64\n"
+    "h, w, 3: the resized image and the original).\n"
     "\n"
     "  -m, --model FILE     model whose preprocessing applies; default: embedded\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output FILE    output tensor file\n"
+    "      --pipeline NAME  ade20k: mmsegmentation's ADE20K test transform;\n"
+    "                       coco: mmdetection's COCO test pipeline (no model needed)\n"
+    "      --ratio R        with --pipeline: a multi-scale ratio (default 1)\n"
+    "      --flip           with --pipeline: flip horizontally\n"
     "\n" CLI_PREPROCESS_HELP;
 
 static const char features_usage[] =
@@ -48,12 +62,14 @@ static const char features_usage[] =
 
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
-    const char *model, *output, *output_dir;
+    const char *model, *output, *output_dir, *pipeline, *ratio;
     char **images;
-    int count, ema, quiet;
+    int count, ema, quiet, flip;
     int h, w; /* features --size, else 0 */
     cli_preprocess_opts prep;
 } image_args;
+
+enum { OPT_PIPELINE = 400, OPT_RATIO, OPT_FLIP };
 
 static int parse_args(int argc, char **argv, const char *usage, int features, image_args *a)
 {
@@ -61,7 +77,8 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
         {"output-dir", required_argument, 0, 'd'}, {"quiet", no_argument, 0, 'q'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
-        {0, 0, 0, 0}};
+        {"pipeline", required_argument, 0, OPT_PIPELINE}, {"ratio", required_argument, 0, OPT_RATIO},
+        {"flip", no_argument, 0, OPT_FLIP}, {0, 0, 0, 0}};
     int c, threads;
     *a = (image_args){0};
     optind = 1;
@@ -86,6 +103,14 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             cli_threads = threads;
             break;
         case 'h': fputs(usage, stdout); return -1;
+        case OPT_PIPELINE:
+        case OPT_RATIO:
+        case OPT_FLIP:
+            if (features) goto bad;
+            if (c == OPT_PIPELINE) a->pipeline = optarg;
+            else if (c == OPT_RATIO) a->ratio = optarg;
+            else a->flip = 1;
+            break;
         case CLI_OPT_SIZE: /* preprocess's --size is the crop size, as for classify */
             if (features) {
                 if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
@@ -135,7 +160,7 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count, const cha
     for (size_t i = 0; i < count; i++) {
         t[i].numel = 1;
         for (int d = 0; d < t[i].ndim; d++) t[i].numel *= t[i].shape[d];
-        t[i].nbytes = (size_t)t[i].numel * sizeof(float);
+        t[i].nbytes = (size_t)t[i].numel * dm_dtype_size(t[i].dtype);
     }
     dm_meta meta = {.key = "file", .value = (char *)source};
     if (dm_safetensors_write(path, t, count, &meta, 1) != DM_OK) {
@@ -145,11 +170,71 @@ static int write_tensors(const char *path, dm_tensor *t, size_t count, const cha
     return 1;
 }
 
+/* An mmcv test pipeline of one image: mmsegmentation's ADE20K transform
+ * ('img' and 'scale_factor') or mmdetection's COCO pipeline (the padded
+ * 'img', 'scale_factor', 'img_shape' and 'ori_shape').  Returns the exit
+ * code. */
+static int preprocess_pipeline(const image_args *a)
+{
+    int coco = !strcmp(a->pipeline, "coco");
+    if (!coco && strcmp(a->pipeline, "ade20k")) {
+        cli_error("--pipeline expects ade20k or coco, got '%s'", a->pipeline);
+        return 2;
+    }
+    if (!a->output || a->model || a->ema || a->prep.size || a->prep.crop_fraction > 0 || a->prep.interpolation_set ||
+        a->prep.mean.count || a->prep.std.count) {
+        cli_error("--pipeline takes one image and -o OUT, and no model or preprocessing options");
+        return 2;
+    }
+    dm_mm_transform t = coco ? dm_mm_transform_coco() : dm_mm_transform_ade20k();
+    t.flip = a->flip;
+    if (a->ratio) {
+        char *end;
+        t.ratio = strtod(a->ratio, &end);
+        if (*end || !(t.ratio > 0 && t.ratio <= 64)) {
+            cli_error("--ratio expects a number above 0 and up to 64, got '%s'", a->ratio);
+            return 2;
+        }
+    }
+    const char *path = a->images[0];
+    dm_image img;
+    if (dm_image_load(path, 3, &img) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        return 1;
+    }
+    int h, w, ph = 0, pw = 0, rc = 1;
+    float scale[4], *out = NULL;
+    if (dm_mm_transform_size(&t, img.width, img.height, &h, &w, scale) == DM_OK) {
+        ph = dm_mm_padded(&t, h);
+        pw = dm_mm_padded(&t, w);
+    }
+    if (!ph || !(out = malloc(sizeof(float) * 3 * ph * pw)) || dm_mm_transform_image(&img, &t, out) != DM_OK) {
+        cli_error("%s: %s", path, !ph || out ? dm_last_error() : "out of memory");
+    } else {
+        int64_t img_shape[3] = {h, w, 3}, ori_shape[3] = {img.height, img.width, 3};
+        dm_tensor tensors[] = {
+            {.name = "img", .dtype = DM_F32, .ndim = 3, .shape = {3, ph, pw}, .data = out},
+            {.name = "scale_factor", .dtype = DM_F32, .ndim = 1, .shape = {4}, .data = scale},
+            {.name = "img_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .data = img_shape},
+            {.name = "ori_shape", .dtype = DM_I64, .ndim = 1, .shape = {3}, .data = ori_shape},
+        };
+        rc = write_tensors(a->output, tensors, coco ? 4 : 2, path) ? 0 : 1;
+    }
+    free(out);
+    dm_image_free(&img);
+    return rc;
+}
+
 int cmd_preprocess(int argc, char **argv)
 {
     image_args a;
     int rc = parse_args(argc, argv, preprocess_usage, 0, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
+    if (a.pipeline) return preprocess_pipeline(&a);
+    if (a.ratio || a.flip) {
+        cli_error("--ratio and --flip go with --pipeline");
+        return 2;
+    }
     dm_model *m = NULL;
     dm_preprocess prep = DM_PREPROCESS_INIT;
     float *input = NULL;

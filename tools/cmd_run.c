@@ -9,27 +9,195 @@
 
 static const char run_usage[] =
     "usage: damamba run [-m MODEL] -i IN.safetensors -o OUT.safetensors [-t THREADS]\n"
+    "                   [--mode whole|slide] [--crop H[xW]] [--stride H[xW]]\n"
     "\n"
     "Reads the F32 tensor 'input' (N x C x H x W) from IN, or 'image' (C x H x W,\n"
     "as 'damamba preprocess' writes it) as a batch of one, runs the model and\n"
     "writes 'logits' (N x classes, when the model has a head) and 'stage0' ..\n"
     "'stage3' (N x C x H x W, F32) to OUT: the way to check this library\n"
-    "against PyTorch.  OUT is replaced only once it is completely written.\n"
+    "against PyTorch.  A segmentation model (UperNet head) also gives\n"
+    "'decode_logits' (N x K x H/4 x W/4, whole mode), 'seg_logits' (N x K x H x W,\n"
+    "resized to the input) and 'seg_pred' (I64 N x H x W class indices), as\n"
+    "mmsegmentation's EncoderDecoder computes them.  OUT is replaced only once\n"
+    "it is completely written.\n"
+    "\n"
+    "A detection model (Mask R-CNN) takes one image: 'input' (1 x 3 x H x W,\n"
+    "normalized and padded), 'img_shape' (h, w before padding), 'ori_shape'\n"
+    "(h, w of the original) and 'scale_factor' (w, h, w, h), and writes\n"
+    "'proposals' (N x 5), 'det_bboxes' (D x 4, original-image pixels),\n"
+    "'det_scores' (D), 'det_labels' (D, I64) and 'det_masks' (D x H0 x W0, U8).\n"
     "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
     "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    input tensor file\n"
     "  -o, --output FILE   output tensor file\n"
-    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n";
+    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "      --mode M        segmentation: whole (default) or slide\n"
+    "      --crop H[xW]    slide window (default 512)\n"
+    "      --stride H[xW]  slide step (default 341)\n";
+
+enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE };
+
+#define MAX_OUTPUTS (DM_NUM_STAGES + 4)
+
+/* The tensors one run writes, each in its own buffer. */
+typedef struct run_outputs {
+    dm_tensor t[MAX_OUTPUTS];
+    size_t count;
+} run_outputs;
+
+/* A new output of the given shape; its buffer, or NULL (printed). */
+static void *add_output(run_outputs *o, const char *name, dm_dtype dtype, int ndim, const int64_t *shape)
+{
+    dm_tensor *t = &o->t[o->count];
+    *t = (dm_tensor){.name = (char *)name, .dtype = dtype, .ndim = ndim, .numel = 1};
+    for (int d = 0; d < ndim; d++) t->numel *= (t->shape[d] = shape[d]);
+    t->nbytes = (size_t)t->numel * dm_dtype_size(dtype);
+    if (!(t->data = malloc(t->nbytes ? t->nbytes : 1))) { /* an empty tensor (no detections) too */
+        cli_error("out of memory");
+        return NULL;
+    }
+    o->count++;
+    return (void *)t->data;
+}
+
+static void free_outputs(run_outputs *o)
+{
+    for (size_t i = 0; i < o->count; i++) free((void *)o->t[i].data);
+}
+
+/* decode_logits (whole mode), seg_logits and seg_pred of a segmentation
+ * model.  Returns 0 (printed) on failure. */
+static int run_segmentation(const dm_model *m, const float *input, int n, int h, int w,
+                            const dm_seg_options *options, run_outputs *o)
+{
+    int K = dm_model_config(m)->seg_classes, ws_h = h, ws_w = w, h4, w4;
+    dm_stage_shape(m, h, w, 0, NULL, &h4, &w4);
+    if (options->mode == DM_SEG_SLIDE) {
+        ws_h = options->crop_h < h ? options->crop_h : h;
+        ws_w = options->crop_w < w ? options->crop_w : w;
+    }
+    dm_seg_outputs out = {0};
+    if (options->mode == DM_SEG_WHOLE &&
+        !(out.decode_logits = add_output(o, "decode_logits", DM_F32, 4, (int64_t[]){n, K, h4, w4})))
+        return 0;
+    if (!(out.seg_logits = add_output(o, "seg_logits", DM_F32, 4, (int64_t[]){n, K, h, w}))) return 0;
+    int64_t *pred = add_output(o, "seg_pred", DM_I64, 3, (int64_t[]){n, h, w});
+    if (!pred || !(out.seg_pred = malloc(sizeof(int32_t) * n * h * w))) {
+        if (pred) cli_error("out of memory");
+        return 0;
+    }
+    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, n, ws_h, ws_w);
+    int ok = ws && dm_segment(m, ws, input, n, h, w, options, &out) == DM_OK;
+    if (ws && !ok) cli_error("%s", dm_last_error());
+    for (size_t p = 0; ok && p < (size_t)n * h * w; p++) pred[p] = out.seg_pred[p];
+    free(out.seg_pred);
+    dm_workspace_free(ws);
+    return ok;
+}
+
+/* The first count values of a numeric tensor, or 0 with an error. */
+static int read_numbers(const dm_tensor_file *f, const char *path, const char *name, int count, double *out)
+{
+    const dm_tensor *t = dm_tensor_file_find(f, name);
+    if (!t || t->numel < count || (t->dtype != DM_F32 && t->dtype != DM_F64 && t->dtype != DM_I64 && t->dtype != DM_I32)) {
+        cli_error("%s: a detection model needs a numeric tensor '%s' of at least %d values", path, name, count);
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        const char *p = (const char *)t->data + i * dm_dtype_size(t->dtype);
+        float f;
+        double d;
+        int64_t l;
+        int32_t n;
+        switch (t->dtype) {
+        case DM_F32: memcpy(&f, p, 4); out[i] = f; break;
+        case DM_F64: memcpy(&d, p, 8); out[i] = d; break;
+        case DM_I64: memcpy(&l, p, 8); out[i] = (double)l; break;
+        default: memcpy(&n, p, 4); out[i] = n; break;
+        }
+    }
+    return 1;
+}
+
+static int in_range(double v, double lo, double hi) { return v >= lo && v <= hi; }
+
+/* `run` on a Mask R-CNN: one image in, proposals and detections out.
+ * Returns 0 (printed) on failure. */
+static int run_detection(const dm_model *m, const dm_tensor_file *in, const char *in_path, const float *input, int n,
+                         int h, int w, run_outputs *o)
+{
+    double img[2], ori[2], sf[4];
+    if (n != 1) {
+        cli_error("%s: a detection model takes one image (input has %d)", in_path, n);
+        return 0;
+    }
+    if (!read_numbers(in, in_path, "img_shape", 2, img) || !read_numbers(in, in_path, "ori_shape", 2, ori) ||
+        !read_numbers(in, in_path, "scale_factor", 4, sf))
+        return 0;
+    if (!in_range(img[0], 1, h) || !in_range(img[1], 1, w) || !in_range(ori[0], 1, 65536) || !in_range(ori[1], 1, 65536)) {
+        cli_error("%s: img_shape %gx%g must fit the %dx%d input and ori_shape %gx%g be a positive size", in_path,
+                  img[0], img[1], h, w, ori[0], ori[1]);
+        return 0;
+    }
+    dm_det_image im = {(int)img[0], (int)img[1], (int)ori[0], (int)ori[1], {(float)sf[0], (float)sf[1], (float)sf[2], (float)sf[3]}};
+    dm_detections d = {0};
+    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w);
+    int ok = ws && dm_detect(m, ws, input, h, w, &im, NULL, &d) == DM_OK;
+    if (ws && !ok) cli_error("%s", dm_last_error());
+    dm_workspace_free(ws);
+    int64_t D = d.count, N = d.num_proposals;
+    float *proposals = NULL, *boxes = NULL, *scores = NULL;
+    int64_t *labels = NULL;
+    uint8_t *masks = NULL;
+    ok = ok && (proposals = add_output(o, "proposals", DM_F32, 2, (int64_t[]){N, 5})) &&
+         (boxes = add_output(o, "det_bboxes", DM_F32, 2, (int64_t[]){D, 4})) &&
+         (scores = add_output(o, "det_scores", DM_F32, 1, (int64_t[]){D})) &&
+         (labels = add_output(o, "det_labels", DM_I64, 1, (int64_t[]){D})) &&
+         (masks = add_output(o, "det_masks", DM_U8, 3, (int64_t[]){D, d.mask_h, d.mask_w}));
+    if (ok && N) memcpy(proposals, d.proposals, sizeof(float) * 5 * N);
+    if (ok && D) {
+        memcpy(boxes, d.boxes, sizeof(float) * 4 * D);
+        memcpy(scores, d.scores, sizeof(float) * D);
+        for (int64_t i = 0; i < D; i++) labels[i] = d.labels[i];
+        memcpy(masks, d.masks, (size_t)D * d.mask_h * d.mask_w);
+    }
+    dm_detections_free(&d);
+    return ok;
+}
+
+/* The stage outputs and logits of a forward pass.  Returns 0 (printed) on
+ * failure. */
+static int run_forward(const dm_model *m, const float *input, int n, int h, int w, run_outputs *o)
+{
+    static const char *names[DM_NUM_STAGES] = {"stage0", "stage1", "stage2", "stage3"};
+    const dm_config *cfg = dm_model_config(m);
+    dm_outputs fwd = DM_OUTPUTS_INIT;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        int C, oh, ow;
+        dm_stage_shape(m, h, w, s, &C, &oh, &ow);
+        if (!(fwd.stages[s] = add_output(o, names[s], DM_F32, 4, (int64_t[]){n, C, oh, ow}))) return 0;
+    }
+    if (cfg->num_classes && !(fwd.logits = add_output(o, "logits", DM_F32, 2, (int64_t[]){n, cfg->num_classes})))
+        return 0;
+    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w);
+    int ok = ws && dm_forward(m, ws, input, n, h, w, &fwd) == DM_OK;
+    if (ws && !ok) cli_error("%s", dm_last_error());
+    dm_workspace_free(ws);
+    return ok;
+}
 
 int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
     int ema = 0;
+    dm_seg_options seg = dm_seg_options_ade20k();
+    seg.mode = DM_SEG_WHOLE;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
+        {"stride", required_argument, 0, OPT_STRIDE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, threads;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:o:t:h", opts, NULL)) != -1) {
@@ -42,6 +210,15 @@ int cmd_run(int argc, char **argv)
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
             break;
+        case OPT_MODE:
+            if (strcmp(optarg, "whole") && strcmp(optarg, "slide")) {
+                cli_error("--mode expects whole or slide, got '%s'", optarg);
+                return 2;
+            }
+            seg.mode = strcmp(optarg, "whole") ? DM_SEG_SLIDE : DM_SEG_WHOLE;
+            break;
+        case OPT_CROP: if (!cli_parse_size("--crop", optarg, &seg.crop_h, &seg.crop_w)) return 2; break;
+        case OPT_STRIDE: if (!cli_parse_size("--stride", optarg, &seg.stride_h, &seg.stride_w)) return 2; break;
         case 'h': fputs(run_usage, stdout); return 0;
         default: fputs(run_usage, stderr); return 2;
         }
@@ -61,10 +238,8 @@ int cmd_run(int argc, char **argv)
     int single = !x && (x = dm_tensor_file_find(&in, "image")) != NULL;
     int rc = 1;
     dm_model *m = NULL;
-    dm_workspace *ws = NULL;
-    float *buf[5] = {0};
-    dm_tensor outs[5];
-    size_t nouts = 0;
+    float *input = NULL;
+    run_outputs o = {0};
     if (!x || x->dtype != DM_F32 || x->ndim != 4 - single) {
         cli_error("%s: needs an F32 tensor 'input' of shape N x C x H x W, or 'image' of shape C x H x W", in_path);
         goto done;
@@ -81,44 +256,20 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     /* The mapped input may be unaligned; copy it. */
-    float *input = malloc((size_t)x->nbytes);
-    if (!input) { cli_error("out of memory"); goto done; }
+    if (!(input = malloc((size_t)x->nbytes))) { cli_error("out of memory"); goto done; }
     memcpy(input, x->data, x->nbytes);
-    buf[4] = input;
-    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w))) goto done;
-    dm_outputs o = DM_OUTPUTS_INIT;
-    static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
-    for (int s = 0; s < 4; s++) {
-        int C, oh, ow;
-        dm_stage_shape(m, h, w, s, &C, &oh, &ow);
-        dm_tensor *t = &outs[nouts++];
-        *t = (dm_tensor){.name = names[s], .dtype = DM_F32, .ndim = 4, .shape = {n, C, oh, ow}};
-        t->numel = (int64_t)n * C * oh * ow;
-        t->nbytes = (size_t)t->numel * 4;
-        if (!(buf[s] = malloc(t->nbytes))) { cli_error("out of memory"); goto done; }
-        t->data = o.stages[s] = buf[s];
-    }
-    float *logits = NULL;
-    if (cfg->num_classes) {
-        logits = malloc(sizeof(float) * n * cfg->num_classes);
-        if (!logits) { cli_error("out of memory"); goto done; }
-        o.logits = logits;
-        dm_tensor *t = &outs[nouts++];
-        *t = (dm_tensor){.name = "logits", .dtype = DM_F32, .ndim = 2, .shape = {n, cfg->num_classes},
-                         .numel = (int64_t)n * cfg->num_classes, .data = logits};
-        t->nbytes = (size_t)t->numel * 4;
-    }
-    if (dm_forward(m, ws, input, n, h, w, &o) != DM_OK ||
-        dm_safetensors_write(out_path, outs, nouts, NULL, 0) != DM_OK) {
+    int ok = cfg->det_classes ? run_detection(m, &in, in_path, input, n, h, w, &o)
+                              : run_forward(m, input, n, h, w, &o) &&
+                                    (!cfg->seg_classes || run_segmentation(m, input, n, h, w, &seg, &o));
+    if (!ok) goto done;
+    if (dm_safetensors_write(out_path, o.t, o.count, NULL, 0) != DM_OK) {
         cli_error("%s", dm_last_error());
-        free(logits);
         goto done;
     }
-    free(logits);
     rc = 0;
 done:
-    for (int i = 0; i < 5; i++) free(buf[i]);
-    dm_workspace_free(ws);
+    free_outputs(&o);
+    free(input);
     dm_model_free(m);
     dm_tensor_file_close(&in);
     return rc;
@@ -170,7 +321,12 @@ int cmd_info(int argc, char **argv)
            cfg->layer_scale[3]);
     printf("in_chans    %d\n", cfg->in_chans);
     if (cfg->num_classes) printf("classes     %d\n", cfg->num_classes);
-    else printf("classes     none (backbone without head)\n");
+    else if (!cfg->seg_classes && !cfg->det_classes) printf("classes     none (backbone without head)\n");
+    if (cfg->seg_classes)
+        printf("seg head    UperNet, %d channels, %d classes\n", cfg->seg_channels, cfg->seg_classes);
+    if (cfg->det_classes)
+        printf("detector    Mask R-CNN: %d classes, FPN %d, fc %d, mask head %d x %d convs\n", cfg->det_classes,
+               cfg->fpn_channels, cfg->det_fc_channels, cfg->mask_convs, cfg->mask_channels);
     printf("parameters  %lld\n", (long long)cfg->num_params);
     printf("macs        %.3f G at %dx%d\n", dm_model_macs(m, h, w) / 1e9, h, w);
     dm_model_free(m);

@@ -13,6 +13,8 @@ static const struct {
     {"bench", cmd_bench, "time forward passes of an official variant with synthetic weights"},
     {"compare", cmd_compare, "run one input on the CPU and the CUDA backend, print the differences"},
     {"classify", cmd_classify, "top-k classes of images, as text or JSON lines"},
+    {"segment", cmd_segment, "label every pixel of images with a segmentation model (PNG, JSON)"},
+    {"detect", cmd_detect, "objects in images (Mask R-CNN): boxes, classes, masks, COCO results"},
     {"eval", cmd_eval, "top-1 / top-5 accuracy over a labelled image folder or dataset"},
     {"features", cmd_features, "the four stage outputs of one image, for detection necks"},
     {"preprocess", cmd_preprocess, "an image as the model sees it, as a tensor file"},

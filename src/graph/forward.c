@@ -11,9 +11,6 @@
 #include <stddef.h>
 #include <string.h>
 
-/* The table's entries are called through the context they come with. */
-#define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
-
 static void swap(float **a, float **b)
 {
     float *t = *a;
@@ -95,9 +92,9 @@ static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view
     return x;
 }
 
-/* Enqueue the whole pass; the caller brackets it with begin and finish. */
-static void enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
-                            const dm_outputs *outputs)
+/* The whole pass; the caller brackets it with begin and finish. */
+void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
+                        const dm_outputs *outputs, float *const keep[DM_NUM_STAGES])
 {
     const dm_config *cfg = &params->config;
     size_t image = (size_t)cfg->in_chans * h * w;
@@ -124,6 +121,7 @@ static void enqueue_forward(dm_workspace *ws, const dm_model *params, const floa
         x.data = ws->tokens;
         OP(ws, layernorm, x, stage->norm_g, stage->norm_b, DM_ACT_NONE, x);
         if (outputs->stages[s]) OP(ws, output, x, DM_LAYOUT_NCHW, outputs->stages[s]);
+        if (keep && keep[s]) OP(ws, concat, x, 0, dm_view_of(keep[s], x.n, x.h, x.w, x.c));
     }
 
     if (outputs->logits) {
@@ -135,17 +133,24 @@ static void enqueue_forward(dm_workspace *ws, const dm_model *params, const floa
     }
 }
 
-/* The checks every entry point makes; on success *params is the model's
- * parameters as the backend reads them. */
-static dm_status check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
-                           const dm_model **params)
+/* Do workspace buffers planned for configuration a fit a model of b?  Every
+ * field but num_params is a shape: the backbone's before it, the heads'
+ * after. */
+static int same_shapes(const dm_config *a, const dm_config *b)
+{
+    size_t heads = offsetof(dm_config, seg_classes), end = offsetof(dm_config, mask_convs) + sizeof b->mask_convs;
+    return memcmp(a, b, offsetof(dm_config, num_params)) == 0 &&
+           memcmp((const char *)a + heads, (const char *)b + heads, end - heads) == 0;
+}
+
+dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
+                       const dm_model **params)
 {
     if (!model || !ws)
         return dm_fail(DM_ERR_ARGUMENT, "%s: model and workspace are required", who);
-    /* the buffers are planned for one model's shapes: every field before
-     * num_params is a shape */
+    /* the buffers are planned for one model's shapes */
     const dm_config *a = &ws->config, *b = &model->config;
-    if (memcmp(a, b, offsetof(dm_config, num_params)) != 0)
+    if (!same_shapes(a, b))
         return dm_fail(DM_ERR_ARGUMENT,
                        "%s: the workspace was created for another model (depths %d, %d, %d, %d, dims %d, %d, %d, %d, "
                        "%d classes), not this one (depths %d, %d, %d, %d, dims %d, %d, %d, %d, %d classes)",
@@ -173,7 +178,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
     if (st) return st;
     const dm_outputs *outputs = &full_outputs;
     const dm_model *params;
-    if ((st = check_run("dm_forward", model, ws, n, h, w, &params))) return st;
+    if ((st = dm_check_run("dm_forward", model, ws, n, h, w, &params))) return st;
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
@@ -184,7 +189,7 @@ dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input
                        outputs->offsets_block, outputs->offsets_stage, cfg->depths[0], cfg->depths[1],
                        cfg->depths[2], cfg->depths[3]);
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
-    enqueue_forward(ws, params, input, n, h, w, outputs);
+    dm_enqueue_forward(ws, params, input, n, h, w, outputs, NULL);
     return ws->ops.finish(ws->ops.ctx);
 }
 
@@ -194,7 +199,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
     if (!input || !output) return dm_fail(DM_ERR_ARGUMENT, "dm_block_run: input and output are required");
     /* the workspace holds stage 0, a quarter of the image's side */
     const dm_model *params;
-    dm_status st = check_run("dm_block_run", model, ws, n, 4 * h, 4 * w, &params);
+    dm_status st = dm_check_run("dm_block_run", model, ws, n, 4 * h, 4 * w, &params);
     if (st) return st;
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
     dm_view x = dm_view_of(ws->tokens, n, h, w, model->config.dims[0]);
@@ -212,7 +217,7 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
     if (!model || h < 1 || w < 1) return 0;
     const dm_config *c = &model->config;
     /* Counted in double: huge sizes and depths overflow 64-bit integers. */
-    double macs = 0;
+    double macs = c->seg_classes ? dm_upernet_macs(c, h, w) : 0;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &model->stem[i];
         if (cv->stride == 2) { h = dm_down2(h); w = dm_down2(w); }

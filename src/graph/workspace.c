@@ -55,6 +55,14 @@ void dm_plan_forward(const dm_config *c, const dm_ops *ops, int n, int h, int w,
     GROW(logits, N * c->num_classes);
     plan->transfer += offsets + N * c->num_classes;
     plan->outputs = DM_NUM_STAGES + 2; /* the stages, the logits, one block's offsets */
+    if (c->seg_classes > 0) plan->head = dm_upernet_plan(c, ops, n, h, w, plan);
+    if (c->det_classes > 0) {
+        /* Mask R-CNN's 3x3 convs: FPN outputs and RPN at stride 4, then the
+         * mask head over any number of RoIs (bounded by the conv's band) */
+        GROW(scratch, ops->conv3x3_scratch(ops->ctx, N * h2 * w2, c->fpn_channels));
+        GROW(scratch, ops->conv3x3_scratch(ops->ctx, (size_t)1 << 40, c->fpn_channels));
+        GROW(scratch, ops->conv3x3_scratch(ops->ctx, (size_t)1 << 40, c->mask_channels));
+    }
 }
 
 const char *dm_backend_name(dm_backend backend)

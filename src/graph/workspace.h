@@ -24,7 +24,8 @@
     X(ffn_hidden)    /* [P][F] fc1's output */                                                  \
     X(ffn_conv)      /* [P][F] the ConvFFN's depthwise conv */                                  \
     X(pooled)        /* [n][C3] the head's global mean */                                       \
-    X(logits)        /* [n][classes] */
+    X(logits)        /* [n][classes] */                                                        \
+    X(head)          /* the UperNet head's buffers, carved by upernet.c */
 
 /* Floats of each buffer, and what the backend must reserve besides. */
 typedef struct dm_plan {
@@ -50,5 +51,24 @@ struct dm_workspace {
 
 /* Plan a forward pass of n images of h x w on the backend of `ops`. */
 void dm_plan_forward(const dm_config *c, const dm_ops *ops, int n, int h, int w, dm_plan *out);
+
+/* The table's entries are called through the context they come with. */
+#define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
+
+/* Enqueue the backbone and the classification head (forward.c) on n images
+ * of h x w; where keep[s] is non-NULL, stage s's output is also copied
+ * there (backend memory, channels-last).  keep may be NULL. */
+void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
+                        const dm_outputs *outputs, float *const keep[DM_NUM_STAGES]);
+
+/* The checks every entry point makes (model, workspace, sizes); NULL-safe.
+ * who names the entry point in the message; on success *params is the
+ * model's parameters as the backend reads them. */
+dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
+                       const dm_model **params);
+
+/* Floats of the UperNet head's buffers for n images of h x w (a network
+ * input); grows plan's scratch for its convolutions and its transfers. */
+size_t dm_upernet_plan(const dm_config *c, const dm_ops *ops, int n, int h, int w, dm_plan *plan);
 
 #endif

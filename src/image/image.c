@@ -1,5 +1,6 @@
-/* image.c - decoding images (stb_image) and turning them into model inputs
- * the way the authors' evaluation transform does. */
+/* image.c - decoding images (libjpeg-turbo for JPEG, stb_image for the
+ * rest) and turning them into model inputs the way the authors' evaluation
+ * transform does. */
 #include "damamba.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include "error.h"
 #include "files.h"
 #include "image_check.h"
+#include "jpeg.h"
 #include "json.h"
 #include "resample.h"
 #include "versioned.h"
@@ -35,15 +37,15 @@ static void *decoder_realloc(void *p, size_t old_size, size_t new_size)
     return q;
 }
 
-/* stb_image, limited to the formats the library documents.  Files are read
- * here and decoded from memory, so stb needs no stdio. */
+/* stb_image, limited to the formats the library documents other than JPEG
+ * (jpeg.c).  Files are read here and decoded from memory, so stb needs no
+ * stdio. */
 #define STBI_MALLOC(size) decoder_alloc(size)
 #define STBI_REALLOC_SIZED(p, old_size, new_size) decoder_realloc(p, old_size, new_size)
 #define STBI_FREE(p) free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC /* private to this file: never clashes with a program's own stb_image */
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_ONLY_GIF
 #define STBI_ONLY_TGA
@@ -115,6 +117,43 @@ static void decode_memory_give(size_t bytes)
     pthread_mutex_unlock(&decode_lock);
 }
 
+/* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
+ * after screening the bytes. */
+static dm_status stb_decode(const void *data, size_t size, uint8_t **pixels, int *w, int *h, int *n)
+{
+    dm_status st = dm_image_check(data, size);
+    if (st) return st;
+    const stbi_uc *bytes = data;
+    if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
+        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
+                       stbi_failure_reason());
+    if ((int64_t)*w * *h > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", *w, *h,
+                       DM_IMAGE_MAX_PIXELS);
+    /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
+     * GIF frame as RGBA), and about twice that in its working buffers. */
+    int wide = stbi_is_16_bit_from_memory(bytes, (int)size);
+    size_t samples = (size_t)*w * *h * (*n < 4 && memcmp(bytes, "GIF", 3) == 0 ? 4 : (size_t)*n);
+    size_t need = 3 * samples * (wide ? 2 : 1);
+    if (need > DM_IMAGE_MAX_DECODE_BYTES)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels, %d channel%s%s, needs %zu MB to decode, over the "
+                       "limit of %zu MB", *w, *h, *n, *n == 1 ? "" : "s", wide ? " of 16 bits" : "", need >> 20,
+                       (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
+    decode_memory_take(need);
+    stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
+    *pixels = stbi_load_from_memory(bytes, (int)size, w, h, n, 0);
+    decode_memory_give(need);
+    if (!*pixels)
+        return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
+                       stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
+    if ((int64_t)*w * *h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
+        stbi_image_free(*pixels);
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", *w, *h,
+                       DM_IMAGE_MAX_PIXELS);
+    }
+    return DM_OK;
+}
+
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
@@ -124,46 +163,29 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
         return dm_fail(DM_ERR_ARGUMENT, "images load as 1 or 3 channels, not %d", channels);
     if (size == 0) return dm_fail(DM_ERR_FORMAT, "empty file");
     if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
-    dm_status st = dm_image_check(data, size);
-    if (st) return st;
-    const stbi_uc *bytes = data;
-    int w, h, n;
-    if (!stbi_info_from_memory(bytes, (int)size, &w, &h, &n))
-        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
-                       stbi_failure_reason());
-    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS)
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
-                       DM_IMAGE_MAX_PIXELS);
-    /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
-     * GIF frame as RGBA), and about twice that in its working buffers. */
-    size_t samples = (size_t)w * h * (n < 4 && memcmp(bytes, "GIF", 3) == 0 ? 4 : (size_t)n);
-    size_t need = 3 * samples * (stbi_is_16_bit_from_memory(bytes, (int)size) ? 2 : 1);
-    if (need > DM_IMAGE_MAX_DECODE_BYTES)
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels, %d channel%s%s, needs %zu MB to decode, over the "
-                       "limit of %zu MB", w, h, n, n == 1 ? "" : "s",
-                       stbi_is_16_bit_from_memory(bytes, (int)size) ? " of 16 bits" : "", need >> 20,
-                       (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
-    decode_memory_take(need);
-    stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
-    stbi_uc *decoded = stbi_load_from_memory(bytes, (int)size, &w, &h, &n, 0);
-    decode_memory_give(need);
-    if (!decoded)
-        return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
-                       stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
-    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
-        stbi_image_free(decoded);
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
-                       DM_IMAGE_MAX_PIXELS);
+    uint8_t *decoded = NULL;
+    int w = 0, h = 0, n = 0;
+    if (dm_is_jpeg(data, size)) {
+        dm_image jpeg;
+        dm_status st = dm_jpeg_decode(data, size, &jpeg);
+        if (st) return st;
+        decoded = jpeg.pixels;
+        w = jpeg.width;
+        h = jpeg.height;
+        n = jpeg.channels;
+    } else {
+        dm_status st = stb_decode(data, size, &decoded, &w, &h, &n);
+        if (st) return st;
     }
     size_t npix = (size_t)w * h;
     uint8_t *pixels = n == channels ? decoded : malloc(npix * channels);
     if (!pixels) {
-        stbi_image_free(decoded);
+        free(decoded);
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
     }
     if (pixels != decoded) {
         convert_pixels(decoded, n, pixels, channels, npix);
-        stbi_image_free(decoded);
+        free(decoded);
     }
     *out = (dm_image){.width = w, .height = h, .channels = channels, .pixels = pixels};
     return DM_OK;

@@ -1,12 +1,11 @@
 /* image_check.h - screen image bytes before stb_image decodes them.
  *
  * Debian 12 ships stb_image 2.27, whose decoders fail on hostile input in
- * ways found by fuzzing (fuzz/README.md).  So only the formats the library
- * reads pass, told by their signatures (TGA by its header fields); a PNG
- * chunk may not claim more bytes than the file holds (2.27 allocates
- * whatever a chunk claims); every JPEG Huffman table stb_image would build
- * must have at most 256 codes (2.27 writes past its tables otherwise); and
- * a PNM header must have numbers of at most 9 digits and 8-bit samples
+ * ways found by fuzzing (fuzz/README.md).  So only the formats stb_image
+ * reads for the library pass (JPEG goes to libjpeg-turbo instead), told by
+ * their signatures (TGA by its header fields); a PNG chunk may not claim
+ * more bytes than the file holds (2.27 allocates whatever a chunk claims);
+ * and a PNM header must have numbers of at most 9 digits and 8-bit samples
  * (2.27 overflows an int on longer numbers and its buffers on 16-bit
  * files). */
 #ifndef DM_IMAGE_CHECK_H
@@ -18,9 +17,8 @@
 
 /* DM_OK, or why the bytes must not be decoded.  Also refused: files that
  * end before the pixels their header promises (PNM, BMP, TGA, also
- * run-length TGA) or before the end of their first image (GIF), PNG
- * without a whole IEND chunk, and JPEG without an end-of-image marker or
- * with less image data than one bit per 8 x 8 block of its frame. */
+ * run-length TGA) or before the end of their first image (GIF), and PNG
+ * without a whole IEND chunk.  JPEG is refused: it goes to libjpeg-turbo. */
 dm_status dm_image_check(const void *buf, size_t size);
 
 /* The byte stb_image's allocations are filled with (0).  The fuzz target

@@ -70,6 +70,9 @@ typedef struct dm_tensor_file {
     void *owned;
 } dm_tensor_file;
 
+/* Bytes per element of a dtype. */
+size_t dm_dtype_size(dm_dtype dtype);
+
 /* Open a safetensors file (memory-mapped). */
 dm_status dm_safetensors_open(const char *path, dm_tensor_file *out);
 

@@ -10,8 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Bytes per element of a dtype. */
-size_t dm_dtype_size(dm_dtype dtype);
 /* Name of a dtype as safetensors spells it ("F32", ...). */
 const char *dm_dtype_name(dm_dtype dtype);
 /* The dtype safetensors spells `name`; 0 if there is none. */

@@ -6,9 +6,11 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "json.h"
 #include "unpickle.h"
 #include "zip.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,6 +126,74 @@ static dm_status read_state_dict(const dm_zip *zip, const char *prefix, size_t p
     return dm_tensor_file_index(out);
 }
 
+/* A list or tuple of n items? */
+static int is_sequence(const pk_value *v, size_t n)
+{
+    return v && (v->kind == PK_LIST || v->kind == PK_TUPLE) && (n == 0 || v->count == n);
+}
+
+/* An [r, g, b] entry of 0..255 integers? */
+static int is_colour(const pk_value *v)
+{
+    if (!is_sequence(v, 3)) return 0;
+    for (size_t i = 0; i < 3; i++)
+        if (v->items[i]->kind != PK_INT || v->items[i]->integer < 0 || v->items[i]->integer > 255) return 0;
+    return 1;
+}
+
+/* Add metadata key = the text the memory stream f wrote into *text (f is
+ * closed here); 0 when out of memory. */
+static int add_meta(dm_tensor_file *out, const char *key, FILE *f, char **text)
+{
+    int ok = fclose(f) == 0 && *text;
+    dm_meta *grown = ok ? realloc(out->meta, (out->meta_count + 1) * sizeof *grown) : NULL;
+    if (grown) out->meta = grown;
+    char *k = grown ? strdup(key) : NULL;
+    if (!k) {
+        free(*text);
+        return 0;
+    }
+    out->meta[out->meta_count++] = (dm_meta){k, *text};
+    return 1;
+}
+
+/* mmcv checkpoints name their classes in meta: CLASSES (names) and PALETTE
+ * ([r, g, b] per class).  They become the metadata "classes" and
+ * "palette", JSON lists as in a safetensors file's metadata.  Malformed
+ * ones are left out: they only label the output. */
+static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
+{
+    const pk_value *meta = pk_dict_get(root, "meta");
+    const pk_value *names = meta && meta->kind == PK_DICT ? pk_dict_get(meta, "CLASSES") : NULL;
+    if (!is_sequence(names, 0) || names->count == 0) return DM_OK;
+    const pk_value *palette = pk_dict_get(meta, "PALETTE");
+    int colours = is_sequence(palette, names->count);
+    for (size_t i = 0; i < names->count; i++) {
+        if (names->items[i]->kind != PK_STRING || memchr(names->items[i]->str, 0, names->items[i]->len)) return DM_OK;
+        colours = colours && is_colour(palette->items[i]);
+    }
+    char *text = NULL;
+    size_t size;
+    FILE *f = open_memstream(&text, &size);
+    if (!f) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < names->count; i++) {
+        char *name = strndup(names->items[i]->str, names->items[i]->len);
+        fputs(i ? ", " : "[", f);
+        if (name) dm_json_write_string(f, name);
+        free(name);
+    }
+    fputs("]", f);
+    if (!add_meta(out, "classes", f, &text)) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    if (!colours) return DM_OK;
+    if (!(f = open_memstream(&text, &size))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < names->count; i++) {
+        pk_value **c = palette->items[i]->items;
+        fprintf(f, "%s[%d, %d, %d]", i ? ", " : "[", (int)c[0]->integer, (int)c[1]->integer, (int)c[2]->integer);
+    }
+    fputs("]", f);
+    return add_meta(out, "palette", f, &text) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
+}
+
 /* The archive's records live under one folder: <prefix>data.pkl. */
 static const dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
 {
@@ -169,7 +239,7 @@ dm_status dm_pth_parse(const void *buf, size_t size, int use_ema, dm_tensor_file
     else if (!(st = check_byteorder(&zip, pkl->name, prefix_len)) && !(st = dm_zip_data(&zip, pkl, &bytes)) &&
              !(st = dm_unpickle(bytes, (size_t)pkl->size, &pickle)) &&
              !(st = select_state_dict(pickle.root, use_ema, &sd)))
-        st = read_state_dict(&zip, pkl->name, prefix_len, sd, out);
+        if (!(st = read_state_dict(&zip, pkl->name, prefix_len, sd, out))) st = read_classes(pickle.root, out);
     dm_pickle_free(&pickle);
     dm_zip_close(&zip);
     if (st) dm_tensor_file_close(out);

@@ -5,6 +5,7 @@
 #include "backends.h"
 
 #include "error.h"
+#include "detect_kernels.h"
 #include "kernels.h"
 
 #include <cblas.h>
@@ -333,6 +334,19 @@ static void cpu_concat(void *ctx, dm_view x, int c0, dm_view y)
         memcpy(y.data + (size_t)p * y.c + c0, x.data + (size_t)p * x.c, sizeof(float) * x.c);
 }
 
+static void cpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y)
+{
+    const cpu *cx = ctx;
+#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 4)
+    for (int i = 0; i < n; i++) {
+        const float *roi = rois + 5 * (size_t)i;
+        int l = (int)roi[0];
+        dm_view f = levels->level[l];
+        dm_roi_align(f.data, f.h, f.w, f.c, levels->scale[l], roi + 1, y.h, y.w,
+                     y.data + (size_t)i * y.h * y.w * y.c);
+    }
+}
+
 /* NCHW [n][c][h*w] <-> channels-last [n][h*w][c]. */
 static void cpu_input(void *ctx, const float *host, dm_layout layout, dm_view dst)
 {
@@ -474,6 +488,7 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
         .resize = cpu_resize,
         .add = cpu_add,
         .concat = cpu_concat,
+        .roi_align = cpu_roi_align,
     };
     return DM_OK;
 }

@@ -1,0 +1,180 @@
+/* detect_ref.c - the detection operators of detect_kernels.h.  Each follows
+ * the float32 arithmetic of the PyTorch / mmcv code it mirrors, operation
+ * for operation, so results agree to rounding of the same expressions. */
+#include "detect_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+void dm_anchors(float stride, const float *ratios, int nratios, const float *scales, int nscales, int h, int w,
+                float *out)
+{
+    int nbase = nratios * nscales;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int r = 0; r < nratios; r++) {
+                float h_ratio = sqrtf(ratios[r]), w_ratio = 1.0f / h_ratio;
+                for (int s = 0; s < nscales; s++) {
+                    float bw = stride * w_ratio * scales[s], bh = stride * h_ratio * scales[s];
+                    float sx = (float)x * stride, sy = (float)y * stride;
+                    float *a = out + (((size_t)y * w + x) * nbase + r * nscales + s) * 4;
+                    a[0] = (0.0f - 0.5f * bw) + sx;
+                    a[1] = (0.0f - 0.5f * bh) + sy;
+                    a[2] = (0.0f + 0.5f * bw) + sx;
+                    a[3] = (0.0f + 0.5f * bh) + sy;
+                }
+            }
+}
+
+static float clampf(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void dm_delta2bbox(const float *rois, const float *deltas, size_t n, const float means[4], const float stds[4],
+                   float max_ratio, float max_h, float max_w, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *r = rois + 4 * i, *d = deltas + 4 * i;
+        float dx = d[0] * stds[0] + means[0], dy = d[1] * stds[1] + means[1];
+        float dw = clampf(d[2] * stds[2] + means[2], -max_ratio, max_ratio);
+        float dh = clampf(d[3] * stds[3] + means[3], -max_ratio, max_ratio);
+        float px = (r[0] + r[2]) * 0.5f, py = (r[1] + r[3]) * 0.5f;
+        float pw = r[2] - r[0], ph = r[3] - r[1];
+        float gx = px + pw * dx, gy = py + ph * dy;
+        float gw = pw * expf(dw), gh = ph * expf(dh);
+        float *o = out + 4 * i;
+        o[0] = clampf(gx - gw * 0.5f, 0.0f, max_w);
+        o[1] = clampf(gy - gh * 0.5f, 0.0f, max_h);
+        o[2] = clampf(gx + gw * 0.5f, 0.0f, max_w);
+        o[3] = clampf(gy + gh * 0.5f, 0.0f, max_h);
+    }
+}
+
+size_t dm_nms(const float *boxes, size_t n, float iou_thr, int *keep, uint8_t *removed)
+{
+    size_t kept = 0;
+    memset(removed, 0, n);
+    for (size_t i = 0; i < n; i++) {
+        if (removed[i]) continue;
+        keep[kept++] = (int)i;
+        const float *a = boxes + 4 * i;
+        float area_a = (a[2] - a[0]) * (a[3] - a[1]);
+        for (size_t j = i + 1; j < n; j++) {
+            if (removed[j]) continue;
+            const float *b = boxes + 4 * j;
+            float iw = fmaxf(0.0f, fminf(a[2], b[2]) - fmaxf(a[0], b[0]));
+            float ih = fmaxf(0.0f, fminf(a[3], b[3]) - fmaxf(a[1], b[1]));
+            float inter = iw * ih, area_b = (b[2] - b[0]) * (b[3] - b[1]);
+            if (inter / (area_a + area_b - inter) > iou_thr) removed[j] = 1;
+        }
+    }
+    return kept;
+}
+
+/* One bilinear sample of mmcv's RoIAlign: corner offsets (pixels) and
+ * weights, or a weight-free sample outside [-1, size]. */
+typedef struct roi_sample {
+    size_t pos[4];
+    float w[4];
+} roi_sample;
+
+static int roi_sample_at(int h, int w, float y, float x, roi_sample *s)
+{
+    if (y < -1.0f || y > (float)h || x < -1.0f || x > (float)w) return 0;
+    if (y <= 0) y = 0;
+    if (x <= 0) x = 0;
+    int y_low = (int)y, x_low = (int)x, y_high, x_high;
+    if (y_low >= h - 1) {
+        y_high = y_low = h - 1;
+        y = (float)y_low;
+    } else {
+        y_high = y_low + 1;
+    }
+    if (x_low >= w - 1) {
+        x_high = x_low = w - 1;
+        x = (float)x_low;
+    } else {
+        x_high = x_low + 1;
+    }
+    float ly = y - (float)y_low, lx = x - (float)x_low, hy = 1.0f - ly, hx = 1.0f - lx;
+    s->pos[0] = (size_t)y_low * w + x_low;
+    s->pos[1] = (size_t)y_low * w + x_high;
+    s->pos[2] = (size_t)y_high * w + x_low;
+    s->pos[3] = (size_t)y_high * w + x_high;
+    s->w[0] = hy * hx;
+    s->w[1] = hy * lx;
+    s->w[2] = ly * hx;
+    s->w[3] = ly * lx;
+    return 1;
+}
+
+void dm_roi_align(const float *feat, int h, int w, int c, float spatial_scale, const float roi[4], int out_h,
+                  int out_w, float *y)
+{
+    float start_x = roi[0] * spatial_scale - 0.5f, start_y = roi[1] * spatial_scale - 0.5f;
+    float roi_w = roi[2] * spatial_scale - 0.5f - start_x, roi_h = roi[3] * spatial_scale - 0.5f - start_y;
+    float bin_w = roi_w / (float)out_w, bin_h = roi_h / (float)out_h;
+    int grid_w = (int)ceilf(roi_w / (float)out_w), grid_h = (int)ceilf(roi_h / (float)out_h);
+    if (grid_w < 0) grid_w = 0;
+    if (grid_h < 0) grid_h = 0;
+    float count = (float)(grid_w * grid_h > 1 ? grid_w * grid_h : 1);
+    for (int py = 0; py < out_h; py++)
+        for (int px = 0; px < out_w; px++) {
+            float *acc = y + ((size_t)py * out_w + px) * c;
+            memset(acc, 0, sizeof(float) * c);
+            for (int iy = 0; iy < grid_h; iy++) {
+                float sy = start_y + (float)py * bin_h + ((float)iy + 0.5f) * bin_h / (float)grid_h;
+                for (int ix = 0; ix < grid_w; ix++) {
+                    float sx = start_x + (float)px * bin_w + ((float)ix + 0.5f) * bin_w / (float)grid_w;
+                    roi_sample s;
+                    if (!roi_sample_at(h, w, sy, sx, &s)) continue;
+                    const float *v0 = feat + s.pos[0] * c, *v1 = feat + s.pos[1] * c;
+                    const float *v2 = feat + s.pos[2] * c, *v3 = feat + s.pos[3] * c;
+                    for (int ch = 0; ch < c; ch++)
+                        acc[ch] += s.w[0] * v0[ch] + s.w[1] * v1[ch] + s.w[2] * v2[ch] + s.w[3] * v3[ch];
+                }
+            }
+            for (int ch = 0; ch < c; ch++) acc[ch] /= count;
+        }
+}
+
+/* grid_sample's source coordinate (align_corners False) of the normalized
+ * grid position of pixel centre p in a box from lo to hi. */
+static float paste_source(int p, float lo, float hi, int size)
+{
+    float g = ((float)p + 0.5f - lo) / (hi - lo) * 2.0f - 1.0f;
+    if (isinf(g)) g = 0.0f;
+    return ((g + 1.0f) * (float)size - 1.0f) / 2.0f;
+}
+
+void dm_paste_mask(const float *mask, int mh, int mw, const float box[4], int x0, int y0, int x1, int y1,
+                   float *prob)
+{
+    int ww = x1 - x0;
+    for (int py = y0; py < y1; py++) {
+        float iy = paste_source(py, box[1], box[3], mh);
+        float *row = prob + (size_t)(py - y0) * ww;
+        if (!(iy > -1.0f && iy < (float)mh)) { /* no corner inside, or NaN */
+            memset(row, 0, sizeof(float) * ww);
+            continue;
+        }
+        float fy = floorf(iy);
+        int ty = (int)fy;
+        float dy = iy - fy;
+        for (int px = x0; px < x1; px++) {
+            float ix = paste_source(px, box[0], box[2], mw);
+            if (!(ix > -1.0f && ix < (float)mw)) {
+                row[px - x0] = 0.0f;
+                continue;
+            }
+            float fx = floorf(ix);
+            int tx = (int)fx;
+            float dx = ix - fx, v = 0.0f;
+            /* corners nw, ne, sw, se; those outside the mask count as 0 */
+            float wt[4] = {(1.0f - dx) * (1.0f - dy), dx * (1.0f - dy), (1.0f - dx) * dy, dx * dy};
+            for (int k = 0; k < 4; k++) {
+                int yy = ty + k / 2, xx = tx + k % 2;
+                if (yy >= 0 && yy < mh && xx >= 0 && xx < mw) v += mask[(size_t)yy * mw + xx] * wt[k];
+            }
+            row[px - x0] = v;
+        }
+    }
+}

@@ -1,0 +1,98 @@
+/* jpeg.c - libjpeg-turbo behind the library's error conventions: its fatal
+ * errors long-jump back here instead of exiting, its warnings are quiet
+ * but for the end of the data. */
+#include "jpeg.h"
+
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jpeglib.h>
+#include <jerror.h>
+
+#include "error.h"
+
+typedef struct jpeg_failure {
+    struct jpeg_error_mgr mgr;
+    jmp_buf escape;
+    char message[JMSG_LENGTH_MAX];
+} jpeg_failure;
+
+static void on_error(j_common_ptr cinfo)
+{
+    jpeg_failure *f = (jpeg_failure *)cinfo->err;
+    f->mgr.format_message(cinfo, f->message);
+    longjmp(f->escape, 1);
+}
+
+/* Corrupt-data warnings: libjpeg fills what it cannot decode and goes on,
+ * as Pillow and OpenCV let it.  Data that ends before the image does (the
+ * file, or a scan's data before its blocks: a cut file, a frame header
+ * larger than its data) is refused instead, as Pillow refuses a truncated
+ * file: the rest would be invented grey. */
+static void on_message(j_common_ptr cinfo, int level)
+{
+    int code = cinfo->err->msg_code;
+    if (level == -1 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER)) {
+        jpeg_failure *f = (jpeg_failure *)cinfo->err;
+        snprintf(f->message, sizeof f->message,
+                 "truncated JPEG: the data ends early and cannot hold the frame's pixels");
+        longjmp(f->escape, 1);
+    }
+}
+
+int dm_is_jpeg(const void *data, size_t size)
+{
+    const unsigned char *b = data;
+    return size >= 2 && b[0] == 0xFF && b[1] == 0xD8;
+}
+
+dm_status dm_jpeg_decode(const void *data, size_t size, dm_image *out)
+{
+    *out = (dm_image){0};
+    struct jpeg_decompress_struct cinfo;
+    jpeg_failure failure;
+    /* volatile: assigned between setjmp and a possible longjmp */
+    uint8_t *volatile pixels = NULL;
+    cinfo.err = jpeg_std_error(&failure.mgr);
+    failure.mgr.error_exit = on_error;
+    failure.mgr.emit_message = on_message;
+    if (setjmp(failure.escape)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(pixels);
+        return dm_fail(DM_ERR_FORMAT, "cannot decode JPEG: %s", failure.message);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)size);
+    jpeg_read_header(&cinfo, TRUE);
+    dm_status st = DM_OK;
+    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)
+        st = dm_fail(DM_ERR_FORMAT, "CMYK JPEG images are not supported; convert the file to RGB");
+    else if ((int64_t)cinfo.image_width * cinfo.image_height > DM_IMAGE_MAX_PIXELS)
+        st = dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %d pixels", cinfo.image_width,
+                     cinfo.image_height, DM_IMAGE_MAX_PIXELS);
+    if (st != DM_OK) {
+        jpeg_destroy_decompress(&cinfo);
+        return st;
+    }
+    int channels = cinfo.num_components == 1 ? 1 : 3;
+    cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_start_decompress(&cinfo);
+    size_t row = (size_t)cinfo.output_width * channels;
+    pixels = malloc(row * cinfo.output_height);
+    if (!pixels) {
+        jpeg_destroy_decompress(&cinfo);
+        return dm_fail(DM_ERR_NOMEM, "out of memory for a %u x %u image", cinfo.output_width, cinfo.output_height);
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JSAMPROW line = pixels + cinfo.output_scanline * row;
+        jpeg_read_scanlines(&cinfo, &line, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    *out = (dm_image){.width = (int)cinfo.output_width, .height = (int)cinfo.output_height, .channels = channels,
+                      .pixels = pixels};
+    jpeg_destroy_decompress(&cinfo);
+    return DM_OK;
+}

@@ -1,0 +1,18 @@
+/* jpeg.h - JPEG decoding with libjpeg-turbo, the decoder Pillow and OpenCV
+ * both use, so decoded pixels equal the ones the reference pipelines saw. */
+#ifndef DM_JPEG_H
+#define DM_JPEG_H
+
+#include "damamba.h"
+
+#include <stddef.h>
+
+/* Does the buffer start with a JPEG signature (SOI)? */
+int dm_is_jpeg(const void *data, size_t size);
+
+/* Decode a JPEG into RGB (colour files) or grey (one-component files), at
+ * libjpeg's default settings (islow DCT, fancy upsampling).  out->channels
+ * is 3 or 1; free with dm_image_free(). */
+dm_status dm_jpeg_decode(const void *data, size_t size, dm_image *out);
+
+#endif
