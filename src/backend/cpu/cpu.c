@@ -36,35 +36,69 @@ int dm_threads(void)
     return omp_get_num_procs();
 }
 
-/* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
-static void share(size_t total, int threads, int t, size_t *a, size_t *b)
+/* Parallel loops are cut into this many pieces per thread, handed out as
+ * threads come free: a thread that another process slows down takes fewer
+ * pieces instead of holding the others at the barrier.  The pieces are
+ * fixed by the shape alone, so results do not depend on the timing. */
+#define PIECES_PER_THREAD 4
+
+static size_t pieces(const cpu *cx) { return cx->threads > 1 ? (size_t)cx->threads * PIECES_PER_THREAD : 1; }
+
+/* Piece i's share [*a, *b) of total items cut into n pieces: contiguous,
+ * sizes within one. */
+static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 {
-    *a = total * (size_t)t / (size_t)threads;
-    *b = total * (size_t)(t + 1) / (size_t)threads;
+    *a = total * i / n;
+    *b = total * (i + 1) / n;
 }
 
 /* ----------------------------------------------------------- gemm, conv */
 
-/* gemm on rows [0, M) by a single-threaded OpenBLAS, with the epilogue
- * applied while the rows are still in cache. */
-static void gemm_rows(const cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W,
-                      float beta, const float *bias, dm_act act, float *C)
+/* The smallest tile of a product worth a call of its own. */
+#define GEMM_MIN_ROWS 32
+#define GEMM_MIN_COLS 64
+/* Column tiles start on multiples of sgemm's register block. */
+#define GEMM_COL_ALIGN 16
+
+/* C[m0:m1][n0:n1] (row stride ldc) by a single-threaded OpenBLAS, with the
+ * epilogue applied while the tile is still in cache. */
+static void gemm_tile(const cpu *cx, size_t rows, size_t cols, size_t K, const float *A, size_t lda, const float *W,
+                      float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
-    if (M == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, W, (int)K, beta,
-                C, (int)N);
-    if (bias || act != DM_ACT_NONE) cx->k->bias_act(C, M, N, bias, act);
+    if (rows == 0 || cols == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)K, 1.0f, A, (int)lda, W, (int)K,
+                beta, C, (int)ldc);
+    if (!bias && act == DM_ACT_NONE) return;
+    if (cols == ldc) cx->k->bias_act(C, rows, cols, bias, act);
+    else
+        for (size_t r = 0; r < rows; r++) cx->k->bias_act(C + r * ldc, 1, cols, bias, act);
 }
 
+/* Rows are cut first; a product too thin to give every piece rows of its
+ * own (the last stages' 7 x 7 pixels) also cuts its columns, so each
+ * thread reads only part of the weights. */
 static void cpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                      const float *bias, dm_act act, float *C)
 {
     const cpu *cx = ctx;
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
-        size_t m0, m1;
-        share(M, cx->threads, t, &m0, &m1);
-        if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, W, beta, bias, act, C + m0 * N);
+    size_t want = pieces(cx), row_tiles = M / GEMM_MIN_ROWS, col_tiles = 1;
+    if (row_tiles > want) row_tiles = want;
+    if (row_tiles == 0) row_tiles = 1;
+    if (row_tiles < want) {
+        col_tiles = want / row_tiles;
+        if (col_tiles > N / GEMM_MIN_COLS) col_tiles = N / GEMM_MIN_COLS;
+        if (col_tiles == 0) col_tiles = 1;
+    }
+    size_t col_blocks = (N + GEMM_COL_ALIGN - 1) / GEMM_COL_ALIGN;
+#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 1)
+    for (long t = 0; t < (long)(row_tiles * col_tiles); t++) {
+        size_t m0, m1, n0, n1;
+        share(M, row_tiles, (size_t)t / col_tiles, &m0, &m1);
+        share(col_blocks, col_tiles, (size_t)t % col_tiles, &n0, &n1);
+        n0 *= GEMM_COL_ALIGN;
+        n1 = n1 * GEMM_COL_ALIGN < N ? n1 * GEMM_COL_ALIGN : N;
+        gemm_tile(cx, m1 - m0, n1 - n0, K, A + m0 * lda, lda, W + n0 * K, beta, bias ? bias + n0 : NULL, act,
+                  C + m0 * N + n0, N);
     }
 }
 
@@ -100,24 +134,23 @@ static void im2col3x3(dm_view x, int stride, int pad, int oh, int ow, size_t p0,
     }
 }
 
-/* Banded im2col + GEMM; each thread gathers its share of a band and
- * multiplies it at once. */
+/* Banded im2col + GEMM; each piece of a band is gathered and multiplied at
+ * once. */
 static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
 {
     const cpu *cx = ctx;
-    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
+    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin, n = pieces(cx);
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-        for (int t = 0; t < cx->threads; t++) {
+#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 1)
+        for (long i = 0; i < (long)n; i++) {
             size_t a, b;
-            share(p1 - p0, cx->threads, t, &a, &b);
+            share(p1 - p0, n, (size_t)i, &a, &b);
             if (a >= b) continue;
-            a += p0;
-            b += p0;
-            float *rows = cx->scratch + (a - p0) * K;
-            im2col3x3(x, cv->stride, cv->pad, y.h, y.w, a, b, rows);
-            gemm_rows(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, act, y.data + a * cv->cout);
+            float *rows = cx->scratch + a * K;
+            im2col3x3(x, cv->stride, cv->pad, y.h, y.w, p0 + a, p0 + b, rows);
+            gemm_tile(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, act,
+                      y.data + (p0 + a) * cv->cout, (size_t)cv->cout);
         }
     }
 }
@@ -125,17 +158,17 @@ static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
 /* -------------------------------------------------------- per-pixel ops */
 
 /* Work on n images of per_image items each (rows, pixels; a flat range is
- * one image), shared out as contiguous ranges among threads; part(args,
- * image, i0, i1) does items [i0, i1) of one image, once per image a
- * thread's range touches. */
+ * one image), cut into contiguous pieces; part(args, image, i0, i1) does
+ * items [i0, i1) of one image, once per image a piece touches. */
 typedef void (*image_part)(const void *args, size_t image, size_t i0, size_t i1);
 
 static void share_images(const cpu *cx, int n, size_t per_image, image_part part, const void *args)
 {
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
+    size_t count = pieces(cx);
+#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 1)
+    for (long i = 0; i < (long)count; i++) {
         size_t q0, q1;
-        share((size_t)n * per_image, cx->threads, t, &q0, &q1);
+        share((size_t)n * per_image, count, (size_t)i, &q0, &q1);
         while (q0 < q1) {
             size_t img = q0 / per_image, i0 = q0 % per_image;
             size_t i1 = i0 + (q1 - q0) < per_image ? i0 + (q1 - q0) : per_image;
@@ -252,7 +285,7 @@ static void cpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
         }
         return;
     }
-#pragma omp parallel for num_threads(cx->threads) schedule(static) firstprivate(args)
+#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 1) firstprivate(args)
     for (long i = 0; i < (long)(n * per_image); i++) {
         size_t img = (size_t)i / per_image, c0 = ((size_t)i % per_image) * SCAN_CHANNEL_BLOCK;
         size_t c1 = c0 + SCAN_CHANNEL_BLOCK < C ? c0 + SCAN_CHANNEL_BLOCK : C;
