@@ -16,6 +16,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dm_tensor_file_close(&f);
     }
     dm_model *m = NULL;
-    if (dm_model_load_buffer(data, size, &m) == DM_OK) dm_model_free(m);
+    if (dm_model_load_buffer(data, size, NULL, &m) == DM_OK) dm_model_free(m);
     return 0;
 }

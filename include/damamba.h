@@ -10,7 +10,23 @@
  *  - A loaded dm_model is read-only: many threads may share one.  Everything
  *    a forward pass writes lives in a dm_workspace, one per concurrent caller.
  *  - Tensors at the API boundary are float32, NCHW, contiguous, as PyTorch
- *    gives them.  The caller owns every buffer it passes in.
+ *    gives them.  The caller owns every buffer it passes in; unless a
+ *    function says otherwise, its inputs and outputs must not overlap.
+ *  - A function that fails sets its object result (`dm_model **out`, ...) to
+ *    NULL and its struct result (`dm_image *out`, ...) to zeros, so freeing
+ *    it is always safe; numbers it would return (sizes) are left unchanged.
+ *  - Strings the library returns are NUL-terminated UTF-8 and owned by the
+ *    library; each declaration says how long they stay valid.
+ *
+ * Versions and ABI
+ *  - DM_VERSION_* is the version of this header, dm_version() that of the
+ *    library linked at run time: a program can compare them.
+ *  - The shared library's soname (libdamamba.so.N) changes whenever a release
+ *    breaks binary compatibility.  Adding functions, enum values, or fields at
+ *    the end of a struct with a `size` member does not: those structs tell
+ *    the library, through `size`, which version of them the caller compiled
+ *    against.  Set `size = sizeof(the struct)` before passing one in (the
+ *    DM_*_INIT macros do); fields beyond the caller's size read as 0.
  */
 #ifndef DAMAMBA_H
 #define DAMAMBA_H
@@ -22,7 +38,21 @@
 extern "C" {
 #endif
 
-#define DM_VERSION_STRING "0.1.0"
+/* Marks the library's API: the shared library is built with hidden
+ * visibility and exports these functions only. */
+#if defined(__GNUC__)
+#define DM_API __attribute__((visibility("default")))
+#else
+#define DM_API
+#endif
+
+#define DM_VERSION_MAJOR 0
+#define DM_VERSION_MINOR 2
+#define DM_VERSION_PATCH 0
+#define DM_VERSION_STRING "0.2.0"
+/* One comparable number: 10000 * major + 100 * minor + patch. */
+#define DM_VERSION (DM_VERSION_MAJOR * 10000 + DM_VERSION_MINOR * 100 + DM_VERSION_PATCH)
+
 #define DM_NUM_STAGES 4
 
 typedef enum dm_status {
@@ -36,10 +66,17 @@ typedef enum dm_status {
     DM_ERR_DEVICE,      /* the GPU or its runtime failed during a call */
 } dm_status;
 
-/* Human-readable text of the last failure on the calling thread. */
-const char *dm_last_error(void);
-/* Short name of a status ("ok", "format error", ...). */
-const char *dm_status_string(dm_status status);
+/* The library's version, DM_VERSION as the library was built: differs from
+ * the header's DM_VERSION when a program runs against another release. */
+DM_API int dm_version(void);
+/* The same as text ("0.2.0"); static storage. */
+DM_API const char *dm_version_string(void);
+
+/* Human-readable text of the last failure on the calling thread; valid until
+ * the next failing call on that thread. */
+DM_API const char *dm_last_error(void);
+/* Short name of a status ("ok", "format error", ...); static storage. */
+DM_API const char *dm_status_string(dm_status status);
 
 /* ------------------------------------------------------------------ model */
 
@@ -59,38 +96,67 @@ typedef struct dm_config {
 } dm_config;
 
 typedef struct dm_load_options {
-    /* .pth training checkpoints: take 'model_ema' instead of 'model'. */
+    size_t size; /* sizeof(dm_load_options) */
+    /* .pth training checkpoints: take 'model_ema' instead of 'model'.
+     * Safetensors files hold one set of weights and ignore it. */
     int use_ema;
 } dm_load_options;
+#define DM_LOAD_OPTIONS_INIT {.size = sizeof(dm_load_options)}
 
 /* Load a model file: safetensors (official state-dict names) or a PyTorch
- * .pth checkpoint.  opts may be NULL. */
-dm_status dm_model_load(const char *path, const dm_load_options *opts,
-                        dm_model **out);
+ * .pth checkpoint.  opts may be NULL (the defaults: no EMA).  The model is
+ * independent of the file afterwards. */
+DM_API dm_status dm_model_load(const char *path, const dm_load_options *opts,
+                               dm_model **out);
 
-/* Load a model file already in memory (safetensors, or a .pth checkpoint's
- * 'model'); the weights are copied, so buf may be freed afterwards. */
-dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out);
+/* The same for a model file already in memory, with the same options (EMA
+ * selection included); the weights are copied, so buf may be freed
+ * afterwards. */
+DM_API dm_status dm_model_load_buffer(const void *buf, size_t size,
+                                      const dm_load_options *opts,
+                                      dm_model **out);
+
+/* The model built into the library: DAMamba trained on Fashion-MNIST
+ * (28 x 28 grey images, 10 classes named in its metadata), the default of
+ * the damamba program. */
+DM_API dm_status dm_model_load_default(dm_model **out);
 
 /* A model of an official variant ('F', 'T', 'S' or 'B') with deterministic
  * pseudo-random weights, for tests and benchmarks without a checkpoint.
  * num_classes 0 builds no head. */
-dm_status dm_model_synthetic(char variant, int in_chans, int num_classes,
-                             uint64_t seed, dm_model **out);
+DM_API dm_status dm_model_synthetic(char variant, int in_chans,
+                                    int num_classes, uint64_t seed,
+                                    dm_model **out);
 
-void dm_model_free(dm_model *model);
+/* Frees a model (NULL is a no-op).  Every pointer obtained from it (config,
+ * metadata, class names) becomes invalid; no workspace may still use it. */
+DM_API void dm_model_free(dm_model *model);
 
-const dm_config *dm_model_config(const dm_model *model);
+/* The model's configuration; valid while the model lives. */
+DM_API const dm_config *dm_model_config(const dm_model *model);
 
-/* A metadata string of the model file (safetensors __metadata__), or NULL. */
-const char *dm_model_metadata(const dm_model *model, const char *key);
+/* A metadata string of the model file (safetensors __metadata__), or NULL;
+ * valid while the model lives. */
+DM_API const char *dm_model_metadata(const dm_model *model, const char *key);
+
+/* The model's class names, num_classes of them: its file's metadata
+ * "classes" (a JSON list of names, checked when the model is loaded), else
+ * ImageNet's for a 1000-class model, else NULL.  Valid while the model
+ * lives. */
+DM_API const char *const *dm_model_class_names(const dm_model *model);
+
+/* The 1000 ImageNet-1k class names in index order (from "tench" to "toilet
+ * tissue"); static storage. */
+#define DM_IMAGENET_CLASSES 1000
+DM_API const char *const *dm_imagenet_class_names(void);
 
 /* Output size of stage s (0..3) for an input of h x w pixels. */
-dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage,
-                         int *channels, int *out_h, int *out_w);
+DM_API dm_status dm_stage_shape(const dm_model *model, int h, int w,
+                                int stage, int *channels, int *out_h,
+                                int *out_w);
 
 /* Multiply-accumulate operations of one forward pass of one h x w image. */
-int64_t dm_model_macs(const dm_model *model, int h, int w);
+DM_API int64_t dm_model_macs(const dm_model *model, int h, int w);
 
 /* --------------------------------------------------------------- backends */
 
@@ -104,9 +170,9 @@ typedef enum dm_backend {
 
 /* DM_OK when the backend can run here; otherwise DM_ERR_UNSUPPORTED with
  * dm_last_error() saying why (no CUDA in this build, no usable device). */
-dm_status dm_backend_available(dm_backend backend);
-/* "cpu" or "cuda". */
-const char *dm_backend_name(dm_backend backend);
+DM_API dm_status dm_backend_available(dm_backend backend);
+/* "cpu" or "cuda"; static storage. */
+DM_API const char *dm_backend_name(dm_backend backend);
 
 /* -------------------------------------------------------------- workspace */
 
@@ -115,9 +181,11 @@ typedef struct dm_workspace dm_workspace;
 /* Scratch memory for batches of up to max_batch images of up to
  * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else.
  * It serves models of the configuration of `model` (any of them on the CPU;
- * another configuration is refused). */
-dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h,
-                              int max_w, dm_workspace **out);
+ * another configuration is refused).  The model must outlive the
+ * workspace. */
+DM_API dm_status dm_workspace_create(const dm_model *model, int max_batch,
+                                     int max_h, int max_w,
+                                     dm_workspace **out);
 
 /* The same on a chosen backend; dm_forward then runs there.  A CUDA
  * workspace holds, on the calling thread's current CUDA device (device 0
@@ -125,26 +193,29 @@ dm_status dm_workspace_create(const dm_model *model, int max_batch, int max_h,
  * and all device and pinned host buffers, allocated here once;
  * it serves only the model it was created for, and only one thread at a
  * time (as any workspace).  The model stays read-only and shareable. */
-dm_status dm_workspace_create_on(const dm_model *model, dm_backend backend,
-                                 int max_batch, int max_h, int max_w,
-                                 dm_workspace **out);
-void dm_workspace_free(dm_workspace *ws);
+DM_API dm_status dm_workspace_create_on(const dm_model *model,
+                                        dm_backend backend, int max_batch,
+                                        int max_h, int max_w,
+                                        dm_workspace **out);
+/* Frees a workspace (NULL is a no-op). */
+DM_API void dm_workspace_free(dm_workspace *ws);
 
 /* The backend the workspace runs on. */
-dm_backend dm_workspace_backend(const dm_workspace *ws);
+DM_API dm_backend dm_workspace_backend(const dm_workspace *ws);
 
 /* Bytes the workspace holds (device memory, for a CUDA workspace). */
-size_t dm_workspace_bytes(const dm_workspace *ws);
+DM_API size_t dm_workspace_bytes(const dm_workspace *ws);
 
 /* Threads the workspace's forward passes use from now on (n >= 1; CPU
  * workspaces, ignored by a CUDA one), instead of dm_threads() at creation.
  * Nothing outside the workspace changes: OpenBLAS's own thread setting is
  * restored after every pass. */
-dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
+DM_API dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
 
 /* ---------------------------------------------------------------- forward */
 
 typedef struct dm_outputs {
+    size_t size;                  /* sizeof(dm_outputs) */
     float *logits;                /* n x num_classes, or NULL */
     float *stages[DM_NUM_STAGES]; /* n x C_s x H_s x W_s each, or NULL */
     /* The Dynamic Adaptive Scan's sampling offsets of one block, or NULL:
@@ -153,12 +224,24 @@ typedef struct dm_outputs {
     float *offsets;
     int offsets_stage, offsets_block;
 } dm_outputs;
+#define DM_OUTPUTS_INIT {.size = sizeof(dm_outputs)}
 
 /* Run n images (n x in_chans x h x w, NCHW float32).  Only the outputs whose
- * pointers are non-NULL are written. */
-dm_status dm_forward(const dm_model *model, dm_workspace *ws,
-                     const float *input, int n, int h, int w,
-                     const dm_outputs *outputs);
+ * pointers are non-NULL are written; they must not overlap the input or one
+ * another.  On failure their contents are unspecified. */
+DM_API dm_status dm_forward(const dm_model *model, dm_workspace *ws,
+                            const float *input, int n, int h, int w,
+                            const dm_outputs *outputs);
+
+/* ---------------------------------------------------------- probabilities */
+
+/* probs = softmax(logits) over n values, computed in double precision.
+ * probs may be logits itself (in place). */
+DM_API dm_status dm_softmax(const float *logits, int n, float *probs);
+
+/* The indices of the k largest of n scores (1 <= k <= n), best first; equal
+ * scores in index order.  index holds k ints. */
+DM_API dm_status dm_top_k(const float *scores, int n, int k, int *index);
 
 /* ----------------------------------------------------------------- images */
 
@@ -178,14 +261,14 @@ typedef struct dm_image {
  * file into `channels` channels (1 or 3).  Alpha is dropped; colour becomes
  * grey as PIL's convert("L") computes it, grey becomes RGB by repetition.
  * Free the result with dm_image_free(). */
-dm_status dm_image_load(const char *path, int channels, dm_image *out);
+DM_API dm_status dm_image_load(const char *path, int channels, dm_image *out);
 
-/* The same for an encoded image already in memory. */
-dm_status dm_image_load_memory(const void *data, size_t size, int channels,
-                               dm_image *out);
+/* The same for an encoded image already in memory (not kept). */
+DM_API dm_status dm_image_load_memory(const void *data, size_t size,
+                                      int channels, dm_image *out);
 
-/* Release the pixels of an image loaded by this library. */
-void dm_image_free(dm_image *image);
+/* Release the pixels of an image loaded by this library and zero it. */
+DM_API void dm_image_free(dm_image *image);
 
 typedef enum dm_interpolation {
     DM_INTERP_BICUBIC,  /* PIL's BICUBIC (a = -0.5), antialiased when shrinking */
@@ -195,6 +278,7 @@ typedef enum dm_interpolation {
 /* How an image becomes a model input, as torchvision's evaluation transform
  * does it: Resize (PIL, 8-bit), CenterCrop, ToTensor, Normalize. */
 typedef struct dm_preprocess {
+    size_t size;     /* sizeof(dm_preprocess) */
     int resize;      /* > 0: shorter side scaled to this, aspect kept */
     int resize_h;    /* resize == 0 and both > 0: scaled to exactly */
     int resize_w;    /*   resize_h x resize_w; all 0: size kept */
@@ -204,37 +288,44 @@ typedef struct dm_preprocess {
     float mean[3];   /* per channel, on pixels scaled to [0, 1] */
     float std[3];
 } dm_preprocess;
+#define DM_PREPROCESS_INIT {.size = sizeof(dm_preprocess)}
 
 /* The model's preprocessing: its file's metadata "preprocess" (a JSON object
  * with keys resize, crop, interpolation, channels, mean, std), else the
  * ImageNet evaluation transform (resize 256, crop 224, bicubic, mean 0.485
  * 0.456 0.406, std 0.229 0.224 0.225; a one-channel model gets the averages
- * 0.449 and 0.226).  model may be NULL for the ImageNet defaults. */
-dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out);
+ * 0.449 and 0.226).  model may be NULL for the ImageNet defaults.  out->size
+ * must be set; the fields it covers are written (zeros on failure). */
+DM_API dm_status dm_preprocess_default(const dm_model *model,
+                                       dm_preprocess *out);
 
 /* Size of the tensor dm_image_preprocess() makes of a width x height image;
  * fails when the settings are invalid or the crop is larger than the
  * resized image. */
-dm_status dm_preprocess_output_size(const dm_preprocess *settings, int width,
-                                    int height, int *out_h, int *out_w);
+DM_API dm_status dm_preprocess_output_size(const dm_preprocess *settings,
+                                           int width, int height, int *out_h,
+                                           int *out_w);
 
 /* Resize, crop and normalize an image into out: settings->channels x out_h
  * x out_w float32 (CHW), the sizes dm_preprocess_output_size() gives.  An
- * image with other channels than the settings' is converted first. */
-dm_status dm_image_preprocess(const dm_image *image,
-                              const dm_preprocess *settings, float *out);
+ * image with other channels than the settings' is converted first.  out must
+ * not overlap the image's pixels. */
+DM_API dm_status dm_image_preprocess(const dm_image *image,
+                                     const dm_preprocess *settings,
+                                     float *out);
 
 /* ---------------------------------------------------------------- runtime */
 
 /* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon"):
  * the best this CPU has.  The environment variable DAMAMBA_ISA forces one;
  * if this build or CPU lacks it, dm_isa() returns "none" and
- * dm_workspace_create and dm_forward fail with DM_ERR_UNSUPPORTED. */
-const char *dm_isa(void);
+ * dm_workspace_create and dm_forward fail with DM_ERR_UNSUPPORTED.  Static
+ * storage. */
+DM_API const char *dm_isa(void);
 
 /* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
  * else the number of cores. */
-int dm_threads(void);
+DM_API int dm_threads(void);
 
 #ifdef __cplusplus
 }

@@ -14,9 +14,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_DIR:-$root/build-fuzz}
 cc=${CC:-clang}
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
+cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/internal -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
 # The file readers, the model loader and the image loader, without kernels.
-lib="error.c io/json.c io/dtype.c io/safetensors.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c io/model_file.c model.c image/image_check.c image/image.c image/resample.c"
+lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c io/model_file.c model.c image/image_check.c image/image.c image/resample.c"
 
 mkdir -p "$out/obj"
 objs=""
@@ -24,13 +24,21 @@ for f in $lib; do
     $cc $cflags -fsanitize=fuzzer-no-link -c "$root/src/$f" -o "$out/obj/$(basename "${f%.c}").o"
     objs="$objs $out/obj/$(basename "${f%.c}").o"
 done
+# The data built into the library, as src/meson.build generates it.
+sed -e "s|@MODEL@|$root/data/damamba_fmnist.safetensors|" -e "s|@CLASSES@|$root/data/imagenet_classes.txt|" \
+    "$root/src/embed.S.in" >"$out/obj/embed.S"
+$cc -c "$out/obj/embed.S" -o "$out/obj/embed.o"
+objs="$objs $out/obj/embed.o"
 for t in safetensors pth image; do
     $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -o "$out/fuzz_$t"
 done
+# The server's request parser, on the same readers plus its own file.
+$cc $cflags -I"$root/tools" -I"$root/tools/serve" -fsanitize=fuzzer "$root/fuzz/fuzz_infer.c" \
+    "$root/tools/serve/infer.c" $objs -lm -o "$out/fuzz_infer"
 $cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
 
 # Seeds: the small test files, and images written here.
-for t in safetensors pth image; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
+for t in safetensors pth image infer; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
 for f in "$root"/tests/golden/*.safetensors "$root"/tests/fixtures/*.safetensors "$root"/data/*.safetensors; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/safetensors/"
 done
@@ -40,9 +48,16 @@ for f in "$root"/tests/golden/*.png "$root"/tests/golden/*.jpg; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/image/"
 done
 
+# Inference requests: a 4-byte header length (0: JSON alone), then the body.
+seed() { printf '%b' "$2" >"$out/seeds/infer/$1"; }
+seed json '\0\0\0\0{"id": "a", "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8]]}], "outputs": [{"name": "logits"}, {"name": "stage1"}]}'
+seed bytes '\0\0\0\0{"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": ["UDUKMiAyCjI1NQoAAQID"]}]}'
+hdr='{"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 19}}], "parameters": {"binary_data_output": true}}'
+seed binary "\\x$(printf '%02x' ${#hdr})\0\0\0$hdr\x0f\0\0\0P5\n2 2\n255\n\0\1\2\3"
+
 status=0
 summary=""
-for t in safetensors pth image; do
+for t in safetensors pth image infer; do
     dict=""
     [ -f "$root/fuzz/$t.dict" ] && dict="-dict=$root/fuzz/$t.dict"
     log="$out/fuzz_$t.log"

@@ -7,6 +7,8 @@ packages=(
   meson ninja-build pkg-config gcc     # build
   libopenblas-dev libsleef-dev libstb-dev  # library dependencies
   check                                # unit tests
+  libmicrohttpd-dev                    # damamba serve (HTTP)
+  wrk                                  # the server's load test
   clang libclang-rt-14-dev             # sanitizer and fuzz builds
 )
 

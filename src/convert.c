@@ -1,5 +1,5 @@
 /* convert.c - model files to safetensors, optionally in half size. */
-#include "convert.h"
+#include "internal_api.h"
 
 #include "error.h"
 #include "model.h"

@@ -3,8 +3,10 @@
  * sits next to a convolution (BatchNorm, conv_constant, layer scale). */
 #include "model.h"
 
+#include "classes.h"
 #include "error.h"
 #include "model_file.h"
+#include "versioned.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -390,6 +392,7 @@ void dm_model_free(dm_model *model)
         free(model->meta[i].value);
     }
     free(model->meta);
+    dm_model_free_classes(model);
     free(model);
 }
 
@@ -485,32 +488,60 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
             }
         }
     }
-    return DM_OK;
+    if ((st = dm_model_parse_classes(m))) {
+        dm_model_free(m);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* The caller's options, or the defaults for NULL. */
+static dm_status load_options(const dm_load_options *opts, dm_load_options *full)
+{
+    if (!opts) {
+        *full = (dm_load_options){.size = sizeof *full};
+        return DM_OK;
+    }
+    return dm_struct_import(full, sizeof *full, opts, DM_LOAD_OPTIONS_MIN_SIZE, "dm_load_options");
 }
 
 dm_status dm_model_load(const char *path, const dm_load_options *opts, dm_model **out)
 {
+    if (out) *out = NULL;
     if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load: path and out are required");
-    *out = NULL;
-    dm_tensor_file file;
-    dm_status st = dm_model_file_open(path, opts ? opts->use_ema : 0, &file);
+    dm_load_options o;
+    dm_status st = load_options(opts, &o);
     if (st) return st;
+    dm_tensor_file file;
+    if ((st = dm_model_file_open(path, o.use_ema, &file))) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);
     if (st) dm_error_prefix("%s: ", path);
     return st;
 }
 
-dm_status dm_model_load_buffer(const void *buf, size_t size, dm_model **out)
+dm_status dm_model_load_buffer(const void *buf, size_t size, const dm_load_options *opts, dm_model **out)
 {
+    if (out) *out = NULL;
     if (!buf || !out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load_buffer: buf and out are required");
-    *out = NULL;
+    dm_load_options o;
+    dm_status st = load_options(opts, &o);
+    if (st) return st;
     dm_tensor_file file;
-    dm_status st = dm_model_file_parse(buf, size, 0, &file);
+    st = dm_model_file_parse(buf, size, o.use_ema, &file);
     if (st) return st;
     st = dm_model_from_file(&file, out);
     dm_tensor_file_close(&file);
     return st;
+}
+
+/* The default model's bytes, linked in by embed.S. */
+extern const unsigned char dm_default_model[];
+extern const unsigned char dm_default_model_end[];
+
+dm_status dm_model_load_default(dm_model **out)
+{
+    return dm_model_load_buffer(dm_default_model, (size_t)(dm_default_model_end - dm_default_model), NULL, out);
 }
 
 const dm_config *dm_model_config(const dm_model *model) { return model ? &model->config : NULL; }

@@ -53,6 +53,7 @@ struct dm_model {
     size_t alloc_count, alloc_cap;
     dm_meta *meta;
     size_t meta_count;
+    char **class_names; /* the metadata's 'classes', or NULL */
 };
 
 /* The official variants' configurations. */

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "damamba.h"
@@ -77,7 +78,8 @@ START_TEST(workspace_refuses_other_configurations)
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(a, 1, 16, 16, &ws), DM_OK);
     float input[3 * 16 * 16] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = logits;
     ck_assert_msg(dm_forward(same, ws, input, 1, 16, 16, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(dm_forward(other, ws, input, 1, 16, 16, &out), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "another configuration"));
@@ -98,7 +100,8 @@ START_TEST(threads_stay_in_the_workspace)
     float input[2 * 3 * 32 * 32], want[20], got[20];
     for (int i = 0; i < 2 * 3 * 32 * 32; i++) input[i] = (float)((i * 29) % 83) / 41.0f - 1.0f;
     ck_assert_int_eq(dm_workspace_set_threads(ws, 1), DM_OK);
-    dm_outputs out = {.logits = want};
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = want;
     openblas_set_num_threads(3);
     ck_assert_msg(dm_forward(m, ws, input, 2, 32, 32, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(openblas_get_num_threads(), 3);
@@ -115,6 +118,46 @@ START_TEST(threads_stay_in_the_workspace)
 }
 END_TEST
 
+typedef struct pass_loop {
+    const dm_model *model;
+    dm_status status;
+} pass_loop;
+
+static void *run_passes(void *arg)
+{
+    pass_loop *loop = arg;
+    dm_workspace *ws;
+    float input[3 * 16 * 16] = {0}, logits[10];
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = logits;
+    if ((loop->status = dm_workspace_create(loop->model, 1, 16, 16, &ws))) return NULL;
+    dm_workspace_set_threads(ws, 1);
+    for (int i = 0; i < 20 && !loop->status; i++) loop->status = dm_forward(loop->model, ws, input, 1, 16, 16, &out);
+    dm_workspace_free(ws);
+    return NULL;
+}
+
+/* Passes of several workspaces at once still leave OpenBLAS's setting as
+ * the caller had it. */
+START_TEST(concurrent_passes_restore_blas_threads)
+{
+    dm_model *m = small_model();
+    openblas_set_num_threads(2);
+    pthread_t threads[3];
+    pass_loop loops[3];
+    for (int i = 0; i < 3; i++) {
+        loops[i] = (pass_loop){m, DM_OK};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, run_passes, &loops[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_int_eq(loops[i].status, DM_OK);
+    }
+    ck_assert_int_eq(openblas_get_num_threads(), 2);
+    dm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("backend");
@@ -124,6 +167,7 @@ int main(void)
     tcase_add_test(tc, backend_unknown);
     tcase_add_test(tc, workspace_refuses_other_configurations);
     tcase_add_test(tc, threads_stay_in_the_workspace);
+    tcase_add_test(tc, concurrent_passes_restore_blas_threads);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

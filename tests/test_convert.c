@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "convert.h"
+#include "internal_api.h"
 #include "damamba.h"
 #include "model_file.h"
 #include "safetensors.h"
@@ -185,7 +185,7 @@ static void run_micro(const dm_model *m, float *outputs[5], size_t counts[5])
     int n = (int)x->shape[0], h = (int)x->shape[2], w = (int)x->shape[3];
     dm_workspace *ws;
     ck_assert(dm_workspace_create(m, n, h, w, &ws) == DM_OK);
-    dm_outputs out = {0};
+    dm_outputs out = DM_OUTPUTS_INIT;
     for (int s = 0; s < 5; s++) {
         char name[32];
         if (s < 4) snprintf(name, sizeof name, "stage%d.expected", s);

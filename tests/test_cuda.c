@@ -39,7 +39,7 @@ START_TEST(cuda_smaller_than_workspace)
     ck_assert_msg(dm_workspace_create_on(m, DM_BACKEND_CUDA, 3 * n, h + 37, w + 5, &ws) == DM_OK, "%s",
                   dm_last_error());
     float *logits = malloc(sizeof(float) * count);
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_msg(dm_forward(m, ws, t->data, n, h, w, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_double_le(test_rel_err("[cuda] micro logits, larger workspace", logits, want, count), GOLDEN_TOL);
     free(logits);
@@ -59,7 +59,7 @@ START_TEST(cuda_workspace_bound_to_model)
     ck_assert_msg(dm_workspace_create_on(a, DM_BACKEND_CUDA, 1, 32, 32, &ws) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(dm_workspace_backend(ws), DM_BACKEND_CUDA);
     float input[3 * 32 * 32] = {0}, logits[10];
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_int_eq(dm_forward(b, ws, input, 1, 32, 32, &out), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "another model"));
     ck_assert_msg(dm_forward(a, ws, input, 1, 32, 32, &out) == DM_OK, "%s", dm_last_error());

@@ -38,7 +38,7 @@ START_TEST(fmnist_test_set)
 
     int n = (int)images->shape[0], h = (int)images->shape[1], w = (int)images->shape[2];
     int classes = dm_model_config(m)->num_classes;
-    dm_preprocess p;
+    dm_preprocess p = DM_PREPROCESS_INIT;
     ck_assert(dm_preprocess_default(m, &p) == DM_OK);
     int oh, ow;
     ck_assert(dm_preprocess_output_size(&p, w, h, &oh, &ow) == DM_OK);
@@ -54,7 +54,7 @@ START_TEST(fmnist_test_set)
             dm_image img = {w, h, 1, (uint8_t *)pixels + (size_t)(start + i) * h * w};
             ck_assert(dm_image_preprocess(&img, &p, input + (size_t)i * oh * ow) == DM_OK);
         }
-        dm_outputs out = {.logits = logits};
+        dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
         ck_assert_msg(dm_forward(m, ws, input, b, oh, ow, &out) == DM_OK, "%s", dm_last_error());
         for (int i = 0; i < b; i++) {
             const float *got = logits + (size_t)i * classes, *ref = want + (size_t)(start + i) * classes;

@@ -14,20 +14,6 @@
 #include "damamba.h"
 #include "resample.h"
 
-/* Read a test data file into memory. */
-static uint8_t *slurp(const char *name, size_t *size)
-{
-    FILE *f = fopen(test_path(name), "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", name);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    rewind(f);
-    uint8_t *buf = malloc(*size);
-    ck_assert(fread(buf, 1, *size, f) == *size);
-    fclose(f);
-    return buf;
-}
-
 /* The ImageNet evaluation transform of two photographs, against the tensors
  * torchvision made of them; differences counted in 8-bit levels. */
 START_TEST(preprocess_matches_torchvision)
@@ -37,7 +23,7 @@ START_TEST(preprocess_matches_torchvision)
     snprintf(file, sizeof file, "%s.png", names[_i]);
     dm_image img;
     ck_assert_msg(dm_image_load(test_path(file), 3, &img) == DM_OK, "%s", dm_last_error());
-    dm_preprocess p;
+    dm_preprocess p = DM_PREPROCESS_INIT;
     ck_assert(dm_preprocess_default(NULL, &p) == DM_OK);
     int h, w;
     ck_assert(dm_preprocess_output_size(&p, img.width, img.height, &h, &w) == DM_OK);
@@ -115,14 +101,14 @@ START_TEST(channel_conversion)
      * (255, 255, 255) -> 255 (the weights sum to 65536). */
     uint8_t rgba[8] = {10, 200, 30, 7, 255, 255, 255, 0};
     dm_image img = {.width = 2, .height = 1, .channels = 4, .pixels = rgba};
-    dm_preprocess p = {.interpolation = DM_INTERP_BILINEAR, .channels = 1, .mean = {0.5f}, .std = {0.25f}};
+    dm_preprocess p = {.size = sizeof(dm_preprocess), .interpolation = DM_INTERP_BILINEAR, .channels = 1, .mean = {0.5f}, .std = {0.25f}};
     float out[3 * 2];
     ck_assert_msg(dm_image_preprocess(&img, &p, out) == DM_OK, "%s", dm_last_error());
     ck_assert_float_eq(out[0], (124 / 255.0f - 0.5f) / 0.25f);
     ck_assert_float_eq(out[1], (1.0f - 0.5f) / 0.25f);
     uint8_t grey[2] = {0, 51};
     dm_image g = {.width = 1, .height = 2, .channels = 1, .pixels = grey};
-    p = (dm_preprocess){.interpolation = DM_INTERP_BILINEAR, .channels = 3, .mean = {0, 0, 0}, .std = {1, 1, 1}};
+    p = (dm_preprocess){.size = sizeof(dm_preprocess), .interpolation = DM_INTERP_BILINEAR, .channels = 3, .mean = {0, 0, 0}, .std = {1, 1, 1}};
     ck_assert(dm_image_preprocess(&g, &p, out) == DM_OK);
     for (int c = 0; c < 3; c++) {
         ck_assert_float_eq(out[2 * c], 0.0f);
@@ -134,7 +120,7 @@ END_TEST
 /* torchvision's Resize(int) and CenterCrop arithmetic. */
 START_TEST(output_sizes)
 {
-    dm_preprocess p;
+    dm_preprocess p = DM_PREPROCESS_INIT;
     ck_assert(dm_preprocess_default(NULL, &p) == DM_OK);
     int h, w;
     ck_assert(dm_preprocess_output_size(&p, 500, 375, &h, &w) == DM_OK);
@@ -148,7 +134,7 @@ START_TEST(output_sizes)
     p.resize_w = 1280;
     ck_assert(dm_preprocess_output_size(&p, 500, 375, &h, &w) == DM_OK);
     ck_assert(h == 800 && w == 1280);
-    p = (dm_preprocess){.resize = 100, .crop = 101, .channels = 3, .std = {1, 1, 1}};
+    p = (dm_preprocess){.size = sizeof(dm_preprocess), .resize = 100, .crop = 101, .channels = 3, .std = {1, 1, 1}};
     ck_assert_int_eq(dm_preprocess_output_size(&p, 300, 200, &h, &w), DM_ERR_ARGUMENT);
 }
 END_TEST
@@ -259,7 +245,7 @@ START_TEST(hostile_files)
 {
     dm_image img = {.width = 99};
     size_t size;
-    uint8_t *png = slurp("chelsea.png", &size);
+    uint8_t *png = test_read("chelsea.png", &size);
     /* Truncated: half the file. */
     expect_failure(dm_image_load_memory(png, size / 2, 3, &img), DM_ERR_FORMAT, "runs past the end");
     ck_assert_ptr_null(img.pixels);
@@ -300,7 +286,7 @@ START_TEST(model_preprocess_metadata)
 {
     dm_model *m;
     ck_assert_msg(dm_model_load(getenv("DM_DEFAULT_MODEL"), NULL, &m) == DM_OK, "%s", dm_last_error());
-    dm_preprocess p;
+    dm_preprocess p = DM_PREPROCESS_INIT;
     ck_assert_msg(dm_preprocess_default(m, &p) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(p.resize, 28);
     ck_assert_int_eq(p.crop, 28);

@@ -30,18 +30,12 @@ static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU};
 #define GUARD 32
 #define SENTINEL 12345.0f
 
-static uint64_t rng_state;
-static float uniform(float lo, float hi)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
-}
 
 static float *random_buffer(size_t n, float lo, float hi)
 {
     float *p = malloc(sizeof(float) * (n + GUARD));
     ck_assert_ptr_nonnull(p);
-    for (size_t i = 0; i < n; i++) p[i] = uniform(lo, hi);
+    for (size_t i = 0; i < n; i++) p[i] = test_uniform(lo, hi);
     for (size_t i = n; i < n + GUARD; i++) p[i] = SENTINEL;
     return p;
 }
@@ -95,7 +89,7 @@ START_TEST(test_layernorm)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 1;
+    test_seed(1);
     const size_t rows = 5;
     for (int ci = 0; ci < CHANNEL_COUNT; ci++)
         for (int ai = 0; ai < 3; ai++) {
@@ -120,7 +114,7 @@ START_TEST(test_bias_act)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 2;
+    test_seed(2);
     const size_t rows = 4;
     for (int ci = 0; ci < CHANNEL_COUNT; ci++)
         for (int ai = 0; ai < 3; ai++)
@@ -144,7 +138,7 @@ START_TEST(test_dwconv3x3)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 3;
+    test_seed(3);
     static const int sizes[][2] = {{1, 1}, {1, 5}, {4, 1}, {2, 2}, {3, 7}, {9, 6}};
     for (int si = 0; si < 6; si++)
         for (int ci = 0; ci < CHANNEL_COUNT; ci++)
@@ -174,7 +168,7 @@ START_TEST(test_sample)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 4;
+    test_seed(4);
     static const int sizes[][2] = {{1, 1}, {2, 3}, {5, 4}, {7, 7}};
     static const int group_channels[] = {1, 3, 8, 16, 17, 33};
     for (int si = 0; si < 4; si++)
@@ -227,7 +221,7 @@ START_TEST(test_scan)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 5;
+    test_seed(5);
     static const size_t lengths[] = {1, 2, 9, 100};
     for (int li = 0; li < 4; li++)
         for (int ci = 0; ci < CHANNEL_COUNT; ci++) {
@@ -263,7 +257,7 @@ START_TEST(test_scan_fixup)
 {
     const dm_kernels *k = simd_table(_i);
     if (!k) return;
-    rng_state = 7;
+    test_seed(7);
     static const size_t lengths[] = {1, 2, 9, 100};
     for (int li = 0; li < 4; li++)
         for (int ci = 0; ci < CHANNEL_COUNT; ci++) {
@@ -319,7 +313,7 @@ START_TEST(test_avg_pool)
     k->avg_pool(row, 1, 5, 1, y, 1, 1, 0, 1);
     ck_assert_float_eq(y[0], 3.0f);
     /* a float64 sum over each bin, two channels apart, output ranges */
-    rng_state = 8;
+    test_seed(8);
     static const int shapes[][4] = {{7, 9, 3, 4}, {6, 6, 6, 6}, {5, 3, 7, 2}, {2, 8, 1, 1}};
     for (int si = 0; si < 4; si++) {
         int h = shapes[si][0], w = shapes[si][1], oh = shapes[si][2], ow = shapes[si][3], c = 3;
@@ -409,7 +403,7 @@ START_TEST(test_add)
 {
     const dm_kernels *k = any_table(_i);
     if (!k) return;
-    rng_state = 9;
+    test_seed(9);
     for (int ai = 0; ai < 3; ai++) {
         size_t n = 257;
         float *a = random_buffer(n, -6.0f, 6.0f), *b = random_buffer(n, -6.0f, 6.0f), *y = malloc(sizeof(float) * n);
@@ -485,7 +479,7 @@ START_TEST(chunked_scan_matches_sequential)
 {
     const dm_kernels *k = any_table(_i);
     if (!k) return;
-    rng_state = 6;
+    test_seed(6);
     static const size_t lengths[] = {1, 5, 64, 333};
     static const size_t channels[] = {1, 17, 48};
     for (int li = 0; li < 4; li++)

@@ -61,11 +61,11 @@ START_TEST(batch_independence)
     dm_stage_shape(m, h, w, 2, &C, &oh, &ow);
     size_t s2 = (size_t)C * oh * ow;
     float *logits = malloc(sizeof(float) * n * classes), *stage = malloc(sizeof(float) * n * s2);
-    dm_outputs all = {.logits = logits, .stages = {NULL, NULL, stage, NULL}};
+    dm_outputs all = {.size = sizeof(dm_outputs), .logits = logits, .stages = {NULL, NULL, stage, NULL}};
     ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &all), DM_OK);
     float *one_logits = malloc(sizeof(float) * classes), *one_stage = malloc(sizeof(float) * s2);
     for (int k = 0; k < n; k++) {
-        dm_outputs one = {.logits = one_logits, .stages = {NULL, NULL, one_stage, NULL}};
+        dm_outputs one = {.size = sizeof(dm_outputs), .logits = one_logits, .stages = {NULL, NULL, one_stage, NULL}};
         ck_assert_int_eq(dm_forward(m, ws, x + k * image, 1, h, w, &one), DM_OK);
         char label[64];
         snprintf(label, sizeof label, "batch image %d logits", k);
@@ -102,7 +102,7 @@ START_TEST(stage_shapes)
         dm_workspace *ws;
         ck_assert_int_eq(dm_workspace_create(m, 1, h, w, &ws), DM_OK);
         float *x = random_input((size_t)3 * h * w, 3), logits[10];
-        dm_outputs o = {.logits = logits};
+        dm_outputs o = {.size = sizeof(dm_outputs), .logits = logits};
         ck_assert_int_eq(dm_forward(m, ws, x, 1, h, w, &o), DM_OK);
         for (int k = 0; k < 10; k++) ck_assert(isfinite(logits[k]));
         free(x);
@@ -119,7 +119,7 @@ START_TEST(forward_rejects_bad_calls)
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(m, 2, 32, 32, &ws), DM_OK);
     float x[3 * 64 * 64] = {0}, logits[30];
-    dm_outputs o = {.logits = logits};
+    dm_outputs o = {.size = sizeof(dm_outputs), .logits = logits};
     ck_assert_int_eq(dm_forward(m, ws, x, 3, 32, 32, &o), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "exceeds the workspace"));
     ck_assert_int_eq(dm_forward(m, ws, x, 1, 64, 16, &o), DM_ERR_ARGUMENT);
@@ -158,7 +158,7 @@ START_TEST(offsets_capture)
     float *x = random_input((size_t)n * 3 * h * w, 11), *off = malloc(count * sizeof *off);
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(m, n, h, w, &ws), DM_OK);
-    dm_outputs o = {.offsets = off, .offsets_stage = stage, .offsets_block = block};
+    dm_outputs o = {.size = sizeof(dm_outputs), .offsets = off, .offsets_stage = stage, .offsets_block = block};
     ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &o), DM_OK);
     for (size_t i = 0; i < count; i++) ck_assert_float_eq(off[i], bias[i % (2 * groups)]);
     /* and a block that does not exist is refused */

@@ -71,7 +71,7 @@ END_TEST
 
 START_TEST(micro_ema_model_loads)
 {
-    dm_load_options opts = {.use_ema = 1};
+    dm_load_options opts = {.size = sizeof(dm_load_options), .use_ema = 1};
     dm_model *ema, *model;
     ck_assert_msg(dm_model_load(test_path("micro.pth"), &opts, &ema) == DM_OK, "%s", dm_last_error());
     ck_assert_msg(dm_model_load(test_path("micro.pth"), NULL, &model) == DM_OK, "%s", dm_last_error());
@@ -88,16 +88,10 @@ END_TEST
  * bit, even after the caller's buffer is gone. */
 START_TEST(checkpoint_loads_from_memory)
 {
-    FILE *f = fopen(test_path("micro.pth"), "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    size_t size = (size_t)ftell(f);
-    rewind(f);
-    unsigned char *bytes = malloc(size);
-    ck_assert_uint_eq(fread(bytes, 1, size, f), size);
-    fclose(f);
+    size_t size;
+    unsigned char *bytes = test_read("micro.pth", &size);
     dm_model *from_memory, *from_file;
-    ck_assert_msg(dm_model_load_buffer(bytes, size, &from_memory) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_model_load_buffer(bytes, size, NULL, &from_memory) == DM_OK, "%s", dm_last_error());
     memset(bytes, 0xff, size);
     free(bytes);
     ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), NULL, &from_file), DM_OK);
@@ -105,7 +99,7 @@ START_TEST(checkpoint_loads_from_memory)
     for (int i = 0; i < 3 * 40 * 40; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(from_file, 1, 40, 40, &ws), DM_OK);
-    dm_outputs oa = {.logits = a}, ob = {.logits = b};
+    dm_outputs oa = {.size = sizeof(dm_outputs), .logits = a}, ob = {.size = sizeof(dm_outputs), .logits = b};
     ck_assert_int_eq(dm_forward(from_memory, ws, x, 1, 40, 40, &oa), DM_OK);
     ck_assert_int_eq(dm_forward(from_file, ws, x, 1, 40, 40, &ob), DM_OK);
     ck_assert_mem_eq(a, b, sizeof a);

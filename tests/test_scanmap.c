@@ -23,7 +23,7 @@ START_TEST(positions_and_picture_match_forward_offsets)
     float *off = malloc(sizeof(float) * gh * gw * groups * 2);
     dm_workspace *ws;
     ck_assert_int_eq(dm_workspace_create(m, 1, h, w, &ws), DM_OK);
-    dm_outputs o = {.offsets = off, .offsets_stage = stage, .offsets_block = block};
+    dm_outputs o = {.size = sizeof(dm_outputs), .offsets = off, .offsets_stage = stage, .offsets_block = block};
     ck_assert_int_eq(dm_forward(m, ws, x, 1, h, w, &o), DM_OK);
 
     scanmap map;

@@ -17,6 +17,20 @@ const char *test_path(const char *name)
     return buf;
 }
 
+unsigned char *test_read(const char *name, size_t *size)
+{
+    FILE *f = fopen(test_path(name), "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", name);
+    fseek(f, 0, SEEK_END);
+    *size = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *bytes = malloc(*size ? *size : 1);
+    ck_assert_ptr_nonnull(bytes);
+    ck_assert_uint_eq(fread(bytes, 1, *size, f), *size);
+    fclose(f);
+    return bytes;
+}
+
 void test_open(const char *name, dm_tensor_file *file)
 {
     dm_status st = dm_safetensors_open(test_path(name), file);
@@ -99,7 +113,7 @@ void test_golden_model(const char *weights, const char *io_name, dm_backend back
     int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create_on(m, backend, n, h, w, &ws) == DM_OK, "%s", dm_last_error());
-    dm_outputs out = {0};
+    dm_outputs out = DM_OUTPUTS_INIT;
     size_t counts[5];
     const float *want[5];
     want[4] = test_f32(&io, "logits.expected", &counts[4]);
@@ -138,3 +152,13 @@ static int run(Suite *suite, enum fork_status fork)
 int test_run(Suite *suite) { return run(suite, CK_FORK_GETENV); }
 
 int test_run_in_process(Suite *suite) { return run(suite, CK_NOFORK); }
+
+static uint64_t rng_state;
+
+void test_seed(uint64_t seed) { rng_state = seed; }
+
+float test_uniform(float lo, float hi)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
+}

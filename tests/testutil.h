@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "damamba.h"
 #include "tensor_file.h"
@@ -11,6 +12,9 @@
 /* Path of a file in the test data folder (tests/golden), from the
  * DM_TEST_DATA environment variable that meson sets. */
 const char *test_path(const char *name);
+
+/* The bytes of a file in the test data folder (free them), or fail the test. */
+unsigned char *test_read(const char *name, size_t *size);
 
 /* Open a golden safetensors file or fail the test. */
 void test_open(const char *name, dm_tensor_file *file);
@@ -20,6 +24,11 @@ const float *test_f32(const dm_tensor_file *file, const char *name, size_t *coun
 
 /* max |got - want| / max |want|, printed with a label for the test log. */
 double test_rel_err(const char *label, const float *got, const float *want, size_t n);
+
+/* Reproducible pseudo-random numbers for sweeps: restart the sequence at
+ * seed, then uniform in [lo, hi). */
+void test_seed(uint64_t seed);
+float test_uniform(float lo, float hi);
 
 /* The golden tolerance: 1e-4 of the largest expected magnitude. */
 #define GOLDEN_TOL 1e-4

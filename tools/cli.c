@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -12,12 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "json.h"
+#include "internal_api.h"
 
-/* The default model's bytes, linked in by embed.S. */
-extern const unsigned char dm_default_model[];
-extern const unsigned char dm_default_model_end[];
 
 void cli_error(const char *fmt, ...)
 {
@@ -34,10 +31,10 @@ dm_model *cli_load_model(const char *path, int use_ema)
     dm_model *m = NULL;
     dm_status st;
     if (path) {
-        dm_load_options opts = {.use_ema = use_ema};
+        dm_load_options opts = {.size = sizeof opts, .use_ema = use_ema};
         st = dm_model_load(path, &opts, &m);
     } else {
-        st = dm_model_load_buffer(dm_default_model, (size_t)(dm_default_model_end - dm_default_model), &m);
+        st = dm_model_load_default(&m);
     }
     if (st != DM_OK) {
         cli_error("%s", dm_last_error());
@@ -100,71 +97,12 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
 
 /* ------------------------------------------------------------- labels */
 
-extern const char dm_imagenet_classes[];
-
-/* Split text into lines (the last may lack its newline). */
-static int split_lines(const char *text, cli_labels *out)
+const char *cli_class_name(const dm_model *model, int index, char *buf, size_t size)
 {
-    int n = 0;
-    for (const char *p = text; *p; p++) n += *p == '\n';
-    if (*text && text[strlen(text) - 1] != '\n') n++;
-    out->names = calloc((size_t)n ? (size_t)n : 1, sizeof(char *));
-    if (!out->names) return 0;
-    for (const char *p = text; *p && out->count < n;) {
-        size_t len = strcspn(p, "\n");
-        if (!(out->names[out->count] = strndup(p, len))) return 0;
-        out->count++;
-        p += len + (p[len] == '\n');
-    }
-    return 1;
-}
-
-static int labels_from_json(const char *text, int classes, cli_labels *out)
-{
-    char err[128];
-    dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
-    int ok = root && root->type == DM_JSON_ARRAY && root->count == (size_t)classes;
-    if (ok) ok = (out->names = calloc((size_t)classes, sizeof(char *))) != NULL;
-    for (const dm_json *e = ok ? root->child : NULL; e; e = e->next) {
-        if (e->type != DM_JSON_STRING || !(out->names[out->count] = strdup(e->string))) {
-            ok = 0;
-            break;
-        }
-        out->count++;
-    }
-    dm_json_free(root);
-    if (!ok) cli_error("model metadata 'classes' is not a JSON list of %d names", classes);
-    return ok;
-}
-
-int cli_labels_load(const dm_model *model, cli_labels *out)
-{
-    *out = (cli_labels){0};
-    int classes = dm_model_config(model)->num_classes, ok;
-    const char *meta = dm_model_metadata(model, "classes");
-    if (meta) {
-        ok = labels_from_json(meta, classes, out);
-    } else if (classes == 1000) {
-        ok = split_lines(dm_imagenet_classes, out) && out->count == 1000;
-        if (!ok) cli_error("the built-in ImageNet class list is damaged");
-    } else {
-        ok = (out->names = calloc((size_t)classes ? (size_t)classes : 1, sizeof(char *))) != NULL;
-        for (; ok && out->count < classes; out->count++) {
-            char name[32];
-            snprintf(name, sizeof name, "class %d", out->count);
-            ok = (out->names[out->count] = strdup(name)) != NULL;
-        }
-        if (!ok) cli_error("out of memory");
-    }
-    if (!ok) cli_labels_free(out);
-    return ok;
-}
-
-void cli_labels_free(cli_labels *labels)
-{
-    for (int i = 0; i < labels->count; i++) free(labels->names[i]);
-    free(labels->names);
-    *labels = (cli_labels){0};
+    const char *const *names = dm_model_class_names(model);
+    if (names) return names[index];
+    snprintf(buf, size, "class %d", index);
+    return buf;
 }
 
 /* ------------------------------------------------------- preprocessing */
@@ -245,7 +183,7 @@ float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *
 {
     dm_image img = {0};
     float *input = NULL;
-    if (dm_image_load(path, prep->channels, &img) != DM_OK ||
+    if (cli_image_load(path, prep->channels, &img) != DM_OK ||
         dm_preprocess_output_size(prep, img.width, img.height, h, w) != DM_OK) {
         cli_error("%s", dm_last_error());
     } else if (!(input = malloc(sizeof(float) * prep->channels * *h * *w))) {
@@ -270,7 +208,8 @@ static int files_push(cli_files *f, const char *path)
         f->paths = p;
         f->cap = cap;
     }
-    if (!(f->paths[f->count] = strdup(path))) return 0;
+    f->paths[f->count] = NULL;
+    if (path && !(f->paths[f->count] = strdup(path))) return 0;
     f->count++;
     return 1;
 }
@@ -361,25 +300,17 @@ static int add_list(cli_files *f, const char *list)
 
 int cli_files_add(cli_files *files, const char *arg)
 {
-    if (arg[0] == '@') return add_list(files, arg + 1);
-    struct stat sb;
-    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) return walk_dir(files, arg);
-    /* Anything else is tried as an image, so its failure is reported with the rest. */
-    if (!files_push(files, arg)) {
-        cli_error("out of memory");
-        return 0;
+    int ok;
+    if (!strcmp(arg, "@-")) ok = files_push(files, NULL);
+    else if (arg[0] == '@') return add_list(files, arg + 1);
+    else {
+        struct stat sb;
+        if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) return walk_dir(files, arg);
+        /* Anything else is tried as an image, so its failure is reported with the rest. */
+        ok = files_push(files, arg);
     }
-    return 1;
-}
-
-void cli_files_shard(cli_files *files, int index, int count)
-{
-    size_t kept = 0;
-    for (size_t i = 0; i < files->count; i++) {
-        if ((int)(i % (size_t)count) == index) files->paths[kept++] = files->paths[i];
-        else free(files->paths[i]);
-    }
-    files->count = kept;
+    if (!ok) cli_error("out of memory");
+    return ok;
 }
 
 void cli_files_free(cli_files *files)
@@ -399,6 +330,150 @@ int cli_parse_shard(const char *value, int *index, int *count)
     return 1;
 }
 
+/* ---------------------------------------------------------- sources */
+
+int cli_source_init(cli_source *s, char **args, int count, int shard_index, int shard_count)
+{
+    *s = (cli_source){.shard_index = shard_index, .shard_count = shard_count};
+    int stdin_uses = 0;
+    for (int i = 0; i < count; i++) {
+        stdin_uses += !strcmp(args[i], "-") || !strcmp(args[i], "@-");
+        s->failed |= !cli_files_add(&s->files, args[i]);
+    }
+    if (stdin_uses > 1) {
+        cli_error("standard input can be read once: give '-' or '@-' once");
+        cli_source_free(s);
+        return 0;
+    }
+    return 1;
+}
+
+/* Take a complete line from the buffer (or the rest at the end of input). */
+static char *take_line(cli_source *s)
+{
+    char *nl = s->len ? memchr(s->buf, '\n', s->len) : NULL;
+    if (!nl && !(s->eof && s->len)) return NULL;
+    size_t len = nl ? (size_t)(nl - s->buf) : s->len, used = nl ? len + 1 : len;
+    char *line = strndup(s->buf, len);
+    memmove(s->buf, s->buf + used, s->len - used);
+    s->len -= used;
+    return line;
+}
+
+/* The next non-empty line of standard input, waiting for it; NULL at the
+ * end of input or on an error. */
+static char *stdin_line(cli_source *s)
+{
+    for (;;) {
+        char *line = take_line(s);
+        if (line) {
+            size_t len = strlen(line);
+            while (len && line[len - 1] == '\r') line[--len] = '\0';
+            if (len) return line;
+            free(line);
+            continue;
+        }
+        if (s->eof) return NULL;
+        if (s->len == s->cap) {
+            size_t cap = s->cap ? 2 * s->cap : 4096;
+            char *buf = realloc(s->buf, cap);
+            if (!buf) {
+                cli_error("out of memory reading standard input");
+                s->failed = s->eof = 1;
+                return NULL;
+            }
+            s->buf = buf;
+            s->cap = cap;
+        }
+        ssize_t got = read(STDIN_FILENO, s->buf + s->len, s->cap - s->len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            cli_error("standard input: %s", strerror(errno));
+            s->failed = 1;
+        }
+        if (got <= 0) s->eof = 1;
+        else s->len += (size_t)got;
+    }
+}
+
+char *cli_source_next(cli_source *s)
+{
+    for (;;) {
+        char *path = NULL;
+        if (s->reading_stdin && !(path = stdin_line(s))) s->reading_stdin = 0;
+        if (!path) {
+            if (s->next_file == s->files.count) return NULL;
+            const char *next = s->files.paths[s->next_file++];
+            if (!next) {
+                s->reading_stdin = 1;
+                continue;
+            }
+            if (!(path = strdup(next))) {
+                cli_error("out of memory");
+                s->failed = 1;
+                return NULL;
+            }
+        }
+        if ((int)(s->index++ % (size_t)s->shard_count) == s->shard_index) return path;
+        free(path);
+    }
+}
+
+int cli_source_ready(cli_source *s)
+{
+    if (!s->reading_stdin || s->eof || (s->len && memchr(s->buf, '\n', s->len))) return 1;
+    struct pollfd fd = {.fd = STDIN_FILENO, .events = POLLIN};
+    return poll(&fd, 1, 0) > 0;
+}
+
+size_t cli_source_total(const cli_source *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->files.count; i++) {
+        if (!s->files.paths[i]) return 0;
+        n += (int)(i % (size_t)s->shard_count) == s->shard_index;
+    }
+    return n;
+}
+
+void cli_source_free(cli_source *s)
+{
+    cli_files_free(&s->files);
+    free(s->buf);
+    *s = (cli_source){0};
+}
+
+dm_status cli_image_load(const char *path, int channels, dm_image *out)
+{
+    if (strcmp(path, "-")) return dm_image_load(path, channels, out);
+    *out = (dm_image){0};
+    size_t len = 0, cap = 0;
+    unsigned char *data = NULL;
+    dm_status st = DM_OK;
+    for (;;) {
+        if (len == cap) {
+            unsigned char *grown = realloc(data, cap = cap ? 2 * cap : 1 << 16);
+            if (!grown) {
+                st = dm_fail(DM_ERR_NOMEM, "-: out of memory reading standard input");
+                break;
+            }
+            data = grown;
+        }
+        ssize_t got = read(STDIN_FILENO, data + len, cap - len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) st = dm_fail(DM_ERR_IO, "-: cannot read standard input: %s", strerror(errno));
+        if (got <= 0) break;
+        len += (size_t)got;
+    }
+    if (st == DM_OK && (st = dm_image_load_memory(data, len, channels, out)) != DM_OK) {
+        char reason[512];
+        snprintf(reason, sizeof reason, "%s", dm_last_error());
+        dm_fail(st, "-: %s", reason);
+    }
+    free(data);
+    return st;
+}
+
 /* ------------------------------------------------------------- progress */
 
 static double now_seconds(void)
@@ -410,26 +485,60 @@ static double now_seconds(void)
 
 void cli_progress_start(cli_progress *p, size_t total, int quiet)
 {
-    *p = (cli_progress){.enabled = !quiet && total > 1 && isatty(STDERR_FILENO), .total = total};
+    *p = (cli_progress){.enabled = !quiet && isatty(STDERR_FILENO), .quiet = quiet, .total = total,
+                        .start = now_seconds()};
 }
 
 void cli_progress_update(cli_progress *p, size_t done)
 {
     double t = now_seconds();
-    if (!p->enabled || (done < p->total && t - p->last < 0.1)) return;
+    p->done = done;
+    if (!p->enabled || (p->shown && t - p->last < 0.1)) return;
     p->last = t;
-    int width = 40, filled = (int)(width * done / p->total);
-    fprintf(stderr, "\r[%.*s%*s] %zu/%zu", filled, "########################################", width - filled, "",
-            done, p->total);
+    double rate = t > p->start ? done / (t - p->start) : 0;
+    fputs("\r\033[K", stderr);
+    if (p->total) {
+        int width = 30, filled = (int)(width * (done < p->total ? done : p->total) / p->total);
+        fprintf(stderr, "[%.*s%*s] %zu/%zu", filled, "##############################", width - filled, "", done,
+                p->total);
+    } else {
+        fprintf(stderr, "%zu", done);
+    }
+    fprintf(stderr, "  %.1f images/s", rate);
+    if (p->total && rate > 0 && done < p->total) {
+        long eta = lround((p->total - done) / rate);
+        fprintf(stderr, "  ETA %ld:%02ld:%02ld", eta / 3600, eta / 60 % 60, eta % 60);
+    }
     fflush(stderr);
+    p->shown = 1;
 }
 
-void cli_progress_end(cli_progress *p)
+void cli_progress_clear(cli_progress *p)
 {
-    if (p->enabled) fputc('\n', stderr);
+    if (!p->shown) return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    p->shown = 0;
+}
+
+void cli_progress_end(cli_progress *p, const char *verb)
+{
+    cli_progress_clear(p);
+    double seconds = now_seconds() - p->start;
+    if (!p->quiet)
+        fprintf(stderr, "%s %zu image%s in %.2f s (%.1f images/s)\n", verb, p->done, p->done == 1 ? "" : "s",
+                seconds, seconds > 0 ? p->done / seconds : 0.0);
 }
 
 /* --------------------------------------------------------- classifying */
+
+int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w)
+{
+    /* Every image becomes the same size after a crop, or a fixed resize. */
+    *h = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_h;
+    *w = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_w;
+    return *h >= 1 && *w >= 1;
+}
 
 int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_preprocess *prep, int batch)
 {
@@ -439,10 +548,7 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
         cli_error("the model has no classification head");
         return 0;
     }
-    /* Every image must become the same size: a crop, or a fixed resize. */
-    c->h = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_h;
-    c->w = prep->crop ? prep->crop : prep->resize ? 0 : prep->resize_w;
-    if (c->h < 1 || c->w < 1) {
+    if (!cli_fixed_input_size(prep, &c->h, &c->w)) {
         cli_error("classifying needs a fixed input size: set a crop (--size)");
         return 0;
     }
@@ -472,22 +578,25 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
         const dm_image *img = &items[i].image;
         dm_status st = DM_OK;
         if (items[i].path) {
-            st = dm_image_load(items[i].path, c->prep.channels, &loaded);
+            st = cli_image_load(items[i].path, c->prep.channels, &loaded);
             img = &loaded;
         }
-        if (st == DM_OK && (st = dm_image_preprocess(img, &c->prep, slot)) != DM_OK && items[i].path)
-            dm_error_prefix("%s: ", items[i].path);
+        int decoded = st == DM_OK;
+        if (decoded) st = dm_image_preprocess(img, &c->prep, slot);
         free(c->errors[i]);
         c->errors[i] = NULL;
         if (st != DM_OK) {
             /* The slot still goes through the forward pass; its logits are ignored. */
             memset(slot, 0, sizeof(float) * chw);
-            c->errors[i] = strdup(dm_last_error());
+            /* Decoding errors name the file already, preprocessing ones do not. */
+            if (asprintf(&c->errors[i], "%s%s%s", decoded && items[i].path ? items[i].path : "",
+                         decoded && items[i].path ? ": " : "", dm_last_error()) < 0)
+                c->errors[i] = NULL;
             if (!c->errors[i]) c->errors[i] = strdup("out of memory");
         }
         dm_image_free(&loaded);
     }
-    dm_outputs out = {.logits = c->logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = c->logits};
     if (dm_forward(c->model, c->ws, c->input, n, c->h, c->w, &out) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
@@ -505,21 +614,17 @@ void cli_classifier_free(cli_classifier *c)
     *c = (cli_classifier){0};
 }
 
-void cli_top_k(const float *logits, int classes, int k, int *index, double *prob)
+void cli_write_top_json(FILE *out, const char *file, const dm_model *model, const float *probs, const int *index,
+                        int k)
 {
-    double max = logits[0], sum = 0;
-    for (int i = 1; i < classes; i++)
-        if (logits[i] > max) max = logits[i];
-    for (int i = 0; i < classes; i++) sum += exp(logits[i] - max);
-    /* Selection of the k largest, ties to the lower index. */
+    char buf[32];
+    fputs("{\"file\": ", out);
+    dm_json_write_string(out, file);
+    fputs(", \"top\": [", out);
     for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int i = 0; i < classes; i++) {
-            int taken = 0;
-            for (int t = 0; t < j; t++) taken |= index[t] == i;
-            if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
-        }
-        index[j] = best;
-        prob[j] = exp(logits[best] - max) / sum;
+        fprintf(out, "%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
+        dm_json_write_string(out, cli_class_name(model, index[j], buf, sizeof buf));
+        fprintf(out, ", \"prob\": %.6g}", probs[index[j]]);
     }
+    fputs("]}", out);
 }

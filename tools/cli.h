@@ -41,15 +41,9 @@ int cli_thread_count(void);
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
 /* ------------------------------------------------------------- labels */
 
-/* Class names: the model's metadata 'classes' (a JSON list), ImageNet's for
- * a 1000-class model, else "class N". */
-typedef struct cli_labels {
-    char **names;
-    int count;
-} cli_labels;
-
-int cli_labels_load(const dm_model *model, cli_labels *out);
-void cli_labels_free(cli_labels *labels);
+/* The name of class index: the model's (its metadata, or ImageNet's for a
+ * 1000-class model), else "class N" written to buf. */
+const char *cli_class_name(const dm_model *model, int index, char *buf, size_t size);
 
 /* ------------------------------------------------------- preprocessing */
 
@@ -58,7 +52,7 @@ typedef struct cli_preprocess_opts {
     const char *size, *crop_fraction, *interpolation, *mean, *std;
 } cli_preprocess_opts;
 
-enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD };
+enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA };
 
 #define CLI_PREPROCESS_LONG_OPTIONS                                                                    \
     {"size", required_argument, 0, CLI_OPT_SIZE},                                                      \
@@ -79,6 +73,10 @@ enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT
  * (free it); prints the error and returns NULL on failure. */
 float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w);
 
+/* The size every image has after preprocessing (a crop, or a fixed
+ * resize); returns 0 when the size depends on the image. */
+int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w);
+
 /* Record c if it is a preprocessing option: returns 1 if it was. */
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 
@@ -89,18 +87,17 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
 /* ------------------------------------------------------------ file lists */
 
 typedef struct cli_files {
-    char **paths;
+    char **paths; /* NULL marks where '@-' reads a list from standard input */
     size_t count, cap;
 } cli_files;
 
-/* Add one command-line argument: a file as is, the image files under a
- * directory (recursively, in byte order of their names), or the paths
- * listed one per line in the file after '@'.  Prints the error and returns
- * 0 when a directory or list cannot be read. */
+/* Add one command-line argument: a file as is ('-' is an image read from
+ * standard input), the image files under a directory (recursively, in byte
+ * order of their names), the paths listed one per line in the file after
+ * '@', or for '@-' a marker to read such a list from standard input as it
+ * comes.  Prints the error and returns 0 when a directory or list cannot be
+ * read. */
 int cli_files_add(cli_files *files, const char *arg);
-
-/* Keep only files index, index + count, index + 2 * count, ... */
-void cli_files_shard(cli_files *files, int index, int count);
 
 void cli_files_free(cli_files *files);
 
@@ -111,18 +108,59 @@ int cli_list_dir(const char *dir, cli_files *names);
 /* Parse --shard I/N (0 <= I < N); prints an error and returns 0 on failure. */
 int cli_parse_shard(const char *value, int *index, int *count);
 
+/* The paths to work on, one at a time: the expanded arguments in order, a
+ * list on standard input read line by line as it arrives, and only every
+ * shard_count-th path from shard_index on. */
+typedef struct cli_source {
+    cli_files files;
+    size_t next_file;
+    int reading_stdin;         /* inside the '@-' list */
+    char *buf;                 /* standard input not yet returned */
+    size_t len, cap;
+    int eof, failed;           /* failed: an argument or standard input could not be read */
+    size_t index;              /* paths seen, for sharding */
+    int shard_index, shard_count;
+} cli_source;
+
+/* Expand args (see cli_files_add).  An argument that cannot be expanded is
+ * reported and sets failed; standard input named twice is a usage error:
+ * printed, and 0 returned. */
+int cli_source_init(cli_source *s, char **args, int count, int shard_index, int shard_count);
+
+/* The next path (the caller frees it), or NULL at the end. */
+char *cli_source_next(cli_source *s);
+
+/* Whether cli_source_next() would return without waiting for input. */
+int cli_source_ready(cli_source *s);
+
+/* Paths the source will give, or 0 when a list on standard input makes
+ * that unknown. */
+size_t cli_source_total(const cli_source *s);
+
+void cli_source_free(cli_source *s);
+
+/* Decode an image file, or standard input for "-". */
+dm_status cli_image_load(const char *path, int channels, dm_image *out);
+
 /* ------------------------------------------------------------- progress */
 
 typedef struct cli_progress {
-    int enabled;
-    size_t total;
-    double last;
+    int enabled, quiet;
+    size_t total; /* 0: unknown */
+    size_t done;
+    double start, last;
+    int shown;    /* a bar is on the terminal's current line */
 } cli_progress;
 
-/* A progress bar on stderr, only when stderr is a terminal and not quiet. */
+/* A progress line on stderr (count, rate, ETA), only when stderr is a
+ * terminal and not quiet. */
 void cli_progress_start(cli_progress *p, size_t total, int quiet);
 void cli_progress_update(cli_progress *p, size_t done);
-void cli_progress_end(cli_progress *p);
+/* Erase the line before printing results, so they never mix with it. */
+void cli_progress_clear(cli_progress *p);
+/* Erase the line and, unless quiet, print "VERB N images in S s (R
+ * images/s)" on stderr. */
+void cli_progress_end(cli_progress *p, const char *verb);
 
 /* --------------------------------------------------------- classifying */
 
@@ -153,8 +191,11 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n);
 
 void cli_classifier_free(cli_classifier *c);
 
-/* The k most probable classes of one image's logits (softmax), best first. */
-void cli_top_k(const float *logits, int classes, int k, int *index, double *prob);
+/* Write the JSON record `classify --json` prints for one image, without a
+ * newline: {"file": ..., "top": [{"index": i, "label": ..., "prob": p}, ...]}
+ * for the k classes in index; probs holds every class's probability. */
+void cli_write_top_json(FILE *out, const char *file, const dm_model *model, const float *probs, const int *index,
+                        int k);
 
 /* Commands */
 int cmd_run(int argc, char **argv);
@@ -167,5 +208,6 @@ int cmd_features(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_scanmap(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -93,7 +93,7 @@ int cmd_bench(int argc, char **argv)
     }
     /* A smooth deterministic image: the timing does not depend on it. */
     for (size_t i = 0; i < numel; i++) input[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-    dm_outputs out = {.logits = logits};
+    dm_outputs out = {.size = sizeof(dm_outputs), .logits = logits};
     for (int r = -1; r < runs; r++) {
         double t0 = now_s();
         if (dm_forward(m, ws, input, batch, size, size, &out) != DM_OK) {

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "internal_api.h"
 
 static const char classify_usage[] =
     "usage: damamba classify [-m MODEL] [-k TOP] [--json] [-b BATCH] [-t THREADS]\n"
@@ -19,6 +19,7 @@ static const char classify_usage[] =
     "skipped; the exit status is then 1.\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -k, --top K          classes per image (default 5, at most the model's)\n"
     "  -j, --json           one JSON object per line: {\"file\": ..., \"top\":\n"
     "                       [{\"index\": i, \"label\": ..., \"prob\": p}, ...]}, or\n"
@@ -32,11 +33,12 @@ static const char classify_usage[] =
 
 enum { OPT_SHARD = 300 };
 
+/* probs: scratch for the model's classes. */
 static void print_result(const char *file, const char *error, const float *logits, int classes, int k,
-                         const cli_labels *labels, int json)
+                         const dm_model *model, float *probs, int json)
 {
     int index[k];
-    double prob[k];
+    char buf[32];
     if (error) {
         cli_error("%s", error);
         if (!json) return;
@@ -47,30 +49,27 @@ static void print_result(const char *file, const char *error, const float *logit
         fputs("}\n", stdout);
         return;
     }
-    cli_top_k(logits, classes, k, index, prob);
+    dm_softmax(logits, classes, probs);
+    dm_top_k(probs, classes, k, index);
     if (!json) {
         printf("%s\n", file);
-        for (int j = 0; j < k; j++) printf("  %8.4f%%  %s (%d)\n", 100 * prob[j], labels->names[index[j]], index[j]);
+        for (int j = 0; j < k; j++)
+            printf("  %8.4f%%  %s (%d)\n", 100 * probs[index[j]], cli_class_name(model, index[j], buf, sizeof buf),
+                   index[j]);
         return;
     }
-    fputs("{\"file\": ", stdout);
-    dm_json_write_string(stdout, file);
-    fputs(", \"top\": [", stdout);
-    for (int j = 0; j < k; j++) {
-        printf("%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
-        dm_json_write_string(stdout, labels->names[index[j]]);
-        printf(", \"prob\": %.6g}", prob[j]);
-    }
-    fputs("]}\n", stdout);
+    cli_write_top_json(stdout, file, model, probs, index, k);
+    fputc('\n', stdout);
 }
 
 int cmd_classify(int argc, char **argv)
 {
     const char *model_path = NULL;
+    int ema = 0;
     int top = 5, json = 0, batch = 32, quiet = 0, shard_index = 0, shard_count = 1, threads, c;
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"top", required_argument, 0, 'k'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"top", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"shard", required_argument, 0, OPT_SHARD},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
@@ -78,6 +77,7 @@ int cmd_classify(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:k:jb:t:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'k': if (!cli_parse_int("--top", optarg, 1, 100000, &top)) return 2; break;
         case 'j': json = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
@@ -99,48 +99,54 @@ int cmd_classify(int argc, char **argv)
         return 2;
     }
     int failed = 0;
-    cli_files files = {0};
-    for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
-    cli_files_shard(&files, shard_index, shard_count);
-    dm_model *m = cli_load_model(model_path, 0);
-    cli_labels labels = {0};
-    dm_preprocess prep;
+    cli_source source;
+    if (!cli_source_init(&source, argv + optind, argc - optind, shard_index, shard_count)) return 2;
+    dm_model *m = cli_load_model(model_path, ema);
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
-    if (!m || !cli_labels_load(m, &labels) || !cli_preprocess_settings(m, &popts, &prep) ||
-        !cli_classifier_init(&cls, m, &prep, batch)) {
-        cli_labels_free(&labels);
+    if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
-        cli_files_free(&files);
+        cli_source_free(&source);
         return 1;
     }
     if (top > cls.classes) top = cls.classes;
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));
+    float *probs = malloc(sizeof(float) * cls.classes);
     cli_progress progress;
-    cli_progress_start(&progress, files.count, quiet);
-    for (size_t start = 0; items && start < files.count; start += (size_t)batch) {
-        int n = files.count - start < (size_t)batch ? (int)(files.count - start) : batch;
-        for (int i = 0; i < n; i++) items[i].path = files.paths[start + i];
-        if (!cli_classify(&cls, items, n)) {
-            failed = 1;
-            break;
-        }
-        for (int i = 0; i < n; i++) {
+    cli_progress_start(&progress, cli_source_total(&source), quiet);
+    size_t done = 0;
+    while (items && probs) {
+        /* A batch is whatever input is at hand, up to its size: a list
+         * arriving on standard input gets its answers as it goes. */
+        int n = 0;
+        while (n < batch && (n == 0 || cli_source_ready(&source)) && (items[n].path = cli_source_next(&source)))
+            n++;
+        if (n == 0) break;
+        int ran = cli_classify(&cls, items, n);
+        cli_progress_clear(&progress);
+        for (int i = 0; ran && i < n; i++) {
             print_result(items[i].path, cls.errors[i], cls.logits + (size_t)i * cls.classes, cls.classes, top,
-                         &labels, json);
+                         m, probs, json);
             failed |= cls.errors[i] != NULL;
         }
         fflush(stdout);
-        cli_progress_update(&progress, start + (size_t)n);
+        for (int i = 0; i < n; i++) free((char *)items[i].path);
+        if (!ran) {
+            failed = 1;
+            break;
+        }
+        cli_progress_update(&progress, done += (size_t)n);
     }
-    cli_progress_end(&progress);
-    if (!items) {
+    cli_progress_end(&progress, "classified");
+    if (!items || !probs) {
         cli_error("out of memory");
         failed = 1;
     }
+    failed |= source.failed;
     free(items);
+    free(probs);
     cli_classifier_free(&cls);
-    cli_labels_free(&labels);
     dm_model_free(m);
-    cli_files_free(&files);
+    cli_source_free(&source);
     return failed ? 1 : 0;
 }

@@ -1,7 +1,7 @@
 /* cmd_compare.c - `damamba compare`: the same input through the CPU and the
  * CUDA backend, with the differences per output and the time of each. */
 #include "cli.h"
-#include "safetensors.h"
+#include "internal_api.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -28,6 +28,7 @@ static const char compare_usage[] =
     "difference exceeds 1e-4, the golden suite's tolerance.\n"
     "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
+    "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    F32 tensor 'input' (N x C x H x W), as for 'damamba run'\n"
     "  IMAGE               an image, preprocessed as the model's metadata says\n"
     "      --synthetic     pseudo-random images (the default without -i)\n"
@@ -94,9 +95,8 @@ static void agreement(const float *cpu, const float *gpu, int n, int classes, in
     *top1 = *topk = 0;
     for (int img = 0; img < n; img++) {
         int a[5] = {0}, b[5] = {0}, same = 1;
-        double prob[5];
-        cli_top_k(cpu + (size_t)img * classes, classes, k, a, prob);
-        cli_top_k(gpu + (size_t)img * classes, classes, k, b, prob);
+        dm_top_k(cpu + (size_t)img * classes, classes, k, a);
+        dm_top_k(gpu + (size_t)img * classes, classes, k, b);
         *top1 += a[0] == b[0];
         for (int i = 0; i < k; i++) {
             int found = 0;
@@ -110,9 +110,10 @@ static void agreement(const float *cpu, const float *gpu, int n, int classes, in
 int cmd_compare(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *size = NULL;
+    int ema = 0;
     int n = 1, threads, c;
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"input", required_argument, 0, 'i'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"synthetic", no_argument, 0, 'S'},   {"batch", required_argument, 0, 'b'},
         {"size", required_argument, 0, 's'},  {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
@@ -120,6 +121,7 @@ int cmd_compare(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:i:b:s:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'i': in_path = optarg; break;
         case 'S': in_path = NULL; break;
         case 'b':
@@ -149,7 +151,7 @@ int cmd_compare(int argc, char **argv)
     int rc = 1;
     dm_tensor_file in = {0};
     float *input = NULL, *bufs[2][5] = {{0}};
-    dm_model *m = cli_load_model(model_path, 0);
+    dm_model *m = cli_load_model(model_path, ema);
     if (!m) goto done;
     const dm_config *cfg = dm_model_config(m);
     if (in_path) {
@@ -168,7 +170,7 @@ int cmd_compare(int argc, char **argv)
         w = (int)x->shape[3];
         if ((input = malloc(x->nbytes))) memcpy(input, x->data, x->nbytes); /* the mapping may be unaligned */
     } else if (image_path) {
-        dm_preprocess prep;
+        dm_preprocess prep = DM_PREPROCESS_INIT;
         cli_preprocess_opts none = {0};
         if (!cli_preprocess_settings(m, &none, &prep) || !(input = cli_load_image(image_path, &prep, &h, &w)))
             goto done;

@@ -1,6 +1,6 @@
 /* cmd_convert.c - `damamba convert`: a checkpoint to safetensors. */
 #include "cli.h"
-#include "convert.h"
+#include "internal_api.h"
 
 #include <getopt.h>
 #include <string.h>

@@ -3,20 +3,28 @@
 #include "cli.h"
 
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "safetensors.h"
+#include "internal_api.h"
+
+enum { OPT_PER_CLASS = 300 };
 
 static const char eval_usage[] =
-    "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--quiet] DATA\n"
+    "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--per-class] [--quiet] DATA\n"
     "\n"
     "Measures top-1 and top-5 accuracy of the model on DATA, either\n"
-    "  - a folder with one sub-folder of images per class (the ImageNet\n"
-    "    validation layout): class index = position of the sub-folder in byte\n"
-    "    order of the names; images are found as `damamba classify` finds them;\n"
+    "  - a folder with one sub-folder of images per class: when every\n"
+    "    sub-folder is named after one of the model's classes (case and\n"
+    "    punctuation aside, e.g. 'ankle-boot' for \"Ankle boot\", or one of the\n"
+    "    names a class lists with '/' or ','), that class; otherwise, with a\n"
+    "    warning, the class index is the position of the sub-folder in byte\n"
+    "    order of the names (the ImageNet validation layout).  More sub-folders\n"
+    "    than the model has classes is an error.  Images are found as\n"
+    "    `damamba classify` finds them;\n"
     "  - a safetensors file holding 'images' (U8, N x H x W or N x C x H x W)\n"
     "    and 'labels' (I64, N).\n"
     "Images go through the model's preprocessing.  An image that cannot be\n"
@@ -24,15 +32,20 @@ static const char eval_usage[] =
     "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -b, --batch N        images per forward pass (default 256)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
-    "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
+    "      --per-class      also the accuracy of each class: index, images, top-1,\n"
+    "                       top-5 and name, one line each, before the last line\n"
+    "  -q, --quiet          no progress bar (there is none when stderr is not a\n"
+    "                       terminal) and no timing line\n"
     "\n" CLI_PREPROCESS_HELP;
 
 /* A labelled set of images: file paths, or a tensor of pixels. */
 typedef struct dataset {
     cli_files files;   /* folder layout */
-    int *file_labels;  /* folder layout: label of each file */
+    cli_files folders; /* folder layout: the class sub-folders' names */
+    int *file_labels;  /* folder layout: label of each file (its folder's position, then its class) */
     dm_tensor_file tf; /* safetensors layout */
     const dm_tensor *images, *labels;
     size_t count;
@@ -53,7 +66,7 @@ static int open_folder(const char *dir, dataset *d)
         }
         if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
             size_t before = d->files.count;
-            ok = cli_files_add(&d->files, path);
+            ok = cli_files_add(&d->files, path) && cli_files_add(&d->folders, names.paths[i]);
             int *labels = ok ? realloc(d->file_labels, sizeof(int) * (d->files.count ? d->files.count : 1)) : NULL;
             if (ok && !labels) cli_error("out of memory");
             ok = labels != NULL;
@@ -99,6 +112,7 @@ static int open_tensors(const char *path, dataset *d)
 static void close_dataset(dataset *d)
 {
     cli_files_free(&d->files);
+    cli_files_free(&d->folders);
     free(d->file_labels);
     dm_tensor_file_close(&d->tf);
 }
@@ -128,25 +142,98 @@ static int64_t dataset_item(const dataset *d, size_t i, cli_item *item, uint8_t 
     return label;
 }
 
+/* A name as folders spell it: lower case, every run of other characters
+ * than letters and digits one '-', none at the ends.  "Ankle boot" and
+ * "ankle_boot" both become "ankle-boot". */
+static void normalize(const char *name, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < size; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (isalnum(ch)) out[n++] = (char)tolower(ch);
+        else if (n && out[n - 1] != '-') out[n++] = '-';
+    }
+    while (n && out[n - 1] == '-') n--;
+    out[n] = '\0';
+}
+
+/* Whether a folder name stands for a class name or one of the names it
+ * lists with '/' or ',' ("T-shirt/top", "tench, Tinca tinca"). */
+static int names_class(const char *folder, const char *class_name)
+{
+    char want[256], got[256];
+    normalize(folder, strlen(folder), want, sizeof want);
+    normalize(class_name, strlen(class_name), got, sizeof got);
+    if (!strcmp(want, got)) return 1;
+    for (const char *p = class_name; *p;) {
+        size_t len = strcspn(p, "/,");
+        normalize(p, len, got, sizeof got);
+        if (*got && !strcmp(want, got)) return 1;
+        p += len + (p[len] != '\0');
+    }
+    return 0;
+}
+
+/* Turn folder positions into classes: by name when every folder names a
+ * class, else by position with a warning.  Prints the error and returns 0
+ * when there are more folders than classes. */
+static int map_folders(dataset *d, const dm_model *m)
+{
+    int classes = dm_model_config(m)->num_classes, folders = (int)d->folders.count;
+    if (folders > classes) {
+        cli_error("the data has %d class folders but the model only %d classes", folders, classes);
+        return 0;
+    }
+    const char *const *names = dm_model_class_names(m);
+    int *class_of = malloc(sizeof(int) * (folders ? folders : 1)), matched = 0;
+    if (!class_of) {
+        cli_error("out of memory");
+        return 0;
+    }
+    for (int f = 0; f < folders; f++) {
+        class_of[f] = -1;
+        for (int c = 0; names && c < classes && class_of[f] < 0; c++)
+            if (names_class(d->folders.paths[f], names[c])) class_of[f] = c;
+        matched += class_of[f] >= 0;
+    }
+    if (matched == folders) {
+        for (size_t i = 0; i < d->files.count; i++) d->file_labels[i] = class_of[d->file_labels[i]];
+    } else {
+        const char *unmatched = NULL;
+        for (int f = 0; f < folders && !unmatched; f++)
+            if (class_of[f] < 0) unmatched = d->folders.paths[f];
+        fprintf(stderr,
+                "damamba: warning: %d of %d folder names are not class names of the model (e.g. '%s'); "
+                "taking folder %d in byte order as class %d, and so on\n",
+                folders - matched, folders, unmatched, 0, 0);
+    }
+    free(class_of);
+    return 1;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL;
-    int batch = 256, quiet = 0, threads, c;
+    int ema = 0;
+    int batch = 256, quiet = 0, per_class = 0, threads, c;
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
+        {"per-class", no_argument, 0, OPT_PER_CLASS}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
+        {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:b:t:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
             break;
         case 'q': quiet = 1; break;
+        case OPT_PER_CLASS: per_class = 1; break;
         case 'h': fputs(eval_usage, stdout); return 0;
         default:
             if (cli_preprocess_opt(&popts, c, optarg)) break;
@@ -162,10 +249,11 @@ int cmd_eval(int argc, char **argv)
     struct stat sb;
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
-    dm_model *m = ok ? cli_load_model(model_path, 0) : NULL;
-    dm_preprocess prep;
+    dm_model *m = ok ? cli_load_model(model_path, ema) : NULL;
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
-    if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
+    if (!m || (d.folders.count && !map_folders(&d, m)) || !cli_preprocess_settings(m, &popts, &prep) ||
+        !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
         close_dataset(&d);
         return 1;
@@ -175,7 +263,9 @@ int cmd_eval(int argc, char **argv)
     size_t image_bytes = d.images ? (size_t)(d.images->numel / d.images->shape[0]) : 0;
     uint8_t *scratch = malloc(image_bytes * batch + 1);
     size_t counted = 0, top1 = 0, top5 = 0;
-    int failed = !items || !labels || !scratch, k = cls.classes < 5 ? cls.classes : 5;
+    /* Per class: images, top-1 hits, top-5 hits. */
+    size_t *per = per_class ? calloc((size_t)cls.classes * 3, sizeof(size_t)) : NULL;
+    int failed = !items || !labels || !scratch || (per_class && !per), k = cls.classes < 5 ? cls.classes : 5;
     if (failed) cli_error("out of memory");
     cli_progress progress;
     cli_progress_start(&progress, d.count, quiet);
@@ -188,25 +278,41 @@ int cmd_eval(int argc, char **argv)
         }
         for (int i = 0; i < n; i++) {
             if (cls.errors[i]) {
+                cli_progress_clear(&progress);
                 cli_error("%s", cls.errors[i]);
                 failed = 1;
                 continue;
             }
             int index[5];
-            double prob[5];
-            cli_top_k(cls.logits + (size_t)i * cls.classes, cls.classes, k, index, prob);
+            dm_top_k(cls.logits + (size_t)i * cls.classes, cls.classes, k, index);
+            int hit1 = index[0] == labels[i], hit5 = 0;
+            for (int j = 0; j < k; j++) hit5 |= index[j] == labels[i];
             counted++;
-            top1 += index[0] == labels[i];
-            for (int j = 0; j < k; j++) top5 += index[j] == labels[i];
+            top1 += hit1;
+            top5 += hit5;
+            if (per && labels[i] >= 0 && labels[i] < cls.classes) {
+                size_t *row = per + 3 * labels[i];
+                row[0]++;
+                row[1] += hit1;
+                row[2] += hit5;
+            }
         }
         cli_progress_update(&progress, start + (size_t)n);
     }
-    cli_progress_end(&progress);
+    cli_progress_end(&progress, "evaluated");
+    for (int c = 0; per && c < cls.classes; c++) {
+        const size_t *row = per + 3 * c;
+        char buf[32];
+        if (row[0])
+            printf("class %d n=%zu top1=%.4f top5=%.4f %s\n", c, row[0], (double)row[1] / row[0],
+                   (double)row[2] / row[0], cli_class_name(m, c, buf, sizeof buf));
+    }
     printf("top1=%.4f top5=%.4f n=%zu\n", counted ? (double)top1 / counted : 0.0,
            counted ? (double)top5 / counted : 0.0, counted);
     free(items);
     free(labels);
     free(scratch);
+    free(per);
     cli_classifier_free(&cls);
     dm_model_free(m);
     close_dataset(&d);

@@ -1,11 +1,14 @@
-/* cmd_preprocess.c - one image in, tensors out: `damamba preprocess` (the
+/* cmd_preprocess.c - images in, tensors out: `damamba preprocess` (the
  * model's input) and `damamba features` (the four stage outputs). */
 #include "cli.h"
 
+#include <errno.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-#include "safetensors.h"
+#include "internal_api.h"
 
 static const char preprocess_usage[] =
     "usage: damamba preprocess [-m MODEL] [OPTIONS] IMAGE -o OUT.safetensors\n"
@@ -15,43 +18,65 @@ static const char preprocess_usage[] =
     "preprocessing (its metadata, else ImageNet's evaluation transform).\n"
     "\n"
     "  -m, --model FILE     model whose preprocessing applies; default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output FILE    output tensor file\n"
     "\n" CLI_PREPROCESS_HELP;
 
 static const char features_usage[] =
     "usage: damamba features [-m MODEL] [--size HxW] [-t THREADS] IMAGE -o OUT.safetensors\n"
+    "       damamba features [-m MODEL] [--size HxW] [-t THREADS] -d DIR FILE|DIR|@LIST ...\n"
     "\n"
     "Writes the outputs of the model's four stages for IMAGE, 'stage0' ..\n"
     "'stage3' (F32, 1 x C x H x W, strides 4, 8, 16, 32), the features a\n"
     "detection or segmentation neck takes.  The image keeps its size, or is\n"
     "resized to exactly HxW (the paper's COCO setting is 800x1280); it is not\n"
     "cropped.  Channels, interpolation, mean and std are the model's.\n"
+    "With -d, each image (found as `damamba classify` finds them, '-' and '@-'\n"
+    "read standard input) gets its own file DIR/NAME.safetensors, NAME being\n"
+    "its file name without extension, with the image's path as metadata\n"
+    "'file'.  An image that fails, or whose NAME an earlier one took, is\n"
+    "reported and skipped; the exit status is then 1.\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
+    "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -s, --size HxW       resize the image to H x W pixels first\n"
-    "  -o, --output FILE    output tensor file\n"
+    "  -o, --output FILE    output tensor file, for one image\n"
+    "  -d, --output-dir DIR one tensor file per image, in DIR (created if missing)\n"
+    "  -q, --quiet          no progress bar, no timing line (with -d)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     "      --interpolation I, --mean A[,B,C], --std A[,B,C]   as for `damamba classify`\n";
 
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
-    const char *model, *output, *image, *size;
+    const char *model, *output, *output_dir, *size;
+    char **images;
+    int count, ema, quiet;
     cli_preprocess_opts prep;
 } image_args;
 
 static int parse_args(int argc, char **argv, const char *usage, int features, image_args *a)
 {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
+        {"output-dir", required_argument, 0, 'd'}, {"quiet", no_argument, 0, 'q'},
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
         {0, 0, 0, 0}};
     int c, threads;
     *a = (image_args){0};
     optind = 1;
-    while ((c = getopt_long(argc, argv, features ? "m:o:s:t:h" : "m:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, features ? "m:o:d:s:t:qh" : "m:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
+        case CLI_OPT_EMA: a->ema = 1; break;
         case 'o': a->output = optarg; break;
+        case 'd':
+            if (!features) goto bad;
+            a->output_dir = optarg;
+            break;
+        case 'q':
+            if (!features) goto bad;
+            a->quiet = 1;
+            break;
         case 's': a->size = optarg; break;
         case 't':
             if (!features || !cli_parse_int("--threads", optarg, 1, 1024, &threads)) goto bad;
@@ -70,42 +95,46 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             if (!cli_preprocess_opt(&a->prep, c, optarg)) goto bad;
         }
     }
-    if (!a->output || optind != argc - 1) goto bad;
-    a->image = argv[optind];
+    /* -o: one image; -d: any number. */
+    if (!a->output == !a->output_dir || optind == argc || (a->output && optind != argc - 1)) goto bad;
+    a->images = argv + optind;
+    a->count = argc - optind;
     return 0;
 bad:
     fputs(usage, stderr);
     return 2;
 }
 
-/* Load the model (or NULL when it failed), its preprocessing, and the image
- * preprocessed into a freshly allocated C x H x W tensor.  For features the
- * image is not cropped: it keeps its size or takes --size HxW. */
-static float *load_input(const image_args *a, int features, dm_model **m, dm_preprocess *prep, int *h, int *w)
+/* Load the model (or NULL when it failed) and its preprocessing.  For
+ * features images are not cropped: they keep their size or take --size HxW. */
+static int load_settings(const image_args *a, int features, dm_model **m, dm_preprocess *prep)
 {
-    if (!(*m = cli_load_model(a->model, 0)) || !cli_preprocess_settings(*m, &a->prep, prep)) return NULL;
+    if (!(*m = cli_load_model(a->model, a->ema)) || !cli_preprocess_settings(*m, &a->prep, prep)) return 0;
     if (features) prep->resize = prep->crop = 0;
     if (a->size) {
         char extra;
-        if (sscanf(a->size, "%dx%d%c", h, w, &extra) != 2 || *h < 1 || *w < 1) {
+        int h, w;
+        if (sscanf(a->size, "%dx%d%c", &h, &w, &extra) != 2 || h < 1 || w < 1) {
             cli_error("--size expects HxW, got '%s'", a->size);
-            return NULL;
+            return 0;
         }
         prep->resize = 0;
-        prep->resize_h = *h;
-        prep->resize_w = *w;
+        prep->resize_h = h;
+        prep->resize_w = w;
     }
-    return cli_load_image(a->image, prep, h, w);
+    return 1;
 }
 
-static int write_tensors(const char *path, dm_tensor *t, size_t count)
+/* Write float32 tensors, with the source image's path as metadata 'file'. */
+static int write_tensors(const char *path, dm_tensor *t, size_t count, const char *source)
 {
     for (size_t i = 0; i < count; i++) {
         t[i].numel = 1;
         for (int d = 0; d < t[i].ndim; d++) t[i].numel *= t[i].shape[d];
         t[i].nbytes = (size_t)t[i].numel * sizeof(float);
     }
-    if (dm_safetensors_write(path, t, count, NULL, 0) != DM_OK) {
+    dm_meta meta = {.key = "file", .value = (char *)source};
+    if (dm_safetensors_write(path, t, count, &meta, 1) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
     }
@@ -118,13 +147,114 @@ int cmd_preprocess(int argc, char **argv)
     int rc = parse_args(argc, argv, preprocess_usage, 0, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
-    dm_preprocess prep;
-    float *input = load_input(&a, 0, &m, &prep, &h, &w);
+    dm_preprocess prep = DM_PREPROCESS_INIT;
+    float *input = load_settings(&a, 0, &m, &prep) ? cli_load_image(a.images[0], &prep, &h, &w) : NULL;
     dm_tensor t = {.name = "image", .dtype = DM_F32, .ndim = 3, .shape = {prep.channels, h, w}, .data = input};
-    rc = input && write_tensors(a.output, &t, 1) ? 0 : 1;
+    rc = input && write_tensors(a.output, &t, 1, a.images[0]) ? 0 : 1;
     free(input);
     dm_model_free(m);
     return rc;
+}
+
+/* A workspace for one image of h x w, kept while images fit in it. */
+typedef struct feature_ws {
+    dm_workspace *ws;
+    int h, w;
+} feature_ws;
+
+/* Run one preprocessed image and write its four stage outputs to path. */
+static int extract(const dm_model *m, feature_ws *fw, const float *input, int h, int w, const char *path,
+                   const char *source)
+{
+    if (h > fw->h || w > fw->w) {
+        dm_workspace_free(fw->ws);
+        fw->h = h > fw->h ? h : fw->h;
+        fw->w = w > fw->w ? w : fw->w;
+        if (!(fw->ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, fw->h, fw->w))) {
+            fw->h = fw->w = 0;
+            return 0;
+        }
+    }
+    static char names[DM_NUM_STAGES][8] = {"stage0", "stage1", "stage2", "stage3"};
+    dm_outputs out = DM_OUTPUTS_INIT;
+    dm_tensor t[DM_NUM_STAGES];
+    int ok = 1;
+    for (int s = 0; ok && s < DM_NUM_STAGES; s++) {
+        int c, oh, ow;
+        dm_stage_shape(m, h, w, s, &c, &oh, &ow);
+        t[s] = (dm_tensor){.name = names[s], .dtype = DM_F32, .ndim = 4, .shape = {1, c, oh, ow}};
+        if (!(t[s].data = out.stages[s] = malloc(sizeof(float) * c * oh * ow))) {
+            cli_error("out of memory");
+            ok = 0;
+        }
+    }
+    if (ok && dm_forward(m, fw->ws, input, 1, h, w, &out) != DM_OK) {
+        cli_error("%s: %s", source, dm_last_error());
+        ok = 0;
+    }
+    ok = ok && write_tensors(path, t, DM_NUM_STAGES, source);
+    for (int s = 0; s < DM_NUM_STAGES; s++) free(out.stages[s]);
+    return ok;
+}
+
+/* DIR/NAME.safetensors for an image: NAME is its file name without the
+ * extension, "stdin" for standard input.  NULL (printed) when an earlier
+ * image of this run took NAME. */
+static char *output_path(const char *dir, const char *image, cli_files *taken)
+{
+    char *copy = strdup(image), *out = NULL;
+    if (!copy) {
+        cli_error("out of memory");
+        return NULL;
+    }
+    char *name = strcmp(image, "-") ? basename(copy) : "stdin", *dot = strrchr(name, '.');
+    if (dot && dot != name) *dot = '\0';
+    for (size_t i = 0; i < taken->count; i++)
+        if (!strcmp(taken->paths[i], name)) {
+            cli_error("%s: skipped, an earlier image was written as %s/%s.safetensors", image, dir, name);
+            free(copy);
+            return NULL;
+        }
+    if (!cli_files_add(taken, name) || asprintf(&out, "%s/%s.safetensors", dir, name) < 0) {
+        cli_error("out of memory");
+        out = NULL;
+    }
+    free(copy);
+    return out;
+}
+
+/* features -d: every image to its own file in a.output_dir. */
+static int extract_all(const image_args *a, const dm_model *m, const dm_preprocess *prep)
+{
+    if (mkdir(a->output_dir, 0777) != 0 && errno != EEXIST) {
+        cli_error("%s: cannot create the directory: %s", a->output_dir, strerror(errno));
+        return 1;
+    }
+    cli_source source;
+    if (!cli_source_init(&source, a->images, a->count, 0, 1)) return 2;
+    cli_files taken = {0};
+    feature_ws fw = {0};
+    cli_progress progress;
+    cli_progress_start(&progress, cli_source_total(&source), a->quiet);
+    int failed = 0, h, w;
+    size_t done = 0;
+    for (char *image; (image = cli_source_next(&source)); free(image)) {
+        char *out = output_path(a->output_dir, image, &taken);
+        cli_progress_clear(&progress);
+        float *input = out ? cli_load_image(image, prep, &h, &w) : NULL;
+        int ok = input && extract(m, &fw, input, h, w, out, image);
+        failed |= !ok;
+        done += ok;
+        free(input);
+        free(out);
+        cli_progress_update(&progress, done);
+    }
+    cli_progress_end(&progress, "extracted features of");
+    failed |= source.failed;
+    dm_workspace_free(fw.ws);
+    cli_files_free(&taken);
+    cli_source_free(&source);
+    return failed ? 1 : 0;
 }
 
 int cmd_features(int argc, char **argv)
@@ -133,34 +263,19 @@ int cmd_features(int argc, char **argv)
     int rc = parse_args(argc, argv, features_usage, 1, &a), h, w;
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
-    dm_preprocess prep;
-    dm_workspace *ws = NULL;
-    dm_outputs out = {0};
-    dm_tensor t[DM_NUM_STAGES];
-    static char names[DM_NUM_STAGES][8] = {"stage0", "stage1", "stage2", "stage3"};
-    float *input = load_input(&a, 1, &m, &prep, &h, &w);
+    dm_preprocess prep = DM_PREPROCESS_INIT;
     rc = 1;
-    if (!input) goto done;
-    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w))) goto done;
-    for (int s = 0; s < DM_NUM_STAGES; s++) {
-        int c, oh, ow;
-        dm_stage_shape(m, h, w, s, &c, &oh, &ow);
-        t[s] = (dm_tensor){.name = names[s], .dtype = DM_F32, .ndim = 4, .shape = {1, c, oh, ow}};
-        if (!(out.stages[s] = malloc(sizeof(float) * c * oh * ow))) {
-            cli_error("out of memory");
-            goto done;
+    if (load_settings(&a, 1, &m, &prep)) {
+        if (a.output_dir) {
+            rc = extract_all(&a, m, &prep);
+        } else {
+            feature_ws fw = {0};
+            float *input = cli_load_image(a.images[0], &prep, &h, &w);
+            rc = input && extract(m, &fw, input, h, w, a.output, a.images[0]) ? 0 : 1;
+            free(input);
+            dm_workspace_free(fw.ws);
         }
-        t[s].data = out.stages[s];
     }
-    if (dm_forward(m, ws, input, 1, h, w, &out) != DM_OK) {
-        cli_error("%s", dm_last_error());
-        goto done;
-    }
-    rc = write_tensors(a.output, t, DM_NUM_STAGES) ? 0 : 1;
-done:
-    for (int s = 0; s < DM_NUM_STAGES; s++) free(out.stages[s]);
-    dm_workspace_free(ws);
-    free(input);
     dm_model_free(m);
     return rc;
 }

@@ -1,7 +1,7 @@
 /* cmd_run.c - `damamba run` (tensor file in, outputs out) and
  * `damamba info` (the inferred configuration). */
 #include "cli.h"
-#include "safetensors.h"
+#include "internal_api.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -10,12 +10,14 @@
 static const char run_usage[] =
     "usage: damamba run [-m MODEL] -i IN.safetensors -o OUT.safetensors [-t THREADS]\n"
     "\n"
-    "Reads the F32 tensor 'input' (N x C x H x W) from IN, runs the model and\n"
+    "Reads the F32 tensor 'input' (N x C x H x W) from IN, or 'image' (C x H x W,\n"
+    "as 'damamba preprocess' writes it) as a batch of one, runs the model and\n"
     "writes 'logits' (N x classes, when the model has a head) and 'stage0' ..\n"
     "'stage3' (N x C x H x W, F32) to OUT: the way to check this library\n"
     "against PyTorch.  OUT is replaced only once it is completely written.\n"
     "\n"
     "  -m, --model FILE    model (.safetensors or .pth); default: embedded\n"
+    "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    input tensor file\n"
     "  -o, --output FILE   output tensor file\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n";
@@ -23,8 +25,9 @@ static const char run_usage[] =
 int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
+    int ema = 0;
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"input", required_argument, 0, 'i'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, threads;
@@ -32,6 +35,7 @@ int cmd_run(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:i:o:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'i': in_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 't':
@@ -51,25 +55,28 @@ int cmd_run(int argc, char **argv)
         cli_error("%s", dm_last_error());
         return 1;
     }
+    /* 'input' is a batch; 'image' (from damamba preprocess) one image. */
     const dm_tensor *x = dm_tensor_file_find(&in, "input");
+    int single = !x && (x = dm_tensor_file_find(&in, "image")) != NULL;
     int rc = 1;
     dm_model *m = NULL;
     dm_workspace *ws = NULL;
     float *buf[5] = {0};
     dm_tensor outs[5];
     size_t nouts = 0;
-    if (!x || x->dtype != DM_F32 || x->ndim != 4) {
-        cli_error("%s: needs an F32 tensor 'input' of shape N x C x H x W", in_path);
+    if (!x || x->dtype != DM_F32 || x->ndim != 4 - single) {
+        cli_error("%s: needs an F32 tensor 'input' of shape N x C x H x W, or 'image' of shape C x H x W", in_path);
         goto done;
     }
-    if (!(m = cli_load_model(model_path, 0))) goto done;
+    if (!(m = cli_load_model(model_path, ema))) goto done;
     const dm_config *cfg = dm_model_config(m);
-    int n = (int)x->shape[0], h = (int)x->shape[2], w = (int)x->shape[3];
-    if (x->shape[1] != cfg->in_chans || n < 1 || h < 1 || w < 1 || x->shape[0] > 65536 || x->shape[2] > 65536 ||
-        x->shape[3] > 65536) {
-        cli_error("%s: input has shape [%lld, %lld, %lld, %lld]; the model takes N x %d x H x W", in_path,
-                  (long long)x->shape[0], (long long)x->shape[1], (long long)x->shape[2], (long long)x->shape[3],
-                  cfg->in_chans);
+    int64_t shape[4] = {1, 0, 0, 0};
+    memcpy(shape + single, x->shape, sizeof(int64_t) * x->ndim);
+    int n = (int)shape[0], h = (int)shape[2], w = (int)shape[3];
+    if (shape[1] != cfg->in_chans || n < 1 || h < 1 || w < 1 || shape[0] > 65536 || shape[2] > 65536 ||
+        shape[3] > 65536) {
+        cli_error("%s: %s has shape [%lld, %lld, %lld, %lld]; the model takes N x %d x H x W", in_path, x->name,
+                  (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)shape[3], cfg->in_chans);
         goto done;
     }
     /* The mapped input may be unaligned; copy it. */
@@ -78,7 +85,7 @@ int cmd_run(int argc, char **argv)
     memcpy(input, x->data, x->nbytes);
     buf[4] = input;
     if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w))) goto done;
-    dm_outputs o = {0};
+    dm_outputs o = DM_OUTPUTS_INIT;
     static char names[4][8] = {"stage0", "stage1", "stage2", "stage3"};
     for (int s = 0; s < 4; s++) {
         int C, oh, ow;
@@ -125,19 +132,22 @@ static const char info_usage[] =
     "model's own input size from its metadata).\n"
     "\n"
     "  -m, --model FILE   model (.safetensors or .pth); default: embedded\n"
+    "      --ema          a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -s, --size HxW     input size for the MAC count\n";
 
 int cmd_info(int argc, char **argv)
 {
     const char *model_path = NULL, *size = NULL;
+    int ema = 0;
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"size", required_argument, 0, 's'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"size", required_argument, 0, 's'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:s:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 's': size = optarg; break;
         case 'h': fputs(info_usage, stdout); return 0;
         default: fputs(info_usage, stderr); return 2;
@@ -146,7 +156,7 @@ int cmd_info(int argc, char **argv)
     if (optind != argc) { fputs(info_usage, stderr); return 2; }
     int h = model_path ? 224 : 28, w = h;
     if (size && !cli_parse_size("--size", size, &h, &w)) return 2;
-    dm_model *m = cli_load_model(model_path, 0);
+    dm_model *m = cli_load_model(model_path, ema);
     if (!m) return 1;
     const dm_config *cfg = dm_model_config(m);
     printf("model       %s\n", model_path ? model_path : CLI_DEFAULT_MODEL_NAME);

@@ -21,6 +21,7 @@ static const char usage[] =
     "S lies on input pixel (4 << S) * q.\n"
     "\n"
     "  -m, --model FILE   model (.safetensors or .pth); default: embedded\n"
+    "      --ema          a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output FILE  PNG to write (with --json: JSON; default stdout)\n"
     "      --stage S      stage 0..3 (default 0)\n"
     "      --block B      block within the stage (default 0)\n"
@@ -68,10 +69,11 @@ static int finish_output(const char *tmp, const char *path, int ok)
 int cmd_scanmap(int argc, char **argv)
 {
     const char *model_path = NULL, *out_path = NULL;
+    int ema = 0;
     int stage = 0, block = 0, group = -1, stride = 1, arrows = 0, scale = 0, json = 0, c;
-    enum { OPT_STAGE = 256, OPT_BLOCK, OPT_GROUP, OPT_STRIDE, OPT_ARROWS, OPT_SCALE, OPT_JSON };
+    enum { OPT_STAGE = 300, OPT_BLOCK, OPT_GROUP, OPT_STRIDE, OPT_ARROWS, OPT_SCALE, OPT_JSON };
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"output", required_argument, 0, 'o'},
+        {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
         {"stage", required_argument, 0, OPT_STAGE}, {"block", required_argument, 0, OPT_BLOCK},
         {"group", required_argument, 0, OPT_GROUP}, {"stride", required_argument, 0, OPT_STRIDE},
         {"arrows", no_argument, 0, OPT_ARROWS}, {"scale", required_argument, 0, OPT_SCALE},
@@ -80,6 +82,7 @@ int cmd_scanmap(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
+        case CLI_OPT_EMA: ema = 1; break;
         case 'o': out_path = optarg; break;
         case OPT_STAGE: if (!cli_parse_int("--stage", optarg, 0, 3, &stage)) return 2; break;
         case OPT_BLOCK: if (!cli_parse_int("--block", optarg, 0, 1000, &block)) return 2; break;
@@ -99,14 +102,14 @@ int cmd_scanmap(int argc, char **argv)
         return 2;
     }
     const char *image_path = argv[optind];
-    dm_model *m = cli_load_model(model_path, 0);
+    dm_model *m = cli_load_model(model_path, ema);
     if (!m) return 1;
     const dm_config *cfg = dm_model_config(m);
     int rc = 1, h, w;
     float *input = NULL;
     scanmap map = {0};
     canvas cv = {0};
-    dm_preprocess pre;
+    dm_preprocess pre = DM_PREPROCESS_INIT;
     if (block >= cfg->depths[stage]) {
         cli_error("stage %d has %d blocks; --block %d does not exist", stage, cfg->depths[stage], block);
         goto done;

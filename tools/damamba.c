@@ -18,15 +18,28 @@ static const struct {
     {"preprocess", cmd_preprocess, "an image as the model sees it, as a tensor file"},
     {"scanmap", cmd_scanmap, "draw where a block's Dynamic Adaptive Scan samples (or write JSON)"},
     {"convert", cmd_convert, "rewrite a .pth checkpoint as safetensors (optionally f16/bf16)"},
+#if DM_HAVE_SERVE
+    {"serve", cmd_serve, "an HTTP inference server (KServe v2 protocol, dynamic batching)"},
+#endif
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: damamba COMMAND [OPTIONS]\n\ncommands:\n");
+    fprintf(out, "usage: damamba COMMAND [OPTIONS]\n"
+                 "       damamba help [COMMAND]\n"
+                 "       damamba --version\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'damamba COMMAND --help' describes a command.  Without -m, commands use the\n"
-                 "embedded Fashion-MNIST model.  Version %s.\n", DM_VERSION_STRING);
+    fprintf(out, "\n'damamba help COMMAND' (or 'damamba COMMAND --help') describes a command.\n"
+                 "Without -m, commands use the built-in Fashion-MNIST model.\n");
+}
+
+static int (*find_command(const char *name))(int, char **)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(name, commands[i].name)) return commands[i].run;
+    cli_error("unknown command '%s' (try 'damamba help')", name);
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -35,16 +48,23 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || (!strcmp(argv[1], "help") && argc == 2)) {
         usage(stdout);
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("damamba %s\n", DM_VERSION_STRING);
+        printf("damamba %s (libdamamba %s)\n", DM_VERSION_STRING, dm_version_string());
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    cli_error("unknown command '%s' (try 'damamba --help')", argv[1]);
-    return 2;
+    if (!strcmp(argv[1], "help")) {
+        if (argc > 3) {
+            usage(stderr);
+            return 2;
+        }
+        int (*run)(int, char **) = find_command(argv[2]);
+        char *help_argv[] = {argv[2], "--help", NULL};
+        return run ? run(2, help_argv) : 2;
+    }
+    int (*run)(int, char **) = find_command(argv[1]);
+    return run ? run(argc - 1, argv + 1) : 2;
 }

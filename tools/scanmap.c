@@ -1,6 +1,6 @@
 #include "scanmap.h"
 
-#include "error.h"
+#include "internal_api.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -24,7 +24,7 @@ dm_status scanmap_compute(const dm_model *model, const float *image, int h, int 
         scanmap_free(out);
         return st;
     }
-    dm_outputs o = {.offsets = out->offsets, .offsets_stage = stage, .offsets_block = block};
+    dm_outputs o = {.size = sizeof(dm_outputs), .offsets = out->offsets, .offsets_stage = stage, .offsets_block = block};
     st = dm_forward(model, ws, image, 1, h, w, &o);
     dm_workspace_free(ws);
     if (st) scanmap_free(out);

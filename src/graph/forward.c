@@ -5,9 +5,8 @@
 
 #include "error.h"
 #include "ops.h"
+#include "versioned.h"
 #include "workspace.h"
-
-#include <string.h>
 
 /* The table's entries are called through the context they come with. */
 #define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
@@ -31,11 +30,12 @@ static dm_view conv_in_place(dm_workspace *ws, const dm_conv3x3 *cv, dm_view x)
     return y;
 }
 
-/* One block: tokens <- block(tokens), n images of h x w at stage s; the
- * block's offsets go to `offsets` (host memory) unless it is NULL. */
-static void block_forward(dm_workspace *ws, int s, const dm_block *blk, int n, int h, int w, float *offsets)
+/* One block: tokens <- block(tokens), n images of h x w at stage s of a
+ * model of configuration cfg; the block's offsets go to `offsets` (host
+ * memory) unless it is NULL. */
+static void block_forward(dm_workspace *ws, const dm_config *cfg, int s, const dm_block *blk, int n, int h, int w,
+                          float *offsets)
 {
-    const dm_config *cfg = &ws->config;
     int C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
     size_t P = (size_t)n * h * w;
 #define MAP(buffer, channels) dm_view_of(ws->buffer, n, h, w, channels)
@@ -73,15 +73,15 @@ static void block_forward(dm_workspace *ws, int s, const dm_block *blk, int n, i
 #undef MAP
 }
 
-/* The stem on images [i0, i0 + m) of the batch, already in ws->normed:
- * conv-BN-GELU x3, conv-BN into ws->tokens.  Returns the stem's output. */
-static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view batch)
+/* The stem on a piece of the batch, images [i0, i0 + piece.n), whose input
+ * is in ws->normed: conv-BN-GELU x3, conv-BN into ws->tokens.  Returns the
+ * piece's output. */
+static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view piece)
 {
     /* each conv writes the buffer its successor does not read */
     float *into[4] = {ws->projected, ws->values, ws->projected, ws->tokens};
     dm_act acts[4] = {DM_ACT_GELU, DM_ACT_GELU, DM_ACT_GELU, DM_ACT_NONE};
-    dm_view x = batch;
-    x.data += (size_t)i0 * x.h * x.w * x.c;
+    dm_view x = piece;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &convs[i];
         int oh = dm_conv3x3_out(x.h, cv->stride, cv->pad), ow = dm_conv3x3_out(x.w, cv->stride, cv->pad);
@@ -96,19 +96,16 @@ static dm_view stem(dm_workspace *ws, const dm_conv3x3 convs[4], int i0, dm_view
 static void enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
                             const dm_outputs *outputs)
 {
-    const dm_config *cfg = &ws->config;
+    const dm_config *cfg = &params->config;
     size_t image = (size_t)cfg->in_chans * h * w;
-    dm_view batch = dm_view_of(ws->normed, n, h, w, cfg->in_chans);
     /* bring the batch in piece by piece, each piece's stem starting as soon
      * as it has arrived */
     int per_piece = (n + ws->ops.input_pieces - 1) / ws->ops.input_pieces;
-    dm_view x = batch;
+    dm_view x = {0};
     for (int i0 = 0; i0 < n; i0 += per_piece) {
-        dm_view piece = batch;
-        piece.n = per_piece < n - i0 ? per_piece : n - i0;
-        piece.data += i0 * image;
+        dm_view piece = dm_view_of(ws->normed + i0 * image, per_piece < n - i0 ? per_piece : n - i0, h, w,
+                                   cfg->in_chans);
         OP(ws, input, input + i0 * image, DM_LAYOUT_NCHW, piece);
-        piece.data = batch.data;
         x = stem(ws, params->stem, i0, piece);
     }
     x.n = n;
@@ -119,7 +116,7 @@ static void enqueue_forward(dm_workspace *ws, const dm_model *params, const floa
         if (s > 0) x = conv_in_place(ws, &stage->downsample, x);
         for (int j = 0; j < cfg->depths[s]; j++) {
             int capture = outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j;
-            block_forward(ws, s, &stage->blocks[j], n, x.h, x.w, capture ? outputs->offsets : NULL);
+            block_forward(ws, cfg, s, &stage->blocks[j], n, x.h, x.w, capture ? outputs->offsets : NULL);
         }
         x.data = ws->tokens;
         OP(ws, layernorm, x, stage->norm_g, stage->norm_b, DM_ACT_NONE, x);
@@ -166,12 +163,16 @@ static dm_status check_run(const char *who, const dm_model *model, const dm_work
 }
 
 dm_status dm_forward(const dm_model *model, dm_workspace *ws, const float *input, int n, int h, int w,
-                     const dm_outputs *outputs)
+                     const dm_outputs *caller_outputs)
 {
-    if (!input || !outputs) return dm_fail(DM_ERR_ARGUMENT, "dm_forward: input and outputs are required");
-    const dm_model *params;
-    dm_status st = check_run("dm_forward", model, ws, n, h, w, &params);
+    if (!input || !caller_outputs) return dm_fail(DM_ERR_ARGUMENT, "dm_forward: input and outputs are required");
+    dm_outputs full_outputs;
+    dm_status st = dm_struct_import(&full_outputs, sizeof full_outputs, caller_outputs, DM_OUTPUTS_MIN_SIZE,
+                                    "dm_outputs");
     if (st) return st;
+    const dm_outputs *outputs = &full_outputs;
+    const dm_model *params;
+    if ((st = check_run("dm_forward", model, ws, n, h, w, &params))) return st;
     const dm_config *cfg = &model->config;
     if (outputs->logits && cfg->num_classes == 0)
         return dm_fail(DM_ERR_ARGUMENT, "dm_forward: logits requested but the model has no head");
@@ -197,7 +198,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
     dm_view x = dm_view_of(ws->tokens, n, h, w, model->config.dims[0]);
     OP(ws, input, input, DM_LAYOUT_NCHW, x);
-    block_forward(ws, 0, &params->stages[0].blocks[0], n, h, w, NULL);
+    block_forward(ws, &params->config, 0, &params->stages[0].blocks[0], n, h, w, NULL);
     x.data = ws->tokens;
     OP(ws, output, x, DM_LAYOUT_NCHW, output);
     return ws->ops.finish(ws->ops.ctx);

@@ -14,10 +14,12 @@
 #include "image_check.h"
 #include "json.h"
 #include "resample.h"
+#include "versioned.h"
 
 /* stb_image, limited to the formats the library documents.  Files are read
  * here and decoded from memory, so stb needs no stdio. */
 #define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC /* private to this file: never clashes with a program's own stb_image */
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
@@ -38,6 +40,9 @@
 #include <stb/stb_image.h>
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
+/* With STB_IMAGE_STATIC, functions the header declares but this build leaves
+ * out are reported at the end of the file, after the pop above. */
+#pragma GCC diagnostic ignored "-Wunused-function"
 #endif
 
 /* PIL's convert("L"): ITU-R 601-2 luma in 16-bit fixed point, rounded. */
@@ -164,6 +169,7 @@ void dm_image_free(dm_image *image)
 /* ------------------------------------------------------------ preprocess */
 
 static const dm_preprocess imagenet_default = {
+    .size = sizeof(dm_preprocess),
     .resize = 256,
     .crop = 224,
     .interpolation = DM_INTERP_BICUBIC,
@@ -224,9 +230,9 @@ static dm_status parse_preprocess(const dm_json *root, int in_chans, dm_preproce
     return DM_OK;
 }
 
-dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out)
+/* The model's preprocessing into a full-size struct. */
+static dm_status model_preprocess(const dm_model *model, dm_preprocess *out)
 {
-    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_preprocess_default: out is NULL");
     *out = imagenet_default;
     if (!model) return DM_OK;
     int in_chans = dm_model_config(model)->in_chans;
@@ -247,6 +253,17 @@ dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out)
     return st;
 }
 
+dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out)
+{
+    dm_preprocess full;
+    dm_status st = dm_struct_import(&full, sizeof full, out, DM_PREPROCESS_MIN_SIZE, "dm_preprocess");
+    if (st != DM_OK) return st;
+    st = model_preprocess(model, &full);
+    if (st != DM_OK) full = (dm_preprocess){.size = sizeof full};
+    dm_struct_export(out, &full, sizeof full);
+    return st;
+}
+
 /* Size after the resize step, as torchvision's Resize computes it: the
  * shorter side becomes `resize`, the longer one int(resize * long / short). */
 static void resized_size(const dm_preprocess *p, int width, int height, int *out_w, int *out_h)
@@ -264,9 +281,9 @@ static void resized_size(const dm_preprocess *p, int width, int height, int *out
     }
 }
 
-dm_status dm_preprocess_output_size(const dm_preprocess *p, int width, int height, int *out_h, int *out_w)
+/* dm_preprocess_output_size() of settings already imported. */
+static dm_status output_size(const dm_preprocess *p, int width, int height, int *out_h, int *out_w)
 {
-    if (!p || !out_h || !out_w) return dm_fail(DM_ERR_ARGUMENT, "dm_preprocess_output_size: NULL argument");
     if (p->channels != 1 && p->channels != 3)
         return dm_fail(DM_ERR_ARGUMENT, "preprocess: channels must be 1 or 3, not %d", p->channels);
     if (p->interpolation != DM_INTERP_BICUBIC && p->interpolation != DM_INTERP_BILINEAR)
@@ -292,6 +309,14 @@ dm_status dm_preprocess_output_size(const dm_preprocess *p, int width, int heigh
     return DM_OK;
 }
 
+dm_status dm_preprocess_output_size(const dm_preprocess *settings, int width, int height, int *out_h, int *out_w)
+{
+    if (!out_h || !out_w) return dm_fail(DM_ERR_ARGUMENT, "dm_preprocess_output_size: NULL argument");
+    dm_preprocess p;
+    dm_status st = dm_struct_import(&p, sizeof p, settings, DM_PREPROCESS_MIN_SIZE, "dm_preprocess");
+    return st != DM_OK ? st : output_size(&p, width, height, out_h, out_w);
+}
+
 /* torchvision's CenterCrop offset: int(round(extra / 2.0)), ties to even. */
 static int center_offset(int extra)
 {
@@ -299,14 +324,17 @@ static int center_offset(int extra)
     return (extra % 2 && half % 2) ? half + 1 : half;
 }
 
-dm_status dm_image_preprocess(const dm_image *image, const dm_preprocess *p, float *out)
+dm_status dm_image_preprocess(const dm_image *image, const dm_preprocess *settings, float *out)
 {
     if (!image || !image->pixels || !out)
         return dm_fail(DM_ERR_ARGUMENT, "dm_image_preprocess: NULL argument");
     if (image->channels < 1 || image->channels > 4)
         return dm_fail(DM_ERR_ARGUMENT, "dm_image_preprocess: images have 1 to 4 channels, not %d", image->channels);
-    int oh, ow, rw, rh;
-    dm_status st = dm_preprocess_output_size(p, image->width, image->height, &oh, &ow);
+    dm_preprocess full;
+    const dm_preprocess *p = &full;
+    int oh = 0, ow = 0, rw, rh;
+    dm_status st = dm_struct_import(&full, sizeof full, settings, DM_PREPROCESS_MIN_SIZE, "dm_preprocess");
+    if (st == DM_OK) st = output_size(p, image->width, image->height, &oh, &ow);
     if (st != DM_OK) return st;
     resized_size(p, image->width, image->height, &rw, &rh);
     int C = p->channels;

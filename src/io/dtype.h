@@ -5,20 +5,10 @@
 #ifndef DM_DTYPE_H
 #define DM_DTYPE_H
 
+#include "internal_api.h" /* dm_dtype */
+
 #include <stddef.h>
 #include <stdint.h>
-
-typedef enum dm_dtype {
-    DM_F32,
-    DM_F16,
-    DM_BF16,
-    DM_F64,
-    DM_I64,
-    DM_I32,
-    DM_U8,
-    DM_I8,
-    DM_BOOL,
-} dm_dtype;
 
 /* Bytes per element of a dtype. */
 size_t dm_dtype_size(dm_dtype dtype);

@@ -4,45 +4,16 @@
  * Readers (safetensors.h, pth.h) fill a dm_tensor_file: a list of named
  * tensors whose data stays valid until dm_tensor_file_close().  Nothing is
  * converted as they read; the model loader converts to float32 as it binds
- * parameters.  model_file.h, above the readers, opens either format. */
+ * parameters.  model_file.h, above the readers, opens either format.  The
+ * types, and the functions the damamba program uses, are in internal_api.h. */
 #ifndef DM_TENSOR_FILE_H
 #define DM_TENSOR_FILE_H
 
-#include "damamba.h"
 #include "dtype.h"
+#include "internal_api.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-#define DM_MAX_DIMS 8
-
-typedef struct dm_tensor {
-    char *name;
-    dm_dtype dtype;
-    int ndim;
-    int64_t shape[DM_MAX_DIMS];
-    int64_t numel;
-    const void *data; /* little-endian, dtype-sized elements, maybe unaligned */
-    size_t nbytes;
-} dm_tensor;
-
-typedef struct dm_meta {
-    char *key;
-    char *value;
-} dm_meta;
-
-typedef struct dm_tensor_file {
-    dm_tensor *tensors;
-    size_t count;
-    dm_meta *meta;
-    size_t meta_count;
-    /* Backing storage, released by dm_tensor_file_close(). */
-    void *map;
-    size_t map_size;
-    void *owned;
-} dm_tensor_file;
-
-void dm_tensor_file_close(dm_tensor_file *file);
 
 /* Map a whole file read-only and parse it with a format's parser; the file
  * keeps the mapping.  Errors get the path as a prefix. */
@@ -51,8 +22,6 @@ typedef dm_status (*dm_parse_fn)(const void *buf, size_t size, int use_ema,
 dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema,
                              dm_tensor_file *out);
 
-const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file,
-                                     const char *name);
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key);
 
 /* Convert a floating-point tensor (F32, F16, BF16, F64) to float32.  Other

@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,6 @@ typedef struct cpu {
     int threads;
     float *scratch; /* im2col bands; the scan's states */
     size_t scratch_floats;
-    int blas_threads; /* OpenBLAS's setting before the pass, restored after */
 } cpu;
 
 int dm_threads(void)
@@ -116,11 +116,13 @@ static size_t cpu_conv3x3_scratch(void *ctx, size_t out_pixels, int cin)
     return (band < out_pixels ? band : out_pixels) * 9 * (size_t)cin;
 }
 
-/* Gather the 3x3 neighbourhoods of output pixels [p0, p1) of x into rows of
- * 9 * cin (tap-major, then channel), zeros outside. */
-static void im2col3x3(dm_view x, int stride, int pad, int oh, int ow, size_t p0, size_t p1, float *cols)
+/* Gather the 3x3 neighbourhoods of output pixels [p0, p1) of a channels-
+ * last batch of h x w x cin into rows of 9 * cin (tap-major, then channel),
+ * zeros in the padding. */
+static void im2col3x3(const float *x, int h, int w, int cin, int stride, int pad, int oh, int ow, size_t p0,
+                      size_t p1, float *cols)
 {
-    size_t per_image = (size_t)oh * ow, cin = (size_t)x.c;
+    size_t per_image = (size_t)oh * ow;
     for (size_t p = p0; p < p1; p++) {
         size_t img = p / per_image, q = p % per_image;
         int oy = (int)(q / ow), ox = (int)(q % ow);
@@ -128,8 +130,8 @@ static void im2col3x3(dm_view x, int stride, int pad, int oh, int ow, size_t p0,
         for (int ky = 0; ky < 3; ky++)
             for (int kx = 0; kx < 3; kx++, row += cin) {
                 int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-                if (iy < 0 || iy >= x.h || ix < 0 || ix >= x.w) memset(row, 0, sizeof(float) * cin);
-                else memcpy(row, x.data + ((img * x.h + iy) * x.w + ix) * cin, sizeof(float) * cin);
+                if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(row, 0, sizeof(float) * cin);
+                else memcpy(row, x + ((img * h + iy) * w + ix) * cin, sizeof(float) * cin);
             }
     }
 }
@@ -148,7 +150,7 @@ static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
             share(p1 - p0, n, (size_t)i, &a, &b);
             if (a >= b) continue;
             float *rows = cx->scratch + a * K;
-            im2col3x3(x, cv->stride, cv->pad, y.h, y.w, p0 + a, p0 + b, rows);
+            im2col3x3(x.data, x.h, x.w, x.c, cv->stride, cv->pad, y.h, y.w, p0 + a, p0 + b, rows);
             gemm_tile(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, act,
                       y.data + (p0 + a) * cv->cout, (size_t)cv->cout);
         }
@@ -439,19 +441,31 @@ static void cpu_destroy(void *ctx)
     free(ctx);
 }
 
-/* OpenBLAS runs single-threaded inside our threads; the caller's setting
- * comes back at finish. */
+/* OpenBLAS runs single-threaded inside our threads during a pass.  Its
+ * thread setting is process-wide, so passes of several workspaces at once
+ * share one change: the first to begin saves the caller's setting, the last
+ * to finish puts it back. */
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_passes, blas_saved_threads;
+
 static dm_status cpu_begin(void *ctx)
 {
-    cpu *cx = ctx;
-    cx->blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (blas_passes++ == 0) {
+        blas_saved_threads = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 
 static dm_status cpu_finish(void *ctx)
 {
-    openblas_set_num_threads(((cpu *)ctx)->blas_threads);
+    (void)ctx;
+    pthread_mutex_lock(&blas_lock);
+    if (--blas_passes == 0) openblas_set_num_threads(blas_saved_threads);
+    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 

@@ -1,0 +1,404 @@
+#!/usr/bin/python3
+"""serve_test.py DAMAMBA SAMPLES_DIR MICRO_MODEL RGB_IMAGE - `damamba serve`
+end to end on loopback: every endpoint, error and limit; results against
+`damamba classify` on the same images and `damamba run` on the same tensors;
+dynamic batching against each request alone; draining on SIGTERM."""
+import base64
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_util import (Server, binary_request, check, finish, kill_quietly, max_abs_diff,  # noqa: E402
+                        read_safetensors, split_binary_response, top_k, write_safetensors)
+
+damamba, samples, micro_model, rgb_image = sys.argv[1:5]
+tmp = tempfile.mkdtemp()
+FMNIST = "/v2/models/fmnist"
+
+
+def infer_json(n, data, name="input", datatype="FP32", shape=None, outputs=None):
+    body = {"id": "r1", "inputs": [{"name": name, "datatype": datatype,
+                                    "shape": shape or [n, 1, 28, 28], "data": data}]}
+    if outputs is not None:
+        body["outputs"] = outputs
+    return json.dumps(body)
+
+
+def classify_cli(model_args, paths, k):
+    """{path: [(index, prob)]} from `damamba classify --json`."""
+    out = subprocess.run([damamba, "classify", "--json", "-k", str(k)] + model_args + paths,
+                         capture_output=True, check=True, text=True).stdout
+    result = {}
+    for line in out.splitlines():
+        rec = json.loads(line)
+        result[rec["file"]] = [(t["index"], t["prob"]) for t in rec["top"]]
+    return result
+
+
+def same_top(got, want, what, tol=1e-5):
+    check([i for i, _ in got] == [i for i, _ in want], f"{what}: top classes {got} != {want}")
+    check(all(abs(a - b) <= tol for (_, a), (_, b) in zip(got, want)), f"{what}: probabilities {got} != {want}")
+
+
+sample_paths = sorted(os.path.join(samples, f) for f in os.listdir(samples) if f.endswith(".png"))
+rng = random.Random(14)
+tensors = [[rng.uniform(-2, 2) for _ in range(784)] for _ in range(5)]
+
+# `damamba run` on the same five tensors: the reference for FP32 inputs.
+write_safetensors(f"{tmp}/in.safetensors", {"input": ([5, 1, 28, 28], sum(tensors, []))})
+subprocess.run([damamba, "run", "-i", f"{tmp}/in.safetensors", "-o", f"{tmp}/out.safetensors"], check=True)
+ref = read_safetensors(f"{tmp}/out.safetensors")
+ref_logits = [ref["logits"][1][10 * i:10 * i + 10] for i in range(5)]
+ref_scale = max(abs(x) for x in ref["logits"][1])
+
+# Usage and start-up errors: a clear message and exit status, no server.
+for args, want_rc, want_text in [(["--help"], 0, "usage: damamba serve"),
+                                 (["--port", "70000"], 2, "--port expects an integer from 0 to 65535"),
+                                 (["-m", f"{tmp}/missing.safetensors"], 1, "missing.safetensors"),
+                                 (["-m", "a b=" + micro_model], 1, "model name 'a b' is not usable"),
+                                 (["-m", f"x={micro_model}", "-m", f"x={micro_model}"], 1, "model name 'x' is taken"),
+                                 (["--host", "256.1.1.1", "--port", "0"], 1, "256.1.1.1")]:
+    p = subprocess.run([damamba, "serve"] + args, capture_output=True, text=True, timeout=60)
+    check(p.returncode == want_rc and want_text in p.stdout + p.stderr,
+          f"serve {' '.join(args)}: exit {p.returncode}, {(p.stdout + p.stderr)[:200]!r}")
+
+main = limits = None
+try:
+    main = Server(damamba, ["-m", f"fmnist={os.path.dirname(samples)}/damamba_fmnist.safetensors",
+                            "-m", f"micro={micro_model}", "-b", "4", "--max-delay-ms", "30", "-t", "2"],
+                  f"{tmp}/main.log")
+
+    # ---------------------------------------------------- metadata and health
+    status, body = main.json("GET", "/v2/health/live")
+    check(status == 200 and body == {"live": True}, f"live: {status} {body}")
+    status, body = main.json("GET", "/v2/health/ready")
+    check(status == 200 and body == {"ready": True}, f"ready: {status} {body}")
+    status, body = main.json("GET", "/v2")
+    check(status == 200 and body["models"] == ["fmnist", "micro"] and "binary_tensor_data" in body["extensions"],
+          f"server metadata: {body}")
+    status, body = main.json("GET", FMNIST)
+    check(status == 200 and body["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
+          f"fmnist inputs: {body}")
+    check([o["name"] for o in body["outputs"]] == ["logits", "stage0", "stage1", "stage2", "stage3"] and
+          body["outputs"][0]["shape"] == [-1, 10], f"fmnist outputs: {body['outputs']}")
+    check(body["outputs"][1]["shape"] == [-1] + ref["stage0"][0][1:], f"stage0 shape {body['outputs'][1]}")
+    check(body["parameters"]["classes"][7] == "Sneaker", "fmnist class names")
+    status, body = main.json("GET", "/v2/models/micro")
+    check(status == 200 and body["inputs"][0]["shape"] == [-1, 3, 224, 224], f"micro metadata: {body}")
+    status, body = main.json("GET", FMNIST + "/ready")
+    check(status == 200 and body == {"name": "fmnist", "ready": True}, f"model ready: {body}")
+    status, body = main.json("GET", FMNIST + "/versions/1/ready")
+    check(status == 200 and body["ready"], f"version 1 ready: {body}")
+    status, body = main.json("GET", FMNIST + "/versions/1")
+    check(status == 200 and body["versions"] == ["1"], f"version 1 metadata: {body}")
+
+    # ------------------------------------------------ /v1/classify vs classify
+    cli = classify_cli(["-m", f"{os.path.dirname(samples)}/damamba_fmnist.safetensors"], sample_paths, 5)
+    for path in sample_paths:
+        status, body = main.json("POST", f"/v1/classify?file={os.path.basename(path)}",
+                                 open(path, "rb").read())
+        check(status == 200 and body["file"] == os.path.basename(path), f"classify {path}: {status} {body}")
+        same_top([(t["index"], t["prob"]) for t in body["top"]], cli[path], f"/v1/classify {path}")
+        check(body["top"][0]["label"].split("/")[0].lower().replace(" ", "-") ==
+              os.path.basename(path)[:-4], f"{path} labelled {body['top'][0]['label']}")
+    cli_rgb = classify_cli(["-m", micro_model], [rgb_image], 3)
+    status, body = main.json("POST", "/v1/classify?model=micro&top=3", open(rgb_image, "rb").read())
+    check(status == 200 and len(body["top"]) == 3, f"micro classify: {status} {body}")
+    same_top([(t["index"], t["prob"]) for t in body["top"]], cli_rgb[rgb_image], "/v1/classify?model=micro")
+
+    # ----------------------------------------- v2 infer, FP32 vs damamba run
+    status, body = main.json("POST", FMNIST + "/infer", infer_json(5, sum(tensors, [])))
+    check(status == 200 and body["id"] == "r1" and body["model_name"] == "fmnist", f"infer: {status}")
+    out = body["outputs"][0]
+    check(out["name"] == "logits" and out["shape"] == [5, 10], f"logits shape {out['shape']}")
+    diff = max_abs_diff(out["data"], ref["logits"][1])
+    print(f"FP32 JSON infer vs damamba run: max |logit diff| {diff:.3g} (largest logit {ref_scale:.3g})")
+    check(diff <= 1e-5 * ref_scale, f"FP32 logits differ from damamba run by {diff}")
+    # Nested data arrays are accepted as well as flat ones.
+    nested = [[[tensors[0][r * 28:(r + 1) * 28] for r in range(28)]]]
+    status, body = main.json("POST", FMNIST + "/infer", infer_json(1, nested))
+    check(status == 200 and max_abs_diff(body["outputs"][0]["data"], ref_logits[0]) <= 1e-5 * ref_scale,
+          f"nested data: {status}")
+
+    # Binary tensors in and out, with every stage output.
+    import struct
+    header = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [5, 1, 28, 28],
+                          "parameters": {"binary_data_size": 5 * 784 * 4}}],
+              "outputs": [{"name": n, "parameters": {"binary_data": True}}
+                          for n in ["logits", "stage0", "stage1", "stage2", "stage3"]]}
+    body, headers = binary_request(header, [struct.pack("<3920f", *sum(tensors, []))])
+    status, rh, data = main.request("POST", FMNIST + "/versions/1/infer", body, headers)
+    check(status == 200 and "inference-header-content-length" in rh, f"binary infer: {status} {data[:200]}")
+    if status == 200:
+        meta, blob = split_binary_response(rh, data)
+        at = 0
+        for o in meta["outputs"]:
+            size = o["parameters"]["binary_data_size"]
+            got = list(struct.unpack(f"<{size // 4}f", blob[at:at + size]))
+            at += size
+            want_shape, want = ref[o["name"]]
+            check(o["shape"] == want_shape, f"{o['name']} shape {o['shape']} != {want_shape}")
+            scale = max(abs(x) for x in want)
+            d = max_abs_diff(got, want)
+            print(f"binary {o['name']}: max |diff| vs damamba run {d:.3g} (largest {scale:.3g})")
+            check(d <= 1e-5 * scale, f"binary {o['name']} differs by {d}")
+        check(at == len(blob), "binary response length")
+    # A stage output in JSON, asked for by name.
+    status, body = main.json("POST", FMNIST + "/infer", infer_json(1, tensors[0], outputs=[{"name": "stage3"}]))
+    check(status == 200 and [o["name"] for o in body["outputs"]] == ["stage3"] and
+          max_abs_diff(body["outputs"][0]["data"], ref["stage3"][1][:len(body["outputs"][0]["data"])]) <=
+          1e-5 * max(abs(x) for x in ref["stage3"][1]), "stage3 as JSON")
+
+    # ------------------------------------------------- BYTES: encoded images
+    images = [open(p, "rb").read() for p in sample_paths[:4]]
+    status, body = main.json("POST", FMNIST + "/infer", json.dumps(
+        {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [4],
+                     "data": [base64.b64encode(b).decode() for b in images]}]}))
+    check(status == 200 and body["outputs"][0]["shape"] == [4, 10], f"BYTES JSON: {status} {body}")
+    for i, p in enumerate(sample_paths[:4]):
+        same_top(top_k(body["outputs"][0]["data"][10 * i:10 * i + 10], 5), cli[p], f"BYTES image {p}")
+    body, headers = binary_request(
+        {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [4, 1],
+                     "parameters": {"binary_data_size": sum(4 + len(b) for b in images)}}],
+         "parameters": {"binary_data_output": True}},
+        [struct.pack("<I", len(b)) + b for b in images])
+    status, rh, data = main.request("POST", FMNIST + "/infer", body, headers)
+    check(status == 200, f"BYTES binary: {status} {data[:200]}")
+    if status == 200:
+        meta, blob = split_binary_response(rh, data)
+        logits = list(struct.unpack("<40f", blob))
+        for i, p in enumerate(sample_paths[:4]):
+            same_top(top_k(logits[10 * i:10 * i + 10], 5), cli[p], f"binary BYTES image {p}")
+
+    # --------------------------------------------------------- bad requests
+    def bad(url, body, want_status, want_text, headers=None, method="POST"):
+        status, _, data = main.request(method, url, body, headers)
+        try:
+            message = json.loads(data)["error"]
+        except (ValueError, KeyError):
+            message = data.decode(errors="replace")
+        check(status == want_status and want_text in message,
+              f"{method} {url}: got {status} '{message}', want {want_status} '{want_text}'")
+
+    bad(FMNIST + "/infer", "{\"inputs\": [", 400, "malformed JSON")
+    bad(FMNIST + "/infer", "[]", 400, "must be a JSON object")
+    bad(FMNIST + "/infer", "{}", 400, "'inputs' must be an array")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 784, datatype="INT8"), 400, "datatype FP32 or BYTES")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 784, shape=[1, 3, 28, 28]), 400, "shape [N, 1, 28, 28]")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 783), 400, "784 numbers")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 783 + ["x"]), 400, "784 numbers")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 784, name="pixels"), 400, "one input, 'input'")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 784, outputs=[{"name": "probs"}]), 400, "no output 'probs'")
+    bad(FMNIST + "/infer", json.dumps({"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1],
+                                                   "data": ["not base64!"]}]}), 400, "not a base64 string")
+    bad(FMNIST + "/infer", json.dumps({"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1],
+                                                   "data": [base64.b64encode(images[0][:100]).decode()]}]}),
+        400, "image 0 of input 'input'")
+    bad("/v1/classify", b"GIF89a garbage", 400, "image")
+    bad("/v1/classify?top=x", images[0], 400, "top must be a positive integer")
+    bad("/v1/classify?model=nope", images[0], 404, "no model 'nope'")
+    body, headers = binary_request({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                                                "parameters": {"binary_data_size": 3136}}]}, [b"\0" * 3000])
+    bad(FMNIST + "/infer", body, 400, "binary_data_size is 3136", headers)
+    bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length is 99",
+        {"Inference-Header-Content-Length": "99"})
+    bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length must be",
+        {"Inference-Header-Content-Length": "x"})
+    bad("/v2/models/nope/infer", "{}", 404, "no model 'nope'")
+    bad("/v2/models/nope", None, 404, "no model 'nope'", method="GET")
+    bad("/v3/anything", None, 404, "no endpoint GET /v3/anything", method="GET")
+    bad(FMNIST + "/versions/2/infer", "{}", 404, "no endpoint POST /v2/models/fmnist/versions/2/infer")
+    bad(FMNIST + "/infer", None, 405, "takes POST", method="GET")
+    bad("/metrics", "x", 405, "takes GET")
+    status, _, _ = main.request("GET", "/v2/health/live")
+    check(status == 200, "server answers after the bad requests")
+
+    # ------------------------------------ dynamic batching == each one alone
+    alone = {}
+    for i in range(5):
+        status, body = main.json("POST", FMNIST + "/infer", infer_json(1, tensors[i]))
+        alone[i] = body["outputs"][0]["data"]
+    before = main.metrics()
+    results = {}
+
+    def client(i):
+        # Requests of 1 to 3 images, so batches also split requests.
+        idx = [(i + j) % 5 for j in range(1 + i % 3)]
+        status, body = main.json("POST", FMNIST + "/infer", infer_json(len(idx), sum((tensors[j] for j in idx), [])))
+        results[i] = (idx, status, body)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = main.metrics()
+    worst = 0.0
+    for i, (idx, status, body) in results.items():
+        check(status == 200, f"concurrent request {i}: {status}")
+        if status != 200:
+            continue
+        data = body["outputs"][0]["data"]
+        for k, j in enumerate(idx):
+            got, want = top_k(data[10 * k:10 * k + 10], 10), top_k(alone[j], 10)
+            check([a for a, _ in got] == [a for a, _ in want], f"batched request {i} image {k}: top-k differs")
+            worst = max(worst, max(abs(a - b) for (_, a), (_, b) in zip(got, want)))
+    print(f"batched vs alone: largest probability difference {worst:.3g}")
+    check(worst <= 1e-5, f"batched probabilities differ from alone by {worst}")
+    key = 'damamba_batch_size_bucket{model="fmnist",le="1"}'
+    count = 'damamba_batch_size_count{model="fmnist"}'
+    batches = after[count] - before[count]
+    singles = after[key] - before[key]
+    run = after['damamba_images_total{model="fmnist"}'] - before['damamba_images_total{model="fmnist"}']
+    print(f"12 concurrent requests, {run:.0f} images: {batches:.0f} forward passes, {singles:.0f} of one image")
+    check(run == sum(len(r[0]) for r in results.values()), f"images_total grew by {run}")
+    check(batches < run, "concurrent requests were not batched")
+    check(after['damamba_batch_size_bucket{model="fmnist",le="4"}'] == after[count], "a batch over -b 4")
+
+    # -------------------------------------------------------------- metrics
+    m = main.metrics()
+    check(m.get('damamba_requests_total{endpoint="classify",code="200"}') == 11, "classify 200 count")
+    check(m.get('damamba_requests_total{endpoint="infer",code="400"}', 0) >= 12, "infer 400 count")
+    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 2, "unknown 404 count")
+    check(m.get('damamba_requests_total{endpoint="health",code="200"}', 0) >= 3, "health count")
+    check(m.get("damamba_request_duration_seconds_count", 0) >= 50, "latency histogram count")
+    check(m.get('damamba_queue_requests{model="fmnist"}') == 0, "queue depth gauge")
+    check('damamba_images_per_second{model="fmnist"}' in m, "images per second gauge")
+    check(m.get('damamba_images_total{model="micro"}') == 1, "micro images_total")
+
+    # ------------------------------------------------- SIGTERM drains, exit 0
+    slow = {}
+    slow_body = infer_json(256, sum(tensors, []) * 51 + tensors[0])
+    images_key = 'damamba_images_total{model="fmnist"}'
+    images_before = main.metrics()[images_key]
+
+    def slow_request():
+        try:
+            slow["r"] = main.json("POST", FMNIST + "/infer", slow_body)
+        except OSError as e:
+            slow["r"] = (str(e),)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    # A keep-alive connection opened before the stop.
+    kept = http.client.HTTPConnection("127.0.0.1", main.port, timeout=30)
+    kept.request("GET", "/v2/health/ready")
+    kept.getresponse().read()
+    # SIGTERM once the worker has started on it.
+    deadline = time.time() + 30
+    while (last := main.metrics())[images_key] == images_before and time.time() < deadline:
+        time.sleep(0.01)
+    main.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # While draining, new connections are refused (checked only if the
+    # request is still in flight, as the check needs it).
+    try:
+        socket.create_connection(("127.0.0.1", main.port), timeout=2).close()
+        check(not t.is_alive(), "a new connection was accepted while draining")
+    except OSError:
+        print("draining: new connection refused" + (" while the request was in flight" if t.is_alive() else ""))
+    # On a connection already open, ready turns false and the connection closes.
+    # (Only while the request is in flight: the server exits once it is done.)
+    in_flight = t.is_alive()
+    if in_flight:
+        kept.request("GET", "/v2/health/ready")
+        resp = kept.getresponse()
+        body = resp.read()
+        check(resp.status == 503 and json.loads(body) == {"ready": False} and
+              resp.getheader("Connection", "").lower() == "close", f"ready while draining: {resp.status} {body}")
+        print("draining: ready is false on an open connection")
+    kept.close()
+    t.join()
+    rc = main.stop()
+    check(rc == 0, f"server exited {rc} after SIGTERM")
+    check(slow.get("r", (0,))[0] == 200, f"request in flight at SIGTERM: {slow.get('r', (None,))[0]}")
+    log = main.log_text()
+    lines = [l for l in log.splitlines() if '" ' in l and l[:4].isdigit()]
+    # Every request counted before the last /metrics, that one, the slow one
+    # and the ready check while draining.
+    want = int(last["damamba_request_duration_seconds_count"]) + 2 + in_flight
+    check(len(lines) == want, f"{len(lines)} log lines, not {want}")
+    check(any('"POST /v1/classify?' in l or '"POST /v1/classify"' in l for l in lines), "log names the URL")
+    try:
+        socket.create_connection(("127.0.0.1", main.port), timeout=2).close()
+        check(False, "still accepting connections after exit")
+    except OSError:
+        pass
+
+    # ---------------------------------------------------------------- limits
+    limits = Server(damamba, ["-b", "1", "--max-delay-ms", "0", "--queue", "1", "--max-body-mb", "1",
+                              "--timeout", "2", "-t", "1"], f"{tmp}/limits.log")
+    url = "/v2/models/damamba_fmnist/infer"
+    # 413 from the headers alone: the body is never sent.
+    s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
+    s.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".encode())
+    reply = s.recv(65536).decode(errors="replace")
+    s.close()
+    check(reply.startswith("HTTP/1.1 413") and "over the limit" in reply, f"413 before the body: {reply[:80]}")
+    # A chunked body (no Content-Length) that grows over the limit: the
+    # connection is closed once the limit is passed, before the body ends.
+    s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
+    s.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    sent = 0
+    try:
+        for _ in range(64):
+            s.sendall(b"10000\r\n" + b"0" * 65536 + b"\r\n")
+            sent += 65536
+        reply = s.recv(65536)
+    except OSError:
+        reply = b""
+    s.close()
+    check(reply == b"" and sent < 4 << 20, f"chunked body over the limit: {reply[:80]}, {sent} bytes taken")
+    # Small images may not decode to more tensor than --max-body-mb either:
+    # 400 of them are 1.25 MB of floats.
+    status, _, data = limits.request("POST", url, json.dumps(
+        {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [400],
+                     "data": [base64.b64encode(images[0]).decode()] * 400}]}))
+    check(status == 400 and b"exceed the limit of 1048576 bytes" in data, f"decoded size limit: {status} {data}")
+    # A full queue: 503 with Retry-After; the others are answered.
+    codes, retry = [], []
+
+    def flood():
+        status, h, _ = limits.request("POST", url, infer_json(32, sum(tensors, []) * 6 + sum(tensors[:2], [])))
+        codes.append(status)
+        retry.append(h.get("retry-after"))
+
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("8 requests at once against --queue 1:", sorted(codes))
+    check(set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 2, f"queue full: {codes}")
+    check(all(r == "1" for c, r in zip(codes, retry) if c == 503), f"Retry-After: {retry}")
+    # A stalled client is closed after --timeout; a slow-loris one too.
+    s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
+    s.sendall(b"POST " + url.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    t0 = time.time()
+    try:
+        closed = s.recv(100) == b""
+    except OSError:
+        closed = True
+    s.close()
+    waited = time.time() - t0
+    check(closed and waited < 8, f"stalled body: closed={closed} after {waited:.1f} s")
+    status, _, _ = limits.request("GET", "/v2/health/ready")
+    check(status == 200, "answers after the stalled client")
+    rc = limits.stop(signal.SIGINT)
+    check(rc == 0, f"limits server exited {rc} after SIGINT")
+    m_log = limits.log_text()
+    check(" 413 " in m_log and " 503 " in m_log, "413 and 503 in the log")
+finally:
+    kill_quietly(main)
+    kill_quietly(limits)
+
+finish("serve_test")
