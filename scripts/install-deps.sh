@@ -10,6 +10,8 @@ packages=(
   libmicrohttpd-dev                    # damamba serve (HTTP)
   wrk                                  # the server's load test
   clang libclang-rt-14-dev             # sanitizer and fuzz builds
+  python3-venv python3-pip python3-mesonpy python3-numpy  # the Python package, built offline
+  python3-pandas python3-dask python3-distributed python3-pytest  # damamba.dask and the tests
 )
 
 missing=()

@@ -28,16 +28,20 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   meson test -C build-cuda --print-errorlogs
 fi
 
+step "Python package: offline install into a venv, pytest (Dask on a 2-process LocalCluster)"
+scripts/test-python.sh
+
 step "fuzz targets, 60 s each (libFuzzer with ASan and UBSan)"
 scripts/fuzz.sh 60
 
 step "aarch64 cross build, tested under qemu (scalar and NEON)"
 scripts/test-cross-aarch64.sh
 
-# One closing line over every suite run above (meson's per-build summaries
-# are printed with each step).
+# One closing line over every suite run above (meson's and pytest's
+# summaries are printed with each step).
 python3 - build build-asan build-cuda build-aarch64 <<'PY'
 import json, os, sys
+import xml.etree.ElementTree as ET
 passed = failed = skipped = 0
 for build in sys.argv[1:]:
     log = os.path.join(build, "meson-logs", "testlog.json")
@@ -51,6 +55,13 @@ for build in sys.argv[1:]:
             skipped += 1
         else:
             failed += 1
+pytest_log = os.path.join("build-python", "pytest.xml")
+if os.path.exists(pytest_log):
+    for suite in ET.parse(pytest_log).getroot().iter("testsuite"):
+        bad, skips = int(suite.get("failures")) + int(suite.get("errors")), int(suite.get("skipped"))
+        passed += int(suite.get("tests")) - bad - skips
+        failed += bad
+        skipped += skips
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(1 if failed else 0)
 PY

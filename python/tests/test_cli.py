@@ -1,0 +1,61 @@
+"""python -m damamba classify and Model.offsets against the command-line program."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import damamba
+from conftest import GOLDEN, SAMPLES, run_cli
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "damamba", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("options", [["--json"], ["-k", "3"], ["--json", "-b", "4", "-t", "1"]])
+def test_classify_prints_what_the_program_prints(cli: str, options: list[str]) -> None:
+    expected = run_cli(cli, "classify", "--quiet", *options, str(SAMPLES))
+    done = run_module("classify", *options, str(SAMPLES))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
+
+
+def test_classify_reports_a_bad_file(tmp_path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{SAMPLES / 'bag.png'}\n{GOLDEN / 'micro.safetensors'}\n")
+    done = run_module("classify", "--json", f"@{listing}")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and '"label": "Bag"' in lines[0] and '"error": ' in lines[1]
+    assert "micro.safetensors" in done.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_module("classify", "-k", "0", str(SAMPLES)).returncode == 2
+    assert run_module().returncode == 2
+
+
+@pytest.mark.parametrize("stage, block", [(0, 0), (2, 1)])
+def test_offsets_are_where_the_programs_scan_map_samples(cli: str, tmp_path, stage: int, block: int) -> None:
+    """The scan map's point p of group g lies at step * (grid position + offset)."""
+    image = SAMPLES / "sneaker.png"
+    out = tmp_path / "map.json"
+    run_cli(cli, "scanmap", str(image), "-o", str(out), "--json", "--stride", "1", "--group", "all",
+            "--stage", str(stage), "--block", str(block))
+    scan = json.loads(out.read_text())
+    model = damamba.Model()
+    offsets = model.offsets(model.preprocess(image)[None], stage, block)[0]
+    grid_h, grid_w, groups, _ = offsets.shape
+    assert scan["grid"] == [grid_h, grid_w] and len(scan["groups"]) == groups
+    for entry in scan["groups"]:
+        g = entry["group"]
+        points = np.array([(p["x"], p["y"]) for p in entry["points"]])
+        index = np.arange(grid_h * grid_w)
+        grid = np.stack([index % grid_w, index // grid_w], axis=1)
+        expected = scan["step"] * (grid + offsets[:, :, g].reshape(-1, 2))
+        np.testing.assert_allclose(points, expected, rtol=1e-6, atol=1e-5)

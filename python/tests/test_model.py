@@ -1,0 +1,231 @@
+"""The package against the golden vectors, numpy edge cases, threads,
+state dicts and the library's errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import damamba
+from conftest import GOLDEN, read_safetensors, sample_paths
+
+
+def max_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest absolute difference relative to the largest expected magnitude
+    (the golden suite's measure)."""
+    return float(np.max(np.abs(got.astype(np.float64) - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.fixture(scope="module")
+def micro() -> damamba.Model:
+    return damamba.Model(GOLDEN / "micro.safetensors")
+
+
+@pytest.fixture(scope="module")
+def micro_io() -> dict[str, np.ndarray]:
+    return read_safetensors(GOLDEN / "micro.io.safetensors")[0]
+
+
+@pytest.mark.parametrize("name", ["micro", "damamba_f"])
+def test_golden_logits_and_stages(name: str) -> None:
+    model = damamba.Model(GOLDEN / f"{name}.safetensors")
+    io = read_safetensors(GOLDEN / f"{name}.io.safetensors")[0]
+    logits = model.forward(io["input"])
+    assert logits.dtype == np.float32 and logits.shape == io["logits.expected"].shape
+    error = max_error(logits, io["logits.expected"])
+    print(f"{name}: logits max error {error:.2e} of the largest magnitude")
+    assert error <= 1e-4
+    for s, stage in enumerate(model.features(io["input"])):
+        assert max_error(stage, io[f"stage{s}.expected"]) <= 1e-4
+
+
+def test_config(micro: damamba.Model) -> None:
+    config = micro.config
+    assert config.depths == (1, 1, 2, 1) and config.dims == (32, 64, 96, 128)
+    assert config.layer_scale == (False, True, False, True)
+    assert config.in_chans == 3 and config.num_classes == 10
+    assert micro.classes == [f"class {i}" for i in range(10)]
+
+
+def test_synthetic_variants_have_the_papers_sizes() -> None:
+    for variant, params in [("F", 5_518_644), ("T", 25_439_870)]:
+        config = damamba.Model.synthetic(variant).config
+        assert config.num_params == params and config.num_classes == 1000
+    with pytest.raises(damamba.ArgumentError, match="X"):
+        damamba.Model.synthetic("X")
+
+
+def test_float64_and_integer_inputs_are_converted(micro: damamba.Model, micro_io: dict) -> None:
+    x = micro_io["input"]
+    expected = micro.forward(x)
+    np.testing.assert_array_equal(micro.forward(x.astype(np.float64)), expected)
+    rounded = np.round(x * 4)
+    np.testing.assert_array_equal(micro.forward(rounded.astype(np.int32)), micro.forward(rounded.astype(np.float32)))
+
+
+def test_non_contiguous_inputs(micro: damamba.Model, micro_io: dict) -> None:
+    x = micro_io["input"]
+    flipped = x[:, :, :, ::-1]
+    assert not flipped.flags.c_contiguous
+    np.testing.assert_array_equal(micro.forward(flipped), micro.forward(flipped.copy()))
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(micro.forward(nhwc.transpose(0, 3, 1, 2)), micro.forward(x))
+
+
+def test_wrong_inputs_are_refused(micro: damamba.Model, micro_io: dict) -> None:
+    x = micro_io["input"]
+    with pytest.raises(ValueError, match=r"N x C x H x W \(4 dimensions\), got shape \(3, 64, 96\)"):
+        micro.forward(x[0])
+    with pytest.raises(ValueError, match="has 1 channels, the model takes 3"):
+        micro.forward(x[:, :1])
+    with pytest.raises(TypeError, match="complex"):
+        micro.forward(x.astype(np.complex64))
+    with pytest.raises(ValueError, match="no block 2 in stage 0"):
+        micro.offsets(x, 0, 2)
+
+
+def test_empty_batch(micro: damamba.Model) -> None:
+    empty = np.zeros((0, 3, 64, 96), dtype=np.float32)
+    assert micro.forward(empty).shape == (0, 10)
+    assert [s.shape for s in micro.features(empty)] == [(0, 32, 16, 24), (0, 64, 8, 12), (0, 96, 4, 6),
+                                                        (0, 128, 2, 3)]
+
+
+def test_threads_sharing_a_model(micro: damamba.Model, micro_io: dict) -> None:
+    rng = np.random.default_rng(7)
+    inputs = [micro_io["input"] + rng.normal(0, 0.1, micro_io["input"].shape).astype(np.float32) for _ in range(8)]
+    expected = [micro.forward(x) for x in inputs]
+    results: list[np.ndarray | None] = [None] * len(inputs)
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            results[i] = micro.forward(inputs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_forward_releases_the_gil(micro: damamba.Model, micro_io: dict) -> None:
+    """Two threads' forward passes overlap in time.  With a switch interval
+    far longer than the test, a thread holding the GIL keeps it until it
+    blocks, so they could not overlap if the library call held it."""
+    x = micro_io["input"]
+    micro.forward(x)  # this thread's workspace exists; the others make theirs below
+    start = threading.Barrier(2)
+    intervals: dict[int, tuple[float, float]] = {}
+
+    def work(i: int) -> None:
+        micro.forward(x)
+        start.wait()
+        begin = time.perf_counter()
+        micro.forward(x)
+        intervals[i] = (begin, time.perf_counter())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    (a0, a1), (b0, b1) = intervals.values()
+    assert a0 < b1 and b0 < a1
+
+
+def test_from_state_dict_equals_the_file(micro: damamba.Model, micro_io: dict) -> None:
+    tensors, _ = read_safetensors(GOLDEN / "micro.safetensors")
+    classes = [f"c{i}" for i in range(10)]
+    model = damamba.Model.from_state_dict(dict(tensors), metadata={"classes": json.dumps(classes)})
+    assert model.config == micro.config
+    np.testing.assert_array_equal(model.forward(micro_io["input"]), micro.forward(micro_io["input"]))
+    assert model.classes == classes
+    # The same weights in another dtype and byte order load to the same model.
+    big_endian = {k: v.astype(">f8") if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    np.testing.assert_array_equal(damamba.Model.from_state_dict(big_endian).forward(micro_io["input"]),
+                                  micro.forward(micro_io["input"]))
+
+
+def test_checkpoint_and_ema(micro: damamba.Model, micro_io: dict) -> None:
+    x = micro_io["input"]
+    np.testing.assert_array_equal(damamba.Model(GOLDEN / "micro.pth").forward(x), micro.forward(x))
+    in_memory = damamba.Model.from_bytes((GOLDEN / "micro.pth").read_bytes())
+    np.testing.assert_array_equal(in_memory.forward(x), micro.forward(x))
+    assert not np.array_equal(damamba.Model(GOLDEN / "micro.pth", ema=True).forward(x), micro.forward(x))
+
+
+def test_offsets_layout(micro: damamba.Model, micro_io: dict) -> None:
+    x = micro_io["input"]
+    offsets = micro.offsets(x, 2, 1)
+    assert offsets.shape == (2, 4, 6, 6, 2)
+    assert np.all(np.isfinite(offsets)) and np.any(offsets != 0)
+    # One image alone gives its row of the batch (up to float32 rounding: the
+    # matrix products' blocking depends on the batch).
+    alone = micro.offsets(x[1:], 2, 1)[0]
+    assert max_error(alone, offsets[1]) <= 1e-5
+    assert not np.array_equal(micro.offsets(x, 2, 0), offsets)
+
+
+def test_errors_carry_the_library_message(tmp_path) -> None:
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(OSError, match="missing.safetensors") as caught:
+        damamba.Model(missing)
+    assert isinstance(caught.value, damamba.FileError)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes((GOLDEN / "micro.safetensors").read_bytes()[:1000])
+    with pytest.raises(damamba.FormatError):
+        damamba.Model(truncated)
+    with pytest.raises(damamba.ModelError, match="stem"):
+        damamba.Model.from_state_dict({"head.fc.weight": np.zeros((10, 8), np.float32)})
+    with pytest.raises(TypeError, match="complex"):
+        damamba.Model.from_state_dict({"x": np.zeros(2, np.complex64)})
+    with pytest.raises(damamba.FormatError, match="micro.safetensors"):
+        damamba.load_image(GOLDEN / "micro.safetensors")
+    bad = tmp_path / "not-an-image.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(damamba.FormatError, match="not-an-image.png"):
+        damamba.load_image(bad)
+
+
+def test_preprocess_matches_torchvision() -> None:
+    golden = read_safetensors(GOLDEN / "preprocess.safetensors")[0]
+    settings = damamba.PreprocessSettings.imagenet()
+    for name in ("chelsea", "coffee"):
+        got = damamba.preprocess(GOLDEN / f"{name}.png", settings)
+        assert got.shape == (3, 224, 224)
+        # In 8-bit levels: Pillow's integer resampling rounds a level either way.
+        levels = np.abs(got - golden[name]) * np.array(settings.std)[:, None, None] * 255
+        assert levels.max() <= 1 + 1e-3 and levels.mean() < 0.1
+
+
+def test_load_image_and_preprocess_an_array() -> None:
+    path = sample_paths()[0]
+    grey = damamba.load_image(path, channels=1)
+    rgb = damamba.load_image(path)
+    assert grey.dtype == np.uint8 and grey.shape[2] == 1 and rgb.shape == grey.shape[:2] + (3,)
+    model = damamba.Model()
+    np.testing.assert_array_equal(model.preprocess(grey[:, :, 0]), model.preprocess(path))
+
+
+def test_embeddings_are_what_the_head_takes(micro: damamba.Model) -> None:
+    head = read_safetensors(GOLDEN / "micro.safetensors")[0]
+    paths = sample_paths()[:3]
+    rows = micro.embed(paths)
+    assert [row["file"] for row in rows] == paths
+    embeddings = np.stack([row["embedding"] for row in rows])
+    assert embeddings.shape == (3, 128) and embeddings.dtype == np.float32
+    logits = micro.forward(np.stack([micro.preprocess(p) for p in paths]))
+    through_head = embeddings.astype(np.float64) @ head["head.fc.weight"].T + head["head.fc.bias"]
+    assert max_error(through_head, logits) <= 1e-5
