@@ -105,12 +105,18 @@ class PreprocessSettings:
         return cls._from_c(c)
 
 
+_default_threads = 0
+
+
 def set_threads(n: int) -> None:
-    """Threads every forward pass uses, process-wide (dm_set_threads);
-    0 restores the default: DAMAMBA_THREADS, OMP_NUM_THREADS, or all cores."""
+    """Threads the forward passes of this module's models use when a call
+    names none; 0 restores the library's default: DAMAMBA_THREADS,
+    OMP_NUM_THREADS, or all cores.  The count goes to each workspace; nothing
+    outside this module changes."""
+    global _default_threads
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"threads must be a non-negative integer, got {n!r}")
-    lib.dm_set_threads(n)
+    _default_threads = n
 
 
 def isa() -> str:
@@ -349,9 +355,10 @@ class Model:
             out.offsets_stage, out.offsets_block = stage, block
         if n == 0:
             return result
-        if threads is not None:
-            set_threads(threads)
+        if threads is not None and (not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
         ws = self._workspace(n, h, w)
+        check(lib.dm_workspace_set_threads(ws.handle, threads or _default_threads or lib.dm_threads()))
         check(lib.dm_forward(self._handle, ws.handle, as_float_pointer(x), n, h, w, ctypes.byref(out)))
         return result
 
@@ -359,8 +366,8 @@ class Model:
         """Logits (N x num_classes, float32) of a batch x: N x C x H x W.
 
         x may be any float or integer array (converted to contiguous
-        float32), a torch CPU tensor included.  threads sets the process-wide
-        thread count first (see set_threads).
+        float32), a torch CPU tensor included.  threads: for this call, instead
+        of set_threads's count (0: the default).
         """
         if self.config.num_classes == 0:
             raise ModelError("the model has no classification head; use features()", _lib.ERR_MODEL)

@@ -151,6 +151,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_stage_shape": (status, [model_p, c_int, c_int, c_int, POINTER(c_int), POINTER(c_int), POINTER(c_int)]),
         "dm_workspace_create": (status, [model_p, c_int, c_int, c_int, POINTER(ws_p)]),
         "dm_workspace_free": (None, [ws_p]),
+        "dm_workspace_set_threads": (status, [ws_p, c_int]),
         "dm_forward": (status, [model_p, ws_p, POINTER(c_float), c_int, c_int, c_int, POINTER(Outputs)]),
         "dm_softmax": (status, [POINTER(c_float), c_int, POINTER(c_float)]),
         "dm_top_k": (status, [POINTER(c_float), c_int, c_int, POINTER(c_int)]),
@@ -162,7 +163,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_version_string": (c_char_p, []),
         "dm_isa": (c_char_p, []),
         "dm_threads": (c_int, []),
-        "dm_set_threads": (None, [c_int]),
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name)
