@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "damamba.h"
+#include "pool.h"
 
 #define DM_LN_EPS 1e-6f
 
@@ -111,11 +112,11 @@ dm_status dm_kernels_require(const dm_kernels **out);
 const dm_kernels *dm_kernels_by_name(const char *isa);
 
 /* The scan of one whole sequence (steps [0, L), all channels) split into
- * `chunks` pieces that up to `threads` threads scan at once; exact up to
- * rounding, any chunk count (even above L).  h holds the state on entry and
- * exit; y is required.  Scratch: states [chunks][C], decay [L][C]. */
+ * `chunks` pieces that pool's threads scan at once; exact up to rounding,
+ * any chunk count (even above L).  h holds the state on entry and exit; y is
+ * required.  Scratch: states [chunks][C], decay [L][C]. */
 void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L,
-                     size_t chunks, int threads, float *h, float *states,
+                     size_t chunks, dm_pool *pool, float *h, float *states,
                      float *decay, float *y);
 
 /* The bilinear corners of sample point (sx, sy) in an h x w x c image that

@@ -480,6 +480,8 @@ START_TEST(chunked_scan_matches_sequential)
     const dm_kernels *k = any_table(_i);
     if (!k) return;
     test_seed(6);
+    dm_pool *pool = dm_pool_create(2);
+    ck_assert_ptr_nonnull(pool);
     static const size_t lengths[] = {1, 5, 64, 333};
     static const size_t channels[] = {1, 17, 48};
     for (int li = 0; li < 4; li++)
@@ -500,7 +502,7 @@ START_TEST(chunked_scan_matches_sequential)
                 float *states = malloc(sizeof(float) * chunks * C), *decay = malloc(sizeof(float) * n);
                 memcpy(h, h0, sizeof(float) * (C + GUARD));
                 for (size_t i = 0; i < n + GUARD; i++) y[i] = SENTINEL;
-                dm_scan_chunked(k, &s.args, L, chunks, 2, h, states, decay, y);
+                dm_scan_chunked(k, &s.args, L, chunks, pool, h, states, decay, y);
                 char what[96];
                 snprintf(what, sizeof what, "[%s] chunked scan L=%zu C=%zu chunks=%zu", k->isa, L, C, chunks);
                 expect_close(what, y, y_want, n, KERNEL_TOL);
@@ -510,6 +512,7 @@ START_TEST(chunked_scan_matches_sequential)
             free(h0); free(y_want); free(h_want);
             scan_case_free(&s);
         }
+    dm_pool_destroy(pool);
 }
 END_TEST
 
