@@ -1,9 +1,43 @@
 /* make_image_seeds.c - small images in every format stb_image_write
- * writes, as seeds for fuzz_image: make_image_seeds DIR */
+ * writes, as seeds for fuzz_image, each also cut short at a third, at a
+ * half and one byte before its end: make_image_seeds DIR */
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Write the file at path, then its truncated copies path.cutN. */
+static int write_with_cuts(const char *path, const unsigned char *data, size_t size)
+{
+    size_t cuts[] = {size, size / 3, size / 2, size - 1};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char name[4200];
+        snprintf(name, sizeof name, i ? "%s.cut%zu" : "%s", path, cuts[i]);
+        FILE *f = fopen(name, "wb");
+        ok &= f && fwrite(data, 1, cuts[i], f) == cuts[i];
+        ok &= f && fclose(f) == 0;
+    }
+    return ok;
+}
+
+/* What stb_image_write writes, collected in memory. */
+typedef struct buffer {
+    unsigned char *data;
+    size_t size;
+} buffer;
+
+static void collect(void *ctx, void *data, int size)
+{
+    buffer *b = ctx;
+    unsigned char *p = realloc(b->data, b->size + (size_t)size);
+    if (!p) exit(1);
+    memcpy(p + b->size, data, (size_t)size);
+    b->data = p;
+    b->size += (size_t)size;
+}
 
 int main(int argc, char **argv)
 {
@@ -20,25 +54,33 @@ int main(int argc, char **argv)
     }
     char p[4096];
     int ok = 1;
+    buffer b = {0};
 #define OUT(name) (snprintf(p, sizeof p, "%s/%s", argv[1], name), p)
-    ok &= stbi_write_png(OUT("rgb.png"), W, H, 3, rgb, W * 3);
-    ok &= stbi_write_png(OUT("grey.png"), W, H, 1, grey, W);
-    ok &= stbi_write_bmp(OUT("rgb.bmp"), W, H, 3, rgb);
-    ok &= stbi_write_tga(OUT("rgb.tga"), W, H, 3, rgb);
-    ok &= stbi_write_jpg(OUT("rgb.jpg"), W, H, 3, rgb, 90);
-    ok &= stbi_write_jpg(OUT("grey.jpg"), W, H, 1, grey, 50);
-    ok &= stbi_write_hdr(OUT("rgb.hdr"), W, H, 3, hdr);
+#define SEED(name, write) (b.size = 0, (write) && write_with_cuts(OUT(name), b.data, b.size))
+    ok &= SEED("rgb.png", stbi_write_png_to_func(collect, &b, W, H, 3, rgb, W * 3));
+    ok &= SEED("grey.png", stbi_write_png_to_func(collect, &b, W, H, 1, grey, W));
+    ok &= SEED("rgb.bmp", stbi_write_bmp_to_func(collect, &b, W, H, 3, rgb));
+    ok &= SEED("rle.tga", stbi_write_tga_to_func(collect, &b, W, H, 3, rgb));
+    stbi_write_tga_with_rle = 0;
+    ok &= SEED("rgb.tga", stbi_write_tga_to_func(collect, &b, W, H, 3, rgb));
+    ok &= SEED("rgb.jpg", stbi_write_jpg_to_func(collect, &b, W, H, 3, rgb, 90));
+    ok &= SEED("grey.jpg", stbi_write_jpg_to_func(collect, &b, W, H, 1, grey, 50));
+    ok &= SEED("rgb.hdr", stbi_write_hdr_to_func(collect, &b, W, H, 3, hdr));
     /* binary PPM and PGM, and a 1x1 GIF (clear code, index 0, end code) */
-    FILE *f = fopen(OUT("rgb.ppm"), "wb");
-    ok &= f && fprintf(f, "P6\n# seed\n%d %d\n255\n", W, H) > 0 && fwrite(rgb, 1, sizeof rgb, f) == sizeof rgb;
-    ok &= f && fclose(f) == 0;
-    f = fopen(OUT("grey.pgm"), "wb");
-    ok &= f && fprintf(f, "P5 %d %d 255\n", W, H) > 0 && fwrite(grey, 1, sizeof grey, f) == sizeof grey;
-    ok &= f && fclose(f) == 0;
+    b.size = 0;
+    char head[64];
+    int n = snprintf(head, sizeof head, "P6\n# seed\n%d %d\n255\n", W, H);
+    collect(&b, head, n);
+    collect(&b, rgb, (int)sizeof rgb);
+    ok &= write_with_cuts(OUT("rgb.ppm"), b.data, b.size);
+    b.size = 0;
+    n = snprintf(head, sizeof head, "P5 %d %d 255\n", W, H);
+    collect(&b, head, n);
+    collect(&b, grey, (int)sizeof grey);
+    ok &= write_with_cuts(OUT("grey.pgm"), b.data, b.size);
     static const unsigned char gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 10, 200, 30, 255,
                                         255, 255, 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
-    f = fopen(OUT("dot.gif"), "wb");
-    ok &= f && fwrite(gif, 1, sizeof gif, f) == sizeof gif;
-    ok &= f && fclose(f) == 0;
+    ok &= write_with_cuts(OUT("dot.gif"), gif, sizeof gif);
+    free(b.data);
     return ok ? 0 : 1;
 }

@@ -155,7 +155,8 @@ DM_API dm_status dm_stage_shape(const dm_model *model, int h, int w,
                                 int stage, int *channels, int *out_h,
                                 int *out_w);
 
-/* Multiply-accumulate operations of one forward pass of one h x w image. */
+/* Multiply-accumulate operations of one forward pass of one h x w image
+ * (INT64_MAX when there are more). */
 DM_API int64_t dm_model_macs(const dm_model *model, int h, int w);
 
 /* --------------------------------------------------------------- backends */
@@ -180,9 +181,9 @@ typedef struct dm_workspace dm_workspace;
 
 /* Scratch memory for batches of up to max_batch images of up to
  * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else.
- * It serves models of the configuration of `model` (any of them on the CPU;
- * another configuration is refused).  The model must outlive the
- * workspace. */
+ * The model must outlive the workspace, and the workspace belongs to it:
+ * dm_forward refuses it (DM_ERR_ARGUMENT) with a model of any other
+ * configuration. */
 DM_API dm_status dm_workspace_create(const dm_model *model, int max_batch,
                                      int max_h, int max_w,
                                      dm_workspace **out);
@@ -248,6 +249,11 @@ DM_API dm_status dm_top_k(const float *scores, int n, int k, int *index);
 /* Decoded images are refused above this many pixels (width x height), checked
  * from the file's header before any pixel is decoded: 8192 x 8192. */
 #define DM_IMAGE_MAX_PIXELS (8192 * 8192)
+/* So is an image whose decoding would take more memory than this, counted
+ * from the header as 3 bytes per sample (6 at 16 bits): 8192 x 8192 RGB
+ * passes at 8 bits (576 MiB), not at 16.  Images decoded at once by several
+ * threads share twice this much; the others wait their turn. */
+#define DM_IMAGE_MAX_DECODE_BYTES ((size_t)1 << 30)
 
 /* An 8-bit image: height x width pixels of `channels` interleaved bytes,
  * rows top to bottom. */

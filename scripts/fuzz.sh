@@ -16,7 +16,7 @@ cc=${CC:-clang}
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/internal -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
 # The file readers, the model loader and the image loader, without kernels.
-lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c io/model_file.c model.c image/image_check.c image/image.c image/resample.c"
+lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/files.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c io/model_file.c model.c image/image_check.c image/image.c image/resample.c"
 
 mkdir -p "$out/obj"
 objs=""
@@ -30,20 +30,23 @@ sed -e "s|@MODEL@|$root/data/damamba_fmnist.safetensors|" -e "s|@CLASSES@|$root/
 $cc -c "$out/obj/embed.S" -o "$out/obj/embed.o"
 objs="$objs $out/obj/embed.o"
 for t in safetensors pth image; do
-    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -o "$out/fuzz_$t"
+    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -lm -lpthread -o "$out/fuzz_$t"
 done
 # The server's request parser, on the same readers plus its own file.
 $cc $cflags -I"$root/tools" -I"$root/tools/serve" -fsanitize=fuzzer "$root/fuzz/fuzz_infer.c" \
-    "$root/tools/serve/infer.c" $objs -lm -o "$out/fuzz_infer"
+    "$root/tools/serve/infer.c" $objs -lm -lpthread -o "$out/fuzz_infer"
 $cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
+$cc -std=c11 -O1 "$root/fuzz/make_model_seeds.c" -o "$out/make_model_seeds"
 
-# Seeds: the small test files, and images written here.
+# Seeds: the small test files, and images (whole and truncated) and
+# hostile model files written here.
 for t in safetensors pth image infer; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
 for f in "$root"/tests/golden/*.safetensors "$root"/tests/fixtures/*.safetensors "$root"/data/*.safetensors; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/safetensors/"
 done
 cp "$root"/tests/fixtures/*.pth "$out/seeds/pth/"
 "$out/make_image_seeds" "$out/seeds/image"
+"$out/make_model_seeds" "$out/seeds/safetensors" "$out/seeds/pth"
 for f in "$root"/tests/golden/*.png "$root"/tests/golden/*.jpg; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/image/"
 done

@@ -3,25 +3,15 @@
 
 #include "error.h"
 #include "model.h"
+#include "files.h"
 #include "model_file.h"
 #include "safetensors.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static int is_float(dm_dtype t) { return t == DM_F32 || t == DM_F16 || t == DM_BF16 || t == DM_F64; }
-
-static dm_status refuse_same_file(const char *in_path, const char *out_path)
-{
-    struct stat a, b;
-    if (stat(in_path, &a) != 0) return dm_fail(DM_ERR_IO, "%s: %s", in_path, strerror(errno));
-    if (stat(out_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-        return dm_fail(DM_ERR_ARGUMENT, "%s: the output is the input file; choose another name", out_path);
-    return DM_OK;
-}
 
 /* "[a, b, c, d]" */
 static void int_list(char *buf, size_t n, const int *v)
@@ -116,7 +106,7 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
     if (!in_path || !out_path) return dm_fail(DM_ERR_ARGUMENT, "dm_convert: input and output paths are required");
     if (dtype != DM_F32 && dtype != DM_F16 && dtype != DM_BF16)
         return dm_fail(DM_ERR_ARGUMENT, "cannot convert to %s: choose F32, F16 or BF16", dm_dtype_name(dtype));
-    dm_status st = refuse_same_file(in_path, out_path);
+    dm_status st = dm_output_distinct(out_path, &in_path, 1);
     if (st) return st;
     dm_tensor_file in;
     if ((st = dm_model_file_open(in_path, use_ema, &in))) return st;

@@ -9,6 +9,25 @@ tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# safetensors FILE HEADER [DATA...]: a safetensors file from its JSON header
+# (under 64 KiB) and the bytes of the DATA files.
+safetensors() {
+    out=$1 header=$2
+    shift 2
+    len=$(printf %s "$header" | wc -c)
+    printf "\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))\\0\\0\\0\\0\\0\\0" >"$out"
+    printf %s "$header" >>"$out"
+    [ $# -eq 0 ] || cat "$@" >>"$out"
+}
+# expect STATUS MESSAGE COMMAND...: COMMAND exits STATUS and says MESSAGE on stderr.
+expect() {
+    want=$1 message=$2
+    shift 2
+    "$@" >"$tmp/expect.out" 2>"$tmp/expect.err"
+    got=$?
+    [ "$got" -eq "$want" ] || fail "$* exited $got, not $want: $(cat "$tmp/expect.err")"
+    grep -q -- "$message" "$tmp/expect.err" || fail "$*: no '$message' in: $(cat "$tmp/expect.err")"
+}
 
 # Every command answers --help and 'damamba help COMMAND'; every command
 # that takes -m takes --ema.
@@ -144,6 +163,107 @@ grep -q "skipped, an earlier image was written as $tmp/feats2/bag.safetensors" "
 "$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" "$samples/coat.png" 2>/dev/null
 [ $? -eq 2 ] || fail "features -o with two images is not a usage error"
 "$damamba" preprocess "$tmp/missing.png" -o "$tmp/x.safetensors" 2>/dev/null && fail "preprocess of a missing file succeeded"
+
+# eval refuses datasets it cannot score: no images, labels outside the
+# model's classes, more class folders than the model has classes.
+safetensors "$tmp/none.safetensors" '{"images":{"dtype":"U8","shape":[0,28,28],"data_offsets":[0,0]},"labels":{"dtype":"I64","shape":[0],"data_offsets":[0,0]}}'
+expect 1 "holds no images" "$damamba" eval -q "$tmp/none.safetensors"
+head -c 784 /dev/zero >"$tmp/pixels"
+printf '\012\0\0\0\0\0\0\0' >"$tmp/label10"
+printf '\377\377\377\377\377\377\377\377' >"$tmp/label-1"
+one='{"images":{"dtype":"U8","shape":[1,28,28],"data_offsets":[0,784]},"labels":{"dtype":"I64","shape":[1],"data_offsets":[784,792]}}'
+safetensors "$tmp/label10.safetensors" "$one" "$tmp/pixels" "$tmp/label10"
+expect 1 "label 10 of image 0 is not a class of the model (0 to 9)" "$damamba" eval -q "$tmp/label10.safetensors"
+safetensors "$tmp/label-1.safetensors" "$one" "$tmp/pixels" "$tmp/label-1"
+expect 1 "label -1 of image 0 is not a class" "$damamba" eval -q "$tmp/label-1.safetensors"
+mkdir -p "$tmp/empty-classes/a" "$tmp/empty-classes/b"
+expect 1 "no images in the class sub-folders" "$damamba" eval -q "$tmp/empty-classes"
+for i in 0 1 2 3 4 5 6 7 8 9 10; do mkdir -p "$tmp/eleven/$i" && cp "$samples/bag.png" "$tmp/eleven/$i/"; done
+expect 1 "the data has 11 class folders but the model only 10 classes" "$damamba" eval -q "$tmp/eleven"
+
+# An output is never one of the inputs, by any name, and an input named like
+# a temporary file survives.
+cp "$samples/bag.png" "$tmp/bag.png"
+ln "$tmp/bag.png" "$tmp/bag-link.png"
+expect 2 "the output is the input file" "$damamba" preprocess "$tmp/bag.png" -o "$tmp/bag-link.png"
+expect 2 "the output is the input file" "$damamba" features "$tmp/bag.png" -o "$tmp/bag.png"
+"$damamba" preprocess "$samples/bag.png" -o "$tmp/in.safetensors" || fail "preprocess for run"
+expect 2 "the output is the input file" "$damamba" run -i "$tmp/in.safetensors" -o "$tmp/in.safetensors"
+cmp -s "$tmp/bag.png" "$samples/bag.png" || fail "an input was overwritten"
+"$damamba" convert "$(dirname "$samples")/damamba_fmnist.safetensors" "$tmp/m.safetensors.tmp" || fail "convert"
+cp "$tmp/m.safetensors.tmp" "$tmp/m.copy"
+"$damamba" convert "$tmp/m.safetensors.tmp" "$tmp/m.safetensors" || fail "convert from a file named OUT.tmp"
+cmp -s "$tmp/m.safetensors.tmp" "$tmp/m.copy" || fail "convert destroyed its input OUT.tmp"
+"$damamba" info -m "$tmp/m.safetensors" >/dev/null || fail "converted model does not load"
+ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+
+# Folder walks visit each directory once: links back into the walk (two
+# links to '.' once never finished) add nothing.  A FIFO among the images
+# is refused without blocking; other files are reported.
+mkdir -p "$tmp/loop/sub"
+cp "$samples/bag.png" "$tmp/loop/sub/"
+ln -s . "$tmp/loop/sub/self"
+ln -s .. "$tmp/loop/sub/up"
+ln -s sub "$tmp/loop/again"
+echo notes >"$tmp/loop/notes.txt"
+timeout 60 "$damamba" classify --json "$tmp/loop" >"$tmp/loop.json" 2>"$tmp/loop.err" || fail "classify over links"
+[ "$(wc -l <"$tmp/loop.json")" -eq 1 ] || fail "classify over links gave $(wc -l <"$tmp/loop.json") lines, not 1"
+grep -q "skipped 1 file without an image file name extension" "$tmp/loop.err" || fail "notes.txt not reported"
+mkdir -p "$tmp/linked/0"
+cp "$samples/bag.png" "$tmp/linked/0/"
+ln -s . "$tmp/linked/0/self"
+timeout 60 "$damamba" eval -q "$tmp/linked" | tail -n 1 | grep -q "n=1$" || fail "eval counts a linked image twice"
+mkdir -p "$tmp/fifo"
+cp "$samples/bag.png" "$tmp/fifo/"
+mkfifo "$tmp/fifo/pipe.png"
+expect 1 "pipe.png: not a regular file" timeout 60 "$damamba" classify "$tmp/fifo"
+grep -q "Bag (8)" "$tmp/expect.out" || fail "the image beside a FIFO was not classified"
+# A list that is a directory, an empty list, an empty directory named like
+# an image: errors, not silence.
+expect 1 "cannot read list: Is a directory" "$damamba" classify "@$tmp/loop"
+: >"$tmp/empty.txt"
+expect 1 "no images in the list" "$damamba" classify "@$tmp/empty.txt"
+mkdir "$tmp/folder.png"
+expect 1 "folder.png: no images in the directory" "$damamba" classify "$tmp/folder.png"
+
+# Usage errors exit 2, numbers that would wrap included, before any work.
+for args in "--size 0" "--crop-fraction 0" "--std -1" "--mean 1,2" "--interpolation nearest" \
+    "--size 4294967297" "--shard 4294967296/2" "--shard 1/0" "-k 0" "--crop-fraction 1e-300"; do
+    # shellcheck disable=SC2086 # the options are words
+    "$damamba" classify $args "$samples/bag.png" >/dev/null 2>&1
+    status=$?
+    [ "$status" -eq 2 ] || fail "classify $args exited $status, not 2"
+done
+for size in 0x0 4294967297x5 5x; do
+    expect 2 "--size expects HxW or N" "$damamba" features --size "$size" "$samples/bag.png" -o "$tmp/f.safetensors"
+done
+# Nothing is computed for images that failed: a zero-byte file with a huge
+# input size once ran a 2 GB batch of nothing.
+: >"$tmp/zero.png"
+# Memory is capped at 1 GB: by ulimit, or where AddressSanitizer reserves
+# its shadow memory, by its allocator.
+if grep -qa __asan_init "$damamba"; then
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:max_allocation_size_mb=1000:allocator_may_return_null=1" \
+        expect 1 "zero.png: empty file" "$damamba" classify --size 4096 "$tmp/zero.png"
+else
+    expect 1 "zero.png: empty file" sh -c "ulimit -v 1000000; \"\$0\" classify --size 4096 \"\$1\"" "$damamba" "$tmp/zero.png"
+fi
+
+# Names reach the terminal with control characters escaped, and JSON
+# output is valid UTF-8 whatever bytes a file name holds.
+name=$(printf 'odd\377\033[31m\nname.png')
+cp "$samples/bag.png" "$tmp/$name"
+"$damamba" classify --json "$tmp/$name" >"$tmp/odd.json" || fail "classify an oddly named file"
+iconv -f UTF-8 -t UTF-8 "$tmp/odd.json" >/dev/null 2>&1 || fail "JSON output is not valid UTF-8"
+grep -q 'odd\\udcff\\u001b\[31m\\u000aname.png' "$tmp/odd.json" || fail "file name not escaped in JSON: $(cat "$tmp/odd.json")"
+"$damamba" classify "$tmp/$name" >"$tmp/odd.txt" || fail "classify an oddly named file, text"
+LC_ALL=C grep -q 'odd.\\x1b\[31m\\x0aname.png$' "$tmp/odd.txt" || fail "file name not escaped in text: $(cat "$tmp/odd.txt")"
+# A class name with an escape sequence in the model's metadata: "Trouser"
+# becomes the 7 bytes \\u001b, which decode to ESC.
+LC_ALL=C sed 's/"Trouser/"\\\\u001b/' "$(dirname "$samples")/damamba_fmnist.safetensors" >"$tmp/esc.safetensors"
+"$damamba" classify -m "$tmp/esc.safetensors" -k 10 "$samples/trouser.png" >"$tmp/esc.txt" || fail "classify with ESC in a class"
+grep -q '\\x1b' "$tmp/esc.txt" || fail "ESC in a class name not escaped: $(cat -v "$tmp/esc.txt")"
+LC_ALL=C grep -q "$(printf '\033')" "$tmp/esc.txt" "$tmp/odd.txt" && fail "a raw ESC reached the output"
 
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "damamba.h"
+#include "image_check.h"
 #include "resample.h"
 
 /* The ImageNet evaluation transform of two photographs, against the tensors
@@ -139,8 +140,9 @@ START_TEST(output_sizes)
 }
 END_TEST
 
-/* A 1 x 1 PNG with the given IHDR size: signature, IHDR with a valid CRC. */
-static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height)
+/* A PNG with the given IHDR size and no pixels: signature, IHDR with a
+ * valid CRC, IEND. */
+static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height, uint8_t depth, uint8_t colour)
 {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     uint8_t ihdr[17] = {'I', 'H', 'D', 'R'};
@@ -148,8 +150,8 @@ static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height)
         ihdr[4 + i] = (uint8_t)(width >> (24 - 8 * i));
         ihdr[8 + i] = (uint8_t)(height >> (24 - 8 * i));
     }
-    ihdr[12] = 8; /* bit depth */
-    ihdr[13] = 2; /* RGB */
+    ihdr[12] = depth;
+    ihdr[13] = colour; /* 2 RGB, 6 RGBA */
     uint32_t crc = 0xffffffffu;
     for (int i = 0; i < 17; i++) {
         crc ^= ihdr[i];
@@ -161,7 +163,9 @@ static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height)
     memcpy(buf + 8, len, 4);
     memcpy(buf + 12, ihdr, 17);
     for (int i = 0; i < 4; i++) buf[29 + i] = (uint8_t)(crc >> (24 - 8 * i));
-    return 33;
+    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    memcpy(buf + 33, iend, sizeof iend);
+    return 45;
 }
 
 static void expect_failure(dm_status st, dm_status want, const char *text)
@@ -241,6 +245,82 @@ START_TEST(every_format_decodes)
 }
 END_TEST
 
+/* A file cut anywhere is refused: the decoder would fill what is missing
+ * with zeros, or with whatever its buffers held before.  The whole file
+ * decodes to the same pixels whatever the decoder's buffers held. */
+static void expect_every_cut_refused(const uint8_t *file, size_t size, const char *what)
+{
+    dm_image img, poisoned;
+    ck_assert_msg(dm_image_load_memory(file, size, 3, &img) == DM_OK, "%s: %s", what, dm_last_error());
+    dm_image_alloc_fill = 0xA5;
+    ck_assert_int_eq(dm_image_load_memory(file, size, 3, &poisoned), DM_OK);
+    dm_image_alloc_fill = 0;
+    ck_assert_int_eq(memcmp(img.pixels, poisoned.pixels, (size_t)img.width * img.height * 3), 0);
+    dm_image_free(&poisoned);
+    dm_image_free(&img);
+    for (size_t cut = 1; cut < size; cut++) {
+        uint8_t *copy = malloc(cut); /* exactly as long as the cut file, for ASan */
+        memcpy(copy, file, cut);
+        dm_status st = dm_image_load_memory(copy, cut, 3, &img);
+        ck_assert_msg(st != DM_OK, "%s cut to %zu of %zu bytes was decoded", what, cut, size);
+        ck_assert_ptr_null(img.pixels);
+        free(copy);
+    }
+    printf("%-9s every cut of %zu bytes refused\n", what, size);
+}
+
+START_TEST(truncated_files)
+{
+    enum { W = 7, H = 5 };
+    uint8_t rgb[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 37 / 3); /* runs and changes, for RLE */
+    encoded e = {.size = 0};
+    ck_assert(stbi_write_png_to_func(collect, &e, W, H, 3, rgb, W * 3));
+    expect_every_cut_refused(e.data, e.size, "PNG");
+    e.size = 0;
+    ck_assert(stbi_write_bmp_to_func(collect, &e, W, H, 3, rgb));
+    expect_every_cut_refused(e.data, e.size, "BMP");
+    for (int rle = 0; rle < 2; rle++) {
+        stbi_write_tga_with_rle = rle;
+        e.size = 0;
+        ck_assert(stbi_write_tga_to_func(collect, &e, W, H, 3, rgb));
+        expect_every_cut_refused(e.data, e.size, rle ? "RLE TGA" : "TGA");
+    }
+    e.size = 0;
+    ck_assert(stbi_write_jpg_to_func(collect, &e, W, H, 3, rgb, 90));
+    expect_every_cut_refused(e.data, e.size, "JPEG");
+    uint8_t pnm[64 + sizeof rgb];
+    size_t head = (size_t)sprintf((char *)pnm, "P6\n%d %d\n255\n", W, H);
+    memcpy(pnm + head, rgb, sizeof rgb);
+    expect_every_cut_refused(pnm, head + sizeof rgb, "PPM");
+    static const uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 10, 200, 30, 255, 255, 255,
+                                  0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
+    /* Without its trailer (the last byte) the image is whole: that one loads. */
+    expect_every_cut_refused(gif, sizeof gif - 1, "GIF");
+    static const uint8_t no_image[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0, 0x3b};
+    expect_failure(dm_image_load_memory(no_image, sizeof no_image, 3, &(dm_image){0}), DM_ERR_FORMAT,
+                   "GIF without an image");
+}
+END_TEST
+
+/* A JPEG frame far larger than its data (a valid 16 x 16 file whose frame
+ * header claims 4096 x 4096) decoded as zeros. */
+START_TEST(jpeg_frame_larger_than_its_data)
+{
+    uint8_t rgb[16 * 16 * 3];
+    for (size_t i = 0; i < sizeof rgb; i++) rgb[i] = (uint8_t)(i * 7);
+    encoded e = {.size = 0};
+    ck_assert(stbi_write_jpg_to_func(collect, &e, 16, 16, 3, rgb, 90));
+    size_t p = 2;
+    while (p + 4 < e.size && !(e.data[p] == 0xFF && e.data[p + 1] == 0xC0)) p++;
+    ck_assert_uint_lt(p + 9, e.size);
+    e.data[p + 5] = e.data[p + 7] = 0x10; /* height, width: 0x1000 */
+    e.data[p + 6] = e.data[p + 8] = 0x00;
+    dm_image img;
+    expect_failure(dm_image_load_memory(e.data, e.size, 3, &img), DM_ERR_FORMAT, "cannot hold the frame's");
+}
+END_TEST
+
 START_TEST(hostile_files)
 {
     dm_image img = {.width = 99};
@@ -259,8 +339,17 @@ START_TEST(hostile_files)
     expect_failure(dm_image_load_memory("P6\n1 1\n65535\n\1\2\3\4\5\6", 18, 3, &img), DM_ERR_UNSUPPORTED, "8-bit");
     /* A header claiming 10000 x 10000 pixels is refused before decoding. */
     uint8_t hdr[64];
-    size_t n = png_header(hdr, 10000, 10000);
+    size_t n = png_header(hdr, 10000, 10000, 8, 2);
     expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "over the limit");
+    /* 8192 x 8192 RGBA of 16 bits (a 516 kB file can say so) would take
+     * 1.5 GB to decode; at 8 bits and RGB it gets as far as the missing data. */
+    n = png_header(hdr, 8192, 8192, 16, 6);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "needs 1536 MB to decode");
+    n = png_header(hdr, 8192, 8192, 8, 2);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "cannot decode image: no IDAT");
+    /* Wider than stb_image reads: named so, not "unknown image type". */
+    n = png_header(hdr, 100000, 1, 8, 2);
+    expect_failure(dm_image_load_memory(hdr, n, 3, &img), DM_ERR_FORMAT, "100000 x 1 pixels is over the limit");
     /* Empty input, bad channel count. */
     expect_failure(dm_image_load_memory(hdr, 0, 3, &img), DM_ERR_FORMAT, "empty");
     expect_failure(dm_image_load_memory(hdr, n, 2, &img), DM_ERR_ARGUMENT, "1 or 3");
@@ -298,6 +387,27 @@ START_TEST(model_preprocess_metadata)
 }
 END_TEST
 
+/* A std of 0 in a model's metadata is the model's fault, named as such. */
+START_TEST(metadata_std_must_be_positive)
+{
+    dm_tensor_file micro;
+    test_open("micro.safetensors", &micro);
+    char path[] = "/tmp/dm_std_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    dm_meta meta = {"preprocess", "{\"std\": [0.2, 0, 0.2]}"};
+    ck_assert_int_eq(dm_safetensors_write(path, micro.tensors, micro.count, &meta, 1), DM_OK);
+    dm_tensor_file_close(&micro);
+    dm_model *m;
+    ck_assert_msg(dm_model_load(path, NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_preprocess p = DM_PREPROCESS_INIT;
+    expect_failure(dm_preprocess_default(m, &p), DM_ERR_MODEL, "preprocess metadata: 'std' must be positive");
+    dm_model_free(m);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("image");
@@ -309,7 +419,10 @@ int main(void)
     tcase_add_test(tc, output_sizes);
     tcase_add_test(tc, every_format_decodes);
     tcase_add_test(tc, hostile_files);
+    tcase_add_test(tc, truncated_files);
+    tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, model_preprocess_metadata);
+    tcase_add_test(tc, metadata_std_must_be_positive);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "damamba.h"
+#include "json.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -109,6 +110,127 @@ START_TEST(offsets_overlap)
 }
 END_TEST
 
+START_TEST(repeated_metadata)
+{
+    /* A second __metadata__ once wrote past the first one's array. */
+    expect_parse_error("{\"__metadata__\": {\"a\": \"1\"}, \"__metadata__\": {\"b\": \"2\", \"c\": \"3\"},"
+                       " \"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}",
+                       4, "__metadata__ appears twice");
+}
+END_TEST
+
+START_TEST(overlap_behind_empty_tensor)
+{
+    /* Sorted by offset: a [0, 8), e empty at 2, b [4, 12): a and b are not
+     * neighbours, yet they overlap. */
+    expect_parse_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+                       " \"e\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [2, 2]},"
+                       " \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}",
+                       12, "overlap");
+}
+END_TEST
+
+/* A header of n empty tensors "t0", "t1", ..., the last one named like the
+ * first when duplicate is set. */
+static char *many_tensors_header(int n, int duplicate)
+{
+    size_t cap = (size_t)n * 64 + 16, len = 0;
+    char *h = malloc(cap);
+    ck_assert_ptr_nonnull(h);
+    h[len++] = '{';
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(h + len, cap - len, "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                                i ? "," : "", duplicate && i == n - 1 ? 0 : i);
+    snprintf(h + len, cap - len, "}");
+    return h;
+}
+
+START_TEST(many_tensors_in_n_log_n)
+{
+    /* 200,000 names took 113 s when each was compared with all before it;
+     * sorted, it takes well under a second (the test timeout catches a
+     * quadratic check). */
+    char *header = many_tensors_header(200000, 0);
+    size_t size;
+    unsigned char *buf = make_file(header, 0, &size);
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_parse(buf, size, &f), DM_OK);
+    ck_assert_uint_eq(f.count, 200000);
+    dm_tensor_file_close(&f);
+    free(buf);
+    free(header);
+    header = many_tensors_header(200000, 1);
+    expect_parse_error(header, 0, "tensor 't0' appears twice");
+    free(header);
+}
+END_TEST
+
+START_TEST(header_memory_bounded)
+{
+    /* A megabyte of "0," costs 48 bytes of tree per byte unchecked. */
+    size_t n = 1 << 20;
+    char *header = malloc(2 * n + 16);
+    strcpy(header, "{\"a\":[");
+    size_t len = strlen(header);
+    for (size_t i = 0; i < n; i++, len += 2) memcpy(header + len, "0,", 2);
+    strcpy(header + len, "0]}");
+    expect_parse_error(header, 0, "per byte of text");
+    /* Something not an object is refused before it is parsed. */
+    expect_parse_error("  [0, 1]", 0, "not a JSON object");
+    free(header);
+}
+END_TEST
+
+START_TEST(json_strings_written_as_valid_utf8)
+{
+    static const struct { const char *in, *out; } cases[] = {
+        {"plain", "\"plain\""},
+        {"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""}, /* e-acute, euro, emoji */
+        {"a\xff" "b", "\"a\\udcff" "b\""},                       /* not UTF-8 at all */
+        {"\xc0\x80", "\"\\udcc0\\udc80\""},                     /* overlong NUL */
+        {"\xed\xa0\x80", "\"\\udced\\udca0\\udc80\""},        /* a surrogate */
+        {"\xf4\x90\x80\x80", "\"\\udcf4\\udc90\\udc80\\udc80\""}, /* above U+10FFFF */
+        {"\xe2\x82", "\"\\udce2\\udc82\""},                     /* cut short */
+        {"q\"\\\n\x1b\x7f", "\"q\\\"\\\\\\u000a\\u001b\\u007f\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        ck_assert(dm_json_write_string(f, cases[i].in));
+        fclose(f);
+        ck_assert_str_eq(text, cases[i].out);
+        free(text);
+    }
+}
+END_TEST
+
+START_TEST(many_blocks_in_n_log_n)
+{
+    /* 80,000 blocks: counting them looked each name up in the whole list
+     * (30 s); with the sorted index it is n log n. */
+    int blocks = 80000;
+    size_t cap = (size_t)blocks * 128 + 256, len = 0;
+    char *h = malloc(cap);
+    len += (size_t)snprintf(h, cap, "{\"stem.0.weight\":{\"dtype\":\"F32\",\"shape\":[1,3,1,1],\"data_offsets\":[0,12]}");
+    for (int i = 0; i < blocks; i++)
+        len += (size_t)snprintf(h + len, cap - len,
+                                ",\"stages.0.blocks.%d.norm1.norm.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
+                                "\"data_offsets\":[%d,%d]}", i, 12 + 4 * i, 16 + 4 * i);
+    snprintf(h + len, cap - len, "}");
+    size_t size;
+    unsigned char *buf = make_file(h, 12 + 4 * (size_t)blocks, &size);
+    dm_tensor_file f;
+    ck_assert_msg(dm_safetensors_parse(buf, size, &f) == DM_OK, "%s", dm_last_error());
+    dm_model *m;
+    ck_assert_int_eq(dm_model_from_file(&f, &m), DM_ERR_MODEL);
+    ck_assert_msg(strstr(dm_last_error(), "stages.0.blocks.0.mlp.fc1.weight") != NULL, "%s", dm_last_error());
+    dm_tensor_file_close(&f);
+    free(buf);
+    free(h);
+}
+END_TEST
+
 START_TEST(unknown_dtype)
 {
     expect_parse_error("{\"w\": {\"dtype\": \"F8_E4M3\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4,
@@ -159,8 +281,10 @@ START_TEST(missing_tensor)
     ck_assert_ptr_nonnull(t);
     char *saved = t->name;
     t->name = "renamed";
+    ck_assert_int_eq(dm_tensor_file_index(&micro), DM_OK); /* names changed: sort them again */
     expect_model_error(&micro, "missing tensor 'stages.2.blocks.1.token_mixer.Ds'");
     t->name = saved;
+    ck_assert_int_eq(dm_tensor_file_index(&micro), DM_OK);
 }
 END_TEST
 
@@ -173,7 +297,10 @@ START_TEST(unexpected_tensor)
     copy[micro.count].name = "stages.0.blocks.0.extra.weight";
     f.tensors = copy;
     f.count = micro.count + 1;
+    f.by_name = NULL;
+    ck_assert_int_eq(dm_tensor_file_index(&f), DM_OK);
     expect_model_error(&f, "unexpected tensor 'stages.0.blocks.0.extra.weight'");
+    free(f.by_name);
     free(copy);
 }
 END_TEST
@@ -225,6 +352,12 @@ int main(void)
     tcase_add_test(tc, invalid_json);
     tcase_add_test(tc, offsets_out_of_range);
     tcase_add_test(tc, offsets_overlap);
+    tcase_add_test(tc, repeated_metadata);
+    tcase_add_test(tc, overlap_behind_empty_tensor);
+    tcase_add_test(tc, many_tensors_in_n_log_n);
+    tcase_add_test(tc, header_memory_bounded);
+    tcase_add_test(tc, json_strings_written_as_valid_utf8);
+    tcase_add_test(tc, many_blocks_in_n_log_n);
     tcase_add_test(tc, unknown_dtype);
     tcase_add_test(tc, shape_overflow);
     suite_add_tcase(s, tc);

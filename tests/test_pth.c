@@ -12,6 +12,7 @@
 #include "damamba.h"
 #include "model_file.h"
 #include "pth.h"
+#include "unpickle.h"
 
 static const char *fixture_path(const char *name)
 {
@@ -488,6 +489,33 @@ START_TEST(hostile_pickle)
 }
 END_TEST
 
+/* A megabyte of one opcode, after PROTO 2 and `first`, ending in STOP:
+ * each byte once cost a value, a stack slot and a container (up to 210
+ * bytes); the unpickler now refuses what exceeds its budget per byte. */
+START_TEST(long_opcode_runs)
+{
+    static const struct { char first, op; } runs[] = {{']', ']'}, {'N', 'N'}, {'N', '\x85'}, {']', '2'}};
+    size_t n = 1 << 20;
+    unsigned char *pkl = malloc(n + 4);
+    pkl[0] = 0x80;
+    pkl[1] = 2;
+    pkl[2] = (unsigned char)runs[_i].first;
+    memset(pkl + 3, runs[_i].op, n);
+    pkl[n + 3] = '.';
+    dm_pickle p;
+    dm_status st = dm_unpickle(pkl, n + 4, &p);
+    if (runs[_i].op == '2') {
+        /* DUP costs one stack slot: 8 bytes per byte, within the budget. */
+        ck_assert_msg(st == DM_OK, "%s", dm_last_error());
+        dm_pickle_free(&p);
+    } else {
+        ck_assert_int_eq(st, DM_ERR_FORMAT);
+        ck_assert_msg(strstr(dm_last_error(), "per byte of input") != NULL, "%s", dm_last_error());
+    }
+    free(pkl);
+}
+END_TEST
+
 START_TEST(storage_shorter_than_tensor)
 {
     expect_tensor_error(&plain, 20, "holds 20 bytes, but 6 F32 elements need 24");
@@ -567,6 +595,7 @@ int main(void)
     tcase_add_test(bad, compressed_member);
     tcase_add_test(bad, not_a_torch_archive);
     tcase_add_loop_test(bad, hostile_pickle, 0, sizeof bad_pickles / sizeof bad_pickles[0]);
+    tcase_add_loop_test(bad, long_opcode_runs, 0, 4);
     tcase_add_test(bad, storage_shorter_than_tensor);
     tcase_add_test(bad, tensor_past_its_storage);
     tcase_add_test(bad, shape_product_overflows);

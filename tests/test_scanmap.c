@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "damamba.h"
+#include "draw.h"
 #include "scanmap.h"
 
 START_TEST(positions_and_picture_match_forward_offsets)
@@ -79,11 +80,37 @@ START_TEST(positions_and_picture_match_forward_offsets)
 }
 END_TEST
 
+/* Offsets from a broken model can be NaN, infinite or huge: shapes there
+ * draw nothing (the pixel bounds were float-to-int casts out of range). */
+START_TEST(shapes_at_non_finite_positions_draw_nothing)
+{
+    canvas cv;
+    ck_assert_int_eq(canvas_init(&cv, 16, 16), 0);
+    colour white = {255, 255, 255};
+    const float bad[] = {NAN, INFINITY, -INFINITY, 1e30f, -1e30f};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        draw_line(&cv, bad[i], 2, bad[i], 3, 1, white);
+        draw_circle(&cv, bad[i], bad[i], 2, 1, white);
+        draw_disc(&cv, 3, bad[i], 2, white);
+        draw_star(&cv, bad[i], 4, 3, 1, white);
+        draw_arrow(&cv, 1, 1, NAN, bad[i], 1, white);
+    }
+    int lit = 0;
+    for (int p = 0; p < 16 * 16 * 3; p++) lit += cv.rgb[p] != 0;
+    ck_assert_int_eq(lit, 0);
+    draw_line(&cv, 1, 1, 1e30f, 1e30f, 1, white); /* from inside the canvas out: drawn up to the edge */
+    for (int p = 0; p < 16 * 16 * 3; p++) lit += cv.rgb[p] != 0;
+    ck_assert_int_gt(lit, 0);
+    canvas_free(&cv);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scanmap");
     TCase *tc = tcase_create("scanmap");
     tcase_add_test(tc, positions_and_picture_match_forward_offsets);
+    tcase_add_test(tc, shapes_at_non_finite_positions_draw_nothing);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

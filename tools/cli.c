@@ -16,13 +16,28 @@
 #include "internal_api.h"
 
 
+void cli_put_text(FILE *f, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7F) fprintf(f, "\\x%02x", *p);
+        else fputc(*p, f);
+    }
+}
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
-    fputs("damamba: ", stderr);
+    char *msg;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    fputs("damamba: ", stderr);
+    if (n < 0) {
+        fputs("(out of memory formatting a message)", stderr);
+    } else {
+        cli_put_text(stderr, msg);
+        free(msg);
+    }
     fputc('\n', stderr);
 }
 
@@ -43,6 +58,13 @@ dm_model *cli_load_model(const char *path, int use_ema)
     return m;
 }
 
+int cli_output_distinct(const char *output, const char *const *inputs, size_t count)
+{
+    if (dm_output_distinct(output, inputs, count) == DM_OK) return 1;
+    cli_error("%s", dm_last_error());
+    return 0;
+}
+
 int cli_parse_int(const char *option, const char *value, int min, int max, int *out)
 {
     char *end;
@@ -56,15 +78,32 @@ int cli_parse_int(const char *option, const char *value, int min, int max, int *
     return 1;
 }
 
+/* Two whole numbers "A<separator>B" (or one, when separator is 0), each
+ * from min to max: strtol with range checks, so nothing wraps. */
+static int parse_pair(const char *value, char separator, long min, long max, long *a, long *b)
+{
+    char *end;
+    errno = 0;
+    *a = *b = strtol(value, &end, 10);
+    if (end != value && separator && *end == separator) {
+        const char *second = end + 1;
+        *b = strtol(second, &end, 10);
+        if (end == second) return 0;
+    } else if (separator) {
+        return 0;
+    }
+    return !errno && end != value && !*end && *a >= min && *a <= max && *b >= min && *b <= max;
+}
+
 int cli_parse_size(const char *option, const char *value, int *h, int *w)
 {
-    char x;
-    if (sscanf(value, "%dx%d%c", h, w, &x) == 2 && *h >= 1 && *w >= 1 && *h <= 65536 && *w <= 65536) return 1;
-    if (sscanf(value, "%d%c", h, &x) == 1 && *h >= 1 && *h <= 65536) {
-        *w = *h;
+    long a, b;
+    if (parse_pair(value, 'x', 1, 65536, &a, &b) || parse_pair(value, 0, 1, 65536, &a, &b)) {
+        *h = (int)a;
+        *w = (int)b;
         return 1;
     }
-    cli_error("%s expects HxW or N, got '%s'", option, value);
+    cli_error("%s expects HxW or N, each from 1 to 65536, got '%s'", option, value);
     return 0;
 }
 
@@ -107,33 +146,65 @@ const char *cli_class_name(const dm_model *model, int index, char *buf, size_t s
 
 /* ------------------------------------------------------- preprocessing */
 
+/* "a" or "a,b,c": 1 to 3 finite numbers, positive when `positive`. */
+static int parse_floats(const char *option, const char *value, int positive, cli_floats *out)
+{
+    const char *p = value;
+    out->count = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno || end == p || !isfinite(v) || (positive && !(v > 0)) || out->count == 3 ||
+            (*end != ',' && *end != '\0'))
+            break;
+        out->values[out->count++] = (float)v;
+        if (*end == '\0') return 1;
+        p = end + 1;
+    }
+    cli_error("%s expects 1 or 3 comma-separated %snumbers, got '%s'", option, positive ? "positive " : "", value);
+    return 0;
+}
+
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value)
 {
     switch (c) {
-    case CLI_OPT_SIZE: opts->size = value; return 1;
-    case CLI_OPT_CROP_FRACTION: opts->crop_fraction = value; return 1;
-    case CLI_OPT_INTERPOLATION: opts->interpolation = value; return 1;
-    case CLI_OPT_MEAN: opts->mean = value; return 1;
-    case CLI_OPT_STD: opts->std = value; return 1;
+    case CLI_OPT_SIZE: return cli_parse_int("--size", value, 1, 65536, &opts->size) ? 1 : -1;
+    case CLI_OPT_CROP_FRACTION: {
+        char *end;
+        double f = strtod(value, &end);
+        if (end == value || *end || !(f > 0 && f <= 1)) {
+            cli_error("--crop-fraction expects a number in (0, 1], got '%s'", value);
+            return -1;
+        }
+        opts->crop_fraction = f;
+        return 1;
+    }
+    case CLI_OPT_INTERPOLATION:
+        if (!strcmp(value, "bicubic")) opts->interpolation = DM_INTERP_BICUBIC;
+        else if (!strcmp(value, "bilinear")) opts->interpolation = DM_INTERP_BILINEAR;
+        else {
+            cli_error("--interpolation expects bicubic or bilinear, got '%s'", value);
+            return -1;
+        }
+        opts->interpolation_set = 1;
+        return 1;
+    case CLI_OPT_MEAN: return parse_floats("--mean", value, 0, &opts->mean) ? 1 : -1;
+    case CLI_OPT_STD: return parse_floats("--std", value, 1, &opts->std) ? 1 : -1;
     }
     return 0;
 }
 
-/* "a,b,c": exactly `channels` numbers. */
-static int parse_floats(const char *option, const char *value, int channels, float *out)
+/* Per-channel values from an option, if it was given. */
+static int apply_floats(const char *option, const cli_floats *v, int channels, float *out)
 {
-    const char *p = value;
-    for (int i = 0; i < channels; i++) {
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (errno || end == p || (i < channels - 1 ? *end != ',' : *end != '\0')) {
-            cli_error("%s expects %d comma-separated numbers, got '%s'", option, channels, value);
-            return 0;
-        }
-        out[i] = (float)v;
-        p = end + 1;
+    if (!v->count) return 1;
+    if (v->count != channels) {
+        cli_error("%s: the model takes %d channel%s, got %d value%s", option, channels, channels == 1 ? "" : "s",
+                  v->count, v->count == 1 ? "" : "s");
+        return 0;
     }
+    memcpy(out, v->values, sizeof(float) * (size_t)channels);
     return 1;
 }
 
@@ -141,42 +212,29 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
 {
     if (dm_preprocess_default(model, out) != DM_OK) {
         cli_error("%s", dm_last_error());
-        return 0;
+        return 1;
     }
-    if (opts->interpolation) {
-        if (!strcmp(opts->interpolation, "bicubic")) out->interpolation = DM_INTERP_BICUBIC;
-        else if (!strcmp(opts->interpolation, "bilinear")) out->interpolation = DM_INTERP_BILINEAR;
-        else {
-            cli_error("--interpolation expects bicubic or bilinear, got '%s'", opts->interpolation);
-            return 0;
-        }
-    }
-    if ((opts->mean && !parse_floats("--mean", opts->mean, out->channels, out->mean)) ||
-        (opts->std && !parse_floats("--std", opts->std, out->channels, out->std)))
-        return 0;
+    if (opts->interpolation_set) out->interpolation = opts->interpolation;
+    if (!apply_floats("--mean", &opts->mean, out->channels, out->mean) ||
+        !apply_floats("--std", &opts->std, out->channels, out->std))
+        return 2;
     if (opts->size || opts->crop_fraction) {
-        double fraction = out->crop && out->resize ? (double)out->crop / out->resize : 1.0;
-        int size = out->crop ? out->crop : out->resize;
-        if (opts->crop_fraction) {
-            char *end;
-            fraction = strtod(opts->crop_fraction, &end);
-            if (end == opts->crop_fraction || *end || !(fraction > 0 && fraction <= 1)) {
-                cli_error("--crop-fraction expects a number in (0, 1], got '%s'", opts->crop_fraction);
-                return 0;
-            }
+        double fraction = opts->crop_fraction ? opts->crop_fraction
+                          : out->crop && out->resize ? (double)out->crop / out->resize : 1.0;
+        int size = opts->size ? opts->size : out->crop ? out->crop : out->resize;
+        /* timm's rule: the shorter side is floor(size / crop fraction).  An
+         * image at least that large in both sides must stay under the pixel
+         * limit, or no image could ever be preprocessed. */
+        double resize = floor(size / fraction);
+        if (resize * resize > DM_IMAGE_MAX_PIXELS) {
+            cli_error("--size %d with crop fraction %g resizes to a shorter side of %.0f pixels: no image can stay "
+                      "under the limit of %d pixels", size, fraction, resize, DM_IMAGE_MAX_PIXELS);
+            return 2;
         }
-        if (opts->size && !cli_parse_int("--size", opts->size, 1, 65536, &size)) return 0;
-        /* timm's rule: the shorter side is floor(size / crop fraction). */
         out->crop = size;
-        out->resize = (int)floor(size / fraction);
-        if (out->resize < size) out->resize = size;
+        out->resize = (int)resize;
     }
-    for (int c = 0; c < out->channels; c++)
-        if (!(out->std[c] > 0)) {
-            cli_error("--std values must be positive");
-            return 0;
-        }
-    return 1;
+    return 0;
 }
 
 float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *w)
@@ -248,12 +306,37 @@ int cli_list_dir(const char *dir, cli_files *names)
         cli_files_free(names);
         return 0;
     }
-    qsort(names->paths, names->count, sizeof(char *), compare_strings);
+    if (names->count) qsort(names->paths, names->count, sizeof(char *), compare_strings);
     return 1;
 }
 
-static int walk_dir(cli_files *f, const char *dir)
+/* Record a directory as walked; 0 when it already was (a link into a
+ * directory the walk has seen, or a loop), -1 when out of memory. */
+static int first_visit(cli_files *f, const struct stat *sb)
 {
+    for (size_t i = 0; i < f->dir_count; i++)
+        if (f->dirs[i].dev == sb->st_dev && f->dirs[i].ino == sb->st_ino) return 0;
+    if (f->dir_count == f->dir_cap) {
+        size_t cap = f->dir_cap ? 2 * f->dir_cap : 16;
+        cli_dir_id *d = realloc(f->dirs, cap * sizeof *d);
+        if (!d) return -1;
+        f->dirs = d;
+        f->dir_cap = cap;
+    }
+    f->dirs[f->dir_count++] = (cli_dir_id){sb->st_dev, sb->st_ino};
+    return 1;
+}
+
+/* Adds the images under dir; *skipped counts the other files. */
+static int walk_dir(cli_files *f, const char *dir, size_t *skipped)
+{
+    struct stat sb;
+    int first = stat(dir, &sb) == 0 ? first_visit(f, &sb) : 1;
+    if (first < 0) {
+        cli_error("out of memory");
+        return 0;
+    }
+    if (!first) return 1;
     cli_files names;
     if (!cli_list_dir(dir, &names)) return 0;
     int ok = 1;
@@ -265,9 +348,11 @@ static int walk_dir(cli_files *f, const char *dir)
             ok = 0;
             break;
         }
-        struct stat sb;
-        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) ok = walk_dir(f, path);
-        else if (is_image_name(names.paths[i]) && !files_push(f, path)) {
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            ok = walk_dir(f, path, skipped);
+        } else if (!is_image_name(names.paths[i])) {
+            ++*skipped;
+        } else if (!files_push(f, path)) {
             cli_error("out of memory");
             ok = 0;
         }
@@ -293,8 +378,10 @@ static int add_list(cli_files *f, const char *list)
         if (len > 0) ok = files_push(f, line);
     }
     free(line);
-    fclose(in);
     if (!ok) cli_error("out of memory reading %s", list);
+    else if (ferror(in)) cli_error("%s: cannot read list: %s", list, strerror(errno));
+    ok = ok && !ferror(in);
+    fclose(in);
     return ok;
 }
 
@@ -305,7 +392,14 @@ int cli_files_add(cli_files *files, const char *arg)
     else if (arg[0] == '@') return add_list(files, arg + 1);
     else {
         struct stat sb;
-        if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) return walk_dir(files, arg);
+        if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            size_t skipped = 0;
+            ok = walk_dir(files, arg, &skipped);
+            if (ok && skipped)
+                cli_error("%s: skipped %zu file%s without an image file name extension", arg, skipped,
+                          skipped == 1 ? "" : "s");
+            return ok;
+        }
         /* Anything else is tried as an image, so its failure is reported with the rest. */
         ok = files_push(files, arg);
     }
@@ -317,16 +411,19 @@ void cli_files_free(cli_files *files)
 {
     for (size_t i = 0; i < files->count; i++) free(files->paths[i]);
     free(files->paths);
+    free(files->dirs);
     *files = (cli_files){0};
 }
 
 int cli_parse_shard(const char *value, int *index, int *count)
 {
-    char extra;
-    if (sscanf(value, "%d/%d%c", index, count, &extra) != 2 || *count < 1 || *index < 0 || *index >= *count) {
-        cli_error("--shard expects I/N with 0 <= I < N, got '%s'", value);
+    long i, n;
+    if (!parse_pair(value, '/', 0, INT_MAX, &i, &n) || n < 1 || i >= n) {
+        cli_error("--shard expects I/N with 0 <= I < N <= %d, got '%s'", INT_MAX, value);
         return 0;
     }
+    *index = (int)i;
+    *count = (int)n;
     return 1;
 }
 
@@ -337,8 +434,15 @@ int cli_source_init(cli_source *s, char **args, int count, int shard_index, int 
     *s = (cli_source){.shard_index = shard_index, .shard_count = shard_count};
     int stdin_uses = 0;
     for (int i = 0; i < count; i++) {
-        stdin_uses += !strcmp(args[i], "-") || !strcmp(args[i], "@-");
-        s->failed |= !cli_files_add(&s->files, args[i]);
+        int from_stdin = !strcmp(args[i], "-") || !strcmp(args[i], "@-");
+        size_t before = s->files.count;
+        stdin_uses += from_stdin;
+        if (!cli_files_add(&s->files, args[i])) {
+            s->failed = 1;
+        } else if (!from_stdin && s->files.count == before) {
+            cli_error("%s: no images in the %s", args[i], args[i][0] == '@' ? "list" : "directory");
+            s->failed = 1;
+        }
     }
     if (stdin_uses > 1) {
         cli_error("standard input can be read once: give '-' or '@-' once");
@@ -561,10 +665,6 @@ int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_prepr
         cli_classifier_free(c);
         return 0;
     }
-    if (!(c->ws = cli_workspace_create(model, DM_BACKEND_CPU, batch, c->h, c->w))) {
-        cli_classifier_free(c);
-        return 0;
-    }
     return 1;
 }
 
@@ -586,8 +686,6 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
         free(c->errors[i]);
         c->errors[i] = NULL;
         if (st != DM_OK) {
-            /* The slot still goes through the forward pass; its logits are ignored. */
-            memset(slot, 0, sizeof(float) * chw);
             /* Decoding errors name the file already, preprocessing ones do not. */
             if (asprintf(&c->errors[i], "%s%s%s", decoded && items[i].path ? items[i].path : "",
                          decoded && items[i].path ? ": " : "", dm_last_error()) < 0)
@@ -596,11 +694,28 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
         }
         dm_image_free(&loaded);
     }
+    /* Only the images that loaded go through the forward pass, packed at
+     * the front; nothing runs when none did. */
+    int ok = 0;
+    for (int i = 0; i < n; i++)
+        if (!c->errors[i]) {
+            if (ok != i) memcpy(c->input + ok * chw, c->input + i * chw, sizeof(float) * chw);
+            ok++;
+        }
+    if (!ok) return 1;
+    /* The workspace is made when first needed: a batch of failures costs no
+     * memory for activations. */
+    if (!c->ws && !(c->ws = cli_workspace_create(c->model, DM_BACKEND_CPU, c->batch, c->h, c->w))) return 0;
     dm_outputs out = {.size = sizeof(dm_outputs), .logits = c->logits};
-    if (dm_forward(c->model, c->ws, c->input, n, c->h, c->w, &out) != DM_OK) {
+    if (dm_forward(c->model, c->ws, c->input, ok, c->h, c->w, &out) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
     }
+    /* Back to the items' positions, last first: item i's logits are at its
+     * rank among the successes, which is at most i. */
+    size_t row = sizeof(float) * c->classes;
+    for (int i = n - 1; i >= 0; i--)
+        if (!c->errors[i] && --ok != i) memcpy(c->logits + (size_t)i * c->classes, c->logits + (size_t)ok * c->classes, row);
     return 1;
 }
 

@@ -8,8 +8,13 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/types.h>
 
-/* Print "damamba: message" to stderr. */
+/* Write s with control characters (escape sequences, newlines) as \xHH,
+ * so names from files and models cannot steer the terminal. */
+void cli_put_text(FILE *f, const char *s);
+
+/* Print "damamba: message" to stderr, control characters escaped. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Load -m MODEL, or the embedded Fashion-MNIST model when path is NULL.
@@ -18,6 +23,10 @@ dm_model *cli_load_model(const char *path, int use_ema);
 
 /* Name shown for the embedded default model. */
 #define CLI_DEFAULT_MODEL_NAME "(embedded damamba_fmnist)"
+
+/* Refuse an output that is one of the inputs (NULL entries skipped): prints
+ * the error and returns 0. */
+int cli_output_distinct(const char *output, const char *const *inputs, size_t count);
 
 /* Parse a positive integer option value; prints an error and returns 0 on
  * failure. */
@@ -47,9 +56,19 @@ const char *cli_class_name(const dm_model *model, int index, char *buf, size_t s
 
 /* ------------------------------------------------------- preprocessing */
 
-/* Options that change a model's preprocessing (values as given). */
+/* Per-channel values of an option: 1 or 3 of them, none when not given. */
+typedef struct cli_floats {
+    float values[3];
+    int count;
+} cli_floats;
+
+/* Options that change a model's preprocessing; zero when not given. */
 typedef struct cli_preprocess_opts {
-    const char *size, *crop_fraction, *interpolation, *mean, *std;
+    int size;
+    double crop_fraction;
+    dm_interpolation interpolation;
+    int interpolation_set;
+    cli_floats mean, std;
 } cli_preprocess_opts;
 
 enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA };
@@ -77,26 +96,36 @@ float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *
  * resize); returns 0 when the size depends on the image. */
 int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w);
 
-/* Record c if it is a preprocessing option: returns 1 if it was. */
+/* Record c if it is a preprocessing option: 1 when it was, 0 when it is
+ * not one, -1 when its value is invalid (printed). */
 int cli_preprocess_opt(cli_preprocess_opts *opts, int c, const char *value);
 
-/* The model's preprocessing with the options applied.  Prints the error
- * and returns 0 on failure. */
+/* The model's preprocessing with the options applied.  Returns 0, or the
+ * exit status for the error it printed: 1 when the model's own settings are
+ * invalid, 2 when an option does not fit the model. */
 int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *opts, dm_preprocess *out);
 
 /* ------------------------------------------------------------ file lists */
 
+typedef struct cli_dir_id {
+    dev_t dev;
+    ino_t ino;
+} cli_dir_id;
+
 typedef struct cli_files {
     char **paths; /* NULL marks where '@-' reads a list from standard input */
     size_t count, cap;
+    cli_dir_id *dirs; /* directories walked so far */
+    size_t dir_count, dir_cap;
 } cli_files;
 
 /* Add one command-line argument: a file as is ('-' is an image read from
  * standard input), the image files under a directory (recursively, in byte
- * order of their names), the paths listed one per line in the file after
- * '@', or for '@-' a marker to read such a list from standard input as it
- * comes.  Prints the error and returns 0 when a directory or list cannot be
- * read. */
+ * order of their names, each directory once however many links lead to it;
+ * other files are counted and reported), the paths listed one per line in
+ * the file after '@', or for '@-' a marker to read such a list from
+ * standard input as it comes.  Prints the error and returns 0 when a
+ * directory or list cannot be read. */
 int cli_files_add(cli_files *files, const char *arg);
 
 void cli_files_free(cli_files *files);

@@ -13,7 +13,9 @@ static const char classify_usage[] =
     "Prints the TOP most probable classes of each image, with softmax\n"
     "probabilities.  A directory stands for the image files under it (.png,\n"
     ".jpg, .jpeg, .bmp, .gif, .tga, .ppm, .pgm, .pnm, recursively, in byte order\n"
-    "of their names); @LIST for the paths in file LIST, one per line.  Labels\n"
+    "of their names, each directory once however many links lead to it; other\n"
+    "files are counted and reported); @LIST for the paths in file LIST, one per\n"
+    "line.  A directory or list without images is an error.  Labels\n"
     "come from the model's metadata 'classes', else ImageNet's for 1000-class\n"
     "models.  A file that cannot be classified is reported with its reason and\n"
     "skipped; the exit status is then 1.\n"
@@ -52,10 +54,13 @@ static void print_result(const char *file, const char *error, const float *logit
     dm_softmax(logits, classes, probs);
     dm_top_k(probs, classes, k, index);
     if (!json) {
-        printf("%s\n", file);
-        for (int j = 0; j < k; j++)
-            printf("  %8.4f%%  %s (%d)\n", 100 * probs[index[j]], cli_class_name(model, index[j], buf, sizeof buf),
-                   index[j]);
+        cli_put_text(stdout, file);
+        putchar('\n');
+        for (int j = 0; j < k; j++) {
+            printf("  %8.4f%%  ", 100 * probs[index[j]]);
+            cli_put_text(stdout, cli_class_name(model, index[j], buf, sizeof buf));
+            printf(" (%d)\n", index[j]);
+        }
         return;
     }
     cli_write_top_json(stdout, file, model, probs, index, k);
@@ -88,10 +93,12 @@ int cmd_classify(int argc, char **argv)
         case OPT_SHARD: if (!cli_parse_shard(optarg, &shard_index, &shard_count)) return 2; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(classify_usage, stdout); return 0;
-        default:
-            if (cli_preprocess_opt(&popts, c, optarg)) break;
-            fputs(classify_usage, stderr);
+        default: {
+            int taken = cli_preprocess_opt(&popts, c, optarg);
+            if (taken > 0) break;
+            if (!taken) fputs(classify_usage, stderr);
             return 2;
+        }
         }
     }
     if (optind == argc) {
@@ -101,13 +108,18 @@ int cmd_classify(int argc, char **argv)
     int failed = 0;
     cli_source source;
     if (!cli_source_init(&source, argv + optind, argc - optind, shard_index, shard_count)) return 2;
+    /* No memory for slots no image can fill (0: a list from standard input
+     * may hold any number). */
+    size_t total = cli_source_total(&source);
+    if (total && (size_t)batch > total) batch = (int)total;
     dm_model *m = cli_load_model(model_path, ema);
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
-    if (!m || !cli_preprocess_settings(m, &popts, &prep) || !cli_classifier_init(&cls, m, &prep, batch)) {
+    int usage = 0;
+    if (!m || (usage = cli_preprocess_settings(m, &popts, &prep)) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
         cli_source_free(&source);
-        return 1;
+        return usage ? usage : 1;
     }
     if (top > cls.classes) top = cls.classes;
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));

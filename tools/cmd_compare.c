@@ -172,7 +172,7 @@ int cmd_compare(int argc, char **argv)
     } else if (image_path) {
         dm_preprocess prep = DM_PREPROCESS_INIT;
         cli_preprocess_opts none = {0};
-        if (!cli_preprocess_settings(m, &none, &prep) || !(input = cli_load_image(image_path, &prep, &h, &w)))
+        if (cli_preprocess_settings(m, &none, &prep) || !(input = cli_load_image(image_path, &prep, &h, &w)))
             goto done;
         n = 1;
     } else {

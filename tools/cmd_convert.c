@@ -48,6 +48,7 @@ int cmd_convert(int argc, char **argv)
         fputs(convert_usage, stderr);
         return 2;
     }
+    if (!cli_output_distinct(argv[optind + 1], (const char *[]){argv[optind]}, 1)) return 2;
     if (dm_convert(argv[optind], argv[optind + 1], use_ema, dtype) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 1;

@@ -27,6 +27,7 @@ static const char eval_usage[] =
     "    `damamba classify` finds them;\n"
     "  - a safetensors file holding 'images' (U8, N x H x W or N x C x H x W)\n"
     "    and 'labels' (I64, N).\n"
+    "Every label must be one of the model's classes, and DATA must hold images.\n"
     "Images go through the model's preprocessing.  An image that cannot be\n"
     "read is reported, left out of the count, and makes the exit status 1.\n"
     "The last line printed is machine-readable: top1=0.xxxx top5=0.xxxx n=N\n"
@@ -80,6 +81,9 @@ static int open_folder(const char *dir, dataset *d)
     if (ok && !classes) {
         cli_error("%s: no class sub-folders", dir);
         ok = 0;
+    } else if (ok && !d->files.count) {
+        cli_error("%s: no images in the class sub-folders", dir);
+        ok = 0;
     }
     d->count = d->files.count;
     return ok;
@@ -106,6 +110,28 @@ static int open_tensors(const char *path, dataset *d)
             return 0;
         }
     d->count = (size_t)im->shape[0];
+    if (!d->count) {
+        cli_error("%s: the dataset holds no images", path);
+        return 0;
+    }
+    return 1;
+}
+
+/* Every label of a tensor dataset must name one of the model's classes, or
+ * the accuracy is meaningless; checked before any image is run (folders are
+ * checked by map_folders). */
+static int check_labels(const dataset *d, const char *data, int classes)
+{
+    if (!d->images) return 1;
+    for (size_t i = 0; i < d->count; i++) {
+        int64_t label;
+        memcpy(&label, (const char *)d->labels->data + 8 * i, 8);
+        if (label < 0 || label >= classes) {
+            cli_error("%s: label %lld of image %zu is not a class of the model (0 to %d)", data, (long long)label, i,
+                      classes - 1);
+            return 0;
+        }
+    }
     return 1;
 }
 
@@ -235,10 +261,12 @@ int cmd_eval(int argc, char **argv)
         case 'q': quiet = 1; break;
         case OPT_PER_CLASS: per_class = 1; break;
         case 'h': fputs(eval_usage, stdout); return 0;
-        default:
-            if (cli_preprocess_opt(&popts, c, optarg)) break;
-            fputs(eval_usage, stderr);
+        default: {
+            int taken = cli_preprocess_opt(&popts, c, optarg);
+            if (taken > 0) break;
+            if (!taken) fputs(eval_usage, stderr);
             return 2;
+        }
         }
     }
     if (optind != argc - 1) {
@@ -250,13 +278,15 @@ int cmd_eval(int argc, char **argv)
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
     dm_model *m = ok ? cli_load_model(model_path, ema) : NULL;
+    if ((size_t)batch > d.count) batch = (int)d.count; /* no memory for empty slots; d.count > 0 once opened */
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
-    if (!m || (d.folders.count && !map_folders(&d, m)) || !cli_preprocess_settings(m, &popts, &prep) ||
-        !cli_classifier_init(&cls, m, &prep, batch)) {
+    int usage = 0;
+    if (!m || (d.folders.count && !map_folders(&d, m)) || !check_labels(&d, data, dm_model_config(m)->num_classes) ||
+        (usage = cli_preprocess_settings(m, &popts, &prep)) || !cli_classifier_init(&cls, m, &prep, batch)) {
         dm_model_free(m);
         close_dataset(&d);
-        return 1;
+        return usage ? usage : 1;
     }
     cli_item *items = calloc((size_t)batch, sizeof(cli_item));
     int64_t *labels = calloc((size_t)batch, sizeof(int64_t));

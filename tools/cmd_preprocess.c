@@ -48,9 +48,10 @@ static const char features_usage[] =
 
 /* The options both commands take; returns 0 to go on, else an exit code. */
 typedef struct image_args {
-    const char *model, *output, *output_dir, *size;
+    const char *model, *output, *output_dir;
     char **images;
     int count, ema, quiet;
+    int h, w; /* features --size, else 0 */
     cli_preprocess_opts prep;
 } image_args;
 
@@ -77,52 +78,55 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             if (!features) goto bad;
             a->quiet = 1;
             break;
-        case 's': a->size = optarg; break;
+        case 's':
+            if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
+            break;
         case 't':
             if (!features || !cli_parse_int("--threads", optarg, 1, 1024, &threads)) goto bad;
             cli_threads = threads;
             break;
         case 'h': fputs(usage, stdout); return -1;
-        case CLI_OPT_SIZE:
-            if (features) a->size = optarg;
-            else a->prep.size = optarg;
-            break;
+        case CLI_OPT_SIZE: /* preprocess's --size is the crop size, as for classify */
+            if (features) {
+                if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
+                break;
+            }
+            /* fall through */
         case CLI_OPT_CROP_FRACTION:
             if (features) goto bad;
-            a->prep.crop_fraction = optarg;
-            break;
-        default:
-            if (!cli_preprocess_opt(&a->prep, c, optarg)) goto bad;
+            /* fall through */
+        default: {
+            int taken = cli_preprocess_opt(&a->prep, c, optarg);
+            if (taken < 0) return 2;
+            if (!taken) goto bad;
+        }
         }
     }
     /* -o: one image; -d: any number. */
     if (!a->output == !a->output_dir || optind == argc || (a->output && optind != argc - 1)) goto bad;
     a->images = argv + optind;
     a->count = argc - optind;
-    return 0;
+    return !a->output || cli_output_distinct(a->output, (const char *[]){a->images[0], a->model}, 2) ? 0 : 2;
 bad:
     fputs(usage, stderr);
     return 2;
 }
 
 /* Load the model (or NULL when it failed) and its preprocessing.  For
- * features images are not cropped: they keep their size or take --size HxW. */
+ * features images are not cropped: they keep their size or take --size HxW.
+ * Returns 0, or the exit status for the error it printed. */
 static int load_settings(const image_args *a, int features, dm_model **m, dm_preprocess *prep)
 {
-    if (!(*m = cli_load_model(a->model, a->ema)) || !cli_preprocess_settings(*m, &a->prep, prep)) return 0;
+    if (!(*m = cli_load_model(a->model, a->ema))) return 1;
+    int rc = cli_preprocess_settings(*m, &a->prep, prep);
+    if (rc) return rc;
     if (features) prep->resize = prep->crop = 0;
-    if (a->size) {
-        char extra;
-        int h, w;
-        if (sscanf(a->size, "%dx%d%c", &h, &w, &extra) != 2 || h < 1 || w < 1) {
-            cli_error("--size expects HxW, got '%s'", a->size);
-            return 0;
-        }
+    if (a->h) {
         prep->resize = 0;
-        prep->resize_h = h;
-        prep->resize_w = w;
+        prep->resize_h = a->h;
+        prep->resize_w = a->w;
     }
-    return 1;
+    return 0;
 }
 
 /* Write float32 tensors, with the source image's path as metadata 'file'. */
@@ -148,9 +152,12 @@ int cmd_preprocess(int argc, char **argv)
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
     dm_preprocess prep = DM_PREPROCESS_INIT;
-    float *input = load_settings(&a, 0, &m, &prep) ? cli_load_image(a.images[0], &prep, &h, &w) : NULL;
-    dm_tensor t = {.name = "image", .dtype = DM_F32, .ndim = 3, .shape = {prep.channels, h, w}, .data = input};
-    rc = input && write_tensors(a.output, &t, 1, a.images[0]) ? 0 : 1;
+    float *input = NULL;
+    if (!(rc = load_settings(&a, 0, &m, &prep))) {
+        input = cli_load_image(a.images[0], &prep, &h, &w);
+        dm_tensor t = {.name = "image", .dtype = DM_F32, .ndim = 3, .shape = {prep.channels, h, w}, .data = input};
+        rc = input && write_tensors(a.output, &t, 1, a.images[0]) ? 0 : 1;
+    }
     free(input);
     dm_model_free(m);
     return rc;
@@ -264,8 +271,7 @@ int cmd_features(int argc, char **argv)
     if (rc) return rc < 0 ? 0 : rc;
     dm_model *m = NULL;
     dm_preprocess prep = DM_PREPROCESS_INIT;
-    rc = 1;
-    if (load_settings(&a, 1, &m, &prep)) {
+    if (!(rc = load_settings(&a, 1, &m, &prep))) {
         if (a.output_dir) {
             rc = extract_all(&a, m, &prep);
         } else {

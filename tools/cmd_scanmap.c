@@ -2,8 +2,8 @@
  * Scan samples, as the paper's Figure 5 does, or write the positions. */
 #include "cli.h"
 #include "scanmap.h"
+#include "internal_api.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,15 +57,6 @@ static int write_json(FILE *f, const char *image, const scanmap *map, int h, int
     return ferror(f) ? -1 : 0;
 }
 
-/* Write to PATH.tmp, then rename: a failure never clobbers an existing file. */
-static int finish_output(const char *tmp, const char *path, int ok)
-{
-    if (ok && rename(tmp, path) == 0) return 0;
-    cli_error("%s: cannot write: %s", path, strerror(errno));
-    remove(tmp);
-    return 1;
-}
-
 int cmd_scanmap(int argc, char **argv)
 {
     const char *model_path = NULL, *out_path = NULL;
@@ -102,6 +93,7 @@ int cmd_scanmap(int argc, char **argv)
         return 2;
     }
     const char *image_path = argv[optind];
+    if (out_path && !cli_output_distinct(out_path, (const char *[]){image_path, model_path}, 2)) return 2;
     dm_model *m = cli_load_model(model_path, ema);
     if (!m) return 1;
     const dm_config *cfg = dm_model_config(m);
@@ -131,14 +123,14 @@ int cmd_scanmap(int argc, char **argv)
         rc = write_json(stdout, image_path, &map, h, w, group, stride) ? 1 : 0;
         goto done;
     }
-    char *tmp = malloc(strlen(out_path) + 5);
-    if (!tmp) { cli_error("out of memory"); goto done; }
-    sprintf(tmp, "%s.tmp", out_path);
+    dm_outfile out;
+    if (dm_outfile_open(out_path, &out) != DM_OK) {
+        cli_error("%s", dm_last_error());
+        goto done;
+    }
+    int drawn = 1; /* a write error is kept in out.f's error flag */
     if (json) {
-        FILE *f = fopen(tmp, "w");
-        int ok = f && write_json(f, image_path, &map, h, w, group, stride) == 0;
-        ok = f && fclose(f) == 0 && ok;
-        rc = finish_output(tmp, out_path, ok);
+        write_json(out.f, image_path, &map, h, w, group, stride);
     } else {
         /* the image as the model sees it, de-normalized */
         for (int ch = 0; ch < pre.channels; ch++)
@@ -147,11 +139,14 @@ int cmd_scanmap(int argc, char **argv)
         if (!scale) scale = (512 + (h > w ? h : w) - 1) / (h > w ? h : w);
         if (scanmap_draw(&map, input, pre.channels, h, w, scale, group, stride, arrows, &cv)) {
             cli_error("out of memory for a %dx%d picture", w * scale, h * scale);
-        } else {
-            rc = finish_output(tmp, out_path, canvas_write_png(&cv, tmp) == 0);
+            drawn = 0;
+        } else if (canvas_write_png(&cv, out.f)) {
+            cli_error("out of memory encoding a %dx%d PNG", w * scale, h * scale);
+            drawn = 0;
         }
     }
-    free(tmp);
+    if (dm_outfile_finish(&out, drawn) != DM_OK) cli_error("%s", dm_last_error());
+    else rc = !drawn;
 done:
     canvas_free(&cv);
     scanmap_free(&map);

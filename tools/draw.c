@@ -40,17 +40,21 @@ static float segment_distance(float px, float py, float x0, float y0, float x1, 
     return sqrtf(ex * ex + ey * ey);
 }
 
+/* A whole-numbered v (floorf'd or ceilf'd) as a pixel bound in [0, n]:
+ * defined for any float, so offsets that are huge, infinite or NaN (a broken
+ * model's) draw nothing instead of overflowing the cast. */
+static int bound(float v, int n)
+{
+    return !(v > 0) ? 0 : v >= (float)n ? n : (int)v;
+}
+
 /* Lines are rendered as capsules: coverage falls off over one pixel at the
  * edge, which anti-aliases without a second pass. */
 void draw_line(canvas *c, float x0, float y0, float x1, float y1, float width, colour col)
 {
     float r = width / 2.0f;
-    int xa = (int)floorf(fminf(x0, x1) - r - 1), xb = (int)ceilf(fmaxf(x0, x1) + r + 1);
-    int ya = (int)floorf(fminf(y0, y1) - r - 1), yb = (int)ceilf(fmaxf(y0, y1) + r + 1);
-    if (xa < 0) xa = 0;
-    if (ya < 0) ya = 0;
-    if (xb > c->width) xb = c->width;
-    if (yb > c->height) yb = c->height;
+    int xa = bound(floorf(fminf(x0, x1) - r - 1), c->width), xb = bound(ceilf(fmaxf(x0, x1) + r + 1), c->width);
+    int ya = bound(floorf(fminf(y0, y1) - r - 1), c->height), yb = bound(ceilf(fmaxf(y0, y1) + r + 1), c->height);
     for (int y = ya; y < yb; y++)
         for (int x = xa; x < xb; x++) {
             float d = segment_distance(x + 0.5f, y + 0.5f, x0, y0, x1, y1);
@@ -60,8 +64,9 @@ void draw_line(canvas *c, float x0, float y0, float x1, float y1, float width, c
 
 void draw_circle(canvas *c, float cx, float cy, float radius, float width, colour col)
 {
-    int xa = (int)floorf(cx - radius - width - 1), xb = (int)ceilf(cx + radius + width + 1);
-    int ya = (int)floorf(cy - radius - width - 1), yb = (int)ceilf(cy + radius + width + 1);
+    float reach = radius + width + 1;
+    int xa = bound(floorf(cx - reach), c->width), xb = bound(ceilf(cx + reach), c->width);
+    int ya = bound(floorf(cy - reach), c->height), yb = bound(ceilf(cy + reach), c->height);
     for (int y = ya; y < yb; y++)
         for (int x = xa; x < xb; x++) {
             float d = fabsf(hypotf(x + 0.5f - cx, y + 0.5f - cy) - radius);
@@ -71,8 +76,8 @@ void draw_circle(canvas *c, float cx, float cy, float radius, float width, colou
 
 void draw_disc(canvas *c, float cx, float cy, float radius, colour col)
 {
-    int xa = (int)floorf(cx - radius - 1), xb = (int)ceilf(cx + radius + 1);
-    int ya = (int)floorf(cy - radius - 1), yb = (int)ceilf(cy + radius + 1);
+    int xa = bound(floorf(cx - radius - 1), c->width), xb = bound(ceilf(cx + radius + 1), c->width);
+    int ya = bound(floorf(cy - radius - 1), c->height), yb = bound(ceilf(cy + radius + 1), c->height);
     for (int y = ya; y < yb; y++)
         for (int x = xa; x < xb; x++)
             canvas_blend(c, x, y, col, radius + 0.5f - hypotf(x + 0.5f - cx, y + 0.5f - cy));
@@ -107,7 +112,9 @@ void draw_arrow(canvas *c, float x0, float y0, float x1, float y1, float width, 
     }
 }
 
-int canvas_write_png(const canvas *c, const char *path)
+static void write_to_file(void *f, void *data, int size) { fwrite(data, 1, (size_t)size, f); }
+
+int canvas_write_png(const canvas *c, FILE *f)
 {
-    return stbi_write_png(path, c->width, c->height, 3, c->rgb, c->width * 3) ? 0 : -1;
+    return stbi_write_png_to_func(write_to_file, f, c->width, c->height, 3, c->rgb, c->width * 3) ? 0 : -1;
 }

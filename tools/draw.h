@@ -4,6 +4,7 @@
 #define DM_DRAW_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct canvas {
     int width, height;
@@ -28,7 +29,7 @@ void draw_disc(canvas *c, float cx, float cy, float radius, colour col);
 void draw_star(canvas *c, float cx, float cy, float radius, float width, colour col);
 void draw_arrow(canvas *c, float x0, float y0, float x1, float y1, float width, colour col);
 
-/* Write as PNG; 0 on success. */
-int canvas_write_png(const canvas *c, const char *path);
+/* Write as PNG to f; 0 on success. */
+int canvas_write_png(const canvas *c, FILE *f);
 
 #endif

@@ -8,6 +8,9 @@
 #include "versioned.h"
 #include "workspace.h"
 
+#include <stddef.h>
+#include <string.h>
+
 /* The table's entries are called through the context they come with. */
 #define OP(ws, entry, ...) (ws)->ops.entry((ws)->ops.ctx, __VA_ARGS__)
 
@@ -132,16 +135,6 @@ static void enqueue_forward(dm_workspace *ws, const dm_model *params, const floa
     }
 }
 
-/* Does a model of configuration c fit buffers planned for `planned`? */
-static int fits_plan(const dm_config *c, const dm_config *planned)
-{
-    for (int s = 0; s < DM_NUM_STAGES; s++)
-        if (c->dims[s] != planned->dims[s] || c->mlp_hidden[s] != planned->mlp_hidden[s] ||
-            c->groups[s] != planned->groups[s] || c->dt_rank[s] != planned->dt_rank[s])
-            return 0;
-    return c->in_chans == planned->in_chans && c->num_classes == planned->num_classes;
-}
-
 /* The checks every entry point makes; on success *params is the model's
  * parameters as the backend reads them. */
 static dm_status check_run(const char *who, const dm_model *model, const dm_workspace *ws, int n, int h, int w,
@@ -149,11 +142,19 @@ static dm_status check_run(const char *who, const dm_model *model, const dm_work
 {
     if (!model || !ws)
         return dm_fail(DM_ERR_ARGUMENT, "%s: model and workspace are required", who);
-    if (!fits_plan(&model->config, &ws->config))
-        return dm_fail(DM_ERR_ARGUMENT, "%s: the workspace was created for a model of another configuration", who);
+    /* the buffers are planned for one model's shapes: every field before
+     * num_params is a shape */
+    const dm_config *a = &ws->config, *b = &model->config;
+    if (memcmp(a, b, offsetof(dm_config, num_params)) != 0)
+        return dm_fail(DM_ERR_ARGUMENT,
+                       "%s: the workspace was created for another model (depths %d, %d, %d, %d, dims %d, %d, %d, %d, "
+                       "%d classes), not this one (depths %d, %d, %d, %d, dims %d, %d, %d, %d, %d classes)",
+                       who, a->depths[0], a->depths[1], a->depths[2], a->depths[3], a->dims[0], a->dims[1], a->dims[2],
+                       a->dims[3], a->num_classes, b->depths[0], b->depths[1], b->depths[2], b->depths[3], b->dims[0],
+                       b->dims[1], b->dims[2], b->dims[3], b->num_classes);
     if (!(*params = ws->ops.params(ws->ops.ctx, model)))
-        return dm_fail(DM_ERR_ARGUMENT, "%s: this %s workspace holds the parameters of another model; "
-                                        "create one with dm_workspace_create_on for this model", who, ws->ops.name);
+        return dm_fail(DM_ERR_ARGUMENT, "%s: the %s workspace holds the weights of the model it was created for; "
+                                        "this is another model", who, ws->ops.name);
     if (n < 1 || h < 1 || w < 1)
         return dm_fail(DM_ERR_ARGUMENT, "%s: batch %d of %dx%d images is empty", who, n, h, w);
     if (n > ws->max_batch || h > ws->max_h || w > ws->max_w)
@@ -210,20 +211,21 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
 {
     if (!model || h < 1 || w < 1) return 0;
     const dm_config *c = &model->config;
-    int64_t macs = 0;
+    /* Counted in double: huge sizes and depths overflow 64-bit integers. */
+    double macs = 0;
     for (int i = 0; i < 4; i++) {
         const dm_conv3x3 *cv = &model->stem[i];
         if (cv->stride == 2) { h = dm_down2(h); w = dm_down2(w); }
-        macs += (int64_t)h * w * cv->cout * cv->cin * 9;
+        macs += (double)h * w * cv->cout * cv->cin * 9;
     }
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         if (s > 0) {
             h = dm_down2(h);
             w = dm_down2(w);
-            macs += (int64_t)h * w * c->dims[s] * c->dims[s - 1] * 9;
+            macs += (double)h * w * c->dims[s] * c->dims[s - 1] * 9;
         }
-        int64_t P = (int64_t)h * w, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
-        int64_t block = P * (9 * C              /* pos_embed */
+        double P = (double)h * w, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
+        double block = P * (9 * C              /* pos_embed */
                              + C * C + 9 * C    /* in_proj, conv2d */
                              + 9 * C + 2 * G * C /* offset branch */
                              + 4 * C            /* bilinear sampler */
@@ -233,6 +235,6 @@ int64_t dm_model_macs(const dm_model *model, int h, int w)
                              + F * C + 9 * F + F * C); /* ConvFFN */
         macs += block * c->depths[s];
     }
-    macs += (int64_t)c->num_classes * c->dims[3];
-    return macs;
+    macs += (double)c->num_classes * c->dims[3];
+    return macs < 0x1p63 ? (int64_t)macs : INT64_MAX;
 }

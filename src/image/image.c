@@ -3,21 +3,43 @@
 #include "damamba.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "image_check.h"
 #include "json.h"
 #include "resample.h"
 #include "versioned.h"
 
+/* Every buffer stb_image allocates starts filled with dm_image_alloc_fill,
+ * so no byte of an earlier allocation can reach a decoded pixel. */
+unsigned char dm_image_alloc_fill = 0;
+
+static void *decoder_alloc(size_t size)
+{
+    void *p = malloc(size);
+    if (p) memset(p, dm_image_alloc_fill, size);
+    return p;
+}
+
+static void *decoder_realloc(void *p, size_t old_size, size_t new_size)
+{
+    unsigned char *q = realloc(p, new_size);
+    if (q && new_size > old_size) memset(q + old_size, dm_image_alloc_fill, new_size - old_size);
+    return q;
+}
+
 /* stb_image, limited to the formats the library documents.  Files are read
  * here and decoded from memory, so stb needs no stdio. */
+#define STBI_MALLOC(size) decoder_alloc(size)
+#define STBI_REALLOC_SIZED(p, old_size, new_size) decoder_realloc(p, old_size, new_size)
+#define STBI_FREE(p) free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC /* private to this file: never clashes with a program's own stb_image */
 #define STBI_ONLY_PNG
@@ -67,6 +89,32 @@ static void convert_pixels(const uint8_t *in, int in_channels, uint8_t *out, int
     }
 }
 
+/* Decoders running at once share this much memory: an image whose decoding
+ * would exceed what is left waits for the others to finish, so a batch
+ * decoded by many threads costs no more than one large image. */
+#define DECODE_MEMORY_TOTAL ((size_t)2 * DM_IMAGE_MAX_DECODE_BYTES)
+
+static pthread_mutex_t decode_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t decode_finished = PTHREAD_COND_INITIALIZER;
+static size_t decode_in_use;
+
+static void decode_memory_take(size_t bytes)
+{
+    pthread_mutex_lock(&decode_lock);
+    while (decode_in_use && decode_in_use + bytes > DECODE_MEMORY_TOTAL)
+        pthread_cond_wait(&decode_finished, &decode_lock);
+    decode_in_use += bytes;
+    pthread_mutex_unlock(&decode_lock);
+}
+
+static void decode_memory_give(size_t bytes)
+{
+    pthread_mutex_lock(&decode_lock);
+    decode_in_use -= bytes;
+    pthread_cond_broadcast(&decode_finished);
+    pthread_mutex_unlock(&decode_lock);
+}
+
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
@@ -86,8 +134,22 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
     if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS)
         return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
                        DM_IMAGE_MAX_PIXELS);
+    /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
+     * GIF frame as RGBA), and about twice that in its working buffers. */
+    size_t samples = (size_t)w * h * (n < 4 && memcmp(bytes, "GIF", 3) == 0 ? 4 : (size_t)n);
+    size_t need = 3 * samples * (stbi_is_16_bit_from_memory(bytes, (int)size) ? 2 : 1);
+    if (need > DM_IMAGE_MAX_DECODE_BYTES)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels, %d channel%s%s, needs %zu MB to decode, over the "
+                       "limit of %zu MB", w, h, n, n == 1 ? "" : "s",
+                       stbi_is_16_bit_from_memory(bytes, (int)size) ? " of 16 bits" : "", need >> 20,
+                       (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
+    decode_memory_take(need);
+    stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
     stbi_uc *decoded = stbi_load_from_memory(bytes, (int)size, &w, &h, &n, 0);
-    if (!decoded) return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s", stbi_failure_reason());
+    decode_memory_give(need);
+    if (!decoded)
+        return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
+                       stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
     if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
         stbi_image_free(decoded);
         return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", w, h,
@@ -110,24 +172,21 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
 /* Read a whole file, with a clear reason for what is not a regular file. */
 static dm_status read_file(const char *path, uint8_t **data, size_t *size)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dm_fail(DM_ERR_IO, "cannot open: %s", strerror(errno));
-    struct stat sb;
+    size_t file_size;
+    int fd = dm_open_input(path, &file_size);
+    if (fd < 0) return DM_ERR_IO;
     dm_status st = DM_OK;
-    if (fstat(fd, &sb) != 0) st = dm_fail(DM_ERR_IO, "cannot stat: %s", strerror(errno));
-    else if (S_ISDIR(sb.st_mode)) st = dm_fail(DM_ERR_IO, "is a directory, not an image file");
-    else if (!S_ISREG(sb.st_mode)) st = dm_fail(DM_ERR_IO, "not a regular file");
-    else if (sb.st_size == 0) st = dm_fail(DM_ERR_FORMAT, "empty file");
-    else if ((uint64_t)sb.st_size > INT_MAX)
-        st = dm_fail(DM_ERR_FORMAT, "file of %lld bytes is too large for the image decoder", (long long)sb.st_size);
-    else if (!(*data = malloc((size_t)sb.st_size))) st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
+    if (file_size == 0) st = dm_fail(DM_ERR_FORMAT, "empty file");
+    else if (file_size > INT_MAX)
+        st = dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", file_size);
+    else if (!(*data = malloc(file_size))) st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
     if (st != DM_OK) {
         close(fd);
         return st;
     }
     size_t got = 0;
-    while (got < (size_t)sb.st_size) {
-        ssize_t r = read(fd, *data + got, (size_t)sb.st_size - got);
+    while (got < file_size) {
+        ssize_t r = read(fd, *data + got, file_size - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             st = r < 0 ? dm_fail(DM_ERR_IO, "read failed: %s", strerror(errno))
@@ -227,6 +286,9 @@ static dm_status parse_preprocess(const dm_json *root, int in_chans, dm_preproce
     if ((st = json_channels(dm_json_get(root, "mean"), "mean", p->channels, p->mean)) != DM_OK ||
         (st = json_channels(dm_json_get(root, "std"), "std", p->channels, p->std)) != DM_OK)
         return st;
+    for (int c = 0; c < p->channels; c++)
+        if (!(p->std[c] > 0) || !isfinite(p->std[c]) || !isfinite(p->mean[c]))
+            return dm_fail(DM_ERR_MODEL, "preprocess metadata: 'std' must be positive and 'mean' finite");
     return DM_OK;
 }
 

@@ -16,7 +16,16 @@
 
 #include <stddef.h>
 
-/* DM_OK, or why the bytes must not be decoded. */
+/* DM_OK, or why the bytes must not be decoded.  Also refused: files that
+ * end before the pixels their header promises (PNM, BMP, TGA, also
+ * run-length TGA) or before the end of their first image (GIF), PNG
+ * without a whole IEND chunk, and JPEG without an end-of-image marker or
+ * with less image data than one bit per 8 x 8 block of its frame. */
 dm_status dm_image_check(const void *buf, size_t size);
+
+/* The byte stb_image's allocations are filled with (0).  The fuzz target
+ * decodes each input under two fills: a pixel that differs depends on
+ * memory the decoder never wrote. */
+extern unsigned char dm_image_alloc_fill;
 
 #endif

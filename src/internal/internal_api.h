@@ -61,6 +61,7 @@ typedef struct dm_meta {
 typedef struct dm_tensor_file {
     dm_tensor *tensors;
     size_t count;
+    size_t *by_name; /* tensor indices in name order, or NULL (dm_tensor_file_index) */
     dm_meta *meta;
     size_t meta_count;
     /* Backing storage, released by dm_tensor_file_close(). */
@@ -74,10 +75,12 @@ dm_status dm_safetensors_open(const char *path, dm_tensor_file *out);
 
 void dm_tensor_file_close(dm_tensor_file *file);
 
+/* The tensor of that name, or NULL: a binary search once the file is
+ * indexed (the readers index what they read), a linear one before. */
 const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name);
 
-/* Write tensors to a safetensors file.  Writes PATH.tmp, then renames it over
- * PATH, so a failure never leaves a half-written file behind. */
+/* Write tensors to a safetensors file, replacing it whole or not at all
+ * (below). */
 dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_t count, const dm_meta *meta,
                                size_t meta_count);
 
@@ -87,6 +90,34 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
  * rounding to nearest even).  The input must be a DAMamba the library can
  * load; out_path must not be the input. */
 dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_dtype dtype);
+
+/* ------------------------------------------------------- output files */
+
+/* An output replaced whole or not at all.  The content goes to a new file
+ * beside PATH, named PATH.tmp.XXXXXX with six random characters and created
+ * with O_CREAT | O_EXCL | O_NOFOLLOW: no existing file, and no symbolic
+ * link planted under any name, is ever opened for writing, and concurrent
+ * writers to one PATH each write their own file.  Once complete it is
+ * renamed over PATH in one step, so PATH holds either its old content or
+ * the whole new one (the last writer wins); on failure the temporary file
+ * is removed. */
+typedef struct dm_outfile {
+    FILE *f;
+    char *path, *tmp;
+} dm_outfile;
+
+/* DM_ERR_ARGUMENT when path is the same file (device and inode, so hard
+ * links and other spellings count) as one of the count inputs: replacing it
+ * would destroy an input.  NULL inputs are skipped. */
+dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count);
+
+/* Create the temporary file for path; write through out->f. */
+dm_status dm_outfile_open(const char *path, dm_outfile *out);
+
+/* Close the temporary file and, when ok and every write succeeded, rename
+ * it over the path; otherwise remove it.  ok = 0 abandons the output without
+ * an error of its own (the caller has one).  Frees out in any case. */
+dm_status dm_outfile_finish(dm_outfile *out, int ok);
 
 /* --------------------------------------------------------------- JSON */
 
@@ -113,15 +144,30 @@ typedef struct dm_json {
     size_t count;          /* number of children */
 } dm_json;
 
+/* The parsed tree (nodes of 80 bytes, strings, malloc's overhead) stays
+ * under this many bytes per byte of text, plus 4 KiB: the most a document
+ * can need (a list of one-digit numbers, as inference requests send). */
+#define DM_JSON_BYTES_PER_BYTE 48
+
 /* Parse len bytes.  On failure returns NULL and writes a reason (with the
  * byte offset) to err. */
 dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen);
+
+/* The same, refusing a document whose tree would take more than
+ * bytes_per_byte per byte of text (plus 4 KiB), for documents such as
+ * safetensors headers that never need as much as lists of numbers. */
+dm_json *dm_json_parse_bounded(const char *text, size_t len, int bytes_per_byte, char *err, size_t errlen);
 void dm_json_free(dm_json *value);
 
 /* Member of an object by name, or NULL. */
 const dm_json *dm_json_get(const dm_json *object, const char *key);
 
-/* Write s as a JSON string literal (quoted, escaped); 0 on a write error. */
+/* Write s as a JSON string literal (quoted, escaped); 0 on a write error.
+ * The output is valid UTF-8 whatever s holds: a byte that does not belong
+ * to a well-formed UTF-8 sequence is written as the escape \udcXX of a
+ * lone surrogate, as Python's "surrogateescape" error handler decodes it
+ * (os.fsencode gives the original bytes back); control characters and DEL
+ * are escaped too. */
 int dm_json_write_string(FILE *f, const char *s);
 
 #endif

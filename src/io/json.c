@@ -7,6 +7,11 @@
 #include <string.h>
 
 #define MAX_DEPTH 64
+/* Any document may use this much, so short ones are never refused. */
+#define JSON_BASE_BUDGET 4096
+
+/* What malloc adds to each allocation, counted against the budget. */
+#define MALLOC_OVERHEAD 16
 
 typedef struct parser {
     const char *s;
@@ -14,6 +19,8 @@ typedef struct parser {
     char *err;
     size_t errlen;
     int failed;
+    size_t allocated, budget; /* bytes */
+    int bytes_per_byte;       /* budget per byte of text */
 } parser;
 
 static void fail(parser *p, const char *what)
@@ -21,6 +28,20 @@ static void fail(parser *p, const char *what)
     if (!p->failed)
         snprintf(p->err, p->errlen, "%s at byte %zu", what, p->pos);
     p->failed = 1;
+}
+
+/* Count an allocation of n bytes against the budget; 0 when over it. */
+static int charge(parser *p, size_t n)
+{
+    if (n + MALLOC_OVERHEAD > p->budget - p->allocated) {
+        if (!p->failed)
+            snprintf(p->err, p->errlen, "needs more than %zu bytes of memory (%d per byte of text) at byte %zu",
+                     p->budget, p->bytes_per_byte, p->pos);
+        p->failed = 1;
+        return 0;
+    }
+    p->allocated += n + MALLOC_OVERHEAD;
+    return 1;
 }
 
 static void skip_ws(parser *p)
@@ -77,6 +98,7 @@ static char *parse_string(parser *p)
         end++;
     }
     if (end >= p->len) { fail(p, "unterminated string"); return NULL; }
+    if (!charge(p, end - start + 1)) return NULL;
     char *out = malloc(end - start + 1);
     if (!out) { fail(p, "out of memory"); return NULL; }
     size_t o = 0;
@@ -121,6 +143,7 @@ static dm_json *parse_value(parser *p, int depth);
 
 static dm_json *new_node(parser *p, dm_json_type type)
 {
+    if (!charge(p, sizeof(dm_json))) return NULL;
     dm_json *v = calloc(1, sizeof *v);
     if (!v) fail(p, "out of memory");
     else v->type = type;
@@ -233,9 +256,11 @@ static dm_json *parse_value(parser *p, int depth)
     return NULL;
 }
 
-dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
+dm_json *dm_json_parse_bounded(const char *text, size_t len, int bytes_per_byte, char *err, size_t errlen)
 {
-    parser p = {text, len, 0, err, errlen, 0};
+    parser p = {text, len, 0, err, errlen, 0, 0, 0, bytes_per_byte};
+    size_t per_byte = (size_t)bytes_per_byte;
+    p.budget = JSON_BASE_BUDGET + (len < SIZE_MAX / per_byte ? len * per_byte : SIZE_MAX - JSON_BASE_BUDGET);
     dm_json *v = parse_value(&p, 0);
     if (v) {
         skip_ws(&p);
@@ -246,6 +271,11 @@ dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
         }
     }
     return v;
+}
+
+dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
+{
+    return dm_json_parse_bounded(text, len, DM_JSON_BYTES_PER_BYTE, err, errlen);
 }
 
 void dm_json_free(dm_json *value)
@@ -268,14 +298,35 @@ const dm_json *dm_json_get(const dm_json *object, const char *key)
     return NULL;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0. */
+static size_t utf8_length(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (n < 2) return n;
+    unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (c == 0xE0) lo = 0xA0;
+    else if (c == 0xED) hi = 0x9F;
+    else if (c == 0xF0) lo = 0x90;
+    else if (c == 0xF4) hi = 0x8F;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+    return n;
+}
+
 int dm_json_write_string(FILE *f, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+    while (*p) {
+        size_t n = utf8_length(p);
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7F) fprintf(f, "\\u%04x", *p);
+        else if (!n) fprintf(f, "\\udc%02x", *p); /* as Python's surrogateescape */
+        else fwrite(p, 1, n, f);
+        p += n ? n : 1;
     }
     return fputc('"', f) != EOF;
 }

@@ -75,8 +75,9 @@ static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefi
     }
     size_t esize = dm_dtype_size(t->dtype);
     if (offset->integer > storage->integer || t->numel > storage->integer - offset->integer)
-        return dm_fail(DM_ERR_FORMAT, "tensor '%s': needs elements [%lld, %lld) of a storage of %lld",
-                       name, (long long)offset->integer, (long long)offset->integer + (long long)t->numel,
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': needs elements [%lld, %llu) of a storage of %lld",
+                       name, (long long)offset->integer,
+                       (unsigned long long)offset->integer + (unsigned long long)t->numel, /* both >= 0: no wrap */
                        (long long)storage->integer);
     if ((uint64_t)storage->integer > UINT64_MAX / esize)
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage size overflows", name);
@@ -101,26 +102,6 @@ static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefi
     return DM_OK;
 }
 
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Two keys can name the same tensor once 'module.' is removed. */
-static dm_status check_unique(const dm_tensor_file *out)
-{
-    if (out->count < 2) return DM_OK;
-    char **names = malloc(out->count * sizeof *names);
-    if (!names) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < out->count; i++) names[i] = out->tensors[i].name;
-    qsort(names, out->count, sizeof *names, by_name);
-    dm_status st = DM_OK;
-    for (size_t i = 1; i < out->count && !st; i++)
-        if (strcmp(names[i - 1], names[i]) == 0) st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", names[i]);
-    free(names);
-    return st;
-}
-
 static dm_status read_state_dict(const dm_zip *zip, const char *prefix, size_t prefix_len,
                                  const pk_value *sd, dm_tensor_file *out)
 {
@@ -139,7 +120,8 @@ static dm_status read_state_dict(const dm_zip *zip, const char *prefix, size_t p
         dm_status st = bind_tensor(zip, prefix, prefix_len, value, t);
         if (st) return st;
     }
-    return check_unique(out);
+    /* Two keys can name the same tensor once 'module.' is removed. */
+    return dm_tensor_file_index(out);
 }
 
 /* The archive's records live under one folder: <prefix>data.pkl. */

@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "files.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,14 +15,42 @@
 #include <string.h>
 
 /* Headers are small (a few hundred kB for the largest models); anything far
- * beyond that is hostile or corrupt. */
-#define MAX_HEADER_BYTES (64u << 20)
+ * beyond that is hostile or corrupt.  Parsed, a header may take 24 bytes
+ * per byte (real ones take 8 to 12), so at most 384 MiB. */
+#define MAX_HEADER_BYTES (16u << 20)
+#define HEADER_BYTES_PER_BYTE 24
 
 static int by_offset(const void *a, const void *b)
 {
     const dm_tensor *x = a, *y = b;
     const char *px = x->data, *py = y->data;
     return px < py ? -1 : px > py;
+}
+
+/* Tensors may not share bytes (a writer that aliases them is broken),
+ * checked on a copy sorted by offset: n log n for n tensors. */
+static dm_status check_overlaps(const dm_tensor_file *file)
+{
+    if (file->count < 2) return DM_OK;
+    dm_tensor *sorted = malloc(file->count * sizeof *sorted);
+    if (!sorted) return dm_fail(DM_ERR_NOMEM, "out of memory reading header");
+    memcpy(sorted, file->tensors, file->count * sizeof *sorted);
+    dm_status st = DM_OK;
+    qsort(sorted, file->count, sizeof *sorted, by_offset);
+    /* Against the furthest end so far: an empty tensor between two others
+     * must not hide their overlap. */
+    const dm_tensor *furthest = NULL;
+    for (size_t i = 0; !st && i < file->count; i++) {
+        const dm_tensor *t = &sorted[i];
+        if (!t->nbytes) continue;
+        if (furthest && (const char *)t->data < (const char *)furthest->data + furthest->nbytes)
+            st = dm_fail(DM_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section", furthest->name,
+                         t->name);
+        if (!furthest || (const char *)t->data + t->nbytes > (const char *)furthest->data + furthest->nbytes)
+            furthest = t;
+    }
+    free(sorted);
+    return st;
 }
 
 static dm_status parse_tensor(const dm_json *entry, const unsigned char *data,
@@ -84,8 +113,11 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
     if (hlen > MAX_HEADER_BYTES)
         return dm_fail(DM_ERR_FORMAT, "header length %llu exceeds the %u-byte limit",
                        (unsigned long long)hlen, MAX_HEADER_BYTES);
+    size_t first = 8;
+    while (first < 8 + hlen && strchr(" \t\r\n", bytes[first])) first++;
+    if (first == 8 + hlen || bytes[first] != '{') return dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
     char err[160];
-    dm_json *root = dm_json_parse((const char *)bytes + 8, (size_t)hlen, err, sizeof err);
+    dm_json *root = dm_json_parse_bounded((const char *)bytes + 8, (size_t)hlen, HEADER_BYTES_PER_BYTE, err, sizeof err);
     if (!root) return dm_fail(DM_ERR_FORMAT, "header is not valid JSON: %s", err);
     dm_status st = DM_OK;
     if (root->type != DM_JSON_OBJECT) {
@@ -99,6 +131,7 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
     for (const dm_json *m = root->child; m; m = m->next) {
         if (strcmp(m->key, "__metadata__") == 0) {
             if (m->type != DM_JSON_OBJECT) { st = dm_fail(DM_ERR_FORMAT, "__metadata__ is not an object"); goto done; }
+            if (out->meta) { st = dm_fail(DM_ERR_FORMAT, "__metadata__ appears twice"); goto done; }
             out->meta = calloc(m->count ? m->count : 1, sizeof *out->meta);
             if (!out->meta) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading metadata"); goto done; }
             for (const dm_json *kv = m->child; kv; kv = kv->next) {
@@ -116,29 +149,9 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
         dm_tensor *t = &out->tensors[out->count++];
         t->name = strdup(m->key);
         if (!t->name) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
-        for (size_t j = 0; j + 1 < out->count; j++)
-            if (strcmp(out->tensors[j].name, t->name) == 0) {
-                st = dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", t->name);
-                goto done;
-            }
         if ((st = parse_tensor(m, data, data_size, t)) != DM_OK) goto done;
     }
-    /* Tensors may not share bytes: a writer that aliases them is broken. */
-    if (out->count > 1) {
-        dm_tensor *sorted = malloc(out->count * sizeof *sorted);
-        if (!sorted) { st = dm_fail(DM_ERR_NOMEM, "out of memory reading header"); goto done; }
-        memcpy(sorted, out->tensors, out->count * sizeof *sorted);
-        qsort(sorted, out->count, sizeof *sorted, by_offset);
-        for (size_t i = 1; i < out->count; i++) {
-            const char *prev_end = (const char *)sorted[i - 1].data + sorted[i - 1].nbytes;
-            if ((const char *)sorted[i].data < prev_end && sorted[i].nbytes && sorted[i - 1].nbytes) {
-                st = dm_fail(DM_ERR_FORMAT, "tensors '%s' and '%s' overlap in the data section",
-                             sorted[i - 1].name, sorted[i].name);
-                break;
-            }
-        }
-        free(sorted);
-    }
+    if (!(st = dm_tensor_file_index(out))) st = check_overlaps(out);
 done:
     dm_json_free(root);
     if (st != DM_OK) dm_tensor_file_close(out);
@@ -196,30 +209,19 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
     while ((8 + ftell(h)) % 8) fputc(' ', h);
     if (fclose(h) != 0) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(header); free(tmp);
+    dm_outfile out;
+    dm_status st = dm_outfile_open(path, &out);
+    if (st != DM_OK) {
+        free(header);
         return st;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hsize >> (8 * i));
-    int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, hsize, f) == hsize;
+    int ok = fwrite(len8, 1, 8, out.f) == 8 && fwrite(header, 1, hsize, out.f) == hsize;
     for (size_t i = 0; ok && i < count; i++)
-        ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, f) == tensors[i].nbytes;
-    ok = (fclose(f) == 0) && ok;
+        ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, out.f) == tensors[i].nbytes;
     free(header);
-    if (!ok || rename(tmp, path) != 0) {
-        dm_status st = dm_fail(DM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return DM_OK;
+    if (!ok) st = dm_fail(DM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    dm_status finished = dm_outfile_finish(&out, ok);
+    return st != DM_OK ? st : finished;
 }

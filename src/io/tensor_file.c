@@ -3,27 +3,23 @@
 #include "tensor_file.h"
 
 #include "error.h"
+#include "files.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema, dm_tensor_file *out)
 {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dm_fail(DM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dm_fail(DM_ERR_IO, "%s: not a regular file", path);
+    size_t size;
+    int fd = dm_open_input(path, &size);
+    if (fd < 0) {
+        dm_error_prefix("%s: ", path);
+        return DM_ERR_IO;
     }
-    size_t size = (size_t)sb.st_size;
     void *map = NULL;
     if (size > 0) {
         map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -44,6 +40,46 @@ dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema, d
     return DM_OK;
 }
 
+static int by_name(const void *a, const void *b, void *file)
+{
+    const dm_tensor *t = ((const dm_tensor_file *)file)->tensors;
+    return strcmp(t[*(const size_t *)a].name, t[*(const size_t *)b].name);
+}
+
+dm_status dm_tensor_file_index(dm_tensor_file *file)
+{
+    free(file->by_name);
+    file->by_name = malloc((file->count ? file->count : 1) * sizeof *file->by_name);
+    if (!file->by_name) return dm_fail(DM_ERR_NOMEM, "out of memory indexing %zu tensors", file->count);
+    for (size_t i = 0; i < file->count; i++) file->by_name[i] = i;
+    qsort_r(file->by_name, file->count, sizeof *file->by_name, by_name, file);
+    for (size_t i = 1; i < file->count; i++) {
+        const char *name = file->tensors[file->by_name[i]].name;
+        if (strcmp(file->tensors[file->by_name[i - 1]].name, name) == 0)
+            return dm_fail(DM_ERR_FORMAT, "tensor '%s' appears twice", name);
+    }
+    return DM_OK;
+}
+
+const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name)
+{
+    if (!file->by_name) {
+        for (size_t i = 0; i < file->count; i++)
+            if (strcmp(file->tensors[i].name, name) == 0) return &file->tensors[i];
+        return NULL;
+    }
+    size_t lo = 0, hi = file->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const dm_tensor *t = &file->tensors[file->by_name[mid]];
+        int c = strcmp(t->name, name);
+        if (c == 0) return t;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
 void dm_tensor_file_close(dm_tensor_file *file)
 {
     if (!file) return;
@@ -53,17 +89,11 @@ void dm_tensor_file_close(dm_tensor_file *file)
         free(file->meta[i].value);
     }
     free(file->tensors);
+    free(file->by_name);
     free(file->meta);
     if (file->map) munmap(file->map, file->map_size);
     free(file->owned);
     memset(file, 0, sizeof *file);
-}
-
-const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *name)
-{
-    for (size_t i = 0; i < file->count; i++)
-        if (strcmp(file->tensors[i].name, name) == 0) return &file->tensors[i];
-    return NULL;
 }
 
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key)

@@ -3,8 +3,10 @@
  * Every value comes from an arena freed at once; all lengths are checked
  * against the remaining input, memo indices against the input size, and the
  * stack against its current mark, so hostile input ends in an error that
- * names the byte, never in a crash or an unbounded allocation.  Nothing
- * recurses, so deep nesting cannot exhaust the C stack. */
+ * names the byte, never in a crash.  Everything allocated is counted
+ * against a budget of DM_PICKLE_BYTES_PER_BYTE per input byte (plus one
+ * block of values), so no input can cost more.  Nothing recurses, so deep
+ * nesting cannot exhaust the C stack. */
 #include "unpickle.h"
 
 #include "error.h"
@@ -25,6 +27,7 @@ struct pk_block {
 
 typedef struct unpickler {
     const unsigned char *buf, *p, *end;
+    size_t allocated, budget; /* bytes */
     dm_pickle *out;
     pk_value **stack;
     size_t depth, stack_cap;
@@ -49,42 +52,64 @@ static dm_status bad(const unpickler *u, const char *fmt, ...)
 
 static dm_status out_of_memory(void) { return dm_fail(DM_ERR_NOMEM, "out of memory unpickling"); }
 
-/* Make room for `need` elements of `size` bytes in *array. */
-static int grow(void *array, size_t *cap, size_t need, size_t size)
+/* Count bytes against the budget. */
+static dm_status charge(unpickler *u, size_t bytes)
 {
-    if (need <= *cap) return 1;
-    size_t n = *cap ? *cap : 16;
-    while (n < need) n *= 2;
-    void *p = realloc(*(void **)array, n * size);
-    if (!p) return 0;
-    *(void **)array = p;
-    *cap = n;
-    return 1;
+    if (bytes > u->budget - u->allocated)
+        return bad(u, "the pickle needs more than %zu bytes of memory (%d per byte of input)", u->budget,
+                   DM_PICKLE_BYTES_PER_BYTE);
+    u->allocated += bytes;
+    return DM_OK;
 }
 
-static pk_value *new_value(unpickler *u, pk_kind kind)
+/* What malloc adds to a new allocation (glibc's smallest chunk is 32). */
+#define MALLOC_OVERHEAD 32
+
+/* Make room for `need` elements of `size` bytes in *array: exactly need at
+ * first, doubling afterwards. */
+static dm_status grow(unpickler *u, void *array, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap) return DM_OK;
+    size_t n = *cap ? *cap : need;
+    while (n < need) n *= 2;
+    dm_status st = charge(u, (n - *cap) * size + (*cap ? 0 : MALLOC_OVERHEAD));
+    if (st) return st;
+    void *p = realloc(*(void **)array, n * size);
+    if (!p) return out_of_memory();
+    *(void **)array = p;
+    *cap = n;
+    return DM_OK;
+}
+
+/* A value from the arena. */
+static dm_status new_value(unpickler *u, pk_kind kind, pk_value **v)
 {
     pk_block *b = u->out->blocks;
     if (!b || b->used == BLOCK_VALUES) {
-        if (!(b = calloc(1, sizeof *b))) return NULL;
+        dm_status st = charge(u, sizeof *b);
+        if (st) return st;
+        if (!(b = calloc(1, sizeof *b))) return out_of_memory();
         b->next = u->out->blocks;
         u->out->blocks = b;
     }
-    pk_value *v = &b->values[b->used++];
-    v->kind = kind;
-    return v;
+    *v = &b->values[b->used++];
+    (*v)->kind = kind;
+    return DM_OK;
 }
 
 static dm_status push(unpickler *u, pk_value *v)
 {
-    if (!v || !grow(&u->stack, &u->stack_cap, u->depth + 1, sizeof *u->stack)) return out_of_memory();
+    dm_status st = grow(u, &u->stack, &u->stack_cap, u->depth + 1, sizeof *u->stack);
+    if (st) return st;
     u->stack[u->depth++] = v;
     return DM_OK;
 }
 
 static dm_status push_new(unpickler *u, pk_kind kind)
 {
-    return push(u, new_value(u, kind));
+    pk_value *v = NULL;
+    dm_status st = new_value(u, kind, &v);
+    return st ? st : push(u, v);
 }
 
 static size_t fence(const unpickler *u) { return u->mark_count ? u->marks[u->mark_count - 1] : 0; }
@@ -119,7 +144,8 @@ static dm_status add_items(unpickler *u, pk_value *to, pk_value *const *items, s
     if (to->kind != PK_LIST && to->kind != PK_DICT) return bad(u, "items added to something not a list or dict");
     if (to->kind == PK_DICT && n % 2) return bad(u, "odd number of dict keys and values");
     if (n == 0) return DM_OK;
-    if (!grow(&to->items, &to->cap, to->count + n, sizeof *to->items)) return out_of_memory();
+    dm_status st = grow(u, &to->items, &to->cap, to->count + n, sizeof *to->items);
+    if (st) return st;
     memcpy(to->items + to->count, items, n * sizeof *items);
     to->count += n;
     return DM_OK;
@@ -128,9 +154,10 @@ static dm_status add_items(unpickler *u, pk_value *to, pk_value *const *items, s
 /* A new container holding items. */
 static dm_status push_container(unpickler *u, pk_kind kind, pk_value *const *items, size_t n)
 {
-    pk_value *v = new_value(u, kind);
-    if (!v) return out_of_memory();
-    if (n && !grow(&v->items, &v->cap, n, sizeof *v->items)) return out_of_memory();
+    pk_value *v = NULL;
+    dm_status st = new_value(u, kind, &v);
+    if (!st && n) st = grow(u, &v->items, &v->cap, n, sizeof *v->items);
+    if (st) return st;
     if (n) memcpy(v->items, items, n * sizeof *items);
     v->count = n;
     return push(u, v);
@@ -163,8 +190,9 @@ static dm_status arg(unpickler *u, int n, uint64_t *v)
 
 static dm_status push_int(unpickler *u, int64_t value)
 {
-    pk_value *v = new_value(u, PK_INT);
-    if (!v) return out_of_memory();
+    pk_value *v = NULL;
+    dm_status st = new_value(u, PK_INT, &v);
+    if (st) return st;
     v->integer = value;
     return push(u, v);
 }
@@ -188,8 +216,9 @@ static dm_status push_string(unpickler *u, int n)
     if (st) return st;
     const unsigned char *at = take(u, len);
     if (!at) return bad(u, "string of %llu bytes runs past the end of the pickle", (unsigned long long)len);
-    pk_value *v = new_value(u, PK_STRING);
-    if (!v) return out_of_memory();
+    pk_value *v = NULL;
+    st = new_value(u, PK_STRING, &v);
+    if (st) return st;
     v->str = (const char *)at;
     v->len = (size_t)len;
     return push(u, v);
@@ -207,8 +236,9 @@ static dm_status push_global(unpickler *u, const char *module, size_t mlen, cons
         {"DoubleStorage", DM_F64}, {"LongStorage", DM_I64}, {"IntStorage", DM_I32},
         {"ByteStorage", DM_U8}, {"CharStorage", DM_I8}, {"BoolStorage", DM_BOOL},
     };
-    pk_value *v = new_value(u, PK_GLOBAL);
-    if (!v) return out_of_memory();
+    pk_value *v = NULL;
+    dm_status st = new_value(u, PK_GLOBAL, &v);
+    if (st) return st;
     v->global = PK_G_OTHER;
     if (same(module, mlen, "collections") && same(name, nlen, "OrderedDict")) v->global = PK_G_ORDERED_DICT;
     else if (same(module, mlen, "torch._utils") && same(name, nlen, "_rebuild_tensor_v2")) v->global = PK_G_REBUILD_TENSOR;
@@ -254,8 +284,9 @@ static dm_status call(unpickler *u, pk_value *callable, pk_value *args)
     if (g == PK_G_ORDERED_DICT) return push_new(u, PK_DICT);
     if (g == PK_G_SIZE && args->count == 1 && args->items[0]->kind == PK_TUPLE) return push(u, args->items[0]);
     if (g == PK_G_REBUILD_TENSOR) {
-        pk_value *t = new_value(u, PK_TENSOR);
-        if (!t) return out_of_memory();
+        pk_value *t = NULL;
+        dm_status st = new_value(u, PK_TENSOR, &t);
+        if (st) return st;
         t->args = args;
         return push(u, t);
     }
@@ -275,8 +306,9 @@ static dm_status persistent_load(unpickler *u)
         return bad(u, "persistent id is not ('storage', type, key, location, numel)");
     if (f[1]->global != PK_G_STORAGE) return bad(u, "persistent id names an unsupported storage type");
     if (f[4]->integer < 0) return bad(u, "storage with a negative size");
-    pk_value *s = new_value(u, PK_STORAGE);
-    if (!s) return out_of_memory();
+    pk_value *s = NULL;
+    st = new_value(u, PK_STORAGE, &s);
+    if (st) return st;
     s->dtype = f[1]->dtype;
     s->str = f[2]->str;
     s->len = f[2]->len;
@@ -292,7 +324,7 @@ static dm_status memo_put(unpickler *u, uint64_t index)
     /* Picklers number memo entries from 0 up: none can exceed the input. */
     if (index > (uint64_t)(u->end - u->buf)) return bad(u, "memo index %llu is absurd", (unsigned long long)index);
     size_t old = u->memo_cap;
-    if (!grow(&u->memo, &u->memo_cap, (size_t)index + 1, sizeof *u->memo)) return out_of_memory();
+    if ((st = grow(u, &u->memo, &u->memo_cap, (size_t)index + 1, sizeof *u->memo))) return st;
     if (u->memo_cap > old) memset(u->memo + old, 0, (u->memo_cap - old) * sizeof *u->memo);
     if (!u->memo[index]) u->memo_set++;
     u->memo[index] = v;
@@ -325,7 +357,7 @@ static dm_status step(unpickler *u, int *done)
         *done = 1;
         return DM_OK;
     case '(': /* MARK */
-        if (!grow(&u->marks, &u->marks_cap, u->mark_count + 1, sizeof *u->marks)) return out_of_memory();
+        if ((st = grow(u, &u->marks, &u->marks_cap, u->mark_count + 1, sizeof *u->marks))) return st;
         u->marks[u->mark_count++] = u->depth;
         return DM_OK;
     case '0': /* POP: an item, or a mark with nothing above it */
@@ -335,7 +367,7 @@ static dm_status step(unpickler *u, int *done)
     case '2': return (st = top(u, &a)) ? st : push(u, a); /* DUP */
     case 'N': return push_new(u, PK_NONE);
     case 0x88: case 0x89: /* NEWTRUE, NEWFALSE */
-        if (!(a = new_value(u, PK_BOOL))) return out_of_memory();
+        if ((st = new_value(u, PK_BOOL, &a))) return st;
         a->integer = u->op == 0x88;
         return push(u, a);
     case 'K': return (st = arg(u, 1, &x)) ? st : push_int(u, (int64_t)x); /* BININT1 */
@@ -399,8 +431,9 @@ dm_status dm_unpickle(const unsigned char *buf, size_t len, dm_pickle *out)
 {
     memset(out, 0, sizeof *out);
     unpickler u = {.buf = buf, .p = buf, .end = buf + len, .out = out};
+    u.budget = sizeof(pk_block) + (len < SIZE_MAX / DM_PICKLE_BYTES_PER_BYTE ? len * DM_PICKLE_BYTES_PER_BYTE : SIZE_MAX);
     /* The stack always exists, so stack + base is a valid pointer. */
-    dm_status st = grow(&u.stack, &u.stack_cap, 1, sizeof *u.stack) ? DM_OK : out_of_memory();
+    dm_status st = grow(&u, &u.stack, &u.stack_cap, 1, sizeof *u.stack);
     int done = 0;
     while (!done && st == DM_OK) {
         if (u.p == u.end) {

@@ -56,6 +56,11 @@ typedef struct dm_pickle {
     pk_block *blocks; /* every value, for freeing */
 } dm_pickle;
 
+/* The unpickler's memory (values, containers, stack, memo) stays under this
+ * many bytes per byte of pickle, plus one block of values; a pickle that
+ * needs more is refused.  PyTorch checkpoints need about 16. */
+#define DM_PICKLE_BYTES_PER_BYTE 64
+
 /* Unpickle len bytes.  Errors name the byte offset and the problem. */
 dm_status dm_unpickle(const unsigned char *buf, size_t len, dm_pickle *out);
 void dm_pickle_free(dm_pickle *pickle);

@@ -1,0 +1,103 @@
+#include "files.h"
+
+#include "error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int dm_open_input(const char *path, size_t *size)
+{
+    /* Without O_NONBLOCK, opening a FIFO waits for a writer forever. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        dm_fail(DM_ERR_IO, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    dm_status st = DM_OK;
+    if (fstat(fd, &sb) != 0) st = dm_fail(DM_ERR_IO, "cannot stat: %s", strerror(errno));
+    else if (S_ISDIR(sb.st_mode)) st = dm_fail(DM_ERR_IO, "is a directory, not a file");
+    else if (!S_ISREG(sb.st_mode)) st = dm_fail(DM_ERR_IO, "not a regular file");
+    else if (fcntl(fd, F_SETFL, 0) != 0) st = dm_fail(DM_ERR_IO, "cannot read: %s", strerror(errno));
+    if (st != DM_OK) {
+        close(fd);
+        return -1;
+    }
+    *size = (size_t)sb.st_size;
+    return fd;
+}
+
+dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count)
+{
+    struct stat out;
+    if (stat(path, &out) != 0) return DM_OK; /* a new file is no input */
+    for (size_t i = 0; i < count; i++) {
+        struct stat in;
+        if (inputs[i] && stat(inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+            return dm_fail(DM_ERR_ARGUMENT, "%s: the output is the input file %s; choose another name", path,
+                           inputs[i]);
+    }
+    return DM_OK;
+}
+
+/* Replace the last six characters of name by random letters and digits. */
+static int randomize(char *name)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    unsigned char r[6];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) return 0;
+    char *at = name + strlen(name) - sizeof r;
+    for (size_t i = 0; i < sizeof r; i++) at[i] = chars[r[i] % (sizeof chars - 1)];
+    return 1;
+}
+
+dm_status dm_outfile_open(const char *path, dm_outfile *out)
+{
+    *out = (dm_outfile){0};
+    if (!(out->path = strdup(path)) || asprintf(&out->tmp, "%s.tmp.XXXXXX", path) < 0) {
+        out->tmp = NULL;
+        dm_outfile_finish(out, 0);
+        return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    int fd = -1, attempts = 0;
+    do {
+        if (!randomize(out->tmp)) break;
+        fd = open(out->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    } while (fd < 0 && errno == EEXIST && ++attempts < 100);
+    if (fd < 0 || !(out->f = fdopen(fd, "wb"))) {
+        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(out->tmp);
+        }
+        free(out->tmp);
+        out->tmp = NULL;
+        dm_outfile_finish(out, 0);
+        return st;
+    }
+    return DM_OK;
+}
+
+dm_status dm_outfile_finish(dm_outfile *out, int ok)
+{
+    dm_status st = DM_OK;
+    if (out->f) {
+        int failed = ferror(out->f);
+        errno = 0;
+        failed |= fclose(out->f) != 0;
+        if (ok && failed)
+            st = dm_fail(DM_ERR_IO, "%s: write failed: %s", out->path, strerror(errno ? errno : EIO));
+        else if (ok && rename(out->tmp, out->path) != 0)
+            st = dm_fail(DM_ERR_IO, "%s: cannot replace it: %s", out->path, strerror(errno));
+        if (!ok || st != DM_OK) unlink(out->tmp);
+    }
+    free(out->tmp);
+    free(out->path);
+    *out = (dm_outfile){0};
+    return st;
+}

@@ -1,0 +1,186 @@
+/* test_files.c - inputs must be regular files and never block; outputs
+ * replace their file whole or not at all, through an unpredictable
+ * temporary name: planted links are never followed, two writers never
+ * interleave, and an input is never the output. */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "files.h"
+#include "tensor_file.h"
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    strcpy(dir, "/tmp/dm_outfile_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[512];
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void expect_text(const char *path, const char *text)
+{
+    char buf[256] = {0};
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    ck_assert_uint_eq(n, strlen(text));
+    ck_assert_str_eq(buf, text);
+}
+
+static int files_in_dir(void)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d))) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* One tensor of four bytes, "abcd". */
+static dm_status write_safetensors(const char *path)
+{
+    dm_tensor t = {.name = "t", .dtype = DM_U8, .ndim = 1, .shape = {4}, .numel = 4, .data = "abcd", .nbytes = 4};
+    return dm_safetensors_write(path, &t, 1, NULL, 0);
+}
+
+START_TEST(planted_links_are_not_followed)
+{
+    /* A link under the name the writer once used for its temporary file:
+     * the file it points to was overwritten. */
+    char out[256], link[256], victim[256];
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    snprintf(link, sizeof link, "%s/out.safetensors.tmp", dir);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    write_text(victim, "precious");
+    ck_assert_int_eq(symlink(victim, link), 0);
+    ck_assert_int_eq(write_safetensors(out), DM_OK);
+    expect_text(victim, "precious");
+    struct stat sb;
+    ck_assert_int_eq(lstat(out, &sb), 0);
+    ck_assert(S_ISREG(sb.st_mode));
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_open(out, &f), DM_OK);
+    ck_assert_int_eq(memcmp(f.tensors[0].data, "abcd", 4), 0);
+    dm_tensor_file_close(&f);
+    ck_assert_int_eq(files_in_dir(), 3); /* out, the link, the victim: no temporary file left */
+}
+END_TEST
+
+START_TEST(concurrent_writers_do_not_interleave)
+{
+    char out[256];
+    snprintf(out, sizeof out, "%s/out.txt", dir);
+    dm_outfile a, b;
+    ck_assert_int_eq(dm_outfile_open(out, &a), DM_OK);
+    ck_assert_int_eq(dm_outfile_open(out, &b), DM_OK);
+    ck_assert_str_ne(a.tmp, b.tmp);
+    for (int i = 0; i < 3; i++) {
+        fputs("AAAA", a.f);
+        fflush(a.f);
+        fputs("BB", b.f);
+        fflush(b.f);
+    }
+    ck_assert_int_eq(dm_outfile_finish(&a, 1), DM_OK);
+    expect_text(out, "AAAAAAAAAAAA");
+    ck_assert_int_eq(dm_outfile_finish(&b, 1), DM_OK);
+    expect_text(out, "BBBBBB");
+    ck_assert_int_eq(files_in_dir(), 1);
+}
+END_TEST
+
+START_TEST(abandoned_output_leaves_the_old_file)
+{
+    char out[256];
+    snprintf(out, sizeof out, "%s/out.txt", dir);
+    write_text(out, "old");
+    dm_outfile o;
+    ck_assert_int_eq(dm_outfile_open(out, &o), DM_OK);
+    fputs("half", o.f);
+    ck_assert_int_eq(dm_outfile_finish(&o, 0), DM_OK);
+    expect_text(out, "old");
+    ck_assert_int_eq(files_in_dir(), 1);
+    /* A directory that cannot hold the temporary file: an error naming the output. */
+    ck_assert_int_eq(dm_outfile_open("/nonexistent/out.txt", &o), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "/nonexistent/out.txt: cannot create a temporary file"));
+}
+END_TEST
+
+START_TEST(input_is_never_the_output)
+{
+    char in[256], hard[256], other[256];
+    snprintf(in, sizeof in, "%s/in.safetensors", dir);
+    snprintf(hard, sizeof hard, "%s/hard.safetensors", dir);
+    snprintf(other, sizeof other, "%s/new.safetensors", dir);
+    write_text(in, "input");
+    ck_assert_int_eq(link(in, hard), 0);
+    const char *inputs[] = {NULL, in};
+    ck_assert_int_eq(dm_output_distinct(hard, inputs, 2), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "the output is the input file"));
+    ck_assert_int_eq(dm_output_distinct(in, inputs, 2), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(dm_output_distinct(other, inputs, 2), DM_OK);
+}
+END_TEST
+
+START_TEST(fifos_are_refused_without_blocking)
+{
+    /* Opening a FIFO for reading waited for a writer forever (the test
+     * timeout catches that). */
+    char fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/pipe.png", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    dm_image img;
+    ck_assert_int_eq(dm_image_load(fifo, 3, &img), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe.png: not a regular file"));
+    dm_model *m;
+    ck_assert_int_eq(dm_model_load(fifo, NULL, &m), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe.png: not a regular file"));
+    dm_tensor_file f;
+    ck_assert_int_eq(dm_safetensors_open(fifo, &f), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe.png: not a regular file"));
+    ck_assert_int_eq(dm_image_load(dir, 3, &img), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "is a directory"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("outfile");
+    TCase *tc = tcase_create("outfile");
+    tcase_add_checked_fixture(tc, make_dir, remove_dir);
+    tcase_add_test(tc, planted_links_are_not_followed);
+    tcase_add_test(tc, concurrent_writers_do_not_interleave);
+    tcase_add_test(tc, abandoned_output_leaves_the_old_file);
+    tcase_add_test(tc, input_is_never_the_output);
+    tcase_add_test(tc, fifos_are_refused_without_blocking);
+    suite_add_tcase(s, tc);
+    return test_run(s);
+}
