@@ -137,6 +137,9 @@ static void bench_resize(const dm_kernels *k, inputs *in)
 static void call_add(const dm_kernels *k, inputs *in) { k->add(in->x, in->y, in->hid2, (size_t)P * C, DM_ACT_NONE); }
 static void bench_add(const dm_kernels *k, inputs *in) { measure("add 80ch", call_add, k, in, 3.0 * P * C * 4, "GB/s"); }
 
+static void call_erf(const dm_kernels *k, inputs *in) { k->erf(in->hid, in->hid2, (size_t)P * F); }
+static void bench_erf(const dm_kernels *k, inputs *in) { measure("erf 320ch", call_erf, k, in, (double)P * F, "Gelem/s"); }
+
 int main(int argc, char **argv)
 {
     repeats = argc > 1 ? atoi(argv[1]) : 20;

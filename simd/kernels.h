@@ -12,12 +12,13 @@
 #include <stddef.h>
 
 #include "damamba.h"
+#include "pool.h"
 
 #define DM_LN_EPS 1e-6f
 
 typedef enum dm_act {
     DM_ACT_NONE,
-    DM_ACT_GELU, /* exact erf form */
+    DM_ACT_GELU, /* the erf form (not tanh's approximation); erf as the erf kernel's */
     DM_ACT_SILU,
     DM_ACT_RELU,
 } dm_act;
@@ -69,7 +70,9 @@ typedef struct dm_scan_args {
  *   pad, one image, output pixels [p0, p1) of oh x ow.
  * resize: one h x w x c image resized to oh x ow, output pixels [p0, p1):
  *   bilinear with align_corners=False or nearest, as PyTorch's interpolate.
- * add: y[i] = act(a[i] + b[i]) for count elements; y may be a or b. */
+ * add: y[i] = act(a[i] + b[i]) for count elements; y may be a or b.
+ * erf: y[i] = erf(x[i]), the erf every GELU uses: erff in the scalar
+ *   table, within 3 ulp of it in the SIMD ones. */
 #define DM_KERNEL_LIST(X)                                                                                \
     X(layernorm, (const float *x, float *y, size_t rows, size_t c, const float *gamma, const float *beta, \
                   dm_act act))                                                                          \
@@ -87,7 +90,8 @@ typedef struct dm_scan_args {
                  int ow, size_t p0, size_t p1))                                                         \
     X(resize, (const float *x, int h, int w, int c, dm_resize mode, float *y, int oh, int ow, size_t p0, \
                size_t p1))                                                                              \
-    X(add, (const float *a, const float *b, float *y, size_t count, dm_act act))
+    X(add, (const float *a, const float *b, float *y, size_t count, dm_act act))                        \
+    X(erf, (const float *x, float *y, size_t count))
 
 typedef struct dm_kernels {
     const char *isa;
@@ -109,11 +113,11 @@ dm_status dm_kernels_require(const dm_kernels **out);
 const dm_kernels *dm_kernels_by_name(const char *isa);
 
 /* The scan of one whole sequence (steps [0, L), all channels) split into
- * `chunks` pieces that up to `threads` threads scan at once; exact up to
- * rounding, any chunk count (even above L).  h holds the state on entry and
- * exit; y is required.  Scratch: states [chunks][C], decay [L][C]. */
+ * `chunks` pieces that pool's threads scan at once; exact up to rounding,
+ * any chunk count (even above L).  h holds the state on entry and exit; y is
+ * required.  Scratch: states [chunks][C], decay [L][C]. */
 void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L,
-                     size_t chunks, int threads, float *h, float *states,
+                     size_t chunks, dm_pool *pool, float *h, float *states,
                      float *decay, float *y);
 
 /* The bilinear corners of sample point (sx, sy) in an h x w x c image that

@@ -180,6 +180,11 @@ static void add_ref(const float *a, const float *b, float *y, size_t count, dm_a
     for (size_t i = 0; i < count; i++) y[i] = activate(a[i] + b[i], act);
 }
 
+static void erf_ref(const float *x, float *y, size_t count)
+{
+    for (size_t i = 0; i < count; i++) y[i] = erff(x[i]);
+}
+
 const dm_kernels dm_kernels_scalar = {
     .isa = "scalar",
     .layernorm = layernorm_ref,
@@ -192,4 +197,5 @@ const dm_kernels dm_kernels_scalar = {
     .max_pool = max_pool_ref,
     .resize = resize_ref,
     .add = add_ref,
+    .erf = erf_ref,
 };

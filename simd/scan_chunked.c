@@ -7,6 +7,7 @@
  * sequential carry of entry states from chunk to chunk, and a fix-up that
  * adds each chunk's entry-state part to its outputs. */
 #include "kernels.h"
+#include "pool.h"
 
 #include <string.h>
 
@@ -17,17 +18,36 @@ static void chunk_range(size_t L, size_t chunks, size_t k, size_t *t0, size_t *t
     *t1 = L * (k + 1) / chunks;
 }
 
-void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L, size_t chunks, int threads,
+typedef struct chunked_scan {
+    const dm_kernels *k;
+    const dm_scan_args *args;
+    size_t L, chunks;
+    float *states, *decay, *y;
+} chunked_scan;
+
+static void local_scan(void *arg, size_t i)
+{
+    const chunked_scan *s = arg;
+    size_t t0, t1;
+    chunk_range(s->L, s->chunks, i, &t0, &t1);
+    s->k->scan(s->args, t0, t1, 0, s->args->channels, s->states + i * s->args->channels, s->decay, s->y);
+}
+
+static void fixup(void *arg, size_t i)
+{
+    const chunked_scan *s = arg;
+    size_t t0, t1;
+    chunk_range(s->L, s->chunks, i, &t0, &t1);
+    s->k->scan_fixup(s->args, t0, t1, 0, s->args->channels, s->states + i * s->args->channels, s->decay, s->y);
+}
+
+void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L, size_t chunks, dm_pool *pool,
                      float *h, float *states, float *decay, float *y)
 {
     size_t C = args->channels;
+    chunked_scan s = {.k = k, .args = args, .L = L, .chunks = chunks, .states = states, .decay = decay, .y = y};
     memset(states, 0, sizeof(float) * chunks * C);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long i = 0; i < (long)chunks; i++) {
-        size_t t0, t1;
-        chunk_range(L, chunks, (size_t)i, &t0, &t1);
-        k->scan(args, t0, t1, 0, C, states + (size_t)i * C, decay, y);
-    }
+    dm_pool_run(pool, chunks, local_scan, &s);
     /* Carry: states[k] becomes chunk k's entry state; h leaves as the end. */
     for (size_t i = 0; i < chunks; i++) {
         size_t t0, t1;
@@ -41,10 +61,5 @@ void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L, si
             local_end[c] = entry;
         }
     }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long i = 0; i < (long)chunks; i++) {
-        size_t t0, t1;
-        chunk_range(L, chunks, (size_t)i, &t0, &t1);
-        k->scan_fixup(args, t0, t1, 0, C, states + (size_t)i * C, decay, y);
-    }
+    dm_pool_run(pool, chunks, fixup, &s);
 }

@@ -35,11 +35,12 @@ static inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 static inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf vabs(vf a) { return _mm512_abs_ps(a); }
+static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 static inline float vsum(vf v) { return _mm512_reduce_add_ps(v); }
 /* a > b ? x : y, lane by lane */
 static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
 static inline vf vexp(vf x) { return Sleef_expf16_u10avx512f(x); }
-static inline vf verf(vf x) { return Sleef_erff16_u10avx512f(x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf16_u10avx512f(x); }
 
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -66,6 +67,8 @@ static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 static inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf vabs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+static inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
 static inline float vsum(vf v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -75,7 +78,6 @@ static inline float vsum(vf v)
 }
 static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
 static inline vf vexp(vf x) { return Sleef_expf8_u10avx2(x); }
-static inline vf verf(vf x) { return Sleef_erff8_u10avx2(x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf8_u10avx2(x); }
 
 #elif defined(__aarch64__)
@@ -115,10 +117,11 @@ static inline vf vsub(vf a, vf b) { return vsubq_f32(a, b); }
 static inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
 static inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
 static inline vf vfma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
+static inline vf vabs(vf a) { return vabsq_f32(a); }
+static inline vf vmin(vf a, vf b) { return vminq_f32(a, b); }
 static inline float vsum(vf v) { return vaddvq_f32(v); }
 static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
 static inline vf vexp(vf x) { return Sleef_expf4_u10advsimd(x); }
-static inline vf verf(vf x) { return Sleef_erff4_u10advsimd(x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf4_u10advsimd(x); }
 
 #else

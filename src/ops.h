@@ -87,7 +87,7 @@ typedef struct dm_ops {
     size_t (*held_bytes)(void *ctx);
     /* Threads the operators may use from the next pass on; NULL where the
      * backend has no threads to choose. */
-    void (*set_threads)(void *ctx, int threads);
+    dm_status (*set_threads)(void *ctx, int threads);
     /* Free everything the backend holds, ctx included. */
     void (*destroy)(void *ctx);
     /* Bracket one pass.  finish() waits for the pass, completes every

@@ -142,8 +142,8 @@ soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 server = None
 try:
-    # One thread per forward pass: on a shared 2-core machine OpenMP's
-    # barriers cost more than a 28 x 28 image's forward pass gains.
+    # One thread per forward pass: sharing a 28 x 28 image's loops among
+    # threads costs more than it gains.
     server = Server(damamba, ["-b", "8", "--max-delay-ms", "2", "-t", "1", "--timeout", "5",
                                      "--queue", "1024"], f"{tmp}/load.log")
     # Warm up with load and one round of faults to at least 1,000 answered

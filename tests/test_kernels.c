@@ -425,11 +425,64 @@ START_TEST(test_add)
 }
 END_TEST
 
+/* The float's place on the number line, so that adjacent floats differ
+ * by one (-0 and +0 coincide). */
+static int64_t float_rank(float f)
+{
+    int32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits < 0 ? -(int64_t)(bits & 0x7fffffff) : bits;
+}
+
+/* erf against erff over every 509th float of [0, 4.5] and its negatives,
+ * every float near the SIMD form's seams at 1 and 3.92, and the specials:
+ * within ERF_ULP units in the last place. */
+#define ERF_ULP 3
+#define ERF_BATCH 4099 /* not a multiple of any vector width: tails too */
+START_TEST(test_erf)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    float *x = malloc(sizeof(float) * ERF_BATCH), *y = malloc(sizeof(float) * ERF_BATCH);
+    ck_assert(x && y);
+    int64_t worst = 0;
+    float worst_x = 0.0f;
+    int32_t top = (int32_t)float_rank(4.5f), seam1 = (int32_t)float_rank(1.0f), seam2 = (int32_t)float_rank(3.92f);
+    size_t n = 0;
+    for (int32_t r = 0; r <= top; r += (r > seam1 - 3000 && r < seam1 + 3000) || (r > seam2 - 3000 && r < seam2 + 3000)
+                                           ? 1 : 509) {
+        float v;
+        memcpy(&v, &r, sizeof v);
+        x[n++] = v;
+        x[n++] = -v;
+        if (n + 2 > ERF_BATCH || r + 509 > top) {
+            k->erf(x, y, n);
+            for (size_t i = 0; i < n; i++) {
+                int64_t d = llabs(float_rank(y[i]) - float_rank(erff(x[i])));
+                if (d > worst) worst = d, worst_x = x[i];
+            }
+            n = 0;
+        }
+    }
+    ck_assert_msg(worst <= ERF_ULP, "[%s] erf(%.9g) is %lld ulp from erff", k->isa, worst_x, (long long)worst);
+    const float special[4] = {INFINITY, -INFINITY, 100.0f, -0.0f};
+    k->erf(special, y, 4);
+    ck_assert(y[0] == 1.0f && y[1] == -1.0f && y[2] == 1.0f && y[3] == 0.0f);
+    x[0] = NAN;
+    k->erf(x, y, 1);
+    ck_assert(isnan(y[0]));
+    free(x);
+    free(y);
+}
+END_TEST
+
 START_TEST(chunked_scan_matches_sequential)
 {
     const dm_kernels *k = any_table(_i);
     if (!k) return;
     test_seed(6);
+    dm_pool *pool = dm_pool_create(2);
+    ck_assert_ptr_nonnull(pool);
     static const size_t lengths[] = {1, 5, 64, 333};
     static const size_t channels[] = {1, 17, 48};
     for (int li = 0; li < 4; li++)
@@ -450,7 +503,7 @@ START_TEST(chunked_scan_matches_sequential)
                 float *states = malloc(sizeof(float) * chunks * C), *decay = malloc(sizeof(float) * n);
                 memcpy(h, h0, sizeof(float) * (C + GUARD));
                 for (size_t i = 0; i < n + GUARD; i++) y[i] = SENTINEL;
-                dm_scan_chunked(k, &s.args, L, chunks, 2, h, states, decay, y);
+                dm_scan_chunked(k, &s.args, L, chunks, pool, h, states, decay, y);
                 char what[96];
                 snprintf(what, sizeof what, "[%s] chunked scan L=%zu C=%zu chunks=%zu", k->isa, L, C, chunks);
                 expect_close(what, y, y_want, n, KERNEL_TOL);
@@ -460,6 +513,7 @@ START_TEST(chunked_scan_matches_sequential)
             free(h0); free(y_want); free(h_want);
             scan_case_free(&s);
         }
+    dm_pool_destroy(pool);
 }
 END_TEST
 

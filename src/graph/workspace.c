@@ -183,6 +183,5 @@ size_t dm_workspace_bytes(const dm_workspace *ws) { return ws ? ws->bytes + ws->
 dm_status dm_workspace_set_threads(dm_workspace *ws, int n)
 {
     if (!ws || n < 1) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_set_threads: need a workspace and n >= 1 (got %d)", n);
-    if (ws->ops.set_threads) ws->ops.set_threads(ws->ops.ctx, n);
-    return DM_OK;
+    return ws->ops.set_threads ? ws->ops.set_threads(ws->ops.ctx, n) : DM_OK;
 }

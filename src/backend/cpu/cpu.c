@@ -1,18 +1,20 @@
 /* cpu.c - the operator table on the CPU: the kernels of simd/ (one thread
- * each, on ranges) shared out over OpenMP threads, and OpenBLAS's sgemm,
- * single-threaded on bands of rows, so OpenMP's threads and OpenBLAS's
- * never compete for the cores. */
+ * each, on ranges) shared out over the workspace's thread pool (pool.h),
+ * and OpenBLAS's sgemm, single-threaded on bands of rows, so the pool's
+ * threads and OpenBLAS's never compete for the cores. */
 #include "backends.h"
 
 #include "error.h"
 #include "detect_kernels.h"
 #include "kernels.h"
+#include "pool.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A chunked scan splits one image's sequence among at most this many. */
 #define SCAN_MAX_CHUNKS 64
@@ -22,6 +24,7 @@
 typedef struct cpu {
     const dm_kernels *k;
     int threads;
+    dm_pool *pool;  /* threads - 1 workers besides the caller */
     float *scratch; /* im2col bands; the scan's states */
     size_t scratch_floats;
 } cpu;
@@ -34,39 +37,90 @@ int dm_threads(void)
         int n = atoi(env);
         if (n > 0) return n;
     }
-    return omp_get_num_procs();
+    /* The processors this process may run on (taskset, cgroups' cpusets). */
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0) return CPU_COUNT(&allowed);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
 }
 
-/* Thread t's share [*a, *b) of total items: contiguous, sizes within one. */
-static void share(size_t total, int threads, int t, size_t *a, size_t *b)
+/* Parallel loops are cut into this many pieces per thread, handed out as
+ * threads come free: a thread that another process slows down takes fewer
+ * pieces instead of holding the others up.  The pieces are fixed by the
+ * shape and the thread count alone, so results do not depend on timing. */
+#define PIECES_PER_THREAD 4
+
+static size_t pieces(const cpu *cx) { return cx->threads > 1 ? (size_t)cx->threads * PIECES_PER_THREAD : 1; }
+
+/* Piece i's share [*a, *b) of total items cut into n pieces: contiguous,
+ * sizes within one. */
+static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 {
-    *a = total * (size_t)t / (size_t)threads;
-    *b = total * (size_t)(t + 1) / (size_t)threads;
+    *a = total * i / n;
+    *b = total * (i + 1) / n;
 }
 
 /* ----------------------------------------------------------- gemm, conv */
 
-/* gemm on rows [0, M) by a single-threaded OpenBLAS, with the epilogue
- * applied while the rows are still in cache. */
-static void gemm_rows(const cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W,
-                      float beta, const float *bias, dm_act act, float *C)
+/* The smallest tile of a product worth a call of its own. */
+#define GEMM_MIN_ROWS 32
+#define GEMM_MIN_COLS 64
+/* Column tiles start on multiples of sgemm's register block. */
+#define GEMM_COL_ALIGN 16
+
+/* C[m0:m1][n0:n1] (row stride ldc) by a single-threaded OpenBLAS, with the
+ * epilogue applied while the tile is still in cache. */
+static void gemm_tile(const cpu *cx, size_t rows, size_t cols, size_t K, const float *A, size_t lda, const float *W,
+                      float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
-    if (M == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, W, (int)K, beta,
-                C, (int)N);
-    if (bias || act != DM_ACT_NONE) cx->k->bias_act(C, M, N, bias, act);
+    if (rows == 0 || cols == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)K, 1.0f, A, (int)lda, W, (int)K,
+                beta, C, (int)ldc);
+    if (!bias && act == DM_ACT_NONE) return;
+    if (cols == ldc) cx->k->bias_act(C, rows, cols, bias, act);
+    else
+        for (size_t r = 0; r < rows; r++) cx->k->bias_act(C + r * ldc, 1, cols, bias, act);
 }
 
+/* A product cut into row_tiles x col_tiles tiles. */
+typedef struct gemm_job {
+    const cpu *cx;
+    size_t M, N, K, lda, row_tiles, col_tiles;
+    const float *A, *W, *bias;
+    float beta, *C;
+    dm_act act;
+} gemm_job;
+
+static void gemm_piece(void *arg, size_t t)
+{
+    const gemm_job *g = arg;
+    size_t m0, m1, n0, n1, col_blocks = (g->N + GEMM_COL_ALIGN - 1) / GEMM_COL_ALIGN;
+    share(g->M, g->row_tiles, t / g->col_tiles, &m0, &m1);
+    share(col_blocks, g->col_tiles, t % g->col_tiles, &n0, &n1);
+    n0 *= GEMM_COL_ALIGN;
+    n1 = n1 * GEMM_COL_ALIGN < g->N ? n1 * GEMM_COL_ALIGN : g->N;
+    gemm_tile(g->cx, m1 - m0, n1 - n0, g->K, g->A + m0 * g->lda, g->lda, g->W + n0 * g->K, g->beta,
+              g->bias ? g->bias + n0 : NULL, g->act, g->C + m0 * g->N + n0, g->N);
+}
+
+/* Rows are cut first; a product too thin to give every piece rows of its
+ * own (the last stages' 7 x 7 pixels) also cuts its columns, so each
+ * thread reads only part of the weights. */
 static void cpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                      const float *bias, dm_act act, float *C)
 {
     const cpu *cx = ctx;
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
-        size_t m0, m1;
-        share(M, cx->threads, t, &m0, &m1);
-        if (m0 < m1) gemm_rows(cx, m1 - m0, N, K, A + m0 * lda, lda, W, beta, bias, act, C + m0 * N);
+    size_t want = pieces(cx), row_tiles = M / GEMM_MIN_ROWS, col_tiles = 1;
+    if (row_tiles > want) row_tiles = want;
+    if (row_tiles == 0) row_tiles = 1;
+    if (row_tiles < want) {
+        col_tiles = want / row_tiles;
+        if (col_tiles > N / GEMM_MIN_COLS) col_tiles = N / GEMM_MIN_COLS;
+        if (col_tiles == 0) col_tiles = 1;
     }
+    gemm_job g = {.cx = cx, .M = M, .N = N, .K = K, .lda = lda, .row_tiles = row_tiles, .col_tiles = col_tiles,
+                  .A = A, .W = W, .bias = bias, .beta = beta, .C = C, .act = act};
+    dm_pool_run(cx->pool, row_tiles * col_tiles, gemm_piece, &g);
 }
 
 /* Output pixels per im2col band: bounds the column buffer. */
@@ -103,49 +157,72 @@ static void im2col3x3(const float *x, int h, int w, int cin, int stride, int pad
     }
 }
 
-/* Banded im2col + GEMM; each thread gathers its share of a band and
- * multiplies it at once. */
+/* One band [p0, p1) of a convolution's output pixels, cut into pieces. */
+typedef struct conv_job {
+    const cpu *cx;
+    const dm_conv3x3 *cv;
+    dm_view x, y;
+    dm_act act;
+    size_t p0, p1, pieces;
+} conv_job;
+
+static void conv_piece(void *arg, size_t i)
+{
+    const conv_job *j = arg;
+    const dm_conv3x3 *cv = j->cv;
+    size_t a, b, K = 9 * (size_t)cv->cin;
+    share(j->p1 - j->p0, j->pieces, i, &a, &b);
+    if (a >= b) return;
+    float *rows = j->cx->scratch + a * K;
+    im2col3x3(j->x.data, j->x.h, j->x.w, j->x.c, cv->stride, cv->pad, j->y.h, j->y.w, j->p0 + a, j->p0 + b, rows);
+    gemm_tile(j->cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, j->act,
+              j->y.data + (j->p0 + a) * cv->cout, (size_t)cv->cout);
+}
+
+/* Banded im2col + GEMM; each piece of a band is gathered and multiplied at
+ * once. */
 static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
 {
     const cpu *cx = ctx;
-    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
-    for (size_t p0 = 0; p0 < total; p0 += band) {
-        size_t p1 = p0 + band < total ? p0 + band : total;
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-        for (int t = 0; t < cx->threads; t++) {
-            size_t a, b;
-            share(p1 - p0, cx->threads, t, &a, &b);
-            if (a >= b) continue;
-            a += p0;
-            b += p0;
-            float *rows = cx->scratch + (a - p0) * K;
-            im2col3x3(x.data, x.h, x.w, x.c, cv->stride, cv->pad, y.h, y.w, a, b, rows);
-            gemm_rows(cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, act, y.data + a * cv->cout);
-        }
+    size_t total = dm_view_pixels(y), band = conv_band(cv->cin);
+    conv_job j = {.cx = cx, .cv = cv, .x = x, .y = y, .act = act, .pieces = pieces(cx)};
+    for (j.p0 = 0; j.p0 < total; j.p0 += band) {
+        j.p1 = j.p0 + band < total ? j.p0 + band : total;
+        dm_pool_run(cx->pool, j.pieces, conv_piece, &j);
     }
 }
 
 /* -------------------------------------------------------- per-pixel ops */
 
 /* Work on n images of per_image items each (rows, pixels; a flat range is
- * one image), shared out as contiguous ranges among threads; part(args,
- * image, i0, i1) does items [i0, i1) of one image, once per image a
- * thread's range touches. */
+ * one image), cut into contiguous pieces; part(args, image, i0, i1) does
+ * items [i0, i1) of one image, once per image a piece touches. */
 typedef void (*image_part)(const void *args, size_t image, size_t i0, size_t i1);
+
+typedef struct images_job {
+    size_t total, per_image, pieces;
+    image_part part;
+    const void *args;
+} images_job;
+
+static void images_piece(void *arg, size_t i)
+{
+    const images_job *j = arg;
+    size_t q0, q1;
+    share(j->total, j->pieces, i, &q0, &q1);
+    while (q0 < q1) {
+        size_t img = q0 / j->per_image, i0 = q0 % j->per_image;
+        size_t i1 = i0 + (q1 - q0) < j->per_image ? i0 + (q1 - q0) : j->per_image;
+        j->part(j->args, img, i0, i1);
+        q0 += i1 - i0;
+    }
+}
 
 static void share_images(const cpu *cx, int n, size_t per_image, image_part part, const void *args)
 {
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (int t = 0; t < cx->threads; t++) {
-        size_t q0, q1;
-        share((size_t)n * per_image, cx->threads, t, &q0, &q1);
-        while (q0 < q1) {
-            size_t img = q0 / per_image, i0 = q0 % per_image;
-            size_t i1 = i0 + (q1 - q0) < per_image ? i0 + (q1 - q0) : per_image;
-            part(args, img, i0, i1);
-            q0 += i1 - i0;
-        }
-    }
+    images_job j = {.total = (size_t)n * per_image, .per_image = per_image, .pieces = pieces(cx), .part = part,
+                    .args = args};
+    dm_pool_run(cx->pool, j.pieces, images_piece, &j);
 }
 
 /* An operator's arguments as its image_part reads them. */
@@ -153,8 +230,10 @@ typedef struct image_op {
     const dm_kernels *k;
     dm_view x, y, other;
     const float *w9, *bias, *gamma, *beta, *offsets;
+    const float *from_host; /* input: the caller's NCHW batch */
+    float *to_host;         /* output: the caller's NCHW memory */
     dm_act act;
-    int groups, size, stride, pad;
+    int groups, size, stride, pad, c0;
     dm_resize mode;
 } image_op;
 
@@ -230,6 +309,29 @@ static size_t cpu_scan_scratch(void *ctx, int n, size_t steps, int c)
     return ((size_t)n + SCAN_MAX_CHUNKS + steps) * (size_t)c;
 }
 
+/* One block of one image's channels, scanned over the whole sequence. */
+typedef struct scan_job {
+    const dm_kernels *k;
+    const dm_scan_inputs *in;
+    dm_scan_args args;
+    dm_view y;
+    float *state;
+    size_t per_image;
+} scan_job;
+
+static void scan_piece(void *arg, size_t i)
+{
+    const scan_job *j = arg;
+    size_t L = (size_t)j->in->u.h * j->in->u.w, C = (size_t)j->in->u.c;
+    size_t img = i / j->per_image, c0 = (i % j->per_image) * SCAN_CHANNEL_BLOCK;
+    size_t c1 = c0 + SCAN_CHANNEL_BLOCK < C ? c0 + SCAN_CHANNEL_BLOCK : C;
+    dm_scan_args args = j->args;
+    args.u = j->in->u.data + img * L * C;
+    args.delta = j->in->delta + img * L * C;
+    args.bc = j->in->bc + img * L * j->in->bc_stride;
+    j->k->scan(&args, 0, L, c0, c1, j->state + img * C, NULL, j->y.data + img * L * C);
+}
+
 /* The channels are independent, so threads take blocks of channels; when
  * there are too few blocks to share (a small batch of narrow images),
  * threads split each image's sequence into chunks instead. */
@@ -250,20 +352,13 @@ static void cpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
             args.u = in->u.data + img * L * C;
             args.delta = in->delta + img * L * C;
             args.bc = in->bc + img * L * in->bc_stride;
-            dm_scan_chunked(cx->k, &args, L, chunks, cx->threads, state + img * C, chunk_state, decay,
+            dm_scan_chunked(cx->k, &args, L, chunks, cx->pool, state + img * C, chunk_state, decay,
                             y.data + img * L * C);
         }
         return;
     }
-#pragma omp parallel for num_threads(cx->threads) schedule(static) firstprivate(args)
-    for (long i = 0; i < (long)(n * per_image); i++) {
-        size_t img = (size_t)i / per_image, c0 = ((size_t)i % per_image) * SCAN_CHANNEL_BLOCK;
-        size_t c1 = c0 + SCAN_CHANNEL_BLOCK < C ? c0 + SCAN_CHANNEL_BLOCK : C;
-        args.u = in->u.data + img * L * C;
-        args.delta = in->delta + img * L * C;
-        args.bc = in->bc + img * L * in->bc_stride;
-        cx->k->scan(&args, 0, L, c0, c1, state + img * C, NULL, y.data + img * L * C);
-    }
+    scan_job j = {.k = cx->k, .in = in, .args = args, .y = y, .state = state, .per_image = per_image};
+    dm_pool_run(cx->pool, n * per_image, scan_piece, &j);
 }
 
 /* ------------------------------------------------- pooling and resizing */
@@ -325,13 +420,19 @@ static void cpu_add(void *ctx, dm_view a, dm_view b, dm_act act, dm_view y)
     share_images(cx, 1, dm_view_floats(y), add_elements, &op);
 }
 
+static void concat_pixels(const void *args, size_t img, size_t p0, size_t p1)
+{
+    const image_op *op = args;
+    (void)img;
+    for (size_t p = p0; p < p1; p++)
+        memcpy(op->y.data + p * op->y.c + op->c0, op->x.data + p * op->x.c, sizeof(float) * op->x.c);
+}
+
 static void cpu_concat(void *ctx, dm_view x, int c0, dm_view y)
 {
     const cpu *cx = ctx;
-    size_t pixels = dm_view_pixels(x);
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long p = 0; p < (long)pixels; p++)
-        memcpy(y.data + (size_t)p * y.c + c0, x.data + (size_t)p * x.c, sizeof(float) * x.c);
+    image_op op = {.x = x, .y = y, .c0 = c0};
+    share_images(cx, 1, dm_view_pixels(x), concat_pixels, &op);
 }
 
 static void cpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y)
@@ -348,36 +449,47 @@ static void cpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *r
 }
 
 /* NCHW [n][c][h*w] <-> channels-last [n][h*w][c]. */
+static void input_pixels(const void *args, size_t img, size_t p0, size_t p1)
+{
+    const image_op *op = args;
+    size_t hw = (size_t)op->y.h * op->y.w, c = (size_t)op->y.c;
+    float *to = image_out(op, img);
+    const float *from = op->from_host + img * c * hw;
+    for (size_t p = p0; p < p1; p++)
+        for (size_t ch = 0; ch < c; ch++) to[p * c + ch] = from[ch * hw + p];
+}
+
 static void cpu_input(void *ctx, const float *host, dm_layout layout, dm_view dst)
 {
     const cpu *cx = ctx;
-    size_t hw = (size_t)dst.h * dst.w, c = (size_t)dst.c;
     if (layout == DM_LAYOUT_NHWC) {
         memcpy(dst.data, host, sizeof(float) * dm_view_floats(dst));
         return;
     }
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < (long)(dst.n * hw); i++) {
-        size_t img = (size_t)i / hw, p = (size_t)i % hw;
-        for (size_t ch = 0; ch < c; ch++) dst.data[(size_t)i * c + ch] = host[(img * c + ch) * hw + p];
+    image_op op = {.y = dst, .from_host = host};
+    share_images(cx, dst.n, (size_t)dst.h * dst.w, input_pixels, &op);
+}
+
+static void output_channels(const void *args, size_t img, size_t c0, size_t c1)
+{
+    const image_op *op = args;
+    size_t hw = (size_t)op->x.h * op->x.w, c = (size_t)op->x.c;
+    for (size_t ch = c0; ch < c1; ch++) {
+        const float *from = image_in(op, img) + ch;
+        float *to = op->to_host + (img * c + ch) * hw;
+        for (size_t p = 0; p < hw; p++) to[p] = from[p * c];
     }
 }
 
 static void cpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
 {
     const cpu *cx = ctx;
-    size_t hw = (size_t)src.h * src.w, c = (size_t)src.c;
     if (layout == DM_LAYOUT_NHWC) {
         memcpy(host, src.data, sizeof(float) * dm_view_floats(src));
         return;
     }
-#pragma omp parallel for num_threads(cx->threads) schedule(static)
-    for (long i = 0; i < (long)(src.n * c); i++) {
-        size_t img = (size_t)i / c, ch = (size_t)i % c;
-        const float *from = src.data + img * hw * c + ch;
-        float *to = host + ((size_t)img * c + ch) * hw;
-        for (size_t p = 0; p < hw; p++) to[p] = from[p * c];
-    }
+    image_op op = {.x = src, .to_host = host};
+    share_images(cx, src.n, (size_t)src.c, output_channels, &op);
 }
 
 /* ------------------------------------------------ memory and passes */
@@ -407,7 +519,17 @@ static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_f
 
 static size_t cpu_held_bytes(void *ctx) { return ((cpu *)ctx)->scratch_floats * sizeof(float); }
 
-static void cpu_set_threads(void *ctx, int threads) { ((cpu *)ctx)->threads = threads; }
+static dm_status cpu_set_threads(void *ctx, int threads)
+{
+    cpu *cx = ctx;
+    if (threads == cx->threads) return DM_OK;
+    dm_pool *pool = dm_pool_create(threads);
+    if (!pool) return dm_fail(DM_ERR_NOMEM, "out of memory for a pool of %d threads", threads);
+    dm_pool_destroy(cx->pool);
+    cx->pool = pool;
+    cx->threads = threads;
+    return DM_OK;
+}
 
 static const dm_model *cpu_params(void *ctx, const dm_model *model)
 {
@@ -418,6 +540,7 @@ static const dm_model *cpu_params(void *ctx, const dm_model *model)
 static void cpu_destroy(void *ctx)
 {
     if (!ctx) return;
+    dm_pool_destroy(((cpu *)ctx)->pool);
     free(((cpu *)ctx)->scratch);
     free(ctx);
 }
@@ -459,6 +582,10 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
     if (!cx) return dm_fail(DM_ERR_NOMEM, "out of memory for the CPU backend");
     cx->k = k;
     cx->threads = threads > 0 ? threads : 1;
+    if (!(cx->pool = dm_pool_create(cx->threads))) {
+        free(cx);
+        return dm_fail(DM_ERR_NOMEM, "out of memory for a pool of %d threads", threads);
+    }
     *out = (dm_ops){
         .name = "cpu",
         .ctx = cx,

@@ -1,0 +1,181 @@
+/* pool.c - the CPU backend's threads (pool.h).
+ *
+ * A loop is published as a ticket, loop number << 32 | next piece, that
+ * the caller and the workers advance by compare-and-swap: a thread that
+ * still holds an earlier loop's ticket cannot take a piece of a later
+ * loop.  When a loop is over its ticket is closed before the next loop's
+ * piece function and count are written, so a worker that reads those
+ * early finds its stale ticket closed.  Sleeping workers wait on a futex
+ * holding the latest loop number. */
+#include "pool.h"
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A ticket's piece index once its loop is over: nothing left to take. */
+#define TICKET_CLOSED UINT32_MAX
+/* Pause instructions a thread spins before it sleeps (a worker waiting for
+ * the next loop) or yields (the caller waiting for taken pieces): tens of
+ * microseconds, longer than the gap between a pass's loops. */
+#define SPIN_ROUNDS 4000
+
+struct dm_pool {
+    alignas(64) _Atomic uint64_t ticket; /* loop number << 32 | next piece */
+    alignas(64) _Atomic size_t done;     /* pieces of this loop finished */
+    alignas(64) _Atomic uint32_t loop;   /* futex word: the latest loop number */
+    _Atomic int sleepers;                /* workers in (or entering) futex waits */
+    _Atomic int stop;
+    _Atomic(dm_pool_piece) piece; /* the current loop */
+    _Atomic(void *) arg;
+    _Atomic size_t pieces;
+    uint32_t last_loop; /* the caller's own count */
+    int workers;
+    pthread_t *threads;
+};
+
+/* Set while this thread runs a piece: a loop inside runs alone. */
+static _Thread_local int in_piece;
+
+static void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t expected)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Takes the next piece of loop `loop`; 0 when none is left or the loop is
+ * over. */
+static int take(dm_pool *p, uint32_t loop, size_t *index)
+{
+    uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    for (;;) {
+        uint32_t next = (uint32_t)t;
+        if ((uint32_t)(t >> 32) != loop || next >= atomic_load_explicit(&p->pieces, memory_order_acquire)) return 0;
+        if (atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel, memory_order_acquire)) {
+            *index = next;
+            return 1;
+        }
+    }
+}
+
+/* Runs pieces of loop `loop` until none is left to take. */
+static void run_pieces(dm_pool *p, uint32_t loop)
+{
+    size_t i;
+    while (take(p, loop, &i)) {
+        dm_pool_piece piece = atomic_load_explicit(&p->piece, memory_order_acquire);
+        void *arg = atomic_load_explicit(&p->arg, memory_order_acquire);
+        in_piece = 1;
+        piece(arg, i);
+        in_piece = 0;
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    }
+}
+
+/* The next loop number after `seen` (or any, once the pool stops). */
+static uint32_t wait_for_loop(dm_pool *p, uint32_t seen)
+{
+    uint32_t loop;
+    for (int spin = 0; spin < SPIN_ROUNDS; spin++) {
+        if ((loop = atomic_load_explicit(&p->loop, memory_order_acquire)) != seen) return loop;
+        cpu_pause();
+    }
+    /* The caller publishes the loop number, then counts sleepers; a worker
+     * counts itself, then checks the number: one of them sees the other. */
+    atomic_fetch_add(&p->sleepers, 1);
+    while ((loop = atomic_load(&p->loop)) == seen) futex_wait(&p->loop, seen);
+    atomic_fetch_sub(&p->sleepers, 1);
+    return loop;
+}
+
+static void *worker_main(void *arg)
+{
+    dm_pool *p = arg;
+    uint32_t seen = 0;
+    for (;;) {
+        seen = wait_for_loop(p, seen);
+        if (atomic_load(&p->stop)) return NULL;
+        run_pieces(p, seen);
+    }
+}
+
+dm_pool *dm_pool_create(int threads)
+{
+    dm_pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    int want = threads > 1 ? threads - 1 : 0;
+    if (want && !(p->threads = calloc((size_t)want, sizeof *p->threads))) {
+        free(p);
+        return NULL;
+    }
+    atomic_init(&p->ticket, TICKET_CLOSED);
+    /* Workers take no signals: the application's handlers run on its own
+     * threads. */
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    while (p->workers < want && pthread_create(&p->threads[p->workers], NULL, worker_main, p) == 0) p->workers++;
+    pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    return p;
+}
+
+int dm_pool_threads(const dm_pool *pool) { return pool->workers + 1; }
+
+void dm_pool_run(dm_pool *p, size_t pieces, dm_pool_piece piece, void *arg)
+{
+    if (in_piece || p->workers == 0 || pieces <= 1 || pieces >= TICKET_CLOSED) {
+        int outer = in_piece;
+        in_piece = 1;
+        for (size_t i = 0; i < pieces; i++) piece(arg, i);
+        in_piece = outer;
+        return;
+    }
+    uint32_t loop = ++p->last_loop;
+    atomic_store_explicit(&p->piece, piece, memory_order_release);
+    atomic_store_explicit(&p->arg, arg, memory_order_release);
+    atomic_store_explicit(&p->pieces, pieces, memory_order_release);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->ticket, (uint64_t)loop << 32, memory_order_release);
+    atomic_store(&p->loop, loop);
+    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->loop);
+
+    run_pieces(p, loop);
+    /* Every piece is taken; wait for those still running elsewhere. */
+    for (int spin = 0; atomic_load_explicit(&p->done, memory_order_acquire) < pieces; spin++) {
+        if (spin < SPIN_ROUNDS) cpu_pause();
+        else sched_yield();
+    }
+    atomic_store_explicit(&p->ticket, (uint64_t)loop << 32 | TICKET_CLOSED, memory_order_release);
+}
+
+void dm_pool_destroy(dm_pool *p)
+{
+    if (!p) return;
+    atomic_store(&p->stop, 1);
+    atomic_store(&p->loop, p->last_loop + 1);
+    futex_wake_all(&p->loop);
+    for (int i = 0; i < p->workers; i++) pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    free(p);
+}
