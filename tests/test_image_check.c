@@ -100,6 +100,15 @@ START_TEST(png_image_data_inflates)
     ck_assert_msg(strstr(dm_last_error(), "truncated PNG: the compressed image data ends early") != NULL, "%s",
                   dm_last_error());
 
+    /* an IEND chunk that carries data: the image-data walk stops at it
+     * (it once stepped past the end and read outside the file) */
+    unsigned char iend_with_data[49];
+    memcpy(iend_with_data, png_1x1, 33);
+    static const unsigned char iend[] = {0, 0, 0, 4, 'I', 'E', 'N', 'D', 1, 2, 3, 4, 0, 0, 0, 0};
+    memcpy(iend_with_data + 33, iend, sizeof iend);
+    ck_assert_int_eq(dm_image_check(iend_with_data, sizeof iend_with_data), DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), "no IDAT chunk") != NULL, "%s", dm_last_error());
+
     /* and the whole 1 x 1 image decodes to its one pixel */
     ck_assert_int_eq(dm_image_load_memory(png_1x1, sizeof png_1x1, 3, &img), DM_OK);
     ck_assert_int_eq(img.pixels[0], 0x10);

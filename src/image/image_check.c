@@ -27,8 +27,9 @@ static dm_status check_png_data(const unsigned char *b, size_t size, int raw_def
         return dm_fail(DM_ERR_NOMEM, "PNG: out of memory checking the image data");
     unsigned char sink[16384];
     int ret = Z_OK, chunks = 0;
-    for (size_t p = 8; size - p >= 12 && ret == Z_OK;) {
+    for (size_t p = 8; p <= size && size - p >= 12 && ret == Z_OK;) {
         uint32_t len = be32(b + p);
+        if (len > size - p - 12) break; /* a chunk cut short before IEND: stb_image's to refuse */
         if (memcmp(b + p + 4, "IDAT", 4) == 0) {
             chunks++;
             z.next_in = (unsigned char *)(uintptr_t)(b + p + 8);
