@@ -1,7 +1,8 @@
 /* test_pth.c - the .pth reader: the authors' checkpoint layout (micro.pth)
  * against micro.safetensors and an EMA reference read by Python's own
- * unpickler; small checkpoints written like torch.save (tests/fixtures);
- * and one test per kind of malformed input, built in memory. */
+ * unpickler; mmdetection's (maskrcnn_micro.pth) against its safetensors;
+ * small checkpoints written like torch.save (tests/fixtures); and one test
+ * per kind of malformed input, built in memory. */
 #include "testutil.h"
 
 #include <stdio.h>
@@ -38,18 +39,25 @@ static void assert_same_tensor(const dm_tensor *got, const dm_tensor *want)
     ck_assert_msg(memcmp(got->data, want->data, want->nbytes) == 0, "%s differs", want->name);
 }
 
-/* ------------------------------------------------------------ micro.pth */
-
-START_TEST(micro_model_equals_safetensors)
+/* The checkpoint's weights are the safetensors file's: the same names,
+ * dtypes, shapes and bytes, and no others. */
+static void assert_same_weights(const char *pth_name, const char *safetensors_name)
 {
     dm_tensor_file pth, st;
-    open_ok(test_path("micro.pth"), 0, &pth);
-    test_open("micro.safetensors", &st);
+    open_ok(test_path(pth_name), 0, &pth);
+    test_open(safetensors_name, &st);
     ck_assert_uint_eq(pth.count, st.count);
     for (size_t i = 0; i < st.count; i++)
         assert_same_tensor(dm_tensor_file_find(&pth, st.tensors[i].name), &st.tensors[i]);
     dm_tensor_file_close(&pth);
     dm_tensor_file_close(&st);
+}
+
+/* ------------------------------------------------------------ micro.pth */
+
+START_TEST(micro_model_equals_safetensors)
+{
+    assert_same_weights("micro.pth", "micro.safetensors");
 }
 END_TEST
 
@@ -107,6 +115,41 @@ START_TEST(checkpoint_loads_from_memory)
     dm_workspace_free(ws);
     dm_model_free(from_memory);
     dm_model_free(from_file);
+}
+END_TEST
+
+/* ------------------------------------------------ maskrcnn_micro.pth */
+
+/* mmdetection's checkpoint layout ({meta, state_dict}, written by torch 2.0;
+ * the golden file's optimizer state left out by make_det_pth.py). */
+START_TEST(mmdet_checkpoint_equals_safetensors)
+{
+    assert_same_weights("maskrcnn_micro.pth", "maskrcnn_micro.safetensors");
+}
+END_TEST
+
+/* meta's CLASSES name the detector's classes, and so its COCO ids. */
+START_TEST(mmdet_classes_from_meta)
+{
+    static const char *const names[] = {"person", "bicycle", "car", "motorcycle", "airplane"};
+    static const int coco_ids[] = {1, 2, 3, 4, 5};
+    dm_tensor_file pth;
+    open_ok(test_path("maskrcnn_micro.pth"), 0, &pth);
+    const char *classes = dm_tensor_file_meta(&pth, "classes");
+    ck_assert_ptr_nonnull(classes);
+    ck_assert_str_eq(classes, "[\"person\", \"bicycle\", \"car\", \"motorcycle\", \"airplane\"]");
+    ck_assert_ptr_null(dm_tensor_file_meta(&pth, "palette"));
+    dm_tensor_file_close(&pth);
+    dm_model *m;
+    ck_assert_msg(dm_model_load(test_path("maskrcnn_micro.pth"), NULL, &m) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(dm_model_config(m)->det_classes, 5);
+    const char *const *got = dm_model_class_names(m);
+    ck_assert_ptr_nonnull(got);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_str_eq(got[i], names[i]);
+        ck_assert_int_eq(dm_model_category_ids(m)[i], coco_ids[i]);
+    }
+    dm_model_free(m);
 }
 END_TEST
 
@@ -579,6 +622,8 @@ int main(void)
     tcase_add_test(tc, micro_model_equals_safetensors);
     tcase_add_test(tc, micro_ema_matches_python_reader);
     tcase_add_test(tc, micro_ema_model_loads);
+    tcase_add_test(tc, mmdet_checkpoint_equals_safetensors);
+    tcase_add_test(tc, mmdet_classes_from_meta);
     tcase_add_test(tc, checkpoint_loads_from_memory);
     tcase_add_test(tc, ema_refused_outside_training_checkpoints);
     tcase_add_test(tc, legacy_checkpoint_named);
