@@ -530,6 +530,7 @@ dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
     ops.begin = gpu_begin;
     ops.finish = gpu_finish;
     ops.input_pieces = INPUT_PIECES;
+    ops.synchronous = 0; /* kernels and copies run on streams */
     ops.input = gpu_input;
     ops.output = gpu_output;
     ops.gemm = gpu_gemm;

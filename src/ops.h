@@ -98,6 +98,9 @@ typedef struct dm_ops {
     /* Images a batch's input is brought in as, so that the first piece can
      * be computed on while the rest still travels (1: all at once). */
     int input_pieces;
+    /* 1 when an operator has completed by the time its entry returns (the
+     * CPU); 0 when entries enqueue work that only finish() waits for. */
+    int synchronous;
 
     /* ---------------------------------------------------------- transfers */
 

@@ -176,6 +176,9 @@ START_TEST(workspace_of_another_model)
 }
 END_TEST
 
+START_TEST(profile_counts_operators) { test_operator_profile(DM_BACKEND_CPU); }
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("backend");
@@ -186,6 +189,7 @@ int main(void)
     tcase_add_test(tc, workspace_of_another_model);
     tcase_add_test(tc, threads_stay_in_the_workspace);
     tcase_add_test(tc, concurrent_passes_restore_blas_threads);
+    tcase_add_test(tc, profile_counts_operators);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

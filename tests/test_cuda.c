@@ -21,6 +21,9 @@ END_TEST
 START_TEST(cuda_micro) { test_golden_model("micro.safetensors", "micro.io.safetensors", DM_BACKEND_CUDA); }
 END_TEST
 
+START_TEST(cuda_profile) { test_operator_profile(DM_BACKEND_CUDA); }
+END_TEST
+
 START_TEST(cuda_damamba_f)
 {
     test_golden_model("damamba_f.safetensors", "damamba_f.io.safetensors", DM_BACKEND_CUDA);
@@ -256,6 +259,7 @@ int main(void)
     tcase_add_test(tc, cuda_block);
     tcase_add_test(tc, cuda_micro);
     tcase_add_test(tc, cuda_damamba_f);
+    tcase_add_test(tc, cuda_profile);
     tcase_add_test(tc, cuda_smaller_than_workspace);
     tcase_add_test(tc, cuda_workspace_bound_to_model);
     tcase_add_test(tc, cuda_shapes_vs_cpu);

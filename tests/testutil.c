@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "damamba.h"
+#include "internal_api.h"
 #include "kernels.h"
 #include "model.h"
 #include "safetensors.h"
@@ -179,4 +180,62 @@ float test_uniform(float lo, float hi)
 {
     rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
     return lo + (hi - lo) * (float)(rng_state >> 40) / 16777216.0f;
+}
+
+/* A profiled pass gives the unprofiled pass's logits bit for bit, and
+ * counts every operator DAMamba-F's graph runs on one image of 32 x 32:
+ * per block 7 products, 4 depthwise convolutions, 3 norms, a sampler and a
+ * scan; 7 dense convolutions (stem, downsamples), 4 stage norms, the
+ * head's pool and product, the input and the logits.  The products' and
+ * convolutions' work is dm_model_macs's count less its other operators'
+ * (the depthwise convolutions, sampler and scan). */
+void test_operator_profile(dm_backend backend)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_synthetic('F', 3, 10, 1, &m) == DM_OK, "%s", dm_last_error());
+    enum { H = 32, W = 32, CLASSES = 10 };
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, backend, 1, H, W, &ws) == DM_OK, "%s", dm_last_error());
+    float input[3 * H * W], want[CLASSES], got[CLASSES];
+    for (int i = 0; i < 3 * H * W; i++) input[i] = (float)((i * 29) % 83) / 41.0f - 1.0f;
+    dm_outputs out = DM_OUTPUTS_INIT;
+    out.logits = want;
+    ck_assert_msg(dm_forward(m, ws, input, 1, H, W, &out) == DM_OK, "%s", dm_last_error());
+    dm_op_profile ops[32];
+    ck_assert_int_eq(dm_workspace_profile_read(ws, ops, 32), 0);
+    ck_assert_int_eq(dm_workspace_profile(ws), DM_OK);
+    out.logits = got;
+    ck_assert_msg(dm_forward(m, ws, input, 1, H, W, &out) == DM_OK, "%s", dm_last_error());
+    ck_assert_mem_eq(got, want, sizeof got);
+    /* profiling again starts from zero */
+    ck_assert_int_eq(dm_workspace_profile(ws), DM_OK);
+    ck_assert_msg(dm_forward(m, ws, input, 1, H, W, &out) == DM_OK, "%s", dm_last_error());
+    ck_assert_mem_eq(got, want, sizeof got);
+
+    const dm_config *c = dm_model_config(m);
+    int blocks = 0;
+    double product_macs = (double)CLASSES * c->dims[3], other_macs = 0;
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        int ch, sh, sw;
+        dm_stage_shape(m, H, W, s, &ch, &sh, &sw);
+        double P = (double)sh * sw, C = c->dims[s], F = c->mlp_hidden[s], G = c->groups[s], R = c->dt_rank[s];
+        blocks += c->depths[s];
+        product_macs += c->depths[s] * P * (2 * C * C + 2 * G * C + (R + 2) * C + R * C + 2 * F * C);
+        other_macs += c->depths[s] * P * (27 * C + 9 * F + 4 * C + 3 * C);
+    }
+    double conv_macs = (double)dm_model_macs(m, H, W) - product_macs - other_macs;
+    static const char *const entries[] = {"input", "output", "gemm", "conv3x3", "dwconv3x3", "layernorm",
+                                          "sample", "scan", "avg_pool"};
+    long calls[] = {1, 1, 7L * blocks + 1, 7, 4L * blocks, 3L * blocks + 4, blocks, blocks, 1};
+    double flops[] = {0, 0, 2 * product_macs, 2 * conv_macs, 0, 0, 0, 0, 0};
+    ck_assert_int_eq(dm_workspace_profile_read(ws, ops, 32), 9);
+    for (int i = 0; i < 9; i++) {
+        ck_assert_str_eq(ops[i].entry, entries[i]);
+        ck_assert_int_eq(ops[i].calls, calls[i]);
+        ck_assert_double_eq(ops[i].flops, flops[i]);
+        ck_assert_double_gt(ops[i].seconds, 0);
+    }
+    ck_assert_int_eq(dm_workspace_profile_read(ws, ops, 2), 9); /* counts all, writes 2 */
+    dm_workspace_free(ws);
+    dm_model_free(m);
 }

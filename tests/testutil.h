@@ -39,6 +39,11 @@ float test_uniform(float lo, float hi);
 void test_golden_block(dm_backend backend);
 void test_golden_model(const char *weights, const char *io_name, dm_backend backend);
 
+/* A profiled pass of synthetic DAMamba-F on a backend: the unprofiled
+ * pass's logits, every operator the graph runs counted, the products'
+ * work as dm_model_macs counts it. */
+void test_operator_profile(dm_backend backend);
+
 /* Whether the kernels DAMAMBA_ISA asks for can run; if not, says why, for
  * a suite that then exits 77 (skipped). */
 int test_isa_runs(void);

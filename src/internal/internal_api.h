@@ -122,6 +122,27 @@ dm_status dm_outfile_open(const char *path, dm_outfile *out);
  * an error of its own (the caller has one).  Frees out in any case. */
 dm_status dm_outfile_finish(dm_outfile *out, int ok);
 
+/* ------------------------------------------------ operator profiles */
+
+/* One operator-table entry's part in the passes since profiling began. */
+typedef struct dm_op_profile {
+    const char *entry; /* the table's name for it: "gemm", "scan", ... */
+    long calls;
+    double seconds;    /* from each call until the operator completed */
+    double flops;      /* 2 x multiply-adds of gemm and conv3x3; 0 for the rest */
+} dm_op_profile;
+
+/* Time every operator ws's passes run from now on (again from zero when
+ * already profiling).  Passes without it run at full speed; with it they
+ * read the clock around each operator, and on a backend whose operators
+ * run asynchronously (CUDA) wait for each one, losing all overlap. */
+dm_status dm_workspace_profile(dm_workspace *ws);
+
+/* The entries called since dm_workspace_profile(), in table order: writes
+ * at most max of them to out and returns how many there are (0 when ws is
+ * not profiled). */
+int dm_workspace_profile_read(const dm_workspace *ws, dm_op_profile *out, int max);
+
 /* --------------------------------------------------------------- JSON */
 
 /* The library's small strict reader: a parsed value is a tree of dm_json. */

@@ -601,6 +601,7 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
         .begin = cpu_begin,
         .finish = cpu_finish,
         .input_pieces = 1,
+        .synchronous = 1,
         .input = cpu_input,
         .output = cpu_output,
         .gemm = cpu_gemm,
