@@ -321,5 +321,18 @@ LC_ALL=C sed 's/"Trouser/"\\\\u001b/' "$(dirname "$samples")/damamba_fmnist.safe
 grep -q '\\x1b' "$tmp/esc.txt" || fail "ESC in a class name not escaped: $(cat -v "$tmp/esc.txt")"
 LC_ALL=C grep -q "$(printf '\033')" "$tmp/esc.txt" "$tmp/odd.txt" && fail "a raw ESC reached the output"
 
+# bench --ops: per pass, DAMamba-F (16 blocks: depths 2, 2, 10, 2) calls
+# exactly the operators its graph has: per block 7 products, 4 depthwise
+# convolutions, 3 norms, a sampler and a scan; the stem's 4 and the
+# downsamples' 3 convolutions, the 4 stage norms, the head's pool and
+# product, the input and the logits.  Their shares of the pass (timed as a
+# whole) add up to nearly all of it, and never to more.
+"$damamba" bench -v F -s 64 -n 2 --ops >"$tmp/ops.txt" || fail "bench --ops"
+awk '/^  entry /{on = 1; next} /^  \(outside\)/{on = 0} on {print $1, $2}' "$tmp/ops.txt" >"$tmp/ops_calls.txt"
+printf '%s\n' "input 1.0" "output 1.0" "gemm 113.0" "conv3x3 7.0" "dwconv3x3 64.0" "layernorm 52.0" "sample 16.0" \
+    "scan 16.0" "avg_pool 1.0" | cmp -s - "$tmp/ops_calls.txt" || fail "bench --ops entries and calls: $(cat "$tmp/ops.txt")"
+awk '/^  entry /{on = 1; next} /^  \(outside\)/{on = 0} on {share += $4} END {exit !(share >= 90 && share <= 100.5)}' \
+    "$tmp/ops.txt" || fail "bench --ops shares do not add up to the pass: $(cat "$tmp/ops.txt")"
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit "$failures"

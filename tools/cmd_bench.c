@@ -9,10 +9,12 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "internal_api.h"
+
 static const char bench_usage[] =
     "usage: damamba bench [-v F|T|S|B] [-b BATCH] [-s SIZE] [-t THREADS] [-n RUNS] [--backend cpu|cuda]\n"
-    "                     [--task cls|seg]\n"
-    "       damamba bench --task det [-v F|T|S|B] [-t THREADS] [-n RUNS]\n"
+    "                     [--task cls|seg] [--ops]\n"
+    "       damamba bench --task det [-v F|T|S|B] [-t THREADS] [-n RUNS] [--ops]\n"
     "\n"
     "Times forward passes of an official variant with synthetic weights and\n"
     "prints the median time per batch, images per second, achieved GFLOP/s\n"
@@ -33,7 +35,12 @@ static const char bench_usage[] =
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     "  -n, --runs N        timed runs after one warm-up run (default 10)\n"
     "      --backend B     cpu (default) or cuda (a build with -Dcuda=enabled);\n"
-    "                      CUDA times include the copies to and from the device\n";
+    "                      CUDA times include the copies to and from the device\n"
+    "      --ops           time each operator of the timed runs too: its calls\n"
+    "                      and time per pass, share of the pass, GFLOP/s of the\n"
+    "                      matrix products, and the time outside the operators\n"
+    "                      (CUDA: each operator is waited for, so passes are\n"
+    "                      slower and nothing overlaps)\n";
 
 static double now_s(void)
 {
@@ -54,6 +61,29 @@ static double median_of(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* Where `runs` profiled passes that took `total` seconds together spent
+ * their time: each operator's calls and milliseconds per pass, its share,
+ * and the rest, spent outside the operators (argument checks, the graph's
+ * own work on the host). */
+static void print_op_profile(const dm_workspace *ws, int runs, double total)
+{
+    dm_op_profile ops[64];
+    int n = dm_workspace_profile_read(ws, ops, 64);
+    if (n > 64) n = 64;
+    double in_ops = 0;
+    printf("operators   per pass, mean of %d runs\n", runs);
+    printf("  %-12s %7s %10s %7s %8s\n", "entry", "calls", "ms", "share", "GFLOP/s");
+    for (int i = 0; i < n; i++) {
+        in_ops += ops[i].seconds;
+        printf("  %-12s %7.1f %10.3f %6.1f%%", ops[i].entry, (double)ops[i].calls / runs, ops[i].seconds / runs * 1e3,
+               100 * ops[i].seconds / total);
+        if (ops[i].flops > 0) printf(" %8.1f", ops[i].flops / ops[i].seconds / 1e9);
+        putchar('\n');
+    }
+    printf("  %-12s %7s %10.3f %6.1f%%\n", "(outside)", "", (total - in_ops) / runs * 1e3, 100 * (total - in_ops) / total);
+    printf("  %-12s %7s %10.3f %6.1f%%\n", "pass", "", total / runs * 1e3, 100.0);
+}
+
 static double peak_rss_mb(void)
 {
     struct rusage ru;
@@ -63,7 +93,7 @@ static double peak_rss_mb(void)
 
 /* Mask R-CNN on one COCO-sized image: the whole call, and the backbone
  * alone (a forward pass to the stage outputs) for its share. */
-static int bench_detection(char variant, int runs)
+static int bench_detection(char variant, int runs, int profile)
 {
     const int h = 800, w = 1344, img_w = 1333;
     dm_model *m = NULL;
@@ -98,6 +128,7 @@ static int bench_detection(char variant, int runs)
                 input[((size_t)c * h + y) * w + x] = x < img_w ? sinf(0.01f * x + 0.02f * y + c) : 0.0f;
     dm_det_image im = {h, img_w, h, img_w, {1, 1, 1, 1}};
     for (int r = -1; r < runs; r++) {
+        if (r == 0 && profile && dm_workspace_profile(ws) != DM_OK) goto failed;
         dm_detections d;
         double t0 = now_s();
         if (dm_forward(m, ws, input, 1, h, w, &out) != DM_OK) goto failed;
@@ -121,6 +152,11 @@ static int bench_detection(char variant, int runs)
     printf("shares      backbone %.0f%%, FPN + RPN head %.0f%%, proposals %.0f%%, box head %.0f%%, mask head %.0f%%\n",
            100 * tb / t, 100 * (tp[0] - tb) / t, 100 * tp[1] / t, 100 * tp[2] / t, 100 * tp[3] / t);
     printf("memory      peak RSS %.1f MiB (workspace %.1f MiB)\n", peak_rss_mb(), dm_workspace_bytes(ws) / (1024.0 * 1024.0));
+    if (profile) {
+        double sum = 0;
+        for (int r = 0; r < runs; r++) sum += backbone[r] + total[r];
+        print_op_profile(ws, runs, sum);
+    }
     printf("ms_per_image=%.1f backbone_ms=%.1f fpn_rpn_ms=%.1f heads_ms=%.1f peak_rss_mb=%.1f\n", t * 1e3, tb * 1e3,
            (tp[0] - tb) * 1e3, (tp[1] + tp[2] + tp[3]) * 1e3, peak_rss_mb());
     rc = 0;
@@ -142,11 +178,11 @@ int cmd_bench(int argc, char **argv)
         {"variant", required_argument, 0, 'v'}, {"batch", required_argument, 0, 'b'},
         {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
         {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, 'B'},
-        {"task", required_argument, 0, 'T'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"task", required_argument, 0, 'T'},    {"ops", no_argument, 0, 'O'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     dm_backend backend = DM_BACKEND_CPU;
     char variant = 'T';
-    int batch = 1, size = 0, runs = 10, threads, c;
+    int batch = 1, size = 0, runs = 10, threads, c, profile = 0;
     cli_task task = CLI_TASK_CLS;
     optind = 1;
     while ((c = getopt_long(argc, argv, "v:b:s:t:n:h", opts, NULL)) != -1) {
@@ -167,6 +203,7 @@ int cmd_bench(int argc, char **argv)
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;
         case 'B': if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 'T': if (!cli_parse_task(optarg, &task)) return 2; break;
+        case 'O': profile = 1; break;
         case 'h': fputs(bench_usage, stdout); return 0;
         default: fputs(bench_usage, stderr); return 2;
         }
@@ -180,7 +217,7 @@ int cmd_bench(int argc, char **argv)
             cli_error("--task det runs on the CPU backend only");
             return 2;
         }
-        return bench_detection(variant, runs);
+        return bench_detection(variant, runs, profile);
     }
     int seg = task == CLI_TASK_SEG;
     if (!size) size = seg ? 512 : 224;
@@ -211,6 +248,11 @@ int cmd_bench(int argc, char **argv)
     dm_seg_options whole = {.mode = DM_SEG_WHOLE};
     dm_seg_outputs seg_out = {.seg_pred = labels};
     for (int r = -1; r < runs; r++) {
+        /* the warm-up run stays out of the profile */
+        if (r == 0 && profile && dm_workspace_profile(ws) != DM_OK) {
+            cli_error("%s", dm_last_error());
+            goto done;
+        }
         double t0 = now_s();
         dm_status st = seg ? dm_segment(m, ws, input, batch, size, size, &whole, &seg_out)
                            : dm_forward(m, ws, input, batch, size, size, &out);
@@ -220,6 +262,8 @@ int cmd_bench(int argc, char **argv)
         }
         if (r >= 0) times[r] = now_s() - t0;
     }
+    double sum = 0;
+    for (int r = 0; r < runs; r++) sum += times[r];
     double median = median_of(times, runs);
     double flops = 2.0 * (double)dm_model_macs(m, size, size) * batch;
     double rss_mb = peak_rss_mb();
@@ -233,6 +277,7 @@ int cmd_bench(int argc, char **argv)
     printf("throughput  %.2f images/s, %.1f GFLOP/s\n", batch / median, flops / median / 1e9);
     printf("memory      peak RSS %.1f MiB (weights %.1f MiB, workspace %.1f MiB)\n", rss_mb, weights_mb,
            dm_workspace_bytes(ws) / (1024.0 * 1024.0));
+    if (profile) print_op_profile(ws, runs, sum);
     printf("images_per_s=%.3f ms_per_batch=%.3f gflops=%.2f peak_rss_mb=%.1f\n", batch / median, median * 1e3,
            flops / median / 1e9, rss_mb);
     rc = 0;
