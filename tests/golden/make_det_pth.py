@@ -24,6 +24,7 @@ faithful, rewriting the whole checkpoint must give back the input byte for
 byte; the script stops if it does not.
 """
 import io
+import os
 import pickle
 import struct
 import sys
@@ -161,6 +162,8 @@ def torch_archive(folder, root, storages, version):
 
 def main():
     src, dst = sys.argv[1], sys.argv[2]
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        sys.exit('%s: the output would replace the input' % dst)
     folder, root, storages, version = read_checkpoint(src)
     if torch_archive(folder, root, storages, version) != open(src, 'rb').read():
         sys.exit('%s: rewriting the whole checkpoint does not reproduce it; not writing %s' % (src, dst))
