@@ -176,22 +176,39 @@ static size_t gpu_conv3x3_scratch(void *, size_t out_pixels, int cin)
 
 static size_t gpu_scan_scratch(void *, int n, size_t steps, int c) { return cu_scan_carry_floats(n, c, steps); }
 
+/* Grows what reserve() planned: the scratch, the staging of transfers, the
+ * events and pending outputs.  Only between passes (nothing in flight). */
 static dm_status reserve(gpu *g, size_t scratch_floats, size_t transfer_floats, int outputs)
 {
-    CUDA_TRY(cudaMalloc(&g->scratch, (scratch_floats ? scratch_floats : 1) * sizeof(float)));
-    g->scratch_floats = scratch_floats;
+    if (!g->scratch || scratch_floats > g->scratch_floats) {
+        cudaFree(g->scratch);
+        g->scratch = NULL;
+        g->scratch_floats = 0;
+        CUDA_TRY(cudaMalloc(&g->scratch, (scratch_floats ? scratch_floats : 1) * sizeof(float)));
+        g->scratch_floats = scratch_floats;
+    }
     /* Each transfer rounded up to 256 bytes, as staged. */
     size_t staging = transfer_floats + 64 * (size_t)(outputs + INPUT_PIECES);
-    CUDA_TRY(cudaMalloc(&g->staging, staging * sizeof(float)));
-    CUDA_TRY(cudaMallocHost(&g->pinned, staging * sizeof(float)));
-    g->staging_floats = staging;
-    g->event_count = 2 * outputs + INPUT_PIECES;
-    g->pending_cap = outputs;
-    g->events = (cudaEvent_t *)calloc((size_t)g->event_count, sizeof(cudaEvent_t));
-    g->pendings = (pending *)calloc((size_t)outputs, sizeof(pending));
-    if (!g->events || !g->pendings) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA transfers");
-    for (int k = 0; k < g->event_count; k++)
-        CUDA_TRY(cudaEventCreateWithFlags(&g->events[k], cudaEventDisableTiming));
+    if (staging > g->staging_floats) {
+        cudaFree(g->staging);
+        cudaFreeHost(g->pinned);
+        g->staging = g->pinned = NULL;
+        g->staging_floats = 0;
+        CUDA_TRY(cudaMalloc(&g->staging, staging * sizeof(float)));
+        CUDA_TRY(cudaMallocHost(&g->pinned, staging * sizeof(float)));
+        g->staging_floats = staging;
+    }
+    int events = 2 * outputs + INPUT_PIECES;
+    if (events > g->event_count) {
+        cudaEvent_t *grown = (cudaEvent_t *)realloc(g->events, (size_t)events * sizeof(cudaEvent_t));
+        pending *pendings = grown ? (pending *)realloc(g->pendings, (size_t)outputs * sizeof(pending)) : NULL;
+        if (grown) g->events = grown;
+        if (pendings) g->pendings = pendings;
+        if (!grown || !pendings) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA transfers");
+        g->pending_cap = outputs;
+        for (; g->event_count < events; g->event_count++)
+            CUDA_TRY(cudaEventCreateWithFlags(&g->events[g->event_count], cudaEventDisableTiming));
+    }
     return DM_OK;
 }
 
@@ -455,6 +472,11 @@ static void gpu_concat(void *ctx, dm_view x, int c0, dm_view y)
     cu_concat(&((gpu *)ctx)->compute, x.data, dm_view_pixels(x), x.c, y.data, y.c, c0);
 }
 
+static void gpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y)
+{
+    cu_roi_align(&((gpu *)ctx)->compute, levels, rois, n, y.h, y.w, y.c, y.data);
+}
+
 /* ---------------------------------------------------------------- create */
 
 /* DM_OK when the current device, device, can run this build's kernels
@@ -544,6 +566,7 @@ dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
     ops.resize = gpu_resize;
     ops.add = gpu_add;
     ops.concat = gpu_concat;
+    ops.roi_align = gpu_roi_align;
     *out = ops;
     return DM_OK;
 }

@@ -427,6 +427,44 @@ void cu_concat(cu_queue *q, const float *x, size_t pixels, int xc, float *y, int
     launched(q, "concat_kernel");
 }
 
+/* ---------------------------------------------------------------- RoIAlign */
+
+/* One thread per output value: RoI r's bin (py, px), channel ch, summed
+ * over the bin's samples in the reference's order. */
+__global__ static void roi_align_kernel(dm_roi_levels levels, const float *rois, int n, int out_h, int out_w, int c,
+                                        float *y)
+{
+    size_t bins = (size_t)out_h * out_w;
+    FOR_EACH(i, (size_t)n * bins * c) {
+        size_t bin = i / c, r = bin / bins;
+        int ch = (int)(i % c), p = (int)(bin % bins), py = p / out_w, px = p % out_w;
+        const float *roi = rois + 5 * r;
+        int l = (int)roi[0];
+        dm_view f = levels.level[l];
+        dm_roi_grid g = dm_roi_grid_of(roi + 1, levels.scale[l], out_h, out_w);
+        const float *feat = f.data + ch;
+        float acc = 0.0f;
+        for (int iy = 0; iy < g.grid_h; iy++) {
+            float sy = dm_roi_sample_y(&g, py, iy);
+            for (int ix = 0; ix < g.grid_w; ix++) {
+                dm_roi_sample s;
+                if (!dm_roi_sample_at(f.h, f.w, sy, dm_roi_sample_x(&g, px, ix), &s)) continue;
+                acc += s.w[0] * feat[s.pos[0] * c] + s.w[1] * feat[s.pos[1] * c] + s.w[2] * feat[s.pos[2] * c] +
+                       s.w[3] * feat[s.pos[3] * c];
+            }
+        }
+        y[i] = acc / g.count;
+    }
+}
+
+void cu_roi_align(cu_queue *q, const dm_roi_levels *levels, const float *rois, int n, int out_h, int out_w, int c,
+                  float *y)
+{
+    roi_align_kernel<<<grid_for((size_t)n * out_h * out_w * c), threads_per_block, 0, q->stream>>>(
+        *levels, rois, n, out_h, out_w, c, y);
+    launched(q, "roi_align_kernel");
+}
+
 cudaError_t cu_check_kernel_image(void)
 {
     cudaFuncAttributes attributes;

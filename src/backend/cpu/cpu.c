@@ -511,8 +511,11 @@ static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_f
 {
     cpu *cx = ctx;
     (void)transfer_floats, (void)outputs; /* outputs are written in place */
-    if (!(cx->scratch = cpu_alloc(cx, scratch_floats)))
-        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", scratch_floats * 4.0 / 1e6);
+    if (cx->scratch && scratch_floats <= cx->scratch_floats) return DM_OK;
+    float *grown = cpu_alloc(cx, scratch_floats);
+    if (!grown) return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", scratch_floats * 4.0 / 1e6);
+    free(cx->scratch);
+    cx->scratch = grown;
     cx->scratch_floats = scratch_floats;
     return DM_OK;
 }
