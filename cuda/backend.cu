@@ -416,7 +416,7 @@ static void gpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
         gpu_gemm(g, p1 - p0, (size_t)cv->cout, K, g->scratch, K, cv->weight, 0.0f, NULL, DM_ACT_NONE,
                  y.data + p0 * cv->cout);
     }
-    cu_bias_act(&g->compute, y.data, total, cv->cout, cv->bias, act);
+    if (cv->bias || act != DM_ACT_NONE) cu_bias_act(&g->compute, y.data, total, cv->cout, cv->bias, act);
 }
 
 static void gpu_dwconv3x3(void *ctx, dm_view x, const float *w9, const float *bias, dm_act act, dm_view y)
