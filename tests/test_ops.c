@@ -191,6 +191,35 @@ START_TEST(gemm_matches_float64)
 }
 END_TEST
 
+/* Operands that start one float into their buffers (as a band of a
+ * convolution's output does), with a bias and a ReLU: a backend whose
+ * library picks its algorithm by the operands' alignment must say so. */
+START_TEST(gemm_on_unaligned_operands)
+{
+    test_seed(12);
+    size_t M = 37, N = 19, K = 23;
+    float *A = random_host(M * K + 1, -1, 1), *W = random_host(N * K, -1, 1), *bias = random_host(N, -1, 1);
+    float *C0 = random_host(M * N + 1, -1, 1);
+    double *want = malloc(sizeof(double) * M * N);
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            double s = (double)C0[1 + i * N + j] + bias[j];
+            for (size_t k = 0; k < K; k++) s += (double)A[1 + i * K + k] * W[j * K + k];
+            want[i * N + j] = activate(s, DM_ACT_RELU);
+        }
+    float *dA = upload_array(A, M * K + 1), *dW = upload_array(W, N * K), *dbias = upload_array(bias, N);
+    dm_view C = upload(C0, 1, 1, 1, (int)(M * N + 1));
+    pass_begin();
+    ops.gemm(ops.ctx, M, N, K, dA + 1, K, dW, 1.0f, dbias, DM_ACT_RELU, C.data + 1);
+    pass_end();
+    float *got = download(C);
+    expect_close("gemm on operands one float into their buffers", got + 1, want, M * N);
+    ck_assert_msg(got[0] == C0[0], "[%s] gemm wrote before its output", ops.name);
+    ops.release(ops.ctx, dA); ops.release(ops.ctx, dW); ops.release(ops.ctx, dbias); drop(C);
+    free(A); free(W); free(bias); free(C0); free(want); free(got);
+}
+END_TEST
+
 /* --------------------------------------------------------------- conv3x3 */
 
 START_TEST(conv3x3_matches_float64)
@@ -548,6 +577,7 @@ int main(void)
     tcase_add_test(tc, table_is_complete);
     tcase_add_test(tc, input_output_layouts);
     tcase_add_test(tc, gemm_matches_float64);
+    tcase_add_test(tc, gemm_on_unaligned_operands);
     tcase_add_test(tc, conv3x3_matches_float64);
     tcase_add_test(tc, dwconv3x3_matches_scalar);
     tcase_add_test(tc, layernorm_and_bias_act_match_scalar);
