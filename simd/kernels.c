@@ -243,6 +243,17 @@ static void erf_simd(const float *x, float *y, size_t count)
     }
 }
 
+/* ------------------------------------------------------------ round_half */
+
+static void round_half_simd(const float *x, float *y, size_t count, dm_precision precision)
+{
+    for (size_t i = 0; i < count; i += VL) {
+        size_t n = lanes_left(count, i);
+        vf v = vload_n(x + i, n);
+        vstore_n(y + i, precision == DM_PRECISION_F16 ? vround_f16(v) : vround_bf16(v), n);
+    }
+}
+
 const dm_kernels VEC_TABLE = {
     .isa = VEC_ISA,
     .layernorm = layernorm_simd,
@@ -252,4 +263,5 @@ const dm_kernels VEC_TABLE = {
     .scan = scan_simd,
     .scan_fixup = scan_fixup_simd,
     .erf = erf_simd,
+    .round_half = round_half_simd,
 };

@@ -88,6 +88,9 @@ typedef struct dm_ops {
     /* Threads the operators may use from the next pass on; NULL where the
      * backend has no threads to choose. */
     dm_status (*set_threads)(void *ctx, int threads);
+    /* The precision of gemm and conv3x3 from the next pass on (damamba.h's
+     * dm_precision); NULL where the backend has float32 only. */
+    dm_status (*set_precision)(void *ctx, dm_precision precision);
     /* Free everything the backend holds, ctx included. */
     void (*destroy)(void *ctx);
     /* Bracket one pass.  finish() waits for the pass, completes every

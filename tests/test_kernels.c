@@ -7,7 +7,9 @@
  * for many chunk counts. */
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -471,6 +473,66 @@ START_TEST(test_erf)
     x[0] = NAN;
     k->erf(x, y, 1);
     ck_assert(isnan(y[0]));
+    free(x);
+    free(y);
+}
+END_TEST
+
+/* bf16 by its definition: the nearer of the two bf16 values around x
+ * (truncated, and one unit up), ties to the even one. */
+static float bf16_by_definition(float x)
+{
+    if (isinf(x)) return x;
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    uint32_t lo_bits = b & 0xffff0000u, hi_bits = lo_bits + 0x10000u;
+    float lo, hi;
+    memcpy(&lo, &lo_bits, sizeof lo);
+    memcpy(&hi, &hi_bits, sizeof hi);
+    /* past the largest finite bf16, infinity stands where 2^128 would be */
+    double dlo = fabs((double)x - lo), dhi = fabs((isinf(hi) ? copysign(0x1p128, hi) : (double)hi) - x);
+    if (dlo != dhi) return dlo < dhi ? lo : hi;
+    return (lo_bits >> 16) & 1 ? hi : lo;
+}
+
+/* round_half against the compiler's own _Float16 conversion (IEEE, round to
+ * nearest even) and bf16's definition: every 65521st float bit pattern of
+ * both signs, the halfway points, subnormals, overflow and the specials,
+ * bit for bit; NaN stays NaN. */
+#define ROUND_BATCH (4 * 32768 + 64) /* the sweep (32,735 steps of 4), then the specials */
+START_TEST(test_round_half)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    float *x = malloc(sizeof(float) * ROUND_BATCH), *y = malloc(sizeof(float) * ROUND_BATCH);
+    ck_assert(x && y);
+    size_t n = 0;
+    for (uint32_t r = 0; r < 0x7f800000u; r += 65521) {
+        uint32_t tie16 = (r & ~0xffffu) | 0x8000u, tie13 = (r & ~0x1fffu) | 0x1000u;
+        uint32_t bits[4] = {r, r | 0x80000000u, tie16, tie13};
+        for (int i = 0; i < 4; i++) memcpy(&x[n++], &bits[i], sizeof(float));
+    }
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, 65504.0f, 65519.99f, 65520.0f, -65520.0f,
+                             0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1p-26f, 0x1.ffep-15f, FLT_MAX, FLT_MIN, 1.0f / 3.0f};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) x[n++] = special[i];
+    for (int p = DM_PRECISION_BF16; p <= DM_PRECISION_F16; p++) {
+        k->round_half(x, y, n, (dm_precision)p);
+        for (size_t i = 0; i < n; i++) {
+            float want = p == DM_PRECISION_F16 ? (float)(_Float16)x[i] : bf16_by_definition(x[i]);
+            ck_assert_msg(memcmp(&y[i], &want, sizeof want) == 0, "[%s] %s(%a) = %a, want %a", k->isa,
+                          p == DM_PRECISION_F16 ? "f16" : "bf16", (double)x[i], (double)y[i], (double)want);
+        }
+        /* in place, with a tail */
+        memcpy(y, x, 13 * sizeof *y);
+        k->round_half(y, y, 13, (dm_precision)p);
+        for (size_t i = 0; i < 13; i++) {
+            float want = p == DM_PRECISION_F16 ? (float)(_Float16)x[i] : bf16_by_definition(x[i]);
+            ck_assert(memcmp(&y[i], &want, sizeof want) == 0);
+        }
+        x[0] = NAN;
+        k->round_half(x, y, 1, (dm_precision)p);
+        ck_assert_msg(isnan(y[0]), "[%s] NaN did not stay NaN", k->isa);
+    }
     free(x);
     free(y);
 }
