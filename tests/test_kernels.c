@@ -538,6 +538,49 @@ START_TEST(test_round_half)
 }
 END_TEST
 
+/* exp against expf over every 257th float of [-87.3, 88.37], both signs,
+ * then the ends of the range and the specials: within EXP_ULP units in
+ * the last place inside the range, 0 below it, infinity above. */
+#define EXP_ULP 2
+START_TEST(test_exp)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    float *x = malloc(sizeof(float) * ERF_BATCH), *y = malloc(sizeof(float) * ERF_BATCH);
+    ck_assert(x && y);
+    int64_t worst = 0;
+    float worst_x = 0.0f;
+    int32_t top = (int32_t)float_rank(87.3f);
+    size_t n = 0;
+    for (int32_t r = 0; r <= top; r += 257) {
+        float v;
+        memcpy(&v, &r, sizeof v);
+        x[n++] = v;
+        x[n++] = -v;
+        if (n + 2 > ERF_BATCH || r + 257 > top) {
+            k->exp(x, y, n);
+            for (size_t i = 0; i < n; i++) {
+                int64_t d = llabs(float_rank(y[i]) - float_rank(expf(x[i])));
+                if (d > worst) worst = d, worst_x = x[i];
+            }
+            n = 0;
+        }
+    }
+    ck_assert_msg(worst <= EXP_ULP, "[%s] exp(%.9g) is %lld ulp from expf", k->isa, worst_x, (long long)worst);
+    const float edge[] = {88.37f, -87.3f, 88.0f, -87.0f, 1e-30f, -1e-30f, 0.0f, -0.0f};
+    k->exp(edge, y, 8);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(llabs(float_rank(y[i]) - float_rank(expf(edge[i]))) <= EXP_ULP, "[%s] exp(%g) = %g", k->isa,
+                      (double)edge[i], (double)y[i]);
+    const float special[5] = {INFINITY, -INFINITY, 100.0f, -100.0f, NAN};
+    k->exp(special, y, 5);
+    ck_assert(isinf(y[0]) && y[0] > 0 && y[1] == 0.0f && isinf(y[2]) && y[3] < 1e-37f && y[3] >= 0.0f);
+    ck_assert(isnan(y[4]));
+    free(x);
+    free(y);
+}
+END_TEST
+
 START_TEST(chunked_scan_matches_sequential)
 {
     const dm_kernels *k = any_table(_i);
