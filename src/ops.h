@@ -91,6 +91,9 @@ typedef struct dm_ops {
     /* Threads the operators may use from the next pass on; NULL where the
      * backend has no threads to choose. */
     dm_status (*set_threads)(void *ctx, int threads);
+    /* The precision of gemm and conv3x3 from the next pass on (damamba.h's
+     * dm_precision); NULL where the backend has float32 only. */
+    dm_status (*set_precision)(void *ctx, dm_precision precision);
     /* Free everything the backend holds, ctx included. */
     void (*destroy)(void *ctx);
     /* Bracket one pass.  finish() waits for the pass, completes every
@@ -114,7 +117,9 @@ typedef struct dm_ops {
 
     /* C[M][N] = act(A[M][K] * W[N][K]^T + beta * C + bias): A's rows are
      * lda floats apart; C may be read (beta) and is written in place; bias
-     * [N] may be NULL.  The product with a linear layer's weight. */
+     * [N] may be NULL.  The product with a linear layer's weight: W is a
+     * model parameter, constant while the workspace lives, so a backend may
+     * keep a copy of it prepared for its precision, found by its address. */
     void (*gemm)(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                  const float *bias, dm_act act, float *C);
     /* y = act(conv(x) + bias), a dense 3x3 convolution with cv's stride and

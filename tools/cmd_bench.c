@@ -31,6 +31,7 @@ static const char bench_usage[] =
     "  -b, --batch N       images per forward pass (default 1)\n"
     "  -s, --size N        image height and width (default 224)\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("     ")
     "  -n, --runs N        timed runs after one warm-up run (default 10)\n"
     "      --backend B     cpu (default) or cuda (a build with -Dcuda=enabled);\n"
     "                      CUDA times include the copies to and from the device\n";
@@ -61,9 +62,12 @@ static double peak_rss_mb(void)
     return ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
 }
 
+/* The backend a run uses: for the CPU, its kernels, threads and precision. */
 static void print_backend(dm_backend backend)
 {
-    if (backend == DM_BACKEND_CPU) printf("backend     cpu: %s, %d threads\n", dm_isa(), cli_thread_count());
+    if (backend == DM_BACKEND_CPU)
+        printf("backend     cpu: %s, %d threads, %s products (%s)\n", dm_isa(), cli_thread_count(),
+               dm_precision_name(cli_precision), dm_precision_kernel(cli_precision));
     else printf("backend     %s\n", dm_backend_name(backend));
 }
 
@@ -146,7 +150,7 @@ int cmd_bench(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"variant", required_argument, 0, 'v'}, {"batch", required_argument, 0, 'b'},
-        {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
+        {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
         {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, 'B'},
         {"task", required_argument, 0, 'T'},    {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -166,6 +170,7 @@ int cmd_bench(int argc, char **argv)
             break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 's': if (!cli_parse_int("--size", optarg, 32, 4096, &size)) return 2; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
