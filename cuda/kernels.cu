@@ -33,11 +33,13 @@ static void launched(cu_queue *q, const char *kernel)
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(total); i += (I)gridDim.x * blockDim.x)
 
 /* Kernels whose elements each take divisions to find their coordinates
- * are templates over the index type I: 32-bit division is several times
- * cheaper than 64-bit on a GPU, so a launch whose indices all stay below
+ * are templates over the index type I.  A GPU divides 64-bit integers in a
+ * long software routine (nvcc guards each one with a run-time test for
+ * operands that fit 32 bits), so a launch whose indices all stay below
  * 2^31 (the loop's last step stays below 2^32: grid_for caps the grid at
- * 2^28 threads) runs in 32 bits, a larger one in 64.  Offsets into other
- * buffers than the one indexed are computed in size_t regardless. */
+ * 2^28 threads) runs in 32-bit arithmetic throughout, and only a larger
+ * one in 64.  Offsets into buffers other than the one indexed are computed
+ * in size_t regardless. */
 #define LAUNCH_INDEXED(q, kernel, total, ...)                                                              \
     do {                                                                                                 \
         size_t total_ = (total);                                                                         \
