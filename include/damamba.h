@@ -224,7 +224,8 @@ DM_API const char *dm_backend_name(dm_backend backend);
 typedef struct dm_workspace dm_workspace;
 
 /* Scratch memory for batches of up to max_batch images of up to
- * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else.
+ * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else
+ * (but the first in half precision: see dm_workspace_set_precision).
  * The model must outlive the workspace, and the workspace belongs to it:
  * dm_forward refuses it (DM_ERR_ARGUMENT) with a model of any other
  * configuration. */
@@ -268,6 +269,39 @@ DM_API size_t dm_workspace_bytes(const dm_workspace *ws);
  * Nothing outside the workspace changes: OpenBLAS's own thread setting is
  * restored after every pass. */
 DM_API dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
+
+/* The precision of a workspace's matrix products: every linear layer and
+ * convolution multiplies its weight and its input rounded to nearest (ties
+ * to even) to this precision, and sums the products in float32.  Depthwise
+ * convolutions, norms, the sampler, the scan, activations and softmax stay
+ * in float32 whatever is chosen. */
+typedef enum dm_precision {
+    DM_PRECISION_F32,  /* float32 throughout (the default) */
+    DM_PRECISION_BF16, /* bfloat16: float32's range, 8 bits of significand */
+    DM_PRECISION_F16,  /* IEEE half: 11 bits of significand, |x| < 65520 */
+} dm_precision;
+
+/* "f32", "bf16" or "f16"; NULL for a value outside the enum. */
+DM_API const char *dm_precision_name(dm_precision precision);
+
+/* How a CPU workspace computes products in `precision` on this machine:
+ * the name of the instruction set that multiplies half-precision values
+ * natively ("avx512-bf16"; on aarch64 "neon-fp16" with FEAT_FHM, "neon-bf16"
+ * with FEAT_BF16), or "widened" on a CPU without such instructions: the same
+ * rounded values multiplied in float32 by OpenBLAS, so results agree with
+ * the native kernels up to summation order, without their speed, and the
+ * rounded weights are held as float32.  "float32" for DM_PRECISION_F32;
+ * NULL for a value outside the enum.  DAMAMBA_ISA=scalar or avx2 turns the
+ * native kernels off, as it does the other SIMD kernels. */
+DM_API const char *dm_precision_kernel(dm_precision precision);
+
+/* Compute the workspace's passes in `precision` from now on (CPU
+ * workspaces; DM_ERR_UNSUPPORTED on a CUDA one).  The workspace keeps the
+ * product weights of the model it next runs rounded to the precision (the
+ * first pass after this call prepares them, so it allocates), and from then
+ * on refuses any other model with DM_ERR_ARGUMENT.  Setting DM_PRECISION_F32
+ * frees them. */
+DM_API dm_status dm_workspace_set_precision(dm_workspace *ws, dm_precision precision);
 
 /* ---------------------------------------------------------------- forward */
 
@@ -354,9 +388,12 @@ typedef struct dm_detections {
 } dm_detections;
 
 /* Detect objects in one input image (1 x 3 x h x w, normalized and padded)
- * with a Mask R-CNN model.  ws is a CPU workspace of the model for at least
- * h x w; the heads allocate their own memory for the call.  settings may be
- * NULL for the defaults.  On failure out is left empty. */
+ * with a Mask R-CNN model.  ws is a workspace of the model for at least
+ * h x w, on either backend: the networks run there, choosing proposals and
+ * detections and pasting masks on the host.  The heads allocate their own
+ * memory for the call (device memory, on a CUDA workspace, which also grows
+ * its transfer buffers to the call's proposals and detections).  settings
+ * may be NULL for the defaults.  On failure out is left empty. */
 DM_API dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
                     const dm_det_image *image, const dm_det_settings *settings, dm_detections *out);
 

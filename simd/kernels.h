@@ -72,7 +72,13 @@ typedef struct dm_scan_args {
  *   bilinear with align_corners=False or nearest, as PyTorch's interpolate.
  * add: y[i] = act(a[i] + b[i]) for count elements; y may be a or b.
  * erf: y[i] = erf(x[i]), the erf every GELU uses: erff in the scalar
- *   table, within 3 ulp of it in the SIMD ones. */
+ *   table, within 3 ulp of it in the SIMD ones.
+ * exp: y[i] = e^x[i], the exp of SiLU, softplus, the scan's decay and erf:
+ *   expf in the scalar table; in the SIMD ones within 2 ulp of it on
+ *   [-87.3, 88.37], 0 below and infinity above.
+ * round_half: y[i] = x[i] rounded to nearest, ties to even, to bf16 or f16
+ *   (precision), as a float: what half-precision products multiply.  NaN
+ *   stays NaN; f16 overflows to infinity.  y may be x. */
 #define DM_KERNEL_LIST(X)                                                                                \
     X(layernorm, (const float *x, float *y, size_t rows, size_t c, const float *gamma, const float *beta, \
                   dm_act act))                                                                          \
@@ -91,7 +97,9 @@ typedef struct dm_scan_args {
     X(resize, (const float *x, int h, int w, int c, dm_resize mode, float *y, int oh, int ow, size_t p0, \
                size_t p1))                                                                              \
     X(add, (const float *a, const float *b, float *y, size_t count, dm_act act))                        \
-    X(erf, (const float *x, float *y, size_t count))
+    X(erf, (const float *x, float *y, size_t count))                                                   \
+    X(exp, (const float *x, float *y, size_t count))                                                   \
+    X(round_half, (const float *x, float *y, size_t count, dm_precision precision))
 
 typedef struct dm_kernels {
     const char *isa;

@@ -2,6 +2,8 @@
  * Written for clarity: SIMD tables are tested against these. */
 #include "kernels.h"
 
+#include "dtype.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -185,6 +187,18 @@ static void erf_ref(const float *x, float *y, size_t count)
     for (size_t i = 0; i < count; i++) y[i] = erff(x[i]);
 }
 
+static void exp_ref(const float *x, float *y, size_t count)
+{
+    for (size_t i = 0; i < count; i++) y[i] = expf(x[i]);
+}
+
+/* Through the bit-exact conversions of the file formats (dtype.c). */
+static void round_half_ref(const float *x, float *y, size_t count, dm_precision precision)
+{
+    for (size_t i = 0; i < count; i++)
+        y[i] = precision == DM_PRECISION_F16 ? dm_f16_to_f32(dm_f32_to_f16(x[i])) : dm_bf16_to_f32(dm_f32_to_bf16(x[i]));
+}
+
 const dm_kernels dm_kernels_scalar = {
     .isa = "scalar",
     .layernorm = layernorm_ref,
@@ -198,4 +212,6 @@ const dm_kernels dm_kernels_scalar = {
     .resize = resize_ref,
     .add = add_ref,
     .erf = erf_ref,
+    .exp = exp_ref,
+    .round_half = round_half_ref,
 };

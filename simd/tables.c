@@ -7,7 +7,11 @@
 extern const dm_kernels dm_kernels_avx512, dm_kernels_avx2;
 
 static int has_avx512(void) { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
-static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+/* F16C comes with every AVX2 CPU; checked all the same */
+static int has_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
 
 dm_simd_table dm_simd_tables[] = {
     {&dm_kernels_avx512, has_avx512, {0}},

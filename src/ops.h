@@ -71,8 +71,11 @@ typedef struct dm_ops {
     /* Floats of scratch a 3x3 convolution producing out_pixels pixels from
      * cin channels needs, and the selective scan of n images of `steps`
      * steps and c channels; reserve() then sizes the scratch for the
-     * largest.  Outputs: the floats and count of outputs one pass delivers
-     * at most (a backend may stage them). */
+     * largest.  Outputs: the floats (inputs included) and count of outputs
+     * one pass delivers at most (a backend may stage them).  Called again
+     * between passes, reserve() grows what it holds to fit (a pass whose
+     * transfers depend on its call, as detection's heads, reserves them
+     * first); it never shrinks. */
     size_t (*conv3x3_scratch)(void *ctx, size_t out_pixels, int cin);
     size_t (*scan_scratch)(void *ctx, int n, size_t steps, int c);
     dm_status (*reserve)(void *ctx, size_t scratch_floats, size_t output_floats, int outputs);
@@ -88,6 +91,9 @@ typedef struct dm_ops {
     /* Threads the operators may use from the next pass on; NULL where the
      * backend has no threads to choose. */
     dm_status (*set_threads)(void *ctx, int threads);
+    /* The precision of gemm and conv3x3 from the next pass on (damamba.h's
+     * dm_precision); NULL where the backend has float32 only. */
+    dm_status (*set_precision)(void *ctx, dm_precision precision);
     /* Free everything the backend holds, ctx included. */
     void (*destroy)(void *ctx);
     /* Bracket one pass.  finish() waits for the pass, completes every
@@ -114,7 +120,9 @@ typedef struct dm_ops {
 
     /* C[M][N] = act(A[M][K] * W[N][K]^T + beta * C + bias): A's rows are
      * lda floats apart; C may be read (beta) and is written in place; bias
-     * [N] may be NULL.  The product with a linear layer's weight. */
+     * [N] may be NULL.  The product with a linear layer's weight: W is a
+     * model parameter, constant while the workspace lives, so a backend may
+     * keep a copy of it prepared for its precision, found by its address. */
     void (*gemm)(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                  const float *bias, dm_act act, float *C);
     /* y = act(conv(x) + bias), a dense 3x3 convolution with cv's stride and
@@ -152,9 +160,9 @@ typedef struct dm_ops {
      * input at a time; y has the same n, h, w as x. */
     void (*concat)(void *ctx, dm_view x, int c0, dm_view y);
     /* RoIAlign (mmcv's, aligned, averaging ceil(size / out) samples per bin
-     * and axis): RoI i of rois ([n][5]: level, x1, y1, x2, y2 in image
-     * pixels) pooled from its level into image i of y (n x out x out x c).
-     * NULL where the backend lacks it. */
+     * and axis): RoI i of rois ([n][5] in backend memory: level, x1, y1,
+     * x2, y2 in image pixels) pooled from its level into image i of y
+     * (n x out x out x c). */
     void (*roi_align)(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y);
 } dm_ops;
 

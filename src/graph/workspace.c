@@ -3,6 +3,7 @@
 
 #include "backends.h"
 #include "error.h"
+#include "half_gemm.h"
 #include "model.h"
 
 #include <stdlib.h>
@@ -184,4 +185,35 @@ dm_status dm_workspace_set_threads(dm_workspace *ws, int n)
 {
     if (!ws || n < 1) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_set_threads: need a workspace and n >= 1 (got %d)", n);
     return ws->ops.set_threads ? ws->ops.set_threads(ws->ops.ctx, n) : DM_OK;
+}
+
+const char *dm_precision_name(dm_precision precision)
+{
+    switch (precision) {
+    case DM_PRECISION_F32: return "f32";
+    case DM_PRECISION_BF16: return "bf16";
+    case DM_PRECISION_F16: return "f16";
+    }
+    return NULL;
+}
+
+const char *dm_precision_kernel(dm_precision precision)
+{
+    if (!dm_precision_name(precision)) return NULL;
+    if (precision == DM_PRECISION_F32) return "float32";
+    const dm_half_gemm *native = dm_half_gemm_native(precision);
+    return native ? native->name : "widened";
+}
+
+dm_status dm_workspace_set_precision(dm_workspace *ws, dm_precision precision)
+{
+    if (!ws) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_set_precision: a workspace is required");
+    if (!dm_precision_name(precision))
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_set_precision: no precision %d", (int)precision);
+    if (!ws->ops.set_precision) {
+        if (precision == DM_PRECISION_F32) return DM_OK;
+        return dm_fail(DM_ERR_UNSUPPORTED, "the %s backend computes in f32 only, not %s", ws->ops.name,
+                       dm_precision_name(precision));
+    }
+    return ws->ops.set_precision(ws->ops.ctx, precision);
 }

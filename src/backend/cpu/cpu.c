@@ -6,12 +6,14 @@
 
 #include "error.h"
 #include "detect_kernels.h"
+#include "half_gemm.h"
 #include "kernels.h"
 #include "pool.h"
 
 #include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,12 +23,29 @@
 /* Channels one thread of the (unchunked) scan takes at a time. */
 #define SCAN_CHANNEL_BLOCK 16
 
+/* A product's weight rounded to the workspace's precision and laid out for
+ * its kernel, made the first time the product runs and found again by the
+ * float32 weight it was made from. */
+typedef struct prepared_weight {
+    const float *source;
+    size_t N, K;
+    void *data;
+} prepared_weight;
+
 typedef struct cpu {
     const dm_kernels *k;
     int threads;
     dm_pool *pool;  /* threads - 1 workers besides the caller */
-    float *scratch; /* im2col bands; the scan's states */
+    float *scratch; /* im2col bands; the scan's states; rounded rows */
     size_t scratch_floats;
+    /* half precision: the native kernel (NULL: float32 products of the
+     * rounded values), the model whose weights are prepared, and those */
+    dm_precision precision;
+    const dm_half_gemm *native;
+    const dm_model *model;
+    prepared_weight *weights; /* sorted by (source, N, K) */
+    size_t weight_count, weight_cap, weight_bytes;
+    dm_status failure; /* the pass's first, returned by finish() */
 } cpu;
 
 int dm_threads(void)
@@ -65,28 +84,48 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 /* The smallest tile of a product worth a call of its own. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 64
-/* Column tiles start on multiples of sgemm's register block. */
-#define GEMM_COL_ALIGN 16
+/* Column tiles start on multiples of sgemm's register block (and of the
+ * half-precision kernels' panels). */
+#define GEMM_COL_ALIGN DM_HALF_PANEL
+/* Rows of a half-precision product rounded at a time: the rounded band
+ * stays in cache for the product that reads it. */
+#define HALF_BAND_ROWS 512
 
-/* C[m0:m1][n0:n1] (row stride ldc) by a single-threaded OpenBLAS, with the
- * epilogue applied while the tile is still in cache. */
-static void gemm_tile(const cpu *cx, size_t rows, size_t cols, size_t K, const float *A, size_t lda, const float *W,
-                      float beta, const float *bias, dm_act act, float *C, size_t ldc)
+/* A product's weight as its tiles read it: float32 [N][K] (the model's own,
+ * or its rounded copy when no native kernel runs the precision), or laid
+ * out for the native kernel. */
+typedef struct product_weight {
+    const float *f32;
+    const void *packed;
+    size_t N;
+} product_weight;
+
+/* Columns [n0, n1) of rows rows of C (row stride ldc) by a single-threaded
+ * OpenBLAS or the native half-precision kernel, with the epilogue applied
+ * while the tile is still in cache.  A's rows are lda floats apart (packed
+ * rows, for the native kernel). */
+static void gemm_tile(const cpu *cx, size_t rows, size_t n0, size_t n1, size_t K, const float *A, size_t lda,
+                      product_weight W, float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
+    size_t cols = n1 - n0;
     if (rows == 0 || cols == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)K, 1.0f, A, (int)lda, W, (int)K,
-                beta, C, (int)ldc);
+    if (W.packed) cx->native->gemm(rows, K, A, W.packed, W.N, n0, n1, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)K, 1.0f, A, (int)lda,
+                    W.f32 + n0 * K, (int)K, beta, C + n0, (int)ldc);
     if (!bias && act == DM_ACT_NONE) return;
+    if (bias) bias += n0;
     if (cols == ldc) cx->k->bias_act(C, rows, cols, bias, act);
     else
-        for (size_t r = 0; r < rows; r++) cx->k->bias_act(C + r * ldc, 1, cols, bias, act);
+        for (size_t r = 0; r < rows; r++) cx->k->bias_act(C + r * ldc + n0, 1, cols, bias, act);
 }
 
 /* A product cut into row_tiles x col_tiles tiles. */
 typedef struct gemm_job {
     const cpu *cx;
     size_t M, N, K, lda, row_tiles, col_tiles;
-    const float *A, *W, *bias;
+    const float *A, *bias;
+    product_weight W;
     float beta, *C;
     dm_act act;
 } gemm_job;
@@ -99,17 +138,16 @@ static void gemm_piece(void *arg, size_t t)
     share(col_blocks, g->col_tiles, t % g->col_tiles, &n0, &n1);
     n0 *= GEMM_COL_ALIGN;
     n1 = n1 * GEMM_COL_ALIGN < g->N ? n1 * GEMM_COL_ALIGN : g->N;
-    gemm_tile(g->cx, m1 - m0, n1 - n0, g->K, g->A + m0 * g->lda, g->lda, g->W + n0 * g->K, g->beta,
-              g->bias ? g->bias + n0 : NULL, g->act, g->C + m0 * g->N + n0, g->N);
+    gemm_tile(g->cx, m1 - m0, n0, n1, g->K, g->A + m0 * g->lda, g->lda, g->W, g->beta, g->bias, g->act,
+              g->C + m0 * g->N, g->N);
 }
 
 /* Rows are cut first; a product too thin to give every piece rows of its
  * own (the last stages' 7 x 7 pixels) also cuts its columns, so each
  * thread reads only part of the weights. */
-static void cpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
-                     const float *bias, dm_act act, float *C)
+static void run_gemm(const cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, product_weight W,
+                     float beta, const float *bias, dm_act act, float *C)
 {
-    const cpu *cx = ctx;
     size_t want = pieces(cx), row_tiles = M / GEMM_MIN_ROWS, col_tiles = 1;
     if (row_tiles > want) row_tiles = want;
     if (row_tiles == 0) row_tiles = 1;
@@ -121,6 +159,146 @@ static void cpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, si
     gemm_job g = {.cx = cx, .M = M, .N = N, .K = K, .lda = lda, .row_tiles = row_tiles, .col_tiles = col_tiles,
                   .A = A, .W = W, .bias = bias, .beta = beta, .C = C, .act = act};
     dm_pool_run(cx->pool, row_tiles * col_tiles, gemm_piece, &g);
+}
+
+/* ------------------------------------------------------ half precision */
+
+/* Record the pass's first failure: operators report none themselves. */
+static void fail(cpu *cx, dm_status st)
+{
+    if (!cx->failure) cx->failure = st;
+}
+
+static void drop_weights(cpu *cx)
+{
+    for (size_t i = 0; i < cx->weight_count; i++) free(cx->weights[i].data);
+    free(cx->weights);
+    cx->weights = NULL;
+    cx->weight_count = cx->weight_cap = cx->weight_bytes = 0;
+    cx->model = NULL;
+}
+
+static int weight_before(const prepared_weight *p, const float *source, size_t N, size_t K)
+{
+    if (p->source != source) return (uintptr_t)p->source < (uintptr_t)source;
+    return p->N != N ? p->N < N : p->K < K;
+}
+
+/* W [N][K] as the precision's tiles read it, prepared on its first use
+ * (by the thread that enqueues, before any piece runs).  0 when out of
+ * memory, the failure recorded. */
+static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_weight *out)
+{
+    size_t lo = 0, hi = cx->weight_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (weight_before(&cx->weights[mid], W, N, K)) lo = mid + 1;
+        else hi = mid;
+    }
+    prepared_weight *p = &cx->weights[lo];
+    if (lo == cx->weight_count || p->source != W || p->N != N || p->K != K) {
+        if (cx->weight_count == cx->weight_cap) {
+            size_t cap = cx->weight_cap ? 2 * cx->weight_cap : 64;
+            prepared_weight *grown = realloc(cx->weights, cap * sizeof *grown);
+            if (!grown) {
+                fail(cx, dm_fail(DM_ERR_NOMEM, "out of memory for the %s weights", dm_precision_name(cx->precision)));
+                return 0;
+            }
+            cx->weights = grown;
+            cx->weight_cap = cap;
+        }
+        size_t bytes = cx->native ? cx->native->weight_bytes(N, K) : N * K * sizeof(float);
+        void *data = NULL;
+        if (posix_memalign(&data, 64, bytes ? bytes : 1) != 0) {
+            fail(cx, dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of %s weights", bytes / 1e6,
+                             dm_precision_name(cx->precision)));
+            return 0;
+        }
+        if (cx->native) cx->native->pack_weight(W, N, K, data);
+        else cx->k->round_half(W, data, N * K, cx->precision);
+        p = &cx->weights[lo];
+        memmove(p + 1, p, (cx->weight_count - lo) * sizeof *p);
+        *p = (prepared_weight){W, N, K, data};
+        cx->weight_count++;
+        cx->weight_bytes += bytes;
+    }
+    *out = cx->native ? (product_weight){NULL, p->data, N} : (product_weight){p->data, NULL, N};
+    return 1;
+}
+
+/* Floats one row of K values takes once rounded (or packed). */
+static size_t half_row_floats(const cpu *cx, size_t K)
+{
+    return cx->native ? cx->native->row_bytes(K) / sizeof(float) : K;
+}
+
+/* Scratch of at least `floats`: grown, never shrunk. */
+static dm_status grow_scratch(cpu *cx, size_t floats)
+{
+    if (cx->scratch && floats <= cx->scratch_floats) return DM_OK;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)) != 0)
+        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
+    free(cx->scratch);
+    cx->scratch = p;
+    cx->scratch_floats = floats;
+    return DM_OK;
+}
+
+/* The same between operators, when a product needs more than the plan
+ * gave; 0 when out of memory, recorded. */
+static int ensure_scratch(cpu *cx, size_t floats)
+{
+    dm_status st = grow_scratch(cx, floats);
+    if (st) fail(cx, st);
+    return st == DM_OK;
+}
+
+/* rows rows of A (lda apart) rounded or packed into dst, row_floats apart. */
+static void half_rows(const cpu *cx, const float *A, size_t lda, size_t rows, size_t K, float *dst)
+{
+    if (cx->native) cx->native->pack_rows(A, lda, rows, K, dst);
+    else
+        for (size_t r = 0; r < rows; r++) cx->k->round_half(A + r * lda, dst + r * K, K, cx->precision);
+}
+
+typedef struct round_job {
+    const cpu *cx;
+    const float *A;
+    size_t lda, rows, K, row_floats, pieces;
+    float *dst;
+} round_job;
+
+static void round_piece(void *arg, size_t i)
+{
+    const round_job *j = arg;
+    size_t a, b;
+    share(j->rows, j->pieces, i, &a, &b);
+    if (a < b) half_rows(j->cx, j->A + a * j->lda, j->lda, b - a, j->K, j->dst + a * j->row_floats);
+}
+
+/* A half-precision product: bands of A's rows rounded into scratch, then
+ * multiplied. */
+static void half_gemm(cpu *cx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
+                      const float *bias, dm_act act, float *C)
+{
+    product_weight pw;
+    size_t row = half_row_floats(cx, K), band = M < HALF_BAND_ROWS ? M : HALF_BAND_ROWS;
+    if (!prepare_weight(cx, W, N, K, &pw) || !ensure_scratch(cx, band * row)) return;
+    for (size_t m0 = 0; m0 < M; m0 += band) {
+        round_job j = {.cx = cx, .A = A + m0 * lda, .lda = lda, .rows = M - m0 < band ? M - m0 : band, .K = K,
+                       .row_floats = row, .pieces = pieces(cx), .dst = cx->scratch};
+        dm_pool_run(cx->pool, j.pieces, round_piece, &j);
+        run_gemm(cx, j.rows, N, K, cx->scratch, row, pw, beta, bias, act, C + m0 * N);
+    }
+}
+
+static void cpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
+                     const float *bias, dm_act act, float *C)
+{
+    cpu *cx = ctx;
+    if (cx->precision != DM_PRECISION_F32) half_gemm(cx, M, N, K, A, lda, W, beta, bias, act, C);
+    else run_gemm(cx, M, N, K, A, lda, (product_weight){W, NULL, N}, beta, bias, act, C);
 }
 
 /* Output pixels per im2col band: bounds the column buffer. */
@@ -163,19 +341,29 @@ typedef struct conv_job {
     const dm_conv3x3 *cv;
     dm_view x, y;
     dm_act act;
+    product_weight W;
+    float *packed; /* the band's packed rows, for a native half kernel */
     size_t p0, p1, pieces;
 } conv_job;
 
 static void conv_piece(void *arg, size_t i)
 {
     const conv_job *j = arg;
+    const cpu *cx = j->cx;
     const dm_conv3x3 *cv = j->cv;
-    size_t a, b, K = 9 * (size_t)cv->cin;
+    size_t a, b, K = 9 * (size_t)cv->cin, lda = K;
     share(j->p1 - j->p0, j->pieces, i, &a, &b);
     if (a >= b) return;
-    float *rows = j->cx->scratch + a * K;
+    float *rows = cx->scratch + a * K;
     im2col3x3(j->x.data, j->x.h, j->x.w, j->x.c, cv->stride, cv->pad, j->y.h, j->y.w, j->p0 + a, j->p0 + b, rows);
-    gemm_tile(j->cx, b - a, (size_t)cv->cout, K, rows, K, cv->weight, 0.0f, cv->bias, j->act,
+    if (j->packed) {
+        lda = half_row_floats(cx, K);
+        cx->native->pack_rows(rows, K, b - a, K, j->packed + a * lda);
+        rows = j->packed + a * lda;
+    } else if (cx->precision != DM_PRECISION_F32) {
+        cx->k->round_half(rows, rows, (b - a) * K, cx->precision);
+    }
+    gemm_tile(cx, b - a, 0, (size_t)cv->cout, K, rows, lda, j->W, 0.0f, cv->bias, j->act,
               j->y.data + (j->p0 + a) * cv->cout, (size_t)cv->cout);
 }
 
@@ -183,9 +371,17 @@ static void conv_piece(void *arg, size_t i)
  * once. */
 static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
 {
-    const cpu *cx = ctx;
-    size_t total = dm_view_pixels(y), band = conv_band(cv->cin);
-    conv_job j = {.cx = cx, .cv = cv, .x = x, .y = y, .act = act, .pieces = pieces(cx)};
+    cpu *cx = ctx;
+    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
+    if (band > total) band = total;
+    conv_job j = {.cx = cx, .cv = cv, .x = x, .y = y, .act = act, .W = {cv->weight, NULL, (size_t)cv->cout},
+                  .pieces = pieces(cx)};
+    if (cx->precision != DM_PRECISION_F32) {
+        size_t packed = cx->native ? band * half_row_floats(cx, K) : 0;
+        if (!prepare_weight(cx, cv->weight, (size_t)cv->cout, K, &j.W) || !ensure_scratch(cx, band * K + packed))
+            return;
+        if (cx->native) j.packed = cx->scratch + band * K;
+    }
     for (j.p0 = 0; j.p0 < total; j.p0 += band) {
         j.p1 = j.p0 + band < total ? j.p0 + band : total;
         dm_pool_run(cx->pool, j.pieces, conv_piece, &j);
@@ -511,13 +707,24 @@ static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_f
 {
     cpu *cx = ctx;
     (void)transfer_floats, (void)outputs; /* outputs are written in place */
-    if (!(cx->scratch = cpu_alloc(cx, scratch_floats)))
-        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", scratch_floats * 4.0 / 1e6);
-    cx->scratch_floats = scratch_floats;
-    return DM_OK;
+    return grow_scratch(cx, scratch_floats);
 }
 
-static size_t cpu_held_bytes(void *ctx) { return ((cpu *)ctx)->scratch_floats * sizeof(float); }
+static size_t cpu_held_bytes(void *ctx)
+{
+    const cpu *cx = ctx;
+    return cx->scratch_floats * sizeof(float) + cx->weight_bytes;
+}
+
+static dm_status cpu_set_precision(void *ctx, dm_precision precision)
+{
+    cpu *cx = ctx;
+    if (precision == cx->precision) return DM_OK;
+    drop_weights(cx);
+    cx->precision = precision;
+    cx->native = precision == DM_PRECISION_F32 ? NULL : dm_half_gemm_native(precision);
+    return DM_OK;
+}
 
 static dm_status cpu_set_threads(void *ctx, int threads)
 {
@@ -531,18 +738,24 @@ static dm_status cpu_set_threads(void *ctx, int threads)
     return DM_OK;
 }
 
+/* Float32 workspaces read any model of their shapes; half-precision ones
+ * hold the rounded weights of the first model they run. */
 static const dm_model *cpu_params(void *ctx, const dm_model *model)
 {
-    (void)ctx;
-    return model;
+    cpu *cx = ctx;
+    if (cx->precision == DM_PRECISION_F32) return model;
+    if (!cx->model) cx->model = model;
+    return cx->model == model ? model : NULL;
 }
 
 static void cpu_destroy(void *ctx)
 {
     if (!ctx) return;
-    dm_pool_destroy(((cpu *)ctx)->pool);
-    free(((cpu *)ctx)->scratch);
-    free(ctx);
+    cpu *cx = ctx;
+    dm_pool_destroy(cx->pool);
+    drop_weights(cx);
+    free(cx->scratch);
+    free(cx);
 }
 
 /* OpenBLAS runs single-threaded inside our threads during a pass.  Its
@@ -554,7 +767,7 @@ static int blas_passes, blas_saved_threads;
 
 static dm_status cpu_begin(void *ctx)
 {
-    (void)ctx;
+    ((cpu *)ctx)->failure = DM_OK;
     pthread_mutex_lock(&blas_lock);
     if (blas_passes++ == 0) {
         blas_saved_threads = openblas_get_num_threads();
@@ -566,11 +779,10 @@ static dm_status cpu_begin(void *ctx)
 
 static dm_status cpu_finish(void *ctx)
 {
-    (void)ctx;
     pthread_mutex_lock(&blas_lock);
     if (--blas_passes == 0) openblas_set_num_threads(blas_saved_threads);
     pthread_mutex_unlock(&blas_lock);
-    return DM_OK;
+    return ((cpu *)ctx)->failure;
 }
 
 dm_status dm_cpu_backend_create(int threads, dm_ops *out)
@@ -597,6 +809,7 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
         .params = cpu_params,
         .held_bytes = cpu_held_bytes,
         .set_threads = cpu_set_threads,
+        .set_precision = cpu_set_precision,
         .destroy = cpu_destroy,
         .begin = cpu_begin,
         .finish = cpu_finish,

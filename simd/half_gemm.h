@@ -1,0 +1,57 @@
+/* half_gemm.h - matrix products in half precision on the instructions
+ * that multiply bf16 or f16 values and sum in float32 (AVX512-BF16's
+ * vdpbf16ps; on aarch64 FEAT_FHM's fmlal and FEAT_BF16's bfdot).
+ *
+ * The product of a linear layer is C[M][N] = A[M][K] * W[N][K]^T with A and
+ * W rounded to the precision (round_half, kernels.h).  Each kernel lays W
+ * out once, when a workspace first meets it, and the rows of A it
+ * multiplies per band, as its instructions want them; the CPU backend cuts
+ * the product into tiles of rows and of DM_HALF_PANEL-aligned columns.
+ * Where the CPU has none of these instructions the backend multiplies the
+ * rounded values in float32 instead (see dm_precision_kernel). */
+#ifndef DM_HALF_GEMM_H
+#define DM_HALF_GEMM_H
+
+#include "damamba.h"
+
+#include <stddef.h>
+
+/* Column tiles of a product start at multiples of this. */
+#define DM_HALF_PANEL 16
+
+typedef struct dm_half_gemm {
+    const char *name; /* what dm_precision_kernel reports */
+    dm_precision precision;
+    int (*supported)(void); /* does this CPU (and its OS) run it? */
+    /* Bytes of W [N][K] laid out by pack_weight. */
+    size_t (*weight_bytes)(size_t N, size_t K);
+    /* W [N][K] float32, rounded to the precision, into packed. */
+    void (*pack_weight)(const float *W, size_t N, size_t K, void *packed);
+    /* Bytes of one row of K values laid out by pack_rows (a multiple of 64). */
+    size_t (*row_bytes)(size_t K);
+    /* rows rows of A (lda floats apart), rounded, into packed. */
+    void (*pack_rows)(const float *A, size_t lda, size_t rows, size_t K, void *packed);
+    /* C[r][n] = beta * C[r][n] + sum over k of A[r][k] * W[n][k], for r <
+     * rows and n0 <= n < n1, from packed rows and a packed weight of N
+     * columns; n0 is a multiple of DM_HALF_PANEL; beta is 0 (C is then not
+     * read) or 1; C's rows are ldc floats apart. */
+    void (*gemm)(size_t rows, size_t K, const void *rows_packed, const void *weight, size_t N, size_t n0, size_t n1,
+                 float beta, float *C, size_t ldc);
+} dm_half_gemm;
+
+/* The native kernel for `precision` this build and CPU have, or NULL.
+ * Honours DAMAMBA_ISA as the other kernels do: native kernels run only
+ * under the instruction set they belong to. */
+const dm_half_gemm *dm_half_gemm_native(dm_precision precision);
+
+/* Every native kernel this build carries, whether this CPU runs it or not
+ * (for the tests). */
+extern const dm_half_gemm *const dm_half_gemms[];
+extern const size_t dm_half_gemm_count;
+
+/* The reference: C as the gemm entry defines it, for the whole of C [M][N],
+ * rounding A and W with the scalar round_half and summing in k order. */
+void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                      const float *W, float beta, float *C, size_t ldc);
+
+#endif
