@@ -8,8 +8,9 @@
  * otherwise.  Operators are enqueued: they may run asynchronously, report no
  * status, and an entry's first failure is returned by finish().  Adding an
  * operator to the graph means adding an entry here and filling it in once
- * per backend; tests/test_ops.c checks every entry against the scalar
- * reference on every backend the build has. */
+ * per backend, and once in the timing table (src/graph/profile.c);
+ * tests/test_ops.c checks every entry against the scalar reference on
+ * every backend the build has. */
 #ifndef DM_OPS_H
 #define DM_OPS_H
 

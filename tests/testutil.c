@@ -244,6 +244,20 @@ void test_operator_profile(dm_backend backend)
         ck_assert_double_gt(ops[i].seconds, 0);
     }
     ck_assert_int_eq(dm_workspace_profile_read(ws, ops, 2), 9); /* counts all, writes 2 */
+
+    /* settings still reach the backend: on the CPU bfloat16 products
+     * change the logits, float32 ones give them back; CUDA has no other */
+    dm_status st = dm_workspace_set_precision(ws, DM_PRECISION_BF16);
+    if (backend == DM_BACKEND_CPU) {
+        ck_assert_msg(st == DM_OK, "%s", dm_last_error());
+        ck_assert_msg(dm_forward(m, ws, input, 1, H, W, &out) == DM_OK, "%s", dm_last_error());
+        ck_assert(memcmp(got, want, sizeof got) != 0);
+        ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_F32), DM_OK);
+        ck_assert_msg(dm_forward(m, ws, input, 1, H, W, &out) == DM_OK, "%s", dm_last_error());
+        ck_assert_mem_eq(got, want, sizeof got);
+    } else {
+        ck_assert_int_eq(st, DM_ERR_UNSUPPORTED);
+    }
     dm_workspace_free(ws);
     dm_model_free(m);
 }

@@ -44,7 +44,7 @@ void test_golden_model_in(const char *weights, const char *io_name, dm_backend b
 
 /* A profiled pass of synthetic DAMamba-F on a backend: the unprofiled
  * pass's logits, every operator the graph runs counted, the products'
- * work as dm_model_macs counts it. */
+ * work as dm_model_macs counts it, the precision setting passed on. */
 void test_operator_profile(dm_backend backend);
 
 /* Whether the kernels DAMAMBA_ISA asks for can run; if not, says why, for

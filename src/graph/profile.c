@@ -139,6 +139,11 @@ static dm_status fwd_set_threads(void *ctx, int threads)
     profile *p = ctx;
     return p->inner.set_threads(p->inner.ctx, threads);
 }
+static dm_status fwd_set_precision(void *ctx, dm_precision precision)
+{
+    profile *p = ctx;
+    return p->inner.set_precision(p->inner.ctx, precision);
+}
 static void fwd_destroy(void *ctx)
 {
     profile *p = ctx;
@@ -169,22 +174,30 @@ dm_status dm_workspace_profile(dm_workspace *ws)
     profile *p = calloc(1, sizeof *p);
     if (!p) return dm_fail(DM_ERR_NOMEM, "out of memory for an operator profile");
     p->inner = ws->ops;
+    /* every entry spelled out: one that is not would be NULL, never the
+     * backend's function handed this context */
     dm_ops *o = &ws->ops;
-    o->ctx = p;
+    *o = (dm_ops){
+        .name = p->inner.name,
+        .ctx = p,
+        .conv3x3_scratch = fwd_conv3x3_scratch,
+        .scan_scratch = fwd_scan_scratch,
+        .reserve = fwd_reserve,
+        .alloc = fwd_alloc,
+        .release = fwd_release,
+        .params = fwd_params,
+        .held_bytes = fwd_held_bytes,
+        .set_threads = p->inner.set_threads ? fwd_set_threads : NULL,
+        .set_precision = p->inner.set_precision ? fwd_set_precision : NULL,
+        .destroy = fwd_destroy,
+        .begin = fwd_begin,
+        .finish = fwd_finish,
+        .input_pieces = p->inner.input_pieces,
+        .synchronous = p->inner.synchronous,
+    };
 #define X(entry) o->entry = p->inner.entry ? timed_##entry : NULL;
     PROFILED_ENTRIES(X)
 #undef X
-    o->conv3x3_scratch = fwd_conv3x3_scratch;
-    o->scan_scratch = fwd_scan_scratch;
-    o->reserve = fwd_reserve;
-    o->alloc = fwd_alloc;
-    o->release = fwd_release;
-    o->params = fwd_params;
-    o->held_bytes = fwd_held_bytes;
-    o->set_threads = p->inner.set_threads ? fwd_set_threads : NULL;
-    o->destroy = fwd_destroy;
-    o->begin = fwd_begin;
-    o->finish = fwd_finish;
     return DM_OK;
 }
 
