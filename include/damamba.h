@@ -224,7 +224,8 @@ DM_API const char *dm_backend_name(dm_backend backend);
 typedef struct dm_workspace dm_workspace;
 
 /* Scratch memory for batches of up to max_batch images of up to
- * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else.
+ * max_h x max_w pixels, on the CPU.  A forward pass allocates nothing else
+ * (but the first in half precision: see dm_workspace_set_precision).
  * The model must outlive the workspace, and the workspace belongs to it:
  * dm_forward refuses it (DM_ERR_ARGUMENT) with a model of any other
  * configuration. */

@@ -114,7 +114,9 @@ typedef struct dm_ops {
 
     /* C[M][N] = act(A[M][K] * W[N][K]^T + beta * C + bias): A's rows are
      * lda floats apart; C may be read (beta) and is written in place; bias
-     * [N] may be NULL.  The product with a linear layer's weight. */
+     * [N] may be NULL.  The product with a linear layer's weight: W is a
+     * model parameter, constant while the workspace lives, so a backend may
+     * keep a copy of it prepared for its precision, found by its address. */
     void (*gemm)(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                  const float *bias, dm_act act, float *C);
     /* y = act(conv(x) + bias), a dense 3x3 convolution with cv's stride and

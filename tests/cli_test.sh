@@ -48,6 +48,21 @@ done
 "$damamba" help | grep -q -- "--version" || fail "help does not list --version"
 "$damamba" --version | grep -qx "damamba [0-9.]* (libdamamba [0-9.]*)" || fail "--version"
 
+# --dtype: the commands that run models take it, refuse what is not a
+# precision, and compute in it (other logits, same classes here).
+for cmd in bench classify eval run segment detect; do
+    "$damamba" help "$cmd" | grep -q -- "--dtype T" || fail "$cmd --help does not list --dtype"
+done
+expect 2 "--dtype expects f32, bf16 or f16, got 'f8'" "$damamba" classify --dtype f8 "$samples/bag.png"
+"$damamba" bench -v F -s 32 -n 1 -t 1 --dtype bf16 >"$tmp/bench_bf16.txt" || fail "bench --dtype bf16"
+grep -Eq "^backend +cpu: .*, bf16 products \((widened|[a-z0-9]+-bf16)\)" "$tmp/bench_bf16.txt" ||
+    fail "bench --dtype bf16 does not say how bf16 runs: $(cat "$tmp/bench_bf16.txt")"
+"$damamba" classify --json -k 1 "$samples/bag.png" >"$tmp/f32.json" || fail "classify f32"
+"$damamba" classify --json -k 1 --dtype f16 "$samples/bag.png" >"$tmp/f16.json" || fail "classify --dtype f16"
+cmp -s "$tmp/f32.json" "$tmp/f16.json" && fail "classify --dtype f16 printed the float32 probabilities"
+[ "$(grep -o '"label": "[^"]*"' "$tmp/f32.json")" = "$(grep -o '"label": "[^"]*"' "$tmp/f16.json")" ] ||
+    fail "f16 changed the class of bag.png: $(cat "$tmp/f32.json" "$tmp/f16.json")"
+
 # --ema selects a training checkpoint's EMA weights: other logits.  The
 # output of preprocess is what run takes.
 "$damamba" preprocess -m "$micro_pth" --size 40 "$samples/bag.png" -o "$tmp/micro_in.safetensors" || fail "preprocess for micro"

@@ -1,5 +1,6 @@
 /* test_api.c - the library's surface: versions, structs that carry their
- * size, the built-in model and class names, softmax and top-k. */
+ * size, the built-in model and class names, softmax and top-k, the
+ * precision of a workspace. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,6 +255,64 @@ START_TEST(buffer_load_selects_ema)
 }
 END_TEST
 
+/* Precisions: names, the kernel that computes them, and a half-precision
+ * workspace's rules: it holds the rounded weights of the first model it
+ * runs and refuses another until set back to float32. */
+START_TEST(workspace_precision)
+{
+    ck_assert_str_eq(dm_precision_name(DM_PRECISION_F32), "f32");
+    ck_assert_str_eq(dm_precision_name(DM_PRECISION_BF16), "bf16");
+    ck_assert_str_eq(dm_precision_name(DM_PRECISION_F16), "f16");
+    ck_assert_ptr_null(dm_precision_name((dm_precision)7));
+    ck_assert_str_eq(dm_precision_kernel(DM_PRECISION_F32), "float32");
+    ck_assert_ptr_nonnull(dm_precision_kernel(DM_PRECISION_BF16));
+    ck_assert_ptr_null(dm_precision_kernel((dm_precision)-1));
+
+    dm_model *a, *b;
+    ck_assert_int_eq(dm_model_synthetic('F', 3, 10, 1, &a), DM_OK);
+    ck_assert_int_eq(dm_model_synthetic('F', 3, 10, 2, &b), DM_OK);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(a, 1, 32, 32, &ws), DM_OK);
+    ck_assert_int_eq(dm_workspace_set_precision(NULL, DM_PRECISION_BF16), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(dm_workspace_set_precision(ws, (dm_precision)3), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "no precision 3"));
+
+    float x[3 * 32 * 32], f32[10], bf16[10], other[10];
+    for (int i = 0; i < 3 * 32 * 32; i++) x[i] = (float)((i * 7) % 23) / 11.0f - 1.0f;
+    dm_outputs out = {.size = sizeof out, .logits = f32};
+    ck_assert_int_eq(dm_forward(a, ws, x, 1, 32, 32, &out), DM_OK);
+    size_t f32_bytes = dm_workspace_bytes(ws);
+    ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_BF16), DM_OK);
+    out.logits = bf16;
+    ck_assert_msg(dm_forward(a, ws, x, 1, 32, 32, &out) == DM_OK, "%s", dm_last_error());
+    ck_assert_uint_gt(dm_workspace_bytes(ws), f32_bytes); /* the prepared weights */
+    double diff = 0, top = 0;
+    for (int i = 0; i < 10; i++) {
+        diff = fmax(diff, fabs(bf16[i] - f32[i]));
+        top = fmax(top, fabs(f32[i]));
+    }
+    ck_assert_msg(diff > 0 && diff < 0.05 * top, "bf16 logits differ from f32 by %g (largest %g)", diff, top);
+    /* the workspace now holds a's rounded weights */
+    out.logits = other;
+    ck_assert_int_eq(dm_forward(b, ws, x, 1, 32, 32, &out), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "of the first model it ran"));
+    ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_F32), DM_OK);
+    ck_assert_int_eq(dm_workspace_bytes(ws), f32_bytes);
+    ck_assert_int_eq(dm_forward(b, ws, x, 1, 32, 32, &out), DM_OK);
+    dm_workspace_free(ws);
+
+    /* a CUDA workspace (where one exists) computes in float32 only */
+    if (dm_backend_available(DM_BACKEND_CUDA) == DM_OK) {
+        ck_assert_int_eq(dm_workspace_create_on(a, DM_BACKEND_CUDA, 1, 32, 32, &ws), DM_OK);
+        ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_F16), DM_ERR_UNSUPPORTED);
+        ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_F32), DM_OK);
+        dm_workspace_free(ws);
+    }
+    dm_model_free(a);
+    dm_model_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("api");
@@ -267,6 +326,7 @@ int main(void)
     tcase_add_test(tc, softmax_values);
     tcase_add_test(tc, top_k_order);
     tcase_add_test(tc, buffer_load_selects_ema);
+    tcase_add_test(tc, workspace_precision);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

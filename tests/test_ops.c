@@ -153,11 +153,40 @@ END_TEST
 
 /* ------------------------------------------------------------------ gemm */
 
+/* The products and convolutions run in each precision the backend has
+ * (loop index); in half precision the float64 reference multiplies the
+ * inputs as the scalar round_half rounds them, and since those products
+ * are exact in float32 the same tolerance holds. */
+static const dm_precision precisions[] = {DM_PRECISION_F32, DM_PRECISION_BF16, DM_PRECISION_F16};
+#define PRECISIONS 3
+
+/* Switch the backend to precision p, forgetting the weights it prepared
+ * (the tests reuse addresses for new weights); 0 where it lacks p. */
+static int use_precision(dm_precision p)
+{
+    if (!ops.set_precision) {
+        if (p == DM_PRECISION_F32) return 1;
+        printf("%s: no %s products, not tested\n", ops.name, dm_precision_name(p));
+        return 0;
+    }
+    ck_assert(ops.set_precision(ops.ctx, DM_PRECISION_F32) == DM_OK);
+    ck_assert(ops.set_precision(ops.ctx, p) == DM_OK);
+    return 1;
+}
+
+/* x rounded as the precision's products see it, in place. */
+static void round_as(dm_precision p, float *x, size_t n)
+{
+    if (p != DM_PRECISION_F32) dm_kernels_scalar.round_half(x, x, n, p);
+}
+
 START_TEST(gemm_matches_float64)
 {
+    dm_precision p = precisions[_i];
     test_seed(2);
-    static const size_t Ms[] = {1, 7, 300}, Ns[] = {1, 5, 33}, Ks[] = {1, 3, 80};
-    for (int mi = 0; mi < 3; mi++)
+    /* 1100 rows: several of the half precision's bands */
+    static const size_t Ms[] = {1, 7, 300, 1100}, Ns[] = {1, 5, 33}, Ks[] = {1, 3, 80};
+    for (int mi = 0; mi < 4; mi++)
         for (int ni = 0; ni < 3; ni++)
             for (int ki = 0; ki < 3; ki++)
                 for (int variant = 0; variant < 4; variant++) {
@@ -168,25 +197,31 @@ START_TEST(gemm_matches_float64)
                     float *A = random_host(M * lda, -1, 1), *W = random_host(N * K, -1, 1);
                     float *bias = random_host(N, -1, 1), *C0 = random_host(M * N, -1, 1);
                     double *want = malloc(sizeof(double) * M * N);
+                    float *rA = malloc(sizeof(float) * M * lda), *rW = malloc(sizeof(float) * N * K);
+                    memcpy(rA, A, sizeof(float) * M * lda);
+                    memcpy(rW, W, sizeof(float) * N * K);
+                    round_as(p, rA, M * lda);
+                    round_as(p, rW, N * K);
                     for (size_t i = 0; i < M; i++)
                         for (size_t j = 0; j < N; j++) {
                             double s = beta * (double)C0[i * N + j] + (with_bias ? bias[j] : 0.0);
-                            for (size_t k = 0; k < K; k++) s += (double)A[i * lda + k] * W[j * K + k];
+                            for (size_t k = 0; k < K; k++) s += (double)rA[i * lda + k] * rW[j * K + k];
                             want[i * N + j] = activate(s, act);
                         }
                     float *dA = upload_array(A, M * lda), *dW = upload_array(W, N * K);
                     float *dbias = upload_array(bias, N);
                     dm_view C = upload(C0, 1, 1, (int)M, (int)N);
+                    if (!use_precision(p)) return;
                     pass_begin();
                     ops.gemm(ops.ctx, M, N, K, dA, lda, dW, beta, with_bias ? dbias : NULL, act, C.data);
                     pass_end();
                     float *got = download(C);
                     char what[96];
-                    snprintf(what, sizeof what, "gemm %zux%zux%zu lda=%zu beta=%g bias=%d act=%d", M, N, K, lda,
-                             beta, with_bias, act);
+                    snprintf(what, sizeof what, "%s gemm %zux%zux%zu lda=%zu beta=%g bias=%d act=%d",
+                             dm_precision_name(p), M, N, K, lda, beta, with_bias, act);
                     expect_close(what, got, want, M * N);
                     ops.release(ops.ctx, dA); ops.release(ops.ctx, dW); ops.release(ops.ctx, dbias); drop(C);
-                    free(A); free(W); free(bias); free(C0); free(want); free(got);
+                    free(A); free(W); free(rA); free(rW); free(bias); free(C0); free(want); free(got);
                 }
 }
 END_TEST
@@ -195,6 +230,7 @@ END_TEST
 
 START_TEST(conv3x3_matches_float64)
 {
+    dm_precision p = precisions[_i];
     test_seed(3);
     static const int cins[] = {1, 3, 16}, couts[] = {1, 8, 24};
     for (int si = 0; si < SIZES; si++)
@@ -208,6 +244,11 @@ START_TEST(conv3x3_matches_float64)
                     float *x = random_host((size_t)n * h * w * cin, -1, 1);
                     float *wt = random_host((size_t)cout * 9 * cin, -1, 1), *b = random_host(cout, -1, 1);
                     double *want = malloc(sizeof(double) * n * oh * ow * cout);
+                    float *rx = malloc(sizeof(float) * n * h * w * cin), *rwt = malloc(sizeof(float) * cout * 9 * cin);
+                    memcpy(rx, x, sizeof(float) * n * h * w * cin);
+                    memcpy(rwt, wt, sizeof(float) * cout * 9 * cin);
+                    round_as(p, rx, (size_t)n * h * w * cin);
+                    round_as(p, rwt, (size_t)cout * 9 * cin);
                     for (int i = 0; i < n; i++)
                         for (int oy = 0; oy < oh; oy++)
                             for (int ox = 0; ox < ow; ox++)
@@ -217,23 +258,25 @@ START_TEST(conv3x3_matches_float64)
                                         int iy = oy * stride + t / 3 - pad, ix = ox * stride + t % 3 - pad;
                                         if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
                                         for (int ch = 0; ch < cin; ch++)
-                                            s += (double)x[(((size_t)i * h + iy) * w + ix) * cin + ch] *
-                                                 wt[((size_t)o * 9 + t) * cin + ch];
+                                            s += (double)rx[(((size_t)i * h + iy) * w + ix) * cin + ch] *
+                                                 rwt[((size_t)o * 9 + t) * cin + ch];
                                     }
                                     want[(((size_t)i * oh + oy) * ow + ox) * cout + o] = activate(s, act);
                                 }
                     dm_conv3x3 cv = {cin, cout, stride, pad, upload_array(wt, (size_t)cout * 9 * cin),
                                      upload_array(b, cout)};
                     dm_view dx = upload(x, n, h, w, cin), y = fresh(n, oh, ow, cout);
+                    if (!use_precision(p)) return;
                     pass_begin();
                     ops.conv3x3(ops.ctx, &cv, dx, act, y);
                     pass_end();
                     float *got = download(y);
                     char what[96];
-                    snprintf(what, sizeof what, "conv3x3 %dx%dx%d->%d stride %d pad %d", h, w, cin, cout, stride, pad);
+                    snprintf(what, sizeof what, "%s conv3x3 %dx%dx%d->%d stride %d pad %d", dm_precision_name(p), h,
+                             w, cin, cout, stride, pad);
                     expect_close(what, got, want, (size_t)n * oh * ow * cout);
                     ops.release(ops.ctx, cv.weight); ops.release(ops.ctx, cv.bias); drop(dx); drop(y);
-                    free(x); free(wt); free(b); free(want); free(got);
+                    free(x); free(wt); free(rx); free(rwt); free(b); free(want); free(got);
                 }
 }
 END_TEST
@@ -551,8 +594,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, table_is_complete);
     tcase_add_test(tc, input_output_layouts);
-    tcase_add_test(tc, gemm_matches_float64);
-    tcase_add_test(tc, conv3x3_matches_float64);
+    tcase_add_loop_test(tc, gemm_matches_float64, 0, PRECISIONS);
+    tcase_add_loop_test(tc, conv3x3_matches_float64, 0, PRECISIONS);
     tcase_add_test(tc, dwconv3x3_matches_scalar);
     tcase_add_test(tc, layernorm_and_bias_act_match_scalar);
     tcase_add_test(tc, sample_matches_scalar);

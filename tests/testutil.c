@@ -123,6 +123,12 @@ void test_golden_block(dm_backend backend)
 
 void test_golden_model(const char *weights, const char *io_name, dm_backend backend)
 {
+    test_golden_model_in(weights, io_name, backend, DM_PRECISION_F32, GOLDEN_TOL);
+}
+
+void test_golden_model_in(const char *weights, const char *io_name, dm_backend backend, dm_precision precision,
+                          double tol)
+{
     dm_model *m;
     ck_assert_msg(dm_model_load(test_path(weights), NULL, &m) == DM_OK, "%s", dm_last_error());
     dm_tensor_file io;
@@ -131,6 +137,7 @@ void test_golden_model(const char *weights, const char *io_name, dm_backend back
     int n = (int)t->shape[0], h = (int)t->shape[2], w = (int)t->shape[3];
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create_on(m, backend, n, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_workspace_set_precision(ws, precision) == DM_OK, "%s", dm_last_error());
     dm_outputs out = DM_OUTPUTS_INIT;
     size_t counts[5];
     const float *want[5];
@@ -145,10 +152,11 @@ void test_golden_model(const char *weights, const char *io_name, dm_backend back
     ck_assert_msg(dm_forward(m, ws, t->data, n, h, w, &out) == DM_OK, "%s", dm_last_error());
     for (int s = 0; s < 5; s++) {
         char label[64];
-        if (s < 4) snprintf(label, sizeof label, "[%s] %s stage%d", where(backend), weights, s);
-        else snprintf(label, sizeof label, "[%s] %s logits", where(backend), weights);
+        const char *in = dm_precision_name(precision);
+        if (s < 4) snprintf(label, sizeof label, "[%s %s] %s stage%d", where(backend), in, weights, s);
+        else snprintf(label, sizeof label, "[%s %s] %s logits", where(backend), in, weights);
         float *got = s < 4 ? out.stages[s] : out.logits;
-        ck_assert_double_le(test_rel_err(label, got, want[s], counts[s]), GOLDEN_TOL);
+        ck_assert_double_le(test_rel_err(label, got, want[s], counts[s]), tol);
     }
     for (int s = 0; s < 4; s++) free(out.stages[s]);
     free(out.logits);

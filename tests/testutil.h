@@ -38,6 +38,9 @@ float test_uniform(float lo, float hi);
  * asserted against their expected outputs within GOLDEN_TOL. */
 void test_golden_block(dm_backend backend);
 void test_golden_model(const char *weights, const char *io_name, dm_backend backend);
+/* The same with the workspace's products in `precision`, within tol. */
+void test_golden_model_in(const char *weights, const char *io_name, dm_backend backend, dm_precision precision,
+                          double tol);
 
 /* Whether the kernels DAMAMBA_ISA asks for can run; if not, says why, for
  * a suite that then exits 77 (skipped). */

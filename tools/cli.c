@@ -120,6 +120,19 @@ int cli_parse_backend(const char *option, const char *value, dm_backend *out)
 }
 
 int cli_threads;
+dm_precision cli_precision = DM_PRECISION_F32;
+
+int cli_parse_precision(const char *option, const char *value)
+{
+    static const dm_precision all[] = {DM_PRECISION_F32, DM_PRECISION_BF16, DM_PRECISION_F16};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(value, dm_precision_name(all[i]))) {
+            cli_precision = all[i];
+            return 1;
+        }
+    cli_error("%s expects f32, bf16 or f16, got '%s'", option, value);
+    return 0;
+}
 
 int cli_thread_count(void) { return cli_threads > 0 ? cli_threads : dm_threads(); }
 
@@ -131,6 +144,11 @@ dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, in
         return NULL;
     }
     dm_workspace_set_threads(ws, cli_thread_count());
+    if (dm_workspace_set_precision(ws, cli_precision) != DM_OK) {
+        cli_error("--dtype %s: %s", dm_precision_name(cli_precision), dm_last_error());
+        dm_workspace_free(ws);
+        return NULL;
+    }
     return ws;
 }
 

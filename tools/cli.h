@@ -41,6 +41,16 @@ int cli_parse_size(const char *option, const char *value, int *h, int *w);
  * and returns 0 on failure. */
 int cli_parse_backend(const char *option, const char *value, dm_backend *out);
 
+/* The precision of the command's matrix products (--dtype), applied by
+ * cli_workspace_create; f32 unless given. */
+extern dm_precision cli_precision;
+/* Parse f32, bf16 or f16 into cli_precision; prints an error otherwise. */
+int cli_parse_precision(const char *option, const char *value);
+/* The --dtype option's line of a command's help. */
+#define CLI_DTYPE_HELP(pad)                                                                          \
+    "      --dtype T  " pad "f32 (default), bf16 or f16: the precision of the matrix products\n"        \
+    "                 " pad "(inputs rounded, sums in float32; the README's \"Half precision\")\n"
+
 /* Threads the command's workspaces and its own parallel loops use: the
  * --threads option's value when given (cli_threads > 0), else dm_threads(). */
 extern int cli_threads;
@@ -83,7 +93,7 @@ typedef struct cli_preprocess_opts {
     cli_floats mean, std;
 } cli_preprocess_opts;
 
-enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA };
+enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA, CLI_OPT_DTYPE };
 
 #define CLI_PREPROCESS_LONG_OPTIONS                                                                    \
     {"size", required_argument, 0, CLI_OPT_SIZE},                                                      \

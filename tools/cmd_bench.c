@@ -31,6 +31,7 @@ static const char bench_usage[] =
     "  -b, --batch N       images per forward pass (default 1)\n"
     "  -s, --size N        image height and width (default 224)\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("     ")
     "  -n, --runs N        timed runs after one warm-up run (default 10)\n"
     "      --backend B     cpu (default) or cuda (a build with -Dcuda=enabled);\n"
     "                      CUDA times include the copies to and from the device\n";
@@ -59,6 +60,13 @@ static double peak_rss_mb(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+/* The kernels, threads and precision a CPU run uses. */
+static void print_cpu_backend(void)
+{
+    printf("backend     cpu: %s, %d threads, %s products (%s)\n", dm_isa(), cli_thread_count(),
+           dm_precision_name(cli_precision), dm_precision_kernel(cli_precision));
 }
 
 /* Mask R-CNN on one COCO-sized image: the whole call, and the backbone
@@ -116,7 +124,7 @@ static int bench_detection(char variant, int runs)
     for (int p = 0; p < 4; p++) tp[p] = median_of(parts[p], runs);
     printf("model       Mask R-CNN, DAMamba-%c backbone (synthetic weights, 80 classes), 1 x 3 x %d x %d\n",
            variant, h, w);
-    printf("backend     cpu: %s, %d threads\n", dm_isa(), cli_thread_count());
+    print_cpu_backend();
     printf("median      %.0f ms per image (%d runs), %d detections\n", t * 1e3, runs, count);
     printf("shares      backbone %.0f%%, FPN + RPN head %.0f%%, proposals %.0f%%, box head %.0f%%, mask head %.0f%%\n",
            100 * tb / t, 100 * (tp[0] - tb) / t, 100 * tp[1] / t, 100 * tp[2] / t, 100 * tp[3] / t);
@@ -140,7 +148,7 @@ int cmd_bench(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"variant", required_argument, 0, 'v'}, {"batch", required_argument, 0, 'b'},
-        {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
+        {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
         {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, 'B'},
         {"task", required_argument, 0, 'T'},    {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -160,6 +168,7 @@ int cmd_bench(int argc, char **argv)
             break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 's': if (!cli_parse_int("--size", optarg, 32, 4096, &size)) return 2; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
@@ -226,7 +235,7 @@ int cmd_bench(int argc, char **argv)
     double weights_mb = dm_model_config(m)->num_params * 4.0 / (1024.0 * 1024.0);
     printf("model       DAMamba-%c%s (synthetic weights), %d x 3 x %d x %d\n", variant,
            seg ? " + UperNet, whole mode to the label map" : "", batch, size, size);
-    if (backend == DM_BACKEND_CPU) printf("backend     cpu: %s, %d threads\n", dm_isa(), cli_thread_count());
+    if (backend == DM_BACKEND_CPU) print_cpu_backend();
     else printf("backend     %s\n", dm_backend_name(backend));
     printf("runs        %d (best %.2f ms, worst %.2f ms)\n", runs, times[0] * 1e3, times[runs - 1] * 1e3);
     printf("median      %.2f ms per batch, %.2f ms per image\n", median * 1e3, median * 1e3 / batch);

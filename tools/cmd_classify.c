@@ -28,6 +28,7 @@ static const char classify_usage[] =
     "                       {\"file\": ..., \"error\": ...} for a file that failed\n"
     "  -b, --batch N        images per forward pass (default 32)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("      ")
     "      --shard I/N      only files I, I+N, I+2N, ... (0 <= I < N) of the whole list,\n"
     "                       so N jobs can split one list\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
@@ -76,7 +77,7 @@ int cmd_classify(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"top", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"batch", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'}, {"shard", required_argument, 0, OPT_SHARD},
+        {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"shard", required_argument, 0, OPT_SHARD},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:k:jb:t:qh", opts, NULL)) != -1) {
@@ -86,6 +87,7 @@ int cmd_classify(int argc, char **argv)
         case 'k': if (!cli_parse_int("--top", optarg, 1, 100000, &top)) return 2; break;
         case 'j': json = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;

@@ -44,6 +44,7 @@ static const char detect_usage[] =
     "      --coco-annotations F  the annotation file (instances_*.json) whose images'\n"
     "                            file names give the image ids\n"
     "  -t, --threads N           threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("           ")
     "  -q, --quiet               no progress bar\n";
 
 enum { OPT_DRAW = 300, OPT_SCORE_THR, OPT_COCO_RESULTS, OPT_COCO_ANNOTATIONS };
@@ -201,7 +202,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         {"score-thr", required_argument, 0, OPT_SCORE_THR},
         {"coco-results", required_argument, 0, OPT_COCO_RESULTS},
         {"coco-annotations", required_argument, 0, OPT_COCO_ANNOTATIONS},
-        {"threads", required_argument, 0, 't'},     {"quiet", no_argument, 0, 'q'},
+        {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},     {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     int c, threads;
     char *end;
@@ -222,6 +223,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
             break;
         case OPT_COCO_RESULTS: o->results = optarg; break;
         case OPT_COCO_ANNOTATIONS: o->annotations = optarg; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;

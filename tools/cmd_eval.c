@@ -46,6 +46,7 @@ static const char eval_usage[] =
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -b, --batch N        images per forward pass (default 256)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("      ")
     "      --per-class      also the accuracy of each class: index, images, top-1,\n"
     "                       top-5 and name, one line each, before the last line;\n"
     "                       seg: each class's IoU and accuracy\n"
@@ -271,7 +272,7 @@ int cmd_eval(int argc, char **argv)
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"batch", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'}, {"quiet", no_argument, 0, 'q'},
+        {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"quiet", no_argument, 0, 'q'},
         {"task", required_argument, 0, OPT_TASK}, {"mode", required_argument, 0, OPT_MODE},
         {"coco-annotations", required_argument, 0, OPT_COCO_ANNOTATIONS},
         {"per-class", no_argument, 0, OPT_PER_CLASS}, {"no-reduce-zero-label", no_argument, 0, OPT_NO_REDUCE},
@@ -282,6 +283,7 @@ int cmd_eval(int argc, char **argv)
         case 'm': model_path = optarg; break;
         case CLI_OPT_EMA: ema = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;

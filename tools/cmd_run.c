@@ -32,6 +32,7 @@ static const char run_usage[] =
     "  -i, --input FILE    input tensor file\n"
     "  -o, --output FILE   output tensor file\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("     ")
     "      --mode M        segmentation: whole (default) or slide\n"
     "      --crop H[xW]    slide window (default 512)\n"
     "      --stride H[xW]  slide step (default 341)\n";
@@ -195,7 +196,7 @@ int cmd_run(int argc, char **argv)
     seg.mode = DM_SEG_WHOLE;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
-        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
+        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
         {"stride", required_argument, 0, OPT_STRIDE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, threads;
@@ -206,6 +207,7 @@ int cmd_run(int argc, char **argv)
         case CLI_OPT_EMA: ema = 1; break;
         case 'i': in_path = optarg; break;
         case 'o': out_path = optarg; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;

@@ -39,6 +39,7 @@ static const char segment_usage[] =
     "                       \"classes\": [{\"index\": k, \"label\": ..., \"share\": s}, ...]}\n"
     "                       (classes present, largest share first), or {\"file\", \"error\"}\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("      ")
     "      --backend B      cpu (default) or cuda\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n";
 
@@ -197,7 +198,7 @@ int cmd_segment(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
         {"stride", required_argument, 0, OPT_STRIDE}, {"overlay", no_argument, 0, OPT_OVERLAY},
-        {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'},
+        {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
         {"backend", required_argument, 0, OPT_BACKEND}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
@@ -213,6 +214,7 @@ int cmd_segment(int argc, char **argv)
             break;
         case OPT_OVERLAY: overlay = 1; break;
         case 'j': json = 1; break;
+        case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;

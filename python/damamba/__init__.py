@@ -119,6 +119,22 @@ def set_threads(n: int) -> None:
     _default_threads = n
 
 
+PRECISIONS = ("f32", "bf16", "f16")  # dm_precision's order
+
+
+def precision_kernel(precision: str) -> str:
+    """How this CPU computes products in precision ("f32", "bf16" or "f16"):
+    a native kernel's name, "widened" (the same rounded values multiplied in
+    float32) or "float32"."""
+    return lib.dm_precision_kernel(_precision_code(precision)).decode()
+
+
+def _precision_code(precision: str) -> int:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS.index(precision)
+
+
 def isa() -> str:
     """The instruction set the kernels use ("scalar", "avx2", "avx512", "neon")."""
     return lib.dm_isa().decode()
@@ -274,6 +290,19 @@ class Model:
                              c.in_chans, c.num_classes, c.num_params)
         self._local = threading.local()
         self._classes: list[str] | None = None
+        self._precision = "f32"
+
+    @property
+    def precision(self) -> str:
+        """The precision of the matrix products: "f32" (the default), "bf16"
+        or "f16" (weights and inputs rounded, sums in float32; see the
+        README's "Half precision")."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        _precision_code(value)
+        self._precision = value
 
     def __repr__(self) -> str:
         source = "built-in" if self.builtin else self.path if self.path is not None else "in memory"
@@ -359,6 +388,7 @@ class Model:
             raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
         ws = self._workspace(n, h, w)
         check(lib.dm_workspace_set_threads(ws.handle, threads or _default_threads or lib.dm_threads()))
+        check(lib.dm_workspace_set_precision(ws.handle, _precision_code(self._precision)))
         check(lib.dm_forward(self._handle, ws.handle, as_float_pointer(x), n, h, w, ctypes.byref(out)))
         return result
 
@@ -485,7 +515,7 @@ def classify(paths: PathLike | Iterable[PathLike], k: int = 5, model: Model | Pa
 
 __all__ = [
     "Model", "Config", "PreprocessSettings", "load_image", "preprocess", "classify", "top_k", "format_result",
-    "softmax", "set_threads", "isa", "library_version",
+    "softmax", "set_threads", "isa", "library_version", "precision_kernel", "PRECISIONS",
     "DamambaError", "ArgumentError", "FileError", "FormatError", "ModelError", "OutOfMemoryError",
     "UnsupportedError", "DeviceError",
 ]

@@ -152,6 +152,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_workspace_create": (status, [model_p, c_int, c_int, c_int, POINTER(ws_p)]),
         "dm_workspace_free": (None, [ws_p]),
         "dm_workspace_set_threads": (status, [ws_p, c_int]),
+        "dm_workspace_set_precision": (status, [ws_p, c_int]),
+        "dm_precision_kernel": (c_char_p, [c_int]),
         "dm_forward": (status, [model_p, ws_p, POINTER(c_float), c_int, c_int, c_int, POINTER(Outputs)]),
         "dm_softmax": (status, [POINTER(c_float), c_int, POINTER(c_float)]),
         "dm_top_k": (status, [POINTER(c_float), c_int, c_int, POINTER(c_int)]),

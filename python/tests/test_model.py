@@ -44,6 +44,19 @@ def test_golden_logits_and_stages(name: str) -> None:
         assert max_error(stage, io[f"stage{s}.expected"]) <= 1e-4
 
 
+@pytest.mark.parametrize("precision, bound", [("bf16", 5e-2), ("f16", 6e-3)])
+def test_half_precision(precision: str, bound: float) -> None:
+    model = damamba.Model(GOLDEN / "damamba_f.safetensors")
+    io = read_safetensors(GOLDEN / "damamba_f.io.safetensors")[0]
+    model.precision = precision
+    assert damamba.precision_kernel(precision) in ("widened", "avx512-bf16", "neon-bf16", "neon-fp16")
+    error = max_error(model.forward(io["input"]), io["logits.expected"])
+    print(f"{precision}: logits max error {error:.2e} of the largest magnitude")
+    assert 0 < error <= bound
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16, f16"):
+        model.precision = "f8"
+
+
 def test_config(micro: damamba.Model) -> None:
     config = micro.config
     assert config.depths == (1, 1, 2, 1) and config.dims == (32, 64, 96, 128)

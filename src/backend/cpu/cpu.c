@@ -87,8 +87,9 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 /* Column tiles start on multiples of sgemm's register block (and of the
  * half-precision kernels' panels). */
 #define GEMM_COL_ALIGN DM_HALF_PANEL
-/* Rows of a half-precision product rounded at a time, at least. */
-#define HALF_BAND_ROWS 256
+/* Rows of a half-precision product rounded at a time: the rounded band
+ * stays in cache for the product that reads it. */
+#define HALF_BAND_ROWS 512
 
 /* A product's weight as its tiles read it: float32 [N][K] (the model's own,
  * or its rounded copy when no native kernel runs the precision), or laid
@@ -276,9 +277,7 @@ static void half_gemm(cpu *cx, size_t M, size_t N, size_t K, const float *A, siz
                       const float *bias, dm_act act, float *C)
 {
     product_weight pw;
-    size_t row = half_row_floats(cx, K), band = cx->scratch_floats / (row ? row : 1);
-    if (band < HALF_BAND_ROWS) band = HALF_BAND_ROWS;
-    if (band > M) band = M;
+    size_t row = half_row_floats(cx, K), band = M < HALF_BAND_ROWS ? M : HALF_BAND_ROWS;
     if (!prepare_weight(cx, W, N, K, &pw) || !ensure_scratch(cx, band * row)) return;
     for (size_t m0 = 0; m0 < M; m0 += band) {
         round_job j = {.cx = cx, .A = A + m0 * lda, .lda = lda, .rows = M - m0 < band ? M - m0 : band, .K = K,
