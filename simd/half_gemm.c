@@ -41,14 +41,16 @@ void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, si
                          uint16_t *packed)
 {
     size_t panels = (N + DM_HALF_PANEL - 1) / DM_HALF_PANEL;
-    for (size_t p = 0; p < panels; p++)
-        for (size_t k0 = 0; k0 < k_padded; k0 += group)
-            for (size_t j = 0; j < DM_HALF_PANEL; j++)
-                for (size_t e = 0; e < group; e++) {
-                    size_t n = p * DM_HALF_PANEL + j, k = k0 + e;
-                    float w = n < N && k < K ? W[n * K + k] : 0.0f;
-                    *packed++ = precision == DM_PRECISION_F16 ? dm_f32_to_f16(w) : dm_f32_to_bf16(w);
-                }
+    /* W read row by row; each column's values land group * DM_HALF_PANEL
+     * apart, by groups of `group` */
+    for (size_t n = 0; n < panels * DM_HALF_PANEL; n++) {
+        uint16_t *column = packed + (n / DM_HALF_PANEL) * k_padded * DM_HALF_PANEL + n % DM_HALF_PANEL * group;
+        for (size_t k = 0; k < k_padded; k++) {
+            float w = n < N && k < K ? W[n * K + k] : 0.0f;
+            column[k / group * DM_HALF_PANEL * group + k % group] =
+                precision == DM_PRECISION_F16 ? dm_f32_to_f16(w) : dm_f32_to_bf16(w);
+        }
+    }
 }
 
 #if defined(__x86_64__)
