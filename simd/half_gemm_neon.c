@@ -1,6 +1,6 @@
 /* half_gemm_neon.c - half-precision products on aarch64, compiled twice
- * (simd/meson.build): with FEAT_FHM for f16 ("neon-fp16") and with
- * FEAT_BF16 for bf16 ("neon-bf16").  The neon table must be active, and the
+ * (simd/meson.build): with FEAT_FHM for f16 ("neon-fp16") and, with
+ * DM_HALF_NEON_BF16 defined, with FEAT_BF16 for bf16 ("neon-bf16").  The neon table must be active, and the
  * CPU must have the feature (dm_cpu_has_fhm, dm_cpu_has_bf16), to choose one.
  *
  * Rows of A are f16 or bf16, loaded 8 k at a time; each k (f16) or pair of
@@ -15,7 +15,11 @@
 
 #define HALF_K_STEP 8 /* the k one load of a row brings */
 
-#if defined(__ARM_FEATURE_FP16_FML)
+#if !defined(DM_HALF_NEON_BF16)
+
+#if !defined(__ARM_FEATURE_FP16_FML)
+#error "neon-fp16 needs -march=...+fp16fml"
+#endif
 
 /* fmlal / fmlal2 (FEAT_FHM): f16 x f16 widened, so exact, then added to the
  * float32 accumulator with one rounding to nearest even, k after k: the
@@ -51,7 +55,11 @@ static inline void store_halves(uint16_t *dst, vf v) { vst1_u16(dst, vreinterpre
         LANE_STEP(4); LANE_STEP(5); LANE_STEP(6); LANE_STEP(7);                          \
     } while (0)
 
-#elif defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+#else
+
+#if !defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+#error "neon-bf16 needs -march=...+bf16"
+#endif
 
 /* bfdot (FEAT_BF16): each float32 lane gets a[2i] * b[2i] + a[2i+1] *
  * b[2i+1] added.  Without FEAT_EBF16 (or with FPCR.EBF clear, as Linux
@@ -92,8 +100,6 @@ static inline void store_halves(uint16_t *dst, vf v)
         LANE_STEP(0); LANE_STEP(1); LANE_STEP(2); LANE_STEP(3);                          \
     } while (0)
 
-#else
-#error "half_gemm_neon.c needs +fp16fml or +bf16"
 #endif
 
 #include "half_gemm_kernel.h"
