@@ -167,6 +167,9 @@ static void bench_add(const dm_kernels *k, inputs *in) { measure("add 80ch", cal
 static void call_erf(const dm_kernels *k, inputs *in) { k->erf(in->hid, in->hid2, (size_t)P * F); }
 static void bench_erf(const dm_kernels *k, inputs *in) { measure("erf 320ch", call_erf, k, in, (double)P * F, "Gelem/s"); }
 
+static void call_exp(const dm_kernels *k, inputs *in) { k->exp(in->hid, in->hid2, (size_t)P * F); }
+static void bench_exp(const dm_kernels *k, inputs *in) { measure("exp 320ch", call_exp, k, in, (double)P * F, "Gelem/s"); }
+
 static void call_round_half(const dm_kernels *k, inputs *in)
 {
     k->round_half(in->hid, in->hid2, (size_t)P * F, DM_PRECISION_BF16);

@@ -1,6 +1,7 @@
 /* backend.cu - the operator table (ops.h) on the GPU.  GEMMs go to cuBLAS
- * in full float32; the other operators are the kernels of kernels.cu.  No
- * model logic lives here: src/graph/ calls these entries.
+ * in full float32, through cublasLt where its epilogue can add the bias and
+ * apply the activation; the other operators are the kernels of kernels.cu.
+ * No model logic lives here: src/graph/ calls these entries.
  *
  * Two streams: the compute stream runs the operators; the copy stream
  * moves the batch in (input() of each piece, so a piece's first operators
@@ -12,6 +13,7 @@ extern "C" {
 }
 #include "kernels.cuh"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -20,7 +22,8 @@ extern "C" {
 
 /* Pieces a batch is brought in as. */
 #define INPUT_PIECES 4
-/* cuBLAS scratch; NVIDIA's recommendation for Hopper. */
+/* cuBLAS's and cublasLt's scratch (one stream: they never overlap);
+ * NVIDIA's recommendation for Hopper. */
 static const size_t blas_workspace_bytes = (size_t)32 << 20;
 
 /* An output on its way to the caller: from pinned memory once `copied`. */
@@ -37,6 +40,8 @@ typedef struct gpu {
     cu_queue compute;      /* the operators' stream, its first failed launch */
     cudaStream_t copy;
     cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    cublasLtMatmulPreference_t lt_preference; /* its workspace limit */
     const dm_model *source; /* the model params copies */
     dm_model params;       /* its structure, device pointers */
     void *param_memory;    /* device memory behind params */
@@ -176,22 +181,39 @@ static size_t gpu_conv3x3_scratch(void *, size_t out_pixels, int cin)
 
 static size_t gpu_scan_scratch(void *, int n, size_t steps, int c) { return cu_scan_carry_floats(n, c, steps); }
 
+/* Grows what reserve() planned: the scratch, the staging of transfers, the
+ * events and pending outputs.  Only between passes (nothing in flight). */
 static dm_status reserve(gpu *g, size_t scratch_floats, size_t transfer_floats, int outputs)
 {
-    CUDA_TRY(cudaMalloc(&g->scratch, (scratch_floats ? scratch_floats : 1) * sizeof(float)));
-    g->scratch_floats = scratch_floats;
+    if (!g->scratch || scratch_floats > g->scratch_floats) {
+        cudaFree(g->scratch);
+        g->scratch = NULL;
+        g->scratch_floats = 0;
+        CUDA_TRY(cudaMalloc(&g->scratch, (scratch_floats ? scratch_floats : 1) * sizeof(float)));
+        g->scratch_floats = scratch_floats;
+    }
     /* Each transfer rounded up to 256 bytes, as staged. */
     size_t staging = transfer_floats + 64 * (size_t)(outputs + INPUT_PIECES);
-    CUDA_TRY(cudaMalloc(&g->staging, staging * sizeof(float)));
-    CUDA_TRY(cudaMallocHost(&g->pinned, staging * sizeof(float)));
-    g->staging_floats = staging;
-    g->event_count = 2 * outputs + INPUT_PIECES;
-    g->pending_cap = outputs;
-    g->events = (cudaEvent_t *)calloc((size_t)g->event_count, sizeof(cudaEvent_t));
-    g->pendings = (pending *)calloc((size_t)outputs, sizeof(pending));
-    if (!g->events || !g->pendings) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA transfers");
-    for (int k = 0; k < g->event_count; k++)
-        CUDA_TRY(cudaEventCreateWithFlags(&g->events[k], cudaEventDisableTiming));
+    if (staging > g->staging_floats) {
+        cudaFree(g->staging);
+        cudaFreeHost(g->pinned);
+        g->staging = g->pinned = NULL;
+        g->staging_floats = 0;
+        CUDA_TRY(cudaMalloc(&g->staging, staging * sizeof(float)));
+        CUDA_TRY(cudaMallocHost(&g->pinned, staging * sizeof(float)));
+        g->staging_floats = staging;
+    }
+    int events = 2 * outputs + INPUT_PIECES;
+    if (events > g->event_count) {
+        cudaEvent_t *grown = (cudaEvent_t *)realloc(g->events, (size_t)events * sizeof(cudaEvent_t));
+        pending *pendings = grown ? (pending *)realloc(g->pendings, (size_t)outputs * sizeof(pending)) : NULL;
+        if (grown) g->events = grown;
+        if (pendings) g->pendings = pendings;
+        if (!grown || !pendings) return dm_fail(DM_ERR_NOMEM, "out of memory for the CUDA transfers");
+        g->pending_cap = outputs;
+        for (; g->event_count < events; g->event_count++)
+            CUDA_TRY(cudaEventCreateWithFlags(&g->events[g->event_count], cudaEventDisableTiming));
+    }
     return DM_OK;
 }
 
@@ -247,6 +269,8 @@ static void gpu_destroy(void *ctx)
     if (!g) return;
     int caller, entered = enter_device(g->device, &caller) == DM_OK;
     if (g->blas) cublasDestroy(g->blas);
+    if (g->lt_preference) cublasLtMatmulPreferenceDestroy(g->lt_preference);
+    if (g->lt) cublasLtDestroy(g->lt);
     cudaFree(g->blas_scratch);
     cudaFree(g->scratch);
     cudaFree(g->staging);
@@ -370,25 +394,100 @@ static void gpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
 
 /* ------------------------------------------------------------- operators */
 
+/* The cublasLt epilogue for a bias and an activation, and in *rest the
+ * activation it leaves to a pass: cublasLt adds a bias and applies a ReLU
+ * as the reference does, but its GELU is the tanh approximation, not the
+ * exact erf the model uses, and it has no SiLU. */
+static cublasLtEpilogue_t epilogue_of(const float *bias, dm_act act, dm_act *rest)
+{
+    *rest = act == DM_ACT_RELU ? DM_ACT_NONE : act;
+    if (act == DM_ACT_RELU) return bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+    return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+/* The largest power of two up to 256 that divides p's address: unless told
+ * otherwise, cublasLt's heuristic picks algorithms for 256-byte aligned
+ * operands, and a GEMM's operands may start inside a buffer (a band of a
+ * convolution's output). */
+static uint32_t alignment_of(const void *p)
+{
+    uintptr_t a = (uintptr_t)p & (~(uintptr_t)p + 1); /* the lowest set bit */
+    return a == 0 || a > 256 ? 256 : (uint32_t)a;
+}
+
+/* gpu_gemm's product by cublasLt with an epilogue, in the same
+ * column-major terms as the cublasSgemm call there.
+ * CUBLAS_STATUS_NOT_SUPPORTED when cublasLt has no algorithm for it. */
+static cublasStatus_t lt_gemm(gpu *g, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W,
+                              float beta, const float *bias, cublasLtEpilogue_t epilogue, float *C)
+{
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t w = NULL, a = NULL, c = NULL;
+    int32_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
+    uint32_t ep = epilogue;
+    const float one = 1.0f;
+    cublasLtMatmulHeuristicResult_t best;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (!st) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa);
+    if (!st) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb);
+    if (!st) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
+    if (!st && bias) st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    if (!st) st = cublasLtMatrixLayoutCreate(&w, CUDA_R_32F, K, N, (int64_t)K);
+    if (!st) st = cublasLtMatrixLayoutCreate(&a, CUDA_R_32F, K, M, (int64_t)lda);
+    if (!st) st = cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, N, M, (int64_t)N);
+    static const cublasLtMatmulPreferenceAttributes_t aligned[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const void *operands[4] = {W, A, C, C};
+    for (int k = 0; k < 4 && !st; k++) {
+        uint32_t bytes = alignment_of(operands[k]);
+        st = cublasLtMatmulPreferenceSetAttribute(g->lt_preference, aligned[k], &bytes, sizeof bytes);
+    }
+    if (!st) st = cublasLtMatmulAlgoGetHeuristic(g->lt, desc, w, a, c, c, g->lt_preference, 1, &best, &found);
+    if (!st && found < 1) st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!st)
+        st = cublasLtMatmul(g->lt, desc, &one, W, w, A, a, &beta, C, c, C, c, &best.algo, g->blas_scratch,
+                            blas_workspace_bytes, g->compute.stream);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (w) cublasLtMatrixLayoutDestroy(w);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    return st;
+}
+
 /* C[M][N] = A[M][K] (row stride lda) * W[N][K]^T + beta * C, row-major: in
- * cuBLAS's column-major terms C^T = W^T' * A^T; then the epilogue. */
+ * cuBLAS's column-major terms C^T = W^T' * A^T.  The bias, and a ReLU, go
+ * in cublasLt's epilogue; what it cannot do (another activation, or all of
+ * it when it has no algorithm for the problem) in one pass after. */
 static void gpu_gemm(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                      const float *bias, dm_act act, float *C)
 {
     gpu *g = (gpu *)ctx;
-    const float one = 1.0f;
-    cublasStatus_t st = cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, W, (int)K, A,
-                                    (int)lda, &beta, C, (int)N);
+    dm_act rest;
+    cublasLtEpilogue_t epilogue = epilogue_of(bias, act, &rest);
+    cublasStatus_t st = CUBLAS_STATUS_NOT_SUPPORTED;
+    const char *call = "cublasLt matmul";
+    if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) st = lt_gemm(g, M, N, K, A, lda, W, beta, bias, epilogue, C);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+        const float one = 1.0f;
+        st = cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, W, (int)K, A, (int)lda,
+                         &beta, C, (int)N);
+        call = "sgemm";
+        rest = act;
+    } else {
+        bias = NULL; /* added by the epilogue */
+    }
     if (st != CUBLAS_STATUS_SUCCESS) {
         char what[80];
-        snprintf(what, sizeof what, "sgemm %zux%zux%zu", M, N, K);
+        snprintf(what, sizeof what, "%s %zux%zux%zu", call, M, N, K);
         dm_status failed = blas_fail(st, what);
         if (g->status == DM_OK) g->status = failed;
     }
-    if (bias || act != DM_ACT_NONE) cu_bias_act(&g->compute, C, M, (int)N, bias, act);
+    if (bias || rest != DM_ACT_NONE) cu_bias_act(&g->compute, C, M, (int)N, bias, rest);
 }
 
-/* Banded im2col + GEMM, then bias and activation over the whole output. */
+/* Banded im2col + GEMM, each band's GEMM with the bias and activation. */
 static void gpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
 {
     gpu *g = (gpu *)ctx;
@@ -396,10 +495,9 @@ static void gpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
     for (size_t p0 = 0; p0 < total; p0 += band) {
         size_t p1 = p0 + band < total ? p0 + band : total;
         cu_im2col3x3(&g->compute, x.data, g->scratch, x.h, x.w, cv->cin, cv->stride, cv->pad, y.h, y.w, p0, p1);
-        gpu_gemm(g, p1 - p0, (size_t)cv->cout, K, g->scratch, K, cv->weight, 0.0f, NULL, DM_ACT_NONE,
+        gpu_gemm(g, p1 - p0, (size_t)cv->cout, K, g->scratch, K, cv->weight, 0.0f, cv->bias, act,
                  y.data + p0 * cv->cout);
     }
-    cu_bias_act(&g->compute, y.data, total, cv->cout, cv->bias, act);
 }
 
 static void gpu_dwconv3x3(void *ctx, dm_view x, const float *w9, const float *bias, dm_act act, dm_view y)
@@ -455,6 +553,11 @@ static void gpu_concat(void *ctx, dm_view x, int c0, dm_view y)
     cu_concat(&((gpu *)ctx)->compute, x.data, dm_view_pixels(x), x.c, y.data, y.c, c0);
 }
 
+static void gpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y)
+{
+    cu_roi_align(&((gpu *)ctx)->compute, levels, rois, n, y.h, y.w, y.c, y.data);
+}
+
 /* ---------------------------------------------------------------- create */
 
 /* DM_OK when the current device, device, can run this build's kernels
@@ -488,8 +591,15 @@ static dm_status create(const dm_model *model, gpu *g)
     cublasStatus_t bs = cublasCreate(&g->blas);
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(g->blas, g->compute.stream);
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(g->blas, g->blas_scratch, blas_workspace_bytes);
-    /* Full float32: TF32 tensor cores would round inputs to 10-bit mantissas. */
+    /* Full float32: TF32 tensor cores would round inputs to 10-bit mantissas
+     * (cublasLt's CUBLAS_COMPUTE_32F, below, is full float32 too). */
     if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetMathMode(g->blas, CUBLAS_DEFAULT_MATH);
+    uint64_t lt_workspace = blas_workspace_bytes;
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasLtCreate(&g->lt);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasLtMatmulPreferenceCreate(&g->lt_preference);
+    if (bs == CUBLAS_STATUS_SUCCESS)
+        bs = cublasLtMatmulPreferenceSetAttribute(g->lt_preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &lt_workspace, sizeof lt_workspace);
     if (bs != CUBLAS_STATUS_SUCCESS) return blas_fail(bs, "setup");
     return DM_OK;
 }
@@ -544,6 +654,7 @@ dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
     ops.resize = gpu_resize;
     ops.add = gpu_add;
     ops.concat = gpu_concat;
+    ops.roi_align = gpu_roi_align;
     *out = ops;
     return DM_OK;
 }

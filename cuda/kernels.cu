@@ -5,6 +5,7 @@
 #include "kernels.cuh"
 
 #include <math.h>
+#include <stdint.h>
 
 static const int threads_per_block = 256;
 
@@ -27,8 +28,27 @@ static void launched(cu_queue *q, const char *kernel)
     }
 }
 
-#define FOR_EACH(i, total) \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (size_t)gridDim.x * blockDim.x)
+/* A grid-stride loop of index type I over total items. */
+#define FOR_EACH(I, i, total) \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (I)(total); i += (I)gridDim.x * blockDim.x)
+
+/* Kernels whose elements each take divisions to find their coordinates
+ * are templates over the index type I.  A GPU divides 64-bit integers in a
+ * long software routine (nvcc guards each one with a run-time test for
+ * operands that fit 32 bits), so a launch whose indices all stay below
+ * 2^31 (the loop's last step stays below 2^32: grid_for caps the grid at
+ * 2^28 threads) runs in 32-bit arithmetic throughout, and only a larger
+ * one in 64.  Offsets into buffers other than the one indexed are computed
+ * in size_t regardless. */
+#define LAUNCH_INDEXED(q, kernel, total, ...)                                                              \
+    do {                                                                                                 \
+        size_t total_ = (total);                                                                         \
+        if (total_ <= (size_t)INT32_MAX)                                                                 \
+            kernel<uint32_t><<<grid_for(total_), threads_per_block, 0, (q)->stream>>>(__VA_ARGS__);      \
+        else                                                                                             \
+            kernel<size_t><<<grid_for(total_), threads_per_block, 0, (q)->stream>>>(__VA_ARGS__);        \
+        launched(q, #kernel);                                                                            \
+    } while (0)
 
 __device__ static float activate(float x, dm_act act)
 {
@@ -80,30 +100,30 @@ void cu_layernorm(cu_queue *q, const float *x, float *y, size_t rows, int c, con
 
 /* ----------------------------------------------------------- elementwise */
 
-__global__ static void bias_act_kernel(float *y, size_t rows, int c, const float *bias, dm_act act)
+template <class I> __global__ static void bias_act_kernel(float *y, size_t rows, int c, const float *bias, dm_act act)
 {
-    FOR_EACH(i, rows * c) y[i] = activate(y[i] + (bias ? bias[i % c] : 0.0f), act);
+    FOR_EACH(I, i, rows * c) y[i] = activate(y[i] + (bias ? bias[i % (I)c] : 0.0f), act);
 }
 
 void cu_bias_act(cu_queue *q, float *y, size_t rows, int c, const float *bias, dm_act act)
 {
-    bias_act_kernel<<<grid_for(rows * c), threads_per_block, 0, q->stream>>>(y, rows, c, bias, act);
-    launched(q, "bias_act_kernel");
+    LAUNCH_INDEXED(q, bias_act_kernel, rows * c, y, rows, c, bias, act);
 }
 
 /* ----------------------------------------------------------- convolutions */
 
 /* One thread per output value; neighbouring threads take neighbouring
  * channels, so every load is coalesced. */
+template <class I>
 __global__ static void dwconv3x3_kernel(const float *x, float *y, int n, int h, int w, int c, const float *w9,
                                         const float *bias, dm_act act)
 {
-    size_t total = (size_t)n * h * w * c;
-    FOR_EACH(i, total) {
+    I total = (I)n * h * w * c;
+    FOR_EACH(I, i, total) {
         int ch = (int)(i % c);
-        size_t pix = i / c;
+        I pix = i / c;
         int ox = (int)(pix % w), oy = (int)(pix / w % h);
-        const float *img = x + (pix / ((size_t)h * w)) * h * w * c;
+        const float *img = x + (size_t)(pix / ((I)h * w)) * h * w * c;
         float out = bias ? bias[ch] : 0.0f;
         for (int ky = 0; ky < 3; ky++) {
             int iy = oy + ky - 1;
@@ -121,49 +141,50 @@ __global__ static void dwconv3x3_kernel(const float *x, float *y, int n, int h, 
 void cu_dwconv3x3(cu_queue *q, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                   const float *bias, dm_act act)
 {
-    dwconv3x3_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, q->stream>>>(x, y, n, h, w, c, w9,
-                                                                                            bias, act);
-    launched(q, "dwconv3x3_kernel");
+    LAUNCH_INDEXED(q, dwconv3x3_kernel, (size_t)n * h * w * c, x, y, n, h, w, c, w9, bias, act);
 }
 
 /* Row p - p0 of cols: the 3x3 neighbourhood of output pixel p, tap-major,
  * zeros outside the image. */
+template <class I>
 __global__ static void im2col3x3_kernel(const float *x, float *cols, int h, int w, int cin, int stride, int pad,
                                         int oh, int ow, size_t p0, size_t p1)
 {
-    size_t row = 9 * (size_t)cin, per_image = (size_t)oh * ow;
-    FOR_EACH(i, (p1 - p0) * row) {
-        size_t p = p0 + i / row, img = p / per_image, q = p % per_image;
-        int tap = (int)(i % row / cin), ch = (int)(i % cin);
+    I row = 9 * (I)cin, per_image = (I)oh * ow;
+    FOR_EACH(I, i, (p1 - p0) * row) {
+        I band_pixel = i / row, rest = i - band_pixel * row;
+        I p = (I)p0 + band_pixel, img = p / per_image, q = p - img * per_image;
+        int tap = (int)(rest / cin), ch = (int)(rest % cin);
         int iy = (int)(q / ow) * stride + tap / 3 - pad, ix = (int)(q % ow) * stride + tap % 3 - pad;
-        cols[i] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0.0f : x[((img * h + iy) * w + ix) * cin + ch];
+        cols[i] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0.0f : x[(((size_t)img * h + iy) * w + ix) * cin + ch];
     }
 }
 
 void cu_im2col3x3(cu_queue *q, const float *x, float *cols, int h, int w, int cin, int stride, int pad, int oh,
                   int ow, size_t p0, size_t p1)
 {
-    im2col3x3_kernel<<<grid_for((p1 - p0) * 9 * cin), threads_per_block, 0, q->stream>>>(x, cols, h, w, cin,
-                                                                                          stride, pad, oh, ow, p0, p1);
-    launched(q, "im2col3x3_kernel");
+    /* the kernel divides column indices and pixel numbers */
+    size_t columns = (p1 - p0) * 9 * cin;
+    LAUNCH_INDEXED(q, im2col3x3_kernel, columns > p1 ? columns : p1, x, cols, h, w, cin, stride, pad, oh, ow, p0, p1);
 }
 
 /* ---------------------------------------------------------------- sampler */
 
 /* One thread per output value: pixel p, channel ch of group g samples v at
  * (x + dx, y + dy) bilinearly; corners outside contribute 0. */
+template <class I>
 __global__ static void sample_kernel(const float *v, const float *off, float *u, int n, int h, int w, int c,
                                      int groups)
 {
     int cg = c / groups;
-    size_t pixels = (size_t)h * w;
-    FOR_EACH(i, (size_t)n * pixels * c) {
+    I pixels = (I)h * w;
+    FOR_EACH(I, i, (I)n * pixels * c) {
         int ch = (int)(i % c), g = ch / cg;
-        size_t pix = i / c, p = pix % pixels;
-        const float *img = v + (pix - p) * c;
+        I pix = i / c, p = pix % pixels;
+        const float *img = v + (size_t)(pix - p) * c;
         int py = (int)(p / w), px = (int)(p % w);
-        float sx = (float)px + off[pix * 2 * groups + 2 * g];
-        float sy = (float)py + off[pix * 2 * groups + 2 * g + 1];
+        float sx = (float)px + off[(size_t)pix * 2 * groups + 2 * g];
+        float sy = (float)py + off[(size_t)pix * 2 * groups + 2 * g + 1];
         float out = 0.0f;
         /* Also rejects NaN offsets. */
         if (sy > -1.0f && sy < (float)h && sx > -1.0f && sx < (float)w) {
@@ -187,9 +208,7 @@ __global__ static void sample_kernel(const float *v, const float *off, float *u,
 
 void cu_sample(cu_queue *q, const float *v, const float *off, float *u, int n, int h, int w, int c, int groups)
 {
-    sample_kernel<<<grid_for((size_t)n * h * w * c), threads_per_block, 0, q->stream>>>(v, off, u, n, h, w, c,
-                                                                                         groups);
-    launched(q, "sample_kernel");
+    LAUNCH_INDEXED(q, sample_kernel, (size_t)n * h * w * c, v, off, u, n, h, w, c, groups);
 }
 
 /* ------------------------------------------------------------------- scan */
@@ -251,7 +270,7 @@ __device__ static float scan_steps(const cu_scan_args a, size_t img, int c, size
 __global__ static void scan_chunk_kernel(cu_scan_args a, size_t chunks, size_t len, float *carry)
 {
     size_t C = (size_t)a.channels, lanes = (size_t)a.n * chunks * C;
-    FOR_EACH(i, lanes) {
+    FOR_EACH(size_t, i, lanes) {
         size_t img = i / (chunks * C), k = i / C % chunks;
         size_t t0 = k * len, t1 = t0 + len < a.steps ? t0 + len : a.steps;
         carry[i] = scan_steps(a, img, (int)(i % C), t0, t1, 0.0f, &carry[lanes + i], NULL);
@@ -261,7 +280,7 @@ __global__ static void scan_chunk_kernel(cu_scan_args a, size_t chunks, size_t l
 __global__ static void scan_carry_kernel(cu_scan_args a, size_t chunks, float *carry)
 {
     size_t C = (size_t)a.channels, lanes = (size_t)a.n * chunks * C;
-    FOR_EACH(i, (size_t)a.n * C) {
+    FOR_EACH(size_t, i, (size_t)a.n * C) {
         size_t at = i / C * chunks * C + i % C;
         float h = 0.0f;
         for (size_t k = 0; k < chunks; k++, at += C) {
@@ -275,7 +294,7 @@ __global__ static void scan_carry_kernel(cu_scan_args a, size_t chunks, float *c
 __global__ static void scan_output_kernel(cu_scan_args a, size_t chunks, size_t len, const float *carry, float *y)
 {
     size_t C = (size_t)a.channels;
-    FOR_EACH(i, (size_t)a.n * chunks * C) {
+    FOR_EACH(size_t, i, (size_t)a.n * chunks * C) {
         size_t img = i / (chunks * C), k = i / C % chunks;
         size_t t0 = k * len, t1 = t0 + len < a.steps ? t0 + len : a.steps;
         scan_steps(a, img, (int)(i % C), t0, t1, carry[i], NULL, y);
@@ -297,46 +316,64 @@ void cu_scan(cu_queue *q, const cu_scan_args *args, float *carry, float *y)
 
 /* ---------------------------------------------------------------- layouts */
 
-__global__ static void to_nhwc_kernel(const float *in, float *x, int n, size_t hw, int c)
+/* Each image's rows x cols matrix transposed, through a shared tile so
+ * that both the reads and the writes of a warp are coalesced (a naive
+ * transpose strides one of the two by a whole row).  Blocks of 32 x 8
+ * threads each move a 32 x 32 tile; the grid's y and z loop over row tiles
+ * and images beyond the hardware's 65535. */
+#define TILE 32
+#define TILE_ROWS 8
+static const unsigned max_grid_yz = 65535;
+
+__global__ static void transpose_kernel(const float *in, float *out, int n, size_t rows, size_t cols)
 {
-    FOR_EACH(i, (size_t)n * hw * c) {
-        size_t img = i / (hw * c), p = i / c % hw, ch = i % c;
-        x[i] = in[(img * c + ch) * hw + p];
-    }
+    __shared__ float tile[TILE][TILE + 1]; /* + 1: columns fall in distinct banks */
+    size_t row_tiles = (rows + TILE - 1) / TILE, c0 = (size_t)blockIdx.x * TILE;
+    for (size_t img = blockIdx.z; img < (size_t)n; img += gridDim.z)
+        for (size_t rt = blockIdx.y; rt < row_tiles; rt += gridDim.y) {
+            const float *from = in + img * rows * cols;
+            float *to = out + img * rows * cols;
+            size_t r0 = rt * TILE;
+            for (unsigned k = threadIdx.y; k < TILE; k += TILE_ROWS) {
+                size_t r = r0 + k, c = c0 + threadIdx.x;
+                if (r < rows && c < cols) tile[k][threadIdx.x] = from[r * cols + c];
+            }
+            __syncthreads();
+            for (unsigned k = threadIdx.y; k < TILE; k += TILE_ROWS) {
+                size_t c = c0 + k, r = r0 + threadIdx.x;
+                if (r < rows && c < cols) to[c * rows + r] = tile[threadIdx.x][k];
+            }
+            __syncthreads(); /* the tile is refilled next */
+        }
 }
 
-__global__ static void to_nchw_kernel(const float *x, float *out, int n, size_t hw, int c)
+static void transpose(cu_queue *q, const float *in, float *out, int n, size_t rows, size_t cols)
 {
-    FOR_EACH(i, (size_t)n * c * hw) {
-        size_t img = i / (hw * c), ch = i / hw % c, p = i % hw;
-        out[i] = x[(img * hw + p) * c + ch];
-    }
+    if (n < 1 || !rows || !cols) return;
+    size_t row_tiles = (rows + TILE - 1) / TILE;
+    dim3 grid((unsigned)((cols + TILE - 1) / TILE), (unsigned)(row_tiles < max_grid_yz ? row_tiles : max_grid_yz),
+              (unsigned)n < max_grid_yz ? (unsigned)n : max_grid_yz);
+    transpose_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, q->stream>>>(in, out, n, rows, cols);
+    launched(q, "transpose_kernel");
 }
 
-void cu_to_nhwc(cu_queue *q, const float *in, float *x, int n, size_t hw, int c)
-{
-    to_nhwc_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, q->stream>>>(in, x, n, hw, c);
-    launched(q, "to_nhwc_kernel");
-}
+void cu_to_nhwc(cu_queue *q, const float *in, float *x, int n, size_t hw, int c) { transpose(q, in, x, n, c, hw); }
 
-void cu_to_nchw(cu_queue *q, const float *x, float *out, int n, size_t hw, int c)
-{
-    to_nchw_kernel<<<grid_for((size_t)n * hw * c), threads_per_block, 0, q->stream>>>(x, out, n, hw, c);
-    launched(q, "to_nchw_kernel");
-}
+void cu_to_nchw(cu_queue *q, const float *x, float *out, int n, size_t hw, int c) { transpose(q, x, out, n, hw, c); }
 
 /* ------------------------------------------------- pooling and resizing */
 
 /* One thread per output value; the bins and the order of the sum are the
  * scalar reference's. */
+template <class I>
 __global__ static void avg_pool_kernel(const float *x, int n, int h, int w, int c, float *y, int oh, int ow)
 {
-    FOR_EACH(i, (size_t)n * oh * ow * c) {
-        size_t pix = i / c, img = pix / ((size_t)oh * ow);
+    FOR_EACH(I, i, (I)n * oh * ow * c) {
+        I pix = i / c, img = pix / ((I)oh * ow);
         int ch = (int)(i % c), oy = (int)(pix / ow % oh), ox = (int)(pix % ow), y0, y1, x0, x1;
         dm_adaptive_bin(oy, h, oh, &y0, &y1);
         dm_adaptive_bin(ox, w, ow, &x0, &x1);
-        const float *in = x + img * h * w * c + ch;
+        const float *in = x + (size_t)img * h * w * c + ch;
         float sum = 0.0f;
         for (int iy = y0; iy < y1; iy++)
             for (int ix = x0; ix < x1; ix++) sum += in[((size_t)iy * w + ix) * c];
@@ -346,18 +383,17 @@ __global__ static void avg_pool_kernel(const float *x, int n, int h, int w, int 
 
 void cu_avg_pool(cu_queue *q, const float *x, int n, int h, int w, int c, float *y, int oh, int ow)
 {
-    avg_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, q->stream>>>(x, n, h, w, c, y, oh,
-                                                                                             ow);
-    launched(q, "avg_pool_kernel");
+    LAUNCH_INDEXED(q, avg_pool_kernel, (size_t)n * oh * ow * c, x, n, h, w, c, y, oh, ow);
 }
 
+template <class I>
 __global__ static void max_pool_kernel(const float *x, int n, int h, int w, int c, int k, int stride, int pad,
                                        float *y, int oh, int ow)
 {
-    FOR_EACH(i, (size_t)n * oh * ow * c) {
-        size_t pix = i / c, img = pix / ((size_t)oh * ow);
+    FOR_EACH(I, i, (I)n * oh * ow * c) {
+        I pix = i / c, img = pix / ((I)oh * ow);
         int ch = (int)(i % c), oy = (int)(pix / ow % oh), ox = (int)(pix % ow);
-        const float *in = x + img * h * w * c + ch;
+        const float *in = x + (size_t)img * h * w * c + ch;
         float best = -INFINITY;
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
@@ -371,18 +407,17 @@ __global__ static void max_pool_kernel(const float *x, int n, int h, int w, int 
 void cu_max_pool(cu_queue *q, const float *x, int n, int h, int w, int c, int k, int stride, int pad, float *y,
                  int oh, int ow)
 {
-    max_pool_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, q->stream>>>(x, n, h, w, c, k,
-                                                                                             stride, pad, y, oh, ow);
-    launched(q, "max_pool_kernel");
+    LAUNCH_INDEXED(q, max_pool_kernel, (size_t)n * oh * ow * c, x, n, h, w, c, k, stride, pad, y, oh, ow);
 }
 
+template <class I>
 __global__ static void resize_kernel(const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh,
                                      int ow)
 {
-    FOR_EACH(i, (size_t)n * oh * ow * c) {
-        size_t pix = i / c, img = pix / ((size_t)oh * ow);
+    FOR_EACH(I, i, (I)n * oh * ow * c) {
+        I pix = i / c, img = pix / ((I)oh * ow);
         int ch = (int)(i % c), oy = (int)(pix / ow % oh), ox = (int)(pix % ow);
-        const float *in = x + img * h * w * c + ch;
+        const float *in = x + (size_t)img * h * w * c + ch;
         if (mode == DM_RESIZE_NEAREST) {
             y[i] = in[((size_t)dm_nearest_source(oy, h, oh) * w + dm_nearest_source(ox, w, ow)) * c];
             continue;
@@ -398,16 +433,14 @@ __global__ static void resize_kernel(const float *x, int n, int h, int w, int c,
 
 void cu_resize(cu_queue *q, const float *x, int n, int h, int w, int c, dm_resize mode, float *y, int oh, int ow)
 {
-    resize_kernel<<<grid_for((size_t)n * oh * ow * c), threads_per_block, 0, q->stream>>>(x, n, h, w, c, mode, y,
-                                                                                           oh, ow);
-    launched(q, "resize_kernel");
+    LAUNCH_INDEXED(q, resize_kernel, (size_t)n * oh * ow * c, x, n, h, w, c, mode, y, oh, ow);
 }
 
 /* ---------------------------------------------------------- elementwise */
 
 __global__ static void add_kernel(const float *a, const float *b, float *y, size_t count, dm_act act)
 {
-    FOR_EACH(i, count) y[i] = activate(a[i] + b[i], act);
+    FOR_EACH(size_t, i, count) y[i] = activate(a[i] + b[i], act);
 }
 
 void cu_add(cu_queue *q, const float *a, const float *b, float *y, size_t count, dm_act act)
@@ -416,15 +449,54 @@ void cu_add(cu_queue *q, const float *a, const float *b, float *y, size_t count,
     launched(q, "add_kernel");
 }
 
-__global__ static void concat_kernel(const float *x, size_t pixels, int xc, float *y, int yc, int c0)
+template <class I> __global__ static void concat_kernel(const float *x, size_t pixels, int xc, float *y, int yc, int c0)
 {
-    FOR_EACH(i, pixels * xc) y[i / xc * yc + c0 + i % xc] = x[i];
+    FOR_EACH(I, i, pixels * xc) {
+        I p = i / xc;
+        y[(size_t)p * yc + c0 + (i - p * xc)] = x[i];
+    }
 }
 
 void cu_concat(cu_queue *q, const float *x, size_t pixels, int xc, float *y, int yc, int c0)
 {
-    concat_kernel<<<grid_for(pixels * xc), threads_per_block, 0, q->stream>>>(x, pixels, xc, y, yc, c0);
-    launched(q, "concat_kernel");
+    LAUNCH_INDEXED(q, concat_kernel, pixels * xc, x, pixels, xc, y, yc, c0);
+}
+
+/* ---------------------------------------------------------------- RoIAlign */
+
+/* One thread per output value: RoI r's bin (py, px), channel ch, summed
+ * over the bin's samples in the reference's order. */
+template <class I>
+__global__ static void roi_align_kernel(dm_roi_levels levels, const float *rois, int n, int out_h, int out_w, int c,
+                                        float *y)
+{
+    I bins = (I)out_h * out_w;
+    FOR_EACH(I, i, (I)n * bins * c) {
+        I bin = i / c, r = bin / bins;
+        int ch = (int)(i - bin * c), p = (int)(bin - r * bins), py = p / out_w, px = p % out_w;
+        const float *roi = rois + 5 * (size_t)r;
+        int l = (int)roi[0];
+        dm_view f = levels.level[l];
+        dm_roi_grid g = dm_roi_grid_of(roi + 1, levels.scale[l], out_h, out_w);
+        const float *feat = f.data + ch;
+        float acc = 0.0f;
+        for (int iy = 0; iy < g.grid_h; iy++) {
+            float sy = dm_roi_sample_y(&g, py, iy);
+            for (int ix = 0; ix < g.grid_w; ix++) {
+                dm_roi_sample s;
+                if (!dm_roi_sample_at(f.h, f.w, sy, dm_roi_sample_x(&g, px, ix), &s)) continue;
+                acc += s.w[0] * feat[s.pos[0] * c] + s.w[1] * feat[s.pos[1] * c] + s.w[2] * feat[s.pos[2] * c] +
+                       s.w[3] * feat[s.pos[3] * c];
+            }
+        }
+        y[i] = acc / g.count;
+    }
+}
+
+void cu_roi_align(cu_queue *q, const dm_roi_levels *levels, const float *rois, int n, int out_h, int out_w, int c,
+                  float *y)
+{
+    LAUNCH_INDEXED(q, roi_align_kernel, (size_t)n * out_h * out_w * c, *levels, rois, n, out_h, out_w, c, y);
 }
 
 cudaError_t cu_check_kernel_image(void)

@@ -10,7 +10,9 @@
 #include <stddef.h>
 
 extern "C" {
+#include "detect_kernels.h"
 #include "kernels.h"
+#include "ops.h"
 }
 
 /* A stream and the first launch on it that failed. */
@@ -76,5 +78,10 @@ void cu_resize(cu_queue *q, const float *x, int n, int h, int w, int c, dm_resiz
 void cu_add(cu_queue *q, const float *a, const float *b, float *y, size_t count, dm_act act);
 /* Channels [c0, c0 + xc) of y's yc at each of `pixels` pixels = x's. */
 void cu_concat(cu_queue *q, const float *x, size_t pixels, int xc, float *y, int yc, int c0);
+
+/* RoIAlign of n RoIs (rois [n][5] in device memory: level, box) from
+ * levels into y (n x out_h x out_w x c), as dm_roi_align. */
+void cu_roi_align(cu_queue *q, const dm_roi_levels *levels, const float *rois, int n, int out_h, int out_w, int c,
+                  float *y);
 
 #endif

@@ -388,9 +388,12 @@ typedef struct dm_detections {
 } dm_detections;
 
 /* Detect objects in one input image (1 x 3 x h x w, normalized and padded)
- * with a Mask R-CNN model.  ws is a CPU workspace of the model for at least
- * h x w; the heads allocate their own memory for the call.  settings may be
- * NULL for the defaults.  On failure out is left empty. */
+ * with a Mask R-CNN model.  ws is a workspace of the model for at least
+ * h x w, on either backend: the networks run there, choosing proposals and
+ * detections and pasting masks on the host.  The heads allocate their own
+ * memory for the call (device memory, on a CUDA workspace, which also grows
+ * its transfer buffers to the call's proposals and detections).  settings
+ * may be NULL for the defaults.  On failure out is left empty. */
 DM_API dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input, int h, int w,
                     const dm_det_image *image, const dm_det_settings *settings, dm_detections *out);
 

@@ -34,14 +34,14 @@ fi
 step "the CUDA code on the CPU: the host harness (tests/cuda_host), plain and under ASan + UBSan"
 # Only the library and the CUDA tests are built: these builds exist for them.
 [ -d build-harness ] || meson setup build-harness --buildtype=release -Dgpu_harness=true >/dev/null
-ninja -C build-harness tests/test_cuda tests/test_cuda_harness tests/test_ops
+ninja -C build-harness tests/test_cuda tests/test_cuda_harness tests/test_ops tests/test_detect
 DM_TEST_REQUIRE_CUDA=1 meson test -C build-harness --no-rebuild --print-errorlogs --suite cuda
 [ -d build-harness-asan ] || meson setup build-harness-asan --buildtype=debugoptimized -Dgpu_harness=true \
   -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
-ninja -C build-harness-asan tests/test_cuda tests/test_cuda_harness tests/test_ops
+ninja -C build-harness-asan tests/test_cuda tests/test_cuda_harness tests/test_ops tests/test_detect
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 DM_TEST_REQUIRE_CUDA=1 \
   meson test -C build-harness-asan --no-rebuild --print-errorlogs --timeout-multiplier 4 \
-  cuda-harness-lazy cuda-harness ops-cuda-harness-lazy
+  cuda-harness-lazy cuda-harness ops-cuda-harness-lazy detect-cuda-harness-lazy
 
 step "Python package: offline install into a venv, pytest (Dask on a 2-process LocalCluster)"
 scripts/test-python.sh

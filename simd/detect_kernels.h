@@ -10,8 +10,11 @@
 #ifndef DM_DETECT_KERNELS_H
 #define DM_DETECT_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels.h" /* DM_HOST_DEVICE */
 
 /* The anchors of one feature level (AnchorGenerator, centre offset 0, no
  * rounding): h * w * nratios * nscales boxes, position-major (row-major),
@@ -37,6 +40,80 @@ size_t dm_nms(const float *boxes, size_t n, float iou_thr, int *keep, uint8_t *r
  * spatial_scale; y is out_h x out_w x c. */
 void dm_roi_align(const float *feat, int h, int w, int c, float spatial_scale, const float roi[4], int out_h,
                   int out_w, float *y);
+
+/* The geometry of RoIAlign every implementation shares, the CUDA one
+ * included: one box's bins in feature pixels, its samples per bin and
+ * axis, and the count each bin's sum is divided by. */
+typedef struct dm_roi_grid {
+    float start_x, start_y, bin_w, bin_h;
+    int grid_w, grid_h;
+    float count;
+} dm_roi_grid;
+
+DM_HOST_DEVICE static inline dm_roi_grid dm_roi_grid_of(const float roi[4], float spatial_scale, int out_h, int out_w)
+{
+    dm_roi_grid g;
+    g.start_x = roi[0] * spatial_scale - 0.5f;
+    g.start_y = roi[1] * spatial_scale - 0.5f;
+    float roi_w = roi[2] * spatial_scale - 0.5f - g.start_x, roi_h = roi[3] * spatial_scale - 0.5f - g.start_y;
+    g.bin_w = roi_w / (float)out_w;
+    g.bin_h = roi_h / (float)out_h;
+    g.grid_w = (int)ceilf(roi_w / (float)out_w);
+    g.grid_h = (int)ceilf(roi_h / (float)out_h);
+    if (g.grid_w < 0) g.grid_w = 0;
+    if (g.grid_h < 0) g.grid_h = 0;
+    g.count = (float)(g.grid_w * g.grid_h > 1 ? g.grid_w * g.grid_h : 1);
+    return g;
+}
+
+/* Sample (iy, ix) of bin (py, px), in feature pixels. */
+DM_HOST_DEVICE static inline float dm_roi_sample_y(const dm_roi_grid *g, int py, int iy)
+{
+    return g->start_y + (float)py * g->bin_h + ((float)iy + 0.5f) * g->bin_h / (float)g->grid_h;
+}
+
+DM_HOST_DEVICE static inline float dm_roi_sample_x(const dm_roi_grid *g, int px, int ix)
+{
+    return g->start_x + (float)px * g->bin_w + ((float)ix + 0.5f) * g->bin_w / (float)g->grid_w;
+}
+
+/* One bilinear sample of mmcv's RoIAlign at (y, x) of an h x w map: its
+ * corners' pixel offsets and weights; 0 for a sample outside [-1, size],
+ * which adds nothing. */
+typedef struct dm_roi_sample {
+    size_t pos[4];
+    float w[4];
+} dm_roi_sample;
+
+DM_HOST_DEVICE static inline int dm_roi_sample_at(int h, int w, float y, float x, dm_roi_sample *s)
+{
+    if (y < -1.0f || y > (float)h || x < -1.0f || x > (float)w) return 0;
+    if (y <= 0) y = 0;
+    if (x <= 0) x = 0;
+    int y_low = (int)y, x_low = (int)x, y_high, x_high;
+    if (y_low >= h - 1) {
+        y_high = y_low = h - 1;
+        y = (float)y_low;
+    } else {
+        y_high = y_low + 1;
+    }
+    if (x_low >= w - 1) {
+        x_high = x_low = w - 1;
+        x = (float)x_low;
+    } else {
+        x_high = x_low + 1;
+    }
+    float ly = y - (float)y_low, lx = x - (float)x_low, hy = 1.0f - ly, hx = 1.0f - lx;
+    s->pos[0] = (size_t)y_low * w + x_low;
+    s->pos[1] = (size_t)y_low * w + x_high;
+    s->pos[2] = (size_t)y_high * w + x_low;
+    s->pos[3] = (size_t)y_high * w + x_high;
+    s->w[0] = hy * hx;
+    s->w[1] = hy * lx;
+    s->w[2] = ly * hx;
+    s->w[3] = ly * lx;
+    return 1;
+}
 
 /* Paste an mh x mw probability map into image pixels [x0, x1) x [y0, y1) as
  * _do_paste_mask does: bilinear grid_sample (zeros outside,

@@ -69,70 +69,26 @@ size_t dm_nms(const float *boxes, size_t n, float iou_thr, int *keep, uint8_t *r
     return kept;
 }
 
-/* One bilinear sample of mmcv's RoIAlign: corner offsets (pixels) and
- * weights, or a weight-free sample outside [-1, size]. */
-typedef struct roi_sample {
-    size_t pos[4];
-    float w[4];
-} roi_sample;
-
-static int roi_sample_at(int h, int w, float y, float x, roi_sample *s)
-{
-    if (y < -1.0f || y > (float)h || x < -1.0f || x > (float)w) return 0;
-    if (y <= 0) y = 0;
-    if (x <= 0) x = 0;
-    int y_low = (int)y, x_low = (int)x, y_high, x_high;
-    if (y_low >= h - 1) {
-        y_high = y_low = h - 1;
-        y = (float)y_low;
-    } else {
-        y_high = y_low + 1;
-    }
-    if (x_low >= w - 1) {
-        x_high = x_low = w - 1;
-        x = (float)x_low;
-    } else {
-        x_high = x_low + 1;
-    }
-    float ly = y - (float)y_low, lx = x - (float)x_low, hy = 1.0f - ly, hx = 1.0f - lx;
-    s->pos[0] = (size_t)y_low * w + x_low;
-    s->pos[1] = (size_t)y_low * w + x_high;
-    s->pos[2] = (size_t)y_high * w + x_low;
-    s->pos[3] = (size_t)y_high * w + x_high;
-    s->w[0] = hy * hx;
-    s->w[1] = hy * lx;
-    s->w[2] = ly * hx;
-    s->w[3] = ly * lx;
-    return 1;
-}
-
 void dm_roi_align(const float *feat, int h, int w, int c, float spatial_scale, const float roi[4], int out_h,
                   int out_w, float *y)
 {
-    float start_x = roi[0] * spatial_scale - 0.5f, start_y = roi[1] * spatial_scale - 0.5f;
-    float roi_w = roi[2] * spatial_scale - 0.5f - start_x, roi_h = roi[3] * spatial_scale - 0.5f - start_y;
-    float bin_w = roi_w / (float)out_w, bin_h = roi_h / (float)out_h;
-    int grid_w = (int)ceilf(roi_w / (float)out_w), grid_h = (int)ceilf(roi_h / (float)out_h);
-    if (grid_w < 0) grid_w = 0;
-    if (grid_h < 0) grid_h = 0;
-    float count = (float)(grid_w * grid_h > 1 ? grid_w * grid_h : 1);
+    dm_roi_grid g = dm_roi_grid_of(roi, spatial_scale, out_h, out_w);
     for (int py = 0; py < out_h; py++)
         for (int px = 0; px < out_w; px++) {
             float *acc = y + ((size_t)py * out_w + px) * c;
             memset(acc, 0, sizeof(float) * c);
-            for (int iy = 0; iy < grid_h; iy++) {
-                float sy = start_y + (float)py * bin_h + ((float)iy + 0.5f) * bin_h / (float)grid_h;
-                for (int ix = 0; ix < grid_w; ix++) {
-                    float sx = start_x + (float)px * bin_w + ((float)ix + 0.5f) * bin_w / (float)grid_w;
-                    roi_sample s;
-                    if (!roi_sample_at(h, w, sy, sx, &s)) continue;
+            for (int iy = 0; iy < g.grid_h; iy++) {
+                float sy = dm_roi_sample_y(&g, py, iy);
+                for (int ix = 0; ix < g.grid_w; ix++) {
+                    dm_roi_sample s;
+                    if (!dm_roi_sample_at(h, w, sy, dm_roi_sample_x(&g, px, ix), &s)) continue;
                     const float *v0 = feat + s.pos[0] * c, *v1 = feat + s.pos[1] * c;
                     const float *v2 = feat + s.pos[2] * c, *v3 = feat + s.pos[3] * c;
                     for (int ch = 0; ch < c; ch++)
                         acc[ch] += s.w[0] * v0[ch] + s.w[1] * v1[ch] + s.w[2] * v2[ch] + s.w[3] * v3[ch];
                 }
             }
-            for (int ch = 0; ch < c; ch++) acc[ch] /= count;
+            for (int ch = 0; ch < c; ch++) acc[ch] /= g.count;
         }
 }
 

@@ -73,6 +73,9 @@ typedef struct dm_scan_args {
  * add: y[i] = act(a[i] + b[i]) for count elements; y may be a or b.
  * erf: y[i] = erf(x[i]), the erf every GELU uses: erff in the scalar
  *   table, within 3 ulp of it in the SIMD ones.
+ * exp: y[i] = e^x[i], the exp of SiLU, softplus, the scan's decay and erf:
+ *   expf in the scalar table; in the SIMD ones within 2 ulp of it on
+ *   [-87.3, 88.37], 0 below and infinity above.
  * round_half: y[i] = x[i] rounded to nearest, ties to even, to bf16 or f16
  *   (precision), as a float: what half-precision products multiply.  NaN
  *   stays NaN; f16 overflows to infinity.  y may be x. */
@@ -95,6 +98,7 @@ typedef struct dm_scan_args {
                size_t p1))                                                                              \
     X(add, (const float *a, const float *b, float *y, size_t count, dm_act act))                        \
     X(erf, (const float *x, float *y, size_t count))                                                   \
+    X(exp, (const float *x, float *y, size_t count))                                                   \
     X(round_half, (const float *x, float *y, size_t count, dm_precision precision))
 
 typedef struct dm_kernels {

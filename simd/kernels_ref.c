@@ -187,6 +187,11 @@ static void erf_ref(const float *x, float *y, size_t count)
     for (size_t i = 0; i < count; i++) y[i] = erff(x[i]);
 }
 
+static void exp_ref(const float *x, float *y, size_t count)
+{
+    for (size_t i = 0; i < count; i++) y[i] = expf(x[i]);
+}
+
 /* Through the bit-exact conversions of the file formats (dtype.c). */
 static void round_half_ref(const float *x, float *y, size_t count, dm_precision precision)
 {
@@ -207,5 +212,6 @@ const dm_kernels dm_kernels_scalar = {
     .resize = resize_ref,
     .add = add_ref,
     .erf = erf_ref,
+    .exp = exp_ref,
     .round_half = round_half_ref,
 };

@@ -40,7 +40,15 @@ static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 static inline float vsum(vf v) { return _mm512_reduce_add_ps(v); }
 /* a > b ? x : y, lane by lane */
 static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
-static inline vf vexp(vf x) { return Sleef_expf16_u10avx512f(x); }
+static inline vf vround(vf x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* p * 2^n for integral n whose result stays a normal float */
+static inline vf vscale2(vf p, vf n)
+{
+    __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+}
+/* x where x is NaN, else r */
+static inline vf vkeep_nan(vf x, vf r) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf16_u10avx512f(x); }
 static inline vf vround_f16(vf x)
 {
@@ -92,7 +100,15 @@ static inline float vsum(vf v)
     return _mm_cvtss_f32(s);
 }
 static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
-static inline vf vexp(vf x) { return Sleef_expf8_u10avx2(x); }
+static inline vf vround(vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* p * 2^n for integral n whose result stays a normal float */
+static inline vf vscale2(vf p, vf n)
+{
+    __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+/* x where x is NaN, else r */
+static inline vf vkeep_nan(vf x, vf r) { return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf8_u10avx2(x); }
 static inline vf vround_f16(vf x)
 {
@@ -151,7 +167,15 @@ static inline vf vabs(vf a) { return vabsq_f32(a); }
 static inline vf vmin(vf a, vf b) { return vminq_f32(a, b); }
 static inline float vsum(vf v) { return vaddvq_f32(v); }
 static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
-static inline vf vexp(vf x) { return Sleef_expf4_u10advsimd(x); }
+static inline vf vround(vf x) { return vrndnq_f32(x); }
+/* p * 2^n for integral n whose result stays a normal float */
+static inline vf vscale2(vf p, vf n)
+{
+    int32x4_t e = vshlq_n_s32(vcvtq_s32_f32(n), 23);
+    return vreinterpretq_f32_s32(vaddq_s32(vreinterpretq_s32_f32(p), e));
+}
+/* x where x is NaN, else r */
+static inline vf vkeep_nan(vf x, vf r) { return vbslq_f32(vceqq_f32(x, x), r, x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf4_u10advsimd(x); }
 static inline vf vround_f16(vf x) { return vcvt_f32_f16(vcvt_f16_f32(x)); }
 /* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept and

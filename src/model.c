@@ -843,6 +843,28 @@ static void mirror_upernet(const dm_upernet *u, dm_param_place place, void *ctx,
     mirror_conv1x1(&u->cls, place, ctx, &d->cls);
 }
 
+/* The mask convs' array is the mirror's own (dm_model_mirror_free). */
+static dm_status mirror_det(const dm_det_heads *h, dm_param_place place, void *ctx, dm_det_heads *d)
+{
+    *d = *h;
+    if (h->mask_convs_count && !(d->mask_convs = calloc((size_t)h->mask_convs_count, sizeof(dm_conv3x3))))
+        return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
+    for (int i = 0; i < DM_NUM_STAGES; i++) {
+        mirror_conv1x1(&h->lateral[i], place, ctx, &d->lateral[i]);
+        mirror_conv(&h->fpn[i], place, ctx, &d->fpn[i]);
+    }
+    mirror_conv(&h->rpn_conv, place, ctx, &d->rpn_conv);
+    mirror_conv1x1(&h->rpn_cls, place, ctx, &d->rpn_cls);
+    mirror_conv1x1(&h->rpn_reg, place, ctx, &d->rpn_reg);
+    for (int i = 0; i < 2; i++) mirror_conv1x1(&h->fc[i], place, ctx, &d->fc[i]);
+    mirror_conv1x1(&h->cls, place, ctx, &d->cls);
+    mirror_conv1x1(&h->reg, place, ctx, &d->reg);
+    for (int i = 0; i < h->mask_convs_count; i++) mirror_conv(&h->mask_convs[i], place, ctx, &d->mask_convs[i]);
+    mirror_conv1x1(&h->upsample, place, ctx, &d->upsample);
+    mirror_conv1x1(&h->mask_logits, place, ctx, &d->mask_logits);
+    return DM_OK;
+}
+
 static void mirror_block(const dm_config *cfg, int s, const dm_block *b, dm_param_place place, void *ctx,
                          dm_block *d)
 {
@@ -900,6 +922,13 @@ dm_status dm_model_mirror(const dm_model *m, dm_param_place place, void *ctx, dm
         }
         mirror_upernet(m->upernet, place, ctx, out->upernet);
     }
+    if (cfg->det_classes > 0) {
+        dm_status st = mirror_det(&m->det, place, ctx, &out->det);
+        if (st) {
+            dm_model_mirror_free(out);
+            return st;
+        }
+    }
     return DM_OK;
 }
 
@@ -911,4 +940,6 @@ void dm_model_mirror_free(dm_model *mirror)
     }
     free(mirror->upernet);
     mirror->upernet = NULL;
+    free(mirror->det.mask_convs);
+    mirror->det.mask_convs = NULL;
 }

@@ -132,8 +132,8 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws,
 
 /* A copy of model's structure whose parameters are place(ctx, p, floats) of
  * the model's parameter p: the same parameters in another memory (a
- * device's).  place may return NULL (a measuring pass).  The copy's block
- * arrays are its own: free them with dm_model_mirror_free. */
+ * device's).  place may return NULL (a measuring pass).  The copy's block and
+ * mask-conv arrays are its own: free them with dm_model_mirror_free. */
 typedef float *(*dm_param_place)(void *ctx, const float *src, size_t floats);
 dm_status dm_model_mirror(const dm_model *model, dm_param_place place, void *ctx, dm_model *out);
 void dm_model_mirror_free(dm_model *mirror);

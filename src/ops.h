@@ -71,8 +71,11 @@ typedef struct dm_ops {
     /* Floats of scratch a 3x3 convolution producing out_pixels pixels from
      * cin channels needs, and the selective scan of n images of `steps`
      * steps and c channels; reserve() then sizes the scratch for the
-     * largest.  Outputs: the floats and count of outputs one pass delivers
-     * at most (a backend may stage them). */
+     * largest.  Outputs: the floats (inputs included) and count of outputs
+     * one pass delivers at most (a backend may stage them).  Called again
+     * between passes, reserve() grows what it holds to fit (a pass whose
+     * transfers depend on its call, as detection's heads, reserves them
+     * first); it never shrinks. */
     size_t (*conv3x3_scratch)(void *ctx, size_t out_pixels, int cin);
     size_t (*scan_scratch)(void *ctx, int n, size_t steps, int c);
     dm_status (*reserve)(void *ctx, size_t scratch_floats, size_t output_floats, int outputs);
@@ -154,9 +157,9 @@ typedef struct dm_ops {
      * input at a time; y has the same n, h, w as x. */
     void (*concat)(void *ctx, dm_view x, int c0, dm_view y);
     /* RoIAlign (mmcv's, aligned, averaging ceil(size / out) samples per bin
-     * and axis): RoI i of rois ([n][5]: level, x1, y1, x2, y2 in image
-     * pixels) pooled from its level into image i of y (n x out x out x c).
-     * NULL where the backend lacks it. */
+     * and axis): RoI i of rois ([n][5] in backend memory: level, x1, y1,
+     * x2, y2 in image pixels) pooled from its level into image i of y
+     * (n x out x out x c). */
     void (*roi_align)(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y);
 } dm_ops;
 

@@ -287,11 +287,10 @@ START_TEST(workspace_precision)
     ck_assert_msg(dm_forward(a, ws, x, 1, 32, 32, &out) == DM_OK, "%s", dm_last_error());
     ck_assert_uint_gt(dm_workspace_bytes(ws), f32_bytes); /* the prepared weights */
     double diff = 0, top = 0;
-    /* comparisons, not fmax: aarch64 gcc 12's vectorizer fails on fmax
-     * reductions of this loop at -O3 (an internal compiler error) */
     for (int i = 0; i < 10; i++) {
-        if (fabs(bf16[i] - f32[i]) > diff) diff = fabs(bf16[i] - f32[i]);
-        if (fabs(f32[i]) > top) top = fabs(f32[i]);
+        double d = fabs(bf16[i] - f32[i]), t = fabs(f32[i]);
+        if (d > diff) diff = d;
+        if (t > top) top = t;
     }
     ck_assert_msg(diff > 0 && diff < 0.05 * top, "bf16 logits differ from f32 by %g (largest %g)", diff, top);
     /* the workspace now holds a's rounded weights */

@@ -1,6 +1,7 @@
 /* test_cuda_harness.c - what only the host harness (-Dgpu_harness=true) can
  * stage: every allocation of a workspace failing in turn, devices the build
- * has no code for, and the harness's own checks (fresh memory is NaN, a
+ * has no code for, cublasLt without an algorithm for a product (the plain
+ * cuBLAS product and a pass then do the epilogue), and the harness's own checks (fresh memory is NaN, a
  * write past the end of a buffer is a fault that stays). */
 #include "testutil.h"
 
@@ -118,11 +119,21 @@ START_TEST(harness_guard_bytes)
 }
 END_TEST
 
+/* Where cublasLt finds no algorithm, the products fall back to cublasSgemm
+ * and a bias and activation pass: the golden model still matches. */
+START_TEST(harness_gemm_without_cublaslt)
+{
+    dm_cuda_host_lt_algorithms(0);
+    test_golden_model("micro.safetensors", "micro.io.safetensors", DM_BACKEND_CUDA);
+}
+END_TEST
+
 /* Each test starts on a fresh simulated machine. */
 static void fresh_machine(void)
 {
     static const int cc[] = {90, 86};
     dm_cuda_host_set_devices(2, cc, device_bytes);
+    dm_cuda_host_lt_algorithms(1);
 }
 
 int main(void)
@@ -135,6 +146,7 @@ int main(void)
     tcase_add_test(tc, harness_device_without_code);
     tcase_add_test(tc, harness_fresh_memory_is_nan);
     tcase_add_test(tc, harness_guard_bytes);
+    tcase_add_test(tc, harness_gemm_without_cublaslt);
     suite_add_tcase(s, tc);
     return test_run_in_process(s);
 }

@@ -1,6 +1,9 @@
 /* test_detect.c - Mask R-CNN against mmdetection 2.28's float64 reference
  * (maskrcnn_micro), stage by stage, plus the detection kernels on cases
- * worked out by hand. */
+ * worked out by hand.  DM_TEST_BACKEND=cuda runs the networks on the CUDA
+ * backend instead (to the same tolerances) and compares them with the CPU
+ * backend's too; a machine without a device skips (exit 77) unless
+ * DM_TEST_REQUIRE_CUDA is set. */
 #include "testutil.h"
 
 #include <math.h>
@@ -15,6 +18,9 @@
 #include "json.h"
 
 static dm_tensor_file io;
+/* Where the networks run, and its name for result lines. */
+static dm_backend backend = DM_BACKEND_CPU;
+static const char *on = "cpu";
 
 static void open_io(void) { test_open("maskrcnn_micro.io.safetensors", &io); }
 static void close_io(void) { dm_tensor_file_close(&io); }
@@ -64,7 +70,7 @@ static void run_golden(void)
     const dm_tensor *in = io_tensor("input");
     int h = (int)in->shape[2], w = (int)in->shape[3];
     dm_workspace *ws;
-    ck_assert_msg(dm_workspace_create(model, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_workspace_create_on(model, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
     dm_det_image im = golden_image();
     state.keep_features = 1;
     ck_assert_msg(dm_det_run(model, ws, in->data, h, w, &im, NULL, &state) == DM_OK, "%s", dm_last_error());
@@ -94,7 +100,7 @@ START_TEST(fpn_and_rpn_outputs)
             ck_assert_int_eq(t->shape[2], state.feat_h[l]);
             ck_assert_int_eq(t->shape[3], state.feat_w[l]);
             float *want = to_nhwc(t->data, outs[o].c, hw);
-            snprintf(label, sizeof label, "%s p%d", outs[o].what, l + 2);
+            snprintf(label, sizeof label, "[%s] %s p%d", on, outs[o].what, l + 2);
             ck_assert_double_le(test_rel_err(label, outs[o].got, want, outs[o].c * hw), GOLDEN_TOL);
             free(want);
         }
@@ -135,7 +141,7 @@ static int *match_proposals(void)
         ck_assert_msg(match[i] >= 0, "reference proposal %zu (%.3f %.3f %.3f %.3f, %.6f) not found", i, want[5 * i],
                       want[5 * i + 1], want[5 * i + 2], want[5 * i + 3], want[5 * i + 4]);
     }
-    printf("proposals: %zu matched; max box err %.3e px, max score err %.3e\n", n, worst_box, worst_score);
+    printf("[%s] proposals: %zu matched; max box err %.3e px, max score err %.3e\n", on, n, worst_box, worst_score);
     free(used);
     return match;
 }
@@ -157,9 +163,12 @@ START_TEST(box_head_outputs)
         memcpy(reg + i * 4 * K, state.bbox_pred + (size_t)match[i] * 4 * K, sizeof(float) * 4 * K);
         ck_assert_int_eq(state.roi_levels[match[i]], io_i64("bbox.roi_levels", i));
     }
-    ck_assert_double_le(test_rel_err("bbox.cls_score", cls, test_f32(&io, "bbox.cls_score.expected", NULL), n * (K + 1)),
+    char label[64];
+    snprintf(label, sizeof label, "[%s] bbox.cls_score", on);
+    ck_assert_double_le(test_rel_err(label, cls, test_f32(&io, "bbox.cls_score.expected", NULL), n * (K + 1)),
                         GOLDEN_TOL);
-    ck_assert_double_le(test_rel_err("bbox.bbox_pred", reg, test_f32(&io, "bbox.bbox_pred.expected", NULL), n * 4 * K),
+    snprintf(label, sizeof label, "[%s] bbox.bbox_pred", on);
+    ck_assert_double_le(test_rel_err(label, reg, test_f32(&io, "bbox.bbox_pred.expected", NULL), n * 4 * K),
                         GOLDEN_TOL);
     free(cls), free(reg), free(match);
 }
@@ -177,7 +186,7 @@ START_TEST(detections_in_order)
         for (int k = 0; k < 4; k++) box_err = fmax(box_err, fabs(state.det_boxes[4 * i + k] - boxes[4 * i + k]));
         score_err = fmax(score_err, fabs(state.det_scores[i] - scores[i]));
     }
-    printf("detections: %zu in order; max box err %.3e px, max score err %.3e\n", n, box_err, score_err);
+    printf("[%s] detections: %zu in order; max box err %.3e px, max score err %.3e\n", on, n, box_err, score_err);
     ck_assert_double_le(box_err, 0.01);
     ck_assert_double_le(score_err, 1e-4);
 }
@@ -190,8 +199,53 @@ START_TEST(mask_logits)
     size_t n;
     const float *want = test_f32(&io, "mask.pred.label_channel", &n);
     ck_assert_int_eq((size_t)state.count * DM_MASK_SIZE * DM_MASK_SIZE, n);
-    ck_assert_double_le(test_rel_err("mask.pred (label channel)", state.mask_logit, want, n), GOLDEN_TOL);
-    test_rel_err("mask.prob", state.mask_prob, test_f32(&io, "mask.prob.expected", NULL), n);
+    char label[64];
+    snprintf(label, sizeof label, "[%s] mask.pred (label channel)", on);
+    ck_assert_double_le(test_rel_err(label, state.mask_logit, want, n), GOLDEN_TOL);
+    snprintf(label, sizeof label, "[%s] mask.prob", on);
+    test_rel_err(label, state.mask_prob, test_f32(&io, "mask.prob.expected", NULL), n);
+}
+END_TEST
+
+/* The same pass on the CPU backend: every stage of the other backend's
+ * within the golden tolerances of it. */
+START_TEST(same_as_cpu)
+{
+    const dm_tensor *in = io_tensor("input");
+    int h = (int)in->shape[2], w = (int)in->shape[3];
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create(model, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    dm_det_image im = golden_image();
+    dm_det_state cpu = {.keep_features = 1};
+    ck_assert_msg(dm_det_run(model, ws, in->data, h, w, &im, NULL, &cpu) == DM_OK, "%s", dm_last_error());
+    dm_workspace_free(ws);
+    char label[64];
+    for (int l = 0; l < DM_FPN_LEVELS; l++) {
+        size_t hw = (size_t)cpu.feat_h[l] * cpu.feat_w[l];
+        snprintf(label, sizeof label, "[%s] neck p%d vs cpu", on, l + 2);
+        ck_assert_double_le(test_rel_err(label, state.feat[l], cpu.feat[l], hw * 64), GOLDEN_TOL);
+        snprintf(label, sizeof label, "[%s] rpn.cls_score p%d vs cpu", on, l + 2);
+        ck_assert_double_le(test_rel_err(label, state.rpn_cls[l], cpu.rpn_cls[l], hw * 3), GOLDEN_TOL);
+        snprintf(label, sizeof label, "[%s] rpn.bbox_pred p%d vs cpu", on, l + 2);
+        ck_assert_double_le(test_rel_err(label, state.rpn_reg[l], cpu.rpn_reg[l], hw * 12), GOLDEN_TOL);
+    }
+    ck_assert_int_eq(state.num_proposals, cpu.num_proposals);
+    ck_assert_int_eq(state.count, cpu.count);
+    double box_err = 0, score_err = 0;
+    for (int i = 0; i < cpu.count; i++) {
+        ck_assert_int_eq(state.det_labels[i], cpu.det_labels[i]);
+        for (int k = 0; k < 4; k++) box_err = fmax(box_err, fabs(state.det_boxes[4 * i + k] - cpu.det_boxes[4 * i + k]));
+        score_err = fmax(score_err, fabs(state.det_scores[i] - cpu.det_scores[i]));
+    }
+    printf("[%s] detections vs cpu: %d in order; max box err %.3e px, max score err %.3e\n", on, cpu.count, box_err,
+           score_err);
+    ck_assert_double_le(box_err, 0.01);
+    ck_assert_double_le(score_err, 1e-4);
+    snprintf(label, sizeof label, "[%s] mask.pred vs cpu", on);
+    ck_assert_double_le(test_rel_err(label, state.mask_logit, cpu.mask_logit,
+                                     (size_t)cpu.count * DM_MASK_SIZE * DM_MASK_SIZE),
+                        GOLDEN_TOL);
+    dm_det_state_free(&cpu);
 }
 END_TEST
 
@@ -230,7 +284,7 @@ START_TEST(pasted_masks)
     const dm_tensor *near = io_tensor("segm.near_threshold");
     dm_workspace *ws;
     int h = (int)in->shape[2], w = (int)in->shape[3];
-    ck_assert(dm_workspace_create(model, 1, h, w, &ws) == DM_OK);
+    ck_assert_msg(dm_workspace_create_on(model, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
     dm_det_image im = golden_image();
     dm_det_settings cfg;
     dm_det_settings_default(&cfg);
@@ -247,7 +301,8 @@ START_TEST(pasted_masks)
         if (skip[i]) skipped++;
         else differ += d.masks[i] != want[i];
     }
-    printf("masks: %zu pixels set, %zu differ, %zu within 1e-3 of the threshold not compared\n", set, differ, skipped);
+    printf("[%s] masks: %zu pixels set, %zu differ, %zu within 1e-3 of the threshold not compared\n", on, set, differ,
+           skipped);
     ck_assert_uint_eq(differ, 0);
     /* the RLE strings decode back to the bitmaps */
     uint8_t *decoded = malloc((size_t)d.mask_h * d.mask_w);
@@ -654,7 +709,7 @@ START_TEST(detect_rejects_bad_calls)
     dm_model *m;
     ck_assert(dm_model_synthetic('F', 3, 10, 1, &m) == DM_OK);
     dm_workspace *ws;
-    ck_assert(dm_workspace_create(m, 1, 64, 64, &ws) == DM_OK);
+    ck_assert_msg(dm_workspace_create_on(m, backend, 1, 64, 64, &ws) == DM_OK, "%s", dm_last_error());
     float *x = calloc(3 * 64 * 64, sizeof(float));
     dm_det_image im = {64, 64, 64, 64, {1, 1, 1, 1}};
     dm_detections d;
@@ -664,7 +719,7 @@ START_TEST(detect_rejects_bad_calls)
     dm_model_free(m);
 
     ck_assert(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK);
-    ck_assert(dm_workspace_create(m, 1, 64, 64, &ws) == DM_OK);
+    ck_assert_msg(dm_workspace_create_on(m, backend, 1, 64, 64, &ws) == DM_OK, "%s", dm_last_error());
     im.img_h = 65;
     ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, NULL, &d), DM_ERR_ARGUMENT);
     im.img_h = 64;
@@ -705,17 +760,23 @@ static Suite *detect_suite(void)
     tcase_add_test(golden, paste_kernel_and_window);
     tcase_add_test(golden, anchors_exact);
     tcase_add_test(golden, roi_align_extra_boxes);
+    if (backend != DM_BACKEND_CPU) tcase_add_test(golden, same_as_cpu);
     suite_add_tcase(s, golden);
-    TCase *pipeline = tcase_create("pipeline");
-    tcase_add_loop_test(pipeline, coco_pipeline, 0, 2);
-    suite_add_tcase(s, pipeline);
-    TCase *tool = tcase_create("tool");
-    tcase_add_unchecked_fixture(tool, open_io, close_io);
-    tcase_set_timeout(tool, 300);
-    tcase_add_test(tool, run_command);
-    tcase_add_test(tool, detect_command);
-    tcase_add_test(tool, eval_command);
-    if (getenv("DM_DAMAMBA")) suite_add_tcase(s, tool); /* native builds: see meson.build */
+    if (backend == DM_BACKEND_CPU) { /* no network in it */
+        TCase *pipeline = tcase_create("pipeline");
+        tcase_add_loop_test(pipeline, coco_pipeline, 0, 2);
+        suite_add_tcase(s, pipeline);
+    }
+    /* native builds (see meson.build); the program runs on the CPU */
+    if (getenv("DM_DAMAMBA") && backend == DM_BACKEND_CPU) {
+        TCase *tool = tcase_create("tool");
+        tcase_add_unchecked_fixture(tool, open_io, close_io);
+        tcase_set_timeout(tool, 300);
+        tcase_add_test(tool, run_command);
+        tcase_add_test(tool, detect_command);
+        tcase_add_test(tool, eval_command);
+        suite_add_tcase(s, tool);
+    }
     TCase *hand = tcase_create("by_hand");
     tcase_add_test(hand, nms_strict_threshold);
     tcase_add_test(hand, box_decode_by_hand);
@@ -726,5 +787,15 @@ static Suite *detect_suite(void)
 }
 
 /* In process: the golden fixture runs OpenMP once, which a forked child
- * could not use. */
-int main(void) { return test_run_in_process(detect_suite()); }
+ * could not use (nor the CUDA runtime, once initialized). */
+int main(void)
+{
+    const char *name = getenv("DM_TEST_BACKEND");
+    if (name && !strcmp(name, "cuda")) {
+        int missing = test_cuda_missing();
+        if (missing) return missing;
+        backend = DM_BACKEND_CUDA;
+        on = "cuda";
+    }
+    return test_run_in_process(detect_suite());
+}

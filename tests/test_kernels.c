@@ -439,42 +439,56 @@ static int64_t float_rank(float f)
 /* erf against erff over every 509th float of [0, 4.5] and its negatives,
  * every float near the SIMD form's seams at 1 and 3.92, and the specials:
  * within ERF_ULP units in the last place. */
-#define ERF_ULP 3
-#define ERF_BATCH 4099 /* not a multiple of any vector width: tails too */
-START_TEST(test_erf)
+/* The largest distance in units in the last place between a function
+ * kernel and its libm reference over the floats x and -x for x from 0 to
+ * top, every `step`-th one, and every one within 3000 of each seam;
+ * *worst_x is where it is. */
+#define SWEEP_BATCH 4099 /* not a multiple of any vector width: tails too */
+static int64_t worst_ulp(void (*kernel)(const float *, float *, size_t), float (*ref)(float), float top, int32_t step,
+                         const float *seams, int seam_count, float *worst_x)
 {
-    const dm_kernels *k = any_table(_i);
-    if (!k) return;
-    float *x = malloc(sizeof(float) * ERF_BATCH), *y = malloc(sizeof(float) * ERF_BATCH);
+    float *x = malloc(sizeof(float) * SWEEP_BATCH), *y = malloc(sizeof(float) * SWEEP_BATCH);
     ck_assert(x && y);
     int64_t worst = 0;
-    float worst_x = 0.0f;
-    int32_t top = (int32_t)float_rank(4.5f), seam1 = (int32_t)float_rank(1.0f), seam2 = (int32_t)float_rank(3.92f);
+    int32_t last = (int32_t)float_rank(top);
     size_t n = 0;
-    for (int32_t r = 0; r <= top; r += (r > seam1 - 3000 && r < seam1 + 3000) || (r > seam2 - 3000 && r < seam2 + 3000)
-                                           ? 1 : 509) {
+    for (int32_t r = 0; r <= last;) {
         float v;
         memcpy(&v, &r, sizeof v);
         x[n++] = v;
         x[n++] = -v;
-        if (n + 2 > ERF_BATCH || r + 509 > top) {
-            k->erf(x, y, n);
+        int near_seam = 0;
+        for (int i = 0; i < seam_count; i++) near_seam |= llabs(r - float_rank(seams[i])) < 3000;
+        r += near_seam ? 1 : step;
+        if (n + 2 > SWEEP_BATCH || r > last) {
+            kernel(x, y, n);
             for (size_t i = 0; i < n; i++) {
-                int64_t d = llabs(float_rank(y[i]) - float_rank(erff(x[i])));
-                if (d > worst) worst = d, worst_x = x[i];
+                int64_t d = llabs(float_rank(y[i]) - float_rank(ref(x[i])));
+                if (d > worst) worst = d, *worst_x = x[i];
             }
             n = 0;
         }
     }
+    free(x);
+    free(y);
+    return worst;
+}
+
+#define ERF_ULP 3
+START_TEST(test_erf)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    static const float seams[2] = {1.0f, 3.92f};
+    float worst_x = 0.0f, y[4];
+    int64_t worst = worst_ulp(k->erf, erff, 4.5f, 509, seams, 2, &worst_x);
     ck_assert_msg(worst <= ERF_ULP, "[%s] erf(%.9g) is %lld ulp from erff", k->isa, worst_x, (long long)worst);
     const float special[4] = {INFINITY, -INFINITY, 100.0f, -0.0f};
     k->erf(special, y, 4);
     ck_assert(y[0] == 1.0f && y[1] == -1.0f && y[2] == 1.0f && y[3] == 0.0f);
-    x[0] = NAN;
-    k->erf(x, y, 1);
+    const float nan = NAN;
+    k->erf(&nan, y, 1);
     ck_assert(isnan(y[0]));
-    free(x);
-    free(y);
 }
 END_TEST
 
@@ -543,6 +557,29 @@ START_TEST(test_round_half)
     }
     free(x);
     free(y);
+}
+END_TEST
+
+/* exp against expf over every 257th float of [-87.3, 88.37], both signs,
+ * then the ends of the range and the specials: within EXP_ULP units in
+ * the last place inside the range, 0 below it, infinity above. */
+#define EXP_ULP 2
+START_TEST(test_exp)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    float worst_x = 0.0f, y[8];
+    int64_t worst = worst_ulp(k->exp, expf, 87.3f, 257, NULL, 0, &worst_x);
+    ck_assert_msg(worst <= EXP_ULP, "[%s] exp(%.9g) is %lld ulp from expf", k->isa, worst_x, (long long)worst);
+    const float edge[] = {88.37f, -87.3f, 88.0f, -87.0f, 1e-30f, -1e-30f, 0.0f, -0.0f};
+    k->exp(edge, y, 8);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(llabs(float_rank(y[i]) - float_rank(expf(edge[i]))) <= EXP_ULP, "[%s] exp(%g) = %g", k->isa,
+                      (double)edge[i], (double)y[i]);
+    const float special[5] = {INFINITY, -INFINITY, 100.0f, -100.0f, NAN};
+    k->exp(special, y, 5);
+    ck_assert(isinf(y[0]) && y[0] > 0 && y[1] == 0.0f && isinf(y[2]) && y[3] < 1e-37f && y[3] >= 0.0f);
+    ck_assert(isnan(y[4]));
 }
 END_TEST
 

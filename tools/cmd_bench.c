@@ -12,7 +12,7 @@
 static const char bench_usage[] =
     "usage: damamba bench [-v F|T|S|B] [-b BATCH] [-s SIZE] [-t THREADS] [-n RUNS] [--backend cpu|cuda]\n"
     "                     [--task cls|seg]\n"
-    "       damamba bench --task det [-v F|T|S|B] [-t THREADS] [-n RUNS]\n"
+    "       damamba bench --task det [-v F|T|S|B] [-t THREADS] [-n RUNS] [--backend cpu|cuda]\n"
     "\n"
     "Times forward passes of an official variant with synthetic weights and\n"
     "prints the median time per batch, images per second, achieved GFLOP/s\n"
@@ -62,16 +62,18 @@ static double peak_rss_mb(void)
     return ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
 }
 
-/* The kernels, threads and precision a CPU run uses. */
-static void print_cpu_backend(void)
+/* The backend a run uses: for the CPU, its kernels, threads and precision. */
+static void print_backend(dm_backend backend)
 {
-    printf("backend     cpu: %s, %d threads, %s products (%s)\n", dm_isa(), cli_thread_count(),
-           dm_precision_name(cli_precision), dm_precision_kernel(cli_precision));
+    if (backend == DM_BACKEND_CPU)
+        printf("backend     cpu: %s, %d threads, %s products (%s)\n", dm_isa(), cli_thread_count(),
+               dm_precision_name(cli_precision), dm_precision_kernel(cli_precision));
+    else printf("backend     %s\n", dm_backend_name(backend));
 }
 
 /* Mask R-CNN on one COCO-sized image: the whole call, and the backbone
  * alone (a forward pass to the stage outputs) for its share. */
-static int bench_detection(char variant, int runs)
+static int bench_detection(char variant, int runs, dm_backend backend)
 {
     const int h = 800, w = 1344, img_w = 1333;
     dm_model *m = NULL;
@@ -89,7 +91,7 @@ static int bench_detection(char variant, int runs)
         cli_error("%s", dm_last_error());
         goto done;
     }
-    if (!(ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w))) goto done;
+    if (!(ws = cli_workspace_create(m, backend, 1, h, w))) goto done;
     dm_outputs out = DM_OUTPUTS_INIT;
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         int c, sh, sw;
@@ -124,7 +126,7 @@ static int bench_detection(char variant, int runs)
     for (int p = 0; p < 4; p++) tp[p] = median_of(parts[p], runs);
     printf("model       Mask R-CNN, DAMamba-%c backbone (synthetic weights, 80 classes), 1 x 3 x %d x %d\n",
            variant, h, w);
-    print_cpu_backend();
+    print_backend(backend);
     printf("median      %.0f ms per image (%d runs), %d detections\n", t * 1e3, runs, count);
     printf("shares      backbone %.0f%%, FPN + RPN head %.0f%%, proposals %.0f%%, box head %.0f%%, mask head %.0f%%\n",
            100 * tb / t, 100 * (tp[0] - tb) / t, 100 * tp[1] / t, 100 * tp[2] / t, 100 * tp[3] / t);
@@ -184,13 +186,7 @@ int cmd_bench(int argc, char **argv)
         fputs(bench_usage, stderr);
         return 2;
     }
-    if (task == CLI_TASK_DET) {
-        if (backend != DM_BACKEND_CPU) {
-            cli_error("--task det runs on the CPU backend only");
-            return 2;
-        }
-        return bench_detection(variant, runs);
-    }
+    if (task == CLI_TASK_DET) return bench_detection(variant, runs, backend);
     int seg = task == CLI_TASK_SEG;
     if (!size) size = seg ? 512 : 224;
     dm_model *m = NULL;
@@ -235,8 +231,7 @@ int cmd_bench(int argc, char **argv)
     double weights_mb = dm_model_config(m)->num_params * 4.0 / (1024.0 * 1024.0);
     printf("model       DAMamba-%c%s (synthetic weights), %d x 3 x %d x %d\n", variant,
            seg ? " + UperNet, whole mode to the label map" : "", batch, size, size);
-    if (backend == DM_BACKEND_CPU) print_cpu_backend();
-    else printf("backend     %s\n", dm_backend_name(backend));
+    print_backend(backend);
     printf("runs        %d (best %.2f ms, worst %.2f ms)\n", runs, times[0] * 1e3, times[runs - 1] * 1e3);
     printf("median      %.2f ms per batch, %.2f ms per image\n", median * 1e3, median * 1e3 / batch);
     printf("throughput  %.2f images/s, %.1f GFLOP/s\n", batch / median, flops / median / 1e9);

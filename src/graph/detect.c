@@ -2,8 +2,10 @@
  * at test time: backbone, FPN, RPN proposals, the box head with per-class
  * NMS, the mask head, and masks pasted into the original image.  Reads top
  * to bottom in that order.  The networks run on the workspace's operator
- * table; choosing proposals and detections (sorting, NMS) and pasting
- * masks run on the host between passes. */
+ * table, on either backend; choosing proposals and detections (sorting,
+ * NMS) and pasting masks run on the host between passes, on what each pass
+ * delivered through output().  Each pass first reserves the transfers it
+ * makes, which depend on the image and the settings. */
 #include "detect.h"
 
 #include "detect_kernels.h"
@@ -71,6 +73,7 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_mo
     dm_view lat[DM_NUM_STAGES];
     float *stages[DM_NUM_STAGES];
     int lh = dm_down2(dm_down2(h)), lw = dm_down2(dm_down2(w));
+    size_t transfer = (size_t)params->config.in_chans * h * w;
     for (int l = 0; l < DM_FPN_LEVELS; l++) {
         /* each level halves the last (P6 by 1x1 pooling at stride 2 too) */
         int ph = lh, pw = lw;
@@ -82,6 +85,7 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_mo
         }
         st->feat_h[l] = ph;
         st->feat_w[l] = pw;
+        transfer += P * (NUM_ANCHORS + 4 * NUM_ANCHORS + (st->keep_features ? F : 0)); /* RPN outputs, levels */
         if (!(st->rpn_cls[l] = alloc_floats(P * NUM_ANCHORS)) || !(st->rpn_reg[l] = alloc_floats(P * 4 * NUM_ANCHORS)) ||
             (st->keep_features && !(st->feat[l] = alloc_floats(P * F))))
             return dm_fail(DM_ERR_NOMEM, "out of memory for the RPN outputs");
@@ -95,7 +99,8 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_mo
         if (!levels[l].data || (l < DM_NUM_STAGES && (!lat[l].data || !stages[l]))) upsampled = NULL;
     if (!upsampled || !hidden || !cls || !reg) return dm_fail(DM_ERR_NOMEM, "out of memory for the FPN");
 
-    dm_status status = ws->ops.begin(ws->ops.ctx);
+    dm_status status = ws->ops.reserve(ws->ops.ctx, 0, transfer, DM_FPN_LEVELS * (st->keep_features ? 3 : 2));
+    if (!status) status = ws->ops.begin(ws->ops.ctx);
     if (status) return status;
     dm_outputs none = DM_OUTPUTS_INIT;
     dm_enqueue_forward(ws, params, input, 1, h, w, &none, stages);
@@ -300,7 +305,9 @@ static dm_status box_head(dm_workspace *ws, pass_memory *pm, const dm_model *m, 
         return dm_fail(DM_ERR_NOMEM, "out of memory for the box head over %d proposals", N);
     }
     for (int i = 0; i < N; i++) st->roi_levels[i] = dm_roi_level(st->proposals + 5 * i);
-    if ((status = ws->ops.begin(ws->ops.ctx))) goto done;
+    if ((status = ws->ops.reserve(ws->ops.ctx, 0, (size_t)N * (5 + K + 1 + 4 * (size_t)K), 2)) ||
+        (status = ws->ops.begin(ws->ops.ctx)))
+        goto done;
     status = roi_extract(ws, pm, levels, st->proposals, 5, N, st->roi_levels, host, dm_view_of(feats, N, R, R, F));
     if (!status) {
         OP(ws, gemm, N, fc, in, feats, in, d->fc[0].weight, 0.0f, d->fc[0].bias, DM_ACT_RELU, h1);
@@ -400,7 +407,9 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
         for (int k = 0; k < 4; k++) rois[4 * i + k] = st->det_boxes[4 * i + k] * im->scale_factor[k];
         box_levels[i] = dm_roi_level(rois + 4 * i);
     }
-    if ((status = ws->ops.begin(ws->ops.ctx))) goto done;
+    if ((status = ws->ops.reserve(ws->ops.ctx, 0, 5 * (size_t)D + out_px * K, 1)) ||
+        (status = ws->ops.begin(ws->ops.ctx)))
+        goto done;
     status = roi_extract(ws, pm, levels, rois, 4, D, box_levels, host, dm_view_of(a, D, R, R, F));
     if (!status) {
         dm_view x = dm_view_of(a, D, R, R, F), y = dm_view_of(b, D, R, R, M);
@@ -477,8 +486,6 @@ dm_status dm_det_run(const dm_model *model, dm_workspace *ws, const float *input
     const dm_config *c = &model->config;
     if (c->det_classes < 1)
         return dm_fail(DM_ERR_MODEL, "dm_detect: the model has no detection heads (not a Mask R-CNN checkpoint)");
-    if (!ws->ops.roi_align)
-        return dm_fail(DM_ERR_UNSUPPORTED, "dm_detect: the %s backend has no RoIAlign; detect on the CPU", ws->ops.name);
     dm_det_settings full;
     if (settings) status = dm_struct_import(&full, sizeof full, settings, DM_DET_SETTINGS_MIN_SIZE, "dm_det_settings");
     else dm_det_settings_default(&full);

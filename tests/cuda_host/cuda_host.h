@@ -19,6 +19,10 @@ void dm_cuda_host_set_devices(int count, const int *cc, size_t bytes);
  * one), cuBLAS's own included; 0 turns it off. */
 void dm_cuda_host_fail_allocation(long nth);
 
+/* Whether cublasLtMatmulAlgoGetHeuristic finds an algorithm (1, the
+ * default) or none (0), as for a problem no cublasLt kernel serves. */
+void dm_cuda_host_lt_algorithms(int available);
+
 /* Allocations alive on all devices, for leak checks. */
 size_t dm_cuda_host_live_allocations(void);
 

@@ -20,6 +20,7 @@
  *   returns and clears, as the real runtime does;
  * - a device of a compute capability the build has no code for fails every
  *   launch with cudaErrorNoKernelImageForDevice. */
+#include "cublasLt.h"
 #include "cublas_v2.h"
 #include "cuda_host.h"
 #include "cuda_runtime.h"
@@ -144,8 +145,11 @@ cudaError_t allocate(void **ptr, size_t bytes, int device)
     if (sticky_error) return sticky_error;
     if (injected_failure()) return fail(cudaErrorMemoryAllocation);
     if (device >= 0 && bytes > devices[device].bytes - devices[device].used) return fail(cudaErrorMemoryAllocation);
-    char *p = (char *)malloc(bytes + guard_bytes);
-    if (!p) return fail(cudaErrorMemoryAllocation);
+    /* 256-byte aligned, as the runtime's allocations are (cublasLt's
+     * algorithms may rely on it) */
+    void *block = nullptr;
+    if (posix_memalign(&block, 256, bytes + guard_bytes)) return fail(cudaErrorMemoryAllocation);
+    char *p = (char *)block;
     memset(p, 0xFF, bytes); /* all-ones floats are NaN */
     memset(p + bytes, guard_fill, guard_bytes);
     allocations[p] = allocation{bytes, device};
@@ -856,6 +860,7 @@ const char *cublasGetStatusString(cublasStatus_t status)
     case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument";
     case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute";
     case CUBLAS_STATUS_INTERNAL_ERROR: return "an internal operation failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported";
     }
     return "unknown error";
 }
@@ -900,14 +905,15 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode)
 }
 
 /* Whether the column-major rows x cols matrix at p with leading dimension
- * ld lies in device memory of the handle's device; a fault otherwise. */
-static bool operand_ok(cublasHandle_t handle, const char *name, const float *p, int rows, int cols, int ld)
+ * ld lies in device memory of device; a fault of `who` otherwise. */
+static bool operand_ok(const char *who, int device, const char *name, const void *p, size_t rows, size_t cols,
+                       size_t ld)
 {
     if (rows == 0 || cols == 0) return true;
-    size_t extent = ((size_t)ld * (cols - 1) + rows) * sizeof(float);
-    if (is_device(p, extent, handle->device)) return true;
-    fault(cudaErrorIllegalAddress, "cublasSgemm: operand %s (%p, %d x %d, leading dimension %d) is not inside "
-          "one allocation of device %d", name, (const void *)p, rows, cols, ld, handle->device);
+    size_t extent = (ld * (cols - 1) + rows) * sizeof(float);
+    if (is_device(p, extent, device)) return true;
+    fault(cudaErrorIllegalAddress, "%s: operand %s (%p, %zu x %zu, leading dimension %zu) is not inside one "
+          "allocation of device %d", who, name, p, rows, cols, ld, device);
     return false;
 }
 
@@ -923,13 +929,221 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
         return CUBLAS_STATUS_INVALID_VALUE;
     cudaStream_t s = resolve(handle->stream);
     if (check_stream(s) || s->device != handle->device) return CUBLAS_STATUS_INVALID_VALUE;
-    if (!operand_ok(handle, "A", A, a_rows, a_cols, lda) || !operand_ok(handle, "B", B, b_rows, b_cols, ldb) ||
-        !operand_ok(handle, "C", C, m, n, ldc))
+    const char *who = "cublasSgemm";
+    if (!operand_ok(who, handle->device, "A", A, a_rows, a_cols, lda) ||
+        !operand_ok(who, handle->device, "B", B, b_rows, b_cols, ldb) ||
+        !operand_ok(who, handle->device, "C", C, m, n, ldc))
         return CUBLAS_STATUS_EXECUTION_FAILED;
     float a = *alpha, b = *beta;
     enqueue(s, [=] {
         cblas_sgemm(CblasColMajor, transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
                     transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, a, A, lda, B, ldb, b, C, ldc);
+    });
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* -------------------------------------------------------------- cublasLt */
+
+struct cublasLtContext {
+    int unused;
+};
+struct cublasLtMatmulDescOpaque_t {
+    cublasOperation_t transa, transb;
+    cublasLtEpilogue_t epilogue;
+    const float *bias;
+};
+struct cublasLtMatrixLayoutOpaque_t {
+    uint64_t rows, cols;
+    int64_t ld;
+};
+struct cublasLtMatmulPreferenceOpaque_t {
+    uint64_t workspace_bytes;
+    uint32_t alignment[4]; /* of A, B, C, D, in bytes */
+};
+
+static bool lt_available = true;
+
+void dm_cuda_host_lt_algorithms(int available) { lt_available = available != 0; }
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle)
+{
+    *handle = nullptr;
+    if (!device_count || sticky_error) return CUBLAS_STATUS_NOT_INITIALIZED;
+    *handle = new cublasLtContext{0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle)
+{
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    delete handle;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute, cudaDataType_t scale)
+{
+    /* float32 products only: what the backend asks for */
+    if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    *desc = new cublasLtMatmulDescOpaque_t{CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, nullptr};
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc)
+{
+    delete desc;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* Each attribute's value has the size of its type, as the library checks. */
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t bytes)
+{
+    if (!desc || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB: {
+        int32_t op;
+        if (bytes != sizeof op) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&op, buf, sizeof op);
+        if (op != CUBLAS_OP_N && op != CUBLAS_OP_T) return CUBLAS_STATUS_INVALID_VALUE;
+        (attr == CUBLASLT_MATMUL_DESC_TRANSA ? desc->transa : desc->transb) = (cublasOperation_t)op;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: {
+        uint32_t e;
+        if (bytes != sizeof e) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&e, buf, sizeof e);
+        if (e != CUBLASLT_EPILOGUE_DEFAULT && e != CUBLASLT_EPILOGUE_RELU && e != CUBLASLT_EPILOGUE_BIAS &&
+            e != CUBLASLT_EPILOGUE_RELU_BIAS)
+            return CUBLAS_STATUS_NOT_SUPPORTED;
+        desc->epilogue = (cublasLtEpilogue_t)e;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        if (bytes != sizeof desc->bias) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&desc->bias, buf, sizeof desc->bias);
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    return CUBLAS_STATUS_INVALID_VALUE;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *layout, cudaDataType_t type, uint64_t rows,
+                                          uint64_t cols, int64_t ld)
+{
+    if (type != CUDA_R_32F || ld < 1 || (uint64_t)ld < rows) return CUBLAS_STATUS_INVALID_VALUE;
+    *layout = new cublasLtMatrixLayoutOpaque_t{rows, cols, ld};
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout)
+{
+    delete layout;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref)
+{
+    *pref = new cublasLtMatmulPreferenceOpaque_t{0, {256, 256, 256, 256}};
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref)
+{
+    delete pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
+                                                    size_t bytes)
+{
+    if (!pref || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) {
+        if (bytes != sizeof pref->workspace_bytes) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&pref->workspace_bytes, buf, bytes);
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    int k = (int)attr - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES;
+    if (k < 0 || k > 3 || bytes != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(&pref->alignment[k], buf, bytes);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* D (m x n) = op(A) (m x k) op(B) (k x n) + C: the layouts agree. */
+static bool lt_shapes_agree(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                            cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d)
+{
+    if (!desc || !a || !b || !c || !d) return false;
+    uint64_t m = d->rows, n = d->cols, k = desc->transa == CUBLAS_OP_N ? a->cols : a->rows;
+    bool a_ok = desc->transa == CUBLAS_OP_N ? a->rows == m : a->cols == m;
+    bool b_ok = desc->transb == CUBLAS_OP_N ? b->rows == k && b->cols == n : b->rows == n && b->cols == k;
+    return a_ok && b_ok && c->rows == m && c->cols == n && m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t pref, int requested,
+                                              cublasLtMatmulHeuristicResult_t *results, int *found)
+{
+    *found = 0;
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!pref || requested < 1 || !lt_shapes_agree(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (!lt_available) return CUBLAS_STATUS_NOT_SUPPORTED;
+    memset(&results[0], 0, sizeof results[0]);
+    for (int k = 0; k < 4; k++) results[0].algo.data[k] = pref->alignment[k]; /* what it may rely on */
+    results[0].state = CUBLAS_STATUS_SUCCESS;
+    results[0].wavesCount = 1.0f;
+    *found = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* In place only (C == D, one layout), as the backend calls it. */
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void *alpha, const void *A,
+                              cublasLtMatrixLayout_t a, const void *B, cublasLtMatrixLayout_t b, const void *beta,
+                              const void *C, cublasLtMatrixLayout_t c, void *D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
+                              cudaStream_t stream)
+{
+    if (!handle || sticky_error) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!alpha || !beta || !algo || !lt_shapes_agree(desc, a, b, c, d)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (C != D || c->ld != d->ld) return CUBLAS_STATUS_NOT_SUPPORTED;
+    cudaStream_t s = resolve(stream);
+    if (check_stream(s)) return CUBLAS_STATUS_INVALID_VALUE;
+    const char *who = "cublasLtMatmul";
+    int device = s->device;
+    bool bias = desc->epilogue == CUBLASLT_EPILOGUE_BIAS || desc->epilogue == CUBLASLT_EPILOGUE_RELU_BIAS;
+    bool relu = desc->epilogue == CUBLASLT_EPILOGUE_RELU || desc->epilogue == CUBLASLT_EPILOGUE_RELU_BIAS;
+    if (!operand_ok(who, device, "A", A, a->rows, a->cols, a->ld) ||
+        !operand_ok(who, device, "B", B, b->rows, b->cols, b->ld) ||
+        !operand_ok(who, device, "D", D, d->rows, d->cols, d->ld) ||
+        (bias && !operand_ok(who, device, "bias", desc->bias, d->rows, 1, d->rows)) ||
+        (workspace_bytes && !operand_ok(who, device, "workspace", workspace, workspace_bytes / sizeof(float), 1,
+                                        workspace_bytes / sizeof(float))))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
+    const void *operands[4] = {A, B, C, D};
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)operands[i] % algo->data[i]) {
+            fault(cudaErrorIllegalAddress, "%s: operand %c (%p) is not aligned to the %u bytes its algorithm was "
+                  "chosen for", who, "ABCD"[i], operands[i], (unsigned)algo->data[i]);
+            return CUBLAS_STATUS_EXECUTION_FAILED;
+        }
+    int m = (int)d->rows, n = (int)d->cols, k = (int)(desc->transa == CUBLAS_OP_N ? a->cols : a->rows);
+    int lda = (int)a->ld, ldb = (int)b->ld, ldd = (int)d->ld;
+    CBLAS_TRANSPOSE ta = desc->transa == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+    CBLAS_TRANSPOSE tb = desc->transb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    const float *pa = (const float *)A, *pb = (const float *)B, *pbias = bias ? desc->bias : nullptr;
+    float *pd = (float *)D;
+    /* D = act(alpha op(A) op(B) + beta C + bias), the bias along D's rows */
+    enqueue(s, [=] {
+        cblas_sgemm(CblasColMajor, ta, tb, m, n, k, al, pa, lda, pb, ldb, be, pd, ldd);
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float *v = pd + (size_t)j * ldd + i;
+                if (pbias) *v += pbias[i];
+                if (relu) *v = *v > 0.0f ? *v : 0.0f;
+            }
     });
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -232,20 +232,26 @@ static size_t half_row_floats(const cpu *cx, size_t K)
     return cx->native ? cx->native->row_bytes(K) / sizeof(float) : K;
 }
 
-/* Scratch of at least `floats`, grown between operators when a product
- * needs more than the plan gave; 0 when out of memory, recorded. */
-static int ensure_scratch(cpu *cx, size_t floats)
+/* Scratch of at least `floats`: grown, never shrunk. */
+static dm_status grow_scratch(cpu *cx, size_t floats)
 {
-    if (floats <= cx->scratch_floats) return 1;
+    if (cx->scratch && floats <= cx->scratch_floats) return DM_OK;
     void *p = NULL;
-    if (posix_memalign(&p, 64, floats * sizeof(float)) != 0) {
-        fail(cx, dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6));
-        return 0;
-    }
+    if (posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)) != 0)
+        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
     free(cx->scratch);
     cx->scratch = p;
     cx->scratch_floats = floats;
-    return 1;
+    return DM_OK;
+}
+
+/* The same between operators, when a product needs more than the plan
+ * gave; 0 when out of memory, recorded. */
+static int ensure_scratch(cpu *cx, size_t floats)
+{
+    dm_status st = grow_scratch(cx, floats);
+    if (st) fail(cx, st);
+    return st == DM_OK;
 }
 
 /* rows rows of A (lda apart) rounded or packed into dst, row_floats apart. */
@@ -701,10 +707,7 @@ static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_f
 {
     cpu *cx = ctx;
     (void)transfer_floats, (void)outputs; /* outputs are written in place */
-    if (!(cx->scratch = cpu_alloc(cx, scratch_floats)))
-        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", scratch_floats * 4.0 / 1e6);
-    cx->scratch_floats = scratch_floats;
-    return DM_OK;
+    return grow_scratch(cx, scratch_floats);
 }
 
 static size_t cpu_held_bytes(void *ctx)
