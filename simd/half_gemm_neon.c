@@ -113,7 +113,8 @@ _Static_assert(DM_HALF_PANEL == 16, "a panel is four registers of 4 floats");
 static inline void store_row(float *c, const float32x4_t acc[4], size_t cols, float beta)
 {
     if (cols == DM_HALF_PANEL) {
-        for (int i = 0; i < 4; i++) vst1q_f32(c + 4 * i, beta != 0.0f ? vaddq_f32(vld1q_f32(c + 4 * i), acc[i]) : acc[i]);
+        for (int i = 0; i < 4; i++)
+            vst1q_f32(c + 4 * i, beta != 0.0f ? vaddq_f32(vld1q_f32(c + 4 * i), acc[i]) : acc[i]);
         return;
     }
     float sums[DM_HALF_PANEL];
