@@ -1,14 +1,18 @@
 /* bench_kernels.c - single-thread speed of each kernel under each
  * instruction set this machine runs, on DAMamba-T's first-stage shapes
- * (56 x 56 pixels, 80 channels, ConvFFN hidden 320).
+ * (56 x 56 pixels, 80 channels, ConvFFN hidden 320), and of the matrix
+ * product of the ConvFFN's first layer: OpenBLAS's sgemm and each native
+ * half-precision kernel this CPU runs.
  *
  * usage: bench_kernels [REPEATS]
  * Prints the best time per call and the throughput in each kernel's unit. */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "half_gemm.h"
 #include "kernels.h"
 
 enum { H = 56, W = 56, C = 80, F = 320, G = C / 16, P = H * W };
@@ -40,22 +44,45 @@ typedef struct inputs {
 
 static int repeats;
 
-/* Time call(k, in) (best of the repeats) and print it with its throughput:
- * work per call in the unit that bounds the kernel, bytes read and written
- * once (GB/s), flops (GFLOP/s), or elements through SLEEF's functions
- * (Gelem/s). */
-static void measure(const char *label, void (*call)(const dm_kernels *, inputs *), const dm_kernels *k, inputs *in,
-                    double work, const char *unit)
+/* The best of the repeats of call(arg), after a call that warms the caches. */
+static double best_time(void (*call)(void *), void *arg)
 {
-    call(k, in); /* warm the caches */
+    call(arg);
     double best = 1e30;
     for (int r = 0; r < repeats; r++) {
         double t0 = now_s();
-        call(k, in);
+        call(arg);
         double t = now_s() - t0;
         if (t < best) best = t;
     }
-    printf("%-22s %-8s %10.1f %8.2f %s\n", label, k->isa, best * 1e6, work / best / 1e9, unit);
+    return best;
+}
+
+/* A time and its throughput: work per call in the unit that bounds the
+ * kernel, bytes read and written once (GB/s), flops (GFLOP/s), or elements
+ * through SLEEF's functions (Gelem/s). */
+static void report(const char *label, const char *isa, double best, double work, const char *unit)
+{
+    printf("%-22s %-11s %10.1f %8.2f %s\n", label, isa, best * 1e6, work / best / 1e9, unit);
+}
+
+typedef struct kernel_call {
+    void (*call)(const dm_kernels *, inputs *);
+    const dm_kernels *k;
+    inputs *in;
+} kernel_call;
+
+static void run_kernel_call(void *arg)
+{
+    const kernel_call *c = arg;
+    c->call(c->k, c->in);
+}
+
+static void measure(const char *label, void (*call)(const dm_kernels *, inputs *), const dm_kernels *k, inputs *in,
+                    double work, const char *unit)
+{
+    kernel_call c = {call, k, in};
+    report(label, k->isa, best_time(run_kernel_call, &c), work, unit);
 }
 
 static void call_layernorm(const dm_kernels *k, inputs *in) { k->layernorm(in->x, in->y, P, C, in->gamma, in->bias, DM_ACT_NONE); }
@@ -152,6 +179,52 @@ static void bench_round_half(const dm_kernels *k, inputs *in)
     measure("round bf16 320ch", call_round_half, k, in, (double)P * F, "Gelem/s");
 }
 
+/* The ConvFFN's first product, P x C by C x F: sgemm, and each native
+ * half-precision kernel with its rounding of A included (its weight is
+ * laid out once, at load time). */
+typedef struct product {
+    const dm_half_gemm *g;
+    const float *A, *W;
+    void *weight, *rows;
+    float *out;
+} product;
+
+static void call_sgemm(void *arg)
+{
+    const product *p = arg;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, F, C, 1.0f, p->A, C, p->W, C, 0.0f, p->out, F);
+}
+
+static void call_half_gemm(void *arg)
+{
+    const product *p = arg;
+    p->g->pack_rows(p->A, C, P, C, p->rows);
+    p->g->gemm(P, C, p->rows, p->weight, F, 0, F, 0.0f, p->out, F);
+}
+
+static void bench_products(inputs *in)
+{
+    openblas_set_num_threads(1);
+    product p = {.A = in->x, .W = in->hid, .out = in->hid2};
+    const char *label = "gemm 3136x320x80";
+    double flops = 2.0 * P * F * C;
+    report(label, "sgemm", best_time(call_sgemm, &p), flops, "GFLOP/s");
+    for (size_t i = 0; i < dm_half_gemm_count; i++) {
+        p.g = dm_half_gemms[i];
+        if (!p.g->supported()) continue;
+        p.weight = malloc(p.g->weight_bytes(F, C));
+        p.rows = malloc(P * p.g->row_bytes(C));
+        if (!p.weight || !p.rows) {
+            fprintf(stderr, "bench_kernels: out of memory\n");
+            exit(1);
+        }
+        p.g->pack_weight(p.W, F, C, p.weight);
+        report(label, p.g->name, best_time(call_half_gemm, &p), flops, "GFLOP/s");
+        free(p.weight);
+        free(p.rows);
+    }
+}
+
 int main(int argc, char **argv)
 {
     repeats = argc > 1 ? atoi(argv[1]) : 20;
@@ -166,7 +239,7 @@ int main(int argc, char **argv)
         .decay = filled((size_t)P * C, 0, 1, 15), .pooled = filled(36 * C, 0, 0, 16),
     };
     static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
-    printf("%-22s %-8s %10s %14s\n", "kernel", "isa", "us/call", "throughput");
+    printf("%-22s %-11s %10s %14s\n", "kernel", "isa", "us/call", "throughput");
     /* every kernel of the list, under every table this machine runs; a
      * kernel without a bench_ function does not compile */
 #define BENCH_KERNEL(name, params)                                          \
@@ -176,5 +249,6 @@ int main(int argc, char **argv)
     }
     DM_KERNEL_LIST(BENCH_KERNEL)
 #undef BENCH_KERNEL
+    bench_products(&in);
     return 0;
 }

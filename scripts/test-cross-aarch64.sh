@@ -1,8 +1,10 @@
 #!/bin/sh
 # test-cross-aarch64.sh - cross-build for 64-bit ARM Linux and run the test
 # suite under qemu: the golden suite with the scalar and the NEON kernels,
-# and the NEON-vs-scalar kernel sweeps.  Installs the cross toolchain first
-# when something is missing (as root, or through sudo).
+# the NEON-vs-scalar kernel sweeps, and the FEAT_FHM and FEAT_BF16
+# half-precision kernels on qemu's 'max' CPU (tests/meson.build), the one
+# test that leaves the cross file's Cortex-A72.  Installs the cross
+# toolchain first when something is missing (as root, or through sudo).
 #
 # usage: scripts/test-cross-aarch64.sh [BUILD_DIR]   (default build-aarch64)
 #

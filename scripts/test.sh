@@ -49,7 +49,7 @@ scripts/test-python.sh
 step "fuzz targets, 60 s each (libFuzzer with ASan and UBSan)"
 scripts/fuzz.sh 60
 
-step "aarch64 cross build, tested under qemu (scalar and NEON)"
+step "aarch64 cross build, tested under qemu (scalar, NEON, and the FP16/BF16 kernels on the max CPU)"
 scripts/test-cross-aarch64.sh
 
 # One closing line over every suite run above (meson's and pytest's

@@ -1,11 +1,16 @@
-/* half_gemm.c - the half-precision product's reference, and the choice
- * among the native kernels this build carries (none yet on this target
- * when the list is empty). */
+/* half_gemm.c - the half-precision product's reference, the weight layout
+ * the native kernels share, the tests of whether the CPU has their
+ * instructions, and the choice among them. */
 #include "half_gemm.h"
 
+#include "dtype.h"
 #include "kernels.h"
 
 #include <string.h>
+
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 
 static float rounded(float x, dm_precision precision)
 {
@@ -26,8 +31,63 @@ void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, cons
         }
 }
 
+size_t dm_half_panels_bytes(size_t N, size_t k_padded)
+{
+    size_t panels = (N + DM_HALF_PANEL - 1) / DM_HALF_PANEL;
+    return panels * k_padded * DM_HALF_PANEL * sizeof(uint16_t);
+}
+
+void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, size_t group, dm_precision precision,
+                         uint16_t *packed)
+{
+    size_t panels = (N + DM_HALF_PANEL - 1) / DM_HALF_PANEL;
+    /* W read row by row; each column's values land group * DM_HALF_PANEL
+     * apart, by groups of `group` */
+    for (size_t n = 0; n < panels * DM_HALF_PANEL; n++) {
+        uint16_t *column = packed + (n / DM_HALF_PANEL) * k_padded * DM_HALF_PANEL + n % DM_HALF_PANEL * group;
+        for (size_t k = 0; k < k_padded; k++) {
+            float w = n < N && k < K ? W[n * K + k] : 0.0f;
+            column[k / group * DM_HALF_PANEL * group + k % group] =
+                precision == DM_PRECISION_F16 ? dm_f32_to_f16(w) : dm_f32_to_bf16(w);
+        }
+    }
+}
+
+#if defined(__x86_64__)
+
+extern const dm_half_gemm dm_half_gemm_avx512_bf16;
+const dm_half_gemm *const dm_half_gemms[] = {&dm_half_gemm_avx512_bf16};
+const size_t dm_half_gemm_count = sizeof dm_half_gemms / sizeof dm_half_gemms[0];
+
+/* The flags its file is compiled with (simd/meson.build); the avx512
+ * checks include the OS's saving of the registers (XCR0). */
+int dm_cpu_has_avx512_bf16(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+#elif defined(__aarch64__)
+
+extern const dm_half_gemm dm_half_gemm_neon_fp16, dm_half_gemm_neon_bf16;
+const dm_half_gemm *const dm_half_gemms[] = {&dm_half_gemm_neon_fp16, &dm_half_gemm_neon_bf16};
+const size_t dm_half_gemm_count = sizeof dm_half_gemms / sizeof dm_half_gemms[0];
+
+/* FEAT_FHM (fmlal) comes with FEAT_FP16, which its file is compiled for too. */
+int dm_cpu_has_fhm(void)
+{
+    unsigned long hwcap = getauxval(AT_HWCAP);
+    return (hwcap & HWCAP_ASIMDHP) && (hwcap & HWCAP_ASIMDFHM);
+}
+
+int dm_cpu_has_bf16(void) { return (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0; }
+
+#else
+
 const dm_half_gemm *const dm_half_gemms[] = {NULL};
 const size_t dm_half_gemm_count = 0;
+
+#endif
 
 const dm_half_gemm *dm_half_gemm_native(dm_precision precision)
 {

@@ -15,6 +15,7 @@
 #include "damamba.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Column tiles of a product start at multiples of this. */
 #define DM_HALF_PANEL 16
@@ -53,5 +54,29 @@ extern const size_t dm_half_gemm_count;
  * rounding A and W with the scalar round_half and summing in k order. */
 void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, const float *A, size_t lda,
                       const float *W, float beta, float *C, size_t ldc);
+
+/* ------------------------------------------------- for the kernels' files */
+
+/* Weight layout every native kernel uses: W [N][K] rounded to the precision
+ * (as round_half rounds) and stored as its 16-bit values, in panels of
+ * DM_HALF_PANEL columns.  A panel holds k_padded / group groups of `group`
+ * consecutive k; within a group, column after column, each column's
+ * `group` values: W[n][k] is at
+ *     ((p * (k_padded / group) + k / group) * DM_HALF_PANEL + n % DM_HALF_PANEL) * group + k % group
+ * with p = n / DM_HALF_PANEL.  Columns past N and k past K hold zeros, so
+ * padded products add nothing.  k_padded is a multiple of group. */
+size_t dm_half_panels_bytes(size_t N, size_t k_padded);
+void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, size_t group, dm_precision precision,
+                         uint16_t *packed);
+
+/* Whether this CPU and its OS run each kernel's instructions, compiled
+ * with the baseline's flags so nothing of those instructions runs before
+ * the answer is yes. */
+#if defined(__x86_64__)
+int dm_cpu_has_avx512_bf16(void);
+#elif defined(__aarch64__)
+int dm_cpu_has_fhm(void);
+int dm_cpu_has_bf16(void);
+#endif
 
 #endif

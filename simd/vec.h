@@ -54,14 +54,16 @@ static inline vf vround_f16(vf x)
 {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept */
+/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept and
+ * made quiet, as dm_f32_to_bf16 does, so its high half is a NaN too */
 static inline vf vround_bf16(vf x)
 {
     __m512i b = _mm512_castps_si512(x), one = _mm512_set1_epi32(1);
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), one);
     __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
     vf rounded = _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), rounded, x);
+    vf quiet = _mm512_castsi512_ps(_mm512_or_si512(b, _mm512_set1_epi32(0x00400000)));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), rounded, quiet);
 }
 
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -112,14 +114,16 @@ static inline vf vround_f16(vf x)
 {
     return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept */
+/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept and
+ * made quiet, as dm_f32_to_bf16 does, so its high half is a NaN too */
 static inline vf vround_bf16(vf x)
 {
     __m256i b = _mm256_castps_si256(x);
     __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
     vf rounded = _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
-    return _mm256_blendv_ps(rounded, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    vf quiet = _mm256_castsi256_ps(_mm256_or_si256(b, _mm256_set1_epi32(0x00400000)));
+    return _mm256_blendv_ps(rounded, quiet, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
 #elif defined(__aarch64__)
@@ -174,13 +178,15 @@ static inline vf vscale2(vf p, vf n)
 static inline vf vkeep_nan(vf x, vf r) { return vbslq_f32(vceqq_f32(x, x), r, x); }
 static inline vf vlog1p(vf x) { return Sleef_log1pf4_u10advsimd(x); }
 static inline vf vround_f16(vf x) { return vcvt_f32_f16(vcvt_f16_f32(x)); }
-/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept */
+/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept and
+ * made quiet, as dm_f32_to_bf16 does, so its high half is a NaN too */
 static inline vf vround_bf16(vf x)
 {
     uint32x4_t b = vreinterpretq_u32_f32(x);
     uint32x4_t r = vaddq_u32(b, vaddq_u32(vdupq_n_u32(0x7fff), vandq_u32(vshrq_n_u32(b, 16), vdupq_n_u32(1))));
     vf rounded = vreinterpretq_f32_u32(vandq_u32(r, vdupq_n_u32(0xffff0000u)));
-    return vbslq_f32(vceqq_f32(x, x), rounded, x);
+    vf quiet = vreinterpretq_f32_u32(vorrq_u32(b, vdupq_n_u32(0x00400000)));
+    return vbslq_f32(vceqq_f32(x, x), rounded, quiet);
 }
 
 #else

@@ -546,6 +546,14 @@ START_TEST(test_round_half)
         x[0] = NAN;
         k->round_half(x, y, 1, (dm_precision)p);
         ck_assert_msg(isnan(y[0]), "[%s] NaN did not stay NaN", k->isa);
+        /* a signalling NaN with its payload in the low 16 bits comes out
+         * quiet, so its high half (a packed bf16) is a NaN too */
+        uint32_t bits = 0x7f800001u;
+        memcpy(&x[0], &bits, sizeof bits);
+        k->round_half(x, y, 1, (dm_precision)p);
+        memcpy(&bits, &y[0], sizeof bits);
+        ck_assert_msg((bits & 0x7fc00000u) == 0x7fc00000u, "[%s] NaN 0x7f800001 rounded to %#x, not a quiet NaN",
+                      k->isa, (unsigned)bits);
     }
     free(x);
     free(y);
