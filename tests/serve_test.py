@@ -63,6 +63,7 @@ ref_scale = max(abs(x) for x in ref["logits"][1])
 # Usage and start-up errors: a clear message and exit status, no server.
 for args, want_rc, want_text in [(["--help"], 0, "usage: damamba serve"),
                                  (["--port", "70000"], 2, "--port expects an integer from 0 to 65535"),
+                                 (["--dtype", "f8"], 2, "--dtype expects f32, bf16 or f16, got 'f8'"),
                                  (["-m", f"{tmp}/missing.safetensors"], 1, "missing.safetensors"),
                                  (["-m", "a b=" + micro_model], 1, "model name 'a b' is not usable"),
                                  (["-m", f"x={micro_model}", "-m", f"x={micro_model}"], 1, "model name 'x' is taken"),
@@ -336,8 +337,14 @@ try:
 
     # ---------------------------------------------------------------- limits
     limits = Server(damamba, ["-b", "1", "--max-delay-ms", "0", "--queue", "1", "--max-body-mb", "1",
-                              "--timeout", "2", "-t", "1"], f"{tmp}/limits.log")
+                              "--timeout", "2", "-t", "1", "--dtype", "f16"], f"{tmp}/limits.log")
     url = "/v2/models/damamba_fmnist/infer"
+    # --dtype f16: what `damamba classify --dtype f16` gives, not float32's
+    cli_f16 = classify_cli(["--dtype", "f16"], sample_paths[:1], 3)
+    status, body = limits.json("POST", "/v1/classify?top=3", open(sample_paths[0], "rb").read())
+    check(status == 200, f"classify in f16: {status} {body}")
+    same_top([(t["index"], t["prob"]) for t in body["top"]], cli_f16[sample_paths[0]], "/v1/classify in f16")
+    check(body["top"][0]["prob"] != cli[sample_paths[0]][0][1], "the f16 server gave float32's probabilities")
     # 413 from the headers alone: the body is never sent.
     s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
     s.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".encode())

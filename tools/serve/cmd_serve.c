@@ -11,8 +11,8 @@
 
 static const char serve_usage[] =
     "usage: damamba serve [-m [NAME=]MODEL]... [--host ADDR] [--port N] [-b MAX_BATCH]\n"
-    "                     [--max-delay-ms D] [-t THREADS] [--max-body-mb N] [--queue N]\n"
-    "                     [--timeout S] [--max-connections N]\n"
+    "                     [--max-delay-ms D] [-t THREADS] [--dtype f32|bf16|f16]\n"
+    "                     [--max-body-mb N] [--queue N] [--timeout S] [--max-connections N]\n"
     "\n"
     "An HTTP inference server speaking the Open Inference Protocol (KServe v2,\n"
     "with Triton's binary tensor extension), plus POST /v1/classify for an image\n"
@@ -31,6 +31,7 @@ static const char serve_usage[] =
     "                           others (default 5)\n"
     "  -t, --threads N          threads per forward pass (default: DAMAMBA_THREADS,\n"
     "                           OMP_NUM_THREADS or all cores)\n"
+    CLI_DTYPE_HELP("          ")
     "      --max-body-mb N      larger request bodies get 413 (default 64)\n"
     "      --queue N            requests waiting per model before 503 (default 64)\n"
     "      --timeout S          close connections idle for S seconds (default 30)\n"
@@ -171,7 +172,7 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         {"model", required_argument, 0, 'm'}, {"host", required_argument, 0, OPT_HOST},
         {"port", required_argument, 0, OPT_PORT}, {"max-batch", required_argument, 0, 'b'},
         {"max-delay-ms", required_argument, 0, OPT_MAX_DELAY}, {"threads", required_argument, 0, 't'},
-        {"max-body-mb", required_argument, 0, OPT_MAX_BODY}, {"queue", required_argument, 0, OPT_QUEUE},
+        {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"max-body-mb", required_argument, 0, OPT_MAX_BODY}, {"queue", required_argument, 0, OPT_QUEUE},
         {"timeout", required_argument, 0, OPT_TIMEOUT}, {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, threads, body_mb = 64;
@@ -188,6 +189,7 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
             ok = cli_parse_int("--threads", optarg, 1, 1024, &threads);
             if (ok) cli_threads = threads;
             break;
+        case CLI_OPT_DTYPE: ok = cli_parse_precision("--dtype", optarg); break;
         case OPT_MAX_BODY: ok = cli_parse_int("--max-body-mb", optarg, 1, 4096, &body_mb); break;
         case OPT_QUEUE: ok = cli_parse_int("--queue", optarg, 1, 1 << 20, &opt->queue_limit); break;
         case OPT_TIMEOUT: ok = cli_parse_int("--timeout", optarg, 1, 86400, &opt->timeout_s); break;
