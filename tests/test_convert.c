@@ -1,6 +1,6 @@
 /* test_convert.c - half-size conversions against a rounding computed with
- * C's own arithmetic, `damamba convert`'s library side on micro.pth, and the
- * golden micro model run from F16 weights. */
+ * C's own arithmetic (testutil.c), `damamba convert`'s library side on
+ * micro.pth, and the golden micro model run from F16 weights. */
 #include "testutil.h"
 
 #include <fenv.h>
@@ -15,22 +15,6 @@
 #include "model_file.h"
 #include "safetensors.h"
 #include "model.h"
-
-/* x rounded to `bits` significant bits, ties to even (the default rounding
- * mode of nearbyint), with the format's smallest exponent min_exp and
- * largest finite value max_finite. */
-static double reference_round(double x, int bits, int min_exp, double max_finite)
-{
-    if (isnan(x) || isinf(x) || x == 0) return x;
-    int e;
-    frexp(x, &e);
-    if (e < min_exp) e = min_exp; /* subnormal: a fixed quantum */
-    double r = ldexp(nearbyint(ldexp(x, bits - e)), e - bits);
-    return fabs(r) > max_finite ? copysign(INFINITY, x) : r;
-}
-
-static double f16_round(double x) { return reference_round(x, 11, -13, 65504.0); }
-static double bf16_round(double x) { return reference_round(x, 8, -125, 0x1.FEp127); }
 
 START_TEST(f16_decodes_normals_subnormals_and_specials)
 {
@@ -77,7 +61,7 @@ static void check_encoder(uint16_t (*encode)(float), float (*decode)(uint16_t), 
 
 START_TEST(f16_encoder_rounds_to_nearest_even)
 {
-    check_encoder(dm_f32_to_f16, dm_f16_to_f32, f16_round, 11, -30, 17);
+    check_encoder(dm_f32_to_f16, dm_f16_to_f32, test_f16_round, 11, -30, 17);
     ck_assert(dm_f16_to_f32(dm_f32_to_f16(1.0f + 0x1p-11f)) == 1.0f);              /* tie: down to even */
     ck_assert(dm_f16_to_f32(dm_f32_to_f16(1.0f + 3 * 0x1p-11f)) == 1.0f + 0x1p-9f); /* tie: up to even */
     ck_assert(dm_f16_to_f32(dm_f32_to_f16(0x1p-25f)) == 0.0f);                      /* subnormal tie */
@@ -92,7 +76,7 @@ END_TEST
 
 START_TEST(bf16_encoder_rounds_to_nearest_even)
 {
-    check_encoder(dm_f32_to_bf16, dm_bf16_to_f32, bf16_round, 8, -140, 126);
+    check_encoder(dm_f32_to_bf16, dm_bf16_to_f32, test_bf16_round, 8, -140, 126);
     ck_assert(dm_bf16_to_f32(dm_f32_to_bf16(0x1.FFFFFEp127f)) == INFINITY);
     ck_assert(dm_f32_to_bf16(INFINITY) == 0x7F80);
     ck_assert(isnan(dm_bf16_to_f32(dm_f32_to_bf16(nanf("0x1")))));
@@ -260,13 +244,13 @@ static void check_half_size(const char *name, dm_dtype dtype, double (*ref)(doub
 
 START_TEST(f16_weights_are_rounded_and_run_as_rounded)
 {
-    check_half_size("f16.safetensors", DM_F16, f16_round, 0x1p-11, 16);
+    check_half_size("f16.safetensors", DM_F16, test_f16_round, 0x1p-11, 16);
 }
 END_TEST
 
 START_TEST(bf16_weights_are_rounded_and_run_as_rounded)
 {
-    check_half_size("bf16.safetensors", DM_BF16, bf16_round, 0x1p-8, 16);
+    check_half_size("bf16.safetensors", DM_BF16, test_bf16_round, 0x1p-8, 16);
 }
 END_TEST
 

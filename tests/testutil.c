@@ -48,6 +48,22 @@ const float *test_f32(const dm_tensor_file *file, const char *name, size_t *coun
     return t->data;
 }
 
+/* x rounded to `bits` significant bits, ties to even (the default rounding
+ * mode of nearbyint), with the format's smallest exponent min_exp and
+ * largest finite value max_finite. */
+static double reference_round(double x, int bits, int min_exp, double max_finite)
+{
+    if (isnan(x) || isinf(x) || x == 0) return x;
+    int e;
+    frexp(x, &e);
+    if (e < min_exp) e = min_exp; /* subnormal: a fixed quantum */
+    double r = ldexp(nearbyint(ldexp(x, bits - e)), e - bits);
+    return fabs(r) > max_finite ? copysign(INFINITY, x) : r;
+}
+
+double test_f16_round(double x) { return reference_round(x, 11, -13, 65504.0); }
+double test_bf16_round(double x) { return reference_round(x, 8, -125, 0x1.FEp127); }
+
 double test_rel_err(const char *label, const float *got, const float *want, size_t n)
 {
     double max_err = 0.0, max_ref = 0.0;

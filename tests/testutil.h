@@ -25,6 +25,12 @@ const float *test_f32(const dm_tensor_file *file, const char *name, size_t *coun
 /* max |got - want| / max |want|, printed with a label for the test log. */
 double test_rel_err(const char *label, const float *got, const float *want, size_t n);
 
+/* x rounded to IEEE half (f16) or bfloat16, ties to even, overflowing to
+ * infinity, computed with C's double arithmetic: the reference the
+ * library's conversions and round_half kernels are checked against. */
+double test_f16_round(double x);
+double test_bf16_round(double x);
+
 /* Reproducible pseudo-random numbers for sweeps: restart the sequence at
  * seed, then uniform in [lo, hi). */
 void test_seed(uint64_t seed);
