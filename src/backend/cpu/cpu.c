@@ -265,7 +265,7 @@ static void half_rows(const cpu *cx, const float *A, size_t lda, size_t rows, si
 typedef struct round_job {
     const cpu *cx;
     const float *A;
-    size_t lda, rows, K, row_floats, pieces;
+    size_t lda, rows, K, pieces;
     float *dst;
 } round_job;
 
@@ -274,7 +274,7 @@ static void round_piece(void *arg, size_t i)
     const round_job *j = arg;
     size_t a, b;
     share(j->rows, j->pieces, i, &a, &b);
-    if (a < b) half_rows(j->cx, j->A + a * j->lda, j->lda, b - a, j->K, j->dst + a * j->row_floats);
+    if (a < b) half_rows(j->cx, j->A + a * j->lda, j->lda, b - a, j->K, j->dst + a * half_row_floats(j->cx, j->K));
 }
 
 /* A half-precision product: bands of A's rows rounded into scratch, then
@@ -287,7 +287,7 @@ static void half_gemm(cpu *cx, size_t M, size_t N, size_t K, const float *A, siz
     if (!prepare_weight(cx, W, N, K, &pw) || !ensure_scratch(cx, band * row)) return;
     for (size_t m0 = 0; m0 < M; m0 += band) {
         round_job j = {.cx = cx, .A = A + m0 * lda, .lda = lda, .rows = M - m0 < band ? M - m0 : band, .K = K,
-                       .row_floats = row, .pieces = pieces(cx), .dst = cx->scratch};
+                       .pieces = pieces(cx), .dst = cx->scratch};
         dm_pool_run(cx->pool, j.pieces, round_piece, &j);
         run_gemm(cx, j.rows, N, K, cx->scratch, row, pw, beta, bias, act, C + m0 * N);
     }
@@ -356,12 +356,12 @@ static void conv_piece(void *arg, size_t i)
     if (a >= b) return;
     float *rows = cx->scratch + a * K;
     im2col3x3(j->x.data, j->x.h, j->x.w, j->x.c, cv->stride, cv->pad, j->y.h, j->y.w, j->p0 + a, j->p0 + b, rows);
-    if (j->packed) {
+    if (cx->precision != DM_PRECISION_F32) {
+        /* rounded in place, or packed next to the band for a native kernel */
         lda = half_row_floats(cx, K);
-        cx->native->pack_rows(rows, K, b - a, K, j->packed + a * lda);
-        rows = j->packed + a * lda;
-    } else if (cx->precision != DM_PRECISION_F32) {
-        cx->k->round_half(rows, rows, (b - a) * K, cx->precision);
+        float *dst = j->packed ? j->packed + a * lda : rows;
+        half_rows(cx, rows, K, b - a, K, dst);
+        rows = dst;
     }
     gemm_tile(cx, b - a, 0, (size_t)cv->cout, K, rows, lda, j->W, 0.0f, cv->bias, j->act,
               j->y.data + (j->p0 + a) * cv->cout, (size_t)cv->cout);
