@@ -152,12 +152,7 @@ static size_t png_header(uint8_t *buf, uint32_t width, uint32_t height, uint8_t 
     }
     ihdr[12] = depth;
     ihdr[13] = colour; /* 2 RGB, 6 RGBA */
-    uint32_t crc = 0xffffffffu;
-    for (int i = 0; i < 17; i++) {
-        crc ^= ihdr[i];
-        for (int b = 0; b < 8; b++) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
-    }
-    crc ^= 0xffffffffu;
+    uint32_t crc = test_crc32(ihdr, sizeof ihdr);
     memcpy(buf, sig, 8);
     const uint8_t len[4] = {0, 0, 0, 13};
     memcpy(buf + 8, len, 4);

@@ -64,6 +64,17 @@ static double reference_round(double x, int bits, int min_exp, double max_finite
 double test_f16_round(double x) { return reference_round(x, 11, -13, 65504.0); }
 double test_bf16_round(double x) { return reference_round(x, 8, -125, 0x1.FEp127); }
 
+uint32_t test_crc32(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint32_t crc = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int b = 0; b < 8; b++) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+    }
+    return crc ^ 0xffffffffu;
+}
+
 double test_rel_err(const char *label, const float *got, const float *want, size_t n)
 {
     double max_err = 0.0, max_ref = 0.0;

@@ -31,6 +31,10 @@ double test_rel_err(const char *label, const float *got, const float *want, size
 double test_f16_round(double x);
 double test_bf16_round(double x);
 
+/* The CRC-32 of zip and PNG (reflected polynomial 0xEDB88320), bit by
+ * bit: a reference independent of zlib's tables. */
+uint32_t test_crc32(const void *data, size_t n);
+
 /* Reproducible pseudo-random numbers for sweeps: restart the sequence at
  * seed, then uniform in [lo, hi). */
 void test_seed(uint64_t seed);
