@@ -37,8 +37,8 @@ static int safetensors(const char *dir, const char *name, const char *header, si
     return ok;
 }
 
-/* A zip archive holding one stored member, archive/data.pkl (no CRC: the
- * reader does not check it). */
+/* A zip archive holding one stored member, archive/data.pkl (its CRC-32
+ * left 0: the fuzzing build reads a member whose CRC does not match). */
 static int pth(const char *dir, const char *name, const unsigned char *pkl, size_t len)
 {
     static const char member[] = "archive/data.pkl";

@@ -333,10 +333,12 @@ static bytes make_archive(const bytes *pkl, size_t storage_bytes, int zip64)
     const void *data[2] = {pkl->p, storage};
     size_t sizes[2] = {pkl->n, storage_bytes}, offsets[2];
     bytes z = {0}, cd = {0};
+    uint32_t crcs[2];
     for (int m = 0; m < 2; m++) {
         offsets[m] = z.n;
+        crcs[m] = test_crc32(data[m], sizes[m]);
         put_le(&z, 0x04034b50, 4);
-        put_le(&z, 20, 2); put_le(&z, 0, 2); put_le(&z, 0, 2); put_le(&z, 0, 4); put_le(&z, 0, 4);
+        put_le(&z, 20, 2); put_le(&z, 0, 2); put_le(&z, 0, 2); put_le(&z, 0, 4); put_le(&z, crcs[m], 4);
         put_le(&z, sizes[m], 4); put_le(&z, sizes[m], 4);
         put_le(&z, strlen(names[m]), 2); put_le(&z, 0, 2);
         put(&z, names[m], strlen(names[m]));
@@ -345,7 +347,7 @@ static bytes make_archive(const bytes *pkl, size_t storage_bytes, int zip64)
     for (int m = 0; m < 2; m++) {
         uint64_t sat = zip64 ? 0xFFFFFFFF : 0;
         put_le(&cd, 0x02014b50, 4);
-        put_le(&cd, 45, 2); put_le(&cd, 45, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 4); put_le(&cd, 0, 4);
+        put_le(&cd, 45, 2); put_le(&cd, 45, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 4); put_le(&cd, crcs[m], 4);
         put_le(&cd, sat ? sat : sizes[m], 4); put_le(&cd, sat ? sat : sizes[m], 4);
         put_le(&cd, strlen(names[m]), 2); put_le(&cd, zip64 ? 28 : 0, 2); put_le(&cd, 0, 2);
         put_le(&cd, 0, 2); put_le(&cd, 0, 2); put_le(&cd, 0, 4);
@@ -435,6 +437,115 @@ static size_t first_central_entry(const bytes *b)
     ck_assert(memcmp(b->p + cd, "PK\1\2", 4) == 0);
     return cd;
 }
+
+static uint64_t get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* Where a member's bytes start, found through the central directory, with
+ * the directory's size and CRC-32 of it (the local header's may be zeros,
+ * followed by a data descriptor, as torch.save writes them). */
+typedef struct member {
+    size_t offset, size;
+    uint32_t crc;
+} member;
+
+static size_t central_count(const bytes *b) { return (size_t)get_le(b->p + b->n - 22 + 10, 2); }
+
+static size_t next_central_entry(const bytes *b, size_t cd)
+{
+    const unsigned char *e = b->p + cd;
+    return cd + 46 + get_le(e + 28, 2) + get_le(e + 30, 2) + get_le(e + 32, 2);
+}
+
+static unsigned char *local_header(const bytes *b, size_t cd)
+{
+    unsigned char *local = b->p + get_le(b->p + cd + 42, 4);
+    ck_assert(memcmp(local, "PK\3\4", 4) == 0);
+    return local;
+}
+
+static member find_member(const bytes *b, const char *name)
+{
+    size_t cd = first_central_entry(b);
+    for (size_t i = 0; i < central_count(b); i++, cd = next_central_entry(b, cd)) {
+        const unsigned char *e = b->p + cd, *local = local_header(b, cd);
+        size_t nlen = (size_t)get_le(e + 28, 2);
+        if (nlen == strlen(name) && memcmp(e + 46, name, nlen) == 0)
+            return (member){(size_t)(local - b->p) + 30 + get_le(local + 26, 2) + get_le(local + 28, 2),
+                            (size_t)get_le(e + 24, 4), (uint32_t)get_le(e + 16, 4)};
+    }
+    ck_abort_msg("no member %s", name);
+    return (member){0};
+}
+
+/* Flip a byte in the middle of a member of a checkpoint that loads: the
+ * load fails naming the member, its stored CRC-32 and the one of the
+ * damaged bytes. */
+static void expect_damage_found(bytes *b, const char *name)
+{
+    dm_tensor_file f;
+    ck_assert_msg(dm_pth_parse(b->p, b->n, 0, &f) == DM_OK, "%s", dm_last_error());
+    dm_tensor_file_close(&f);
+    member m = find_member(b, name);
+    ck_assert_uint_eq(test_crc32(b->p + m.offset, m.size), m.crc);
+    b->p[m.offset + m.size / 2] ^= 0x10;
+    uint32_t damaged = test_crc32(b->p + m.offset, m.size);
+    ck_assert_uint_ne(damaged, m.crc);
+    char says[200];
+    snprintf(says, sizeof says, "zip: member '%s': CRC-32 mismatch (stored 0x%08x, computed 0x%08x)", name,
+             (unsigned)m.crc, (unsigned)damaged);
+    expect_error(b, DM_ERR_FORMAT, says);
+}
+
+START_TEST(damaged_storage)
+{
+    bytes b = read_fixture("bare.pth");
+    expect_damage_found(&b, "bare/data/0");
+    free(b.p);
+}
+END_TEST
+
+START_TEST(damaged_pickle)
+{
+    bytes b = read_fixture("bare.pth");
+    expect_damage_found(&b, "bare/data.pkl");
+    free(b.p);
+}
+END_TEST
+
+/* torch.save under torch.serialization.set_crc32_options(False) writes 0
+ * for every CRC, and torch.load reads the file: so does this reader. */
+START_TEST(no_crcs_recorded)
+{
+    bytes b = read_fixture("bare.pth");
+    size_t cd = first_central_entry(&b);
+    for (size_t i = 0; i < central_count(&b); i++, cd = next_central_entry(&b, cd)) {
+        memset(b.p + cd + 16, 0, 4);
+        memset(local_header(&b, cd) + 14, 0, 4);
+    }
+    dm_tensor_file f;
+    ck_assert_msg(dm_pth_parse(b.p, b.n, 0, &f) == DM_OK, "%s", dm_last_error());
+    check_fixture(&f);
+    dm_tensor_file_close(&f);
+    free(b.p);
+}
+END_TEST
+
+/* torch.save's own archive: data descriptors after each member, the CRCs
+ * in the central directory alone. */
+START_TEST(damaged_storage_after_data_descriptor)
+{
+    bytes b;
+    b.p = test_read("micro.pth", &b.n);
+    b.cap = b.n;
+    expect_damage_found(&b, "micro/data/17");
+    free(b.p);
+}
+END_TEST
 
 START_TEST(truncated_zip)
 {
@@ -638,6 +749,10 @@ int main(void)
     tcase_add_test(bad, member_offset_outside_file);
     tcase_add_test(bad, member_data_past_end);
     tcase_add_test(bad, compressed_member);
+    tcase_add_test(bad, damaged_storage);
+    tcase_add_test(bad, damaged_pickle);
+    tcase_add_test(bad, damaged_storage_after_data_descriptor);
+    tcase_add_test(bad, no_crcs_recorded);
     tcase_add_test(bad, not_a_torch_archive);
     tcase_add_loop_test(bad, hostile_pickle, 0, sizeof bad_pickles / sizeof bad_pickles[0]);
     tcase_add_loop_test(bad, long_opcode_runs, 0, 4);

@@ -43,7 +43,7 @@ static int int_tuple(const pk_value *v, int max)
 
 /* Check a _rebuild_tensor_v2(storage, offset, size, stride, ...) call and
  * point t at its bytes in the archive. */
-static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefix_len,
+static dm_status bind_tensor(dm_zip *zip, const char *prefix, size_t prefix_len,
                              const pk_value *value, dm_tensor *t)
 {
     const char *name = t->name;
@@ -90,7 +90,7 @@ static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefi
     memcpy(member + prefix_len, "data/", 5);
     memcpy(member + prefix_len + 5, storage->str, storage->len);
     size_t member_len = prefix_len + 5 + storage->len;
-    const dm_zip_entry *e = dm_zip_find(zip, member, member_len);
+    dm_zip_entry *e = dm_zip_find(zip, member, member_len);
     if (!e) return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage '%.*s' is not in the archive", name, (int)member_len, member);
     if (e->size < (uint64_t)storage->integer * esize)
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage '%.*s' holds %llu bytes, but %lld %s elements need %llu",
@@ -104,7 +104,7 @@ static dm_status bind_tensor(const dm_zip *zip, const char *prefix, size_t prefi
     return DM_OK;
 }
 
-static dm_status read_state_dict(const dm_zip *zip, const char *prefix, size_t prefix_len,
+static dm_status read_state_dict(dm_zip *zip, const char *prefix, size_t prefix_len,
                                  const pk_value *sd, dm_tensor_file *out)
 {
     size_t n = sd->count / 2;
@@ -195,11 +195,11 @@ static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
 }
 
 /* The archive's records live under one folder: <prefix>data.pkl. */
-static const dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
+static dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
 {
     size_t tail = strlen(DATA_PKL);
     for (size_t i = 0; i < zip->count; i++) {
-        const dm_zip_entry *e = &zip->entries[i];
+        dm_zip_entry *e = &zip->entries[i];
         if (e->name_len <= tail || memcmp(e->name + e->name_len - tail, DATA_PKL, tail) != 0) continue;
         if (memchr(e->name, '/', e->name_len - tail)) continue;
         *prefix_len = e->name_len - tail + 1;
@@ -208,13 +208,13 @@ static const dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
     return NULL;
 }
 
-static dm_status check_byteorder(const dm_zip *zip, const char *prefix, size_t prefix_len)
+static dm_status check_byteorder(dm_zip *zip, const char *prefix, size_t prefix_len)
 {
     char name[300];
     if (prefix_len + 9 >= sizeof name) return DM_OK;
     memcpy(name, prefix, prefix_len);
     memcpy(name + prefix_len, "byteorder", 9);
-    const dm_zip_entry *e = dm_zip_find(zip, name, prefix_len + 9);
+    dm_zip_entry *e = dm_zip_find(zip, name, prefix_len + 9);
     const unsigned char *data;
     if (!e) return DM_OK; /* older torch: always little-endian */
     dm_status st = dm_zip_data(zip, e, &data);
@@ -231,7 +231,7 @@ dm_status dm_pth_parse(const void *buf, size_t size, int use_ema, dm_tensor_file
     dm_status st = dm_zip_open(buf, size, &zip);
     if (st) return st;
     size_t prefix_len = 0;
-    const dm_zip_entry *pkl = find_pickle(&zip, &prefix_len);
+    dm_zip_entry *pkl = find_pickle(&zip, &prefix_len);
     const unsigned char *bytes;
     dm_pickle pickle = {0};
     const pk_value *sd = NULL;

@@ -1,11 +1,13 @@
 /* zip.c - read a zip archive's central directory and its stored members.
- * Every offset and length is checked against the buffer before use. */
+ * Every offset and length is checked against the buffer before use, and
+ * every member read against its CRC-32. */
 #include "zip.h"
 
 #include "error.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #define EOCD_SIG 0x06054b50u
 #define EOCD64_SIG 0x06064b50u
@@ -16,6 +18,14 @@
 #define CENTRAL_SIZE 46
 #define LOCAL_SIZE 30
 #define ZIP64_EXTRA_ID 0x0001
+
+/* A fuzzing build computes the CRC but lets a mismatch through, so that
+ * mutated members reach the readers behind this one. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define REFUSE_BAD_CRC 1
+#else
+#define REFUSE_BAD_CRC 1
+#endif
 
 static uint64_t le(const unsigned char *p, int n)
 {
@@ -126,7 +136,7 @@ dm_status dm_zip_open(const void *buf, size_t size, dm_zip *out)
         *e = (dm_zip_entry){.name = (const char *)p + CENTRAL_SIZE, .name_len = nlen,
                             .header_offset = le(p + 42, 4), .size = le(p + 24, 4),
                             .compressed_size = le(p + 20, 4), .method = (unsigned)le(p + 10, 2),
-                            .flags = (unsigned)le(p + 8, 2)};
+                            .flags = (unsigned)le(p + 8, 2), .crc = (uint32_t)le(p + 16, 4)};
         if ((st = apply_zip64_extra(p + CENTRAL_SIZE + nlen, xlen, e))) {
             dm_zip_close(out);
             return st;
@@ -143,13 +153,13 @@ void dm_zip_close(dm_zip *zip)
     memset(zip, 0, sizeof *zip);
 }
 
-const dm_zip_entry *dm_zip_find(const dm_zip *zip, const char *name, size_t name_len)
+dm_zip_entry *dm_zip_find(dm_zip *zip, const char *name, size_t name_len)
 {
     dm_zip_entry key = {.name = name, .name_len = name_len};
     return zip->count ? bsearch(&key, zip->entries, zip->count, sizeof key, by_name) : NULL;
 }
 
-dm_status dm_zip_data(const dm_zip *zip, const dm_zip_entry *e, const unsigned char **data)
+dm_status dm_zip_data(dm_zip *zip, dm_zip_entry *e, const unsigned char **data)
 {
     int n = (int)e->name_len;
     if (e->flags & 1) return dm_fail(DM_ERR_UNSUPPORTED, "zip: member '%.*s' is encrypted", n, e->name);
@@ -166,6 +176,17 @@ dm_status dm_zip_data(const dm_zip *zip, const dm_zip_entry *e, const unsigned c
     if (start > zip->size || e->size > zip->size - start)
         return dm_fail(DM_ERR_FORMAT, "zip: member '%.*s' (%llu bytes at offset %llu) runs past the end of the file (%zu bytes)",
                        n, e->name, (unsigned long long)e->size, (unsigned long long)start, zip->size);
-    *data = zip->buf + start;
+    const unsigned char *bytes = zip->buf + start;
+    /* torch.save leaves the CRC 0 when told not to compute it
+     * (torch.serialization.set_crc32_options(False)) and torch.load reads
+     * such files, so 0 means none was recorded. */
+    if (!e->crc_checked && e->crc != 0) {
+        uint32_t crc = (uint32_t)crc32_z(0, bytes, (size_t)e->size);
+        if (crc != e->crc && REFUSE_BAD_CRC)
+            return dm_fail(DM_ERR_FORMAT, "zip: member '%.*s': CRC-32 mismatch (stored 0x%08x, computed 0x%08x): the file is damaged",
+                           n, e->name, (unsigned)e->crc, (unsigned)crc);
+        e->crc_checked = 1;
+    }
+    *data = bytes;
     return DM_OK;
 }
