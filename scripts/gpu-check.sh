@@ -10,7 +10,8 @@
 #     in a row with other inputs, each against the CPU backend; running out
 #     of device memory and recovering; device choice;
 #   - the detection head: the golden Mask R-CNN micro on the GPU against
-#     mmdetection's expected outputs and against the CPU backend;
+#     mmdetection's expected outputs and against the CPU backend, and
+#     damamba run and detect with --backend cuda;
 #   - damamba compare, CPU against GPU, on the golden DAMamba-F input and on
 #     a synthetic batch of 128;
 #   - damamba bench of DAMamba-T on the GPU at batch 1 and 128, and with
@@ -101,7 +102,7 @@ export DM_TEST_REQUIRE_CUDA=1
 run 110 meson test -C "$build" --no-rebuild --print-errorlogs --suite cuda --no-suite cuda-detect
 grep -hE '^\[cuda\]|^too large|^workspace on' "$build/meson-logs/testlog.txt"
 
-step "detection head: the golden Mask R-CNN micro on the GPU, against mmdetection and the CPU"
+step "detection head: the golden Mask R-CNN micro on the GPU, against mmdetection and the CPU; run and detect --backend cuda"
 run 40 meson test -C "$build" --no-rebuild --print-errorlogs --suite cuda-detect
 # (mask.prob, the sigmoid against float64, is printed for the record only)
 grep -hE '^\[cuda\]' "$build/meson-logs/testlog.txt" | grep -v 'mask\.prob' | sed 's/^/det /'

@@ -203,6 +203,34 @@ ls "$tmp" | grep -q '\.tmp' && fail "segment left temporary files"
 "$damamba" segment -q -m "$golden/micro.pth" -o "$tmp" "$golden/seg_small.png" 2>/dev/null &&
     fail "segment with a classifier succeeded"
 
+# --backend: the commands that run a model on a workspace of their own take
+# it and refuse what is not a backend, and cpu is the default.  Whether
+# cuda can run here, compare tells (it asks before loading anything): where
+# it cannot, each command fails naming the reason; where it can, run
+# writes its outputs (the networks on the GPU are test_detect's and
+# test_seg's).
+for cmd in segment detect run; do
+    "$damamba" help "$cmd" | grep -q -- "--backend B" || fail "$cmd --help does not list --backend"
+    expect 2 "--backend expects cpu or cuda, got 'tpu'" "$damamba" "$cmd" --backend tpu
+done
+"$damamba" run -m "$micro_pth" --backend cpu -i "$tmp/micro_in.safetensors" -o "$tmp/cpu.safetensors" ||
+    fail "run --backend cpu"
+cmp -s "$tmp/plain.safetensors" "$tmp/cpu.safetensors" || fail "run --backend cpu differs from run"
+no_cuda=$("$damamba" compare --synthetic 2>&1 >/dev/null | sed -n 's/^damamba: compare needs the CUDA backend: //p')
+if [ -n "$no_cuda" ]; then
+    expect 1 "^damamba: cuda backend: $no_cuda" \
+        "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda.safetensors"
+    expect 1 "^damamba: cuda backend: $no_cuda" \
+        "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" --backend cuda "$golden/coffee.png"
+    expect 1 "^damamba: cuda backend: $no_cuda" \
+        "$damamba" segment -q -m "$seg_model" --backend cuda -o "$tmp" "$golden/seg_small.png"
+else
+    "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda.safetensors" ||
+        fail "run --backend cuda"
+    head -c 600 "$tmp/cuda.safetensors" | grep -q '"logits":{"dtype":"F32","shape":\[1,10\]' ||
+        fail "run --backend cuda output shape"
+fi
+
 # A scan map works on a segmentation model as on a classifier.
 "$damamba" scanmap -m "$seg_model" --stage 1 "$golden/seg_small.png" -o "$tmp/scan.png" && [ -s "$tmp/scan.png" ] ||
     fail "scanmap on a segmentation model"

@@ -40,6 +40,9 @@ int cli_parse_size(const char *option, const char *value, int *h, int *w);
 /* Parse a backend name ("cpu" or "cuda"), as for --backend; prints an error
  * and returns 0 on failure. */
 int cli_parse_backend(const char *option, const char *value, dm_backend *out);
+/* The --backend option's line of a command's help, aligned as
+ * CLI_DTYPE_HELP(pad). */
+#define CLI_BACKEND_HELP(pad) "      --backend B" pad "cpu (default) or cuda (a build with -Dcuda=enabled)\n"
 
 /* The precision of the command's matrix products (--dtype), applied by
  * cli_workspace_create; f32 unless given. */
@@ -93,7 +96,8 @@ typedef struct cli_preprocess_opts {
     cli_floats mean, std;
 } cli_preprocess_opts;
 
-enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA, CLI_OPT_DTYPE };
+enum { CLI_OPT_SIZE = 256, CLI_OPT_CROP_FRACTION, CLI_OPT_INTERPOLATION, CLI_OPT_MEAN, CLI_OPT_STD, CLI_OPT_EMA, CLI_OPT_DTYPE,
+       CLI_OPT_BACKEND };
 
 #define CLI_PREPROCESS_LONG_OPTIONS                                                                    \
     {"size", required_argument, 0, CLI_OPT_SIZE},                                                      \
@@ -285,6 +289,7 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
 /* A Mask R-CNN model with a workspace that grows to the images it sees. */
 typedef struct cli_detector {
     const dm_model *model;
+    dm_backend backend;
     dm_workspace *ws;
     int ws_h, ws_w;
     dm_det_settings settings;

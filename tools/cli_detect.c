@@ -49,7 +49,7 @@ const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, 
         dm_workspace_free(det->ws);
         det->ws_h = ph > det->ws_h ? ph : det->ws_h;
         det->ws_w = pw > det->ws_w ? pw : det->ws_w;
-        if (!(det->ws = cli_workspace_create(det->model, DM_BACKEND_CPU, 1, det->ws_h, det->ws_w)))
+        if (!(det->ws = cli_workspace_create(det->model, det->backend, 1, det->ws_h, det->ws_w)))
             return "no workspace for the image";
     }
     if (!(input = malloc(sizeof(float) * 3 * ph * pw))) return "out of memory";

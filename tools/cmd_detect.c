@@ -20,7 +20,7 @@
 static const char detect_usage[] =
     "usage: damamba detect -m MODEL [-o DIR] [--json] [--draw] [--score-thr T]\n"
     "                      [--coco-results FILE --coco-annotations FILE] [-t THREADS]\n"
-    "                      [--quiet] FILE|DIR|@LIST ...\n"
+    "                      [--backend cpu|cuda] [--quiet] FILE|DIR|@LIST ...\n"
     "\n"
     "Finds objects with a Mask R-CNN model (an mmdetection checkpoint): each\n"
     "image goes through mmdetection's COCO test pipeline (resized into\n"
@@ -45,6 +45,7 @@ static const char detect_usage[] =
     "                            file names give the image ids\n"
     "  -t, --threads N           threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     CLI_DTYPE_HELP("           ")
+    CLI_BACKEND_HELP("           ")
     "  -q, --quiet               no progress bar\n";
 
 enum { OPT_DRAW = 300, OPT_SCORE_THR, OPT_COCO_RESULTS, OPT_COCO_ANNOTATIONS };
@@ -53,6 +54,7 @@ typedef struct detect_opts {
     const char *model, *out_dir, *results, *annotations;
     int json, draw, quiet;
     float score_thr;
+    dm_backend backend;
 } detect_opts;
 
 /* The annotation file's id of an image, found by file name. */
@@ -202,7 +204,8 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         {"score-thr", required_argument, 0, OPT_SCORE_THR},
         {"coco-results", required_argument, 0, OPT_COCO_RESULTS},
         {"coco-annotations", required_argument, 0, OPT_COCO_ANNOTATIONS},
-        {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},     {"quiet", no_argument, 0, 'q'},
+        {"threads", required_argument, 0, 't'},     {"dtype", required_argument, 0, CLI_OPT_DTYPE},
+        {"backend", required_argument, 0, CLI_OPT_BACKEND}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     int c, threads;
     char *end;
@@ -224,6 +227,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         case OPT_COCO_RESULTS: o->results = optarg; break;
         case OPT_COCO_ANNOTATIONS: o->annotations = optarg; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
+        case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &o->backend)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
@@ -256,7 +260,7 @@ int cmd_detect(int argc, char **argv)
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
-    cli_detector det = {0};
+    cli_detector det = {.backend = o.backend};
     dm_det_settings_default(&det.settings);
     det.settings.score_thr = o.score_thr;
     det.settings.masks = (o.draw ? DM_MASKS_BITMAP : 0) | DM_MASKS_RLE;

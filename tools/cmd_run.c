@@ -10,6 +10,7 @@
 static const char run_usage[] =
     "usage: damamba run [-m MODEL] -i IN.safetensors -o OUT.safetensors [-t THREADS]\n"
     "                   [--mode whole|slide] [--crop H[xW]] [--stride H[xW]]\n"
+    "                   [--backend cpu|cuda]\n"
     "\n"
     "Reads the F32 tensor 'input' (N x C x H x W) from IN, or 'image' (C x H x W,\n"
     "as 'damamba preprocess' writes it) as a batch of one, runs the model and\n"
@@ -33,6 +34,7 @@ static const char run_usage[] =
     "  -o, --output FILE   output tensor file\n"
     "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     CLI_DTYPE_HELP("     ")
+    CLI_BACKEND_HELP("     ")
     "      --mode M        segmentation: whole (default) or slide\n"
     "      --crop H[xW]    slide window (default 512)\n"
     "      --stride H[xW]  slide step (default 341)\n";
@@ -69,7 +71,7 @@ static void free_outputs(run_outputs *o)
 
 /* decode_logits (whole mode), seg_logits and seg_pred of a segmentation
  * model.  Returns 0 (printed) on failure. */
-static int run_segmentation(const dm_model *m, const float *input, int n, int h, int w,
+static int run_segmentation(const dm_model *m, dm_backend backend, const float *input, int n, int h, int w,
                             const dm_seg_options *options, run_outputs *o)
 {
     int K = dm_model_config(m)->seg_classes, ws_h = h, ws_w = w, h4, w4;
@@ -88,7 +90,7 @@ static int run_segmentation(const dm_model *m, const float *input, int n, int h,
         if (pred) cli_error("out of memory");
         return 0;
     }
-    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, n, ws_h, ws_w);
+    dm_workspace *ws = cli_workspace_create(m, backend, n, ws_h, ws_w);
     int ok = ws && dm_segment(m, ws, input, n, h, w, options, &out) == DM_OK;
     if (ws && !ok) cli_error("%s", dm_last_error());
     for (size_t p = 0; ok && p < (size_t)n * h * w; p++) pred[p] = out.seg_pred[p];
@@ -125,8 +127,8 @@ static int in_range(double v, double lo, double hi) { return v >= lo && v <= hi;
 
 /* `run` on a Mask R-CNN: one image in, proposals and detections out.
  * Returns 0 (printed) on failure. */
-static int run_detection(const dm_model *m, const dm_tensor_file *in, const char *in_path, const float *input, int n,
-                         int h, int w, run_outputs *o)
+static int run_detection(const dm_model *m, dm_backend backend, const dm_tensor_file *in, const char *in_path,
+                         const float *input, int n, int h, int w, run_outputs *o)
 {
     double img[2], ori[2], sf[4];
     if (n != 1) {
@@ -143,7 +145,7 @@ static int run_detection(const dm_model *m, const dm_tensor_file *in, const char
     }
     dm_det_image im = {(int)img[0], (int)img[1], (int)ori[0], (int)ori[1], {(float)sf[0], (float)sf[1], (float)sf[2], (float)sf[3]}};
     dm_detections d = {0};
-    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, 1, h, w);
+    dm_workspace *ws = cli_workspace_create(m, backend, 1, h, w);
     int ok = ws && dm_detect(m, ws, input, h, w, &im, NULL, &d) == DM_OK;
     if (ws && !ok) cli_error("%s", dm_last_error());
     dm_workspace_free(ws);
@@ -169,7 +171,7 @@ static int run_detection(const dm_model *m, const dm_tensor_file *in, const char
 
 /* The stage outputs and logits of a forward pass.  Returns 0 (printed) on
  * failure. */
-static int run_forward(const dm_model *m, const float *input, int n, int h, int w, run_outputs *o)
+static int run_forward(const dm_model *m, dm_backend backend, const float *input, int n, int h, int w, run_outputs *o)
 {
     static const char *names[DM_NUM_STAGES] = {"stage0", "stage1", "stage2", "stage3"};
     const dm_config *cfg = dm_model_config(m);
@@ -181,7 +183,7 @@ static int run_forward(const dm_model *m, const float *input, int n, int h, int 
     }
     if (cfg->num_classes && !(fwd.logits = add_output(o, "logits", DM_F32, 2, (int64_t[]){n, cfg->num_classes})))
         return 0;
-    dm_workspace *ws = cli_workspace_create(m, DM_BACKEND_CPU, n, h, w);
+    dm_workspace *ws = cli_workspace_create(m, backend, n, h, w);
     int ok = ws && dm_forward(m, ws, input, n, h, w, &fwd) == DM_OK;
     if (ws && !ok) cli_error("%s", dm_last_error());
     dm_workspace_free(ws);
@@ -192,13 +194,15 @@ int cmd_run(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
     int ema = 0;
+    dm_backend backend = DM_BACKEND_CPU;
     dm_seg_options seg = dm_seg_options_ade20k();
     seg.mode = DM_SEG_WHOLE;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
-        {"stride", required_argument, 0, OPT_STRIDE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"stride", required_argument, 0, OPT_STRIDE}, {"backend", required_argument, 0, CLI_OPT_BACKEND},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, threads;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:o:t:h", opts, NULL)) != -1) {
@@ -221,6 +225,7 @@ int cmd_run(int argc, char **argv)
             break;
         case OPT_CROP: if (!cli_parse_size("--crop", optarg, &seg.crop_h, &seg.crop_w)) return 2; break;
         case OPT_STRIDE: if (!cli_parse_size("--stride", optarg, &seg.stride_h, &seg.stride_w)) return 2; break;
+        case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 'h': fputs(run_usage, stdout); return 0;
         default: fputs(run_usage, stderr); return 2;
         }
@@ -260,9 +265,9 @@ int cmd_run(int argc, char **argv)
     /* The mapped input may be unaligned; copy it. */
     if (!(input = malloc((size_t)x->nbytes))) { cli_error("out of memory"); goto done; }
     memcpy(input, x->data, x->nbytes);
-    int ok = cfg->det_classes ? run_detection(m, &in, in_path, input, n, h, w, &o)
-                              : run_forward(m, input, n, h, w, &o) &&
-                                    (!cfg->seg_classes || run_segmentation(m, input, n, h, w, &seg, &o));
+    int ok = cfg->det_classes ? run_detection(m, backend, &in, in_path, input, n, h, w, &o)
+                              : run_forward(m, backend, input, n, h, w, &o) &&
+                                    (!cfg->seg_classes || run_segmentation(m, backend, input, n, h, w, &seg, &o));
     if (!ok) goto done;
     if (dm_safetensors_write(out_path, o.t, o.count, NULL, 0) != DM_OK) {
         cli_error("%s", dm_last_error());

@@ -40,10 +40,10 @@ static const char segment_usage[] =
     "                       (classes present, largest share first), or {\"file\", \"error\"}\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     CLI_DTYPE_HELP("      ")
-    "      --backend B      cpu (default) or cuda\n"
+    CLI_BACKEND_HELP("      ")
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n";
 
-enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE, OPT_OVERLAY, OPT_BACKEND };
+enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE, OPT_OVERLAY };
 
 typedef struct segmenter {
     cli_segmenter run;
@@ -199,7 +199,7 @@ int cmd_segment(int argc, char **argv)
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
         {"stride", required_argument, 0, OPT_STRIDE}, {"overlay", no_argument, 0, OPT_OVERLAY},
         {"json", no_argument, 0, 'j'}, {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
-        {"backend", required_argument, 0, OPT_BACKEND}, {"quiet", no_argument, 0, 'q'},
+        {"backend", required_argument, 0, CLI_OPT_BACKEND}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:jt:qh", opts, NULL)) != -1) {
@@ -219,7 +219,7 @@ int cmd_segment(int argc, char **argv)
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
             break;
-        case OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &s.run.backend)) return 2; break;
+        case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &s.run.backend)) return 2; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(segment_usage, stdout); return 0;
         default: fputs(segment_usage, stderr); return 2;
