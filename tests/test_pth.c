@@ -429,20 +429,20 @@ static bytes read_fixture(const char *name)
     return b;
 }
 
-static size_t first_central_entry(const bytes *b)
-{
-    const unsigned char *eocd = b->p + b->n - 22;
-    ck_assert(eocd[0] == 'P' && eocd[1] == 'K' && eocd[2] == 5 && eocd[3] == 6);
-    size_t cd = (size_t)eocd[16] | (size_t)eocd[17] << 8 | (size_t)eocd[18] << 16 | (size_t)eocd[19] << 24;
-    ck_assert(memcmp(b->p + cd, "PK\1\2", 4) == 0);
-    return cd;
-}
-
 static uint64_t get_le(const unsigned char *p, int n)
 {
     uint64_t v = 0;
     for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
     return v;
+}
+
+static size_t first_central_entry(const bytes *b)
+{
+    const unsigned char *eocd = b->p + b->n - 22;
+    ck_assert(eocd[0] == 'P' && eocd[1] == 'K' && eocd[2] == 5 && eocd[3] == 6);
+    size_t cd = (size_t)get_le(eocd + 16, 4);
+    ck_assert(memcmp(b->p + cd, "PK\1\2", 4) == 0);
+    return cd;
 }
 
 /* Where a member's bytes start, found through the central directory, with
@@ -491,6 +491,7 @@ static void expect_damage_found(bytes *b, const char *name)
     ck_assert_msg(dm_pth_parse(b->p, b->n, 0, &f) == DM_OK, "%s", dm_last_error());
     dm_tensor_file_close(&f);
     member m = find_member(b, name);
+    ck_assert_uint_gt(m.size, 0);
     ck_assert_uint_eq(test_crc32(b->p + m.offset, m.size), m.crc);
     b->p[m.offset + m.size / 2] ^= 0x10;
     uint32_t damaged = test_crc32(b->p + m.offset, m.size);
