@@ -206,24 +206,39 @@ ls "$tmp" | grep -q '\.tmp' && fail "segment left temporary files"
 # --backend: the commands that run a model on a workspace of their own take
 # it and refuse what is not a backend, and cpu is the default.  Whether
 # cuda can run here, compare tells (it asks before loading anything): where
-# it cannot, each command fails naming the reason; where it can, run
+# it cannot, each command says why in one line before any work and exits
+# 1, printing no result or summary and writing no file; where it can, run
 # writes its outputs (the networks on the GPU are test_detect's and
 # test_seg's).
-for cmd in segment detect run; do
+for cmd in segment detect run bench; do
     "$damamba" help "$cmd" | grep -q -- "--backend B" || fail "$cmd --help does not list --backend"
     expect 2 "--backend expects cpu or cuda, got 'tpu'" "$damamba" "$cmd" --backend tpu
 done
 "$damamba" run -m "$micro_pth" --backend cpu -i "$tmp/micro_in.safetensors" -o "$tmp/cpu.safetensors" ||
     fail "run --backend cpu"
 cmp -s "$tmp/plain.safetensors" "$tmp/cpu.safetensors" || fail "run --backend cpu differs from run"
-no_cuda=$("$damamba" compare --synthetic 2>&1 >/dev/null | sed -n 's/^damamba: compare needs the CUDA backend: //p')
+no_cuda=$("$damamba" compare --synthetic 2>&1 >/dev/null | sed -n 's/^damamba: cuda backend: //p')
+# refused COMMAND...: exits 1 with the one line "cuda backend: REASON",
+# prints nothing on stdout and leaves $tmp/cuda empty.
+refused() {
+    "$@" >"$tmp/refused.out" 2>"$tmp/refused.err"
+    status=$?
+    [ "$status" -eq 1 ] || fail "$* exited $status, not 1"
+    [ "$(cat "$tmp/refused.err")" = "damamba: cuda backend: $no_cuda" ] || fail "$*: stderr is: $(cat "$tmp/refused.err")"
+    [ -s "$tmp/refused.out" ] && fail "$*: printed $(cat "$tmp/refused.out")"
+    [ -z "$(ls -A "$tmp/cuda")" ] || fail "$*: wrote $(ls -A "$tmp/cuda")"
+    rm -rf "$tmp/cuda" && mkdir "$tmp/cuda"
+}
 if [ -n "$no_cuda" ]; then
-    expect 1 "^damamba: cuda backend: $no_cuda" \
-        "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda.safetensors"
-    expect 1 "^damamba: cuda backend: $no_cuda" \
-        "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" --backend cuda "$golden/coffee.png"
-    expect 1 "^damamba: cuda backend: $no_cuda" \
-        "$damamba" segment -q -m "$seg_model" --backend cuda -o "$tmp" "$golden/seg_small.png"
+    mkdir "$tmp/cuda"
+    echo '{"images": [{"file_name": "coffee.png", "id": 1}]}' >"$tmp/coffee_ann.json"
+    refused "$damamba" compare --synthetic
+    refused "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda/run.safetensors"
+    refused "$damamba" segment -m "$seg_model" --backend cuda --overlay --json -o "$tmp/cuda" "$golden/seg_small.png"
+    refused "$damamba" detect -m "$golden/maskrcnn_micro.pth" --backend cuda --json --draw -o "$tmp/cuda/drawn" \
+        --coco-results "$tmp/cuda/results.json" --coco-annotations "$tmp/coffee_ann.json" "$golden/coffee.png"
+    refused "$damamba" bench --backend cuda -n 1
+    refused "$damamba" bench --task det --backend cuda -n 1
 else
     "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda.safetensors" ||
         fail "run --backend cuda"

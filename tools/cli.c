@@ -136,19 +136,45 @@ int cli_parse_precision(const char *option, const char *value)
 
 int cli_thread_count(void) { return cli_threads > 0 ? cli_threads : dm_threads(); }
 
-dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w)
+int cli_backend_usable(dm_backend backend)
+{
+    if (dm_backend_available(backend) == DM_OK) return 1;
+    cli_error("%s backend: %s", dm_backend_name(backend), dm_last_error());
+    return 0;
+}
+
+/* Put what failed before the library's reason: the new last error. */
+static dm_status prefix_error(dm_status st, const char *what)
+{
+    char reason[512];
+    snprintf(reason, sizeof reason, "%s", dm_last_error());
+    return dm_fail(st, "%s: %s", what, reason);
+}
+
+dm_workspace *cli_workspace_open(const dm_model *model, dm_backend backend, int n, int h, int w)
 {
     dm_workspace *ws;
-    if (dm_workspace_create_on(model, backend, n, h, w, &ws) != DM_OK) {
-        cli_error("%s backend: %s", dm_backend_name(backend), dm_last_error());
+    char what[32];
+    dm_status st = dm_workspace_create_on(model, backend, n, h, w, &ws);
+    if (st != DM_OK) {
+        snprintf(what, sizeof what, "%s backend", dm_backend_name(backend));
+        prefix_error(st, what);
         return NULL;
     }
     dm_workspace_set_threads(ws, cli_thread_count());
-    if (dm_workspace_set_precision(ws, cli_precision) != DM_OK) {
-        cli_error("--dtype %s: %s", dm_precision_name(cli_precision), dm_last_error());
+    if ((st = dm_workspace_set_precision(ws, cli_precision)) != DM_OK) {
+        snprintf(what, sizeof what, "--dtype %s", dm_precision_name(cli_precision));
+        prefix_error(st, what);
         dm_workspace_free(ws);
         return NULL;
     }
+    return ws;
+}
+
+dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w)
+{
+    dm_workspace *ws = cli_workspace_open(model, backend, n, h, w);
+    if (!ws) cli_error("%s", dm_last_error());
     return ws;
 }
 
@@ -630,11 +656,7 @@ dm_status cli_image_load(const char *path, int channels, dm_image *out)
         if (got <= 0) break;
         len += (size_t)got;
     }
-    if (st == DM_OK && (st = dm_image_load_memory(data, len, channels, out)) != DM_OK) {
-        char reason[512];
-        snprintf(reason, sizeof reason, "%s", dm_last_error());
-        dm_fail(st, "-: %s", reason);
-    }
+    if (st == DM_OK && (st = dm_image_load_memory(data, len, channels, out)) != DM_OK) prefix_error(st, "-");
     free(data);
     return st;
 }
@@ -818,7 +840,10 @@ int cli_segment_image(cli_segmenter *s, const char *path, const dm_image *img, i
         dm_workspace_free(s->ws);
         s->ws_h = h > s->ws_h ? h : s->ws_h;
         s->ws_w = w > s->ws_w ? w : s->ws_w;
-        if (!(s->ws = cli_workspace_create(s->model, s->backend, 1, s->ws_h, s->ws_w))) return 0;
+        if (!(s->ws = cli_workspace_open(s->model, s->backend, 1, s->ws_h, s->ws_w))) {
+            cli_error("%s: %s", path, dm_last_error());
+            return 0;
+        }
     }
     if (dm_segment_image(s->model, s->ws, img, &s->transform, &s->options, NULL, labels) != DM_OK) {
         cli_error("%s: %s", path, dm_last_error());

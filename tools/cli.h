@@ -40,6 +40,9 @@ int cli_parse_size(const char *option, const char *value, int *h, int *w);
 /* Parse a backend name ("cpu" or "cuda"), as for --backend; prints an error
  * and returns 0 on failure. */
 int cli_parse_backend(const char *option, const char *value, dm_backend *out);
+/* Whether the backend can run here (dm_backend_available), asked once
+ * before any work: when not, prints the library's reason and returns 0. */
+int cli_backend_usable(dm_backend backend);
 /* The --backend option's line of a command's help, aligned as
  * CLI_DTYPE_HELP(pad). */
 #define CLI_BACKEND_HELP(pad) "      --backend B" pad "cpu (default) or cuda (a build with -Dcuda=enabled)\n"
@@ -70,8 +73,11 @@ typedef enum cli_task { CLI_TASK_CLS, CLI_TASK_SEG, CLI_TASK_DET } cli_task;
 /* Parse --task; prints an error and returns 0 on failure. */
 int cli_parse_task(const char *value, cli_task *task);
 
-/* A workspace on a backend for n images of h x w; prints the error (for
- * CUDA: why it is not available) and returns NULL on failure. */
+/* A workspace on a backend for n images of h x w, with the command's
+ * threads and precision; NULL on failure, dm_last_error() saying why
+ * ("cuda backend: ...", "--dtype bf16: ..."). */
+dm_workspace *cli_workspace_open(const dm_model *model, dm_backend backend, int n, int h, int w);
+/* The same, printing the error on failure. */
 dm_workspace *cli_workspace_create(const dm_model *model, dm_backend backend, int n, int h, int w);
 /* ------------------------------------------------------------- labels */
 

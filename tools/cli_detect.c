@@ -49,8 +49,7 @@ const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, 
         dm_workspace_free(det->ws);
         det->ws_h = ph > det->ws_h ? ph : det->ws_h;
         det->ws_w = pw > det->ws_w ? pw : det->ws_w;
-        if (!(det->ws = cli_workspace_create(det->model, det->backend, 1, det->ws_h, det->ws_w)))
-            return "no workspace for the image";
+        if (!(det->ws = cli_workspace_open(det->model, det->backend, 1, det->ws_h, det->ws_w))) return dm_last_error();
     }
     if (!(input = malloc(sizeof(float) * 3 * ph * pw))) return "out of memory";
     dm_det_image im = {h, w, img->height, img->width, {sf[0], sf[1], sf[2], sf[3]}};

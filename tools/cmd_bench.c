@@ -223,6 +223,7 @@ int cmd_bench(int argc, char **argv)
         fputs(bench_usage, stderr);
         return 2;
     }
+    if (!cli_backend_usable(backend)) return 1;
     if (task == CLI_TASK_DET) return bench_detection(variant, runs, backend, profile);
     int seg = task == CLI_TASK_SEG;
     if (!size) size = seg ? 512 : 224;

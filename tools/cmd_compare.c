@@ -143,10 +143,7 @@ int cmd_compare(int argc, char **argv)
     }
     int h = model_path ? 224 : 28, w = h;
     if (size && !cli_parse_size("--size", size, &h, &w)) return 2;
-    if (dm_backend_available(DM_BACKEND_CUDA) != DM_OK) {
-        cli_error("compare needs the CUDA backend: %s", dm_last_error());
-        return 1;
-    }
+    if (!cli_backend_usable(DM_BACKEND_CUDA)) return 1;
 
     int rc = 1;
     dm_tensor_file in = {0};

@@ -257,6 +257,7 @@ int cmd_detect(int argc, char **argv)
     detect_opts o;
     int rc = parse_opts(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (!cli_backend_usable(o.backend)) return 1;
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);

@@ -235,6 +235,7 @@ int cmd_run(int argc, char **argv)
         return 2;
     }
     if (!cli_output_distinct(out_path, (const char *[]){in_path, model_path}, 2)) return 2;
+    if (!cli_backend_usable(backend)) return 1;
     dm_tensor_file in;
     if (dm_safetensors_open(in_path, &in) != DM_OK) {
         cli_error("%s", dm_last_error());

@@ -235,6 +235,7 @@ int cmd_segment(int argc, char **argv)
         cli_error("%s: not a directory", dir);
         return 2;
     }
+    if (!cli_backend_usable(s.run.backend)) return 1;
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
