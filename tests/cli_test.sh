@@ -246,6 +246,39 @@ else
         fail "run --backend cuda output shape"
 fi
 
+# One corrupt image of two: it is reported, the other's results are
+# written, the closing line counts the one that succeeded and the one that
+# failed, and the exit status is 1.
+mkdir "$tmp/pair" "$tmp/pair_out"
+cp "$golden/seg_small.png" "$tmp/pair/good.png"
+head -c 200 "$golden/seg_small.png" >"$tmp/pair/bad.png"
+# pair COMMAND VERB ARGS...: COMMAND over the pair as above.
+pair() {
+    cmd=$1 verb=$2
+    shift 2
+    "$damamba" "$cmd" "$@" "$tmp/pair/good.png" "$tmp/pair/bad.png" >"$tmp/pair.out" 2>"$tmp/pair.err"
+    status=$?
+    [ "$status" -eq 1 ] || fail "$cmd with a corrupt image exited $status, not 1"
+    grep -q "^damamba: $tmp/pair/bad.png: corrupt PNG" "$tmp/pair.err" || fail "$cmd: bad.png not reported: $(cat "$tmp/pair.err")"
+    grep -q "^$verb 1 image in [0-9.]* s ([0-9.]* images/s), 1 failed$" "$tmp/pair.err" ||
+        fail "$cmd: no '$verb 1 image ..., 1 failed' in: $(cat "$tmp/pair.err")"
+}
+pair segment segmented -m "$seg_model" --mode whole -o "$tmp/pair_out"
+[ "$(ls "$tmp/pair_out")" = "good_seg.png" ] || fail "segment of the pair wrote: $(ls "$tmp/pair_out")"
+pair detect detected -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/pair_out"
+grep -q "^$tmp/pair/good.png: [0-9]* objects\?$" "$tmp/pair.out" || fail "detect of the pair: $(cat "$tmp/pair.out")"
+[ -s "$tmp/pair_out/good.png" ] && [ ! -e "$tmp/pair_out/bad.png" ] || fail "detect of the pair drew: $(ls "$tmp/pair_out")"
+pair classify classified --json
+[ "$(grep -c '"top"' "$tmp/pair.out")" -eq 1 ] || fail "classify of the pair: $(cat "$tmp/pair.out")"
+pair features "extracted features of" -d "$tmp/pair_feats"
+[ "$(ls "$tmp/pair_feats")" = "good.safetensors" ] || fail "features of the pair wrote: $(ls "$tmp/pair_feats")"
+mkdir -p "$tmp/pair_eval/0" && cp "$tmp/pair/good.png" "$tmp/pair/bad.png" "$tmp/pair_eval/0/"
+"$damamba" eval "$tmp/pair_eval" >"$tmp/pair.out" 2>"$tmp/pair.err"
+[ $? -eq 1 ] || fail "eval with a corrupt image did not exit 1"
+grep -q "^evaluated 1 image in [0-9.]* s ([0-9.]* images/s), 1 failed$" "$tmp/pair.err" ||
+    fail "eval: no 'evaluated 1 image ..., 1 failed' in: $(cat "$tmp/pair.err")"
+tail -n 1 "$tmp/pair.out" | grep -q " n=1$" || fail "eval of the pair: $(cat "$tmp/pair.out")"
+
 # A scan map works on a segmentation model as on a classifier.
 "$damamba" scanmap -m "$seg_model" --stage 1 "$golden/seg_small.png" -o "$tmp/scan.png" && [ -s "$tmp/scan.png" ] ||
     fail "scanmap on a segmentation model"

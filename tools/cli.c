@@ -676,10 +676,11 @@ void cli_progress_start(cli_progress *p, size_t total, int quiet)
                         .start = now_seconds()};
 }
 
-void cli_progress_update(cli_progress *p, size_t done)
+void cli_progress_update(cli_progress *p, size_t done, size_t failed)
 {
     double t = now_seconds();
     p->done = done;
+    p->failed = failed;
     if (!p->enabled || (p->shown && t - p->last < 0.1)) return;
     p->last = t;
     double rate = t > p->start ? done / (t - p->start) : 0;
@@ -712,9 +713,12 @@ void cli_progress_end(cli_progress *p, const char *verb)
 {
     cli_progress_clear(p);
     double seconds = now_seconds() - p->start;
-    if (!p->quiet)
-        fprintf(stderr, "%s %zu image%s in %.2f s (%.1f images/s)\n", verb, p->done, p->done == 1 ? "" : "s",
-                seconds, seconds > 0 ? p->done / seconds : 0.0);
+    size_t succeeded = p->done - p->failed;
+    if (p->quiet) return;
+    fprintf(stderr, "%s %zu image%s in %.2f s (%.1f images/s)", verb, succeeded, succeeded == 1 ? "" : "s", seconds,
+            seconds > 0 ? succeeded / seconds : 0.0);
+    if (p->failed) fprintf(stderr, ", %zu failed", p->failed);
+    fputc('\n', stderr);
 }
 
 /* --------------------------------------------------------- classifying */

@@ -211,20 +211,22 @@ dm_status cli_image_load(const char *path, int channels, dm_image *out);
 
 typedef struct cli_progress {
     int enabled, quiet;
-    size_t total; /* 0: unknown */
-    size_t done;
+    size_t total;        /* 0: unknown */
+    size_t done, failed; /* images handled so far, and those of them that failed */
     double start, last;
-    int shown;    /* a bar is on the terminal's current line */
+    int shown;           /* a bar is on the terminal's current line */
 } cli_progress;
 
 /* A progress line on stderr (count, rate, ETA), only when stderr is a
  * terminal and not quiet. */
 void cli_progress_start(cli_progress *p, size_t total, int quiet);
-void cli_progress_update(cli_progress *p, size_t done);
+/* done images handled so far, failed of them included. */
+void cli_progress_update(cli_progress *p, size_t done, size_t failed);
 /* Erase the line before printing results, so they never mix with it. */
 void cli_progress_clear(cli_progress *p);
 /* Erase the line and, unless quiet, print "VERB N images in S s (R
- * images/s)" on stderr. */
+ * images/s)" on stderr, N and R counting the images that succeeded, and
+ * ", F failed" after it when some did. */
 void cli_progress_end(cli_progress *p, const char *verb);
 
 /* --------------------------------------------------------- classifying */

@@ -128,7 +128,7 @@ int cmd_classify(int argc, char **argv)
     float *probs = malloc(sizeof(float) * cls.classes);
     cli_progress progress;
     cli_progress_start(&progress, cli_source_total(&source), quiet);
-    size_t done = 0;
+    size_t done = 0, bad = 0;
     while (items && probs) {
         /* A batch is whatever input is at hand, up to its size: a list
          * arriving on standard input gets its answers as it goes. */
@@ -141,7 +141,7 @@ int cmd_classify(int argc, char **argv)
         for (int i = 0; ran && i < n; i++) {
             print_result(items[i].path, cls.errors[i], cls.logits + (size_t)i * cls.classes, cls.classes, top,
                          m, probs, json);
-            failed |= cls.errors[i] != NULL;
+            bad += cls.errors[i] != NULL;
         }
         fflush(stdout);
         for (int i = 0; i < n; i++) free((char *)items[i].path);
@@ -149,9 +149,10 @@ int cmd_classify(int argc, char **argv)
             failed = 1;
             break;
         }
-        cli_progress_update(&progress, done += (size_t)n);
+        cli_progress_update(&progress, done += (size_t)n, bad);
     }
     cli_progress_end(&progress, "classified");
+    failed |= bad > 0;
     if (!items || !probs) {
         cli_error("out of memory");
         failed = 1;

@@ -294,7 +294,7 @@ int cmd_detect(int argc, char **argv)
         }
         fputs("[", results);
     }
-    size_t written = 0;
+    size_t written = 0, bad = 0;
     cli_progress progress;
     cli_progress_start(&progress, files.count, o.quiet);
     for (size_t f = 0; f < files.count; f++) {
@@ -317,13 +317,13 @@ int cmd_detect(int argc, char **argv)
                 dm_json_write_string(stdout, error);
                 fputs("}\n", stdout);
             }
-            failed = 1;
+            bad++;
         } else {
             if (o.json) print_json(path, &d, &labels);
             else print_text(path, &d, &labels);
             char out[4096];
             if (o.draw && (!drawing_path(o.out_dir, path, out, sizeof out) || !draw_detections(out, &img, &d, &labels)))
-                failed = 1;
+                bad++;
             for (int i = 0; results && i < d.count; i++) {
                 fprintf(results, "%s\n{\"image_id\": %lld, ", written++ ? "," : "", (long long)image_id);
                 write_detection(results, &d, i, &labels);
@@ -333,7 +333,7 @@ int cmd_detect(int argc, char **argv)
         fflush(stdout);
         dm_detections_free(&d);
         dm_image_free(&img);
-        cli_progress_update(&progress, f + 1);
+        cli_progress_update(&progress, f + 1, bad);
     }
     cli_progress_end(&progress, "detected");
     if (results) {
@@ -346,7 +346,7 @@ int cmd_detect(int argc, char **argv)
             goto done;
         }
     }
-    rc = failed ? 1 : 0;
+    rc = failed || bad ? 1 : 0;
 done:
     if (results) {
         fclose(results);

@@ -334,7 +334,7 @@ int cmd_eval(int argc, char **argv)
     int64_t *labels = calloc((size_t)batch, sizeof(int64_t));
     size_t image_bytes = d.images ? (size_t)(d.images->numel / d.images->shape[0]) : 0;
     uint8_t *scratch = malloc(image_bytes * batch + 1);
-    size_t counted = 0, top1 = 0, top5 = 0;
+    size_t counted = 0, bad = 0, top1 = 0, top5 = 0;
     /* Per class: images, top-1 hits, top-5 hits. */
     size_t *per = per_class ? calloc((size_t)cls.classes * 3, sizeof(size_t)) : NULL;
     int failed = !items || !labels || !scratch || (per_class && !per), k = cls.classes < 5 ? cls.classes : 5;
@@ -352,7 +352,7 @@ int cmd_eval(int argc, char **argv)
             if (cls.errors[i]) {
                 cli_progress_clear(&progress);
                 cli_error("%s", cls.errors[i]);
-                failed = 1;
+                bad++;
                 continue;
             }
             int index[5];
@@ -369,9 +369,10 @@ int cmd_eval(int argc, char **argv)
                 row[2] += hit5;
             }
         }
-        cli_progress_update(&progress, start + (size_t)n);
+        cli_progress_update(&progress, start + (size_t)n, bad);
     }
     cli_progress_end(&progress, "evaluated");
+    failed |= bad > 0;
     for (int c = 0; per && c < cls.classes; c++) {
         const size_t *row = per + 3 * c;
         char buf[32];

@@ -215,7 +215,7 @@ int cli_eval_detection(const char *model_path, const char *annotations, const ch
         }
         dm_detections_free(&d);
         dm_image_free(&img);
-        cli_progress_update(&progress, i + 1);
+        cli_progress_update(&progress, i + 1, i + 1 - evaluated);
     }
     cli_progress_end(&progress, "detected");
     /* detections' areas: their boxes' for boxes, their masks' for masks */

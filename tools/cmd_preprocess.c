@@ -328,21 +328,19 @@ static int extract_all(const image_args *a, const dm_model *m, const dm_preproce
     feature_ws fw = {0};
     cli_progress progress;
     cli_progress_start(&progress, cli_source_total(&source), a->quiet);
-    int failed = 0, h, w;
-    size_t done = 0;
+    int h, w;
+    size_t done = 0, bad = 0;
     for (char *image; (image = cli_source_next(&source)); free(image)) {
         char *out = output_path(a->output_dir, image, &taken);
         cli_progress_clear(&progress);
         float *input = out ? cli_load_image(image, prep, &h, &w) : NULL;
-        int ok = input && extract(m, &fw, input, h, w, out, image);
-        failed |= !ok;
-        done += ok;
+        bad += !(input && extract(m, &fw, input, h, w, out, image));
         free(input);
         free(out);
-        cli_progress_update(&progress, done);
+        cli_progress_update(&progress, ++done, bad);
     }
     cli_progress_end(&progress, "extracted features of");
-    failed |= source.failed;
+    int failed = bad || source.failed;
     dm_workspace_free(fw.ws);
     cli_files_free(&taken);
     cli_source_free(&source);

@@ -249,9 +249,10 @@ int cmd_segment(int argc, char **argv)
         load_palette(&s);
         cli_progress progress;
         cli_progress_start(&progress, files.count, quiet);
+        size_t bad = 0;
         for (size_t i = 0; i < files.count; i++) {
             if (!segment_file(&s, files.paths[i], dir, overlay, json)) {
-                failed = 1;
+                bad++;
                 if (json) {
                     fputs("{\"file\": ", stdout);
                     dm_json_write_string(stdout, files.paths[i]);
@@ -261,13 +262,13 @@ int cmd_segment(int argc, char **argv)
                 }
             }
             fflush(stdout);
-            cli_progress_update(&progress, i + 1);
+            cli_progress_update(&progress, i + 1, bad);
         }
         cli_progress_end(&progress, "segmented");
         cli_segmenter_free(&s.run);
         dm_model_free(m);
         cli_files_free(&files);
-        return failed ? 1 : 0;
+        return failed || bad ? 1 : 0;
     }
     dm_model_free(m);
     cli_files_free(&files);

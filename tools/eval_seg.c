@@ -165,7 +165,7 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
         /* a bad image is reported and left out; the others still count */
         if (eval_image(&seg, root, files.paths[i], reduce_zero_label, &t)) counted++;
         else bad++;
-        cli_progress_update(&progress, i + 1);
+        cli_progress_update(&progress, i + 1, bad);
     }
     cli_progress_end(&progress, "evaluated");
     if (!failed) print_metrics(&t, m, per_class, counted);
