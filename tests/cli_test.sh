@@ -210,7 +210,7 @@ ls "$tmp" | grep -q '\.tmp' && fail "segment left temporary files"
 # 1, printing no result or summary and writing no file; where it can, run
 # writes its outputs (the networks on the GPU are test_detect's and
 # test_seg's).
-for cmd in segment detect run bench; do
+for cmd in segment detect run eval bench; do
     "$damamba" help "$cmd" | grep -q -- "--backend B" || fail "$cmd --help does not list --backend"
     expect 2 "--backend expects cpu or cuda, got 'tpu'" "$damamba" "$cmd" --backend tpu
 done
@@ -237,6 +237,10 @@ if [ -n "$no_cuda" ]; then
     refused "$damamba" segment -m "$seg_model" --backend cuda --overlay --json -o "$tmp/cuda" "$golden/seg_small.png"
     refused "$damamba" detect -m "$golden/maskrcnn_micro.pth" --backend cuda --json --draw -o "$tmp/cuda/drawn" \
         --coco-results "$tmp/cuda/results.json" --coco-annotations "$tmp/coffee_ann.json" "$golden/coffee.png"
+    refused "$damamba" eval --backend cuda "$fmnist"
+    refused "$damamba" eval --task seg -m "$seg_model" --backend cuda "$golden/../fixtures/seg_eval"
+    refused "$damamba" eval --task det -m "$golden/maskrcnn_micro.pth" --backend cuda \
+        --coco-annotations "$tmp/coffee_ann.json" "$golden"
     refused "$damamba" bench --backend cuda -n 1
     refused "$damamba" bench --task det --backend cuda -n 1
 else
@@ -305,6 +309,8 @@ head -c 600 "$tmp/run.safetensors" | grep -q '"seg_pred":{"dtype":"I64","shape":
 seg_eval="$golden/../fixtures/seg_eval"
 got=$("$damamba" eval --task seg -q -m "$seg_model" "$seg_eval" | tail -n 1)
 [ "$got" = "$(sed -n 1p "$seg_eval/expected.txt")" ] || fail "eval --task seg: '$got'"
+got=$("$damamba" eval --task seg -q --backend cpu -m "$seg_model" "$seg_eval" | tail -n 1)
+[ "$got" = "$(sed -n 1p "$seg_eval/expected.txt")" ] || fail "eval --task seg --backend cpu: '$got'"
 got=$("$damamba" eval --task seg -q --no-reduce-zero-label -m "$seg_model" "$seg_eval" | tail -n 1)
 [ "$got" = "$(sed -n 2p "$seg_eval/expected.txt")" ] || fail "eval --task seg --no-reduce-zero-label: '$got'"
 "$damamba" eval --task seg -q --per-class -m "$seg_model" "$seg_eval" | grep -q "^7 *bed *0.5365" ||

@@ -731,9 +731,10 @@ int cli_fixed_input_size(const dm_preprocess *prep, int *h, int *w)
     return *h >= 1 && *w >= 1;
 }
 
-int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_preprocess *prep, int batch)
+int cli_classifier_init(cli_classifier *c, const dm_model *model, dm_backend backend, const dm_preprocess *prep,
+                        int batch)
 {
-    *c = (cli_classifier){.model = model, .prep = *prep, .batch = batch};
+    *c = (cli_classifier){.model = model, .backend = backend, .prep = *prep, .batch = batch};
     c->classes = dm_model_config(model)->num_classes;
     if (!c->classes) {
         cli_error("the model has no classification head");
@@ -792,7 +793,7 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
     if (!ok) return 1;
     /* The workspace is made when first needed: a batch of failures costs no
      * memory for activations. */
-    if (!c->ws && !(c->ws = cli_workspace_create(c->model, DM_BACKEND_CPU, c->batch, c->h, c->w))) return 0;
+    if (!c->ws && !(c->ws = cli_workspace_create(c->model, c->backend, c->batch, c->h, c->w))) return 0;
     dm_outputs out = {.size = sizeof(dm_outputs), .logits = c->logits};
     if (dm_forward(c->model, c->ws, c->input, ok, c->h, c->w, &out) != DM_OK) {
         cli_error("%s", dm_last_error());

@@ -241,6 +241,7 @@ typedef struct cli_item {
  * forward pass per batch. */
 typedef struct cli_classifier {
     const dm_model *model;
+    dm_backend backend;
     dm_workspace *ws;
     dm_preprocess prep;
     int batch, h, w, classes;
@@ -249,7 +250,8 @@ typedef struct cli_classifier {
 } cli_classifier;
 
 /* Prints the error and returns 0 on failure. */
-int cli_classifier_init(cli_classifier *c, const dm_model *model, const dm_preprocess *prep, int batch);
+int cli_classifier_init(cli_classifier *c, const dm_model *model, dm_backend backend, const dm_preprocess *prep,
+                        int batch);
 
 /* Classify n <= batch items: afterwards c->logits + i * classes holds item
  * i's logits unless c->errors[i] says why it failed.  Returns 0 when the
@@ -288,8 +290,8 @@ const char *cli_path_stem(const char *path, int *len);
 
 /* eval --task seg over ROOT/images/validation and ROOT/annotations/
  * validation; prints the metrics; returns the exit status. */
-int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label,
-                 int per_class, int quiet);
+int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const dm_seg_options *o,
+                 int reduce_zero_label, int per_class, int quiet);
 
 /* Commands */
 /* ------------------------------------------------------------ detection */
@@ -337,7 +339,8 @@ void cli_coco_images_free(cli_coco_image *images, size_t count);
 
 /* `damamba eval --task det`: box and mask AP over the images of the
  * annotation file found in dir; returns the exit status. */
-int cli_eval_detection(const char *model_path, const char *annotations, const char *dir, float score_thr, int quiet);
+int cli_eval_detection(const char *model_path, dm_backend backend, const char *annotations, const char *dir,
+                       float score_thr, int quiet);
 
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);

@@ -118,7 +118,8 @@ int cmd_classify(int argc, char **argv)
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
     int usage = 0;
-    if (!m || (usage = cli_preprocess_settings(m, &popts, &prep)) || !cli_classifier_init(&cls, m, &prep, batch)) {
+    if (!m || (usage = cli_preprocess_settings(m, &popts, &prep)) ||
+        !cli_classifier_init(&cls, m, DM_BACKEND_CPU, &prep, batch)) {
         dm_model_free(m);
         cli_source_free(&source);
         return usage ? usage : 1;

@@ -13,10 +13,12 @@
 
 
 static const char eval_usage[] =
-    "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--per-class] [--quiet] DATA\n"
+    "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--backend cpu|cuda] [--per-class]\n"
+    "                    [--quiet] DATA\n"
     "       damamba eval --task seg -m MODEL [--mode whole|slide|aug] [--per-class]\n"
-    "                    [--no-reduce-zero-label] [-t THREADS] [--quiet] DATASET\n"
-    "       damamba eval --task det -m MODEL --coco-annotations FILE [-t THREADS] IMAGES_DIR\n"
+    "                    [--no-reduce-zero-label] [-t THREADS] [--backend cpu|cuda] [--quiet] DATASET\n"
+    "       damamba eval --task det -m MODEL --coco-annotations FILE [-t THREADS]\n"
+    "                    [--backend cpu|cuda] IMAGES_DIR\n"
     "\n"
     "Measures top-1 and top-5 accuracy of the model on DATA, either\n"
     "  - a folder with one sub-folder of images per class: when every\n"
@@ -47,6 +49,7 @@ static const char eval_usage[] =
     "  -b, --batch N        images per forward pass (default 256)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     CLI_DTYPE_HELP("      ")
+    CLI_BACKEND_HELP("      ")
     "      --per-class      also the accuracy of each class: index, images, top-1,\n"
     "                       top-5 and name, one line each, before the last line;\n"
     "                       seg: each class's IoU and accuracy\n"
@@ -268,6 +271,7 @@ int cmd_eval(int argc, char **argv)
     int ema = 0;
     int batch = 256, quiet = 0, per_class = 0, threads, c, reduce_zero_label = 1;
     cli_task task = CLI_TASK_CLS;
+    dm_backend backend = DM_BACKEND_CPU;
     dm_seg_options seg_options = dm_seg_options_ade20k();
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
@@ -275,6 +279,7 @@ int cmd_eval(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"quiet", no_argument, 0, 'q'},
         {"task", required_argument, 0, OPT_TASK}, {"mode", required_argument, 0, OPT_MODE},
         {"coco-annotations", required_argument, 0, OPT_COCO_ANNOTATIONS},
+        {"backend", required_argument, 0, CLI_OPT_BACKEND},
         {"per-class", no_argument, 0, OPT_PER_CLASS}, {"no-reduce-zero-label", no_argument, 0, OPT_NO_REDUCE},
         {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
     optind = 1;
@@ -294,6 +299,7 @@ int cmd_eval(int argc, char **argv)
         case OPT_PER_CLASS: per_class = 1; break;
         case OPT_NO_REDUCE: reduce_zero_label = 0; break;
         case OPT_COCO_ANNOTATIONS: annotations = optarg; break;
+        case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 'h': fputs(eval_usage, stdout); return 0;
         default: {
             int taken = cli_preprocess_opt(&popts, c, optarg);
@@ -308,11 +314,12 @@ int cmd_eval(int argc, char **argv)
         fputs(eval_usage, stderr);
         return 2;
     }
+    if (!cli_backend_usable(backend)) return 1;
     const char *data = argv[optind];
-    if (det) return cli_eval_detection(model_path, annotations, data, 0.05f, quiet);
+    if (det) return cli_eval_detection(model_path, backend, annotations, data, 0.05f, quiet);
     if (task == CLI_TASK_SEG) {
         dm_model *m = cli_load_model(model_path, ema);
-        int rc = m ? cli_eval_seg(m, data, &seg_options, reduce_zero_label, per_class, quiet) : 1;
+        int rc = m ? cli_eval_seg(m, backend, data, &seg_options, reduce_zero_label, per_class, quiet) : 1;
         dm_model_free(m);
         return rc;
     }
@@ -325,7 +332,7 @@ int cmd_eval(int argc, char **argv)
     cli_classifier cls = {0};
     int usage = 0;
     if (!m || (d.folders.count && !map_folders(&d, m)) || !check_labels(&d, data, dm_model_config(m)->num_classes) ||
-        (usage = cli_preprocess_settings(m, &popts, &prep)) || !cli_classifier_init(&cls, m, &prep, batch)) {
+        (usage = cli_preprocess_settings(m, &popts, &prep)) || !cli_classifier_init(&cls, m, backend, &prep, batch)) {
         dm_model_free(m);
         close_dataset(&d);
         return usage ? usage : 1;

@@ -154,9 +154,10 @@ static void print_stats(const char *what, const coco_stats *s)
            s->ap75, s->ap_small, s->ap_medium, s->ap_large, s->ar100);
 }
 
-int cli_eval_detection(const char *model_path, const char *annotations, const char *dir, float score_thr, int quiet)
+int cli_eval_detection(const char *model_path, dm_backend backend, const char *annotations, const char *dir,
+                       float score_thr, int quiet)
 {
-    cli_detector det = {0};
+    cli_detector det = {.backend = backend};
     cli_det_classes labels = {0};
     cli_coco_image *images = NULL;
     size_t nimages = 0, evaluated = 0;

@@ -138,8 +138,8 @@ done:
     return ok;
 }
 
-int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, int reduce_zero_label, int per_class,
-                 int quiet)
+int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const dm_seg_options *o,
+                 int reduce_zero_label, int per_class, int quiet)
 {
     int K = dm_model_config(m)->seg_classes, failed = 0;
     if (K == 0) {
@@ -157,7 +157,7 @@ int cli_eval_seg(const dm_model *m, const char *root, const dm_seg_options *o, i
                !cli_files_add(&files, dir)) {
         failed = 1;
     }
-    cli_segmenter seg = {.model = m, .transform = dm_mm_transform_ade20k(), .options = *o};
+    cli_segmenter seg = {.model = m, .backend = backend, .transform = dm_mm_transform_ade20k(), .options = *o};
     size_t counted = 0, bad = 0;
     cli_progress progress;
     cli_progress_start(&progress, failed ? 0 : files.count, quiet);
