@@ -1,8 +1,8 @@
 /* bench_kernels.c - single-thread speed of each kernel under each
  * instruction set this machine runs, on DAMamba-T's first-stage shapes
  * (56 x 56 pixels, 80 channels, ConvFFN hidden 320), and of the matrix
- * product of the ConvFFN's first layer: OpenBLAS's sgemm and each native
- * half-precision kernel this CPU runs.
+ * product of the ConvFFN's first layer: the gemm kernels, OpenBLAS's sgemm
+ * and each native half-precision kernel this CPU runs.
  *
  * usage: bench_kernels [REPEATS]
  * Prints the best time per call and the throughput in each kernel's unit. */
@@ -40,6 +40,7 @@ static float *filled(size_t n, float lo, float hi, unsigned seed)
 
 typedef struct inputs {
     float *x, *y, *hid, *hid2, *w9, *w9f, *bias, *gamma, *off, *delta, *bc, *a, *d, *h, *decay, *pooled;
+    float *packed; /* hid's first F x C as the ConvFFN's first weight, packed */
 } inputs;
 
 static int repeats;
@@ -179,6 +180,16 @@ static void bench_round_half(const dm_kernels *k, inputs *in)
     measure("round bf16 320ch", call_round_half, k, in, (double)P * F, "Gelem/s");
 }
 
+/* The ConvFFN's first product with its bias and GELU. */
+static void call_gemm(const dm_kernels *k, inputs *in)
+{
+    k->gemm(P, C, in->x, C, in->packed, 0, F, 0.0f, in->bias, DM_ACT_GELU, in->hid2, F);
+}
+static void bench_gemm(const dm_kernels *k, inputs *in)
+{
+    measure("gemm+gelu 3136x320x80", call_gemm, k, in, 2.0 * P * F * C, "GFLOP/s");
+}
+
 /* The ConvFFN's first product, P x C by C x F: sgemm, and each native
  * half-precision kernel with its rounding of A included (its weight is
  * laid out once, at load time). */
@@ -238,6 +249,8 @@ int main(int argc, char **argv)
         .a = filled(C, -2, -0.1f, 12), .d = filled(C, -1, 1, 13), .h = filled(C, 0, 0, 14),
         .decay = filled((size_t)P * C, 0, 1, 15), .pooled = filled(36 * C, 0, 0, 16),
     };
+    in.packed = filled(dm_packed_floats(F, C), 0, 0, 17);
+    dm_pack_panels(in.hid, F, C, in.packed);
     static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
     printf("%-22s %-11s %10s %14s\n", "kernel", "isa", "us/call", "throughput");
     /* every kernel of the list, under every table this machine runs; a

@@ -33,24 +33,18 @@ void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, cons
 
 size_t dm_half_panels_bytes(size_t N, size_t k_padded)
 {
-    size_t panels = (N + DM_HALF_PANEL - 1) / DM_HALF_PANEL;
-    return panels * k_padded * DM_HALF_PANEL * sizeof(uint16_t);
+    return dm_panel_count(N) * DM_PANEL * k_padded * sizeof(uint16_t);
 }
 
 void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, size_t group, dm_precision precision,
                          uint16_t *packed)
 {
-    size_t panels = (N + DM_HALF_PANEL - 1) / DM_HALF_PANEL;
-    /* W read row by row; each column's values land group * DM_HALF_PANEL
-     * apart, by groups of `group` */
-    for (size_t n = 0; n < panels * DM_HALF_PANEL; n++) {
-        uint16_t *column = packed + (n / DM_HALF_PANEL) * k_padded * DM_HALF_PANEL + n % DM_HALF_PANEL * group;
+    for (size_t n = 0; n < dm_panel_count(N) * DM_PANEL; n++)
         for (size_t k = 0; k < k_padded; k++) {
             float w = n < N && k < K ? W[n * K + k] : 0.0f;
-            column[k / group * DM_HALF_PANEL * group + k % group] =
+            packed[dm_panel_index(n, k, k_padded, group)] =
                 precision == DM_PRECISION_F16 ? dm_f32_to_f16(w) : dm_f32_to_bf16(w);
         }
-    }
 }
 
 #if defined(__x86_64__)

@@ -6,19 +6,17 @@
  * W rounded to the precision (round_half, kernels.h).  Each kernel lays W
  * out once, when a workspace first meets it, and the rows of A it
  * multiplies per band, as its instructions want them; the CPU backend cuts
- * the product into tiles of rows and of DM_HALF_PANEL-aligned columns.
+ * the product into tiles of rows and of DM_PANEL-aligned columns.
  * Where the CPU has none of these instructions the backend multiplies the
  * rounded values in float32 instead (see dm_precision_kernel). */
 #ifndef DM_HALF_GEMM_H
 #define DM_HALF_GEMM_H
 
 #include "damamba.h"
+#include "kernels.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-/* Column tiles of a product start at multiples of this. */
-#define DM_HALF_PANEL 16
 
 typedef struct dm_half_gemm {
     const char *name; /* what dm_precision_kernel reports */
@@ -34,7 +32,7 @@ typedef struct dm_half_gemm {
     void (*pack_rows)(const float *A, size_t lda, size_t rows, size_t K, void *packed);
     /* C[r][n] = beta * C[r][n] + sum over k of A[r][k] * W[n][k], for r <
      * rows and n0 <= n < n1, from packed rows and a packed weight of N
-     * columns; n0 is a multiple of DM_HALF_PANEL; beta is 0 (C is then not
+     * columns; n0 is a multiple of DM_PANEL; beta is 0 (C is then not
      * read) or 1; C's rows are ldc floats apart. */
     void (*gemm)(size_t rows, size_t K, const void *rows_packed, const void *weight, size_t N, size_t n0, size_t n1,
                  float beta, float *C, size_t ldc);
@@ -58,13 +56,9 @@ void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, cons
 /* ------------------------------------------------- for the kernels' files */
 
 /* Weight layout every native kernel uses: W [N][K] rounded to the precision
- * (as round_half rounds) and stored as its 16-bit values, in panels of
- * DM_HALF_PANEL columns.  A panel holds k_padded / group groups of `group`
- * consecutive k; within a group, column after column, each column's
- * `group` values: W[n][k] is at
- *     ((p * (k_padded / group) + k / group) * DM_HALF_PANEL + n % DM_HALF_PANEL) * group + k % group
- * with p = n / DM_HALF_PANEL.  Columns past N and k past K hold zeros, so
- * padded products add nothing.  k_padded is a multiple of group. */
+ * (as round_half rounds) and stored as its 16-bit values, packed in panels
+ * (kernels.h's dm_panel_index) by groups of `group` consecutive k, K
+ * padded to k_padded, a multiple of group. */
 size_t dm_half_panels_bytes(size_t N, size_t k_padded);
 void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, size_t group, dm_precision precision,
                          uint16_t *packed);

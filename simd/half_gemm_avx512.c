@@ -37,7 +37,7 @@ static inline void store_halves(uint16_t *dst, vf v)
  * 16 accumulators, and per pair two weight loads and 8 broadcasts. */
 #define BLOCK_ROWS 8
 
-_Static_assert(DM_HALF_PANEL == 16, "a panel is one register of 16 floats");
+_Static_assert(DM_PANEL == 16, "a panel is one register of 16 floats");
 
 /* Rows r < rows, columns [0, cols) (cols <= 16 * panels) of the block of
  * C at c, from packed rows a (row_halves apart) and the panels at w (the
@@ -62,9 +62,9 @@ static inline __attribute__((always_inline)) void block(size_t rows, size_t pane
     }
     for (size_t r = 0; r < rows; r++)
         for (size_t p = 0; p < panels; p++) {
-            size_t n = cols - p * DM_HALF_PANEL < DM_HALF_PANEL ? cols - p * DM_HALF_PANEL : DM_HALF_PANEL;
+            size_t n = cols - p * DM_PANEL < DM_PANEL ? cols - p * DM_PANEL : DM_PANEL;
             __mmask16 lanes = (__mmask16)((1u << n) - 1);
-            float *dst = c + r * ldc + p * DM_HALF_PANEL;
+            float *dst = c + r * ldc + p * DM_PANEL;
             __m512 sum = acc[r][p];
             if (beta != 0.0f) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, dst), sum);
             _mm512_mask_storeu_ps(dst, lanes, sum);
@@ -102,11 +102,11 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
     (void)N; /* a panel's place depends on K alone */
     size_t pairs = k_padded(K) / 2, row_halves = row_bytes(K) / sizeof(uint16_t);
     const __m512i *panels = weight;
-    for (size_t n = n0; n < n1; n += 2 * DM_HALF_PANEL) {
-        size_t cols = n1 - n < 2 * DM_HALF_PANEL ? n1 - n : 2 * DM_HALF_PANEL;
-        const __m512i *w = panels + n / DM_HALF_PANEL * pairs;
+    for (size_t n = n0; n < n1; n += 2 * DM_PANEL) {
+        size_t cols = n1 - n < 2 * DM_PANEL ? n1 - n : 2 * DM_PANEL;
+        const __m512i *w = panels + n / DM_PANEL * pairs;
         for (size_t r = 0; r < rows; r += BLOCK_ROWS)
-            block_rows(rows - r < BLOCK_ROWS ? rows - r : BLOCK_ROWS, cols > DM_HALF_PANEL ? 2 : 1, pairs,
+            block_rows(rows - r < BLOCK_ROWS ? rows - r : BLOCK_ROWS, cols > DM_PANEL ? 2 : 1, pairs,
                        (const uint16_t *)rows_packed + r * row_halves, row_halves, w, beta, C + r * ldc + n, ldc,
                        cols);
     }

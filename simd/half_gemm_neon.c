@@ -107,17 +107,17 @@ static inline void store_halves(uint16_t *dst, vf v)
 /* Rows of a register block: 16 accumulators, 4 rows and 2-4 weights. */
 #define BLOCK_ROWS 4
 
-_Static_assert(DM_HALF_PANEL == 16, "a panel is four registers of 4 floats");
+_Static_assert(DM_PANEL == 16, "a panel is four registers of 4 floats");
 
 /* 16 sums of a row into C's columns [0, cols) at c. */
 static inline void store_row(float *c, const float32x4_t acc[4], size_t cols, float beta)
 {
-    if (cols == DM_HALF_PANEL) {
+    if (cols == DM_PANEL) {
         for (int i = 0; i < 4; i++)
             vst1q_f32(c + 4 * i, beta != 0.0f ? vaddq_f32(vld1q_f32(c + 4 * i), acc[i]) : acc[i]);
         return;
     }
-    float sums[DM_HALF_PANEL];
+    float sums[DM_PANEL];
     for (int i = 0; i < 4; i++) vst1q_f32(sums + 4 * i, acc[i]);
     for (size_t j = 0; j < cols; j++) c[j] = beta != 0.0f ? c[j] + sums[j] : sums[j];
 }
@@ -146,10 +146,10 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
                  float beta, float *C, size_t ldc)
 {
     (void)N; /* a panel's place depends on K alone */
-    size_t row_halves = row_bytes(K) / sizeof(uint16_t), panel_halves = k_padded(K) * DM_HALF_PANEL;
-    for (size_t n = n0; n < n1; n += DM_HALF_PANEL) {
-        size_t cols = n1 - n < DM_HALF_PANEL ? n1 - n : DM_HALF_PANEL;
-        const uint16_t *w = (const uint16_t *)weight + n / DM_HALF_PANEL * panel_halves;
+    size_t row_halves = row_bytes(K) / sizeof(uint16_t), panel_halves = k_padded(K) * DM_PANEL;
+    for (size_t n = n0; n < n1; n += DM_PANEL) {
+        size_t cols = n1 - n < DM_PANEL ? n1 - n : DM_PANEL;
+        const uint16_t *w = (const uint16_t *)weight + n / DM_PANEL * panel_halves;
         for (size_t r = 0; r < rows; r += BLOCK_ROWS) {
             const uint16_t *a = (const uint16_t *)rows_packed + r * row_halves;
             float *c = C + r * ldc + n;

@@ -286,6 +286,111 @@ static void round_half_simd(const float *x, float *y, size_t count, dm_precision
     }
 }
 
+/* ------------------------------------------------------------------ gemm */
+
+/* The register block: BLOCK_ROWS rows of C by BLOCK_VECS vectors, as many
+ * rows as the registers hold besides one vector of W per column vector and
+ * one broadcast of A (AVX2 6 x 16, AVX-512 14 x 32, NEON 6 x 16 floats).
+ * Each k then costs BLOCK_VECS loads and BLOCK_ROWS broadcasts for
+ * BLOCK_ROWS * BLOCK_VECS multiply-adds. */
+#define PANEL_VECS (DM_PANEL / VL > 0 ? DM_PANEL / VL : 1)
+#define BLOCK_VECS (PANEL_VECS > 1 ? PANEL_VECS : 2)
+#define BLOCK_ROWS ((VREGS - BLOCK_VECS - 1) / BLOCK_VECS)
+#define BLOCK_COLS (BLOCK_VECS * VL)
+/* k per pass over a block's columns: their weights (16 KiB) stay in the
+ * first-level cache while the rows of A pass under them. */
+#define K_STEP (4096 / BLOCK_COLS)
+
+_Static_assert(DM_PANEL % VL == 0 || VL % DM_PANEL == 0, "panels are whole vectors");
+_Static_assert(BLOCK_ROWS <= 14, "gemm_block_rows has cases up to 14");
+
+/* rows x vecs of C at c (cols columns of it) over k in [0, ks): w holds the
+ * block's panels (panel_stride floats apart) from the step's first k, a
+ * the rows' values from it.  The step's sums start from 0 and are added to
+ * beta * C (the first step of a product; later ones pass beta 1), which
+ * keeps the rounding error of a long sum near that of one step's; the
+ * last step applies bias and act. */
+static inline __attribute__((always_inline)) void gemm_block(size_t rows, size_t vecs, size_t ks, const float *a,
+                                                             size_t lda, const float *w, size_t panel_stride,
+                                                             float beta, const float *bias, dm_act act, float *c,
+                                                             size_t ldc, size_t cols)
+{
+    vf acc[BLOCK_ROWS][BLOCK_VECS];
+    size_t lanes[BLOCK_VECS];
+    for (size_t j = 0; j < vecs; j++) lanes[j] = cols > j * VL ? lanes_left(cols, j * VL) : 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < vecs; j++) acc[r][j] = vset1(0.0f);
+    const float *wj[BLOCK_VECS];
+    for (size_t j = 0; j < vecs; j++) wj[j] = w + j * VL / DM_PANEL * panel_stride + j * VL % DM_PANEL;
+    for (size_t k = 0; k < ks; k++) {
+        vf b[BLOCK_VECS];
+        for (size_t j = 0; j < vecs; j++) b[j] = vload(wj[j] + k * DM_PANEL);
+        for (size_t r = 0; r < rows; r++) {
+            vf ar = vset1(a[r * lda + k]);
+            for (size_t j = 0; j < vecs; j++) acc[r][j] = vfma(ar, b[j], acc[r][j]);
+        }
+    }
+    for (size_t j = 0; j < vecs; j++) {
+        if (!lanes[j]) continue;
+        vf bj = bias ? vload_n(bias + j * VL, lanes[j]) : vset1(0.0f);
+        for (size_t r = 0; r < rows; r++) {
+            float *cr = c + r * ldc + j * VL;
+            vf sum = beta == 0.0f ? acc[r][j] : vfma(vset1(beta), vload_n(cr, lanes[j]), acc[r][j]);
+            vstore_n(cr, vact(vadd(sum, bj), act), lanes[j]);
+        }
+    }
+}
+
+/* The block for a run-time row count, each count its own copy so the
+ * accumulators stay in registers; vecs is BLOCK_VECS, or one panel's
+ * worth where a product's last panel has no neighbour. */
+static void gemm_block_rows(size_t rows, size_t vecs, size_t ks, const float *a, size_t lda, const float *w,
+                            size_t panel_stride, float beta, const float *bias, dm_act act, float *c, size_t ldc,
+                            size_t cols)
+{
+#define GEMM_CASE(n)                                                                                          \
+    case n:                                                                                                   \
+        if (vecs == BLOCK_VECS) gemm_block(n, BLOCK_VECS, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols); \
+        else gemm_block(n, PANEL_VECS, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols);         \
+        return;
+    switch (rows) {
+        GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6)
+#if BLOCK_ROWS > 6
+        GEMM_CASE(7) GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10) GEMM_CASE(11) GEMM_CASE(12) GEMM_CASE(13) GEMM_CASE(14)
+#endif
+    }
+#undef GEMM_CASE
+}
+
+/* k steps outside; within a step, bands of rows whose values (128 KiB)
+ * stay in the second-level cache while every block of columns passes over
+ * them, each block's weights in the first-level cache while its rows pass
+ * under it. */
+static void gemm_simd(size_t rows, size_t K, const float *A, size_t lda, const float *w, size_t n0, size_t n1,
+                      float beta, const float *bias, dm_act act, float *C, size_t ldc)
+{
+    size_t panel_stride = K * DM_PANEL;
+    for (size_t k0 = 0; k0 == 0 || k0 < K; k0 += K_STEP) {
+        size_t ks = K - k0 < K_STEP ? K - k0 : K_STEP;
+        size_t band = ks ? 32768 / ks / BLOCK_ROWS * BLOCK_ROWS : rows;
+        if (band < BLOCK_ROWS) band = BLOCK_ROWS;
+        int last = k0 + ks >= K;
+        for (size_t m0 = 0; m0 < rows; m0 += band) {
+            size_t m1 = rows - m0 < band ? rows : m0 + band;
+            for (size_t n = n0; n < n1; n += BLOCK_COLS) {
+                size_t cols = n1 - n < BLOCK_COLS ? n1 - n : BLOCK_COLS;
+                size_t vecs = (cols + DM_PANEL - 1) / DM_PANEL * PANEL_VECS;
+                const float *wn = w + n / DM_PANEL * panel_stride + k0 * DM_PANEL;
+                for (size_t r = m0; r < m1; r += BLOCK_ROWS)
+                    gemm_block_rows(m1 - r < BLOCK_ROWS ? m1 - r : BLOCK_ROWS, vecs < BLOCK_VECS ? vecs : BLOCK_VECS,
+                                    ks, A + r * lda + k0, lda, wn, panel_stride, k0 == 0 ? beta : 1.0f,
+                                    last && bias ? bias + n : NULL, last ? act : DM_ACT_NONE, C + r * ldc + n, ldc,
+                                    cols);
+            }
+        }
+    }
+}
+
 const dm_kernels VEC_TABLE = {
     .isa = VEC_ISA,
     .layernorm = layernorm_simd,
@@ -297,4 +402,5 @@ const dm_kernels VEC_TABLE = {
     .erf = erf_simd,
     .exp = exp_simd,
     .round_half = round_half_simd,
+    .gemm = gemm_simd,
 };

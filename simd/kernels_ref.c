@@ -199,6 +199,28 @@ static void round_half_ref(const float *x, float *y, size_t count, dm_precision 
         y[i] = precision == DM_PRECISION_F16 ? dm_f16_to_f32(dm_f32_to_f16(x[i])) : dm_bf16_to_f32(dm_f32_to_bf16(x[i]));
 }
 
+void dm_pack_panels(const float *W, size_t N, size_t K, float *packed)
+{
+    for (size_t n = 0; n < dm_panel_count(N) * DM_PANEL; n++)
+        for (size_t k = 0; k < K; k++) packed[dm_panel_index(n, k, K, 1)] = n < N ? W[n * K + k] : 0.0f;
+}
+
+/* A panel at a time: its DM_PANEL sums side by side, each in k order. */
+static void gemm_ref(size_t rows, size_t K, const float *A, size_t lda, const float *w, size_t n0, size_t n1,
+                     float beta, const float *bias, dm_act act, float *C, size_t ldc)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t first = n0; first < n1; first += DM_PANEL) {
+            const float *panel = w + first / DM_PANEL * K * DM_PANEL, *a = A + r * lda;
+            float sum[DM_PANEL], *c = C + r * ldc + first;
+            size_t cols = n1 - first < DM_PANEL ? n1 - first : DM_PANEL;
+            for (size_t j = 0; j < DM_PANEL; j++) sum[j] = beta != 0.0f && j < cols ? beta * c[j] : 0.0f;
+            for (size_t k = 0; k < K; k++)
+                for (size_t j = 0; j < DM_PANEL; j++) sum[j] += a[k] * panel[k * DM_PANEL + j];
+            for (size_t j = 0; j < cols; j++) c[j] = activate(bias ? sum[j] + bias[first + j] : sum[j], act);
+        }
+}
+
 const dm_kernels dm_kernels_scalar = {
     .isa = "scalar",
     .layernorm = layernorm_ref,
@@ -214,4 +236,5 @@ const dm_kernels dm_kernels_scalar = {
     .erf = erf_ref,
     .exp = exp_ref,
     .round_half = round_half_ref,
+    .gemm = gemm_ref,
 };

@@ -2,7 +2,8 @@
  * chosen by the compiler flags the including file is built with, so one
  * kernel body (kernels.c) serves AVX2+FMA, AVX-512 and NEON.
  *
- * vf is a vector of VL floats.  The _n forms touch only the first n lanes
+ * vf is a vector of VL floats, of which the instruction set has VREGS
+ * registers (what a register block may hold).  The _n forms touch only the first n lanes
  * (0 < n <= VL): loads give zeros in the rest, stores leave memory alone.
  * With a constant n == VL they compile to the plain instructions. */
 #ifndef DM_VEC_H
@@ -17,6 +18,7 @@
 #include <immintrin.h>
 
 #define VL 16
+#define VREGS 32 /* vector registers */
 #define VEC_ISA "avx512"
 #define VEC_TABLE dm_kernels_avx512
 typedef __m512 vf;
@@ -70,6 +72,7 @@ static inline vf vround_bf16(vf x)
 #include <immintrin.h>
 
 #define VL 8
+#define VREGS 16
 #define VEC_ISA "avx2"
 #define VEC_TABLE dm_kernels_avx2
 typedef __m256 vf;
@@ -130,6 +133,7 @@ static inline vf vround_bf16(vf x)
 #include <arm_neon.h>
 
 #define VL 4
+#define VREGS 32
 #define VEC_ISA "neon"
 #define VEC_TABLE dm_kernels_neon
 typedef float32x4_t vf;

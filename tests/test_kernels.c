@@ -609,6 +609,89 @@ START_TEST(chunked_scan_matches_sequential)
 }
 END_TEST
 
+/* gemm against a float64 product of the unpacked weight, every table the
+ * reference included (so its packing and indexing are checked too), over
+ * rows around every register block (1 to 29), columns around the panel
+ * (1 to 80), k around every k step (1 to 300), a first column past 0,
+ * row strides wider than the rows, every activation, beta 0 (C holds NaN,
+ * which must not be read), 1 and 0.5, with and without bias.  Outside the
+ * columns written, C keeps its sentinels.
+ *
+ * Bound: float32 sums of K products in any order are off by at most
+ * (K + 2) * 2^-24 * sum |terms| (the 2 for beta * C and bias), doubled for
+ * the fused and unfused multiply-adds, times the activation's slope (at
+ * most 1.13, GELU's); the activation itself adds 2^-20 of its input's and
+ * output's size (3-ulp erf, 2-ulp exp, and GELU's 1 + erf cancelling). */
+static double act_double(double z, dm_act act)
+{
+    switch (act) {
+    case DM_ACT_GELU: return 0.5 * z * (1.0 + erf(z / sqrt(2.0)));
+    case DM_ACT_SILU: return z / (1.0 + exp(-z));
+    case DM_ACT_RELU: return z > 0.0 ? z : 0.0;
+    case DM_ACT_NONE: break;
+    }
+    return z;
+}
+
+START_TEST(test_gemm)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    test_seed(21);
+    static const size_t rows_sweep[] = {1, 2, 5, 6, 7, 13, 14, 15, 29};
+    static const size_t n_sweep[] = {1, 15, 16, 17, 31, 32, 33, 80};
+    static const size_t k_sweep[] = {1, 3, 16, 127, 128, 129, 257, 300};
+    static const float betas[] = {0.0f, 1.0f, 0.5f};
+    size_t index = 0;
+    double worst = 0.0;
+    for (size_t ri = 0; ri < sizeof rows_sweep / sizeof *rows_sweep; ri++)
+        for (size_t ni = 0; ni < sizeof n_sweep / sizeof *n_sweep; ni++)
+            for (size_t ki = 0; ki < sizeof k_sweep / sizeof *k_sweep; ki++, index++) {
+                size_t rows = rows_sweep[ri], N = n_sweep[ni], K = k_sweep[ki];
+                size_t lda = K + index % 2 * 3, ldc = N + index % 3 * 5, n0 = N > DM_PANEL && index % 5 == 0 ? DM_PANEL : 0;
+                dm_act act = acts[index % ACT_COUNT];
+                float beta = betas[index / ACT_COUNT % 3];
+                int with_bias = index % 7 != 0;
+                float *A = random_buffer(rows * lda, -1.0f, 1.0f), *W = random_buffer(N * K, -1.0f, 1.0f);
+                float *bias = random_buffer(N, -1.0f, 1.0f), *packed = malloc(sizeof(float) * dm_packed_floats(N, K));
+                size_t c_floats = rows * ldc;
+                float *C = random_buffer(c_floats, -2.0f, 2.0f), *c0 = malloc(sizeof(float) * (c_floats + GUARD));
+                ck_assert(packed && c0);
+                for (size_t r = 0; r < rows; r++)
+                    for (size_t n = 0; n < ldc; n++)
+                        if (n < n0 || n >= N) C[r * ldc + n] = SENTINEL;
+                        else if (beta == 0.0f) C[r * ldc + n] = NAN;
+                memcpy(c0, C, sizeof(float) * (c_floats + GUARD));
+                dm_pack_panels(W, N, K, packed);
+                k->gemm(rows, K, A, lda, packed, n0, N, beta, with_bias ? bias : NULL, act, C, ldc);
+                for (size_t i = 0; i < c_floats + GUARD; i++) {
+                    size_t r = i / ldc, n = i % ldc;
+                    if (r < rows && n >= n0 && n < N) {
+                        double z = beta != 0.0f ? (double)beta * c0[i] : 0.0, size = fabs(z);
+                        for (size_t kk = 0; kk < K; kk++) {
+                            z += (double)A[r * lda + kk] * W[n * K + kk];
+                            size += fabs((double)A[r * lda + kk] * W[n * K + kk]);
+                        }
+                        if (with_bias) z += bias[n], size += fabs(bias[n]);
+                        double want = act_double(z, act);
+                        double bound = 1.13 * 2.0 * (double)(K + 2) * 0x1p-24 * size + 0x1p-20 * (fabs(want) + fabs(z));
+                        double err = fabs((double)C[i] - want);
+                        ck_assert_msg(err <= bound, "[%s] gemm rows=%zu N=%zu K=%zu n0=%zu beta=%g bias=%d act=%d: "
+                                      "C[%zu][%zu] = %.9g, want %.9g (bound %.3g)", k->isa, rows, N, K, n0,
+                                      (double)beta, with_bias, (int)act, r, n, (double)C[i], want, bound);
+                        if (err / bound > worst) worst = err / bound;
+                    } else {
+                        ck_assert_msg(memcmp(&C[i], &c0[i], sizeof(float)) == 0,
+                                      "[%s] gemm rows=%zu N=%zu K=%zu n0=%zu: wrote C element %zu outside its columns",
+                                      k->isa, rows, N, K, n0, i);
+                    }
+                }
+                free(A); free(W); free(bias); free(packed); free(C); free(c0);
+            }
+    printf("[%s] gemm: %zu products within their bounds; largest error %.3g of its bound\n", k->isa, index, worst);
+}
+END_TEST
+
 /* A forced instruction set the machine lacks is refused by name. */
 START_TEST(unknown_isa_is_refused)
 {

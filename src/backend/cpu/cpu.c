@@ -86,7 +86,7 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 #define GEMM_MIN_COLS 64
 /* Column tiles start on multiples of sgemm's register block (and of the
  * half-precision kernels' panels). */
-#define GEMM_COL_ALIGN DM_HALF_PANEL
+#define GEMM_COL_ALIGN DM_PANEL
 /* Rows of a half-precision product rounded at a time: the rounded band
  * stays in cache for the product that reads it. */
 #define HALF_BAND_ROWS 512
