@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -503,6 +504,8 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
     if (st) return st;
     dm_model *m = calloc(1, sizeof *m);
     if (!m) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    static atomic_uint_fast64_t models_built;
+    m->serial = atomic_fetch_add(&models_built, 1) + 1;
     m->config = *config;
     int64_t params = 0;
     st = bind_source(m, config, src, bind, &params);

@@ -96,6 +96,10 @@ struct dm_model {
     char **class_names; /* the metadata's 'classes', or NULL */
     uint8_t *palette;   /* the metadata's 'palette' ([classes][3]), or NULL */
     int *category_ids;  /* a detector's COCO category ids, or NULL */
+    /* Unique among the models of this process, so what a workspace
+     * prepared from one model's weights is never taken for another's that
+     * happens to reuse its addresses. */
+    uint64_t serial;
 };
 
 /* The official variants' configurations. */
