@@ -229,7 +229,7 @@ static void bench_products(inputs *in)
             fprintf(stderr, "bench_kernels: out of memory\n");
             exit(1);
         }
-        p.g->pack_weight(p.W, F, C, p.weight);
+        p.g->pack_weight(in->packed, F, C, p.weight);
         report(label, p.g->name, best_time(call_half_gemm, &p), flops, "GFLOP/s");
         free(p.weight);
         free(p.rows);

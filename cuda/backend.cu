@@ -124,18 +124,22 @@ dm_status dm_cuda_available(void)
 /* Lays parameters out in one allocation, 256-byte aligned.  A first pass
  * with base == NULL only measures; the second, with base the allocation,
  * hands out addresses in it and copies each array to the same offset of a
- * host staging block, uploaded in one go. */
+ * host staging block, uploaded in one go.  Product weights, which the
+ * model holds packed for the CPU's kernels, go up as cuBLAS reads them:
+ * [n][k]. */
 typedef struct arena {
     char *base, *staging;
     size_t used;
 } arena;
 
-static float *place(void *ctx, const float *src, size_t floats)
+static float *place(void *ctx, const float *src, size_t floats, const dm_product *product)
 {
     arena *ar = (arena *)ctx;
     size_t at = ar->used;
+    if (product) floats = product->n * product->k;
     ar->used += (floats * sizeof(float) + 255) & ~(size_t)255;
-    if (ar->staging) memcpy(ar->staging + at, src, floats * sizeof(float));
+    if (ar->staging && product) dm_unpack_panels(src, product->n, product->k, (float *)(ar->staging + at));
+    else if (ar->staging) memcpy(ar->staging + at, src, floats * sizeof(float));
     return ar->base ? (float *)(ar->base + at) : NULL;
 }
 

@@ -228,7 +228,7 @@ typedef struct dm_workspace dm_workspace;
  * (but the first in half precision: see dm_workspace_set_precision).
  * The model must outlive the workspace, and the workspace belongs to it:
  * dm_forward refuses it (DM_ERR_ARGUMENT) with a model of any other
- * configuration. */
+ * configuration; another model of the same configuration it runs. */
 DM_API dm_status dm_workspace_create(const dm_model *model, int max_batch,
                                      int max_h, int max_w,
                                      dm_workspace **out);
@@ -266,8 +266,7 @@ DM_API size_t dm_workspace_bytes(const dm_workspace *ws);
 
 /* Threads the workspace's forward passes use from now on (n >= 1; CPU
  * workspaces, ignored by a CUDA one), instead of dm_threads() at creation.
- * Nothing outside the workspace changes: OpenBLAS's own thread setting is
- * restored after every pass. */
+ * The threads are the workspace's own: nothing outside it changes. */
 DM_API dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
 
 /* The precision of a workspace's matrix products: every linear layer and
@@ -288,7 +287,7 @@ DM_API const char *dm_precision_name(dm_precision precision);
  * the name of the instruction set that multiplies half-precision values
  * natively ("avx512-bf16"; on aarch64 "neon-fp16" with FEAT_FHM, "neon-bf16"
  * with FEAT_BF16), or "widened" on a CPU without such instructions: the same
- * rounded values multiplied in float32 by OpenBLAS, so results agree with
+ * rounded values multiplied in float32, so results agree with
  * the native kernels up to summation order, without their speed, and the
  * rounded weights are held as float32.  "float32" for DM_PRECISION_F32;
  * NULL for a value outside the enum.  DAMAMBA_ISA=scalar or avx2 turns the
@@ -296,11 +295,11 @@ DM_API const char *dm_precision_name(dm_precision precision);
 DM_API const char *dm_precision_kernel(dm_precision precision);
 
 /* Compute the workspace's passes in `precision` from now on (CPU
- * workspaces; DM_ERR_UNSUPPORTED on a CUDA one).  The workspace keeps the
- * product weights of the model it next runs rounded to the precision (the
- * first pass after this call prepares them, so it allocates), and from then
- * on refuses any other model with DM_ERR_ARGUMENT.  Setting DM_PRECISION_F32
- * frees them. */
+ * workspaces; DM_ERR_UNSUPPORTED on a CUDA one).  In bf16 or f16 the
+ * workspace keeps the product weights of the model it runs rounded to the
+ * precision: the first pass after this call prepares them, so it
+ * allocates, and so does the first pass with another model.  Setting
+ * DM_PRECISION_F32 frees them. */
 DM_API dm_status dm_workspace_set_precision(dm_workspace *ws, dm_precision precision);
 
 /* ---------------------------------------------------------------- forward */

@@ -41,7 +41,7 @@ void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, si
 {
     for (size_t n = 0; n < dm_panel_count(N) * DM_PANEL; n++)
         for (size_t k = 0; k < k_padded; k++) {
-            float w = n < N && k < K ? W[n * K + k] : 0.0f;
+            float w = n < N && k < K ? W[dm_panel_index(n, k, K, 1)] : 0.0f;
             packed[dm_panel_index(n, k, k_padded, group)] =
                 precision == DM_PRECISION_F16 ? dm_f32_to_f16(w) : dm_f32_to_bf16(w);
         }

@@ -24,7 +24,8 @@ typedef struct dm_half_gemm {
     int (*supported)(void); /* does this CPU (and its OS) run it? */
     /* Bytes of W [N][K] laid out by pack_weight. */
     size_t (*weight_bytes)(size_t N, size_t K);
-    /* W [N][K] float32, rounded to the precision, into packed. */
+    /* W [N][K] float32, packed as the model holds it (dm_pack_panels),
+     * rounded to the precision, into packed. */
     void (*pack_weight)(const float *W, size_t N, size_t K, void *packed);
     /* Bytes of one row of K values laid out by pack_rows (a multiple of 64). */
     size_t (*row_bytes)(size_t K);
@@ -55,10 +56,11 @@ void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, cons
 
 /* ------------------------------------------------- for the kernels' files */
 
-/* Weight layout every native kernel uses: W [N][K] rounded to the precision
- * (as round_half rounds) and stored as its 16-bit values, packed in panels
- * (kernels.h's dm_panel_index) by groups of `group` consecutive k, K
- * padded to k_padded, a multiple of group. */
+/* Weight layout every native kernel uses: W [N][K] (given in float32
+ * panels, dm_pack_panels) rounded to the precision (as round_half rounds)
+ * and stored as its 16-bit values, packed in panels (kernels.h's
+ * dm_panel_index) by groups of `group` consecutive k, K padded to
+ * k_padded, a multiple of group. */
 size_t dm_half_panels_bytes(size_t N, size_t k_padded);
 void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, size_t group, dm_precision precision,
                          uint16_t *packed);

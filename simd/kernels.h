@@ -134,9 +134,10 @@ static inline size_t dm_panel_index(size_t n, size_t k, size_t k_padded, size_t 
     return ((n / DM_PANEL * (k_padded / group) + k / group) * DM_PANEL + n % DM_PANEL) * group + k % group;
 }
 
-/* Floats of W [N][K] packed for the gemm kernel, and the packing. */
+/* Floats of W [N][K] packed for the gemm kernel, the packing, and back. */
 static inline size_t dm_packed_floats(size_t N, size_t K) { return dm_panel_count(N) * DM_PANEL * K; }
 void dm_pack_panels(const float *W, size_t N, size_t K, float *packed);
+void dm_unpack_panels(const float *packed, size_t N, size_t K, float *W);
 
 /* The scalar reference table. */
 extern const dm_kernels dm_kernels_scalar;

@@ -5,6 +5,7 @@
 
 #include "classes.h"
 #include "error.h"
+#include "kernels.h"
 #include "model_file.h"
 #include "versioned.h"
 
@@ -71,6 +72,17 @@ static void *model_alloc(dm_model *m, size_t bytes)
     void *p = malloc(bytes ? bytes : 1);
     if (p) m->allocs[m->alloc_count++] = p;
     return p;
+}
+
+/* Free p, one of m's allocations. */
+static void model_release(dm_model *m, void *p)
+{
+    for (size_t i = m->alloc_count; i-- > 0;)
+        if (m->allocs[i] == p) {
+            free(p);
+            m->allocs[i] = m->allocs[--m->alloc_count];
+            return;
+        }
 }
 
 typedef struct shape {
@@ -496,6 +508,8 @@ static dm_status bind_source(dm_model *m, const dm_config *config, const dm_para
     return st;
 }
 
+static dm_status pack_products(dm_model *m); /* with the parameter walks, below */
+
 static dm_status build(const dm_config *config, const dm_param_source *src,
                        dm_status (*bind)(binder *, const dm_config *), dm_model **out)
 {
@@ -514,6 +528,7 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
         head.file = src->head_file;
         st = bind_source(m, config, &head, config->seg_classes > 0 ? bind_upernet : bind_det, &params);
     }
+    if (!st) st = pack_products(m);
     if (st) {
         dm_model_free(m);
         return st;
@@ -818,82 +833,153 @@ dm_status dm_stage_shape(const dm_model *model, int h, int w, int stage, int *ch
     return DM_OK;
 }
 
-/* ------------------------------------------------------------- mirrors */
+/* ------------------------------------------------------ parameter walks */
 
-static void mirror_conv(const dm_conv3x3 *src, dm_param_place place, void *ctx, dm_conv3x3 *dst)
+/* visit(ctx, &p, floats, product) for every parameter p a model holds (not
+ * NULL): floats is its size as the model holds it; product the (n, k) of
+ * a matrix-product weight, NULL for any other parameter.  The one list of
+ * the parameters, for packing the products and for mirrors. */
+typedef void (*param_visit)(void *ctx, float **param, size_t floats, const dm_product *product);
+
+typedef struct walk {
+    param_visit visit;
+    void *ctx;
+} walk;
+
+static void walk_param(const walk *w, float **param, size_t floats)
 {
-    *dst = *src;
-    if (src->weight) dst->weight = place(ctx, src->weight, (size_t)src->cout * 9 * src->cin);
-    if (src->bias) dst->bias = place(ctx, src->bias, (size_t)src->cout);
+    if (*param) w->visit(w->ctx, param, floats, NULL);
 }
 
-static void mirror_conv1x1(const dm_conv1x1 *src, dm_param_place place, void *ctx, dm_conv1x1 *dst)
+static void walk_product(const walk *w, float **param, size_t n, size_t k)
 {
-    *dst = *src;
-    dst->weight = place(ctx, src->weight, (size_t)src->cout * src->cin);
-    dst->bias = place(ctx, src->bias, (size_t)src->cout);
+    dm_product product = {n, k};
+    if (*param) w->visit(w->ctx, param, dm_packed_floats(n, k), &product);
 }
 
-static void mirror_upernet(const dm_upernet *u, dm_param_place place, void *ctx, dm_upernet *d)
+static void walk_conv(const walk *w, dm_conv3x3 *c)
 {
-    for (int i = 0; i < DM_PPM_SCALES; i++) mirror_conv1x1(&u->psp[i], place, ctx, &d->psp[i]);
-    mirror_conv(&u->bottleneck, place, ctx, &d->bottleneck);
+    walk_product(w, &c->weight, (size_t)c->cout, 9 * (size_t)c->cin);
+    walk_param(w, &c->bias, (size_t)c->cout);
+}
+
+static void walk_conv1x1(const walk *w, dm_conv1x1 *c)
+{
+    walk_product(w, &c->weight, (size_t)c->cout, (size_t)c->cin);
+    walk_param(w, &c->bias, (size_t)c->cout);
+}
+
+static void walk_upernet(const walk *w, dm_upernet *u)
+{
+    for (int i = 0; i < DM_PPM_SCALES; i++) walk_conv1x1(w, &u->psp[i]);
+    walk_conv(w, &u->bottleneck);
     for (int i = 0; i < DM_NUM_STAGES - 1; i++) {
-        mirror_conv1x1(&u->lateral[i], place, ctx, &d->lateral[i]);
-        mirror_conv(&u->fpn[i], place, ctx, &d->fpn[i]);
+        walk_conv1x1(w, &u->lateral[i]);
+        walk_conv(w, &u->fpn[i]);
     }
-    mirror_conv(&u->fpn_bottleneck, place, ctx, &d->fpn_bottleneck);
-    mirror_conv1x1(&u->cls, place, ctx, &d->cls);
+    walk_conv(w, &u->fpn_bottleneck);
+    walk_conv1x1(w, &u->cls);
 }
 
-/* The mask convs' array is the mirror's own (dm_model_mirror_free). */
-static dm_status mirror_det(const dm_det_heads *h, dm_param_place place, void *ctx, dm_det_heads *d)
+static void walk_det(const walk *w, dm_det_heads *h)
 {
-    *d = *h;
-    if (h->mask_convs_count && !(d->mask_convs = calloc((size_t)h->mask_convs_count, sizeof(dm_conv3x3))))
-        return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
     for (int i = 0; i < DM_NUM_STAGES; i++) {
-        mirror_conv1x1(&h->lateral[i], place, ctx, &d->lateral[i]);
-        mirror_conv(&h->fpn[i], place, ctx, &d->fpn[i]);
+        walk_conv1x1(w, &h->lateral[i]);
+        walk_conv(w, &h->fpn[i]);
     }
-    mirror_conv(&h->rpn_conv, place, ctx, &d->rpn_conv);
-    mirror_conv1x1(&h->rpn_cls, place, ctx, &d->rpn_cls);
-    mirror_conv1x1(&h->rpn_reg, place, ctx, &d->rpn_reg);
-    for (int i = 0; i < 2; i++) mirror_conv1x1(&h->fc[i], place, ctx, &d->fc[i]);
-    mirror_conv1x1(&h->cls, place, ctx, &d->cls);
-    mirror_conv1x1(&h->reg, place, ctx, &d->reg);
-    for (int i = 0; i < h->mask_convs_count; i++) mirror_conv(&h->mask_convs[i], place, ctx, &d->mask_convs[i]);
-    mirror_conv1x1(&h->upsample, place, ctx, &d->upsample);
-    mirror_conv1x1(&h->mask_logits, place, ctx, &d->mask_logits);
-    return DM_OK;
+    walk_conv(w, &h->rpn_conv);
+    walk_conv1x1(w, &h->rpn_cls);
+    walk_conv1x1(w, &h->rpn_reg);
+    for (int i = 0; i < 2; i++) walk_conv1x1(w, &h->fc[i]);
+    walk_conv1x1(w, &h->cls);
+    walk_conv1x1(w, &h->reg);
+    for (int i = 0; i < h->mask_convs_count; i++) walk_conv(w, &h->mask_convs[i]);
+    walk_conv1x1(w, &h->upsample);
+    walk_conv1x1(w, &h->mask_logits);
 }
 
-static void mirror_block(const dm_config *cfg, int s, const dm_block *b, dm_param_place place, void *ctx,
-                         dm_block *d)
+static void walk_block(const walk *w, const dm_config *cfg, int s, dm_block *b)
 {
     size_t C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
     const struct {
-        float *const *src;
-        float **dst;
+        float **param;
         size_t floats;
     } params[] = {
-        {&b->pos_w9, &d->pos_w9, 9 * C},           {&b->pos_b, &d->pos_b, C},
-        {&b->norm1_g, &d->norm1_g, C},             {&b->norm1_b, &d->norm1_b, C},
-        {&b->in_proj, &d->in_proj, C * C},         {&b->conv_w9, &d->conv_w9, 9 * C},
-        {&b->conv_b, &d->conv_b, C},               {&b->off_dw_w9, &d->off_dw_w9, 9 * C},
-        {&b->off_dw_b, &d->off_dw_b, C},           {&b->off_ln_g, &d->off_ln_g, C},
-        {&b->off_ln_b, &d->off_ln_b, C},           {&b->off_w, &d->off_w, 2 * G * C},
-        {&b->off_b, &d->off_b, 2 * G},             {&b->x_proj, &d->x_proj, (R + 2) * C},
-        {&b->dt_proj, &d->dt_proj, C * R},         {&b->dt_bias, &d->dt_bias, C},
-        {&b->a, &d->a, C},                         {&b->d, &d->d, C},
-        {&b->out_norm_g, &d->out_norm_g, C},       {&b->out_norm_b, &d->out_norm_b, C},
-        {&b->out_proj, &d->out_proj, C * C},       {&b->fc1_w, &d->fc1_w, F * C},
-        {&b->fc1_b, &d->fc1_b, F},                 {&b->mlp_w9, &d->mlp_w9, 9 * F},
-        {&b->mlp_b, &d->mlp_b, F},                 {&b->fc2_w, &d->fc2_w, C * F},
-        {&b->fc2_b, &d->fc2_b, C},
+        {&b->pos_w9, 9 * C},    {&b->pos_b, C},      {&b->norm1_g, C},     {&b->norm1_b, C},
+        {&b->conv_w9, 9 * C},   {&b->conv_b, C},     {&b->off_dw_w9, 9 * C}, {&b->off_dw_b, C},
+        {&b->off_ln_g, C},      {&b->off_ln_b, C},   {&b->off_b, 2 * G},   {&b->dt_bias, C},
+        {&b->a, C},             {&b->d, C},          {&b->out_norm_g, C},  {&b->out_norm_b, C},
+        {&b->fc1_b, F},         {&b->mlp_w9, 9 * F}, {&b->mlp_b, F},       {&b->fc2_b, C},
     };
-    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
-        *params[i].dst = *params[i].src ? place(ctx, *params[i].src, params[i].floats) : NULL;
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) walk_param(w, params[i].param, params[i].floats);
+    const struct {
+        float **param;
+        size_t n, k;
+    } products[] = {
+        {&b->in_proj, C, C}, {&b->off_w, 2 * G, C}, {&b->x_proj, R + 2, C}, {&b->dt_proj, C, R},
+        {&b->out_proj, C, C}, {&b->fc1_w, F, C},    {&b->fc2_w, C, F},
+    };
+    for (size_t i = 0; i < sizeof products / sizeof products[0]; i++)
+        walk_product(w, products[i].param, products[i].n, products[i].k);
+}
+
+static void walk_model(dm_model *m, param_visit visit, void *ctx)
+{
+    const walk w = {visit, ctx};
+    const dm_config *cfg = &m->config;
+    for (int i = 0; i < 4; i++) walk_conv(&w, &m->stem[i]);
+    for (int s = 0; s < DM_NUM_STAGES; s++) {
+        dm_stage *stage = &m->stages[s];
+        walk_conv(&w, &stage->downsample);
+        for (int j = 0; j < stage->block_count; j++) walk_block(&w, cfg, s, &stage->blocks[j]);
+        walk_param(&w, &stage->norm_g, (size_t)cfg->dims[s]);
+        walk_param(&w, &stage->norm_b, (size_t)cfg->dims[s]);
+    }
+    walk_product(&w, &m->head_w, (size_t)cfg->num_classes, (size_t)cfg->dims[3]);
+    walk_param(&w, &m->head_b, (size_t)cfg->num_classes);
+    if (m->upernet) walk_upernet(&w, m->upernet);
+    if (cfg->det_classes > 0) walk_det(&w, &m->det);
+}
+
+/* The products' weights, bound as [n][k], packed (and the unpacked copy
+ * freed): once, as the model is made, so every CPU pass reads them as its
+ * kernels want them and nothing holds them twice. */
+typedef struct packer {
+    dm_model *model;
+    dm_status status;
+} packer;
+
+static void pack_product(void *ctx, float **param, size_t floats, const dm_product *product)
+{
+    packer *p = ctx;
+    (void)floats;
+    if (!product || p->status) return;
+    float *packed = model_alloc(p->model, dm_packed_floats(product->n, product->k) * sizeof(float));
+    if (!packed) {
+        p->status = dm_fail(DM_ERR_NOMEM, "out of memory packing a %zu x %zu weight", product->n, product->k);
+        return;
+    }
+    dm_pack_panels(*param, product->n, product->k, packed);
+    model_release(p->model, *param);
+    *param = packed;
+}
+
+static dm_status pack_products(dm_model *m)
+{
+    packer p = {m, DM_OK};
+    walk_model(m, pack_product, &p);
+    return p.status;
+}
+
+typedef struct mirroring {
+    dm_param_place place;
+    void *ctx;
+} mirroring;
+
+static void mirror_param(void *ctx, float **param, size_t floats, const dm_product *product)
+{
+    const mirroring *mi = ctx;
+    *param = mi->place(mi->ctx, *param, floats, product);
 }
 
 dm_status dm_model_mirror(const dm_model *m, dm_param_place place, void *ctx, dm_model *out)
@@ -901,37 +987,39 @@ dm_status dm_model_mirror(const dm_model *m, dm_param_place place, void *ctx, dm
     const dm_config *cfg = &m->config;
     memset(out, 0, sizeof *out);
     out->config = *cfg;
-    for (int i = 0; i < 4; i++) mirror_conv(&m->stem[i], place, ctx, &out->stem[i]);
+    memcpy(out->stem, m->stem, sizeof out->stem);
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         const dm_stage *src = &m->stages[s];
         dm_stage *dst = &out->stages[s];
-        mirror_conv(&src->downsample, place, ctx, &dst->downsample);
-        dst->block_count = src->block_count;
-        if (src->block_count && !(dst->blocks = calloc((size_t)src->block_count, sizeof(dm_block)))) {
+        *dst = *src;
+        dst->blocks = NULL;
+        if (src->block_count && !(dst->blocks = malloc((size_t)src->block_count * sizeof(dm_block)))) {
             dm_model_mirror_free(out);
             return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
         }
-        for (int j = 0; j < src->block_count; j++)
-            mirror_block(cfg, s, &src->blocks[j], place, ctx, &dst->blocks[j]);
-        if (src->norm_g) dst->norm_g = place(ctx, src->norm_g, (size_t)cfg->dims[s]);
-        if (src->norm_b) dst->norm_b = place(ctx, src->norm_b, (size_t)cfg->dims[s]);
+        if (src->block_count) memcpy(dst->blocks, src->blocks, (size_t)src->block_count * sizeof(dm_block));
     }
-    if (m->head_w) out->head_w = place(ctx, m->head_w, (size_t)cfg->num_classes * cfg->dims[3]);
-    if (m->head_b) out->head_b = place(ctx, m->head_b, (size_t)cfg->num_classes);
+    out->head_w = m->head_w;
+    out->head_b = m->head_b;
     if (m->upernet) {
-        if (!(out->upernet = calloc(1, sizeof *out->upernet))) {
+        if (!(out->upernet = malloc(sizeof *out->upernet))) {
             dm_model_mirror_free(out);
             return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
         }
-        mirror_upernet(m->upernet, place, ctx, out->upernet);
+        *out->upernet = *m->upernet;
     }
     if (cfg->det_classes > 0) {
-        dm_status st = mirror_det(&m->det, place, ctx, &out->det);
-        if (st) {
+        out->det = m->det;
+        out->det.mask_convs = NULL;
+        size_t bytes = (size_t)m->det.mask_convs_count * sizeof(dm_conv3x3);
+        if (bytes && !(out->det.mask_convs = malloc(bytes))) {
             dm_model_mirror_free(out);
-            return st;
+            return dm_fail(DM_ERR_NOMEM, "out of memory mirroring the model's parameters");
         }
+        if (bytes) memcpy(out->det.mask_convs, m->det.mask_convs, bytes);
     }
+    mirroring mi = {place, ctx};
+    walk_model(out, mirror_param, &mi);
     return DM_OK;
 }
 

@@ -52,7 +52,10 @@ typedef struct dm_det_heads {
     dm_conv1x1 mask_logits;            /* one channel per class */
 } dm_det_heads;
 
-/* One block; C = dim, G = groups, R = dt_rank, F = mlp hidden. */
+/* One block; C = dim, G = groups, R = dt_rank, F = mlp hidden.  Here and in
+ * every struct of the model, a matrix-product weight given as [n][k] (the
+ * linear layers, the convolutions' [cout][taps][cin]) is held packed: see
+ * dm_product below. */
 typedef struct dm_block {
     float *pos_w9, *pos_b;           /* pos_embed: [9][C] (weight + constant), [C] */
     float *norm1_g, *norm1_b;        /* [C] */
@@ -134,11 +137,23 @@ dm_status dm_block_load(const dm_tensor_file *file, const dm_config *config,
 dm_status dm_block_run(const dm_model *model, dm_workspace *ws,
                        const float *input, float *output, int n, int h, int w);
 
-/* A copy of model's structure whose parameters are place(ctx, p, floats) of
- * the model's parameter p: the same parameters in another memory (a
- * device's).  place may return NULL (a measuring pass).  The copy's block and
- * mask-conv arrays are its own: free them with dm_model_mirror_free. */
-typedef float *(*dm_param_place)(void *ctx, const float *src, size_t floats);
+/* A matrix product's weight: n x k, W[n][k] multiplying column k of the
+ * input into output channel n.  The model holds every such weight (linear
+ * layers, and convolutions as n = out channels by k = taps x in channels)
+ * packed by dm_pack_panels (kernels.h), as the CPU's product kernels read
+ * it. */
+typedef struct dm_product {
+    size_t n, k;
+} dm_product;
+
+/* A copy of model's structure whose parameters are place(ctx, p, floats,
+ * product) of the model's parameter p of `floats` floats: the same
+ * parameters in another memory (a device's).  product is the shape of a
+ * matrix-product weight (p then packed, floats dm_packed_floats(n, k)),
+ * NULL for any other parameter.  place may return NULL (a measuring
+ * pass).  The copy's block and mask-conv arrays are its own: free them
+ * with dm_model_mirror_free. */
+typedef float *(*dm_param_place)(void *ctx, const float *src, size_t floats, const dm_product *product);
 dm_status dm_model_mirror(const dm_model *model, dm_param_place place, void *ctx, dm_model *out);
 void dm_model_mirror_free(dm_model *mirror);
 

@@ -108,6 +108,10 @@ typedef struct dm_ops {
     /* 1 when an operator has completed by the time its entry returns (the
      * CPU); 0 when entries enqueue work that only finish() waits for. */
     int synchronous;
+    /* How gemm and conv3x3 read a weight of n x k (model.h's dm_product):
+     * 1 packed by dm_pack_panels, as the model holds it (the CPU); 0 as
+     * [n][k], which params() unpacks it to (CUDA, for cuBLAS). */
+    int packed_weights;
 
     /* ---------------------------------------------------------- transfers */
 
@@ -121,14 +125,16 @@ typedef struct dm_ops {
 
     /* C[M][N] = act(A[M][K] * W[N][K]^T + beta * C + bias): A's rows are
      * lda floats apart; C may be read (beta) and is written in place; bias
-     * [N] may be NULL.  The product with a linear layer's weight: W is a
-     * model parameter, constant while the workspace lives, so a backend may
-     * keep a copy of it prepared for its precision, found by its address. */
+     * [N] may be NULL.  The product with a linear layer's weight: W [N][K]
+     * is a model parameter, laid out as packed_weights says, constant while
+     * the workspace lives, so a backend may keep a copy of it prepared for
+     * its precision, found by its address. */
     void (*gemm)(void *ctx, size_t M, size_t N, size_t K, const float *A, size_t lda, const float *W, float beta,
                  const float *bias, dm_act act, float *C);
     /* y = act(conv(x) + bias), a dense 3x3 convolution with cv's stride and
      * padding; y's h and w are dm_conv3x3_out of x's.  cv->weight is
-     * [cout][3][3][cin]. */
+     * [cout][3][3][cin], a product weight of cout x 9 cin laid out as
+     * packed_weights says. */
     void (*conv3x3)(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y);
     /* y = act(depthwise conv(x) + bias), 3x3, stride 1, zero padding 1; w9 is
      * [9][c], tap-major.  x and y must not overlap. */

@@ -255,9 +255,11 @@ START_TEST(buffer_load_selects_ema)
 }
 END_TEST
 
-/* Precisions: names, the kernel that computes them, and a half-precision
- * workspace's rules: it holds the rounded weights of the first model it
- * runs and refuses another until set back to float32. */
+/* Precisions: names, the kernel that computes them, and a CPU workspace's
+ * half-precision weights: made by its first pass in that precision (and
+ * counted by dm_workspace_bytes), made anew for another model, never
+ * taken for those of a model freed since whose memory a new one reuses,
+ * and freed back in float32, which reads the model's own. */
 START_TEST(workspace_precision)
 {
     ck_assert_str_eq(dm_precision_name(DM_PRECISION_F32), "f32");
@@ -277,15 +279,16 @@ START_TEST(workspace_precision)
     ck_assert_int_eq(dm_workspace_set_precision(ws, (dm_precision)3), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "no precision 3"));
 
-    float x[3 * 32 * 32], f32[10], bf16[10], other[10];
+    float x[3 * 32 * 32], f32[10], bf16[10], other[10], alone[10];
     for (int i = 0; i < 3 * 32 * 32; i++) x[i] = (float)((i * 7) % 23) / 11.0f - 1.0f;
     dm_outputs out = {.size = sizeof out, .logits = f32};
-    ck_assert_int_eq(dm_forward(a, ws, x, 1, 32, 32, &out), DM_OK);
     size_t f32_bytes = dm_workspace_bytes(ws);
+    ck_assert_int_eq(dm_forward(a, ws, x, 1, 32, 32, &out), DM_OK);
+    ck_assert_int_eq(dm_workspace_bytes(ws), f32_bytes); /* nothing prepared */
     ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_BF16), DM_OK);
     out.logits = bf16;
     ck_assert_msg(dm_forward(a, ws, x, 1, 32, 32, &out) == DM_OK, "%s", dm_last_error());
-    ck_assert_uint_gt(dm_workspace_bytes(ws), f32_bytes); /* the prepared weights */
+    ck_assert_uint_gt(dm_workspace_bytes(ws), f32_bytes); /* the rounded weights */
     double diff = 0, top = 0;
     for (int i = 0; i < 10; i++) {
         double d = fabs(bf16[i] - f32[i]), t = fabs(f32[i]);
@@ -293,13 +296,35 @@ START_TEST(workspace_precision)
         if (t > top) top = t;
     }
     ck_assert_msg(diff > 0 && diff < 0.05 * top, "bf16 logits differ from f32 by %g (largest %g)", diff, top);
-    /* the workspace now holds a's rounded weights */
+    /* the workspace holds a's rounded weights: b gets its own, as a
+     * workspace of its own computes them */
     out.logits = other;
-    ck_assert_int_eq(dm_forward(b, ws, x, 1, 32, 32, &out), DM_ERR_ARGUMENT);
-    ck_assert_ptr_nonnull(strstr(dm_last_error(), "of the first model it ran"));
+    ck_assert_int_eq(dm_forward(b, ws, x, 1, 32, 32, &out), DM_OK);
+    dm_workspace *fresh;
+    ck_assert_int_eq(dm_workspace_create(b, 1, 32, 32, &fresh), DM_OK);
+    ck_assert_int_eq(dm_workspace_set_precision(fresh, DM_PRECISION_BF16), DM_OK);
+    out.logits = alone;
+    ck_assert_int_eq(dm_forward(b, fresh, x, 1, 32, 32, &out), DM_OK);
+    ck_assert_mem_eq(other, alone, sizeof alone);
+    ck_assert_msg(memcmp(other, bf16, sizeof bf16) != 0, "b's logits are a's");
+    /* b freed and another model made, perhaps at b's addresses: its
+     * weights are prepared anew all the same */
+    dm_workspace_free(fresh);
+    dm_model_free(b);
+    ck_assert_int_eq(dm_model_synthetic('F', 3, 10, 3, &b), DM_OK);
+    out.logits = other;
+    ck_assert_int_eq(dm_forward(b, ws, x, 1, 32, 32, &out), DM_OK);
+    ck_assert_int_eq(dm_workspace_create(b, 1, 32, 32, &fresh), DM_OK);
+    ck_assert_int_eq(dm_workspace_set_precision(fresh, DM_PRECISION_BF16), DM_OK);
+    out.logits = alone;
+    ck_assert_int_eq(dm_forward(b, fresh, x, 1, 32, 32, &out), DM_OK);
+    ck_assert_mem_eq(other, alone, sizeof alone);
+    dm_workspace_free(fresh);
     ck_assert_int_eq(dm_workspace_set_precision(ws, DM_PRECISION_F32), DM_OK);
     ck_assert_int_eq(dm_workspace_bytes(ws), f32_bytes);
-    ck_assert_int_eq(dm_forward(b, ws, x, 1, 32, 32, &out), DM_OK);
+    out.logits = other;
+    ck_assert_int_eq(dm_forward(a, ws, x, 1, 32, 32, &out), DM_OK);
+    ck_assert_mem_eq(other, f32, sizeof f32);
     dm_workspace_free(ws);
 
     /* a CUDA workspace (where one exists) computes in float32 only */

@@ -89,6 +89,16 @@ static void make_bounds(product *p, dm_precision precision, float beta)
     free(wr);
 }
 
+/* g's layout of W [N][K], from float32 panels as the model holds them. */
+static void pack_weight(const dm_half_gemm *g, const float *W, size_t N, size_t K, void *weight)
+{
+    float *panels = malloc(sizeof(float) * dm_packed_floats(N, K));
+    ck_assert_ptr_nonnull(panels);
+    dm_pack_panels(W, N, K, panels);
+    g->pack_weight(panels, N, K, weight);
+    free(panels);
+}
+
 static void product_make(product *p, const dm_half_gemm *g, size_t M, size_t N, size_t K, float beta)
 {
     *p = (product){.M = M, .N = N, .K = K, .lda = K + 3, .ldc = N + 5};
@@ -109,7 +119,7 @@ static void product_make(product *p, const dm_half_gemm *g, size_t M, size_t N, 
     size_t weight_bytes = g->weight_bytes(N, K), row_bytes = g->row_bytes(K);
     ck_assert_msg(row_bytes % 64 == 0 && row_bytes >= 2 * K, "%s: row_bytes(%zu) = %zu", g->name, K, row_bytes);
     p->weight = filled_bytes(weight_bytes);
-    g->pack_weight(p->W, N, K, p->weight);
+    pack_weight(g, p->W, N, K, p->weight);
     expect_guard_bytes("pack_weight", p->weight, weight_bytes);
     /* in two pieces, as the backend's threads pack a band */
     p->rows = filled_bytes(M * row_bytes);
@@ -222,7 +232,7 @@ START_TEST(nan_stays_nan)
     uint32_t signalling = 0x7f800001u;
     memcpy(&A[1 * LDA + 5], &signalling, sizeof signalling);
     void *weight = filled_bytes(g->weight_bytes(N, K)), *rows = filled_bytes(M * g->row_bytes(K));
-    g->pack_weight(W, N, K, weight);
+    pack_weight(g, W, N, K, weight);
     g->pack_rows(A, LDA, M, K, rows);
     g->gemm(M, K, rows, weight, N, 0, N, 0.0f, C, N);
     for (size_t n = 0; n < N; n++) {

@@ -158,9 +158,8 @@ dm_status dm_check_run(const char *who, const dm_model *model, const dm_workspac
                        a->dims[3], a->num_classes, b->depths[0], b->depths[1], b->depths[2], b->depths[3], b->dims[0],
                        b->dims[1], b->dims[2], b->dims[3], b->num_classes);
     if (!(*params = ws->ops.params(ws->ops.ctx, model)))
-        return dm_fail(DM_ERR_ARGUMENT, "%s: the %s workspace holds the weights of the model it was created for "
-                                        "(in half precision on the CPU, of the first model it ran); this is another "
-                                        "model", who, ws->ops.name);
+        return dm_fail(DM_ERR_ARGUMENT, "%s: the %s workspace holds the weights of the model it was created for; "
+                                        "this is another model", who, ws->ops.name);
     if (n < 1 || h < 1 || w < 1)
         return dm_fail(DM_ERR_ARGUMENT, "%s: batch %d of %dx%d images is empty", who, n, h, w);
     if (n > ws->max_batch || h > ws->max_h || w > ws->max_w)

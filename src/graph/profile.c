@@ -194,6 +194,7 @@ dm_status dm_workspace_profile(dm_workspace *ws)
         .finish = fwd_finish,
         .input_pieces = p->inner.input_pieces,
         .synchronous = p->inner.synchronous,
+        .packed_weights = p->inner.packed_weights,
     };
 #define X(entry) o->entry = p->inner.entry ? timed_##entry : NULL;
     PROFILED_ENTRIES(X)

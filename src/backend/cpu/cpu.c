@@ -1,7 +1,8 @@
 /* cpu.c - the operator table on the CPU: the kernels of simd/ (one thread
- * each, on ranges) shared out over the workspace's thread pool (pool.h),
- * and OpenBLAS's sgemm, single-threaded on bands of rows, so the pool's
- * threads and OpenBLAS's never compete for the cores. */
+ * each, on ranges) shared out over the workspace's thread pool (pool.h).
+ * Matrix products run the kernels' gemm on the weights as the model holds
+ * them (packed), or in half precision on copies rounded the first time
+ * each product runs. */
 #include "backends.h"
 
 #include "error.h"
@@ -10,7 +11,6 @@
 #include "kernels.h"
 #include "pool.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -23,9 +23,9 @@
 /* Channels one thread of the (unchunked) scan takes at a time. */
 #define SCAN_CHANNEL_BLOCK 16
 
-/* A product's weight rounded to the workspace's precision and laid out for
- * its kernel, made the first time the product runs and found again by the
- * float32 weight it was made from. */
+/* A product's weight rounded to the workspace's half precision and laid
+ * out for its kernel, made the first time the product runs and found again
+ * by the float32 weight it was made from. */
 typedef struct prepared_weight {
     const float *source;
     size_t N, K;
@@ -39,10 +39,11 @@ typedef struct cpu {
     float *scratch; /* im2col bands; the scan's states; rounded rows */
     size_t scratch_floats;
     /* half precision: the native kernel (NULL: float32 products of the
-     * rounded values), the model whose weights are prepared, and those */
+     * rounded values); the serial of the model whose weights are
+     * prepared, and those */
     dm_precision precision;
     const dm_half_gemm *native;
-    const dm_model *model;
+    uint64_t model_serial;
     prepared_weight *weights; /* sorted by (source, N, K) */
     size_t weight_count, weight_cap, weight_bytes;
     dm_status failure; /* the pass's first, returned by finish() */
@@ -84,35 +85,35 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 /* The smallest tile of a product worth a call of its own. */
 #define GEMM_MIN_ROWS 32
 #define GEMM_MIN_COLS 64
-/* Column tiles start on multiples of sgemm's register block (and of the
- * half-precision kernels' panels). */
+/* Column tiles start on panels. */
 #define GEMM_COL_ALIGN DM_PANEL
 /* Rows of a half-precision product rounded at a time: the rounded band
  * stays in cache for the product that reads it. */
 #define HALF_BAND_ROWS 512
 
-/* A product's weight as its tiles read it: float32 [N][K] (the model's own,
- * or its rounded copy when no native kernel runs the precision), or laid
- * out for the native kernel. */
+/* A product's weight as its tiles read it: float32 panels for the kernels'
+ * gemm (the model's own, or their rounding when no native kernel runs the
+ * precision), or laid out for the native kernel. */
 typedef struct product_weight {
-    const float *f32;
-    const void *packed;
+    const float *panels;
+    const void *native;
     size_t N;
 } product_weight;
 
-/* Columns [n0, n1) of rows rows of C (row stride ldc) by a single-threaded
- * OpenBLAS or the native half-precision kernel, with the epilogue applied
- * while the tile is still in cache.  A's rows are lda floats apart (packed
- * rows, for the native kernel). */
+/* Columns [n0, n1) of rows rows of C (row stride ldc) with the epilogue,
+ * by the kernels' gemm or the native half-precision kernel (which leaves
+ * the epilogue to a pass while the tile is still in cache).  A's rows are
+ * lda floats apart (packed rows, for the native kernel). */
 static void gemm_tile(const cpu *cx, size_t rows, size_t n0, size_t n1, size_t K, const float *A, size_t lda,
                       product_weight W, float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
     size_t cols = n1 - n0;
     if (rows == 0 || cols == 0) return;
-    if (W.packed) cx->native->gemm(rows, K, A, W.packed, W.N, n0, n1, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)K, 1.0f, A, (int)lda,
-                    W.f32 + n0 * K, (int)K, beta, C + n0, (int)ldc);
+    if (W.panels) {
+        cx->k->gemm(rows, K, A, lda, W.panels, n0, n1, beta, bias, act, C, ldc);
+        return;
+    }
+    cx->native->gemm(rows, K, A, W.native, W.N, n0, n1, beta, C, ldc);
     if (!bias && act == DM_ACT_NONE) return;
     if (bias) bias += n0;
     if (cols == ldc) cx->k->bias_act(C, rows, cols, bias, act);
@@ -175,7 +176,7 @@ static void drop_weights(cpu *cx)
     free(cx->weights);
     cx->weights = NULL;
     cx->weight_count = cx->weight_cap = cx->weight_bytes = 0;
-    cx->model = NULL;
+    cx->model_serial = 0;
 }
 
 static int weight_before(const prepared_weight *p, const float *source, size_t N, size_t K)
@@ -184,9 +185,9 @@ static int weight_before(const prepared_weight *p, const float *source, size_t N
     return p->N != N ? p->N < N : p->K < K;
 }
 
-/* W [N][K] as the precision's tiles read it, prepared on its first use
- * (by the thread that enqueues, before any piece runs).  0 when out of
- * memory, the failure recorded. */
+/* The model's packed W [N][K] as the half precision's tiles read it,
+ * prepared on its first use (by the thread that enqueues, before any piece
+ * runs).  0 when out of memory, the failure recorded. */
 static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_weight *out)
 {
     size_t lo = 0, hi = cx->weight_count;
@@ -207,7 +208,7 @@ static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_w
             cx->weights = grown;
             cx->weight_cap = cap;
         }
-        size_t bytes = cx->native ? cx->native->weight_bytes(N, K) : N * K * sizeof(float);
+        size_t bytes = cx->native ? cx->native->weight_bytes(N, K) : dm_packed_floats(N, K) * sizeof(float);
         void *data = NULL;
         if (posix_memalign(&data, 64, bytes ? bytes : 1) != 0) {
             fail(cx, dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of %s weights", bytes / 1e6,
@@ -215,7 +216,7 @@ static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_w
             return 0;
         }
         if (cx->native) cx->native->pack_weight(W, N, K, data);
-        else cx->k->round_half(W, data, N * K, cx->precision);
+        else cx->k->round_half(W, data, dm_packed_floats(N, K), cx->precision);
         p = &cx->weights[lo];
         memmove(p + 1, p, (cx->weight_count - lo) * sizeof *p);
         *p = (prepared_weight){W, N, K, data};
@@ -738,14 +739,17 @@ static dm_status cpu_set_threads(void *ctx, int threads)
     return DM_OK;
 }
 
-/* Float32 workspaces read any model of their shapes; half-precision ones
- * hold the rounded weights of the first model they run. */
+/* The workspace runs any model of its shapes; in half precision it holds
+ * the prepared weights of the last one it ran, and prepares them anew for
+ * another. */
 static const dm_model *cpu_params(void *ctx, const dm_model *model)
 {
     cpu *cx = ctx;
-    if (cx->precision == DM_PRECISION_F32) return model;
-    if (!cx->model) cx->model = model;
-    return cx->model == model ? model : NULL;
+    if (cx->model_serial != model->serial) {
+        drop_weights(cx);
+        cx->model_serial = model->serial;
+    }
+    return model;
 }
 
 static void cpu_destroy(void *ctx)
@@ -758,32 +762,13 @@ static void cpu_destroy(void *ctx)
     free(cx);
 }
 
-/* OpenBLAS runs single-threaded inside our threads during a pass.  Its
- * thread setting is process-wide, so passes of several workspaces at once
- * share one change: the first to begin saves the caller's setting, the last
- * to finish puts it back. */
-static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
-static int blas_passes, blas_saved_threads;
-
 static dm_status cpu_begin(void *ctx)
 {
     ((cpu *)ctx)->failure = DM_OK;
-    pthread_mutex_lock(&blas_lock);
-    if (blas_passes++ == 0) {
-        blas_saved_threads = openblas_get_num_threads();
-        openblas_set_num_threads(1);
-    }
-    pthread_mutex_unlock(&blas_lock);
     return DM_OK;
 }
 
-static dm_status cpu_finish(void *ctx)
-{
-    pthread_mutex_lock(&blas_lock);
-    if (--blas_passes == 0) openblas_set_num_threads(blas_saved_threads);
-    pthread_mutex_unlock(&blas_lock);
-    return ((cpu *)ctx)->failure;
-}
+static dm_status cpu_finish(void *ctx) { return ((cpu *)ctx)->failure; }
 
 dm_status dm_cpu_backend_create(int threads, dm_ops *out)
 {
@@ -815,6 +800,7 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
         .finish = cpu_finish,
         .input_pieces = 1,
         .synchronous = 1,
+        .packed_weights = 1,
         .input = cpu_input,
         .output = cpu_output,
         .gemm = cpu_gemm,
