@@ -622,17 +622,6 @@ END_TEST
  * the fused and unfused multiply-adds, times the activation's slope (at
  * most 1.13, GELU's); the activation itself adds 2^-20 of its input's and
  * output's size (3-ulp erf, 2-ulp exp, and GELU's 1 + erf cancelling). */
-static double act_double(double z, dm_act act)
-{
-    switch (act) {
-    case DM_ACT_GELU: return 0.5 * z * (1.0 + erf(z / sqrt(2.0)));
-    case DM_ACT_SILU: return z / (1.0 + exp(-z));
-    case DM_ACT_RELU: return z > 0.0 ? z : 0.0;
-    case DM_ACT_NONE: break;
-    }
-    return z;
-}
-
 START_TEST(test_gemm)
 {
     const dm_kernels *k = any_table(_i);
@@ -673,7 +662,7 @@ START_TEST(test_gemm)
                             size += fabs((double)A[r * lda + kk] * W[n * K + kk]);
                         }
                         if (with_bias) z += bias[n], size += fabs(bias[n]);
-                        double want = act_double(z, act);
+                        double want = test_activate(z, act);
                         double bound = 1.13 * 2.0 * (double)(K + 2) * 0x1p-24 * size + 0x1p-20 * (fabs(want) + fabs(z));
                         double err = fabs((double)C[i] - want);
                         ck_assert_msg(err <= bound, "[%s] gemm rows=%zu N=%zu K=%zu n0=%zu beta=%g bias=%d act=%d: "

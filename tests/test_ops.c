@@ -114,17 +114,6 @@ static void expect_close_f(const char *what, const float *got, const float *want
     free(w);
 }
 
-static double activate(double x, dm_act act)
-{
-    switch (act) {
-    case DM_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case DM_ACT_SILU: return x / (1.0 + exp(-x));
-    case DM_ACT_RELU: return x > 0.0 ? x : 0.0;
-    case DM_ACT_NONE: break;
-    }
-    return x;
-}
-
 static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU, DM_ACT_RELU};
 #define ACT_COUNT (int)(sizeof acts / sizeof acts[0])
 /* Channel counts: 1, around vector widths, odd, wide. */
@@ -221,7 +210,7 @@ START_TEST(gemm_matches_float64)
                         for (size_t j = 0; j < N; j++) {
                             double s = beta * (double)C0[i * N + j] + (with_bias ? bias[j] : 0.0);
                             for (size_t k = 0; k < K; k++) s += (double)rA[i * lda + k] * rW[j * K + k];
-                            want[i * N + j] = activate(s, act);
+                            want[i * N + j] = test_activate(s, act);
                         }
                     float *dA = upload_array(A, M * lda), *dW = upload_weight(W, N, K);
                     float *dbias = upload_array(bias, N);
@@ -255,7 +244,7 @@ START_TEST(gemm_on_unaligned_operands)
         for (size_t j = 0; j < N; j++) {
             double s = (double)C0[1 + i * N + j] + bias[j];
             for (size_t k = 0; k < K; k++) s += (double)A[1 + i * K + k] * W[j * K + k];
-            want[i * N + j] = activate(s, DM_ACT_RELU);
+            want[i * N + j] = test_activate(s, DM_ACT_RELU);
         }
     float *dA = upload_array(A, M * K + 1), *dW = upload_weight(W, N, K), *dbias = upload_array(bias, N);
     dm_view C = upload(C0, 1, 1, 1, (int)(M * N + 1));
@@ -307,7 +296,7 @@ START_TEST(conv3x3_matches_float64)
                                             s += (double)rx[(((size_t)i * h + iy) * w + ix) * cin + ch] *
                                                  rwt[((size_t)o * 9 + t) * cin + ch];
                                     }
-                                    want[(((size_t)i * oh + oy) * ow + ox) * cout + o] = activate(s, act);
+                                    want[(((size_t)i * oh + oy) * ow + ox) * cout + o] = test_activate(s, act);
                                 }
                     dm_conv3x3 cv = {cin, cout, stride, pad, upload_weight(wt, (size_t)cout, 9 * (size_t)cin),
                                      upload_array(b, cout)};

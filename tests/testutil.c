@@ -64,6 +64,17 @@ static double reference_round(double x, int bits, int min_exp, double max_finite
 double test_f16_round(double x) { return reference_round(x, 11, -13, 65504.0); }
 double test_bf16_round(double x) { return reference_round(x, 8, -125, 0x1.FEp127); }
 
+double test_activate(double x, dm_act act)
+{
+    switch (act) {
+    case DM_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case DM_ACT_SILU: return x / (1.0 + exp(-x));
+    case DM_ACT_RELU: return x > 0.0 ? x : 0.0;
+    case DM_ACT_NONE: break;
+    }
+    return x;
+}
+
 uint32_t test_crc32(const void *data, size_t n)
 {
     const unsigned char *p = data;

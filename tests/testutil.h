@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "damamba.h"
+#include "kernels.h"
 #include "tensor_file.h"
 
 /* Path of a file in the test data folder (tests/golden), from the
@@ -30,6 +31,10 @@ double test_rel_err(const char *label, const float *got, const float *want, size
  * library's conversions and round_half kernels are checked against. */
 double test_f16_round(double x);
 double test_bf16_round(double x);
+
+/* An activation in double arithmetic (GELU's erf form): the reference for
+ * products and convolutions with an epilogue. */
+double test_activate(double x, dm_act act);
 
 /* The CRC-32 of zip and PNG (reflected polynomial 0xEDB88320), bit by
  * bit: a reference independent of zlib's tables. */
