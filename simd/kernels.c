@@ -305,7 +305,7 @@ static void round_half_simd(const float *x, float *y, size_t count, dm_precision
 #define K_STEP (4096 / BLOCK_COLS)
 
 _Static_assert(DM_PANEL % VL == 0 || VL % DM_PANEL == 0, "panels are whole vectors");
-_Static_assert(BLOCK_ROWS <= 14, "gemm_block_rows has cases up to 14");
+_Static_assert(BLOCK_ROWS <= 14 && BLOCK_VECS <= 4, "gemm_block_rows has cases up to 14 rows and 4 vectors");
 
 /* rows x vecs of C at c (cols columns of it) over k in [0, ks): w holds the
  * block's panels (panel_stride floats apart) from the step's first k, a
@@ -344,17 +344,23 @@ static inline __attribute__((always_inline)) void gemm_block(size_t rows, size_t
     }
 }
 
-/* The block for a run-time row count, each count its own copy so the
- * accumulators stay in registers; vecs is BLOCK_VECS, or one panel's
- * worth where a product's last panel has no neighbour. */
+/* The block for a run-time row and vector count (vecs below BLOCK_VECS:
+ * the last columns of a product), each its own copy so the accumulators
+ * stay in registers. */
 static void gemm_block_rows(size_t rows, size_t vecs, size_t ks, const float *a, size_t lda, const float *w,
                             size_t panel_stride, float beta, const float *bias, dm_act act, float *c, size_t ldc,
                             size_t cols)
 {
-#define GEMM_CASE(n)                                                                                          \
-    case n:                                                                                                   \
-        if (vecs == BLOCK_VECS) gemm_block(n, BLOCK_VECS, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols); \
-        else gemm_block(n, PANEL_VECS, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols);         \
+#define GEMM_VECS(n, v)                                                                  \
+    case v: gemm_block(n, v, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols); return;
+#if BLOCK_VECS > 2
+#define GEMM_MORE_VECS(n) GEMM_VECS(n, 3) GEMM_VECS(n, 4)
+#else
+#define GEMM_MORE_VECS(n)
+#endif
+#define GEMM_CASE(n)                                                                     \
+    case n:                                                                              \
+        switch (vecs) { GEMM_VECS(n, 1) GEMM_VECS(n, 2) GEMM_MORE_VECS(n) }               \
         return;
     switch (rows) {
         GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6)
@@ -363,6 +369,8 @@ static void gemm_block_rows(size_t rows, size_t vecs, size_t ks, const float *a,
 #endif
     }
 #undef GEMM_CASE
+#undef GEMM_MORE_VECS
+#undef GEMM_VECS
 }
 
 /* k steps outside; within a step, bands of rows whose values (128 KiB)
@@ -382,11 +390,10 @@ static void gemm_simd(size_t rows, size_t K, const float *A, size_t lda, const f
             size_t m1 = rows - m0 < band ? rows : m0 + band;
             for (size_t n = n0; n < n1; n += BLOCK_COLS) {
                 size_t cols = n1 - n < BLOCK_COLS ? n1 - n : BLOCK_COLS;
-                size_t vecs = (cols + DM_PANEL - 1) / DM_PANEL * PANEL_VECS;
+                size_t vecs = (cols + VL - 1) / VL;
                 const float *wn = w + n / DM_PANEL * panel_stride + k0 * DM_PANEL;
                 for (size_t r = m0; r < m1; r += BLOCK_ROWS)
-                    gemm_block_rows(m1 - r < BLOCK_ROWS ? m1 - r : BLOCK_ROWS, vecs < BLOCK_VECS ? vecs : BLOCK_VECS,
-                                    ks, A + r * lda + k0, lda, wn, panel_stride, k0 == 0 ? beta : 1.0f,
+                    gemm_block_rows(m1 - r < BLOCK_ROWS ? m1 - r : BLOCK_ROWS, vecs, ks, A + r * lda + k0, lda, wn, panel_stride, k0 == 0 ? beta : 1.0f,
                                     last && bias ? bias + n : NULL, last ? act : DM_ACT_NONE, C + r * ldc + n, ldc,
                                     cols);
             }
