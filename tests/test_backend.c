@@ -110,6 +110,7 @@ END_TEST
 
 typedef struct pass_loop {
     const dm_model *model;
+    dm_precision precision;
     dm_status status;
     float logits[10];
 } pass_loop;
@@ -124,29 +125,34 @@ static void *run_passes(void *arg)
     out.logits = loop->logits;
     if ((loop->status = dm_workspace_create(loop->model, 1, 16, 16, &ws))) return NULL;
     dm_workspace_set_threads(ws, 1);
+    loop->status = dm_workspace_set_precision(ws, loop->precision);
     for (int i = 0; i < 20 && !loop->status; i++) loop->status = dm_forward(loop->model, ws, input, 1, 16, 16, &out);
     dm_workspace_free(ws);
     return NULL;
 }
 
-/* Workspaces of one model running passes at once (each preparing its own
- * weights on its first pass) all give the logits of one running alone. */
+/* Workspaces of one model running passes at once, reading its packed
+ * weights in float32 or preparing their own rounded copies in bf16, all
+ * give the logits of one running alone in their precision. */
 START_TEST(concurrent_workspaces_agree)
 {
     dm_model *m = small_model();
-    pass_loop alone = {m, DM_OK, {0}};
-    run_passes(&alone);
-    ck_assert_int_eq(alone.status, DM_OK);
-    pthread_t threads[3];
-    pass_loop loops[3];
-    for (int i = 0; i < 3; i++) {
-        loops[i] = (pass_loop){m, DM_OK, {0}};
+    pass_loop alone[2] = {{m, DM_PRECISION_F32, DM_OK, {0}}, {m, DM_PRECISION_BF16, DM_OK, {0}}};
+    for (int p = 0; p < 2; p++) {
+        run_passes(&alone[p]);
+        ck_assert_int_eq(alone[p].status, DM_OK);
+    }
+    ck_assert(memcmp(alone[0].logits, alone[1].logits, sizeof alone[0].logits) != 0);
+    pthread_t threads[4];
+    pass_loop loops[4];
+    for (int i = 0; i < 4; i++) {
+        loops[i] = (pass_loop){m, alone[i % 2].precision, DM_OK, {0}};
         ck_assert_int_eq(pthread_create(&threads[i], NULL, run_passes, &loops[i]), 0);
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         pthread_join(threads[i], NULL);
         ck_assert_int_eq(loops[i].status, DM_OK);
-        ck_assert_mem_eq(loops[i].logits, alone.logits, sizeof alone.logits);
+        ck_assert_mem_eq(loops[i].logits, alone[i % 2].logits, sizeof loops[i].logits);
     }
     dm_model_free(m);
 }
