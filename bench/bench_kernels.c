@@ -251,7 +251,7 @@ int main(int argc, char **argv)
     };
     in.packed = filled(dm_packed_floats(F, C), 0, 0, 17);
     dm_pack_panels(in.hid, F, C, in.packed);
-    static const char *const isas[] = {"scalar", "avx2", "avx512", "neon"};
+    static const char *const isas[] = {"scalar", "sse2", "avx2", "avx512", "neon"};
     printf("%-22s %-11s %10s %14s\n", "kernel", "isa", "us/call", "throughput");
     /* every kernel of the list, under every table this machine runs; a
      * kernel without a bench_ function does not compile */

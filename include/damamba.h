@@ -290,8 +290,8 @@ DM_API const char *dm_precision_name(dm_precision precision);
  * rounded values multiplied in float32, so results agree with
  * the native kernels up to summation order, without their speed, and the
  * rounded weights are held as float32.  "float32" for DM_PRECISION_F32;
- * NULL for a value outside the enum.  DAMAMBA_ISA=scalar or avx2 turns the
- * native kernels off, as it does the other SIMD kernels. */
+ * NULL for a value outside the enum.  DAMAMBA_ISA=scalar, sse2 or avx2
+ * turns the native kernels off, as it does the other SIMD kernels. */
 DM_API const char *dm_precision_kernel(dm_precision precision);
 
 /* Compute the workspace's passes in `precision` from now on (CPU
@@ -579,8 +579,9 @@ DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
 
 /* ---------------------------------------------------------------- runtime */
 
-/* The instruction set the kernels use ("scalar", "avx2", "avx512", "neon"):
- * the best this CPU has.  The environment variable DAMAMBA_ISA forces one;
+/* The instruction set the kernels use ("scalar", "sse2", "avx2", "avx512",
+ * "neon"): the best this CPU has.  The environment variable DAMAMBA_ISA
+ * forces one;
  * if this build or CPU lacks it, dm_isa() returns "none" and
  * dm_workspace_create and dm_forward fail with DM_ERR_UNSUPPORTED.  Static
  * storage. */

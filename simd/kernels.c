@@ -293,7 +293,8 @@ static void round_half_simd(const float *x, float *y, size_t count, dm_precision
 
 /* The register block: BLOCK_ROWS rows of C by BLOCK_VECS vectors, as many
  * rows as the registers hold besides one vector of W per column vector and
- * one broadcast of A (AVX2 6 x 16, AVX-512 14 x 32, NEON 6 x 16 floats).
+ * one broadcast of A (AVX2 6 x 16, AVX-512 14 x 32, NEON 6 x 16, SSE2
+ * 2 x 16 floats).
  * Each k then costs BLOCK_VECS loads and BLOCK_ROWS broadcasts for
  * BLOCK_ROWS * BLOCK_VECS multiply-adds. */
 #define PANEL_VECS (DM_PANEL / VL > 0 ? DM_PANEL / VL : 1)
@@ -305,7 +306,8 @@ static void round_half_simd(const float *x, float *y, size_t count, dm_precision
 #define K_STEP (4096 / BLOCK_COLS)
 
 _Static_assert(DM_PANEL % VL == 0 || VL % DM_PANEL == 0, "panels are whole vectors");
-_Static_assert(BLOCK_ROWS <= 14 && BLOCK_VECS <= 4, "gemm_block_rows has cases up to 14 rows and 4 vectors");
+_Static_assert((BLOCK_ROWS == 2 || BLOCK_ROWS == 6 || BLOCK_ROWS == 14) && BLOCK_VECS <= 4,
+               "gemm_block_rows has a case for each row count up to BLOCK_ROWS, and up to 4 vectors");
 
 /* rows x vecs of C at c (cols columns of it) over k in [0, ks): w holds the
  * block's panels (panel_stride floats apart) from the step's first k, a
@@ -363,7 +365,10 @@ static void gemm_block_rows(size_t rows, size_t vecs, size_t ks, const float *a,
         switch (vecs) { GEMM_VECS(n, 1) GEMM_VECS(n, 2) GEMM_MORE_VECS(n) }               \
         return;
     switch (rows) {
-        GEMM_CASE(1) GEMM_CASE(2) GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6)
+        GEMM_CASE(1) GEMM_CASE(2)
+#if BLOCK_ROWS > 2
+        GEMM_CASE(3) GEMM_CASE(4) GEMM_CASE(5) GEMM_CASE(6)
+#endif
 #if BLOCK_ROWS > 6
         GEMM_CASE(7) GEMM_CASE(8) GEMM_CASE(9) GEMM_CASE(10) GEMM_CASE(11) GEMM_CASE(12) GEMM_CASE(13) GEMM_CASE(14)
 #endif

@@ -1,6 +1,7 @@
 /* vec.h - a thin mapping from vector operations to one instruction set,
  * chosen by the compiler flags the including file is built with, so one
- * kernel body (kernels.c) serves AVX2+FMA, AVX-512 and NEON.
+ * kernel body (kernels.c) serves AVX2+FMA, AVX-512, NEON and the x86-64
+ * baseline, SSE2.
  *
  * vf is a vector of VL floats, of which the instruction set has VREGS
  * registers (what a register block may hold).  The _n forms touch only the first n lanes
@@ -193,8 +194,86 @@ static inline vf vround_bf16(vf x)
     return vbslq_f32(vceqq_f32(x, x), rounded, quiet);
 }
 
+#elif defined(__SSE2__) && defined(__x86_64__)
+/* The x86-64 baseline, for CPUs without AVX2: four lanes and no fused
+ * multiply-add (vfma rounds twice), no round or blend instructions. */
+#include <emmintrin.h>
+
+#include "dtype.h"
+
+#define VL 4
+#define VREGS 16
+#define VEC_ISA "sse2"
+#define VEC_TABLE dm_kernels_sse2
+typedef __m128 vf;
+
+static inline vf vload_n(const float *p, size_t n)
+{
+    if (n == VL) return _mm_loadu_ps(p);
+    float lanes[VL] = {0};
+    memcpy(lanes, p, n * sizeof(float));
+    return _mm_loadu_ps(lanes);
+}
+static inline void vstore_n(float *p, vf v, size_t n)
+{
+    if (n == VL) {
+        _mm_storeu_ps(p, v);
+        return;
+    }
+    float lanes[VL];
+    _mm_storeu_ps(lanes, v);
+    memcpy(p, lanes, n * sizeof(float));
+}
+static inline vf vkeep_n(vf v, size_t n) { return n == VL ? v : vload_n((const float *)&v, n); }
+static inline vf vset1(float x) { return _mm_set1_ps(x); }
+static inline vf vadd(vf a, vf b) { return _mm_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm_div_ps(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+static inline vf vabs(vf a) { return _mm_andnot_ps(_mm_set1_ps(-0.0f), a); }
+static inline vf vmin(vf a, vf b) { return _mm_min_ps(a, b); }
+static inline float vsum(vf v)
+{
+    __m128 s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+static inline vf vblend(vf mask, vf x, vf y) { return _mm_or_ps(_mm_and_ps(mask, x), _mm_andnot_ps(mask, y)); }
+static inline vf vselect_gt(vf a, vf b, vf x, vf y) { return vblend(_mm_cmpgt_ps(a, b), x, y); }
+/* to nearest, ties to even (MXCSR's default), for |x| < 2^31: exp's use */
+static inline vf vround(vf x) { return _mm_cvtepi32_ps(_mm_cvtps_epi32(x)); }
+/* p * 2^n for integral n whose result stays a normal float */
+static inline vf vscale2(vf p, vf n)
+{
+    __m128i e = _mm_slli_epi32(_mm_cvtps_epi32(n), 23);
+    return _mm_castsi128_ps(_mm_add_epi32(_mm_castps_si128(p), e));
+}
+/* x where x is NaN, else r */
+static inline vf vkeep_nan(vf x, vf r) { return vblend(_mm_cmpunord_ps(x, x), x, r); }
+static inline vf vlog1p(vf x) { return Sleef_log1pf4_u10sse2(x); }
+/* no conversion instructions: the file formats' exact conversions */
+static inline vf vround_f16(vf x)
+{
+    float lanes[VL];
+    _mm_storeu_ps(lanes, x);
+    for (int i = 0; i < VL; i++) lanes[i] = dm_f16_to_f32(dm_f32_to_f16(lanes[i]));
+    return _mm_loadu_ps(lanes);
+}
+/* bits + 0x7fff + (bit 16): round to nearest even at bit 16; NaN kept and
+ * made quiet, as dm_f32_to_bf16 does, so its high half is a NaN too */
+static inline vf vround_bf16(vf x)
+{
+    __m128i b = _mm_castps_si128(x);
+    __m128i lsb = _mm_and_si128(_mm_srli_epi32(b, 16), _mm_set1_epi32(1));
+    __m128i r = _mm_add_epi32(b, _mm_add_epi32(_mm_set1_epi32(0x7fff), lsb));
+    vf rounded = _mm_castsi128_ps(_mm_and_si128(r, _mm_set1_epi32((int)0xffff0000u)));
+    vf quiet = _mm_castsi128_ps(_mm_or_si128(b, _mm_set1_epi32(0x00400000)));
+    return vblend(_mm_cmpunord_ps(x, x), quiet, rounded);
+}
+
 #else
-#error "vec.h needs -mavx512f, -mavx2 -mfma, or an aarch64 target"
+#error "vec.h needs -mavx512f, -mavx2 -mfma, SSE2 on x86-64, or an aarch64 target"
 #endif
 
 static inline vf vload(const float *p) { return vload_n(p, VL); }

@@ -136,7 +136,7 @@ def _precision_code(precision: str) -> int:
 
 
 def isa() -> str:
-    """The instruction set the kernels use ("scalar", "avx2", "avx512", "neon")."""
+    """The instruction set the kernels use ("scalar", "sse2", "avx2", "avx512", "neon")."""
     return lib.dm_isa().decode()
 
 
