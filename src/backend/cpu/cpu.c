@@ -11,7 +11,6 @@
 #include "kernels.h"
 #include "pool.h"
 
-#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
