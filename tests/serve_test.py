@@ -371,7 +371,12 @@ try:
         {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [400],
                      "data": [base64.b64encode(images[0]).decode()] * 400}]}))
     check(status == 400 and b"exceed the limit of 1048576 bytes" in data, f"decoded size limit: {status} {data}")
-    # A full queue: 503 with Retry-After; the others are answered.
+    # A full queue: 503 with Retry-After; the others are answered, and the
+    # queue takes requests again once it has drained.  The first request
+    # to arrive holds the queue's one place until the worker has taken its
+    # last image (one a pass, -b 1); whether a later one arrives after that
+    # depends on how fast this machine parses against how fast it computes,
+    # so only one 200 is certain.
     codes, retry = [], []
 
     def flood():
@@ -385,8 +390,10 @@ try:
     for t in threads:
         t.join()
     print("8 requests at once against --queue 1:", sorted(codes))
-    check(set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 2, f"queue full: {codes}")
+    check(set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 1, f"queue full: {codes}")
     check(all(r == "1" for c, r in zip(codes, retry) if c == 503), f"Retry-After: {retry}")
+    status, _, _ = limits.request("POST", url, infer_json(1, tensors[0]))
+    check(status == 200, f"after a full queue has drained: {status}")
     # A stalled client is closed after --timeout; a slow-loris one too.
     s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
     s.sendall(b"POST " + url.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
