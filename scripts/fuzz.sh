@@ -17,13 +17,16 @@ sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 # FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION: a .pth member whose CRC-32 does
 # not match is read anyway, so that mutated pickles reach the unpickler.
 cflags="-std=c11 -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/internal -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
-# The file readers, the model loader and the image loader, without kernels.
-lib="error.c versioned.c classes.c io/json.c io/dtype.c io/safetensors.c io/files.c io/tensor_file.c io/zip.c io/unpickle.c io/pth.c io/model_file.c model.c image/image_check.c image/image.c image/resample.c image/jpeg.c"
+# The file readers, the model loader (with the packing of its weights) and
+# the image loader, without kernels.
+lib="src/error.c src/versioned.c src/classes.c src/io/json.c src/io/dtype.c src/io/safetensors.c src/io/files.c
+  src/io/tensor_file.c src/io/zip.c src/io/unpickle.c src/io/pth.c src/io/model_file.c src/model.c simd/panels.c
+  src/image/image_check.c src/image/image.c src/image/resample.c src/image/jpeg.c"
 
 mkdir -p "$out/obj"
 objs=""
 for f in $lib; do
-    $cc $cflags -fsanitize=fuzzer-no-link -c "$root/src/$f" -o "$out/obj/$(basename "${f%.c}").o"
+    $cc $cflags -fsanitize=fuzzer-no-link -c "$root/$f" -o "$out/obj/$(basename "${f%.c}").o"
     objs="$objs $out/obj/$(basename "${f%.c}").o"
 done
 # The data built into the library, as src/meson.build generates it.

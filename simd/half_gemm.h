@@ -58,7 +58,7 @@ void dm_half_gemm_ref(dm_precision precision, size_t M, size_t N, size_t K, cons
 
 /* Weight layout every native kernel uses: W [N][K] (given in float32
  * panels, dm_pack_panels) rounded to the precision (as round_half rounds)
- * and stored as its 16-bit values, packed in panels (kernels.h's
+ * and stored as its 16-bit values, packed in panels (panels.h's
  * dm_panel_index) by groups of `group` consecutive k, K padded to
  * k_padded, a multiple of group. */
 size_t dm_half_panels_bytes(size_t N, size_t k_padded);

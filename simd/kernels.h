@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "damamba.h"
+#include "panels.h"
 #include "pool.h"
 
 #define DM_LN_EPS 1e-6f
@@ -81,8 +82,9 @@ typedef struct dm_scan_args {
  *   stays NaN; f16 overflows to infinity.  y may be x.
  * gemm: C[r][n] = act(sum over k of A[r][k] * W[n][k] + beta * C[r][n]
  *   + bias[n]) for r < rows and n0 <= n < n1, W [N][K] laid out by
- *   dm_pack_panels; A's rows are lda floats apart, C's ldc; n0 is a
- *   multiple of DM_PANEL; bias may be NULL; C is not read when beta is 0.
+ *   dm_pack_panels (panels.h); A's rows are lda floats apart, C's ldc; n0
+ *   is a multiple of DM_PANEL; bias may be NULL; C is not read when beta
+ *   is 0.
  *   The scalar table sums in k order from beta * C, one rounding per
  *   multiply and per add; the SIMD ones sum steps of consecutive k with
  *   fused multiply-adds, then add each step's sum to the running one. */
@@ -116,28 +118,6 @@ typedef struct dm_kernels {
     DM_KERNEL_LIST(DM_KERNEL_POINTER)
 #undef DM_KERNEL_POINTER
 } dm_kernels;
-
-/* Packed weights: a product's weight W [N][K] as the gemm kernels (and the
- * half-precision ones, half_gemm.h) read it, in panels of DM_PANEL columns
- * padded with zeros.  A panel holds its columns' values by groups of
- * `group` consecutive k (1 for float32), column after column within a
- * group, K padded with zeros to k_padded (a multiple of group).  A SIMD
- * kernel then loads the values of one k (or group) for a whole panel at
- * once, contiguous and in the order it walks k. */
-#define DM_PANEL 16
-
-static inline size_t dm_panel_count(size_t N) { return (N + DM_PANEL - 1) / DM_PANEL; }
-
-/* Where W[n][k] lies in a packed weight. */
-static inline size_t dm_panel_index(size_t n, size_t k, size_t k_padded, size_t group)
-{
-    return ((n / DM_PANEL * (k_padded / group) + k / group) * DM_PANEL + n % DM_PANEL) * group + k % group;
-}
-
-/* Floats of W [N][K] packed for the gemm kernel, the packing, and back. */
-static inline size_t dm_packed_floats(size_t N, size_t K) { return dm_panel_count(N) * DM_PANEL * K; }
-void dm_pack_panels(const float *W, size_t N, size_t K, float *packed);
-void dm_unpack_panels(const float *packed, size_t N, size_t K, float *W);
 
 /* The scalar reference table. */
 extern const dm_kernels dm_kernels_scalar;

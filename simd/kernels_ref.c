@@ -199,19 +199,7 @@ static void round_half_ref(const float *x, float *y, size_t count, dm_precision 
         y[i] = precision == DM_PRECISION_F16 ? dm_f16_to_f32(dm_f32_to_f16(x[i])) : dm_bf16_to_f32(dm_f32_to_bf16(x[i]));
 }
 
-void dm_pack_panels(const float *W, size_t N, size_t K, float *packed)
-{
-    for (size_t n = 0; n < dm_panel_count(N) * DM_PANEL; n++)
-        for (size_t k = 0; k < K; k++) packed[dm_panel_index(n, k, K, 1)] = n < N ? W[n * K + k] : 0.0f;
-}
-
 /* A panel at a time: its DM_PANEL sums side by side, each in k order. */
-void dm_unpack_panels(const float *packed, size_t N, size_t K, float *W)
-{
-    for (size_t n = 0; n < N; n++)
-        for (size_t k = 0; k < K; k++) W[n * K + k] = packed[dm_panel_index(n, k, K, 1)];
-}
-
 static void gemm_ref(size_t rows, size_t K, const float *A, size_t lda, const float *w, size_t n0, size_t n1,
                      float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {

@@ -5,7 +5,7 @@
 
 #include "classes.h"
 #include "error.h"
-#include "kernels.h"
+#include "panels.h"
 #include "model_file.h"
 #include "versioned.h"
 

@@ -140,7 +140,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws,
 /* A matrix product's weight: n x k, W[n][k] multiplying column k of the
  * input into output channel n.  The model holds every such weight (linear
  * layers, and convolutions as n = out channels by k = taps x in channels)
- * packed by dm_pack_panels (kernels.h), as the CPU's product kernels read
+ * packed by dm_pack_panels (panels.h), as the CPU's product kernels read
  * it. */
 typedef struct dm_product {
     size_t n, k;
