@@ -210,7 +210,7 @@ ls "$tmp" | grep -q '\.tmp' && fail "segment left temporary files"
 # 1, printing no result or summary and writing no file; where it can, run
 # writes its outputs (the networks on the GPU are test_detect's and
 # test_seg's).
-for cmd in segment detect run eval bench; do
+for cmd in classify segment detect run eval bench; do
     "$damamba" help "$cmd" | grep -q -- "--backend B" || fail "$cmd --help does not list --backend"
     expect 2 "--backend expects cpu or cuda, got 'tpu'" "$damamba" "$cmd" --backend tpu
 done
@@ -233,6 +233,7 @@ if [ -n "$no_cuda" ]; then
     mkdir "$tmp/cuda"
     echo '{"images": [{"file_name": "coffee.png", "id": 1}]}' >"$tmp/coffee_ann.json"
     refused "$damamba" compare --synthetic
+    refused "$damamba" classify --backend cuda "$samples"
     refused "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda/run.safetensors"
     refused "$damamba" segment -m "$seg_model" --backend cuda --overlay --json -o "$tmp/cuda" "$golden/seg_small.png"
     refused "$damamba" detect -m "$golden/maskrcnn_micro.pth" --backend cuda --json --draw -o "$tmp/cuda/drawn" \

@@ -8,7 +8,7 @@
 
 static const char classify_usage[] =
     "usage: damamba classify [-m MODEL] [-k TOP] [--json] [-b BATCH] [-t THREADS]\n"
-    "                        [--shard I/N] [--quiet] FILE|DIR|@LIST ...\n"
+    "                        [--backend cpu|cuda] [--shard I/N] [--quiet] FILE|DIR|@LIST ...\n"
     "\n"
     "Prints the TOP most probable classes of each image, with softmax\n"
     "probabilities.  A directory stands for the image files under it (.png,\n"
@@ -29,6 +29,7 @@ static const char classify_usage[] =
     "  -b, --batch N        images per forward pass (default 32)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
     CLI_DTYPE_HELP("      ")
+    CLI_BACKEND_HELP("      ")
     "      --shard I/N      only files I, I+N, I+2N, ... (0 <= I < N) of the whole list,\n"
     "                       so N jobs can split one list\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
@@ -73,11 +74,13 @@ int cmd_classify(int argc, char **argv)
     const char *model_path = NULL;
     int ema = 0;
     int top = 5, json = 0, batch = 32, quiet = 0, shard_index = 0, shard_count = 1, threads, c;
+    dm_backend backend = DM_BACKEND_CPU;
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"top", required_argument, 0, 'k'},
         {"json", no_argument, 0, 'j'}, {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"shard", required_argument, 0, OPT_SHARD},
+        {"backend", required_argument, 0, CLI_OPT_BACKEND},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS, {0, 0, 0, 0}};
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:k:jb:t:qh", opts, NULL)) != -1) {
@@ -88,6 +91,7 @@ int cmd_classify(int argc, char **argv)
         case 'j': json = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
+        case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 't':
             if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
             cli_threads = threads;
@@ -107,6 +111,7 @@ int cmd_classify(int argc, char **argv)
         fputs(classify_usage, stderr);
         return 2;
     }
+    if (!cli_backend_usable(backend)) return 1;
     int failed = 0;
     cli_source source;
     if (!cli_source_init(&source, argv + optind, argc - optind, shard_index, shard_count)) return 2;
@@ -119,7 +124,7 @@ int cmd_classify(int argc, char **argv)
     cli_classifier cls = {0};
     int usage = 0;
     if (!m || (usage = cli_preprocess_settings(m, &popts, &prep)) ||
-        !cli_classifier_init(&cls, m, DM_BACKEND_CPU, &prep, batch)) {
+        !cli_classifier_init(&cls, m, backend, &prep, batch)) {
         dm_model_free(m);
         cli_source_free(&source);
         return usage ? usage : 1;
