@@ -645,6 +645,7 @@ dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
     ops.finish = gpu_finish;
     ops.input_pieces = INPUT_PIECES;
     ops.synchronous = 0; /* kernels and copies run on streams */
+    ops.group_bytes = 0; /* the whole batch at once: it is the parallelism */
     ops.input = gpu_input;
     ops.output = gpu_output;
     ops.gemm = gpu_gemm;

@@ -108,6 +108,11 @@ typedef struct dm_ops {
     /* 1 when an operator has completed by the time its entry returns (the
      * CPU); 0 when entries enqueue work that only finish() waits for. */
     int synchronous;
+    /* Bytes of buffers a stage's blocks should keep within.  A batch runs
+     * each stage in groups of as many images as fit, so that what one
+     * operator writes is still in the cache when the next reads it; 0 runs
+     * the whole batch at once (a GPU, whose parallelism is the batch). */
+    size_t group_bytes;
     /* How gemm and conv3x3 read a weight of n x k (model.h's dm_product):
      * 1 packed by dm_pack_panels, as the model holds it (the CPU); 0 as
      * [n][k], which params() unpacks it to (CUDA, for cuBLAS). */

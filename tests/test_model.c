@@ -9,6 +9,7 @@
 
 #include "damamba.h"
 #include "model.h"
+#include "workspace.h"
 
 /* PyTorch's count of trainable parameters (sum of numel over parameters
  * with requires_grad) of the official variants with 1000 classes. */
@@ -75,6 +76,129 @@ START_TEST(batch_independence)
     }
     free(x); free(logits); free(stage); free(one_logits); free(one_stage);
     dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
+/* Every output of a pass over n images of h x w: logits, the four stages,
+ * one block's offsets (stage 0's last block: T's depth there is odd). */
+typedef struct all_outputs {
+    float *buf;
+    size_t logits, stage[4], offsets, total; /* floats per image of each, and in all */
+    dm_outputs o;
+} all_outputs;
+
+static void outputs_for(const dm_model *m, int n, int h, int w, all_outputs *a)
+{
+    const dm_config *c = dm_model_config(m);
+    a->logits = c->num_classes;
+    a->total = a->logits;
+    for (int s = 0; s < 4; s++) {
+        int C, oh, ow;
+        dm_stage_shape(m, h, w, s, &C, &oh, &ow);
+        a->stage[s] = (size_t)C * oh * ow;
+        if (s == 0) a->offsets = (size_t)oh * ow * 2 * c->groups[0];
+        a->total += a->stage[s];
+    }
+    a->total += a->offsets;
+    a->buf = malloc(sizeof(float) * n * a->total);
+    float *p = a->buf;
+    a->o = (dm_outputs){.size = sizeof(dm_outputs), .logits = p, .offsets_stage = 0,
+                        .offsets_block = c->depths[0] - 1};
+    p += n * a->logits;
+    for (int s = 0; s < 4; s++) {
+        a->o.stages[s] = p;
+        p += n * a->stage[s];
+    }
+    a->o.offsets = p;
+}
+
+/* Image k of `batch` equals `alone` (outputs of image k alone), bit for bit. */
+static void same_as_alone(const all_outputs *batch, int k, const all_outputs *alone, const char *what)
+{
+    const float *b[6] = {batch->o.logits, batch->o.stages[0], batch->o.stages[1], batch->o.stages[2],
+                         batch->o.stages[3], batch->o.offsets};
+    const float *a[6] = {alone->o.logits, alone->o.stages[0], alone->o.stages[1], alone->o.stages[2],
+                         alone->o.stages[3], alone->o.offsets};
+    size_t count[6] = {batch->logits, batch->stage[0], batch->stage[1], batch->stage[2], batch->stage[3],
+                       batch->offsets};
+    static const char *names[6] = {"logits", "stage 0", "stage 1", "stage 2", "stage 3", "offsets"};
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(memcmp(b[i] + k * count[i], a[i], count[i] * sizeof(float)) == 0,
+                      "%s: image %d's %s differ from the image's alone", what, k, names[i]);
+}
+
+/* A batch runs each stage's blocks in groups of images that fit the cache
+ * (forward.c).  However it is grouped, image k's every output is that of
+ * image k alone, bit for bit: on one thread, a product and the scan sum
+ * each pixel's terms in the same order whatever the batch. */
+START_TEST(batch_in_groups)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_synthetic('T', 3, 10, 5, &m) == DM_OK, "%s", dm_last_error());
+    const int n = 3, h = 32, w = 32; /* stage 0 is 8 x 8 */
+    float *x = random_input((size_t)n * 3 * h * w, 17);
+    dm_workspace *ws;
+    ck_assert_int_eq(dm_workspace_create(m, n, h, w, &ws), DM_OK);
+    ck_assert_int_eq(dm_workspace_set_threads(ws, 1), DM_OK);
+    all_outputs alone[3], batch;
+    for (int k = 0; k < n; k++) {
+        outputs_for(m, 1, h, w, &alone[k]);
+        ck_assert_int_eq(dm_forward(m, ws, x + (size_t)k * 3 * h * w, 1, h, w, &alone[k].o), DM_OK);
+    }
+    outputs_for(m, n, h, w, &batch);
+    /* the CPU's budget (the whole batch here); two images a group at stage
+     * 0, so groups of 2 and 1; one image a group at every stage */
+    size_t whole = ws->ops.group_bytes, two = 0;
+    do ws->ops.group_bytes = two += 1024;
+    while (dm_group_pixels(&m->config, &ws->ops, 0) / 64 < 2);
+    ck_assert_uint_lt(dm_group_pixels(&m->config, &ws->ops, 0) / 64, 3);
+    size_t budgets[3] = {whole, two, 1};
+    static const char *what[3] = {"the whole batch", "groups of 2 and 1", "one image a group"};
+    for (int b = 0; b < 3; b++) {
+        ws->ops.group_bytes = budgets[b];
+        memset(batch.buf, 0, sizeof(float) * n * batch.total);
+        ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &batch.o), DM_OK);
+        for (int k = 0; k < n; k++) same_as_alone(&batch, k, &alone[k], what[b]);
+    }
+    for (int k = 0; k < n; k++) free(alone[k].buf);
+    free(batch.buf);
+    free(x);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
+/* A workspace whose images are too large to run a stage together holds
+ * one group's buffers, not the batch's: the pass still gives each image's
+ * outputs alone.  DAMamba-F at 320 x 320: stage 0's blocks keep about 18
+ * MiB per image, over the CPU's 16. */
+START_TEST(batch_in_groups_as_planned)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_synthetic('F', 3, 10, 6, &m) == DM_OK, "%s", dm_last_error());
+    const int n = 2, h = 320, w = 320;
+    float *x = random_input((size_t)n * 3 * h * w, 19);
+    dm_workspace *ws, *whole;
+    ck_assert_int_eq(dm_workspace_create(m, n, h, w, &ws), DM_OK);
+    ck_assert_int_eq(dm_workspace_create(m, 1, h, w, &whole), DM_OK);
+    /* the grouped workspace is not twice the size of one image's */
+    ck_assert_uint_lt(dm_workspace_bytes(ws), 2 * dm_workspace_bytes(whole) * 9 / 10);
+    ck_assert_int_eq(dm_workspace_set_threads(ws, 1), DM_OK);
+    ck_assert_int_eq(dm_workspace_set_threads(whole, 1), DM_OK);
+    all_outputs alone, batch;
+    outputs_for(m, 1, h, w, &alone);
+    outputs_for(m, n, h, w, &batch);
+    ck_assert_int_eq(dm_forward(m, ws, x, n, h, w, &batch.o), DM_OK);
+    for (int k = 0; k < n; k++) {
+        ck_assert_int_eq(dm_forward(m, whole, x + (size_t)k * 3 * h * w, 1, h, w, &alone.o), DM_OK);
+        same_as_alone(&batch, k, &alone, "F at 320 x 320");
+    }
+    free(alone.buf);
+    free(batch.buf);
+    free(x);
+    dm_workspace_free(ws);
+    dm_workspace_free(whole);
     dm_model_free(m);
 }
 END_TEST
@@ -180,6 +304,8 @@ int main(void)
     tcase_add_loop_test(tc, official_parameter_counts, 0, 4);
     tcase_add_test(tc, unknown_variant);
     tcase_add_test(tc, batch_independence);
+    tcase_add_test(tc, batch_in_groups);
+    tcase_add_test(tc, batch_in_groups_as_planned);
     tcase_add_test(tc, stage_shapes);
     tcase_add_test(tc, forward_rejects_bad_calls);
     tcase_add_test(tc, offsets_capture);

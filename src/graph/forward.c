@@ -9,6 +9,7 @@
 #include "workspace.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 static void swap(float **a, float **b)
@@ -30,47 +31,97 @@ static dm_view conv_in_place(dm_workspace *ws, const dm_conv3x3 *cv, dm_view x)
     return y;
 }
 
-/* One block: tokens <- block(tokens), n images of h x w at stage s of a
- * model of configuration cfg; the block's offsets go to `offsets` (host
- * memory) unless it is NULL. */
-static void block_forward(dm_workspace *ws, const dm_config *cfg, int s, const dm_block *blk, int n, int h, int w,
-                          float *offsets)
+/* One block on n images of h x w at stage s of a model of configuration
+ * cfg: *x <- block(*x).  *x holds the residual stream, *spare is as large
+ * and free: the position conv writes its output there and the two trade
+ * places.  The other buffers are the workspace's, from their start.  The
+ * block's offsets go to `offsets` (host memory) unless it is NULL. */
+static void block_forward(dm_workspace *ws, const dm_config *cfg, int s, const dm_block *blk, float **x,
+                          float **spare, int n, int h, int w, float *offsets)
 {
     int C = cfg->dims[s], G = cfg->groups[s], R = cfg->dt_rank[s], F = cfg->mlp_hidden[s];
     size_t P = (size_t)n * h * w;
-#define MAP(buffer, channels) dm_view_of(ws->buffer, n, h, w, channels)
+#define MAP(buffer, channels) dm_view_of(buffer, n, h, w, channels)
 
-    /* x = pos_embed(x): ResDWC, the identity folded into its kernel; its
-     * output takes the residual stream's place */
-    OP(ws, dwconv3x3, MAP(tokens, C), blk->pos_w9, blk->pos_b, DM_ACT_NONE, MAP(normed, C));
-    swap(&ws->tokens, &ws->normed);
+    /* x = pos_embed(x): ResDWC, the identity folded into its kernel */
+    OP(ws, dwconv3x3, MAP(*x, C), blk->pos_w9, blk->pos_b, DM_ACT_NONE, MAP(*spare, C));
+    swap(x, spare);
+    float *tokens = *x, *normed = *spare;
 
     /* x = x + DASSM(norm1(x)) */
     OP(ws, layernorm, MAP(tokens, C), blk->norm1_g, blk->norm1_b, DM_ACT_NONE, MAP(normed, C));
-    OP(ws, gemm, P, C, C, ws->normed, C, blk->in_proj, 0.0f, NULL, DM_ACT_NONE, ws->projected);
-    OP(ws, dwconv3x3, MAP(projected, C), blk->conv_w9, blk->conv_b, DM_ACT_SILU, MAP(values, C));
+    OP(ws, gemm, P, C, C, normed, C, blk->in_proj, 0.0f, NULL, DM_ACT_NONE, ws->projected);
+    OP(ws, dwconv3x3, MAP(ws->projected, C), blk->conv_w9, blk->conv_b, DM_ACT_SILU, MAP(ws->values, C));
     /* offsets: Linear(GELU(LN(dwconv(normed)))) -> (dx, dy) per pixel and group */
-    OP(ws, dwconv3x3, MAP(normed, C), blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE, MAP(offset_hidden, C));
-    OP(ws, layernorm, MAP(offset_hidden, C), blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU, MAP(offset_hidden, C));
+    OP(ws, dwconv3x3, MAP(normed, C), blk->off_dw_w9, blk->off_dw_b, DM_ACT_NONE, MAP(ws->offset_hidden, C));
+    OP(ws, layernorm, MAP(ws->offset_hidden, C), blk->off_ln_g, blk->off_ln_b, DM_ACT_GELU,
+       MAP(ws->offset_hidden, C));
     OP(ws, gemm, P, 2 * G, C, ws->offset_hidden, C, blk->off_w, 0.0f, blk->off_b, DM_ACT_NONE, ws->offsets);
-    if (offsets) OP(ws, output, MAP(offsets, 2 * G), DM_LAYOUT_NHWC, offsets);
+    if (offsets) OP(ws, output, MAP(ws->offsets, 2 * G), DM_LAYOUT_NHWC, offsets);
     /* the Dynamic Adaptive Scan: sample at the moved positions, keep order */
-    OP(ws, sample, MAP(values, C), ws->offsets, G, MAP(sampled, C));
+    OP(ws, sample, MAP(ws->values, C), ws->offsets, G, MAP(ws->sampled, C));
     /* selective scan inputs: dt (R), B, C per pixel; delta = dt_projs @ dt */
     OP(ws, gemm, P, R + 2, C, ws->sampled, C, blk->x_proj, 0.0f, NULL, DM_ACT_NONE, ws->dt_bc);
     OP(ws, gemm, P, C, R, ws->dt_bc, R + 2, blk->dt_proj, 0.0f, NULL, DM_ACT_NONE, ws->delta);
-    dm_scan_inputs scan = {MAP(sampled, C), ws->delta, ws->dt_bc + R, (size_t)R + 2, blk->a, blk->d, blk->dt_bias};
-    dm_view scanned = MAP(projected, C); /* in_proj's output is spent */
+    dm_scan_inputs scan = {MAP(ws->sampled, C), ws->delta, ws->dt_bc + R, (size_t)R + 2, blk->a, blk->d, blk->dt_bias};
+    dm_view scanned = MAP(ws->projected, C); /* in_proj's output is spent */
     OP(ws, scan, &scan, scanned);
     OP(ws, layernorm, scanned, blk->out_norm_g, blk->out_norm_b, DM_ACT_NONE, scanned);
     /* residual add, layer scale folded */
-    OP(ws, gemm, P, C, C, scanned.data, C, blk->out_proj, 1.0f, NULL, DM_ACT_NONE, ws->tokens);
+    OP(ws, gemm, P, C, C, scanned.data, C, blk->out_proj, 1.0f, NULL, DM_ACT_NONE, tokens);
 
     /* x = x + ConvFFN(norm2(x)), norm2 folded into fc1 */
-    OP(ws, gemm, P, F, C, ws->tokens, C, blk->fc1_w, 0.0f, blk->fc1_b, DM_ACT_GELU, ws->ffn_hidden);
-    OP(ws, dwconv3x3, MAP(ffn_hidden, F), blk->mlp_w9, blk->mlp_b, DM_ACT_NONE, MAP(ffn_conv, F));
-    OP(ws, gemm, P, C, F, ws->ffn_conv, F, blk->fc2_w, 1.0f, blk->fc2_b, DM_ACT_NONE, ws->tokens);
+    OP(ws, gemm, P, F, C, tokens, C, blk->fc1_w, 0.0f, blk->fc1_b, DM_ACT_GELU, ws->ffn_hidden);
+    OP(ws, dwconv3x3, MAP(ws->ffn_hidden, F), blk->mlp_w9, blk->mlp_b, DM_ACT_NONE, MAP(ws->ffn_conv, F));
+    OP(ws, gemm, P, C, F, ws->ffn_conv, F, blk->fc2_w, 1.0f, blk->fc2_b, DM_ACT_NONE, tokens);
 #undef MAP
+}
+
+size_t dm_group_pixels(const dm_config *cfg, const dm_ops *ops, int s)
+{
+    if (ops->group_bytes == 0) return SIZE_MAX;
+    size_t C = cfg->dims[s], F = cfg->mlp_hidden[s];
+    /* the floats of a pixel in tokens, normed, projected, values,
+     * offset_hidden, sampled, delta, offsets, dt_bc, ffn_hidden, ffn_conv */
+    size_t floats = 7 * C + 2 * (size_t)cfg->groups[s] + (size_t)cfg->dt_rank[s] + 2 + 2 * F;
+    return ops->group_bytes / (floats * sizeof(float));
+}
+
+/* Images of a batch of n that run a stage's blocks together: as many as
+ * dm_group_pixels allows (at least one), in groups of equal size. */
+static int images_per_group(const dm_workspace *ws, const dm_config *cfg, int s, int n, int h, int w)
+{
+    size_t fit = dm_group_pixels(cfg, &ws->ops, s) / ((size_t)h * w);
+    if (fit >= (size_t)n) return n;
+    if (fit < 1) fit = 1;
+    size_t groups = (n + fit - 1) / fit;
+    return (int)((n + groups - 1) / groups);
+}
+
+/* blocks[0 .. count) of stage s on the n images of h x w in ws->tokens,
+ * group by group: each block's buffers but the residual stream then hold
+ * one group.  outputs (may be NULL) says which block's offsets to keep. */
+static void run_blocks(dm_workspace *ws, const dm_config *cfg, int s, const dm_block *blocks, int count, int n,
+                       int h, int w, const dm_outputs *outputs)
+{
+    int per_group = images_per_group(ws, cfg, s, n, h, w), C = cfg->dims[s];
+    size_t image = (size_t)h * w * C;
+    for (int i0 = 0; i0 < n; i0 += per_group) {
+        int m = per_group < n - i0 ? per_group : n - i0;
+        float *home = ws->tokens + i0 * image, *x = home, *spare = ws->normed;
+        for (int j = 0; j < count; j++) {
+            float *offsets = NULL;
+            if (outputs && outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j)
+                offsets = outputs->offsets + (size_t)i0 * h * w * 2 * cfg->groups[s];
+            block_forward(ws, cfg, s, &blocks[j], &x, &spare, m, h, w, offsets);
+        }
+        /* after an odd number of blocks the group's stream is in normed */
+        if (x == home) continue;
+        if (m == n)
+            swap(&ws->tokens, &ws->normed);
+        else
+            OP(ws, concat, dm_view_of(x, m, h, w, C), 0, dm_view_of(home, m, h, w, C));
+    }
 }
 
 /* The stem on a piece of the batch, images [i0, i0 + piece.n), whose input
@@ -114,10 +165,7 @@ void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *i
     for (int s = 0; s < DM_NUM_STAGES; s++) {
         const dm_stage *stage = &params->stages[s];
         if (s > 0) x = conv_in_place(ws, &stage->downsample, x);
-        for (int j = 0; j < cfg->depths[s]; j++) {
-            int capture = outputs->offsets && outputs->offsets_stage == s && outputs->offsets_block == j;
-            block_forward(ws, cfg, s, &stage->blocks[j], n, x.h, x.w, capture ? outputs->offsets : NULL);
-        }
+        run_blocks(ws, cfg, s, stage->blocks, cfg->depths[s], n, x.h, x.w, outputs);
         x.data = ws->tokens;
         OP(ws, layernorm, x, stage->norm_g, stage->norm_b, DM_ACT_NONE, x);
         if (outputs->stages[s]) OP(ws, output, x, DM_LAYOUT_NCHW, outputs->stages[s]);
@@ -204,7 +252,7 @@ dm_status dm_block_run(const dm_model *model, dm_workspace *ws, const float *inp
     if ((st = ws->ops.begin(ws->ops.ctx))) return st;
     dm_view x = dm_view_of(ws->tokens, n, h, w, model->config.dims[0]);
     OP(ws, input, input, DM_LAYOUT_NCHW, x);
-    block_forward(ws, &params->config, 0, &params->stages[0].blocks[0], n, h, w, NULL);
+    run_blocks(ws, &params->config, 0, params->stages[0].blocks, 1, n, h, w, NULL);
     x.data = ws->tokens;
     OP(ws, output, x, DM_LAYOUT_NCHW, output);
     return ws->ops.finish(ws->ops.ctx);

@@ -36,19 +36,24 @@ void dm_plan_forward(const dm_config *c, const dm_ops *ops, int n, int h, int w,
             ws = dm_down2(ws);
             GROW(scratch, ops->conv3x3_scratch(ops->ctx, N * hs * ws, c->dims[s - 1]));
         }
-        size_t P = N * hs * ws, C = c->dims[s];
+        size_t image = (size_t)hs * ws, P = N * image, C = c->dims[s];
         GROW(tokens, P * C);
         GROW(normed, P * C);
-        GROW(projected, P * C);
-        GROW(values, P * C);
-        GROW(offset_hidden, P * C);
-        GROW(sampled, P * C);
-        GROW(delta, P * C);
-        GROW(offsets, P * 2 * c->groups[s]);
-        GROW(dt_bc, P * (c->dt_rank[s] + 2));
-        GROW(ffn_hidden, P * c->mlp_hidden[s]);
-        GROW(ffn_conv, P * c->mlp_hidden[s]);
-        GROW(scratch, ops->scan_scratch(ops->ctx, n, (size_t)hs * ws, c->dims[s]));
+        /* The residual stream holds the batch, the other buffers one group
+         * of images (forward.c): at most dm_group_pixels, or one image. */
+        size_t Pg = dm_group_pixels(c, ops, s);
+        if (Pg < image) Pg = image;
+        if (Pg > P) Pg = P;
+        GROW(projected, Pg * C);
+        GROW(values, Pg * C);
+        GROW(offset_hidden, Pg * C);
+        GROW(sampled, Pg * C);
+        GROW(delta, Pg * C);
+        GROW(offsets, Pg * 2 * c->groups[s]);
+        GROW(dt_bc, Pg * (c->dt_rank[s] + 2));
+        GROW(ffn_hidden, Pg * c->mlp_hidden[s]);
+        GROW(ffn_conv, Pg * c->mlp_hidden[s]);
+        GROW(scratch, ops->scan_scratch(ops->ctx, n, image, c->dims[s]));
         plan->transfer += P * C;
         if (P * 2 * c->groups[s] > offsets) offsets = P * 2 * c->groups[s];
     }

@@ -9,8 +9,10 @@
 
 #include <stddef.h>
 
-/* The graph's buffers.  P = pixels of the batch at the current stage, C its
- * channels, G offset groups, R dt rank, F the ConvFFN's hidden width. */
+/* The graph's buffers.  P = pixels of the batch at the current stage (in
+ * a stage's blocks, of the group of images they run on: all but tokens
+ * hold one group), C its channels, G offset groups, R dt rank, F the
+ * ConvFFN's hidden width. */
 #define DM_GRAPH_BUFFERS(X)                                                                     \
     X(tokens)        /* [P][C] the residual stream: block input and output, stage outputs */   \
     X(normed)        /* [P][C] norm1's output; also the input batch and the downsample's */     \
@@ -60,6 +62,11 @@ void dm_plan_forward(const dm_config *c, const dm_ops *ops, int n, int h, int w,
  * there (backend memory, channels-last).  keep may be NULL. */
 void dm_enqueue_forward(dm_workspace *ws, const dm_model *params, const float *input, int n, int h, int w,
                         const dm_outputs *outputs, float *const keep[DM_NUM_STAGES]);
+
+/* Pixels a stage's blocks run on at once at most on the backend of ops:
+ * the images of one group (forward.c); SIZE_MAX where the backend runs
+ * whole batches. */
+size_t dm_group_pixels(const dm_config *c, const dm_ops *ops, int s);
 
 /* The checks every entry point makes (model, workspace, sizes); NULL-safe.
  * who names the entry point in the message; on success *params is the

@@ -21,6 +21,11 @@
 #define SCAN_MAX_CHUNKS 64
 /* Channels one thread of the (unchunked) scan takes at a time. */
 #define SCAN_CHANNEL_BLOCK 16
+/* A batch runs each stage in groups of images whose blocks' buffers fit
+ * in this much: about half of a server CPU's last-level cache.  DAMamba-T
+ * at 224 x 224 then runs stage 0 image by image and the later stages in
+ * groups of 2, 4 and 12 images. */
+#define CACHE_GROUP_BYTES ((size_t)16 << 20)
 
 /* A product's weight rounded to the workspace's half precision and laid
  * out for its kernel, made the first time the product runs and found again
@@ -798,6 +803,7 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
         .begin = cpu_begin,
         .finish = cpu_finish,
         .input_pieces = 1,
+        .group_bytes = CACHE_GROUP_BYTES,
         .synchronous = 1,
         .packed_weights = 1,
         .input = cpu_input,
