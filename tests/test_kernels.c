@@ -568,6 +568,41 @@ START_TEST(test_exp)
 }
 END_TEST
 
+/* softplus as the scan computes it: one step from a zero state with
+ * B = C = u = 1, a = d = 0 and no dt bias outputs dt = softplus(delta)
+ * exactly, each channel its own delta. */
+static const dm_kernels *softplus_table;
+static void softplus_via_scan(const float *x, float *y, size_t n)
+{
+    static float ones[SWEEP_BATCH], zeros[SWEEP_BATCH], state[SWEEP_BATCH];
+    static const float bc[2] = {1.0f, 1.0f};
+    ck_assert_uint_le(n, SWEEP_BATCH);
+    for (size_t i = 0; i < n; i++) ones[i] = 1.0f, zeros[i] = 0.0f, state[i] = 0.0f;
+    dm_scan_args args = {ones, x, bc, 2, zeros, zeros, zeros, n};
+    softplus_table->scan(&args, 0, 1, 0, n, state, NULL, y);
+}
+
+/* The scan's softplus against PyTorch's, log1pf(expf(x)) below 20 and x
+ * above, over every 509th float of [-87, 87] (below, e^x is subnormal)
+ * and both sides of 20: within SOFTPLUS_ULP units in the last place. */
+#define SOFTPLUS_ULP 2
+START_TEST(test_softplus)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    softplus_table = k;
+    static const float seams[1] = {20.0f};
+    float worst_x = 0.0f, y[4];
+    int64_t worst = worst_ulp(softplus_via_scan, dm_softplus_ref, 87.0f, 509, seams, 1, &worst_x);
+    ck_assert_msg(worst <= SOFTPLUS_ULP, "[%s] softplus(%.9g) is %lld ulp from PyTorch's", k->isa, worst_x,
+                  (long long)worst);
+    /* (not infinity: dt * a would be NaN) */
+    const float special[4] = {-INFINITY, -100.0f, NAN, 1e30f};
+    softplus_via_scan(special, y, 4);
+    ck_assert(y[0] == 0.0f && y[1] >= 0.0f && y[1] < 1e-37f && isnan(y[2]) && y[3] == 1e30f);
+}
+END_TEST
+
 START_TEST(chunked_scan_matches_sequential)
 {
     const dm_kernels *k = any_table(_i);
@@ -698,6 +733,7 @@ int main(void)
 #define ADD_KERNEL_TEST(name, params) tcase_add_loop_test(tc, test_##name, 0, TABLE_COUNT);
     DM_KERNEL_LIST(ADD_KERNEL_TEST)
 #undef ADD_KERNEL_TEST
+    tcase_add_loop_test(tc, test_softplus, 0, TABLE_COUNT);
     tcase_add_loop_test(tc, chunked_scan_matches_sequential, 0, TABLE_COUNT);
     tcase_add_test(tc, unknown_isa_is_refused);
     suite_add_tcase(s, tc);
