@@ -126,8 +126,10 @@ static void layernorm_simd(const float *x, float *y, size_t rows, size_t c, cons
 
 /* ------------------------------------------------------------- dwconv3x3 */
 
-/* Output row oy, channels [j, j + n): the nine taps and the bias stay in
- * registers while the row sweeps its pixels. */
+/* Output row oy, channels [j, j + n).  The row is swept by input column:
+ * each column's three pixels are loaded once and added to the three
+ * outputs they reach (as right, centre and left tap), whose sums stay in
+ * registers with the nine taps: 3 loads to 9 multiply-adds. */
 static inline void dw_row(const float *x, float *y, int h, int w, size_t c, const float *w9, const float *bias,
                           dm_act act, int oy, size_t j, size_t n)
 {
@@ -142,16 +144,22 @@ static inline void dw_row(const float *x, float *y, int h, int w, size_t c, cons
     }
     vf b = bias ? vload_n(bias + j, n) : vset1(0.0f);
     float *out = y + (size_t)oy * w * c + j;
-    for (int ox = 0; ox < w; ox++) {
-        size_t mid = (size_t)ox * c;
-        vf acc = b;
-        for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid, n), k[3 * ky + 1], acc);
-        if (ox > 0)
-            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid - c, n), k[3 * ky], acc);
-        if (ox < w - 1)
-            for (int ky = 0; ky < 3; ky++) acc = vfma(vload_n(row[ky] + mid + c, n), k[3 * ky + 2], acc);
-        vstore_n(out + mid, vact(acc, act), n);
+    /* before column ix: left = output ix - 1, centre = output ix */
+    vf left = b, centre = b;
+    for (int ix = 0; ix < w; ix++) {
+        size_t at = (size_t)ix * c;
+        vf right = b;
+        for (int ky = 0; ky < 3; ky++) {
+            vf v = vload_n(row[ky] + at, n);
+            left = vfma(v, k[3 * ky + 2], left);
+            centre = vfma(v, k[3 * ky + 1], centre);
+            right = vfma(v, k[3 * ky], right);
+        }
+        if (ix > 0) vstore_n(out + at - c, vact(left, act), n);
+        left = centre;
+        centre = right;
     }
+    vstore_n(out + (size_t)(w - 1) * c, vact(left, act), n);
 }
 
 /* Row by row, so the three input rows stay in cache across the channel
