@@ -4,9 +4,13 @@
  * baseline, SSE2.
  *
  * vf is a vector of VL floats, of which the instruction set has VREGS
- * registers (what a register block may hold).  The _n forms touch only the first n lanes
- * (0 < n <= VL): loads give zeros in the rest, stores leave memory alone.
- * With a constant n == VL they compile to the plain instructions. */
+ * registers (what a register block may hold).  The _n forms touch only
+ * the first n lanes (0 < n <= VL): loads give zeros in the rest, stores
+ * leave memory alone.  With a constant n == VL they compile to the plain
+ * instructions.  An
+ * instruction set without masked loads and stores defines
+ * VEC_BUFFERED_TAILS and its whole-vector vload_all and vstore_all; the
+ * _n forms are then written once, at the end. */
 #ifndef DM_VEC_H
 #define DM_VEC_H
 
@@ -139,29 +143,9 @@ static inline vf vround_bf16(vf x)
 #define VEC_TABLE dm_kernels_neon
 typedef float32x4_t vf;
 
-/* NEON has no masked loads and stores: tails go through a small buffer. */
-static inline vf vload_n(const float *p, size_t n)
-{
-    if (n == VL) return vld1q_f32(p);
-    float b[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    memcpy(b, p, n * sizeof(float));
-    return vld1q_f32(b);
-}
-static inline void vstore_n(float *p, vf v, size_t n)
-{
-    if (n == VL) {
-        vst1q_f32(p, v);
-        return;
-    }
-    float b[4];
-    vst1q_f32(b, v);
-    memcpy(p, b, n * sizeof(float));
-}
-static inline vf vkeep_n(vf v, size_t n)
-{
-    static const uint32_t keep[8] = {~0u, ~0u, ~0u, ~0u, 0, 0, 0, 0};
-    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(v), vld1q_u32(keep + 4 - n)));
-}
+#define VEC_BUFFERED_TAILS 1 /* no masked loads and stores */
+static inline vf vload_all(const float *p) { return vld1q_f32(p); }
+static inline void vstore_all(float *p, vf v) { vst1q_f32(p, v); }
 static inline vf vset1(float x) { return vdupq_n_f32(x); }
 static inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
 static inline vf vsub(vf a, vf b) { return vsubq_f32(a, b); }
@@ -207,24 +191,9 @@ static inline vf vround_bf16(vf x)
 #define VEC_TABLE dm_kernels_sse2
 typedef __m128 vf;
 
-static inline vf vload_n(const float *p, size_t n)
-{
-    if (n == VL) return _mm_loadu_ps(p);
-    float lanes[VL] = {0};
-    memcpy(lanes, p, n * sizeof(float));
-    return _mm_loadu_ps(lanes);
-}
-static inline void vstore_n(float *p, vf v, size_t n)
-{
-    if (n == VL) {
-        _mm_storeu_ps(p, v);
-        return;
-    }
-    float lanes[VL];
-    _mm_storeu_ps(lanes, v);
-    memcpy(p, lanes, n * sizeof(float));
-}
-static inline vf vkeep_n(vf v, size_t n) { return n == VL ? v : vload_n((const float *)&v, n); }
+#define VEC_BUFFERED_TAILS 1 /* no masked loads and stores */
+static inline vf vload_all(const float *p) { return _mm_loadu_ps(p); }
+static inline void vstore_all(float *p, vf v) { _mm_storeu_ps(p, v); }
 static inline vf vset1(float x) { return _mm_set1_ps(x); }
 static inline vf vadd(vf a, vf b) { return _mm_add_ps(a, b); }
 static inline vf vsub(vf a, vf b) { return _mm_sub_ps(a, b); }
@@ -274,6 +243,28 @@ static inline vf vround_bf16(vf x)
 
 #else
 #error "vec.h needs -mavx512f, -mavx2 -mfma, SSE2 on x86-64, or an aarch64 target"
+#endif
+
+#ifdef VEC_BUFFERED_TAILS
+/* Without masked loads and stores, a tail goes through a buffer. */
+static inline vf vload_n(const float *p, size_t n)
+{
+    if (n == VL) return vload_all(p);
+    float lanes[VL] = {0};
+    memcpy(lanes, p, n * sizeof(float));
+    return vload_all(lanes);
+}
+static inline void vstore_n(float *p, vf v, size_t n)
+{
+    if (n == VL) {
+        vstore_all(p, v);
+        return;
+    }
+    float lanes[VL];
+    vstore_all(lanes, v);
+    memcpy(p, lanes, n * sizeof(float));
+}
+static inline vf vkeep_n(vf v, size_t n) { return n == VL ? v : vload_n((const float *)&v, n); }
 #endif
 
 static inline vf vload(const float *p) { return vload_n(p, VL); }
