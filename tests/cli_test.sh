@@ -197,6 +197,16 @@ shares=$(grep '"width": 101, "height": 75' "$tmp/seg.json" | grep -o '"share": [
     awk '{ s += $1 } END { printf "%.3f", s }')
 [ "$shares" = "1.000" ] || fail "segment: class shares add up to '$shares'"
 ls "$tmp" | grep -q '\.tmp' && fail "segment left temporary files"
+# an output path over PATH_MAX: the file fails with that reason, in the JSON too
+long_dir="$tmp"
+while [ ${#long_dir} -lt 4085 ]; do long_dir="$long_dir/."; done
+"$damamba" segment -q -m "$seg_model" --mode whole --json -o "$long_dir" "$golden/seg_small.png" \
+    >"$tmp/seg_long.json" 2>"$tmp/seg_long.err"
+[ $? -eq 1 ] || fail "segment to an over-long output path did not exit 1"
+grep -q 'seg_small.png: the output path in .* is too long' "$tmp/seg_long.err" ||
+    fail "segment: no error for the over-long output path: $(cat "$tmp/seg_long.err")"
+grep -q '"error": ".*seg_small.png: the output path in .* is too long"' "$tmp/seg_long.json" ||
+    fail "segment: the JSON error is not the over-long path's: $(cat "$tmp/seg_long.json")"
 "$damamba" segment -q -m "$seg_model" --mode slide --crop 256 --stride 171 -o "$tmp" "$golden/seg_small.png" ||
     fail "segment in slide mode"
 "$damamba" segment -q -o "$tmp" "$golden/seg_small.png" 2>/dev/null && fail "segment without a model succeeded"

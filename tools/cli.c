@@ -24,6 +24,9 @@ void cli_put_text(FILE *f, const char *s)
     }
 }
 
+/* The calling thread's last message of cli_error(), for cli_last_error(). */
+static _Thread_local char last_error[8192];
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
@@ -33,13 +36,17 @@ void cli_error(const char *fmt, ...)
     va_end(ap);
     fputs("damamba: ", stderr);
     if (n < 0) {
-        fputs("(out of memory formatting a message)", stderr);
+        snprintf(last_error, sizeof last_error, "(out of memory formatting a message)");
+        fputs(last_error, stderr);
     } else {
+        snprintf(last_error, sizeof last_error, "%s", msg);
         cli_put_text(stderr, msg);
         free(msg);
     }
     fputc('\n', stderr);
 }
+
+const char *cli_last_error(void) { return last_error; }
 
 dm_model *cli_load_model(const char *path, int use_ema)
 {

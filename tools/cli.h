@@ -17,6 +17,9 @@ void cli_put_text(FILE *f, const char *s);
 
 /* Print "damamba: message" to stderr, control characters escaped. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The message cli_error() last printed on this thread (truncated to 8191
+ * bytes), for a result line that reports a failure; "" before any. */
+const char *cli_last_error(void);
 
 /* Load -m MODEL, or the embedded Fashion-MNIST model when path is NULL.
  * Prints the error and returns NULL on failure. */

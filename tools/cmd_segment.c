@@ -148,12 +148,14 @@ static void print_json(const char *file, int w, int h, const uint8_t *labels, co
     fputs("]}\n", stdout);
 }
 
-/* DIR/STEM_SUFFIX.png for an input path. */
+/* DIR/STEM_SUFFIX.png for an input path; 0 (printed) when it is too long. */
 static int output_path(char *out, size_t size, const char *dir, const char *input, const char *suffix)
 {
     int len;
     const char *stem = cli_path_stem(input, &len);
-    return snprintf(out, size, "%s/%.*s_%s.png", dir, len, stem, suffix) < (int)size;
+    if (snprintf(out, size, "%s/%.*s_%s.png", dir, len, stem, suffix) < (int)size) return 1;
+    cli_error("%s: the output path in %s is too long", input, dir);
+    return 0;
 }
 
 /* Segment one file; returns 0 (printed) when it failed. */
@@ -257,7 +259,7 @@ int cmd_segment(int argc, char **argv)
                     fputs("{\"file\": ", stdout);
                     dm_json_write_string(stdout, files.paths[i]);
                     fputs(", \"error\": ", stdout);
-                    dm_json_write_string(stdout, dm_last_error());
+                    dm_json_write_string(stdout, cli_last_error()); /* what stderr said */
                     fputs("}\n", stdout);
                 }
             }
