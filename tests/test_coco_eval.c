@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coco_annotations.h"
 #include "coco_eval.h"
+#include "internal_api.h"
 #include "testutil.h"
 
 static coco_object box(int64_t image, int category, double x, double y, double w, double h, double score)
@@ -129,7 +131,13 @@ START_TEST(polygon_rectangle)
     const double xy[] = {1, 1, 4, 1, 4, 3, 1, 3};
     const uint32_t want[] = {6, 2, 3, 2, 3, 2, 12};
     coco_rle r;
-    ck_assert(coco_rle_from_polygon(xy, 4, 5, 6, &r));
+    ck_assert_int_eq(coco_rle_from_polygon(xy, 4, 5, 6, &r), 1);
+    ck_assert_uint_eq(r.n, 7);
+    for (size_t i = 0; i < 7; i++) ck_assert_uint_eq(r.counts[i], want[i]);
+    coco_rle_free(&r);
+    /* a repeated corner changes nothing (and divides no zero by zero) */
+    const double repeated[] = {1, 1, 4, 1, 4, 1, 4, 3, 1, 3};
+    ck_assert_int_eq(coco_rle_from_polygon(repeated, 5, 5, 6, &r), 1);
     ck_assert_uint_eq(r.n, 7);
     for (size_t i = 0; i < 7; i++) ck_assert_uint_eq(r.counts[i], want[i]);
     coco_rle_free(&r);
@@ -155,6 +163,115 @@ START_TEST(rle_strings)
 }
 END_TEST
 
+/* A polygon a hostile file could give: a coordinate that is not a number
+ * or lies beyond +-2^20 pixels (its integer arithmetic would overflow), or
+ * an outline of more than 2^24 traced points (gigabytes of it), is
+ * refused, not rasterized. */
+START_TEST(polygon_out_of_range)
+{
+    coco_rle r;
+    double xy[8] = {1, 1, 4, 1, 4, 3, 1, 3};
+    const double bad[4] = {NAN, INFINITY, 1e300, -1048577};
+    for (int i = 0; i < 4; i++) {
+        xy[5] = bad[i];
+        ck_assert_int_eq(coco_rle_from_polygon(xy, 4, 5, 6, &r), -1);
+        ck_assert_ptr_null(r.counts);
+    }
+    /* at the bound it is rasterized (nothing of it inside the image) */
+    const double far[8] = {-1048576, -1048576, -1048575, -1048576, -1048575, -1048575, -1048576, -1048575};
+    ck_assert_int_eq(coco_rle_from_polygon(far, 4, 5, 6, &r), 1);
+    ck_assert_uint_eq(coco_rle_area(&r), 0);
+    coco_rle_free(&r);
+    /* 8 corners of +-2^20: four sides of 2^21 pixels, 10.5 million points
+     * each traced at 5 a pixel, over 2^24 in all */
+    const double huge[8] = {-1048576, -1048576, 1048576, -1048576, 1048576, 1048576, -1048576, 1048576};
+    ck_assert_int_eq(coco_rle_from_polygon(huge, 4, 5, 6, &r), -1);
+}
+END_TEST
+
+/* ground truth of `json` for its images; err gets the reason of a failure */
+static int read_gt(const char *json, coco_image **images, size_t *count, coco_objects *gt, char *err)
+{
+    char perr[160];
+    dm_json *root = dm_json_parse(json, strlen(json), perr, sizeof perr);
+    ck_assert_msg(root != NULL, "%s", perr);
+    int ok = coco_read_images(root, images, count, err, 256) &&
+             coco_read_ground_truth(root, *images, *count, gt, err, 256);
+    dm_json_free(root);
+    return ok;
+}
+
+/* An annotation file's three mask forms (a polygon, uncompressed runs, a
+ * compressed string) each give their object, found by image id among
+ * unsorted ids; another image's annotation is skipped. */
+START_TEST(annotations_read)
+{
+    const char *json =
+        "{\"images\": [{\"id\": 9, \"file_name\": \"b.png\", \"width\": 6, \"height\": 5},"
+        " {\"id\": 3, \"file_name\": \"a.png\", \"width\": 2, \"height\": 2},"
+        " {\"id\": 5, \"file_name\": \"huge.png\", \"width\": 65536, \"height\": 65536}],"
+        " \"annotations\": ["
+        "{\"image_id\": 9, \"category_id\": 1, \"bbox\": [1, 1, 3, 2], \"area\": 6,"
+        " \"segmentation\": [[1, 1, 4, 1, 4, 3, 1, 3]]},"
+        "{\"image_id\": 3, \"category_id\": 2, \"bbox\": [0, 0, 1, 2], \"area\": 2, \"iscrowd\": 1,"
+        " \"segmentation\": {\"counts\": [0, 2, 2], \"size\": [2, 2]}},"
+        "{\"image_id\": 3, \"category_id\": 2, \"bbox\": [1, 0, 1, 2], \"area\": 3,"
+        " \"segmentation\": {\"counts\": \"13\", \"size\": [2, 2]}},"
+        "{\"image_id\": 77, \"category_id\": 2, \"bbox\": [0, 0, 1, 1], \"area\": 1, \"segmentation\": []}]}";
+    coco_image *images;
+    size_t count;
+    coco_objects gt = {0};
+    char err[256] = "";
+    ck_assert_msg(read_gt(json, &images, &count, &gt, err), "%s", err);
+    ck_assert_uint_eq(count, 3);
+    /* 65536 x 65536 pixels do not fit 32-bit runs: no size */
+    ck_assert(images[2].width == 0 && images[2].height == 0);
+    ck_assert_uint_eq(gt.n, 3);
+    ck_assert(gt.items[0].image_id == 9 && gt.items[0].category_id == 1 && coco_rle_area(&gt.items[0].mask) == 6);
+    ck_assert(gt.items[1].image_id == 3 && gt.items[1].iscrowd && coco_rle_area(&gt.items[1].mask) == 2);
+    ck_assert(gt.items[2].image_id == 3 && !gt.items[2].iscrowd && coco_rle_area(&gt.items[2].mask) == 3);
+    ck_assert(gt.items[2].bbox[0] == 1 && gt.items[2].bbox[3] == 2 && gt.items[2].area == 3);
+    coco_objects_free(&gt);
+    coco_images_free(images, count);
+}
+END_TEST
+
+/* Each malformed annotation fails the file with a message naming it. */
+START_TEST(annotations_refused)
+{
+    static const char *const cases[][2] = {
+        {"{\"annotations\": []}", "no \"images\" list: not a COCO annotation file"},
+        {"{\"images\": [{\"file_name\": \"a.png\"}], \"annotations\": []}", "image 0 has no file_name and integer id"},
+        {"{\"images\": []}", "no \"annotations\" list"},
+        {"{\"images\": [{\"id\": 1, \"file_name\": \"a\", \"width\": 6, \"height\": 5}], \"annotations\": ["
+         "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 3], \"area\": 6, \"segmentation\": []}]}",
+         "annotation 0 lacks image_id, category_id, bbox or area"},
+        {"{\"images\": [{\"id\": 1, \"file_name\": \"a\", \"width\": 6, \"height\": 5}], \"annotations\": ["
+         "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 3, 2], \"area\": 6,"
+         " \"segmentation\": [[1, 1, 4, 1, 4, 1e300, 1, 3]]}]}",
+         "annotation 0: a polygon lies beyond +-2^20 pixels or its outline is too long"},
+        {"{\"images\": [{\"id\": 1, \"file_name\": \"a\", \"width\": 6, \"height\": 5}], \"annotations\": ["
+         "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 3, 2], \"area\": 6,"
+         " \"segmentation\": {\"counts\": [3, 4]}}]}",
+         "annotation 0: no segmentation readable for a 6x5 image"},
+        {"{\"images\": [{\"id\": 1, \"file_name\": \"a\"}], \"annotations\": ["
+         "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 3, 2], \"area\": 6,"
+         " \"segmentation\": [[1, 1, 4, 1, 4, 3]]}]}",
+         "annotation 0: no segmentation readable for a 0x0 image"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        coco_image *images = NULL;
+        size_t count = 0;
+        coco_objects gt = {0};
+        char err[256] = "";
+        ck_assert_msg(!read_gt(cases[i][0], &images, &count, &gt, err), "case %zu was read", i);
+        ck_assert_str_eq(err, cases[i][1]);
+        coco_objects_free(&gt);
+        coco_images_free(images, count);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coco_eval");
@@ -168,6 +285,9 @@ int main(void)
     tcase_add_test(tc, mask_overlap);
     tcase_add_test(tc, polygon_rectangle);
     tcase_add_test(tc, rle_strings);
+    tcase_add_test(tc, polygon_out_of_range);
+    tcase_add_test(tc, annotations_read);
+    tcase_add_test(tc, annotations_refused);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -4,6 +4,7 @@
 #ifndef DM_CLI_H
 #define DM_CLI_H
 
+#include "coco_annotations.h"
 #include "damamba.h"
 
 #include <getopt.h>
@@ -327,18 +328,12 @@ void cli_det_classes_free(cli_det_classes *c);
 const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, dm_detections *out);
 void cli_detector_free(cli_detector *det);
 
-/* The images of a COCO annotation file. */
-typedef struct cli_coco_image {
-    char *file_name;
-    int64_t id;
-    int width, height;
-} cli_coco_image;
-
-/* A COCO annotation file, parsed; free with dm_json_free(). */
+/* A COCO annotation file, parsed; free with dm_json_free().  NULL, the
+ * error printed, when it cannot be read or parsed. */
 struct dm_json *cli_coco_load(const char *path);
-/* Its "images" list; prints the error and returns 0 when malformed. */
-int cli_coco_images(const struct dm_json *root, const char *path, cli_coco_image **out, size_t *count);
-void cli_coco_images_free(cli_coco_image *images, size_t count);
+/* Its "images" list (coco_annotations.h); prints the error and returns 0
+ * when malformed. */
+int cli_coco_images(const struct dm_json *root, const char *path, coco_image **out, size_t *count);
 
 /* `damamba eval --task det`: box and mask AP over the images of the
  * annotation file found in dir; returns the exit status. */

@@ -76,53 +76,10 @@ dm_json *cli_coco_load(const char *path)
     return root;
 }
 
-static int json_int(const dm_json *o, const char *key, int64_t *out)
+int cli_coco_images(const dm_json *root, const char *path, coco_image **out, size_t *count)
 {
-    const dm_json *v = dm_json_get(o, key);
-    if (!v || v->type != DM_JSON_NUMBER || !v->is_integer) return 0;
-    *out = v->integer;
-    return 1;
-}
-
-int cli_coco_images(const dm_json *root, const char *path, cli_coco_image **out, size_t *count)
-{
-    const dm_json *images = dm_json_get(root, "images");
-    *out = NULL;
-    *count = 0;
-    if (!images || images->type != DM_JSON_ARRAY) {
-        cli_error("%s: no \"images\" list: not a COCO annotation file", path);
-        return 0;
-    }
-    if (!(*out = calloc(images->count + 1, sizeof **out))) {
-        cli_error("out of memory");
-        return 0;
-    }
-    for (const dm_json *e = images->child; e; e = e->next) {
-        cli_coco_image *im = &(*out)[*count];
-        const dm_json *name = dm_json_get(e, "file_name");
-        int64_t w = 0, h = 0;
-        if (!name || name->type != DM_JSON_STRING || !json_int(e, "id", &im->id)) {
-            cli_error("%s: image %zu has no file_name and integer id", path, *count);
-            cli_coco_images_free(*out, *count);
-            return 0;
-        }
-        /* sizes are needed only to evaluate masks */
-        json_int(e, "width", &w);
-        json_int(e, "height", &h);
-        im->width = w > 0 && w <= 65536 ? (int)w : 0;
-        im->height = h > 0 && h <= 65536 ? (int)h : 0;
-        if (!(im->file_name = strdup(name->string))) {
-            cli_error("out of memory");
-            cli_coco_images_free(*out, *count);
-            return 0;
-        }
-        (*count)++;
-    }
-    return 1;
-}
-
-void cli_coco_images_free(cli_coco_image *images, size_t count)
-{
-    for (size_t i = 0; images && i < count; i++) free(images[i].file_name);
-    free(images);
+    char err[256];
+    if (coco_read_images(root, out, count, err, sizeof err)) return 1;
+    cli_error("%s: %s", path, err);
+    return 0;
 }

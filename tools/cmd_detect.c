@@ -58,7 +58,7 @@ typedef struct detect_opts {
 } detect_opts;
 
 /* The annotation file's id of an image, found by file name. */
-static int image_id_of(const cli_coco_image *images, size_t n, const char *path, int64_t *id)
+static int image_id_of(const coco_image *images, size_t n, const char *path, int64_t *id)
 {
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
@@ -266,7 +266,7 @@ int cmd_detect(int argc, char **argv)
     det.settings.score_thr = o.score_thr;
     det.settings.masks = (o.draw ? DM_MASKS_BITMAP : 0) | DM_MASKS_RLE;
     cli_det_classes labels = {0};
-    cli_coco_image *images = NULL;
+    coco_image *images = NULL;
     size_t nimages = 0;
     FILE *results = NULL;
     char tmp[4096];
@@ -353,7 +353,7 @@ done:
         remove(tmp);
     }
     cli_detector_free(&det);
-    cli_coco_images_free(images, nimages);
+    coco_images_free(images, nimages);
     cli_det_classes_free(&labels);
     dm_model_free(m);
     cli_files_free(&files);

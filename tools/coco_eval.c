@@ -120,10 +120,16 @@ static int cmp_u32(const void *a, const void *b)
 
 /* pycocotools' rleFrPoly: the outline upsampled 5x and traced densely,
  * its crossings of pixel columns turned into column-major run
- * boundaries. */
+ * boundaries.  Its coordinates must be within +-COCO_MAX_COORD and its
+ * traced outline at most COCO_MAX_OUTLINE points, which keeps the integer
+ * arithmetic exact and the memory bounded (a hostile file could ask for
+ * terabytes); real annotations are far inside both. */
 int coco_rle_from_polygon(const double *xy, size_t k, int h, int w, coco_rle *out)
 {
     const double scale = 5;
+    *out = (coco_rle){0};
+    for (size_t j = 0; j < 2 * k; j++)
+        if (!(fabs(xy[j]) <= COCO_MAX_COORD)) return -1; /* NaN too */
     int *x = malloc((k + 1) * sizeof(int)), *y = malloc((k + 1) * sizeof(int));
     int *u = NULL, *v = NULL;
     uint32_t *a = NULL;
@@ -136,6 +142,10 @@ int coco_rle_from_polygon(const double *xy, size_t k, int h, int w, coco_rle *ou
     for (size_t j = 0; j < k; j++) {
         int dx = abs(x[j] - x[j + 1]), dy = abs(y[j] - y[j + 1]);
         m += (size_t)(dx > dy ? dx : dy) + 1;
+        if (m > COCO_MAX_OUTLINE) {
+            ok = -1;
+            goto done;
+        }
     }
     if (!(u = malloc((m + 1) * sizeof(int))) || !(v = malloc((m + 1) * sizeof(int)))) goto done;
     m = 0;
@@ -147,7 +157,8 @@ int coco_rle_from_polygon(const double *xy, size_t k, int h, int w, coco_rle *ou
             t = xs, xs = xe, xe = t;
             t = ys, ys = ye, ye = t;
         }
-        double s = dx >= dy ? (double)(ye - ys) / dx : (double)(xe - xs) / dy;
+        /* (a repeated point, dx = dy = 0, is its one sample: no slope) */
+        double s = dx >= dy ? (dx ? (double)(ye - ys) / dx : 0) : (double)(xe - xs) / dy;
         if (dx >= dy)
             for (int d = 0; d <= dx; d++) {
                 t = flip ? dx - d : d;
@@ -203,7 +214,7 @@ int coco_rle_from_polygon(const double *xy, size_t k, int h, int w, coco_rle *ou
     ok = 1;
 done:
     free(x), free(y), free(u), free(v), free(a);
-    if (!ok) coco_rle_free(out);
+    if (ok != 1) coco_rle_free(out);
     return ok;
 }
 

@@ -46,7 +46,11 @@ int coco_evaluate(const coco_object *gts, size_t ngt, const coco_object *dts, si
 /* The RLE of a 0/1 bitmap (row-major h x w); 0 when out of memory. */
 int coco_rle_from_bitmap(const uint8_t *mask, int h, int w, coco_rle *out);
 /* The RLE of a polygon (x0, y0, x1, y1, ... in pixels, k points) rasterized
- * as pycocotools' rleFrPoly does; 0 when out of memory. */
+ * as pycocotools' rleFrPoly does: 1; 0 when out of memory; -1 when a
+ * coordinate is not a number within +-COCO_MAX_COORD or the outline,
+ * traced at 5 points per pixel, exceeds COCO_MAX_OUTLINE points. */
+#define COCO_MAX_COORD 1048576.0
+#define COCO_MAX_OUTLINE ((size_t)1 << 24)
 int coco_rle_from_polygon(const double *xy, size_t k, int h, int w, coco_rle *out);
 /* The union of two masks of the same size into out; 0 when out of memory. */
 int coco_rle_union(const coco_rle *a, const coco_rle *b, coco_rle *out);
