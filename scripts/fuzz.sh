@@ -41,12 +41,15 @@ done
 # The server's request parser, on the same readers plus its own file.
 $cc $cflags -I"$root/tools" -I"$root/tools/serve" -fsanitize=fuzzer "$root/fuzz/fuzz_infer.c" \
     "$root/tools/serve/infer.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_infer"
+# COCO annotation files, as the detection evaluation reads them.
+$cc $cflags -I"$root/tools" -fsanitize=fuzzer "$root/fuzz/fuzz_coco.c" "$root/tools/coco_annotations.c" \
+    "$root/tools/coco_eval.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_coco"
 $cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
 $cc -std=c11 -O1 "$root/fuzz/make_model_seeds.c" -o "$out/make_model_seeds"
 
 # Seeds: the small test files, and images (whole and truncated) and
 # hostile model files written here.
-for t in safetensors pth image infer; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
+for t in safetensors pth image infer coco; do mkdir -p "$out/seeds/$t" "$out/corpus/$t" "$out/artifacts/$t"; done
 for f in "$root"/tests/golden/*.safetensors "$root"/tests/fixtures/*.safetensors "$root"/data/*.safetensors; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/safetensors/"
 done
@@ -64,9 +67,14 @@ seed bytes '\0\0\0\0{"inputs": [{"name": "input", "datatype": "BYTES", "shape": 
 hdr='{"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 19}}], "parameters": {"binary_data_output": true}}'
 seed binary "\\x$(printf '%02x' ${#hdr})\0\0\0$hdr\x0f\0\0\0P5\n2 2\n255\n\0\1\2\3"
 
+# Annotation files: each mask form, crowd regions, an image without a size.
+cseed() { printf '%s' "$2" >"$out/seeds/coco/$1"; }
+cseed forms '{"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 6}, {"id": 2, "file_name": "b.png", "width": 4, "height": 4}], "annotations": [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 2], "area": 6, "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3], [5, 2, 7, 2, 6, 5]]}, {"image_id": 2, "category_id": 3, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 1, "segmentation": {"counts": [0, 4, 12], "size": [4, 4]}}, {"image_id": 2, "category_id": 1, "bbox": [1, 1, 2, 2], "area": 3, "segmentation": {"counts": "52203", "size": [4, 4]}}]}'
+cseed nosize '{"images": [{"id": 7, "file_name": "c.png"}], "annotations": [{"image_id": 7, "category_id": 2, "bbox": [0, 0, 1, 1], "area": 1, "segmentation": [[0, 0, 1, 0, 1, 1]]}]}'
+
 status=0
 summary=""
-for t in safetensors pth image infer; do
+for t in safetensors pth image infer coco; do
     dict=""
     [ -f "$root/fuzz/$t.dict" ] && dict="-dict=$root/fuzz/$t.dict"
     log="$out/fuzz_$t.log"
