@@ -24,7 +24,7 @@
 /* A batch runs each stage in groups of images whose blocks' buffers fit
  * in this much: about half of a server CPU's last-level cache.  DAMamba-T
  * at 224 x 224 then runs stage 0 image by image and the later stages in
- * groups of 2, 4 and 12 images. */
+ * groups of up to 2, 4 and 12 images. */
 #define CACHE_GROUP_BYTES ((size_t)16 << 20)
 
 /* A product's weight rounded to the workspace's half precision and laid
