@@ -104,8 +104,9 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *d)
 static dm_status take(binder *b, const char *prefix, const char *name, shape s,
                       int trainable, float **out)
 {
-    char full[256];
+    char full[256], shown[300];
     snprintf(full, sizeof full, "%s%s", prefix, name);
+    snprintf(shown, sizeof shown, "%s%s", b->src->prefix ? b->src->prefix : "", full);
     dm_tensor want = {.name = full, .dtype = DM_F32, .ndim = s.ndim, .numel = 1};
     for (int i = 0; i < s.ndim; i++) {
         want.shape[i] = s.d[i];
@@ -115,7 +116,7 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
     if (!dst) return dm_fail(DM_ERR_NOMEM, "out of memory for tensor '%s'", full);
     if (b->src->file) {
         const dm_tensor *t = dm_tensor_file_find(b->src->file, full);
-        if (!t) return dm_fail(DM_ERR_MODEL, "missing tensor '%s'", full);
+        if (!t) return dm_fail(DM_ERR_MODEL, "missing tensor '%s'", shown);
         b->used[t - b->src->file->tensors] = 1;
         int same = t->ndim == s.ndim;
         for (int i = 0; same && i < s.ndim; i++) same = t->shape[i] == s.d[i];
@@ -123,11 +124,11 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
             char got[96], exp[96];
             shape_str(got, sizeof got, t->ndim, t->shape);
             shape_str(exp, sizeof exp, s.ndim, s.d);
-            return dm_fail(DM_ERR_MODEL, "tensor '%s' has shape %s, expected %s", full, got, exp);
+            return dm_fail(DM_ERR_MODEL, "tensor '%s' has shape %s, expected %s", shown, got, exp);
         }
         if (t->dtype != DM_F32 && t->dtype != DM_F16 && t->dtype != DM_BF16 && t->dtype != DM_F64)
             return dm_fail(DM_ERR_MODEL, "tensor '%s' has dtype %s, expected a floating-point type",
-                           full, dm_dtype_name(t->dtype));
+                           shown, dm_dtype_name(t->dtype));
         dm_tensor_to_f32(t, dst);
     } else {
         b->src->generate(b->src->ctx, full, &want, dst);
@@ -500,7 +501,8 @@ static dm_status bind_source(dm_model *m, const dm_config *config, const dm_para
     if (!st && src->file)
         for (size_t i = 0; i < src->file->count; i++)
             if (!b.used[i]) {
-                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s'", src->file->tensors[i].name);
+                st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%s%s'", src->prefix ? src->prefix : "",
+                             src->file->tensors[i].name);
                 break;
             }
     free(b.used);
@@ -526,6 +528,7 @@ static dm_status build(const dm_config *config, const dm_param_source *src,
     if (!st && (config->seg_classes > 0 || config->det_classes > 0)) {
         dm_param_source head = *src;
         head.file = src->head_file;
+        head.prefix = src->head_prefix;
         st = bind_source(m, config, &head, config->seg_classes > 0 ? bind_upernet : bind_det, &params);
     }
     if (!st) st = pack_products(m);
@@ -685,6 +688,29 @@ static dm_status split_checkpoint(const dm_tensor_file *file, const checkpoint_k
     return st;
 }
 
+/* A file no kind's marker told apart: a checkpoint with heads that lacks
+ * its marker, or a backbone of one without heads, gets a message saying
+ * so instead of failing on the classifier's first missing name. */
+static dm_status unmarked_checkpoint(const dm_tensor_file *file)
+{
+    size_t kinds = sizeof checkpoint_kinds / sizeof checkpoint_kinds[0];
+    for (size_t k = 0; k < kinds; k++) {
+        const checkpoint_kind *kind = &checkpoint_kinds[k];
+        for (size_t i = 0; i < file->count; i++)
+            for (int p = 1; p < 4 && kind->parts[p]; p++)
+                if (strncmp(file->tensors[i].name, kind->parts[p], strlen(kind->parts[p])) == 0)
+                    return dm_fail(DM_ERR_MODEL, "missing tensor '%s': the file looks like a %s checkpoint ('%s' is "
+                                   "one of its parts)", kind->marker, kind->what, file->tensors[i].name);
+    }
+    for (size_t i = 0; i < file->count; i++)
+        if (strncmp(file->tensors[i].name, "backbone.", 9) == 0)
+            return dm_fail(DM_ERR_MODEL,
+                           "tensor '%s': a checkpoint's backbone without its heads (no '%s' nor '%s'), or "
+                           "a classifier's names with a prefix",
+                           file->tensors[i].name, checkpoint_kinds[0].marker, checkpoint_kinds[1].marker);
+    return DM_OK;
+}
+
 /* Mask R-CNN's widths from its heads' shapes. */
 static dm_status infer_det(const dm_tensor_file *f, dm_config *c)
 {
@@ -715,10 +741,12 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
     for (size_t k = 0; k < sizeof checkpoint_kinds / sizeof checkpoint_kinds[0]; k++)
         if (dm_tensor_file_find(file, checkpoint_kinds[k].marker)) kind = &checkpoint_kinds[k];
     int seg = kind == &checkpoint_kinds[0];
-    dm_status st = kind ? split_checkpoint(file, kind, &backbone, &head) : DM_OK;
+    dm_status st = kind ? split_checkpoint(file, kind, &backbone, &head) : unmarked_checkpoint(file);
     if (st) return st;
     dm_config cfg;
-    if (!(st = dm_config_infer(&backbone, &cfg)) && kind && !seg) st = infer_det(&head, &cfg);
+    if ((st = dm_config_infer(&backbone, &cfg)) && kind)
+        dm_error_prefix("the backbone of a %s checkpoint (names after '%s'): ", kind->what, kind->parts[0]);
+    if (!st && kind && !seg) st = infer_det(&head, &cfg);
     if (!st && seg) {
         int64_t classes = dim_of(&head, 0, "conv_seg.weight"), channels = dim_of(&head, 1, "conv_seg.weight");
         if (classes < 1 || classes > 65536 || channels < 1 || channels > 65536)
@@ -728,6 +756,7 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
     }
     if (!st) {
         dm_param_source src = {.file = &backbone, .head_file = &head};
+        if (kind) src.prefix = kind->parts[0], src.head_prefix = kind->head_prefix;
         st = dm_model_build(&cfg, &src, out);
     }
     if (kind) {

@@ -113,6 +113,10 @@ dm_status dm_variant_config(char variant, int in_chans, int num_classes,
 typedef struct dm_param_source {
     const dm_tensor_file *file; /* NULL: call generate */
     const dm_tensor_file *head_file; /* the UperNet or Mask R-CNN heads', when file has them */
+    /* What the names in file and head_file lack of the checkpoint's own
+     * (views of it without "backbone." or "decode_head."): messages show
+     * the names as the checkpoint has them.  NULL for none. */
+    const char *prefix, *head_prefix;
     void (*generate)(void *ctx, const char *name, const dm_tensor *shape,
                      float *dst);
     void *ctx;
