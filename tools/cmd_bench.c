@@ -187,7 +187,7 @@ int cmd_bench(int argc, char **argv)
     static const struct option opts[] = {
         {"variant", required_argument, 0, 'v'}, {"batch", required_argument, 0, 'b'},
         {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'}, {"dtype", required_argument, 0, CLI_OPT_DTYPE},
-        {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, 'B'},
+        {"runs", required_argument, 0, 'n'},    {"backend", required_argument, 0, CLI_OPT_BACKEND},
         {"task", required_argument, 0, 'T'},    {"ops", no_argument, 0, 'O'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     dm_backend backend = DM_BACKEND_CPU;
@@ -212,7 +212,7 @@ int cmd_bench(int argc, char **argv)
             cli_threads = threads;
             break;
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;
-        case 'B': if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
+        case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 'T': if (!cli_parse_task(optarg, &task)) return 2; break;
         case 'O': profile = 1; break;
         case 'h': fputs(bench_usage, stdout); return 0;
