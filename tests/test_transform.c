@@ -175,6 +175,13 @@ START_TEST(transform_bad_settings)
     t.std[1] = 0;
     ck_assert_int_eq(dm_mm_transform_size(&t, 10, 10, &h, &w, NULL), DM_ERR_ARGUMENT);
     ck_assert_msg(strstr(dm_last_error(), "std") != NULL, "%s", dm_last_error());
+    /* COCO's 1333 x 800 leaves a 1 x 3000 strip 0.44 pixels wide, which
+     * mmcv rounds to none: refused, saying so */
+    t = dm_mm_transform_coco();
+    ck_assert_int_eq(dm_mm_transform_size(&t, 1, 3000, &h, &w, NULL), DM_ERR_ARGUMENT);
+    ck_assert_str_eq(dm_last_error(), "transform: 1 x 3000 scaled by 0.444333 gives 0 x 1333 pixels: a side is empty");
+    ck_assert_int_eq(dm_mm_transform_size(&t, 3, 3000, &h, &w, NULL), DM_OK);
+    ck_assert(w == 1 && h == 1333);
 }
 END_TEST
 

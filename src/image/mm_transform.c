@@ -2,6 +2,7 @@
  * rescale with mmcv's rounding, OpenCV's resize, flip, normalize. */
 #include "damamba.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,9 +49,12 @@ dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height, 
     int longer = width > height ? width : height, shorter = width > height ? height : width;
     double f1 = max_edge / longer, f2 = min_edge / shorter, factor = f1 < f2 ? f1 : f2;
     double w = (double)width * factor + 0.5, h = (double)height * factor + 0.5;
-    if (w < 1 || h < 1 || w * h > DM_IMAGE_MAX_PIXELS)
-        return dm_fail(DM_ERR_ARGUMENT, "transform: %d x %d scaled by %g gives %.0f x %.0f pixels, out of range",
-                       width, height, factor, w, h);
+    if (w < 1 || h < 1)
+        return dm_fail(DM_ERR_ARGUMENT, "transform: %d x %d scaled by %g gives %d x %d pixels: a side is empty",
+                       width, height, factor, (int)w, (int)h);
+    if (w * h > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_ARGUMENT, "transform: %d x %d scaled by %g gives %.0f x %.0f pixels, over the limit of %d",
+                       width, height, factor, floor(w), floor(h), DM_IMAGE_MAX_PIXELS);
     *out_w = (int)w;
     *out_h = (int)h;
     if (scale_factor) {
