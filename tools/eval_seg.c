@@ -99,12 +99,15 @@ static void print_metrics(const seg_totals *t, const dm_model *m, int per_class,
            all ? (double)hit / all : 0.0, images);
 }
 
-/* The annotation of an image: ROOT/annotations/validation/STEM.png. */
+/* The annotation of an image: ROOT/annotations/validation/STEM.png; 0
+ * (printed) when the path is too long. */
 static int annotation_path(char *out, size_t size, const char *root, const char *image)
 {
     int len;
     const char *stem = cli_path_stem(image, &len);
-    return snprintf(out, size, "%s/annotations/validation/%.*s.png", root, len, stem) < (int)size;
+    if (snprintf(out, size, "%s/annotations/validation/%.*s.png", root, len, stem) < (int)size) return 1;
+    cli_error("%s: the path of its annotation is too long", image);
+    return 0;
 }
 
 /* Segment one image and add it to the totals; 0 (printed) on failure. */
