@@ -55,8 +55,10 @@ int cli_eval_detection(const char *model_path, dm_backend backend, const char *a
     for (size_t i = 0; i < nimages; i++) {
         char path[4096];
         struct stat sb;
-        snprintf(path, sizeof path, "%s/%s", dir, images[i].file_name);
-        if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) images[kept++] = images[i];
+        /* a name too long for a path names no file of the folder */
+        if (snprintf(path, sizeof path, "%s/%s", dir, images[i].file_name) < (int)sizeof path &&
+            stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+            images[kept++] = images[i];
         else free(images[i].file_name);
     }
     nimages = kept;

@@ -156,8 +156,10 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
     if (!t.intersect || !t.pred || !t.label) {
         cli_error("out of memory");
         failed = 1;
-    } else if (snprintf(dir, sizeof dir, "%s/images/validation", root) >= (int)sizeof dir ||
-               !cli_files_add(&files, dir)) {
+    } else if (snprintf(dir, sizeof dir, "%s/images/validation", root) >= (int)sizeof dir) {
+        cli_error("%s: the path of its images/validation is too long", root);
+        failed = 1;
+    } else if (!cli_files_add(&files, dir)) {
         failed = 1;
     }
     cli_segmenter seg = {.model = m, .backend = backend, .transform = dm_mm_transform_ade20k(), .options = *o};
