@@ -549,6 +549,13 @@ START_TEST(detect_command)
     ck_assert_ptr_nonnull(f);
     fputs("{\"images\": [{\"id\": 42, \"file_name\": \"coffee.png\"}], \"annotations\": []}", f);
     fclose(f);
+    /* a file of the user's where the results' temporary file once went */
+    char mine[1100];
+    snprintf(mine, sizeof mine, "%s.tmp", res);
+    f = fopen(mine, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("keep", f);
+    fclose(f);
     char args[8192], model[1024], coffee[1024];
     /* test_path reuses its buffer */
     snprintf(model, sizeof model, "%s", test_path("maskrcnn_micro.safetensors"));
@@ -578,6 +585,13 @@ START_TEST(detect_command)
     }
     dm_json_free(root);
     free(text);
+    f = fopen(mine, "rb");
+    ck_assert_ptr_nonnull(f);
+    char kept[8] = "";
+    ck_assert_uint_eq(fread(kept, 1, sizeof kept - 1, f), 4);
+    fclose(f);
+    ck_assert_str_eq(kept, "keep");
+    remove(mine);
     remove(ann);
     remove(res);
 }

@@ -268,8 +268,8 @@ int cmd_detect(int argc, char **argv)
     cli_det_classes labels = {0};
     coco_image *images = NULL;
     size_t nimages = 0;
+    dm_outfile out = {0}; /* the results list, renamed into place when complete */
     FILE *results = NULL;
-    char tmp[4096];
     dm_model *m = cli_load_model(o.model, 0);
     rc = 1;
     if (!m || !cli_det_classes_load(m, &labels)) goto done;
@@ -287,11 +287,11 @@ int cmd_detect(int argc, char **argv)
         int ok = root && cli_coco_images(root, o.annotations, &images, &nimages);
         dm_json_free(root);
         if (!ok) goto done;
-        snprintf(tmp, sizeof tmp, "%s.tmp", o.results);
-        if (!(results = fopen(tmp, "w"))) {
-            cli_error("%s: cannot write: %s", tmp, strerror(errno));
+        if (dm_outfile_open(o.results, &out) != DM_OK) {
+            cli_error("%s", dm_last_error());
             goto done;
         }
+        results = out.f;
         fputs("[", results);
     }
     size_t written = 0, bad = 0;
@@ -338,20 +338,15 @@ int cmd_detect(int argc, char **argv)
     cli_progress_end(&progress, "detected");
     if (results) {
         fputs("\n]\n", results);
-        int bad = ferror(results) | fclose(results);
         results = NULL;
-        if (bad || rename(tmp, o.results) != 0) {
-            cli_error("%s: cannot write: %s", o.results, strerror(errno));
-            remove(tmp);
+        if (dm_outfile_finish(&out, 1) != DM_OK) {
+            cli_error("%s", dm_last_error());
             goto done;
         }
     }
     rc = failed || bad ? 1 : 0;
 done:
-    if (results) {
-        fclose(results);
-        remove(tmp);
-    }
+    if (results) dm_outfile_finish(&out, 0);
     cli_detector_free(&det);
     coco_images_free(images, nimages);
     cli_det_classes_free(&labels);
