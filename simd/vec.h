@@ -7,10 +7,9 @@
  * registers (what a register block may hold).  The _n forms touch only
  * the first n lanes (0 < n <= VL): loads give zeros in the rest, stores
  * leave memory alone.  With a constant n == VL they compile to the plain
- * instructions.  An
- * instruction set without masked loads and stores defines
- * VEC_BUFFERED_TAILS and its whole-vector vload_all and vstore_all; the
- * _n forms are then written once, at the end. */
+ * instructions.  An instruction set without masked loads and stores
+ * defines VEC_BUFFERED_TAILS and its whole-vector vload_all and
+ * vstore_all; the _n forms are then written once, at the end. */
 #ifndef DM_VEC_H
 #define DM_VEC_H
 

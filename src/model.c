@@ -670,14 +670,19 @@ static const checkpoint_kind checkpoint_kinds[] = {
     {"roi_head.bbox_head.fc_cls.weight", "detection", {"backbone.", "neck.", "rpn_head.", "roi_head."}, ""},
 };
 
+/* The part of a kind's checkpoints a tensor name belongs to, -1 none. */
+static int checkpoint_part(const checkpoint_kind *kind, const char *name)
+{
+    for (int p = 0; p < 4 && kind->parts[p]; p++)
+        if (strncmp(name, kind->parts[p], strlen(kind->parts[p])) == 0) return p;
+    return -1;
+}
+
 static dm_status split_checkpoint(const dm_tensor_file *file, const checkpoint_kind *kind, dm_tensor_file *backbone,
                                   dm_tensor_file *head)
 {
     for (size_t i = 0; i < file->count; i++) {
-        size_t p = 0;
-        while (p < 4 && kind->parts[p] && strncmp(file->tensors[i].name, kind->parts[p], strlen(kind->parts[p])) != 0)
-            p++;
-        if (p == 4 || !kind->parts[p])
+        if (checkpoint_part(kind, file->tensors[i].name) < 0)
             return dm_fail(DM_ERR_MODEL, "unexpected tensor '%s' in a %s checkpoint (names start with %s, %s%s%s%s%s)",
                            file->tensors[i].name, kind->what, kind->parts[0], kind->parts[1],
                            kind->parts[2] ? ", " : "", kind->parts[2] ? kind->parts[2] : "",
@@ -697,13 +702,12 @@ static dm_status unmarked_checkpoint(const dm_tensor_file *file)
     for (size_t k = 0; k < kinds; k++) {
         const checkpoint_kind *kind = &checkpoint_kinds[k];
         for (size_t i = 0; i < file->count; i++)
-            for (int p = 1; p < 4 && kind->parts[p]; p++)
-                if (strncmp(file->tensors[i].name, kind->parts[p], strlen(kind->parts[p])) == 0)
-                    return dm_fail(DM_ERR_MODEL, "missing tensor '%s': the file looks like a %s checkpoint ('%s' is "
-                                   "one of its parts)", kind->marker, kind->what, file->tensors[i].name);
+            if (checkpoint_part(kind, file->tensors[i].name) > 0) /* a head's, not the backbone's */
+                return dm_fail(DM_ERR_MODEL, "missing tensor '%s': the file looks like a %s checkpoint ('%s' is "
+                               "one of its parts)", kind->marker, kind->what, file->tensors[i].name);
     }
     for (size_t i = 0; i < file->count; i++)
-        if (strncmp(file->tensors[i].name, "backbone.", 9) == 0)
+        if (checkpoint_part(&checkpoint_kinds[0], file->tensors[i].name) == 0)
             return dm_fail(DM_ERR_MODEL,
                            "tensor '%s': a checkpoint's backbone without its heads (no '%s' nor '%s'), or "
                            "a classifier's names with a prefix",

@@ -34,17 +34,16 @@ int coco_read_images(const dm_json *root, coco_image **out, size_t *count, char 
     *count = 0;
     if (!images || images->type != DM_JSON_ARRAY)
         return failed(err, err_size, "no \"images\" list: not a COCO annotation file");
-    if (!(*out = calloc(images->count + 1, sizeof **out))) return failed(err, err_size, "out of memory");
-    for (const dm_json *e = images->child; e; e = e->next) {
-        coco_image *im = &(*out)[*count];
+    coco_image *list = calloc(images->count + 1, sizeof *list);
+    if (!list) return failed(err, err_size, "out of memory");
+    size_t n = 0;
+    for (const dm_json *e = images->child; e; e = e->next, n++) {
+        coco_image *im = &list[n];
         const dm_json *name = dm_json_get(e, "file_name");
         int64_t w = 0, h = 0;
         if (!name || name->type != DM_JSON_STRING || !json_int(e, "id", &im->id)) {
-            size_t bad = *count;
-            coco_images_free(*out, *count);
-            *out = NULL;
-            *count = 0;
-            return failed(err, err_size, "image %zu has no file_name and integer id", bad);
+            coco_images_free(list, n);
+            return failed(err, err_size, "image %zu has no file_name and integer id", n);
         }
         /* sizes are needed only to evaluate masks */
         json_int(e, "width", &w);
@@ -54,13 +53,12 @@ int coco_read_images(const dm_json *root, coco_image **out, size_t *count, char 
             im->height = (int)h;
         }
         if (!(im->file_name = strdup(name->string))) {
-            coco_images_free(*out, *count);
-            *out = NULL;
-            *count = 0;
+            coco_images_free(list, n);
             return failed(err, err_size, "out of memory");
         }
-        (*count)++;
     }
+    *out = list;
+    *count = n;
     return 1;
 }
 
