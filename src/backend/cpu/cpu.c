@@ -322,21 +322,27 @@ static size_t cpu_conv3x3_scratch(void *ctx, size_t out_pixels, int cin)
 
 /* Gather the 3x3 neighbourhoods of output pixels [p0, p1) of a channels-
  * last batch of h x w x cin into rows of 9 * cin (tap-major, then channel),
- * zeros in the padding. */
+ * zeros in the padding.  A kernel row's three taps are neighbouring input
+ * pixels whatever the stride, so each is one copy of up to 3 * cin floats. */
 static void im2col3x3(const float *x, int h, int w, int cin, int stride, int pad, int oh, int ow, size_t p0,
                       size_t p1, float *cols)
 {
-    size_t per_image = (size_t)oh * ow;
+    size_t per_image = (size_t)oh * ow, tap = (size_t)cin;
     for (size_t p = p0; p < p1; p++) {
         size_t img = p / per_image, q = p % per_image;
         int oy = (int)(q / ow), ox = (int)(q % ow);
-        float *row = cols + (p - p0) * 9 * cin;
-        for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++, row += cin) {
-                int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-                if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(row, 0, sizeof(float) * cin);
-                else memcpy(row, x + ((img * h + iy) * w + ix) * cin, sizeof(float) * cin);
+        int ix0 = ox * stride - pad, kx0 = ix0 < 0 ? -ix0 : 0, kx1 = w - ix0 < 3 ? w - ix0 : 3;
+        float *row = cols + (p - p0) * 9 * tap;
+        for (int ky = 0; ky < 3; ky++, row += 3 * tap) {
+            int iy = oy * stride + ky - pad;
+            if (iy < 0 || iy >= h || kx0 >= kx1) {
+                memset(row, 0, sizeof(float) * 3 * tap);
+                continue;
             }
+            memset(row, 0, sizeof(float) * (size_t)kx0 * tap);
+            memcpy(row + kx0 * tap, x + ((img * h + iy) * w + ix0 + kx0) * tap, sizeof(float) * (size_t)(kx1 - kx0) * tap);
+            memset(row + kx1 * tap, 0, sizeof(float) * (size_t)(3 - kx1) * tap);
+        }
     }
 }
 
