@@ -9,6 +9,7 @@ packages=(
   libjpeg62-turbo-dev                  # JPEG decoding as Pillow and OpenCV do it
   libpng-dev                           # label maps as palette PNGs (damamba segment)
   check                                # unit tests
+  libdnnl-dev                          # oneDNN, a yardstick in bench/bench_sgemm
   libmicrohttpd-dev                    # damamba serve (HTTP)
   wrk                                  # the server's load test
   clang libclang-rt-14-dev             # sanitizer and fuzz builds
