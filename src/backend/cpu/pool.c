@@ -1,12 +1,16 @@
 /* pool.c - the CPU backend's threads (pool.h).
  *
- * A loop is published as a ticket, loop number << 32 | next piece, that
- * the caller and the workers advance by compare-and-swap: a thread that
- * still holds an earlier loop's ticket cannot take a piece of a later
- * loop.  When a loop is over its ticket is closed before the next loop's
- * piece function and count are written, so a worker that reads those
- * early finds its stale ticket closed.  Sleeping workers wait on a futex
- * holding the latest loop number. */
+ * A loop's pieces are dealt into one queue per thread, in contiguous
+ * runs: a thread takes its own queue's pieces first, then the others'.
+ * Loops over the same rows (a norm, then the product that reads it) then
+ * give each thread the rows it has just written, still in its own cache.
+ * A queue is a ticket, loop number << 32 | next piece, that threads
+ * advance by compare-and-swap: a thread that still holds an earlier
+ * loop's ticket cannot take a piece of a later loop.  When a loop is over
+ * its tickets are closed before the next loop's piece function and ends
+ * are written, so a worker that reads those early finds its stale ticket
+ * closed.  Sleeping workers wait on a futex holding the latest loop
+ * number. */
 #include "pool.h"
 
 #include <limits.h>
@@ -28,18 +32,30 @@
  * microseconds, longer than the gap between a pass's loops. */
 #define SPIN_ROUNDS 4000
 
-struct dm_pool {
+/* One thread's share of a loop: pieces [ticket's piece, end). */
+typedef struct queue {
     alignas(64) _Atomic uint64_t ticket; /* loop number << 32 | next piece */
-    alignas(64) _Atomic size_t done;     /* pieces of this loop finished */
-    alignas(64) _Atomic uint32_t loop;   /* futex word: the latest loop number */
-    _Atomic int sleepers;                /* workers in (or entering) futex waits */
+    _Atomic size_t end;
+} queue;
+
+/* What a worker knows of itself. */
+typedef struct worker {
+    struct dm_pool *pool;
+    int self; /* its queue; the caller's is 0 */
+} worker;
+
+struct dm_pool {
+    queue *queues;                     /* [workers + 1] */
+    alignas(64) _Atomic size_t done;   /* pieces of this loop finished */
+    alignas(64) _Atomic uint32_t loop; /* futex word: the latest loop number */
+    _Atomic int sleepers;              /* workers in (or entering) futex waits */
     _Atomic int stop;
     _Atomic(dm_pool_piece) piece; /* the current loop */
     _Atomic(void *) arg;
-    _Atomic size_t pieces;
     uint32_t last_loop; /* the caller's own count */
     int workers;
     pthread_t *threads;
+    worker *selves;
 };
 
 /* Set while this thread runs a piece: a loop inside runs alone. */
@@ -64,32 +80,37 @@ static void futex_wake_all(_Atomic uint32_t *word)
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Takes the next piece of loop `loop`; 0 when none is left or the loop is
- * over. */
-static int take(dm_pool *p, uint32_t loop, size_t *index)
+/* Takes the next piece of loop `loop` from q; 0 when none is left or the
+ * loop is over. */
+static int take_from(queue *q, uint32_t loop, size_t *index)
 {
-    uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&q->ticket, memory_order_acquire);
     for (;;) {
         uint32_t next = (uint32_t)t;
-        if ((uint32_t)(t >> 32) != loop || next >= atomic_load_explicit(&p->pieces, memory_order_acquire)) return 0;
-        if (atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel, memory_order_acquire)) {
+        if ((uint32_t)(t >> 32) != loop || next >= atomic_load_explicit(&q->end, memory_order_acquire)) return 0;
+        if (atomic_compare_exchange_weak_explicit(&q->ticket, &t, t + 1, memory_order_acq_rel, memory_order_acquire)) {
             *index = next;
             return 1;
         }
     }
 }
 
-/* Runs pieces of loop `loop` until none is left to take. */
-static void run_pieces(dm_pool *p, uint32_t loop)
+/* Runs pieces of loop `loop`, from queue `self` first, until none is left
+ * to take. */
+static void run_pieces(dm_pool *p, uint32_t loop, int self)
 {
+    int queues = p->workers + 1;
     size_t i;
-    while (take(p, loop, &i)) {
-        dm_pool_piece piece = atomic_load_explicit(&p->piece, memory_order_acquire);
-        void *arg = atomic_load_explicit(&p->arg, memory_order_acquire);
-        in_piece = 1;
-        piece(arg, i);
-        in_piece = 0;
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+    for (int k = 0; k < queues; k++) {
+        queue *q = &p->queues[(self + k) % queues];
+        while (take_from(q, loop, &i)) {
+            dm_pool_piece piece = atomic_load_explicit(&p->piece, memory_order_acquire);
+            void *arg = atomic_load_explicit(&p->arg, memory_order_acquire);
+            in_piece = 1;
+            piece(arg, i);
+            in_piece = 0;
+            atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        }
     }
 }
 
@@ -111,12 +132,13 @@ static uint32_t wait_for_loop(dm_pool *p, uint32_t seen)
 
 static void *worker_main(void *arg)
 {
-    dm_pool *p = arg;
+    const worker *me = arg;
+    dm_pool *p = me->pool;
     uint32_t seen = 0;
     for (;;) {
         seen = wait_for_loop(p, seen);
         if (atomic_load(&p->stop)) return NULL;
-        run_pieces(p, seen);
+        run_pieces(p, seen, me->self);
     }
 }
 
@@ -125,17 +147,26 @@ dm_pool *dm_pool_create(int threads)
     dm_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     int want = threads > 1 ? threads - 1 : 0;
-    if (want && !(p->threads = calloc((size_t)want, sizeof *p->threads))) {
-        free(p);
+    p->queues = aligned_alloc(alignof(queue), sizeof(queue) * (size_t)(want + 1));
+    p->threads = calloc((size_t)want + 1, sizeof *p->threads);
+    p->selves = calloc((size_t)want + 1, sizeof *p->selves);
+    if (!p->queues || !p->threads || !p->selves) {
+        free(p->queues), free(p->threads), free(p->selves), free(p);
         return NULL;
     }
-    atomic_init(&p->ticket, TICKET_CLOSED);
+    for (int q = 0; q <= want; q++) {
+        atomic_init(&p->queues[q].ticket, TICKET_CLOSED);
+        atomic_init(&p->queues[q].end, 0);
+    }
     /* Workers take no signals: the application's handlers run on its own
      * threads. */
     sigset_t all, saved;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
-    while (p->workers < want && pthread_create(&p->threads[p->workers], NULL, worker_main, p) == 0) p->workers++;
+    for (; p->workers < want; p->workers++) {
+        p->selves[p->workers] = (worker){p, p->workers + 1};
+        if (pthread_create(&p->threads[p->workers], NULL, worker_main, &p->selves[p->workers]) != 0) break;
+    }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return p;
 }
@@ -152,21 +183,26 @@ void dm_pool_run(dm_pool *p, size_t pieces, dm_pool_piece piece, void *arg)
         return;
     }
     uint32_t loop = ++p->last_loop;
+    int queues = p->workers + 1;
     atomic_store_explicit(&p->piece, piece, memory_order_release);
     atomic_store_explicit(&p->arg, arg, memory_order_release);
-    atomic_store_explicit(&p->pieces, pieces, memory_order_release);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->ticket, (uint64_t)loop << 32, memory_order_release);
+    for (int q = 0; q < queues; q++) {
+        size_t start = pieces * q / queues, end = pieces * (q + 1) / queues;
+        atomic_store_explicit(&p->queues[q].end, end, memory_order_release);
+        atomic_store_explicit(&p->queues[q].ticket, (uint64_t)loop << 32 | start, memory_order_release);
+    }
     atomic_store(&p->loop, loop);
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->loop);
 
-    run_pieces(p, loop);
+    run_pieces(p, loop, 0);
     /* Every piece is taken; wait for those still running elsewhere. */
     for (int spin = 0; atomic_load_explicit(&p->done, memory_order_acquire) < pieces; spin++) {
         if (spin < SPIN_ROUNDS) cpu_pause();
         else sched_yield();
     }
-    atomic_store_explicit(&p->ticket, (uint64_t)loop << 32 | TICKET_CLOSED, memory_order_release);
+    for (int q = 0; q < queues; q++)
+        atomic_store_explicit(&p->queues[q].ticket, (uint64_t)loop << 32 | TICKET_CLOSED, memory_order_release);
 }
 
 void dm_pool_destroy(dm_pool *p)
@@ -176,6 +212,6 @@ void dm_pool_destroy(dm_pool *p)
     atomic_store(&p->loop, p->last_loop + 1);
     futex_wake_all(&p->loop);
     for (int i = 0; i < p->workers; i++) pthread_join(p->threads[i], NULL);
-    free(p->threads);
+    free(p->queues), free(p->threads), free(p->selves);
     free(p);
 }

@@ -6,9 +6,11 @@
  * started one: on a machine where another process holds a core, a slowed
  * worker does less of the work instead of holding up the pass.  Workers
  * spin briefly for the next loop (a pass runs loops back to back), then
- * sleep.  Which piece runs where depends on timing, so a loop's results
- * must depend only on its pieces, each of which a piece function computes
- * alone. */
+ * sleep.  Each thread starts on its own contiguous share of the pieces, so
+ * loops cut alike over the same rows give each thread the rows it last
+ * wrote; which piece runs where still depends on timing, so a loop's
+ * results must depend only on its pieces, each of which a piece function
+ * computes alone. */
 #ifndef DM_POOL_H
 #define DM_POOL_H
 
