@@ -264,9 +264,14 @@ DM_API dm_backend dm_workspace_backend(const dm_workspace *ws);
 /* Bytes the workspace holds (device memory, for a CUDA workspace). */
 DM_API size_t dm_workspace_bytes(const dm_workspace *ws);
 
-/* Threads the workspace's forward passes use from now on (n >= 1; CPU
- * workspaces, ignored by a CUDA one), instead of dm_threads() at creation.
- * The threads are the workspace's own: nothing outside it changes. */
+/* The most threads a workspace runs on: beyond it, starting and waking
+ * the threads would cost more than any pass they share. */
+#define DM_MAX_THREADS 1024
+
+/* Threads the workspace's forward passes use from now on (1 <= n <=
+ * DM_MAX_THREADS, else DM_ERR_ARGUMENT; CPU workspaces, ignored by a CUDA
+ * one), instead of dm_threads() at creation.  The threads are the
+ * workspace's own: nothing outside it changes. */
 DM_API dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
 
 /* The precision of a workspace's matrix products: every linear layer and
@@ -588,8 +593,8 @@ DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
 DM_API const char *dm_isa(void);
 
 /* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
- * else the number of cores (dm_workspace_set_threads() changes a
- * workspace's). */
+ * else the number of cores, at most DM_MAX_THREADS
+ * (dm_workspace_set_threads() changes a workspace's). */
 DM_API int dm_threads(void);
 
 #ifdef __cplusplus

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "damamba.h"
@@ -103,8 +104,37 @@ START_TEST(threads_stay_in_the_workspace)
         for (int i = 0; i < 20; i++) ck_assert_float_eq_tol(got[i], want[i], 1e-4f * (1.0f + fabsf(want[i])));
     }
     ck_assert_int_eq(dm_workspace_set_threads(ws, 0), DM_ERR_ARGUMENT);
+    /* A count past the limit is refused before any thread starts, and the
+     * workspace keeps its threads. */
+    ck_assert_int_eq(dm_workspace_set_threads(ws, DM_MAX_THREADS + 1), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "1 to 1024 threads (got 1025)"));
+    ck_assert_int_eq(dm_workspace_set_threads(ws, 100000), DM_ERR_ARGUMENT);
+    ck_assert_msg(dm_forward(m, ws, input, 2, 32, 32, &out) == DM_OK, "%s", dm_last_error());
+    for (int i = 0; i < 20; i++) ck_assert_float_eq_tol(got[i], want[i], 1e-4f * (1.0f + fabsf(want[i])));
     dm_workspace_free(ws);
     dm_model_free(m);
+}
+END_TEST
+
+/* The default count comes from the environment, within the limit: a
+ * count that would start 100,000 threads (or overflow an int) gives
+ * DM_MAX_THREADS. */
+START_TEST(default_threads_within_the_limit)
+{
+    static const struct { const char *value; int want; } cases[] = {
+        {"3", 3}, {"1024", 1024}, {"1025", DM_MAX_THREADS}, {"100000", DM_MAX_THREADS},
+        {"99999999999999999999999", DM_MAX_THREADS}};
+    char *saved = getenv("DAMAMBA_THREADS") ? strdup(getenv("DAMAMBA_THREADS")) : NULL;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setenv("DAMAMBA_THREADS", cases[i].value, 1);
+        ck_assert_msg(dm_threads() == cases[i].want, "DAMAMBA_THREADS=%s gives %d threads", cases[i].value,
+                      dm_threads());
+    }
+    if (saved) setenv("DAMAMBA_THREADS", saved, 1);
+    else unsetenv("DAMAMBA_THREADS");
+    free(saved);
+    ck_assert_int_ge(dm_threads(), 1);
+    ck_assert_int_le(dm_threads(), DM_MAX_THREADS);
 }
 END_TEST
 
@@ -193,6 +223,7 @@ int main(void)
     tcase_add_test(tc, backend_unknown);
     tcase_add_test(tc, workspace_of_another_model);
     tcase_add_test(tc, threads_stay_in_the_workspace);
+    tcase_add_test(tc, default_threads_within_the_limit);
     tcase_add_test(tc, concurrent_workspaces_agree);
     tcase_add_test(tc, profile_counts_operators);
     suite_add_tcase(s, tc);

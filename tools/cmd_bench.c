@@ -208,7 +208,7 @@ int cmd_bench(int argc, char **argv)
         case 's': if (!cli_parse_int("--size", optarg, 32, 4096, &size)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
-            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
             cli_threads = threads;
             break;
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;

@@ -93,7 +93,7 @@ int cmd_classify(int argc, char **argv)
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 't':
-            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
             cli_threads = threads;
             break;
         case OPT_SHARD: if (!cli_parse_shard(optarg, &shard_index, &shard_count)) return 2; break;

@@ -129,7 +129,7 @@ int cmd_compare(int argc, char **argv)
             break;
         case 's': size = optarg; break;
         case 't':
-            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
             cli_threads = threads;
             break;
         case 'h': fputs(compare_usage, stdout); return 0;

@@ -229,7 +229,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &o->backend)) return 2; break;
         case 't':
-            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
             cli_threads = threads;
             break;
         case 'q': o->quiet = 1; break;

@@ -290,7 +290,7 @@ int cmd_eval(int argc, char **argv)
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
-            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
             cli_threads = threads;
             break;
         case 'q': quiet = 1; break;

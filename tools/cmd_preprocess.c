@@ -99,7 +99,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
             break;
         case 't':
-            if (!features || !cli_parse_int("--threads", optarg, 1, 1024, &threads)) goto bad;
+            if (!features || !cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) goto bad;
             cli_threads = threads;
             break;
         case 'h': fputs(usage, stdout); return -1;

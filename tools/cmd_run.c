@@ -213,7 +213,7 @@ int cmd_run(int argc, char **argv)
         case 'o': out_path = optarg; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't':
-            if (!cli_parse_int("--threads", optarg, 1, 1024, &threads)) return 2;
+            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
             cli_threads = threads;
             break;
         case OPT_MODE:

@@ -106,17 +106,22 @@ class PreprocessSettings:
 
 
 _default_threads = 0
+MAX_THREADS = 1024  # the library's DM_MAX_THREADS
+
+
+def _checked_threads(n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer from 0 to {MAX_THREADS}, got {n!r}")
+    return n
 
 
 def set_threads(n: int) -> None:
     """Threads the forward passes of this module's models use when a call
-    names none; 0 restores the library's default: DAMAMBA_THREADS,
-    OMP_NUM_THREADS, or all cores.  The count goes to each workspace; nothing
-    outside this module changes."""
+    names none, at most MAX_THREADS; 0 restores the library's default:
+    DAMAMBA_THREADS, OMP_NUM_THREADS, or all cores.  The count goes to each
+    workspace; nothing outside this module changes."""
     global _default_threads
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"threads must be a non-negative integer, got {n!r}")
-    _default_threads = n
+    _default_threads = _checked_threads(n)
 
 
 PRECISIONS = ("f32", "bf16", "f16")  # dm_precision's order
@@ -384,8 +389,8 @@ class Model:
             out.offsets_stage, out.offsets_block = stage, block
         if n == 0:
             return result
-        if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
+        if threads is not None:
+            _checked_threads(threads)
         ws = self._workspace(n, h, w)
         check(lib.dm_workspace_set_threads(ws.handle, threads or _default_threads or lib.dm_threads()))
         check(lib.dm_workspace_set_precision(ws.handle, _precision_code(self._precision)))
@@ -515,7 +520,7 @@ def classify(paths: PathLike | Iterable[PathLike], k: int = 5, model: Model | Pa
 
 __all__ = [
     "Model", "Config", "PreprocessSettings", "load_image", "preprocess", "classify", "top_k", "format_result",
-    "softmax", "set_threads", "isa", "library_version", "precision_kernel", "PRECISIONS",
+    "softmax", "set_threads", "MAX_THREADS", "isa", "library_version", "precision_kernel", "PRECISIONS",
     "DamambaError", "ArgumentError", "FileError", "FormatError", "ModelError", "OutOfMemoryError",
     "UnsupportedError", "DeviceError",
 ]

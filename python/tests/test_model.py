@@ -100,6 +100,17 @@ def test_wrong_inputs_are_refused(micro: damamba.Model, micro_io: dict) -> None:
         micro.forward(x.astype(np.complex64))
     with pytest.raises(ValueError, match="no block 2 in stage 0"):
         micro.offsets(x, 0, 2)
+    # Thread counts past the library's limit, or past a C int, are refused
+    # before any thread starts; the limit is the library's own.
+    for threads in (-1, damamba.MAX_THREADS + 1, 2**32, 2**40, True, 1.5):
+        with pytest.raises(ValueError, match=f"threads must be an integer from 0 to {damamba.MAX_THREADS}"):
+            micro.forward(x, threads=threads)
+        with pytest.raises(ValueError, match="threads must be an integer"):
+            damamba.set_threads(threads)
+    from damamba._lib import lib
+    ws = micro._workspace(1, 64, 96)
+    assert lib.dm_workspace_set_threads(ws.handle, damamba.MAX_THREADS + 1) != 0
+    assert f"1 to {damamba.MAX_THREADS} threads" in lib.dm_last_error().decode()
 
 
 def test_empty_batch(micro: damamba.Model) -> None:

@@ -188,7 +188,9 @@ size_t dm_workspace_bytes(const dm_workspace *ws) { return ws ? ws->bytes + ws->
 
 dm_status dm_workspace_set_threads(dm_workspace *ws, int n)
 {
-    if (!ws || n < 1) return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_set_threads: need a workspace and n >= 1 (got %d)", n);
+    if (!ws || n < 1 || n > DM_MAX_THREADS)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_set_threads: need a workspace and 1 to %d threads (got %d)",
+                       DM_MAX_THREADS, n);
     return ws->ops.set_threads ? ws->ops.set_threads(ws->ops.ctx, n) : DM_OK;
 }
 

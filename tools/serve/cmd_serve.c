@@ -186,7 +186,7 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         case 'b': ok = cli_parse_int("--max-batch", optarg, 1, 4096, &opt->max_batch); break;
         case OPT_MAX_DELAY: ok = cli_parse_int("--max-delay-ms", optarg, 0, 60000, &opt->max_delay_ms); break;
         case 't':
-            ok = cli_parse_int("--threads", optarg, 1, 1024, &threads);
+            ok = cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads);
             if (ok) cli_threads = threads;
             break;
         case CLI_OPT_DTYPE: ok = cli_parse_precision("--dtype", optarg); break;

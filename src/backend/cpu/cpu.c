@@ -53,19 +53,22 @@ typedef struct cpu {
     dm_status failure; /* the pass's first, returned by finish() */
 } cpu;
 
+static int at_most_max_threads(long n) { return n > DM_MAX_THREADS ? DM_MAX_THREADS : (int)n; }
+
 int dm_threads(void)
 {
     const char *env = getenv("DAMAMBA_THREADS");
     if (!env || !*env) env = getenv("OMP_NUM_THREADS");
     if (env && *env) {
-        int n = atoi(env);
-        if (n > 0) return n;
+        long n = strtol(env, NULL, 10);
+        if (n > 0) return at_most_max_threads(n);
     }
     /* The processors this process may run on (taskset, cgroups' cpusets). */
     cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0) return CPU_COUNT(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0)
+        return at_most_max_threads(CPU_COUNT(&allowed));
     long online = sysconf(_SC_NPROCESSORS_ONLN);
-    return online > 0 ? (int)online : 1;
+    return online > 0 ? at_most_max_threads(online) : 1;
 }
 
 /* Parallel loops are cut into this many pieces per thread, handed out as
