@@ -116,6 +116,21 @@ START_TEST(threads_stay_in_the_workspace)
 }
 END_TEST
 
+/* A workspace larger than the machine's memory is refused when it is
+ * made, not found out by the kernel when its pages are touched: F's at
+ * 2^30 pixels would be about 200 GB (more than this suite's machines
+ * hold). */
+START_TEST(workspace_beyond_memory_is_refused)
+{
+    dm_model *m = small_model();
+    dm_workspace *ws = (dm_workspace *)m;
+    ck_assert_int_eq(dm_workspace_create(m, 1, 32768, 32768, &ws), DM_ERR_NOMEM);
+    ck_assert_ptr_null(ws);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "out of cpu memory for a"));
+    dm_model_free(m);
+}
+END_TEST
+
 /* The default count comes from the environment, within the limit: a
  * count that would start 100,000 threads (or overflow an int) gives
  * DM_MAX_THREADS. */
@@ -224,6 +239,7 @@ int main(void)
     tcase_add_test(tc, workspace_of_another_model);
     tcase_add_test(tc, threads_stay_in_the_workspace);
     tcase_add_test(tc, default_threads_within_the_limit);
+    tcase_add_test(tc, workspace_beyond_memory_is_refused);
     tcase_add_test(tc, concurrent_workspaces_agree);
     tcase_add_test(tc, profile_counts_operators);
     suite_add_tcase(s, tc);

@@ -146,8 +146,9 @@ static dm_status workspace_create(const dm_model *model, dm_backend backend, int
     }
     dm_plan plan;
     dm_plan_forward(&model->config, &ws->ops, max_batch, max_h, max_w, &plan);
-    if ((st = ws->ops.reserve(ws->ops.ctx, plan.scratch, plan.transfer, plan.outputs)) ||
-        (st = alloc_buffers(ws, &plan))) {
+    /* the graph's buffers first: the largest request fails soonest */
+    if ((st = alloc_buffers(ws, &plan)) ||
+        (st = ws->ops.reserve(ws->ops.ctx, plan.scratch, plan.transfer, plan.outputs))) {
         dm_workspace_free(ws);
         return st;
     }

@@ -195,6 +195,24 @@ static int weight_before(const prepared_weight *p, const float *source, size_t N
 /* The model's packed W [N][K] as the half precision's tiles read it,
  * prepared on its first use (by the thread that enqueues, before any piece
  * runs).  0 when out of memory, the failure recorded. */
+/* The machine's memory in bytes (SIZE_MAX when unknown). */
+static size_t physical_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0 || (unsigned long)pages > SIZE_MAX / (unsigned long)page) return SIZE_MAX;
+    return (size_t)pages * (size_t)page;
+}
+
+/* 64-byte aligned memory, or NULL.  Linux grants more than the machine
+ * holds and kills the process once the pages are touched, so a request
+ * larger than the machine's memory fails here instead. */
+static void *aligned_bytes(size_t bytes)
+{
+    void *p = NULL;
+    if (bytes > physical_bytes()) return NULL;
+    return posix_memalign(&p, 64, bytes ? bytes : 1) == 0 ? p : NULL;
+}
+
 static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_weight *out)
 {
     size_t lo = 0, hi = cx->weight_count;
@@ -216,8 +234,8 @@ static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_w
             cx->weight_cap = cap;
         }
         size_t bytes = cx->native ? cx->native->weight_bytes(N, K) : dm_packed_floats(N, K) * sizeof(float);
-        void *data = NULL;
-        if (posix_memalign(&data, 64, bytes ? bytes : 1) != 0) {
+        void *data = aligned_bytes(bytes);
+        if (!data) {
             fail(cx, dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of %s weights", bytes / 1e6,
                              dm_precision_name(cx->precision)));
             return 0;
@@ -244,9 +262,8 @@ static size_t half_row_floats(const cpu *cx, size_t K)
 static dm_status grow_scratch(cpu *cx, size_t floats)
 {
     if (cx->scratch && floats <= cx->scratch_floats) return DM_OK;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)) != 0)
-        return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
+    void *p = aligned_bytes(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
+    if (!p) return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
     free(cx->scratch);
     cx->scratch = p;
     cx->scratch_floats = floats;
@@ -707,8 +724,7 @@ static void cpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
 static float *cpu_alloc(void *ctx, size_t floats)
 {
     (void)ctx;
-    void *p = NULL;
-    return posix_memalign(&p, 64, (floats ? floats : 1) * sizeof(float)) == 0 ? p : NULL;
+    return aligned_bytes(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
 }
 
 static void cpu_release(void *ctx, float *p)
