@@ -109,6 +109,13 @@ _default_threads = 0
 MAX_THREADS = 1024  # the library's DM_MAX_THREADS
 
 
+def _checked_count(name: str, n: Any) -> int:
+    """n, when it is an integer of at least 1 (bool is not taken for one)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name} must be an integer of at least 1, got {n!r}")
+    return n
+
+
 def _checked_threads(n: Any) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_THREADS:
         raise ValueError(f"threads must be an integer from 0 to {MAX_THREADS}, got {n!r}")
@@ -198,6 +205,8 @@ def top_k(logits: Any, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The k most probable classes of one image's logits and their softmax
     probabilities (float32), best first; equal scores in index order."""
     probs = softmax(logits)
+    if _checked_count("k", k) > probs.size:
+        raise ValueError(f"k must be at most the {probs.size} classes, got {k}")
     index = np.empty(k, dtype=np.intc)
     check(lib.dm_top_k(as_float_pointer(probs), probs.size, k,
                        index.ctypes.data_as(ctypes.POINTER(ctypes.c_int))))
@@ -436,8 +445,7 @@ class Model:
         errors="raise" raises for the first file that cannot be read;
         errors="record" gives ``{"file": path, "error": message}`` for it instead.
         """
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        _checked_count("k", k)
         names = self.classes
         k = min(k, self.config.num_classes)
 
@@ -464,6 +472,7 @@ class Model:
         raises, or (errors="record") gets {"file": path, "error": message}."""
         if errors not in ("raise", "record"):
             raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+        _checked_count("batch", batch)
         settings = self.preprocess_settings
         size = _fixed_size(settings)
         if isinstance(paths, (str, bytes, os.PathLike)):

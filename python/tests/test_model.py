@@ -107,6 +107,17 @@ def test_wrong_inputs_are_refused(micro: damamba.Model, micro_io: dict) -> None:
             micro.forward(x, threads=threads)
         with pytest.raises(ValueError, match="threads must be an integer"):
             damamba.set_threads(threads)
+    # Counts of files per batch and of classes are checked before any work.
+    paths = sample_paths()[:1]
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=f"batch must be an integer of at least 1, got {bad!r}"):
+            micro.classify(paths, batch=bad)
+        with pytest.raises(ValueError, match=f"k must be an integer of at least 1, got {bad!r}"):
+            micro.classify(paths, k=bad)
+        with pytest.raises(ValueError, match=f"k must be an integer of at least 1, got {bad!r}"):
+            damamba.top_k(np.zeros(10, np.float32), bad)
+    with pytest.raises(ValueError, match="k must be at most the 10 classes, got 11"):
+        damamba.top_k(np.zeros(10, np.float32), 11)
     from damamba._lib import lib
     ws = micro._workspace(1, 64, 96)
     assert lib.dm_workspace_set_threads(ws.handle, damamba.MAX_THREADS + 1) != 0
