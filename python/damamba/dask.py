@@ -26,7 +26,7 @@ from typing import Any, Sequence, Union
 import dask
 import pandas as pd
 
-from . import Model, PathLike, format_result
+from . import Model, PathLike, _checked_count, _checked_threads, format_result
 
 Paths = Union[Sequence[PathLike], "dask.bag.Bag", "dask.dataframe.Series", "dask.dataframe.DataFrame"]
 
@@ -83,6 +83,13 @@ def _model_source(model: Model | PathLike | None) -> str | None:
 
 def _run(method: str, columns: list[str], paths: Paths, model: Model | PathLike | None, client: Any, ema: bool,
          output: PathLike | None, partition_size: int, options: dict[str, Any]) -> pd.DataFrame | list[str]:
+    # Checked here, not first on a worker after the tasks are scheduled.
+    _checked_count("partition_size", partition_size)
+    for name in ("k", "batch"):
+        if name in options:
+            _checked_count(name, options[name])
+    if options.get("threads") is not None:
+        _checked_threads(options["threads"])
     source = _model_source(model)
     # Not pure: the tasks read files, which may change between two calls.
     results = [dask.delayed(_run_partition, pure=False)(part, source, ema, method, options)

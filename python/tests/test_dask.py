@@ -72,6 +72,20 @@ def test_embeddings(client: Client, tmp_path) -> None:
                                   np.stack(table.embedding))
 
 
+def test_bad_counts_are_refused_before_scheduling(tmp_path) -> None:
+    """No client is needed: the arguments are refused before any task."""
+    paths = sample_paths()
+    for options, message in [({"partition_size": 0}, "partition_size must be an integer of at least 1, got 0"),
+                             ({"batch": -1}, "batch must be an integer of at least 1, got -1"),
+                             ({"k": 0}, "k must be an integer of at least 1, got 0"),
+                             ({"threads": damamba.MAX_THREADS + 1}, "threads must be an integer from 0 to")]:
+        with pytest.raises(ValueError, match=message):
+            damamba.dask.classify(paths, output=tmp_path, **options)
+    with pytest.raises(ValueError, match="batch must be an integer of at least 1"):
+        damamba.dask.embed(paths, batch=0, output=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def scheduler_progress(dask_scheduler: Any) -> tuple[int, list[str]]:
     """Partitions finished, and the workers running one."""
     tasks = [ts for key, ts in dask_scheduler.tasks.items() if "_run_partition" in str(key)]
