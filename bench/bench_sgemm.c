@@ -205,7 +205,9 @@ static void time_product(int M, int N, int K, int repeats, double seconds[WAYS])
         for (int r = -1; r < repeats; r++) { /* the first call warms the caches */
             double t0 = now_s();
             switch (way) {
-            case SGEMM: cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, w, K, 0.0f, c, N); break;
+            case SGEMM:
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, w, K, 0.0f, c, N);
+                break;
             case KERNEL: k->gemm(M, K, a, K, packed, 0, N, 0.0f, NULL, DM_ACT_NONE, c, N); break;
             case KERNEL_BF16:
                 if (!bf16) goto next;
@@ -280,7 +282,8 @@ int main(int argc, char **argv)
 #else
     printf("; oneDNN not in this build\n");
 #endif
-    printf("each way: microseconds per call, then GFLOP/s\n%-6s %-8s %5s %5s %5s %5s", "stage", "product", "M", "N", "K", "calls");
+    printf("each way: microseconds per call, then GFLOP/s\n");
+    printf("%-6s %-8s %5s %5s %5s %5s", "stage", "product", "M", "N", "K", "calls");
     for (int way = 0; way < WAYS; way++) printf(" %15s", way_names[way]);
     printf("\n");
     double pass[WAYS] = {0}, pass_flops = 0;

@@ -192,9 +192,6 @@ static int weight_before(const prepared_weight *p, const float *source, size_t N
     return p->N != N ? p->N < N : p->K < K;
 }
 
-/* The model's packed W [N][K] as the half precision's tiles read it,
- * prepared on its first use (by the thread that enqueues, before any piece
- * runs).  0 when out of memory, the failure recorded. */
 /* The machine's memory in bytes (SIZE_MAX when unknown). */
 static size_t physical_bytes(void)
 {
@@ -213,6 +210,9 @@ static void *aligned_bytes(size_t bytes)
     return posix_memalign(&p, 64, bytes ? bytes : 1) == 0 ? p : NULL;
 }
 
+/* The model's packed W [N][K] as the half precision's tiles read it,
+ * prepared on its first use (by the thread that enqueues, before any piece
+ * runs).  0 when out of memory, the failure recorded. */
 static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_weight *out)
 {
     size_t lo = 0, hi = cx->weight_count;
@@ -360,7 +360,8 @@ static void im2col3x3(const float *x, int h, int w, int cin, int stride, int pad
                 continue;
             }
             memset(row, 0, sizeof(float) * (size_t)kx0 * tap);
-            memcpy(row + kx0 * tap, x + ((img * h + iy) * w + ix0 + kx0) * tap, sizeof(float) * (size_t)(kx1 - kx0) * tap);
+            memcpy(row + kx0 * tap, x + ((img * h + iy) * w + ix0 + kx0) * tap,
+                   sizeof(float) * (size_t)(kx1 - kx0) * tap);
             memset(row + kx1 * tap, 0, sizeof(float) * (size_t)(3 - kx1) * tap);
         }
     }
