@@ -143,6 +143,8 @@ int cli_parse_precision(const char *option, const char *value)
 
 int cli_thread_count(void) { return cli_threads > 0 ? cli_threads : dm_threads(); }
 
+int cli_parse_threads(const char *value) { return cli_parse_int("--threads", value, 1, DM_MAX_THREADS, &cli_threads); }
+
 int cli_backend_usable(dm_backend backend)
 {
     if (dm_backend_available(backend) == DM_OK) return 1;

@@ -65,6 +65,9 @@ int cli_parse_precision(const char *option, const char *value);
  * --threads option's value when given (cli_threads > 0), else dm_threads(). */
 extern int cli_threads;
 int cli_thread_count(void);
+/* Parse --threads (1 to DM_MAX_THREADS) into cli_threads; prints an error
+ * and returns 0 on failure. */
+int cli_parse_threads(const char *value);
 
 /* Parse a segmentation --mode: whole, slide, or aug (multi-scale + flip
  * over the options' mode); prints an error and returns 0 on failure. */

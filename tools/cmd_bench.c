@@ -192,7 +192,7 @@ int cmd_bench(int argc, char **argv)
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     dm_backend backend = DM_BACKEND_CPU;
     char variant = 'T';
-    int batch = 1, size = 0, runs = 10, threads, c, profile = 0;
+    int batch = 1, size = 0, runs = 10, c, profile = 0;
     cli_task task = CLI_TASK_CLS;
     optind = 1;
     while ((c = getopt_long(argc, argv, "v:b:s:t:n:h", opts, NULL)) != -1) {
@@ -207,10 +207,7 @@ int cmd_bench(int argc, char **argv)
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case 's': if (!cli_parse_int("--size", optarg, 32, 4096, &size)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case 'n': if (!cli_parse_int("--runs", optarg, 1, 100000, &runs)) return 2; break;
         case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
         case 'T': if (!cli_parse_task(optarg, &task)) return 2; break;

@@ -73,7 +73,7 @@ int cmd_classify(int argc, char **argv)
 {
     const char *model_path = NULL;
     int ema = 0;
-    int top = 5, json = 0, batch = 32, quiet = 0, shard_index = 0, shard_count = 1, threads, c;
+    int top = 5, json = 0, batch = 32, quiet = 0, shard_index = 0, shard_count = 1, c;
     dm_backend backend = DM_BACKEND_CPU;
     cli_preprocess_opts popts = {0};
     static const struct option opts[] = {
@@ -92,10 +92,7 @@ int cmd_classify(int argc, char **argv)
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &backend)) return 2; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case OPT_SHARD: if (!cli_parse_shard(optarg, &shard_index, &shard_count)) return 2; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(classify_usage, stdout); return 0;

@@ -111,7 +111,7 @@ int cmd_compare(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *size = NULL;
     int ema = 0;
-    int n = 1, threads, c;
+    int n = 1, c;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
         {"synthetic", no_argument, 0, 'S'},   {"batch", required_argument, 0, 'b'},
@@ -128,10 +128,7 @@ int cmd_compare(int argc, char **argv)
             if (!cli_parse_int("--batch", optarg, 1, 4096, &n)) return 2;
             break;
         case 's': size = optarg; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case 'h': fputs(compare_usage, stdout); return 0;
         default: fputs(compare_usage, stderr); return 2;
         }

@@ -207,7 +207,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         {"threads", required_argument, 0, 't'},     {"dtype", required_argument, 0, CLI_OPT_DTYPE},
         {"backend", required_argument, 0, CLI_OPT_BACKEND}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
-    int c, threads;
+    int c;
     char *end;
     *o = (detect_opts){.score_thr = 0.05f};
     optind = 1;
@@ -228,10 +228,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         case OPT_COCO_ANNOTATIONS: o->annotations = optarg; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &o->backend)) return 2; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case 'q': o->quiet = 1; break;
         case 'h': fputs(detect_usage, stdout); return -1;
         default: fputs(detect_usage, stderr); return 2;

@@ -269,7 +269,7 @@ int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL, *annotations = NULL;
     int ema = 0;
-    int batch = 256, quiet = 0, per_class = 0, threads, c, reduce_zero_label = 1;
+    int batch = 256, quiet = 0, per_class = 0, c, reduce_zero_label = 1;
     cli_task task = CLI_TASK_CLS;
     dm_backend backend = DM_BACKEND_CPU;
     dm_seg_options seg_options = dm_seg_options_ade20k();
@@ -289,10 +289,7 @@ int cmd_eval(int argc, char **argv)
         case CLI_OPT_EMA: ema = 1; break;
         case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case 'q': quiet = 1; break;
         case OPT_TASK: if (!cli_parse_task(optarg, &task)) return 2; break;
         case OPT_MODE: if (!cli_parse_seg_mode(optarg, &seg_options)) return 2; break;

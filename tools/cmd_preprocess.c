@@ -79,7 +79,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, CLI_PREPROCESS_LONG_OPTIONS,
         {"pipeline", required_argument, 0, OPT_PIPELINE}, {"ratio", required_argument, 0, OPT_RATIO},
         {"flip", no_argument, 0, OPT_FLIP}, {0, 0, 0, 0}};
-    int c, threads;
+    int c;
     *a = (image_args){0};
     optind = 1;
     while ((c = getopt_long(argc, argv, features ? "m:o:d:s:t:qh" : "m:o:h", opts, NULL)) != -1) {
@@ -99,8 +99,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
             break;
         case 't':
-            if (!features || !cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) goto bad;
-            cli_threads = threads;
+            if (!features || !cli_parse_threads(optarg)) goto bad;
             break;
         case 'h': fputs(usage, stdout); return -1;
         case OPT_PIPELINE:

@@ -203,7 +203,7 @@ int cmd_run(int argc, char **argv)
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
         {"stride", required_argument, 0, OPT_STRIDE}, {"backend", required_argument, 0, CLI_OPT_BACKEND},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c, threads;
+    int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:o:t:h", opts, NULL)) != -1) {
         switch (c) {
@@ -212,10 +212,7 @@ int cmd_run(int argc, char **argv)
         case 'i': in_path = optarg; break;
         case 'o': out_path = optarg; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case OPT_MODE:
             if (strcmp(optarg, "whole") && strcmp(optarg, "slide")) {
                 cli_error("--mode expects whole or slide, got '%s'", optarg);

@@ -194,7 +194,7 @@ done:
 int cmd_segment(int argc, char **argv)
 {
     const char *model_path = NULL, *dir = ".";
-    int overlay = 0, json = 0, quiet = 0, ema = 0, threads, c;
+    int overlay = 0, json = 0, quiet = 0, ema = 0, c;
     segmenter s = {.run = {.transform = dm_mm_transform_ade20k(), .options = dm_seg_options_ade20k()}};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
@@ -217,10 +217,7 @@ int cmd_segment(int argc, char **argv)
         case OPT_OVERLAY: overlay = 1; break;
         case 'j': json = 1; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
-        case 't':
-            if (!cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads)) return 2;
-            cli_threads = threads;
-            break;
+        case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case CLI_OPT_BACKEND: if (!cli_parse_backend("--backend", optarg, &s.run.backend)) return 2; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(segment_usage, stdout); return 0;

@@ -175,7 +175,7 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"max-body-mb", required_argument, 0, OPT_MAX_BODY}, {"queue", required_argument, 0, OPT_QUEUE},
         {"timeout", required_argument, 0, OPT_TIMEOUT}, {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c, threads, body_mb = 64;
+    int c, body_mb = 64;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:b:t:h", opts, NULL)) != -1) {
         int ok = 1;
@@ -185,10 +185,7 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         case OPT_PORT: ok = cli_parse_int("--port", optarg, 0, 65535, &opt->port); break;
         case 'b': ok = cli_parse_int("--max-batch", optarg, 1, 4096, &opt->max_batch); break;
         case OPT_MAX_DELAY: ok = cli_parse_int("--max-delay-ms", optarg, 0, 60000, &opt->max_delay_ms); break;
-        case 't':
-            ok = cli_parse_int("--threads", optarg, 1, DM_MAX_THREADS, &threads);
-            if (ok) cli_threads = threads;
-            break;
+        case 't': ok = cli_parse_threads(optarg); break;
         case CLI_OPT_DTYPE: ok = cli_parse_precision("--dtype", optarg); break;
         case OPT_MAX_BODY: ok = cli_parse_int("--max-body-mb", optarg, 1, 4096, &body_mb); break;
         case OPT_QUEUE: ok = cli_parse_int("--queue", optarg, 1, 1 << 20, &opt->queue_limit); break;
