@@ -210,6 +210,11 @@ static void *aligned_bytes(size_t bytes)
     return posix_memalign(&p, 64, bytes ? bytes : 1) == 0 ? p : NULL;
 }
 
+static float *aligned_floats(size_t floats)
+{
+    return aligned_bytes(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
+}
+
 /* The model's packed W [N][K] as the half precision's tiles read it,
  * prepared on its first use (by the thread that enqueues, before any piece
  * runs).  0 when out of memory, the failure recorded. */
@@ -262,7 +267,7 @@ static size_t half_row_floats(const cpu *cx, size_t K)
 static dm_status grow_scratch(cpu *cx, size_t floats)
 {
     if (cx->scratch && floats <= cx->scratch_floats) return DM_OK;
-    void *p = aligned_bytes(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
+    float *p = aligned_floats(floats);
     if (!p) return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
     free(cx->scratch);
     cx->scratch = p;
@@ -725,7 +730,7 @@ static void cpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
 static float *cpu_alloc(void *ctx, size_t floats)
 {
     (void)ctx;
-    return aligned_bytes(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
+    return aligned_floats(floats);
 }
 
 static void cpu_release(void *ctx, float *p)
