@@ -38,10 +38,11 @@ typedef struct queue {
     _Atomic size_t end;
 } queue;
 
-/* What a worker knows of itself. */
+/* A worker thread and what it knows of itself. */
 typedef struct worker {
     struct dm_pool *pool;
     int self; /* its queue; the caller's is 0 */
+    pthread_t thread;
 } worker;
 
 struct dm_pool {
@@ -54,8 +55,7 @@ struct dm_pool {
     _Atomic(void *) arg;
     uint32_t last_loop; /* the caller's own count */
     int workers;
-    pthread_t *threads;
-    worker *selves;
+    worker *threads;
 };
 
 /* Set while this thread runs a piece: a loop inside runs alone. */
@@ -148,10 +148,9 @@ dm_pool *dm_pool_create(int threads)
     if (!p) return NULL;
     int want = threads > 1 ? threads - 1 : 0;
     p->queues = aligned_alloc(alignof(queue), sizeof(queue) * (size_t)(want + 1));
-    p->threads = calloc((size_t)want + 1, sizeof *p->threads);
-    p->selves = calloc((size_t)want + 1, sizeof *p->selves);
-    if (!p->queues || !p->threads || !p->selves) {
-        free(p->queues), free(p->threads), free(p->selves), free(p);
+    p->threads = calloc((size_t)want + 1, sizeof *p->threads); /* + 1: never a request of 0 */
+    if (!p->queues || !p->threads) {
+        free(p->queues), free(p->threads), free(p);
         return NULL;
     }
     for (int q = 0; q <= want; q++) {
@@ -164,8 +163,9 @@ dm_pool *dm_pool_create(int threads)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &saved);
     for (; p->workers < want; p->workers++) {
-        p->selves[p->workers] = (worker){p, p->workers + 1};
-        if (pthread_create(&p->threads[p->workers], NULL, worker_main, &p->selves[p->workers]) != 0) break;
+        worker *w = &p->threads[p->workers];
+        *w = (worker){.pool = p, .self = p->workers + 1};
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) break;
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     return p;
@@ -211,7 +211,7 @@ void dm_pool_destroy(dm_pool *p)
     atomic_store(&p->stop, 1);
     atomic_store(&p->loop, p->last_loop + 1);
     futex_wake_all(&p->loop);
-    for (int i = 0; i < p->workers; i++) pthread_join(p->threads[i], NULL);
-    free(p->queues), free(p->threads), free(p->selves);
+    for (int i = 0; i < p->workers; i++) pthread_join(p->threads[i].thread, NULL);
+    free(p->queues), free(p->threads);
     free(p);
 }
