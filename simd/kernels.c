@@ -126,40 +126,51 @@ static void layernorm_simd(const float *x, float *y, size_t rows, size_t c, cons
 
 /* ------------------------------------------------------------- dwconv3x3 */
 
-/* Output row oy, channels [j, j + n).  The row is swept by input column:
- * each column's three pixels are loaded once and added to the three
- * outputs they reach (as right, centre and left tap), whose sums stay in
- * registers with the nine taps: 3 loads to 9 multiply-adds. */
-static inline void dw_row(const float *x, float *y, int h, int w, size_t c, const float *w9, const float *bias,
-                          dm_act act, int oy, size_t j, size_t n)
+/* Output row oy, channels [j, j + vecs * VL) (vecs 1 or 2), or [j, j + n)
+ * of a last partial vector.  The row is swept by input column: each
+ * column's three pixels are loaded once and added to the three outputs
+ * they reach (as right, centre and left tap), whose sums stay in registers:
+ * 3 loads to 9 multiply-adds per vector.  Two vectors side by side give
+ * six independent chains of sums instead of three, and read whole cache
+ * lines. */
+static inline __attribute__((always_inline)) void dw_row(const float *x, float *y, int h, int w, size_t c,
+                                                         const float *w9, const float *bias, dm_act act, int oy,
+                                                         size_t j, size_t vecs, size_t n)
 {
     /* A row outside the image reads the centre row with zero weights. */
     const float *row[3];
-    vf k[9];
+    vf k[2][9], b[2], left[2], centre[2];
     for (int ky = 0; ky < 3; ky++) {
         int iy = oy + ky - 1, inside = iy >= 0 && iy < h;
         row[ky] = x + (size_t)(inside ? iy : oy) * w * c + j;
-        for (int kx = 0; kx < 3; kx++)
-            k[3 * ky + kx] = inside ? vload_n(w9 + (size_t)(3 * ky + kx) * c + j, n) : vset1(0.0f);
+        for (size_t v = 0; v < vecs; v++)
+            for (int kx = 0; kx < 3; kx++)
+                k[v][3 * ky + kx] = inside ? vload_n(w9 + (size_t)(3 * ky + kx) * c + j + v * VL, n) : vset1(0.0f);
     }
-    vf b = bias ? vload_n(bias + j, n) : vset1(0.0f);
+    for (size_t v = 0; v < vecs; v++) {
+        b[v] = bias ? vload_n(bias + j + v * VL, n) : vset1(0.0f);
+        left[v] = centre[v] = b[v];
+    }
     float *out = y + (size_t)oy * w * c + j;
     /* before column ix: left = output ix - 1, centre = output ix */
-    vf left = b, centre = b;
     for (int ix = 0; ix < w; ix++) {
         size_t at = (size_t)ix * c;
-        vf right = b;
-        for (int ky = 0; ky < 3; ky++) {
-            vf v = vload_n(row[ky] + at, n);
-            left = vfma(v, k[3 * ky + 2], left);
-            centre = vfma(v, k[3 * ky + 1], centre);
-            right = vfma(v, k[3 * ky], right);
+        vf right[2];
+        for (size_t v = 0; v < vecs; v++) right[v] = b[v];
+        for (int ky = 0; ky < 3; ky++)
+            for (size_t v = 0; v < vecs; v++) {
+                vf in = vload_n(row[ky] + at + v * VL, n);
+                left[v] = vfma(in, k[v][3 * ky + 2], left[v]);
+                centre[v] = vfma(in, k[v][3 * ky + 1], centre[v]);
+                right[v] = vfma(in, k[v][3 * ky], right[v]);
+            }
+        for (size_t v = 0; v < vecs; v++) {
+            if (ix > 0) vstore_n(out + at - c + v * VL, vact(left[v], act), n);
+            left[v] = centre[v];
+            centre[v] = right[v];
         }
-        if (ix > 0) vstore_n(out + at - c, vact(left, act), n);
-        left = centre;
-        centre = right;
     }
-    vstore_n(out + (size_t)(w - 1) * c, vact(left, act), n);
+    for (size_t v = 0; v < vecs; v++) vstore_n(out + (size_t)(w - 1) * c + v * VL, vact(left[v], act), n);
 }
 
 /* Row by row, so the three input rows stay in cache across the channel
@@ -168,11 +179,12 @@ static void dwconv3x3_simd(const float *x, float *y, int h, int w, int c, const 
                            dm_act act, int y0, int y1)
 {
     size_t C = (size_t)c;
-    for (int oy = y0; oy < y1; oy++)
-        for (size_t j = 0; j < C; j += VL) {
-            if (C - j >= VL) dw_row(x, y, h, w, C, w9, bias, act, oy, j, VL);
-            else dw_row(x, y, h, w, C, w9, bias, act, oy, j, C - j);
-        }
+    for (int oy = y0; oy < y1; oy++) {
+        size_t j = 0;
+        for (; C - j >= 2 * VL; j += 2 * VL) dw_row(x, y, h, w, C, w9, bias, act, oy, j, 2, VL);
+        if (C - j >= VL) dw_row(x, y, h, w, C, w9, bias, act, oy, j, 1, VL), j += VL;
+        if (j < C) dw_row(x, y, h, w, C, w9, bias, act, oy, j, 1, C - j);
+    }
 }
 
 /* -------------------------------------------------------------- bias_act */
