@@ -98,27 +98,38 @@ static inline void ln_apply(const float *x, float *y, const float *g, const floa
     vstore_n(y, vact(vfma(v, vload_n(g, n), vload_n(b, n)), act), n);
 }
 
+/* Each sum runs as two, over alternate vectors: half the chain of
+ * dependent adds, which bounds a row's time. */
 static void layernorm_simd(const float *x, float *y, size_t rows, size_t c, const float *gamma, const float *beta,
                            dm_act act)
 {
-    size_t tail = c % VL, body = c - tail;
+    size_t tail = c % VL, body = c - tail, pairs = body - body % (2 * VL);
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * c;
         float *yr = y + r * c;
-        vf s = vset1(0.0f);
-        for (size_t j = 0; j < body; j += VL) s = vadd(s, vload(xr + j));
-        if (tail) s = vadd(s, vload_n(xr + body, tail));
-        float mean = vsum(s) / (float)c;
-        vf vm = vset1(mean), q = vset1(0.0f);
-        for (size_t j = 0; j < body; j += VL) {
-            vf d = vsub(vload(xr + j), vm);
-            q = vfma(d, d, q);
+        vf s0 = vset1(0.0f), s1 = vset1(0.0f);
+        for (size_t j = 0; j < pairs; j += 2 * VL) {
+            s0 = vadd(s0, vload(xr + j));
+            s1 = vadd(s1, vload(xr + j + VL));
+        }
+        if (pairs < body) s0 = vadd(s0, vload(xr + pairs));
+        if (tail) s1 = vadd(s1, vload_n(xr + body, tail));
+        float mean = vsum(vadd(s0, s1)) / (float)c;
+        vf vm = vset1(mean), q0 = vset1(0.0f), q1 = vset1(0.0f);
+        for (size_t j = 0; j < pairs; j += 2 * VL) {
+            vf d0 = vsub(vload(xr + j), vm), d1 = vsub(vload(xr + j + VL), vm);
+            q0 = vfma(d0, d0, q0);
+            q1 = vfma(d1, d1, q1);
+        }
+        if (pairs < body) {
+            vf d = vsub(vload(xr + pairs), vm);
+            q0 = vfma(d, d, q0);
         }
         if (tail) {
             vf d = vkeep_n(vsub(vload_n(xr + body, tail), vm), tail);
-            q = vfma(d, d, q);
+            q1 = vfma(d, d, q1);
         }
-        vf inv = vset1(1.0f / sqrtf(vsum(q) / (float)c + DM_LN_EPS));
+        vf inv = vset1(1.0f / sqrtf(vsum(vadd(q0, q1)) / (float)c + DM_LN_EPS));
         for (size_t j = 0; j < body; j += VL) ln_apply(xr + j, yr + j, gamma + j, beta + j, vm, inv, act, VL);
         if (tail) ln_apply(xr + body, yr + body, gamma + body, beta + body, vm, inv, act, tail);
     }
