@@ -75,7 +75,7 @@ int dm_threads(void)
  * threads come free: a thread that another process slows down takes fewer
  * pieces instead of holding the others up.  The pieces are fixed by the
  * shape and the thread count alone, so results do not depend on timing. */
-#define PIECES_PER_THREAD 4
+#define PIECES_PER_THREAD 8
 
 static size_t pieces(const cpu *cx) { return cx->threads > 1 ? (size_t)cx->threads * PIECES_PER_THREAD : 1; }
 
