@@ -21,6 +21,7 @@
 typedef struct dm_half_gemm {
     const char *name; /* what dm_precision_kernel reports */
     dm_precision precision;
+    size_t rows;            /* of its register block, as dm_kernels' gemm_rows */
     int (*supported)(void); /* does this CPU (and its OS) run it? */
     /* Bytes of W [N][K] laid out by pack_weight. */
     size_t (*weight_bytes)(size_t N, size_t K);

@@ -115,6 +115,7 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
 const dm_half_gemm dm_half_gemm_avx512_bf16 = {
     .name = "avx512-bf16",
     .precision = DM_PRECISION_BF16,
+    .rows = BLOCK_ROWS,
     .supported = dm_cpu_has_avx512_bf16,
     .weight_bytes = weight_bytes,
     .pack_weight = pack_weight,

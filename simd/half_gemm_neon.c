@@ -166,6 +166,7 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
 const dm_half_gemm HALF_KERNEL = {
     .name = HALF_NAME,
     .precision = HALF_PRECISION,
+    .rows = BLOCK_ROWS,
     .supported = HALF_SUPPORTED,
     .weight_bytes = weight_bytes,
     .pack_weight = pack_weight,

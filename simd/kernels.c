@@ -439,6 +439,7 @@ static void gemm_simd(size_t rows, size_t K, const float *A, size_t lda, const f
 
 const dm_kernels VEC_TABLE = {
     .isa = VEC_ISA,
+    .gemm_rows = BLOCK_ROWS,
     .layernorm = layernorm_simd,
     .dwconv3x3 = dwconv3x3_simd,
     .bias_act = bias_act_simd,

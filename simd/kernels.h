@@ -114,6 +114,9 @@ typedef struct dm_scan_args {
 
 typedef struct dm_kernels {
     const char *isa;
+    /* Rows of gemm's register block: a call on a multiple of it runs no
+     * partial block, so threads take rows in multiples of it. */
+    size_t gemm_rows;
 #define DM_KERNEL_POINTER(name, params) void(*name) params;
     DM_KERNEL_LIST(DM_KERNEL_POINTER)
 #undef DM_KERNEL_POINTER

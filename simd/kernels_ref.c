@@ -217,6 +217,7 @@ static void gemm_ref(size_t rows, size_t K, const float *A, size_t lda, const fl
 
 const dm_kernels dm_kernels_scalar = {
     .isa = "scalar",
+    .gemm_rows = 1,
     .layernorm = layernorm_ref,
     .dwconv3x3 = dwconv3x3_ref,
     .bias_act = bias_act_ref,

@@ -98,6 +98,21 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
  * stays in cache for the product that reads it. */
 #define HALF_BAND_ROWS 512
 
+/* Rows of the register block of the kernel that multiplies.  A tile of
+ * rows that is not a multiple of it ends in a partial block, which costs
+ * nearly a whole one. */
+static size_t row_block(const cpu *cx) { return cx->native ? cx->native->rows : cx->k->gemm_rows; }
+
+/* Piece i's share [*a, *b) of total rows cut into n pieces of whole
+ * register blocks (the last block of all may be partial). */
+static void share_rows(const cpu *cx, size_t total, size_t n, size_t i, size_t *a, size_t *b)
+{
+    size_t block = row_block(cx);
+    share((total + block - 1) / block, n, i, a, b);
+    *a = *a * block < total ? *a * block : total;
+    *b = *b * block < total ? *b * block : total;
+}
+
 /* A product's weight as its tiles read it: float32 panels for the kernels'
  * gemm (the model's own, or their rounding when no native kernel runs the
  * precision), or laid out for the native kernel. */
@@ -142,7 +157,7 @@ static void gemm_piece(void *arg, size_t t)
 {
     const gemm_job *g = arg;
     size_t m0, m1, n0, n1, col_blocks = (g->N + GEMM_COL_ALIGN - 1) / GEMM_COL_ALIGN;
-    share(g->M, g->row_tiles, t / g->col_tiles, &m0, &m1);
+    share_rows(g->cx, g->M, g->row_tiles, t / g->col_tiles, &m0, &m1);
     share(col_blocks, g->col_tiles, t % g->col_tiles, &n0, &n1);
     n0 *= GEMM_COL_ALIGN;
     n1 = n1 * GEMM_COL_ALIGN < g->N ? n1 * GEMM_COL_ALIGN : g->N;
@@ -313,7 +328,8 @@ static void half_gemm(cpu *cx, size_t M, size_t N, size_t K, const float *A, siz
                       const float *bias, dm_act act, float *C)
 {
     product_weight pw;
-    size_t row = half_row_floats(cx, K), band = M < HALF_BAND_ROWS ? M : HALF_BAND_ROWS;
+    size_t row = half_row_floats(cx, K), band = HALF_BAND_ROWS / row_block(cx) * row_block(cx);
+    if (band > M) band = M;
     if (!prepare_weight(cx, W, N, K, &pw) || !ensure_scratch(cx, band * row)) return;
     for (size_t m0 = 0; m0 < M; m0 += band) {
         round_job j = {.cx = cx, .A = A + m0 * lda, .lda = lda, .rows = M - m0 < band ? M - m0 : band, .K = K,
@@ -389,7 +405,7 @@ static void conv_piece(void *arg, size_t i)
     const cpu *cx = j->cx;
     const dm_conv3x3 *cv = j->cv;
     size_t a, b, K = 9 * (size_t)cv->cin, lda = K;
-    share(j->p1 - j->p0, j->pieces, i, &a, &b);
+    share_rows(cx, j->p1 - j->p0, j->pieces, i, &a, &b);
     if (a >= b) return;
     float *rows = cx->scratch + a * K;
     im2col3x3(j->x.data, j->x.h, j->x.w, j->x.c, cv->stride, cv->pad, j->y.h, j->y.w, j->p0 + a, j->p0 + b, rows);
@@ -409,7 +425,8 @@ static void conv_piece(void *arg, size_t i)
 static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, dm_view y)
 {
     cpu *cx = ctx;
-    size_t total = dm_view_pixels(y), band = conv_band(cv->cin), K = 9 * (size_t)cv->cin;
+    size_t total = dm_view_pixels(y), K = 9 * (size_t)cv->cin;
+    size_t band = conv_band(cv->cin) / row_block(cx) * row_block(cx);
     if (band > total) band = total;
     conv_job j = {.cx = cx, .cv = cv, .x = x, .y = y, .act = act, .W = {cv->weight, NULL, (size_t)cv->cout},
                   .pieces = pieces(cx)};
