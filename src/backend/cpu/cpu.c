@@ -99,8 +99,8 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
 #define HALF_BAND_ROWS 512
 
 /* Rows of the register block of the kernel that multiplies.  A tile of
- * rows that is not a multiple of it ends in a partial block, which costs
- * nearly a whole one. */
+ * rows that is not a multiple of it ends in a partial block, which does
+ * less work per weight load and per step of its loop than a full one. */
 static size_t row_block(const cpu *cx) { return cx->native ? cx->native->rows : cx->k->gemm_rows; }
 
 /* Piece i's share [*a, *b) of total rows cut into n pieces of whole
