@@ -103,6 +103,10 @@ static void share(size_t total, size_t n, size_t i, size_t *a, size_t *b)
  * less work per weight load and per step of its loop than a full one. */
 static size_t row_block(const cpu *cx) { return cx->native ? cx->native->rows : cx->k->gemm_rows; }
 
+/* rows rounded down to whole register blocks: the size of a band of rows
+ * whose pieces start on blocks (every band here is many blocks long). */
+static size_t whole_blocks(const cpu *cx, size_t rows) { return rows / row_block(cx) * row_block(cx); }
+
 /* Piece i's share [*a, *b) of total rows cut into n pieces of whole
  * register blocks (the last block of all may be partial). */
 static void share_rows(const cpu *cx, size_t total, size_t n, size_t i, size_t *a, size_t *b)
@@ -328,7 +332,7 @@ static void half_gemm(cpu *cx, size_t M, size_t N, size_t K, const float *A, siz
                       const float *bias, dm_act act, float *C)
 {
     product_weight pw;
-    size_t row = half_row_floats(cx, K), band = HALF_BAND_ROWS / row_block(cx) * row_block(cx);
+    size_t row = half_row_floats(cx, K), band = whole_blocks(cx, HALF_BAND_ROWS);
     if (band > M) band = M;
     if (!prepare_weight(cx, W, N, K, &pw) || !ensure_scratch(cx, band * row)) return;
     for (size_t m0 = 0; m0 < M; m0 += band) {
@@ -426,7 +430,7 @@ static void cpu_conv3x3(void *ctx, const dm_conv3x3 *cv, dm_view x, dm_act act, 
 {
     cpu *cx = ctx;
     size_t total = dm_view_pixels(y), K = 9 * (size_t)cv->cin;
-    size_t band = conv_band(cv->cin) / row_block(cx) * row_block(cx);
+    size_t band = whole_blocks(cx, conv_band(cv->cin));
     if (band > total) band = total;
     conv_job j = {.cx = cx, .cv = cv, .x = x, .y = y, .act = act, .W = {cv->weight, NULL, (size_t)cv->cout},
                   .pieces = pieces(cx)};
