@@ -593,7 +593,9 @@ DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
 DM_API const char *dm_isa(void);
 
 /* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
- * else the number of cores, at most DM_MAX_THREADS
+ * else the usable cores: those the process may run on (its CPU affinity),
+ * no more than the CPU quota of its control groups grants (a container's
+ * --cpus, rounded up); at most DM_MAX_THREADS
  * (dm_workspace_set_threads() changes a workspace's). */
 DM_API int dm_threads(void);
 

@@ -32,7 +32,7 @@ static const char bench_usage[] =
     "                      FPN with RPN, and the heads (proposals, boxes, masks)\n"
     "  -b, --batch N       images per forward pass (default 1)\n"
     "  -s, --size N        image height and width (default 224)\n"
-    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("     ")
     "  -n, --runs N        timed runs after one warm-up run (default 10)\n"
     "      --backend B     cpu (default) or cuda (a build with -Dcuda=enabled);\n"

@@ -27,7 +27,7 @@ static const char classify_usage[] =
     "                       [{\"index\": i, \"label\": ..., \"prob\": p}, ...]}, or\n"
     "                       {\"file\": ..., \"error\": ...} for a file that failed\n"
     "  -b, --batch N        images per forward pass (default 32)\n"
-    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("      ")
     CLI_BACKEND_HELP("      ")
     "      --shard I/N      only files I, I+N, I+2N, ... (0 <= I < N) of the whole list,\n"

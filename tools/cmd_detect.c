@@ -43,7 +43,7 @@ static const char detect_usage[] =
     "                            (image_id, category_id, bbox, score, segmentation)\n"
     "      --coco-annotations F  the annotation file (instances_*.json) whose images'\n"
     "                            file names give the image ids\n"
-    "  -t, --threads N           threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N           threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("           ")
     CLI_BACKEND_HELP("           ")
     "  -q, --quiet               no progress bar\n";

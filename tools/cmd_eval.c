@@ -47,7 +47,7 @@ static const char eval_usage[] =
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -b, --batch N        images per forward pass (default 256)\n"
-    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("      ")
     CLI_BACKEND_HELP("      ")
     "      --per-class      also the accuracy of each class: index, images, top-1,\n"

@@ -57,7 +57,7 @@ static const char features_usage[] =
     "  -o, --output FILE    output tensor file, for one image\n"
     "  -d, --output-dir DIR one tensor file per image, in DIR (created if missing)\n"
     "  -q, --quiet          no progress bar, no timing line (with -d)\n"
-    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     "      --interpolation I, --mean A[,B,C], --std A[,B,C]   as for `damamba classify`\n";
 
 /* The options both commands take; returns 0 to go on, else an exit code. */

@@ -32,7 +32,7 @@ static const char run_usage[] =
     "      --ema           a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -i, --input FILE    input tensor file\n"
     "  -o, --output FILE   output tensor file\n"
-    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N     threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("     ")
     CLI_BACKEND_HELP("     ")
     "      --mode M        segmentation: whole (default) or slide\n"

@@ -38,7 +38,7 @@ static const char segment_usage[] =
     "  -j, --json           one JSON object per line: {\"file\": ..., \"width\": w, \"height\": h,\n"
     "                       \"classes\": [{\"index\": k, \"label\": ..., \"share\": s}, ...]}\n"
     "                       (classes present, largest share first), or {\"file\", \"error\"}\n"
-    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all cores)\n"
+    "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("      ")
     CLI_BACKEND_HELP("      ")
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n";

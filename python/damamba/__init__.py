@@ -125,7 +125,7 @@ def _checked_threads(n: Any) -> int:
 def set_threads(n: int) -> None:
     """Threads the forward passes of this module's models use when a call
     names none, at most MAX_THREADS; 0 restores the library's default:
-    DAMAMBA_THREADS, OMP_NUM_THREADS, or all cores.  The count goes to each
+    DAMAMBA_THREADS, OMP_NUM_THREADS, or all usable cores.  The count goes to each
     workspace; nothing outside this module changes."""
     global _default_threads
     _default_threads = _checked_threads(n)

@@ -30,7 +30,7 @@ static const char serve_usage[] =
     "      --max-delay-ms D     how long the first request of a batch waits for\n"
     "                           others (default 5)\n"
     "  -t, --threads N          threads per forward pass (default: DAMAMBA_THREADS,\n"
-    "                           OMP_NUM_THREADS or all cores)\n"
+    "                           OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("          ")
     "      --max-body-mb N      larger request bodies get 413 (default 64)\n"
     "      --queue N            requests waiting per model before 503 (default 64)\n"

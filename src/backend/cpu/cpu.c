@@ -9,6 +9,7 @@
 #include "detect_kernels.h"
 #include "half_gemm.h"
 #include "kernels.h"
+#include "cgroup.h"
 #include "pool.h"
 
 #include <sched.h>
@@ -63,12 +64,16 @@ int dm_threads(void)
         long n = strtol(env, NULL, 10);
         if (n > 0) return at_most_max_threads(n);
     }
-    /* The processors this process may run on (taskset, cgroups' cpusets). */
+    /* The processors this process may run on (taskset, cgroups' cpusets),
+     * but no more than its control groups' CPU quota grants (a container's
+     * --cpus): threads beyond it would only wait for their turn, and the
+     * workers waiting between loops would spend the quota. */
     cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0)
-        return at_most_max_threads(CPU_COUNT(&allowed));
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    return online > 0 ? at_most_max_threads(online) : 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0) cpus = CPU_COUNT(&allowed);
+    int quota = dm_cgroup_cpu_limit("");
+    if (quota > 0 && quota < cpus) cpus = quota;
+    return cpus > 0 ? at_most_max_threads(cpus) : 1;
 }
 
 /* Parallel loops are cut into this many pieces per thread, handed out as
