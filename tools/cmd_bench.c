@@ -96,8 +96,8 @@ static double peak_rss_mb(void)
 static void print_backend(dm_backend backend)
 {
     if (backend == DM_BACKEND_CPU)
-        printf("backend     cpu: %s, %d threads, %s products (%s)\n", dm_isa(), cli_thread_count(),
-               dm_precision_name(cli_precision), dm_precision_kernel(cli_precision));
+        printf("backend     cpu: %s, %d thread%s, %s products (%s)\n", dm_isa(), cli_thread_count(),
+               cli_thread_count() == 1 ? "" : "s", dm_precision_name(cli_precision), dm_precision_kernel(cli_precision));
     else printf("backend     %s\n", dm_backend_name(backend));
 }
 

@@ -215,7 +215,8 @@ int cmd_compare(int argc, char **argv)
         printf("\ntop-1 agreement  %d/%d images\ntop-%d agreement  %d/%d images (same set of classes)\n", top1, n,
                k, topk, n);
     }
-    printf("\ntime     cpu %.2f ms (%d threads), cuda %.2f ms\n", ms[0], cli_thread_count(), ms[1]);
+    printf("\ntime     cpu %.2f ms (%d thread%s), cuda %.2f ms\n", ms[0], cli_thread_count(),
+           cli_thread_count() == 1 ? "" : "s", ms[1]);
     printf("result   %s (tolerance %.0e x max|cpu| per output)\n", ok ? "agree" : "DIFFER", COMPARE_TOL);
     rc = ok ? 0 : 1;
 done:
