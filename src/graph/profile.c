@@ -192,8 +192,10 @@ dm_status dm_workspace_profile(dm_workspace *ws)
         .destroy = fwd_destroy,
         .begin = fwd_begin,
         .finish = fwd_finish,
+        /* and every property, as the backend states it */
         .input_pieces = p->inner.input_pieces,
         .synchronous = p->inner.synchronous,
+        .group_bytes = p->inner.group_bytes,
         .packed_weights = p->inner.packed_weights,
     };
 #define X(entry) o->entry = p->inner.entry ? timed_##entry : NULL;
