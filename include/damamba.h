@@ -595,7 +595,7 @@ DM_API const char *dm_isa(void);
 /* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
  * else the usable cores: those the process may run on (its CPU affinity),
  * no more than the CPU quota of its control groups grants (a container's
- * --cpus, rounded up); at most DM_MAX_THREADS
+ * --cpus, rounded up; read at the first call); at most DM_MAX_THREADS
  * (dm_workspace_set_threads() changes a workspace's). */
 DM_API int dm_threads(void);
 

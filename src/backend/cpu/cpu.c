@@ -12,6 +12,7 @@
 #include "cgroup.h"
 #include "pool.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,6 +57,12 @@ typedef struct cpu {
 
 static int at_most_max_threads(long n) { return n > DM_MAX_THREADS ? DM_MAX_THREADS : (int)n; }
 
+/* The control groups' CPU quota, read once per process: reading it takes
+ * about 150 us, and some callers ask for the default count per pass. */
+static int cpu_quota;
+static pthread_once_t cpu_quota_once = PTHREAD_ONCE_INIT;
+static void read_cpu_quota(void) { cpu_quota = dm_cgroup_cpu_limit(""); }
+
 int dm_threads(void)
 {
     const char *env = getenv("DAMAMBA_THREADS");
@@ -71,8 +78,8 @@ int dm_threads(void)
     cpu_set_t allowed;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0) cpus = CPU_COUNT(&allowed);
-    int quota = dm_cgroup_cpu_limit("");
-    if (quota > 0 && quota < cpus) cpus = quota;
+    pthread_once(&cpu_quota_once, read_cpu_quota);
+    if (cpu_quota > 0 && cpu_quota < cpus) cpus = cpu_quota;
     return cpus > 0 ? at_most_max_threads(cpus) : 1;
 }
 
