@@ -15,6 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* A small grey model: 8 x 8 inputs keep valid FP32 tensors short. */
     serve_model m = {.name = "fuzz", .channels = 1, .h = 8, .w = 8, .classes = 3,
                      .stage_c = {2, 3, 4, 5}, .stage_h = {2, 1, 1, 1}, .stage_w = {2, 1, 1, 1},
+                     .max_image_pixels = 1 << 16,
                      .prep = {.size = sizeof(dm_preprocess), .resize = 8, .crop = 8, .interpolation = DM_INTERP_BILINEAR, .channels = 1,
                               .mean = {0.5f}, .std = {0.25f}}};
     serve_request r = {0};

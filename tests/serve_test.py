@@ -344,7 +344,8 @@ try:
 
     # ---------------------------------------------------------------- limits
     limits = Server(damamba, ["-b", "1", "--max-delay-ms", "0", "--queue", "1", "--max-body-mb", "1",
-                              "--timeout", "2", "-t", "1", "--dtype", "f16"], f"{tmp}/limits.log")
+                              "--max-image-pixels", "784", "--timeout", "2", "-t", "1", "--dtype", "f16"],
+                    f"{tmp}/limits.log")
     url = "/v2/models/damamba_fmnist/infer"
     # --dtype f16: what `damamba classify --dtype f16` gives, not float32's
     cli_f16 = classify_cli(["--dtype", "f16"], sample_paths[:1], 3)
@@ -352,6 +353,15 @@ try:
     check(status == 200, f"classify in f16: {status} {body}")
     same_top([(t["index"], t["prob"]) for t in body["top"]], cli_f16[sample_paths[0]], "/v1/classify in f16")
     check(body["top"][0]["prob"] != cli[sample_paths[0]][0][1], "the f16 server gave float32's probabilities")
+    # --max-image-pixels 784: the 28 x 28 samples pass; a 35-byte GIF whose
+    # screen is 30209 x 1792 around a 1 x 1 image is refused from its header
+    gif = bytes([0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x76, 0x00, 0x07, 0x80, 0, 0, 10, 200, 30, 255, 255, 255,
+                 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b])
+    started = time.monotonic()
+    status, _, data = limits.request("POST", "/v1/classify", gif)
+    check(status == 400 and b"30209 x 1792 pixels is over the limit of 784 pixels" in data,
+          f"an image over --max-image-pixels: {status} {data}")
+    check(time.monotonic() - started < 0.5, f"refusing it took {time.monotonic() - started:.2f} s")
     # 413 from the headers alone: the body is never sent.
     s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
     s.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".encode())

@@ -13,6 +13,7 @@
 
 #include "damamba.h"
 #include "image_check.h"
+#include "internal_api.h"
 #include "resample.h"
 
 /* The ImageNet evaluation transform of two photographs, against the tensors
@@ -243,6 +244,50 @@ START_TEST(every_format_decodes)
 }
 END_TEST
 
+/* A lower pixel limit (the server's) refuses an image from its header, in
+ * every format; a GIF by its screen, which a 35-byte file can make 54
+ * megapixels of background around a 1x1 image. */
+START_TEST(pixel_limit_refuses_from_the_header)
+{
+    enum { W = 7, H = 5 };
+    uint8_t rgb[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 5);
+    encoded files[5] = {{.size = 0}};
+    ck_assert(stbi_write_png_to_func(collect, &files[0], W, H, 3, rgb, W * 3));
+    ck_assert(stbi_write_bmp_to_func(collect, &files[1], W, H, 3, rgb));
+    ck_assert(stbi_write_tga_to_func(collect, &files[2], W, H, 3, rgb));
+    ck_assert(stbi_write_jpg_to_func(collect, &files[3], W, H, 3, rgb, 90));
+    files[4].size = (size_t)sprintf((char *)files[4].data, "P6 %d %d 255\n", W, H);
+    memcpy(files[4].data + files[4].size, rgb, sizeof rgb);
+    files[4].size += sizeof rgb;
+    static const char *const names[5] = {"PNG", "BMP", "TGA", "JPEG", "PPM"};
+    dm_image img;
+    for (int f = 0; f < 5; f++) {
+        ck_assert_msg(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H, &img) == DM_OK, "%s: %s",
+                      names[f], dm_last_error());
+        ck_assert_int_eq(img.width * img.height, W * H);
+        dm_image_free(&img);
+        ck_assert_int_eq(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H - 1, &img),
+                         DM_ERR_FORMAT);
+        ck_assert_ptr_null(img.pixels);
+        ck_assert_msg(strstr(dm_last_error(), "7 x 5 pixels is over the limit of 34 pixels"), "%s: %s", names[f],
+                      dm_last_error());
+    }
+    /* the 1x1 GIF of every_format_decodes on a screen of 30209 x 1792 */
+    uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 0x01, 0x76, 0x00, 0x07, 0x80, 0, 0, 10, 200, 30, 255, 255, 255,
+                     0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
+    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 1 << 20, &img), DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), "30209 x 1792 pixels is over the limit of 1048576"), "%s", dm_last_error());
+    gif[6] = 1, gif[7] = 0, gif[8] = 1, gif[9] = 0; /* a 1 x 1 screen */
+    ck_assert_msg(dm_image_load_memory_within(gif, sizeof gif, 3, 1, &img) == DM_OK, "%s", dm_last_error());
+    dm_image_free(&img);
+    /* the limit itself must lie within the library's */
+    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 0, &img), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, (int64_t)DM_IMAGE_MAX_PIXELS + 1, &img),
+                     DM_ERR_ARGUMENT);
+}
+END_TEST
+
 /* A file cut anywhere is refused: the decoder would fill what is missing
  * with zeros, or with whatever its buffers held before.  The whole file
  * decodes to the same pixels whatever the decoder's buffers held. */
@@ -416,6 +461,7 @@ int main(void)
     tcase_add_test(tc, channel_conversion);
     tcase_add_test(tc, output_sizes);
     tcase_add_test(tc, every_format_decodes);
+    tcase_add_test(tc, pixel_limit_refuses_from_the_header);
     tcase_add_test(tc, hostile_files);
     tcase_add_test(tc, truncated_files);
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);

@@ -119,17 +119,18 @@ static void decode_memory_give(size_t bytes)
 
 /* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
  * after screening the bytes. */
-static dm_status stb_decode(const void *data, size_t size, uint8_t **pixels, int *w, int *h, int *n)
+static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, uint8_t **pixels, int *w, int *h,
+                            int *n)
 {
-    dm_status st = dm_image_check(data, size);
+    dm_status st = dm_image_check(data, size, max_pixels);
     if (st) return st;
     const stbi_uc *bytes = data;
     if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
         return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
                        stbi_failure_reason());
-    if ((int64_t)*w * *h > DM_IMAGE_MAX_PIXELS)
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", *w, *h,
-                       DM_IMAGE_MAX_PIXELS);
+    if ((int64_t)*w * *h > max_pixels)
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %lld pixels", *w, *h,
+                       (long long)max_pixels);
     /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
      * GIF frame as RGBA), and about twice that in its working buffers. */
     int wide = stbi_is_16_bit_from_memory(bytes, (int)size);
@@ -146,35 +147,39 @@ static dm_status stb_decode(const void *data, size_t size, uint8_t **pixels, int
     if (!*pixels)
         return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
                        stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
-    if ((int64_t)*w * *h > DM_IMAGE_MAX_PIXELS) { /* a GIF frame may differ from its header */
+    if ((int64_t)*w * *h > max_pixels) { /* a GIF frame may differ from its header */
         stbi_image_free(*pixels);
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %d pixels", *w, *h,
-                       DM_IMAGE_MAX_PIXELS);
+        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %lld pixels", *w, *h,
+                       (long long)max_pixels);
     }
     return DM_OK;
 }
 
-dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
+dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
+                                      dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
     *out = (dm_image){0};
     if (!data && size) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: data is NULL");
     if (channels != 1 && channels != 3)
         return dm_fail(DM_ERR_ARGUMENT, "images load as 1 or 3 channels, not %d", channels);
+    if (max_pixels < 1 || max_pixels > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_ARGUMENT, "a pixel limit of %lld is outside 1 .. %d", (long long)max_pixels,
+                       DM_IMAGE_MAX_PIXELS);
     if (size == 0) return dm_fail(DM_ERR_FORMAT, "empty file");
     if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
     uint8_t *decoded = NULL;
     int w = 0, h = 0, n = 0;
     if (dm_is_jpeg(data, size)) {
         dm_image jpeg;
-        dm_status st = dm_jpeg_decode(data, size, &jpeg);
+        dm_status st = dm_jpeg_decode(data, size, max_pixels, &jpeg);
         if (st) return st;
         decoded = jpeg.pixels;
         w = jpeg.width;
         h = jpeg.height;
         n = jpeg.channels;
     } else {
-        dm_status st = stb_decode(data, size, &decoded, &w, &h, &n);
+        dm_status st = stb_decode(data, size, max_pixels, &decoded, &w, &h, &n);
         if (st) return st;
     }
     size_t npix = (size_t)w * h;
@@ -189,6 +194,11 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
     }
     *out = (dm_image){.width = w, .height = h, .channels = channels, .pixels = pixels};
     return DM_OK;
+}
+
+dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
+{
+    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, out);
 }
 
 /* Read a whole file, with a clear reason for what is not a regular file. */

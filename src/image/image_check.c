@@ -56,7 +56,7 @@ static dm_status check_png_data(const unsigned char *b, size_t size, int raw_def
  * holds.  And the file must end with a whole IEND chunk, as PNG files do.
  * The size is checked here too: stb_image's own refusal of a size over
  * 65536 reaches the caller as "unknown image type". */
-static dm_status check_png(const unsigned char *b, size_t size)
+static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixels)
 {
     if (size < 8 + 8 + 13 || be32(b + 8) != 13 || memcmp(b + 12, "IHDR", 4) != 0)
         return dm_fail(DM_ERR_FORMAT, "corrupt PNG: it does not start with an IHDR chunk");
@@ -64,9 +64,9 @@ static dm_status check_png(const unsigned char *b, size_t size)
     if (!width || !height) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: %u x %u pixels", width, height);
     if (width > 65536 || height > 65536)
         return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of 65536 pixels a side", width, height);
-    if ((uint64_t)width * height > DM_IMAGE_MAX_PIXELS)
-        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %d pixels", width, height,
-                       DM_IMAGE_MAX_PIXELS);
+    if ((int64_t)width * height > max_pixels)
+        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %lld pixels", width, height,
+                       (long long)max_pixels);
     size_t p = 8;
     int cgbi = 0;
     while (size - p >= 8) {
@@ -220,10 +220,10 @@ static int looks_like_tga(const unsigned char *b, size_t size)
     return (b[12] | b[13]) && (b[14] | b[15]);
 }
 
-dm_status dm_image_check(const void *buf, size_t size)
+dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels)
 {
     const unsigned char *b = buf;
-    if (size >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return check_png(b, size);
+    if (size >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return check_png(b, size, max_pixels);
     if (size >= 2 && b[0] == 'B' && b[1] == 'M') return check_bmp(b, size);
     if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return check_gif(b, size);
     if (size >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return check_pnm(b, size);

@@ -14,12 +14,15 @@
 #include "damamba.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* DM_OK, or why the bytes must not be decoded.  Also refused: files that
  * end before the pixels their header promises (PNM, BMP, TGA, also
- * run-length TGA) or before the end of their first image (GIF), and PNG
- * without a whole IEND chunk.  JPEG is refused: it goes to libjpeg-turbo. */
-dm_status dm_image_check(const void *buf, size_t size);
+ * run-length TGA) or before the end of their first image (GIF), PNG
+ * without a whole IEND chunk, and PNG of more than max_pixels pixels
+ * (before its data is inflated).  JPEG is refused: it goes to
+ * libjpeg-turbo. */
+dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
 
 /* The byte stb_image's allocations are filled with (0).  The fuzz target
  * decodes each input under two fills: a pixel that differs depends on

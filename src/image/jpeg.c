@@ -49,7 +49,7 @@ int dm_is_jpeg(const void *data, size_t size)
     return size >= 2 && b[0] == 0xFF && b[1] == 0xD8;
 }
 
-dm_status dm_jpeg_decode(const void *data, size_t size, dm_image *out)
+dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_image *out)
 {
     *out = (dm_image){0};
     struct jpeg_decompress_struct cinfo;
@@ -70,9 +70,9 @@ dm_status dm_jpeg_decode(const void *data, size_t size, dm_image *out)
     dm_status st = DM_OK;
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)
         st = dm_fail(DM_ERR_FORMAT, "CMYK JPEG images are not supported; convert the file to RGB");
-    else if ((int64_t)cinfo.image_width * cinfo.image_height > DM_IMAGE_MAX_PIXELS)
-        st = dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %d pixels", cinfo.image_width,
-                     cinfo.image_height, DM_IMAGE_MAX_PIXELS);
+    else if ((int64_t)cinfo.image_width * cinfo.image_height > max_pixels)
+        st = dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %lld pixels", cinfo.image_width,
+                     cinfo.image_height, (long long)max_pixels);
     if (st != DM_OK) {
         jpeg_destroy_decompress(&cinfo);
         return st;

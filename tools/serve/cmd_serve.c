@@ -12,7 +12,8 @@
 static const char serve_usage[] =
     "usage: damamba serve [-m [NAME=]MODEL]... [--host ADDR] [--port N] [-b MAX_BATCH]\n"
     "                     [--max-delay-ms D] [-t THREADS] [--dtype f32|bf16|f16]\n"
-    "                     [--max-body-mb N] [--queue N] [--timeout S] [--max-connections N]\n"
+    "                     [--max-body-mb N] [--max-image-pixels N] [--queue N] [--timeout S]\n"
+    "                     [--max-connections N]\n"
     "\n"
     "An HTTP inference server speaking the Open Inference Protocol (KServe v2,\n"
     "with Triton's binary tensor extension), plus POST /v1/classify for an image\n"
@@ -33,11 +34,14 @@ static const char serve_usage[] =
     "                           OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("          ")
     "      --max-body-mb N      larger request bodies get 413 (default 64)\n"
+    "      --max-image-pixels N an image whose header gives more pixels (width x\n"
+    "                           height; a GIF's screen) gets 400 before any is\n"
+    "                           decoded (default and most: 67108864, 8192 x 8192)\n"
     "      --queue N            requests waiting per model before 503 (default 64)\n"
     "      --timeout S          close connections idle for S seconds (default 30)\n"
     "      --max-connections N  connections open at once (default 4096)\n";
 
-enum { OPT_HOST = 300, OPT_PORT, OPT_MAX_DELAY, OPT_MAX_BODY, OPT_QUEUE, OPT_TIMEOUT, OPT_MAX_CONNECTIONS };
+enum { OPT_HOST = 300, OPT_PORT, OPT_MAX_DELAY, OPT_MAX_BODY, OPT_MAX_PIXELS, OPT_QUEUE, OPT_TIMEOUT, OPT_MAX_CONNECTIONS };
 
 #define DRAIN_SECONDS 30
 #define EMBEDDED_MODEL_NAME "damamba_fmnist"
@@ -98,6 +102,7 @@ static int model_open(serve_model *sm, char *name, const char *path, const serve
     }
     sm->channels = cfg->in_chans;
     sm->classes = cfg->num_classes;
+    sm->max_image_pixels = opt->max_image_pixels;
     for (int s = 0; s < DM_NUM_STAGES; s++)
         if (dm_stage_shape(sm->model, sm->h, sm->w, s, &sm->stage_c[s], &sm->stage_h[s], &sm->stage_w[s]) != DM_OK) {
             cli_error("%s: %s", sm->source, dm_last_error());
@@ -172,7 +177,8 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         {"model", required_argument, 0, 'm'}, {"host", required_argument, 0, OPT_HOST},
         {"port", required_argument, 0, OPT_PORT}, {"max-batch", required_argument, 0, 'b'},
         {"max-delay-ms", required_argument, 0, OPT_MAX_DELAY}, {"threads", required_argument, 0, 't'},
-        {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"max-body-mb", required_argument, 0, OPT_MAX_BODY}, {"queue", required_argument, 0, OPT_QUEUE},
+        {"dtype", required_argument, 0, CLI_OPT_DTYPE}, {"max-body-mb", required_argument, 0, OPT_MAX_BODY},
+        {"max-image-pixels", required_argument, 0, OPT_MAX_PIXELS}, {"queue", required_argument, 0, OPT_QUEUE},
         {"timeout", required_argument, 0, OPT_TIMEOUT}, {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, body_mb = 64;
@@ -188,6 +194,9 @@ static int parse_options(int argc, char **argv, serve_options *opt, const char *
         case 't': ok = cli_parse_threads(optarg); break;
         case CLI_OPT_DTYPE: ok = cli_parse_precision("--dtype", optarg); break;
         case OPT_MAX_BODY: ok = cli_parse_int("--max-body-mb", optarg, 1, 4096, &body_mb); break;
+        case OPT_MAX_PIXELS:
+            ok = cli_parse_int("--max-image-pixels", optarg, 1, DM_IMAGE_MAX_PIXELS, &opt->max_image_pixels);
+            break;
         case OPT_QUEUE: ok = cli_parse_int("--queue", optarg, 1, 1 << 20, &opt->queue_limit); break;
         case OPT_TIMEOUT: ok = cli_parse_int("--timeout", optarg, 1, 86400, &opt->timeout_s); break;
         case OPT_MAX_CONNECTIONS:
@@ -211,6 +220,7 @@ int cmd_serve(int argc, char **argv)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     serve_server s = {.opt = {.host = "127.0.0.1", .port = 8080, .max_batch = 8, .max_delay_ms = 5,
                               .queue_limit = 64, .timeout_s = 30, .max_connections = 4096,
+                              .max_image_pixels = DM_IMAGE_MAX_PIXELS,
                               .http_threads = cores > 2 ? (int)cores : 2}};
     const char **paths = calloc((size_t)argc, sizeof(char *));
     int npaths = 0;

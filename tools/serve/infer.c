@@ -58,7 +58,7 @@ static int decode_image(const serve_model *m, const void *data, size_t len, floa
 {
     dm_image img = {0};
     int h, w, ok = 0;
-    if (dm_image_load_memory(data, len, m->channels, &img) != DM_OK ||
+    if (dm_image_load_memory_within(data, len, m->channels, m->max_image_pixels, &img) != DM_OK ||
         dm_preprocess_output_size(&m->prep, img.width, img.height, &h, &w) != DM_OK)
         fail(error, "%s: %s", what, dm_last_error());
     else if (h != m->h || w != m->w)

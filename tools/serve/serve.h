@@ -135,6 +135,7 @@ typedef struct serve_model {
     dm_preprocess prep;
     int channels, h, w, classes;
     int stage_c[DM_NUM_STAGES], stage_h[DM_NUM_STAGES], stage_w[DM_NUM_STAGES];
+    int max_image_pixels; /* an image over this many is refused from its header */
     serve_batcher batcher;
 } serve_model;
 
@@ -145,6 +146,7 @@ typedef struct serve_options {
     int port;
     int max_batch, max_delay_ms, queue_limit;
     size_t max_body;
+    int max_image_pixels;
     int timeout_s, max_connections, http_threads;
 } serve_options;
 
