@@ -128,9 +128,7 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
     if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
         return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
                        stbi_failure_reason());
-    if ((int64_t)*w * *h > max_pixels)
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %lld pixels", *w, *h,
-                       (long long)max_pixels);
+    if ((st = dm_image_within(*w, *h, max_pixels))) return st;
     /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
      * GIF frame as RGBA), and about twice that in its working buffers. */
     int wide = stbi_is_16_bit_from_memory(bytes, (int)size);
@@ -147,10 +145,9 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
     if (!*pixels)
         return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
                        stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
-    if ((int64_t)*w * *h > max_pixels) { /* a GIF frame may differ from its header */
+    if ((st = dm_image_within(*w, *h, max_pixels))) { /* a GIF frame may differ from its header */
         stbi_image_free(*pixels);
-        return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels is over the limit of %lld pixels", *w, *h,
-                       (long long)max_pixels);
+        return st;
     }
     return DM_OK;
 }

@@ -64,9 +64,8 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
     if (!width || !height) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: %u x %u pixels", width, height);
     if (width > 65536 || height > 65536)
         return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of 65536 pixels a side", width, height);
-    if ((int64_t)width * height > max_pixels)
-        return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %lld pixels", width, height,
-                       (long long)max_pixels);
+    dm_status st = dm_image_within(width, height, max_pixels);
+    if (st) return st;
     size_t p = 8;
     int cgbi = 0;
     while (size - p >= 8) {
@@ -218,6 +217,13 @@ static int looks_like_tga(const unsigned char *b, size_t size)
     int type = b[2];
     if (b[1] == 1 ? type != 1 && type != 9 : type != 2 && type != 3 && type != 10 && type != 11) return 0;
     return (b[12] | b[13]) && (b[14] | b[15]);
+}
+
+dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels)
+{
+    if (width * height <= max_pixels) return DM_OK;
+    return dm_fail(DM_ERR_FORMAT, "image of %lld x %lld pixels is over the limit of %lld pixels", (long long)width,
+                   (long long)height, (long long)max_pixels);
 }
 
 dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels)

@@ -24,6 +24,9 @@
  * libjpeg-turbo. */
 dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
 
+/* DM_OK, or the refusal of an image of width x height over max_pixels. */
+dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels);
+
 /* The byte stb_image's allocations are filled with (0).  The fuzz target
  * decodes each input under two fills: a pixel that differs depends on
  * memory the decoder never wrote. */

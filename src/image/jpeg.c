@@ -13,6 +13,7 @@
 #include <jerror.h>
 
 #include "error.h"
+#include "image_check.h"
 
 typedef struct jpeg_failure {
     struct jpeg_error_mgr mgr;
@@ -67,12 +68,11 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
-    dm_status st = DM_OK;
+    dm_status st;
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)
         st = dm_fail(DM_ERR_FORMAT, "CMYK JPEG images are not supported; convert the file to RGB");
-    else if ((int64_t)cinfo.image_width * cinfo.image_height > max_pixels)
-        st = dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of %lld pixels", cinfo.image_width,
-                     cinfo.image_height, (long long)max_pixels);
+    else
+        st = dm_image_within(cinfo.image_width, cinfo.image_height, max_pixels);
     if (st != DM_OK) {
         jpeg_destroy_decompress(&cinfo);
         return st;
