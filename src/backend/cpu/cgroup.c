@@ -137,17 +137,24 @@ static int parse_number(const char *s, long long *value, const char **end)
     return stop != s && errno == 0;
 }
 
-/* A number alone on the first line of dir/name. */
-static int read_number(const char *dir, const char *name, long long *value)
+/* The first line of dir/name into line; 0 if it cannot be read. */
+static int first_line(const char *dir, const char *name, char *line, size_t size)
 {
-    char file[PATH_BYTES], line[64];
-    const char *end;
+    char file[PATH_BYTES];
     if (snprintf(file, sizeof file, "%s/%s", dir, name) >= (int)sizeof file) return 0;
     FILE *f = fopen(file, "r");
     if (!f) return 0;
-    int ok = next_line(f, line, sizeof line) && parse_number(line, value, &end) && *end == '\0';
+    int ok = next_line(f, line, size);
     fclose(f);
     return ok;
+}
+
+/* A number alone on the first line of dir/name. */
+static int read_number(const char *dir, const char *name, long long *value)
+{
+    char line[64];
+    const char *end;
+    return first_line(dir, name, line, sizeof line) && parse_number(line, value, &end) && *end == '\0';
 }
 
 /* The processors' worth the group at dir grants; 0 if it sets no limit. */
@@ -156,15 +163,11 @@ static int group_limit(const char *dir, int version)
     long long quota, period;
     if (version == 2) {
         /* cpu.max: "QUOTA PERIOD", or "max PERIOD" for no limit */
-        char file[PATH_BYTES], line[64];
+        char line[64];
         const char *end;
-        if (snprintf(file, sizeof file, "%s/cpu.max", dir) >= (int)sizeof file) return 0;
-        FILE *f = fopen(file, "r");
-        if (!f) return 0;
-        int ok = next_line(f, line, sizeof line) && parse_number(line, &quota, &end) && *end == ' ' &&
-                 parse_number(end + 1, &period, &end) && *end == '\0';
-        fclose(f);
-        if (!ok) return 0;
+        if (!first_line(dir, "cpu.max", line, sizeof line) || !parse_number(line, &quota, &end) || *end != ' ' ||
+            !parse_number(end + 1, &period, &end) || *end != '\0')
+            return 0;
     } else if (!read_number(dir, "cpu.cfs_quota_us", &quota) || !read_number(dir, "cpu.cfs_period_us", &period)) {
         return 0;
     }
