@@ -678,6 +678,72 @@ START_TEST(nms_strict_threshold)
 }
 END_TEST
 
+/* mmcv's batched_nms as written: every box moved by group * (largest
+ * coordinate + 1), one NMS over all of them in score order (equal scores
+ * in index order). */
+static size_t batched_nms_whole(const float *boxes, const float *scores, const int *groups, size_t n, float iou,
+                                int *keep)
+{
+    int *order = malloc(n * sizeof *order), *picked = malloc(n * sizeof *picked);
+    float *moved = malloc(4 * n * sizeof *moved), top = -INFINITY;
+    uint8_t *scratch = malloc(n);
+    ck_assert(order && picked && moved && scratch);
+    for (size_t i = 0; i < 4 * n; i++) top = fmaxf(top, boxes[i]);
+    for (size_t i = 0; i < n; i++) order[i] = (int)i;
+    for (size_t i = 1; i < n; i++) /* insertion sort: stable, by descending score */
+        for (size_t j = i; j > 0 && scores[order[j - 1]] < scores[order[j]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 4; k++)
+            moved[4 * i + k] = boxes[4 * (size_t)order[i] + k] + (float)groups[order[i]] * (top + 1.0f);
+    size_t kept = dm_nms(moved, n, iou, picked, scratch);
+    for (size_t i = 0; i < kept; i++) keep[i] = order[picked[i]];
+    free(order), free(picked), free(moved), free(scratch);
+    return kept;
+}
+
+/* Each group's NMS alone gives what one NMS over the moved boxes gives:
+ * boxes in clusters (so many suppress each other), scores with ties,
+ * groups with gaps, at several thresholds. */
+START_TEST(batched_nms_by_group)
+{
+    test_seed(31);
+    size_t total_kept = 0, total = 0;
+    for (int round = 0; round < 60; round++) {
+        size_t n = (size_t)(round % 12 == 0 ? round / 12 : 20 + rand() % 400);
+        int groups_used = 1 + rand() % 7, spread = 1 + rand() % 3;
+        float iou = (float[]){0.3f, 0.5f, 0.7f}[round % 3];
+        float *boxes = malloc((4 * n + 1) * sizeof *boxes), *scores = malloc((n + 1) * sizeof *scores);
+        int *groups = malloc((n + 1) * sizeof *groups), *want = malloc((n + 1) * sizeof *want);
+        int *got = malloc((n + 1) * sizeof *got);
+        ck_assert(boxes && scores && groups && want && got);
+        for (size_t i = 0; i < n; i++) {
+            float cx = (float)(rand() % 5) * 150 + (float)(rand() % 9), cy = (float)(rand() % 4) * 120 + (float)(rand() % 9);
+            float bw = 50 + (float)(rand() % 20), bh = 40 + (float)(rand() % 30);
+            boxes[4 * i] = fmaxf(0, cx - bw / 2), boxes[4 * i + 1] = fmaxf(0, cy - bh / 2);
+            boxes[4 * i + 2] = cx + bw / 2, boxes[4 * i + 3] = cy + bh / 2;
+            scores[i] = (float)(rand() % 50) / 50; /* many ties */
+            groups[i] = spread * (rand() % groups_used);
+        }
+        size_t want_n = batched_nms_whole(boxes, scores, groups, n, iou, want), got_n = 0;
+        ck_assert_int_eq(dm_batched_nms(boxes, scores, groups, n, iou, got, &got_n), DM_OK);
+        ck_assert_uint_eq(got_n, want_n);
+        for (size_t i = 0; i < want_n; i++) ck_assert_int_eq(got[i], want[i]);
+        total_kept += got_n, total += n;
+        free(boxes), free(scores), free(groups), free(want), free(got);
+    }
+    /* the clusters made NMS drop boxes, and not all of them */
+    ck_assert_uint_gt(total_kept, total / 20);
+    ck_assert_uint_lt(total_kept, total / 2);
+    float box[4] = {0, 0, 1, 1}, score = 1;
+    int group = -1, keep[1];
+    size_t kept;
+    ck_assert_int_eq(dm_batched_nms(box, &score, &group, 1, 0.5f, keep, &kept), DM_ERR_ARGUMENT);
+}
+END_TEST
+
 START_TEST(box_decode_by_hand)
 {
     /* roi 10..30 x 20..60 (centre 20, 40; 20 x 40), deltas (0.5, -0.25,
@@ -795,6 +861,7 @@ static Suite *detect_suite(void)
     }
     TCase *hand = tcase_create("by_hand");
     tcase_add_test(hand, nms_strict_threshold);
+    tcase_add_test(hand, batched_nms_by_group);
     tcase_add_test(hand, box_decode_by_hand);
     tcase_add_test(hand, rle_by_hand);
     tcase_add_test(hand, detect_rejects_bad_calls);

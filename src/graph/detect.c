@@ -149,29 +149,55 @@ static void argsort_desc(const float *scores, size_t n, int *order)
 }
 
 /* mmcv's batched_nms: boxes of different groups are moved apart by
- * group * (largest coordinate + 1) so one NMS never lets them meet.  Writes
- * the kept indices, best first, and returns their count. */
-static dm_status batched_nms(const float *boxes, const float *scores, const int *groups, size_t n, float iou,
-                             int *keep, size_t *kept)
+ * group * (largest coordinate + 1), so boxes of two groups never overlap
+ * and no group's box suppresses another's.  Each group's NMS therefore runs
+ * over its own boxes alone, in score order, on the same moved coordinates:
+ * the same picks as one NMS over all of them (mmcv's own path above 10000
+ * boxes), in a fraction of the comparisons.  Writes the kept indices, best
+ * first, and returns their count. */
+dm_status dm_batched_nms(const float *boxes, const float *scores, const int *groups, size_t n, float iou, int *keep,
+                         size_t *kept)
 {
+    int last_group = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (groups[i] < 0) return dm_fail(DM_ERR_ARGUMENT, "NMS group %d of box %zu is negative", groups[i], i);
+        if (groups[i] > last_group) last_group = groups[i];
+    }
+    size_t slots = (size_t)last_group + 2;
     float *moved = alloc_floats(4 * n);
     int *order = malloc((n ? n : 1) * sizeof *order), *picked = malloc((n ? n : 1) * sizeof *picked);
-    uint8_t *scratch = malloc(n ? n : 1);
-    if (!moved || !order || !picked || !scratch) {
-        free(moved), free(order), free(picked), free(scratch);
-        return dm_fail(DM_ERR_NOMEM, "out of memory for NMS over %zu boxes", n);
+    size_t *member = malloc((n ? n : 1) * sizeof *member), *first = calloc(slots, sizeof *first);
+    uint8_t *scratch = malloc(n ? n : 1), *is_kept = calloc(n ? n : 1, 1);
+    dm_status status = DM_OK;
+    if (!moved || !order || !picked || !member || !first || !scratch || !is_kept) {
+        status = dm_fail(DM_ERR_NOMEM, "out of memory for NMS over %zu boxes", n);
+        goto done;
     }
     float top = -INFINITY;
     for (size_t i = 0; i < 4 * n; i++) top = fmaxf(top, boxes[i]);
     argsort_desc(scores, n, order);
+    /* the boxes by group, each group's in score order: group g's from
+     * first[g] on */
+    for (size_t i = 0; i < n; i++) first[groups[i] + 1]++;
+    for (size_t g = 1; g < slots; g++) first[g] += first[g - 1];
     for (size_t i = 0; i < n; i++) {
-        float shift = (float)groups[order[i]] * (top + 1.0f);
-        for (int k = 0; k < 4; k++) moved[4 * i + k] = boxes[4 * (size_t)order[i] + k] + shift;
+        int g = groups[order[i]];
+        size_t slot = first[g]++;
+        float shift = (float)g * (top + 1.0f);
+        member[slot] = i;
+        for (int k = 0; k < 4; k++) moved[4 * slot + k] = boxes[4 * (size_t)order[i] + k] + shift;
     }
-    *kept = dm_nms(moved, n, iou, picked, scratch);
-    for (size_t i = 0; i < *kept; i++) keep[i] = order[picked[i]];
-    free(moved), free(order), free(picked), free(scratch);
-    return DM_OK;
+    /* first[g] now ends group g */
+    for (size_t g = 0, begin = 0; g + 1 < slots; begin = first[g++]) {
+        size_t count = dm_nms(moved + 4 * begin, first[g] - begin, iou, picked, scratch);
+        for (size_t p = 0; p < count; p++) is_kept[member[begin + (size_t)picked[p]]] = 1;
+    }
+    *kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (is_kept[i]) keep[(*kept)++] = order[i];
+done:
+    free(moved), free(order), free(picked), free(member), free(first), free(scratch), free(is_kept);
+    return status;
 }
 
 /* RPN proposals: per level the best rpn_pre_nms anchors, decoded, boxes of
@@ -226,7 +252,7 @@ static dm_status proposals(const dm_det_image *im, const dm_det_settings *cfg, d
         levels[valid++] = levels[i];
     }
     size_t kept = 0;
-    if ((status = batched_nms(boxes, scores, levels, valid, cfg->rpn_iou, keep, &kept))) goto done;
+    if ((status = dm_batched_nms(boxes, scores, levels, valid, cfg->rpn_iou, keep, &kept))) goto done;
     if (kept > (size_t)cfg->rpn_proposals) kept = (size_t)cfg->rpn_proposals;
     if (!(st->proposals = alloc_floats(5 * kept))) {
         status = dm_fail(DM_ERR_NOMEM, "out of memory for the RPN proposals");
@@ -359,7 +385,7 @@ static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_
             cand_labels[n++] = k;
         }
     size_t kept = 0;
-    if ((status = batched_nms(cand_boxes, cand_scores, cand_labels, n, cfg->iou, keep, &kept))) goto done;
+    if ((status = dm_batched_nms(cand_boxes, cand_scores, cand_labels, n, cfg->iou, keep, &kept))) goto done;
     if (kept > (size_t)cfg->max_dets) kept = (size_t)cfg->max_dets;
     st->det_boxes = alloc_floats(4 * kept);
     st->det_scores = alloc_floats(kept);

@@ -39,6 +39,13 @@ dm_status dm_det_run(const dm_model *model, dm_workspace *ws, const float *input
 
 void dm_det_state_free(dm_det_state *st);
 
+/* mmcv's batched_nms: NMS at IoU threshold iou within each group (groups
+ * >= 0) of n boxes (x0, y0, x1, y1), never across groups.  keep (n ints)
+ * gets the kept boxes' indices by descending score, equal scores in index
+ * order; *kept their count. */
+dm_status dm_batched_nms(const float *boxes, const float *scores, const int *groups, size_t n, float iou, int *keep,
+                         size_t *kept);
+
 /* The RoI level of a box (SingleRoIExtractor, finest scale 56). */
 int dm_roi_level(const float box[4]);
 
