@@ -8,7 +8,12 @@
 
 #include <string.h>
 
-#if defined(__aarch64__)
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#elif defined(__aarch64__)
 #include <sys/auxv.h>
 #endif
 
@@ -49,8 +54,10 @@ void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, si
 
 #if defined(__x86_64__)
 
-extern const dm_half_gemm dm_half_gemm_avx512_bf16;
-const dm_half_gemm *const dm_half_gemms[] = {&dm_half_gemm_avx512_bf16};
+/* The first of a precision that the CPU runs is chosen: AMX before
+ * AVX512-BF16. */
+extern const dm_half_gemm dm_half_gemm_avx512_amx_bf16, dm_half_gemm_avx512_bf16;
+const dm_half_gemm *const dm_half_gemms[] = {&dm_half_gemm_avx512_amx_bf16, &dm_half_gemm_avx512_bf16};
 const size_t dm_half_gemm_count = sizeof dm_half_gemms / sizeof dm_half_gemms[0];
 
 /* The flags its file is compiled with (simd/meson.build); the avx512
@@ -59,6 +66,35 @@ int dm_cpu_has_avx512_bf16(void)
 {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* Linux grants a process the tiles' 8 KB of state only when asked
+ * (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16 on), and
+ * faults the first tile instruction otherwise.  The grant is the whole
+ * process's; asked once. */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int amx_granted;
+
+static void ask_for_amx(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    int amx = (d >> 22 & 1) && (d >> 24 & 1); /* AMX-BF16, AMX-TILE */
+    int osxsave = __get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 1);
+    if (!amx || !osxsave) return;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo >> 17 & 3) != 3) return; /* XTILECFG and XTILEDATA enabled by the OS */
+    amx_granted = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+int dm_cpu_has_amx_bf16(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, ask_for_amx);
+    return amx_granted && dm_cpu_has_avx512_bf16();
 }
 
 #elif defined(__aarch64__)

@@ -1,6 +1,6 @@
 /* half_gemm.h - matrix products in half precision on the instructions
- * that multiply bf16 or f16 values and sum in float32 (AVX512-BF16's
- * vdpbf16ps; on aarch64 FEAT_FHM's fmlal and FEAT_BF16's bfdot).
+ * that multiply bf16 or f16 values and sum in float32 (AMX's tdpbf16ps,
+ * AVX512-BF16's vdpbf16ps; on aarch64 FEAT_FHM's fmlal and FEAT_BF16's bfdot).
  *
  * The product of a linear layer is C[M][N] = A[M][K] * W[N][K]^T with A and
  * W rounded to the precision (round_half, kernels.h).  Each kernel lays W
@@ -71,6 +71,7 @@ void dm_half_pack_panels(const float *W, size_t N, size_t K, size_t k_padded, si
  * the answer is yes. */
 #if defined(__x86_64__)
 int dm_cpu_has_avx512_bf16(void);
+int dm_cpu_has_amx_bf16(void); /* and the OS grants this process the tiles */
 #elif defined(__aarch64__)
 int dm_cpu_has_fhm(void);
 int dm_cpu_has_bf16(void);

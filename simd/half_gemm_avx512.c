@@ -15,23 +15,10 @@
  * column (HALF_GROUP 2), 64 bytes, one register, per pair of k. */
 #include "vec.h"
 
-#include "half_gemm.h"
-
-#include <immintrin.h>
 #include <string.h>
 
-#define HALF_PRECISION DM_PRECISION_BF16
-#define HALF_GROUP 2
 #define HALF_K_STEP 2
-
-/* The high halves of the bf16-rounded floats, narrowed from 32 to 16 bits. */
-static inline void store_halves(uint16_t *dst, vf v)
-{
-    __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(vround_bf16(v)), 16);
-    _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi32_epi16(bits));
-}
-
-#include "half_gemm_kernel.h"
+#include "half_gemm_bf16_x86.h"
 
 /* Rows of a register block; its columns are one or two panels, so up to
  * 16 accumulators, and per pair two weight loads and 8 broadcasts. */
