@@ -88,8 +88,8 @@ fi
 echo "cores: $(nproc)"
 
 step "configure and build ($build, ${options[*]})"
-# An existing build directory is set up afresh: a reconfigured CUDA build
-# loses the CUDA libraries' full paths and fails to link.
+# An existing build directory is set up afresh, so the check builds what the
+# checkout holds with these options and nothing else.
 if [ -d "$build" ]; then
   run 30 meson setup --wipe "$build" --buildtype=release "${options[@]}" || result
 else
