@@ -112,36 +112,56 @@ void cu_bias_act(cu_queue *q, float *y, size_t rows, int c, const float *bias, d
 
 /* ----------------------------------------------------------- convolutions */
 
-/* One thread per output value; neighbouring threads take neighbouring
- * channels, so every load is coalesced. */
+/* Outputs of one thread: a run along a row, for one channel. */
+#define DW_RUN 8
+
+/* One thread per channel and run of DW_RUN outputs along a row: the 3 x
+ * (DW_RUN + 2) inputs under the run are loaded once each rather than once
+ * per tap, and the coordinates divided out once per run.  Neighbouring
+ * threads take neighbouring channels, so every load is coalesced.  Each
+ * output sums its taps in the reference's order (bias, then row by row,
+ * left to right), taps outside the image skipped. */
 template <class I>
 __global__ static void dwconv3x3_kernel(const float *x, float *y, int n, int h, int w, int c, const float *w9,
                                         const float *bias, dm_act act)
 {
-    I total = (I)n * h * w * c;
+    int runs = (w + DW_RUN - 1) / DW_RUN;
+    I total = (I)n * h * runs * c;
     FOR_EACH(I, i, total) {
         int ch = (int)(i % c);
-        I pix = i / c;
-        int ox = (int)(pix % w), oy = (int)(pix / w % h);
-        const float *img = x + (size_t)(pix / ((I)h * w)) * h * w * c;
-        float out = bias ? bias[ch] : 0.0f;
+        I rest = i / c;
+        int x0 = (int)(rest % runs) * DW_RUN;
+        I row = rest / runs; /* image * h + oy */
+        int oy = (int)(row % h);
+        const float *img = x + (size_t)(row / h) * h * w * c + ch;
+        float tap[9], acc[DW_RUN];
+        for (int t = 0; t < 9; t++) tap[t] = w9[t * c + ch];
+        for (int t = 0; t < DW_RUN; t++) acc[t] = bias ? bias[ch] : 0.0f;
         for (int ky = 0; ky < 3; ky++) {
             int iy = oy + ky - 1;
             if (iy < 0 || iy >= h) continue;
-            for (int kx = 0; kx < 3; kx++) {
-                int ix = ox + kx - 1;
+            const float *src = img + (size_t)iy * w * c;
+            /* column x0 - 1 + j feeds output t = j - kx through tap kx */
+            for (int j = 0; j < DW_RUN + 2; j++) {
+                int ix = x0 - 1 + j;
                 if (ix < 0 || ix >= w) continue;
-                out += img[((size_t)iy * w + ix) * c + ch] * w9[(ky * 3 + kx) * c + ch];
+                float v = src[(size_t)ix * c];
+                for (int kx = 0; kx < 3; kx++) {
+                    int t = j - kx;
+                    if (t >= 0 && t < DW_RUN) acc[t] += v * tap[ky * 3 + kx];
+                }
             }
         }
-        y[i] = activate(out, act);
+        float *out = y + (size_t)row * w * c + ch;
+        for (int t = 0; t < DW_RUN && x0 + t < w; t++) out[(size_t)(x0 + t) * c] = activate(acc[t], act);
     }
 }
 
 void cu_dwconv3x3(cu_queue *q, const float *x, float *y, int n, int h, int w, int c, const float *w9,
                   const float *bias, dm_act act)
 {
-    LAUNCH_INDEXED(q, dwconv3x3_kernel, (size_t)n * h * w * c, x, y, n, h, w, c, w9, bias, act);
+    size_t runs = ((size_t)w + DW_RUN - 1) / DW_RUN;
+    LAUNCH_INDEXED(q, dwconv3x3_kernel, (size_t)n * h * runs * c, x, y, n, h, w, c, w9, bias, act);
 }
 
 /* Row p - p0 of cols: the 3x3 neighbourhood of output pixel p, tap-major,
