@@ -15,6 +15,7 @@
 #include "versioned.h"
 #include "workspace.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,8 +228,13 @@ static dm_status proposals(const dm_det_image *im, const dm_det_settings *cfg, d
                    level_anchors);
         size_t take = count;
         if ((size_t)cfg->rpn_pre_nms < count) {
-            argsort_desc(level_scores, count, order);
+            /* the best of up to 200,000 anchors: a selection, not a sort */
             take = (size_t)cfg->rpn_pre_nms;
+            if (count > INT_MAX) {
+                status = dm_fail(DM_ERR_ARGUMENT, "%zu anchors on one FPN level are too many", count);
+                goto done;
+            }
+            if ((status = dm_top_k(level_scores, (int)count, (int)take, order))) goto done;
         } else {
             for (size_t i = 0; i < count; i++) order[i] = (int)i;
         }
