@@ -720,7 +720,8 @@ START_TEST(batched_nms_by_group)
         int *got = malloc((n + 1) * sizeof *got);
         ck_assert(boxes && scores && groups && want && got);
         for (size_t i = 0; i < n; i++) {
-            float cx = (float)(rand() % 5) * 150 + (float)(rand() % 9), cy = (float)(rand() % 4) * 120 + (float)(rand() % 9);
+            float cx = (float)(rand() % 5) * 150 + (float)(rand() % 9);
+            float cy = (float)(rand() % 4) * 120 + (float)(rand() % 9);
             float bw = 50 + (float)(rand() % 20), bh = 40 + (float)(rand() % 30);
             boxes[4 * i] = fmaxf(0, cx - bw / 2), boxes[4 * i + 1] = fmaxf(0, cy - bh / 2);
             boxes[4 * i + 2] = cx + bw / 2, boxes[4 * i + 3] = cy + bh / 2;

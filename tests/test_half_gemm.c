@@ -259,8 +259,10 @@ START_TEST(native_choice)
     for (size_t i = 0; i < dm_half_gemm_count; i++) {
         const dm_half_gemm *g = dm_half_gemms[i];
         const dm_half_gemm *chosen = dm_half_gemm_native(g->precision), *first = NULL;
-        for (size_t j = 0; j < dm_half_gemm_count && !first; j++)
-            if (dm_half_gemms[j]->precision == g->precision && runs_under(dm_half_gemms[j], k)) first = dm_half_gemms[j];
+        for (size_t j = 0; j < dm_half_gemm_count && !first; j++) {
+            const dm_half_gemm *h = dm_half_gemms[j];
+            if (h->precision == g->precision && runs_under(h, k)) first = h;
+        }
         ck_assert_ptr_eq(chosen, first);
         printf("%s under %s: %s\n", dm_precision_name(g->precision), k->isa, chosen ? chosen->name : "widened");
     }
