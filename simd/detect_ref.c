@@ -48,6 +48,16 @@ void dm_delta2bbox(const float *rois, const float *deltas, size_t n, const float
     }
 }
 
+/* IoU's overlap in one axis, as mmcv's nms takes it (std::max, std::min):
+ * written out, since fminf and fmaxf are library calls in the inner loop.
+ * A NaN coordinate makes its box's area NaN, so such a box neither
+ * suppresses nor is suppressed, as with fminf and fmaxf. */
+static inline float overlap(float a0, float a1, float b0, float b1)
+{
+    float lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
+    return hi - lo > 0.0f ? hi - lo : 0.0f;
+}
+
 size_t dm_nms(const float *boxes, size_t n, float iou_thr, int *keep, uint8_t *removed)
 {
     size_t kept = 0;
@@ -60,9 +70,8 @@ size_t dm_nms(const float *boxes, size_t n, float iou_thr, int *keep, uint8_t *r
         for (size_t j = i + 1; j < n; j++) {
             if (removed[j]) continue;
             const float *b = boxes + 4 * j;
-            float iw = fmaxf(0.0f, fminf(a[2], b[2]) - fmaxf(a[0], b[0]));
-            float ih = fmaxf(0.0f, fminf(a[3], b[3]) - fmaxf(a[1], b[1]));
-            float inter = iw * ih, area_b = (b[2] - b[0]) * (b[3] - b[1]);
+            float inter = overlap(a[0], a[2], b[0], b[2]) * overlap(a[1], a[3], b[1], b[3]);
+            float area_b = (b[2] - b[0]) * (b[3] - b[1]);
             if (inter / (area_a + area_b - inter) > iou_thr) removed[j] = 1;
         }
     }

@@ -675,6 +675,15 @@ START_TEST(nms_strict_threshold)
     const float chain[] = {0, 0, 10, 10, 2, 0, 12, 10, 4, 0, 14, 10};
     ck_assert_uint_eq(dm_nms(chain, 3, 0.6f, keep, scratch), 2);
     ck_assert_int_eq(keep[1], 2);
+    /* a box with a NaN coordinate neither suppresses nor is suppressed */
+    for (int k = 0; k < 4; k++) {
+        float twins[] = {0, 0, 10, 10, 0, 0, 10, 10, 0, 0, 10, 10};
+        twins[4 + k] = NAN;
+        ck_assert_uint_eq(dm_nms(twins, 3, 0.5f, keep, scratch), 2);
+        ck_assert_int_eq(keep[1], 1);
+        twins[4 + k] = twins[k], twins[k] = NAN;
+        ck_assert_uint_eq(dm_nms(twins, 3, 0.5f, keep, scratch), 2);
+    }
 }
 END_TEST
 
