@@ -188,10 +188,12 @@ dm_status dm_batched_nms(const float *boxes, const float *scores, const int *gro
         member[slot] = i;
         for (int k = 0; k < 4; k++) moved[4 * slot + k] = boxes[4 * (size_t)order[i] + k] + shift;
     }
-    /* first[g] now ends group g */
-    for (size_t g = 0, begin = 0; g + 1 < slots; begin = first[g++]) {
-        size_t count = dm_nms(moved + 4 * begin, first[g] - begin, iou, picked, scratch);
+    /* first[g] now ends group g; each group's NMS over its own boxes */
+    size_t begin = 0;
+    for (int g = 0; g <= last_group; g++) {
+        size_t end = first[g], count = dm_nms(moved + 4 * begin, end - begin, iou, picked, scratch);
         for (size_t p = 0; p < count; p++) is_kept[member[begin + (size_t)picked[p]]] = 1;
+        begin = end;
     }
     *kept = 0;
     for (size_t i = 0; i < n; i++)
