@@ -50,11 +50,7 @@ static inline __attribute__((always_inline)) void block(size_t rows, size_t pane
     for (size_t r = 0; r < rows; r++)
         for (size_t p = 0; p < panels; p++) {
             size_t n = cols - p * DM_PANEL < DM_PANEL ? cols - p * DM_PANEL : DM_PANEL;
-            __mmask16 lanes = (__mmask16)((1u << n) - 1);
-            float *dst = c + r * ldc + p * DM_PANEL;
-            __m512 sum = acc[r][p];
-            if (beta != 0.0f) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, dst), sum);
-            _mm512_mask_storeu_ps(dst, lanes, sum);
+            store_sums(c + r * ldc + p * DM_PANEL, acc[r][p], n, beta);
         }
 }
 

@@ -19,6 +19,15 @@ static inline void store_halves(uint16_t *dst, vf v)
     _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi32_epi16(bits));
 }
 
+/* Lanes [0, n) of a block's row of sums into C at dst: added to C when
+ * beta is 1, written over it when 0. */
+static inline void store_sums(float *dst, __m512 sum, size_t n, float beta)
+{
+    __mmask16 lanes = (__mmask16)((1u << n) - 1);
+    if (beta != 0.0f) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, dst), sum);
+    _mm512_mask_storeu_ps(dst, lanes, sum);
+}
+
 #include "half_gemm_kernel.h"
 
 #endif
