@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-[ -d build ] || meson setup build --buildtype=release >/dev/null
+scripts/setup-build.sh build --buildtype=release
 ninja -C build
 build/tools/damamba classify -k 3 data/samples

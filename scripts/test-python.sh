@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=build-python/venv
-[ -d build ] || meson setup build --buildtype=release >/dev/null
+scripts/setup-build.sh build --buildtype=release
 ninja -C build tools/damamba >/dev/null
 [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$venv"
 "$venv/bin/pip" install --quiet --no-index --no-build-isolation --no-deps --force-reinstall ./python

@@ -10,13 +10,12 @@ scripts/install-deps.sh
 step() { printf '\n==== %s\n' "$*"; }
 
 step "native build and tests"
-[ -d build ] || meson setup build --buildtype=release >/dev/null
+scripts/setup-build.sh build --buildtype=release
 ninja -C build
 meson test -C build --print-errorlogs
 
 step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
-[ -d build-asan ] || meson setup build-asan --buildtype=debugoptimized \
-  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+scripts/setup-build.sh build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs --timeout-multiplier 4
@@ -26,18 +25,18 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="$PATH:/usr/local/cuda/bin"
   # The oldest and the newest architecture of the default list: both ends of
   # what the kernels must compile for, in less than half the full build's time.
-  [ -d build-cuda ] || meson setup build-cuda --buildtype=release -Dcuda=enabled -Dgpu_archs=75,90 >/dev/null
+  scripts/setup-build.sh build-cuda --buildtype=release -Dcuda=enabled -Dgpu_archs=75,90
   ninja -C build-cuda
   meson test -C build-cuda --print-errorlogs
 fi
 
 step "the CUDA code on the CPU: the host harness (tests/cuda_host), plain and under ASan + UBSan"
 # Only the library and the CUDA tests are built: these builds exist for them.
-[ -d build-harness ] || meson setup build-harness --buildtype=release -Dgpu_harness=true >/dev/null
+scripts/setup-build.sh build-harness --buildtype=release -Dgpu_harness=true
 ninja -C build-harness tests/test_cuda tests/test_cuda_harness tests/test_ops tests/test_detect
 DM_TEST_REQUIRE_CUDA=1 meson test -C build-harness --no-rebuild --print-errorlogs --suite cuda
-[ -d build-harness-asan ] || meson setup build-harness-asan --buildtype=debugoptimized -Dgpu_harness=true \
-  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+scripts/setup-build.sh build-harness-asan --buildtype=debugoptimized -Dgpu_harness=true \
+  -Db_sanitize=address,undefined -Db_lundef=false
 ninja -C build-harness-asan tests/test_cuda tests/test_cuda_harness tests/test_ops tests/test_detect
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 DM_TEST_REQUIRE_CUDA=1 \
   meson test -C build-harness-asan --no-rebuild --print-errorlogs --timeout-multiplier 4 \
