@@ -283,6 +283,16 @@ pair segment segmented -m "$seg_model" --mode whole -o "$tmp/pair_out"
 pair detect detected -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/pair_out"
 grep -q "^$tmp/pair/good.png: [0-9]* objects\?$" "$tmp/pair.out" || fail "detect of the pair: $(cat "$tmp/pair.out")"
 [ -s "$tmp/pair_out/good.png" ] && [ ! -e "$tmp/pair_out/bad.png" ] || fail "detect of the pair drew: $(ls "$tmp/pair_out")"
+# A drawing that cannot be written (a directory holds its name): reported,
+# the detections still printed, the directory untouched, exit status 1.
+mkdir -p "$tmp/blocked/good.png/kept"
+"$damamba" detect -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/blocked" "$tmp/pair/good.png" \
+    >"$tmp/blocked.out" 2>"$tmp/blocked.err"
+[ $? -eq 1 ] || fail "detect with a drawing that cannot be written did not exit 1"
+grep -q "^$tmp/pair/good.png: [0-9]* objects\?$" "$tmp/blocked.out" || fail "detect, drawing blocked: $(cat "$tmp/blocked.out")"
+grep -q "good.png" "$tmp/blocked.err" || fail "detect, drawing blocked, not reported: $(cat "$tmp/blocked.err")"
+[ "$(ls -A "$tmp/blocked")" = "good.png" ] && [ -d "$tmp/blocked/good.png/kept" ] ||
+    fail "detect, drawing blocked, left: $(ls -AR "$tmp/blocked")"
 pair classify classified --json
 [ "$(grep -c '"top"' "$tmp/pair.out")" -eq 1 ] || fail "classify of the pair: $(cat "$tmp/pair.out")"
 pair features "extracted features of" -d "$tmp/pair_feats"
