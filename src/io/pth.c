@@ -245,8 +245,3 @@ dm_status dm_pth_parse(const void *buf, size_t size, int use_ema, dm_tensor_file
     if (st) dm_tensor_file_close(out);
     return st;
 }
-
-dm_status dm_pth_open(const char *path, int use_ema, dm_tensor_file *out)
-{
-    return dm_tensor_file_map(path, dm_pth_parse, use_ema, out);
-}
