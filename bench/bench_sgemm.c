@@ -9,9 +9,12 @@
  * them).  The bf16 columns include rounding A to bf16 on every call, as
  * the backend does.
  *
- * usage: bench_sgemm [VARIANT [SIZE [THREADS [REPEATS]]]]
+ * usage: bench_sgemm [VARIANT [SIZE [THREADS [REPEATS [cold]]]]]
  * Defaults T, 224, 2 threads, 20 repeats.  Each product is timed as the
  * CPU backend calls it, C[M][N] = A[M][K] W[N][K]^T, best of the repeats;
+ * with `cold`, every call finds its operands out of the caches (a buffer
+ * larger than them is written first, outside the time), as a forward pass
+ * finds its weights, which it reads once;
  * the last lines are the time each would take for all of one pass's
  * products, and its GFLOP/s.  "-": not in this build or not on this CPU. */
 #include <cblas.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "damamba.h"
 #include "half_gemm.h"
@@ -165,6 +169,31 @@ static void onednn_run(onednn_product *p)
 }
 #endif
 
+/* Evicts the caches' contents by reading a buffer of twice the last
+ * level's size as the C library reports it, within 64 and 256 MiB.  Read,
+ * not written: the lines it leaves are clean, so the timed call does not
+ * pay for writing them back.  NULL on success, else what failed. */
+static const char *evict_caches(void)
+{
+    static unsigned char *junk;
+    static size_t bytes;
+    if (!junk) {
+        long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+        size_t least = (size_t)64 << 20, most = (size_t)256 << 20;
+        bytes = l3 > 0 ? 2 * (size_t)l3 : least;
+        bytes = bytes < least ? least : bytes > most ? most : bytes;
+        if (!(junk = malloc(bytes))) return "out of memory for the cache-evicting buffer";
+        memset(junk, 1, bytes); /* pages of their own, not the shared zero page */
+    }
+    unsigned sum = 0;
+    for (size_t i = 0; i < bytes; i += 64) sum += junk[i];
+    volatile unsigned sink = sum;
+    (void)sink;
+    return NULL;
+}
+
+static int cold; /* operands out of the caches at every call */
+
 /* Best seconds of one M x N x K product over `repeats` calls in each way
  * into seconds[] (0: not available).  Every way's C is checked against
  * sgemm's: a way that disagrees (beyond bf16's rounding) stops the run. */
@@ -203,6 +232,11 @@ static void time_product(int M, int N, int K, int repeats, double seconds[WAYS])
     for (int way = 0; way < WAYS; way++) {
         seconds[way] = 0;
         for (int r = -1; r < repeats; r++) { /* the first call warms the caches */
+            const char *failed = cold ? evict_caches() : NULL;
+            if (failed) {
+                fprintf(stderr, "bench_sgemm: %s\n", failed);
+                exit(1);
+            }
             double t0 = now_s();
             switch (way) {
             case SGEMM:
@@ -265,9 +299,11 @@ int main(int argc, char **argv)
     char variant = argc > 1 ? argv[1][0] : 'T';
     int size = argc > 2 ? atoi(argv[2]) : 224, threads = argc > 3 ? atoi(argv[3]) : 2;
     int repeats = argc > 4 ? atoi(argv[4]) : 20;
+    cold = argc > 5 && strcmp(argv[5], "cold") == 0;
     dm_model *m;
-    if (size < 32 || threads < 1 || repeats < 1 || dm_model_synthetic(variant, 3, 1000, 1, &m) != DM_OK) {
-        fprintf(stderr, "usage: bench_sgemm [F|T|S|B [SIZE >= 32 [THREADS >= 1 [REPEATS >= 1]]]]\n");
+    if (size < 32 || threads < 1 || repeats < 1 || (argc > 5 && !cold) || argc > 6 ||
+        dm_model_synthetic(variant, 3, 1000, 1, &m) != DM_OK) {
+        fprintf(stderr, "usage: bench_sgemm [F|T|S|B [SIZE >= 32 [THREADS >= 1 [REPEATS >= 1 [cold]]]]]\n");
         return 2;
     }
     openblas_set_num_threads(threads);
@@ -282,7 +318,8 @@ int main(int argc, char **argv)
 #else
     printf("; oneDNN not in this build\n");
 #endif
-    printf("each way: microseconds per call, then GFLOP/s\n");
+    printf("each way: microseconds per call, then GFLOP/s; operands %s at each call\n",
+           cold ? "out of the caches" : "in the caches, as the call before left them");
     printf("%-6s %-8s %5s %5s %5s %5s", "stage", "product", "M", "N", "K", "calls");
     for (int way = 0; way < WAYS; way++) printf(" %15s", way_names[way]);
     printf("\n");
