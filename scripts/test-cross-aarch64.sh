@@ -25,8 +25,6 @@ fi
 
 # Without `damamba serve`: it would need libmicrohttpd's arm64 build and its
 # dependencies, and its tests (loopback servers, wrk) run natively only.
-if [ ! -f "$build/build.ninja" ]; then
-    meson setup "$build" --cross-file cross/aarch64-linux-gnu.ini -Dserve=disabled
-fi
+scripts/setup-build.sh "$build" --cross-file cross/aarch64-linux-gnu.ini -Dserve=disabled
 meson compile -C "$build"
 meson test -C "$build" --print-errorlogs
