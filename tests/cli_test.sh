@@ -55,7 +55,7 @@ for cmd in bench classify eval run segment detect; do
 done
 expect 2 "--dtype expects f32, bf16 or f16, got 'f8'" "$damamba" classify --dtype f8 "$samples/bag.png"
 "$damamba" bench -v F -s 32 -n 1 -t 1 --dtype bf16 >"$tmp/bench_bf16.txt" || fail "bench --dtype bf16"
-grep -Eq "^backend +cpu: .*, bf16 products \((widened|[a-z0-9]+-bf16)\)" "$tmp/bench_bf16.txt" ||
+grep -Eq "^backend +cpu: .*, bf16 products \((widened|[a-z0-9-]+-bf16)\)" "$tmp/bench_bf16.txt" ||
     fail "bench --dtype bf16 does not say how bf16 runs: $(cat "$tmp/bench_bf16.txt")"
 "$damamba" classify --json -k 1 "$samples/bag.png" >"$tmp/f32.json" || fail "classify f32"
 "$damamba" classify --json -k 1 --dtype f16 "$samples/bag.png" >"$tmp/f16.json" || fail "classify --dtype f16"
