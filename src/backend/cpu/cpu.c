@@ -43,7 +43,7 @@ typedef struct cpu {
     int threads;
     dm_pool *pool;  /* threads - 1 workers besides the caller */
     float *scratch; /* im2col bands; the scan's states; rounded rows */
-    size_t scratch_floats;
+    size_t scratch_floats, planned_floats; /* held; the most reserve() asked */
     /* half precision: the native kernel (NULL: float32 products of the
      * rounded values); the serial of the model whose weights are
      * prepared, and those */
@@ -304,6 +304,19 @@ static dm_status grow_scratch(cpu *cx, size_t floats)
     cx->scratch = p;
     cx->scratch_floats = floats;
     return DM_OK;
+}
+
+/* Back to what the plan asked for, once the rounded bands of half
+ * precision, which may have grown the scratch beyond it, are done with.
+ * Out of memory, the larger scratch stays. */
+static void shrink_scratch(cpu *cx)
+{
+    if (cx->scratch_floats <= cx->planned_floats) return;
+    float *p = cx->planned_floats ? aligned_floats(cx->planned_floats) : NULL;
+    if (cx->planned_floats && !p) return;
+    free(cx->scratch);
+    cx->scratch = p;
+    cx->scratch_floats = cx->planned_floats;
 }
 
 /* The same between operators, when a product needs more than the plan
@@ -776,6 +789,7 @@ static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_f
 {
     cpu *cx = ctx;
     (void)transfer_floats, (void)outputs; /* outputs are written in place */
+    if (scratch_floats > cx->planned_floats) cx->planned_floats = scratch_floats;
     return grow_scratch(cx, scratch_floats);
 }
 
@@ -792,6 +806,7 @@ static dm_status cpu_set_precision(void *ctx, dm_precision precision)
     drop_weights(cx);
     cx->precision = precision;
     cx->native = precision == DM_PRECISION_F32 ? NULL : dm_half_gemm_native(precision);
+    if (precision == DM_PRECISION_F32) shrink_scratch(cx);
     return DM_OK;
 }
 
