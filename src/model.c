@@ -69,8 +69,11 @@ static void *model_alloc(dm_model *m, size_t bytes)
         m->allocs = grown;
         m->alloc_cap = cap;
     }
-    void *p = malloc(bytes ? bytes : 1);
-    if (p) m->allocs[m->alloc_count++] = p;
+    /* On whole cache lines: a kernel's vector load of a weight panel
+     * then never straddles two of them. */
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) return NULL;
+    m->allocs[m->alloc_count++] = p;
     return p;
 }
 
