@@ -210,7 +210,7 @@ static void call_half_gemm(void *arg)
 {
     const product *p = arg;
     p->g->pack_rows(p->A, C, P, C, p->rows);
-    p->g->gemm(P, C, p->rows, p->weight, F, 0, F, 0.0f, p->out, F);
+    p->g->gemm(P, C, p->rows, p->weight, F, 0, F, 0.0f, NULL, DM_ACT_NONE, p->out, F);
 }
 
 static void bench_products(inputs *in)

@@ -246,7 +246,7 @@ static void time_product(int M, int N, int K, int repeats, double seconds[WAYS])
             case KERNEL_BF16:
                 if (!bf16) goto next;
                 bf16->pack_rows(a, K, M, K, bf16_rows);
-                bf16->gemm(M, K, bf16_rows, bf16_weight, N, 0, N, 0.0f, c, N);
+                bf16->gemm(M, K, bf16_rows, bf16_weight, N, 0, N, 0.0f, NULL, DM_ACT_NONE, c, N);
                 break;
 #ifdef HAVE_ONEDNN
             case ONEDNN_F32:

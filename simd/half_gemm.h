@@ -32,12 +32,14 @@ typedef struct dm_half_gemm {
     size_t (*row_bytes)(size_t K);
     /* rows rows of A (lda floats apart), rounded, into packed. */
     void (*pack_rows)(const float *A, size_t lda, size_t rows, size_t K, void *packed);
-    /* C[r][n] = beta * C[r][n] + sum over k of A[r][k] * W[n][k], for r <
-     * rows and n0 <= n < n1, from packed rows and a packed weight of N
-     * columns; n0 is a multiple of DM_PANEL; beta is 0 (C is then not
-     * read) or 1; C's rows are ldc floats apart. */
+    /* C[r][n] = act(beta * C[r][n] + sum over k of A[r][k] * W[n][k] +
+     * bias[n]), for r < rows and n0 <= n < n1, from packed rows and a
+     * packed weight of N columns; n0 is a multiple of DM_PANEL; beta is 0
+     * (C is then not read) or 1; bias (N floats) may be NULL; C's rows are
+     * ldc floats apart.  The sums are made in the precision, the rest in
+     * float32 as the float32 gemm's last step does (vec_math.h). */
     void (*gemm)(size_t rows, size_t K, const void *rows_packed, const void *weight, size_t N, size_t n0, size_t n1,
-                 float beta, float *C, size_t ldc);
+                 float beta, const float *bias, dm_act act, float *C, size_t ldc);
 } dm_half_gemm;
 
 /* The native kernel for `precision` this build and CPU have, or NULL.

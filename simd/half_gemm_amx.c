@@ -55,9 +55,10 @@ static void configure(size_t rows)
 
 /* One block: rows (<= 32) of packed A at a, the panels at w0 and w1 (w1
  * only read when cols > 16), chunks of 32 k; the sums into C's
- * [rows][cols], added to it when beta is 1. */
+ * [rows][cols] (added to it when beta is 1) with bias (NULL: none, else
+ * from the block's first column) on their way out of the tiles. */
 static void block(size_t rows, size_t cols, size_t chunks, const uint16_t *a, size_t row_halves, const uint16_t *w0,
-                  const uint16_t *w1, float beta, float *c, size_t ldc)
+                  const uint16_t *w1, float beta, const float *bias, float *c, size_t ldc)
 {
     int lower = rows > TILE_ROWS, second = cols > DM_PANEL;
     size_t a_stride = row_halves * sizeof(uint16_t);
@@ -86,18 +87,22 @@ static void block(size_t rows, size_t cols, size_t chunks, const uint16_t *a, si
     if (second) _tile_stored(1, &sums[0][DM_PANEL], sums_stride);
     if (lower) _tile_stored(2, &sums[TILE_ROWS][0], sums_stride);
     if (lower && second) _tile_stored(3, &sums[TILE_ROWS][DM_PANEL], sums_stride);
-    for (size_t r = 0; r < rows; r++)
-        for (size_t p = 0; p * DM_PANEL < cols; p++) {
-            size_t n = cols - p * DM_PANEL < DM_PANEL ? cols - p * DM_PANEL : DM_PANEL;
-            store_sums(c + r * ldc + p * DM_PANEL, _mm512_loadu_ps(&sums[r][p * DM_PANEL]), n, beta);
-        }
+    for (size_t p = 0; p * DM_PANEL < cols; p++) {
+        size_t n = cols - p * DM_PANEL < DM_PANEL ? cols - p * DM_PANEL : DM_PANEL;
+        vf b = bias ? vload_n(bias + p * DM_PANEL, n) : vset1(0.0f);
+        for (size_t r = 0; r < rows; r++)
+            vstore_product(c + r * ldc + p * DM_PANEL, vload(&sums[r][p * DM_PANEL]), beta, b, DM_ACT_NONE, n);
+    }
 }
 
 /* Column blocks of two panels outside, so they stay in cache while the
  * rows pass under them; the tiles are configured for full blocks and
- * again for the last, partial one, and released at the end. */
+ * again for the last, partial one, and released at the end.  The
+ * activation follows in a pass of its own over what was written: faster
+ * than applying it to each block on its way out (GELU after fc1 took up
+ * to a quarter longer so, against 0.97 with the bias alone there). */
 static void gemm(size_t rows, size_t K, const void *rows_packed, const void *weight, size_t N, size_t n0, size_t n1,
-                 float beta, float *C, size_t ldc)
+                 float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
     (void)N; /* a panel's place depends on K alone */
     size_t halves = k_padded(K), chunks = halves / 32, row_halves = row_bytes(K) / sizeof(uint16_t);
@@ -109,10 +114,18 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
         for (size_t r = 0; r < rows; r += BLOCK_ROWS) {
             size_t m = rows - r < BLOCK_ROWS ? rows - r : BLOCK_ROWS;
             if (m != configured) configure(configured = m);
-            block(m, cols, chunks, a + r * row_halves, row_halves, w0, w1, beta, C + r * ldc + n, ldc);
+            block(m, cols, chunks, a + r * row_halves, row_halves, w0, w1, beta, bias ? bias + n : NULL,
+                  C + r * ldc + n, ldc);
         }
     }
     if (configured) _tile_release();
+    if (act == DM_ACT_NONE) return;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t n = n0; n < n1; n += VL) {
+            size_t lanes = n1 - n < VL ? n1 - n : VL;
+            float *at = C + r * ldc + n;
+            vstore_n(at, vact(vload_n(at, lanes), act), lanes);
+        }
 }
 
 const dm_half_gemm dm_half_gemm_avx512_amx_bf16 = {

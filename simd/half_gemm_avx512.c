@@ -28,10 +28,12 @@ _Static_assert(DM_PANEL == 16, "a panel is one register of 16 floats");
 
 /* Rows r < rows, columns [0, cols) (cols <= 16 * panels) of the block of
  * C at c, from packed rows a (row_halves apart) and the panels at w (the
- * second `pairs` registers after the first). */
+ * second `pairs` registers after the first); bias (NULL: none) from the
+ * block's first column. */
 static inline __attribute__((always_inline)) void block(size_t rows, size_t panels, size_t pairs, const uint16_t *a,
-                                                        size_t row_halves, const __m512i *w, float beta, float *c,
-                                                        size_t ldc, size_t cols)
+                                                        size_t row_halves, const __m512i *w, float beta,
+                                                        const float *bias, dm_act act, float *c, size_t ldc,
+                                                        size_t cols)
 {
     __m512 acc[BLOCK_ROWS][2];
     for (size_t r = 0; r < rows; r++)
@@ -47,23 +49,24 @@ static inline __attribute__((always_inline)) void block(size_t rows, size_t pane
             if (panels > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], ar, w1);
         }
     }
-    for (size_t r = 0; r < rows; r++)
-        for (size_t p = 0; p < panels; p++) {
-            size_t n = cols - p * DM_PANEL < DM_PANEL ? cols - p * DM_PANEL : DM_PANEL;
-            store_sums(c + r * ldc + p * DM_PANEL, acc[r][p], n, beta);
-        }
+    for (size_t p = 0; p < panels; p++) {
+        size_t n = cols - p * DM_PANEL < DM_PANEL ? cols - p * DM_PANEL : DM_PANEL;
+        vf b = bias ? vload_n(bias + p * DM_PANEL, n) : vset1(0.0f);
+        for (size_t r = 0; r < rows; r++) vstore_product(c + r * ldc + p * DM_PANEL, acc[r][p], beta, b, act, n);
+    }
 }
 
 /* The block for a run-time row count: each count its own copy, so the
  * accumulators stay in registers. */
 static void block_rows(size_t rows, size_t panels, size_t pairs, const uint16_t *a, size_t row_halves,
-                       const __m512i *w, float beta, float *c, size_t ldc, size_t cols)
+                       const __m512i *w, float beta, const float *bias, dm_act act, float *c, size_t ldc,
+                       size_t cols)
 {
     switch (rows) {
 #define BLOCK_CASE(n)                                                                        \
     case n:                                                                                  \
-        if (panels > 1) block(n, 2, pairs, a, row_halves, w, beta, c, ldc, cols);           \
-        else block(n, 1, pairs, a, row_halves, w, beta, c, ldc, cols);                      \
+        if (panels > 1) block(n, 2, pairs, a, row_halves, w, beta, bias, act, c, ldc, cols); \
+        else block(n, 1, pairs, a, row_halves, w, beta, bias, act, c, ldc, cols);            \
         break;
         BLOCK_CASE(1)
         BLOCK_CASE(2)
@@ -80,7 +83,7 @@ static void block_rows(size_t rows, size_t panels, size_t pairs, const uint16_t 
 /* Column blocks of two panels outside, so they stay in cache while the
  * rows pass under them. */
 static void gemm(size_t rows, size_t K, const void *rows_packed, const void *weight, size_t N, size_t n0, size_t n1,
-                 float beta, float *C, size_t ldc)
+                 float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
     (void)N; /* a panel's place depends on K alone */
     size_t pairs = k_padded(K) / 2, row_halves = row_bytes(K) / sizeof(uint16_t);
@@ -90,8 +93,8 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
         const __m512i *w = panels + n / DM_PANEL * pairs;
         for (size_t r = 0; r < rows; r += BLOCK_ROWS)
             block_rows(rows - r < BLOCK_ROWS ? rows - r : BLOCK_ROWS, cols > DM_PANEL ? 2 : 1, pairs,
-                       (const uint16_t *)rows_packed + r * row_halves, row_halves, w, beta, C + r * ldc + n, ldc,
-                       cols);
+                       (const uint16_t *)rows_packed + r * row_halves, row_halves, w, beta, bias ? bias + n : NULL,
+                       act, C + r * ldc + n, ldc, cols);
     }
 }
 

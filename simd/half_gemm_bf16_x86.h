@@ -6,6 +6,7 @@
 #define DM_HALF_GEMM_BF16_X86_H
 
 #include "half_gemm.h"
+#include "vec_math.h"
 
 #include <immintrin.h>
 
@@ -17,15 +18,6 @@ static inline void store_halves(uint16_t *dst, vf v)
 {
     __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(vround_bf16(v)), 16);
     _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi32_epi16(bits));
-}
-
-/* Lanes [0, n) of a block's row of sums into C at dst: added to C when
- * beta is 1, written over it when 0. */
-static inline void store_sums(float *dst, __m512 sum, size_t n, float beta)
-{
-    __mmask16 lanes = (__mmask16)((1u << n) - 1);
-    if (beta != 0.0f) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, dst), sum);
-    _mm512_mask_storeu_ps(dst, lanes, sum);
 }
 
 #include "half_gemm_kernel.h"

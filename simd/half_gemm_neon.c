@@ -7,6 +7,7 @@
  * k (bf16) is taken from its lane by the by-element forms of the
  * instructions, against a weight panel's 16 columns. */
 #include "vec.h"
+#include "vec_math.h"
 
 #include "half_gemm.h"
 
@@ -109,24 +110,25 @@ static inline void store_halves(uint16_t *dst, vf v)
 
 _Static_assert(DM_PANEL == 16, "a panel is four registers of 4 floats");
 
-/* 16 sums of a row into C's columns [0, cols) at c. */
-static inline void store_row(float *c, const float32x4_t acc[4], size_t cols, float beta)
+/* 16 sums of a row into C's columns [0, cols) at c, with bias (NULL:
+ * none, else from the panel's first column) and act. */
+static inline void store_row(float *c, const float32x4_t acc[4], size_t cols, float beta, const float *bias,
+                             dm_act act)
 {
-    if (cols == DM_PANEL) {
-        for (int i = 0; i < 4; i++)
-            vst1q_f32(c + 4 * i, beta != 0.0f ? vaddq_f32(vld1q_f32(c + 4 * i), acc[i]) : acc[i]);
-        return;
+    for (size_t i = 0; i < 4 && 4 * i < cols; i++) {
+        size_t n = cols - 4 * i < 4 ? cols - 4 * i : 4;
+        vf b = bias ? vload_n(bias + 4 * i, n) : vset1(0.0f);
+        vstore_product(c + 4 * i, acc[i], beta, b, act, n);
     }
-    float sums[DM_PANEL];
-    for (int i = 0; i < 4; i++) vst1q_f32(sums + 4 * i, acc[i]);
-    for (size_t j = 0; j < cols; j++) c[j] = beta != 0.0f ? c[j] + sums[j] : sums[j];
 }
 
 /* Rows r < rows, columns [0, cols) of the block of C at c, from packed rows
- * a (row_halves apart) and the panel at w. */
+ * a (row_halves apart) and the panel at w; bias from the panel's first
+ * column. */
 static inline __attribute__((always_inline)) void block(size_t rows, size_t K, const uint16_t *a_rows,
-                                                        size_t row_halves, const uint16_t *w, float beta, float *c,
-                                                        size_t ldc, size_t cols)
+                                                        size_t row_halves, const uint16_t *w, float beta,
+                                                        const float *bias, dm_act act, float *c, size_t ldc,
+                                                        size_t cols)
 {
     float32x4_t acc[BLOCK_ROWS][4];
     for (size_t r = 0; r < rows; r++)
@@ -136,14 +138,14 @@ static inline __attribute__((always_inline)) void block(size_t rows, size_t K, c
         for (size_t r = 0; r < rows; r++) a[r] = load_half8(a_rows + r * row_halves + k);
         ALL_LANES();
     }
-    for (size_t r = 0; r < rows; r++) store_row(c + r * ldc, acc[r], cols, beta);
+    for (size_t r = 0; r < rows; r++) store_row(c + r * ldc, acc[r], cols, beta, bias, act);
 }
 
 /* Panels outside, so each stays in cache while the rows pass under it; the
  * row count of a block a constant in each call, so the accumulators stay
  * in registers. */
 static void gemm(size_t rows, size_t K, const void *rows_packed, const void *weight, size_t N, size_t n0, size_t n1,
-                 float beta, float *C, size_t ldc)
+                 float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
     (void)N; /* a panel's place depends on K alone */
     size_t row_halves = row_bytes(K) / sizeof(uint16_t), panel_halves = k_padded(K) * DM_PANEL;
@@ -153,11 +155,12 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
         for (size_t r = 0; r < rows; r += BLOCK_ROWS) {
             const uint16_t *a = (const uint16_t *)rows_packed + r * row_halves;
             float *c = C + r * ldc + n;
+            const float *b = bias ? bias + n : NULL;
             switch (rows - r) {
-            case 1: block(1, K, a, row_halves, w, beta, c, ldc, cols); break;
-            case 2: block(2, K, a, row_halves, w, beta, c, ldc, cols); break;
-            case 3: block(3, K, a, row_halves, w, beta, c, ldc, cols); break;
-            default: block(BLOCK_ROWS, K, a, row_halves, w, beta, c, ldc, cols); break;
+            case 1: block(1, K, a, row_halves, w, beta, b, act, c, ldc, cols); break;
+            case 2: block(2, K, a, row_halves, w, beta, b, act, c, ldc, cols); break;
+            case 3: block(3, K, a, row_halves, w, beta, b, act, c, ldc, cols); break;
+            default: block(BLOCK_ROWS, K, a, row_halves, w, beta, b, act, c, ldc, cols); break;
             }
         }
     }

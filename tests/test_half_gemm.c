@@ -3,7 +3,8 @@
  * dm_half_gemm_ref over sweeps of shapes: row counts, column counts around
  * the 16-column panel, K odd, even and around the kernels' k steps;
  * column tiles as the CPU backend cuts them and ones ending mid-panel;
- * beta 0 over a C of NaN and beta 1; rows packed in pieces; the floats
+ * beta 0 over a C of NaN and beta 1; with and without bias, through every
+ * activation; rows packed in pieces; the floats
  * around every tile, and past C, left alone.  A kernel this CPU cannot
  * run is reported as not tested (the emulated aarch64 run has them all). */
 #include "testutil.h"
@@ -60,10 +61,14 @@ static void expect_guard_bytes(const char *what, const void *buffer, size_t n)
     for (size_t i = 0; i < GUARD_BYTES; i++) ck_assert_msg(p[i] == FILL_BYTE, "%s: wrote past its %zu bytes", what, n);
 }
 
-/* One product's operands, packed by kernel g, and the reference's C. */
+static const dm_act acts[] = {DM_ACT_NONE, DM_ACT_GELU, DM_ACT_SILU, DM_ACT_RELU};
+
+/* One product's operands, packed by kernel g, its epilogue (bias NULL:
+ * none), and the reference's C. */
 typedef struct product {
     size_t M, N, K, lda, ldc, c_floats;
-    float *A, *W, *c0, *want, *bound;
+    float *A, *W, *bias, *c0, *want, *bound;
+    dm_act act;
     void *weight, *rows;
 } product;
 
@@ -72,8 +77,10 @@ typedef struct product {
  * sum rounded within an ulp (bfdot's round-to-odd included), and bfdot
  * rounds each pair's sum once more, so both lie within (1.5 K + 1) ulp of
  * the sum of the magnitudes S from the exact value: (K + 1) * 2^-22 * S
- * covers the two. */
-static void make_bounds(product *p, dm_precision precision, float beta)
+ * covers the two (S takes in the bias too, added with one more rounding).
+ * The activation multiplies that by its slope (at most 1.13, GELU's) and
+ * adds 2^-20 of its input's and output's size, as in test_kernels' gemm. */
+static void make_bounds(product *p, dm_precision precision, float beta, const double *z_of)
 {
     float *ar = malloc(sizeof(float) * p->M * p->lda), *wr = malloc(sizeof(float) * p->N * p->K);
     ck_assert(ar && wr);
@@ -83,7 +90,10 @@ static void make_bounds(product *p, dm_precision precision, float beta)
         for (size_t n = 0; n < p->N; n++) {
             double s = beta != 0.0f ? fabs(p->c0[r * p->ldc + n]) : 0.0;
             for (size_t k = 0; k < p->K; k++) s += fabs((double)ar[r * p->lda + k] * wr[n * p->K + k]);
-            p->bound[r * p->ldc + n] = (float)((double)(p->K + 1) * 0x1p-22 * s);
+            if (p->bias) s += fabs(p->bias[n]);
+            double z = z_of[r * p->ldc + n], want = p->want[r * p->ldc + n];
+            double slope = p->act == DM_ACT_NONE ? 1.0 : 1.13, act_error = p->act == DM_ACT_NONE ? 0.0 : 0x1p-20;
+            p->bound[r * p->ldc + n] = (float)(slope * (double)(p->K + 2) * 0x1p-22 * s + act_error * (fabs(want) + fabs(z)));
         }
     free(ar);
     free(wr);
@@ -99,12 +109,14 @@ static void pack_weight(const dm_half_gemm *g, const float *W, size_t N, size_t 
     free(panels);
 }
 
-static void product_make(product *p, const dm_half_gemm *g, size_t M, size_t N, size_t K, float beta)
+static void product_make(product *p, const dm_half_gemm *g, size_t M, size_t N, size_t K, float beta, int with_bias,
+                         dm_act act)
 {
-    *p = (product){.M = M, .N = N, .K = K, .lda = K + 3, .ldc = N + 5};
+    *p = (product){.M = M, .N = N, .K = K, .lda = K + 3, .ldc = N + 5, .act = act};
     p->c_floats = M * p->ldc + GUARD;
     p->A = random_floats(M * p->lda);
     p->W = random_floats(N * K);
+    p->bias = with_bias ? random_floats(N) : NULL;
     p->c0 = malloc(sizeof(float) * p->c_floats);
     p->want = malloc(sizeof(float) * p->c_floats);
     p->bound = calloc(p->c_floats, sizeof(float));
@@ -112,7 +124,17 @@ static void product_make(product *p, const dm_half_gemm *g, size_t M, size_t N, 
     for (size_t i = 0; i < p->c_floats; i++) p->c0[i] = beta != 0.0f ? test_uniform(-4.0f, 4.0f) : NAN;
     memcpy(p->want, p->c0, sizeof(float) * p->c_floats);
     dm_half_gemm_ref(g->precision, M, N, K, p->A, p->lda, p->W, beta, p->want, p->ldc);
-    make_bounds(p, g->precision, beta);
+    /* the epilogue on the reference's sums: z = sum + bias, then act */
+    double *z = calloc(p->c_floats, sizeof(double));
+    ck_assert_ptr_nonnull(z);
+    for (size_t r = 0; r < M; r++)
+        for (size_t n = 0; n < N; n++) {
+            size_t i = r * p->ldc + n;
+            z[i] = (double)p->want[i] + (p->bias ? p->bias[n] : 0.0);
+            p->want[i] = (float)test_activate(z[i], act);
+        }
+    make_bounds(p, g->precision, beta, z);
+    free(z);
 
     /* padding the kernel relies on must be written by its packing, not
      * found there: the buffers start as 0xFF bytes, NaN in both formats */
@@ -130,7 +152,7 @@ static void product_make(product *p, const dm_half_gemm *g, size_t M, size_t N, 
 
 static void product_free(product *p)
 {
-    free(p->A); free(p->W); free(p->c0); free(p->want); free(p->bound); free(p->weight); free(p->rows);
+    free(p->A); free(p->W); free(p->bias); free(p->c0); free(p->want); free(p->bound); free(p->weight); free(p->rows);
 }
 
 typedef struct tile {
@@ -171,9 +193,11 @@ static double run_and_check(const dm_half_gemm *g, const product *p, float beta,
     ck_assert_ptr_nonnull(C);
     memcpy(C, p->c0, sizeof(float) * p->c_floats);
     for (size_t t = 0; t < count; t++) {
-        if (split) g->gemm(split, p->K, p->rows, p->weight, p->N, tiles[t].n0, tiles[t].n1, beta, C, p->ldc);
+        if (split)
+            g->gemm(split, p->K, p->rows, p->weight, p->N, tiles[t].n0, tiles[t].n1, beta, p->bias, p->act, C,
+                    p->ldc);
         g->gemm(p->M - split, p->K, (const char *)p->rows + split * row_bytes, p->weight, p->N, tiles[t].n0,
-                tiles[t].n1, beta, C + split * p->ldc, p->ldc);
+                tiles[t].n1, beta, p->bias, p->act, C + split * p->ldc, p->ldc);
     }
     double worst = 0.0;
     for (size_t i = 0; i < p->c_floats; i++) {
@@ -181,9 +205,11 @@ static double run_and_check(const dm_half_gemm *g, const product *p, float beta,
         if (r < p->M && n < p->N && in_tiles(tiles, count, n)) {
             double err = fabs((double)C[i] - p->want[i]);
             int ok = isnan(p->want[i]) ? isnan(C[i]) : err <= p->bound[i];
-            ck_assert_msg(ok, "[%s] M=%zu N=%zu K=%zu beta=%g plan %d: C[%zu][%zu] = %.9g, want %.9g (bound %.3g)",
-                          g->name, p->M, p->N, p->K, (double)beta, plan, r, n, (double)C[i], (double)p->want[i],
-                          (double)p->bound[i]);
+            ck_assert_msg(ok,
+                          "[%s] M=%zu N=%zu K=%zu beta=%g bias=%d act=%d plan %d: C[%zu][%zu] = %.9g, want %.9g "
+                          "(bound %.3g)",
+                          g->name, p->M, p->N, p->K, (double)beta, p->bias != NULL, (int)p->act, plan, r, n,
+                          (double)C[i], (double)p->want[i], (double)p->bound[i]);
             if (p->bound[i] > 0.0f && err / p->bound[i] > worst) worst = err / p->bound[i];
         } else {
             ck_assert_msg(memcmp(&C[i], &p->c0[i], sizeof(float)) == 0,
@@ -207,8 +233,11 @@ START_TEST(kernel_matches_reference)
         for (size_t ni = 0; ni < COUNT(col_sweep); ni++)
             for (size_t ki = 0; ki < COUNT(k_sweep); ki++)
                 for (int b = 0; b < 2; b++) {
+                    /* the epilogue varies from case to case */
+                    size_t index = ((mi * COUNT(col_sweep) + ni) * COUNT(k_sweep) + ki) * 2 + b;
+                    dm_act act = acts[index % COUNT(acts)];
                     product p;
-                    product_make(&p, g, row_sweep[mi], col_sweep[ni], k_sweep[ki], (float)b);
+                    product_make(&p, g, row_sweep[mi], col_sweep[ni], k_sweep[ki], (float)b, index % 3 != 0, act);
                     for (int plan = 0; plan < PLANS; plan++) {
                         double w = run_and_check(g, &p, (float)b, plan);
                         if (w > worst) worst = w;
@@ -234,7 +263,7 @@ START_TEST(nan_stays_nan)
     void *weight = filled_bytes(g->weight_bytes(N, K)), *rows = filled_bytes(M * g->row_bytes(K));
     pack_weight(g, W, N, K, weight);
     g->pack_rows(A, LDA, M, K, rows);
-    g->gemm(M, K, rows, weight, N, 0, N, 0.0f, C, N);
+    g->gemm(M, K, rows, weight, N, 0, N, 0.0f, NULL, DM_ACT_NONE, C, N);
     for (size_t n = 0; n < N; n++) {
         ck_assert_msg(isnan(C[N + n]), "[%s] column %zu of the NaN row is %g", g->name, n, (double)C[N + n]);
         ck_assert(isfinite(C[n]) && isfinite(C[2 * N + n]));

@@ -139,24 +139,14 @@ typedef struct product_weight {
 } product_weight;
 
 /* Columns [n0, n1) of rows rows of C (row stride ldc) with the epilogue,
- * by the kernels' gemm or the native half-precision kernel (which leaves
- * the epilogue to a pass while the tile is still in cache).  A's rows are
+ * by the kernels' gemm or the native half-precision kernel.  A's rows are
  * lda floats apart (packed rows, for the native kernel). */
 static void gemm_tile(const cpu *cx, size_t rows, size_t n0, size_t n1, size_t K, const float *A, size_t lda,
                       product_weight W, float beta, const float *bias, dm_act act, float *C, size_t ldc)
 {
-    size_t cols = n1 - n0;
-    if (rows == 0 || cols == 0) return;
-    if (W.panels) {
-        cx->k->gemm(rows, K, A, lda, W.panels, n0, n1, beta, bias, act, C, ldc);
-        return;
-    }
-    cx->native->gemm(rows, K, A, W.native, W.N, n0, n1, beta, C, ldc);
-    if (!bias && act == DM_ACT_NONE) return;
-    if (bias) bias += n0;
-    if (cols == ldc) cx->k->bias_act(C, rows, cols, bias, act);
-    else
-        for (size_t r = 0; r < rows; r++) cx->k->bias_act(C + r * ldc + n0, 1, cols, bias, act);
+    if (rows == 0 || n1 == n0) return;
+    if (W.panels) cx->k->gemm(rows, K, A, lda, W.panels, n0, n1, beta, bias, act, C, ldc);
+    else cx->native->gemm(rows, K, A, W.native, W.N, n0, n1, beta, bias, act, C, ldc);
 }
 
 /* A product cut into row_tiles x col_tiles tiles. */
