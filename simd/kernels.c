@@ -168,25 +168,34 @@ static void sample_simd(const float *v, const float *off, float *u, int h, int w
 
 /* ------------------------------------------------------------------ scan */
 
+/* Steps whose dt a scan block computes before running the recurrence over
+ * them.  softplus calls SLEEF's log1p, and a call inside the recurrence's
+ * loop made every step spill the state and the constants around it. */
+#define SCAN_STEPS 64
+
 /* Channels [c, c + n): the state stays in a register along the steps. */
 static inline void scan_block(const dm_scan_args *a, size_t t0, size_t t1, size_t c, float *h, float *decay,
                               float *y, size_t n)
 {
     size_t C = a->channels;
     vf hv = vload_n(h + c, n), av = vload_n(a->a + c, n), dv = vload_n(a->d + c, n);
-    vf bias = vload_n(a->dt_bias + c, n), prod = vset1(1.0f);
-    for (size_t t = t0; t < t1; t++) {
-        const float *bc = a->bc + t * a->bc_stride;
-        size_t at = t * C + c;
-        vf dt = vsoftplus(vadd(vload_n(a->delta + at, n), bias));
-        vf da = vexp(vmul(dt, av));
-        vf uv = vload_n(a->u + at, n);
-        hv = vfma(da, hv, vmul(vmul(dt, vset1(bc[0])), uv));
-        if (decay) {
-            prod = vmul(prod, da);
-            vstore_n(decay + at, prod, n);
+    vf bias = vload_n(a->dt_bias + c, n), prod = vset1(1.0f), dts[SCAN_STEPS];
+    for (size_t s0 = t0; s0 < t1; s0 += SCAN_STEPS) {
+        size_t s1 = t1 - s0 < SCAN_STEPS ? t1 : s0 + SCAN_STEPS;
+        for (size_t t = s0; t < s1; t++) dts[t - s0] = vsoftplus(vadd(vload_n(a->delta + t * C + c, n), bias));
+        for (size_t t = s0; t < s1; t++) {
+            const float *bc = a->bc + t * a->bc_stride;
+            size_t at = t * C + c;
+            vf dt = dts[t - s0];
+            vf da = vexp(vmul(dt, av));
+            vf uv = vload_n(a->u + at, n);
+            hv = vfma(da, hv, vmul(vmul(dt, vset1(bc[0])), uv));
+            if (decay) {
+                prod = vmul(prod, da);
+                vstore_n(decay + at, prod, n);
+            }
+            if (y) vstore_n(y + at, vfma(hv, vset1(bc[1]), vmul(uv, dv)), n);
         }
-        if (y) vstore_n(y + at, vfma(hv, vset1(bc[1]), vmul(uv, dv)), n);
     }
     vstore_n(h + c, hv, n);
 }
