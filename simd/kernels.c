@@ -172,6 +172,13 @@ static void sample_simd(const float *v, const float *off, float *u, int h, int w
  * them.  softplus calls SLEEF's log1p, and a call inside the recurrence's
  * loop made every step spill the state and the constants around it. */
 #define SCAN_STEPS 64
+/* How far ahead of its reads of delta the dt loop asks for delta's rows;
+ * it asks for the rows of u and y the recurrence comes to next as it goes.
+ * A block walks its channels down every row, one cache line a row, and
+ * where threads split the channels, the rows were mostly written by
+ * another core: its cache answers slowly, and the hardware's prefetching
+ * did not cover that. */
+#define SCAN_PREFETCH_ROWS 16
 
 /* Channels [c, c + n): the state stays in a register along the steps. */
 static inline void scan_block(const dm_scan_args *a, size_t t0, size_t t1, size_t c, float *h, float *decay,
@@ -182,7 +189,12 @@ static inline void scan_block(const dm_scan_args *a, size_t t0, size_t t1, size_
     vf bias = vload_n(a->dt_bias + c, n), prod = vset1(1.0f), dts[SCAN_STEPS];
     for (size_t s0 = t0; s0 < t1; s0 += SCAN_STEPS) {
         size_t s1 = t1 - s0 < SCAN_STEPS ? t1 : s0 + SCAN_STEPS;
-        for (size_t t = s0; t < s1; t++) dts[t - s0] = vsoftplus(vadd(vload_n(a->delta + t * C + c, n), bias));
+        for (size_t t = s0; t < s1; t++) {
+            if (t + SCAN_PREFETCH_ROWS < t1) __builtin_prefetch(a->delta + (t + SCAN_PREFETCH_ROWS) * C + c);
+            __builtin_prefetch(a->u + t * C + c);
+            if (y) __builtin_prefetch(y + t * C + c, 1);
+            dts[t - s0] = vsoftplus(vadd(vload_n(a->delta + t * C + c, n), bias));
+        }
         for (size_t t = s0; t < s1; t++) {
             const float *bc = a->bc + t * a->bc_stride;
             size_t at = t * C + c;
