@@ -230,6 +230,36 @@ START_TEST(gemm_matches_float64)
 }
 END_TEST
 
+/* Half precision rounds bands of A's rows into the scratch, which may
+ * grow past what reserve() planned; back in float32 the backend holds what
+ * it held before (dm_workspace_bytes reports it).  Rows of 20,000 values
+ * make a band larger than the planned scratch in either layout. */
+START_TEST(scratch_returns_after_half_precision)
+{
+    if (!ops.set_precision || !ops.held_bytes || ops.set_precision(ops.ctx, DM_PRECISION_BF16) != DM_OK) {
+        printf("%s: no bf16 products, not tested\n", ops.name);
+        return;
+    }
+    ck_assert(ops.set_precision(ops.ctx, DM_PRECISION_F32) == DM_OK);
+    size_t planned = ops.held_bytes(ops.ctx), M = 512, N = 3, K = 20000;
+    /* a band is at least 510 rows (whole register blocks of up to 6 rows) */
+    ck_assert_uint_lt(SCRATCH_FLOATS * sizeof(float), 510 * K * sizeof(uint16_t));
+    float *A = random_host(M * K, -1, 1), *W = random_host(N * K, -1, 1), *C0 = calloc(M * N, sizeof(float));
+    ck_assert_ptr_nonnull(C0);
+    float *dA = upload_array(A, M * K), *dW = upload_weight(W, N, K);
+    dm_view C = upload(C0, 1, 1, (int)M, (int)N);
+    ck_assert(ops.set_precision(ops.ctx, DM_PRECISION_BF16) == DM_OK);
+    pass_begin();
+    ops.gemm(ops.ctx, M, N, K, dA, K, dW, 0.0f, NULL, DM_ACT_NONE, C.data);
+    pass_end();
+    ck_assert_uint_gt(ops.held_bytes(ops.ctx), planned);
+    ck_assert(ops.set_precision(ops.ctx, DM_PRECISION_F32) == DM_OK);
+    ck_assert_uint_eq(ops.held_bytes(ops.ctx), planned);
+    ops.release(ops.ctx, dA); ops.release(ops.ctx, dW); drop(C);
+    free(A); free(W); free(C0);
+}
+END_TEST
+
 /* Operands that start one float into their buffers (as a band of a
  * convolution's output does), with a bias and a ReLU: a backend whose
  * library picks its algorithm by the operands' alignment must say so. */
@@ -630,6 +660,7 @@ int main(void)
     tcase_add_test(tc, input_output_layouts);
     tcase_add_loop_test(tc, gemm_matches_float64, 0, PRECISIONS);
     tcase_add_test(tc, gemm_on_unaligned_operands);
+    tcase_add_test(tc, scratch_returns_after_half_precision);
     tcase_add_loop_test(tc, conv3x3_matches_float64, 0, PRECISIONS);
     tcase_add_test(tc, dwconv3x3_matches_scalar);
     tcase_add_test(tc, layernorm_and_bias_act_match_scalar);
