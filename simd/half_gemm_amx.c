@@ -56,7 +56,9 @@ static void configure(size_t rows)
 /* One block: rows (<= 32) of packed A at a, the panels at w0 and w1 (w1
  * only read when cols > 16), chunks of 32 k; the sums into C's
  * [rows][cols] (added to it when beta is 1) with bias (NULL: none, else
- * from the block's first column) on their way out of the tiles. */
+ * from the block's first column) on their way out of the tiles.  A whole
+ * block with nothing to add is stored from the tiles straight into C;
+ * the others pass through a buffer on the stack. */
 static void block(size_t rows, size_t cols, size_t chunks, const uint16_t *a, size_t row_halves, const uint16_t *w0,
                   const uint16_t *w1, float beta, const float *bias, float *c, size_t ldc)
 {
@@ -80,6 +82,16 @@ static void block(size_t rows, size_t cols, size_t chunks, const uint16_t *a, si
             _tile_dpbf16ps(2, 5, 6);
             if (second) _tile_dpbf16ps(3, 5, 7);
         }
+    }
+    if (beta == 0.0f && !bias && cols == 2 * DM_PANEL) {
+        size_t c_stride = ldc * sizeof(float);
+        _tile_stored(0, c, c_stride);
+        _tile_stored(1, c + DM_PANEL, c_stride);
+        if (lower) {
+            _tile_stored(2, c + TILE_ROWS * ldc, c_stride);
+            _tile_stored(3, c + TILE_ROWS * ldc + DM_PANEL, c_stride);
+        }
+        return;
     }
     float sums[BLOCK_ROWS][2 * DM_PANEL];
     const size_t sums_stride = sizeof sums[0];
