@@ -131,13 +131,7 @@ static void gemm(size_t rows, size_t K, const void *rows_packed, const void *wei
         }
     }
     if (configured) _tile_release();
-    if (act == DM_ACT_NONE) return;
-    size_t cols = n1 - n0, body = cols - cols % VL;
-    for (size_t r = 0; r < rows; r++) {
-        float *row = C + r * ldc + n0;
-        for (size_t j = 0; j < body; j += VL) vstore(row + j, vact(vload(row + j), act));
-        if (body < cols) vstore_n(row + body, vact(vload_n(row + body, cols - body), act), cols - body);
-    }
+    if (act != DM_ACT_NONE) vbias_act_rows(C + n0, rows, n1 - n0, ldc, NULL, act);
 }
 
 const dm_half_gemm dm_half_gemm_avx512_amx_bf16 = {

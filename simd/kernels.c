@@ -125,21 +125,9 @@ static void dwconv3x3_simd(const float *x, float *y, int h, int w, int c, const 
 
 /* -------------------------------------------------------------- bias_act */
 
-static inline void bias_act_vec(float *y, const float *bias, dm_act act, size_t n)
-{
-    vf v = vload_n(y, n);
-    if (bias) v = vadd(v, vload_n(bias, n));
-    vstore_n(y, vact(v, act), n);
-}
-
 static void bias_act_simd(float *y, size_t rows, size_t c, const float *bias, dm_act act)
 {
-    size_t tail = c % VL, body = c - tail;
-    for (size_t r = 0; r < rows; r++) {
-        float *yr = y + r * c;
-        for (size_t j = 0; j < body; j += VL) bias_act_vec(yr + j, bias ? bias + j : NULL, act, VL);
-        if (tail) bias_act_vec(yr + body, bias ? bias + body : NULL, act, tail);
-    }
+    vbias_act_rows(y, rows, c, c, bias, act);
 }
 
 /* ---------------------------------------------------------------- sample */

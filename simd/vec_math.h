@@ -1,8 +1,8 @@
 /* vec_math.h - the elementwise functions the kernels compute on vec.h's
- * vectors (exp, erf, the activations) and the last step of a matrix
- * product, shared by the kernel table (kernels.c) and the native
- * half-precision products (half_gemm_*.c), so both apply an activation
- * alike.  Included after vec.h. */
+ * vectors (exp, erf, the activations), the last step of a matrix product
+ * and a bias and activation over rows, shared by the kernel table
+ * (kernels.c) and the native half-precision products (half_gemm_*.c), so
+ * both apply an activation alike.  Included after vec.h. */
 #ifndef DM_VEC_MATH_H
 #define DM_VEC_MATH_H
 
@@ -92,6 +92,26 @@ static inline void vstore_product(float *c, vf sums, float beta, vf bias, dm_act
 {
     if (beta != 0.0f) sums = vfma(vset1(beta), vload_n(c, n), sums);
     vstore_n(c, vact(vadd(sums, bias), act), n);
+}
+
+/* Lanes [0, n) at y: plus bias (NULL: none), through act, in place. */
+static inline void vbias_act(float *y, const float *bias, dm_act act, size_t n)
+{
+    vf v = vload_n(y, n);
+    if (bias) v = vadd(v, vload_n(bias, n));
+    vstore_n(y, vact(v, act), n);
+}
+
+/* rows rows of cols floats at y, stride floats apart: plus bias (NULL:
+ * none), through act, in place; whole vectors, then the partial one. */
+static inline void vbias_act_rows(float *y, size_t rows, size_t cols, size_t stride, const float *bias, dm_act act)
+{
+    size_t tail = cols % VL, body = cols - tail;
+    for (size_t r = 0; r < rows; r++) {
+        float *yr = y + r * stride;
+        for (size_t j = 0; j < body; j += VL) vbias_act(yr + j, bias ? bias + j : NULL, act, VL);
+        if (tail) vbias_act(yr + body, bias ? bias + body : NULL, act, tail);
+    }
 }
 
 #endif
