@@ -413,6 +413,10 @@ DM_API void dm_detections_free(dm_detections *dets);
  * passes at 8 bits (576 MiB), not at 16.  Images decoded at once by several
  * threads share twice this much; the others wait their turn. */
 #define DM_IMAGE_MAX_DECODE_BYTES ((size_t)1 << 30)
+/* A JPEG of more scans than this is refused: each scan passes over the
+ * whole image, so a small file of thousands of scans would take minutes to
+ * decode.  Encoders write one scan, or about ten when progressive. */
+#define DM_IMAGE_MAX_JPEG_SCANS 100
 
 /* An 8-bit image: height x width pixels of `channels` interleaved bytes,
  * rows top to bottom. */

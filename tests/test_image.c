@@ -5,6 +5,7 @@
 
 #include <stb_image_write.h>
 
+#include <jpeglib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,7 +178,7 @@ static void expect_failure(dm_status st, dm_status want, const char *text)
 
 /* Collects what stb_image_write writes. */
 typedef struct encoded {
-    uint8_t data[4096];
+    uint8_t data[65536];
     size_t size;
 } encoded;
 
@@ -364,6 +365,95 @@ START_TEST(jpeg_frame_larger_than_its_data)
 }
 END_TEST
 
+/* A w x h JPEG of a smooth RGB pattern, baseline or progressive (libjpeg's
+ * ten-scan script), written by libjpeg itself: stb_image_write writes
+ * baseline only. */
+static encoded libjpeg_encode(int w, int h, int progressive)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char *data = NULL;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &data, &size);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    if (progressive) jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t *row = malloc((size_t)w * 3);
+    while (c.next_scanline < c.image_height) {
+        for (int x = 0; x < w * 3; x++) row[x] = (uint8_t)(x / 3 * 5 + c.next_scanline * 3 + x % 3 * 60);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    free(row);
+    encoded e = {.size = 0};
+    ck_assert_uint_le(size, sizeof e.data);
+    memcpy(e.data, data, size);
+    e.size = size;
+    free(data);
+    return e;
+}
+
+/* The file with its first scan (SOS segment and data, up to the next scan)
+ * written `repeats` more times, right after itself. */
+static encoded repeat_first_scan(const encoded *jpeg, int repeats)
+{
+    size_t first = 0, next = 0;
+    for (size_t i = 2; i + 1 < jpeg->size && !next; i++)
+        if (jpeg->data[i] == 0xFF && jpeg->data[i + 1] == 0xDA) {
+            if (first) next = i;
+            else first = i;
+        }
+    ck_assert_uint_gt(next, 0);
+    size_t scan = next - first;
+    ck_assert_uint_le(jpeg->size + repeats * scan, sizeof(((encoded *)0)->data));
+    encoded e = {.size = next};
+    memcpy(e.data, jpeg->data, next);
+    for (int r = 0; r < repeats; r++, e.size += scan) memcpy(e.data + e.size, jpeg->data + first, scan);
+    memcpy(e.data + e.size, jpeg->data + next, jpeg->size - next);
+    e.size += jpeg->size - next;
+    return e;
+}
+
+/* A progressive JPEG decodes to the pixels of its baseline twin (the same
+ * coefficients, sent in ten scans).  Repeating a scan costs a pass over the
+ * whole image each time for a few bytes of file, so beyond
+ * DM_IMAGE_MAX_JPEG_SCANS scans the file is refused; up to it, it loads. */
+START_TEST(jpeg_scans)
+{
+    encoded baseline = libjpeg_encode(96, 64, 0), progressive = libjpeg_encode(96, 64, 1);
+    dm_image want, got;
+    ck_assert_msg(dm_image_load_memory(baseline.data, baseline.size, 3, &want) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_image_load_memory(progressive.data, progressive.size, 3, &got) == DM_OK, "%s",
+                  dm_last_error());
+    ck_assert_int_eq(got.width, 96);
+    ck_assert_int_eq(got.height, 64);
+    ck_assert_mem_eq(got.pixels, want.pixels, 96 * 64 * 3);
+    dm_image_free(&got);
+    int scans = 0;
+    for (size_t i = 2; i + 1 < progressive.size; i++)
+        scans += progressive.data[i] == 0xFF && progressive.data[i + 1] == 0xDA;
+    ck_assert_int_eq(scans, 10);
+    /* The first scan sets the DC coefficients' high bits, the same ones each
+     * time it comes: repeated, it leaves the pixels as they were. */
+    encoded most = repeat_first_scan(&progressive, DM_IMAGE_MAX_JPEG_SCANS - scans);
+    ck_assert_msg(dm_image_load_memory(most.data, most.size, 3, &got) == DM_OK, "%s", dm_last_error());
+    ck_assert_mem_eq(got.pixels, want.pixels, 96 * 64 * 3);
+    dm_image_free(&got);
+    encoded over = repeat_first_scan(&progressive, DM_IMAGE_MAX_JPEG_SCANS - scans + 1);
+    expect_failure(dm_image_load_memory(over.data, over.size, 3, &got), DM_ERR_FORMAT,
+                   "more than 100 scans, over the limit");
+    ck_assert_ptr_null(got.pixels);
+    dm_image_free(&want);
+}
+END_TEST
+
 START_TEST(hostile_files)
 {
     dm_image img = {.width = 99};
@@ -465,6 +555,7 @@ int main(void)
     tcase_add_test(tc, hostile_files);
     tcase_add_test(tc, truncated_files);
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
+    tcase_add_test(tc, jpeg_scans);
     tcase_add_test(tc, model_preprocess_metadata);
     tcase_add_test(tc, metadata_std_must_be_positive);
     suite_add_tcase(s, tc);
