@@ -6,7 +6,8 @@
 # Needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev or the
 # matching version) and libstb-dev.  Work goes to build-fuzz/ (or $FUZZ_DIR):
 # corpora grow there across runs; inputs that fail land in
-# build-fuzz/artifacts/TARGET/.  Exits non-zero when a target finds a crash,
+# build-fuzz/artifacts/TARGET/, and a failure prints the end of the target's
+# log and the failing input in base64.  Exits non-zero when a target finds a crash,
 # a leak, a hang (over 10 s) or an allocation over 512 MB.
 set -eu
 seconds=${1:-60}
@@ -78,6 +79,8 @@ for t in safetensors pth image infer coco; do
     dict=""
     [ -f "$root/fuzz/$t.dict" ] && dict="-dict=$root/fuzz/$t.dict"
     log="$out/fuzz_$t.log"
+    stamp="$out/started-$t"
+    : >"$stamp"
     if "$out/fuzz_$t" -max_total_time="$seconds" -max_len=65536 -timeout=10 -malloc_limit_mb=512 \
         -print_final_stats=1 -artifact_prefix="$out/artifacts/$t/" $dict \
         "$out/corpus/$t" "$out/seeds/$t" >"$log" 2>&1; then
@@ -85,6 +88,15 @@ for t in safetensors pth image infer coco; do
     else
         result="FAILED (see $log and $out/artifacts/$t/)"
         status=1
+        # The reason and the failing input in base64: a CI log may be all
+        # there is to reproduce it from.
+        echo "fuzz_$t failed; the end of its log:"
+        tail -n 40 "$log" | sed 's/^/    /'
+        find "$out/artifacts/$t" -type f -newer "$stamp" | while read -r input; do
+            echo "$input in base64:"
+            base64 -w 0 "$input"
+            echo
+        done
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     summary="$summary
