@@ -421,6 +421,61 @@ static encoded repeat_first_scan(const encoded *jpeg, int repeats)
     return e;
 }
 
+/* A 64 x 64 GIF of palette entry 0, (10, 200, 30), whose LZW data is a
+ * clear code, code 0 (one pixel), then `chain` codes each naming the entry
+ * it makes, one pixel longer than the last (2, 3, ... pixels), and the end
+ * code; code widths grow as the decoder's table does. */
+static size_t gif_of_chains(uint8_t *out, int chain)
+{
+    static const uint8_t head[] = {'G', 'I', 'F', '8', '9', 'a', 64, 0, 64, 0, 0x80, 0, 0, 10, 200, 30, 255, 255,
+                                   255, 0x2c, 0, 0, 0, 0, 64, 0, 64, 0, 0, 2};
+    memcpy(out, head, sizeof head);
+    uint8_t lzw[8192];
+    size_t n = 0;
+    uint32_t bits = 0;
+    unsigned valid = 0, width = 3, avail = 6;
+    for (int i = -2; i <= chain; i++) {
+        unsigned code = i == -2 ? 4 : i == -1 ? 0 : i == chain ? 5 : avail; /* clear, 0, chains, end */
+        bits |= code << valid;
+        for (valid += width; valid >= 8; valid -= 8, bits >>= 8) lzw[n++] = (uint8_t)bits;
+        if (i >= 0 && i < chain && (++avail & ((1u << width) - 1)) == 0 && avail <= 0xFFF) width++;
+    }
+    if (valid) lzw[n++] = (uint8_t)bits;
+    size_t size = sizeof head;
+    for (size_t p = 0; p < n; p += 255) { /* sub-blocks */
+        size_t len = n - p < 255 ? n - p : 255;
+        out[size++] = (uint8_t)len;
+        memcpy(out + size, lzw + p, len);
+        size += len;
+    }
+    out[size++] = 0;
+    out[size++] = 0x3b;
+    return size;
+}
+
+/* The decoder walks each code's whole chain, even past the image's last
+ * pixel: 60 kB of such codes took 27 s for 64 x 64 pixels.  Codes that
+ * stand for up to four times the pixels, plus 65,536, decode (403 chains:
+ * 81,810 of 81,920); one chain more is refused before decoding. */
+START_TEST(gif_codes_beyond_the_image)
+{
+    uint8_t gif[8192];
+    size_t size = gif_of_chains(gif, 403);
+    dm_image img;
+    ck_assert_msg(dm_image_load_memory(gif, size, 3, &img) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(img.width * img.height, 64 * 64);
+    for (int i = 0; i < 64 * 64; i++) {
+        ck_assert_int_eq(img.pixels[3 * i], 10);
+        ck_assert_int_eq(img.pixels[3 * i + 1], 200);
+        ck_assert_int_eq(img.pixels[3 * i + 2], 30);
+    }
+    dm_image_free(&img);
+    size = gif_of_chains(gif, 404);
+    expect_failure(dm_image_load_memory(gif, size, 3, &img), DM_ERR_FORMAT,
+                   "corrupt GIF: its compressed data stands for more than 81920 pixels, and the image has 4096");
+}
+END_TEST
+
 /* A progressive JPEG decodes to the pixels of its baseline twin (the same
  * coefficients, sent in ten scans).  Repeating a scan costs a pass over the
  * whole image each time for a few bytes of file, so beyond
@@ -556,6 +611,7 @@ int main(void)
     tcase_add_test(tc, truncated_files);
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, jpeg_scans);
+    tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, model_preprocess_metadata);
     tcase_add_test(tc, metadata_std_must_be_positive);
     suite_add_tcase(s, tc);

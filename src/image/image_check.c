@@ -181,13 +181,76 @@ static dm_status check_tga(const unsigned char *b, size_t size)
     return DM_OK;
 }
 
+/* stb_image 2.27 writes each LZW code's pixels by walking its chain of
+ * prefixes, up to 4,095 long, and goes on walking for codes past the last
+ * pixel: a 60 kB GIF of 64 x 64 pixels whose codes each repeat the last one
+ * plus a pixel took 27 s to decode, and the walk grows with the file, not
+ * the image.  So the codes of an image's data (from b[p], its first
+ * sub-block; lzw_size the byte before) are followed as stb_image reads
+ * them, counting the pixels they stand for; more than four times the
+ * image's pixels (plus 65,536) is refused.  Streams stb_image refuses end
+ * the count early: it stops there too. */
+static dm_status check_gif_codes(const unsigned char *b, size_t size, size_t p, unsigned lzw_size, uint64_t pixels)
+{
+    if (lzw_size > 12) return DM_OK; /* stb_image refuses the image */
+    static const unsigned max_codes = 8192;
+    uint16_t length[8192 + 1]; /* pixels each code stands for */
+    const unsigned clear = 1u << lzw_size;
+    for (unsigned c = 0; c < clear; c++) length[c] = 1;
+    unsigned size_bits = lzw_size + 1, mask = (1u << size_bits) - 1, avail = clear + 2, valid = 0;
+    uint32_t bits = 0;
+    int old = -1, cleared = 0;
+    uint64_t written = 0, budget = 4 * pixels + 65536;
+    size_t block_end = p;
+    for (;;) {
+        if (valid < size_bits) {
+            if (p == block_end) { /* the next sub-block */
+                if (p >= size || !b[p]) return DM_OK;
+                block_end = p + 1 + b[p];
+                p++;
+                if (block_end > size) return DM_OK; /* checked whole by the caller */
+            }
+            bits |= (uint32_t)b[p++] << valid;
+            valid += 8;
+            continue;
+        }
+        unsigned code = bits & mask;
+        bits >>= size_bits;
+        valid -= size_bits;
+        if (code == clear) {
+            size_bits = lzw_size + 1;
+            mask = (1u << size_bits) - 1;
+            avail = clear + 2;
+            old = -1;
+            cleared = 1;
+            continue;
+        }
+        if (code == clear + 1 || code > avail || !cleared || (old < 0 && code == avail)) return DM_OK;
+        if (old >= 0) {
+            length[avail] = (uint16_t)(length[old] + 1);
+            if (++avail > max_codes) return DM_OK;
+        }
+        written += length[code];
+        if (written > budget)
+            return dm_fail(DM_ERR_FORMAT, "corrupt GIF: its compressed data stands for more than %llu pixels, "
+                           "and the image has %llu", (unsigned long long)budget, (unsigned long long)pixels);
+        if ((avail & mask) == 0 && avail <= 0x0FFF) {
+            size_bits++;
+            mask = (1u << size_bits) - 1;
+        }
+        old = (int)code;
+    }
+}
+
 /* GIF: stb_image decodes the first image, reading missing bytes as zeros,
- * so the blocks up to the end of that image's data must be whole. */
+ * so the blocks up to the end of that image's data must be whole, and its
+ * codes may not stand for many more pixels than it has. */
 static dm_status check_gif(const unsigned char *b, size_t size)
 {
     size_t p = 13; /* signature and screen descriptor */
     if (size < p) return dm_fail(DM_ERR_FORMAT, "truncated GIF: the file ends inside its header");
     if (b[10] & 0x80) p += (size_t)3 << ((b[10] & 7) + 1); /* global palette */
+    uint64_t pixels = 0;
     while (p < size) {
         unsigned block = b[p++];
         if (block == 0x3B) return dm_fail(DM_ERR_FORMAT, "GIF without an image");
@@ -198,14 +261,16 @@ static dm_status check_gif(const unsigned char *b, size_t size)
             if (!le16(b + p + 4) || !le16(b + p + 6)) /* stb_image would give the background alone */
                 return dm_fail(DM_ERR_FORMAT, "corrupt GIF: an image of %u x %u pixels", le16(b + p + 4),
                                le16(b + p + 6));
+            pixels = (uint64_t)le16(b + p + 4) * le16(b + p + 6);
             if (b[p + 8] & 0x80) p += (size_t)3 << ((b[p + 8] & 7) + 1); /* local palette */
             p += 10;  /* descriptor and the LZW code size */
         } else {
             return dm_fail(DM_ERR_FORMAT, "corrupt GIF: unknown block 0x%02X at byte %zu", block, p - 1);
         }
+        size_t data = p;
         while (p < size && b[p]) p += 1 + (size_t)b[p]; /* data sub-blocks, up to an empty one */
         if (p++ >= size) break;
-        if (block == 0x2C) return DM_OK;
+        if (block == 0x2C) return check_gif_codes(b, size, data, b[data - 1], pixels);
     }
     return dm_fail(DM_ERR_FORMAT, "truncated GIF: the file ends before the end of its first image");
 }

@@ -18,7 +18,8 @@
 
 /* DM_OK, or why the bytes must not be decoded.  Also refused: files that
  * end before the pixels their header promises (PNM, BMP, TGA, also
- * run-length TGA) or before the end of their first image (GIF), PNG
+ * run-length TGA) or before the end of their first image (GIF), a GIF
+ * whose first image's codes stand for over four times its pixels, PNG
  * without a whole IEND chunk, and PNG of more than max_pixels pixels
  * (before its data is inflated).  JPEG is refused: it goes to
  * libjpeg-turbo. */
