@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "damamba.h"
 #include "image_check.h"
@@ -421,6 +422,44 @@ static encoded repeat_first_scan(const encoded *jpeg, int repeats)
     return e;
 }
 
+/* A 1 x 1 grey PNG whose image data inflates to `inflated` zero bytes: its
+ * one row (a filter byte and a sample) and zeros after it. */
+static size_t png_inflating_to(uint8_t *buf, size_t cap, size_t inflated)
+{
+    size_t n = png_header(buf, 1, 1, 8, 0) - 32; /* up to its IDAT chunk */
+    uint8_t *raw = calloc(inflated, 1);
+    uLongf packed = (uLongf)(cap - n - 24);
+    ck_assert_int_eq(compress2(buf + n + 8, &packed, raw, (uLong)inflated, 9), Z_OK);
+    free(raw);
+    for (int i = 0; i < 4; i++) buf[n + i] = (uint8_t)(packed >> (24 - 8 * i));
+    memcpy(buf + n + 4, "IDAT", 4);
+    uint32_t crc = test_crc32(buf + n + 4, 4 + packed);
+    n += 8 + packed;
+    for (int i = 0; i < 4; i++) buf[n++] = (uint8_t)(crc >> (24 - 8 * i));
+    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    memcpy(buf + n, iend, sizeof iend);
+    return n + sizeof iend;
+}
+
+/* The decoder inflates all of a PNG's data, doubling its buffer, whatever
+ * the image needs (a 1 MB file of 1 x 1 pixels took 2 GB).  Data up to
+ * twice the rows' bytes, plus 16 per row and 65,536, decodes: 65,556
+ * bytes for this image's 2; a byte more is refused before decoding. */
+START_TEST(png_data_beyond_the_image)
+{
+    uint8_t png[4096];
+    dm_image img;
+    size_t size = png_inflating_to(png, sizeof png, 65556);
+    ck_assert_msg(dm_image_load_memory(png, size, 1, &img) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(img.width * img.height, 1);
+    ck_assert_int_eq(img.pixels[0], 0);
+    dm_image_free(&img);
+    size = png_inflating_to(png, sizeof png, 65557);
+    expect_failure(dm_image_load_memory(png, size, 1, &img), DM_ERR_FORMAT,
+                   "corrupt PNG: its image data inflates to more than 65556 bytes, and its rows need 2");
+}
+END_TEST
+
 /* A 64 x 64 GIF of palette entry 0, (10, 200, 30), whose LZW data is a
  * clear code, code 0 (one pixel), then `chain` codes each naming the entry
  * it makes, one pixel longer than the last (2, 3, ... pixels), and the end
@@ -612,6 +651,7 @@ int main(void)
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, jpeg_scans);
     tcase_add_test(tc, gif_codes_beyond_the_image);
+    tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, model_preprocess_metadata);
     tcase_add_test(tc, metadata_std_must_be_positive);
     suite_add_tcase(s, tc);

@@ -18,9 +18,18 @@ static uint32_t be32(const unsigned char *b)
  * 30 and 31 as distance 0 and then copies bytes of its output buffer it
  * never wrote into the pixels; zlib refuses those and every other invalid
  * stream.  An Apple CgBI file carries raw deflate data without the zlib
- * wrapper, which stb_image reads too. */
-static dm_status check_png_data(const unsigned char *b, size_t size, int raw_deflate)
+ * wrapper, which stb_image reads too.
+ *
+ * stb_image also inflates all the data there is, doubling its buffer as it
+ * goes, whatever the image needs: a 1 MB file of a 1 x 1 image took 2 GB.
+ * So the data may inflate to at most twice what the image's rows need
+ * (`need`, filter bytes included), plus room for interlacing's extra rows
+ * and 64 kB: stb_image ignores a little data after the rows, and files
+ * with some exist. */
+static dm_status check_png_data(const unsigned char *b, size_t size, int raw_deflate, uint64_t need,
+                                uint32_t height)
 {
+    const uint64_t most = 2 * need + 16 * (uint64_t)height + 65536;
     z_stream z;
     memset(&z, 0, sizeof z);
     if (inflateInit2(&z, raw_deflate ? -MAX_WBITS : MAX_WBITS) != Z_OK)
@@ -38,13 +47,17 @@ static dm_status check_png_data(const unsigned char *b, size_t size, int raw_def
                 z.next_out = sink;
                 z.avail_out = sizeof sink;
                 ret = inflate(&z, Z_NO_FLUSH);
-            } while (ret == Z_OK && z.avail_in > 0);
+            } while (ret == Z_OK && z.avail_in > 0 && z.total_out <= most);
             if (ret == Z_BUF_ERROR && z.avail_in == 0) ret = Z_OK; /* wants the next chunk */
         }
         p += 12 + (size_t)len; /* chunk lengths were checked against the file */
     }
     const char *why = z.msg;
+    uint64_t inflated = z.total_out;
     inflateEnd(&z);
+    if (inflated > most)
+        return dm_fail(DM_ERR_FORMAT, "corrupt PNG: its image data inflates to more than %llu bytes, and its rows "
+                       "need %llu", (unsigned long long)most, (unsigned long long)need);
     if (ret == Z_STREAM_END) return DM_OK;
     if (!chunks) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: no IDAT chunk, so no image data");
     if (ret == Z_OK) return dm_fail(DM_ERR_FORMAT, "truncated PNG: the compressed image data ends early");
@@ -66,6 +79,11 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
         return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of 65536 pixels a side", width, height);
     dm_status st = dm_image_within(width, height, max_pixels);
     if (st) return st;
+    /* Bytes of the rows: a filter byte and the samples of each (bit depth
+     * times channels of the colour type; unknown ones as the widest). */
+    static const unsigned channels_of_type[7] = {1, 4, 3, 1, 2, 4, 4};
+    unsigned depth = b[24] <= 16 ? b[24] : 16, channels = b[25] < 7 ? channels_of_type[b[25]] : 4;
+    uint64_t need = (uint64_t)height * (1 + ((uint64_t)width * depth * channels + 7) / 8);
     size_t p = 8;
     int cgbi = 0;
     while (size - p >= 8) {
@@ -74,7 +92,7 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
         if (memcmp(b + p + 4, "CgBI", 4) == 0) cgbi = 1;
-        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return check_png_data(b, p + 12, cgbi);
+        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return check_png_data(b, p + 12, cgbi, need, height);
         p += 8 + (size_t)len;
         p += size - p < 4 ? size - p : 4; /* the CRC */
     }

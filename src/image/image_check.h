@@ -18,11 +18,11 @@
 
 /* DM_OK, or why the bytes must not be decoded.  Also refused: files that
  * end before the pixels their header promises (PNM, BMP, TGA, also
- * run-length TGA) or before the end of their first image (GIF), a GIF
- * whose first image's codes stand for over four times its pixels, PNG
- * without a whole IEND chunk, and PNG of more than max_pixels pixels
- * (before its data is inflated).  JPEG is refused: it goes to
- * libjpeg-turbo. */
+ * run-length TGA) or before the end of their first image (GIF); a GIF
+ * whose first image's codes stand for over four times its pixels; PNG
+ * without a whole IEND chunk, of more than max_pixels pixels (before its
+ * data is inflated), or whose data inflates to over twice what its rows
+ * need.  JPEG is refused: it goes to libjpeg-turbo. */
 dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
 
 /* DM_OK, or the refusal of an image of width x height over max_pixels. */
