@@ -410,8 +410,10 @@ DM_API void dm_detections_free(dm_detections *dets);
 #define DM_IMAGE_MAX_PIXELS (8192 * 8192)
 /* So is an image whose decoding would take more memory than this, counted
  * from the header as 3 bytes per sample (6 at 16 bits): 8192 x 8192 RGB
- * passes at 8 bits (576 MiB), not at 16.  Images decoded at once by several
- * threads share twice this much; the others wait their turn. */
+ * passes at 8 bits (576 MiB), not at 16.  A JPEG counts its pixels, and
+ * when it has several scans (progressive) 128 bytes per 8 x 8 block of each
+ * component.  Images decoded at once by several threads share twice this
+ * much; the others wait their turn. */
 #define DM_IMAGE_MAX_DECODE_BYTES ((size_t)1 << 30)
 /* A JPEG of more scans than this is refused: each scan passes over the
  * whole image, so a small file of thousands of scans would take minutes to

@@ -7,6 +7,8 @@
 
 #include <jpeglib.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -422,6 +424,47 @@ static encoded repeat_first_scan(const encoded *jpeg, int repeats)
     return e;
 }
 
+typedef struct decode_job {
+    encoded file;
+    dm_status status;
+    atomic_int done;
+} decode_job;
+
+static void *decode_in_thread(void *arg)
+{
+    decode_job *job = arg;
+    dm_image img;
+    job->status = dm_image_load_memory(job->file.data, job->file.size, 3, &img);
+    dm_image_free(&img);
+    atomic_store(&job->done, 1);
+    return NULL;
+}
+
+/* Decoders share twice DM_IMAGE_MAX_DECODE_BYTES: with all but 10 bytes
+ * of it held, a JPEG (libjpeg-turbo) or a PNG (stb_image) waits, and
+ * decodes once the memory is given back. */
+START_TEST(decoders_share_their_memory)
+{
+    uint8_t rgb[16 * 16 * 3] = {0};
+    static decode_job jobs[2];
+    jobs[0].file = libjpeg_encode(16, 16, 1);
+    jobs[1].file.size = 0;
+    ck_assert(stbi_write_png_to_func(collect, &jobs[1].file, 16, 16, 3, rgb, 16 * 3));
+    const size_t held = 2 * DM_IMAGE_MAX_DECODE_BYTES - 10;
+    for (int j = 0; j < 2; j++) {
+        dm_decode_memory_take(held);
+        atomic_store(&jobs[j].done, 0);
+        pthread_t thread;
+        ck_assert_int_eq(pthread_create(&thread, NULL, decode_in_thread, &jobs[j]), 0);
+        usleep(200 * 1000);
+        ck_assert_msg(!atomic_load(&jobs[j].done), "%s decoded beside a full budget", j ? "PNG" : "JPEG");
+        dm_decode_memory_give(held);
+        ck_assert_int_eq(pthread_join(thread, NULL), 0);
+        ck_assert_int_eq(jobs[j].status, DM_OK);
+    }
+}
+END_TEST
+
 /* A 1 x 1 grey PNG whose image data inflates to `inflated` zero bytes: its
  * one row (a filter byte and a sample) and zeros after it. */
 static size_t png_inflating_to(uint8_t *buf, size_t cap, size_t inflated)
@@ -652,6 +695,7 @@ int main(void)
     tcase_add_test(tc, jpeg_scans);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
+    tcase_add_test(tc, decoders_share_their_memory);
     tcase_add_test(tc, model_preprocess_metadata);
     tcase_add_test(tc, metadata_std_must_be_positive);
     suite_add_tcase(s, tc);

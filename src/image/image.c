@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,32 +90,6 @@ static void convert_pixels(const uint8_t *in, int in_channels, uint8_t *out, int
     }
 }
 
-/* Decoders running at once share this much memory: an image whose decoding
- * would exceed what is left waits for the others to finish, so a batch
- * decoded by many threads costs no more than one large image. */
-#define DECODE_MEMORY_TOTAL ((size_t)2 * DM_IMAGE_MAX_DECODE_BYTES)
-
-static pthread_mutex_t decode_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t decode_finished = PTHREAD_COND_INITIALIZER;
-static size_t decode_in_use;
-
-static void decode_memory_take(size_t bytes)
-{
-    pthread_mutex_lock(&decode_lock);
-    while (decode_in_use && decode_in_use + bytes > DECODE_MEMORY_TOTAL)
-        pthread_cond_wait(&decode_finished, &decode_lock);
-    decode_in_use += bytes;
-    pthread_mutex_unlock(&decode_lock);
-}
-
-static void decode_memory_give(size_t bytes)
-{
-    pthread_mutex_lock(&decode_lock);
-    decode_in_use -= bytes;
-    pthread_cond_broadcast(&decode_finished);
-    pthread_mutex_unlock(&decode_lock);
-}
-
 /* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
  * after screening the bytes. */
 static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, uint8_t **pixels, int *w, int *h,
@@ -138,10 +111,10 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
         return dm_fail(DM_ERR_FORMAT, "image of %d x %d pixels, %d channel%s%s, needs %zu MB to decode, over the "
                        "limit of %zu MB", *w, *h, *n, *n == 1 ? "" : "s", wide ? " of 16 bits" : "", need >> 20,
                        (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
-    decode_memory_take(need);
+    dm_decode_memory_take(need);
     stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
     *pixels = stbi_load_from_memory(bytes, (int)size, w, h, n, 0);
-    decode_memory_give(need);
+    dm_decode_memory_give(need);
     if (!*pixels)
         return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
                        stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");

@@ -4,6 +4,7 @@
 
 #include "error.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <zlib.h>
@@ -300,6 +301,32 @@ static int looks_like_tga(const unsigned char *b, size_t size)
     int type = b[2];
     if (b[1] == 1 ? type != 1 && type != 9 : type != 2 && type != 3 && type != 10 && type != 11) return 0;
     return (b[12] | b[13]) && (b[14] | b[15]);
+}
+
+/* Decoders running at once share this much memory: an image whose decoding
+ * would exceed what is left waits for the others to finish, so a batch
+ * decoded by many threads costs no more than one large image. */
+#define DECODE_MEMORY_TOTAL ((size_t)2 * DM_IMAGE_MAX_DECODE_BYTES)
+
+static pthread_mutex_t decode_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t decode_finished = PTHREAD_COND_INITIALIZER;
+static size_t decode_in_use;
+
+void dm_decode_memory_take(size_t bytes)
+{
+    pthread_mutex_lock(&decode_lock);
+    while (decode_in_use && decode_in_use + bytes > DECODE_MEMORY_TOTAL)
+        pthread_cond_wait(&decode_finished, &decode_lock);
+    decode_in_use += bytes;
+    pthread_mutex_unlock(&decode_lock);
+}
+
+void dm_decode_memory_give(size_t bytes)
+{
+    pthread_mutex_lock(&decode_lock);
+    decode_in_use -= bytes;
+    pthread_cond_broadcast(&decode_finished);
+    pthread_mutex_unlock(&decode_lock);
 }
 
 dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels)

@@ -28,6 +28,12 @@ dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
 /* DM_OK, or the refusal of an image of width x height over max_pixels. */
 dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels);
 
+/* Decoders running at once share twice DM_IMAGE_MAX_DECODE_BYTES: take
+ * waits until `bytes` fit beside what the others hold (or none do), give
+ * returns them. */
+void dm_decode_memory_take(size_t bytes);
+void dm_decode_memory_give(size_t bytes);
+
 /* The byte stb_image's allocations are filled with (0).  The fuzz target
  * decodes each input under two fills: a pixel that differs depends on
  * memory the decoder never wrote. */

@@ -73,12 +73,14 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     jpeg_failure failure;
     /* volatile: assigned between setjmp and a possible longjmp */
     uint8_t *volatile pixels = NULL;
+    volatile size_t taken = 0;
     cinfo.err = jpeg_std_error(&failure.mgr);
     failure.mgr.error_exit = on_error;
     failure.mgr.emit_message = on_message;
     if (setjmp(failure.escape)) {
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
+        if (taken) dm_decode_memory_give(taken);
         return dm_fail(DM_ERR_FORMAT, "cannot decode JPEG: %s", failure.message);
     }
     jpeg_create_decompress(&cinfo);
@@ -91,17 +93,33 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
         st = dm_fail(DM_ERR_FORMAT, "CMYK JPEG images are not supported; convert the file to RGB");
     else
         st = dm_image_within(cinfo.image_width, cinfo.image_height, max_pixels);
+    int channels = cinfo.num_components == 1 ? 1 : 3;
+    /* The pixels, and for a file of several scans every coefficient of the
+     * image, kept until the last scan. */
+    size_t need = 0;
+    if (st == DM_OK) {
+        need = (size_t)cinfo.image_width * cinfo.image_height * channels;
+        if (jpeg_has_multiple_scans(&cinfo))
+            for (int c = 0; c < cinfo.num_components; c++)
+                need += (size_t)cinfo.comp_info[c].width_in_blocks * cinfo.comp_info[c].height_in_blocks *
+                        sizeof(JBLOCK);
+    }
+    if (need > DM_IMAGE_MAX_DECODE_BYTES)
+        st = dm_fail(DM_ERR_FORMAT, "JPEG of %u x %u pixels needs %zu MB to decode, over the limit of %zu MB",
+                     cinfo.image_width, cinfo.image_height, need >> 20, (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
     if (st != DM_OK) {
         jpeg_destroy_decompress(&cinfo);
         return st;
     }
-    int channels = cinfo.num_components == 1 ? 1 : 3;
+    dm_decode_memory_take(need);
+    taken = need;
     cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&cinfo);
     size_t row = (size_t)cinfo.output_width * channels;
     pixels = malloc(row * cinfo.output_height);
     if (!pixels) {
         jpeg_destroy_decompress(&cinfo);
+        dm_decode_memory_give(need);
         return dm_fail(DM_ERR_NOMEM, "out of memory for a %u x %u image", cinfo.output_width, cinfo.output_height);
     }
     while (cinfo.output_scanline < cinfo.output_height) {
@@ -112,5 +130,6 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     *out = (dm_image){.width = (int)cinfo.output_width, .height = (int)cinfo.output_height, .channels = channels,
                       .pixels = pixels};
     jpeg_destroy_decompress(&cinfo);
+    dm_decode_memory_give(need);
     return DM_OK;
 }
