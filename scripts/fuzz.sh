@@ -6,9 +6,10 @@
 # Needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev or the
 # matching version) and libstb-dev.  Work goes to build-fuzz/ (or $FUZZ_DIR):
 # corpora grow there across runs; inputs that fail land in
-# build-fuzz/artifacts/TARGET/, and a failure prints the end of the target's
-# log and the failing input in base64.  Exits non-zero when a target finds a crash,
-# a leak, a hang (over 10 s) or an allocation over 512 MB.
+# build-fuzz/artifacts/TARGET/, and a failure prints the end of the
+# target's log and the failing input in base64.  Exits non-zero when a
+# target finds a crash, a leak, a hang (over 10 s) or an allocation over
+# 512 MB.
 set -eu
 seconds=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
