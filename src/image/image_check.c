@@ -93,7 +93,8 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
         if (memcmp(b + p + 4, "CgBI", 4) == 0) cgbi = 1;
-        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return check_png_data(b, p + 12, cgbi, need, height);
+        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12)
+            return check_png_data(b, p + 12, cgbi, need, height);
         p += 8 + (size_t)len;
         p += size - p < 4 ? size - p : 4; /* the CRC */
     }
@@ -212,8 +213,8 @@ static dm_status check_tga(const unsigned char *b, size_t size)
 static dm_status check_gif_codes(const unsigned char *b, size_t size, size_t p, unsigned lzw_size, uint64_t pixels)
 {
     if (lzw_size > 12) return DM_OK; /* stb_image refuses the image */
-    static const unsigned max_codes = 8192;
-    uint16_t length[8192 + 1]; /* pixels each code stands for */
+    enum { MAX_CODES = 8192 };      /* stb_image's table */
+    uint16_t length[MAX_CODES + 1]; /* pixels each code stands for */
     const unsigned clear = 1u << lzw_size;
     for (unsigned c = 0; c < clear; c++) length[c] = 1;
     unsigned size_bits = lzw_size + 1, mask = (1u << size_bits) - 1, avail = clear + 2, valid = 0;
@@ -247,7 +248,7 @@ static dm_status check_gif_codes(const unsigned char *b, size_t size, size_t p, 
         if (code == clear + 1 || code > avail || !cleared || (old < 0 && code == avail)) return DM_OK;
         if (old >= 0) {
             length[avail] = (uint16_t)(length[old] + 1);
-            if (++avail > max_codes) return DM_OK;
+            if (++avail > MAX_CODES) return DM_OK;
         }
         written += length[code];
         if (written > budget)
