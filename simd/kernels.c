@@ -266,9 +266,13 @@ static void round_half_simd(const float *x, float *y, size_t count, dm_precision
 #define BLOCK_VECS (PANEL_VECS > 1 ? PANEL_VECS : 2)
 #define BLOCK_ROWS ((VREGS - BLOCK_VECS - 1) / BLOCK_VECS)
 #define BLOCK_COLS (BLOCK_VECS * VL)
-/* k per pass over a block's columns: their weights (16 KiB) stay in the
- * first-level cache while the rows of A pass under them. */
-#define K_STEP (4096 / BLOCK_COLS)
+/* k per pass over a block's columns: their weights and the block's rows of
+ * A (BLOCK_COLS + BLOCK_ROWS values a k) stay within 30 KiB of the
+ * first-level cache (32 KiB on most cores, 48 on recent Intel ones) while
+ * the rows pass under them; at most 256.  AVX-512 takes 160 (28.75 KiB),
+ * the others 256. */
+#define K_STEP_FIT (30 * 1024 / 4 / (BLOCK_COLS + BLOCK_ROWS) / 16 * 16)
+#define K_STEP (K_STEP_FIT < 256 ? K_STEP_FIT : 256)
 
 _Static_assert(DM_PANEL % VL == 0 || VL % DM_PANEL == 0, "panels are whole vectors");
 _Static_assert((BLOCK_ROWS == 2 || BLOCK_ROWS == 6 || BLOCK_ROWS == 14) && BLOCK_VECS <= 4,

@@ -647,7 +647,7 @@ END_TEST
 /* gemm against a float64 product of the unpacked weight, every table the
  * reference included (so its packing and indexing are checked too), over
  * rows around every register block (1 to 29), columns around the panel
- * (1 to 80), k around every k step (1 to 300), a first column past 0,
+ * (1 to 80), k around every k step (1 to 321), a first column past 0,
  * row strides wider than the rows, every activation, beta 0 (C holds NaN,
  * which must not be read), 1 and 0.5, with and without bias.  Outside the
  * columns written, C keeps its sentinels.
@@ -664,7 +664,7 @@ START_TEST(test_gemm)
     test_seed(21);
     static const size_t rows_sweep[] = {1, 2, 5, 6, 7, 13, 14, 15, 29};
     static const size_t n_sweep[] = {1, 15, 16, 17, 31, 32, 33, 80};
-    static const size_t k_sweep[] = {1, 3, 16, 127, 128, 129, 257, 300};
+    static const size_t k_sweep[] = {1, 3, 16, 127, 128, 129, 159, 160, 161, 257, 300, 321};
     static const float betas[] = {0.0f, 1.0f, 0.5f};
     size_t index = 0;
     double worst = 0.0;
