@@ -424,6 +424,39 @@ static encoded repeat_first_scan(const encoded *jpeg, int repeats)
     return e;
 }
 
+/* A progressive JPEG decodes to the pixels of its baseline twin (the same
+ * coefficients, sent in ten scans).  Repeating a scan costs a pass over the
+ * whole image each time for a few bytes of file, so beyond
+ * DM_IMAGE_MAX_JPEG_SCANS scans the file is refused; up to it, it loads. */
+START_TEST(jpeg_scans)
+{
+    encoded baseline = libjpeg_encode(96, 64, 0), progressive = libjpeg_encode(96, 64, 1);
+    dm_image want, got;
+    ck_assert_msg(dm_image_load_memory(baseline.data, baseline.size, 3, &want) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_image_load_memory(progressive.data, progressive.size, 3, &got) == DM_OK, "%s",
+                  dm_last_error());
+    ck_assert_int_eq(got.width, 96);
+    ck_assert_int_eq(got.height, 64);
+    ck_assert_mem_eq(got.pixels, want.pixels, 96 * 64 * 3);
+    dm_image_free(&got);
+    int scans = 0;
+    for (size_t i = 2; i + 1 < progressive.size; i++)
+        scans += progressive.data[i] == 0xFF && progressive.data[i + 1] == 0xDA;
+    ck_assert_int_eq(scans, 10);
+    /* The first scan sets the DC coefficients' high bits, the same ones each
+     * time it comes: repeated, it leaves the pixels as they were. */
+    encoded most = repeat_first_scan(&progressive, DM_IMAGE_MAX_JPEG_SCANS - scans);
+    ck_assert_msg(dm_image_load_memory(most.data, most.size, 3, &got) == DM_OK, "%s", dm_last_error());
+    ck_assert_mem_eq(got.pixels, want.pixels, 96 * 64 * 3);
+    dm_image_free(&got);
+    encoded over = repeat_first_scan(&progressive, DM_IMAGE_MAX_JPEG_SCANS - scans + 1);
+    expect_failure(dm_image_load_memory(over.data, over.size, 3, &got), DM_ERR_FORMAT,
+                   "more than 100 scans, over the limit");
+    ck_assert_ptr_null(got.pixels);
+    dm_image_free(&want);
+}
+END_TEST
+
 typedef struct decode_job {
     encoded file;
     dm_status status;
@@ -555,39 +588,6 @@ START_TEST(gif_codes_beyond_the_image)
     size = gif_of_chains(gif, 404);
     expect_failure(dm_image_load_memory(gif, size, 3, &img), DM_ERR_FORMAT,
                    "corrupt GIF: its compressed data stands for more than 81920 pixels, and the image has 4096");
-}
-END_TEST
-
-/* A progressive JPEG decodes to the pixels of its baseline twin (the same
- * coefficients, sent in ten scans).  Repeating a scan costs a pass over the
- * whole image each time for a few bytes of file, so beyond
- * DM_IMAGE_MAX_JPEG_SCANS scans the file is refused; up to it, it loads. */
-START_TEST(jpeg_scans)
-{
-    encoded baseline = libjpeg_encode(96, 64, 0), progressive = libjpeg_encode(96, 64, 1);
-    dm_image want, got;
-    ck_assert_msg(dm_image_load_memory(baseline.data, baseline.size, 3, &want) == DM_OK, "%s", dm_last_error());
-    ck_assert_msg(dm_image_load_memory(progressive.data, progressive.size, 3, &got) == DM_OK, "%s",
-                  dm_last_error());
-    ck_assert_int_eq(got.width, 96);
-    ck_assert_int_eq(got.height, 64);
-    ck_assert_mem_eq(got.pixels, want.pixels, 96 * 64 * 3);
-    dm_image_free(&got);
-    int scans = 0;
-    for (size_t i = 2; i + 1 < progressive.size; i++)
-        scans += progressive.data[i] == 0xFF && progressive.data[i + 1] == 0xDA;
-    ck_assert_int_eq(scans, 10);
-    /* The first scan sets the DC coefficients' high bits, the same ones each
-     * time it comes: repeated, it leaves the pixels as they were. */
-    encoded most = repeat_first_scan(&progressive, DM_IMAGE_MAX_JPEG_SCANS - scans);
-    ck_assert_msg(dm_image_load_memory(most.data, most.size, 3, &got) == DM_OK, "%s", dm_last_error());
-    ck_assert_mem_eq(got.pixels, want.pixels, 96 * 64 * 3);
-    dm_image_free(&got);
-    encoded over = repeat_first_scan(&progressive, DM_IMAGE_MAX_JPEG_SCANS - scans + 1);
-    expect_failure(dm_image_load_memory(over.data, over.size, 3, &got), DM_ERR_FORMAT,
-                   "more than 100 scans, over the limit");
-    ck_assert_ptr_null(got.pixels);
-    dm_image_free(&want);
 }
 END_TEST
 
