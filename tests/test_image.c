@@ -248,6 +248,24 @@ START_TEST(every_format_decodes)
 }
 END_TEST
 
+/* A PNM whose maximum sample value is not 255 is scaled to 8 bits as Pillow
+ * (9.1 on) reads it: min(255, round(v / max * 255)) with Python's round,
+ * halves to even (values worked out in Python). */
+START_TEST(pnm_max_value_as_pillow)
+{
+    static const uint8_t grey[] = "P5 6 1 6\n\x00\x01\x03\x05\x06\x07";
+    static const uint8_t grey_want[] = {0, 42, 128, 212, 255, 255};
+    expect_pixels(grey, sizeof grey - 1, 1, grey_want, 6, 1, 0, "PGM of maximum 6");
+    static const uint8_t rgb[] = "P6\n2 1\n15\n\x00\x01\x07\x08\x0f\x10";
+    static const uint8_t rgb_want[] = {0, 17, 119, 136, 255, 255};
+    expect_pixels(rgb, sizeof rgb - 1, 3, rgb_want, 2, 1, 0, "PPM of maximum 15");
+    static const uint8_t zero[] = "P5 1 1 0\n\x00";
+    dm_image img;
+    expect_failure(dm_image_load_memory(zero, sizeof zero - 1, 1, &img), DM_ERR_FORMAT,
+                   "corrupt PNM: a maximum sample value of 0");
+}
+END_TEST
+
 /* A lower pixel limit (the server's) refuses an image from its header, in
  * every format; a GIF by its screen, which a 35-byte file can make 54
  * megapixels of background around a 1x1 image. */
@@ -688,6 +706,7 @@ int main(void)
     tcase_add_test(tc, channel_conversion);
     tcase_add_test(tc, output_sizes);
     tcase_add_test(tc, every_format_decodes);
+    tcase_add_test(tc, pnm_max_value_as_pillow);
     tcase_add_test(tc, pixel_limit_refuses_from_the_header);
     tcase_add_test(tc, hostile_files);
     tcase_add_test(tc, truncated_files);

@@ -90,6 +90,20 @@ static void convert_pixels(const uint8_t *in, int in_channels, uint8_t *out, int
     }
 }
 
+/* stb_image leaves a PNM's samples as the file has them; Pillow (9.1 on)
+ * scales a maximum sample value other than 255 to it: min(255,
+ * round(v / max_value * 255)), Python's round taking halves to even, as
+ * rint does. */
+static void pnm_to_8_bits(uint8_t *samples, size_t n, int max_value)
+{
+    uint8_t to[256];
+    for (int v = 0; v < 256; v++) {
+        double scaled = rint((double)v / max_value * 255.0);
+        to[v] = (uint8_t)(scaled < 255.0 ? scaled : 255.0);
+    }
+    for (size_t i = 0; i < n; i++) samples[i] = to[samples[i]];
+}
+
 /* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
  * after screening the bytes. */
 static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, uint8_t **pixels, int *w, int *h,
@@ -122,6 +136,8 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
         stbi_image_free(*pixels);
         return st;
     }
+    int max_value = dm_pnm_max_value(data, size);
+    if (max_value && max_value < 255) pnm_to_8_bits(*pixels, (size_t)*w * *h * *n, max_value);
     return DM_OK;
 }
 

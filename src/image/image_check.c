@@ -101,15 +101,13 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
     return dm_fail(DM_ERR_FORMAT, "truncated PNG: the file ends before its IEND chunk");
 }
 
-/* Binary PNM (P5 grey, P6 RGB): stb_image 2.27 reads the header numbers
- * into an int without a bound and mishandles 16-bit samples, so each number
- * must have at most 9 digits and the maximum sample value at most 255; and
- * the samples the header promises must follow it (stb_image leaves the
- * missing ones as they were). */
-static dm_status check_pnm(const unsigned char *b, size_t size)
+/* The three numbers of a binary PNM header (width, height, maximum sample
+ * value), read as stb_image reads them: whitespace and comments between,
+ * at most 9 digits each (stb_image 2.27 overflows an int on longer ones).
+ * *end is where the last number ends. */
+static dm_status pnm_header(const unsigned char *b, size_t size, long value[3], size_t *end)
 {
     size_t p = 2;
-    long value[3];
     for (int k = 0; k < 3; k++) {
         for (;;) { /* whitespace and comments, as stb_image skips them */
             while (p < size && (b[p] == ' ' || (b[p] >= '\t' && b[p] <= '\r'))) p++;
@@ -127,9 +125,29 @@ static dm_status check_pnm(const unsigned char *b, size_t size)
         }
         if (!digits) return dm_fail(DM_ERR_FORMAT, "corrupt PNM: the header lacks width, height or maximum value");
     }
+    *end = p;
+    return DM_OK;
+}
+
+static int is_binary_pnm(const unsigned char *b, size_t size)
+{
+    return size >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6');
+}
+
+/* Binary PNM (P5 grey, P6 RGB): 8-bit samples only (stb_image 2.27
+ * mishandles 16-bit ones), a maximum sample value above 0, and the samples
+ * the header promises must follow it (stb_image leaves the missing ones as
+ * they were). */
+static dm_status check_pnm(const unsigned char *b, size_t size)
+{
+    long value[3];
+    size_t p;
+    dm_status st = pnm_header(b, size, value, &p);
+    if (st) return st;
     if (value[2] > 255)
         return dm_fail(DM_ERR_UNSUPPORTED, "PNM with %ld as maximum sample value: only 8-bit PNM is supported",
                        value[2]);
+    if (value[2] == 0) return dm_fail(DM_ERR_FORMAT, "corrupt PNM: a maximum sample value of 0");
     /* One whitespace byte ends the header. */
     uint64_t need = (uint64_t)value[0] * (uint64_t)value[1] * (b[1] == '6' ? 3 : 1), have = size - p;
     have = have ? have - 1 : 0;
@@ -137,6 +155,14 @@ static dm_status check_pnm(const unsigned char *b, size_t size)
         return dm_fail(DM_ERR_FORMAT, "truncated PNM: %ld x %ld pixels need %llu bytes, the file holds %llu", value[0],
                        value[1], (unsigned long long)need, (unsigned long long)have);
     return DM_OK;
+}
+
+int dm_pnm_max_value(const void *buf, size_t size)
+{
+    long value[3];
+    size_t end;
+    if (!is_binary_pnm(buf, size) || pnm_header(buf, size, value, &end) != DM_OK) return 0;
+    return value[2] <= 255 ? (int)value[2] : 0;
 }
 
 static unsigned le16(const unsigned char *b) { return (unsigned)b[0] | (unsigned)b[1] << 8; }
@@ -343,7 +369,7 @@ dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels)
     if (size >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return check_png(b, size, max_pixels);
     if (size >= 2 && b[0] == 'B' && b[1] == 'M') return check_bmp(b, size);
     if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return check_gif(b, size);
-    if (size >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return check_pnm(b, size);
+    if (is_binary_pnm(b, size)) return check_pnm(b, size);
     if (looks_like_tga(b, size)) return check_tga(b, size);
     return dm_fail(DM_ERR_FORMAT, "not a PNG, JPEG, BMP, GIF, TGA or binary PNM (P5, P6) image");
 }

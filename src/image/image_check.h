@@ -25,6 +25,10 @@
  * need.  JPEG is refused: it goes to libjpeg-turbo. */
 dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
 
+/* The maximum sample value a binary PNM's header gives (1 to 255), or 0
+ * for any other file. */
+int dm_pnm_max_value(const void *buf, size_t size);
+
 /* DM_OK, or the refusal of an image of width x height over max_pixels. */
 dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels);
 
