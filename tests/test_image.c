@@ -421,6 +421,46 @@ static encoded libjpeg_encode(int w, int h, int progressive)
     return e;
 }
 
+/* A CMYK JPEG (an Adobe one, as libjpeg writes it) opens in Pillow as
+ * inverted CMYK and converts to RGB as C, M, Y scaled by 1 - K and taken
+ * from it, in 8-bit fixed point: stored (255, 128, 0, 200) gives (200, 100,
+ * 0), stored (10, 20, 30, 40) gives (2, 3, 5), worked out by hand.  At
+ * quality 100 a block of one colour decodes exactly. */
+START_TEST(jpeg_cmyk_as_pillow)
+{
+    static const uint8_t stored[2][4] = {{255, 128, 0, 200}, {10, 20, 30, 40}};
+    static const uint8_t want_rgb[2][3] = {{200, 100, 0}, {2, 3, 5}};
+    uint8_t cmyk[8 * 16 * 4], want[8 * 16 * 3];
+    for (int i = 0; i < 8 * 16; i++) {
+        memcpy(cmyk + 4 * i, stored[i % 16 / 8], 4);
+        memcpy(want + 3 * i, want_rgb[i % 16 / 8], 3);
+    }
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char *data = NULL;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &data, &size);
+    c.image_width = 16;
+    c.image_height = 8;
+    c.input_components = 4;
+    c.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&c);
+    jpeg_set_colorspace(&c, JCS_CMYK);
+    jpeg_set_quality(&c, 100, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = cmyk + c.next_scanline * 16 * 4;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    expect_pixels(data, size, 3, want, 16, 8, 0, "CMYK JPEG");
+    free(data);
+}
+END_TEST
+
 /* The file with its first scan (SOS segment and data, up to the next scan)
  * written `repeats` more times, right after itself. */
 static encoded repeat_first_scan(const encoded *jpeg, int repeats)
@@ -712,6 +752,7 @@ int main(void)
     tcase_add_test(tc, truncated_files);
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, jpeg_scans);
+    tcase_add_test(tc, jpeg_cmyk_as_pillow);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

@@ -60,6 +60,24 @@ static void on_progress(j_common_ptr cinfo)
     }
 }
 
+/* A CMYK (or YCCK) JPEG as Pillow opens and converts it to RGB: the samples
+ * taken as Adobe writes them, inverted, then each of C, M, Y scaled by
+ * 1 - K and taken from it, in Pillow's 8-bit rounding.  In place, n pixels
+ * of four bytes becoming three. */
+static void cmyk_to_rgb(uint8_t *pixels, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *in = pixels + 4 * i;
+        int white = in[3]; /* 255 - K, K being the inverted sample */
+        uint8_t rgb[3];
+        for (int c = 0; c < 3; c++) {
+            int t = (255 - in[c]) * white + 128;
+            rgb[c] = (uint8_t)(white - (((t >> 8) + t) >> 8));
+        }
+        memcpy(pixels + 3 * i, rgb, 3);
+    }
+}
+
 int dm_is_jpeg(const void *data, size_t size)
 {
     const unsigned char *b = data;
@@ -88,17 +106,14 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
-    dm_status st;
-    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK)
-        st = dm_fail(DM_ERR_FORMAT, "CMYK JPEG images are not supported; convert the file to RGB");
-    else
-        st = dm_image_within(cinfo.image_width, cinfo.image_height, max_pixels);
-    int channels = cinfo.num_components == 1 ? 1 : 3;
+    dm_status st = dm_image_within(cinfo.image_width, cinfo.image_height, max_pixels);
+    int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+    int channels = cinfo.num_components == 1 ? 1 : 3, decoded = cmyk ? 4 : channels;
     /* The pixels, and for a file of several scans every coefficient of the
      * image, kept until the last scan. */
     size_t need = 0;
     if (st == DM_OK) {
-        need = (size_t)cinfo.image_width * cinfo.image_height * channels;
+        need = (size_t)cinfo.image_width * cinfo.image_height * decoded;
         if (jpeg_has_multiple_scans(&cinfo))
             for (int c = 0; c < cinfo.num_components; c++)
                 need += (size_t)cinfo.comp_info[c].width_in_blocks * cinfo.comp_info[c].height_in_blocks *
@@ -113,9 +128,9 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     }
     dm_decode_memory_take(need);
     taken = need;
-    cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    cinfo.out_color_space = cmyk ? JCS_CMYK : channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&cinfo);
-    size_t row = (size_t)cinfo.output_width * channels;
+    size_t row = (size_t)cinfo.output_width * decoded;
     pixels = malloc(row * cinfo.output_height);
     if (!pixels) {
         jpeg_destroy_decompress(&cinfo);
@@ -127,6 +142,7 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
         jpeg_read_scanlines(&cinfo, &line, 1);
     }
     jpeg_finish_decompress(&cinfo);
+    if (cmyk) cmyk_to_rgb(pixels, (size_t)cinfo.output_width * cinfo.output_height);
     *out = (dm_image){.width = (int)cinfo.output_width, .height = (int)cinfo.output_height, .channels = channels,
                       .pixels = pixels};
     jpeg_destroy_decompress(&cinfo);
