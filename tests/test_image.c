@@ -386,10 +386,12 @@ START_TEST(jpeg_frame_larger_than_its_data)
 }
 END_TEST
 
-/* A w x h JPEG of a smooth RGB pattern, baseline or progressive (libjpeg's
- * ten-scan script), written by libjpeg itself: stb_image_write writes
- * baseline only. */
-static encoded libjpeg_encode(int w, int h, int progressive)
+/* w x h pixels of `components` interleaved bytes in `space` (JCS_RGB or
+ * JCS_CMYK) as libjpeg writes them: quality 0 for libjpeg's default,
+ * progressive for its ten-scan script (stb_image_write writes baseline
+ * RGB only). */
+static encoded libjpeg_write(const uint8_t *pixels, int w, int h, int components, J_COLOR_SPACE space, int quality,
+                             int progressive)
 {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr err;
@@ -400,24 +402,34 @@ static encoded libjpeg_encode(int w, int h, int progressive)
     jpeg_mem_dest(&c, &data, &size);
     c.image_width = (JDIMENSION)w;
     c.image_height = (JDIMENSION)h;
-    c.input_components = 3;
-    c.in_color_space = JCS_RGB;
+    c.input_components = components;
+    c.in_color_space = space;
     jpeg_set_defaults(&c);
+    if (quality) jpeg_set_quality(&c, quality, TRUE);
     if (progressive) jpeg_simple_progression(&c);
     jpeg_start_compress(&c, TRUE);
-    uint8_t *row = malloc((size_t)w * 3);
     while (c.next_scanline < c.image_height) {
-        for (int x = 0; x < w * 3; x++) row[x] = (uint8_t)(x / 3 * 5 + c.next_scanline * 3 + x % 3 * 60);
+        JSAMPROW row = (JSAMPROW)(uintptr_t)(pixels + (size_t)c.next_scanline * w * components);
         jpeg_write_scanlines(&c, &row, 1);
     }
     jpeg_finish_compress(&c);
     jpeg_destroy_compress(&c);
-    free(row);
     encoded e = {.size = 0};
     ck_assert_uint_le(size, sizeof e.data);
     memcpy(e.data, data, size);
     e.size = size;
     free(data);
+    return e;
+}
+
+/* A w x h JPEG of a smooth RGB pattern, baseline or progressive. */
+static encoded libjpeg_encode(int w, int h, int progressive)
+{
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w * 3; x++) rgb[(size_t)y * w * 3 + x] = (uint8_t)(x / 3 * 5 + y * 3 + x % 3 * 60);
+    encoded e = libjpeg_write(rgb, w, h, 3, JCS_RGB, 0, progressive);
+    free(rgb);
     return e;
 }
 
@@ -435,29 +447,8 @@ START_TEST(jpeg_cmyk_as_pillow)
         memcpy(cmyk + 4 * i, stored[i % 16 / 8], 4);
         memcpy(want + 3 * i, want_rgb[i % 16 / 8], 3);
     }
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr err;
-    c.err = jpeg_std_error(&err);
-    jpeg_create_compress(&c);
-    unsigned char *data = NULL;
-    unsigned long size = 0;
-    jpeg_mem_dest(&c, &data, &size);
-    c.image_width = 16;
-    c.image_height = 8;
-    c.input_components = 4;
-    c.in_color_space = JCS_CMYK;
-    jpeg_set_defaults(&c);
-    jpeg_set_colorspace(&c, JCS_CMYK);
-    jpeg_set_quality(&c, 100, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = cmyk + c.next_scanline * 16 * 4;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    expect_pixels(data, size, 3, want, 16, 8, 0, "CMYK JPEG");
-    free(data);
+    encoded e = libjpeg_write(cmyk, 16, 8, 4, JCS_CMYK, 100, 0);
+    expect_pixels(e.data, e.size, 3, want, 16, 8, 0, "CMYK JPEG");
 }
 END_TEST
 
