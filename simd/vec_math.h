@@ -10,15 +10,8 @@
 
 #include <math.h>
 
-/* erf within 3 ulp of erff (the scalar reference), several times cheaper
- * than a 1-ulp libm-grade erf.  Two fits, made for this code (least squares
- * on Chebyshev nodes against a double-precision erf, reweighted towards
- * minimax):
- *   |x| <= 1:        erf(x) = x * P(x^2), P of degree 5 (relative error 4e-8)
- *   1 < |x| < 3.92:  erf(|x|) = Q(|x| - 2.46), Q of degree 12 (1.7 ulp once
- *                    evaluated in float32 with fused multiply-adds)
- * At |x| >= 3.92 erf rounds to +-1 in float: the clamp gives exactly that.
- * NaN takes the first form and stays NaN. */
+/* The polynomial of degree `degree` with coefficients c (lowest first) at
+ * x, by Horner's rule. */
 static inline vf vpoly(vf x, const float *c, int degree)
 {
     vf p = vset1(c[degree]);
@@ -48,6 +41,15 @@ static inline vf vexp(vf x)
     return vkeep_nan(x, e);
 }
 
+/* erf within 3 ulp of erff (the scalar reference), several times cheaper
+ * than a 1-ulp libm-grade erf.  Two fits, made for this code (least squares
+ * on Chebyshev nodes against a double-precision erf, reweighted towards
+ * minimax):
+ *   |x| <= 1:        erf(x) = x * P(x^2), P of degree 5 (relative error 4e-8)
+ *   1 < |x| < 3.92:  erf(|x|) = Q(|x| - 2.46), Q of degree 12 (1.7 ulp once
+ *                    evaluated in float32 with fused multiply-adds)
+ * At |x| >= 3.92 erf rounds to +-1 in float: the clamp gives exactly that.
+ * NaN takes the first form and stays NaN. */
 static inline vf verf(vf x)
 {
     static const float near_zero[6] = {1.128379122673985f,    -0.376123265387527f,   0.11280182048124318f,
