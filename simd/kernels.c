@@ -283,11 +283,13 @@ _Static_assert((BLOCK_ROWS == 2 || BLOCK_ROWS == 6 || BLOCK_ROWS == 14) && BLOCK
  * the rows' values from it.  The step's sums start from 0 and are added to
  * beta * C (the first step of a product; later ones pass beta 1), which
  * keeps the rounding error of a long sum near that of one step's; the
- * last step applies bias and act. */
+ * last step applies bias and act.  Each k also asks the cache for the line
+ * of that k in the panel at `next` (the next block's weights, or w itself
+ * when there is nothing to fetch). */
 static inline __attribute__((always_inline)) void gemm_block(size_t rows, size_t vecs, size_t ks, const float *a,
                                                              size_t lda, const float *w, size_t panel_stride,
                                                              float beta, const float *bias, dm_act act, float *c,
-                                                             size_t ldc, size_t cols)
+                                                             size_t ldc, size_t cols, const float *next)
 {
     vf acc[BLOCK_ROWS][BLOCK_VECS];
     size_t lanes[BLOCK_VECS];
@@ -299,6 +301,7 @@ static inline __attribute__((always_inline)) void gemm_block(size_t rows, size_t
     for (size_t k = 0; k < ks; k++) {
         vf b[BLOCK_VECS];
         for (size_t j = 0; j < vecs; j++) b[j] = vload(wj[j] + k * DM_PANEL);
+        __builtin_prefetch(next + k * DM_PANEL);
         for (size_t r = 0; r < rows; r++) {
             vf ar = vset1(a[r * lda + k]);
             for (size_t j = 0; j < vecs; j++) acc[r][j] = vfma(ar, b[j], acc[r][j]);
@@ -316,10 +319,10 @@ static inline __attribute__((always_inline)) void gemm_block(size_t rows, size_t
  * stay in registers. */
 static void gemm_block_rows(size_t rows, size_t vecs, size_t ks, const float *a, size_t lda, const float *w,
                             size_t panel_stride, float beta, const float *bias, dm_act act, float *c, size_t ldc,
-                            size_t cols)
+                            size_t cols, const float *next)
 {
 #define GEMM_VECS(n, v)                                                                  \
-    case v: gemm_block(n, v, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols); return;
+    case v: gemm_block(n, v, ks, a, lda, w, panel_stride, beta, bias, act, c, ldc, cols, next); return;
 #if BLOCK_VECS > 2
 #define GEMM_MORE_VECS(n) GEMM_VECS(n, 3) GEMM_VECS(n, 4)
 #else
@@ -362,10 +365,19 @@ static void gemm_simd(size_t rows, size_t K, const float *A, size_t lda, const f
                 size_t cols = n1 - n < BLOCK_COLS ? n1 - n : BLOCK_COLS;
                 size_t vecs = (cols + VL - 1) / VL;
                 const float *wn = w + n / DM_PANEL * panel_stride + k0 * DM_PANEL;
-                for (size_t r = m0; r < m1; r += BLOCK_ROWS)
+                /* The first band's last row blocks fetch the next block's
+                 * panels, one each: the weights come from beyond the
+                 * second-level cache once, then stay there for the other
+                 * bands. */
+                size_t next_panels = m0 == 0 && n + BLOCK_COLS < n1 ? (n1 - n - BLOCK_COLS + DM_PANEL - 1) / DM_PANEL : 0;
+                if (next_panels > BLOCK_COLS / DM_PANEL) next_panels = BLOCK_COLS / DM_PANEL;
+                for (size_t r = m0; r < m1; r += BLOCK_ROWS) {
+                    size_t left = (m1 - r - 1) / BLOCK_ROWS;
+                    const float *next = left < next_panels ? wn + (BLOCK_COLS / DM_PANEL + left) * panel_stride : wn;
                     gemm_block_rows(m1 - r < BLOCK_ROWS ? m1 - r : BLOCK_ROWS, vecs, ks, A + r * lda + k0, lda, wn, panel_stride, k0 == 0 ? beta : 1.0f,
                                     last && bias ? bias + n : NULL, last ? act : DM_ACT_NONE, C + r * ldc + n, ldc,
-                                    cols);
+                                    cols, next);
+                }
             }
         }
     }
