@@ -105,12 +105,38 @@ START_TEST(shapes_at_non_finite_positions_draw_nothing)
 }
 END_TEST
 
+/* A line running far off the canvas draws what its visible part draws
+ * (and costs what that part costs): the walk is clipped to the canvas. */
+START_TEST(far_lines_draw_their_visible_part)
+{
+    const float far[][4] = {{-1e9f, 7.5f, 1e9f, 7.5f}, {7.5f, 3e9f, 7.5f, -3e9f}, {-1e9f, -1e9f, 1e9f, 1e9f}};
+    const float near[][4] = {{-40, 7.5f, 40, 7.5f}, {7.5f, 40, 7.5f, -40}, {-40, -40, 40, 40}};
+    colour white = {255, 255, 255};
+    for (int i = 0; i < 3; i++) {
+        canvas a, b;
+        ck_assert_int_eq(canvas_init(&a, 16, 16), 0);
+        ck_assert_int_eq(canvas_init(&b, 16, 16), 0);
+        draw_line(&a, far[i][0], far[i][1], far[i][2], far[i][3], 1.5f, white);
+        draw_line(&b, near[i][0], near[i][1], near[i][2], near[i][3], 1.5f, white);
+        int lit = 0, differ = 0;
+        for (int p = 0; p < 16 * 16 * 3; p++) {
+            lit += b.rgb[p] != 0;
+            differ += abs(a.rgb[p] - b.rgb[p]) > 1; /* rounding of the clipped ends */
+        }
+        ck_assert_msg(lit >= 16 * 3 && differ == 0, "line %d: %d of %d lit values differ", i, differ, lit);
+        canvas_free(&a);
+        canvas_free(&b);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scanmap");
     TCase *tc = tcase_create("scanmap");
     tcase_add_test(tc, positions_and_picture_match_forward_offsets);
     tcase_add_test(tc, shapes_at_non_finite_positions_draw_nothing);
+    tcase_add_test(tc, far_lines_draw_their_visible_part);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -48,18 +48,62 @@ static int bound(float v, int n)
     return !(v > 0) ? 0 : v >= (float)n ? n : (int)v;
 }
 
+/* Clip the segment to the rectangle [xa, xb] x [ya, yb] (Liang and
+ * Barsky's parameters, in double: a far end loses no precision of the
+ * near part); 0 when nothing of it is inside, or when it is not finite. */
+static int clip_segment(float *x0, float *y0, float *x1, float *y1, float xa, float ya, float xb, float yb)
+{
+    if (!isfinite(*x0) || !isfinite(*y0) || !isfinite(*x1) || !isfinite(*y1)) return 0;
+    double sx = *x0, sy = *y0, dx = (double)*x1 - sx, dy = (double)*y1 - sy, t0 = 0.0, t1 = 1.0;
+    /* each edge keeps p * t <= q */
+    double p[4] = {-dx, dx, -dy, dy}, q[4] = {sx - xa, xb - sx, sy - ya, yb - sy};
+    for (int e = 0; e < 4; e++) {
+        if (p[e] == 0.0) {
+            if (q[e] < 0.0) return 0;
+            continue;
+        }
+        double t = q[e] / p[e];
+        if (p[e] < 0.0) t0 = t > t0 ? t : t0;
+        else t1 = t < t1 ? t : t1;
+    }
+    if (!(t0 <= t1)) return 0;
+    *x0 = (float)(sx + t0 * dx), *y0 = (float)(sy + t0 * dy);
+    *x1 = (float)(sx + t1 * dx), *y1 = (float)(sy + t1 * dy);
+    return 1;
+}
+
 /* Lines are rendered as capsules: coverage falls off over one pixel at the
- * edge, which anti-aliases without a second pass. */
+ * edge, which anti-aliases without a second pass.  Only the part within
+ * reach of the canvas is walked, along its longer axis, each step over the
+ * capsule's cross-section: a line costs its visible length times its
+ * width, however far it runs off the canvas. */
 void draw_line(canvas *c, float x0, float y0, float x1, float y1, float width, colour col)
 {
-    float r = width / 2.0f;
-    int xa = bound(floorf(fminf(x0, x1) - r - 1), c->width), xb = bound(ceilf(fmaxf(x0, x1) + r + 1), c->width);
-    int ya = bound(floorf(fminf(y0, y1) - r - 1), c->height), yb = bound(ceilf(fmaxf(y0, y1) + r + 1), c->height);
-    for (int y = ya; y < yb; y++)
-        for (int x = xa; x < xb; x++) {
+    float r = width / 2.0f, reach = r + 1.0f;
+    if (!clip_segment(&x0, &y0, &x1, &y1, -reach, -reach, c->width + reach, c->height + reach)) return;
+    int steep = fabsf(y1 - y0) > fabsf(x1 - x0);
+    /* a: the longer axis, b: the other, a0 <= a1 */
+    float a0 = steep ? y0 : x0, a1 = steep ? y1 : x1, b0 = steep ? x0 : y0, b1 = steep ? x1 : y1;
+    if (a0 > a1) {
+        float t = a0;
+        a0 = a1, a1 = t, t = b0, b0 = b1, b1 = t;
+    }
+    int na = steep ? c->height : c->width, nb = steep ? c->width : c->height;
+    float slope = a1 > a0 ? (b1 - b0) / (a1 - a0) : 0.0f;
+    /* |slope| <= 1: within r + 0.5 of the line means within 1.5 (r + 0.5)
+     * of it along b */
+    float span = 1.5f * (r + 0.5f) + 1.0f;
+    int aa = bound(floorf(a0 - reach), na), ab = bound(ceilf(a1 + reach), na);
+    for (int a = aa; a < ab; a++) {
+        float t = a + 0.5f < a0 ? a0 : a + 0.5f > a1 ? a1 : a + 0.5f;
+        float b = b0 + (t - a0) * slope;
+        int ba = bound(floorf(b - span), nb), bb = bound(ceilf(b + span), nb);
+        for (int k = ba; k < bb; k++) {
+            int x = steep ? k : a, y = steep ? a : k;
             float d = segment_distance(x + 0.5f, y + 0.5f, x0, y0, x1, y1);
             canvas_blend(c, x, y, col, r + 0.5f - d);
         }
+    }
 }
 
 void draw_circle(canvas *c, float cx, float cy, float radius, float width, colour col)
