@@ -293,6 +293,21 @@ grep -q "^$tmp/pair/good.png: [0-9]* objects\?$" "$tmp/blocked.out" || fail "det
 grep -q "good.png" "$tmp/blocked.err" || fail "detect, drawing blocked, not reported: $(cat "$tmp/blocked.err")"
 [ "$(ls -A "$tmp/blocked")" = "good.png" ] && [ -d "$tmp/blocked/good.png/kept" ] ||
     fail "detect, drawing blocked, left: $(ls -AR "$tmp/blocked")"
+# Class names a checkpoint may carry (metadata "classes"): UTF-8, control
+# characters and an escape sequence.  The drawing's font has printable
+# ASCII only (other bytes drawn as '?').
+python3 - "$golden/maskrcnn_micro.safetensors" "$tmp/odd_names.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+header["__metadata__"]["classes"] = "caf\u00e9,\u65e5\u672c,a\u0001b,\u001b]0;x\u0007,\u007f"
+raw = json.dumps(header).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+PY
+"$damamba" detect -m "$tmp/odd_names.safetensors" --score-thr 0 --draw -o "$tmp/odd_drawn" "$tmp/pair/good.png" \
+    >"$tmp/odd.out" 2>"$tmp/odd.err" || fail "detect with odd class names: $(cat "$tmp/odd.err")"
+[ -s "$tmp/odd_drawn/good.png" ] || fail "detect with odd class names drew nothing"
 pair classify classified --json
 [ "$(grep -c '"top"' "$tmp/pair.out")" -eq 1 ] || fail "classify of the pair: $(cat "$tmp/pair.out")"
 pair features "extracted features of" -d "$tmp/pair_feats"

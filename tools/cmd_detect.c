@@ -119,16 +119,28 @@ static colour class_colour(int label)
     return palette[label % (int)(sizeof palette / sizeof palette[0])];
 }
 
-/* Text in stb_easy_font's strokes, scaled, on a filled background. */
-static void draw_label(canvas *c, float x, float y, const char *text, colour fg, colour bg)
+/* Text in stb_easy_font's strokes, scaled, on a filled background, at
+ * (x, y) clamped into the canvas.  The font has printable ASCII only: any
+ * other byte (UTF-8, control characters of a model's class names) is
+ * drawn as '?'. */
+static void draw_label(canvas *c, float x, float y, const char *label, colour fg, colour bg)
 {
     static char quads[64 * 1024];
+    char text[160];
+    size_t n_text = 0;
+    for (; label[n_text] && n_text + 1 < sizeof text; n_text++)
+        text[n_text] = label[n_text] >= 32 && label[n_text] < 127 ? label[n_text] : '?';
+    text[n_text] = 0;
+    if (!(x > 0)) x = 0; /* NaN too */
+    if (!(y > 0)) y = 0;
+    if (x > c->width) x = (float)c->width;
+    if (y > c->height) y = (float)c->height;
     const int scale = 2;
-    float w = (float)stb_easy_font_width((char *)text) * scale + 4, h = 8.0f * scale + 2;
+    float w = (float)stb_easy_font_width(text) * scale + 4, h = 8.0f * scale + 2;
     if (y - h < 0) y = h;
     for (int py = (int)(y - h); py < (int)y; py++)
         for (int px = (int)x; px < (int)(x + w); px++) canvas_blend(c, px, py, bg, 1.0f);
-    int n = stb_easy_font_print(0, 0, (char *)text, NULL, quads, sizeof quads);
+    int n = stb_easy_font_print(0, 0, text, NULL, quads, sizeof quads);
     for (int q = 0; q < n; q++) {
         const float *v = (const float *)(quads + q * 64); /* 4 vertices of x, y, z, colour */
         float x0 = v[0], y0 = v[1], x1 = v[8], y1 = v[9];
