@@ -295,7 +295,8 @@ grep -q "good.png" "$tmp/blocked.err" || fail "detect, drawing blocked, not repo
     fail "detect, drawing blocked, left: $(ls -AR "$tmp/blocked")"
 # Class names a checkpoint may carry (metadata "classes"): UTF-8, control
 # characters and an escape sequence.  The drawing's font has printable
-# ASCII only (other bytes drawn as '?').
+# ASCII only (other bytes drawn as '?'); text output escapes control
+# characters, JSON writes the names as they are.
 python3 - "$golden/maskrcnn_micro.safetensors" "$tmp/odd_names.safetensors" <<'PY'
 import json, struct, sys
 data = open(sys.argv[1], "rb").read()
@@ -308,6 +309,12 @@ PY
 "$damamba" detect -m "$tmp/odd_names.safetensors" --score-thr 0 --draw -o "$tmp/odd_drawn" "$tmp/pair/good.png" \
     >"$tmp/odd.out" 2>"$tmp/odd.err" || fail "detect with odd class names: $(cat "$tmp/odd.err")"
 [ -s "$tmp/odd_drawn/good.png" ] || fail "detect with odd class names drew nothing"
+grep -q '  \(a\\x01b\|\\x1b]0;x\\x07\|\\x7f\) ' "$tmp/odd.out" ||
+    fail "detect with odd class names: no escaped name in: $(cat "$tmp/odd.out")"
+tr -d '\n' <"$tmp/odd.out" | LC_ALL=C grep -q '[[:cntrl:]]' && fail "detect printed control characters: $(cat "$tmp/odd.out")"
+"$damamba" detect -m "$tmp/odd_names.safetensors" --score-thr 0 --json "$tmp/pair/good.png" >"$tmp/odd.json" ||
+    fail "detect --json with odd class names"
+grep -q '"label": "a\\u0001b"' "$tmp/odd.json" || fail "detect --json with odd class names: $(head -c 300 "$tmp/odd.json")"
 pair classify classified --json
 [ "$(grep -c '"top"' "$tmp/pair.out")" -eq 1 ] || fail "classify of the pair: $(cat "$tmp/pair.out")"
 pair features "extracted features of" -d "$tmp/pair_feats"

@@ -16,12 +16,28 @@
 #include "internal_api.h"
 
 
+static int is_control(unsigned char c) { return c < 0x20 || c == 0x7F; }
+
 void cli_put_text(FILE *f, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7F) fprintf(f, "\\x%02x", *p);
+        if (is_control(*p)) fprintf(f, "\\x%02x", *p);
         else fputc(*p, f);
     }
+}
+
+const char *cli_text(const char *s, char *buf, size_t size)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        size_t len = is_control(*p) ? 4 : 1;
+        if (n + len >= size) break;
+        if (len == 4) snprintf(buf + n, 5, "\\x%02x", *p);
+        else buf[n] = (char)*p;
+        n += len;
+    }
+    buf[n] = 0;
+    return buf;
 }
 
 /* The calling thread's last message of cli_error(), for cli_last_error(). */

@@ -15,6 +15,9 @@
 /* Write s with control characters (escape sequences, newlines) as \xHH,
  * so names from files and models cannot steer the terminal. */
 void cli_put_text(FILE *f, const char *s);
+/* The same into buf (size > 0), cut short to fit; returns buf, for a
+ * printf argument. */
+const char *cli_text(const char *s, char *buf, size_t size);
 
 /* Print "damamba: message" to stderr, control characters escaped. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

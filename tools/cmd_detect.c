@@ -75,11 +75,12 @@ static int image_id_of(const coco_image *images, size_t n, const char *path, int
 
 static void print_text(const char *file, const dm_detections *d, const cli_det_classes *labels)
 {
-    printf("%s: %d object%s\n", file, d->count, d->count == 1 ? "" : "s");
+    char text[4096];
+    printf("%s: %d object%s\n", cli_text(file, text, sizeof text), d->count, d->count == 1 ? "" : "s");
     for (int i = 0; i < d->count; i++) {
         const float *b = d->boxes + 4 * i;
-        printf("  %.4f  %-16s x %7.1f  y %7.1f  w %7.1f  h %7.1f\n", d->scores[i], labels->names[d->labels[i]], b[0],
-               b[1], b[2] - b[0], b[3] - b[1]);
+        printf("  %.4f  %-16s x %7.1f  y %7.1f  w %7.1f  h %7.1f\n", d->scores[i],
+               cli_text(labels->names[d->labels[i]], text, sizeof text), b[0], b[1], b[2] - b[0], b[3] - b[1]);
     }
 }
 

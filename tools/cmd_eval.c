@@ -379,10 +379,10 @@ int cmd_eval(int argc, char **argv)
     failed |= bad > 0;
     for (int c = 0; per && c < cls.classes; c++) {
         const size_t *row = per + 3 * c;
-        char buf[32];
+        char buf[32], text[4096];
         if (row[0])
             printf("class %d n=%zu top1=%.4f top5=%.4f %s\n", c, row[0], (double)row[1] / row[0],
-                   (double)row[2] / row[0], cli_class_name(m, c, buf, sizeof buf));
+                   (double)row[2] / row[0], cli_text(cli_class_name(m, c, buf, sizeof buf), text, sizeof text));
     }
     printf("top1=%.4f top5=%.4f n=%zu\n", counted ? (double)top1 / counted : 0.0,
            counted ? (double)top5 / counted : 0.0, counted);

@@ -74,7 +74,7 @@ static void accumulate(seg_totals *t, const int32_t *pred, const uint8_t *gt, si
 
 static void print_metrics(const seg_totals *t, const dm_model *m, int per_class, size_t images)
 {
-    char buf[32];
+    char buf[32], text[4096];
     double iou_sum = 0, acc_sum = 0;
     int64_t hit = 0, all = 0;
     int iou_n = 0, acc_n = 0;
@@ -92,7 +92,8 @@ static void print_metrics(const seg_totals *t, const dm_model *m, int per_class,
             char iou_text[16] = "nan", acc_text[16] = "nan";
             if (uni) snprintf(iou_text, sizeof iou_text, "%.4f", iou);
             if (t->label[k]) snprintf(acc_text, sizeof acc_text, "%.4f", acc);
-            printf("%-5d %-24s %8s %8s\n", k, cli_class_name(m, k, buf, sizeof buf), iou_text, acc_text);
+            printf("%-5d %-24s %8s %8s\n", k, cli_text(cli_class_name(m, k, buf, sizeof buf), text, sizeof text),
+                   iou_text, acc_text);
         }
     }
     printf("mIoU=%.4f mAcc=%.4f aAcc=%.4f n=%zu\n", iou_n ? iou_sum / iou_n : 0.0, acc_n ? acc_sum / acc_n : 0.0,
