@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,33 @@ START_TEST(fifos_are_refused_without_blocking)
 }
 END_TEST
 
+START_TEST(pipes_and_devices_are_written_in_place)
+{
+    /* Renaming over them replaced the pipe (or, run as root with -o
+     * /dev/null, the device node) with a regular file. */
+    char fifo[256];
+    snprintf(fifo, sizeof fifo, "%s/pipe", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    dm_outfile o;
+    /* nobody reads it: refused, not waited for */
+    ck_assert_int_eq(dm_outfile_open(fifo, &o), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pipe: a named pipe that no process reads"));
+    int reader = open(fifo, O_RDONLY | O_NONBLOCK);
+    ck_assert_int_ge(reader, 0);
+    ck_assert_int_eq(dm_outfile_open(fifo, &o), DM_OK);
+    fputs("through the pipe", o.f);
+    ck_assert_int_eq(dm_outfile_finish(&o, 1), DM_OK);
+    char buf[64] = {0};
+    ck_assert_int_eq(read(reader, buf, sizeof buf - 1), (ssize_t)strlen("through the pipe"));
+    ck_assert_str_eq(buf, "through the pipe");
+    close(reader);
+    struct stat sb;
+    ck_assert_int_eq(lstat(fifo, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(files_in_dir(), 1); /* no temporary file beside it */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("outfile");
@@ -181,6 +209,7 @@ int main(void)
     tcase_add_test(tc, abandoned_output_leaves_the_old_file);
     tcase_add_test(tc, input_is_never_the_output);
     tcase_add_test(tc, fifos_are_refused_without_blocking);
+    tcase_add_test(tc, pipes_and_devices_are_written_in_place);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

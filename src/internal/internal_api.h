@@ -103,7 +103,8 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
  * writers to one PATH each write their own file.  Once complete it is
  * renamed over PATH in one step, so PATH holds either its old content or
  * the whole new one (the last writer wins); on failure the temporary file
- * is removed. */
+ * is removed.  A PATH that is a device or a named pipe (/dev/null,
+ * /dev/stdout) is written in place; a pipe without a reader is refused. */
 typedef struct dm_outfile {
     FILE *f;
     char *path, *tmp;

@@ -56,9 +56,37 @@ static int randomize(char *name)
     return 1;
 }
 
+/* An output that exists and is neither a regular file nor a directory (a
+ * device such as /dev/null, a named pipe, /dev/stdout) is written in
+ * place: renaming over it would replace the device node or the pipe.  A
+ * pipe that no process reads is refused at once instead of waited for. */
+static dm_status open_in_place(const char *path, dm_outfile *out)
+{
+    int fd = open(path, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        dm_status st = errno == ENXIO ? dm_fail(DM_ERR_IO, "%s: a named pipe that no process reads", path)
+                                      : dm_fail(DM_ERR_IO, "%s: cannot open it: %s", path, strerror(errno));
+        dm_outfile_finish(out, 0);
+        return st;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 || !(out->f = fdopen(fd, "wb"))) {
+        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot write to it: %s", path, strerror(errno));
+        close(fd);
+        dm_outfile_finish(out, 0);
+        return st;
+    }
+    return DM_OK;
+}
+
 dm_status dm_outfile_open(const char *path, dm_outfile *out)
 {
     *out = (dm_outfile){0};
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+        if (!(out->path = strdup(path))) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+        return open_in_place(path, out);
+    }
     if (!(out->path = strdup(path)) || asprintf(&out->tmp, "%s.tmp.XXXXXX", path) < 0) {
         out->tmp = NULL;
         dm_outfile_finish(out, 0);
@@ -92,9 +120,9 @@ dm_status dm_outfile_finish(dm_outfile *out, int ok)
         failed |= fclose(out->f) != 0;
         if (ok && failed)
             st = dm_fail(DM_ERR_IO, "%s: write failed: %s", out->path, strerror(errno ? errno : EIO));
-        else if (ok && rename(out->tmp, out->path) != 0)
+        else if (ok && out->tmp && rename(out->tmp, out->path) != 0)
             st = dm_fail(DM_ERR_IO, "%s: cannot replace it: %s", out->path, strerror(errno));
-        if (!ok || st != DM_OK) unlink(out->tmp);
+        if (out->tmp && (!ok || st != DM_OK)) unlink(out->tmp);
     }
     free(out->tmp);
     free(out->path);
