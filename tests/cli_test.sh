@@ -315,6 +315,29 @@ tr -d '\n' <"$tmp/odd.out" | LC_ALL=C grep -q '[[:cntrl:]]' && fail "detect prin
 "$damamba" detect -m "$tmp/odd_names.safetensors" --score-thr 0 --json "$tmp/pair/good.png" >"$tmp/odd.json" ||
     fail "detect --json with odd class names"
 grep -q '"label": "a\\u0001b"' "$tmp/odd.json" || fail "detect --json with odd class names: $(head -c 300 "$tmp/odd.json")"
+# A model of NaNs (every float weight): its JSON still parses, the
+# probabilities and positions it has none for written as null.
+python3 - "$golden/micro.safetensors" "$tmp/nan.safetensors" <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+for name, t in json.loads(data[8:8 + n]).items():
+    if name != "__metadata__" and t["dtype"] == "F32":
+        begin, end = t["data_offsets"]
+        data[8 + n + begin:8 + n + end] = struct.pack("<f", float("nan")) * ((end - begin) // 4)
+open(sys.argv[2], "wb").write(data)
+PY
+"$damamba" classify -m "$tmp/nan.safetensors" --json "$samples/bag.png" >"$tmp/nan_top.json" ||
+    fail "classify --json with a model of NaNs"
+"$damamba" scanmap -m "$tmp/nan.safetensors" --json "$samples/bag.png" -o "$tmp/nan_map.json" ||
+    fail "scanmap --json with a model of NaNs"
+python3 - "$tmp/nan_top.json" "$tmp/nan_map.json" <<'PY' || fail "JSON of a model of NaNs"
+import json, sys
+top = json.loads(open(sys.argv[1]).read())["top"]
+assert top and all(t["prob"] is None for t in top), top
+points = json.loads(open(sys.argv[2]).read())["groups"][0]["points"]
+assert points and all(p["x"] is None and p["y"] is None for p in points), points[:3]
+PY
 pair classify classified --json
 [ "$(grep -c '"top"' "$tmp/pair.out")" -eq 1 ] || fail "classify of the pair: $(cat "$tmp/pair.out")"
 pair features "extracted features of" -d "$tmp/pair_feats"

@@ -852,7 +852,9 @@ void cli_write_top_json(FILE *out, const char *file, const dm_model *model, cons
     for (int j = 0; j < k; j++) {
         fprintf(out, "%s{\"index\": %d, \"label\": ", j ? ", " : "", index[j]);
         dm_json_write_string(out, cli_class_name(model, index[j], buf, sizeof buf));
-        fprintf(out, ", \"prob\": %.6g}", probs[index[j]]);
+        fputs(", \"prob\": ", out);
+        dm_json_write_number(out, "%.6g", probs[index[j]]);
+        fputs("}", out);
     }
     fputs("]}", out);
 }

@@ -88,8 +88,14 @@ static void print_text(const char *file, const dm_detections *d, const cli_det_c
 static void write_detection(FILE *f, const dm_detections *d, int i, const cli_det_classes *labels)
 {
     const float *b = d->boxes + 4 * i;
-    fprintf(f, "\"category_id\": %d, \"bbox\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.5f", labels->ids[d->labels[i]],
-            b[0], b[1], b[2] - b[0], b[3] - b[1], d->scores[i]);
+    const double bbox[4] = {b[0], b[1], b[2] - b[0], b[3] - b[1]};
+    fprintf(f, "\"category_id\": %d, \"bbox\": [", labels->ids[d->labels[i]]);
+    for (int k = 0; k < 4; k++) {
+        if (k) fputs(", ", f);
+        dm_json_write_number(f, "%.2f", bbox[k]);
+    }
+    fputs("], \"score\": ", f);
+    dm_json_write_number(f, "%.5f", d->scores[i]);
     fprintf(f, ", \"segmentation\": {\"size\": [%d, %d], \"counts\": ", d->mask_h, d->mask_w);
     dm_json_write_string(f, d->rle[i]);
     fputs("}", f);

@@ -49,7 +49,11 @@ static int write_json(FILE *f, const char *image, const scanmap *map, int h, int
         for (int p = 0; p >= 0; p = scanmap_next(map, p, stride)) {
             float x, y;
             scanmap_position(map, g, p, &x, &y);
-            fprintf(f, "%s{\"index\": %d, \"x\": %.9g, \"y\": %.9g}", p ? ", " : "", p, x, y);
+            fprintf(f, "%s{\"index\": %d, \"x\": ", p ? ", " : "", p);
+            dm_json_write_number(f, "%.9g", x);
+            fputs(", \"y\": ", f);
+            dm_json_write_number(f, "%.9g", y);
+            fputs("}", f);
         }
         fprintf(f, "]}");
     }

@@ -203,4 +203,9 @@ const dm_json *dm_json_get(const dm_json *object, const char *key);
  * are escaped too. */
 int dm_json_write_string(FILE *f, const char *s);
 
+/* Write v by the printf format `format` (one double conversion), or null
+ * when v is NaN or infinite, which JSON has no number for (a broken
+ * model's outputs); 0 on a write error. */
+int dm_json_write_number(FILE *f, const char *format, double v);
+
 #endif

@@ -330,3 +330,9 @@ int dm_json_write_string(FILE *f, const char *s)
     }
     return fputc('"', f) != EOF;
 }
+
+int dm_json_write_number(FILE *f, const char *format, double v)
+{
+    if (!isfinite(v)) return fputs("null", f) != EOF;
+    return fprintf(f, format, v) >= 0;
+}

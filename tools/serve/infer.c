@@ -5,7 +5,6 @@
  * order; a response does the same for outputs asked for as binary. */
 #include "serve.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,8 +331,8 @@ static void write_output(FILE *out, const char *name, const float *data, const i
     }
     fputs("], \"data\": [", out);
     for (size_t i = 0; i < numel; i++) {
-        if (isfinite(data[i])) fprintf(out, "%s%.9g", i ? ", " : "", data[i]);
-        else fprintf(out, "%snull", i ? ", " : "");
+        if (i) fputs(", ", out);
+        dm_json_write_number(out, "%.9g", data[i]);
     }
     fputs("]}", out);
 }
