@@ -368,6 +368,13 @@ try:
     check(status == 400 and b"30209 x 1792 pixels is over the limit of 784 pixels" in data,
           f"an image over --max-image-pixels: {status} {data}")
     check(time.monotonic() - started < 0.5, f"refusing it took {time.monotonic() - started:.2f} s")
+    # The images of one request share the limit: two 28 x 28 samples have
+    # 1568 pixels, so the second is refused from its header.
+    status, _, data = limits.request("POST", url, json.dumps(
+        {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [2],
+                     "data": [base64.b64encode(images[0]).decode()] * 2}]}))
+    check(status == 400 and b"image 1 of input 'input': the images before it have all the 784 pixels" in data,
+          f"two images over --max-image-pixels together: {status} {data}")
     # 413 from the headers alone: the body is never sent.
     s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
     s.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n".encode())

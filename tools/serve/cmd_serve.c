@@ -36,7 +36,8 @@ static const char serve_usage[] =
     "      --max-body-mb N      larger request bodies get 413 (default 64)\n"
     "      --max-image-pixels N an image whose header gives more pixels (width x\n"
     "                           height; a GIF's screen) gets 400 before any is\n"
-    "                           decoded (default and most: 67108864, 8192 x 8192)\n"
+    "                           decoded, as does a request whose images have more\n"
+    "                           together (default and most: 67108864, 8192 x 8192)\n"
     "      --queue N            requests waiting per model before 503 (default 64)\n"
     "      --timeout S          close connections idle for S seconds (default 30)\n"
     "      --max-connections N  connections open at once (default 4096)\n";

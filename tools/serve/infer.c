@@ -51,14 +51,27 @@ int serve_base64_decode(const char *text, size_t len, unsigned char **out, size_
     return 1;
 }
 
-/* Decode and preprocess an encoded image into slot (channels x h x w). */
+/* Decode and preprocess an encoded image into slot (channels x h x w),
+ * refusing it from its header when it has more than *pixels_left pixels,
+ * which it then takes from: the images of one request together have at
+ * most --max-image-pixels pixels, so a request of many small files with
+ * large headers cannot keep an HTTP thread decoding for long. */
 static int decode_image(const serve_model *m, const void *data, size_t len, float *slot, const char *what,
-                        char **error)
+                        int64_t *pixels_left, char **error)
 {
     dm_image img = {0};
     int h, w, ok = 0;
-    if (dm_image_load_memory_within(data, len, m->channels, m->max_image_pixels, &img) != DM_OK ||
-        dm_preprocess_output_size(&m->prep, img.width, img.height, &h, &w) != DM_OK)
+    if (*pixels_left < 1)
+        return fail(error, "%s: the images before it have all the %d pixels the images of one request may have "
+                           "(--max-image-pixels)", what, m->max_image_pixels);
+    if (dm_image_load_memory_within(data, len, m->channels, *pixels_left, &img) != DM_OK) {
+        if (*pixels_left < m->max_image_pixels)
+            return fail(error, "%s: %s: the images of one request may have %d pixels in all (--max-image-pixels)",
+                        what, dm_last_error(), m->max_image_pixels);
+        return fail(error, "%s: %s", what, dm_last_error());
+    }
+    *pixels_left -= (int64_t)img.width * img.height;
+    if (dm_preprocess_output_size(&m->prep, img.width, img.height, &h, &w) != DM_OK)
         fail(error, "%s: %s", what, dm_last_error());
     else if (h != m->h || w != m->w)
         fail(error, "%s: preprocessing gives %d x %d pixels, the model serves %d x %d", what, h, w, m->h, m->w);
@@ -79,7 +92,8 @@ int serve_image_input(serve_request *r, serve_model *m, const void *data, size_t
 {
     r->model = m;
     if (!(r->input_owned = malloc(sizeof(float) * image_floats(m)))) return fail(error, "out of memory");
-    if (!decode_image(m, data, len, r->input_owned, "image", error)) return 0;
+    int64_t pixels_left = m->max_image_pixels;
+    if (!decode_image(m, data, len, r->input_owned, "image", &pixels_left, error)) return 0;
     r->job.input = r->input_owned;
     r->job.n = 1;
     r->want_logits = 1;
@@ -195,6 +209,7 @@ static int parse_bytes(serve_request *r, const serve_model *m, const dm_json *in
     r->job.n = (int)n;
     const dm_json *e = data && !bin ? data->child : NULL;
     size_t at = 0;
+    int64_t pixels_left = m->max_image_pixels;
     for (int64_t i = 0; i < n; i++) {
         char what[64];
         snprintf(what, sizeof what, "image %lld of input 'input'", (long long)i);
@@ -206,14 +221,14 @@ static int parse_bytes(serve_request *r, const serve_model *m, const dm_json *in
             for (int b = 0; b < 4; b++) size |= (uint32_t)(unsigned char)bin[at + b] << (8 * b);
             at += 4;
             if ((uint64_t)size > (uint64_t)bin_size - at) return fail(error, "%s: binary data ends early", what);
-            ok = decode_image(m, bin + at, size, slot, what, error);
+            ok = decode_image(m, bin + at, size, slot, what, &pixels_left, error);
             at += size;
         } else {
             unsigned char *bytes;
             size_t size;
             if (e->type != DM_JSON_STRING || !serve_base64_decode(e->string, strlen(e->string), &bytes, &size))
                 return fail(error, "%s: not a base64 string", what);
-            ok = decode_image(m, bytes, size, slot, what, error);
+            ok = decode_image(m, bytes, size, slot, what, &pixels_left, error);
             free(bytes);
             e = e->next;
         }
