@@ -5,6 +5,7 @@
  * order; a response does the same for outputs asked for as binary. */
 #include "serve.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,8 +273,8 @@ static int parse_outputs(serve_request *r, const serve_model *m, const dm_json *
     return 1;
 }
 
-int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t len, size_t header_len,
-                      size_t max_input_bytes, char **error)
+static int parse_request(serve_request *r, serve_model *m, const char *body, size_t len, size_t header_len,
+                         size_t max_input_bytes, char **error)
 {
     r->model = m;
     if (header_len > len)
@@ -314,6 +315,41 @@ int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t
         ok = parse_bytes(r, m, input, bin_size >= 0 ? body + header_len : NULL, bin_size, max_input_bytes, error);
     ok = ok && parse_outputs(r, m, root, error);
     dm_json_free(root);
+    return ok;
+}
+
+/* Parsing a JSON document takes up to DM_JSON_BYTES_PER_BYTE bytes per
+ * byte of its text (a list of one-digit numbers).  The documents parsed at
+ * once share what one body at the limit may take: a parse waits until its
+ * text fits beside the others', so the server's parsing memory does not
+ * grow with its HTTP threads. */
+static pthread_mutex_t parse_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t parse_done = PTHREAD_COND_INITIALIZER;
+static size_t parse_text; /* bytes of the documents being parsed */
+
+static void parse_take(size_t bytes, size_t limit)
+{
+    pthread_mutex_lock(&parse_lock);
+    while (parse_text && parse_text + bytes > limit) pthread_cond_wait(&parse_done, &parse_lock);
+    parse_text += bytes;
+    pthread_mutex_unlock(&parse_lock);
+}
+
+static void parse_give(size_t bytes)
+{
+    pthread_mutex_lock(&parse_lock);
+    parse_text -= bytes;
+    pthread_cond_broadcast(&parse_done);
+    pthread_mutex_unlock(&parse_lock);
+}
+
+int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t len, size_t header_len,
+                      size_t max_input_bytes, char **error)
+{
+    size_t json_len = header_len && header_len <= len ? header_len : len;
+    parse_take(json_len, max_input_bytes);
+    int ok = parse_request(r, m, body, len, header_len, max_input_bytes, error);
+    parse_give(json_len);
     return ok;
 }
 
