@@ -381,6 +381,21 @@ try:
     reply = s.recv(65536).decode(errors="replace")
     s.close()
     check(reply.startswith("HTTP/1.1 413") and "over the limit" in reply, f"413 before the body: {reply[:80]}")
+    # A body framed two ways is refused and the connection closed: what
+    # follows the first length never runs as a request of its own.
+    hidden = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+    for framing, message in ((b"Content-Length: 2\r\nContent-Length: %d\r\n" % (2 + len(hidden)),
+                              b"the request has 2 Content-Length headers"),
+                             (b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+                              b"both Content-Length and Transfer-Encoding")):
+        s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
+        s.sendall(b"POST " + url.encode() + b" HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n{}" + hidden)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+        s.close()
+        check(reply.startswith(b"HTTP/1.1 400") and message in reply and reply.count(b"HTTP/1.1") == 1,
+              f"a body framed two ways: {reply[:300]}")
     # A chunked body (no Content-Length) that grows over the limit: the
     # connection is closed once the limit is passed, before the body ends.
     # The body offered (64 MB) is far more than the socket buffers between

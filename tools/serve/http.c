@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "internal_api.h"
@@ -32,6 +33,7 @@ typedef struct request_ctx {
     int top;              /* /v1/classify: classes to list */
     char *error;          /* the message of an error reply */
     int error_status;
+    int close;            /* the connection closes after the reply */
 } request_ctx;
 
 serve_model *serve_find_model(serve_server *s, const char *name)
@@ -64,7 +66,7 @@ static enum MHD_Result reply(request_ctx *ctx, int status, const char *type, cha
         MHD_add_response_header(resp, "Inference-Header-Content-Length", value);
     }
     /* While draining, clients should take their next request elsewhere. */
-    if (ctx->server->draining) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (ctx->server->draining || ctx->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(ctx->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     ctx->state = ANSWERED;
@@ -321,6 +323,13 @@ static enum MHD_Result finish_inference(request_ctx *ctx)
 /* ----------------------------------------------------------- handlers */
 
 /* The first call, with the headers: set up the request's context. */
+static enum MHD_Result count_content_lengths(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind, (void)value;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) ++*(int *)cls;
+    return MHD_YES;
+}
+
 static enum MHD_Result begin_request(serve_server *s, struct MHD_Connection *conn, const char *url,
                                      const char *method, void **con_cls)
 {
@@ -338,6 +347,18 @@ static enum MHD_Result begin_request(serve_server *s, struct MHD_Connection *con
     s->in_flight++;
     pthread_mutex_unlock(&s->lock);
     if (!route(ctx, url)) return MHD_YES;
+    /* A body framed two ways (two Content-Lengths, or one and chunked) is
+     * refused and the connection closed: libmicrohttpd takes the first,
+     * a proxy in front may have taken another, and the rest of the body
+     * would run as a request of its own. */
+    int lengths = 0;
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_lengths, &lengths);
+    if (lengths > 1 || (lengths && MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                               MHD_HTTP_HEADER_TRANSFER_ENCODING))) {
+        ctx->close = 1;
+        if (lengths > 1) return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "the request has %d Content-Length headers", lengths);
+        return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "the request has both Content-Length and Transfer-Encoding");
+    }
     /* Refuse a body over the limit before reading any of it. */
     const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length && strtoull(length, NULL, 10) > s->opt.max_body)
