@@ -374,11 +374,13 @@ static enum MHD_Result append_body(request_ctx *ctx, const char *data, size_t si
      * cannot answer in the middle of a body, so the connection is closed. */
     if (size > limit - ctx->len) return MHD_NO;
     if (ctx->len + size > ctx->cap) {
-        /* The body's announced size, or room that doubles for a chunked one. */
+        /* Room that doubles as the body arrives, up to its announced size:
+         * a client that announces 64 MB and sends a byte holds 64 kB. */
         const char *length = MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         size_t announced = length ? (size_t)strtoull(length, NULL, 10) : 0;
-        size_t cap = ctx->cap ? ctx->cap : announced >= ctx->len + size ? announced : 65536;
+        size_t cap = ctx->cap ? ctx->cap : 65536;
         while (cap < ctx->len + size) cap = cap > limit / 2 ? limit : 2 * cap;
+        if (announced >= ctx->len + size && cap > announced) cap = announced;
         char *p = realloc(ctx->body, cap);
         if (!p) return MHD_NO;
         ctx->body = p;
