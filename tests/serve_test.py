@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,6 @@ try:
           f"nested data: {status}")
 
     # Binary tensors in and out, with every stage output.
-    import struct
     header = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [5, 1, 28, 28],
                           "parameters": {"binary_data_size": 5 * 784 * 4}}],
               "outputs": [{"name": n, "parameters": {"binary_data": True}}
@@ -264,6 +264,25 @@ try:
     check(run == sum(len(r[0]) for r in results.values()), f"images_total grew by {run}")
     check(batches < run, "concurrent requests were not batched")
     check(after['damamba_batch_size_bucket{model="fmnist",le="4"}'] == after[count], "a batch over -b 4")
+
+    # A response the client does not take whole (it reads a few bytes,
+    # then resets the connection) is logged and counted as none, code 0.
+    cut_key = 'damamba_requests_total{endpoint="infer",code="0"}'
+    cut_before = main.metrics().get(cut_key, 0)
+    cut_body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [500, 1, 28, 28],
+                                       "data": [0.5] * (500 * 784)}],
+                           "outputs": [{"name": f"stage{k}"} for k in range(4)]}).encode()
+    s = socket.create_connection(("127.0.0.1", main.port), timeout=60)
+    s.sendall(f"POST {FMNIST}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(cut_body)}\r\n\r\n".encode() +
+              cut_body)
+    check(s.recv(12) == b"HTTP/1.1 200", "the response to be cut off")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    deadline = time.time() + 30
+    while main.metrics().get(cut_key, 0) == cut_before and time.time() < deadline:
+        time.sleep(0.05)
+    check(main.metrics().get(cut_key, 0) == cut_before + 1, "a response cut off was not counted as code 0")
+    check(f'"POST {FMNIST}/infer" 0 0 ' in main.log_text(), "a response cut off was not logged as code 0")
 
     # -------------------------------------------------------------- metrics
     m = main.metrics()

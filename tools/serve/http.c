@@ -429,11 +429,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 /* The end of a request, answered or not: log it, count it, free it. */
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode why)
 {
-    (void)why;
     serve_server *s = cls;
     request_ctx *ctx = *con_cls;
     if (!ctx) return;
     double seconds = serve_now() - ctx->start;
+    /* A response cut off (the client gone, the idle timeout, shutdown)
+     * counts as none: status 0, as for a request closed before one. */
+    if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK) ctx->status = 0, ctx->response_bytes = 0;
     serve_metrics_request(&s->metrics, ctx->endpoint, ctx->status, seconds);
     char client[INET6_ADDRSTRLEN] = "-", stamp[32];
     const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
