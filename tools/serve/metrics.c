@@ -6,7 +6,7 @@
 
 static const double latency_bounds[SERVE_LATENCY_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                              0.1,   0.25,   0.5,   1,    2.5,   10};
-/* Status codes counted one by one; 0 is a connection closed without a
+/* Status codes counted one by one; 0 is a connection closed without a whole
  * response; the last kind is every other code. */
 static const int counted_status[SERVE_STATUS_KINDS - 1] = {0, 200, 400, 404, 405, 408, 413, 500, 503};
 
@@ -72,7 +72,7 @@ void serve_metrics_write(FILE *out, struct serve_server *s)
     pthread_mutex_unlock(&s->metrics.lock);
 
     fputs("# HELP damamba_requests_total HTTP requests by endpoint and status code (0: closed without "
-          "a response).\n# TYPE damamba_requests_total counter\n",
+          "a whole response).\n# TYPE damamba_requests_total counter\n",
           out);
     for (int ep = 0; ep < SERVE_EP_COUNT; ep++)
         for (int k = 0; k < SERVE_STATUS_KINDS; k++)
