@@ -3,7 +3,6 @@
 
 #include "error.h"
 #include "model.h"
-#include "files.h"
 #include "model_file.h"
 #include "safetensors.h"
 

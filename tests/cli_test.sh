@@ -382,6 +382,21 @@ got=$("$damamba" eval --task seg -q --no-reduce-zero-label -m "$seg_model" "$seg
 "$damamba" eval --task seg -q --per-class -m "$seg_model" "$seg_eval" | grep -q "^7 *bed *0.5365" ||
     fail "eval --task seg --per-class"
 "$damamba" eval --task seg -q -m "$seg_model" "$tmp" >/dev/null 2>&1 && fail "eval --task seg without images succeeded"
+# Annotations that are not PNG files: a FIFO is refused at once (reading it
+# waited for a writer forever), a cut PNG is named in the error.
+mkdir -p "$tmp/seg_odd/images/validation" "$tmp/seg_odd/annotations/validation"
+cp "$seg_eval/images/validation/"* "$tmp/seg_odd/images/validation/"
+mkfifo "$tmp/seg_odd/annotations/validation/a.png"
+head -c 100 "$seg_eval/annotations/validation/b.png" >"$tmp/seg_odd/annotations/validation/b.png"
+expect 1 "validation/a.png: not a regular file" "$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_odd"
+grep -q "validation/b.png: not a readable PNG annotation" "$tmp/expect.err" ||
+    fail "eval --task seg with a cut annotation: $(cat "$tmp/expect.err")"
+# A COCO annotation file that is a directory or a FIFO: refused at once.
+mkdir "$tmp/ann_dir" && mkfifo "$tmp/ann_fifo"
+for ann in ann_dir ann_fifo; do
+    expect 1 "$ann: \(is a directory\|not a regular file\)" "$damamba" detect -m "$golden/maskrcnn_micro.pth" \
+        --coco-annotations "$tmp/$ann" --coco-results "$tmp/res.json" "$golden/chelsea.png"
+done
 
 # eval refuses datasets it cannot score: no images, labels outside the
 # model's classes, more class folders than the model has classes.

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "files.h"
+#include "internal_api.h"
 #include "tensor_file.h"
 
 static char dir[64];

@@ -229,21 +229,26 @@ int cli_parse_task(const char *value, cli_task *task)
 
 char *cli_read_file(const char *path, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long len = -1;
-    if (f && fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) &&
-        fread(buf, 1, (size_t)len, f) == (size_t)len) {
-        buf[len] = 0;
-        *size = (size_t)len;
-        fclose(f);
-        return buf;
+    size_t len;
+    int fd = dm_open_input(path, &len);
+    if (fd < 0) {
+        cli_error("%s: %s", path, dm_last_error());
+        return NULL;
     }
-    cli_error("%s: cannot read: %s", path, f && buf ? "short read" : strerror(errno));
-    free(buf);
-    if (f) fclose(f);
-    return NULL;
+    char *buf = len < SIZE_MAX ? malloc(len + 1) : NULL;
+    size_t got = 0;
+    ssize_t n = 1;
+    while (buf && got < len && (n = read(fd, buf + got, len - got)) > 0) got += (size_t)n;
+    int err = errno;
+    close(fd);
+    if (!buf || got < len) {
+        cli_error("%s: cannot read: %s", path, !buf ? "out of memory" : n == 0 ? "the file shrank" : strerror(err));
+        free(buf);
+        return NULL;
+    }
+    buf[len] = 0;
+    *size = len;
+    return buf;
 }
 
 /* ------------------------------------------------------------- labels */

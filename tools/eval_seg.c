@@ -3,24 +3,39 @@
  * whole dataset as mmsegmentation's eval does. */
 #include "cli.h"
 
+#include "internal_api.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define IGNORE_INDEX 255
 
 /* The raw 8-bit samples of a one-channel (grey or palette) PNG: the class
  * indices of an annotation, never converted through a palette. */
+/* libpng's errors, named after the file, before its long jump back. */
+static void png_failed(png_structp png, png_const_charp message)
+{
+    cli_error("%s: not a readable PNG annotation: %s", (const char *)png_get_error_ptr(png), message);
+    png_longjmp(png, 1);
+}
+
+static void png_warned(png_structp png, png_const_charp message) { (void)png, (void)message; }
+
 static uint8_t *read_label_png(const char *path, int *w, int *h)
 {
-    FILE *f = fopen(path, "rb");
+    size_t size;
+    int fd = dm_open_input(path, &size);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
-        cli_error("%s: cannot open: %s", path, strerror(errno));
+        cli_error("%s: %s", path, fd < 0 ? dm_last_error() : strerror(errno));
+        if (fd >= 0) close(fd);
         return NULL;
     }
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, (png_voidp)path, png_failed, png_warned);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     uint8_t *volatile pixels = NULL;
     int ok = info != NULL;

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "files.h"
+#include "internal_api.h"
 #include "image_check.h"
 #include "jpeg.h"
 #include "json.h"

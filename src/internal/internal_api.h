@@ -110,6 +110,12 @@ typedef struct dm_outfile {
     char *path, *tmp;
 } dm_outfile;
 
+/* A descriptor (close it) of the regular file at path, and its size; or -1
+ * with the error set, without the path (callers add it).  An input must be
+ * a regular file: a FIFO, device or directory is refused before anything
+ * is read from it, so opening one never blocks. */
+int dm_open_input(const char *path, size_t *size);
+
 /* DM_ERR_ARGUMENT when path is the same file (device and inode, so hard
  * links and other spellings count) as one of the count inputs: replacing it
  * would destroy an input.  NULL inputs are skipped. */

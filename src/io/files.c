@@ -1,4 +1,6 @@
-#include "files.h"
+/* files.c - opening inputs without blocking, and writing outputs whole
+ * through temporary files (declared in internal_api.h). */
+#include "internal_api.h"
 
 #include "error.h"
 

@@ -7,7 +7,7 @@
 
 #include "error.h"
 #include "json.h"
-#include "files.h"
+#include "internal_api.h"
 
 #include <errno.h>
 #include <stdio.h>

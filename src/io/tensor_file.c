@@ -3,7 +3,7 @@
 #include "tensor_file.h"
 
 #include "error.h"
-#include "files.h"
+#include "internal_api.h"
 
 #include <errno.h>
 #include <stdlib.h>
