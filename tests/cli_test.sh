@@ -293,6 +293,22 @@ grep -q "^$tmp/pair/good.png: [0-9]* objects\?$" "$tmp/blocked.out" || fail "det
 grep -q "good.png" "$tmp/blocked.err" || fail "detect, drawing blocked, not reported: $(cat "$tmp/blocked.err")"
 [ "$(ls -A "$tmp/blocked")" = "good.png" ] && [ -d "$tmp/blocked/good.png/kept" ] ||
     fail "detect, drawing blocked, left: $(ls -AR "$tmp/blocked")"
+# Standard output that cannot be written (a full device, closed): the
+# command says so and exits 1; a closed stdout's number is not handed to
+# an output file, which holds its tensor alone.
+for cmd in "classify" "classify --json" "eval -q"; do
+    target="$samples/bag.png"
+    [ "$cmd" = "eval -q" ] && target="$fmnist"
+    $damamba $cmd "$target" >/dev/full 2>"$tmp/full.err"
+    [ $? -eq 1 ] && grep -q "cannot write to standard output" "$tmp/full.err" ||
+        fail "$cmd >/dev/full: $(cat "$tmp/full.err")"
+    $damamba $cmd "$target" >&- 2>"$tmp/full.err"
+    [ $? -eq 1 ] && grep -q "cannot write to standard output" "$tmp/full.err" || fail "$cmd >&-: $(cat "$tmp/full.err")"
+done
+"$damamba" preprocess "$samples/bag.png" -o "$tmp/closed_stdout.safetensors" >&- ||
+    fail "preprocess with stdout closed"
+"$damamba" run -i "$tmp/closed_stdout.safetensors" -o "$tmp/closed_run.safetensors" >/dev/null 2>&1 ||
+    fail "the tensor preprocess wrote with stdout closed does not read back"
 # Class names a checkpoint may carry (metadata "classes"): UTF-8, control
 # characters and an escape sequence.  The drawing's font has printable
 # ASCII only (other bytes drawn as '?'); text output escapes control

@@ -1,7 +1,10 @@
 /* damamba - the command-line program: one word per job. */
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct {
     const char *name;
@@ -44,7 +47,7 @@ static int (*find_command(const char *name))(int, char **)
     return NULL;
 }
 
-int main(int argc, char **argv)
+static int run_command(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -69,4 +72,33 @@ int main(int argc, char **argv)
     }
     int (*run)(int, char **) = find_command(argv[1]);
     return run ? run(argc - 1, argv + 1) : 2;
+}
+
+/* A standard stream the caller closed (>&-) is opened again, on /dev/full
+ * for output (writes then fail and are reported) and /dev/null for input:
+ * otherwise the next file opened takes its number, and printf writes
+ * into an output file. */
+static void hold_standard_streams(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        /* the lowest free number: fd itself, as those below are open */
+        if (open(fd ? "/dev/full" : "/dev/null", fd ? O_WRONLY : O_RDONLY) < 0 && fd) open("/dev/null", O_WRONLY);
+    }
+}
+
+/* A command's exit status, made 1 when what it wrote to standard output did
+ * not all get there (a full disk, a closed pipe, /dev/full). */
+static int flushed(int status)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return status;
+    cli_error("cannot write to standard output: %s", errno ? strerror(errno) : "a write failed");
+    return status ? status : 1;
+}
+
+int main(int argc, char **argv)
+{
+    hold_standard_streams();
+    return flushed(run_command(argc, argv));
 }
