@@ -226,6 +226,15 @@ START_TEST(every_format_decodes)
     e.size = 0;
     ck_assert(stbi_write_bmp_to_func(collect, &e, W, H, 3, rgb));
     expect_pixels(e.data, e.size, 3, rgb, W, H, 0, "BMP");
+    /* the same rows top-down, as a negative height says (its header size
+     * had wrapped to 17 TB in the decode estimate) */
+    size_t offset = e.data[10] | e.data[11] << 8, row = (W * 3 + 3) / 4 * 4;
+    uint8_t flipped[H * row];
+    for (int y = 0; y < H; y++) memcpy(flipped + y * row, e.data + offset + (H - 1 - y) * row, row);
+    memcpy(e.data + offset, flipped, sizeof flipped);
+    int32_t height = -H;
+    memcpy(e.data + 22, &height, 4); /* little-endian, as the tests' hosts */
+    expect_pixels(e.data, e.size, 3, rgb, W, H, 0, "BMP top-down");
     e.size = 0;
     ck_assert(stbi_write_tga_to_func(collect, &e, W, H, 3, rgb));
     expect_pixels(e.data, e.size, 3, rgb, W, H, 0, "TGA");

@@ -115,6 +115,7 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
     if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
         return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
                        stbi_failure_reason());
+    if (*h < 0) *h = -*h; /* a top-down BMP's (the screen refused INT_MIN) */
     if ((st = dm_image_within(*w, *h, max_pixels))) return st;
     /* stb_image holds the decoded samples (2 bytes each at 16 bits, and a
      * GIF frame as RGBA), and about twice that in its working buffers. */
