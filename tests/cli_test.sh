@@ -177,7 +177,7 @@ head -c 400 "$tmp/feats/sneaker.safetensors" |
 cmp -s "$tmp/feats/bag.safetensors" "$tmp/feats/coat.safetensors" && fail "features -d: bag and coat alike"
 echo "$samples/bag.png" | "$damamba" features -q -d "$tmp/feats2" @- "$samples/bag.png" 2>"$tmp/err.txt"
 [ $? -eq 1 ] || fail "features -d with two images named bag did not exit 1"
-grep -q "skipped, an earlier image was written as $tmp/feats2/bag.safetensors" "$tmp/err.txt" ||
+grep -q "the output $tmp/feats2/bag.safetensors was written for an earlier image of this run" "$tmp/err.txt" ||
     fail "features -d: no error for the second bag"
 "$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" "$samples/coat.png" 2>/dev/null
 [ $? -eq 2 ] || fail "features -o with two images is not a usage error"
@@ -309,6 +309,36 @@ done
     fail "preprocess with stdout closed"
 "$damamba" run -i "$tmp/closed_stdout.safetensors" -o "$tmp/closed_run.safetensors" >/dev/null 2>&1 ||
     fail "the tensor preprocess wrote with stdout closed does not read back"
+# Outputs named after their inputs never replace a file the run reads or
+# an output it wrote: the image is reported and skipped (exit 1), the
+# file left as it was; a single output that is an input is refused (2).
+mkdir -p "$tmp/own/src" "$tmp/own/out"
+cp "$tmp/pair/good.png" "$tmp/own/src/x.png"
+cp "$tmp/pair/good.png" "$tmp/own/out/x.png"
+cp "$tmp/pair/good.png" "$tmp/own/out/y.png"
+cp "$tmp/pair/good.png" "$tmp/own/out/y_seg.png"
+cp "$samples/bag.png" "$tmp/own/out/a.safetensors"
+cp "$tmp/own/out/x.png" "$tmp/own/kept.png"
+expect 1 "src/x.png: the output $tmp/own/out/x.png is one of this run's inputs" "$damamba" detect -q \
+    -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/own/out" "$tmp/own/src/x.png" "$tmp/own/out/x.png"
+cmp -s "$tmp/own/out/x.png" "$tmp/own/kept.png" || fail "detect --draw replaced an input"
+expect 1 "y.png: the output $tmp/own/out/y_seg.png is one of this run's inputs" "$damamba" segment -q \
+    -m "$seg_model" --mode whole -o "$tmp/own/out" "$tmp/own/out/y.png" "$tmp/own/out/y_seg.png"
+cmp -s "$tmp/own/out/y_seg.png" "$tmp/own/kept.png" || fail "segment replaced an input"
+[ -s "$tmp/own/out/y_seg_seg.png" ] || fail "segment skipped more than the image whose output is an input"
+expect 1 "a.safetensors: the output $tmp/own/out/a.safetensors is one of this run's inputs" "$damamba" features -q \
+    -d "$tmp/own/out" "$tmp/own/out/a.safetensors"
+cmp -s "$tmp/own/out/a.safetensors" "$samples/bag.png" || fail "features -d replaced an input"
+echo '{"images": [{"file_name": "x.png", "id": 1}]}' >"$tmp/own/ann.json"
+cp "$tmp/own/ann.json" "$tmp/own/ann_kept.json"
+expect 2 "the output $tmp/own/ann.json is one of this run's inputs" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
+    --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/ann.json" "$tmp/own/src/x.png"
+cmp -s "$tmp/own/ann.json" "$tmp/own/ann_kept.json" || fail "--coco-results replaced the annotation file"
+# Results of a run where every image failed do not replace earlier ones.
+echo "earlier results" >"$tmp/own/res.json"
+expect 1 "res.json: not written: no image was detected" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
+    --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/res.json" "$tmp/pair/bad.png"
+[ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "--coco-results of no image replaced the file"
 # Class names a checkpoint may carry (metadata "classes"): UTF-8, control
 # characters and an escape sequence.  The drawing's font has printable
 # ASCII only (other bytes drawn as '?'); text output escapes control

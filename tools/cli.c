@@ -435,12 +435,12 @@ static int first_visit(cli_files *f, const struct stat *sb)
         if (f->dirs[i].dev == sb->st_dev && f->dirs[i].ino == sb->st_ino) return 0;
     if (f->dir_count == f->dir_cap) {
         size_t cap = f->dir_cap ? 2 * f->dir_cap : 16;
-        cli_dir_id *d = realloc(f->dirs, cap * sizeof *d);
+        cli_file_id *d = realloc(f->dirs, cap * sizeof *d);
         if (!d) return -1;
         f->dirs = d;
         f->dir_cap = cap;
     }
-    f->dirs[f->dir_count++] = (cli_dir_id){sb->st_dev, sb->st_ino};
+    f->dirs[f->dir_count++] = (cli_file_id){sb->st_dev, sb->st_ino};
     return 1;
 }
 
@@ -530,6 +530,86 @@ void cli_files_free(cli_files *files)
     free(files->paths);
     free(files->dirs);
     *files = (cli_files){0};
+}
+
+/* --------------------------------------------------------- outputs */
+
+static int compare_ids(const void *a, const void *b)
+{
+    const cli_file_id *x = a, *y = b;
+    if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Add the file at path ("-": standard input's) if it exists. */
+static void add_input_id(cli_outputs *o, const char *path)
+{
+    struct stat st;
+    if (path && (strcmp(path, "-") ? stat(path, &st) : fstat(0, &st)) == 0)
+        o->inputs[o->input_count++] = (cli_file_id){st.st_dev, st.st_ino};
+}
+
+int cli_outputs_init(cli_outputs *o, const cli_files *images, char *const *args, int arg_count,
+                     const char *const *others, size_t other_count)
+{
+    *o = (cli_outputs){0};
+    if (!(o->inputs = malloc(sizeof *o->inputs * (images->count + (size_t)arg_count + other_count + 1)))) {
+        cli_error("out of memory");
+        return 0;
+    }
+    for (size_t i = 0; i < images->count; i++) add_input_id(o, images->paths[i]);
+    for (int i = 0; i < arg_count; i++)
+        if (args[i][0] == '@' && strcmp(args[i], "@-")) add_input_id(o, args[i] + 1);
+    for (size_t i = 0; i < other_count; i++) add_input_id(o, others[i]);
+    qsort(o->inputs, o->input_count, sizeof *o->inputs, compare_ids);
+    return 1;
+}
+
+int cli_outputs_claim(cli_outputs *o, const char *input, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && bsearch(&(cli_file_id){st.st_dev, st.st_ino}, o->inputs, o->input_count,
+                                        sizeof *o->inputs, compare_ids)) {
+        cli_error("%s: the output %s is one of this run's inputs", input, path);
+        return 0;
+    }
+    /* the first written path not before path, where path goes */
+    size_t lo = 0, hi = o->written_count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (strcmp(o->written[mid], path) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < o->written_count && !strcmp(o->written[lo], path)) {
+        cli_error("%s: the output %s was written for an earlier image of this run", input, path);
+        return 0;
+    }
+    if (o->written_count == o->written_cap) {
+        size_t cap = o->written_cap ? 2 * o->written_cap : 64;
+        char **grown = realloc(o->written, sizeof *grown * cap);
+        if (!grown) {
+            cli_error("out of memory");
+            return 0;
+        }
+        o->written = grown, o->written_cap = cap;
+    }
+    char *copy = strdup(path);
+    if (!copy) {
+        cli_error("out of memory");
+        return 0;
+    }
+    memmove(o->written + lo + 1, o->written + lo, sizeof *o->written * (o->written_count - lo));
+    o->written[lo] = copy;
+    o->written_count++;
+    return 1;
+}
+
+void cli_outputs_free(cli_outputs *o)
+{
+    for (size_t i = 0; i < o->written_count; i++) free(o->written[i]);
+    free(o->written);
+    free(o->inputs);
+    *o = (cli_outputs){0};
 }
 
 int cli_parse_shard(const char *value, int *index, int *count)

@@ -153,15 +153,15 @@ char *cli_read_file(const char *path, size_t *size);
 
 /* ------------------------------------------------------------ file lists */
 
-typedef struct cli_dir_id {
+typedef struct cli_file_id {
     dev_t dev;
     ino_t ino;
-} cli_dir_id;
+} cli_file_id;
 
 typedef struct cli_files {
     char **paths; /* NULL marks where '@-' reads a list from standard input */
     size_t count, cap;
-    cli_dir_id *dirs; /* directories walked so far */
+    cli_file_id *dirs; /* directories walked so far */
     size_t dir_count, dir_cap;
 } cli_files;
 
@@ -175,6 +175,28 @@ typedef struct cli_files {
 int cli_files_add(cli_files *files, const char *arg);
 
 void cli_files_free(cli_files *files);
+
+/* The files a command writing one or more outputs per input image must
+ * not replace: every input of the run (the expanded images, the files of
+ * @LIST arguments, the model and any other file it reads) and what it has
+ * written itself. */
+typedef struct cli_outputs {
+    cli_file_id *inputs; /* device and inode, sorted */
+    size_t input_count;
+    char **written; /* sorted */
+    size_t written_count, written_cap;
+} cli_outputs;
+
+/* From the images (cli_files_add's expansion), the command-line arguments
+ * args[0 .. arg_count) (for their @LIST files) and other_count other
+ * inputs (NULL skipped).  Prints and returns 0 when out of memory. */
+int cli_outputs_init(cli_outputs *o, const cli_files *images, char *const *args, int arg_count,
+                     const char *const *others, size_t other_count);
+/* May the output for input be written at path?  0 (printed, naming input)
+ * when it is one of the run's inputs or was written before in the run;
+ * otherwise it counts as written. */
+int cli_outputs_claim(cli_outputs *o, const char *input, const char *path);
+void cli_outputs_free(cli_outputs *o);
 
 /* The names in a directory, except those starting with '.', in byte order.
  * Prints the error and returns 0 on failure. */

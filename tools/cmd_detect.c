@@ -195,8 +195,9 @@ static int draw_detections(const char *path, const dm_image *img, const dm_detec
     return ok;
 }
 
-/* DIR/NAME.png for an input path; refuses to name the input itself. */
-static int drawing_path(const char *dir, const char *input, char *out, size_t size)
+/* DIR/NAME.png for an input path, unless it would replace one of the run's
+ * inputs or drawings. */
+static int drawing_path(const char *dir, const char *input, cli_outputs *outs, char *out, size_t size)
 {
     const char *base = strrchr(input, '/');
     base = base ? base + 1 : input;
@@ -206,12 +207,7 @@ static int drawing_path(const char *dir, const char *input, char *out, size_t si
         cli_error("%s: output path too long", input);
         return 0;
     }
-    struct stat a, b;
-    if (stat(out, &a) == 0 && stat(input, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
-        cli_error("%s: --draw would overwrite the input image; choose another -o DIR", input);
-        return 0;
-    }
-    return 1;
+    return cli_outputs_claim(outs, input, out);
 }
 
 /* ----------------------------------------------------------------- run */
@@ -278,6 +274,17 @@ int cmd_detect(int argc, char **argv)
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
+    /* nothing written replaces what the run reads or wrote */
+    cli_outputs outs;
+    if (!cli_outputs_init(&outs, &files, argv + optind, argc - optind, (const char *[]){o.model, o.annotations}, 2)) {
+        cli_files_free(&files);
+        return 1;
+    }
+    if (o.results && !cli_outputs_claim(&outs, "--coco-results", o.results)) {
+        cli_outputs_free(&outs);
+        cli_files_free(&files);
+        return 2;
+    }
     cli_detector det = {.backend = o.backend};
     dm_det_settings_default(&det.settings);
     det.settings.score_thr = o.score_thr;
@@ -339,7 +346,8 @@ int cmd_detect(int argc, char **argv)
             if (o.json) print_json(path, &d, &labels);
             else print_text(path, &d, &labels);
             char out[4096];
-            if (o.draw && (!drawing_path(o.out_dir, path, out, sizeof out) || !draw_detections(out, &img, &d, &labels)))
+            if (o.draw &&
+                (!drawing_path(o.out_dir, path, &outs, out, sizeof out) || !draw_detections(out, &img, &d, &labels)))
                 bad++;
             for (int i = 0; results && i < d.count; i++) {
                 fprintf(results, "%s\n{\"image_id\": %lld, ", written++ ? "," : "", (long long)image_id);
@@ -353,6 +361,10 @@ int cmd_detect(int argc, char **argv)
         cli_progress_update(&progress, f + 1, bad);
     }
     cli_progress_end(&progress, "detected");
+    if (results && bad == files.count) {
+        cli_error("%s: not written: no image was detected", o.results);
+        goto done;
+    }
     if (results) {
         fputs("\n]\n", results);
         results = NULL;
@@ -368,6 +380,7 @@ done:
     coco_images_free(images, nimages);
     cli_det_classes_free(&labels);
     dm_model_free(m);
+    cli_outputs_free(&outs);
     cli_files_free(&files);
     return rc;
 }

@@ -289,9 +289,9 @@ static int extract(const dm_model *m, feature_ws *fw, const float *input, int h,
 }
 
 /* DIR/NAME.safetensors for an image: NAME is its file name without the
- * extension, "stdin" for standard input.  NULL (printed) when an earlier
- * image of this run took NAME. */
-static char *output_path(const char *dir, const char *image, cli_files *taken)
+ * extension, "stdin" for standard input.  NULL (printed) when it would
+ * replace one of the run's inputs or what an earlier image wrote. */
+static char *output_path(const char *dir, const char *image, cli_outputs *outs)
 {
     char *copy = strdup(image), *out = NULL;
     if (!copy) {
@@ -300,14 +300,11 @@ static char *output_path(const char *dir, const char *image, cli_files *taken)
     }
     char *name = strcmp(image, "-") ? basename(copy) : "stdin", *dot = strrchr(name, '.');
     if (dot && dot != name) *dot = '\0';
-    for (size_t i = 0; i < taken->count; i++)
-        if (!strcmp(taken->paths[i], name)) {
-            cli_error("%s: skipped, an earlier image was written as %s/%s.safetensors", image, dir, name);
-            free(copy);
-            return NULL;
-        }
-    if (!cli_files_add(taken, name) || asprintf(&out, "%s/%s.safetensors", dir, name) < 0) {
+    if (asprintf(&out, "%s/%s.safetensors", dir, name) < 0) {
         cli_error("out of memory");
+        out = NULL;
+    } else if (!cli_outputs_claim(outs, image, out)) {
+        free(out);
         out = NULL;
     }
     free(copy);
@@ -323,14 +320,18 @@ static int extract_all(const image_args *a, const dm_model *m, const dm_preproce
     }
     cli_source source;
     if (!cli_source_init(&source, a->images, a->count, 0, 1)) return 2;
-    cli_files taken = {0};
+    cli_outputs outs;
+    if (!cli_outputs_init(&outs, &source.files, a->images, a->count, &a->model, 1)) {
+        cli_source_free(&source);
+        return 1;
+    }
     feature_ws fw = {0};
     cli_progress progress;
     cli_progress_start(&progress, cli_source_total(&source), a->quiet);
     int h, w;
     size_t done = 0, bad = 0;
     for (char *image; (image = cli_source_next(&source)); free(image)) {
-        char *out = output_path(a->output_dir, image, &taken);
+        char *out = output_path(a->output_dir, image, &outs);
         cli_progress_clear(&progress);
         float *input = out ? cli_load_image(image, prep, &h, &w) : NULL;
         bad += !(input && extract(m, &fw, input, h, w, out, image));
@@ -341,7 +342,7 @@ static int extract_all(const image_args *a, const dm_model *m, const dm_preproce
     cli_progress_end(&progress, "extracted features of");
     int failed = bad || source.failed;
     dm_workspace_free(fw.ws);
-    cli_files_free(&taken);
+    cli_outputs_free(&outs);
     cli_source_free(&source);
     return failed ? 1 : 0;
 }

@@ -158,9 +158,15 @@ static int output_path(char *out, size_t size, const char *dir, const char *inpu
     return 0;
 }
 
-/* Segment one file; returns 0 (printed) when it failed. */
-static int segment_file(segmenter *s, const char *path, const char *dir, int overlay, int json)
+/* Segment one file; returns 0 (printed) when it failed, or when its
+ * outputs would replace one of the run's inputs or outputs. */
+static int segment_file(segmenter *s, cli_outputs *outs, const char *path, const char *dir, int overlay, int json)
 {
+    char seg_out[PATH_MAX], overlay_out[PATH_MAX];
+    if (!output_path(seg_out, sizeof seg_out, dir, path, "seg") || !cli_outputs_claim(outs, path, seg_out) ||
+        (overlay && (!output_path(overlay_out, sizeof overlay_out, dir, path, "overlay") ||
+                     !cli_outputs_claim(outs, path, overlay_out))))
+        return 0;
     dm_image img;
     if (dm_image_load(path, 3, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
@@ -170,18 +176,14 @@ static int segment_file(segmenter *s, const char *path, const char *dir, int ove
     size_t n = (size_t)img.width * img.height;
     int32_t *labels = malloc(sizeof(int32_t) * n);
     uint8_t *map = malloc(n);
-    char out[PATH_MAX];
     if (!labels || !map) {
         cli_error("out of memory");
         goto done;
     }
     if (!cli_segment_image(&s->run, path, &img, labels)) goto done;
     for (size_t p = 0; p < n; p++) map[p] = (uint8_t)labels[p];
-    if (!output_path(out, sizeof out, dir, path, "seg") ||
-        !write_label_png(out, map, img.width, img.height, s->palette, s->classes))
-        goto done;
-    if (overlay && (!output_path(out, sizeof out, dir, path, "overlay") || !write_overlay(out, &img, map, s->palette)))
-        goto done;
+    if (!write_label_png(seg_out, map, img.width, img.height, s->palette, s->classes)) goto done;
+    if (overlay && !write_overlay(overlay_out, &img, map, s->palette)) goto done;
     if (json) print_json(path, img.width, img.height, map, s);
     ok = 1;
 done:
@@ -238,6 +240,11 @@ int cmd_segment(int argc, char **argv)
     int failed = 0;
     cli_files files = {0};
     for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
+    cli_outputs outs;
+    if (!cli_outputs_init(&outs, &files, argv + optind, argc - optind, (const char *[]){model_path}, 1)) {
+        cli_files_free(&files);
+        return 1;
+    }
     dm_model *m = cli_load_model(model_path, ema);
     s.run.model = m;
     if (m && dm_model_config(m)->seg_classes == 0) cli_error("%s: not a segmentation model (no decode_head.*)", model_path);
@@ -250,7 +257,7 @@ int cmd_segment(int argc, char **argv)
         cli_progress_start(&progress, files.count, quiet);
         size_t bad = 0;
         for (size_t i = 0; i < files.count; i++) {
-            if (!segment_file(&s, files.paths[i], dir, overlay, json)) {
+            if (!segment_file(&s, &outs, files.paths[i], dir, overlay, json)) {
                 bad++;
                 if (json) {
                     fputs("{\"file\": ", stdout);
@@ -266,10 +273,12 @@ int cmd_segment(int argc, char **argv)
         cli_progress_end(&progress, "segmented");
         cli_segmenter_free(&s.run);
         dm_model_free(m);
+        cli_outputs_free(&outs);
         cli_files_free(&files);
         return failed || bad ? 1 : 0;
     }
     dm_model_free(m);
+    cli_outputs_free(&outs);
     cli_files_free(&files);
     return 1;
 }

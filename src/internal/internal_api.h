@@ -118,7 +118,8 @@ int dm_open_input(const char *path, size_t *size);
 
 /* DM_ERR_ARGUMENT when path is the same file (device and inode, so hard
  * links and other spellings count) as one of the count inputs: replacing it
- * would destroy an input.  NULL inputs are skipped. */
+ * would destroy an input.  NULL inputs are skipped; "-" is the file on
+ * standard input, if it is one. */
 dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count);
 
 /* Create the temporary file for path; write through out->f. */

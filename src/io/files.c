@@ -40,7 +40,9 @@ dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t
     if (stat(path, &out) != 0) return DM_OK; /* a new file is no input */
     for (size_t i = 0; i < count; i++) {
         struct stat in;
-        if (inputs[i] && stat(inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+        /* "-" is standard input: the file behind it, if any */
+        int known = inputs[i] && (strcmp(inputs[i], "-") ? stat(inputs[i], &in) : fstat(0, &in)) == 0;
+        if (known && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
             return dm_fail(DM_ERR_ARGUMENT, "%s: the output is the input file %s; choose another name", path,
                            inputs[i]);
     }
