@@ -334,6 +334,9 @@ cp "$tmp/own/ann.json" "$tmp/own/ann_kept.json"
 expect 2 "the output $tmp/own/ann.json is one of this run's inputs" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
     --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/ann.json" "$tmp/own/src/x.png"
 cmp -s "$tmp/own/ann.json" "$tmp/own/ann_kept.json" || fail "--coco-results replaced the annotation file"
+# An image read from standard input is an input too.
+expect 2 "the output is the input file -" sh -c '"$1" preprocess - -o "$2" <"$2"' sh "$damamba" "$tmp/own/kept.png"
+cmp -s "$tmp/own/kept.png" "$tmp/own/out/x.png" || fail "preprocess - -o replaced the file on standard input"
 # Results of a run where every image failed do not replace earlier ones.
 echo "earlier results" >"$tmp/own/res.json"
 expect 1 "res.json: not written: no image was detected" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
