@@ -77,17 +77,6 @@ static void *model_alloc(dm_model *m, size_t bytes)
     return p;
 }
 
-/* Free p, one of m's allocations. */
-static void model_release(dm_model *m, void *p)
-{
-    for (size_t i = m->alloc_count; i-- > 0;)
-        if (m->allocs[i] == p) {
-            free(p);
-            m->allocs[i] = m->allocs[--m->alloc_count];
-            return;
-        }
-}
-
 typedef struct shape {
     int ndim;
     int64_t d[4];
@@ -638,9 +627,18 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
     return DM_OK;
 }
 
+/* A view's own memory: its tensor list and index (the names are the
+ * file's). */
+static void view_free(dm_tensor_file *view)
+{
+    free(view->tensors);
+    free(view->by_name);
+}
+
 /* The tensors of file whose names start with prefix but not with skip
  * (NULL: none skipped), under their names without prefix (pointing into
- * file's names: free only view->tensors). */
+ * file's names: free with view_free), indexed by name: a checkpoint of
+ * many tensors is bound in n log n, not n^2. */
 static dm_status prefix_view(const dm_tensor_file *file, const char *prefix, const char *skip, dm_tensor_file *view)
 {
     *view = (dm_tensor_file){.tensors = malloc((file->count + 1) * sizeof *view->tensors)};
@@ -652,7 +650,9 @@ static dm_status prefix_view(const dm_tensor_file *file, const char *prefix, con
             view->tensors[view->count] = file->tensors[i];
             view->tensors[view->count++].name += n;
         }
-    return DM_OK;
+    dm_status st = dm_tensor_file_index(view);
+    if (st) view_free(view);
+    return st;
 }
 
 /* Checkpoints of a backbone with heads, told apart by one of their
@@ -692,7 +692,7 @@ static dm_status split_checkpoint(const dm_tensor_file *file, const checkpoint_k
                            kind->parts[3] ? ", " : "", kind->parts[3] ? kind->parts[3] : "");
     }
     dm_status st = prefix_view(file, kind->parts[0], NULL, backbone);
-    if (!st && (st = prefix_view(file, kind->head_prefix, kind->parts[0], head))) free(backbone->tensors);
+    if (!st && (st = prefix_view(file, kind->head_prefix, kind->parts[0], head))) view_free(backbone);
     return st;
 }
 
@@ -767,8 +767,8 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
         st = dm_model_build(&cfg, &src, out);
     }
     if (kind) {
-        free(backbone.tensors);
-        free(head.tensors);
+        view_free(&backbone);
+        view_free(&head);
     }
     if (st) return st;
     dm_model *m = *out;
@@ -983,7 +983,34 @@ static void walk_model(dm_model *m, param_visit visit, void *ctx)
 typedef struct packer {
     dm_model *model;
     dm_status status;
+    size_t *order, count; /* the allocations before packing, by address */
 } packer;
+
+static int by_address(const void *a, const void *b, void *allocs)
+{
+    uintptr_t x = (uintptr_t)((void **)allocs)[*(const size_t *)a], y = (uintptr_t)((void **)allocs)[*(const size_t *)b];
+    return x < y ? -1 : x > y;
+}
+
+/* Free the unpacked weight p, found among the allocations by address (a
+ * search through them all for each of a model's thousands of products
+ * took quadratic time), leaving a hole that pack_products closes. */
+static void release_unpacked(packer *p, void *weight)
+{
+    void **allocs = p->model->allocs;
+    size_t lo = 0, hi = p->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uintptr_t at = (uintptr_t)allocs[p->order[mid]];
+        if (at == (uintptr_t)weight) {
+            free(weight);
+            allocs[p->order[mid]] = NULL;
+            return;
+        }
+        if (at < (uintptr_t)weight) lo = mid + 1;
+        else hi = mid;
+    }
+}
 
 static void pack_product(void *ctx, float **param, size_t floats, const dm_product *product)
 {
@@ -996,14 +1023,22 @@ static void pack_product(void *ctx, float **param, size_t floats, const dm_produ
         return;
     }
     dm_pack_panels(*param, product->n, product->k, packed);
-    model_release(p->model, *param);
+    release_unpacked(p, *param);
     *param = packed;
 }
 
 static dm_status pack_products(dm_model *m)
 {
-    packer p = {m, DM_OK};
+    packer p = {m, DM_OK, malloc((m->alloc_count ? m->alloc_count : 1) * sizeof *p.order), m->alloc_count};
+    if (!p.order) return dm_fail(DM_ERR_NOMEM, "out of memory packing the weights");
+    for (size_t i = 0; i < p.count; i++) p.order[i] = i;
+    qsort_r(p.order, p.count, sizeof *p.order, by_address, m->allocs);
     walk_model(m, pack_product, &p);
+    free(p.order);
+    size_t kept = 0;
+    for (size_t i = 0; i < m->alloc_count; i++)
+        if (m->allocs[i]) m->allocs[kept++] = m->allocs[i];
+    m->alloc_count = kept;
     return p.status;
 }
 
