@@ -327,9 +327,9 @@ static void put_state_dict(bytes *b, const tensor_spec *t, size_t n)
 static bytes make_archive(const bytes *pkl, size_t storage_bytes, int zip64)
 {
     const char *names[2] = {"a/data.pkl", "a/data/0"};
-    unsigned char storage[256];
-    for (size_t i = 0; i < sizeof storage; i++) storage[i] = (unsigned char)i;
-    ck_assert_uint_le(storage_bytes, sizeof storage);
+    unsigned char *storage = malloc(storage_bytes ? storage_bytes : 1);
+    ck_assert_ptr_nonnull(storage);
+    for (size_t i = 0; i < storage_bytes; i++) storage[i] = (unsigned char)i;
     const void *data[2] = {pkl->p, storage};
     size_t sizes[2] = {pkl->n, storage_bytes}, offsets[2];
     bytes z = {0}, cd = {0};
@@ -373,6 +373,7 @@ static bytes make_archive(const bytes *pkl, size_t storage_bytes, int zip64)
     put_le(&z, zip64 ? 0xFFFFFFFF : cd.n, 4); put_le(&z, zip64 ? 0xFFFFFFFF : cd_offset, 4);
     put_le(&z, 0, 2);
     free(cd.p);
+    free(storage);
     return z;
 }
 
@@ -726,6 +727,36 @@ START_TEST(duplicate_after_module_prefix)
 }
 END_TEST
 
+START_TEST(views_beyond_the_archive)
+{
+    /* Views of one 1 MiB storage: two hold 2 MiB and load; eight would
+     * copy out 8 MiB from a file of 1 MiB, more than twice it (plus
+     * 1 MiB), and are refused. */
+    enum { FLOATS = 1 << 18 };
+    tensor_spec views[8];
+    char names[8][8];
+    for (int i = 0; i < 8; i++) {
+        snprintf(names[i], sizeof names[i], "w%d", i);
+        views[i] = (tensor_spec){names[i], FLOATS, 0, 1, {FLOATS}, {1}};
+    }
+    for (int n = 2; n <= 8; n += 6) {
+        bytes pkl = {0};
+        put_state_dict(&pkl, views, (size_t)n);
+        bytes z = make_archive(&pkl, 4 * FLOATS, 0);
+        if (n == 2) {
+            dm_tensor_file f;
+            ck_assert_msg(dm_pth_parse(z.p, z.n, 0, &f) == DM_OK, "%s", dm_last_error());
+            ck_assert_uint_eq(f.count, 2);
+            dm_tensor_file_close(&f);
+        } else {
+            expect_error(&z, DM_ERR_FORMAT, "the state dict's tensors hold 8 MB, over twice the archive's 1 MB");
+        }
+        free(pkl.p);
+        free(z.p);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pth");
@@ -763,6 +794,7 @@ int main(void)
     tcase_add_test(bad, non_contiguous_view);
     tcase_add_test(bad, missing_storage_member);
     tcase_add_test(bad, duplicate_after_module_prefix);
+    tcase_add_test(bad, views_beyond_the_archive);
     suite_add_tcase(s, bad);
     return test_run(s);
 }

@@ -122,6 +122,16 @@ static dm_status read_state_dict(dm_zip *zip, const char *prefix, size_t prefix_
         dm_status st = bind_tensor(zip, prefix, prefix_len, value, t);
         if (st) return st;
     }
+    /* Tensors may be views of one storage, as PyTorch allows, but a model's
+     * weights overlap little: tensors holding more than twice the archive's
+     * bytes are refused, or a small file could ask for gigabytes once its
+     * tensors are copied out (a thousand views of one 4 MiB storage). */
+    uint64_t held = 0;
+    for (size_t i = 0; i < out->count; i++) held += out->tensors[i].nbytes;
+    if (held > 2 * (uint64_t)zip->size + (1u << 20))
+        return dm_fail(DM_ERR_FORMAT, "the state dict's tensors hold %llu MB, over twice the archive's %llu MB: "
+                       "they share storage beyond what a model's weights do", (unsigned long long)(held >> 20),
+                       (unsigned long long)(zip->size >> 20));
     /* Two keys can name the same tensor once 'module.' is removed. */
     return dm_tensor_file_index(out);
 }
