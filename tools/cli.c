@@ -751,9 +751,18 @@ dm_status cli_image_load(const char *path, int channels, dm_image *out)
     size_t len = 0, cap = 0;
     unsigned char *data = NULL;
     dm_status st = DM_OK;
+    /* read no more than a file the decoder takes may hold (/dev/zero as
+     * stdin would fill the memory) */
+    const size_t most = (size_t)INT_MAX + 1;
     for (;;) {
+        if (len == most) {
+            st = dm_fail(DM_ERR_FORMAT, "-: standard input holds over %d bytes, too large for the image decoder",
+                         INT_MAX);
+            break;
+        }
         if (len == cap) {
-            unsigned char *grown = realloc(data, cap = cap ? 2 * cap : 1 << 16);
+            cap = cap ? (2 * cap < most ? 2 * cap : most) : 1 << 16;
+            unsigned char *grown = realloc(data, cap);
             if (!grown) {
                 st = dm_fail(DM_ERR_NOMEM, "-: out of memory reading standard input");
                 break;
