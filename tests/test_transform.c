@@ -175,6 +175,15 @@ START_TEST(transform_bad_settings)
     t.std[1] = 0;
     ck_assert_int_eq(dm_mm_transform_size(&t, 10, 10, &h, &w, NULL), DM_ERR_ARGUMENT);
     ck_assert_msg(strstr(dm_last_error(), "std") != NULL, "%s", dm_last_error());
+    /* a std so small, or a mean so large, that (v - mean) / std overflows
+     * a float for pixels v in 0 .. 255 */
+    const float tiny[][2] = {{0, 1e-45f}, {-3e38f, 0.5f}, {1e37f, 0.01f}};
+    for (int i = 0; i < 3; i++) {
+        t = dm_mm_transform_ade20k();
+        t.mean[2] = tiny[i][0], t.std[2] = tiny[i][1];
+        ck_assert_int_eq(dm_mm_transform_size(&t, 10, 10, &h, &w, NULL), DM_ERR_ARGUMENT);
+        ck_assert_msg(strstr(dm_last_error(), "finite values (v - mean) / std") != NULL, "%s", dm_last_error());
+    }
     /* COCO's 1333 x 800 leaves a 1 x 3000 strip 0.44 pixels wide, which
      * mmcv rounds to none: refused, saying so */
     t = dm_mm_transform_coco();

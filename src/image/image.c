@@ -306,8 +306,9 @@ static dm_status parse_preprocess(const dm_json *root, int in_chans, dm_preproce
         (st = json_channels(dm_json_get(root, "std"), "std", p->channels, p->std)) != DM_OK)
         return st;
     for (int c = 0; c < p->channels; c++)
-        if (!(p->std[c] > 0) || !isfinite(p->std[c]) || !isfinite(p->mean[c]))
-            return dm_fail(DM_ERR_MODEL, "preprocess metadata: 'std' must be positive and 'mean' finite");
+        if (!dm_normalization_ok(p->mean[c], p->std[c], 1.0f))
+            return dm_fail(DM_ERR_MODEL, "preprocess metadata: 'std' must be positive, and with 'mean' give finite "
+                                         "values (v - mean) / std for pixels v from 0 to 1");
     return DM_OK;
 }
 
@@ -373,8 +374,9 @@ static dm_status output_size(const dm_preprocess *p, int width, int height, int 
         p->resize_w > 65536 || p->crop < 0 || p->crop > 65536)
         return dm_fail(DM_ERR_ARGUMENT, "preprocess: sizes must be from 0 to 65536");
     for (int c = 0; c < p->channels; c++)
-        if (!(p->std[c] > 0) || !(p->mean[c] == p->mean[c]))
-            return dm_fail(DM_ERR_ARGUMENT, "preprocess: std must be positive and mean a number");
+        if (!dm_normalization_ok(p->mean[c], p->std[c], 1.0f))
+            return dm_fail(DM_ERR_ARGUMENT, "preprocess: std must be positive, and with mean give finite values "
+                                            "(v - mean) / std for pixels v from 0 to 1");
     if (width < 1 || height < 1 || width > 65536 || height > 65536)
         return dm_fail(DM_ERR_ARGUMENT, "preprocess: image size %d x %d out of range", width, height);
     int w, h;

@@ -5,6 +5,7 @@
 #include "error.h"
 
 #include <pthread.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <zlib.h>
@@ -354,6 +355,11 @@ void dm_decode_memory_give(size_t bytes)
     decode_in_use -= bytes;
     pthread_cond_broadcast(&decode_finished);
     pthread_mutex_unlock(&decode_lock);
+}
+
+int dm_normalization_ok(float mean, float std, float top)
+{
+    return std > 0 && isfinite(std) && isfinite(mean) && isfinite((0.0f - mean) / std) && isfinite((top - mean) / std);
 }
 
 dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels)

@@ -8,6 +8,7 @@
 
 #include "cv_resize.h"
 #include "error.h"
+#include "image_check.h"
 
 dm_mm_transform dm_mm_transform_ade20k(void)
 {
@@ -40,8 +41,9 @@ dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height, 
         return dm_fail(DM_ERR_ARGUMENT, "transform: scale %d x %d with ratio %g out of range", t->scale_long,
                        t->scale_short, t->ratio);
     for (int c = 0; c < 3; c++)
-        if (!(t->std[c] > 0) || !(t->mean[c] == t->mean[c]))
-            return dm_fail(DM_ERR_ARGUMENT, "transform: std must be positive and mean a number");
+        if (!dm_normalization_ok(t->mean[c], t->std[c], 255.0f))
+            return dm_fail(DM_ERR_ARGUMENT, "transform: std must be positive, and with mean give finite values "
+                                            "(v - mean) / std for pixels v from 0 to 255");
     /* MultiScaleFlipAug: (int(w * r), int(h * r)); mmcv.rescale_size: the
      * largest factor that fits both sides, sizes rounded half up. */
     double scale_a = (int)(t->scale_long * t->ratio), scale_b = (int)(t->scale_short * t->ratio);
