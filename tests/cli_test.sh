@@ -364,6 +364,20 @@ tr -d '\n' <"$tmp/odd.out" | LC_ALL=C grep -q '[[:cntrl:]]' && fail "detect prin
 "$damamba" detect -m "$tmp/odd_names.safetensors" --score-thr 0 --json "$tmp/pair/good.png" >"$tmp/odd.json" ||
     fail "detect --json with odd class names"
 grep -q '"label": "a\\u0001b"' "$tmp/odd.json" || fail "detect --json with odd class names: $(head -c 300 "$tmp/odd.json")"
+# A model whose preprocessing metadata crops more than the pixel limit is
+# refused before any image is read (its batch was allocated first, and
+# the error said "out of memory").
+python3 - "$golden/micro.safetensors" "$tmp/big_crop.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+header.setdefault("__metadata__", {})["preprocess"] = json.dumps({"resize": 1, "crop": 30000})
+raw = json.dumps(header).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+PY
+expect 2 "the model's preprocessing crops 30000 x 30000 pixels, over the limit" \
+    "$damamba" classify -m "$tmp/big_crop.safetensors" "$samples/bag.png"
 # A model of NaNs (every float weight): its JSON still parses, the
 # probabilities and positions it has none for written as null.
 python3 - "$golden/micro.safetensors" "$tmp/nan.safetensors" <<'PY'

@@ -351,6 +351,12 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
         out->crop = size;
         out->resize = (int)resize;
     }
+    /* a model's metadata may crop as much (the batches are sized for it) */
+    if ((int64_t)out->crop * out->crop > DM_IMAGE_MAX_PIXELS) {
+        cli_error("the model's preprocessing crops %d x %d pixels, over the limit of %d pixels", out->crop, out->crop,
+                  DM_IMAGE_MAX_PIXELS);
+        return 2;
+    }
     return 0;
 }
 
