@@ -89,6 +89,14 @@ START_TEST(invalid_json)
     expect_parse_error("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]", 4, "not valid JSON");
     expect_parse_error("{\"a\": [1, 2,]}", 0, "not valid JSON");
     expect_parse_error("[1, 2]", 0, "not a JSON object");
+    /* numbers outside JSON's grammar, which strtod would take */
+    static const char *const numbers[] = {"01", "1.", "1e", "1e+", "-", ".5", "-01.5", "1.e5"};
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        char text[96];
+        snprintf(text, sizeof text, "{\"w\": {\"dtype\": \"F32\", \"shape\": [%s], \"data_offsets\": [0, 4]}}",
+                 numbers[i]);
+        expect_parse_error(text, 4, "not valid JSON");
+    }
 }
 END_TEST
 

@@ -164,20 +164,25 @@ static dm_json *parse_number(parser *p)
 {
     size_t start = p->pos;
     int integer = 1;
+    /* JSON's grammar exactly: no leading zeros, digits after '.' and
+     * after the exponent's 'e' */
     if (p->pos < p->len && p->s[p->pos] == '-') p->pos++;
     size_t digits = p->pos;
     while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
-    if (p->pos == digits) { fail(p, "bad number"); return NULL; }
+    if (p->pos == digits || (p->s[digits] == '0' && p->pos - digits > 1)) { fail(p, "bad number"); return NULL; }
     if (p->pos < p->len && p->s[p->pos] == '.') {
         integer = 0;
-        p->pos++;
+        digits = ++p->pos;
         while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
+        if (p->pos == digits) { fail(p, "bad number: no digits after '.'"); return NULL; }
     }
     if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
         integer = 0;
         p->pos++;
         if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-')) p->pos++;
+        digits = p->pos;
         while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
+        if (p->pos == digits) { fail(p, "bad number: no digits in the exponent"); return NULL; }
     }
     char buf[64];
     size_t n = p->pos - start;
