@@ -198,6 +198,9 @@ try:
     bad(FMNIST + "/infer", infer_json(1, [0] * 783), 400, "784 numbers")
     bad(FMNIST + "/infer", infer_json(1, [0] * 783 + ["x"]), 400, "784 numbers")
     bad(FMNIST + "/infer", infer_json(1, [0] * 784, name="pixels"), 400, "one input, 'input'")
+    # numbers beyond float32, or outside JSON's grammar
+    bad(FMNIST + "/infer", infer_json(1, [0] * 783 + [1e39]), 400, "element 783 is inf, not a finite float32")
+    bad(FMNIST + "/infer", infer_json(1, [0] * 784).replace("0, 0", "01, 0", 1), 400, "malformed JSON")
     bad(FMNIST + "/infer", infer_json(1, [0] * 784, outputs=[{"name": "probs"}]), 400, "no output 'probs'")
     bad(FMNIST + "/infer", json.dumps({"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1],
                                                    "data": ["not base64!"]}]}), 400, "not a base64 string")
@@ -210,6 +213,10 @@ try:
     body, headers = binary_request({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
                                                 "parameters": {"binary_data_size": 3136}}]}, [b"\0" * 3000])
     bad(FMNIST + "/infer", body, 400, "binary_data_size is 3136", headers)
+    body, headers = binary_request({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                                                "parameters": {"binary_data_size": 3136}}]},
+                                   [struct.pack("<784f", *([0.0] * 10 + [float("nan")] + [0.0] * 773))])
+    bad(FMNIST + "/infer", body, 400, "element 10 is nan, not a finite float32", headers)
     bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length is 99",
         {"Inference-Header-Content-Length": "99"})
     bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length must be",

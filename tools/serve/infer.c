@@ -5,6 +5,7 @@
  * order; a response does the same for outputs asked for as binary. */
 #include "serve.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -156,6 +157,19 @@ static int flag_parameter(const dm_json *object, const char *name)
 }
 
 /* FP32 input, N x C x H x W: numbers in "data", or raw little-endian floats. */
+/* An FP32 input (numel floats at data, which may be unaligned in a body)
+ * must be finite: a NaN, an infinity or a JSON number beyond float32
+ * (1e999) would only come back as NaNs. */
+static int finite_input(const void *data, size_t numel, char **error)
+{
+    for (size_t i = 0; i < numel; i++) {
+        float v;
+        memcpy(&v, (const char *)data + i * sizeof v, sizeof v);
+        if (!isfinite(v)) return fail(error, "input 'input': element %zu is %g, not a finite float32", i, (double)v);
+    }
+    return 1;
+}
+
 static int parse_fp32(serve_request *r, const serve_model *m, const dm_json *input, const char *bin,
                       int64_t bin_size, char **error)
 {
@@ -173,7 +187,7 @@ static int parse_fp32(serve_request *r, const serve_model *m, const dm_json *inp
             return fail(error, "input 'input': binary_data_size is %lld bytes, shape [%lld, %d, %d, %d] needs %zu",
                         (long long)bin_size, (long long)dims[0], m->channels, m->h, m->w, numel * sizeof(float));
         r->job.input = bin;
-        return 1;
+        return finite_input(bin, numel, error);
     }
     const dm_json *data = dm_json_get(input, "data");
     if (!data || data->type != DM_JSON_ARRAY || count_numbers(data) != (int64_t)numel)
@@ -182,7 +196,7 @@ static int parse_fp32(serve_request *r, const serve_model *m, const dm_json *inp
     if (!(r->input_owned = malloc(sizeof(float) * numel))) return fail(error, "out of memory");
     flatten_numbers(data, r->input_owned);
     r->job.input = r->input_owned;
-    return 1;
+    return finite_input(r->input_owned, numel, error);
 }
 
 /* BYTES input, shape [N] or [N, 1]: encoded images, base64 strings in
