@@ -219,8 +219,9 @@ try:
     bad(FMNIST + "/infer", body, 400, "element 10 is nan, not a finite float32", headers)
     bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length is 99",
         {"Inference-Header-Content-Length": "99"})
-    bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length must be",
-        {"Inference-Header-Content-Length": "x"})
+    for value in ("x", "-5", "+5"):
+        bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length must be",
+            {"Inference-Header-Content-Length": value})
     bad("/v2/models/nope/infer", "{}", 404, "no model 'nope'")
     bad("/v2/models/nope", None, 404, "no model 'nope'", method="GET")
     bad("/v3/anything", None, 404, "no endpoint GET /v3/anything", method="GET")

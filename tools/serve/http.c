@@ -264,7 +264,7 @@ static enum MHD_Result start_inference(request_ctx *ctx)
         const char *hl = MHD_lookup_connection_value(ctx->conn, MHD_HEADER_KIND, "Inference-Header-Content-Length");
         char *end = NULL;
         unsigned long long header_len = hl ? strtoull(hl, &end, 10) : 0;
-        if (hl && (*end || end == hl || header_len == 0))
+        if (hl && (*end || end == hl || header_len == 0 || !(*hl >= '0' && *hl <= '9'))) /* strtoull takes "-5" */
             return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "Inference-Header-Content-Length must be a positive integer");
         ok = serve_infer_parse(&ctx->req, ctx->model, ctx->body, ctx->len, (size_t)header_len,
                                ctx->server->opt.max_body, &error);
