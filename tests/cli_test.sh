@@ -342,6 +342,16 @@ echo "earlier results" >"$tmp/own/res.json"
 expect 1 "res.json: not written: no image was detected" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
     --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/res.json" "$tmp/pair/bad.png"
 [ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "--coco-results of no image replaced the file"
+# segment and detect read images on standard input ('-', named stdin) and
+# lists on it ('@-'), as classify does.
+mkdir -p "$tmp/stdin_out"
+"$damamba" segment -q -m "$seg_model" --mode whole -o "$tmp/stdin_out" - <"$tmp/pair/good.png" ||
+    fail "segment of standard input"
+[ -s "$tmp/stdin_out/stdin_seg.png" ] || fail "segment of standard input wrote: $(ls "$tmp/stdin_out")"
+echo "$tmp/pair/good.png" | "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/stdin_out" @- \
+    >"$tmp/stdin_det.out" || fail "detect of a list on standard input"
+grep -q "^$tmp/pair/good.png: [0-9]* objects\?$" "$tmp/stdin_det.out" && [ -s "$tmp/stdin_out/good.png" ] ||
+    fail "detect of a list on standard input: $(cat "$tmp/stdin_det.out")"
 # Class names a checkpoint may carry (metadata "classes"): UTF-8, control
 # characters and an escape sequence.  The drawing's font has printable
 # ASCII only (other bytes drawn as '?'); text output escapes control

@@ -992,6 +992,10 @@ void cli_segmenter_free(cli_segmenter *s)
 
 const char *cli_path_stem(const char *path, int *len)
 {
+    if (!strcmp(path, "-")) {
+        *len = 5;
+        return "stdin";
+    }
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     const char *dot = strrchr(base, '.');

@@ -317,7 +317,7 @@ int cli_segment_image(cli_segmenter *s, const char *path, const dm_image *img, i
 void cli_segmenter_free(cli_segmenter *s);
 
 /* The file name of path without its directory and extension: a pointer
- * into path, and its length in *len. */
+ * into path, and its length in *len; "stdin" for "-". */
 const char *cli_path_stem(const char *path, int *len);
 
 /* eval --task seg over ROOT/images/validation and ROOT/annotations/

@@ -199,11 +199,9 @@ static int draw_detections(const char *path, const dm_image *img, const dm_detec
  * inputs or drawings. */
 static int drawing_path(const char *dir, const char *input, cli_outputs *outs, char *out, size_t size)
 {
-    const char *base = strrchr(input, '/');
-    base = base ? base + 1 : input;
-    const char *dot = strrchr(base, '.');
-    int stem = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
-    if (snprintf(out, size, "%s/%.*s.png", dir, stem, base) >= (int)size) {
+    int len;
+    const char *stem = cli_path_stem(input, &len);
+    if (snprintf(out, size, "%s/%.*s.png", dir, len, stem) >= (int)size) {
         cli_error("%s: output path too long", input);
         return 0;
     }
@@ -271,18 +269,18 @@ int cmd_detect(int argc, char **argv)
     int rc = parse_opts(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
     if (!cli_backend_usable(o.backend)) return 1;
-    int failed = 0;
-    cli_files files = {0};
-    for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
+    cli_source source;
+    if (!cli_source_init(&source, argv + optind, argc - optind, 0, 1)) return 2;
     /* nothing written replaces what the run reads or wrote */
     cli_outputs outs;
-    if (!cli_outputs_init(&outs, &files, argv + optind, argc - optind, (const char *[]){o.model, o.annotations}, 2)) {
-        cli_files_free(&files);
+    if (!cli_outputs_init(&outs, &source.files, argv + optind, argc - optind, (const char *[]){o.model, o.annotations},
+                          2)) {
+        cli_source_free(&source);
         return 1;
     }
     if (o.results && !cli_outputs_claim(&outs, "--coco-results", o.results)) {
         cli_outputs_free(&outs);
-        cli_files_free(&files);
+        cli_source_free(&source);
         return 2;
     }
     cli_detector det = {.backend = o.backend};
@@ -318,11 +316,10 @@ int cmd_detect(int argc, char **argv)
         results = out.f;
         fputs("[", results);
     }
-    size_t written = 0, bad = 0;
+    size_t written = 0, done = 0, bad = 0;
     cli_progress progress;
-    cli_progress_start(&progress, files.count, o.quiet);
-    for (size_t f = 0; f < files.count; f++) {
-        const char *path = files.paths[f];
+    cli_progress_start(&progress, cli_source_total(&source), o.quiet);
+    for (char *path; (path = cli_source_next(&source)); free(path)) {
         dm_image img = {0};
         dm_detections d = {0};
         int64_t image_id = 0;
@@ -358,10 +355,10 @@ int cmd_detect(int argc, char **argv)
         fflush(stdout);
         dm_detections_free(&d);
         dm_image_free(&img);
-        cli_progress_update(&progress, f + 1, bad);
+        cli_progress_update(&progress, ++done, bad);
     }
     cli_progress_end(&progress, "detected");
-    if (results && bad == files.count) {
+    if (results && bad == done) {
         cli_error("%s: not written: no image was detected", o.results);
         goto done;
     }
@@ -373,7 +370,7 @@ int cmd_detect(int argc, char **argv)
             goto done;
         }
     }
-    rc = failed || bad ? 1 : 0;
+    rc = source.failed || bad ? 1 : 0;
 done:
     if (results) dm_outfile_finish(&out, 0);
     cli_detector_free(&det);
@@ -381,6 +378,6 @@ done:
     cli_det_classes_free(&labels);
     dm_model_free(m);
     cli_outputs_free(&outs);
-    cli_files_free(&files);
+    cli_source_free(&source);
     return rc;
 }

@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -293,22 +292,16 @@ static int extract(const dm_model *m, feature_ws *fw, const float *input, int h,
  * replace one of the run's inputs or what an earlier image wrote. */
 static char *output_path(const char *dir, const char *image, cli_outputs *outs)
 {
-    char *copy = strdup(image), *out = NULL;
-    if (!copy) {
+    int len;
+    const char *stem = cli_path_stem(image, &len);
+    char *out;
+    if (asprintf(&out, "%s/%.*s.safetensors", dir, len, stem) < 0) {
         cli_error("out of memory");
         return NULL;
     }
-    char *name = strcmp(image, "-") ? basename(copy) : "stdin", *dot = strrchr(name, '.');
-    if (dot && dot != name) *dot = '\0';
-    if (asprintf(&out, "%s/%s.safetensors", dir, name) < 0) {
-        cli_error("out of memory");
-        out = NULL;
-    } else if (!cli_outputs_claim(outs, image, out)) {
-        free(out);
-        out = NULL;
-    }
-    free(copy);
-    return out;
+    if (cli_outputs_claim(outs, image, out)) return out;
+    free(out);
+    return NULL;
 }
 
 /* features -d: every image to its own file in a.output_dir. */

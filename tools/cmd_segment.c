@@ -168,7 +168,7 @@ static int segment_file(segmenter *s, cli_outputs *outs, const char *path, const
                      !cli_outputs_claim(outs, path, overlay_out))))
         return 0;
     dm_image img;
-    if (dm_image_load(path, 3, &img) != DM_OK) {
+    if (cli_image_load(path, 3, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
     }
@@ -237,14 +237,14 @@ int cmd_segment(int argc, char **argv)
         return 2;
     }
     if (!cli_backend_usable(s.run.backend)) return 1;
-    int failed = 0;
-    cli_files files = {0};
-    for (int i = optind; i < argc; i++) failed |= !cli_files_add(&files, argv[i]);
+    cli_source source;
+    if (!cli_source_init(&source, argv + optind, argc - optind, 0, 1)) return 2;
     cli_outputs outs;
-    if (!cli_outputs_init(&outs, &files, argv + optind, argc - optind, (const char *[]){model_path}, 1)) {
-        cli_files_free(&files);
+    if (!cli_outputs_init(&outs, &source.files, argv + optind, argc - optind, (const char *[]){model_path}, 1)) {
+        cli_source_free(&source);
         return 1;
     }
+    int rc = 1;
     dm_model *m = cli_load_model(model_path, ema);
     s.run.model = m;
     if (m && dm_model_config(m)->seg_classes == 0) cli_error("%s: not a segmentation model (no decode_head.*)", model_path);
@@ -254,31 +254,28 @@ int cmd_segment(int argc, char **argv)
         s.classes = dm_model_config(m)->seg_classes;
         load_palette(&s);
         cli_progress progress;
-        cli_progress_start(&progress, files.count, quiet);
-        size_t bad = 0;
-        for (size_t i = 0; i < files.count; i++) {
-            if (!segment_file(&s, &outs, files.paths[i], dir, overlay, json)) {
+        cli_progress_start(&progress, cli_source_total(&source), quiet);
+        size_t done = 0, bad = 0;
+        for (char *path; (path = cli_source_next(&source)); free(path)) {
+            if (!segment_file(&s, &outs, path, dir, overlay, json)) {
                 bad++;
                 if (json) {
                     fputs("{\"file\": ", stdout);
-                    dm_json_write_string(stdout, files.paths[i]);
+                    dm_json_write_string(stdout, path);
                     fputs(", \"error\": ", stdout);
                     dm_json_write_string(stdout, cli_last_error()); /* what stderr said */
                     fputs("}\n", stdout);
                 }
             }
             fflush(stdout);
-            cli_progress_update(&progress, i + 1, bad);
+            cli_progress_update(&progress, ++done, bad);
         }
         cli_progress_end(&progress, "segmented");
         cli_segmenter_free(&s.run);
-        dm_model_free(m);
-        cli_outputs_free(&outs);
-        cli_files_free(&files);
-        return failed || bad ? 1 : 0;
+        rc = source.failed || bad ? 1 : 0;
     }
     dm_model_free(m);
     cli_outputs_free(&outs);
-    cli_files_free(&files);
-    return 1;
+    cli_source_free(&source);
+    return rc;
 }
