@@ -7,6 +7,7 @@
 #include "safetensors.h"
 
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +92,13 @@ static dm_status convert_tensors(const dm_tensor_file *in, dm_dtype dtype, dm_te
         if (dtype == DM_F32) memcpy(at, f32, out[i].nbytes);
         else
             for (int64_t j = 0; j < t->numel; j++) {
+                /* from 65520 on, a float rounds to F16's infinity */
+                if (dtype == DM_F16 && isfinite(f32[j]) && fabsf(f32[j]) >= 65520.0f) {
+                    dm_status st = dm_fail(DM_ERR_ARGUMENT, "tensor '%s' holds %g, beyond F16's largest value "
+                                           "(65504): convert to BF16 or F32", t->name, (double)f32[j]);
+                    free(f32);
+                    return st;
+                }
                 uint16_t h = dtype == DM_F16 ? dm_f32_to_f16(f32[j]) : dm_f32_to_bf16(f32[j]);
                 memcpy(at + 2 * j, &h, 2);
             }

@@ -102,7 +102,8 @@ static const char *tmp_file(const char *name)
 
 static void remove_tmpdir(void)
 {
-    static const char *names[] = {"f32.safetensors", "f16.safetensors", "bf16.safetensors", "ema.safetensors"};
+    static const char *names[] = {"f32.safetensors", "f16.safetensors", "bf16.safetensors", "ema.safetensors",
+                                  "big.safetensors", "big_f16.safetensors"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) remove(tmp_file(names[i]));
     rmdir(tmpdir);
 }
@@ -157,6 +158,46 @@ START_TEST(conversion_refuses_its_own_input)
     ck_assert_int_eq(dm_convert(path, path, 0, DM_F16), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "the output is the input file"));
     ck_assert_int_eq(dm_convert(test_path("micro.pth"), path, 0, DM_I64), DM_ERR_ARGUMENT);
+}
+END_TEST
+
+/* A weight beyond F16's range is refused for F16, naming it, and the
+ * output not written; 65504, the largest F16, converts, as does any value
+ * to BF16. */
+START_TEST(f16_refuses_weights_beyond_its_range)
+{
+    dm_tensor_file micro;
+    test_open("micro.safetensors", &micro);
+    dm_tensor *t = calloc(micro.count, sizeof *t);
+    memcpy(t, micro.tensors, micro.count * sizeof *t);
+    size_t w = 0;
+    while (t[w].dtype != DM_F32 || t[w].numel < 2) w++;
+    float *data = malloc(t[w].nbytes);
+    memcpy(data, t[w].data, t[w].nbytes);
+    t[w].data = data;
+    char big[512], out[512]; /* tmp_file's buffer is reused */
+    snprintf(big, sizeof big, "%s", tmp_file("big.safetensors"));
+    snprintf(out, sizeof out, "%s", tmp_file("big_f16.safetensors"));
+    const float values[] = {65504.0f, -65520.0f};
+    for (int i = 0; i < 2; i++) {
+        data[1] = values[i];
+        ck_assert_int_eq(dm_safetensors_write(big, t, micro.count, NULL, 0), DM_OK);
+        unlink(out);
+        dm_status st = dm_convert(big, out, 0, DM_F16);
+        if (i == 0) {
+            ck_assert_msg(st == DM_OK, "%s", dm_last_error());
+            continue;
+        }
+        ck_assert_int_eq(st, DM_ERR_ARGUMENT);
+        char says[160];
+        snprintf(says, sizeof says, "tensor '%s' holds -65520, beyond F16's largest value", t[w].name);
+        ck_assert_msg(strstr(dm_last_error(), says), "%s", dm_last_error());
+        ck_assert_int_ne(access(out, F_OK), 0);
+        ck_assert_msg(dm_convert(big, out, 0, DM_BF16) == DM_OK, "%s", dm_last_error());
+    }
+    free(data);
+    free(t);
+    dm_tensor_file_close(&micro);
 }
 END_TEST
 
@@ -269,6 +310,7 @@ int main(void)
     tcase_add_test(tv, f32_round_trip_is_bit_exact_with_official_metadata);
     tcase_add_test(tv, ema_conversion_takes_model_ema);
     tcase_add_test(tv, conversion_refuses_its_own_input);
+    tcase_add_test(tv, f16_refuses_weights_beyond_its_range);
     tcase_add_test(tv, f16_weights_are_rounded_and_run_as_rounded);
     tcase_add_test(tv, bf16_weights_are_rounded_and_run_as_rounded);
     suite_add_tcase(s, tv);
