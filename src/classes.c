@@ -129,7 +129,8 @@ static dm_status parse_detector_names(dm_model *model, const char *text, int cla
         p += end + (p[end] == sep);
     }
     if (n != classes)
-        return dm_fail(DM_ERR_MODEL, "metadata 'classes' names %d classes, the model has %d", n, classes);
+        return dm_fail(DM_ERR_MODEL, "metadata 'classes' (a .pth's meta CLASSES) names %d classes, the model has %d",
+                       n, classes);
     return DM_OK;
 }
 
@@ -168,8 +169,8 @@ dm_status dm_model_parse_classes(dm_model *model)
     dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
     dm_status st = DM_OK;
     if (!root || root->type != DM_JSON_ARRAY || root->count != (size_t)classes) {
-        st = dm_fail(DM_ERR_MODEL, "metadata 'classes' is not a JSON list of %d names (the model's classes)",
-                     classes);
+        st = dm_fail(DM_ERR_MODEL, "metadata 'classes' (a .pth's meta CLASSES) is not a JSON list of %d names "
+                                   "(the model's classes)", classes);
     } else if (!(model->class_names = calloc((size_t)classes, sizeof(char *)))) {
         st = dm_fail(DM_ERR_NOMEM, "out of memory for the class names");
     } else {
