@@ -980,36 +980,35 @@ static void walk_model(dm_model *m, param_visit visit, void *ctx)
 /* The products' weights, bound as [n][k], packed (and the unpacked copy
  * freed): once, as the model is made, so every CPU pass reads them as its
  * kernels want them and nothing holds them twice. */
+/* An allocation before packing: its address and place in the model's list. */
+typedef struct alloc_place {
+    uintptr_t address;
+    size_t index;
+} alloc_place;
+
 typedef struct packer {
     dm_model *model;
     dm_status status;
-    size_t *order, count; /* the allocations before packing, by address */
+    alloc_place *places; /* by address */
+    size_t count;
 } packer;
 
-static int by_address(const void *a, const void *b, void *allocs)
+static int by_address(const void *a, const void *b)
 {
-    uintptr_t x = (uintptr_t)((void **)allocs)[*(const size_t *)a], y = (uintptr_t)((void **)allocs)[*(const size_t *)b];
+    uintptr_t x = ((const alloc_place *)a)->address, y = ((const alloc_place *)b)->address;
     return x < y ? -1 : x > y;
 }
 
-/* Free the unpacked weight p, found among the allocations by address (a
+/* Free the unpacked weight, found among the allocations by address (a
  * search through them all for each of a model's thousands of products
  * took quadratic time), leaving a hole that pack_products closes. */
 static void release_unpacked(packer *p, void *weight)
 {
-    void **allocs = p->model->allocs;
-    size_t lo = 0, hi = p->count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        uintptr_t at = (uintptr_t)allocs[p->order[mid]];
-        if (at == (uintptr_t)weight) {
-            free(weight);
-            allocs[p->order[mid]] = NULL;
-            return;
-        }
-        if (at < (uintptr_t)weight) lo = mid + 1;
-        else hi = mid;
-    }
+    alloc_place key = {(uintptr_t)weight, 0};
+    const alloc_place *at = bsearch(&key, p->places, p->count, sizeof key, by_address);
+    if (!at) return;
+    free(weight);
+    p->model->allocs[at->index] = NULL;
 }
 
 static void pack_product(void *ctx, float **param, size_t floats, const dm_product *product)
@@ -1029,12 +1028,12 @@ static void pack_product(void *ctx, float **param, size_t floats, const dm_produ
 
 static dm_status pack_products(dm_model *m)
 {
-    packer p = {m, DM_OK, malloc((m->alloc_count ? m->alloc_count : 1) * sizeof *p.order), m->alloc_count};
-    if (!p.order) return dm_fail(DM_ERR_NOMEM, "out of memory packing the weights");
-    for (size_t i = 0; i < p.count; i++) p.order[i] = i;
-    qsort_r(p.order, p.count, sizeof *p.order, by_address, m->allocs);
+    packer p = {m, DM_OK, malloc((m->alloc_count ? m->alloc_count : 1) * sizeof *p.places), m->alloc_count};
+    if (!p.places) return dm_fail(DM_ERR_NOMEM, "out of memory packing the weights");
+    for (size_t i = 0; i < p.count; i++) p.places[i] = (alloc_place){(uintptr_t)m->allocs[i], i};
+    qsort(p.places, p.count, sizeof *p.places, by_address);
     walk_model(m, pack_product, &p);
-    free(p.order);
+    free(p.places);
     size_t kept = 0;
     for (size_t i = 0; i < m->alloc_count; i++)
         if (m->allocs[i]) m->allocs[kept++] = m->allocs[i];
