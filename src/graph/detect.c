@@ -416,8 +416,12 @@ done:
 /* The FCN mask head on the detections (boxes scaled back to the input):
  * each detection's class channel, 28 x 28, and its sigmoid.  The 2x2
  * stride-2 deconvolution is one GEMM whose rows are (pixel, dy, dx); the
- * 1x1 logits conv runs on those rows as they are, and the host puts each
- * sub-pixel in its place while taking the label's channel. */
+ * 1x1 logits conv runs on each detection's rows for the 16 classes around
+ * its label only (a product weight's columns from a multiple of 16 on are
+ * a weight of their own in either layout): the logits of every class were
+ * detections x 784 x classes floats, 31 GB for 100,000 classes.  The
+ * host puts each sub-pixel in its place while taking the label's
+ * channel. */
 static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m, const dm_det_image *im,
                            const dm_view levels[DM_FPN_LEVELS], dm_det_state *st)
 {
@@ -425,9 +429,10 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
     int D = st->count, F = m->config.fpn_channels, M = m->config.mask_channels, K = m->config.det_classes;
     int R = DM_MASK_ROI, S = DM_MASK_SIZE, C = F > M ? F : M;
     size_t in_px = (size_t)D * R * R, out_px = (size_t)D * S * S;
-    float *host = alloc_floats(5 * (size_t)D), *rois = alloc_floats(4 * (size_t)D), *logits = alloc_floats(out_px * K);
+    size_t per_det = (size_t)S * S, near = DM_PANEL;
+    float *host = alloc_floats(5 * (size_t)D), *rois = alloc_floats(4 * (size_t)D), *logits = alloc_floats(out_px * near);
     float *a = pass_alloc(pm, in_px * C), *b = pass_alloc(pm, in_px * C), *up = pass_alloc(pm, in_px * 4 * M);
-    float *dev_logits = pass_alloc(pm, out_px * K);
+    float *dev_logits = pass_alloc(pm, out_px * near);
     int *box_levels = malloc((size_t)D * sizeof(int) + 1);
     st->mask_logit = alloc_floats(out_px);
     st->mask_prob = alloc_floats(out_px);
@@ -441,7 +446,7 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
         for (int k = 0; k < 4; k++) rois[4 * i + k] = st->det_boxes[4 * i + k] * im->scale_factor[k];
         box_levels[i] = dm_roi_level(rois + 4 * i);
     }
-    if ((status = ws->ops.reserve(ws->ops.ctx, 0, 5 * (size_t)D + out_px * K, 1)) ||
+    if ((status = ws->ops.reserve(ws->ops.ctx, 0, 5 * (size_t)D + out_px * near, 1)) ||
         (status = ws->ops.begin(ws->ops.ctx)))
         goto done;
     status = roi_extract(ws, pm, levels, rois, 4, D, box_levels, host, dm_view_of(a, D, R, R, F));
@@ -454,9 +459,12 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
             y = dm_view_of(t.data, D, R, R, M);
         }
         OP(ws, gemm, in_px, 4 * (size_t)M, M, x.data, M, d->upsample.weight, 0.0f, d->upsample.bias, DM_ACT_RELU, up);
-        OP(ws, gemm, 4 * in_px, K, M, up, M, d->mask_logits.weight, 0.0f, d->mask_logits.bias, DM_ACT_NONE,
-           dev_logits);
-        OP(ws, output, dm_view_of(dev_logits, 1, 1, (int)out_px, K), DM_LAYOUT_NHWC, logits);
+        for (int i = 0; i < D; i++) {
+            size_t first = (size_t)st->det_labels[i] / near * near, n = K - first < near ? K - first : near;
+            OP(ws, gemm, per_det, n, M, up + i * per_det * M, M, d->mask_logits.weight + first * M, 0.0f,
+               d->mask_logits.bias + first, DM_ACT_NONE, dev_logits + i * per_det * near);
+        }
+        OP(ws, output, dm_view_of(dev_logits, 1, 1, (int)out_px, (int)near), DM_LAYOUT_NHWC, logits);
     }
     dm_status finished = ws->ops.finish(ws->ops.ctx);
     if (!status) status = finished;
@@ -465,7 +473,8 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
     for (size_t r = 0; r < out_px; r++) {
         size_t i = r / ((size_t)R * R * 4), p = r / 4 % ((size_t)R * R), t = r % 4;
         size_t q = (i * S + 2 * (p / R) + t / 2) * S + 2 * (p % R) + t % 2;
-        st->mask_logit[q] = logits[r * K + st->det_labels[i]];
+        size_t label = (size_t)st->det_labels[i], first = label / near * near, n = K - first < near ? K - first : near;
+        st->mask_logit[q] = logits[i * per_det * near + (r - i * per_det) * n + label - first];
         st->mask_prob[q] = sigmoid(st->mask_logit[q]);
     }
 done:
