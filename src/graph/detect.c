@@ -364,34 +364,43 @@ done:
 static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_det_settings *cfg, dm_det_state *st)
 {
     int N = st->num_proposals, K = m->config.det_classes;
-    size_t cand_max = (size_t)N * K;
-    float *scores = alloc_floats((size_t)N * (K + 1)), *boxes = alloc_floats(cand_max * 4);
-    float *rois = alloc_floats(cand_max * 4), *cand_boxes = alloc_floats(cand_max * 4);
-    float *cand_scores = alloc_floats(cand_max);
-    int *cand_labels = malloc(cand_max * sizeof(int) + 1), *keep = malloc(cand_max * sizeof(int) + 1);
+    float *scores = alloc_floats((size_t)N * (K + 1)), *rois = NULL, *deltas = NULL, *cand_boxes = NULL;
+    float *cand_scores = NULL;
+    int *cand_labels = NULL, *keep = NULL;
     dm_status status = DM_OK;
-    if (!scores || !boxes || !rois || !cand_boxes || !cand_scores || !cand_labels || !keep) {
+    if (!scores) {
         status = dm_fail(DM_ERR_NOMEM, "out of memory for the detections of %d proposals", N);
         goto done;
     }
-    /* class-specific boxes in original-image pixels */
     memcpy(scores, st->cls_score, sizeof(float) * N * (K + 1));
+    size_t n = 0;
     for (int i = 0; i < N; i++) {
         softmax(scores + (size_t)i * (K + 1), K + 1);
-        for (int k = 0; k < K; k++) memcpy(rois + ((size_t)i * K + k) * 4, st->proposals + 5 * i, 4 * sizeof(float));
+        for (int k = 0; k < K; k++) n += scores[(size_t)i * (K + 1) + k] > cfg->score_thr;
     }
-    dm_delta2bbox(rois, st->bbox_pred, cand_max, zero_means, rcnn_stds, (float)fabs(log(WH_RATIO_CLIP)),
-                  (float)im->img_h, (float)im->img_w, boxes);
-    for (size_t i = 0; i < cand_max * 4; i++) boxes[i] /= im->scale_factor[i % 4];
-    size_t n = 0;
+    /* only the candidates get boxes: every (proposal, class) pair's was
+     * 1,000 x classes boxes, gigabytes for a model of 100,000 classes */
+    rois = alloc_floats(n * 4), deltas = alloc_floats(n * 4), cand_boxes = alloc_floats(n * 4);
+    cand_scores = alloc_floats(n);
+    cand_labels = malloc(n * sizeof(int) + 1), keep = malloc(n * sizeof(int) + 1);
+    if (!rois || !deltas || !cand_boxes || !cand_scores || !cand_labels || !keep) {
+        status = dm_fail(DM_ERR_NOMEM, "out of memory for %zu candidate detections", n);
+        goto done;
+    }
+    n = 0;
     for (int i = 0; i < N; i++)
         for (int k = 0; k < K; k++) {
             float s = scores[(size_t)i * (K + 1) + k];
             if (!(s > cfg->score_thr)) continue;
-            memcpy(cand_boxes + 4 * n, boxes + ((size_t)i * K + k) * 4, 4 * sizeof(float));
+            memcpy(rois + 4 * n, st->proposals + 5 * i, 4 * sizeof(float));
+            memcpy(deltas + 4 * n, st->bbox_pred + ((size_t)i * K + k) * 4, 4 * sizeof(float));
             cand_scores[n] = s;
             cand_labels[n++] = k;
         }
+    /* class-specific boxes in original-image pixels */
+    dm_delta2bbox(rois, deltas, n, zero_means, rcnn_stds, (float)fabs(log(WH_RATIO_CLIP)), (float)im->img_h,
+                  (float)im->img_w, cand_boxes);
+    for (size_t i = 0; i < n * 4; i++) cand_boxes[i] /= im->scale_factor[i % 4];
     size_t kept = 0;
     if ((status = dm_batched_nms(cand_boxes, cand_scores, cand_labels, n, cfg->iou, keep, &kept))) goto done;
     if (kept > (size_t)cfg->max_dets) kept = (size_t)cfg->max_dets;
@@ -409,7 +418,7 @@ static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_
     }
     st->count = (int)kept;
 done:
-    free(scores), free(boxes), free(rois), free(cand_boxes), free(cand_scores), free(cand_labels), free(keep);
+    free(scores), free(rois), free(deltas), free(cand_boxes), free(cand_scores), free(cand_labels), free(keep);
     return status;
 }
 
