@@ -172,6 +172,25 @@ START_TEST(fifos_are_refused_without_blocking)
 }
 END_TEST
 
+/* A file name of 255 bytes, the most Linux takes, is a legal output: the
+ * temporary name beside it is cut short (the suffix took it past 255 and
+ * the output could not be written). */
+START_TEST(longest_names_are_written)
+{
+    char out[512];
+    int n = snprintf(out, sizeof out, "%s/", dir);
+    memset(out + n, 'a', 255);
+    out[n + 255] = 0;
+    write_text(out, "old");
+    dm_outfile o;
+    ck_assert_msg(dm_outfile_open(out, &o) == DM_OK, "%s", dm_last_error());
+    fputs("new", o.f);
+    ck_assert_int_eq(dm_outfile_finish(&o, 1), DM_OK);
+    expect_text(out, "new");
+    ck_assert_int_eq(files_in_dir(), 1);
+}
+END_TEST
+
 START_TEST(pipes_and_devices_are_written_in_place)
 {
     /* Renaming over them replaced the pipe (or, run as root with -o
@@ -210,6 +229,7 @@ int main(void)
     tcase_add_test(tc, input_is_never_the_output);
     tcase_add_test(tc, fifos_are_refused_without_blocking);
     tcase_add_test(tc, pipes_and_devices_are_written_in_place);
+    tcase_add_test(tc, longest_names_are_written);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

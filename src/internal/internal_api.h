@@ -97,7 +97,8 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
 /* ------------------------------------------------------- output files */
 
 /* An output replaced whole or not at all.  The content goes to a new file
- * beside PATH, named PATH.tmp.XXXXXX with six random characters and created
+ * beside PATH, named PATH.tmp.XXXXXX with six random characters (PATH's file
+ * name cut short where the suffix would pass NAME_MAX) and created
  * with O_CREAT | O_EXCL | O_NOFOLLOW: no existing file, and no symbolic
  * link planted under any name, is ever opened for writing, and concurrent
  * writers to one PATH each write their own file.  Once complete it is

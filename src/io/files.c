@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -91,7 +92,13 @@ dm_status dm_outfile_open(const char *path, dm_outfile *out)
         if (!(out->path = strdup(path))) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
         return open_in_place(path, out);
     }
-    if (!(out->path = strdup(path)) || asprintf(&out->tmp, "%s.tmp.XXXXXX", path) < 0) {
+    /* PATH.tmp.XXXXXX, its file name cut short where the suffix would take
+     * it past NAME_MAX (the random part keeps it unique) */
+    const char *base = strrchr(path, '/');
+    size_t dir_len = base ? (size_t)(base + 1 - path) : 0, base_len = strlen(path) - dir_len, suffix = 11;
+    if (base_len > NAME_MAX - suffix) base_len = NAME_MAX - suffix;
+    if (!(out->path = strdup(path)) ||
+        asprintf(&out->tmp, "%.*s.tmp.XXXXXX", (int)(dir_len + base_len), path) < 0) {
         out->tmp = NULL;
         dm_outfile_finish(out, 0);
         return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
