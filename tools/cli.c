@@ -229,26 +229,10 @@ int cli_parse_task(const char *value, cli_task *task)
 
 char *cli_read_file(const char *path, size_t *size)
 {
-    size_t len;
-    int fd = dm_open_input(path, &len);
-    if (fd < 0) {
-        cli_error("%s: %s", path, dm_last_error());
-        return NULL;
-    }
-    char *buf = len < SIZE_MAX ? malloc(len + 1) : NULL;
-    size_t got = 0;
-    ssize_t n = 1;
-    while (buf && got < len && (n = read(fd, buf + got, len - got)) > 0) got += (size_t)n;
-    int err = errno;
-    close(fd);
-    if (!buf || got < len) {
-        cli_error("%s: cannot read: %s", path, !buf ? "out of memory" : n == 0 ? "the file shrank" : strerror(err));
-        free(buf);
-        return NULL;
-    }
-    buf[len] = 0;
-    *size = len;
-    return buf;
+    char *data;
+    if (dm_read_input(path, SIZE_MAX - 1, "reader", &data, size) == DM_OK) return data;
+    cli_error("%s: %s", path, dm_last_error());
+    return NULL;
 }
 
 /* ------------------------------------------------------------- labels */

@@ -188,49 +188,14 @@ dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_i
     return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, out);
 }
 
-/* Read a whole file, with a clear reason for what is not a regular file. */
-static dm_status read_file(const char *path, uint8_t **data, size_t *size)
-{
-    size_t file_size;
-    int fd = dm_open_input(path, &file_size);
-    if (fd < 0) return DM_ERR_IO;
-    dm_status st = DM_OK;
-    if (file_size == 0) st = dm_fail(DM_ERR_FORMAT, "empty file");
-    else if (file_size > INT_MAX)
-        st = dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", file_size);
-    else if (!(*data = malloc(file_size))) st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
-    if (st != DM_OK) {
-        close(fd);
-        return st;
-    }
-    size_t got = 0;
-    while (got < file_size) {
-        ssize_t r = read(fd, *data + got, file_size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            st = r < 0 ? dm_fail(DM_ERR_IO, "read failed: %s", strerror(errno))
-                       : dm_fail(DM_ERR_IO, "file shrank while being read");
-            break;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    if (st != DM_OK) {
-        free(*data);
-        *data = NULL;
-    }
-    *size = got;
-    return st;
-}
-
 dm_status dm_image_load(const char *path, int channels, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load: out is NULL");
     *out = (dm_image){0};
     if (!path) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load: path is NULL");
-    uint8_t *data = NULL;
-    size_t size = 0;
-    dm_status st = read_file(path, &data, &size);
+    char *data;
+    size_t size;
+    dm_status st = dm_read_input(path, INT_MAX, "image decoder", &data, &size);
     if (st == DM_OK) st = dm_image_load_memory(data, size, channels, out);
     free(data);
     if (st != DM_OK) dm_error_prefix("%s: ", path);

@@ -117,6 +117,11 @@ typedef struct dm_outfile {
  * is read from it, so opening one never blocks. */
 int dm_open_input(const char *path, size_t *size);
 
+/* The whole regular file at path (opened as dm_open_input does), with a
+ * NUL after its size bytes, in *data (free it); a file over max_size bytes
+ * is refused as too large for `what`.  Errors without the path. */
+dm_status dm_read_input(const char *path, size_t max_size, const char *what, char **data, size_t *size);
+
 /* DM_ERR_ARGUMENT when path is the same file (device and inode, so hard
  * links and other spellings count) as one of the count inputs: replacing it
  * would destroy an input.  NULL inputs are skipped; "-" is the file on

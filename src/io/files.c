@@ -35,6 +35,39 @@ int dm_open_input(const char *path, size_t *size)
     return fd;
 }
 
+dm_status dm_read_input(const char *path, size_t max_size, const char *what, char **data, size_t *size)
+{
+    *data = NULL;
+    *size = 0;
+    size_t file_size;
+    int fd = dm_open_input(path, &file_size);
+    if (fd < 0) return DM_ERR_IO;
+    dm_status st = DM_OK;
+    if (file_size > max_size)
+        st = dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the %s", file_size, what);
+    else if (!(*data = malloc(file_size + 1)))
+        st = dm_fail(DM_ERR_NOMEM, "out of memory reading the file");
+    size_t got = 0;
+    while (!st && got < file_size) {
+        ssize_t r = read(fd, *data + got, file_size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            st = r < 0 ? dm_fail(DM_ERR_IO, "read failed: %s", strerror(errno))
+                       : dm_fail(DM_ERR_IO, "file shrank while being read");
+        else
+            got += (size_t)r;
+    }
+    close(fd);
+    if (st != DM_OK) {
+        free(*data);
+        *data = NULL;
+        return st;
+    }
+    (*data)[got] = 0;
+    *size = got;
+    return DM_OK;
+}
+
 dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count)
 {
     struct stat out;
