@@ -1,4 +1,5 @@
-/* test_cgroup.c - the CPU quota read from control groups (cgroup.c), on
+/* test_cgroup.c - the CPU quota and memory limit read from control groups
+ * (cgroup.c), on
  * directories laid out like a system's /proc/self and /sys/fs/cgroup: as
  * a host, a container, a nested group, cgroup v1 and v2 each, and files
  * that are missing, malformed or out of range. */
@@ -176,6 +177,42 @@ START_TEST(nothing_to_read_means_no_limit)
 }
 END_TEST
 
+/* Memory: v2's memory.max in bytes or "max"; v1's memory.limit_in_bytes,
+ * where no limit reads as the largest page count; the tightest on the
+ * path, from the controller's own hierarchy only. */
+START_TEST(memory_limits)
+{
+    put("/proc/self/cgroup", "0::/job\n");
+    put("/proc/self/mountinfo", V2_MOUNT);
+    ck_assert_int_eq(dm_cgroup_memory_limit(root), 0); /* no memory.max */
+    put("/sys/fs/cgroup/job/memory.max", "max\n");
+    ck_assert_int_eq(dm_cgroup_memory_limit(root), 0);
+    put("/sys/fs/cgroup/job/memory.max", "2147483648\n");
+    ck_assert_int_eq(dm_cgroup_memory_limit(root), 2147483648LL);
+    put("/sys/fs/cgroup/memory.max", "1073741824\n"); /* the parent's is tighter */
+    ck_assert_int_eq(dm_cgroup_memory_limit(root), 1073741824LL);
+    ck_assert_int_eq(dm_cgroup_cpu_limit(root), 0); /* memory says nothing of the CPU */
+    static const char *const bad[] = {"", "0\n", "-4096\n", "1e9\n", "4G\n", "1073741824 7\n",
+                                      "99999999999999999999999\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        put("/sys/fs/cgroup/memory.max", bad[i]);
+        ck_assert_msg(dm_cgroup_memory_limit(root) == 2147483648LL, "memory.max \"%s\" gave %lld", bad[i],
+                      dm_cgroup_memory_limit(root));
+    }
+
+    /* v1 in a container: the group's path outside the mount's root */
+    put("/proc/self/cgroup", "4:cpu,cpuacct:/docker/abc\n9:memory:/docker/abc\n");
+    put("/proc/self/mountinfo",
+        "40 30 0:35 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro - cgroup cgroup rw,cpu,cpuacct\n"
+        "41 30 0:36 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n");
+    put("/sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    put("/sys/fs/cgroup/cpu,cpuacct/memory.limit_in_bytes", "4096\n"); /* not the memory hierarchy's */
+    ck_assert_int_eq(dm_cgroup_memory_limit(root), 0);
+    put("/sys/fs/cgroup/memory/memory.limit_in_bytes", "536870912\n");
+    ck_assert_int_eq(dm_cgroup_memory_limit(root), 536870912LL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cgroup");
@@ -187,6 +224,7 @@ int main(void)
     tcase_add_test(tc, v1_host_nested);
     tcase_add_test(tc, both_versions);
     tcase_add_test(tc, nothing_to_read_means_no_limit);
+    tcase_add_test(tc, memory_limits);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

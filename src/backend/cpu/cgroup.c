@@ -1,8 +1,9 @@
-/* cgroup.c - the CPU quota of this process's control groups (cgroup.h).
+/* cgroup.c - the CPU quota and memory limit of this process's control
+ * groups (cgroup.h).
  *
  * /proc/self/cgroup names the process's group in each hierarchy: v2's on
- * the line "0::PATH", v1's cpu controller's on a line whose controller
- * list holds "cpu".  /proc/self/mountinfo says where each hierarchy is
+ * the line "0::PATH", a v1 controller's on a line whose controller list
+ * holds its name ("cpu", "memory").  /proc/self/mountinfo says where each hierarchy is
  * mounted and which group is the mount's root: a container sees its own
  * group there, while /proc/self/cgroup may still give the host's path to
  * it.  The limit is the tightest one from the process's group up to the
@@ -72,9 +73,16 @@ static FILE *open_under(const char *root, const char *path)
     return fopen(file, "r");
 }
 
-/* The process's group in cgroup v2 (version 2) or in v1's cpu hierarchy
- * (version 1); 0 if it has none. */
-static int group_path(const char *root, int version, char *group, size_t size)
+/* What is read of one controller: its v1 name, and the limit one group
+ * sets (0 for none) in a unit where smaller is tighter. */
+typedef struct controller {
+    const char *v1_name;
+    long long (*group_limit)(const char *dir, int version);
+} controller;
+
+/* The process's group in cgroup v2 (version 2) or in v1's hierarchy of
+ * the controller (version 1); 0 if it has none. */
+static int group_path(const char *root, int version, const controller *ctl, char *group, size_t size)
 {
     FILE *f = open_under(root, "/proc/self/cgroup");
     if (!f) return 0;
@@ -85,7 +93,7 @@ static int group_path(const char *root, int version, char *group, size_t size)
         if (!c2) continue;
         *c1 = *c2 = '\0';
         const char *controllers = c1 + 1, *path = c2 + 1;
-        int match = version == 2 ? strcmp(line, "0") == 0 && !*controllers : has_word(controllers, "cpu");
+        int match = version == 2 ? strcmp(line, "0") == 0 && !*controllers : has_word(controllers, ctl->v1_name);
         if (match && path[0] == '/' && strlen(path) < size) {
             strcpy(group, path);
             found = 1;
@@ -99,7 +107,8 @@ static int group_path(const char *root, int version, char *group, size_t size)
  * 0 if it is not mounted.  A mountinfo line: id, parent, device, root,
  * mount point, options, optional fields up to "-", file system type,
  * source, super options. */
-static int find_mount(const char *root, int version, char *point, char *mount_root, size_t size)
+static int find_mount(const char *root, int version, const controller *ctl, char *point, char *mount_root,
+                      size_t size)
 {
     FILE *f = open_under(root, "/proc/self/mountinfo");
     if (!f) return 0;
@@ -113,7 +122,8 @@ static int find_mount(const char *root, int version, char *point, char *mount_ro
         while (dash < n && strcmp(field[dash], "-") != 0) dash++;
         if (dash + 1 >= n) continue;
         const char *type = field[dash + 1], *super = dash + 3 < n ? field[dash + 3] : "";
-        int match = version == 2 ? strcmp(type, "cgroup2") == 0 : strcmp(type, "cgroup") == 0 && has_word(super, "cpu");
+        int match =
+            version == 2 ? strcmp(type, "cgroup2") == 0 : strcmp(type, "cgroup") == 0 && has_word(super, ctl->v1_name);
         if (!match) continue;
         unescape(field[3]);
         unescape(field[4]);
@@ -158,7 +168,7 @@ static int read_number(const char *dir, const char *name, long long *value)
 }
 
 /* The processors' worth the group at dir grants; 0 if it sets no limit. */
-static int group_limit(const char *dir, int version)
+static long long cpu_group_limit(const char *dir, int version)
 {
     long long quota, period;
     if (version == 2) {
@@ -172,16 +182,28 @@ static int group_limit(const char *dir, int version)
         return 0;
     }
     if (quota <= 0 || period <= 0) return 0; /* v1 writes -1 for no limit */
-    long long cpus = quota / period + (quota % period != 0);
-    return cpus > INT_MAX ? INT_MAX : (int)cpus;
+    return quota / period + (quota % period != 0);
 }
 
+/* The bytes of memory the group at dir may use; 0 if it sets no limit.
+ * v2's memory.max holds "max" for none, v1's memory.limit_in_bytes the
+ * largest page count in bytes (about 2^63). */
+static long long memory_group_limit(const char *dir, int version)
+{
+    long long bytes;
+    if (!read_number(dir, version == 2 ? "memory.max" : "memory.limit_in_bytes", &bytes)) return 0;
+    return bytes <= 0 || bytes >= (1LL << 62) ? 0 : bytes;
+}
+
+static const controller cpu_controller = {"cpu", cpu_group_limit};
+static const controller memory_controller = {"memory", memory_group_limit};
+
 /* The tightest limit of one hierarchy on the process's path; 0 if none. */
-static int hierarchy_limit(const char *root, int version)
+static long long hierarchy_limit(const char *root, int version, const controller *ctl)
 {
     char group[PATH_BYTES], point[PATH_BYTES], mount_root[PATH_BYTES], dir[PATH_BYTES];
-    if (!group_path(root, version, group, sizeof group) ||
-        !find_mount(root, version, point, mount_root, sizeof point))
+    if (!group_path(root, version, ctl, group, sizeof group) ||
+        !find_mount(root, version, ctl, point, mount_root, sizeof point))
         return 0;
     /* The group below the mount's root; one outside it (a container's
      * view) is taken to be the root itself. */
@@ -193,9 +215,9 @@ static int hierarchy_limit(const char *root, int version)
     const char *base = strcmp(point, "/") == 0 ? "" : point;
     if (snprintf(dir, sizeof dir, "%s%s%s", root, base, below) >= (int)sizeof dir) return 0;
     size_t top = strlen(root) + strlen(base); /* dir's length at the mount point */
-    int best = 0;
+    long long best = 0;
     for (;;) {
-        int limit = group_limit(dir[0] ? dir : "/", version);
+        long long limit = ctl->group_limit(dir[0] ? dir : "/", version);
         if (limit > 0 && (best == 0 || limit < best)) best = limit;
         size_t len = strlen(dir);
         if (len <= top) break;
@@ -206,9 +228,18 @@ static int hierarchy_limit(const char *root, int version)
     return best;
 }
 
-int dm_cgroup_cpu_limit(const char *root)
+/* The tighter of v1's and v2's limits; 0 if neither sets one. */
+static long long tightest(const char *root, const controller *ctl)
 {
-    int v2 = hierarchy_limit(root, 2), v1 = hierarchy_limit(root, 1);
+    long long v2 = hierarchy_limit(root, 2, ctl), v1 = hierarchy_limit(root, 1, ctl);
     if (!v2) return v1;
     return v1 && v1 < v2 ? v1 : v2;
 }
+
+int dm_cgroup_cpu_limit(const char *root)
+{
+    long long cpus = tightest(root, &cpu_controller);
+    return cpus > INT_MAX ? INT_MAX : (int)cpus;
+}
+
+long long dm_cgroup_memory_limit(const char *root) { return tightest(root, &memory_controller); }
