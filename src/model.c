@@ -5,6 +5,7 @@
 
 #include "classes.h"
 #include "error.h"
+#include "host_memory.h"
 #include "panels.h"
 #include "model_file.h"
 #include "versioned.h"
@@ -71,8 +72,8 @@ static void *model_alloc(dm_model *m, size_t bytes)
     }
     /* On whole cache lines: a kernel's vector load of a weight panel
      * then never straddles two of them. */
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) return NULL;
+    void *p = dm_host_alloc(bytes);
+    if (!p) return NULL;
     m->allocs[m->alloc_count++] = p;
     return p;
 }
@@ -105,7 +106,7 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
         want.numel *= s.d[i];
     }
     float *dst = model_alloc(b->model, (size_t)want.numel * sizeof(float));
-    if (!dst) return dm_fail(DM_ERR_NOMEM, "out of memory for tensor '%s'", full);
+    if (!dst) return dm_fail_nomem("out of memory for tensor '%s'", full);
     if (b->src->file) {
         const dm_tensor *t = dm_tensor_file_find(b->src->file, full);
         if (!t) return dm_fail(DM_ERR_MODEL, "missing tensor '%s'", shown);
@@ -174,7 +175,7 @@ static dm_status take_conv_bn(binder *b, const char *conv, const char *bn, int c
     if (!conv_bias && (*bias = model_alloc(b->model, (size_t)cout * sizeof(float))))
         memset(*bias, 0, (size_t)cout * sizeof(float));
     *weight = model_alloc(b->model, (size_t)cout * taps * cin * sizeof(float));
-    if (!*weight || !*bias) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", conv);
+    if (!*weight || !*bias) return dm_fail_nomem("out of memory folding '%s'", conv);
     for (int o = 0; o < cout; o++) {
         float sc = scale ? scale[o] : 1.0f;
         for (int i = 0; i < cin; i++)
@@ -207,7 +208,7 @@ static dm_status take_dw(binder *b, const char *prefix, int c, int with_constant
     if (with_constant && (st = take(b, prefix, "conv_constant", SHAPE(1, 1, 3, 3), 0, &k)))
         return st;
     *w9 = model_alloc(b->model, (size_t)9 * c * sizeof(float));
-    if (!*w9) return dm_fail(DM_ERR_NOMEM, "out of memory folding '%s'", prefix);
+    if (!*w9) return dm_fail_nomem("out of memory folding '%s'", prefix);
     for (int ch = 0; ch < c; ch++)
         for (int t = 0; t < 9; t++)
             (*w9)[(size_t)t * c + ch] = w[(size_t)ch * 9 + t] + (k ? k[t] : 0.0f);
@@ -234,7 +235,7 @@ static dm_status bind_block(binder *b, const dm_config *cfg, int s, const char *
         return st;
     float *conv_w = blk->conv_w9;
     if (!(blk->conv_w9 = model_alloc(b->model, (size_t)9 * C * sizeof(float))))
-        return dm_fail(DM_ERR_NOMEM, "out of memory");
+        return dm_fail_nomem("out of memory");
     for (int ch = 0; ch < C; ch++)
         for (int t = 0; t < 9; t++) blk->conv_w9[(size_t)t * C + ch] = conv_w[(size_t)ch * 9 + t];
 
@@ -333,7 +334,7 @@ static dm_status bind_det(binder *b, const dm_config *cfg)
         return st;
     /* RoI features arrive channels-last: column c * 49 + p becomes p * F + c */
     float *w0 = model_alloc(b->model, sizeof(float) * fc * 49 * F);
-    if (!w0) return dm_fail(DM_ERR_NOMEM, "out of memory reordering the box head");
+    if (!w0) return dm_fail_nomem("out of memory reordering the box head");
     for (int o = 0; o < fc; o++)
         for (int c = 0; c < F; c++)
             for (int p = 0; p < 49; p++)
@@ -342,7 +343,7 @@ static dm_status bind_det(binder *b, const dm_config *cfg)
 
     d->mask_convs_count = cfg->mask_convs;
     if (!(d->mask_convs = model_alloc(b->model, sizeof(dm_conv3x3) * (size_t)cfg->mask_convs)))
-        return dm_fail(DM_ERR_NOMEM, "out of memory");
+        return dm_fail_nomem("out of memory");
     for (int i = 0; i < cfg->mask_convs; i++) {
         snprintf(name, sizeof name, "roi_head.mask_head.convs.%d.conv.", i);
         if ((st = take_conv3x3(b, name, i ? M : F, M, &d->mask_convs[i]))) return st;
@@ -356,7 +357,7 @@ static dm_status bind_det(binder *b, const dm_config *cfg)
     d->upsample = (dm_conv1x1){.cin = M, .cout = 4 * M};
     d->upsample.weight = model_alloc(b->model, sizeof(float) * 4 * M * M);
     d->upsample.bias = model_alloc(b->model, sizeof(float) * 4 * M);
-    if (!d->upsample.weight || !d->upsample.bias) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    if (!d->upsample.weight || !d->upsample.bias) return dm_fail_nomem("out of memory");
     for (int t = 0; t < 4; t++)
         for (int o = 0; o < M; o++) {
             d->upsample.bias[t * M + o] = up_b[o];
@@ -386,7 +387,7 @@ static dm_status bind_all(binder *b, const dm_config *cfg)
                 return st;
         }
         stage->blocks = model_alloc(m, (size_t)cfg->depths[s] * sizeof(dm_block));
-        if (!stage->blocks) return dm_fail(DM_ERR_NOMEM, "out of memory");
+        if (!stage->blocks) return dm_fail_nomem("out of memory");
         stage->block_count = cfg->depths[s];
         for (int j = 0; j < cfg->depths[s]; j++) {
             char prefix[64];
@@ -434,7 +435,7 @@ static dm_status take_conv_module1x1(binder *b, const char *fmt, int index, int 
 static dm_status bind_upernet(binder *b, const dm_config *cfg)
 {
     dm_upernet *u = model_alloc(b->model, sizeof *u);
-    if (!u) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    if (!u) return dm_fail_nomem("out of memory");
     memset(u, 0, sizeof *u);
     b->model->upernet = u;
     int ch = cfg->seg_channels, c3 = cfg->dims[3];
@@ -477,7 +478,7 @@ static dm_status bind_single_block(binder *b, const dm_config *cfg)
 {
     for (int s = 0; s < DM_NUM_STAGES; s++) b->model->config.depths[s] = s == 0;
     dm_stage *stage = &b->model->stages[0];
-    if (!(stage->blocks = model_alloc(b->model, sizeof(dm_block)))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    if (!(stage->blocks = model_alloc(b->model, sizeof(dm_block)))) return dm_fail_nomem("out of memory");
     stage->block_count = 1;
     return bind_block(b, cfg, 0, "", &stage->blocks[0]);
 }
@@ -547,7 +548,7 @@ dm_status dm_block_load(const dm_tensor_file *file, const dm_config *config, dm_
 void dm_model_free(dm_model *model)
 {
     if (!model) return;
-    for (size_t i = 0; i < model->alloc_count; i++) free(model->allocs[i]);
+    for (size_t i = 0; i < model->alloc_count; i++) dm_host_free(model->allocs[i]);
     free(model->allocs);
     for (size_t i = 0; i < model->meta_count; i++) {
         free(model->meta[i].key);
@@ -1007,7 +1008,7 @@ static void release_unpacked(packer *p, void *weight)
     alloc_place key = {(uintptr_t)weight, 0};
     const alloc_place *at = bsearch(&key, p->places, p->count, sizeof key, by_address);
     if (!at) return;
-    free(weight);
+    dm_host_free(weight);
     p->model->allocs[at->index] = NULL;
 }
 
@@ -1018,7 +1019,7 @@ static void pack_product(void *ctx, float **param, size_t floats, const dm_produ
     if (!product || p->status) return;
     float *packed = model_alloc(p->model, dm_packed_floats(product->n, product->k) * sizeof(float));
     if (!packed) {
-        p->status = dm_fail(DM_ERR_NOMEM, "out of memory packing a %zu x %zu weight", product->n, product->k);
+        p->status = dm_fail_nomem("out of memory packing a %zu x %zu weight", product->n, product->k);
         return;
     }
     dm_pack_panels(*param, product->n, product->k, packed);

@@ -63,6 +63,12 @@ cmp -s "$tmp/f32.json" "$tmp/f16.json" && fail "classify --dtype f16 printed the
 [ "$(grep -o '"label": "[^"]*"' "$tmp/f32.json")" = "$(grep -o '"label": "[^"]*"' "$tmp/f16.json")" ] ||
     fail "f16 changed the class of bag.png: $(cat "$tmp/f32.json" "$tmp/f16.json")"
 
+# DAMAMBA_MEMORY_LIMIT: a run whose buffers pass it fails, naming it; one
+# within it runs; a value that is not a size is reported, not ignored.
+expect 1 "MB workspace: .* would pass 104.9 MB, DAMAMBA_MEMORY_LIMIT" env DAMAMBA_MEMORY_LIMIT=100M \
+    "$damamba" bench -v F -s 1024 -n 1 -t 1
+expect 1 'DAMAMBA_MEMORY_LIMIT is "12X", not a size' env DAMAMBA_MEMORY_LIMIT=12X "$damamba" classify "$samples/bag.png"
+DAMAMBA_MEMORY_LIMIT=1G "$damamba" classify -k 1 "$samples/bag.png" | grep -q "Bag" || fail "classify within a 1G limit"
 # --ema selects a training checkpoint's EMA weights: other logits.  The
 # output of preprocess is what run takes.
 "$damamba" preprocess -m "$micro_pth" --size 40 "$samples/bag.png" -o "$tmp/micro_in.safetensors" || fail "preprocess for micro"

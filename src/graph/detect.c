@@ -10,6 +10,7 @@
 
 #include "detect_kernels.h"
 #include "error.h"
+#include "host_memory.h"
 #include "model.h"
 #include "ops.h"
 #include "versioned.h"
@@ -98,7 +99,7 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_mo
     float *cls = pass_alloc(pm, most * NUM_ANCHORS), *reg = pass_alloc(pm, most * 4 * NUM_ANCHORS);
     for (int l = 0; l < DM_FPN_LEVELS; l++)
         if (!levels[l].data || (l < DM_NUM_STAGES && (!lat[l].data || !stages[l]))) upsampled = NULL;
-    if (!upsampled || !hidden || !cls || !reg) return dm_fail(DM_ERR_NOMEM, "out of memory for the FPN");
+    if (!upsampled || !hidden || !cls || !reg) return dm_fail_nomem("out of memory for the FPN");
 
     dm_status status = ws->ops.reserve(ws->ops.ctx, 0, transfer, DM_FPN_LEVELS * (st->keep_features ? 3 : 2));
     if (!status) status = ws->ops.begin(ws->ops.ctx);
@@ -293,7 +294,7 @@ static dm_status roi_extract(dm_workspace *ws, pass_memory *pm, const dm_view le
                              const float *boxes, size_t stride, int n, const int *box_levels, float *host, dm_view y)
 {
     float *rois = pass_alloc(pm, 5 * (size_t)n);
-    if (!rois) return dm_fail(DM_ERR_NOMEM, "out of memory for %d RoIs", n);
+    if (!rois) return dm_fail_nomem("out of memory for %d RoIs", n);
     dm_roi_levels rl = {.count = DM_ROI_LEVELS};
     for (int l = 0; l < DM_ROI_LEVELS; l++) {
         rl.level[l] = levels[l];
@@ -331,12 +332,12 @@ static dm_status box_head(dm_workspace *ws, pass_memory *pm, const dm_model *m, 
     float *h2 = pass_alloc(pm, (size_t)N * fc), *cls = pass_alloc(pm, (size_t)N * (K + 1));
     float *reg = pass_alloc(pm, (size_t)N * 4 * K);
     st->roi_levels = malloc((size_t)N * sizeof(int) + 1);
-    st->cls_score = alloc_floats((size_t)N * (K + 1));
-    st->bbox_pred = alloc_floats((size_t)N * 4 * K);
+    st->cls_score = dm_host_array((size_t)N * (K + 1), sizeof(float));
+    st->bbox_pred = dm_host_array((size_t)N * 4 * K, sizeof(float));
     dm_status status = DM_OK;
     if (!host || !feats || !h1 || !h2 || !cls || !reg || !st->roi_levels || !st->cls_score || !st->bbox_pred) {
         free(host);
-        return dm_fail(DM_ERR_NOMEM, "out of memory for the box head over %d proposals", N);
+        return dm_fail_nomem("out of memory for the box head over %d proposals", N);
     }
     for (int i = 0; i < N; i++) st->roi_levels[i] = dm_roi_level(st->proposals + 5 * i);
     if ((status = ws->ops.reserve(ws->ops.ctx, 0, (size_t)N * (5 + K + 1 + 4 * (size_t)K), 2)) ||
@@ -364,12 +365,12 @@ done:
 static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_det_settings *cfg, dm_det_state *st)
 {
     int N = st->num_proposals, K = m->config.det_classes;
-    float *scores = alloc_floats((size_t)N * (K + 1)), *rois = NULL, *deltas = NULL, *cand_boxes = NULL;
+    float *scores = dm_host_array((size_t)N * (K + 1), sizeof(float)), *rois = NULL, *deltas = NULL, *cand_boxes = NULL;
     float *cand_scores = NULL;
     int *cand_labels = NULL, *keep = NULL;
     dm_status status = DM_OK;
     if (!scores) {
-        status = dm_fail(DM_ERR_NOMEM, "out of memory for the detections of %d proposals", N);
+        status = dm_fail_nomem("out of memory for the detections of %d proposals", N);
         goto done;
     }
     memcpy(scores, st->cls_score, sizeof(float) * N * (K + 1));
@@ -380,11 +381,11 @@ static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_
     }
     /* only the candidates get boxes: every (proposal, class) pair's was
      * 1,000 x classes boxes, gigabytes for a model of 100,000 classes */
-    rois = alloc_floats(n * 4), deltas = alloc_floats(n * 4), cand_boxes = alloc_floats(n * 4);
-    cand_scores = alloc_floats(n);
-    cand_labels = malloc(n * sizeof(int) + 1), keep = malloc(n * sizeof(int) + 1);
+    rois = dm_host_array(n * 4, sizeof(float)), deltas = dm_host_array(n * 4, sizeof(float));
+    cand_boxes = dm_host_array(n * 4, sizeof(float)), cand_scores = dm_host_array(n, sizeof(float));
+    cand_labels = dm_host_array(n, sizeof(int)), keep = dm_host_array(n, sizeof(int));
     if (!rois || !deltas || !cand_boxes || !cand_scores || !cand_labels || !keep) {
-        status = dm_fail(DM_ERR_NOMEM, "out of memory for %zu candidate detections", n);
+        status = dm_fail_nomem("out of memory for %zu candidate detections", n);
         goto done;
     }
     n = 0;
@@ -418,7 +419,8 @@ static dm_status detections(const dm_model *m, const dm_det_image *im, const dm_
     }
     st->count = (int)kept;
 done:
-    free(scores), free(rois), free(deltas), free(cand_boxes), free(cand_scores), free(cand_labels), free(keep);
+    dm_host_free(scores), dm_host_free(rois), dm_host_free(deltas), dm_host_free(cand_boxes);
+    dm_host_free(cand_scores), dm_host_free(cand_labels), dm_host_free(keep);
     return status;
 }
 
@@ -448,7 +450,7 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
     dm_status status = DM_OK;
     if (!host || !rois || !logits || !a || !b || !up || !dev_logits || !box_levels || !st->mask_logit ||
         !st->mask_prob) {
-        status = dm_fail(DM_ERR_NOMEM, "out of memory for the mask head over %d detections", D);
+        status = dm_fail_nomem("out of memory for the mask head over %d detections", D);
         goto done;
     }
     for (int i = 0; i < D; i++) {
@@ -564,7 +566,7 @@ void dm_det_state_free(dm_det_state *st)
 {
     if (!st) return;
     for (int l = 0; l < DM_FPN_LEVELS; l++) free(st->feat[l]), free(st->rpn_cls[l]), free(st->rpn_reg[l]);
-    free(st->proposals), free(st->roi_levels), free(st->cls_score), free(st->bbox_pred);
+    free(st->proposals), free(st->roi_levels), dm_host_free(st->cls_score), dm_host_free(st->bbox_pred);
     free(st->det_boxes), free(st->det_scores), free(st->det_labels), free(st->mask_logit), free(st->mask_prob);
     memset(st, 0, sizeof *st);
 }

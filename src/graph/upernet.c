@@ -7,6 +7,7 @@
 #include "model.h"
 
 #include "error.h"
+#include "host_memory.h"
 #include "ops.h"
 #include "workspace.h"
 
@@ -217,7 +218,7 @@ typedef struct seg_scratch {
 
 static void scratch_free(seg_scratch *s)
 {
-    free(s->decode), free(s->crop), free(s->window), free(s->count);
+    dm_host_free(s->decode), free(s->crop), dm_host_free(s->window), free(s->count);
     *s = (seg_scratch){0};
 }
 
@@ -235,15 +236,15 @@ static dm_status scratch_alloc(const dm_config *c, const dm_seg_options *o, int 
     network_size(o, h, w, &nh, &nw);
     stage_sizes(nh, nw, hs, wd);
     size_t window = (size_t)n * nh * nw;
-    *s = (seg_scratch){.decode = malloc(sizeof(float) * n * hs[0] * wd[0] * K)};
+    *s = (seg_scratch){.decode = dm_host_array((size_t)n * hs[0] * wd[0] * K, sizeof(float))};
     if (o->mode == DM_SEG_SLIDE) {
         s->crop = malloc(sizeof(float) * window * c->in_chans);
-        s->window = malloc(sizeof(float) * window * K);
+        s->window = dm_host_array(window * K, sizeof(float));
         s->count = calloc((size_t)h * w, sizeof(int));
     }
     if (!s->decode || (o->mode == DM_SEG_SLIDE && (!s->crop || !s->window || !s->count))) {
         scratch_free(s);
-        return dm_fail(DM_ERR_NOMEM, "out of memory for the logits of %d x %d images", h, w);
+        return dm_fail_nomem("out of memory for the logits of %d x %d images", h, w);
     }
     return DM_OK;
 }
@@ -369,9 +370,9 @@ dm_status dm_segment(const dm_model *model, dm_workspace *ws, const float *input
     size_t pixels = (size_t)n * h * w;
     float *logits = NULL;
     if ((outputs->seg_logits || outputs->seg_pred || options->mode == DM_SEG_SLIDE) &&
-        !(logits = malloc(sizeof(float) * pixels * K))) {
+        !(logits = dm_host_array(pixels * K, sizeof(float)))) {
         scratch_free(&scratch);
-        return dm_fail(DM_ERR_NOMEM, "out of memory for %d x %d x %d logits", n, h, w);
+        return dm_fail_nomem("out of memory for %d x %d x %d logits", n, h, w);
     }
     st = infer(&hx, ws, params, input, n, h, w, options, &scratch, logits);
     if (!st && outputs->decode_logits) {
@@ -382,7 +383,7 @@ dm_status dm_segment(const dm_model *model, dm_workspace *ws, const float *input
     if (!st && outputs->seg_logits) to_planes(logits, n, (size_t)h * w, K, outputs->seg_logits);
     if (!st && outputs->seg_pred)
         for (size_t p = 0; p < pixels; p++) outputs->seg_pred[p] = argmax(logits + p * K, K, 1);
-    free(logits);
+    dm_host_free(logits);
     scratch_free(&scratch);
     return st;
 }
@@ -495,14 +496,14 @@ dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_ima
     size_t plane = (size_t)image->width * image->height, net = (size_t)max_h * max_w;
     image_run run = {
         .input = malloc(sizeof(float) * 3 * net),
-        .logits = malloc(sizeof(float) * net * K),
-        .resized = malloc(sizeof(float) * plane * K),
-        .probs = probs ? probs : malloc(sizeof(float) * plane * K),
+        .logits = dm_host_array(net * K, sizeof(float)),
+        .resized = dm_host_array(plane * K, sizeof(float)),
+        .probs = probs ? probs : dm_host_array(plane * K, sizeof(float)),
         .ws = ws,
         .params = params,
     };
     if (!run.input || !run.logits || !run.resized || !run.probs)
-        st = dm_fail(DM_ERR_NOMEM, "out of memory segmenting a %d x %d image", image->width, image->height);
+        st = dm_fail_nomem("out of memory segmenting a %d x %d image", image->width, image->height);
     else
         st = scratch_alloc(&model->config, options, 1, max_h, max_w, &run.scratch);
     if (!st) memset(run.probs, 0, sizeof(float) * plane * K);
@@ -515,7 +516,7 @@ dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_ima
     if (!st && labels)
         for (size_t p = 0; p < plane; p++) labels[p] = argmax(run.probs + p, K, plane);
     scratch_free(&run.scratch);
-    free(run.input), free(run.logits), free(run.resized);
-    if (run.probs != probs) free(run.probs);
+    free(run.input), dm_host_free(run.logits), dm_host_free(run.resized);
+    if (run.probs != probs) dm_host_free(run.probs);
     return st;
 }

@@ -4,6 +4,7 @@
 #include "backends.h"
 #include "error.h"
 #include "half_gemm.h"
+#include "host_memory.h"
 #include "model.h"
 
 #include <stdlib.h>
@@ -99,7 +100,7 @@ static dm_status alloc_buffers(dm_workspace *ws, const dm_plan *plan)
     DM_GRAPH_BUFFERS(X)
 #undef X
     if (!(ws->buffers = ws->ops.alloc(ws->ops.ctx, total)))
-        return dm_fail(DM_ERR_NOMEM, "out of %s memory for a %.1f MB workspace", ws->ops.name, total * 4.0 / 1e6);
+        return dm_fail_nomem("out of %s memory for a %.1f MB workspace", ws->ops.name, total * 4.0 / 1e6);
     float *p = ws->buffers;
 #define X(name) ws->name = p; p += (plan->name + 63) & ~(size_t)63;
     DM_GRAPH_BUFFERS(X)

@@ -9,6 +9,7 @@
 #include "detect_kernels.h"
 #include "half_gemm.h"
 #include "kernels.h"
+#include "host_memory.h"
 #include "cgroup.h"
 #include "pool.h"
 
@@ -200,7 +201,7 @@ static void fail(cpu *cx, dm_status st)
 
 static void drop_weights(cpu *cx)
 {
-    for (size_t i = 0; i < cx->weight_count; i++) free(cx->weights[i].data);
+    for (size_t i = 0; i < cx->weight_count; i++) dm_host_free(cx->weights[i].data);
     free(cx->weights);
     cx->weights = NULL;
     cx->weight_count = cx->weight_cap = cx->weight_bytes = 0;
@@ -213,27 +214,9 @@ static int weight_before(const prepared_weight *p, const float *source, size_t N
     return p->N != N ? p->N < N : p->K < K;
 }
 
-/* The machine's memory in bytes (SIZE_MAX when unknown). */
-static size_t physical_bytes(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    if (pages <= 0 || page <= 0 || (unsigned long)pages > SIZE_MAX / (unsigned long)page) return SIZE_MAX;
-    return (size_t)pages * (size_t)page;
-}
-
-/* 64-byte aligned memory, or NULL.  Linux grants more than the machine
- * holds and kills the process once the pages are touched, so a request
- * larger than the machine's memory fails here instead. */
-static void *aligned_bytes(size_t bytes)
-{
-    void *p = NULL;
-    if (bytes > physical_bytes()) return NULL;
-    return posix_memalign(&p, 64, bytes ? bytes : 1) == 0 ? p : NULL;
-}
-
 static float *aligned_floats(size_t floats)
 {
-    return aligned_bytes(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
+    return dm_host_alloc(floats > SIZE_MAX / sizeof(float) ? SIZE_MAX : floats * sizeof(float));
 }
 
 /* The model's packed W [N][K] as the half precision's tiles read it,
@@ -260,10 +243,10 @@ static int prepare_weight(cpu *cx, const float *W, size_t N, size_t K, product_w
             cx->weight_cap = cap;
         }
         size_t bytes = cx->native ? cx->native->weight_bytes(N, K) : dm_packed_floats(N, K) * sizeof(float);
-        void *data = aligned_bytes(bytes);
+        void *data = dm_host_alloc(bytes);
         if (!data) {
-            fail(cx, dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of %s weights", bytes / 1e6,
-                             dm_precision_name(cx->precision)));
+            fail(cx, dm_fail_nomem("out of memory for %.1f MB of %s weights", bytes / 1e6,
+                                   dm_precision_name(cx->precision)));
             return 0;
         }
         if (cx->native) cx->native->pack_weight(W, N, K, data);
@@ -289,8 +272,8 @@ static dm_status grow_scratch(cpu *cx, size_t floats)
 {
     if (cx->scratch && floats <= cx->scratch_floats) return DM_OK;
     float *p = aligned_floats(floats);
-    if (!p) return dm_fail(DM_ERR_NOMEM, "out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
-    free(cx->scratch);
+    if (!p) return dm_fail_nomem("out of memory for %.1f MB of scratch", floats * 4.0 / 1e6);
+    dm_host_free(cx->scratch);
     cx->scratch = p;
     cx->scratch_floats = floats;
     return DM_OK;
@@ -304,7 +287,7 @@ static void shrink_scratch(cpu *cx)
     if (cx->scratch_floats <= cx->planned_floats) return;
     float *p = cx->planned_floats ? aligned_floats(cx->planned_floats) : NULL;
     if (cx->planned_floats && !p) return;
-    free(cx->scratch);
+    dm_host_free(cx->scratch);
     cx->scratch = p;
     cx->scratch_floats = cx->planned_floats;
 }
@@ -772,7 +755,7 @@ static float *cpu_alloc(void *ctx, size_t floats)
 static void cpu_release(void *ctx, float *p)
 {
     (void)ctx;
-    free(p);
+    dm_host_free(p);
 }
 
 static dm_status cpu_reserve(void *ctx, size_t scratch_floats, size_t transfer_floats, int outputs)
@@ -831,7 +814,7 @@ static void cpu_destroy(void *ctx)
     cpu *cx = ctx;
     dm_pool_destroy(cx->pool);
     drop_weights(cx);
-    free(cx->scratch);
+    dm_host_free(cx->scratch);
     free(cx);
 }
 
