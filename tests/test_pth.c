@@ -15,14 +15,6 @@
 #include "pth.h"
 #include "unpickle.h"
 
-static const char *fixture_path(const char *name)
-{
-    static _Thread_local char buf[4096];
-    const char *dir = getenv("DM_TEST_FIXTURES");
-    snprintf(buf, sizeof buf, "%s/%s", dir ? dir : "tests/fixtures", name);
-    return buf;
-}
-
 static void open_ok(const char *path, int use_ema, dm_tensor_file *f)
 {
     dm_status st = dm_model_file_open(path, use_ema, f);
@@ -66,7 +58,7 @@ START_TEST(micro_ema_matches_python_reader)
     dm_tensor_file ema, model, ref;
     open_ok(test_path("micro.pth"), 1, &ema);
     open_ok(test_path("micro.pth"), 0, &model);
-    open_ok(fixture_path("micro_ema_ref.safetensors"), 0, &ref);
+    open_ok(test_fixture_path("micro_ema_ref.safetensors"), 0, &ref);
     ck_assert_uint_eq(ema.count, model.count);
     for (size_t i = 0; i < ref.count; i++)
         assert_same_tensor(dm_tensor_file_find(&ema, ref.tensors[i].name), &ref.tensors[i]);
@@ -156,7 +148,7 @@ END_TEST
 START_TEST(ema_refused_outside_training_checkpoints)
 {
     dm_tensor_file f;
-    ck_assert_int_eq(dm_model_file_open(fixture_path("bare.pth"), 1, &f), DM_ERR_FORMAT);
+    ck_assert_int_eq(dm_model_file_open(test_fixture_path("bare.pth"), 1, &f), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "model_ema"));
     ck_assert_int_eq(dm_model_file_open(test_path("micro.safetensors"), 1, &f), DM_ERR_ARGUMENT);
 }
@@ -211,7 +203,7 @@ static void check_fixture(const dm_tensor_file *f)
 START_TEST(bare_state_dict_all_dtypes_and_views)
 {
     dm_tensor_file f;
-    open_ok(fixture_path("bare.pth"), 0, &f);
+    open_ok(test_fixture_path("bare.pth"), 0, &f);
     check_fixture(&f);
     dm_tensor_file_close(&f);
 }
@@ -220,7 +212,7 @@ END_TEST
 START_TEST(state_dict_wrapper_protocol4_module_prefix)
 {
     dm_tensor_file f;
-    open_ok(fixture_path("wrapped.pth"), 0, &f);
+    open_ok(test_fixture_path("wrapped.pth"), 0, &f);
     check_fixture(&f);
     dm_tensor_file_close(&f);
 }
@@ -420,7 +412,7 @@ END_TEST
 /* The directory fields of bare.pth, read here to aim the mutations. */
 static bytes read_fixture(const char *name)
 {
-    FILE *f = fopen(fixture_path(name), "rb");
+    FILE *f = fopen(test_fixture_path(name), "rb");
     ck_assert_ptr_nonnull(f);
     bytes b = {0};
     unsigned char chunk[4096];

@@ -19,6 +19,14 @@ const char *test_path(const char *name)
     return buf;
 }
 
+const char *test_fixture_path(const char *name)
+{
+    static _Thread_local char buf[4096];
+    const char *dir = getenv("DM_TEST_FIXTURES");
+    snprintf(buf, sizeof buf, "%s/%s", dir ? dir : "tests/fixtures", name);
+    return buf;
+}
+
 unsigned char *test_read(const char *name, size_t *size)
 {
     FILE *f = fopen(test_path(name), "rb");

@@ -14,6 +14,9 @@
  * DM_TEST_DATA environment variable that meson sets. */
 const char *test_path(const char *name);
 
+/* The path of a fixture under DM_TEST_FIXTURES (tests/fixtures by default). */
+const char *test_fixture_path(const char *name);
+
 /* The bytes of a file in the test data folder (free them), or fail the test. */
 unsigned char *test_read(const char *name, size_t *size);
 
