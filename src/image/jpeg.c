@@ -29,17 +29,15 @@ static void on_error(j_common_ptr cinfo)
 }
 
 /* Corrupt-data warnings: libjpeg fills what it cannot decode and goes on,
- * as Pillow and OpenCV let it.  Data that ends before the image does (the
- * file, or a scan's data before its blocks: a cut file, a frame header
- * larger than its data) is refused instead, as Pillow refuses a truncated
- * file: the rest would be invented grey. */
+ * as Pillow and OpenCV let it, also where a scan's data meets a marker
+ * before its last blocks (a frame header larger than its data).  A file
+ * that ends before its image does is refused instead, as Pillow refuses a
+ * truncated file. */
 static void on_message(j_common_ptr cinfo, int level)
 {
-    int code = cinfo->err->msg_code;
-    if (level == -1 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER)) {
+    if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
         jpeg_failure *f = (jpeg_failure *)cinfo->err;
-        snprintf(f->message, sizeof f->message,
-                 "truncated JPEG: the data ends early and cannot hold the frame's pixels");
+        snprintf(f->message, sizeof f->message, "truncated JPEG: the file ends before its image does");
         longjmp(f->escape, 1);
     }
 }
