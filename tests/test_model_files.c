@@ -214,6 +214,46 @@ START_TEST(json_strings_written_as_valid_utf8)
 }
 END_TEST
 
+/* \u escapes read back: pairs as one character; U+DC80..U+DCFF as the
+ * byte dm_json_write_string escaped so (Python's surrogateescape), so
+ * names round-trip; any other lone surrogate as U+FFFD, never as the
+ * surrogate's own (invalid) UTF-8 bytes. */
+START_TEST(json_strings_read_back)
+{
+    static const struct { const char *in, *out; } cases[] = {
+        {"\"\\ud83d\\ude00\"", "\xf0\x9f\x98\x80"},
+        {"\"a\\udcffb\"", "a\xff" "b"},
+        {"\"\\udced\\udca0\\udc80\"", "\xed\xa0\x80"},
+        {"\"\\ud800\"", "\xef\xbf\xbd"},
+        {"\"\\ud800x\"", "\xef\xbf\xbdx"},
+        {"\"\\ud800\\u0041\"", "\xef\xbf\xbd" "A"},
+        {"\"\\ud800\\ud800\\udc00\"", "\xef\xbf\xbd\xf0\x90\x80\x80"},
+        {"\"\\udc00\\udfff\"", "\xef\xbf\xbd\xef\xbf\xbd"},
+    };
+    char err[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dm_json *v = dm_json_parse(cases[i].in, strlen(cases[i].in), err, sizeof err);
+        ck_assert_msg(v && v->type == DM_JSON_STRING, "%s: %s", cases[i].in, err);
+        ck_assert_msg(strcmp(v->string, cases[i].out) == 0, "%s read as %s", cases[i].in, v->string);
+        dm_json_free(v);
+    }
+    /* what dm_json_write_string writes reads back as it was */
+    static const char *const names[] = {"a\xff" "b", "\xc0\x80", "\xed\xa0\x80", "\xe2\x82", "\xc3\xa9 q\"\n"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        ck_assert(dm_json_write_string(f, names[i]));
+        fclose(f);
+        dm_json *v = dm_json_parse(text, len, err, sizeof err);
+        ck_assert_msg(v && strcmp(v->string, names[i]) == 0, "%s did not read back", text);
+        dm_json_free(v);
+        free(text);
+    }
+    ck_assert_ptr_null(dm_json_parse("\"\\ud800\\uzzzz\"", 14, err, sizeof err));
+}
+END_TEST
+
 START_TEST(many_blocks_in_n_log_n)
 {
     /* 80,000 blocks: counting them looked each name up in the whole list
@@ -438,6 +478,7 @@ int main(void)
     tcase_add_test(tc, many_tensors_in_n_log_n);
     tcase_add_test(tc, header_memory_bounded);
     tcase_add_test(tc, json_strings_written_as_valid_utf8);
+    tcase_add_test(tc, json_strings_read_back);
     tcase_add_test(tc, many_blocks_in_n_log_n);
     tcase_add_test(tc, unknown_dtype);
     tcase_add_test(tc, shape_overflow);

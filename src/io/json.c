@@ -117,18 +117,21 @@ static char *parse_string(parser *p)
         case 'r': out[o++] = '\r'; break;
         case 't': out[o++] = '\t'; break;
         case 'u': {
-            unsigned cp;
+            unsigned cp, lo;
             if (!hex4(p, &cp)) { fail(p, "bad \\u escape"); free(out); return NULL; }
-            if (cp >= 0xD800 && cp < 0xDC00 && p->pos + 6 <= end &&
-                p->s[p->pos] == '\\' && p->s[p->pos + 1] == 'u') {
-                unsigned lo;
+            if (cp >= 0xD800 && cp < 0xDC00 && p->pos + 6 <= end && p->s[p->pos] == '\\' &&
+                p->s[p->pos + 1] == 'u') {
+                size_t at = p->pos;
                 p->pos += 2;
-                if (!hex4(p, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
-                    fail(p, "bad surrogate pair"); free(out); return NULL;
-                }
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                if (hex4(p, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                else p->pos = at; /* not a pair: the next escape stands alone */
             }
-            o += put_utf8(out + o, cp); /* 6+ source bytes -> at most 4 */
+            if (cp >= 0xDC80 && cp <= 0xDCFF) {
+                out[o++] = (char)(cp - 0xDC00); /* a byte that was not UTF-8, as dm_json_write_string escapes it */
+            } else {
+                if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD; /* a lone surrogate is no character */
+                o += put_utf8(out + o, cp); /* 6+ source bytes -> at most 4 */
+            }
             break;
         }
         default: fail(p, "bad escape"); free(out); return NULL;
