@@ -137,6 +137,22 @@ done
 ls "$samples"/*.png >"$tmp/list.txt"
 "$damamba" classify --json "@$tmp/list.txt" | grep -c '"top"' | grep -qx 10 || fail "@LIST"
 
+# A list line that no file name can be: one holding a NUL is reported and
+# skipped, one longer than any path ends the list (a list that is
+# /dev/zero, file or standard input, once filled the memory).
+printf '%s\n%s\0x\n%s\r\n' "$samples/bag.png" "$samples/coat.png" "$samples/dress.png" >"$tmp/nul_list.txt"
+for source in "@$tmp/nul_list.txt" @-; do
+    "$damamba" classify --json "$source" <"$tmp/nul_list.txt" >"$tmp/nul.json" 2>"$tmp/err.txt"
+    [ $? -eq 1 ] || fail "classify $source: a NUL in a list line is not a failure"
+    grep -q "line 2 holds a NUL byte" "$tmp/err.txt" || fail "classify $source: $(cat "$tmp/err.txt")"
+    [ "$(grep -c '"top"' "$tmp/nul.json")" -eq 2 ] || fail "classify $source: not the 2 other images"
+done
+for source in @/dev/zero @-; do
+    timeout 60 "$damamba" classify "$source" </dev/zero >/dev/null 2>"$tmp/err.txt"
+    [ $? -eq 1 ] || fail "classify $source of /dev/zero did not fail"
+    grep -q "line 1 is longer than any file name" "$tmp/err.txt" || fail "classify $source: $(cat "$tmp/err.txt")"
+done
+
 # eval over a folder with one sub-folder per class, in class order 0..9.
 i=0
 for c in t-shirt trouser pullover dress coat sandal shirt sneaker bag ankle-boot; do

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <math.h>
@@ -469,27 +470,90 @@ static int walk_dir(cli_files *f, const char *dir, size_t *skipped)
     return ok;
 }
 
+/* A line of a list names a file: one longer than any path cannot, and
+ * reading on for its end (a list that is /dev/zero) would fill the memory. */
+#define LIST_LINE_MAX PATH_MAX
+
+/* A line longer than LIST_LINE_MAX ends the list: its end may never come. */
+static char *end_long_line(cli_line_reader *r)
+{
+    cli_error("%s: line %zu is longer than any file name (over %d bytes)", r->name, r->lines + 1, LIST_LINE_MAX);
+    r->failed = r->eof = 1;
+    r->len = 0;
+    return NULL;
+}
+
+/* The next non-empty line of r, without its newline and trailing CRs,
+ * waiting for it; NULL at the end of input, or once r fails.  A line
+ * holding a NUL byte is reported and skipped; a line too long or a read
+ * error is reported and ends the list.  Either sets r->failed. */
+static char *read_line(cli_line_reader *r)
+{
+    for (;;) {
+        char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+        if (nl || (r->eof && r->len)) {
+            size_t len = nl ? (size_t)(nl - r->buf) : r->len, used = nl ? len + 1 : len;
+            char *line = NULL;
+            if (len > LIST_LINE_MAX) return end_long_line(r);
+            r->lines++;
+            if (memchr(r->buf, '\0', len)) {
+                cli_error("%s: line %zu holds a NUL byte, which no file name can", r->name, r->lines);
+                r->failed = 1;
+            } else if (!(line = strndup(r->buf, len))) {
+                cli_error("out of memory reading %s", r->name);
+                r->failed = r->eof = 1;
+                r->len = 0;
+                return NULL;
+            }
+            memmove(r->buf, r->buf + used, r->len - used);
+            r->len -= used;
+            if (!line) continue;
+            while (len && line[len - 1] == '\r') line[--len] = '\0';
+            if (len) return line;
+            free(line);
+            continue;
+        }
+        if (r->eof) return NULL;
+        if (r->len > LIST_LINE_MAX) return end_long_line(r);
+        if (r->len == r->cap) {
+            size_t cap = r->cap ? 2 * r->cap : 4096;
+            char *buf = realloc(r->buf, cap);
+            if (!buf) {
+                cli_error("out of memory reading %s", r->name);
+                r->failed = r->eof = 1;
+                return NULL;
+            }
+            r->buf = buf;
+            r->cap = cap;
+        }
+        ssize_t got = read(r->fd, r->buf + r->len, r->cap - r->len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            cli_error("%s: cannot read list: %s", r->name, strerror(errno));
+            r->failed = 1;
+        }
+        if (got <= 0) r->eof = 1;
+        else r->len += (size_t)got;
+    }
+}
+
 static int add_list(cli_files *f, const char *list)
 {
-    FILE *in = fopen(list, "r");
-    if (!in) {
+    int fd = open(list, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         cli_error("%s: cannot open list: %s", list, strerror(errno));
         return 0;
     }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    cli_line_reader r = {.fd = fd, .name = list};
     int ok = 1;
-    while (ok && (len = getline(&line, &cap, in)) >= 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-        if (len > 0) ok = files_push(f, line);
+    for (char *line; ok && (line = read_line(&r));) {
+        ok = files_push(f, line);
+        free(line);
+        if (!ok) cli_error("out of memory reading %s", list);
     }
-    free(line);
-    if (!ok) cli_error("out of memory reading %s", list);
-    else if (ferror(in)) cli_error("%s: cannot read list: %s", list, strerror(errno));
-    ok = ok && !ferror(in);
-    fclose(in);
-    return ok;
+    free(r.buf);
+    close(fd);
+    return ok && !r.failed;
 }
 
 int cli_files_add(cli_files *files, const char *arg)
@@ -618,7 +682,8 @@ int cli_parse_shard(const char *value, int *index, int *count)
 
 int cli_source_init(cli_source *s, char **args, int count, int shard_index, int shard_count)
 {
-    *s = (cli_source){.shard_index = shard_index, .shard_count = shard_count};
+    *s = (cli_source){.in = {.fd = STDIN_FILENO, .name = "standard input"},
+                      .shard_index = shard_index, .shard_count = shard_count};
     int stdin_uses = 0;
     for (int i = 0; i < count; i++) {
         int from_stdin = !strcmp(args[i], "-") || !strcmp(args[i], "@-");
@@ -639,59 +704,14 @@ int cli_source_init(cli_source *s, char **args, int count, int shard_index, int 
     return 1;
 }
 
-/* Take a complete line from the buffer (or the rest at the end of input). */
-static char *take_line(cli_source *s)
-{
-    char *nl = s->len ? memchr(s->buf, '\n', s->len) : NULL;
-    if (!nl && !(s->eof && s->len)) return NULL;
-    size_t len = nl ? (size_t)(nl - s->buf) : s->len, used = nl ? len + 1 : len;
-    char *line = strndup(s->buf, len);
-    memmove(s->buf, s->buf + used, s->len - used);
-    s->len -= used;
-    return line;
-}
-
-/* The next non-empty line of standard input, waiting for it; NULL at the
- * end of input or on an error. */
-static char *stdin_line(cli_source *s)
-{
-    for (;;) {
-        char *line = take_line(s);
-        if (line) {
-            size_t len = strlen(line);
-            while (len && line[len - 1] == '\r') line[--len] = '\0';
-            if (len) return line;
-            free(line);
-            continue;
-        }
-        if (s->eof) return NULL;
-        if (s->len == s->cap) {
-            size_t cap = s->cap ? 2 * s->cap : 4096;
-            char *buf = realloc(s->buf, cap);
-            if (!buf) {
-                cli_error("out of memory reading standard input");
-                s->failed = s->eof = 1;
-                return NULL;
-            }
-            s->buf = buf;
-            s->cap = cap;
-        }
-        ssize_t got = read(STDIN_FILENO, s->buf + s->len, s->cap - s->len);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-            cli_error("standard input: %s", strerror(errno));
-            s->failed = 1;
-        }
-        if (got <= 0) s->eof = 1;
-        else s->len += (size_t)got;
-    }
-}
-
 char *cli_source_next(cli_source *s)
 {
     for (;;) {
         char *path = NULL;
-        if (s->reading_stdin && !(path = stdin_line(s))) s->reading_stdin = 0;
+        if (s->reading_stdin && !(path = read_line(&s->in))) {
+            s->reading_stdin = 0;
+            s->failed |= s->in.failed;
+        }
         if (!path) {
             if (s->next_file == s->files.count) return NULL;
             const char *next = s->files.paths[s->next_file++];
@@ -712,7 +732,8 @@ char *cli_source_next(cli_source *s)
 
 int cli_source_ready(cli_source *s)
 {
-    if (!s->reading_stdin || s->eof || (s->len && memchr(s->buf, '\n', s->len))) return 1;
+    const cli_line_reader *in = &s->in;
+    if (!s->reading_stdin || in->eof || (in->len && memchr(in->buf, '\n', in->len))) return 1;
     struct pollfd fd = {.fd = STDIN_FILENO, .events = POLLIN};
     return poll(&fd, 1, 0) > 0;
 }
@@ -730,7 +751,7 @@ size_t cli_source_total(const cli_source *s)
 void cli_source_free(cli_source *s)
 {
     cli_files_free(&s->files);
-    free(s->buf);
+    free(s->in.buf);
     *s = (cli_source){0};
 }
 

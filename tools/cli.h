@@ -208,13 +208,22 @@ int cli_parse_shard(const char *value, int *index, int *count);
 /* The paths to work on, one at a time: the expanded arguments in order, a
  * list on standard input read line by line as it arrives, and only every
  * shard_count-th path from shard_index on. */
+/* A list of paths read line by line from a descriptor, as it arrives. */
+typedef struct cli_line_reader {
+    int fd;
+    const char *name;          /* for messages: the list, or "standard input" */
+    char *buf;                 /* what is read and not yet returned */
+    size_t len, cap;
+    size_t lines;              /* lines taken so far */
+    int eof, failed;           /* failed: a line or the descriptor could not be read */
+} cli_line_reader;
+
 typedef struct cli_source {
     cli_files files;
     size_t next_file;
     int reading_stdin;         /* inside the '@-' list */
-    char *buf;                 /* standard input not yet returned */
-    size_t len, cap;
-    int eof, failed;           /* failed: an argument or standard input could not be read */
+    cli_line_reader in;        /* standard input's list */
+    int failed;                /* an argument or standard input could not be read */
     size_t index;              /* paths seen, for sharding */
     int shard_index, shard_count;
 } cli_source;
