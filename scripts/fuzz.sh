@@ -21,9 +21,10 @@ sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="-std=c11 -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -g -O1 $sanitize -I$root/include -I$root/src -I$root/src/internal -I$root/src/io -I$root/src/image -I$root/simd $(pkg-config --cflags stb)"
 # The file readers, the model loader (with the packing of its weights) and
 # the image loader, without kernels.
-lib="src/error.c src/versioned.c src/classes.c src/io/json.c src/io/dtype.c src/io/safetensors.c src/io/files.c
-  src/io/tensor_file.c src/io/zip.c src/io/unpickle.c src/io/pth.c src/io/model_file.c src/model.c simd/panels.c
-  src/image/image_check.c src/image/image.c src/image/resample.c src/image/jpeg.c"
+lib="src/error.c src/host_memory.c src/backend/cpu/cgroup.c src/versioned.c src/classes.c src/io/json.c
+  src/io/dtype.c src/io/safetensors.c src/io/files.c src/io/tensor_file.c src/io/zip.c src/io/unpickle.c src/io/pth.c
+  src/io/model_file.c src/model.c simd/panels.c src/image/image_check.c src/image/image.c src/image/resample.c
+  src/image/jpeg.c"
 
 mkdir -p "$out/obj"
 objs=""
