@@ -364,6 +364,17 @@ echo "earlier results" >"$tmp/own/res.json"
 expect 1 "res.json: not written: no image was detected" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
     --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/res.json" "$tmp/pair/bad.png"
 [ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "--coco-results of no image replaced the file"
+# The output directory of segment, detect --draw and features -d: created
+# when missing, refused when a file holds its name.
+"$damamba" segment -q -m "$seg_model" --mode whole -o "$tmp/new_seg" "$tmp/pair/good.png" ||
+    fail "segment into a missing directory"
+[ -s "$tmp/new_seg/good_seg.png" ] || fail "segment did not create its directory"
+: >"$tmp/not_dir"
+expect 1 "not_dir: not a directory" "$damamba" segment -m "$seg_model" -o "$tmp/not_dir" "$tmp/pair/good.png"
+expect 1 "not_dir: not a directory" "$damamba" detect -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/not_dir" \
+    "$tmp/pair/good.png"
+expect 1 "not_dir: not a directory" "$damamba" features -d "$tmp/not_dir" "$tmp/pair/good.png"
+[ -f "$tmp/not_dir" ] && [ ! -s "$tmp/not_dir" ] || fail "a refused output directory's file was changed"
 # segment and detect read images on standard input ('-', named stdin) and
 # lists on it ('@-'), as classify does.
 mkdir -p "$tmp/stdin_out"

@@ -666,6 +666,20 @@ void cli_outputs_free(cli_outputs *o)
     *o = (cli_outputs){0};
 }
 
+int cli_output_dir(const char *dir)
+{
+    struct stat sb;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        cli_error("%s: cannot create the directory: %s", dir, strerror(errno));
+        return 0;
+    }
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        cli_error("%s: not a directory", dir);
+        return 0;
+    }
+    return 1;
+}
+
 int cli_parse_shard(const char *value, int *index, int *count)
 {
     long i, n;

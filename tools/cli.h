@@ -198,6 +198,11 @@ int cli_outputs_init(cli_outputs *o, const cli_files *images, char *const *args,
 int cli_outputs_claim(cli_outputs *o, const char *input, const char *path);
 void cli_outputs_free(cli_outputs *o);
 
+/* The directory a command writes its files to: created when missing (its
+ * parent must exist).  Prints and returns 0 when it cannot be created or
+ * is not a directory. */
+int cli_output_dir(const char *dir);
+
 /* The names in a directory, except those starting with '.', in byte order.
  * Prints the error and returns 0 on failure. */
 int cli_list_dir(const char *dir, cli_files *names);

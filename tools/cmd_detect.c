@@ -3,10 +3,8 @@
  * file. */
 #include "cli.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "draw.h"
 #include "internal_api.h"
@@ -37,7 +35,7 @@ static const char detect_usage[] =
     "                            {\"size\": [h, w], \"counts\": COCO compressed RLE}}]}\n"
     "      --draw                write DIR/NAME.png: the photo with boxes, labels and\n"
     "                            translucent masks (needs -o)\n"
-    "  -o, --output DIR          where --draw writes\n"
+    "  -o, --output DIR          where --draw writes (created if missing)\n"
     "      --score-thr T         keep detections scoring above T (default 0.05, the\n"
     "                            authors' test setting)\n"
     "      --coco-results FILE   write every detection as the COCO results list\n"
@@ -300,10 +298,7 @@ int cmd_detect(int argc, char **argv)
         cli_error("%s: not a detection model (it has no Mask R-CNN heads)", o.model);
         goto done;
     }
-    if (o.draw && mkdir(o.out_dir, 0777) != 0 && errno != EEXIST) {
-        cli_error("%s: cannot create: %s", o.out_dir, strerror(errno));
-        goto done;
-    }
+    if (o.draw && !cli_output_dir(o.out_dir)) goto done;
     if (o.results) {
         dm_json *root = cli_coco_load(o.annotations);
         int ok = root && cli_coco_images(root, o.annotations, &images, &nimages);

@@ -2,10 +2,8 @@
  * model's input) and `damamba features` (the four stage outputs). */
 #include "cli.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "internal_api.h"
 
@@ -307,10 +305,7 @@ static char *output_path(const char *dir, const char *image, cli_outputs *outs)
 /* features -d: every image to its own file in a.output_dir. */
 static int extract_all(const image_args *a, const dm_model *m, const dm_preprocess *prep)
 {
-    if (mkdir(a->output_dir, 0777) != 0 && errno != EEXIST) {
-        cli_error("%s: cannot create the directory: %s", a->output_dir, strerror(errno));
-        return 1;
-    }
+    if (!cli_output_dir(a->output_dir)) return 1;
     cli_source source;
     if (!cli_source_init(&source, a->images, a->count, 0, 1)) return 2;
     cli_outputs outs;

@@ -6,7 +6,6 @@
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <stb_image_write.h>
 
@@ -28,7 +27,8 @@ static const char segment_usage[] =
     "\n"
     "  -m, --model FILE     segmentation model (.pth or .safetensors, mmseg names)\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
-    "  -o, --output DIR     where the PNGs go (default: the current directory)\n"
+    "  -o, --output DIR     where the PNGs go (default: the current directory; created\n"
+    "                       if missing)\n"
     "      --mode M         whole: the whole image at once; slide (default): crop x\n"
     "                       crop windows stride apart; aug: multi-scale (0.5 .. 1.75)\n"
     "                       + flip, each scale in slide mode\n"
@@ -231,11 +231,7 @@ int cmd_segment(int argc, char **argv)
         fputs(segment_usage, stderr);
         return 2;
     }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        cli_error("%s: not a directory", dir);
-        return 2;
-    }
+    if (!cli_output_dir(dir)) return 1;
     if (!cli_backend_usable(s.run.backend)) return 1;
     cli_source source;
     if (!cli_source_init(&source, argv + optind, argc - optind, 0, 1)) return 2;
