@@ -488,6 +488,19 @@ got=$("$damamba" eval --task seg -q --no-reduce-zero-label -m "$seg_model" "$seg
 "$damamba" eval --task seg -q --per-class -m "$seg_model" "$seg_eval" | grep -q "^7 *bed *0.5365" ||
     fail "eval --task seg --per-class"
 "$damamba" eval --task seg -q -m "$seg_model" "$tmp" >/dev/null 2>&1 && fail "eval --task seg without images succeeded"
+mkdir -p "$tmp/seg_empty/images/validation" "$tmp/seg_empty/annotations/validation"
+expect 1 "seg_empty/images/validation: no images" "$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_empty"
+grep -q "mIoU=" "$tmp/expect.out" && fail "eval --task seg of an empty dataset printed metrics"
+# An option of another task is a usage error, not ignored.
+expect 2 "eval --task cls does not take --mode" "$damamba" eval --mode slide "$fmnist"
+expect 2 "eval --task cls does not take --no-reduce-zero-label" "$damamba" eval --no-reduce-zero-label "$fmnist"
+expect 2 "eval --task seg does not take --batch" "$damamba" eval --task seg -b 2 -m "$seg_model" "$seg_eval"
+expect 2 "eval --task seg does not take a preprocessing option" "$damamba" eval --task seg --size 64 \
+    -m "$seg_model" "$seg_eval"
+expect 2 "eval --task det does not take --ema" "$damamba" eval --task det --ema -m "$golden/maskrcnn_micro.pth" \
+    --coco-annotations "$tmp/none.json" "$tmp"
+expect 2 "eval --task det does not take --per-class" "$damamba" eval --task det --per-class \
+    -m "$golden/maskrcnn_micro.pth" --coco-annotations "$tmp/none.json" "$tmp"
 # Annotations that are not PNG files: a FIFO is refused at once (reading it
 # waited for a writer forever), a cut PNG is named in the error.
 mkdir -p "$tmp/seg_odd/images/validation" "$tmp/seg_odd/annotations/validation"

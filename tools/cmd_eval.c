@@ -270,6 +270,7 @@ int cmd_eval(int argc, char **argv)
     const char *model_path = NULL, *annotations = NULL;
     int ema = 0;
     int batch = 256, quiet = 0, per_class = 0, c, reduce_zero_label = 1;
+    int batch_given = 0, mode_given = 0, preprocess_given = 0;
     cli_task task = CLI_TASK_CLS;
     dm_backend backend = DM_BACKEND_CPU;
     dm_seg_options seg_options = dm_seg_options_ade20k();
@@ -287,12 +288,18 @@ int cmd_eval(int argc, char **argv)
         switch (c) {
         case 'm': model_path = optarg; break;
         case CLI_OPT_EMA: ema = 1; break;
-        case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
+        case 'b':
+            if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2;
+            batch_given = 1;
+            break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't': if (!cli_parse_threads(optarg)) return 2; break;
         case 'q': quiet = 1; break;
         case OPT_TASK: if (!cli_parse_task(optarg, &task)) return 2; break;
-        case OPT_MODE: if (!cli_parse_seg_mode(optarg, &seg_options)) return 2; break;
+        case OPT_MODE:
+            if (!cli_parse_seg_mode(optarg, &seg_options)) return 2;
+            mode_given = 1;
+            break;
         case OPT_PER_CLASS: per_class = 1; break;
         case OPT_NO_REDUCE: reduce_zero_label = 0; break;
         case OPT_COCO_ANNOTATIONS: annotations = optarg; break;
@@ -300,6 +307,7 @@ int cmd_eval(int argc, char **argv)
         case 'h': fputs(eval_usage, stdout); return 0;
         default: {
             int taken = cli_preprocess_opt(&popts, c, optarg);
+            preprocess_given |= taken > 0;
             if (taken > 0) break;
             if (!taken) fputs(eval_usage, stderr);
             return 2;
@@ -309,6 +317,19 @@ int cmd_eval(int argc, char **argv)
     int det = task == CLI_TASK_DET;
     if (optind != argc - 1 || det != (annotations != NULL) || (det && !model_path)) {
         fputs(eval_usage, stderr);
+        return 2;
+    }
+    /* an option of another task is refused, not ignored */
+    static const char *const task_names[] = {"cls", "seg", "det"};
+    const char *misplaced = task != CLI_TASK_SEG && mode_given            ? "--mode"
+                            : task != CLI_TASK_SEG && !reduce_zero_label  ? "--no-reduce-zero-label"
+                            : task != CLI_TASK_CLS && batch_given         ? "--batch"
+                            : task != CLI_TASK_CLS && preprocess_given    ? "a preprocessing option"
+                            : det && ema                                  ? "--ema"
+                            : det && per_class                            ? "--per-class"
+                                                                          : NULL;
+    if (misplaced) {
+        cli_error("eval --task %s does not take %s", task_names[task], misplaced);
         return 2;
     }
     if (!cli_backend_usable(backend)) return 1;

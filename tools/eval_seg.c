@@ -177,6 +177,9 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
         failed = 1;
     } else if (!cli_files_add(&files, dir)) {
         failed = 1;
+    } else if (files.count == 0) {
+        cli_error("%s: no images", dir); /* an mIoU of nothing is no measurement */
+        failed = 1;
     }
     cli_segmenter seg = {.model = m, .backend = backend, .transform = dm_mm_transform_ade20k(), .options = *o};
     size_t counted = 0, bad = 0;
