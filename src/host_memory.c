@@ -10,6 +10,7 @@
 
 #include "backend/cpu/cgroup.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -49,7 +50,7 @@ static int parse_size(const char *s, size_t *out)
     }
     if (p == s) return 0;
     static const char units[] = "KMGT";
-    const char *unit = *p ? strchr(units, *p == 'k' ? 'K' : *p) : NULL;
+    const char *unit = *p ? strchr(units, toupper((unsigned char)*p)) : NULL;
     if (unit) {
         for (const char *u = units; u <= unit; u++) {
             if (value > SIZE_MAX / 1024) return 0;
@@ -107,14 +108,14 @@ void *dm_host_alloc(size_t bytes)
 {
     refusal[0] = '\0';
     size_t most = dm_memory_limit();
+    if (limit_unreadable) {
+        snprintf(refusal, sizeof refusal, "%s", limit_source);
+        return NULL;
+    }
     size_t holding = atomic_load(&held);
     if (bytes >= RESIDENT_CHECK_BYTES) {
         size_t resident = resident_bytes();
         if (resident > holding) holding = resident;
-    }
-    if (limit_unreadable) {
-        snprintf(refusal, sizeof refusal, "%s", limit_source);
-        return NULL;
     }
     if (bytes > SIZE_MAX - HEADER || holding > most || bytes + HEADER > most - holding) {
         snprintf(refusal, sizeof refusal, "the process holds %.1f MB, and %.1f MB more would pass %.1f MB, %s",

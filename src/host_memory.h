@@ -9,9 +9,10 @@
 
 #include <stddef.h>
 
-/* Bytes this process may hold: the least of the machine's memory, its
- * control groups' limit and DAMAMBA_MEMORY_LIMIT, read once.  0 when
- * DAMAMBA_MEMORY_LIMIT is not a size: every buffer then fails. */
+/* Bytes this process may hold: the machine's memory, or its control
+ * groups' limit where tighter; DAMAMBA_MEMORY_LIMIT, where set, replaces
+ * both.  Read once.  0 when DAMAMBA_MEMORY_LIMIT is not a size: every
+ * buffer then fails, naming it. */
 size_t dm_memory_limit(void);
 
 /* 64-byte aligned memory for bytes, or NULL: out of memory, or the
