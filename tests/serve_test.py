@@ -273,6 +273,35 @@ try:
     check(batches < run, "concurrent requests were not batched")
     check(after['damamba_batch_size_bucket{model="fmnist",le="4"}'] == after[count], "a batch over -b 4")
 
+    # A request much larger than the batch does not hold back one that
+    # arrives after it: passes take requests that fit whole first.  The
+    # small request goes in once the large one is queued, and is answered
+    # while most of the large one's images still wait (first in, first out
+    # answered it after them all).
+    big_n = 3000
+    big_header = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [big_n, 1, 28, 28],
+                              "parameters": {"binary_data_size": big_n * 784 * 4}}]}
+    big_body, big_headers = binary_request(big_header, [struct.pack("<784f", *tensors[0]) * big_n])
+    done = {}
+
+    def big_client():
+        done["big"] = main.request("POST", FMNIST + "/infer", big_body, big_headers)[0]
+
+    big = threading.Thread(target=big_client)
+    big.start()
+    deadline = time.monotonic() + 60
+    while main.metrics().get('damamba_queue_images{model="fmnist"}', 0) == 0 and big.is_alive() and \
+            time.monotonic() < deadline:
+        time.sleep(0.002)
+    status, body = main.json("POST", FMNIST + "/infer", infer_json(1, tensors[1]))
+    waiting = main.metrics().get('damamba_queue_images{model="fmnist"}', 0)
+    big.join()
+    check(status == 200 and done["big"] == 200, f"large and small requests: {status}, {done}")
+    print(f"a small request answered while {waiting:.0f} of a large one's {big_n} images waited")
+    check(waiting > 0, "a request queued behind a larger one waited for all of it")
+    check(status == 200 and max_abs_diff(body["outputs"][0]["data"], alone[1]) <= 1e-5,
+          "the small request beside a large one differs from alone")
+
     # A response the client does not take whole (it reads a few bytes,
     # then resets the connection) is logged and counted as none, code 0.
     cut_key = 'damamba_requests_total{endpoint="infer",code="0"}'

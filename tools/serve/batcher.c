@@ -1,10 +1,11 @@
 /* batcher.c - dynamic batching: one worker thread per model gathers the
  * images of requests that arrive together into one forward pass.
  *
- * The queue holds whole requests; the worker takes images from the front,
- * so a request larger than the batch spans several passes and a batch may
- * end part-way through a request.  Every image's outputs depend only on that
- * image, so a response equals running its request alone. */
+ * The queue holds whole requests; a pass takes first the requests that fit
+ * whole in it, then fills up from the oldest, so a request larger than the
+ * batch spans several passes, shares them with later requests, and a batch
+ * may end part-way through a request.  Every image's outputs depend only on
+ * that image, so a response equals running its request alone. */
 #include "serve.h"
 
 #include <errno.h>
@@ -100,17 +101,40 @@ static int wait_for_batch(serve_batcher *b)
     return 1;
 }
 
-/* Take up to max_batch images from the front of the queue (lock held). */
+/* Up to `most` of job's images not yet taken into slots from n on. */
+static int take_images(serve_batcher *b, serve_job *job, int n, int most)
+{
+    while (job->taken < job->n && most-- > 0) b->slots[n++] = (serve_batch_slot){job, job->taken++};
+    return n;
+}
+
+/* Take up to max_batch images (lock held): first every request that fits
+ * whole in the room left, in arrival order, then what fills the batch from
+ * the oldest on.  A request larger than the batch then shares its passes
+ * with those that arrive after it, instead of holding them back until it
+ * is done; when it does not fit, one slot is kept for it, so the oldest
+ * request advances in every pass. */
 static int take_batch(serve_batcher *b)
 {
-    int n = 0;
-    while (b->head && n < b->max_batch) {
-        serve_job *job = b->head;
-        while (job->taken < job->n && n < b->max_batch) b->slots[n++] = (serve_batch_slot){job, job->taken++};
+    int n = 0, room = b->max_batch;
+    serve_job *oldest = b->head;
+    int kept = oldest->n - oldest->taken > room;
+    for (serve_job *job = oldest; job && n < room; job = job->next) {
+        int left = job->n - job->taken;
+        if (left <= room - n - (job == oldest ? 0 : kept)) n = take_images(b, job, n, left);
+    }
+    for (serve_job *job = oldest; job && n < room; job = job->next) n = take_images(b, job, n, room - n);
+    /* the requests wholly taken leave the queue */
+    serve_job **link = &b->head;
+    b->tail = NULL;
+    while (*link) {
+        serve_job *job = *link;
         if (job->taken == job->n) {
-            b->head = job->next;
-            if (!b->head) b->tail = NULL;
+            *link = job->next;
             b->queued_jobs--;
+        } else {
+            b->tail = job;
+            link = &job->next;
         }
     }
     b->queued_images -= n;
