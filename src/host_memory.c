@@ -93,15 +93,18 @@ size_t dm_memory_limit(void)
     return limit;
 }
 
+/* Resident memory that is not a file's: a mapped model file's pages are
+ * the page cache's, which the kernel can drop and read again. */
 static size_t resident_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
     if (!f) return 0;
-    unsigned long long size, pages;
-    int ok = fscanf(f, "%llu %llu", &size, &pages) == 2;
+    unsigned long long size, resident, shared;
+    int ok = fscanf(f, "%llu %llu %llu", &size, &resident, &shared) == 3 && shared <= resident;
     fclose(f);
+    unsigned long long pages = ok ? resident - shared : 0;
     long page = sysconf(_SC_PAGE_SIZE);
-    return ok && page > 0 && pages < SIZE_MAX / (unsigned long)page ? (size_t)pages * (size_t)page : 0;
+    return page > 0 && pages < SIZE_MAX / (unsigned long)page ? (size_t)pages * (size_t)page : 0;
 }
 
 void *dm_host_alloc(size_t bytes)

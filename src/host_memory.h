@@ -16,8 +16,9 @@
 size_t dm_memory_limit(void);
 
 /* 64-byte aligned memory for bytes, or NULL: out of memory, or the
- * process, holding the larger of its resident memory and these buffers,
- * would pass dm_memory_limit().  Free with dm_host_free(). */
+ * process, holding the larger of its resident memory (less mapped files)
+ * and these buffers, would pass dm_memory_limit().  Free with
+ * dm_host_free(). */
 void *dm_host_alloc(size_t bytes);
 void dm_host_free(void *p);
 
