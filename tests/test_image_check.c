@@ -22,6 +22,18 @@ START_TEST(signatures)
     ck_assert_int_eq(dm_image_check(bmp, sizeof bmp, DM_IMAGE_MAX_PIXELS), DM_OK);
     ck_assert_int_eq(dm_image_check(bmp, sizeof bmp - 2, DM_IMAGE_MAX_PIXELS), DM_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "truncated BMP"));
+    /* compressed pixels (RLE8, RLE4, JPEG) are refused as such, not as a
+     * truncated file; bit fields (3) are rows like any */
+    static const struct { unsigned char compression; const char *message; } compressed[] = {
+        {1, "run-length encoded (RLE8)"}, {2, "run-length encoded (RLE4)"}, {4, "compression 4"}};
+    for (size_t i = 0; i < sizeof compressed / sizeof *compressed; i++) {
+        bmp[30] = compressed[i].compression;
+        ck_assert_int_eq(dm_image_check(bmp, sizeof bmp, DM_IMAGE_MAX_PIXELS), DM_ERR_FORMAT);
+        ck_assert_msg(strstr(dm_last_error(), compressed[i].message), "%s", dm_last_error());
+    }
+    bmp[30] = 3;
+    ck_assert_int_eq(dm_image_check(bmp, sizeof bmp, DM_IMAGE_MAX_PIXELS), DM_OK);
+    bmp[30] = 0;
     bmp[22] = 0;
     bmp[25] = 0x80; /* height INT_MIN, which has no absolute value */
     ck_assert_int_eq(dm_image_check(bmp, sizeof bmp, DM_IMAGE_MAX_PIXELS), DM_ERR_FORMAT);

@@ -190,10 +190,19 @@ static dm_status check_bmp(const unsigned char *b, size_t size)
         height = le16(b + 20);
         bpp = le16(b + 24);
     } else {
+        if (size < 34) return dm_fail(DM_ERR_FORMAT, "truncated BMP: the file ends inside its header");
         width = (int32_t)le32(b + 18);
         height = (int32_t)le32(b + 22);
         bpp = le16(b + 28);
         if (height == INT32_MIN) return dm_fail(DM_ERR_FORMAT, "corrupt BMP: height %lld", (long long)height);
+        /* compressed pixels are no rows to count: refused for what they are */
+        uint32_t compression = le32(b + 30);
+        if (compression == 1 || compression == 2)
+            return dm_fail(DM_ERR_FORMAT, "unsupported BMP: run-length encoded (RLE%d) pixels; only uncompressed "
+                           "and bit-field BMPs are read", compression == 1 ? 8 : 4);
+        if (compression > 3)
+            return dm_fail(DM_ERR_FORMAT, "unsupported BMP: compression %u; only uncompressed and bit-field BMPs "
+                           "are read", (unsigned)compression);
     }
     if (height < 0) height = -height;
     if (width < 1 || height < 1 || (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32))
