@@ -61,7 +61,10 @@ typedef enum dm_status {
     DM_ERR_IO,          /* a file could not be opened, read or written */
     DM_ERR_FORMAT,      /* a file is not a valid safetensors / .pth / image */
     DM_ERR_MODEL,       /* valid file, but not a DAMamba the library can run */
-    DM_ERR_NOMEM,       /* an allocation failed or a size would overflow */
+    DM_ERR_NOMEM,       /* an allocation failed, a size would overflow, or a
+                           buffer would take the process past its memory
+                           limit (the machine's, its control group's, or
+                           DAMAMBA_MEMORY_LIMIT: README, "Hostile input") */
     DM_ERR_UNSUPPORTED, /* valid request the build or the machine cannot do */
     DM_ERR_DEVICE,      /* the GPU or its runtime failed during a call */
 } dm_status;
