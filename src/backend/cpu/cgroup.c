@@ -3,11 +3,12 @@
  *
  * /proc/self/cgroup names the process's group in each hierarchy: v2's on
  * the line "0::PATH", a v1 controller's on a line whose controller list
- * holds its name ("cpu", "memory").  /proc/self/mountinfo says where each hierarchy is
- * mounted and which group is the mount's root: a container sees its own
- * group there, while /proc/self/cgroup may still give the host's path to
- * it.  The limit is the tightest one from the process's group up to the
- * mount's root, since a parent's quota bounds its children. */
+ * holds its name ("cpu", "memory").  /proc/self/mountinfo says where each
+ * hierarchy is mounted and which group is the mount's root: a container
+ * sees its own group there, while /proc/self/cgroup may still give the
+ * host's path to it.  The limit is the tightest one from the process's
+ * group up to the mount's root, since a parent's limit bounds its
+ * children. */
 #include "cgroup.h"
 
 #include <errno.h>
