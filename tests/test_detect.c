@@ -16,6 +16,7 @@
 #include "detect.h"
 #include "detect_kernels.h"
 #include "json.h"
+#include "model.h"
 
 static dm_tensor_file io;
 /* Where the networks run, and its name for result lines. */
@@ -795,6 +796,34 @@ START_TEST(rle_by_hand)
 }
 END_TEST
 
+/* A model whose RPN and box classifier give NaN scores runs to the end
+ * and finds nothing: no NaN passes the score threshold, as in mmdet. */
+START_TEST(nan_scores_find_nothing)
+{
+    dm_model *m;
+    ck_assert(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK);
+    dm_det_heads *heads = &m->det;
+    for (int i = 0; i < heads->rpn_cls.cout; i++) heads->rpn_cls.bias[i] = NAN;
+    for (int i = 0; i < heads->cls.cout; i++) heads->cls.bias[i] = NAN;
+    int h = 128, w = 160;
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    float *x = malloc(sizeof(float) * 3 * h * w);
+    test_seed(11);
+    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
+    dm_det_image im = {h, w, h, w, {1, 1, 1, 1}};
+    dm_detections d;
+    ck_assert_msg(dm_detect(m, ws, x, h, w, &im, NULL, &d) == DM_OK, "%s", dm_last_error());
+    printf("[%s] NaN scores: %d proposals, %d detections\n", dm_backend_name(backend), d.num_proposals, d.count);
+    ck_assert_int_gt(d.num_proposals, 0);
+    ck_assert_int_eq(d.count, 0);
+    dm_detections_free(&d);
+    free(x);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
 START_TEST(detect_rejects_bad_calls)
 {
     dm_model *m;
@@ -875,6 +904,7 @@ static Suite *detect_suite(void)
     tcase_add_test(hand, box_decode_by_hand);
     tcase_add_test(hand, rle_by_hand);
     tcase_add_test(hand, detect_rejects_bad_calls);
+    tcase_add_test(hand, nan_scores_find_nothing);
     suite_add_tcase(s, hand);
     return s;
 }

@@ -135,12 +135,15 @@ static dm_status backbone_fpn_rpn(dm_workspace *ws, pass_memory *pm, const dm_mo
 }
 
 /* Indices 0..n-1 ordered by descending score; equal scores keep index
- * order. */
+ * order.  NaN comes first, as torch.sort(descending=True) puts it: qsort
+ * needs a consistent order, and a model of NaNs gives NaN scores. */
 static int by_score_desc(const void *a, const void *b, void *scores)
 {
     int i = *(const int *)a, j = *(const int *)b;
     float si = ((const float *)scores)[i], sj = ((const float *)scores)[j];
-    if (si != sj) return si > sj ? -1 : 1;
+    int nan_i = isnan(si), nan_j = isnan(sj);
+    if (nan_i != nan_j) return nan_i ? -1 : 1;
+    if (!nan_i && si != sj) return si > sj ? -1 : 1;
     return (i > j) - (i < j);
 }
 
