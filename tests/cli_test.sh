@@ -364,6 +364,7 @@ echo "earlier results" >"$tmp/own/res.json"
 expect 1 "res.json: not written: no image was detected" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
     --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/res.json" "$tmp/pair/bad.png"
 [ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "--coco-results of no image replaced the file"
+expect 2 "--mode whole has none" "$damamba" segment -m "$seg_model" --mode whole --crop 256 "$tmp/pair/good.png"
 # The output directory of segment, detect --draw and features -d: created
 # when missing, refused when a file holds its name.
 "$damamba" segment -q -m "$seg_model" --mode whole -o "$tmp/new_seg" "$tmp/pair/good.png" ||

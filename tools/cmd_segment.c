@@ -196,7 +196,7 @@ done:
 int cmd_segment(int argc, char **argv)
 {
     const char *model_path = NULL, *dir = ".";
-    int overlay = 0, json = 0, quiet = 0, ema = 0, c;
+    int overlay = 0, json = 0, quiet = 0, ema = 0, window_given = 0, c;
     segmenter s = {.run = {.transform = dm_mm_transform_ade20k(), .options = dm_seg_options_ade20k()}};
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"output", required_argument, 0, 'o'},
@@ -212,9 +212,13 @@ int cmd_segment(int argc, char **argv)
         case CLI_OPT_EMA: ema = 1; break;
         case 'o': dir = optarg; break;
         case OPT_MODE: if (!cli_parse_seg_mode(optarg, &s.run.options)) return 2; break;
-        case OPT_CROP: if (!cli_parse_size("--crop", optarg, &s.run.options.crop_h, &s.run.options.crop_w)) return 2; break;
+        case OPT_CROP:
+            if (!cli_parse_size("--crop", optarg, &s.run.options.crop_h, &s.run.options.crop_w)) return 2;
+            window_given = 1;
+            break;
         case OPT_STRIDE:
             if (!cli_parse_size("--stride", optarg, &s.run.options.stride_h, &s.run.options.stride_w)) return 2;
+            window_given = 1;
             break;
         case OPT_OVERLAY: overlay = 1; break;
         case 'j': json = 1; break;
@@ -225,6 +229,10 @@ int cmd_segment(int argc, char **argv)
         case 'h': fputs(segment_usage, stdout); return 0;
         default: fputs(segment_usage, stderr); return 2;
         }
+    }
+    if (window_given && s.run.options.mode == DM_SEG_WHOLE) {
+        cli_error("--crop and --stride set slide windows; --mode whole has none");
+        return 2;
     }
     if (optind == argc || !model_path) {
         if (!model_path) cli_error("segment needs a segmentation model (-m)");
