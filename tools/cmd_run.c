@@ -256,8 +256,9 @@ int cmd_run(int argc, char **argv)
     int n = (int)shape[0], h = (int)shape[2], w = (int)shape[3];
     if (shape[1] != cfg->in_chans || n < 1 || h < 1 || w < 1 || shape[0] > 65536 || shape[2] > 65536 ||
         shape[3] > 65536) {
-        cli_error("%s: %s has shape [%lld, %lld, %lld, %lld]; the model takes N x %d x H x W", in_path, x->name,
-                  (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)shape[3], cfg->in_chans);
+        cli_error("%s: %s has shape [%lld, %lld, %lld, %lld]; the model takes N x %d x H x W, N, H and W from 1 "
+                  "to 65536", in_path, x->name, (long long)shape[0], (long long)shape[1], (long long)shape[2],
+                  (long long)shape[3], cfg->in_chans);
         goto done;
     }
     /* The mapped input may be unaligned; copy it. */
