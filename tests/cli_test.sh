@@ -65,8 +65,8 @@ cmp -s "$tmp/f32.json" "$tmp/f16.json" && fail "classify --dtype f16 printed the
 
 # DAMAMBA_MEMORY_LIMIT: a run whose buffers pass it fails, naming it; one
 # within it runs; a value that is not a size is reported, not ignored.
-expect 1 "MB workspace: .* would pass 104.9 MB, DAMAMBA_MEMORY_LIMIT" env DAMAMBA_MEMORY_LIMIT=100M \
-    "$damamba" bench -v F -s 1024 -n 1 -t 1
+expect 1 "MB workspace: .* would pass 419.4 MB, DAMAMBA_MEMORY_LIMIT" env DAMAMBA_MEMORY_LIMIT=400M \
+    "$damamba" bench -v F -s 2048 -n 1 -t 1
 expect 1 'DAMAMBA_MEMORY_LIMIT is "12X", not a size' env DAMAMBA_MEMORY_LIMIT=12X "$damamba" classify "$samples/bag.png"
 DAMAMBA_MEMORY_LIMIT=1G "$damamba" classify -k 1 "$samples/bag.png" | grep -q "Bag" || fail "classify within a 1G limit"
 # --ema selects a training checkpoint's EMA weights: other logits.  The
