@@ -436,6 +436,14 @@ done:
  * detections x 784 x classes floats, 31 GB for 100,000 classes.  The
  * host puts each sub-pixel in its place while taking the label's
  * channel. */
+/* The panel of DM_PANEL classes that holds label: its first class, and how
+ * many of the K classes it has. */
+static size_t label_panel(size_t label, size_t K, size_t *first)
+{
+    *first = label / DM_PANEL * DM_PANEL;
+    return K - *first < DM_PANEL ? K - *first : DM_PANEL;
+}
+
 static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m, const dm_det_image *im,
                            const dm_view levels[DM_FPN_LEVELS], dm_det_state *st)
 {
@@ -474,7 +482,7 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
         }
         OP(ws, gemm, in_px, 4 * (size_t)M, M, x.data, M, d->upsample.weight, 0.0f, d->upsample.bias, DM_ACT_RELU, up);
         for (int i = 0; i < D; i++) {
-            size_t first = (size_t)st->det_labels[i] / near * near, n = K - first < near ? K - first : near;
+            size_t first, n = label_panel((size_t)st->det_labels[i], (size_t)K, &first);
             OP(ws, gemm, per_det, n, M, up + i * per_det * M, M, d->mask_logits.weight + first * M, 0.0f,
                d->mask_logits.bias + first, DM_ACT_NONE, dev_logits + i * per_det * near);
         }
@@ -487,7 +495,7 @@ static dm_status mask_head(dm_workspace *ws, pass_memory *pm, const dm_model *m,
     for (size_t r = 0; r < out_px; r++) {
         size_t i = r / ((size_t)R * R * 4), p = r / 4 % ((size_t)R * R), t = r % 4;
         size_t q = (i * S + 2 * (p / R) + t / 2) * S + 2 * (p % R) + t % 2;
-        size_t label = (size_t)st->det_labels[i], first = label / near * near, n = K - first < near ? K - first : near;
+        size_t label = (size_t)st->det_labels[i], first, n = label_panel(label, (size_t)K, &first);
         st->mask_logit[q] = logits[i * per_det * near + (r - i * per_det) * n + label - first];
         st->mask_prob[q] = sigmoid(st->mask_logit[q]);
     }
