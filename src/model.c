@@ -978,9 +978,6 @@ static void walk_model(dm_model *m, param_visit visit, void *ctx)
     if (cfg->det_classes > 0) walk_det(&w, &m->det);
 }
 
-/* The products' weights, bound as [n][k], packed (and the unpacked copy
- * freed): once, as the model is made, so every CPU pass reads them as its
- * kernels want them and nothing holds them twice. */
 /* An allocation before packing: its address and place in the model's list. */
 typedef struct alloc_place {
     uintptr_t address;
@@ -1027,6 +1024,9 @@ static void pack_product(void *ctx, float **param, size_t floats, const dm_produ
     *param = packed;
 }
 
+/* The products' weights, bound as [n][k], packed (and the unpacked copy
+ * freed): once, as the model is made, so every CPU pass reads them as its
+ * kernels want them and nothing holds them twice. */
 static dm_status pack_products(dm_model *m)
 {
     packer p = {m, DM_OK, malloc((m->alloc_count ? m->alloc_count : 1) * sizeof *p.places), m->alloc_count};
