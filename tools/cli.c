@@ -599,7 +599,7 @@ static int compare_ids(const void *a, const void *b)
 static void add_input_id(cli_outputs *o, const char *path)
 {
     struct stat st;
-    if (path && (strcmp(path, "-") ? stat(path, &st) : fstat(0, &st)) == 0)
+    if (path && dm_stat_input(path, &st) == 0)
         o->inputs[o->input_count++] = (cli_file_id){st.st_dev, st.st_ino};
 }
 

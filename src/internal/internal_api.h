@@ -122,6 +122,11 @@ int dm_open_input(const char *path, size_t *size);
  * is refused as too large for `what`.  Errors without the path. */
 dm_status dm_read_input(const char *path, size_t max_size, const char *what, char **data, size_t *size);
 
+/* stat() of the file at path, or for "-" of the file on standard input:
+ * 0 when there is one. */
+struct stat;
+int dm_stat_input(const char *path, struct stat *st);
+
 /* DM_ERR_ARGUMENT when path is the same file (device and inode, so hard
  * links and other spellings count) as one of the count inputs: replacing it
  * would destroy an input.  NULL inputs are skipped; "-" is the file on

@@ -68,14 +68,15 @@ dm_status dm_read_input(const char *path, size_t max_size, const char *what, cha
     return DM_OK;
 }
 
+int dm_stat_input(const char *path, struct stat *st) { return strcmp(path, "-") ? stat(path, st) : fstat(0, st); }
+
 dm_status dm_output_distinct(const char *path, const char *const *inputs, size_t count)
 {
     struct stat out;
     if (stat(path, &out) != 0) return DM_OK; /* a new file is no input */
     for (size_t i = 0; i < count; i++) {
         struct stat in;
-        /* "-" is standard input: the file behind it, if any */
-        int known = inputs[i] && (strcmp(inputs[i], "-") ? stat(inputs[i], &in) : fstat(0, &in)) == 0;
+        int known = inputs[i] && dm_stat_input(inputs[i], &in) == 0;
         if (known && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
             return dm_fail(DM_ERR_ARGUMENT, "%s: the output is the input file %s; choose another name", path,
                            inputs[i]);
