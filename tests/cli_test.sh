@@ -475,6 +475,20 @@ head -c 400 "$tmp/coco.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,
 "$damamba" run -m "$seg_model" -i "$golden/upernet_io.safetensors" -o "$tmp/run.safetensors" ||
     fail "run on a segmentation model"
 head -c 600 "$tmp/run.safetensors" | grep -q '"seg_pred":{"dtype":"I64","shape":\[1,64,96\]' || fail "run: seg_pred"
+# The slide options are usage errors where nothing slides: in whole mode,
+# and on a model without a segmentation head.
+expect 2 "--mode whole (the default) has none" "$damamba" run -m "$seg_model" -i "$golden/upernet_io.safetensors" \
+    -o "$tmp/run2.safetensors" --crop 64
+expect 2 "are for segmentation models; $micro_pth has no segmentation head" "$damamba" run -m "$micro_pth" \
+    -i "$tmp/micro_in.safetensors" -o "$tmp/run2.safetensors" --mode slide
+# run on a detection model takes what preprocess --pipeline coco writes and
+# finds what detect finds in the same image.
+"$damamba" preprocess --pipeline coco "$golden/coffee.png" -o "$tmp/coffee_coco.safetensors" &&
+    "$damamba" run -m "$golden/maskrcnn_micro.pth" -i "$tmp/coffee_coco.safetensors" -o "$tmp/coffee_det.safetensors" ||
+    fail "run on preprocess --pipeline coco output"
+found=$("$damamba" detect -m "$golden/maskrcnn_micro.pth" --json "$golden/coffee.png" | grep -o '"score"' | wc -l)
+head -c 800 "$tmp/coffee_det.safetensors" | grep -aq "\"det_scores\":{\"dtype\":\"F32\",\"shape\":\[$found\]" ||
+    fail "run on preprocess --pipeline coco output: not the $found detections of detect"
 
 # eval --task seg on a two-image ADE20K-layout set reproduces the metrics
 # computed independently by make_seg_eval_fixture.py from mmseg's own

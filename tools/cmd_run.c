@@ -8,23 +8,24 @@
 #include <string.h>
 
 static const char run_usage[] =
-    "usage: damamba run [-m MODEL] -i IN.safetensors -o OUT.safetensors [-t THREADS]\n"
+    "usage: damamba run [-m MODEL] [--ema] -i IN.safetensors -o OUT.safetensors\n"
+    "                   [-t THREADS] [--dtype f32|bf16|f16] [--backend cpu|cuda]\n"
     "                   [--mode whole|slide] [--crop H[xW]] [--stride H[xW]]\n"
-    "                   [--backend cpu|cuda]\n"
     "\n"
-    "Reads the F32 tensor 'input' (N x C x H x W) from IN, or 'image' (C x H x W,\n"
-    "as 'damamba preprocess' writes it) as a batch of one, runs the model and\n"
-    "writes 'logits' (N x classes, when the model has a head) and 'stage0' ..\n"
-    "'stage3' (N x C x H x W, F32) to OUT: the way to check this library\n"
-    "against PyTorch.  A segmentation model (UperNet head) also gives\n"
+    "Reads the F32 tensor 'input' (N x C x H x W) from IN, or 'image' or 'img'\n"
+    "(C x H x W, as 'damamba preprocess' writes them) as a batch of one, runs\n"
+    "the model and writes 'logits' (N x classes, when the model has a head) and\n"
+    "'stage0' .. 'stage3' (N x C x H x W, F32) to OUT: the way to check this\n"
+    "library against PyTorch.  A segmentation model (UperNet head) also gives\n"
     "'decode_logits' (N x K x H/4 x W/4, whole mode), 'seg_logits' (N x K x H x W,\n"
     "resized to the input) and 'seg_pred' (I64 N x H x W class indices), as\n"
     "mmsegmentation's EncoderDecoder computes them.  OUT is replaced only once\n"
     "it is completely written.\n"
     "\n"
-    "A detection model (Mask R-CNN) takes one image: 'input' (1 x 3 x H x W,\n"
-    "normalized and padded), 'img_shape' (h, w before padding), 'ori_shape'\n"
-    "(h, w of the original) and 'scale_factor' (w, h, w, h), and writes\n"
+    "A detection model (Mask R-CNN) takes one image: 'input' (1 x 3 x H x W) or\n"
+    "'img' (3 x H x W), normalized and padded, 'img_shape' (h, w before\n"
+    "padding), 'ori_shape' (h, w of the original) and 'scale_factor' (w, h, w,\n"
+    "h), as 'damamba preprocess --pipeline coco' writes them, and writes\n"
     "'proposals' (N x 5), 'det_bboxes' (D x 4, original-image pixels),\n"
     "'det_scores' (D), 'det_labels' (D, I64) and 'det_masks' (D x H0 x W0, U8).\n"
     "\n"
@@ -203,9 +204,11 @@ int cmd_run(int argc, char **argv)
         {"mode", required_argument, 0, OPT_MODE}, {"crop", required_argument, 0, OPT_CROP},
         {"stride", required_argument, 0, OPT_STRIDE}, {"backend", required_argument, 0, CLI_OPT_BACKEND},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    int c;
+    int c, seg_given = 0, window_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:o:t:h", opts, NULL)) != -1) {
+        seg_given |= c == OPT_MODE || c == OPT_CROP || c == OPT_STRIDE;
+        window_given |= c == OPT_CROP || c == OPT_STRIDE;
         switch (c) {
         case 'm': model_path = optarg; break;
         case CLI_OPT_EMA: ema = 1; break;
@@ -231,6 +234,10 @@ int cmd_run(int argc, char **argv)
         fputs(run_usage, stderr);
         return 2;
     }
+    if (window_given && seg.mode == DM_SEG_WHOLE) {
+        cli_error("--crop and --stride set slide windows; --mode whole (the default) has none");
+        return 2;
+    }
     if (!cli_output_distinct(out_path, (const char *[]){in_path, model_path}, 2)) return 2;
     if (!cli_backend_usable(backend)) return 1;
     dm_tensor_file in;
@@ -238,19 +245,26 @@ int cmd_run(int argc, char **argv)
         cli_error("%s", dm_last_error());
         return 1;
     }
-    /* 'input' is a batch; 'image' (from damamba preprocess) one image. */
+    /* 'input' is a batch; 'image' and 'img' (from damamba preprocess) one image. */
     const dm_tensor *x = dm_tensor_file_find(&in, "input");
-    int single = !x && (x = dm_tensor_file_find(&in, "image")) != NULL;
+    int single = !x && ((x = dm_tensor_file_find(&in, "image")) || (x = dm_tensor_file_find(&in, "img")));
     int rc = 1;
     dm_model *m = NULL;
     float *input = NULL;
     run_outputs o = {0};
     if (!x || x->dtype != DM_F32 || x->ndim != 4 - single) {
-        cli_error("%s: needs an F32 tensor 'input' of shape N x C x H x W, or 'image' of shape C x H x W", in_path);
+        cli_error("%s: needs an F32 tensor 'input' of shape N x C x H x W, or 'image' or 'img' of shape C x H x W",
+                  in_path);
         goto done;
     }
     if (!(m = cli_load_model(model_path, ema))) goto done;
     const dm_config *cfg = dm_model_config(m);
+    if (seg_given && !cfg->seg_classes) {
+        cli_error("--mode, --crop and --stride are for segmentation models; %s has no segmentation head",
+                  model_path ? model_path : CLI_DEFAULT_MODEL_NAME);
+        rc = 2;
+        goto done;
+    }
     int64_t shape[4] = {1, 0, 0, 0};
     memcpy(shape + single, x->shape, sizeof(int64_t) * x->ndim);
     int n = (int)shape[0], h = (int)shape[2], w = (int)shape[3];
