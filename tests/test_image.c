@@ -142,6 +142,12 @@ START_TEST(output_sizes)
     ck_assert(h == 800 && w == 1280);
     p = (dm_preprocess){.size = sizeof(dm_preprocess), .resize = 100, .crop = 101, .channels = 3, .std = {1, 1, 1}};
     ck_assert_int_eq(dm_preprocess_output_size(&p, 300, 200, &h, &w), DM_ERR_ARGUMENT);
+    /* the longer side of a thin image grows past what an int holds */
+    p.resize = 65536;
+    p.crop = 28;
+    ck_assert_int_eq(dm_preprocess_output_size(&p, 1, 65536, &h, &w), DM_ERR_ARGUMENT);
+    ck_assert_msg(strstr(dm_last_error(), "resizing 1 x 65536 gives 65536 x 4294967296, over the limit"), "%s",
+                  dm_last_error());
 }
 END_TEST
 

@@ -312,14 +312,16 @@ dm_status dm_preprocess_default(const dm_model *model, dm_preprocess *out)
 }
 
 /* Size after the resize step, as torchvision's Resize computes it: the
- * shorter side becomes `resize`, the longer one int(resize * long / short). */
-static void resized_size(const dm_preprocess *p, int width, int height, int *out_w, int *out_h)
+ * shorter side becomes `resize`, the longer one int(resize * long / short),
+ * which may pass what an int holds for a thin image (the caller refuses
+ * sizes over 65536). */
+static void resized_size(const dm_preprocess *p, int width, int height, int64_t *out_w, int64_t *out_h)
 {
     *out_w = width;
     *out_h = height;
     if (p->resize > 0) {
         int shorter = width <= height ? width : height, longer = width <= height ? height : width;
-        int scaled = (int)((double)((int64_t)p->resize * longer) / shorter);
+        int64_t scaled = (int64_t)((double)((int64_t)p->resize * longer) / shorter);
         *out_w = width <= height ? p->resize : scaled;
         *out_h = width <= height ? scaled : p->resize;
     } else if (p->resize_h > 0 && p->resize_w > 0) {
@@ -344,16 +346,17 @@ static dm_status output_size(const dm_preprocess *p, int width, int height, int 
                                             "(v - mean) / std for pixels v from 0 to 1");
     if (width < 1 || height < 1 || width > 65536 || height > 65536)
         return dm_fail(DM_ERR_ARGUMENT, "preprocess: image size %d x %d out of range", width, height);
-    int w, h;
+    int64_t w, h;
     resized_size(p, width, height, &w, &h);
-    if ((int64_t)w * h > DM_IMAGE_MAX_PIXELS || w > 65536 || h > 65536)
-        return dm_fail(DM_ERR_ARGUMENT, "preprocess: resizing %d x %d gives %d x %d, over the limit of %d pixels",
-                       width, height, w, h, DM_IMAGE_MAX_PIXELS);
+    if (w > 65536 || h > 65536 || w * h > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_ARGUMENT,
+                       "preprocess: resizing %d x %d gives %lld x %lld, over the limit of 65536 a side and %d pixels",
+                       width, height, (long long)w, (long long)h, DM_IMAGE_MAX_PIXELS);
     if (p->crop > w || p->crop > h)
-        return dm_fail(DM_ERR_ARGUMENT, "preprocess: crop %d is larger than the resized image (%d x %d)", p->crop,
-                       w, h);
-    *out_h = p->crop ? p->crop : h;
-    *out_w = p->crop ? p->crop : w;
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: crop %d is larger than the resized image (%lld x %lld)",
+                       p->crop, (long long)w, (long long)h);
+    *out_h = p->crop ? p->crop : (int)h;
+    *out_w = p->crop ? p->crop : (int)w;
     return DM_OK;
 }
 
@@ -380,11 +383,13 @@ dm_status dm_image_preprocess(const dm_image *image, const dm_preprocess *settin
         return dm_fail(DM_ERR_ARGUMENT, "dm_image_preprocess: images have 1 to 4 channels, not %d", image->channels);
     dm_preprocess full;
     const dm_preprocess *p = &full;
-    int oh = 0, ow = 0, rw, rh;
+    int oh = 0, ow = 0;
     dm_status st = dm_struct_import(&full, sizeof full, settings, DM_PREPROCESS_MIN_SIZE, "dm_preprocess");
     if (st == DM_OK) st = output_size(p, image->width, image->height, &oh, &ow);
     if (st != DM_OK) return st;
-    resized_size(p, image->width, image->height, &rw, &rh);
+    int64_t resized_w, resized_h;
+    resized_size(p, image->width, image->height, &resized_w, &resized_h);
+    int rw = (int)resized_w, rh = (int)resized_h; /* at most 65536: output_size accepted them */
     int C = p->channels;
     size_t npix = (size_t)image->width * image->height, onpix = (size_t)oh * ow;
     uint8_t *converted = NULL, *window = malloc(onpix * C);
