@@ -88,7 +88,7 @@ static dm_status parse_palette(dm_model *model, const char *text, int classes)
         int c = 0;
         for (const dm_json *v = ok ? e->child : NULL; v && ok; v = v->next, c++) {
             ok = v->type == DM_JSON_NUMBER && v->number >= 0 && v->number <= 255;
-            model->palette[3 * k + c] = (uint8_t)v->number;
+            if (ok) model->palette[3 * k + c] = (uint8_t)v->number;
         }
     }
     dm_json_free(root);

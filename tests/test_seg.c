@@ -230,6 +230,51 @@ START_TEST(safetensors_checkpoint)
 }
 END_TEST
 
+/* The micro model's weights as safetensors with `palette` as its only
+ * metadata, loaded. */
+static dm_status load_with_palette(const char *palette, dm_model **out)
+{
+    dm_tensor_file pth;
+    ck_assert(dm_model_file_open(test_path("upernet_micro.pth"), 0, &pth) == DM_OK);
+    char path[] = "/tmp/dm_seg_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    dm_meta meta = {.key = "palette", .value = (char *)palette};
+    ck_assert_msg(dm_safetensors_write(path, pth.tensors, pth.count, &meta, 1) == DM_OK, "%s", dm_last_error());
+    dm_tensor_file_close(&pth);
+    dm_status st = dm_model_load(path, NULL, out);
+    unlink(path);
+    return st;
+}
+
+/* A palette is K colours of three numbers from 0 to 255; anything else
+ * fails the load, naming it. */
+START_TEST(palettes_read_or_refused)
+{
+    static const char *const last[] = {"[1, 2, 3]", "[1e10, 0, 0]", "[-1, 0, 0]", "[256, 0, 0]", "[\"a\", 0, 0]",
+                                       "[1, 2]", "[1, 2, 3, 4]"};
+    for (size_t i = 0; i < sizeof last / sizeof last[0]; i++) {
+        char palette[512] = "[";
+        for (int k = 0; k < K - 1; k++) snprintf(palette + strlen(palette), 32, "[%d, 0, 255], ", k);
+        snprintf(palette + strlen(palette), 64, "%s]", last[i]);
+        dm_model *m = (dm_model *)&m; /* a failed load sets it to NULL */
+        dm_status st = load_with_palette(palette, &m);
+        if (i == 0) {
+            ck_assert_msg(st == DM_OK, "%s", dm_last_error());
+            const uint8_t *colours = dm_model_palette(m);
+            ck_assert(colours[3] == 1 && colours[5] == 255 && colours[3 * (K - 1) + 2] == 3);
+            dm_model_free(m);
+        } else {
+            ck_assert_msg(st == DM_ERR_MODEL, "%s accepted", last[i]);
+            ck_assert_ptr_null(m);
+            ck_assert_msg(strstr(dm_last_error(), "metadata 'palette' is not a JSON list of 11"), "%s",
+                          dm_last_error());
+        }
+    }
+}
+END_TEST
+
 START_TEST(bad_requests)
 {
     dm_model *m = load_micro(), *classifier;
@@ -273,6 +318,7 @@ int main(void)
     tcase_add_test(tc, slide_matches_mmseg);
     tcase_add_loop_test(tc, image_matches_mmseg, 0, 2);
     tcase_add_test(tc, safetensors_checkpoint);
+    tcase_add_test(tc, palettes_read_or_refused);
     tcase_add_test(tc, bad_requests);
     suite_add_tcase(s, tc);
     /* the CUDA runtime does not survive a fork once initialized */
