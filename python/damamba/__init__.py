@@ -258,6 +258,7 @@ class Model:
     def __init__(self, path: PathLike | None = None, ema: bool = False) -> None:
         self.path: str | None = None if path is None else os.fspath(path)
         self.builtin = path is None
+        self.ema = bool(ema) and not self.builtin
         self._owner = _ModelHandle()
         if self.builtin:
             check(lib.dm_model_load_default(ctypes.byref(self._owner.ptr)))
@@ -270,7 +271,7 @@ class Model:
     def from_bytes(cls, data: bytes, ema: bool = False) -> "Model":
         """A model from the bytes of a safetensors file or a .pth checkpoint."""
         model = cls.__new__(cls)
-        model.path, model.builtin, model._owner = None, False, _ModelHandle()
+        model.path, model.builtin, model.ema, model._owner = None, False, bool(ema), _ModelHandle()
         options = _lib.LoadOptions(1 if ema else 0)
         check(lib.dm_model_load_buffer(data, len(data), ctypes.byref(options), ctypes.byref(model._owner.ptr)))
         model._init()
@@ -291,7 +292,7 @@ class Model:
         """An official variant ('F', 'T', 'S' or 'B') with deterministic
         pseudo-random weights, for tests and benchmarks."""
         model = cls.__new__(cls)
-        model.path, model.builtin, model._owner = None, False, _ModelHandle()
+        model.path, model.builtin, model.ema, model._owner = None, False, False, _ModelHandle()
         check(lib.dm_model_synthetic(variant.encode(), in_chans, num_classes, seed, ctypes.byref(model._owner.ptr)))
         model._init()
         return model

@@ -49,11 +49,12 @@ def _json_line(row: dict[str, Any]) -> str:
     return format_result(row, as_json=True)
 
 
-def _write_partition(rows: list[dict[str, Any]], directory: str, index: int) -> str:
+def _write_partition(rows: list[dict[str, Any]], directory: str, index: int, run: str) -> str:
     """Write one partition's rows as JSON lines, atomically: a temporary
-    file of this attempt, renamed to part-NNNNN.jsonl once complete."""
+    file of this attempt of this run, renamed to part-NNNNN.jsonl once
+    complete."""
     final = os.path.join(directory, f"part-{index:05d}.jsonl")
-    temporary = os.path.join(directory, f".part-{index:05d}.jsonl.{uuid.uuid4().hex}.tmp")
+    temporary = os.path.join(directory, f".part-{index:05d}.jsonl.{run}.{uuid.uuid4().hex}.tmp")
     with open(temporary, "w", encoding="utf-8") as out:
         out.writelines(_json_line(row) + "\n" for row in rows)
         out.flush()
@@ -72,13 +73,16 @@ def _partitions(paths: Paths, partition_size: int) -> list[Any]:
     return [dask.delayed(paths[i:i + partition_size], pure=True) for i in range(0, len(paths), partition_size)]
 
 
-def _model_source(model: Model | PathLike | None) -> str | None:
-    """What workers load: a path, or None for the built-in model."""
+def _model_source(model: Model | PathLike | None, ema: bool) -> tuple[str | None, bool]:
+    """What workers load: a path (None for the built-in model) and whether
+    its EMA weights; a Model is loaded as it was."""
     if isinstance(model, Model):
         if model.path is None and not model.builtin:
             raise ValueError("a model for workers must come from a file: pass its path")
-        return model.path
-    return None if model is None else os.fspath(model)
+        if ema and not model.ema:
+            raise ValueError("ema=True, but the Model was loaded without ema: load it with Model(path, ema=True)")
+        return model.path, model.ema
+    return None if model is None else os.fspath(model), ema
 
 
 def _run(method: str, columns: list[str], paths: Paths, model: Model | PathLike | None, client: Any, ema: bool,
@@ -90,17 +94,18 @@ def _run(method: str, columns: list[str], paths: Paths, model: Model | PathLike 
             _checked_count(name, options[name])
     if options.get("threads") is not None:
         _checked_threads(options["threads"])
-    source = _model_source(model)
+    source, ema = _model_source(model, ema)
     # Not pure: the tasks read files, which may change between two calls.
     results = [dask.delayed(_run_partition, pure=False)(part, source, ema, method, options)
                for part in _partitions(paths, partition_size)]
     if output is not None:
         directory = Path(output)
         directory.mkdir(parents=True, exist_ok=True)
-        tasks = [dask.delayed(_write_partition, pure=False)(part, os.fspath(directory), i)
+        run = uuid.uuid4().hex
+        tasks = [dask.delayed(_write_partition, pure=False)(part, os.fspath(directory), i, run)
                  for i, part in enumerate(results)]
         written = _compute(tasks, client)
-        for leftover in directory.glob(".part-*.tmp"):  # from attempts whose worker died
+        for leftover in directory.glob(f".part-*.{run}.*.tmp"):  # this run's attempts whose worker died
             leftover.unlink()
         return written
     rows = [row for part in _compute(results, client) for row in part]

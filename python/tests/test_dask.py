@@ -47,6 +47,17 @@ def test_results_equal_the_programs(client: Client, cli: str) -> None:
     assert sorted(loads.values()) in ([0, 1], [1, 1])
 
 
+def test_a_models_ema_weights_reach_the_workers(client: Client) -> None:
+    paths = sample_paths()
+    ema = damamba.Model(GOLDEN / "micro.pth", ema=True)
+    table = damamba.dask.classify(paths, model=ema, client=client, k=3)
+    expected = ema.classify(paths, k=3)
+    assert list(table.top) == [row["top"] for row in expected]
+    assert list(table.top) != [row["top"] for row in damamba.Model(GOLDEN / "micro.pth").classify(paths, k=3)]
+    with pytest.raises(ValueError, match="loaded without ema"):
+        damamba.dask.classify(paths, model=damamba.Model(GOLDEN / "micro.pth"), ema=True, client=client)
+
+
 def test_bags_dataframes_and_failed_files(client: Client) -> None:
     paths = sample_paths()
     bag = dask.bag.from_sequence(paths + ["missing.png"], npartitions=3)
