@@ -89,6 +89,10 @@ class PreprocessSettings:
     def _to_c(self) -> _lib.Preprocess:
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}")
+        for name in ("resize", "resize_h", "resize_w", "crop"):
+            _checked_int(name, getattr(self, name))
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"mean and std need {self.channels} values each, got {self.mean} and {self.std}")
         c = _lib.Preprocess(self.resize, self.resize_h, self.resize_w, self.crop,
@@ -107,6 +111,23 @@ class PreprocessSettings:
 
 _default_threads = 0
 MAX_THREADS = 1024  # the library's DM_MAX_THREADS
+_INT_MAX = 2**31 - 1  # what a C int argument holds; ctypes would wrap larger values silently
+
+
+def _checked_int(name: str, n: Any, low: int = 0, high: int = _INT_MAX) -> int:
+    """n, when it is an integer from low to high (bool is not taken for one)."""
+    if not isinstance(n, int) or isinstance(n, bool) or not low <= n <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {n!r}")
+    return n
+
+
+def _c_string(name: str, value: Any) -> bytes:
+    """A path or string as the NUL-terminated bytes a C call takes; one
+    with a NUL inside would name something else, so it is refused."""
+    data = os.fsencode(value)
+    if b"\0" in data:
+        raise ValueError(f"{name} contains a NUL character: {value!r}")
+    return data
 
 
 def _checked_count(name: str, n: Any) -> int:
@@ -156,7 +177,7 @@ def load_image(path: PathLike, channels: int = 3) -> np.ndarray:
     """Decode a PNG, JPEG, BMP, GIF, TGA or PNM file into an H x W x channels
     uint8 array (channels 1 or 3; alpha dropped, colour to grey as PIL does)."""
     image = _lib.Image()
-    check(lib.dm_image_load(os.fsencode(path), channels, ctypes.byref(image)))
+    check(lib.dm_image_load(_c_string("path", path), _checked_int("channels", channels), ctypes.byref(image)))
     try:
         shape = (image.height, image.width, image.channels)
         return np.ctypeslib.as_array(image.pixels, shape=shape).copy()
@@ -264,12 +285,16 @@ class Model:
             check(lib.dm_model_load_default(ctypes.byref(self._owner.ptr)))
         else:
             options = _lib.LoadOptions(1 if ema else 0)
-            check(lib.dm_model_load(os.fsencode(self.path), ctypes.byref(options), ctypes.byref(self._owner.ptr)))
+            check(lib.dm_model_load(_c_string("path", self.path), ctypes.byref(options),
+                                    ctypes.byref(self._owner.ptr)))
         self._init()
 
     @classmethod
     def from_bytes(cls, data: bytes, ema: bool = False) -> "Model":
-        """A model from the bytes of a safetensors file or a .pth checkpoint."""
+        """A model from the bytes of a safetensors file or a .pth checkpoint
+        (bytes, or any object with the buffer protocol)."""
+        if not isinstance(data, bytes):
+            data = memoryview(data).tobytes()
         model = cls.__new__(cls)
         model.path, model.builtin, model.ema, model._owner = None, False, bool(ema), _ModelHandle()
         options = _lib.LoadOptions(1 if ema else 0)
@@ -291,6 +316,11 @@ class Model:
     def synthetic(cls, variant: str = "F", in_chans: int = 3, num_classes: int = 1000, seed: int = 0) -> "Model":
         """An official variant ('F', 'T', 'S' or 'B') with deterministic
         pseudo-random weights, for tests and benchmarks."""
+        if not isinstance(variant, str) or len(variant.encode()) != 1:
+            raise ValueError(f"variant must be one letter ('F', 'T', 'S' or 'B'), got {variant!r}")
+        _checked_int("in_chans", in_chans)
+        _checked_int("num_classes", num_classes)
+        _checked_int("seed", seed, 0, 2**64 - 1)
         model = cls.__new__(cls)
         model.path, model.builtin, model.ema, model._owner = None, False, False, _ModelHandle()
         check(lib.dm_model_synthetic(variant.encode(), in_chans, num_classes, seed, ctypes.byref(model._owner.ptr)))
@@ -327,7 +357,7 @@ class Model:
 
     def metadata(self, key: str) -> str | None:
         """A metadata string of the model file, or None."""
-        value = lib.dm_model_metadata(self._handle, key.encode())
+        value = lib.dm_model_metadata(self._handle, _c_string("key", key))
         return value.decode() if value is not None else None
 
     @property
@@ -350,7 +380,9 @@ class Model:
     def stage_shape(self, stage: int, h: int, w: int) -> tuple[int, int, int]:
         """(channels, height, width) of stage 0..3's output for h x w inputs."""
         c, oh, ow = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-        check(lib.dm_stage_shape(self._handle, h, w, stage, ctypes.byref(c), ctypes.byref(oh), ctypes.byref(ow)))
+        check(lib.dm_stage_shape(self._handle, _checked_int("h", h), _checked_int("w", w),
+                                 _checked_int("stage", stage, 0, NUM_STAGES - 1), ctypes.byref(c), ctypes.byref(oh),
+                                 ctypes.byref(ow)))
         return c.value, oh.value, ow.value
 
     # ------------------------------------------------------------- forward
@@ -363,6 +395,9 @@ class Model:
             raise ValueError(f"input has {x.shape[1]} channels, the model takes {self.config.in_chans}")
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise TypeError(f"input must be a float array, got dtype {x.dtype}")
+        n, _, h, w = x.shape
+        if max(n, h, w) > _INT_MAX:
+            raise ValueError(f"input shape {x.shape} has a size over {_INT_MAX}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _workspace(self, n: int, h: int, w: int) -> _Workspace:

@@ -3,6 +3,7 @@ state dicts and the library's errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
@@ -127,6 +128,41 @@ def test_wrong_inputs_are_refused(micro: damamba.Model, micro_io: dict) -> None:
     ws = micro._workspace(1, 64, 96)
     assert lib.dm_workspace_set_threads(ws.handle, damamba.MAX_THREADS + 1) != 0
     assert f"1 to {damamba.MAX_THREADS} threads" in lib.dm_last_error().decode()
+
+
+def test_arguments_a_c_call_cannot_hold_are_refused(micro: damamba.Model, tmp_path) -> None:
+    """ctypes would cut an int to 32 bits and a string at its first NUL,
+    silently: such arguments raise ValueError before any call."""
+    path = sample_paths()[0]
+    for bad in (2**32 + 28, 2**70, -1):
+        with pytest.raises(ValueError, match=f"h must be an integer from 0 to {2**31 - 1}, got {bad}"):
+            micro.stage_shape(0, bad, 28)
+    with pytest.raises(ValueError, match="stage must be an integer from 0 to 3, got 4"):
+        micro.stage_shape(4, 28, 28)
+    with pytest.raises(ValueError, match="channels must be an integer"):
+        damamba.load_image(path, channels=2**32 + 3)
+    with pytest.raises(ValueError, match="num_classes must be an integer"):
+        damamba.Model.synthetic(num_classes=2**32 + 10)
+    with pytest.raises(ValueError, match=r"variant must be one letter \('F', 'T', 'S' or 'B'\), got ''"):
+        damamba.Model.synthetic("")
+    settings = damamba.PreprocessSettings.imagenet()
+    with pytest.raises(ValueError, match="resize must be an integer"):
+        damamba.preprocess(path, dataclasses.replace(settings, resize=2**40))
+    with pytest.raises(ValueError, match="channels must be 1 or 3, got 5"):
+        damamba.preprocess(damamba.load_image(path), dataclasses.replace(settings, channels=5, mean=(0.5,) * 5,
+                                                                         std=(0.5,) * 5))
+    with pytest.raises(ValueError, match="input shape .* has a size over"):
+        micro.forward(np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 3, 2**31, 0), (0, 0, 0, 0)))
+    # a NUL inside a path names another file, so nothing is opened
+    with pytest.raises(ValueError, match="path contains a NUL character"):
+        damamba.load_image(path + "\0.jpg")
+    with pytest.raises(ValueError, match="path contains a NUL character"):
+        damamba.Model(str(GOLDEN / "micro.safetensors") + "\0/x.pth")
+    with pytest.raises(ValueError, match="key contains a NUL character"):
+        micro.metadata("classes\0x")
+    # any bytes-like object is a model file's bytes
+    data = bytearray((GOLDEN / "micro.safetensors").read_bytes())
+    assert damamba.Model.from_bytes(data).config == micro.config
 
 
 def test_empty_batch(micro: damamba.Model) -> None:
