@@ -5,31 +5,55 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Iterator, Sequence
 
-from . import DamambaError, Model, format_result
+from . import MAX_THREADS, DamambaError, Model, format_result
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
 
 
-def image_files(arg: str) -> Iterator[str]:
-    """A file as is, the image files under a directory (recursively, in byte
-    order of the names, hidden ones left out), or the paths listed in @LIST."""
+def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int]) -> Iterator[str]:
+    """The image files under directory, recursively, in byte order of the
+    names, hidden ones left out and each directory once however many links
+    lead to it; skipped[0] counts the other files."""
+    status = os.stat(directory)
+    if (status.st_dev, status.st_ino) in visited:
+        return
+    visited.add((status.st_dev, status.st_ino))
+    for name in sorted(os.listdir(directory), key=os.fsencode):
+        if name.startswith("."):
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            yield from _walk(path, visited, skipped)
+        elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            yield path
+        else:
+            skipped[0] += 1
+
+
+def image_files(arg: str, visited: set[tuple[int, int]] | None = None) -> list[str]:
+    """A file as is, the image files under a directory, or the paths listed
+    in @LIST, as the command-line program takes them: a directory or list
+    without images is an error (OSError), and a directory's other files are
+    reported on standard error.  visited: the directories walked by earlier
+    arguments, which are not walked again."""
     if arg.startswith("@"):
         with open(arg[1:], encoding="utf-8", errors="surrogateescape") as listing:
-            yield from (line.rstrip("\r\n") for line in listing if line.strip())
+            paths = [line.rstrip("\r\n") for line in listing if line.strip()]
     elif os.path.isdir(arg):
-        for name in sorted(os.listdir(arg), key=os.fsencode):
-            if name.startswith("."):
-                continue
-            path = os.path.join(arg, name)
-            if os.path.isdir(path):
-                yield from image_files(path)
-            elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                yield path
+        skipped = [0]
+        paths = list(_walk(arg, set() if visited is None else visited, skipped))
+        if skipped[0]:
+            print(f"damamba: {arg}: skipped {skipped[0]} file{'' if skipped[0] == 1 else 's'} without an image "
+                  "file name extension", file=sys.stderr)
     else:
-        yield arg
+        return [arg]
+    if not paths:
+        raise OSError(f"{arg}: no images in the {'list' if arg.startswith('@') else 'directory'}")
+    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,14 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("top", "batch", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.threads is not None and args.threads > MAX_THREADS:
+        parser.error(f"--threads must be at most {MAX_THREADS}")
 
     try:
         model = Model(args.model, ema=args.ema)
-        paths = [path for arg in args.inputs for path in image_files(arg)]
-    except (DamambaError, OSError) as e:
+    except (DamambaError, OSError, ValueError) as e:
         print(f"damamba: {e}", file=sys.stderr)
         return 1
-    status = 0
+    status, paths, visited = 0, [], set()
+    for arg in args.inputs:
+        try:
+            paths += image_files(arg, visited)
+        except OSError as e:
+            print(f"damamba: {e}", file=sys.stderr)
+            status = 1
     for result in model.classify(paths, args.top, batch=args.batch, threads=args.threads, errors="record"):
         if "error" in result:
             print(f"damamba: {result['error']}", file=sys.stderr)
@@ -66,4 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A reader that goes away (| head) ends the run by SIGPIPE, quietly, as
+    # it ends the program, instead of a BrokenPipeError traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())

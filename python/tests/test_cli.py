@@ -37,7 +37,39 @@ def test_classify_reports_a_bad_file(tmp_path) -> None:
 
 def test_usage_errors_exit_2() -> None:
     assert run_module("classify", "-k", "0", str(SAMPLES)).returncode == 2
+    assert run_module("classify", "-t", str(damamba.MAX_THREADS + 1), str(SAMPLES)).returncode == 2
     assert run_module().returncode == 2
+
+
+def test_directories_as_the_program_walks_them(cli: str, tmp_path) -> None:
+    """Each directory once however many links lead to it; a directory
+    without images, and a directory's other files, reported."""
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "bag.png").write_bytes((SAMPLES / "bag.png").read_bytes())
+    (top / "sub" / "notes.txt").write_text("not an image")
+    (top / "sub" / "loop").symlink_to(top)
+    (tmp_path / "empty").mkdir()
+    args = ["classify", "--json", str(top), str(tmp_path / "empty")]
+    done = run_module(*args)
+    program = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == program.returncode == 1
+    assert done.stdout == program.stdout and len(done.stdout.splitlines()) == 1
+    for message in ("top: skipped 1 file without", "empty: no images in the directory"):
+        assert message in done.stderr and message in program.stderr
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(cli: str, tmp_path) -> None:
+    """As the program: SIGPIPE, nothing on standard error."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{path}\n" for path in sorted(SAMPLES.glob("*.png"))) * 30)
+    for command in ([sys.executable, "-m", "damamba"], [cli]):
+        reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        done = subprocess.run([*command, "classify", f"@{listing}"], stdout=reader.stdin, stderr=subprocess.PIPE,
+                              text=True, timeout=300)
+        reader.stdin.close()
+        reader.wait()
+        assert done.returncode == -13 and "Traceback" not in done.stderr, (command, done.returncode, done.stderr)
 
 
 @pytest.mark.parametrize("stage, block", [(0, 0), (2, 1)])
