@@ -525,6 +525,24 @@ head -c 100 "$seg_eval/annotations/validation/b.png" >"$tmp/seg_odd/annotations/
 expect 1 "validation/a.png: not a regular file" "$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_odd"
 grep -q "validation/b.png: not a readable PNG annotation" "$tmp/expect.err" ||
     fail "eval --task seg with a cut annotation: $(cat "$tmp/expect.err")"
+# A set where no image could be evaluated, or that is no set at all, is an
+# error without metrics; one whose pixels are all ignored has mmseg's nan.
+grep -q "seg_odd/images/validation: no image could be evaluated" "$tmp/expect.err" && ! grep -q mIoU "$tmp/expect.out" ||
+    fail "eval --task seg where every image failed: $(cat "$tmp/expect.out" "$tmp/expect.err")"
+expect 1 "seg_none: no directory images/validation in it" "$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_none"
+mkdir -p "$tmp/seg_ignored/images/validation" "$tmp/seg_ignored/annotations/validation"
+cp "$seg_eval/images/validation/a.png" "$tmp/seg_ignored/images/validation/"
+python3 - "$tmp/seg_ignored/annotations/validation/a.png" <<'PY'
+import struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+w, h = 101, 75  # a.png's size; label 0 is ignored with reduce_zero_label
+rows = b"".join(b"\0" + bytes(w) for _ in range(h))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+open(sys.argv[1], "wb").write(png + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+PY
+got=$("$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_ignored" | tail -n 1)
+[ "$got" = "mIoU=nan mAcc=nan aAcc=nan n=1" ] || fail "eval --task seg of ignored pixels only: '$got'"
 # A COCO annotation file that is a directory or a FIFO: refused at once.
 mkdir "$tmp/ann_dir" && mkfifo "$tmp/ann_fifo"
 for ann in ann_dir ann_fifo; do

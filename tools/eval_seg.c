@@ -7,9 +7,11 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define IGNORE_INDEX 255
@@ -111,8 +113,9 @@ static void print_metrics(const seg_totals *t, const dm_model *m, int per_class,
                    iou_text, acc_text);
         }
     }
-    printf("mIoU=%.4f mAcc=%.4f aAcc=%.4f n=%zu\n", iou_n ? iou_sum / iou_n : 0.0, acc_n ? acc_sum / acc_n : 0.0,
-           all ? (double)hit / all : 0.0, images);
+    /* means of nothing (every pixel ignored) are mmseg's nan */
+    printf("mIoU=%.4f mAcc=%.4f aAcc=%.4f n=%zu\n", iou_n ? iou_sum / iou_n : NAN, acc_n ? acc_sum / acc_n : NAN,
+           all ? (double)hit / all : NAN, images);
 }
 
 /* The annotation of an image: ROOT/annotations/validation/STEM.png; 0
@@ -166,6 +169,7 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
         return 1;
     }
     char dir[PATH_MAX];
+    struct stat st;
     cli_files files = {0};
     seg_totals t = {K, calloc((size_t)K, sizeof(int64_t)), calloc((size_t)K, sizeof(int64_t)),
                     calloc((size_t)K, sizeof(int64_t))};
@@ -174,6 +178,9 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
         failed = 1;
     } else if (snprintf(dir, sizeof dir, "%s/images/validation", root) >= (int)sizeof dir) {
         cli_error("%s: the path of its images/validation is too long", root);
+        failed = 1;
+    } else if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        cli_error("%s: no directory images/validation in it (the ADE20K layout)", root);
         failed = 1;
     } else if (!cli_files_add(&files, dir)) {
         failed = 1;
@@ -192,6 +199,10 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
         cli_progress_update(&progress, i + 1, bad);
     }
     cli_progress_end(&progress, "evaluated");
+    if (!failed && counted == 0) {
+        cli_error("%s: no image could be evaluated", dir);
+        failed = 1;
+    }
     if (!failed) print_metrics(&t, m, per_class, counted);
     cli_segmenter_free(&seg);
     cli_files_free(&files);
