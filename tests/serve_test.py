@@ -66,8 +66,10 @@ for args, want_rc, want_text in [(["--help"], 0, "usage: damamba serve"),
                                  (["--port", "70000"], 2, "--port expects an integer from 0 to 65535"),
                                  (["--dtype", "f8"], 2, "--dtype expects f32, bf16 or f16, got 'f8'"),
                                  (["-m", f"{tmp}/missing.safetensors"], 1, "missing.safetensors"),
-                                 (["-m", "a b=" + micro_model], 1, "model name 'a b' is not usable"),
-                                 (["-m", f"x={micro_model}", "-m", f"x={micro_model}"], 1, "model name 'x' is taken"),
+                                 (["-m", "a b=" + micro_model], 2, "model name 'a b' is not usable"),
+                                 (["-m", f"x={micro_model}", "-m", f"x={micro_model}"], 2, "model name 'x' is taken"),
+                                 # names are checked before any model loads
+                                 (["-m", f"{tmp}/missing.safetensors", "-m", "a/b=x"], 2, "'a/b' is not usable"),
                                  (["--host", "256.1.1.1", "--port", "0"], 1, "256.1.1.1")]:
     p = subprocess.run([damamba, "serve"] + args, capture_output=True, text=True, timeout=60)
     check(p.returncode == want_rc and want_text in p.stdout + p.stderr,

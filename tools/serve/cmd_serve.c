@@ -130,6 +130,31 @@ static void raise_file_limit(void)
     }
 }
 
+/* Whether the names the -m arguments give are usable and distinct, checked
+ * before any model loads: a usage error, not a failure to serve. */
+static int names_usable(const char **paths, int npaths)
+{
+    for (int i = 0; i < npaths; i++) {
+        const char *path;
+        char *name = model_name(paths[i], &path);
+        int taken = 0;
+        for (int j = 0; name && j < i && !taken; j++) {
+            char *earlier = model_name(paths[j], &path);
+            taken = !earlier || !strcmp(earlier, name);
+            free(earlier);
+        }
+        if (!name || taken || !valid_name(name)) {
+            if (name) cli_error("model name '%s' is %s (letters, digits, '_', '-' and '.'; each name once)", name,
+                                taken ? "taken" : "not usable");
+            else cli_error("out of memory");
+            free(name);
+            return 0;
+        }
+        free(name);
+    }
+    return 1;
+}
+
 /* Load every -m (or the embedded model) and start its batcher. */
 static int open_models(serve_server *s, const char **paths, int npaths, int nmodels)
 {
@@ -138,12 +163,6 @@ static int open_models(serve_server *s, const char **paths, int npaths, int nmod
         char *name = npaths ? model_name(paths[i], &path) : strdup(EMBEDDED_MODEL_NAME);
         if (!name) {
             cli_error("out of memory");
-            return 0;
-        }
-        if (!valid_name(name) || serve_find_model(s, name)) {
-            cli_error("model name '%s' is %s (letters, digits, '_', '-' and '.'; each name once)", name,
-                      valid_name(name) ? "taken" : "not usable");
-            free(name);
             return 0;
         }
         s->model_count = i + 1;
@@ -226,6 +245,7 @@ int cmd_serve(int argc, char **argv)
     const char **paths = calloc((size_t)argc, sizeof(char *));
     int npaths = 0;
     int parsed = paths ? parse_options(argc, argv, &s.opt, &paths, &npaths) : 0;
+    if (parsed == 1 && !names_usable(paths, npaths)) parsed = 0;
     if (parsed != 1) {
         free(paths);
         return parsed < 0 ? 0 : 2;
