@@ -201,8 +201,11 @@ echo "$samples/bag.png" | "$damamba" features -q -d "$tmp/feats2" @- "$samples/b
 [ $? -eq 1 ] || fail "features -d with two images named bag did not exit 1"
 grep -q "the output $tmp/feats2/bag.safetensors was written for an earlier image of this run" "$tmp/err.txt" ||
     fail "features -d: no error for the second bag"
-"$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" "$samples/coat.png" 2>/dev/null
-[ $? -eq 2 ] || fail "features -o with two images is not a usage error"
+expect 2 "-o takes one image; -d DIR takes several" "$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" \
+    "$samples/coat.png"
+expect 2 "-o FILE or -d DIR is needed" "$damamba" features "$samples/bag.png"
+expect 2 "-o and -d exclude each other" "$damamba" features -o "$tmp/x.safetensors" -d "$tmp/x" "$samples/bag.png"
+expect 2 "one image at a time" "$damamba" preprocess "$samples/bag.png" "$samples/coat.png" -o "$tmp/x"
 "$damamba" preprocess "$tmp/missing.png" -o "$tmp/x.safetensors" 2>/dev/null && fail "preprocess of a missing file succeeded"
 
 # segment: a palette PNG per image, an overlay, JSON class shares that add

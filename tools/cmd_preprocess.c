@@ -44,9 +44,9 @@ static const char features_usage[] =
     "cropped.  Channels, interpolation, mean and std are the model's.\n"
     "With -d, each image (found as `damamba classify` finds them, '-' and '@-'\n"
     "read standard input) gets its own file DIR/NAME.safetensors, NAME being\n"
-    "its file name without extension, with the image's path as metadata\n"
-    "'file'.  An image that fails, or whose NAME an earlier one took, is\n"
-    "reported and skipped; the exit status is then 1.\n"
+    "its file name without extension ('stdin' for '-'), with the image's path\n"
+    "as metadata 'file'.  An image that fails, or whose NAME an earlier one\n"
+    "took, is reported and skipped; the exit status is then 1.\n"
     "\n"
     "  -m, --model FILE     model (.safetensors or .pth); default: embedded\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
@@ -124,7 +124,16 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         }
     }
     /* -o: one image; -d: any number. */
-    if (!a->output == !a->output_dir || optind == argc || (a->output && optind != argc - 1)) goto bad;
+    const char *wrong = optind == argc                  ? "no image given"
+                        : a->output && a->output_dir    ? "-o and -d exclude each other"
+                        : !a->output && !a->output_dir  ? (features ? "-o FILE or -d DIR is needed" : "-o FILE is needed")
+                        : a->output && optind != argc - 1 ? (features ? "-o takes one image; -d DIR takes several"
+                                                                      : "one image at a time")
+                                                        : NULL;
+    if (wrong) {
+        cli_error("%s", wrong);
+        goto bad;
+    }
     a->images = argv + optind;
     a->count = argc - optind;
     return !a->output || cli_output_distinct(a->output, (const char *[]){a->images[0], a->model}, 2) ? 0 : 2;
