@@ -13,8 +13,9 @@
 
 static const char bench_usage[] =
     "usage: damamba bench [-v F|T|S|B] [-b BATCH] [-s SIZE] [-t THREADS] [-n RUNS] [--backend cpu|cuda]\n"
-    "                     [--task cls|seg] [--ops]\n"
-    "       damamba bench --task det [-v F|T|S|B] [-t THREADS] [-n RUNS] [--backend cpu|cuda] [--ops]\n"
+    "                     [--dtype f32|bf16|f16] [--task cls|seg] [--ops]\n"
+    "       damamba bench --task det [-v F|T|S|B] [-t THREADS] [-n RUNS] [--dtype f32|bf16|f16]\n"
+    "                     [--backend cpu|cuda] [--ops]\n"
     "\n"
     "Times forward passes of an official variant with synthetic weights and\n"
     "prints the median time per batch, images per second, achieved GFLOP/s\n"

@@ -7,15 +7,17 @@
 #include "internal_api.h"
 
 static const char classify_usage[] =
-    "usage: damamba classify [-m MODEL] [-k TOP] [--json] [-b BATCH] [-t THREADS]\n"
-    "                        [--backend cpu|cuda] [--shard I/N] [--quiet] FILE|DIR|@LIST ...\n"
+    "usage: damamba classify [-m MODEL] [--ema] [-k TOP] [--json] [-b BATCH] [-t THREADS]\n"
+    "                        [--dtype f32|bf16|f16] [--backend cpu|cuda] [--shard I/N] [--quiet]\n"
+    "                        [PREPROCESSING OPTIONS] FILE|DIR|@LIST|-|@- ...\n"
     "\n"
     "Prints the TOP most probable classes of each image, with softmax\n"
     "probabilities.  A directory stands for the image files under it (.png,\n"
     ".jpg, .jpeg, .bmp, .gif, .tga, .ppm, .pgm, .pnm, recursively, in byte order\n"
     "of their names, each directory once however many links lead to it; other\n"
     "files are counted and reported); @LIST for the paths in file LIST, one per\n"
-    "line.  A directory or list without images is an error.  Labels\n"
+    "line; '-' for one image read from standard input, '@-' for a list read\n"
+    "from it.  A directory or list without images is an error.  Labels\n"
     "come from the model's metadata 'classes', else ImageNet's for 1000-class\n"
     "models.  A file that cannot be classified is reported with its reason and\n"
     "skipped; the exit status is then 1.\n"
@@ -33,6 +35,7 @@ static const char classify_usage[] =
     "      --shard I/N      only files I, I+N, I+2N, ... (0 <= I < N) of the whole list,\n"
     "                       so N jobs can split one list\n"
     "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
+    "                       and no closing timing line\n"
     "\n" CLI_PREPROCESS_HELP;
 
 enum { OPT_SHARD = 300 };

@@ -18,7 +18,7 @@
 static const char detect_usage[] =
     "usage: damamba detect -m MODEL [-o DIR] [--json] [--draw] [--score-thr T]\n"
     "                      [--coco-results FILE --coco-annotations FILE] [-t THREADS]\n"
-    "                      [--backend cpu|cuda] [--quiet] FILE|DIR|@LIST ...\n"
+    "                      [--dtype f32|bf16|f16] [--backend cpu|cuda] [--quiet] FILE|DIR|@LIST ...\n"
     "\n"
     "Finds objects with a Mask R-CNN model (an mmdetection checkpoint): each\n"
     "image goes through mmdetection's COCO test pipeline (resized into\n"

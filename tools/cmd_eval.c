@@ -13,12 +13,14 @@
 
 
 static const char eval_usage[] =
-    "usage: damamba eval [-m MODEL] [-b BATCH] [-t THREADS] [--backend cpu|cuda] [--per-class]\n"
-    "                    [--quiet] DATA\n"
-    "       damamba eval --task seg -m MODEL [--mode whole|slide|aug] [--per-class]\n"
-    "                    [--no-reduce-zero-label] [-t THREADS] [--backend cpu|cuda] [--quiet] DATASET\n"
+    "usage: damamba eval [--task cls] [-m MODEL] [--ema] [-b BATCH] [-t THREADS]\n"
+    "                    [--dtype f32|bf16|f16] [--backend cpu|cuda] [--per-class] [--quiet]\n"
+    "                    [PREPROCESSING OPTIONS] DATA\n"
+    "       damamba eval --task seg -m MODEL [--ema] [--mode whole|slide|aug] [--per-class]\n"
+    "                    [--no-reduce-zero-label] [-t THREADS] [--dtype f32|bf16|f16]\n"
+    "                    [--backend cpu|cuda] [--quiet] DATASET\n"
     "       damamba eval --task det -m MODEL --coco-annotations FILE [-t THREADS]\n"
-    "                    [--backend cpu|cuda] IMAGES_DIR\n"
+    "                    [--dtype f32|bf16|f16] [--backend cpu|cuda] [--quiet] IMAGES_DIR\n"
     "\n"
     "Measures top-1 and top-5 accuracy of the model on DATA, either\n"
     "  - a folder with one sub-folder of images per class: when every\n"
@@ -57,7 +59,7 @@ static const char eval_usage[] =
     "                       terminal) and no timing line\n"
     "      --task T         cls (default), seg or det\n"
     "      --mode M         seg: whole, slide (default) or aug (multi-scale + flip, each\n"
-    "                       scale in slide mode, or whole after --mode whole)\n"
+    "                       scale in slide mode, or whole with --mode whole too)\n"
     "      --no-reduce-zero-label  seg: annotation values are class indices as they are\n"
     "      --coco-annotations F    det: the annotation file (instances_*.json)\n"
     "\n"
