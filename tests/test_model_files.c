@@ -56,6 +56,31 @@ START_TEST(empty_file)
 }
 END_TEST
 
+/* Files of other kinds given as a model are named as what they are. */
+START_TEST(other_files_named)
+{
+#define BYTES(literal) literal, sizeof literal - 1
+    static const struct { const char *bytes; size_t size; const char *message; } cases[] = {
+        {BYTES("\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), "a PNG image, not a model"},
+        {BYTES("\xff\xd8\xff\xe0\0\x10JFIF"), "a JPEG image, not a model"},
+        {BYTES("# README\n\nSome text.\n"), "not a model file: neither a .pth checkpoint"},
+    };
+#undef BYTES
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[] = "/tmp/dm_other_XXXXXX";
+        int fd = mkstemp(path);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(write(fd, cases[i].bytes, cases[i].size), (ssize_t)cases[i].size);
+        close(fd);
+        dm_model *m = (dm_model *)1;
+        ck_assert_int_eq(dm_model_load(path, NULL, &m), DM_ERR_FORMAT);
+        ck_assert_ptr_null(m);
+        ck_assert_msg(strstr(dm_last_error(), cases[i].message), "%s", dm_last_error());
+        unlink(path);
+    }
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     dm_model *m;
@@ -467,6 +492,7 @@ int main(void)
     Suite *s = suite_create("model_files");
     TCase *tc = tcase_create("safetensors");
     tcase_add_test(tc, empty_file);
+    tcase_add_test(tc, other_files_named);
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, truncated_header);
     tcase_add_test(tc, header_length_past_end);

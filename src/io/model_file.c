@@ -17,6 +17,15 @@ dm_status dm_model_file_parse(const void *buf, size_t size, int use_ema, dm_tens
     if (size >= 4 && memcmp(buf, "\x80\x02\x8a\x0a", 4) == 0)
         return dm_fail(DM_ERR_UNSUPPORTED, "a legacy (before PyTorch 1.6) checkpoint; re-save it with a newer torch.save");
     if (use_ema) return dm_fail(DM_ERR_ARGUMENT, "the EMA weights exist only in .pth training checkpoints");
+    /* an image given where the model goes is a common slip: say so */
+    static const struct { const char *magic, *what; } images[] = {
+        {"\x89PNG", "a PNG image"}, {"\xff\xd8\xff", "a JPEG image"}, {"GIF8", "a GIF image"}};
+    for (size_t i = 0; i < sizeof images / sizeof images[0]; i++)
+        if (size >= strlen(images[i].magic) && memcmp(buf, images[i].magic, strlen(images[i].magic)) == 0)
+            return dm_fail(DM_ERR_FORMAT, "%s, not a model (a .pth checkpoint or a safetensors file)", images[i].what);
+    if (!dm_safetensors_plausible(buf, size))
+        return dm_fail(DM_ERR_FORMAT, "not a model file: neither a .pth checkpoint (a zip archive) nor safetensors "
+                                      "(a JSON header after an 8-byte length)");
     return dm_safetensors_parse(buf, size, out);
 }
 

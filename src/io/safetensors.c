@@ -99,6 +99,21 @@ static dm_status parse_tensor(const dm_json *entry, const unsigned char *data,
     return DM_OK;
 }
 
+/* The offset of the first byte after the length that is not white space
+ * (size when there is none). */
+static size_t header_start(const unsigned char *bytes, size_t size)
+{
+    size_t first = 8;
+    while (first < size && strchr(" \t\r\n", bytes[first])) first++;
+    return first;
+}
+
+int dm_safetensors_plausible(const void *buf, size_t size)
+{
+    size_t first = header_start(buf, size);
+    return size < 8 || first == size || ((const unsigned char *)buf)[first] == '{';
+}
+
 dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out)
 {
     const unsigned char *bytes = buf;
@@ -107,15 +122,18 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
         return dm_fail(DM_ERR_FORMAT, "file too short for a safetensors header (%zu bytes)", size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
+    /* what follows the length tells a safetensors file from any other file
+     * better than the length, which is any 8 bytes of another format */
+    if (!dm_safetensors_plausible(buf, size))
+        return dm_fail(DM_ERR_FORMAT, "not a safetensors file: what follows the 8-byte length is not a JSON object");
+    size_t first = header_start(bytes, size);
     if (hlen > size - 8)
         return dm_fail(DM_ERR_FORMAT, "header length %llu runs past the end of the file (%zu bytes)",
                        (unsigned long long)hlen, size);
     if (hlen > MAX_HEADER_BYTES)
         return dm_fail(DM_ERR_FORMAT, "header length %llu exceeds the %u-byte limit",
                        (unsigned long long)hlen, MAX_HEADER_BYTES);
-    size_t first = 8;
-    while (first < 8 + hlen && strchr(" \t\r\n", bytes[first])) first++;
-    if (first == 8 + hlen || bytes[first] != '{') return dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
+    if (first >= 8 + hlen) return dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
     char err[160];
     dm_json *root = dm_json_parse_bounded((const char *)bytes + 8, (size_t)hlen, HEADER_BYTES_PER_BYTE, err, sizeof err);
     if (!root) return dm_fail(DM_ERR_FORMAT, "header is not valid JSON: %s", err);
