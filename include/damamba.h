@@ -369,7 +369,8 @@ DM_API void dm_det_settings_default(dm_det_settings *out);
 
 /* How the model input was made from the original image: resized to
  * img_h x img_w (the input may be padded beyond that), from an original of
- * ori_h x ori_w; scale_factor (w, h, w, h) is resized size / original. */
+ * ori_h x ori_w (at most 1e9 pixels: masks come at that size); scale_factor
+ * (w, h, w, h) is resized size / original. */
 typedef struct dm_det_image {
     int img_h, img_w;
     int ori_h, ori_w;

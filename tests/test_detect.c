@@ -846,6 +846,11 @@ START_TEST(detect_rejects_bad_calls)
     im.scale_factor[1] = 0;
     ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, NULL, &d), DM_ERR_ARGUMENT);
     im.scale_factor[1] = 1;
+    im.ori_h = im.ori_w = 65536; /* masks are pasted at the original size */
+    ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, NULL, &d), DM_ERR_ARGUMENT);
+    ck_assert_msg(strstr(dm_last_error(), "original size 65536x65536 must be positive and at most 1e9 pixels"), "%s",
+                  dm_last_error());
+    im.ori_h = im.ori_w = 64;
     dm_det_settings cfg;
     dm_det_settings_default(&cfg);
     cfg.iou = 2;

@@ -520,7 +520,8 @@ static dm_status check_image(const dm_det_image *im, int h, int w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_detect: img_shape %dx%d must be positive and fit the %dx%d input",
                        im->img_h, im->img_w, h, w);
     if (im->ori_h < 1 || im->ori_w < 1 || (double)im->ori_h * im->ori_w > 1e9)
-        return dm_fail(DM_ERR_ARGUMENT, "dm_detect: bad original size %dx%d", im->ori_h, im->ori_w);
+        return dm_fail(DM_ERR_ARGUMENT, "dm_detect: original size %dx%d must be positive and at most 1e9 pixels",
+                       im->ori_h, im->ori_w);
     for (int k = 0; k < 4; k++)
         if (!(im->scale_factor[k] > 0.0f) || !isfinite(im->scale_factor[k]))
             return dm_fail(DM_ERR_ARGUMENT, "dm_detect: scale_factor must be positive and finite");
