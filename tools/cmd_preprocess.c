@@ -124,12 +124,12 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         }
     }
     /* -o: one image; -d: any number. */
-    const char *wrong = optind == argc                  ? "no image given"
-                        : a->output && a->output_dir    ? "-o and -d exclude each other"
-                        : !a->output && !a->output_dir  ? (features ? "-o FILE or -d DIR is needed" : "-o FILE is needed")
-                        : a->output && optind != argc - 1 ? (features ? "-o takes one image; -d DIR takes several"
-                                                                      : "one image at a time")
-                                                        : NULL;
+    const char *wrong = NULL;
+    if (optind == argc) wrong = "no image given";
+    else if (a->output && a->output_dir) wrong = "-o and -d exclude each other";
+    else if (!a->output && !a->output_dir) wrong = features ? "-o FILE or -d DIR is needed" : "-o FILE is needed";
+    else if (a->output && optind != argc - 1)
+        wrong = features ? "-o takes one image; -d DIR takes several" : "one image at a time";
     if (wrong) {
         cli_error("%s", wrong);
         goto bad;
