@@ -59,6 +59,8 @@ class Config:
     in_chans: int
     num_classes: int
     num_params: int
+    seg_classes: int = 0  # a segmentation head's classes (the package runs the backbone only)
+    det_classes: int = 0  # a detector's classes, background excluded
 
 
 @dataclass(frozen=True)
@@ -332,7 +334,7 @@ class Model:
         c = lib.dm_model_config(self._handle).contents
         self.config = Config(tuple(c.depths), tuple(c.dims), tuple(c.mlp_hidden), tuple(c.groups),
                              tuple(c.dt_rank), tuple(bool(v) for v in c.layer_scale),
-                             c.in_chans, c.num_classes, c.num_params)
+                             c.in_chans, c.num_classes, c.num_params, c.seg_classes, c.det_classes)
         self._local = threading.local()
         self._classes: list[str] | None = None
         self._precision = "f32"
@@ -363,9 +365,11 @@ class Model:
     @property
     def classes(self) -> list[str]:
         """Class names: the metadata 'classes', ImageNet's for a 1000-class
-        model, else "class N" (as the command-line program labels them)."""
+        model, else "class N" (as the command-line program labels them); a
+        segmentation model's or a detector's (COCO's by default) when the
+        model has no classification head."""
         if self._classes is None:
-            n = self.config.num_classes
+            n = self.config.num_classes or self.config.seg_classes or self.config.det_classes
             names = lib.dm_model_class_names(self._handle)
             self._classes = [names[i].decode() if names else f"class {i}" for i in range(n)]
         return list(self._classes)

@@ -80,6 +80,9 @@ class Config(ctypes.Structure):
         ("in_chans", c_int),
         ("num_classes", c_int),
         ("num_params", c_int64),
+        ("seg_classes", c_int),
+        ("seg_channels", c_int),
+        ("det_classes", c_int),
     ]
 
 

@@ -69,6 +69,12 @@ def test_config(micro: damamba.Model) -> None:
     assert config.layer_scale == (False, True, False, True)
     assert config.in_chans == 3 and config.num_classes == 10
     assert micro.classes == [f"class {i}" for i in range(10)]
+    assert config.seg_classes == config.det_classes == 0
+    # the heads' classes, which the package does not run, are named too
+    segmenter = damamba.Model(GOLDEN / "upernet_micro.pth")
+    assert segmenter.config.seg_classes == 11 and segmenter.classes[:2] == ["wall", "building"]
+    detector = damamba.Model(GOLDEN / "maskrcnn_micro.pth")
+    assert detector.config.det_classes == len(detector.classes) and detector.classes[0] == "person"
 
 
 def test_synthetic_variants_have_the_papers_sizes() -> None:
