@@ -140,7 +140,8 @@ def classify(paths: Paths, model: Model | PathLike | None = None, k: int = 5, cl
     prints) and "error" (None, or why the file could not be read).  With
     output (a directory, created if needed) each partition is written there
     as part-NNNNN.jsonl in the command-line program's JSON lines instead,
-    and the list of those files is returned.
+    and the list of those files is returned; other files in the directory,
+    such as an earlier run's parts, are left alone.
     """
     return _run("classify", ["file", "top", "error"], paths, model, client, ema, output, partition_size,
                 dict(k=k, batch=batch, threads=threads))
