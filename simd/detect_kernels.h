@@ -50,6 +50,15 @@ typedef struct dm_roi_grid {
     float count;
 } dm_roi_grid;
 
+/* Samples per bin along an axis of `extent` feature pixels cut into `out`
+ * bins: ceil(extent / out), none for a box of NaN (from NaN deltas, whose
+ * conversion to int is undefined; mmcv's CUDA gives 0) or of no extent. */
+DM_HOST_DEVICE static inline int dm_roi_samples(float extent, int out)
+{
+    float n = ceilf(extent / (float)out);
+    return n > 0 ? (n < 65536.0f ? (int)n : 65536) : 0;
+}
+
 DM_HOST_DEVICE static inline dm_roi_grid dm_roi_grid_of(const float roi[4], float spatial_scale, int out_h, int out_w)
 {
     dm_roi_grid g;
@@ -58,10 +67,8 @@ DM_HOST_DEVICE static inline dm_roi_grid dm_roi_grid_of(const float roi[4], floa
     float roi_w = roi[2] * spatial_scale - 0.5f - g.start_x, roi_h = roi[3] * spatial_scale - 0.5f - g.start_y;
     g.bin_w = roi_w / (float)out_w;
     g.bin_h = roi_h / (float)out_h;
-    g.grid_w = (int)ceilf(roi_w / (float)out_w);
-    g.grid_h = (int)ceilf(roi_h / (float)out_h);
-    if (g.grid_w < 0) g.grid_w = 0;
-    if (g.grid_h < 0) g.grid_h = 0;
+    g.grid_w = dm_roi_samples(roi_w, out_w);
+    g.grid_h = dm_roi_samples(roi_h, out_h);
     g.count = (float)(g.grid_w * g.grid_h > 1 ? g.grid_w * g.grid_h : 1);
     return g;
 }

@@ -824,6 +824,40 @@ START_TEST(nan_scores_find_nothing)
 }
 END_TEST
 
+/* NaN box deltas give NaN boxes with finite scores; the mask head pools
+ * nothing from them (mmcv's RoIAlign takes no samples there) and the pass
+ * runs to the end: no undefined conversion of NaN to a sample count. */
+START_TEST(nan_boxes_pool_nothing)
+{
+    float nan_roi[4] = {NAN, 1, NAN, 5}, wide[4] = {0, 0, 1e30f, 1e30f};
+    dm_roi_grid g = dm_roi_grid_of(nan_roi, 0.25f, 14, 14);
+    ck_assert_int_eq(g.grid_w, 0);
+    ck_assert_int_eq(g.grid_h, 1);
+    g = dm_roi_grid_of(wide, 0.25f, 7, 7);
+    ck_assert_int_eq(g.grid_w, 65536);
+
+    dm_model *m;
+    ck_assert(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK);
+    for (int i = 0; i < m->det.reg.cout; i++) m->det.reg.bias[i] = NAN;
+    int h = 128, w = 160;
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create_on(m, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    float *x = malloc(sizeof(float) * 3 * h * w);
+    test_seed(11);
+    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
+    dm_det_image im = {h, w, h, w, {1, 1, 1, 1}};
+    dm_detections d;
+    ck_assert_msg(dm_detect(m, ws, x, h, w, &im, NULL, &d) == DM_OK, "%s", dm_last_error());
+    printf("[%s] NaN boxes: %d detections\n", dm_backend_name(backend), d.count);
+    ck_assert_int_gt(d.count, 0);
+    ck_assert(isnan(d.boxes[0]) && isfinite(d.scores[0]));
+    dm_detections_free(&d);
+    free(x);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
 START_TEST(detect_rejects_bad_calls)
 {
     dm_model *m;
@@ -910,6 +944,7 @@ static Suite *detect_suite(void)
     tcase_add_test(hand, rle_by_hand);
     tcase_add_test(hand, detect_rejects_bad_calls);
     tcase_add_test(hand, nan_scores_find_nothing);
+    tcase_add_test(hand, nan_boxes_pool_nothing);
     suite_add_tcase(s, hand);
     return s;
 }
