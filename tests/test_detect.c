@@ -798,13 +798,10 @@ END_TEST
 
 /* A model whose RPN and box classifier give NaN scores runs to the end
  * and finds nothing: no NaN passes the score threshold, as in mmdet. */
-START_TEST(nan_scores_find_nothing)
+/* The detections of model m in a 128 x 160 image of noise, which must run
+ * to the end. */
+static dm_detections detect_noise(const dm_model *m)
 {
-    dm_model *m;
-    ck_assert(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK);
-    dm_det_heads *heads = &m->det;
-    for (int i = 0; i < heads->rpn_cls.cout; i++) heads->rpn_cls.bias[i] = NAN;
-    for (int i = 0; i < heads->cls.cout; i++) heads->cls.bias[i] = NAN;
     int h = 128, w = 160;
     dm_workspace *ws;
     ck_assert_msg(dm_workspace_create_on(m, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
@@ -814,12 +811,23 @@ START_TEST(nan_scores_find_nothing)
     dm_det_image im = {h, w, h, w, {1, 1, 1, 1}};
     dm_detections d;
     ck_assert_msg(dm_detect(m, ws, x, h, w, &im, NULL, &d) == DM_OK, "%s", dm_last_error());
+    free(x);
+    dm_workspace_free(ws);
+    return d;
+}
+
+START_TEST(nan_scores_find_nothing)
+{
+    dm_model *m;
+    ck_assert(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK);
+    dm_det_heads *heads = &m->det;
+    for (int i = 0; i < heads->rpn_cls.cout; i++) heads->rpn_cls.bias[i] = NAN;
+    for (int i = 0; i < heads->cls.cout; i++) heads->cls.bias[i] = NAN;
+    dm_detections d = detect_noise(m);
     printf("[%s] NaN scores: %d proposals, %d detections\n", dm_backend_name(backend), d.num_proposals, d.count);
     ck_assert_int_gt(d.num_proposals, 0);
     ck_assert_int_eq(d.count, 0);
     dm_detections_free(&d);
-    free(x);
-    dm_workspace_free(ws);
     dm_model_free(m);
 }
 END_TEST
@@ -839,21 +847,11 @@ START_TEST(nan_boxes_pool_nothing)
     dm_model *m;
     ck_assert(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK);
     for (int i = 0; i < m->det.reg.cout; i++) m->det.reg.bias[i] = NAN;
-    int h = 128, w = 160;
-    dm_workspace *ws;
-    ck_assert_msg(dm_workspace_create_on(m, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
-    float *x = malloc(sizeof(float) * 3 * h * w);
-    test_seed(11);
-    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
-    dm_det_image im = {h, w, h, w, {1, 1, 1, 1}};
-    dm_detections d;
-    ck_assert_msg(dm_detect(m, ws, x, h, w, &im, NULL, &d) == DM_OK, "%s", dm_last_error());
+    dm_detections d = detect_noise(m);
     printf("[%s] NaN boxes: %d detections\n", dm_backend_name(backend), d.count);
     ck_assert_int_gt(d.count, 0);
     ck_assert(isnan(d.boxes[0]) && isfinite(d.scores[0]));
     dm_detections_free(&d);
-    free(x);
-    dm_workspace_free(ws);
     dm_model_free(m);
 }
 END_TEST
