@@ -193,6 +193,34 @@ START_TEST(detector_of_many_classes_fails_cleanly)
 }
 END_TEST
 
+/* Masks come at the original image's size: for a 20000 x 20000 photo one
+ * is 400 MB, more than the limit, and is refused, not allocated. */
+START_TEST(masks_of_a_large_photo_fail_cleanly)
+{
+    dm_model *m;
+    ck_assert_msg(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK, "%s", dm_last_error());
+    int h = 128, w = 160;
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create(m, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    float *x = malloc(sizeof(float) * 3 * h * w);
+    test_seed(7);
+    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
+    dm_det_image im = {h, w, 20000, 25000, {w / 25000.0f, h / 20000.0f, w / 25000.0f, h / 20000.0f}};
+    dm_detections d;
+    ck_assert_int_eq(dm_detect(m, ws, x, h, w, &im, NULL, &d), DM_ERR_NOMEM);
+    ck_assert_msg(strstr(dm_last_error(), "masks of 20000x25000 pixels") &&
+                      strstr(dm_last_error(), "DAMAMBA_MEMORY_LIMIT"),
+                  "%s", dm_last_error());
+    ck_assert_int_eq(d.count, 0);
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    ck_assert_msg((size_t)ru.ru_maxrss * 1024 < limit, "peak resident %ld kB", ru.ru_maxrss);
+    free(x);
+    dm_workspace_free(ws);
+    dm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     char setting[32];
@@ -206,6 +234,7 @@ int main(void)
     tcase_add_test(tc, resident_memory_counts);
     tcase_add_test(tc, workspace_within_the_limit);
     tcase_add_test(tc, detector_of_many_classes_fails_cleanly);
+    tcase_add_test(tc, masks_of_a_large_photo_fail_cleanly);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -605,14 +605,14 @@ static dm_status paste(const dm_det_state *st, int i, const dm_det_image *im, fl
     memset(bitmap, 0, (size_t)im->ori_h * im->ori_w);
     int ww = win[2] - win[0], wh = win[3] - win[1];
     if (ww <= 0 || wh <= 0) return DM_OK;
-    float *prob = alloc_floats((size_t)ww * wh);
-    if (!prob) return dm_fail(DM_ERR_NOMEM, "out of memory pasting a %dx%d mask", ww, wh);
+    float *prob = dm_host_array((size_t)ww * wh, sizeof(float));
+    if (!prob) return dm_fail_nomem("out of memory pasting a %dx%d mask", ww, wh);
     dm_paste_mask(st->mask_prob + (size_t)i * DM_MASK_SIZE * DM_MASK_SIZE, DM_MASK_SIZE, DM_MASK_SIZE, box, win[0],
                   win[1], win[2], win[3], prob);
     for (int y = 0; y < wh; y++)
         for (int x = 0; x < ww; x++)
             bitmap[(size_t)(win[1] + y) * im->ori_w + win[0] + x] = prob[(size_t)y * ww + x] >= thr;
-    free(prob);
+    dm_host_free(prob);
     return DM_OK;
 }
 
@@ -666,7 +666,8 @@ void dm_detections_free(dm_detections *d)
     if (!d) return;
     if (d->rle)
         for (int i = 0; i < d->count; i++) free(d->rle[i]);
-    free(d->rle), free(d->boxes), free(d->scores), free(d->labels), free(d->masks), free(d->proposals);
+    free(d->rle), free(d->boxes), free(d->scores), free(d->labels), free(d->proposals);
+    dm_host_free(d->masks);
     memset(d, 0, sizeof *d);
 }
 
@@ -695,8 +696,13 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
     out->proposals = st.proposals, st.proposals = NULL;
     /* pasting needs the boxes, which now belong to out */
     st.det_boxes = out->boxes;
-    uint8_t *bitmap = cfg->masks ? malloc(plane * (cfg->masks & DM_MASKS_BITMAP ? (size_t)D : 1) + 1) : NULL;
-    if (cfg->masks && !bitmap) status = dm_fail(DM_ERR_NOMEM, "out of memory for %d masks", D);
+    /* D masks of the original image's size: an 8000 x 8000 photo's 100 take
+     * 6.4 GB, so they are held to the process's memory limit */
+    size_t planes = cfg->masks & DM_MASKS_BITMAP ? (size_t)D : 1;
+    uint8_t *bitmap = cfg->masks ? dm_host_array(planes, plane) : NULL;
+    if (cfg->masks && !bitmap)
+        status = dm_fail_nomem("out of memory for %zu mask%s of %dx%d pixels", planes, planes == 1 ? "" : "s",
+                               image->ori_h, image->ori_w);
     if (!status && (cfg->masks & DM_MASKS_RLE) && !(out->rle = calloc((size_t)D + 1, sizeof(char *))))
         status = dm_fail(DM_ERR_NOMEM, "out of memory for %d masks", D);
     for (int i = 0; i < D && !status && cfg->masks; i++) {
@@ -710,7 +716,7 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
     out->seconds[3] += now_s() - paste_start;
     dm_det_state_free(&st);
     if (cfg->masks & DM_MASKS_BITMAP) out->masks = bitmap;
-    else free(bitmap);
+    else dm_host_free(bitmap);
     if (status) dm_detections_free(out);
     return status;
 }
