@@ -161,6 +161,30 @@ static void write_many_classes(const char *path, int K)
     dm_tensor_file_close(&f);
 }
 
+/* dm_detect of model m on an h x w image of noise, from an original of
+ * ori_h x ori_w, fails for lack of memory, naming `what` and the limit,
+ * without the process passing the limit. */
+static void detect_refused(dm_model *m, int h, int w, int ori_h, int ori_w, const char *what)
+{
+    dm_workspace *ws;
+    ck_assert_msg(dm_workspace_create(m, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+    float *x = malloc(sizeof(float) * 3 * h * w);
+    test_seed(7);
+    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
+    float sx = (float)w / ori_w, sy = (float)h / ori_h;
+    dm_det_image im = {h, w, ori_h, ori_w, {sx, sy, sx, sy}};
+    dm_detections d;
+    ck_assert_int_eq(dm_detect(m, ws, x, h, w, &im, NULL, &d), DM_ERR_NOMEM);
+    ck_assert_msg(strstr(dm_last_error(), what) && strstr(dm_last_error(), "DAMAMBA_MEMORY_LIMIT"), "%s",
+                  dm_last_error());
+    ck_assert_int_eq(d.count, 0);
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    ck_assert_msg((size_t)ru.ru_maxrss * 1024 < limit, "peak resident %ld kB", ru.ru_maxrss);
+    free(x);
+    dm_workspace_free(ws);
+}
+
 START_TEST(detector_of_many_classes_fails_cleanly)
 {
     char dir[] = "/tmp/dm_host_memory_XXXXXX", path[64];
@@ -172,51 +196,18 @@ START_TEST(detector_of_many_classes_fails_cleanly)
     remove(path);
     rmdir(dir);
     ck_assert_int_eq(dm_model_config(m)->det_classes, 100000);
-    int h = 256, w = 256;
-    dm_workspace *ws;
-    ck_assert_msg(dm_workspace_create(m, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
-    float *x = malloc(sizeof(float) * 3 * h * w);
-    test_seed(7);
-    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
-    dm_det_image im = {h, w, h, w, {1, 1, 1, 1}};
-    dm_detections d;
-    ck_assert_int_eq(dm_detect(m, ws, x, h, w, &im, NULL, &d), DM_ERR_NOMEM);
-    ck_assert_msg(strstr(dm_last_error(), "box head") && strstr(dm_last_error(), "DAMAMBA_MEMORY_LIMIT"), "%s",
-                  dm_last_error());
-    ck_assert_int_eq(d.count, 0);
-    struct rusage ru;
-    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
-    ck_assert_msg((size_t)ru.ru_maxrss * 1024 < limit, "peak resident %ld kB", ru.ru_maxrss);
-    free(x);
-    dm_workspace_free(ws);
+    detect_refused(m, 256, 256, 256, 256, "box head");
     dm_model_free(m);
 }
 END_TEST
 
-/* Masks come at the original image's size: for a 20000 x 20000 photo one
- * is 400 MB, more than the limit, and is refused, not allocated. */
+/* Masks come at the original image's size: for a 20000 x 25000 photo one
+ * is 500 MB, more than the limit, and is refused, not allocated. */
 START_TEST(masks_of_a_large_photo_fail_cleanly)
 {
     dm_model *m;
     ck_assert_msg(dm_model_load(test_path("maskrcnn_micro.safetensors"), NULL, &m) == DM_OK, "%s", dm_last_error());
-    int h = 128, w = 160;
-    dm_workspace *ws;
-    ck_assert_msg(dm_workspace_create(m, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
-    float *x = malloc(sizeof(float) * 3 * h * w);
-    test_seed(7);
-    for (int i = 0; i < 3 * h * w; i++) x[i] = test_uniform(-2, 2);
-    dm_det_image im = {h, w, 20000, 25000, {w / 25000.0f, h / 20000.0f, w / 25000.0f, h / 20000.0f}};
-    dm_detections d;
-    ck_assert_int_eq(dm_detect(m, ws, x, h, w, &im, NULL, &d), DM_ERR_NOMEM);
-    ck_assert_msg(strstr(dm_last_error(), "masks of 20000x25000 pixels") &&
-                      strstr(dm_last_error(), "DAMAMBA_MEMORY_LIMIT"),
-                  "%s", dm_last_error());
-    ck_assert_int_eq(d.count, 0);
-    struct rusage ru;
-    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
-    ck_assert_msg((size_t)ru.ru_maxrss * 1024 < limit, "peak resident %ld kB", ru.ru_maxrss);
-    free(x);
-    dm_workspace_free(ws);
+    detect_refused(m, 128, 160, 20000, 25000, "masks of 20000x25000 pixels");
     dm_model_free(m);
 }
 END_TEST
