@@ -276,6 +276,9 @@ START_TEST(json_strings_read_back)
         free(text);
     }
     ck_assert_ptr_null(dm_json_parse("\"\\ud800\\uzzzz\"", 14, err, sizeof err));
+    /* a NUL would end the C string early: "a\u0000b" would read as "a" */
+    ck_assert_ptr_null(dm_json_parse("[\"a\\u0000b\"]", 12, err, sizeof err));
+    ck_assert_msg(strstr(err, "\\u0000 in a string"), "%s", err);
 }
 END_TEST
 

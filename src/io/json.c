@@ -119,6 +119,8 @@ static char *parse_string(parser *p)
         case 'u': {
             unsigned cp, lo;
             if (!hex4(p, &cp)) { fail(p, "bad \\u escape"); free(out); return NULL; }
+            /* strings are read as C strings: a NUL would silently end one */
+            if (cp == 0) { fail(p, "\\u0000 in a string"); free(out); return NULL; }
             if (cp >= 0xD800 && cp < 0xDC00 && p->pos + 6 <= end && p->s[p->pos] == '\\' &&
                 p->s[p->pos + 1] == 'u') {
                 size_t at = p->pos;
