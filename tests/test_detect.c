@@ -312,6 +312,14 @@ START_TEST(pasted_masks)
         ck_assert_mem_eq(decoded, d.masks + (size_t)i * d.mask_h * d.mask_w, (size_t)d.mask_h * d.mask_w);
     }
     free(decoded);
+    /* the RLE alone (one plane reused, read inside each window) is the same */
+    dm_detections rle;
+    cfg.masks = DM_MASKS_RLE;
+    ck_assert_msg(dm_detect(model, ws, in->data, h, w, &im, &cfg, &rle) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(rle.count, d.count);
+    ck_assert_ptr_null(rle.masks);
+    for (int i = 0; i < d.count; i++) ck_assert_str_eq(rle.rle[i], d.rle[i]);
+    dm_detections_free(&rle);
     dm_detections_free(&d);
     dm_workspace_free(ws);
 }
@@ -774,6 +782,31 @@ START_TEST(box_decode_by_hand)
 }
 END_TEST
 
+/* The RLE of a bitmap known to be 0 outside a window reads only the
+ * window, and equals the whole bitmap's. */
+START_TEST(rle_of_a_window)
+{
+    test_seed(3);
+    for (int t = 0; t < 200; t++) {
+        int h = 1 + (int)test_uniform(0, 40), w = 1 + (int)test_uniform(0, 40);
+        int win[4] = {(int)test_uniform(-3, (float)w), (int)test_uniform(-3, (float)h), 0, 0};
+        win[2] = win[0] + (int)test_uniform(-2, (float)w), win[3] = win[1] + (int)test_uniform(-2, (float)h);
+        uint8_t *zeroed = calloc((size_t)h * w, 1), *garbage = malloc((size_t)h * w);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                int inside = x >= win[0] && x < win[2] && y >= win[1] && y < win[3];
+                uint8_t v = test_uniform(0, 1) < 0.5f;
+                zeroed[(size_t)y * w + x] = inside ? v : 0;
+                garbage[(size_t)y * w + x] = inside ? v : 1; /* never read */
+            }
+        char *want = dm_rle_encode(zeroed, h, w), *got = dm_rle_encode_window(garbage, h, w, win);
+        ck_assert_msg(!strcmp(got, want), "%dx%d window %d %d %d %d: %s, not %s", h, w, win[0], win[1], win[2], win[3],
+                      got, want);
+        free(want), free(got), free(zeroed), free(garbage);
+    }
+}
+END_TEST
+
 START_TEST(rle_by_hand)
 {
     /* column-major runs start with zeros: [[0, 1], [1, 1]] -> 0 1 1 1 -> "13" */
@@ -940,6 +973,7 @@ static Suite *detect_suite(void)
     tcase_add_test(hand, batched_nms_by_group);
     tcase_add_test(hand, box_decode_by_hand);
     tcase_add_test(hand, rle_by_hand);
+    tcase_add_test(hand, rle_of_a_window);
     tcase_add_test(hand, detect_rejects_bad_calls);
     tcase_add_test(hand, nan_scores_find_nothing);
     tcase_add_test(hand, nan_boxes_pool_nothing);

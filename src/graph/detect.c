@@ -596,13 +596,15 @@ void dm_paste_window(const float det_box[4], const dm_det_image *im, float paste
     window[3] = y1 < (float)im->ori_h ? (int)y1 : im->ori_h;
 }
 
-/* Paste detection i's probabilities and threshold them into its bitmap. */
-static dm_status paste(const dm_det_state *st, int i, const dm_det_image *im, float thr, uint8_t *bitmap)
+/* Paste detection i's probabilities and threshold them into its bitmap:
+ * every pixel of its window, which goes to win; the rest of the bitmap is
+ * cleared when `clear`, else left as it was. */
+static dm_status paste(const dm_det_state *st, int i, const dm_det_image *im, float thr, uint8_t *bitmap, int clear,
+                       int win[4])
 {
     float box[4];
-    int win[4];
     dm_paste_window(st->det_boxes + 4 * i, im, box, win);
-    memset(bitmap, 0, (size_t)im->ori_h * im->ori_w);
+    if (clear) memset(bitmap, 0, (size_t)im->ori_h * im->ori_w);
     int ww = win[2] - win[0], wh = win[3] - win[1];
     if (ww <= 0 || wh <= 0) return DM_OK;
     float *prob = dm_host_array((size_t)ww * wh, sizeof(float));
@@ -616,37 +618,69 @@ static dm_status paste(const dm_det_state *st, int i, const dm_det_image *im, fl
     return DM_OK;
 }
 
-char *dm_rle_encode(const uint8_t *mask, int h, int w)
+/* The runs of an RLE as they are counted: each extends the last run or,
+ * for the other value, starts the next. */
+typedef struct rle_runs {
+    long *counts, run;
+    size_t n, cap;
+    uint8_t value;
+    int failed;
+} rle_runs;
+
+static void end_run(rle_runs *r)
 {
-    size_t n = (size_t)h * w, runs = 0, cap = 16;
-    long *counts = malloc(cap * sizeof *counts);
-    if (!counts) return NULL;
-    uint8_t prev = 0;
-    long run = 0;
-    for (size_t i = 0; i <= n; i++) {
-        /* column-major: pixel i is (i % h, i / h) */
-        int end = i == n;
-        uint8_t v = end ? 0 : mask[(i % (size_t)h) * w + i / (size_t)h] != 0;
-        if (end || v != prev) {
-            if (runs == cap) {
-                long *grown = realloc(counts, 2 * cap * sizeof *counts);
-                if (!grown) { free(counts); return NULL; }
-                counts = grown;
-                cap *= 2;
-            }
-            counts[runs++] = run;
-            run = 0;
-            prev = v;
+    if (r->failed) return;
+    if (r->n == r->cap) {
+        long *grown = realloc(r->counts, 2 * r->cap * sizeof *grown);
+        if (!grown) {
+            r->failed = 1;
+            return;
         }
-        run++;
+        r->counts = grown;
+        r->cap *= 2;
+    }
+    r->counts[r->n++] = r->run;
+    r->run = 0;
+}
+
+static void add_pixels(rle_runs *r, uint8_t value, long count)
+{
+    if (count == 0) return;
+    if (value != r->value) {
+        end_run(r);
+        r->value = value;
+    }
+    r->run += count;
+}
+
+char *dm_rle_encode_window(const uint8_t *mask, int h, int w, const int window[4])
+{
+    int x0 = window[0] > 0 ? window[0] : 0, y0 = window[1] > 0 ? window[1] : 0;
+    int x1 = window[2] < w ? window[2] : w, y1 = window[3] < h ? window[3] : h;
+    if (x1 < x0) x1 = x0;
+    if (y1 < y0) y1 = y0;
+    rle_runs r = {.counts = malloc(16 * sizeof(long)), .cap = 16};
+    if (!r.counts) return NULL;
+    /* column-major, starting with a run of zeros; outside the window, zeros */
+    add_pixels(&r, 0, (long)x0 * h);
+    for (int x = x0; x < x1; x++) {
+        add_pixels(&r, 0, y0);
+        for (int y = y0; y < y1; y++) add_pixels(&r, mask[(size_t)y * w + x] != 0, 1);
+        add_pixels(&r, 0, h - y1);
+    }
+    add_pixels(&r, 0, (long)(w - x1) * h);
+    end_run(&r);
+    if (r.failed) {
+        free(r.counts);
+        return NULL;
     }
     /* pycocotools' string form: each count (minus the count two before,
      * from the third on) in 5-bit groups, low first, a continuation bit
      * 0x20, offset by '0' */
-    char *s = malloc(runs * 14 + 1), *p = s;
-    if (!s) { free(counts); return NULL; }
-    for (size_t i = 0; i < runs; i++) {
-        long x = counts[i] - (i > 2 ? counts[i - 2] : 0);
+    char *s = malloc(r.n * 14 + 1), *p = s;
+    if (!s) { free(r.counts); return NULL; }
+    for (size_t i = 0; i < r.n; i++) {
+        long x = r.counts[i] - (i > 2 ? r.counts[i - 2] : 0);
         int more = 1;
         while (more) {
             char c = (char)(x & 0x1f);
@@ -657,9 +691,11 @@ char *dm_rle_encode(const uint8_t *mask, int h, int w)
         }
     }
     *p = 0;
-    free(counts);
+    free(r.counts);
     return s;
 }
+
+char *dm_rle_encode(const uint8_t *mask, int h, int w) { return dm_rle_encode_window(mask, h, w, (int[]){0, 0, w, h}); }
 
 void dm_detections_free(dm_detections *d)
 {
@@ -706,9 +742,12 @@ dm_status dm_detect(const dm_model *model, dm_workspace *ws, const float *input,
     if (!status && (cfg->masks & DM_MASKS_RLE) && !(out->rle = calloc((size_t)D + 1, sizeof(char *))))
         status = dm_fail(DM_ERR_NOMEM, "out of memory for %d masks", D);
     for (int i = 0; i < D && !status && cfg->masks; i++) {
-        uint8_t *mask = cfg->masks & DM_MASKS_BITMAP ? bitmap + plane * i : bitmap;
-        if ((status = paste(&st, i, image, cfg->mask_thr, mask))) break;
-        if (out->rle && !(out->rle[i] = dm_rle_encode(mask, image->ori_h, image->ori_w)))
+        /* returned bitmaps are whole planes; one reused for the RLE alone is
+         * read only inside each mask's window, which pasting fills */
+        int whole = cfg->masks & DM_MASKS_BITMAP, window[4];
+        uint8_t *mask = whole ? bitmap + plane * i : bitmap;
+        if ((status = paste(&st, i, image, cfg->mask_thr, mask, whole, window))) break;
+        if (out->rle && !(out->rle[i] = dm_rle_encode_window(mask, image->ori_h, image->ori_w, window)))
             status = dm_fail(DM_ERR_NOMEM, "out of memory encoding a mask");
     }
     st.det_boxes = NULL;

@@ -59,4 +59,8 @@ void dm_paste_window(const float det_box[4], const dm_det_image *image, float pa
  * Returns a malloc'ed string, or NULL when out of memory. */
 char *dm_rle_encode(const uint8_t *mask, int h, int w);
 
+/* The same of a bitmap known to be 0 outside window [x0, x1) x [y0, y1),
+ * whose pixels there alone are read. */
+char *dm_rle_encode_window(const uint8_t *mask, int h, int w, const int window[4]);
+
 #endif
