@@ -44,10 +44,12 @@ enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE };
 
 #define MAX_OUTPUTS (DM_NUM_STAGES + 4)
 
-/* The tensors one run writes, each in its own buffer. */
+/* The tensors one run writes, each in its own buffer but 'det_masks',
+ * which is the detections' own (as large as the photo, once per object). */
 typedef struct run_outputs {
     dm_tensor t[MAX_OUTPUTS];
     size_t count;
+    dm_detections det;
 } run_outputs;
 
 /* A new output of the given shape; its buffer, or NULL (printed). */
@@ -67,7 +69,9 @@ static void *add_output(run_outputs *o, const char *name, dm_dtype dtype, int nd
 
 static void free_outputs(run_outputs *o)
 {
-    for (size_t i = 0; i < o->count; i++) free((void *)o->t[i].data);
+    for (size_t i = 0; i < o->count; i++)
+        if (o->t[i].data != o->det.masks) free((void *)o->t[i].data);
+    dm_detections_free(&o->det);
 }
 
 /* decode_logits (whole mode), seg_logits and seg_pred of a segmentation
@@ -153,20 +157,22 @@ static int run_detection(const dm_model *m, dm_backend backend, const dm_tensor_
     int64_t D = d.count, N = d.num_proposals;
     float *proposals = NULL, *boxes = NULL, *scores = NULL;
     int64_t *labels = NULL;
-    uint8_t *masks = NULL;
     ok = ok && (proposals = add_output(o, "proposals", DM_F32, 2, (int64_t[]){N, 5})) &&
          (boxes = add_output(o, "det_bboxes", DM_F32, 2, (int64_t[]){D, 4})) &&
          (scores = add_output(o, "det_scores", DM_F32, 1, (int64_t[]){D})) &&
-         (labels = add_output(o, "det_labels", DM_I64, 1, (int64_t[]){D})) &&
-         (masks = add_output(o, "det_masks", DM_U8, 3, (int64_t[]){D, d.mask_h, d.mask_w}));
+         (labels = add_output(o, "det_labels", DM_I64, 1, (int64_t[]){D}));
     if (ok && N) memcpy(proposals, d.proposals, sizeof(float) * 5 * N);
     if (ok && D) {
         memcpy(boxes, d.boxes, sizeof(float) * 4 * D);
         memcpy(scores, d.scores, sizeof(float) * D);
         for (int64_t i = 0; i < D; i++) labels[i] = d.labels[i];
-        memcpy(masks, d.masks, (size_t)D * d.mask_h * d.mask_w);
     }
-    dm_detections_free(&d);
+    if (ok) { /* the masks are written from the detections' buffer, not copied */
+        int64_t numel = D * d.mask_h * d.mask_w;
+        o->t[o->count++] = (dm_tensor){.name = "det_masks", .dtype = DM_U8, .ndim = 3, .shape = {D, d.mask_h, d.mask_w},
+                                       .numel = numel, .nbytes = (size_t)numel, .data = d.masks};
+    }
+    o->det = d;
     return ok;
 }
 
