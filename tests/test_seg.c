@@ -196,8 +196,9 @@ START_TEST(image_matches_mmseg)
 }
 END_TEST
 
-/* The same weights as safetensors under mmseg's names give the same logits. */
-START_TEST(safetensors_checkpoint)
+/* The micro model's weights rewritten as safetensors under mmseg's names,
+ * with the given metadata only, loaded. */
+static dm_status load_as_safetensors(const dm_meta *meta, size_t metas, dm_model **out)
 {
     dm_tensor_file pth;
     ck_assert(dm_model_file_open(test_path("upernet_micro.pth"), 0, &pth) == DM_OK);
@@ -205,11 +206,18 @@ START_TEST(safetensors_checkpoint)
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     close(fd);
-    ck_assert_msg(dm_safetensors_write(path, pth.tensors, pth.count, NULL, 0) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_safetensors_write(path, pth.tensors, pth.count, meta, metas) == DM_OK, "%s", dm_last_error());
     dm_tensor_file_close(&pth);
-    dm_model *a = load_micro(), *b;
-    ck_assert_msg(dm_model_load(path, NULL, &b) == DM_OK, "%s", dm_last_error());
+    dm_status st = dm_model_load(path, NULL, out);
     unlink(path);
+    return st;
+}
+
+/* The same weights as safetensors under mmseg's names give the same logits. */
+START_TEST(safetensors_checkpoint)
+{
+    dm_model *a = load_micro(), *b;
+    ck_assert_msg(load_as_safetensors(NULL, 0, &b) == DM_OK, "%s", dm_last_error());
     ck_assert_int_eq(dm_model_config(b)->seg_classes, K);
     ck_assert_int_eq(dm_model_config(b)->num_params, dm_model_config(a)->num_params);
     dm_tensor_file io;
@@ -230,24 +238,6 @@ START_TEST(safetensors_checkpoint)
 }
 END_TEST
 
-/* The micro model's weights as safetensors with `palette` as its only
- * metadata, loaded. */
-static dm_status load_with_palette(const char *palette, dm_model **out)
-{
-    dm_tensor_file pth;
-    ck_assert(dm_model_file_open(test_path("upernet_micro.pth"), 0, &pth) == DM_OK);
-    char path[] = "/tmp/dm_seg_XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    dm_meta meta = {.key = "palette", .value = (char *)palette};
-    ck_assert_msg(dm_safetensors_write(path, pth.tensors, pth.count, &meta, 1) == DM_OK, "%s", dm_last_error());
-    dm_tensor_file_close(&pth);
-    dm_status st = dm_model_load(path, NULL, out);
-    unlink(path);
-    return st;
-}
-
 /* A palette is K colours of three numbers from 0 to 255; anything else
  * fails the load, naming it. */
 START_TEST(palettes_read_or_refused)
@@ -259,7 +249,7 @@ START_TEST(palettes_read_or_refused)
         for (int k = 0; k < K - 1; k++) snprintf(palette + strlen(palette), 32, "[%d, 0, 255], ", k);
         snprintf(palette + strlen(palette), 64, "%s]", last[i]);
         dm_model *m = (dm_model *)&m; /* a failed load sets it to NULL */
-        dm_status st = load_with_palette(palette, &m);
+        dm_status st = load_as_safetensors(&(dm_meta){.key = "palette", .value = palette}, 1, &m);
         if (i == 0) {
             ck_assert_msg(st == DM_OK, "%s", dm_last_error());
             const uint8_t *colours = dm_model_palette(m);
