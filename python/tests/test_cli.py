@@ -62,7 +62,9 @@ def test_directories_as_the_program_walks_them(cli: str, tmp_path) -> None:
 def test_a_reader_that_goes_away_ends_it_quietly(cli: str, tmp_path) -> None:
     """As the program: SIGPIPE, nothing on standard error."""
     listing = tmp_path / "list.txt"
-    listing.write_text("".join(f"{path}\n" for path in sorted(SAMPLES.glob("*.png"))) * 30)
+    # 2,000 results, well over what the pipe and head's read take in, so
+    # the writer always meets the closed pipe
+    listing.write_text("".join(f"{path}\n" for path in sorted(SAMPLES.glob("*.png"))) * 200)
     for command in ([sys.executable, "-m", "damamba"], [cli]):
         reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         done = subprocess.run([*command, "classify", f"@{listing}"], stdout=reader.stdin, stderr=subprocess.PIPE,
