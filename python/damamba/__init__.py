@@ -140,9 +140,7 @@ def _checked_count(name: str, n: Any) -> int:
 
 
 def _checked_threads(n: Any) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_THREADS:
-        raise ValueError(f"threads must be an integer from 0 to {MAX_THREADS}, got {n!r}")
-    return n
+    return _checked_int("threads", n, 0, MAX_THREADS)
 
 
 def set_threads(n: int) -> None:
