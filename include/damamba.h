@@ -442,6 +442,17 @@ DM_API dm_status dm_image_load(const char *path, int channels, dm_image *out);
 DM_API dm_status dm_image_load_memory(const void *data, size_t size,
                                       int channels, dm_image *out);
 
+/* dm_image_load and dm_image_load_memory, then turned upright as the file's
+ * EXIF orientation tag says (a JPEG's first APP1 segment, a PNG's eXIf
+ * chunk), as OpenCV's imread and imdecode do: mmsegmentation's and
+ * mmdetection's test pipelines load images so, and dm_segment_image,
+ * dm_mm_transform_image and the detector expect them so.  Orientations 5
+ * to 8 swap width and height.  PIL, whose loading the classifier's
+ * evaluation transform uses, ignores the tag: classify with dm_image_load. */
+DM_API dm_status dm_image_load_upright(const char *path, int channels, dm_image *out);
+DM_API dm_status dm_image_load_memory_upright(const void *data, size_t size,
+                                              int channels, dm_image *out);
+
 /* Release the pixels of an image loaded by this library and zero it. */
 DM_API void dm_image_free(dm_image *image);
 

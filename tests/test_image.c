@@ -662,12 +662,240 @@ START_TEST(gif_codes_beyond_the_image)
 }
 END_TEST
 
+/* ---------------------------------------------------- EXIF orientation */
+
+/* TIFF-format EXIF data as cameras write it, little- or big-endian: IFD0
+ * holds a Make string of 6 bytes (stored past the directory, at byte 38,
+ * when make_at says so; no Make when it is 0) and then the orientation, a
+ * SHORT.  Returns its size: 44 with a Make, 32 without. */
+static size_t exif_tiff(uint8_t *out, int little, int orientation, uint32_t make_at)
+{
+    size_t n = 0;
+#define PUT16(v) (little ? (out[n] = (uint8_t)(v), out[n + 1] = (uint8_t)((v) >> 8)) \
+                         : (out[n] = (uint8_t)((v) >> 8), out[n + 1] = (uint8_t)(v)), n += 2)
+#define PUT32(v) (little ? (PUT16((v) & 0xFFFF), PUT16((uint32_t)(v) >> 16)) \
+                         : (PUT16((uint32_t)(v) >> 16), PUT16((v) & 0xFFFF)))
+    out[n++] = little ? 'I' : 'M';
+    out[n++] = little ? 'I' : 'M';
+    PUT16(42);
+    PUT32(8);           /* IFD0 right after the header */
+    PUT16(make_at ? 2 : 1);
+    if (make_at) {
+        PUT16(0x010F); /* Make, ASCII, 6 bytes at make_at */
+        PUT16(2);
+        PUT32(6);
+        PUT32(make_at);
+    }
+    PUT16(0x0112); /* Orientation, SHORT, 1 value */
+    PUT16(3);
+    PUT32(1);
+    PUT16(orientation);
+    PUT16(0);
+    PUT32(0); /* no IFD1 */
+    memcpy(out + n, "Maker", 6);
+    n += 6;
+#undef PUT32
+#undef PUT16
+    return n;
+}
+
+/* A JPEG's bytes with APP1 segments inserted after its SOI: each of the
+ * `count` payloads gets the 6 bytes of `header` ("Exif\0\0" or an XMP
+ * namespace's first 6) in front. */
+static encoded jpeg_with_app1(const encoded *jpeg, const char *const *headers, const uint8_t *const *payloads,
+                              const size_t *sizes, int count)
+{
+    encoded e = {.size = 2};
+    memcpy(e.data, jpeg->data, 2);
+    for (int i = 0; i < count; i++) {
+        size_t len = 2 + 6 + sizes[i];
+        ck_assert_uint_le(e.size + 2 + len + jpeg->size, sizeof e.data);
+        uint8_t *p = e.data + e.size;
+        p[0] = 0xFF, p[1] = 0xE1, p[2] = (uint8_t)(len >> 8), p[3] = (uint8_t)len;
+        memcpy(p + 4, headers[i], 6);
+        memcpy(p + 10, payloads[i], sizes[i]);
+        e.size += 2 + len;
+    }
+    memcpy(e.data + e.size, jpeg->data + 2, jpeg->size - 2);
+    e.size += jpeg->size - 2;
+    return e;
+}
+
+static const char exif_header[6] = "Exif\0";
+
+static encoded jpeg_oriented(const encoded *jpeg, int little, int orientation, uint32_t make_at)
+{
+    uint8_t tiff[64];
+    const char *header = exif_header;
+    const uint8_t *payload = tiff;
+    size_t size = exif_tiff(tiff, little, orientation, make_at);
+    return jpeg_with_app1(jpeg, &header, &payload, &size, 1);
+}
+
+/* Where the pixel at row y, column x of the upright image comes from in
+ * the stored w x h one, by the EXIF specification's words for each tag:
+ * 2 mirrored left to right, 3 turned half round, 4 mirrored top to
+ * bottom, 5 mirrored along the main diagonal, 6 turned a quarter
+ * clockwise, 7 mirrored along the other diagonal, 8 turned a quarter
+ * anticlockwise. */
+static void upright_source(int tag, int w, int h, int y, int x, int *sy, int *sx)
+{
+    switch (tag) {
+    case 2: *sy = y, *sx = w - 1 - x; break;
+    case 3: *sy = h - 1 - y, *sx = w - 1 - x; break;
+    case 4: *sy = h - 1 - y, *sx = x; break;
+    case 5: *sy = x, *sx = y; break;
+    case 6: *sy = h - 1 - x, *sx = y; break;
+    case 7: *sy = h - 1 - x, *sx = w - 1 - y; break;
+    case 8: *sy = x, *sx = w - 1 - y; break;
+    default: *sy = y, *sx = x; break;
+    }
+}
+
+/* `turned` is `stored` as EXIF orientation `tag` turns it upright. */
+static void expect_upright(const dm_image *stored, const dm_image *turned, int tag, const char *what)
+{
+    int w = stored->width, h = stored->height, c = stored->channels, swap = tag >= 5 && tag <= 8;
+    ck_assert_msg(turned->width == (swap ? h : w) && turned->height == (swap ? w : h),
+                  "%s: tag %d gives %d x %d from %d x %d", what, tag, turned->width, turned->height, w, h);
+    for (int y = 0; y < turned->height; y++)
+        for (int x = 0; x < turned->width; x++) {
+            int sy, sx;
+            upright_source(tag, w, h, y, x, &sy, &sx);
+            ck_assert_msg(!memcmp(turned->pixels + ((size_t)y * turned->width + x) * c,
+                                  stored->pixels + ((size_t)sy * w + sx) * c, (size_t)c),
+                          "%s: tag %d, pixel (%d, %d)", what, tag, y, x);
+        }
+}
+
+/* A JPEG's EXIF orientation turns it in dm_image_load_memory_upright, as
+ * OpenCV turns it, for all eight tags, both byte orders, colour and grey;
+ * dm_image_load_memory leaves it, as PIL does.  The pixels before turning
+ * are the same as those of the file without the tag. */
+START_TEST(jpeg_exif_orientation)
+{
+    encoded plain = libjpeg_encode(24, 16, 0);
+    for (int channels = 1; channels <= 3; channels += 2) {
+        dm_image stored;
+        ck_assert(dm_image_load_memory(plain.data, plain.size, channels, &stored) == DM_OK);
+        for (int little = 0; little <= 1; little++)
+            for (int tag = 0; tag <= 9; tag++) {
+                encoded e = jpeg_oriented(&plain, little, tag, 38);
+                dm_image as_stored, turned;
+                ck_assert_msg(dm_image_load_memory_upright(e.data, e.size, channels, &turned) == DM_OK, "%s",
+                              dm_last_error());
+                ck_assert(dm_image_load_memory(e.data, e.size, channels, &as_stored) == DM_OK);
+                expect_upright(&stored, &as_stored, 1, "without turning");
+                expect_upright(&stored, &turned, tag, little ? "II" : "MM");
+                dm_image_free(&as_stored);
+                dm_image_free(&turned);
+            }
+        dm_image_free(&stored);
+    }
+}
+END_TEST
+
+/* The cases where OpenCV leaves a tagged JPEG as it is: the first APP1
+ * segment is not the EXIF one (XMP written first); a Make entry before
+ * the orientation points past the data, which ends OpenCV's reading of the
+ * directory; the EXIF data is cut anywhere before the orientation's value.
+ * None of these fails the decoding.  A file that turns is checked too. */
+START_TEST(jpeg_exif_orientation_unread)
+{
+    encoded plain = libjpeg_encode(24, 16, 0);
+    dm_image stored, img;
+    ck_assert(dm_image_load_memory(plain.data, plain.size, 3, &stored) == DM_OK);
+
+    uint8_t tiff[64];
+    size_t size = exif_tiff(tiff, 1, 6, 38);
+    const char *headers[2] = {"http:/", exif_header};
+    const char xmp[] = "/ns.adobe.com/xap/1.0/";
+    const uint8_t *payloads[2] = {(const uint8_t *)xmp, tiff};
+    size_t sizes[2] = {sizeof xmp, size};
+    encoded e = jpeg_with_app1(&plain, headers, payloads, sizes, 2);
+    ck_assert(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK);
+    expect_upright(&stored, &img, 1, "XMP first");
+    dm_image_free(&img);
+    e = jpeg_with_app1(&plain, headers + 1, payloads + 1, sizes + 1, 1);
+    ck_assert(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK);
+    expect_upright(&stored, &img, 6, "EXIF alone");
+    dm_image_free(&img);
+
+    e = jpeg_oriented(&plain, 0, 6, 40); /* the Make string's 6 bytes at 40, past the 44 there are */
+    ck_assert(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK);
+    expect_upright(&stored, &img, 1, "Make out of bounds");
+    dm_image_free(&img);
+
+    /* Without a Make, the orientation's value ends at byte 20 of the TIFF
+     * data (header 8, count 2, then the entry's 12 of which the value is
+     * bytes 8 and 9): shorter data leaves the image, longer turns it. */
+    size = exif_tiff(tiff, 1, 6, 0);
+    for (size_t cut = 0; cut <= size; cut++) {
+        const uint8_t *payload = tiff;
+        e = jpeg_with_app1(&plain, headers + 1, &payload, &cut, 1);
+        ck_assert_msg(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK, "cut at %zu: %s", cut,
+                      dm_last_error());
+        expect_upright(&stored, &img, cut >= 20 ? 6 : 1, "cut");
+        dm_image_free(&img);
+    }
+    dm_image_free(&stored);
+}
+END_TEST
+
+/* A PNG file with an eXIf chunk of `tiff` (its CRC spoiled when bad_crc)
+ * inserted before its image data or, when after_data, before IEND. */
+static encoded png_with_exif(const encoded *png, const uint8_t *tiff, size_t size, int after_data, int bad_crc)
+{
+    size_t at = after_data ? png->size - 12 : 8 + 25; /* IEND's start, or past IHDR */
+    encoded e = {.size = at};
+    memcpy(e.data, png->data, at);
+    uint8_t *c = e.data + at;
+    c[0] = (uint8_t)(size >> 24), c[1] = (uint8_t)(size >> 16), c[2] = (uint8_t)(size >> 8), c[3] = (uint8_t)size;
+    memcpy(c + 4, "eXIf", 4);
+    memcpy(c + 8, tiff, size);
+    uint32_t crc = (uint32_t)crc32(0, c + 4, (uInt)(4 + size)) ^ (bad_crc ? 1u : 0u);
+    c[8 + size] = (uint8_t)(crc >> 24), c[9 + size] = (uint8_t)(crc >> 16);
+    c[10 + size] = (uint8_t)(crc >> 8), c[11 + size] = (uint8_t)crc;
+    e.size += 12 + size;
+    memcpy(e.data + e.size, png->data + at, png->size - at);
+    e.size += png->size - at;
+    return e;
+}
+
+/* A PNG's eXIf chunk turns it as OpenCV's PNG decoder reads it through
+ * libpng: before or after the image data, not with a bad CRC. */
+START_TEST(png_exif_orientation)
+{
+    enum { W = 5, H = 3 };
+    uint8_t rgb[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 5);
+    encoded png = {.size = 0};
+    ck_assert(stbi_write_png_to_func(collect, &png, W, H, 3, rgb, W * 3));
+    dm_image stored, img;
+    ck_assert(dm_image_load_memory(png.data, png.size, 3, &stored) == DM_OK);
+    uint8_t tiff[64];
+    for (int tag = 1; tag <= 8; tag++)
+        for (int after = 0; after <= 1; after++)
+            for (int bad_crc = 0; bad_crc <= 1; bad_crc++) {
+                encoded e = png_with_exif(&png, tiff, exif_tiff(tiff, tag % 2, tag, 0), after, bad_crc);
+                ck_assert_msg(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK, "%s",
+                              dm_last_error());
+                expect_upright(&stored, &img, bad_crc ? 1 : tag, after ? "eXIf after IDAT" : "eXIf before IDAT");
+                dm_image_free(&img);
+                ck_assert(dm_image_load_memory(e.data, e.size, 3, &img) == DM_OK);
+                expect_upright(&stored, &img, 1, "PNG without turning");
+                dm_image_free(&img);
+            }
+    dm_image_free(&stored);
+}
+END_TEST
+
 START_TEST(hostile_files)
 {
     dm_image img = {.width = 99};
     size_t size;
     uint8_t *png = test_read("chelsea.png", &size);
-    /* Truncated: half the file. */
+/* Truncated: half the file. */
     expect_failure(dm_image_load_memory(png, size / 2, 3, &img), DM_ERR_FORMAT, "runs past the end");
     ck_assert_ptr_null(img.pixels);
     ck_assert_int_eq(img.width, 0);
@@ -766,6 +994,9 @@ int main(void)
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, jpeg_scans);
     tcase_add_test(tc, jpeg_cmyk_as_pillow);
+    tcase_add_test(tc, jpeg_exif_orientation);
+    tcase_add_test(tc, jpeg_exif_orientation_unread);
+    tcase_add_test(tc, png_exif_orientation);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

@@ -14,6 +14,7 @@
 #include "internal_api.h"
 #include "image_check.h"
 #include "jpeg.h"
+#include "orientation.h"
 #include "json.h"
 #include "resample.h"
 #include "versioned.h"
@@ -142,8 +143,10 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
     return DM_OK;
 }
 
-dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
-                                      dm_image *out)
+/* Decode, and where upright is set turn the image as its EXIF orientation
+ * says. */
+static dm_status load_memory(const void *data, size_t size, int channels, int64_t max_pixels, int upright,
+                             dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
     *out = (dm_image){0};
@@ -156,10 +159,10 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     if (size == 0) return dm_fail(DM_ERR_FORMAT, "empty file");
     if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
     uint8_t *decoded = NULL;
-    int w = 0, h = 0, n = 0;
+    int w = 0, h = 0, n = 0, orientation = 0;
     if (dm_is_jpeg(data, size)) {
         dm_image jpeg;
-        dm_status st = dm_jpeg_decode(data, size, max_pixels, &jpeg);
+        dm_status st = dm_jpeg_decode(data, size, max_pixels, upright ? &orientation : NULL, &jpeg);
         if (st) return st;
         decoded = jpeg.pixels;
         w = jpeg.width;
@@ -168,6 +171,9 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     } else {
         dm_status st = stb_decode(data, size, max_pixels, &decoded, &w, &h, &n);
         if (st) return st;
+        /* stb_decode screened the chunks */
+        if (upright && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
+            orientation = dm_png_orientation(data, size);
     }
     size_t npix = (size_t)w * h;
     uint8_t *pixels = n == channels ? decoded : malloc(npix * channels);
@@ -179,16 +185,30 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
         convert_pixels(decoded, n, pixels, channels, npix);
         free(decoded);
     }
-    *out = (dm_image){.width = w, .height = h, .channels = channels, .pixels = pixels};
-    return DM_OK;
+    dm_image img = {.width = w, .height = h, .channels = channels, .pixels = pixels};
+    dm_status st = dm_image_orient(&img, orientation);
+    if (st == DM_OK) *out = img;
+    else dm_image_free(&img);
+    return st;
+}
+
+dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
+                                      dm_image *out)
+{
+    return load_memory(data, size, channels, max_pixels, 0, out);
 }
 
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
-    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, out);
+    return load_memory(data, size, channels, DM_IMAGE_MAX_PIXELS, 0, out);
 }
 
-dm_status dm_image_load(const char *path, int channels, dm_image *out)
+dm_status dm_image_load_memory_upright(const void *data, size_t size, int channels, dm_image *out)
+{
+    return load_memory(data, size, channels, DM_IMAGE_MAX_PIXELS, 1, out);
+}
+
+static dm_status load_file(const char *path, int channels, int upright, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load: out is NULL");
     *out = (dm_image){0};
@@ -196,10 +216,20 @@ dm_status dm_image_load(const char *path, int channels, dm_image *out)
     char *data;
     size_t size;
     dm_status st = dm_read_input(path, INT_MAX, "image decoder", &data, &size);
-    if (st == DM_OK) st = dm_image_load_memory(data, size, channels, out);
+    if (st == DM_OK) st = load_memory(data, size, channels, DM_IMAGE_MAX_PIXELS, upright, out);
     free(data);
     if (st != DM_OK) dm_error_prefix("%s: ", path);
     return st;
+}
+
+dm_status dm_image_load(const char *path, int channels, dm_image *out)
+{
+    return load_file(path, channels, 0, out);
+}
+
+dm_status dm_image_load_upright(const char *path, int channels, dm_image *out)
+{
+    return load_file(path, channels, 1, out);
 }
 
 void dm_image_free(dm_image *image)

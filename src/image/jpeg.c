@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "image_check.h"
+#include "orientation.h"
 
 typedef struct jpeg_failure {
     struct jpeg_error_mgr mgr;
@@ -82,7 +83,18 @@ int dm_is_jpeg(const void *data, size_t size)
     return size >= 2 && b[0] == 0xFF && b[1] == 0xD8;
 }
 
-dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_image *out)
+/* The EXIF orientation in the first APP1 segment, past its 6-byte "Exif"
+ * header, as OpenCV's JPEG decoder takes it (without checking that
+ * header: an XMP segment first leaves the image as it is). */
+static int app1_orientation(j_decompress_ptr cinfo)
+{
+    for (jpeg_saved_marker_ptr m = cinfo->marker_list; m; m = m->next)
+        if (m->marker == JPEG_APP0 + 1)
+            return m->data_length > 6 ? dm_exif_orientation(m->data + 6, m->data_length - 6) : 0;
+    return 0;
+}
+
+dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, int *orientation, dm_image *out)
 {
     *out = (dm_image){0};
     struct jpeg_decompress_struct cinfo;
@@ -103,7 +115,9 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     struct jpeg_progress_mgr progress = {.progress_monitor = on_progress};
     cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
+    if (orientation) jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
+    if (orientation) *orientation = app1_orientation(&cinfo);
     dm_status st = dm_image_within(cinfo.image_width, cinfo.image_height, max_pixels);
     int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     int channels = cinfo.num_components == 1 ? 1 : 3, decoded = cmyk ? 4 : channels;
