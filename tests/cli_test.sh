@@ -472,6 +472,23 @@ head -c 300 "$tmp/ade.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,5
 head -c 400 "$tmp/coco.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,800,1088\]' || fail "coco shape"
 "$damamba" preprocess --pipeline cityscapes "$golden/seg_small.png" -o "$tmp/x.safetensors" 2>/dev/null &&
     fail "an unknown pipeline was accepted"
+# Those pipelines, segment and detect load images upright, as OpenCV loads
+# them for mmseg and mmdet: seg_small.png tagged "turn a quarter clockwise"
+# (an eXIf chunk) is 75 wide and 101 high, and ade20k scales it to 512 x 689.
+python3 - "$golden/seg_small.png" "$tmp/tagged.png" <<'PY'
+import struct, sys, zlib
+png = open(sys.argv[1], "rb").read()
+tiff = b"MM\0*" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + b"\0" * 4
+chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+open(sys.argv[2], "wb").write(png[:33] + chunk + png[33:])
+PY
+"$damamba" preprocess --pipeline ade20k "$tmp/tagged.png" -o "$tmp/tagged.safetensors" || fail "preprocess tagged"
+head -c 300 "$tmp/tagged.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,689,512\]' ||
+    fail "preprocess --pipeline ade20k did not turn the image upright"
+"$damamba" segment -q -m "$seg_model" --mode whole --json -o "$tmp" "$tmp/tagged.png" |
+    grep -q '"width": 75, "height": 101' || fail "segment did not turn the image upright"
+"$damamba" detect -m "$golden/maskrcnn_micro.pth" --json "$tmp/tagged.png" |
+    grep -q '"width": 75, "height": 101' || fail "detect did not turn the image upright"
 
 # run on a segmentation model writes the head's outputs ('input' of the
 # golden file is 1 x 3 x 64 x 96).
