@@ -173,11 +173,16 @@ def isa() -> str:
     return lib.dm_isa().decode()
 
 
-def load_image(path: PathLike, channels: int = 3) -> np.ndarray:
+def load_image(path: PathLike, channels: int = 3, upright: bool = False) -> np.ndarray:
     """Decode a PNG, JPEG, BMP, GIF, TGA or PNM file into an H x W x channels
-    uint8 array (channels 1 or 3; alpha dropped, colour to grey as PIL does)."""
+    uint8 array (channels 1 or 3; alpha dropped, colour to grey as PIL does).
+
+    upright=True turns the image as its EXIF orientation tag says, as
+    OpenCV (and so mmsegmentation and mmdetection) loads images; PIL, and
+    the classifier's transform, leave the tag aside (the default)."""
     image = _lib.Image()
-    check(lib.dm_image_load(_c_string("path", path), _checked_int("channels", channels), ctypes.byref(image)))
+    load = lib.dm_image_load_upright if upright else lib.dm_image_load
+    check(load(_c_string("path", path), _checked_int("channels", channels), ctypes.byref(image)))
     try:
         shape = (image.height, image.width, image.channels)
         return np.ctypeslib.as_array(image.pixels, shape=shape).copy()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 import sys
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -282,6 +284,18 @@ def test_errors_carry_the_library_message(tmp_path) -> None:
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     with pytest.raises(damamba.FormatError, match="not-an-image.png"):
         damamba.load_image(bad)
+
+
+def test_load_image_upright(tmp_path) -> None:
+    # chelsea.png with an eXIf chunk after IHDR saying "turn a quarter clockwise"
+    png = (GOLDEN / "chelsea.png").read_bytes()
+    tiff = b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + b"\0" * 4
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    tagged = tmp_path / "tagged.png"
+    tagged.write_bytes(png[:33] + chunk + png[33:])
+    stored = damamba.load_image(tagged)
+    assert np.array_equal(stored, damamba.load_image(GOLDEN / "chelsea.png"))
+    assert np.array_equal(damamba.load_image(tagged, upright=True), np.rot90(stored, k=-1))
 
 
 def test_preprocess_matches_torchvision() -> None:
