@@ -300,11 +300,11 @@ START_TEST(pixel_limit_refuses_from_the_header)
     static const char *const names[5] = {"PNG", "BMP", "TGA", "JPEG", "PPM"};
     dm_image img;
     for (int f = 0; f < 5; f++) {
-        ck_assert_msg(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H, &img) == DM_OK, "%s: %s",
+        ck_assert_msg(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H, 0, &img) == DM_OK, "%s: %s",
                       names[f], dm_last_error());
         ck_assert_int_eq(img.width * img.height, W * H);
         dm_image_free(&img);
-        ck_assert_int_eq(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H - 1, &img),
+        ck_assert_int_eq(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H - 1, 0, &img),
                          DM_ERR_FORMAT);
         ck_assert_ptr_null(img.pixels);
         ck_assert_msg(strstr(dm_last_error(), "7 x 5 pixels is over the limit of 34 pixels"), "%s: %s", names[f],
@@ -313,14 +313,14 @@ START_TEST(pixel_limit_refuses_from_the_header)
     /* the 1x1 GIF of every_format_decodes on a screen of 30209 x 1792 */
     uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 0x01, 0x76, 0x00, 0x07, 0x80, 0, 0, 10, 200, 30, 255, 255, 255,
                      0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
-    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 1 << 20, &img), DM_ERR_FORMAT);
+    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 1 << 20, 0, &img), DM_ERR_FORMAT);
     ck_assert_msg(strstr(dm_last_error(), "30209 x 1792 pixels is over the limit of 1048576"), "%s", dm_last_error());
     gif[6] = 1, gif[7] = 0, gif[8] = 1, gif[9] = 0; /* a 1 x 1 screen */
-    ck_assert_msg(dm_image_load_memory_within(gif, sizeof gif, 3, 1, &img) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(dm_image_load_memory_within(gif, sizeof gif, 3, 1, 0, &img) == DM_OK, "%s", dm_last_error());
     dm_image_free(&img);
     /* the limit itself must lie within the library's */
-    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 0, &img), DM_ERR_ARGUMENT);
-    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, (int64_t)DM_IMAGE_MAX_PIXELS + 1, &img),
+    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 0, 0, &img), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, (int64_t)DM_IMAGE_MAX_PIXELS + 1, 0, &img),
                      DM_ERR_ARGUMENT);
 }
 END_TEST

@@ -143,10 +143,8 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
     return DM_OK;
 }
 
-/* Decode, and where upright is set turn the image as its EXIF orientation
- * says. */
-static dm_status load_memory(const void *data, size_t size, int channels, int64_t max_pixels, int upright,
-                             dm_image *out)
+dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels, int upright,
+                                      dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
     *out = (dm_image){0};
@@ -192,20 +190,14 @@ static dm_status load_memory(const void *data, size_t size, int channels, int64_
     return st;
 }
 
-dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
-                                      dm_image *out)
-{
-    return load_memory(data, size, channels, max_pixels, 0, out);
-}
-
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
-    return load_memory(data, size, channels, DM_IMAGE_MAX_PIXELS, 0, out);
+    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, 0, out);
 }
 
 dm_status dm_image_load_memory_upright(const void *data, size_t size, int channels, dm_image *out)
 {
-    return load_memory(data, size, channels, DM_IMAGE_MAX_PIXELS, 1, out);
+    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, 1, out);
 }
 
 static dm_status load_file(const char *path, int channels, int upright, dm_image *out)
@@ -216,7 +208,7 @@ static dm_status load_file(const char *path, int channels, int upright, dm_image
     char *data;
     size_t size;
     dm_status st = dm_read_input(path, INT_MAX, "image decoder", &data, &size);
-    if (st == DM_OK) st = load_memory(data, size, channels, DM_IMAGE_MAX_PIXELS, upright, out);
+    if (st == DM_OK) st = dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, upright, out);
     free(data);
     if (st != DM_OK) dm_error_prefix("%s: ", path);
     return st;
