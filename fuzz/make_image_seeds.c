@@ -4,9 +4,11 @@
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 /* Write the file at path, then its truncated copies path.cutN. */
 static int write_with_cuts(const char *path, const unsigned char *data, size_t size)
@@ -39,6 +41,18 @@ static void collect(void *ctx, void *data, int size)
     b->size += (size_t)size;
 }
 
+/* b with n bytes inserted at byte `at`, written with its cuts to path. */
+static int insert_seed(const char *path, buffer *b, size_t at, const unsigned char *bytes, size_t n)
+{
+    buffer out = {0};
+    collect(&out, b->data, (int)at);
+    collect(&out, (void *)(uintptr_t)bytes, (int)n);
+    collect(&out, b->data + at, (int)(b->size - at));
+    int ok = write_with_cuts(path, out.data, out.size);
+    free(out.data);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) return 2;
@@ -66,6 +80,22 @@ int main(int argc, char **argv)
     ok &= SEED("rgb.jpg", stbi_write_jpg_to_func(collect, &b, W, H, 3, rgb, 90));
     ok &= SEED("grey.jpg", stbi_write_jpg_to_func(collect, &b, W, H, 1, grey, 50));
     ok &= SEED("rgb.hdr", stbi_write_hdr_to_func(collect, &b, W, H, 3, hdr));
+    /* A JPEG and a PNG with EXIF orientation 6 (a quarter turn): an APP1
+     * segment after the JPEG's SOI, an eXIf chunk after the PNG's IHDR. */
+    static const unsigned char tiff[] = {'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3,
+                                         0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0};
+    unsigned char app1[10 + sizeof tiff] = {0xFF, 0xE1, 0, 8 + sizeof tiff, 'E', 'x', 'i', 'f', 0, 0};
+    memcpy(app1 + 10, tiff, sizeof tiff);
+    unsigned char exif[12 + sizeof tiff] = {0, 0, 0, sizeof tiff, 'e', 'X', 'I', 'f'};
+    memcpy(exif + 8, tiff, sizeof tiff);
+    uLong crc = crc32(0, exif + 4, 4 + sizeof tiff);
+    for (int i = 0; i < 4; i++) exif[8 + sizeof tiff + i] = (unsigned char)(crc >> (24 - 8 * i));
+    b.size = 0;
+    ok &= stbi_write_jpg_to_func(collect, &b, W, H, 3, rgb, 90) &&
+          insert_seed(OUT("exif.jpg"), &b, 2, app1, sizeof app1);
+    b.size = 0;
+    ok &= stbi_write_png_to_func(collect, &b, W, H, 3, rgb, W * 3) &&
+          insert_seed(OUT("exif.png"), &b, 33, exif, sizeof exif);
     /* binary PPM and PGM, and a 1x1 GIF (clear code, index 0, end code) */
     b.size = 0;
     char head[64];

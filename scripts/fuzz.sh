@@ -47,7 +47,7 @@ $cc $cflags -I"$root/tools" -I"$root/tools/serve" -fsanitize=fuzzer "$root/fuzz/
 # COCO annotation files, as the detection evaluation reads them.
 $cc $cflags -I"$root/tools" -fsanitize=fuzzer "$root/fuzz/fuzz_coco.c" "$root/tools/coco_annotations.c" \
     "$root/tools/coco_eval.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_coco"
-$cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lm -o "$out/make_image_seeds"
+$cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lz -lm -o "$out/make_image_seeds"
 $cc -std=c11 -O1 "$root/fuzz/make_model_seeds.c" -o "$out/make_model_seeds"
 
 # Seeds: the small test files, and images (whole and truncated) and
