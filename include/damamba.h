@@ -442,16 +442,27 @@ DM_API dm_status dm_image_load(const char *path, int channels, dm_image *out);
 DM_API dm_status dm_image_load_memory(const void *data, size_t size,
                                       int channels, dm_image *out);
 
-/* dm_image_load and dm_image_load_memory, then turned upright as the file's
- * EXIF orientation tag says (a JPEG's first APP1 segment, a PNG's eXIf
- * chunk), as OpenCV's imread and imdecode do: mmsegmentation's and
- * mmdetection's test pipelines load images so, and dm_segment_image,
- * dm_mm_transform_image and the detector expect them so.  Orientations 5
- * to 8 swap width and height.  PIL, whose loading the classifier's
- * evaluation transform uses, ignores the tag: classify with dm_image_load. */
-DM_API dm_status dm_image_load_upright(const char *path, int channels, dm_image *out);
-DM_API dm_status dm_image_load_memory_upright(const void *data, size_t size,
-                                              int channels, dm_image *out);
+/* Whose decoding an image load reproduces.  The two differ on JPEG and PNG
+ * files with an EXIF orientation tag, which OpenCV applies and PIL ignores,
+ * and on CMYK JPEGs, converted to RGB with each one's arithmetic (up to 2
+ * levels apart). */
+typedef enum dm_image_convention {
+    DM_IMAGE_PIL,    /* PIL's open and convert: the classifier's evaluation
+                        transform (dm_image_load) */
+    DM_IMAGE_OPENCV, /* OpenCV's imread / imdecode in IMREAD_COLOR mode, which
+                        mmsegmentation's and mmdetection's test pipelines
+                        use: what dm_mm_transform_image, dm_segment_image and
+                        the detector expect.  Colour only (channels 3). */
+} dm_image_convention;
+
+/* dm_image_load and dm_image_load_memory in either convention.  Under
+ * DM_IMAGE_OPENCV the image is turned as its EXIF orientation tag says (a
+ * JPEG's first APP1 segment, a PNG's eXIf chunk; tags 5 to 8 swap width and
+ * height), read as OpenCV reads it. */
+DM_API dm_status dm_image_load_as(const char *path, int channels, dm_image_convention convention,
+                                  dm_image *out);
+DM_API dm_status dm_image_load_memory_as(const void *data, size_t size, int channels,
+                                         dm_image_convention convention, dm_image *out);
 
 /* Release the pixels of an image loaded by this library and zero it. */
 DM_API void dm_image_free(dm_image *image);

@@ -281,6 +281,13 @@ START_TEST(pnm_max_value_as_pillow)
 }
 END_TEST
 
+/* dm_image_load_memory refusing images over max_pixels, as the server
+ * decodes them (PIL's convention, three channels). */
+static dm_status load_within(const void *data, size_t size, int64_t max_pixels, dm_image *img)
+{
+    return dm_image_load_memory_within(data, size, 3, max_pixels, DM_IMAGE_PIL, img);
+}
+
 /* A lower pixel limit (the server's) refuses an image from its header, in
  * every format; a GIF by its screen, which a 35-byte file can make 54
  * megapixels of background around a 1x1 image. */
@@ -300,11 +307,11 @@ START_TEST(pixel_limit_refuses_from_the_header)
     static const char *const names[5] = {"PNG", "BMP", "TGA", "JPEG", "PPM"};
     dm_image img;
     for (int f = 0; f < 5; f++) {
-        ck_assert_msg(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H, 0, &img) == DM_OK, "%s: %s",
+        ck_assert_msg(load_within(files[f].data, files[f].size, W * H, &img) == DM_OK, "%s: %s",
                       names[f], dm_last_error());
         ck_assert_int_eq(img.width * img.height, W * H);
         dm_image_free(&img);
-        ck_assert_int_eq(dm_image_load_memory_within(files[f].data, files[f].size, 3, W * H - 1, 0, &img),
+        ck_assert_int_eq(load_within(files[f].data, files[f].size, W * H - 1, &img),
                          DM_ERR_FORMAT);
         ck_assert_ptr_null(img.pixels);
         ck_assert_msg(strstr(dm_last_error(), "7 x 5 pixels is over the limit of 34 pixels"), "%s: %s", names[f],
@@ -313,14 +320,14 @@ START_TEST(pixel_limit_refuses_from_the_header)
     /* the 1x1 GIF of every_format_decodes on a screen of 30209 x 1792 */
     uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 0x01, 0x76, 0x00, 0x07, 0x80, 0, 0, 10, 200, 30, 255, 255, 255,
                      0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
-    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 1 << 20, 0, &img), DM_ERR_FORMAT);
+    ck_assert_int_eq(load_within(gif, sizeof gif, 1 << 20, &img), DM_ERR_FORMAT);
     ck_assert_msg(strstr(dm_last_error(), "30209 x 1792 pixels is over the limit of 1048576"), "%s", dm_last_error());
     gif[6] = 1, gif[7] = 0, gif[8] = 1, gif[9] = 0; /* a 1 x 1 screen */
-    ck_assert_msg(dm_image_load_memory_within(gif, sizeof gif, 3, 1, 0, &img) == DM_OK, "%s", dm_last_error());
+    ck_assert_msg(load_within(gif, sizeof gif, 1, &img) == DM_OK, "%s", dm_last_error());
     dm_image_free(&img);
     /* the limit itself must lie within the library's */
-    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, 0, 0, &img), DM_ERR_ARGUMENT);
-    ck_assert_int_eq(dm_image_load_memory_within(gif, sizeof gif, 3, (int64_t)DM_IMAGE_MAX_PIXELS + 1, 0, &img),
+    ck_assert_int_eq(load_within(gif, sizeof gif, 0, &img), DM_ERR_ARGUMENT);
+    ck_assert_int_eq(load_within(gif, sizeof gif, (int64_t)DM_IMAGE_MAX_PIXELS + 1, &img),
                      DM_ERR_ARGUMENT);
 }
 END_TEST
@@ -458,19 +465,31 @@ static encoded libjpeg_encode(int w, int h, int progressive)
 /* A CMYK JPEG (an Adobe one, as libjpeg writes it) opens in Pillow as
  * inverted CMYK and converts to RGB as C, M, Y scaled by 1 - K and taken
  * from it, in 8-bit fixed point: stored (255, 128, 0, 200) gives (200, 100,
- * 0), stored (10, 20, 30, 40) gives (2, 3, 5), worked out by hand.  At
- * quality 100 a block of one colour decodes exactly. */
-START_TEST(jpeg_cmyk_as_pillow)
+ * 0), stored (10, 20, 30, 40) gives (2, 3, 5), worked out by hand.  OpenCV
+ * takes k - ((255 - c) k >> 8) for each of c, m, y and the stored k:
+ * (200, 101, 1) and (2, 4, 5).  At quality 100 a block of one colour
+ * decodes exactly. */
+START_TEST(jpeg_cmyk_as_pillow_and_opencv)
 {
     static const uint8_t stored[2][4] = {{255, 128, 0, 200}, {10, 20, 30, 40}};
-    static const uint8_t want_rgb[2][3] = {{200, 100, 0}, {2, 3, 5}};
-    uint8_t cmyk[8 * 16 * 4], want[8 * 16 * 3];
+    static const uint8_t pil_rgb[2][3] = {{200, 100, 0}, {2, 3, 5}}, opencv_rgb[2][3] = {{200, 101, 1}, {2, 4, 5}};
+    uint8_t cmyk[8 * 16 * 4], want[8 * 16 * 3], want_opencv[8 * 16 * 3];
     for (int i = 0; i < 8 * 16; i++) {
         memcpy(cmyk + 4 * i, stored[i % 16 / 8], 4);
-        memcpy(want + 3 * i, want_rgb[i % 16 / 8], 3);
+        memcpy(want + 3 * i, pil_rgb[i % 16 / 8], 3);
+        memcpy(want_opencv + 3 * i, opencv_rgb[i % 16 / 8], 3);
     }
     encoded e = libjpeg_write(cmyk, 16, 8, 4, JCS_CMYK, 100, 0);
     expect_pixels(e.data, e.size, 3, want, 16, 8, 0, "CMYK JPEG");
+    dm_image img;
+    ck_assert(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK);
+    ck_assert(img.width == 16 && img.height == 8 && !memcmp(img.pixels, want_opencv, sizeof want_opencv));
+    dm_image_free(&img);
+    /* OpenCV's convention is colour only (IMREAD_COLOR), and there are two */
+    expect_failure(dm_image_load_memory_as(e.data, e.size, 1, DM_IMAGE_OPENCV, &img), DM_ERR_ARGUMENT,
+                   "images load as 3 channels in OpenCV's convention (IMREAD_COLOR), not 1");
+    expect_failure(dm_image_load_memory_as(e.data, e.size, 3, (dm_image_convention)2, &img), DM_ERR_ARGUMENT,
+                   "2 is not an image convention");
 }
 END_TEST
 
@@ -768,23 +787,25 @@ static void expect_upright(const dm_image *stored, const dm_image *turned, int t
         }
 }
 
-/* A JPEG's EXIF orientation turns it in dm_image_load_memory_upright, as
- * OpenCV turns it, for all eight tags, both byte orders, colour and grey;
- * dm_image_load_memory leaves it, as PIL does.  The pixels before turning
- * are the same as those of the file without the tag. */
+/* A JPEG's EXIF orientation turns it in OpenCV's convention, as OpenCV
+ * turns it, for all eight tags, both byte orders, colour and grey files;
+ * PIL's leaves it.  The pixels before turning are those of the file
+ * without the tag. */
 START_TEST(jpeg_exif_orientation)
 {
-    encoded plain = libjpeg_encode(24, 16, 0);
-    for (int channels = 1; channels <= 3; channels += 2) {
+    uint8_t grey[24 * 16];
+    for (int i = 0; i < 24 * 16; i++) grey[i] = (uint8_t)(i * 7 % 251);
+    encoded files[2] = {libjpeg_encode(24, 16, 0), libjpeg_write(grey, 24, 16, 1, JCS_GRAYSCALE, 0, 0)};
+    for (int f = 0; f < 2; f++) {
         dm_image stored;
-        ck_assert(dm_image_load_memory(plain.data, plain.size, channels, &stored) == DM_OK);
+        ck_assert(dm_image_load_memory(files[f].data, files[f].size, 3, &stored) == DM_OK);
         for (int little = 0; little <= 1; little++)
             for (int tag = 0; tag <= 9; tag++) {
-                encoded e = jpeg_oriented(&plain, little, tag, 38);
+                encoded e = jpeg_oriented(&files[f], little, tag, 38);
                 dm_image as_stored, turned;
-                ck_assert_msg(dm_image_load_memory_upright(e.data, e.size, channels, &turned) == DM_OK, "%s",
+                ck_assert_msg(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &turned) == DM_OK, "%s",
                               dm_last_error());
-                ck_assert(dm_image_load_memory(e.data, e.size, channels, &as_stored) == DM_OK);
+                ck_assert(dm_image_load_memory(e.data, e.size, 3, &as_stored) == DM_OK);
                 expect_upright(&stored, &as_stored, 1, "without turning");
                 expect_upright(&stored, &turned, tag, little ? "II" : "MM");
                 dm_image_free(&as_stored);
@@ -813,16 +834,16 @@ START_TEST(jpeg_exif_orientation_unread)
     const uint8_t *payloads[2] = {(const uint8_t *)xmp, tiff};
     size_t sizes[2] = {sizeof xmp, size};
     encoded e = jpeg_with_app1(&plain, headers, payloads, sizes, 2);
-    ck_assert(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK);
+    ck_assert(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK);
     expect_upright(&stored, &img, 1, "XMP first");
     dm_image_free(&img);
     e = jpeg_with_app1(&plain, headers + 1, payloads + 1, sizes + 1, 1);
-    ck_assert(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK);
+    ck_assert(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK);
     expect_upright(&stored, &img, 6, "EXIF alone");
     dm_image_free(&img);
 
     e = jpeg_oriented(&plain, 0, 6, 40); /* the Make string's 6 bytes at 40, past the 44 there are */
-    ck_assert(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK);
+    ck_assert(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK);
     expect_upright(&stored, &img, 1, "Make out of bounds");
     dm_image_free(&img);
 
@@ -833,7 +854,7 @@ START_TEST(jpeg_exif_orientation_unread)
     for (size_t cut = 0; cut <= size; cut++) {
         const uint8_t *payload = tiff;
         e = jpeg_with_app1(&plain, headers + 1, &payload, &cut, 1);
-        ck_assert_msg(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK, "cut at %zu: %s", cut,
+        ck_assert_msg(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK, "cut at %zu: %s", cut,
                       dm_last_error());
         expect_upright(&stored, &img, cut >= 20 ? 6 : 1, "cut");
         dm_image_free(&img);
@@ -878,7 +899,7 @@ START_TEST(png_exif_orientation)
         for (int after = 0; after <= 1; after++)
             for (int bad_crc = 0; bad_crc <= 1; bad_crc++) {
                 encoded e = png_with_exif(&png, tiff, exif_tiff(tiff, tag % 2, tag, 0), after, bad_crc);
-                ck_assert_msg(dm_image_load_memory_upright(e.data, e.size, 3, &img) == DM_OK, "%s",
+                ck_assert_msg(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK, "%s",
                               dm_last_error());
                 expect_upright(&stored, &img, bad_crc ? 1 : tag, after ? "eXIf after IDAT" : "eXIf before IDAT");
                 dm_image_free(&img);
@@ -993,7 +1014,7 @@ int main(void)
     tcase_add_test(tc, truncated_files);
     tcase_add_test(tc, jpeg_frame_larger_than_its_data);
     tcase_add_test(tc, jpeg_scans);
-    tcase_add_test(tc, jpeg_cmyk_as_pillow);
+    tcase_add_test(tc, jpeg_cmyk_as_pillow_and_opencv);
     tcase_add_test(tc, jpeg_exif_orientation);
     tcase_add_test(tc, jpeg_exif_orientation_unread);
     tcase_add_test(tc, png_exif_orientation);

@@ -349,7 +349,7 @@ float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *
 {
     dm_image img = {0};
     float *input = NULL;
-    if (cli_image_load(path, prep->channels, 0, &img) != DM_OK ||
+    if (cli_image_load(path, prep->channels, DM_IMAGE_PIL, &img) != DM_OK ||
         dm_preprocess_output_size(prep, img.width, img.height, h, w) != DM_OK) {
         cli_error("%s", dm_last_error());
     } else if (!(input = malloc(sizeof(float) * prep->channels * *h * *w))) {
@@ -769,10 +769,9 @@ void cli_source_free(cli_source *s)
     *s = (cli_source){0};
 }
 
-dm_status cli_image_load(const char *path, int channels, int upright, dm_image *out)
+dm_status cli_image_load(const char *path, int channels, dm_image_convention convention, dm_image *out)
 {
-    if (strcmp(path, "-"))
-        return upright ? dm_image_load_upright(path, channels, out) : dm_image_load(path, channels, out);
+    if (strcmp(path, "-")) return dm_image_load_as(path, channels, convention, out);
     *out = (dm_image){0};
     size_t len = 0, cap = 0;
     unsigned char *data = NULL;
@@ -801,11 +800,8 @@ dm_status cli_image_load(const char *path, int channels, int upright, dm_image *
         if (got <= 0) break;
         len += (size_t)got;
     }
-    if (st == DM_OK) {
-        st = upright ? dm_image_load_memory_upright(data, len, channels, out)
-                     : dm_image_load_memory(data, len, channels, out);
-        if (st != DM_OK) prefix_error(st, "-");
-    }
+    if (st == DM_OK && (st = dm_image_load_memory_as(data, len, channels, convention, out)) != DM_OK)
+        prefix_error(st, "-");
     free(data);
     return st;
 }
@@ -915,7 +911,7 @@ int cli_classify(cli_classifier *c, const cli_item *items, int n)
         const dm_image *img = &items[i].image;
         dm_status st = DM_OK;
         if (items[i].path) {
-            st = cli_image_load(items[i].path, c->prep.channels, 0, &loaded);
+            st = cli_image_load(items[i].path, c->prep.channels, DM_IMAGE_PIL, &loaded);
             img = &loaded;
         }
         int decoded = st == DM_OK;

@@ -250,10 +250,9 @@ size_t cli_source_total(const cli_source *s);
 
 void cli_source_free(cli_source *s);
 
-/* Decode an image file, or standard input for "-"; upright: turned as its
- * EXIF orientation says, as the mm pipelines load images
- * (dm_image_load_upright), not as the classifier's transform does. */
-dm_status cli_image_load(const char *path, int channels, int upright, dm_image *out);
+/* Decode an image file, or standard input for "-", as PIL (the classifier's
+ * transform) or OpenCV (the mm pipelines) decodes it. */
+dm_status cli_image_load(const char *path, int channels, dm_image_convention convention, dm_image *out);
 
 /* ------------------------------------------------------------- progress */
 

@@ -41,7 +41,7 @@ const char *cli_detect_file(cli_detector *det, const char *path, dm_image *img, 
     dm_mm_transform t = dm_mm_transform_coco();
     float sf[4], *input = NULL;
     int h, w;
-    if (cli_image_load(path, 3, 1, img) != DM_OK ||
+    if (cli_image_load(path, 3, DM_IMAGE_OPENCV, img) != DM_OK ||
         dm_mm_transform_size(&t, img->width, img->height, &h, &w, sf) != DM_OK)
         return dm_last_error();
     int ph = dm_mm_padded(&t, h), pw = dm_mm_padded(&t, w);

@@ -169,7 +169,7 @@ static int segment_file(segmenter *s, cli_outputs *outs, const char *path, const
                      !cli_outputs_claim(outs, path, overlay_out))))
         return 0;
     dm_image img;
-    if (cli_image_load(path, 3, 1, &img) != DM_OK) {
+    if (cli_image_load(path, 3, DM_IMAGE_OPENCV, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
     }

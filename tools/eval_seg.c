@@ -137,7 +137,7 @@ static int eval_image(cli_segmenter *seg, const char *root, const char *path, in
     int ok = 0, gw, gh;
     uint8_t *gt = NULL;
     int32_t *pred = NULL;
-    if (dm_image_load_upright(path, 3, &img) != DM_OK) {
+    if (dm_image_load_as(path, 3, DM_IMAGE_OPENCV, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 0;
     }

@@ -173,16 +173,22 @@ def isa() -> str:
     return lib.dm_isa().decode()
 
 
-def load_image(path: PathLike, channels: int = 3, upright: bool = False) -> np.ndarray:
+_CONVENTIONS = {"pil": 0, "opencv": 1}
+
+
+def load_image(path: PathLike, channels: int = 3, convention: str = "pil") -> np.ndarray:
     """Decode a PNG, JPEG, BMP, GIF, TGA or PNM file into an H x W x channels
     uint8 array (channels 1 or 3; alpha dropped, colour to grey as PIL does).
 
-    upright=True turns the image as its EXIF orientation tag says, as
-    OpenCV (and so mmsegmentation and mmdetection) loads images; PIL, and
-    the classifier's transform, leave the tag aside (the default)."""
+    convention "pil" (the default) decodes as PIL does, for the classifier's
+    transform; "opencv" as OpenCV's imread does, as mmsegmentation and
+    mmdetection load images: turned by the file's EXIF orientation, CMYK
+    JPEGs converted with OpenCV's arithmetic, colour only."""
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"convention must be 'pil' or 'opencv', got {convention!r}")
     image = _lib.Image()
-    load = lib.dm_image_load_upright if upright else lib.dm_image_load
-    check(load(_c_string("path", path), _checked_int("channels", channels), ctypes.byref(image)))
+    check(lib.dm_image_load_as(_c_string("path", path), _checked_int("channels", channels),
+                               _CONVENTIONS[convention], ctypes.byref(image)))
     try:
         shape = (image.height, image.width, image.channels)
         return np.ctypeslib.as_array(image.pixels, shape=shape).copy()

@@ -161,7 +161,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "dm_softmax": (status, [POINTER(c_float), c_int, POINTER(c_float)]),
         "dm_top_k": (status, [POINTER(c_float), c_int, c_int, POINTER(c_int)]),
         "dm_image_load": (status, [c_char_p, c_int, POINTER(Image)]),
-        "dm_image_load_upright": (status, [c_char_p, c_int, POINTER(Image)]),
+        "dm_image_load_as": (status, [c_char_p, c_int, c_int, POINTER(Image)]),
         "dm_image_free": (None, [POINTER(Image)]),
         "dm_preprocess_default": (status, [model_p, POINTER(Preprocess)]),
         "dm_preprocess_output_size": (status, [POINTER(Preprocess), c_int, c_int, POINTER(c_int), POINTER(c_int)]),

@@ -286,7 +286,7 @@ def test_errors_carry_the_library_message(tmp_path) -> None:
         damamba.load_image(bad)
 
 
-def test_load_image_upright(tmp_path) -> None:
+def test_load_image_opencv(tmp_path) -> None:
     # chelsea.png with an eXIf chunk after IHDR saying "turn a quarter clockwise"
     png = (GOLDEN / "chelsea.png").read_bytes()
     tiff = b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + b"\0" * 4
@@ -295,7 +295,11 @@ def test_load_image_upright(tmp_path) -> None:
     tagged.write_bytes(png[:33] + chunk + png[33:])
     stored = damamba.load_image(tagged)
     assert np.array_equal(stored, damamba.load_image(GOLDEN / "chelsea.png"))
-    assert np.array_equal(damamba.load_image(tagged, upright=True), np.rot90(stored, k=-1))
+    assert np.array_equal(damamba.load_image(tagged, convention="opencv"), np.rot90(stored, k=-1))
+    with pytest.raises(ValueError, match="convention must be 'pil' or 'opencv', got 'cv2'"):
+        damamba.load_image(tagged, convention="cv2")
+    with pytest.raises(damamba.ArgumentError, match="3 channels in OpenCV's convention"):
+        damamba.load_image(tagged, channels=1, convention="opencv")
 
 
 def test_preprocess_matches_torchvision() -> None:

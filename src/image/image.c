@@ -143,14 +143,21 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
     return DM_OK;
 }
 
-dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels, int upright,
-                                      dm_image *out)
+dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
+                                      dm_image_convention convention, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: out is NULL");
     *out = (dm_image){0};
     if (!data && size) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load_memory: data is NULL");
+    if (convention != DM_IMAGE_PIL && convention != DM_IMAGE_OPENCV)
+        return dm_fail(DM_ERR_ARGUMENT, "%d is not an image convention (DM_IMAGE_PIL or DM_IMAGE_OPENCV)",
+                       (int)convention);
     if (channels != 1 && channels != 3)
         return dm_fail(DM_ERR_ARGUMENT, "images load as 1 or 3 channels, not %d", channels);
+    int opencv = convention == DM_IMAGE_OPENCV;
+    if (opencv && channels != 3)
+        return dm_fail(DM_ERR_ARGUMENT, "images load as 3 channels in OpenCV's convention (IMREAD_COLOR), not %d",
+                       channels);
     if (max_pixels < 1 || max_pixels > DM_IMAGE_MAX_PIXELS)
         return dm_fail(DM_ERR_ARGUMENT, "a pixel limit of %lld is outside 1 .. %d", (long long)max_pixels,
                        DM_IMAGE_MAX_PIXELS);
@@ -160,7 +167,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     int w = 0, h = 0, n = 0, orientation = 0;
     if (dm_is_jpeg(data, size)) {
         dm_image jpeg;
-        dm_status st = dm_jpeg_decode(data, size, max_pixels, upright ? &orientation : NULL, &jpeg);
+        dm_status st = dm_jpeg_decode(data, size, max_pixels, opencv, &jpeg, &orientation);
         if (st) return st;
         decoded = jpeg.pixels;
         w = jpeg.width;
@@ -170,7 +177,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
         dm_status st = stb_decode(data, size, max_pixels, &decoded, &w, &h, &n);
         if (st) return st;
         /* stb_decode screened the chunks */
-        if (upright && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
+        if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
             orientation = dm_png_orientation(data, size);
     }
     size_t npix = (size_t)w * h;
@@ -190,17 +197,18 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     return st;
 }
 
+dm_status dm_image_load_memory_as(const void *data, size_t size, int channels, dm_image_convention convention,
+                                  dm_image *out)
+{
+    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, convention, out);
+}
+
 dm_status dm_image_load_memory(const void *data, size_t size, int channels, dm_image *out)
 {
-    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, 0, out);
+    return dm_image_load_memory_as(data, size, channels, DM_IMAGE_PIL, out);
 }
 
-dm_status dm_image_load_memory_upright(const void *data, size_t size, int channels, dm_image *out)
-{
-    return dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, 1, out);
-}
-
-static dm_status load_file(const char *path, int channels, int upright, dm_image *out)
+dm_status dm_image_load_as(const char *path, int channels, dm_image_convention convention, dm_image *out)
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_image_load: out is NULL");
     *out = (dm_image){0};
@@ -208,7 +216,7 @@ static dm_status load_file(const char *path, int channels, int upright, dm_image
     char *data;
     size_t size;
     dm_status st = dm_read_input(path, INT_MAX, "image decoder", &data, &size);
-    if (st == DM_OK) st = dm_image_load_memory_within(data, size, channels, DM_IMAGE_MAX_PIXELS, upright, out);
+    if (st == DM_OK) st = dm_image_load_memory_as(data, size, channels, convention, out);
     free(data);
     if (st != DM_OK) dm_error_prefix("%s: ", path);
     return st;
@@ -216,12 +224,7 @@ static dm_status load_file(const char *path, int channels, int upright, dm_image
 
 dm_status dm_image_load(const char *path, int channels, dm_image *out)
 {
-    return load_file(path, channels, 0, out);
-}
-
-dm_status dm_image_load_upright(const char *path, int channels, dm_image *out)
-{
-    return load_file(path, channels, 1, out);
+    return dm_image_load_as(path, channels, DM_IMAGE_PIL, out);
 }
 
 void dm_image_free(dm_image *image)

@@ -59,19 +59,20 @@ static void on_progress(j_common_ptr cinfo)
     }
 }
 
-/* A CMYK (or YCCK) JPEG as Pillow opens and converts it to RGB: the samples
- * taken as Adobe writes them, inverted, then each of C, M, Y scaled by
- * 1 - K and taken from it, in Pillow's 8-bit rounding.  In place, n pixels
- * of four bytes becoming three. */
-static void cmyk_to_rgb(uint8_t *pixels, size_t n)
+/* A CMYK (or YCCK) JPEG converted to RGB: the samples taken as Adobe
+ * writes them, inverted, then each of C, M, Y scaled by 1 - K and taken
+ * from it, in Pillow's 8-bit rounding (a division by 255, rounded) or
+ * OpenCV's (a shift by 8 bits).  In place, n pixels of four bytes becoming
+ * three. */
+static void cmyk_to_rgb(uint8_t *pixels, size_t n, int opencv)
 {
     for (size_t i = 0; i < n; i++) {
         const uint8_t *in = pixels + 4 * i;
         int white = in[3]; /* 255 - K, K being the inverted sample */
         uint8_t rgb[3];
         for (int c = 0; c < 3; c++) {
-            int t = (255 - in[c]) * white + 128;
-            rgb[c] = (uint8_t)(white - (((t >> 8) + t) >> 8));
+            int t = (255 - in[c]) * white;
+            rgb[c] = (uint8_t)(white - (opencv ? t >> 8 : (((t + 128) >> 8) + t + 128) >> 8));
         }
         memcpy(pixels + 3 * i, rgb, 3);
     }
@@ -94,7 +95,8 @@ static int app1_orientation(j_decompress_ptr cinfo)
     return 0;
 }
 
-dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, int *orientation, dm_image *out)
+dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, int opencv, dm_image *out,
+                         int *orientation)
 {
     *out = (dm_image){0};
     struct jpeg_decompress_struct cinfo;
@@ -115,9 +117,9 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, int 
     struct jpeg_progress_mgr progress = {.progress_monitor = on_progress};
     cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
-    if (orientation) jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
+    if (opencv) jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
-    if (orientation) *orientation = app1_orientation(&cinfo);
+    *orientation = opencv ? app1_orientation(&cinfo) : 0;
     dm_status st = dm_image_within(cinfo.image_width, cinfo.image_height, max_pixels);
     int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     int channels = cinfo.num_components == 1 ? 1 : 3, decoded = cmyk ? 4 : channels;
@@ -154,7 +156,7 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, int 
         jpeg_read_scanlines(&cinfo, &line, 1);
     }
     jpeg_finish_decompress(&cinfo);
-    if (cmyk) cmyk_to_rgb(pixels, (size_t)cinfo.output_width * cinfo.output_height);
+    if (cmyk) cmyk_to_rgb(pixels, (size_t)cinfo.output_width * cinfo.output_height, opencv);
     *out = (dm_image){.width = (int)cinfo.output_width, .height = (int)cinfo.output_height, .channels = channels,
                       .pixels = pixels};
     jpeg_destroy_decompress(&cinfo);

@@ -143,12 +143,11 @@ dm_status dm_outfile_finish(dm_outfile *out, int ok);
 
 /* ------------------------------------------------------------ images */
 
-/* dm_image_load_memory (or, upright, dm_image_load_memory_upright)
- * refusing images over max_pixels (1 to DM_IMAGE_MAX_PIXELS) from their
- * header, before any pixel is decoded: the server's lower limit for what a
- * request may make it decode. */
-dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels, int upright,
-                                      dm_image *out);
+/* dm_image_load_memory_as refusing images over max_pixels (1 to
+ * DM_IMAGE_MAX_PIXELS) from their header, before any pixel is decoded: the
+ * server's lower limit for what a request may make it decode. */
+dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
+                                      dm_image_convention convention, dm_image *out);
 
 /* ------------------------------------------------ operator profiles */
 

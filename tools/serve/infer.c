@@ -66,7 +66,7 @@ static int decode_image(const serve_model *m, const void *data, size_t len, floa
     if (*pixels_left < 1)
         return fail(error, "%s: the images before it have all the %d pixels the images of one request may have "
                            "(--max-image-pixels)", what, m->max_image_pixels);
-    if (dm_image_load_memory_within(data, len, m->channels, *pixels_left, 0, &img) != DM_OK) {
+    if (dm_image_load_memory_within(data, len, m->channels, *pixels_left, DM_IMAGE_PIL, &img) != DM_OK) {
         if (*pixels_left < m->max_image_pixels)
             return fail(error, "%s: %s: the images of one request may have %d pixels in all (--max-image-pixels)",
                         what, dm_last_error(), m->max_image_pixels);
