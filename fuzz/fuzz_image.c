@@ -15,7 +15,8 @@
  * memory the decoder never wrote, and aborts.  A larger one is decoded
  * once, to keep within the timeout.  The three-channel decode is done
  * again in OpenCV's convention: the same pixels, perhaps turned by the
- * file's EXIF orientation, CMYK converted within 2 levels. */
+ * file's EXIF orientation, CMYK converted within 2 levels (16-bit grey
+ * PNGs aside). */
 #include "damamba.h"
 #include "image_check.h"
 #include "internal_api.h"
@@ -53,7 +54,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t samples = (size_t)img.width * img.height * 3;
             int64_t sum = 0;
             for (size_t i = 0; i < samples; i++) sum += img.pixels[i] - cv.pixels[i];
-            if ((!same && !swapped) || llabs(sum) > 2 * (int64_t)samples) abort(); /* not the same pixels */
+            /* a 16-bit grey PNG: Pillow clips where OpenCV keeps the high byte */
+            int clipped = size > 25 && !memcmp(data, "\x89PNG", 4) && data[24] == 16 && data[25] == 0;
+            if ((!same && !swapped) || (!clipped && llabs(sum) > 2 * (int64_t)samples)) abort(); /* not the same pixels */
             dm_image_free(&cv);
         }
         dm_image_free(&img);

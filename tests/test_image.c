@@ -681,6 +681,54 @@ START_TEST(gif_codes_beyond_the_image)
 }
 END_TEST
 
+/* A PNG of 16-bit grey samples, one row, written here (stb_image_write
+ * writes 8 bits only). */
+static encoded png_grey_16(const uint16_t *samples, int w)
+{
+    uint8_t raw[1 + 2 * 64], packed[256], ihdr[13] = {0, 0, 0, 0, 0, 0, 0, 1, 16, 0, 0, 0, 0};
+    ck_assert_int_le(w, 64);
+    ihdr[3] = (uint8_t)w;
+    raw[0] = 0; /* no filter */
+    for (int i = 0; i < w; i++) raw[1 + 2 * i] = (uint8_t)(samples[i] >> 8), raw[2 + 2 * i] = (uint8_t)samples[i];
+    uLongf packed_size = sizeof packed;
+    ck_assert_int_eq(compress(packed, &packed_size, raw, (uLong)(1 + 2 * w)), Z_OK);
+    encoded e = {.size = 8};
+    memcpy(e.data, "\x89PNG\r\n\x1a\n", 8);
+    const struct { const char *type; const uint8_t *data; size_t size; } chunks[3] = {
+        {"IHDR", ihdr, sizeof ihdr}, {"IDAT", packed, packed_size}, {"IEND", NULL, 0}};
+    for (int c = 0; c < 3; c++) {
+        uint8_t *p = e.data + e.size;
+        size_t n = chunks[c].size;
+        p[0] = 0, p[1] = 0, p[2] = (uint8_t)(n >> 8), p[3] = (uint8_t)n;
+        memcpy(p + 4, chunks[c].type, 4);
+        if (n) memcpy(p + 8, chunks[c].data, n);
+        uint32_t crc = (uint32_t)crc32(0, p + 4, (uInt)(4 + n));
+        for (int i = 0; i < 4; i++) p[8 + n + i] = (uint8_t)(crc >> (24 - 8 * i));
+        e.size += 12 + n;
+    }
+    return e;
+}
+
+/* 16-bit samples become 8 bits as each reference does it: Pillow opens a
+ * grey PNG of them as 32-bit integers and clips them at 255; OpenCV keeps
+ * the high byte. */
+START_TEST(png_grey_16_bits)
+{
+    static const uint16_t samples[6] = {0, 200, 255, 256, 1000, 65535};
+    static const uint8_t pil[6] = {0, 200, 255, 255, 255, 255}, opencv[6] = {0, 0, 0, 1, 3, 255};
+    encoded e = png_grey_16(samples, 6);
+    dm_image img;
+    for (int channels = 1; channels <= 3; channels += 2) {
+        ck_assert_msg(dm_image_load_memory(e.data, e.size, channels, &img) == DM_OK, "%s", dm_last_error());
+        for (int i = 0; i < 6 * channels; i++) ck_assert_int_eq(img.pixels[i], pil[i / channels]);
+        dm_image_free(&img);
+    }
+    ck_assert(dm_image_load_memory_as(e.data, e.size, 3, DM_IMAGE_OPENCV, &img) == DM_OK);
+    for (int i = 0; i < 6 * 3; i++) ck_assert_int_eq(img.pixels[i], opencv[i / 3]);
+    dm_image_free(&img);
+}
+END_TEST
+
 /* ---------------------------------------------------- EXIF orientation */
 
 /* TIFF-format EXIF data as cameras write it, little- or big-endian: IFD0
@@ -1018,6 +1066,7 @@ int main(void)
     tcase_add_test(tc, jpeg_exif_orientation);
     tcase_add_test(tc, jpeg_exif_orientation_unread);
     tcase_add_test(tc, png_exif_orientation);
+    tcase_add_test(tc, png_grey_16_bits);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

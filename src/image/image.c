@@ -105,10 +105,19 @@ static void pnm_to_8_bits(uint8_t *samples, size_t n, int max_value)
     for (size_t i = 0; i < n; i++) samples[i] = to[samples[i]];
 }
 
+/* Is this a PNG of 16-bit grey samples (IHDR: bit depth 16, colour type 0)? */
+static int png_grey_16(const uint8_t *b, size_t size)
+{
+    return size > 25 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0 && b[24] == 16 && b[25] == 0;
+}
+
 /* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
- * after screening the bytes. */
-static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, uint8_t **pixels, int *w, int *h,
-                            int *n)
+ * after screening the bytes.  16-bit samples keep their high byte, as
+ * OpenCV and Pillow do, except that Pillow opens a 16-bit grey PNG as
+ * 32-bit integers (mode "I"), which its conversions to 8 bits clip at 255:
+ * so it does where pil is set. */
+static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, int pil, uint8_t **pixels, int *w,
+                            int *h, int *n)
 {
     dm_status st = dm_image_check(data, size, max_pixels);
     if (st) return st;
@@ -129,7 +138,15 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, u
                        (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
     dm_decode_memory_take(need);
     stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
-    *pixels = stbi_load_from_memory(bytes, (int)size, w, h, n, 0);
+    if (pil && png_grey_16(bytes, size)) {
+        uint16_t *deep = stbi_load_16_from_memory(bytes, (int)size, w, h, n, 0);
+        size_t count = deep ? (size_t)*w * *h * *n : 0;
+        if (deep && (*pixels = malloc(count)))
+            for (size_t i = 0; i < count; i++) (*pixels)[i] = (uint8_t)(deep[i] < 255 ? deep[i] : 255);
+        free(deep);
+    } else {
+        *pixels = stbi_load_from_memory(bytes, (int)size, w, h, n, 0);
+    }
     dm_decode_memory_give(need);
     if (!*pixels)
         return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
@@ -174,7 +191,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
         h = jpeg.height;
         n = jpeg.channels;
     } else {
-        dm_status st = stb_decode(data, size, max_pixels, &decoded, &w, &h, &n);
+        dm_status st = stb_decode(data, size, max_pixels, !opencv, &decoded, &w, &h, &n);
         if (st) return st;
         /* stb_decode screened the chunks */
         if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
