@@ -433,9 +433,11 @@ typedef struct dm_image {
 } dm_image;
 
 /* Decode a PNG, JPEG, BMP, GIF (first frame), TGA or PNM (binary PGM/PPM)
- * file into `channels` channels (1 or 3).  Alpha is dropped; colour becomes
- * grey as PIL's convert("L") computes it, grey becomes RGB by repetition.
- * Free the result with dm_image_free(). */
+ * file into `channels` channels (1 or 3), giving the pixels PIL's open and
+ * convert("RGB") or convert("L") give.  Alpha is dropped (a GIF's
+ * transparent pixels show their palette colour); colour becomes grey as
+ * PIL's convert("L") computes it, grey becomes RGB by repetition.  Free the
+ * result with dm_image_free(). */
 DM_API dm_status dm_image_load(const char *path, int channels, dm_image *out);
 
 /* The same for an encoded image already in memory (not kept). */

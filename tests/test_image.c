@@ -729,6 +729,50 @@ START_TEST(png_grey_16_bits)
 }
 END_TEST
 
+/* A GIF of a 6 x 4 screen with a palette of four colours, background
+ * index 1, transparent index 3 and a 3 x 2 image at (2, 1) of indices
+ * 0 1 2 / 3 3 0, its codes 9 bits wide as a clear code keeps them. */
+static size_t gif_framed(uint8_t *out)
+{
+    static const uint8_t head[] = {'G', 'I', 'F', '8', '9', 'a', 6, 0, 4, 0, 0x81, 1, 0,
+                                   10, 20, 30, 200, 100, 50, 0, 255, 0, 7, 8, 9, /* palette */
+                                   0x21, 0xF9, 4, 1, 0, 0, 3, 0,                 /* transparent index 3 */
+                                   0x2C, 2, 0, 1, 0, 3, 0, 2, 0, 0, 8};          /* image at (2, 1), 3 x 2 */
+    static const unsigned codes[] = {256, 0, 1, 2, 3, 3, 0, 257};
+    memcpy(out, head, sizeof head);
+    size_t n = sizeof head, start = n++;
+    uint32_t bits = 0;
+    unsigned valid = 0;
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
+        for (bits |= codes[i] << valid, valid += 9; valid >= 8; valid -= 8, bits >>= 8) out[n++] = (uint8_t)bits;
+    if (valid) out[n++] = (uint8_t)bits;
+    out[start] = (uint8_t)(n - start - 1); /* one sub-block */
+    out[n++] = 0;
+    out[n++] = 0x3B;
+    return n;
+}
+
+/* Pillow fills a GIF's canvas with the transparent index before drawing
+ * the first image, and shows every index in its palette colour: stb_image
+ * left the transparent pixels and the rest of the screen black or the
+ * background colour. */
+START_TEST(gif_as_pillow)
+{
+    static const uint8_t palette[4][3] = {{10, 20, 30}, {200, 100, 50}, {0, 255, 0}, {7, 8, 9}};
+    static const uint8_t index[4][6] = {{3, 3, 3, 3, 3, 3}, {3, 3, 0, 1, 2, 3}, {3, 3, 3, 3, 0, 3}, {3, 3, 3, 3, 3, 3}};
+    uint8_t gif[128];
+    size_t size = gif_framed(gif);
+    ck_assert_uint_le(size, sizeof gif);
+    dm_image img;
+    ck_assert_msg(dm_image_load_memory(gif, size, 3, &img) == DM_OK, "%s", dm_last_error());
+    ck_assert(img.width == 6 && img.height == 4);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 6; x++)
+            ck_assert_msg(!memcmp(img.pixels + (y * 6 + x) * 3, palette[index[y][x]], 3), "pixel (%d, %d)", y, x);
+    dm_image_free(&img);
+}
+END_TEST
+
 /* ---------------------------------------------------- EXIF orientation */
 
 /* TIFF-format EXIF data as cameras write it, little- or big-endian: IFD0
@@ -1067,6 +1111,7 @@ int main(void)
     tcase_add_test(tc, jpeg_exif_orientation_unread);
     tcase_add_test(tc, png_exif_orientation);
     tcase_add_test(tc, png_grey_16_bits);
+    tcase_add_test(tc, gif_as_pillow);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

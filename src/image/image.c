@@ -13,6 +13,7 @@
 #include "error.h"
 #include "internal_api.h"
 #include "image_check.h"
+#include "gif.h"
 #include "jpeg.h"
 #include "orientation.h"
 #include "json.h"
@@ -193,6 +194,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     } else {
         dm_status st = stb_decode(data, size, max_pixels, !opencv, &decoded, &w, &h, &n);
         if (st) return st;
+        if (!opencv && n == 4 && memcmp(data, "GIF", 3) == 0) dm_gif_as_pillow(data, size, decoded, w, h);
         /* stb_decode screened the chunks */
         if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
             orientation = dm_png_orientation(data, size);

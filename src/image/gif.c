@@ -1,0 +1,82 @@
+/* gif.c - a GIF's first frame as Pillow shows it, mended from stb_image's.
+ *
+ * stb_image leaves the pixels of the transparent colour index, and those
+ * outside the first image's rectangle, transparent black (or the
+ * background colour).  Pillow 9 fills its canvas with the transparent
+ * index (else index 0) before the image is drawn, and keeps the indices:
+ * converted to RGB they take their palette colours, alpha aside. */
+#include "gif.h"
+
+#include <string.h>
+
+static unsigned le16(const uint8_t *p) { return p[0] | p[1] << 8; }
+
+/* The first image's rectangle, the palette it uses (local, else global;
+ * colours entries, none where the file has neither) and the transparent
+ * index of the graphic control extensions before it (-1 for none).  0 where
+ * the file ends first. */
+typedef struct gif_frame {
+    unsigned x0, y0, w, h;
+    const uint8_t *palette;
+    size_t colours;
+    int transparent;
+} gif_frame;
+
+static int first_frame(const uint8_t *b, size_t size, gif_frame *f)
+{
+    *f = (gif_frame){.transparent = -1};
+    size_t p = 13;
+    if (size < p) return 0;
+    if (b[10] & 0x80) {
+        f->colours = (size_t)2 << (b[10] & 7);
+        f->palette = b + p;
+        p += 3 * f->colours;
+    }
+    while (p < size) {
+        unsigned block = b[p++];
+        if (block == 0x2C) {
+            if (size - p < 9) return 0;
+            f->x0 = le16(b + p), f->y0 = le16(b + p + 2), f->w = le16(b + p + 4), f->h = le16(b + p + 6);
+            if (b[p + 8] & 0x80) {
+                f->colours = (size_t)2 << (b[p + 8] & 7);
+                f->palette = b + p + 9;
+                if (size - p - 9 < 3 * f->colours) return 0;
+            }
+            return 1;
+        }
+        if (block != 0x21 || p >= size) return 0;
+        unsigned label = b[p++];
+        /* Pillow takes a control extension's flags and index from its first
+         * sub-block, and keeps an index once one is set */
+        if (label == 0xF9 && p < size && b[p] >= 4 && size - p > 4 && (b[p + 1] & 1)) f->transparent = b[p + 4];
+        while (p < size && b[p]) p += 1 + (size_t)b[p]; /* sub-blocks, up to an empty one */
+        p++;
+    }
+    return 0;
+}
+
+/* Index i's colour: its palette entry, or the grey ramp Pillow starts a
+ * palette from beyond the file's entries. */
+static void colour_of(const gif_frame *f, unsigned i, uint8_t *rgba)
+{
+    if (f->palette && i < f->colours) memcpy(rgba, f->palette + 3 * i, 3);
+    else rgba[0] = rgba[1] = rgba[2] = (uint8_t)i;
+    rgba[3] = 255;
+}
+
+void dm_gif_as_pillow(const uint8_t *data, size_t size, uint8_t *rgba, int width, int height)
+{
+    gif_frame f;
+    if (!first_frame(data, size, &f)) return;
+    uint8_t fill[4];
+    colour_of(&f, f.transparent >= 0 ? (unsigned)f.transparent : 0, fill);
+    for (int y = 0; y < height; y++)
+        for (int x = 0; x < width; x++) {
+            uint8_t *px = rgba + ((size_t)y * width + x) * 4;
+            int inside = (unsigned)x >= f.x0 && (unsigned)x - f.x0 < f.w && (unsigned)y >= f.y0 &&
+                         (unsigned)y - f.y0 < f.h;
+            /* inside the image, stb_image leaves alpha 0 where it drew the
+             * transparent index */
+            if (!inside || px[3] == 0) memcpy(px, fill, 4);
+        }
+}
