@@ -489,6 +489,21 @@ head -c 300 "$tmp/tagged.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[
     grep -q '"width": 75, "height": 101' || fail "segment did not turn the image upright"
 "$damamba" detect -m "$golden/maskrcnn_micro.pth" --json "$tmp/tagged.png" |
     grep -q '"width": 75, "height": 101' || fail "detect did not turn the image upright"
+# eval --task det takes that photo against annotations of the stored one
+# (101 x 75), as mmdet evaluates it; other sizes are refused, and a set of
+# which no image could be evaluated prints no metrics.
+mkdir -p "$tmp/det_turned"
+cp "$tmp/tagged.png" "$tmp/det_turned/"
+echo '{"images": [{"id": 1, "file_name": "tagged.png", "width": 101, "height": 75}], "annotations": []}' \
+    >"$tmp/det_turned/ann.json"
+"$damamba" eval --task det -q -m "$golden/maskrcnn_micro.pth" --coco-annotations "$tmp/det_turned/ann.json" \
+    "$tmp/det_turned" | tail -n 1 | grep -q ' n=1$' || fail "eval --task det refused a photo turned by its EXIF tag"
+echo '{"images": [{"id": 1, "file_name": "tagged.png", "width": 100, "height": 75}], "annotations": []}' \
+    >"$tmp/det_turned/ann.json"
+expect 1 "det_turned: no image could be evaluated" "$damamba" eval --task det -q -m "$golden/maskrcnn_micro.pth" \
+    --coco-annotations "$tmp/det_turned/ann.json" "$tmp/det_turned"
+grep -q "tagged.png: size differs from the annotation file's" "$tmp/expect.err" && ! grep -q mAP "$tmp/expect.out" ||
+    fail "eval --task det of no evaluated image: $(cat "$tmp/expect.err")"
 
 # run on a segmentation model writes the head's outputs ('input' of the
 # golden file is 1 x 3 x 64 x 96).

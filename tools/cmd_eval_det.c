@@ -90,7 +90,12 @@ int cli_eval_detection(const char *model_path, dm_backend backend, const char *a
         dm_detections d = {0};
         const char *error = cli_detect_file(&det, path, &img, &d);
         cli_progress_clear(&progress);
-        if (!error && (img.width != images[i].width || img.height != images[i].height)) error = "size differs from the annotation file's";
+        /* mmdet's loading turns a photo by its EXIF orientation, and
+         * evaluates it so against annotations of the stored one: width and
+         * height may have traded places */
+        int same = img.width == images[i].width && img.height == images[i].height;
+        int turned = img.width == images[i].height && img.height == images[i].width;
+        if (!error && !same && !turned) error = "size differs from the annotation file's";
         if (error) {
             cli_error("%s: %s", path, error);
             failed = 1;
@@ -105,6 +110,10 @@ int cli_eval_detection(const char *model_path, dm_backend backend, const char *a
         cli_progress_update(&progress, i + 1, i + 1 - evaluated);
     }
     cli_progress_end(&progress, "detected");
+    if (!evaluated) { /* an AP of nothing is no measurement */
+        cli_error("%s: no image could be evaluated", dir);
+        goto done;
+    }
     /* detections' areas: their boxes' for boxes, their masks' for masks */
     coco_stats box, segm;
     for (size_t i = 0; i < dt.n; i++) dt.items[i].area = dt.items[i].bbox[2] * dt.items[i].bbox[3];
