@@ -773,6 +773,50 @@ START_TEST(gif_as_pillow)
 }
 END_TEST
 
+/* A 1 x 1 BMP of 16 bits per pixel: 5-5-5 without masks (compression 0),
+ * or with the three masks given (bit fields). */
+static size_t bmp_16(uint8_t *out, uint16_t pixel, const uint32_t *masks)
+{
+    size_t header = 14 + 40 + (masks ? 12 : 0), size = header + 4;
+    memset(out, 0, size);
+    out[0] = 'B', out[1] = 'M', out[2] = (uint8_t)size, out[10] = (uint8_t)header;
+    out[14] = 40, out[18] = 1, out[22] = 1, out[26] = 1, out[28] = 16, out[30] = masks ? 3 : 0, out[34] = 4;
+    for (int m = 0; masks && m < 3; m++)
+        for (int i = 0; i < 4; i++) out[54 + 4 * m + i] = (uint8_t)(masks[m] >> (8 * i));
+    out[header] = (uint8_t)pixel, out[header + 1] = (uint8_t)(pixel >> 8);
+    return size;
+}
+
+/* 16-bit BMP fields widen to 8 bits as each reference widens them: Pillow
+ * as v * 255 / 31 (or / 63 for 6 bits), truncated; OpenCV by a shift.
+ * 5-5-5 (1, 16, 31) gives (8, 131, 255) and (8, 128, 248); 5-6-5
+ * (30, 33, 2) gives (246, 133, 16) and (240, 132, 16). */
+START_TEST(bmp_16_bits)
+{
+    static const uint32_t masks_555[3] = {0x7C00, 0x3E0, 0x1F}, masks_565[3] = {0xF800, 0x7E0, 0x1F};
+    const struct {
+        uint16_t pixel;
+        const uint32_t *masks;
+        uint8_t pil[3], opencv[3];
+    } cases[] = {{1 << 10 | 16 << 5 | 31, NULL, {8, 131, 255}, {8, 128, 248}},
+                 {1 << 10 | 16 << 5 | 31, masks_555, {8, 131, 255}, {8, 128, 248}},
+                 {30 << 11 | 33 << 5 | 2, masks_565, {246, 133, 16}, {240, 132, 16}}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        uint8_t bmp[80];
+        size_t size = bmp_16(bmp, cases[c].pixel, cases[c].masks);
+        for (int opencv = 0; opencv <= 1; opencv++) {
+            dm_image img;
+            ck_assert_msg(dm_image_load_memory_as(bmp, size, 3, opencv ? DM_IMAGE_OPENCV : DM_IMAGE_PIL, &img) ==
+                              DM_OK, "%s", dm_last_error());
+            const uint8_t *want = opencv ? cases[c].opencv : cases[c].pil;
+            ck_assert_msg(!memcmp(img.pixels, want, 3), "case %zu, %s: (%d, %d, %d)", c, opencv ? "OpenCV" : "PIL",
+                          img.pixels[0], img.pixels[1], img.pixels[2]);
+            dm_image_free(&img);
+        }
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------- EXIF orientation */
 
 /* TIFF-format EXIF data as cameras write it, little- or big-endian: IFD0
@@ -1112,6 +1156,7 @@ int main(void)
     tcase_add_test(tc, png_exif_orientation);
     tcase_add_test(tc, png_grey_16_bits);
     tcase_add_test(tc, gif_as_pillow);
+    tcase_add_test(tc, bmp_16_bits);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

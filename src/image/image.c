@@ -106,6 +106,39 @@ static void pnm_to_8_bits(uint8_t *samples, size_t n, int max_value)
     for (size_t i = 0; i < n; i++) samples[i] = to[samples[i]];
 }
 
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A 16-bit BMP's colour fields of 5 or 6 bits: stb_image widens them to 8
+ * by repeating their high bits, Pillow as v * 255 / 31 (or / 63),
+ * truncated, OpenCV by a shift alone.  stb_image's byte holds the field in
+ * its high bits, so each sample is remapped.  Pillow reads the 5-5-5 and
+ * 5-6-5 layouts only; others are left as stb_image gives them. */
+static void bmp_16_as(const uint8_t *b, size_t size, int opencv, uint8_t *pixels, size_t n, int channels)
+{
+    /* a header of at least 40 bytes (not OS/2's of 12) of 16 bits per pixel */
+    if (size < 54 || b[0] != 'B' || b[1] != 'M' || le32(b + 14) < 40 || b[28] != 16 || b[29] != 0) return;
+    uint32_t compression = le32(b + 30), masks[3] = {0};
+    if (compression == 3 && size >= 66) masks[0] = le32(b + 54), masks[1] = le32(b + 58), masks[2] = le32(b + 62);
+    int green; /* bits of the green field; red and blue have 5 */
+    if (compression == 0 || (masks[0] == 0x7C00 && masks[1] == 0x3E0 && masks[2] == 0x1F))
+        green = 5;
+    else if (masks[0] == 0xF800 && masks[1] == 0x7E0 && masks[2] == 0x1F)
+        green = 6;
+    else
+        return;
+    uint8_t to[2][256]; /* [0] for 5-bit fields, [1] for 6-bit ones */
+    for (int x = 0; x < 256; x++) {
+        int v5 = x >> 3, v6 = x >> 2;
+        to[0][x] = (uint8_t)(opencv ? v5 << 3 : v5 * 255 / 31);
+        to[1][x] = (uint8_t)(opencv ? v6 << 2 : v6 * 255 / 63);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < 3; c++) pixels[i * channels + c] = to[c == 1 && green == 6][pixels[i * channels + c]];
+}
+
 /* Is this a PNG of 16-bit grey samples (IHDR: bit depth 16, colour type 0)? */
 static int png_grey_16(const uint8_t *b, size_t size)
 {
@@ -195,6 +228,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
         dm_status st = stb_decode(data, size, max_pixels, !opencv, &decoded, &w, &h, &n);
         if (st) return st;
         if (!opencv && n == 4 && memcmp(data, "GIF", 3) == 0) dm_gif_as_pillow(data, size, decoded, w, h);
+        if (n >= 3) bmp_16_as(data, size, opencv, decoded, (size_t)w * h, n);
         /* stb_decode screened the chunks */
         if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
             orientation = dm_png_orientation(data, size);
