@@ -817,6 +817,31 @@ START_TEST(bmp_16_bits)
 }
 END_TEST
 
+/* A TGA whose descriptor says right to left (bit 4) is mirrored, as Pillow
+ * mirrors it; one whose colour map starts past entry 0, which stb_image
+ * would read from the wrong place, is refused as such. */
+START_TEST(tga_right_to_left_and_map_start)
+{
+    enum { W = 5, H = 3 };
+    uint8_t rgb[W * H * 3], mirrored[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 11);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) memcpy(mirrored + (y * W + x) * 3, rgb + (y * W + W - 1 - x) * 3, 3);
+    stbi_write_tga_with_rle = 0;
+    encoded e = {.size = 0};
+    ck_assert(stbi_write_tga_to_func(collect, &e, W, H, 3, rgb));
+    stbi_write_tga_with_rle = 1;
+    e.data[17] |= 0x10;
+    expect_pixels(e.data, e.size, 3, mirrored, W, H, 0, "TGA right to left");
+    /* 2 x 1 pixels of indices 2 and 3 into a map of entries 2 and 3 */
+    static const uint8_t mapped[] = {0, 1, 1, 2, 0, 2, 0, 24, 0, 0, 0, 0, 2, 0, 1, 0, 8, 0,
+                                     1, 2, 3, 4, 5, 6, 2, 3};
+    dm_image img;
+    expect_failure(dm_image_load_memory(mapped, sizeof mapped, 3, &img), DM_ERR_FORMAT,
+                   "unsupported TGA: its colour map starts at entry 2; only maps from entry 0 are read");
+}
+END_TEST
+
 /* ---------------------------------------------------- EXIF orientation */
 
 /* TIFF-format EXIF data as cameras write it, little- or big-endian: IFD0
@@ -1157,6 +1182,7 @@ int main(void)
     tcase_add_test(tc, png_grey_16_bits);
     tcase_add_test(tc, gif_as_pillow);
     tcase_add_test(tc, bmp_16_bits);
+    tcase_add_test(tc, tga_right_to_left_and_map_start);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

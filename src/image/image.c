@@ -139,6 +139,25 @@ static void bmp_16_as(const uint8_t *b, size_t size, int opencv, uint8_t *pixels
         for (int c = 0; c < 3; c++) pixels[i * channels + c] = to[c == 1 && green == 6][pixels[i * channels + c]];
 }
 
+/* A TGA whose header says its pixels run right to left (descriptor bit
+ * 4): stb_image ignores the bit, Pillow mirrors the rows.  stb_decode
+ * tells TGA from the other formats by their signatures. */
+static int tga_right_to_left(const uint8_t *b, size_t size)
+{
+    int signed_format = memcmp(b, "\x89PNG", 4) == 0 || memcmp(b, "GIF", 3) == 0 || memcmp(b, "BM", 2) == 0 ||
+                        (b[0] == 'P' && (b[1] == '5' || b[1] == '6'));
+    return !signed_format && size >= 18 && (b[17] & 0x10);
+}
+
+static void mirror_rows(uint8_t *pixels, int w, int h, int n)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w / 2; x++) {
+            uint8_t *a = pixels + ((size_t)y * w + x) * n, *b = pixels + ((size_t)y * w + w - 1 - x) * n, t[4];
+            memcpy(t, a, (size_t)n), memcpy(a, b, (size_t)n), memcpy(b, t, (size_t)n);
+        }
+}
+
 /* Is this a PNG of 16-bit grey samples (IHDR: bit depth 16, colour type 0)? */
 static int png_grey_16(const uint8_t *b, size_t size)
 {
@@ -229,6 +248,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
         if (st) return st;
         if (!opencv && n == 4 && memcmp(data, "GIF", 3) == 0) dm_gif_as_pillow(data, size, decoded, w, h);
         if (n >= 3) bmp_16_as(data, size, opencv, decoded, (size_t)w * h, n);
+        if (tga_right_to_left(data, size)) mirror_rows(decoded, w, h, n);
         /* stb_decode screened the chunks */
         if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
             orientation = dm_png_orientation(data, size);

@@ -219,7 +219,12 @@ static dm_status check_tga(const unsigned char *b, size_t size)
     unsigned type = b[2], pixel_bytes = (b[16] + 7u) / 8;
     uint64_t pixels = (uint64_t)le16(b + 12) * le16(b + 14);
     uint64_t p = 18 + (uint64_t)b[0];
-    if (b[1]) p += le16(b + 3) + (uint64_t)le16(b + 5) * ((b[7] + 7u) / 8);
+    /* stb_image skips that many bytes, where the file holds the entries
+     * from that one on (Pillow reads them so) */
+    if (b[1] && le16(b + 3))
+        return dm_fail(DM_ERR_FORMAT, "unsupported TGA: its colour map starts at entry %u; only maps from entry 0 "
+                       "are read", le16(b + 3));
+    if (b[1]) p += (uint64_t)le16(b + 5) * ((b[7] + 7u) / 8);
     if (!pixel_bytes) return dm_fail(DM_ERR_FORMAT, "corrupt TGA: 0 bits per pixel");
     if (type < 8) {
         uint64_t need = pixels * pixel_bytes, have = size > p ? size - p : 0;
