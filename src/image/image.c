@@ -158,6 +158,17 @@ static void mirror_rows(uint8_t *pixels, int w, int h, int n)
         }
 }
 
+/* Mend stb_image's w x h pixels of n channels where it decodes otherwise
+ * than the reference (Pillow, or OpenCV where opencv is set): a GIF's
+ * transparent and uncovered pixels, 16-bit BMP fields, TGA rows right to
+ * left (OpenCV reads neither GIF nor TGA: they stay as Pillow shows them). */
+static void as_references(const uint8_t *data, size_t size, int opencv, uint8_t *pixels, int w, int h, int n)
+{
+    if (n == 4 && memcmp(data, "GIF", 3) == 0) dm_gif_as_pillow(data, size, pixels, w, h);
+    if (n >= 3) bmp_16_as(data, size, opencv, pixels, (size_t)w * h, n);
+    if (tga_right_to_left(data, size)) mirror_rows(pixels, w, h, n);
+}
+
 /* Is this a PNG of 16-bit grey samples (IHDR: bit depth 16, colour type 0)? */
 static int png_grey_16(const uint8_t *b, size_t size)
 {
@@ -246,9 +257,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     } else {
         dm_status st = stb_decode(data, size, max_pixels, !opencv, &decoded, &w, &h, &n);
         if (st) return st;
-        if (!opencv && n == 4 && memcmp(data, "GIF", 3) == 0) dm_gif_as_pillow(data, size, decoded, w, h);
-        if (n >= 3) bmp_16_as(data, size, opencv, decoded, (size_t)w * h, n);
-        if (tga_right_to_left(data, size)) mirror_rows(decoded, w, h, n);
+        as_references(data, size, opencv, decoded, w, h, n);
         /* stb_decode screened the chunks */
         if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
             orientation = dm_png_orientation(data, size);
