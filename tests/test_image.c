@@ -588,23 +588,38 @@ START_TEST(decoders_share_their_memory)
 }
 END_TEST
 
+/* Write a PNG chunk at out: length, type, data (which may already be in
+ * place at out + 8), CRC.  Returns its size. */
+static size_t png_chunk(uint8_t *out, const char *type, const uint8_t *data, size_t n)
+{
+    for (int i = 0; i < 4; i++) out[i] = (uint8_t)(n >> (24 - 8 * i));
+    memcpy(out + 4, type, 4);
+    if (n) memmove(out + 8, data, n);
+    uint32_t crc = test_crc32(out + 4, 4 + n);
+    for (int i = 0; i < 4; i++) out[8 + n + i] = (uint8_t)(crc >> (24 - 8 * i));
+    return 12 + n;
+}
+
+/* A PNG of the given header whose image data is `raw` (each row's filter
+ * byte and samples) deflated, in buf of cap bytes. */
+static size_t png_of(uint8_t *buf, size_t cap, uint32_t w, uint32_t h, uint8_t depth, uint8_t colour,
+                     const uint8_t *raw, size_t raw_size)
+{
+    size_t n = png_header(buf, w, h, depth, colour) - 32; /* up to its IDAT chunk */
+    uLongf packed = (uLongf)(cap - n - 24);
+    ck_assert_int_eq(compress2(buf + n + 8, &packed, raw, (uLong)raw_size, 9), Z_OK);
+    n += png_chunk(buf + n, "IDAT", buf + n + 8, packed);
+    return n + png_chunk(buf + n, "IEND", NULL, 0);
+}
+
 /* A 1 x 1 grey PNG whose image data inflates to `inflated` zero bytes: its
  * one row (a filter byte and a sample) and zeros after it. */
 static size_t png_inflating_to(uint8_t *buf, size_t cap, size_t inflated)
 {
-    size_t n = png_header(buf, 1, 1, 8, 0) - 32; /* up to its IDAT chunk */
     uint8_t *raw = calloc(inflated, 1);
-    uLongf packed = (uLongf)(cap - n - 24);
-    ck_assert_int_eq(compress2(buf + n + 8, &packed, raw, (uLong)inflated, 9), Z_OK);
+    size_t n = png_of(buf, cap, 1, 1, 8, 0, raw, inflated);
     free(raw);
-    for (int i = 0; i < 4; i++) buf[n + i] = (uint8_t)(packed >> (24 - 8 * i));
-    memcpy(buf + n + 4, "IDAT", 4);
-    uint32_t crc = test_crc32(buf + n + 4, 4 + packed);
-    n += 8 + packed;
-    for (int i = 0; i < 4; i++) buf[n++] = (uint8_t)(crc >> (24 - 8 * i));
-    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
-    memcpy(buf + n, iend, sizeof iend);
-    return n + sizeof iend;
+    return n;
 }
 
 /* The decoder inflates all of a PNG's data, doubling its buffer, whatever
@@ -681,31 +696,15 @@ START_TEST(gif_codes_beyond_the_image)
 }
 END_TEST
 
-/* A PNG of 16-bit grey samples, one row, written here (stb_image_write
- * writes 8 bits only). */
+/* A PNG of 16-bit grey samples, one row of w (stb_image_write writes 8
+ * bits only). */
 static encoded png_grey_16(const uint16_t *samples, int w)
 {
-    uint8_t raw[1 + 2 * 64], packed[256], ihdr[13] = {0, 0, 0, 0, 0, 0, 0, 1, 16, 0, 0, 0, 0};
+    uint8_t raw[1 + 2 * 64] = {0}; /* filter byte 0: none */
     ck_assert_int_le(w, 64);
-    ihdr[3] = (uint8_t)w;
-    raw[0] = 0; /* no filter */
     for (int i = 0; i < w; i++) raw[1 + 2 * i] = (uint8_t)(samples[i] >> 8), raw[2 + 2 * i] = (uint8_t)samples[i];
-    uLongf packed_size = sizeof packed;
-    ck_assert_int_eq(compress(packed, &packed_size, raw, (uLong)(1 + 2 * w)), Z_OK);
-    encoded e = {.size = 8};
-    memcpy(e.data, "\x89PNG\r\n\x1a\n", 8);
-    const struct { const char *type; const uint8_t *data; size_t size; } chunks[3] = {
-        {"IHDR", ihdr, sizeof ihdr}, {"IDAT", packed, packed_size}, {"IEND", NULL, 0}};
-    for (int c = 0; c < 3; c++) {
-        uint8_t *p = e.data + e.size;
-        size_t n = chunks[c].size;
-        p[0] = 0, p[1] = 0, p[2] = (uint8_t)(n >> 8), p[3] = (uint8_t)n;
-        memcpy(p + 4, chunks[c].type, 4);
-        if (n) memcpy(p + 8, chunks[c].data, n);
-        uint32_t crc = (uint32_t)crc32(0, p + 4, (uInt)(4 + n));
-        for (int i = 0; i < 4; i++) p[8 + n + i] = (uint8_t)(crc >> (24 - 8 * i));
-        e.size += 12 + n;
-    }
+    encoded e;
+    e.size = png_of(e.data, sizeof e.data, (uint32_t)w, 1, 16, 0, raw, 1 + 2 * (size_t)w);
     return e;
 }
 
@@ -1031,14 +1030,8 @@ static encoded png_with_exif(const encoded *png, const uint8_t *tiff, size_t siz
     size_t at = after_data ? png->size - 12 : 8 + 25; /* IEND's start, or past IHDR */
     encoded e = {.size = at};
     memcpy(e.data, png->data, at);
-    uint8_t *c = e.data + at;
-    c[0] = (uint8_t)(size >> 24), c[1] = (uint8_t)(size >> 16), c[2] = (uint8_t)(size >> 8), c[3] = (uint8_t)size;
-    memcpy(c + 4, "eXIf", 4);
-    memcpy(c + 8, tiff, size);
-    uint32_t crc = (uint32_t)crc32(0, c + 4, (uInt)(4 + size)) ^ (bad_crc ? 1u : 0u);
-    c[8 + size] = (uint8_t)(crc >> 24), c[9 + size] = (uint8_t)(crc >> 16);
-    c[10 + size] = (uint8_t)(crc >> 8), c[11 + size] = (uint8_t)crc;
-    e.size += 12 + size;
+    e.size += png_chunk(e.data + at, "eXIf", tiff, size);
+    if (bad_crc) e.data[e.size - 1] ^= 1;
     memcpy(e.data + e.size, png->data + at, png->size - at);
     e.size += png->size - at;
     return e;
