@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-static unsigned le16(const uint8_t *p) { return p[0] | p[1] << 8; }
+#include "bytes.h"
 
 /* The first image's rectangle, the palette it uses (local, else global;
  * colours entries, none where the file has neither) and the transparent
@@ -36,7 +36,7 @@ static int first_frame(const uint8_t *b, size_t size, gif_frame *f)
         unsigned block = b[p++];
         if (block == 0x2C) {
             if (size - p < 9) return 0;
-            f->x0 = le16(b + p), f->y0 = le16(b + p + 2), f->w = le16(b + p + 4), f->h = le16(b + p + 6);
+            f->x0 = dm_le16(b + p), f->y0 = dm_le16(b + p + 2), f->w = dm_le16(b + p + 4), f->h = dm_le16(b + p + 6);
             if (b[p + 8] & 0x80) {
                 f->colours = (size_t)2 << (b[p + 8] & 7);
                 f->palette = b + p + 9;

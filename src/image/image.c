@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "error.h"
 #include "internal_api.h"
 #include "image_check.h"
@@ -106,11 +107,6 @@ static void pnm_to_8_bits(uint8_t *samples, size_t n, int max_value)
     for (size_t i = 0; i < n; i++) samples[i] = to[samples[i]];
 }
 
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* A 16-bit BMP's colour fields of 5 or 6 bits: stb_image widens them to 8
  * by repeating their high bits, Pillow as v * 255 / 31 (or / 63),
  * truncated, OpenCV by a shift alone.  stb_image's byte holds the field in
@@ -119,9 +115,9 @@ static uint32_t le32(const uint8_t *p)
 static void bmp_16_as(const uint8_t *b, size_t size, int opencv, uint8_t *pixels, size_t n, int channels)
 {
     /* a header of at least 40 bytes (not OS/2's of 12) of 16 bits per pixel */
-    if (size < 54 || b[0] != 'B' || b[1] != 'M' || le32(b + 14) < 40 || b[28] != 16 || b[29] != 0) return;
-    uint32_t compression = le32(b + 30), masks[3] = {0};
-    if (compression == 3 && size >= 66) masks[0] = le32(b + 54), masks[1] = le32(b + 58), masks[2] = le32(b + 62);
+    if (size < 54 || b[0] != 'B' || b[1] != 'M' || dm_le32(b + 14) < 40 || b[28] != 16 || b[29] != 0) return;
+    uint32_t compression = dm_le32(b + 30), masks[3] = {0};
+    if (compression == 3 && size >= 66) masks[0] = dm_le32(b + 54), masks[1] = dm_le32(b + 58), masks[2] = dm_le32(b + 62);
     int green; /* bits of the green field; red and blue have 5 */
     if (compression == 0 || (masks[0] == 0x7C00 && masks[1] == 0x3E0 && masks[2] == 0x1F))
         green = 5;

@@ -10,10 +10,7 @@
 #include <string.h>
 #include <zlib.h>
 
-static uint32_t be32(const unsigned char *b)
-{
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
+#include "bytes.h"
 
 /* Inflate the image data (the IDAT chunks, in order) with zlib, output
  * discarded.  stb_image 2.27's inflater accepts the reserved distance codes
@@ -39,7 +36,7 @@ static dm_status check_png_data(const unsigned char *b, size_t size, int raw_def
     unsigned char sink[16384];
     int ret = Z_OK, chunks = 0;
     for (size_t p = 8; p <= size && size - p >= 12 && ret == Z_OK;) {
-        uint32_t len = be32(b + p);
+        uint32_t len = dm_be32(b + p);
         if (len > size - p - 12) break; /* a chunk cut short before IEND: stb_image's to refuse */
         if (memcmp(b + p + 4, "IDAT", 4) == 0) {
             chunks++;
@@ -73,9 +70,9 @@ static dm_status check_png_data(const unsigned char *b, size_t size, int raw_def
  * 65536 reaches the caller as "unknown image type". */
 static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixels)
 {
-    if (size < 8 + 8 + 13 || be32(b + 8) != 13 || memcmp(b + 12, "IHDR", 4) != 0)
+    if (size < 8 + 8 + 13 || dm_be32(b + 8) != 13 || memcmp(b + 12, "IHDR", 4) != 0)
         return dm_fail(DM_ERR_FORMAT, "corrupt PNG: it does not start with an IHDR chunk");
-    uint32_t width = be32(b + 16), height = be32(b + 20);
+    uint32_t width = dm_be32(b + 16), height = dm_be32(b + 20);
     if (!width || !height) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: %u x %u pixels", width, height);
     if (width > 65536 || height > 65536)
         return dm_fail(DM_ERR_FORMAT, "image of %u x %u pixels is over the limit of 65536 pixels a side", width, height);
@@ -89,7 +86,7 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
     size_t p = 8;
     int cgbi = 0;
     while (size - p >= 8) {
-        uint32_t len = be32(b + p);
+        uint32_t len = dm_be32(b + p);
         if (len > size - p - 8)
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
@@ -166,8 +163,6 @@ int dm_pnm_max_value(const void *buf, size_t size)
     return value[2] <= 255 ? (int)value[2] : 0;
 }
 
-static unsigned le16(const unsigned char *b) { return (unsigned)b[0] | (unsigned)b[1] << 8; }
-static uint32_t le32(const unsigned char *b) { return le16(b) | (uint32_t)le16(b + 2) << 16; }
 
 static dm_status truncated(const char *format, uint64_t need, uint64_t have)
 {
@@ -182,21 +177,21 @@ static dm_status truncated(const char *format, uint64_t need, uint64_t have)
 static dm_status check_bmp(const unsigned char *b, size_t size)
 {
     if (size < 30) return dm_fail(DM_ERR_FORMAT, "truncated BMP: the file ends inside its header");
-    uint32_t offset = le32(b + 10), header = le32(b + 14);
+    uint32_t offset = dm_le32(b + 10), header = dm_le32(b + 14);
     int64_t width, height;
     unsigned bpp;
     if (header == 12) {
-        width = le16(b + 18);
-        height = le16(b + 20);
-        bpp = le16(b + 24);
+        width = dm_le16(b + 18);
+        height = dm_le16(b + 20);
+        bpp = dm_le16(b + 24);
     } else {
         if (size < 34) return dm_fail(DM_ERR_FORMAT, "truncated BMP: the file ends inside its header");
-        width = (int32_t)le32(b + 18);
-        height = (int32_t)le32(b + 22);
-        bpp = le16(b + 28);
+        width = (int32_t)dm_le32(b + 18);
+        height = (int32_t)dm_le32(b + 22);
+        bpp = dm_le16(b + 28);
         if (height == INT32_MIN) return dm_fail(DM_ERR_FORMAT, "corrupt BMP: height %lld", (long long)height);
         /* compressed pixels are no rows to count: refused for what they are */
-        uint32_t compression = le32(b + 30);
+        uint32_t compression = dm_le32(b + 30);
         if (compression == 1 || compression == 2)
             return dm_fail(DM_ERR_FORMAT, "unsupported BMP: run-length encoded (RLE%d) pixels; only uncompressed "
                            "and bit-field BMPs are read", compression == 1 ? 8 : 4);
@@ -217,14 +212,14 @@ static dm_status check_bmp(const unsigned char *b, size_t size)
 static dm_status check_tga(const unsigned char *b, size_t size)
 {
     unsigned type = b[2], pixel_bytes = (b[16] + 7u) / 8;
-    uint64_t pixels = (uint64_t)le16(b + 12) * le16(b + 14);
+    uint64_t pixels = (uint64_t)dm_le16(b + 12) * dm_le16(b + 14);
     uint64_t p = 18 + (uint64_t)b[0];
     /* stb_image skips that many bytes, where the file holds the entries
      * from that one on (Pillow reads them so) */
-    if (b[1] && le16(b + 3))
+    if (b[1] && dm_le16(b + 3))
         return dm_fail(DM_ERR_FORMAT, "unsupported TGA: its colour map starts at entry %u; only maps from entry 0 "
-                       "are read", le16(b + 3));
-    if (b[1]) p += (uint64_t)le16(b + 5) * ((b[7] + 7u) / 8);
+                       "are read", dm_le16(b + 3));
+    if (b[1]) p += (uint64_t)dm_le16(b + 5) * ((b[7] + 7u) / 8);
     if (!pixel_bytes) return dm_fail(DM_ERR_FORMAT, "corrupt TGA: 0 bits per pixel");
     if (type < 8) {
         uint64_t need = pixels * pixel_bytes, have = size > p ? size - p : 0;
@@ -319,10 +314,10 @@ static dm_status check_gif(const unsigned char *b, size_t size)
             p++; /* extension label */
         } else if (block == 0x2C) {
             if (size - p < 10) break;
-            if (!le16(b + p + 4) || !le16(b + p + 6)) /* stb_image would give the background alone */
-                return dm_fail(DM_ERR_FORMAT, "corrupt GIF: an image of %u x %u pixels", le16(b + p + 4),
-                               le16(b + p + 6));
-            pixels = (uint64_t)le16(b + p + 4) * le16(b + p + 6);
+            if (!dm_le16(b + p + 4) || !dm_le16(b + p + 6)) /* stb_image would give the background alone */
+                return dm_fail(DM_ERR_FORMAT, "corrupt GIF: an image of %u x %u pixels", dm_le16(b + p + 4),
+                               dm_le16(b + p + 6));
+            pixels = (uint64_t)dm_le16(b + p + 4) * dm_le16(b + p + 6);
             if (b[p + 8] & 0x80) p += (size_t)3 << ((b[p + 8] & 7) + 1); /* local palette */
             p += 10;  /* descriptor and the LZW code size */
         } else {

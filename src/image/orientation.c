@@ -9,6 +9,7 @@
 
 #include <zlib.h>
 
+#include "bytes.h"
 #include "error.h"
 
 typedef struct tiff {
@@ -83,11 +84,6 @@ int dm_exif_orientation(const uint8_t *b, size_t size)
     return 0;
 }
 
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Would libpng keep this eXIf chunk?  Its CRC must match (an ancillary
  * chunk with a bad one is dropped), and it rejects a second byte that is
  * neither a byte-order letter nor the first byte again. */
@@ -96,7 +92,7 @@ static int exif_chunk_kept(const uint8_t *chunk, uint32_t len)
     const uint8_t *data = chunk + 8;
     if (len < 2) return 0;
     if (data[1] != 'M' && data[1] != 'I' && data[0] != data[1]) return 0;
-    return (uint32_t)crc32_z(crc32_z(0, chunk + 4, 4), data, len) == be32(data + len);
+    return (uint32_t)crc32_z(crc32_z(0, chunk + 4, 4), data, len) == dm_be32(data + len);
 }
 
 int dm_png_orientation(const uint8_t *b, size_t size)
@@ -108,7 +104,7 @@ int dm_png_orientation(const uint8_t *b, size_t size)
     uint32_t before_len = 0, after_len = 0;
     int seen_data = 0;
     for (size_t p = 8; p + 12 <= size;) {
-        uint32_t len = be32(b + p);
+        uint32_t len = dm_be32(b + p);
         if (len > size - p - 12) break;
         const uint8_t *type = b + p + 4;
         if (!memcmp(type, "IDAT", 4)) seen_data = 1;
