@@ -554,7 +554,8 @@ DM_API dm_status dm_mm_transform_size(const dm_mm_transform *t, int width,
 /* Apply the transform to an RGB image: out is 3 x dm_mm_padded(out_h) x
  * dm_mm_padded(out_w) float32 (CHW, RGB), out_h and out_w the sizes
  * dm_mm_transform_size() gives (the resized image, mmdet's img_shape).  A
- * grey image is repeated into three channels first. */
+ * grey image is repeated into three channels first.  The references'
+ * pixels come from dm_image_load_as(..., DM_IMAGE_OPENCV, ...). */
 DM_API dm_status dm_mm_transform_image(const dm_image *image,
                                        const dm_mm_transform *t, float *out);
 
@@ -600,10 +601,10 @@ DM_API dm_status dm_segment(const dm_model *model, dm_workspace *ws,
                             const dm_seg_options *options,
                             const dm_seg_outputs *outputs);
 
-/* Segment a decoded image end to end as mmsegmentation's test does: the
- * transform (or its multi-scale + flip set), inference in the options'
- * mode, logits resized to the image's size, softmax, averaged over the
- * augmentations.  probs (K x height x width) and labels (height x width)
+/* Segment a decoded image (as mmsegmentation decodes it: DM_IMAGE_OPENCV)
+ * end to end as mmsegmentation's test does: the transform (or its
+ * multi-scale + flip set), inference in the options' mode, logits resized
+ * to the image's size, softmax, averaged over the augmentations.  probs (K x height x width) and labels (height x width)
  * may each be NULL.  The workspace must hold one network input of the size
  * dm_segment_image_size() gives. */
 DM_API dm_status dm_segment_image(const dm_model *model, dm_workspace *ws,
