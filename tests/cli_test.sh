@@ -466,6 +466,12 @@ tail -n 1 "$tmp/pair.out" | grep -q " n=1$" || fail "eval of the pair: $(cat "$t
 # preprocess --pipeline ade20k: 75 x 101 fits (2048, 512) as 512 x 689.
 "$damamba" preprocess --pipeline ade20k "$golden/seg_small.png" -o "$tmp/ade.safetensors" || fail "preprocess ade20k"
 head -c 300 "$tmp/ade.safetensors" | grep -q '"img":{"dtype":"F32","shape":\[3,512,689\]' || fail "ade20k shape"
+# Standard input, as for the other commands: the same tensors (their last
+# 4,233,232 bytes; the metadata names the file).
+"$damamba" preprocess --pipeline ade20k - -o "$tmp/ade_stdin.safetensors" <"$golden/seg_small.png" ||
+    fail "preprocess --pipeline of standard input"
+[ "$(tail -c 4233232 "$tmp/ade.safetensors" | cksum)" = "$(tail -c 4233232 "$tmp/ade_stdin.safetensors" | cksum)" ] ||
+    fail "preprocess --pipeline of standard input: other tensors"
 # --pipeline coco: into (1333, 800) the scale is 800 / 75, so 800 x 1077,
 # padded to multiples of 32 as 800 x 1088.
 "$damamba" preprocess --pipeline coco "$golden/seg_small.png" -o "$tmp/coco.safetensors" || fail "preprocess coco"

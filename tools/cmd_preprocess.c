@@ -205,7 +205,7 @@ static int preprocess_pipeline(const image_args *a)
     }
     const char *path = a->images[0];
     dm_image img;
-    if (dm_image_load_as(path, 3, DM_IMAGE_OPENCV, &img) != DM_OK) {
+    if (cli_image_load(path, 3, DM_IMAGE_OPENCV, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
         return 1;
     }
