@@ -24,16 +24,13 @@ static int64_t u16_at(const tiff *t, uint64_t off)
 {
     if (off + 1 >= t->size) return -1;
     const uint8_t *p = t->b + off;
-    return t->little ? p[0] | p[1] << 8 : p[0] << 8 | p[1];
+    return t->little ? dm_le16(p) : (unsigned)p[0] << 8 | p[1];
 }
 
 static int64_t u32_at(const tiff *t, uint64_t off)
 {
     if (off + 3 >= t->size) return -1;
-    const uint8_t *p = t->b + off;
-    uint32_t v = t->little ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24
-                           : (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-    return v;
+    return t->little ? dm_le32(t->b + off) : dm_be32(t->b + off);
 }
 
 /* n rationals at the 32-bit offset in the entry's value field, stepping as
