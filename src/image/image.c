@@ -136,13 +136,10 @@ static void bmp_16_as(const uint8_t *b, size_t size, int opencv, uint8_t *pixels
 }
 
 /* A TGA whose header says its pixels run right to left (descriptor bit
- * 4): stb_image ignores the bit, Pillow mirrors the rows.  stb_decode
- * tells TGA from the other formats by their signatures. */
+ * 4): stb_image ignores the bit, Pillow mirrors the rows. */
 static int tga_right_to_left(const uint8_t *b, size_t size)
 {
-    int signed_format = memcmp(b, "\x89PNG", 4) == 0 || memcmp(b, "GIF", 3) == 0 || memcmp(b, "BM", 2) == 0 ||
-                        (b[0] == 'P' && (b[1] == '5' || b[1] == '6'));
-    return !signed_format && size >= 18 && (b[17] & 0x10);
+    return dm_looks_like_tga(b, size) && (b[17] & 0x10);
 }
 
 static void mirror_rows(uint8_t *pixels, int w, int h, int n)

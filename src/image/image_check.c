@@ -163,7 +163,6 @@ int dm_pnm_max_value(const void *buf, size_t size)
     return value[2] <= 255 ? (int)value[2] : 0;
 }
 
-
 static dm_status truncated(const char *format, uint64_t need, uint64_t have)
 {
     return dm_fail(DM_ERR_FORMAT, "truncated %s: the header promises %llu bytes of pixels, the file holds %llu",
@@ -331,9 +330,9 @@ static dm_status check_gif(const unsigned char *b, size_t size)
     return dm_fail(DM_ERR_FORMAT, "truncated GIF: the file ends before the end of its first image");
 }
 
-/* TGA has no signature; these are the header fields stb_image tests. */
-static int looks_like_tga(const unsigned char *b, size_t size)
+int dm_looks_like_tga(const void *buf, size_t size)
 {
+    const unsigned char *b = buf;
     if (size < 18 || b[1] > 1) return 0;
     int type = b[2];
     if (b[1] == 1 ? type != 1 && type != 9 : type != 2 && type != 3 && type != 10 && type != 11) return 0;
@@ -385,6 +384,6 @@ dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels)
     if (size >= 2 && b[0] == 'B' && b[1] == 'M') return check_bmp(b, size);
     if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return check_gif(b, size);
     if (is_binary_pnm(b, size)) return check_pnm(b, size);
-    if (looks_like_tga(b, size)) return check_tga(b, size);
+    if (dm_looks_like_tga(b, size)) return check_tga(b, size);
     return dm_fail(DM_ERR_FORMAT, "not a PNG, JPEG, BMP, GIF, TGA or binary PNM (P5, P6) image");
 }

@@ -29,6 +29,11 @@ dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
  * for any other file. */
 int dm_pnm_max_value(const void *buf, size_t size);
 
+/* Does the buffer look like a TGA file?  TGA has no signature: these are
+ * the header fields stb_image tests, which no other format's signature
+ * passes (their second byte is above 1). */
+int dm_looks_like_tga(const void *buf, size_t size);
+
 /* Does (v - mean) / std stay a finite float for every sample v from 0 to
  * top, with std positive?  A huge mean or a tiny std (a model's metadata,
  * an option) would otherwise turn every input into infinities and NaNs. */
