@@ -165,7 +165,7 @@ static void as_references(const uint8_t *data, size_t size, int opencv, uint8_t 
 /* Is this a PNG of 16-bit grey samples (IHDR: bit depth 16, colour type 0)? */
 static int png_grey_16(const uint8_t *b, size_t size)
 {
-    return size > 25 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0 && b[24] == 16 && b[25] == 0;
+    return size > 25 && dm_is_png(b, size) && b[24] == 16 && b[25] == 0;
 }
 
 /* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
@@ -252,8 +252,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
         if (st) return st;
         as_references(data, size, opencv, decoded, w, h, n);
         /* stb_decode screened the chunks */
-        if (opencv && size >= 8 && memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0)
-            orientation = dm_png_orientation(data, size);
+        if (opencv && dm_is_png(data, size)) orientation = dm_png_orientation(data, size);
     }
     size_t npix = (size_t)w * h;
     uint8_t *pixels = n == channels ? decoded : malloc(npix * channels);

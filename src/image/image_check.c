@@ -330,6 +330,8 @@ static dm_status check_gif(const unsigned char *b, size_t size)
     return dm_fail(DM_ERR_FORMAT, "truncated GIF: the file ends before the end of its first image");
 }
 
+int dm_is_png(const void *buf, size_t size) { return size >= 8 && memcmp(buf, "\x89PNG\r\n\x1a\n", 8) == 0; }
+
 int dm_looks_like_tga(const void *buf, size_t size)
 {
     const unsigned char *b = buf;
@@ -380,7 +382,7 @@ dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels)
 dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels)
 {
     const unsigned char *b = buf;
-    if (size >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return check_png(b, size, max_pixels);
+    if (dm_is_png(b, size)) return check_png(b, size, max_pixels);
     if (size >= 2 && b[0] == 'B' && b[1] == 'M') return check_bmp(b, size);
     if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return check_gif(b, size);
     if (is_binary_pnm(b, size)) return check_pnm(b, size);

@@ -29,6 +29,9 @@ dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
  * for any other file. */
 int dm_pnm_max_value(const void *buf, size_t size);
 
+/* Does the buffer start with PNG's signature? */
+int dm_is_png(const void *buf, size_t size);
+
 /* Does the buffer look like a TGA file?  TGA has no signature: these are
  * the header fields stb_image tests, which no other format's signature
  * passes (their second byte is above 1). */
