@@ -117,7 +117,8 @@ static void bmp_16_as(const uint8_t *b, size_t size, int opencv, uint8_t *pixels
     /* a header of at least 40 bytes (not OS/2's of 12) of 16 bits per pixel */
     if (size < 54 || b[0] != 'B' || b[1] != 'M' || dm_le32(b + 14) < 40 || b[28] != 16 || b[29] != 0) return;
     uint32_t compression = dm_le32(b + 30), masks[3] = {0};
-    if (compression == 3 && size >= 66) masks[0] = dm_le32(b + 54), masks[1] = dm_le32(b + 58), masks[2] = dm_le32(b + 62);
+    if (compression == 3 && size >= 66)
+        for (int m = 0; m < 3; m++) masks[m] = dm_le32(b + 54 + 4 * m);
     int green; /* bits of the green field; red and blue have 5 */
     if (compression == 0 || (masks[0] == 0x7C00 && masks[1] == 0x3E0 && masks[2] == 0x1F))
         green = 5;
