@@ -15,8 +15,8 @@
  * memory the decoder never wrote, and aborts.  A larger one is decoded
  * once, to keep within the timeout.  The three-channel decode is done
  * again in OpenCV's convention: the same size, perhaps turned by the
- * file's EXIF orientation, and for JPEG and PNG the same pixels, CMYK
- * converted within 2 levels (16-bit grey PNGs aside). */
+ * file's EXIF orientation, and for JPEG, PNG and WebP the same pixels,
+ * CMYK converted within 2 levels (16-bit grey PNGs aside). */
 #include "damamba.h"
 #include "image_check.h"
 #include "internal_api.h"
@@ -54,10 +54,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t samples = (size_t)img.width * img.height * 3;
             int64_t sum = 0;
             for (size_t i = 0; i < samples; i++) sum += img.pixels[i] - cv.pixels[i];
-            /* JPEG and PNG decode alike in both but for orientation and
-             * CMYK; not 16-bit grey PNGs, which Pillow clips */
+            /* JPEG, PNG and WebP decode alike in both but for orientation
+             * and CMYK; not 16-bit grey PNGs, which Pillow clips */
             int png = size > 25 && !memcmp(data, "\x89PNG", 4), jpeg = data[0] == 0xFF && data[1] == 0xD8;
-            int alike = jpeg || (png && !(data[24] == 16 && data[25] == 0));
+            int webp = size > 12 && !memcmp(data, "RIFF", 4) && !memcmp(data + 8, "WEBP", 4);
+            int alike = jpeg || webp || (png && !(data[24] == 16 && data[25] == 0));
             if ((!same && !swapped) || (alike && llabs(sum) > 2 * (int64_t)samples)) abort(); /* other pixels */
             dm_image_free(&cv);
         }

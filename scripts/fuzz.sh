@@ -4,10 +4,10 @@
 # for SECONDS (default 60) from seed corpora made of the test files.
 #
 # Needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev or the
-# matching version) and libstb-dev.  Work goes to build-fuzz/ (or $FUZZ_DIR):
-# corpora grow there across runs; inputs that fail land in
-# build-fuzz/artifacts/TARGET/, and a failure prints the end of the
-# target's log and the failing input in base64.  Exits non-zero when a
+# matching version), libstb-dev, libjpeg62-turbo-dev and libwebp-dev.
+# Work goes to build-fuzz/ (or $FUZZ_DIR): corpora grow there across runs;
+# inputs that fail land in build-fuzz/artifacts/TARGET/, and a failure
+# prints the end of the target's log and the failing input in base64.  Exits non-zero when a
 # target finds a crash, a leak, a hang (over 10 s) or an allocation over
 # 512 MB.
 set -eu
@@ -24,7 +24,7 @@ cflags="-std=c11 -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -g -O1
 lib="src/error.c src/host_memory.c src/backend/cpu/cgroup.c src/versioned.c src/classes.c src/io/json.c
   src/io/dtype.c src/io/safetensors.c src/io/files.c src/io/tensor_file.c src/io/zip.c src/io/unpickle.c src/io/pth.c
   src/io/model_file.c src/model.c simd/panels.c src/image/image_check.c src/image/image.c src/image/resample.c
-  src/image/gif.c src/image/jpeg.c src/image/orientation.c"
+  src/image/gif.c src/image/jpeg.c src/image/webp.c src/image/orientation.c"
 
 mkdir -p "$out/obj"
 objs=""
@@ -39,14 +39,14 @@ sed -e "s|@MODEL@|$root/data/damamba_fmnist.safetensors|" -e "s|@CLASSES@|$root/
 $cc -c "$out/obj/embed.S" -o "$out/obj/embed.o"
 objs="$objs $out/obj/embed.o"
 for t in safetensors pth image; do
-    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_$t"
+    $cc $cflags -fsanitize=fuzzer "$root/fuzz/fuzz_$t.c" $objs -ljpeg -lwebpdemux -lwebp -lz -lm -lpthread -o "$out/fuzz_$t"
 done
 # The server's request parser, on the same readers plus its own file.
 $cc $cflags -I"$root/tools" -I"$root/tools/serve" -fsanitize=fuzzer "$root/fuzz/fuzz_infer.c" \
-    "$root/tools/serve/infer.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_infer"
+    "$root/tools/serve/infer.c" $objs -ljpeg -lwebpdemux -lwebp -lz -lm -lpthread -o "$out/fuzz_infer"
 # COCO annotation files, as the detection evaluation reads them.
 $cc $cflags -I"$root/tools" -fsanitize=fuzzer "$root/fuzz/fuzz_coco.c" "$root/tools/coco_annotations.c" \
-    "$root/tools/coco_eval.c" $objs -ljpeg -lz -lm -lpthread -o "$out/fuzz_coco"
+    "$root/tools/coco_eval.c" $objs -ljpeg -lwebpdemux -lwebp -lz -lm -lpthread -o "$out/fuzz_coco"
 $cc -std=c11 -O1 $(pkg-config --cflags stb) "$root/fuzz/make_image_seeds.c" -lz -lm -o "$out/make_image_seeds"
 $cc -std=c11 -O1 "$root/fuzz/make_model_seeds.c" -o "$out/make_model_seeds"
 
@@ -59,7 +59,7 @@ done
 cp "$root"/tests/fixtures/*.pth "$out/seeds/pth/"
 "$out/make_image_seeds" "$out/seeds/image"
 "$out/make_model_seeds" "$out/seeds/safetensors" "$out/seeds/pth"
-for f in "$root"/tests/golden/*.png "$root"/tests/golden/*.jpg; do
+for f in "$root"/tests/golden/*.png "$root"/tests/golden/*.jpg "$root"/tests/fixtures/webp/*.webp; do
     [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$out/seeds/image/"
 done
 

@@ -9,7 +9,7 @@ set -eu
 
 packages="gcc-aarch64-linux-gnu qemu-user pkg-config meson ninja-build
 libc6-dev:arm64 libgomp1:arm64 libopenblas-dev:arm64 libsleef-dev:arm64 libstb-dev:arm64 zlib1g-dev:arm64
-libjpeg62-turbo-dev:arm64 libpng-dev:arm64 check:arm64"
+libjpeg62-turbo-dev:arm64 libwebp-dev:arm64 libpng-dev:arm64 check:arm64"
 
 missing=""
 for p in $packages; do

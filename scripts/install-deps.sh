@@ -7,6 +7,7 @@ packages=(
   meson ninja-build pkg-config gcc     # build
   libopenblas-dev libsleef-dev libstb-dev zlib1g-dev  # library dependencies
   libjpeg62-turbo-dev                  # JPEG decoding as Pillow and OpenCV do it
+  libwebp-dev                          # WebP decoding, likewise
   libpng-dev                           # label maps as palette PNGs (damamba segment)
   check                                # unit tests
   libdnnl-dev                          # oneDNN, a yardstick in bench/bench_sgemm

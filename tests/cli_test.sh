@@ -153,6 +153,13 @@ for source in @/dev/zero @-; do
     grep -q "line 1 is longer than any file name" "$tmp/err.txt" || fail "classify $source: $(cat "$tmp/err.txt")"
 done
 
+# A folder walk takes WebP files, in any case.
+mkdir -p "$tmp/webp_walk"
+cp "$golden/../fixtures/webp/lossy.webp" "$tmp/webp_walk/a.webp"
+cp "$golden/../fixtures/webp/animated.webp" "$tmp/webp_walk/B.WEBP"
+"$damamba" classify -k 1 "$tmp/webp_walk" >"$tmp/out.txt" 2>"$tmp/err.txt" || fail "classify WebP: $(cat "$tmp/err.txt")"
+grep -q "^classified 2 images" "$tmp/err.txt" || fail "the walk did not take both WebP files: $(cat "$tmp/err.txt")"
+
 # eval over a folder with one sub-folder per class, in class order 0..9.
 i=0
 for c in t-shirt trouser pullover dress coat sandal shirt sneaker bag ankle-boot; do

@@ -1,8 +1,9 @@
-/* test_transform.c - the OpenMMLab test transform and JPEG decoding against
- * their references: OpenCV's resizes and mmcv's normalization as
+/* test_transform.c - the OpenMMLab test transform and JPEG and WebP decoding
+ * against their references: OpenCV's resizes and mmcv's normalization as
  * mmsegmentation produced them (seg_transform.safetensors and the
  * seg_*_resized.png files, cut from the golden seg_preprocess), Pillow's
- * libjpeg-turbo decoding of two JPEGs, and resizes worked out by hand. */
+ * libjpeg-turbo decoding of two JPEGs and libwebp decoding of four WebPs,
+ * and resizes worked out by hand. */
 #include "testutil.h"
 
 #include <stdio.h>
@@ -84,6 +85,55 @@ START_TEST(jpeg_hostile)
         }
     ck_assert_int_eq(dm_image_load_memory(bad, size, 3, &img), DM_ERR_FORMAT);
     printf("hostile JPEG: %s\n", dm_last_error());
+}
+END_TEST
+
+/* WebP decodes through libwebp as in Pillow, in both conventions (OpenCV
+ * drops alpha as Pillow's convert("RGB") does): lossy, lossy with alpha,
+ * lossless with alpha, and an animation whose first frame covers a corner
+ * of its canvas (tests/fixtures/make_webp_fixtures.py). */
+START_TEST(webp_matches_pillow)
+{
+    static const char *names[] = {"lossy", "lossy_alpha", "lossless_alpha", "animated"};
+    char webp[64], png[64];
+    snprintf(webp, sizeof webp, "webp/%s.webp", names[_i]);
+    snprintf(png, sizeof png, "webp/%s_pillow.png", names[_i]);
+    dm_image got, want;
+    load_path(test_fixture_path(png), 3, &want);
+    for (int opencv = 0; opencv <= 1; opencv++) {
+        ck_assert_msg(dm_image_load_as(test_fixture_path(webp), 3, opencv ? DM_IMAGE_OPENCV : DM_IMAGE_PIL, &got) ==
+                          DM_OK, "%s", dm_last_error());
+        expect_same_pixels(webp, &got, &want);
+        dm_image_free(&got);
+    }
+    dm_image_free(&want);
+}
+END_TEST
+
+/* A WebP cut anywhere is refused, naming WebP, as Pillow refuses it; so is
+ * a canvas over the pixel limit, before anything is decoded. */
+START_TEST(webp_hostile)
+{
+    size_t size;
+    uint8_t *buf = test_read_path(test_fixture_path("webp/animated.webp"), &size);
+    dm_image img;
+    for (size_t n = 12; n < size; n++) {
+        ck_assert_int_eq(dm_image_load_memory(buf, n, 3, &img), DM_ERR_FORMAT);
+        ck_assert_msg(strstr(dm_last_error(), "WebP") != NULL, "cut at %zu: %s", n, dm_last_error());
+        ck_assert_ptr_null(img.pixels);
+    }
+    dm_image_load_memory(buf, size / 2, 3, &img);
+    printf("WebP cut at %zu of %zu bytes: %s\n", size / 2, size, dm_last_error());
+    /* VP8X's canvas, 24-bit width and height less one: 12,000 x 9,000. */
+    ck_assert(memcmp(buf + 12, "VP8X", 4) == 0);
+    const unsigned w = 12000 - 1, h = 9000 - 1;
+    uint8_t *canvas = buf + 24;
+    canvas[0] = w & 255, canvas[1] = w >> 8 & 255, canvas[2] = w >> 16;
+    canvas[3] = h & 255, canvas[4] = h >> 8 & 255, canvas[5] = h >> 16;
+    ck_assert_int_eq(dm_image_load_memory(buf, size, 3, &img), DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), "12000 x 9000 pixels is over the limit") != NULL, "%s", dm_last_error());
+    ck_assert_ptr_null(img.pixels);
+    free(buf);
 }
 END_TEST
 
@@ -219,6 +269,8 @@ int main(void)
     tcase_add_loop_test(tc, jpeg_matches_pillow, 0, 2);
     tcase_add_loop_test(tc, corrupt_jpeg_matches_pillow, 0, 2);
     tcase_add_test(tc, jpeg_hostile);
+    tcase_add_loop_test(tc, webp_matches_pillow, 0, 4);
+    tcase_add_test(tc, webp_hostile);
     tcase_add_loop_test(tc, resize_matches_opencv, 0, 4);
     tcase_add_test(tc, resize_by_hand);
     tcase_add_loop_test(tc, transform_matches_mmseg, 0, 4);

@@ -27,10 +27,12 @@ const char *test_fixture_path(const char *name)
     return buf;
 }
 
-unsigned char *test_read(const char *name, size_t *size)
+unsigned char *test_read(const char *name, size_t *size) { return test_read_path(test_path(name), size); }
+
+unsigned char *test_read_path(const char *path, size_t *size)
 {
-    FILE *f = fopen(test_path(name), "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
     fseek(f, 0, SEEK_END);
     *size = (size_t)ftell(f);
     rewind(f);

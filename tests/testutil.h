@@ -19,6 +19,8 @@ const char *test_fixture_path(const char *name);
 
 /* The bytes of a file in the test data folder (free them), or fail the test. */
 unsigned char *test_read(const char *name, size_t *size);
+/* The bytes of the file at path (free them), or fail the test. */
+unsigned char *test_read_path(const char *path, size_t *size);
 
 /* Open a golden safetensors file or fail the test. */
 void test_open(const char *name, dm_tensor_file *file);

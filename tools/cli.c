@@ -383,7 +383,7 @@ static int files_push(cli_files *f, const char *path)
 /* File names the directory walk takes: the formats the decoder reads. */
 static int is_image_name(const char *name)
 {
-    static const char *const exts[] = {"png", "jpg", "jpeg", "bmp", "gif", "tga", "ppm", "pgm", "pnm"};
+    static const char *const exts[] = {"png", "jpg", "jpeg", "webp", "bmp", "gif", "tga", "ppm", "pgm", "pnm"};
     const char *dot = strrchr(name, '.');
     if (!dot) return 0;
     for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)

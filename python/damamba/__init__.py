@@ -177,7 +177,7 @@ _CONVENTIONS = {"pil": 0, "opencv": 1}
 
 
 def load_image(path: PathLike, channels: int = 3, convention: str = "pil") -> np.ndarray:
-    """Decode a PNG, JPEG, BMP, GIF, TGA or PNM file into an H x W x channels
+    """Decode a PNG, JPEG, WebP, BMP, GIF, TGA or PNM file into an H x W x channels
     uint8 array (channels 1 or 3; alpha dropped, colour to grey as PIL does).
 
     convention "pil" (the default) decodes as PIL does, for the classifier's

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 from . import MAX_THREADS, DamambaError, Model, format_result
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
 
 
 def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int]) -> Iterator[str]:

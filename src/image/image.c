@@ -1,6 +1,6 @@
-/* image.c - decoding images (libjpeg-turbo for JPEG, stb_image for the
- * rest) and turning them into model inputs the way the authors' evaluation
- * transform does. */
+/* image.c - decoding images (libjpeg-turbo for JPEG, libwebp for WebP,
+ * stb_image for the rest) and turning them into model inputs the way the
+ * authors' evaluation transform does. */
 #include "damamba.h"
 
 #include <errno.h>
@@ -20,6 +20,7 @@
 #include "json.h"
 #include "resample.h"
 #include "versioned.h"
+#include "webp.h"
 
 /* Every buffer stb_image allocates starts filled with dm_image_alloc_fill,
  * so no byte of an earlier allocation can reach a decoded pixel. */
@@ -181,7 +182,7 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, i
     if (st) return st;
     const stbi_uc *bytes = data;
     if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
-        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, JPEG, BMP, GIF, TGA or PNM image: %s",
+        return dm_fail(DM_ERR_FORMAT, "not a readable PNG, BMP, GIF, TGA or PNM image: %s",
                        stbi_failure_reason());
     if (*h < 0) *h = -*h; /* a top-down BMP's (the screen refused INT_MIN) */
     if ((st = dm_image_within(*w, *h, max_pixels))) return st;
@@ -240,14 +241,15 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     if (size > INT_MAX) return dm_fail(DM_ERR_FORMAT, "file of %zu bytes is too large for the image decoder", size);
     uint8_t *decoded = NULL;
     int w = 0, h = 0, n = 0, orientation = 0;
-    if (dm_is_jpeg(data, size)) {
-        dm_image jpeg;
-        dm_status st = dm_jpeg_decode(data, size, max_pixels, opencv, &jpeg, &orientation);
+    if (dm_is_jpeg(data, size) || dm_is_webp(data, size)) {
+        dm_image image;
+        dm_status st = dm_is_jpeg(data, size) ? dm_jpeg_decode(data, size, max_pixels, opencv, &image, &orientation)
+                                              : dm_webp_decode(data, size, max_pixels, &image);
         if (st) return st;
-        decoded = jpeg.pixels;
-        w = jpeg.width;
-        h = jpeg.height;
-        n = jpeg.channels;
+        decoded = image.pixels;
+        w = image.width;
+        h = image.height;
+        n = image.channels;
     } else {
         dm_status st = stb_decode(data, size, max_pixels, !opencv, &decoded, &w, &h, &n);
         if (st) return st;

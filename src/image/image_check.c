@@ -387,5 +387,5 @@ dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels)
     if (size >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0)) return check_gif(b, size);
     if (is_binary_pnm(b, size)) return check_pnm(b, size);
     if (dm_looks_like_tga(b, size)) return check_tga(b, size);
-    return dm_fail(DM_ERR_FORMAT, "not a PNG, JPEG, BMP, GIF, TGA or binary PNM (P5, P6) image");
+    return dm_fail(DM_ERR_FORMAT, "not a PNG, JPEG, WebP, BMP, GIF, TGA or binary PNM (P5, P6) image");
 }
