@@ -1,6 +1,7 @@
-/* webp.c - libwebp behind the library's error conventions.  Every file is
- * decoded through libwebp's animation decoder at its default settings, as
- * Pillow decodes it: a still image is an animation of one frame, and the
+/* webp.c - libwebp behind the library's error conventions, at its default
+ * settings.  Pillow reads every WebP through libwebp's animation decoder,
+ * OpenCV through WebPDecode: for a still image the two give the same
+ * pixels and refuse the same files, so stills take the shorter way; the
  * first frame of an animation lands on a transparent black canvas. */
 #include "webp.h"
 
@@ -30,37 +31,41 @@ static const char *status_reason(VP8StatusCode status)
     }
 }
 
-/* The canvas (4 bytes a pixel, twice: the decoder keeps the previous one),
- * the frame's decoding buffers (a lossless frame's pixels and cache, a
- * lossy one's alpha plane) and the RGB copy returned: 16 bytes a pixel. */
-enum { DECODE_BYTES_PER_PIXEL = 16 };
-
-dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, dm_image *out)
+/* A still image, decoded straight into RGB.  WebPDecode refuses a file
+ * cut short as the animation decoder does (the RIFF size is checked). */
+static dm_status decode_still(const void *data, size_t size, uint8_t *rgb, int width, int height)
 {
-    *out = (dm_image){0};
-    WebPBitstreamFeatures features;
-    VP8StatusCode status = WebPGetFeatures(data, size, &features);
-    if (status != VP8_STATUS_OK) return dm_fail(DM_ERR_FORMAT, "cannot decode WebP: %s", status_reason(status));
-    dm_status st = dm_image_within(features.width, features.height, max_pixels);
-    if (st) return st;
-    size_t need = (size_t)features.width * features.height * DECODE_BYTES_PER_PIXEL;
-    if (need > DM_IMAGE_MAX_DECODE_BYTES)
-        return dm_fail(DM_ERR_FORMAT, "WebP of %d x %d pixels needs %zu MB to decode, over the limit of %zu MB",
-                       features.width, features.height, need >> 20, (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
-    dm_decode_memory_take(need);
+    WebPDecoderConfig config;
+    if (!WebPInitDecoderConfig(&config))
+        return dm_fail(DM_ERR_FORMAT, "cannot decode WebP: libwebp is not the version built for");
+    config.output.colorspace = MODE_RGB;
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA.rgba = rgb;
+    config.output.u.RGBA.stride = 3 * width;
+    config.output.u.RGBA.size = (size_t)3 * width * height;
+    VP8StatusCode status = WebPDecode(data, size, &config);
+    WebPFreeDecBuffer(&config.output);
+    if (status == VP8_STATUS_OK) return DM_OK;
+    if (status == VP8_STATUS_NOT_ENOUGH_DATA)
+        return dm_fail(DM_ERR_FORMAT, "truncated WebP: the file ends before its image does");
+    return dm_fail(DM_ERR_FORMAT, "cannot decode WebP: %s", status_reason(status));
+}
+
+/* The first frame of an animation on its canvas, through libwebp's
+ * animation decoder as Pillow reads it, alpha then dropped. */
+static dm_status decode_animation(const void *data, size_t size, uint8_t *rgb, int width, int height)
+{
     WebPAnimDecoderOptions options;
-    WebPAnimDecoder *decoder = NULL;
-    WebPAnimInfo info;
-    uint8_t *canvas = NULL, *pixels = NULL;
-    int timestamp;
-    if (!WebPAnimDecoderOptionsInit(&options)) {
-        st = dm_fail(DM_ERR_FORMAT, "cannot decode WebP: libwebp's animation decoder is not the version built for");
-        goto done;
-    }
+    if (!WebPAnimDecoderOptionsInit(&options))
+        return dm_fail(DM_ERR_FORMAT, "cannot decode WebP: libwebp is not the version built for");
     options.color_mode = MODE_RGBA;
     options.use_threads = 0;
     WebPData bytes = {.bytes = data, .size = size};
-    decoder = WebPAnimDecoderNew(&bytes, &options);
+    WebPAnimDecoder *decoder = WebPAnimDecoderNew(&bytes, &options);
+    WebPAnimInfo info;
+    uint8_t *canvas;
+    int timestamp;
+    dm_status st = DM_OK;
     /* The container is parsed whole here, and fails without saying why:
      * a file shorter than its RIFF header says is the likely reason. */
     if (!decoder || !WebPAnimDecoderGetInfo(decoder, &info)) {
@@ -70,27 +75,45 @@ dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, dm_i
                          size, (unsigned long long)riff_size);
         else
             st = dm_fail(DM_ERR_FORMAT, "cannot decode WebP: corrupt or inconsistent chunks");
-        goto done;
-    }
-    if ((int64_t)info.canvas_width != features.width || (int64_t)info.canvas_height != features.height) {
+    } else if ((int64_t)info.canvas_width != width || (int64_t)info.canvas_height != height) {
         st = dm_fail(DM_ERR_FORMAT, "cannot decode WebP: a canvas of %u x %u pixels beside a header of %d x %d",
-                     info.canvas_width, info.canvas_height, features.width, features.height);
-        goto done;
-    }
-    if (!WebPAnimDecoderGetNext(decoder, &canvas, &timestamp)) {
+                     info.canvas_width, info.canvas_height, width, height);
+    } else if (!WebPAnimDecoderGetNext(decoder, &canvas, &timestamp)) {
         st = dm_fail(DM_ERR_FORMAT, "cannot decode WebP: its first frame is truncated or corrupt");
-        goto done;
+    } else {
+        for (size_t i = 0, n = (size_t)width * height; i < n; i++) memcpy(rgb + 3 * i, canvas + 4 * i, 3);
     }
-    size_t n = (size_t)features.width * features.height;
-    pixels = malloc(n * 3);
-    if (!pixels) {
-        st = dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", features.width, features.height);
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) memcpy(pixels + 3 * i, canvas + 4 * i, 3);
-    *out = (dm_image){.width = features.width, .height = features.height, .channels = 3, .pixels = pixels};
-done:
     WebPAnimDecoderDelete(decoder);
-    dm_decode_memory_give(need);
     return st;
+}
+
+/* The RGB image, and in libwebp an animation's canvas twice (4 bytes a
+ * pixel each: it keeps the previous one) or a lossless frame's pixels and
+ * cache: 16 bytes a pixel. */
+enum { DECODE_BYTES_PER_PIXEL = 16 };
+
+dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, dm_image *out)
+{
+    *out = (dm_image){0};
+    WebPBitstreamFeatures features;
+    VP8StatusCode status = WebPGetFeatures(data, size, &features);
+    if (status != VP8_STATUS_OK) return dm_fail(DM_ERR_FORMAT, "cannot decode WebP: %s", status_reason(status));
+    int w = features.width, h = features.height;
+    dm_status st = dm_image_within(w, h, max_pixels);
+    if (st) return st;
+    size_t need = (size_t)w * h * DECODE_BYTES_PER_PIXEL;
+    if (need > DM_IMAGE_MAX_DECODE_BYTES)
+        return dm_fail(DM_ERR_FORMAT, "WebP of %d x %d pixels needs %zu MB to decode, over the limit of %zu MB", w, h,
+                       need >> 20, (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
+    uint8_t *pixels = malloc((size_t)w * h * 3);
+    if (!pixels) return dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
+    dm_decode_memory_take(need);
+    st = features.has_animation ? decode_animation(data, size, pixels, w, h) : decode_still(data, size, pixels, w, h);
+    dm_decode_memory_give(need);
+    if (st) {
+        free(pixels);
+        return st;
+    }
+    *out = (dm_image){.width = w, .height = h, .channels = 3, .pixels = pixels};
+    return DM_OK;
 }
