@@ -75,7 +75,7 @@ static dm_status decode_animation(const void *data, size_t size, uint8_t *rgb, i
                          size, (unsigned long long)riff_size);
         else
             st = dm_fail(DM_ERR_FORMAT, "cannot decode WebP: corrupt or inconsistent chunks");
-    } else if ((int64_t)info.canvas_width != width || (int64_t)info.canvas_height != height) {
+    } else if ((int64_t)info.canvas_width != width || (int64_t)info.canvas_height != height) { /* the copy's bound */
         st = dm_fail(DM_ERR_FORMAT, "cannot decode WebP: a canvas of %u x %u pixels beside a header of %d x %d",
                      info.canvas_width, info.canvas_height, width, height);
     } else if (!WebPAnimDecoderGetNext(decoder, &canvas, &timestamp)) {
@@ -105,10 +105,14 @@ dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     if (need > DM_IMAGE_MAX_DECODE_BYTES)
         return dm_fail(DM_ERR_FORMAT, "WebP of %d x %d pixels needs %zu MB to decode, over the limit of %zu MB", w, h,
                        need >> 20, (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
-    uint8_t *pixels = malloc((size_t)w * h * 3);
-    if (!pixels) return dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
     dm_decode_memory_take(need);
-    st = features.has_animation ? decode_animation(data, size, pixels, w, h) : decode_still(data, size, pixels, w, h);
+    uint8_t *pixels = malloc((size_t)w * h * 3);
+    if (!pixels)
+        st = dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
+    else if (features.has_animation)
+        st = decode_animation(data, size, pixels, w, h);
+    else
+        st = decode_still(data, size, pixels, w, h);
     dm_decode_memory_give(need);
     if (st) {
         free(pixels);
