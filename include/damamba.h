@@ -416,8 +416,8 @@ DM_API void dm_detections_free(dm_detections *dets);
  * from the header as 3 bytes per sample (6 at 16 bits): 8192 x 8192 RGB
  * passes at 8 bits (576 MiB), not at 16.  A JPEG counts its pixels, and
  * when it has several scans (progressive) 128 bytes per 8 x 8 block of each
- * component.  Images decoded at once by several threads share twice this
- * much; the others wait their turn. */
+ * component; a WebP 16 bytes per pixel.  Images decoded at once by several
+ * threads share twice this much; the others wait their turn. */
 #define DM_IMAGE_MAX_DECODE_BYTES ((size_t)1 << 30)
 /* A JPEG of more scans than this is refused: each scan passes over the
  * whole image, so a small file of thousands of scans would take minutes to
@@ -432,8 +432,8 @@ typedef struct dm_image {
     uint8_t *pixels; /* height * width * channels bytes */
 } dm_image;
 
-/* Decode a PNG, JPEG, BMP, GIF (first frame), TGA or PNM (binary PGM/PPM)
- * file into `channels` channels (1 or 3), giving the pixels PIL's open and
+/* Decode a PNG, JPEG, WebP (an animation's first frame), BMP, GIF (first
+ * frame), TGA or PNM (binary PGM/PPM) file into `channels` channels (1 or 3), giving the pixels PIL's open and
  * convert("RGB") or convert("L") give.  Alpha is dropped (a GIF's
  * transparent pixels show their palette colour); colour becomes grey as
  * PIL's convert("L") computes it, grey becomes RGB by repetition.  Free the
