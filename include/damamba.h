@@ -448,8 +448,9 @@ DM_API dm_status dm_image_load_memory(const void *data, size_t size,
  * files with an EXIF orientation tag, which OpenCV applies and PIL ignores;
  * on CMYK JPEGs, converted to RGB with each one's arithmetic (up to 2
  * levels apart); on 16-bit grey PNGs, whose samples OpenCV takes the high
- * byte of and Pillow clips at 255; and on 16-bit BMPs, whose 5-bit fields
- * OpenCV shifts and Pillow scales. */
+ * byte of and Pillow clips at 255; on 16-bit BMPs, whose 5-bit fields
+ * OpenCV shifts and Pillow scales; and on damaged WebPs, refused or
+ * decoded as each reference's call into libwebp does. */
 typedef enum dm_image_convention {
     DM_IMAGE_PIL,    /* PIL's open and convert: the classifier's evaluation
                         transform (dm_image_load) */

@@ -110,6 +110,26 @@ START_TEST(webp_matches_pillow)
 }
 END_TEST
 
+/* Each convention calls libwebp as its reference does, and they part on
+ * damaged files: an EXIF chunk cut short after the image data fails
+ * Pillow's container parse, while OpenCV decodes the image data alone
+ * (tests/fixtures/make_webp_fixtures.py). */
+START_TEST(webp_damage_as_each_reference)
+{
+    const char *path = test_fixture_path("webp/metadata_cut.webp");
+    dm_image got, want;
+    ck_assert_int_eq(dm_image_load_as(path, 3, DM_IMAGE_PIL, &got), DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), "WebP") != NULL, "%s", dm_last_error());
+    ck_assert_ptr_null(got.pixels);
+    printf("metadata cut, PIL's convention: %s\n", dm_last_error());
+    ck_assert_msg(dm_image_load_as(path, 3, DM_IMAGE_OPENCV, &got) == DM_OK, "%s", dm_last_error());
+    load_path(test_fixture_path("webp/metadata_cut_whole_pillow.png"), 3, &want);
+    expect_same_pixels("webp/metadata_cut.webp", &got, &want);
+    dm_image_free(&got);
+    dm_image_free(&want);
+}
+END_TEST
+
 /* A WebP cut anywhere is refused, naming WebP, as Pillow refuses it; so is
  * a canvas over the pixel limit, before anything is decoded. */
 START_TEST(webp_hostile)
@@ -271,6 +291,7 @@ int main(void)
     tcase_add_test(tc, jpeg_hostile);
     tcase_add_loop_test(tc, webp_matches_pillow, 0, 4);
     tcase_add_test(tc, webp_hostile);
+    tcase_add_test(tc, webp_damage_as_each_reference);
     tcase_add_loop_test(tc, resize_matches_opencv, 0, 4);
     tcase_add_test(tc, resize_by_hand);
     tcase_add_loop_test(tc, transform_matches_mmseg, 0, 4);

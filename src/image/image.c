@@ -244,7 +244,7 @@ dm_status dm_image_load_memory_within(const void *data, size_t size, int channel
     if (dm_is_jpeg(data, size) || dm_is_webp(data, size)) {
         dm_image image;
         dm_status st = dm_is_jpeg(data, size) ? dm_jpeg_decode(data, size, max_pixels, opencv, &image, &orientation)
-                                              : dm_webp_decode(data, size, max_pixels, &image);
+                                              : dm_webp_decode(data, size, max_pixels, opencv, &image);
         if (st) return st;
         decoded = image.pixels;
         w = image.width;

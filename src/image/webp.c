@@ -1,8 +1,11 @@
 /* webp.c - libwebp behind the library's error conventions, at its default
- * settings.  Pillow reads every WebP through libwebp's animation decoder,
- * OpenCV through WebPDecode: for a still image the two give the same
- * pixels and refuse the same files, so stills take the shorter way; the
- * first frame of an animation lands on a transparent black canvas. */
+ * settings, called as each reference calls it.  Pillow reads every WebP
+ * through libwebp's animation decoder, which parses the whole container
+ * and decodes the frame's chunks alone; OpenCV a still image through
+ * WebPDecode on the whole file.  Whole files give the same pixels either
+ * way, but the two differ on damaged ones: a metadata chunk cut short
+ * after the image is refused by the first and ignored by the second, and
+ * a corrupt end of the bitstream can fail one and pass the other. */
 #include "webp.h"
 
 #include <stdlib.h>
@@ -31,8 +34,8 @@ static const char *status_reason(VP8StatusCode status)
     }
 }
 
-/* A still image, decoded straight into RGB.  WebPDecode refuses a file
- * cut short as the animation decoder does (the RIFF size is checked). */
+/* A still image through WebPDecode, straight into RGB, as OpenCV 4.6
+ * decodes it. */
 static dm_status decode_still(const void *data, size_t size, uint8_t *rgb, int width, int height)
 {
     WebPDecoderConfig config;
@@ -51,8 +54,9 @@ static dm_status decode_still(const void *data, size_t size, uint8_t *rgb, int w
     return dm_fail(DM_ERR_FORMAT, "cannot decode WebP: %s", status_reason(status));
 }
 
-/* The first frame of an animation on its canvas, through libwebp's
- * animation decoder as Pillow reads it, alpha then dropped. */
+/* Through libwebp's animation decoder, as Pillow reads any WebP: the
+ * first frame on its canvas (a still image's frame covers it), alpha then
+ * dropped. */
 static dm_status decode_animation(const void *data, size_t size, uint8_t *rgb, int width, int height)
 {
     WebPAnimDecoderOptions options;
@@ -87,12 +91,12 @@ static dm_status decode_animation(const void *data, size_t size, uint8_t *rgb, i
     return st;
 }
 
-/* The RGB image, and in libwebp an animation's canvas twice (4 bytes a
- * pixel each: it keeps the previous one) or a lossless frame's pixels and
- * cache: 16 bytes a pixel. */
+/* The RGB image, and in libwebp the animation decoder's canvas twice (4
+ * bytes a pixel each: it keeps the previous one) or a lossless frame's
+ * pixels and cache: 16 bytes a pixel. */
 enum { DECODE_BYTES_PER_PIXEL = 16 };
 
-dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, dm_image *out)
+dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, int opencv, dm_image *out)
 {
     *out = (dm_image){0};
     WebPBitstreamFeatures features;
@@ -109,10 +113,10 @@ dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, dm_i
     uint8_t *pixels = malloc((size_t)w * h * 3);
     if (!pixels)
         st = dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
-    else if (features.has_animation)
-        st = decode_animation(data, size, pixels, w, h);
-    else
+    else if (opencv && !features.has_animation)
         st = decode_still(data, size, pixels, w, h);
+    else /* OpenCV 4.6 reads no animation: it decodes as Pillow shows it */
+        st = decode_animation(data, size, pixels, w, h);
     dm_decode_memory_give(need);
     if (st) {
         free(pixels);
