@@ -7,9 +7,9 @@
 # matching version), libstb-dev, libjpeg62-turbo-dev and libwebp-dev.
 # Work goes to build-fuzz/ (or $FUZZ_DIR): corpora grow there across runs;
 # inputs that fail land in build-fuzz/artifacts/TARGET/, and a failure
-# prints the end of the target's log and the failing input in base64.  Exits non-zero when a
-# target finds a crash, a leak, a hang (over 10 s) or an allocation over
-# 512 MB.
+# prints the end of the target's log and the failing input in base64.
+# Exits non-zero when a target finds a crash, a leak, a hang (over 10 s)
+# or an allocation over 512 MB.
 set -eu
 seconds=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
