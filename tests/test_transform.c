@@ -130,20 +130,29 @@ START_TEST(webp_damage_as_each_reference)
 }
 END_TEST
 
-/* A WebP cut anywhere is refused, naming WebP, as Pillow refuses it; so is
- * a canvas over the pixel limit, before anything is decoded. */
+/* A WebP cut anywhere is refused in both conventions, naming WebP, as
+ * Pillow refuses it (a still and an animation); so is a canvas over the
+ * pixel limit, before anything is decoded. */
 START_TEST(webp_hostile)
 {
+    static const char *names[] = {"webp/lossy_alpha.webp", "webp/animated.webp"};
     size_t size;
-    uint8_t *buf = test_read_path(test_fixture_path("webp/animated.webp"), &size);
+    uint8_t *buf;
     dm_image img;
-    for (size_t n = 12; n < size; n++) {
-        ck_assert_int_eq(dm_image_load_memory(buf, n, 3, &img), DM_ERR_FORMAT);
-        ck_assert_msg(strstr(dm_last_error(), "WebP") != NULL, "cut at %zu: %s", n, dm_last_error());
-        ck_assert_ptr_null(img.pixels);
+    for (int i = 0; i < 2; i++) {
+        buf = test_read_path(test_fixture_path(names[i]), &size);
+        for (int opencv = 0; opencv <= 1; opencv++)
+            for (size_t n = 12; n < size; n++) {
+                dm_status st = dm_image_load_memory_as(buf, n, 3, opencv ? DM_IMAGE_OPENCV : DM_IMAGE_PIL, &img);
+                ck_assert_int_eq(st, DM_ERR_FORMAT);
+                ck_assert_msg(strstr(dm_last_error(), "WebP") != NULL, "%s cut at %zu: %s", names[i], n,
+                              dm_last_error());
+                ck_assert_ptr_null(img.pixels);
+            }
+        dm_image_load_memory(buf, size / 2, 3, &img);
+        printf("%s cut at %zu of %zu bytes: %s\n", names[i], size / 2, size, dm_last_error());
+        if (i == 0) free(buf); /* the animation's is kept: its VP8X header is rewritten below */
     }
-    dm_image_load_memory(buf, size / 2, 3, &img);
-    printf("WebP cut at %zu of %zu bytes: %s\n", size / 2, size, dm_last_error());
     /* VP8X's canvas, 24-bit width and height less one: 12,000 x 9,000. */
     ck_assert(memcmp(buf + 12, "VP8X", 4) == 0);
     const unsigned w = 12000 - 1, h = 9000 - 1;
