@@ -63,6 +63,8 @@ START_TEST(other_files_named)
     static const struct { const char *bytes; size_t size; const char *message; } cases[] = {
         {BYTES("\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), "a PNG image, not a model"},
         {BYTES("\xff\xd8\xff\xe0\0\x10JFIF"), "a JPEG image, not a model"},
+        {BYTES("RIFF\x1a\0\0\0WEBPVP8L\x0d\0\0\0\x2f"), "a WebP image, not a model"},
+        {BYTES("RIFF\x1a\0\0\0WAVEfmt "), "not a model file: neither a .pth checkpoint"},
         {BYTES("# README\n\nSome text.\n"), "not a model file: neither a .pth checkpoint"},
     };
 #undef BYTES

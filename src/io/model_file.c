@@ -18,11 +18,16 @@ dm_status dm_model_file_parse(const void *buf, size_t size, int use_ema, dm_tens
         return dm_fail(DM_ERR_UNSUPPORTED, "a legacy (before PyTorch 1.6) checkpoint; re-save it with a newer torch.save");
     if (use_ema) return dm_fail(DM_ERR_ARGUMENT, "the EMA weights exist only in .pth training checkpoints");
     /* an image given where the model goes is a common slip: say so */
-    static const struct { const char *magic, *what; } images[] = {
-        {"\x89PNG", "a PNG image"}, {"\xff\xd8\xff", "a JPEG image"}, {"GIF8", "a GIF image"}};
-    for (size_t i = 0; i < sizeof images / sizeof images[0]; i++)
-        if (size >= strlen(images[i].magic) && memcmp(buf, images[i].magic, strlen(images[i].magic)) == 0)
+    static const struct { const char *magic, *form, *what; } images[] = { /* form: the RIFF form at byte 8 */
+        {"\x89PNG", NULL, "a PNG image"}, {"\xff\xd8\xff", NULL, "a JPEG image"}, {"GIF8", NULL, "a GIF image"},
+        {"RIFF", "WEBP", "a WebP image"}};
+    const char *bytes = buf;
+    for (size_t i = 0; i < sizeof images / sizeof images[0]; i++) {
+        size_t n = strlen(images[i].magic);
+        if (size >= n && memcmp(bytes, images[i].magic, n) == 0 &&
+            (!images[i].form || (size >= 12 && memcmp(bytes + 8, images[i].form, 4) == 0)))
             return dm_fail(DM_ERR_FORMAT, "%s, not a model (a .pth checkpoint or a safetensors file)", images[i].what);
+    }
     if (!dm_safetensors_plausible(buf, size))
         return dm_fail(DM_ERR_FORMAT, "not a model file: neither a .pth checkpoint (a zip archive) nor safetensors "
                                       "(a JSON header after an 8-byte length)");
