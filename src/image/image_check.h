@@ -51,7 +51,8 @@ dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels);
 void dm_decode_memory_take(size_t bytes);
 void dm_decode_memory_give(size_t bytes);
 
-/* The byte stb_image's allocations are filled with (0).  The fuzz target
+/* The byte stb_image's allocations, and the buffer WebPDecode writes,
+ * are filled with (0).  The fuzz target
  * decodes each input under two fills: a pixel that differs depends on
  * memory the decoder never wrote. */
 extern unsigned char dm_image_alloc_fill;

@@ -113,8 +113,8 @@ dm_status dm_webp_decode(const void *data, size_t size, int64_t max_pixels, int 
     uint8_t *pixels = malloc((size_t)w * h * 3);
     if (!pixels)
         st = dm_fail(DM_ERR_NOMEM, "out of memory for a %d x %d image", w, h);
-    else if (opencv && !features.has_animation)
-        st = decode_still(data, size, pixels, w, h);
+    else if (opencv && !features.has_animation) /* filled first, as stb_image's buffers are */
+        st = decode_still(data, size, memset(pixels, dm_image_alloc_fill, (size_t)w * h * 3), w, h);
     else /* OpenCV 4.6 reads no animation: it decodes as Pillow shows it */
         st = decode_animation(data, size, pixels, w, h);
     dm_decode_memory_give(need);
