@@ -52,9 +52,8 @@ void dm_decode_memory_take(size_t bytes);
 void dm_decode_memory_give(size_t bytes);
 
 /* The byte stb_image's allocations, and the buffer WebPDecode writes,
- * are filled with (0).  The fuzz target
- * decodes each input under two fills: a pixel that differs depends on
- * memory the decoder never wrote. */
+ * are filled with (0).  The fuzz target decodes each input under two
+ * fills: a pixel that differs depends on memory the decoder never wrote. */
 extern unsigned char dm_image_alloc_fill;
 
 #endif
