@@ -576,7 +576,9 @@ typedef enum dm_seg_mode {
 typedef struct dm_seg_options {
     dm_seg_mode mode;
     int crop_h, crop_w;     /* slide: window size (ADE20K: 512 x 512) */
-    int stride_h, stride_w; /* slide: window step (ADE20K: 341 x 341) */
+    int stride_h, stride_w; /* slide: window step (ADE20K: 341 x 341); a
+                             * stride longer than its crop is refused
+                             * where it leaves pixels between windows */
     /* dm_segment_image only: mmseg's multi-scale + flip test (ratios 0.5,
      * 0.75, 1, 1.25, 1.5, 1.75, each also flipped; softmax outputs
      * averaged) instead of the transform's own ratio and flip. */

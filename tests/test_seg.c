@@ -291,6 +291,43 @@ START_TEST(bad_requests)
 }
 END_TEST
 
+/* Strides longer than the crop: refused where they leave pixels between
+ * windows (mmseg asserts every pixel is covered), else the same windows as
+ * the stride that places them, even a stride whose window ends would
+ * overflow an int. */
+START_TEST(slide_strides)
+{
+    dm_model *m = load_micro();
+    enum { H = 32, W = 32 };
+    float *input = malloc(sizeof(float) * 3 * H * W), *want = malloc(sizeof(float) * K * H * W),
+          *got = malloc(sizeof(float) * K * H * W);
+    for (int i = 0; i < 3 * H * W; i++) input[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    dm_workspace *ws = make_workspace(m, 16, 16);
+    dm_seg_outputs out = {.seg_logits = want};
+    dm_seg_options o = {.mode = DM_SEG_SLIDE, .crop_h = 16, .crop_w = 16, .stride_h = 16, .stride_w = 16};
+    ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &out) == DM_OK, "%s", dm_last_error());
+    out.seg_logits = got;
+    const int same_windows[] = {17, 1000, 2147483647};
+    for (int i = 0; i < 3; i++) {
+        o.stride_h = o.stride_w = same_windows[i];
+        ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &out) == DM_OK, "%s", dm_last_error());
+        ck_assert_mem_eq(got, want, sizeof(float) * K * H * W);
+    }
+    /* 8 x 8 windows 12 apart: rows 8 to 12 and 20 to 24 are in none */
+    dm_workspace *small = make_workspace(m, 8, 8);
+    o = (dm_seg_options){.mode = DM_SEG_SLIDE, .crop_h = 8, .crop_w = 8, .stride_h = 8, .stride_w = 12};
+    ck_assert_int_eq(dm_segment(m, small, input, 1, H, W, &o, &out), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "uncovered"));
+    o.stride_w = 8;
+    ck_assert_msg(dm_segment(m, small, input, 1, H, W, &o, &out) == DM_OK, "%s", dm_last_error());
+    for (int i = 0; i < K * H * W; i++) ck_assert(isfinite(got[i]));
+    dm_workspace_free(small);
+    dm_workspace_free(ws);
+    free(input), free(want), free(got);
+    dm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     if (!test_isa_runs()) return 77; /* a DAMAMBA_ISA this machine lacks */
@@ -310,6 +347,7 @@ int main(void)
     tcase_add_test(tc, safetensors_checkpoint);
     tcase_add_test(tc, palettes_read_or_refused);
     tcase_add_test(tc, bad_requests);
+    tcase_add_test(tc, slide_strides);
     suite_add_tcase(s, tc);
     /* the CUDA runtime does not survive a fork once initialized */
     return backend == DM_BACKEND_CUDA ? test_run_in_process(s) : test_run(s);

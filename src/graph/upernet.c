@@ -261,6 +261,31 @@ static dm_status infer_whole(const host *hx, dm_workspace *ws, const dm_model *p
     return st;
 }
 
+/* The end of window i of a slide along an axis of `size` pixels: the
+ * crop's end, or the input's where the window reaches past it (the
+ * window then moves back inside). */
+static int window_end(int i, int size, int crop, int stride)
+{
+    long long end = (long long)i * stride + crop;
+    return end < size ? (int)end : size;
+}
+
+/* How many windows a slide along an axis of `size` pixels takes, counted as
+ * mmseg's slide_inference counts them; 0 when they leave a pixel between
+ * them uncovered (a stride longer than the crop), which mmseg asserts
+ * never happens. */
+static int slide_windows(int size, int crop, int stride)
+{
+    long long span = (long long)size - crop + stride - 1;
+    int count = (int)((span > 0 ? span : 0) / stride + 1), window = crop < size ? crop : size, covered = 0;
+    for (int i = 0; i < count; i++) {
+        int end = window_end(i, size, crop, stride);
+        if (end - window > covered) return 0;
+        covered = end;
+    }
+    return count;
+}
+
 /* Sliding-window inference as mmseg's slide_inference: windows of the crop
  * size clipped to the input, the last of each axis moved back inside it;
  * each window's logits (resized to the window) are summed and divided by
@@ -270,15 +295,19 @@ static dm_status infer_slide(const host *hx, dm_workspace *ws, const dm_model *p
 {
     int K = params->config.seg_classes, C = params->config.in_chans, wh, ww;
     network_size(o, h, w, &wh, &ww);
-    int rows = (h - o->crop_h + o->stride_h - 1 > 0 ? h - o->crop_h + o->stride_h - 1 : 0) / o->stride_h + 1;
-    int cols = (w - o->crop_w + o->stride_w - 1 > 0 ? w - o->crop_w + o->stride_w - 1 : 0) / o->stride_w + 1;
+    int rows = slide_windows(h, o->crop_h, o->stride_h), cols = slide_windows(w, o->crop_w, o->stride_w);
+    if (!rows || !cols)
+        return dm_fail(DM_ERR_ARGUMENT,
+                       "slide mode: %d x %d windows %d x %d apart leave pixels of the %d x %d input uncovered "
+                       "(a stride may exceed its crop only where the windows still meet)",
+                       o->crop_h, o->crop_w, o->stride_h, o->stride_w, h, w);
     memset(logits, 0, sizeof(float) * n * h * w * K);
     memset(s->count, 0, sizeof(int) * h * w);
     dm_status st = DM_OK;
     for (int r = 0; r < rows && !st; r++)
         for (int q = 0; q < cols && !st; q++) {
-            int y2 = r * o->stride_h + o->crop_h < h ? r * o->stride_h + o->crop_h : h, y1 = y2 - wh;
-            int x2 = q * o->stride_w + o->crop_w < w ? q * o->stride_w + o->crop_w : w, x1 = x2 - ww;
+            int y2 = window_end(r, h, o->crop_h, o->stride_h), y1 = y2 - wh;
+            int x2 = window_end(q, w, o->crop_w, o->stride_w), x1 = x2 - ww;
             for (int p = 0; p < n * C; p++)
                 for (int y = 0; y < wh; y++)
                     memcpy(s->crop + ((size_t)p * wh + y) * ww, input + ((size_t)p * h + y1 + y) * w + x1,
