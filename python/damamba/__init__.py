@@ -206,6 +206,8 @@ def preprocess(image: PathLike | np.ndarray, settings: PreprocessSettings | None
         image = image[:, :, None]
     if image.ndim != 3 or image.dtype != np.uint8 or image.shape[2] not in (1, 3):
         raise ValueError(f"an image must be an H x W x 1 or 3 uint8 array, got {image.dtype} {image.shape}")
+    if max(image.shape[:2]) > _INT_MAX:
+        raise ValueError(f"image shape {image.shape} has a size over {_INT_MAX}")
     image = np.ascontiguousarray(image)
     height, width, channels = image.shape
     c_image = _lib.Image(width, height, channels, image.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)))
@@ -225,9 +227,12 @@ def library_version() -> str:
 
 def softmax(logits: Any) -> np.ndarray:
     """Probabilities of one image's logits (a vector), computed in float64."""
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    logits = np.asarray(logits)
     if logits.ndim != 1:
         raise ValueError(f"softmax takes one image's logits (a vector), got shape {logits.shape}")
+    if logits.size > _INT_MAX:
+        raise ValueError(f"softmax takes at most {_INT_MAX} logits, got {logits.size}")
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
     probs = np.empty_like(logits)
     check(lib.dm_softmax(as_float_pointer(logits), logits.size, as_float_pointer(probs)))
     return probs

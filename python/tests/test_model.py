@@ -161,6 +161,16 @@ def test_arguments_a_c_call_cannot_hold_are_refused(micro: damamba.Model, tmp_pa
                                                                          std=(0.5,) * 5))
     with pytest.raises(ValueError, match="input shape .* has a size over"):
         micro.forward(np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 3, 2**31, 0), (0, 0, 0, 0)))
+    # views of one element repeated: nothing that size is ever allocated
+    for shape in ((1, 2**32 + 30), (2**32 + 20, 1)):
+        wide = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape, (0, 0))
+        with pytest.raises(ValueError, match="image shape .* has a size over"):
+            damamba.preprocess(wide, settings)
+    many = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**32 + 3,), (0,))
+    with pytest.raises(ValueError, match=f"softmax takes at most {2**31 - 1} logits, got {2**32 + 3}"):
+        damamba.softmax(many)
+    with pytest.raises(ValueError, match="softmax takes at most"):
+        damamba.top_k(many, 2)
     # a NUL inside a path names another file, so nothing is opened
     with pytest.raises(ValueError, match="path contains a NUL character"):
         damamba.load_image(path + "\0.jpg")
