@@ -112,7 +112,8 @@ typedef struct dm_config {
 typedef struct dm_load_options {
     size_t size; /* sizeof(dm_load_options) */
     /* .pth training checkpoints: take 'model_ema' instead of 'model'.
-     * Safetensors files hold one set of weights and ignore it. */
+     * Safetensors files hold one set of weights: asking one for its EMA
+     * weights is refused (DM_ERR_ARGUMENT). */
     int use_ema;
 } dm_load_options;
 #define DM_LOAD_OPTIONS_INIT {.size = sizeof(dm_load_options)}

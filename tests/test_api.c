@@ -252,6 +252,11 @@ START_TEST(buffer_load_selects_ema)
     dm_model_free(from_memory);
     dm_model_free(from_file);
     dm_model_free(plain);
+    /* a safetensors file has no EMA weights to give */
+    dm_model *none = (dm_model *)&ema;
+    ck_assert_int_eq(dm_model_load(test_path("micro.safetensors"), &ema, &none), DM_ERR_ARGUMENT);
+    ck_assert_ptr_null(none);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "EMA weights exist only in .pth training checkpoints"));
 }
 END_TEST
 
