@@ -206,7 +206,7 @@ head -c 400 "$tmp/feats/sneaker.safetensors" |
 cmp -s "$tmp/feats/bag.safetensors" "$tmp/feats/coat.safetensors" && fail "features -d: bag and coat alike"
 echo "$samples/bag.png" | "$damamba" features -q -d "$tmp/feats2" @- "$samples/bag.png" 2>"$tmp/err.txt"
 [ $? -eq 1 ] || fail "features -d with two images named bag did not exit 1"
-grep -q "the output $tmp/feats2/bag.safetensors was written for an earlier image of this run" "$tmp/err.txt" ||
+grep -q "the output $tmp/feats2/bag.safetensors is already an output of this run" "$tmp/err.txt" ||
     fail "features -d: no error for the second bag"
 expect 2 "-o takes one image; -d DIR takes several" "$damamba" features -o "$tmp/x.safetensors" "$samples/bag.png" \
     "$samples/coat.png"
@@ -366,6 +366,13 @@ cp "$tmp/own/ann.json" "$tmp/own/ann_kept.json"
 expect 2 "the output $tmp/own/ann.json is one of this run's inputs" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
     --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/ann.json" "$tmp/own/src/x.png"
 cmp -s "$tmp/own/ann.json" "$tmp/own/ann_kept.json" || fail "--coco-results replaced the annotation file"
+# An output spelled two ways is still one file: the drawing is refused
+# where the results go.
+mkdir -p "$tmp/own/drawn"
+expect 1 "x.png: the output $tmp/own/drawn/x.png is already an output of this run" "$damamba" detect -q \
+    -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/own/drawn" --coco-annotations "$tmp/own/ann.json" \
+    --coco-results "$tmp/own/drawn//x.png" "$tmp/own/src/x.png"
+[ -e "$tmp/own/drawn/x.png" ] && fail "detect wrote its drawing or its results where the other goes"
 # An image read from standard input is an input too.
 expect 2 "the output is the input file -" sh -c '"$1" preprocess - -o "$2" <"$2"' sh "$damamba" "$tmp/own/kept.png"
 cmp -s "$tmp/own/kept.png" "$tmp/own/out/x.png" || fail "preprocess - -o replaced the file on standard input"

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -619,6 +620,26 @@ int cli_outputs_init(cli_outputs *o, const cli_files *images, char *const *args,
     return 1;
 }
 
+/* What names the file an output path will be, though it need not exist
+ * yet: its directory's device and inode and its name there, so that
+ * "d//a.png", "./d/a.png" and a name through a link to d agree.  The path
+ * itself when its directory cannot be read (writing it fails anyway);
+ * NULL when out of memory. */
+static char *output_key(const char *path)
+{
+    const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+    char *dir = slash ? strndup(path, slash > path ? (size_t)(slash - path) : 1) : strdup(".");
+    if (!dir) return NULL;
+    struct stat st;
+    int found = stat(dir, &st) == 0;
+    free(dir);
+    if (!found) return strdup(path);
+    size_t size = strlen(name) + 2 * sizeof(uintmax_t) * 2 + 3;
+    char *key = malloc(size);
+    if (key) snprintf(key, size, "%jx:%jx/%s", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino, name);
+    return key;
+}
+
 int cli_outputs_claim(cli_outputs *o, const char *input, const char *path)
 {
     struct stat st;
@@ -627,15 +648,21 @@ int cli_outputs_claim(cli_outputs *o, const char *input, const char *path)
         cli_error("%s: the output %s is one of this run's inputs", input, path);
         return 0;
     }
-    /* the first written path not before path, where path goes */
+    char *key = output_key(path);
+    if (!key) {
+        cli_error("out of memory");
+        return 0;
+    }
+    /* the first written key not before this one, where it goes */
     size_t lo = 0, hi = o->written_count;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (strcmp(o->written[mid], path) < 0) lo = mid + 1;
+        if (strcmp(o->written[mid], key) < 0) lo = mid + 1;
         else hi = mid;
     }
-    if (lo < o->written_count && !strcmp(o->written[lo], path)) {
-        cli_error("%s: the output %s was written for an earlier image of this run", input, path);
+    if (lo < o->written_count && !strcmp(o->written[lo], key)) {
+        cli_error("%s: the output %s is already an output of this run", input, path);
+        free(key);
         return 0;
     }
     if (o->written_count == o->written_cap) {
@@ -643,17 +670,13 @@ int cli_outputs_claim(cli_outputs *o, const char *input, const char *path)
         char **grown = realloc(o->written, sizeof *grown * cap);
         if (!grown) {
             cli_error("out of memory");
+            free(key);
             return 0;
         }
         o->written = grown, o->written_cap = cap;
     }
-    char *copy = strdup(path);
-    if (!copy) {
-        cli_error("out of memory");
-        return 0;
-    }
     memmove(o->written + lo + 1, o->written + lo, sizeof *o->written * (o->written_count - lo));
-    o->written[lo] = copy;
+    o->written[lo] = key;
     o->written_count++;
     return 1;
 }

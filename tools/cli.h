@@ -183,7 +183,7 @@ void cli_files_free(cli_files *files);
 typedef struct cli_outputs {
     cli_file_id *inputs; /* device and inode, sorted */
     size_t input_count;
-    char **written; /* sorted */
+    char **written; /* what names each written file (directory and name), sorted */
     size_t written_count, written_cap;
 } cli_outputs;
 
