@@ -147,11 +147,18 @@ for source in "@$tmp/nul_list.txt" @-; do
     grep -q "line 2 holds a NUL byte" "$tmp/err.txt" || fail "classify $source: $(cat "$tmp/err.txt")"
     [ "$(grep -c '"top"' "$tmp/nul.json")" -eq 2 ] || fail "classify $source: not the 2 other images"
 done
-for source in @/dev/zero @-; do
-    timeout 60 "$damamba" classify "$source" </dev/zero >/dev/null 2>"$tmp/err.txt"
-    [ $? -eq 1 ] || fail "classify $source of /dev/zero did not fail"
-    grep -q "line 1 is longer than any file name" "$tmp/err.txt" || fail "classify $source: $(cat "$tmp/err.txt")"
+timeout 60 "$damamba" classify @- </dev/zero >/dev/null 2>"$tmp/err.txt"
+[ $? -eq 1 ] || fail "classify @- of /dev/zero did not fail"
+grep -q "line 1 is longer than any file name" "$tmp/err.txt" || fail "classify @- of /dev/zero: $(cat "$tmp/err.txt")"
+# A list file is read whole first: a device is refused (/dev/urandom, whose
+# short lines with NULs are each skipped, once ran on and on), a pipe read.
+for device in /dev/zero /dev/urandom; do
+    timeout 60 "$damamba" classify "@$device" >/dev/null 2>"$tmp/err.txt"
+    [ $? -eq 1 ] || fail "classify @$device did not fail"
+    grep -q "$device: a list must be a regular file or a pipe" "$tmp/err.txt" ||
+        fail "classify @$device: $(cat "$tmp/err.txt")"
 done
+ls "$samples"/bag.png | "$damamba" classify --json @/dev/stdin | grep -qc '"top"' || fail "a list that is a pipe"
 
 # A folder walk takes WebP files, in any case.
 mkdir -p "$tmp/webp_walk"

@@ -545,6 +545,19 @@ static int add_list(cli_files *f, const char *list)
         cli_error("%s: cannot open list: %s", list, strerror(errno));
         return 0;
     }
+    /* A list is read whole before any image: a device such as /dev/urandom
+     * would fill the memory; a pipe (@<(find ...)) ends with its writer. */
+    struct stat sb;
+    const char *refused = fstat(fd, &sb) != 0 ? strerror(errno)
+                          : S_ISDIR(sb.st_mode) ? "cannot read list: Is a directory"
+                          : !S_ISREG(sb.st_mode) && !S_ISFIFO(sb.st_mode)
+                              ? "a list must be a regular file or a pipe (@- reads standard input)"
+                              : NULL;
+    if (refused) {
+        cli_error("%s: %s", list, refused);
+        close(fd);
+        return 0;
+    }
     cli_line_reader r = {.fd = fd, .name = list};
     int ok = 1;
     for (char *line; ok && (line = read_line(&r));) {
