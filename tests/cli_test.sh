@@ -446,6 +446,21 @@ open(sys.argv[2], "wb").write(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
 PY
 expect 2 "the model's preprocessing crops 30000 x 30000 pixels, over the limit" \
     "$damamba" classify -m "$tmp/big_crop.safetensors" "$samples/bag.png"
+# A scan map whose picture is over what the PNG writer can count is refused
+# before anything is drawn or written (it overflowed the writer's int).
+python3 - "$golden/micro.safetensors" "$tmp/m448.safetensors" <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+header.setdefault("__metadata__", {})["preprocess"] = json.dumps(
+    {"resize": 448, "crop": 448, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3})
+raw = json.dumps(header).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+PY
+expect 1 "the model sees 448x448 pixels: at --scale 64 the picture would have 822083584, over the" \
+    "$damamba" scanmap -m "$tmp/m448.safetensors" --scale 64 "$golden/chelsea.png" -o "$tmp/huge_map.png"
+[ -e "$tmp/huge_map.png" ] && fail "scanmap left a file for a picture it refused"
 # A model of NaNs (every float weight): its JSON still parses, the
 # probabilities and positions it has none for written as null.
 python3 - "$golden/micro.safetensors" "$tmp/nan.safetensors" <<'PY'

@@ -127,6 +127,12 @@ int cmd_scanmap(int argc, char **argv)
         rc = write_json(stdout, image_path, &map, h, w, group, stride) ? 1 : 0;
         goto done;
     }
+    if (!scale) scale = (512 + (h > w ? h : w) - 1) / (h > w ? h : w);
+    if (!json && (double)w * scale * h * scale > CANVAS_MAX_PIXELS) {
+        cli_error("the model sees %dx%d pixels: at --scale %d the picture would have %.0f, over the %d a PNG here "
+                  "may have", w, h, scale, (double)w * scale * h * scale, CANVAS_MAX_PIXELS);
+        goto done;
+    }
     dm_outfile out;
     if (dm_outfile_open(out_path, &out) != DM_OK) {
         cli_error("%s", dm_last_error());
@@ -140,12 +146,11 @@ int cmd_scanmap(int argc, char **argv)
         for (int ch = 0; ch < pre.channels; ch++)
             for (int i = 0; i < h * w; i++)
                 input[(size_t)ch * h * w + i] = input[(size_t)ch * h * w + i] * pre.std[ch] + pre.mean[ch];
-        if (!scale) scale = (512 + (h > w ? h : w) - 1) / (h > w ? h : w);
         if (scanmap_draw(&map, input, pre.channels, h, w, scale, group, stride, arrows, &cv)) {
-            cli_error("out of memory for a %dx%d picture", w * scale, h * scale);
+            cli_error("out of memory for a %lldx%lld picture", (long long)w * scale, (long long)h * scale);
             drawn = 0;
         } else if (canvas_write_png(&cv, out.f)) {
-            cli_error("out of memory encoding a %dx%d PNG", w * scale, h * scale);
+            cli_error("out of memory encoding a %lldx%lld PNG", (long long)w * scale, (long long)h * scale);
             drawn = 0;
         }
     }

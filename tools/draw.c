@@ -10,7 +10,7 @@ int canvas_init(canvas *c, int width, int height)
 {
     c->width = width;
     c->height = height;
-    c->rgb = calloc((size_t)width * height, 3);
+    c->rgb = (size_t)width * height <= CANVAS_MAX_PIXELS ? calloc((size_t)width * height, 3) : NULL;
     return c->rgb ? 0 : -1;
 }
 

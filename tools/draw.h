@@ -3,6 +3,7 @@
 #ifndef DM_DRAW_H
 #define DM_DRAW_H
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -15,7 +16,11 @@ typedef struct colour {
     uint8_t r, g, b;
 } colour;
 
-/* 0 on success, -1 when out of memory. */
+/* The most pixels a canvas holds: the PNG writer counts the bytes of its
+ * rows (3 a pixel, 1 a row more) in an int. */
+#define CANVAS_MAX_PIXELS (INT_MAX / 4)
+
+/* 0 on success, -1 when out of memory or over CANVAS_MAX_PIXELS. */
 int canvas_init(canvas *c, int width, int height);
 void canvas_free(canvas *c);
 

@@ -63,7 +63,7 @@ colour scanmap_colour(int g)
 int scanmap_draw(const scanmap *map, const float *image, int channels, int h, int w, int scale, int group,
                  int stride, int arrows, canvas *out)
 {
-    if (canvas_init(out, w * scale, h * scale)) return -1;
+    if ((size_t)w * scale * h * scale > CANVAS_MAX_PIXELS || canvas_init(out, w * scale, h * scale)) return -1;
     /* the image, dimmed so the paths stand out */
     for (int y = 0; y < out->height; y++)
         for (int x = 0; x < out->width; x++) {
