@@ -406,6 +406,49 @@ try:
     except OSError:
         pass
 
+    # ------------------------- a second SIGTERM: stop now, 503 what was not run
+    # Three requests of 2000 images, one at a time: seconds of work.  A
+    # second signal ends the 30 s drain at once: the batch running ends,
+    # every request gets an answer (200 if it ran whole, else 503), and the
+    # server exits 0 well before the drain's limit.
+    hurry = Server(damamba, ["-b", "1", "-t", "1", "--max-delay-ms", "0"], f"{tmp}/hurry.log")
+    big_body = infer_json(2000, sum(tensors, []) * 400)
+    answers = [None] * 3
+
+    def big_request(i):
+        try:
+            answers[i] = hurry.request("POST", "/v2/models/damamba_fmnist/infer", big_body, timeout=60)[::2]
+        except (OSError, http.client.HTTPException) as e:
+            answers[i] = (repr(e), b"")
+
+    threads = [threading.Thread(target=big_request, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.time() + 30
+    while hurry.metrics()['damamba_images_total{model="damamba_fmnist"}'] == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    hurry.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    hurry.proc.send_signal(signal.SIGTERM)
+    rc = hurry.stop()
+    took = time.monotonic() - started
+    for thread in threads:
+        thread.join()
+    check(rc == 0, f"server exited {rc} after two SIGTERMs")
+    check(took < 10, f"two SIGTERMs took {took:.1f} s to stop the server")
+    statuses = sorted(str(a[0]) for a in answers)
+    check(all(a[0] in (200, 503) for a in answers) and 503 in [a[0] for a in answers],
+          f"requests cut short by the stop: {statuses}")
+    for status, body in answers:
+        if status == 503:
+            check(b"the server is shutting down" in body, f"503 body: {body[:200]}")
+    # The request whose images were running ran whole or was answered unrun;
+    # the others may not have been queued yet when the stop came.
+    check(any(a[0] == 200 or b"the request was not run" in a[1] for a in answers),
+          f"the request that was running: {answers}")
+    print(f"two SIGTERMs: stopped in {took:.2f} s, answers {statuses}")
+
     # ---------------------------------------------------------------- limits
     limits = Server(damamba, ["-b", "1", "--max-delay-ms", "0", "--queue", "1", "--max-body-mb", "1",
                               "--max-image-pixels", "784", "--timeout", "2", "-t", "1", "--dtype", "f16"],

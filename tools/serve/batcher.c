@@ -65,6 +65,7 @@ int serve_batcher_submit(serve_batcher *b, serve_job *job)
     job->next = NULL;
     job->taken = job->finished = 0;
     job->error = NULL;
+    job->abandoned = 0;
     job->arrival = serve_now();
     pthread_mutex_lock(&b->lock);
     int accepted = b->queued_jobs < b->queue_limit && !b->stopping;
@@ -191,11 +192,33 @@ static void run_batch(serve_batcher *b, int n)
     }
 }
 
+/* Hand back every queued request unrun (lock held, released while their
+ * done() runs): the server is stopping and will not wait for them. */
+static void abandon_queue(serve_batcher *b)
+{
+    serve_job *job = b->head;
+    b->head = b->tail = NULL;
+    b->queued_jobs = b->queued_images = 0;
+    pthread_mutex_unlock(&b->lock);
+    while (job) {
+        serve_job *next = job->next; /* done() may free the job */
+        job->abandoned = 1;
+        job->finished = job->taken = job->n; /* its earlier batches have all finished */
+        job->done(job);
+        job = next;
+    }
+    pthread_mutex_lock(&b->lock);
+}
+
 static void *worker(void *arg)
 {
     serve_batcher *b = arg;
     pthread_mutex_lock(&b->lock);
     while (wait_for_batch(b)) {
+        if (b->stopping) {
+            abandon_queue(b);
+            continue;
+        }
         int n = take_batch(b);
         pthread_mutex_unlock(&b->lock);
         run_batch(b, n);

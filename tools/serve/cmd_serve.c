@@ -19,7 +19,8 @@ static const char serve_usage[] =
     "with Triton's binary tensor extension), plus POST /v1/classify for an image\n"
     "body and GET /metrics for Prometheus.  Requests that arrive together run as\n"
     "one batch.  SIGTERM or SIGINT stops accepting connections, finishes the\n"
-    "requests in flight (for up to 30 s) and exits 0.\n"
+    "requests in flight (for up to 30 s, or until a second signal), answers\n"
+    "503 to those it has not started and exits 0.\n"
     "\n"
     "  -m, --model [NAME=]FILE  serve FILE as NAME (default: the file name without\n"
     "                           its extension); repeat for more models; default: the\n"
@@ -267,7 +268,7 @@ int cmd_serve(int argc, char **argv)
         char signo = 0;
         while (read(stop_pipe[0], &signo, 1) < 0 && errno == EINTR) continue;
         fprintf(stderr, "damamba serve: %s: finishing the requests in flight\n", strsignal(signo));
-        serve_http_stop(&s, DRAIN_SECONDS);
+        serve_http_stop(&s, DRAIN_SECONDS, stop_pipe[0]);
         fprintf(stderr, "damamba serve: stopped\n");
         rc = 0;
     }

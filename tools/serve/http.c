@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,6 +309,8 @@ static int write_classification(request_ctx *ctx, FILE *out)
 static enum MHD_Result finish_inference(request_ctx *ctx)
 {
     serve_request *r = &ctx->req;
+    if (r->job.abandoned)
+        return reply_error(ctx, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is shutting down; the request was not run");
     if (r->job.error) return reply_error(ctx, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", r->job.error);
     if (ctx->endpoint == SERVE_EP_CLASSIFY) {
         return reply_written(ctx, "application/json", write_classification);
@@ -498,30 +501,42 @@ int serve_http_start(serve_server *s)
     return 1;
 }
 
-void serve_http_stop(serve_server *s, int grace_s)
+/* Wait (lock held) until no request is in flight, the deadline passes or
+ * a byte arrives on hurry_fd (-1: none); returns the requests left. */
+static int wait_idle(serve_server *s, double deadline, int hurry_fd)
 {
-    s->draining = 1;
-    /* The listening socket is ours once quiesced: close it, so that new
-     * connections are refused rather than left waiting in its backlog. */
-    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
-    if (listener != MHD_INVALID_SOCKET) close(listener);
-    double deadline = serve_now() + grace_s;
-    pthread_mutex_lock(&s->lock);
-    while (s->in_flight > 0 && serve_now() < deadline) {
+    struct pollfd hurry = {.fd = hurry_fd, .events = POLLIN};
+    while (s->in_flight > 0 && serve_now() < deadline && !(hurry_fd >= 0 && poll(&hurry, 1, 0) > 0)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 100000000;
         if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
         pthread_cond_timedwait(&s->idle, &s->lock, &ts);
     }
-    int left = s->in_flight;
-    pthread_mutex_unlock(&s->lock);
-    if (left) fprintf(stderr, "damamba serve: %d requests still open after %d s; closing them\n", left, grace_s);
-    /* Queued work finishes first, so no connection stays suspended. */
+    return s->in_flight;
+}
+
+/* Seconds the 503s of requests abandoned at shutdown have to go out. */
+#define ABANDONED_REPLY_SECONDS 2
+
+void serve_http_stop(serve_server *s, int grace_s, int hurry_fd)
+{
+    s->draining = 1;
+    /* The listening socket is ours once quiesced: close it, so that new
+     * connections are refused rather than left waiting in its backlog. */
+    MHD_socket listener = MHD_quiesce_daemon(s->daemon);
+    if (listener != MHD_INVALID_SOCKET) close(listener);
     pthread_mutex_lock(&s->lock);
+    int left = wait_idle(s, serve_now() + grace_s, hurry_fd);
     s->workers_stopped = 1;
     pthread_mutex_unlock(&s->lock);
+    if (left) fprintf(stderr, "damamba serve: %d requests still open; answering those not run 503\n", left);
+    /* The batches running finish; what is queued is answered unrun, so no
+     * connection stays suspended and none waits for work never sent. */
     for (int i = 0; i < s->model_count; i++) serve_batcher_stop(&s->models[i].batcher);
+    pthread_mutex_lock(&s->lock);
+    wait_idle(s, serve_now() + ABANDONED_REPLY_SECONDS, -1);
+    pthread_mutex_unlock(&s->lock);
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
 }

@@ -72,6 +72,7 @@ typedef struct serve_job {
     void (*done)(struct serve_job *job); /* once all n ran; error NULL on success */
     void *owner;                         /* for done() */
     char *error;                         /* set on failure: why (free it) */
+    int abandoned;                       /* the batcher stopped before running all of it */
     /* The batcher's bookkeeping. */
     struct serve_job *next;
     int taken, finished;
@@ -123,7 +124,8 @@ typedef struct serve_batcher_stats {
 } serve_batcher_stats;
 void serve_batcher_stats_get(serve_batcher *b, serve_batcher_stats *out);
 
-/* Run what is queued, stop the worker and free everything. */
+/* Stop the worker once the batch it runs is done and free everything; the
+ * requests still queued are not run: each is marked abandoned and done. */
 void serve_batcher_stop(serve_batcher *b);
 
 /* -------------------------------------------------------------- models */
@@ -166,8 +168,9 @@ typedef struct serve_server {
 /* Start listening; prints the error and returns 0 on failure. */
 int serve_http_start(serve_server *s);
 /* Stop accepting connections, wait up to grace_s seconds for the requests in
- * flight, then close everything. */
-void serve_http_stop(serve_server *s, int grace_s);
+ * flight (less if a byte arrives on hurry_fd: a second signal), answer those
+ * still queued 503, then close everything. */
+void serve_http_stop(serve_server *s, int grace_s, int hurry_fd);
 
 serve_model *serve_find_model(serve_server *s, const char *name);
 
