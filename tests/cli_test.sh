@@ -160,6 +160,22 @@ for device in /dev/zero /dev/urandom; do
 done
 ls "$samples"/bag.png | "$damamba" classify --json @/dev/stdin | grep -qc '"top"' || fail "a list that is a pipe"
 
+# A directory the walk cannot read is reported and left out, and the walk
+# goes on (it once ended there, dropping the rest without a word).  Root
+# reads any directory, so as root the command runs as nobody.
+walk=$(mktemp -d)
+mkdir "$walk/a" "$walk/b" "$walk/c"
+cp "$samples/bag.png" "$walk/a/" && cp "$samples/coat.png" "$walk/b/" && cp "$samples/dress.png" "$walk/c/"
+chmod 755 "$walk" "$walk/a" "$walk/c" && chmod 000 "$walk/b"
+as_nobody=
+[ "$(id -u)" -eq 0 ] && as_nobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
+$as_nobody "$damamba" classify --json "$walk" >"$tmp/walk.json" 2>"$tmp/err.txt"
+[ $? -eq 1 ] || fail "classify of a tree with an unreadable directory did not exit 1"
+grep -q "$walk/b: cannot read directory" "$tmp/err.txt" || fail "unreadable directory: $(cat "$tmp/err.txt")"
+[ "$(grep -c '"top"' "$tmp/walk.json")" -eq 2 ] && grep -q "$walk/c/dress.png" "$tmp/walk.json" ||
+    fail "the walk did not go on past the unreadable directory: $(cat "$tmp/walk.json")"
+chmod 755 "$walk/b" && rm -rf "$walk"
+
 # A folder walk takes WebP files, in any case.
 mkdir -p "$tmp/webp_walk"
 cp "$golden/../fixtures/webp/lossy.webp" "$tmp/webp_walk/a.webp"

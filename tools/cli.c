@@ -436,39 +436,42 @@ static int first_visit(cli_files *f, const struct stat *sb)
     return 1;
 }
 
-/* Adds the images under dir; *skipped counts the other files. */
+/* Adds the images under dir; *skipped counts the other files.  A
+ * directory that cannot be read is reported and the walk goes on without
+ * it (returns 0 at the end); running out of memory ends it (-1). */
 static int walk_dir(cli_files *f, const char *dir, size_t *skipped)
 {
     struct stat sb;
     int first = stat(dir, &sb) == 0 ? first_visit(f, &sb) : 1;
     if (first < 0) {
         cli_error("out of memory");
-        return 0;
+        return -1;
     }
     if (!first) return 1;
     cli_files names;
     if (!cli_list_dir(dir, &names)) return 0;
-    int ok = 1;
-    for (size_t i = 0; ok && i < names.count; i++) {
+    int result = 1;
+    for (size_t i = 0; result >= 0 && i < names.count; i++) {
         char *path;
         size_t len = strlen(dir);
         if (asprintf(&path, "%s%s%s", dir, len && dir[len - 1] == '/' ? "" : "/", names.paths[i]) < 0) {
             cli_error("out of memory");
-            ok = 0;
+            result = -1;
             break;
         }
         if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            ok = walk_dir(f, path, skipped);
+            int sub = walk_dir(f, path, skipped);
+            result = sub < result ? sub : result;
         } else if (!is_image_name(names.paths[i])) {
             ++*skipped;
         } else if (!files_push(f, path)) {
             cli_error("out of memory");
-            ok = 0;
+            result = -1;
         }
         free(path);
     }
     cli_files_free(&names);
-    return ok;
+    return result;
 }
 
 /* A line of a list names a file: one longer than any path cannot, and
@@ -579,11 +582,11 @@ int cli_files_add(cli_files *files, const char *arg)
         struct stat sb;
         if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
             size_t skipped = 0;
-            ok = walk_dir(files, arg, &skipped);
-            if (ok && skipped)
+            int walked = walk_dir(files, arg, &skipped);
+            if (walked >= 0 && skipped)
                 cli_error("%s: skipped %zu file%s without an image file name extension", arg, skipped,
                           skipped == 1 ? "" : "s");
-            return ok;
+            return walked > 0;
         }
         /* Anything else is tried as an image, so its failure is reported with the rest. */
         ok = files_push(files, arg);

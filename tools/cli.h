@@ -171,7 +171,8 @@ typedef struct cli_files {
  * other files are counted and reported), the paths listed one per line in
  * the file after '@', or for '@-' a marker to read such a list from
  * standard input as it comes.  Prints the error and returns 0 when a
- * directory or list cannot be read. */
+ * directory or list cannot be read; a walk leaves out a directory under it
+ * that cannot be read and goes on (returning 0 at the end). */
 int cli_files_add(cli_files *files, const char *arg);
 
 void cli_files_free(cli_files *files);

@@ -14,30 +14,39 @@ from . import MAX_THREADS, DamambaError, Model, format_result
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
 
 
-def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int]) -> Iterator[str]:
+def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int], unread: list[str]) -> Iterator[str]:
     """The image files under directory, recursively, in byte order of the
     names, hidden ones left out and each directory once however many links
-    lead to it; skipped[0] counts the other files."""
+    lead to it; skipped[0] counts the other files.  A directory that cannot
+    be read is reported, added to unread and left out; the walk goes on."""
     status = os.stat(directory)
     if (status.st_dev, status.st_ino) in visited:
         return
     visited.add((status.st_dev, status.st_ino))
-    for name in sorted(os.listdir(directory), key=os.fsencode):
+    try:
+        names = sorted(os.listdir(directory), key=os.fsencode)
+    except OSError as e:
+        print(f"damamba: {directory}: cannot read directory: {e.strerror}", file=sys.stderr)
+        unread.append(directory)
+        return
+    for name in names:
         if name.startswith("."):
             continue
         path = os.path.join(directory, name)
         if os.path.isdir(path):
-            yield from _walk(path, visited, skipped)
+            yield from _walk(path, visited, skipped, unread)
         elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
             yield path
         else:
             skipped[0] += 1
 
 
-def image_files(arg: str, visited: set[tuple[int, int]] | None = None) -> list[str]:
+def image_files(arg: str, visited: set[tuple[int, int]] | None = None,
+                unread: list[str] | None = None) -> list[str]:
     """A file as is, the image files under a directory, or the paths listed
     in @LIST, as the command-line program takes them: a directory or list
-    without images is an error (OSError), and a directory's other files are
+    without images is an error (OSError), and a directory's other files and
+    the directories under it that cannot be read (also added to unread) are
     reported on standard error.  visited: the directories walked by earlier
     arguments, which are not walked again."""
     if arg.startswith("@"):
@@ -45,7 +54,7 @@ def image_files(arg: str, visited: set[tuple[int, int]] | None = None) -> list[s
             paths = [line.rstrip("\r\n") for line in listing if line.strip()]
     elif os.path.isdir(arg):
         skipped = [0]
-        paths = list(_walk(arg, set() if visited is None else visited, skipped))
+        paths = list(_walk(arg, set() if visited is None else visited, skipped, [] if unread is None else unread))
         if skipped[0]:
             print(f"damamba: {arg}: skipped {skipped[0]} file{'' if skipped[0] == 1 else 's'} without an image "
                   "file name extension", file=sys.stderr)
@@ -79,13 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DamambaError, OSError, ValueError) as e:
         print(f"damamba: {e}", file=sys.stderr)
         return 1
-    status, paths, visited = 0, [], set()
+    status, paths, visited, unread = 0, [], set(), []
     for arg in args.inputs:
         try:
-            paths += image_files(arg, visited)
+            paths += image_files(arg, visited, unread)
         except OSError as e:
             print(f"damamba: {e}", file=sys.stderr)
             status = 1
+    if unread:
+        status = 1
     for result in model.classify(paths, args.top, batch=args.batch, threads=args.threads, errors="record"):
         if "error" in result:
             print(f"damamba: {result['error']}", file=sys.stderr)

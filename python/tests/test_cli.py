@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -57,6 +61,34 @@ def test_directories_as_the_program_walks_them(cli: str, tmp_path) -> None:
     assert done.stdout == program.stdout and len(done.stdout.splitlines()) == 1
     for message in ("top: skipped 1 file without", "empty: no images in the directory"):
         assert message in done.stderr and message in program.stderr
+
+
+def test_an_unreadable_directory_is_left_out_as_the_program_leaves_it(cli: str) -> None:
+    """Reported, exit 1, and the walk goes on past it.  Root reads any
+    directory, so as root both run as nobody, in a folder nobody can reach
+    (not pytest's, which only its owner can)."""
+    top = pathlib.Path(tempfile.mkdtemp())
+    for name, sample in (("a", "bag.png"), ("b", "coat.png"), ("c", "dress.png")):
+        (top / name).mkdir()
+        (top / name / sample).write_bytes((SAMPLES / sample).read_bytes())
+        (top / name).chmod(0o755)
+    top.chmod(0o755)
+    (top / "b").chmod(0)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
+    try:
+        args = ["classify", "--json", str(top)]
+        done = subprocess.run([*as_nobody, sys.executable, "-m", "damamba", *args], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(
+                                  damamba.__file__))})
+        program = subprocess.run([*as_nobody, cli, *args], capture_output=True, text=True, timeout=300)
+    finally:
+        (top / "b").chmod(0o755)
+        shutil.rmtree(top)
+    assert done.returncode == program.returncode == 1, (done.stderr, program.stderr)
+    assert done.stdout == program.stdout and len(done.stdout.splitlines()) == 2
+    assert "dress.png" in done.stdout
+    message = f"{top / 'b'}: cannot read directory: Permission denied"
+    assert message in done.stderr and message in program.stderr
 
 
 def test_a_reader_that_goes_away_ends_it_quietly(cli: str, tmp_path) -> None:
