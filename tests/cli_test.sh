@@ -510,6 +510,23 @@ mkdir -p "$tmp/pair_eval/0" && cp "$tmp/pair/good.png" "$tmp/pair/bad.png" "$tmp
 grep -q "^evaluated 1 image in [0-9.]* s ([0-9.]* images/s), 1 failed$" "$tmp/pair.err" ||
     fail "eval: no 'evaluated 1 image ..., 1 failed' in: $(cat "$tmp/pair.err")"
 tail -n 1 "$tmp/pair.out" | grep -q " n=1$" || fail "eval of the pair: $(cat "$tmp/pair.out")"
+# Nothing evaluated: an error, and no metrics line of zeros.
+mkdir -p "$tmp/none_eval/0" && cp "$tmp/pair/bad.png" "$tmp/none_eval/0/"
+expect 1 "$tmp/none_eval: no image could be evaluated" "$damamba" eval "$tmp/none_eval"
+grep -q "top1=" "$tmp/expect.out" && fail "eval of no image printed metrics: $(cat "$tmp/expect.out")"
+# A model without a classifier is named as such, not as one of 0 classes.
+expect 1 "the model has no classification head" "$damamba" eval -m "$seg_model" "$tmp/pair_eval"
+# A tensor dataset's image that cannot be preprocessed is named by its index.
+python3 - "$tmp/wide_eval.safetensors" <<'PY'
+import json, struct, sys
+header = {"images": {"dtype": "U8", "shape": [2, 1, 9000], "data_offsets": [0, 18000]},
+          "labels": {"dtype": "I64", "shape": [2], "data_offsets": [18000, 18016]}}
+raw = json.dumps(header).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(raw)) + raw + bytes(18000) + struct.pack("<2q", 0, 1))
+PY
+expect 1 "wide_eval.safetensors: image 1: preprocess: resizing 9000 x 1" "$damamba" eval -b 1 "$tmp/wide_eval.safetensors"
+expect 1 "$samples/bag.png: preprocess: resizing 28 x 28 gives 65536 x 65536" "$damamba" features \
+    --size 65536x65536 -d "$tmp/huge_feats" "$samples/bag.png"
 
 # A scan map works on a segmentation model as on a classifier.
 "$damamba" scanmap -m "$seg_model" --stage 1 "$golden/seg_small.png" -o "$tmp/scan.png" && [ -s "$tmp/scan.png" ] ||

@@ -350,13 +350,15 @@ float *cli_load_image(const char *path, const dm_preprocess *prep, int *h, int *
 {
     dm_image img = {0};
     float *input = NULL;
-    if (cli_image_load(path, prep->channels, DM_IMAGE_PIL, &img) != DM_OK ||
-        dm_preprocess_output_size(prep, img.width, img.height, h, w) != DM_OK) {
+    /* the loader's messages name the file; the transform's name the image */
+    if (cli_image_load(path, prep->channels, DM_IMAGE_PIL, &img) != DM_OK) {
         cli_error("%s", dm_last_error());
+    } else if (dm_preprocess_output_size(prep, img.width, img.height, h, w) != DM_OK) {
+        cli_error("%s: %s", path, dm_last_error());
     } else if (!(input = malloc(sizeof(float) * prep->channels * *h * *w))) {
-        cli_error("out of memory");
+        cli_error("%s: out of memory for its %d x %d input", path, *w, *h);
     } else if (dm_image_preprocess(&img, prep, input) != DM_OK) {
-        cli_error("%s", dm_last_error());
+        cli_error("%s: %s", path, dm_last_error());
         free(input);
         input = NULL;
     }

@@ -348,6 +348,11 @@ int cmd_eval(int argc, char **argv)
     dataset d = {0};
     int ok = stat(data, &sb) == 0 && S_ISDIR(sb.st_mode) ? open_folder(data, &d) : open_tensors(data, &d);
     dm_model *m = ok ? cli_load_model(model_path, ema) : NULL;
+    if (m && !dm_model_config(m)->num_classes) { /* before the labels are held against its classes */
+        cli_error("the model has no classification head (--task seg or det evaluates the others)");
+        dm_model_free(m);
+        m = NULL;
+    }
     if ((size_t)batch > d.count) batch = (int)d.count; /* no memory for empty slots; d.count > 0 once opened */
     dm_preprocess prep = DM_PREPROCESS_INIT;
     cli_classifier cls = {0};
@@ -379,7 +384,9 @@ int cmd_eval(int argc, char **argv)
         for (int i = 0; i < n; i++) {
             if (cls.errors[i]) {
                 cli_progress_clear(&progress);
-                cli_error("%s", cls.errors[i]);
+                /* a file's error names it; a tensor dataset's images have their index */
+                if (items[i].path) cli_error("%s", cls.errors[i]);
+                else cli_error("%s: image %zu: %s", data, start + i, cls.errors[i]);
                 bad++;
                 continue;
             }
@@ -408,8 +415,8 @@ int cmd_eval(int argc, char **argv)
             printf("class %d n=%zu top1=%.4f top5=%.4f %s\n", c, row[0], (double)row[1] / row[0],
                    (double)row[2] / row[0], cli_text(cli_class_name(m, c, buf, sizeof buf), text, sizeof text));
     }
-    printf("top1=%.4f top5=%.4f n=%zu\n", counted ? (double)top1 / counted : 0.0,
-           counted ? (double)top5 / counted : 0.0, counted);
+    if (counted) printf("top1=%.4f top5=%.4f n=%zu\n", (double)top1 / counted, (double)top5 / counted, counted);
+    else cli_error("%s: no image could be evaluated", data);
     free(items);
     free(labels);
     free(scratch);
