@@ -76,6 +76,10 @@ DAMAMBA_MEMORY_LIMIT=1G "$damamba" classify -k 1 "$samples/bag.png" | grep -q "B
 "$damamba" run -m "$micro_pth" --ema -i "$tmp/micro_in.safetensors" -o "$tmp/ema.safetensors" || fail "run --ema"
 head -c 600 "$tmp/plain.safetensors" | grep -q '"logits":{"dtype":"F32","shape":\[1,10\]' || fail "run output shape"
 cmp -s "$tmp/plain.safetensors" "$tmp/ema.safetensors" && fail "run --ema gives the plain weights' outputs"
+# Only a training checkpoint has EMA weights: --ema elsewhere is refused.
+expect 1 "the built-in model has no EMA weights" "$damamba" classify --ema "$samples/bag.png"
+expect 1 "the EMA weights exist only in .pth training checkpoints" "$damamba" classify --ema \
+    -m "$golden/micro.safetensors" "$samples/bag.png"
 
 # Classify every sample plus a missing file: 11 JSON lines, exit status 1.
 "$damamba" classify --json -k 3 -b 4 "$samples" "$tmp/missing.png" >"$tmp/out.json" 2>"$tmp/err.txt"

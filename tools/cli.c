@@ -73,6 +73,9 @@ dm_model *cli_load_model(const char *path, int use_ema)
     if (path) {
         dm_load_options opts = {.size = sizeof opts, .use_ema = use_ema};
         st = dm_model_load(path, &opts, &m);
+    } else if (use_ema) {
+        st = dm_fail(DM_ERR_ARGUMENT, "--ema takes a .pth training checkpoint (-m); the built-in model has no EMA "
+                                      "weights");
     } else {
         st = dm_model_load_default(&m);
     }

@@ -144,7 +144,7 @@ static int run_detection(const dm_model *m, dm_backend backend, const dm_tensor_
         !read_numbers(in, in_path, "scale_factor", 4, sf))
         return 0;
     if (!in_range(img[0], 1, h) || !in_range(img[1], 1, w) || !in_range(ori[0], 1, 65536) || !in_range(ori[1], 1, 65536)) {
-        cli_error("%s: img_shape %gx%g must fit the %dx%d input and ori_shape %gx%g be a positive size", in_path,
+        cli_error("%s: img_shape %gx%g must fit the %dx%d input, and ori_shape %gx%g be 1 to 65536 a side", in_path,
                   img[0], img[1], h, w, ori[0], ori[1]);
         return 0;
     }

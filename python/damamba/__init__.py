@@ -295,7 +295,10 @@ class Model:
     def __init__(self, path: PathLike | None = None, ema: bool = False) -> None:
         self.path: str | None = None if path is None else os.fspath(path)
         self.builtin = path is None
-        self.ema = bool(ema) and not self.builtin
+        if ema and self.builtin:
+            raise ArgumentError("ema=True takes a .pth training checkpoint; the built-in model has no EMA weights",
+                                _lib.ERR_ARGUMENT)
+        self.ema = bool(ema)
         self._owner = _ModelHandle()
         if self.builtin:
             check(lib.dm_model_load_default(ctypes.byref(self._owner.ptr)))

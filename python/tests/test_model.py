@@ -261,6 +261,11 @@ def test_checkpoint_and_ema(micro: damamba.Model, micro_io: dict) -> None:
     in_memory = damamba.Model.from_bytes((GOLDEN / "micro.pth").read_bytes())
     np.testing.assert_array_equal(in_memory.forward(x), micro.forward(x))
     assert not np.array_equal(damamba.Model(GOLDEN / "micro.pth", ema=True).forward(x), micro.forward(x))
+    # only a training checkpoint has EMA weights
+    with pytest.raises(damamba.ArgumentError, match="the built-in model has no EMA weights"):
+        damamba.Model(ema=True)
+    with pytest.raises(damamba.ArgumentError, match="the EMA weights exist only in .pth training checkpoints"):
+        damamba.Model(GOLDEN / "micro.safetensors", ema=True)
 
 
 def test_offsets_layout(micro: damamba.Model, micro_io: dict) -> None:
