@@ -151,6 +151,8 @@ for source in "@$tmp/nul_list.txt" @-; do
     grep -q "line 2 holds a NUL byte" "$tmp/err.txt" || fail "classify $source: $(cat "$tmp/err.txt")"
     [ "$(grep -c '"top"' "$tmp/nul.json")" -eq 2 ] || fail "classify $source: not the 2 other images"
 done
+# A list on standard input without images is an error, as a list file is.
+expect 1 "@-: no images in the list" sh -c 'printf "\n" | "$1" classify @-' sh "$damamba"
 timeout 60 "$damamba" classify @- </dev/zero >/dev/null 2>"$tmp/err.txt"
 [ $? -eq 1 ] || fail "classify @- of /dev/zero did not fail"
 grep -q "line 1 is longer than any file name" "$tmp/err.txt" || fail "classify @- of /dev/zero: $(cat "$tmp/err.txt")"

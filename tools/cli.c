@@ -769,7 +769,12 @@ char *cli_source_next(cli_source *s)
         if (s->reading_stdin && !(path = read_line(&s->in))) {
             s->reading_stdin = 0;
             s->failed |= s->in.failed;
+            if (!s->stdin_paths && !s->in.failed) { /* as a list file without images */
+                cli_error("@-: no images in the list");
+                s->failed = 1;
+            }
         }
+        s->stdin_paths += path != NULL;
         if (!path) {
             if (s->next_file == s->files.count) return NULL;
             const char *next = s->files.paths[s->next_file++];

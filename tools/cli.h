@@ -229,6 +229,7 @@ typedef struct cli_source {
     size_t next_file;
     int reading_stdin;         /* inside the '@-' list */
     cli_line_reader in;        /* standard input's list */
+    size_t stdin_paths;        /* the paths it has given */
     int failed;                /* an argument or standard input could not be read */
     size_t index;              /* paths seen, for sharding */
     int shard_index, shard_count;
