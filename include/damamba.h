@@ -633,8 +633,10 @@ DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
  * storage. */
 DM_API const char *dm_isa(void);
 
-/* Threads a new CPU workspace uses: DAMAMBA_THREADS, else OMP_NUM_THREADS,
- * else the usable cores: those the process may run on (its CPU affinity),
+/* Threads a new CPU workspace uses: DAMAMBA_THREADS (a whole number; while
+ * it holds anything else, CPU workspaces are refused with DM_ERR_ARGUMENT
+ * naming it, and this passes over it), else the first number of
+ * OMP_NUM_THREADS, else the usable cores: those the process may run on (its CPU affinity),
  * no more than the CPU quota of its control groups grants (a container's
  * --cpus, rounded up; read at the first call); at most DM_MAX_THREADS
  * (dm_workspace_set_threads() changes a workspace's). */

@@ -68,6 +68,7 @@ cmp -s "$tmp/f32.json" "$tmp/f16.json" && fail "classify --dtype f16 printed the
 expect 1 "MB workspace: .* would pass 419.4 MB, DAMAMBA_MEMORY_LIMIT" env DAMAMBA_MEMORY_LIMIT=400M \
     "$damamba" bench -v F -s 2048 -n 1 -t 1
 expect 1 'DAMAMBA_MEMORY_LIMIT is "12X", not a size' env DAMAMBA_MEMORY_LIMIT=12X "$damamba" classify "$samples/bag.png"
+expect 1 'DAMAMBA_THREADS is "2x", not a number of threads' env DAMAMBA_THREADS=2x "$damamba" classify "$samples/bag.png"
 DAMAMBA_MEMORY_LIMIT=1G "$damamba" classify -k 1 "$samples/bag.png" | grep -q "Bag" || fail "classify within a 1G limit"
 # --ema selects a training checkpoint's EMA weights: other logits.  The
 # output of preprocess is what run takes.

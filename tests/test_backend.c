@@ -133,21 +133,37 @@ END_TEST
 
 /* The default count comes from the environment, within the limit: a
  * count that would start 100,000 threads (or overflow an int) gives
- * DM_MAX_THREADS. */
+ * DM_MAX_THREADS.  DAMAMBA_THREADS holding anything but a count is passed
+ * over by dm_threads() (to OMP_NUM_THREADS, the first of its list) and
+ * refuses a CPU workspace, naming it. */
 START_TEST(default_threads_within_the_limit)
 {
-    static const struct { const char *value; int want; } cases[] = {
-        {"3", 3}, {"1024", 1024}, {"1025", DM_MAX_THREADS}, {"100000", DM_MAX_THREADS},
-        {"99999999999999999999999", DM_MAX_THREADS}};
+    static const struct { const char *value, *omp; int want, is_count; } cases[] = {
+        {"3", NULL, 3, 1}, {"1024", NULL, 1024, 1}, {"1025", NULL, DM_MAX_THREADS, 1},
+        {"100000", NULL, DM_MAX_THREADS, 1}, {"99999999999999999999999", NULL, DM_MAX_THREADS, 1},
+        {"3", "5", 3, 1}, {"abc", "5", 5, 0}, {"2x", "5,2", 5, 0}, {"0", "7", 7, 0}, {"-2", "6", 6, 0},
+        {" 4", "6", 6, 0}};
     char *saved = getenv("DAMAMBA_THREADS") ? strdup(getenv("DAMAMBA_THREADS")) : NULL;
+    char *saved_omp = getenv("OMP_NUM_THREADS") ? strdup(getenv("OMP_NUM_THREADS")) : NULL;
+    dm_model *m = small_model();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         setenv("DAMAMBA_THREADS", cases[i].value, 1);
+        if (cases[i].omp) setenv("OMP_NUM_THREADS", cases[i].omp, 1);
+        else unsetenv("OMP_NUM_THREADS");
         ck_assert_msg(dm_threads() == cases[i].want, "DAMAMBA_THREADS=%s gives %d threads", cases[i].value,
                       dm_threads());
+        dm_workspace *ws = NULL;
+        ck_assert_int_eq(dm_workspace_create(m, 1, 32, 32, &ws), cases[i].is_count ? DM_OK : DM_ERR_ARGUMENT);
+        if (!cases[i].is_count) ck_assert_ptr_nonnull(strstr(dm_last_error(), "not a number of threads"));
+        dm_workspace_free(ws);
     }
+    dm_model_free(m);
     if (saved) setenv("DAMAMBA_THREADS", saved, 1);
     else unsetenv("DAMAMBA_THREADS");
+    if (saved_omp) setenv("OMP_NUM_THREADS", saved_omp, 1);
+    else unsetenv("OMP_NUM_THREADS");
     free(saved);
+    free(saved_omp);
     ck_assert_int_ge(dm_threads(), 1);
     ck_assert_int_le(dm_threads(), DM_MAX_THREADS);
 }

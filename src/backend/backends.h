@@ -17,6 +17,9 @@ extern "C" {
  * DM_ERR_UNSUPPORTED when DAMAMBA_ISA names an instruction set this build
  * or CPU lacks. */
 dm_status dm_cpu_backend_create(int threads, dm_ops *out);
+/* DM_ERR_ARGUMENT when DAMAMBA_THREADS holds something other than a count
+ * (dm_threads() passes over it): a CPU workspace is then refused. */
+dm_status dm_threads_check(void);
 
 #if DM_HAVE_CUDA
 

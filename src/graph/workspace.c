@@ -113,10 +113,12 @@ static dm_status alloc_buffers(dm_workspace *ws, const dm_plan *plan)
 static dm_status create_backend(const dm_model *model, dm_backend backend, int device, dm_ops *ops)
 {
     switch (backend) {
-    case DM_BACKEND_CPU:
+    case DM_BACKEND_CPU: {
         if (device > 0)
             return dm_fail(DM_ERR_ARGUMENT, "dm_workspace_create: the CPU backend has device 0 only, not %d", device);
-        return dm_cpu_backend_create(dm_threads(), ops);
+        dm_status st = dm_threads_check();
+        return st ? st : dm_cpu_backend_create(dm_threads(), ops);
+    }
     case DM_BACKEND_CUDA: return dm_cuda_backend_create(model, device, ops);
     }
     return dm_fail(DM_ERR_ARGUMENT, "unknown backend %d", (int)backend);

@@ -64,14 +64,29 @@ static int cpu_quota;
 static pthread_once_t cpu_quota_once = PTHREAD_ONCE_INIT;
 static void read_cpu_quota(void) { cpu_quota = dm_cgroup_cpu_limit(""); }
 
+/* DAMAMBA_THREADS's count: a whole number of at least 1 (one past LONG_MAX
+ * reads as LONG_MAX); 0 for anything else. */
+static long threads_setting(const char *value)
+{
+    if (!*value || value[strspn(value, "0123456789")]) return 0;
+    return strtol(value, NULL, 10);
+}
+
+dm_status dm_threads_check(void)
+{
+    const char *env = getenv("DAMAMBA_THREADS");
+    if (env && *env && !threads_setting(env))
+        return dm_fail(DM_ERR_ARGUMENT, "DAMAMBA_THREADS is \"%.40s\", not a number of threads such as 4", env);
+    return DM_OK;
+}
+
 int dm_threads(void)
 {
     const char *env = getenv("DAMAMBA_THREADS");
-    if (!env || !*env) env = getenv("OMP_NUM_THREADS");
-    if (env && *env) {
-        long n = strtol(env, NULL, 10);
-        if (n > 0) return at_most_max_threads(n);
-    }
+    long n = env ? threads_setting(env) : 0;
+    /* OMP_NUM_THREADS may list counts for nested levels ("4,2"): the first */
+    if (!n && (env = getenv("OMP_NUM_THREADS"))) n = strtol(env, NULL, 10);
+    if (n > 0) return at_most_max_threads(n);
     /* The processors this process may run on (taskset, cgroups' cpusets),
      * but no more than its control groups' CPU quota grants (a container's
      * --cpus): threads beyond it would only wait for their turn, and the
