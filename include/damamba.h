@@ -339,7 +339,8 @@ DM_API dm_status dm_forward(const dm_model *model, dm_workspace *ws,
 DM_API dm_status dm_softmax(const float *logits, int n, float *probs);
 
 /* The indices of the k largest of n scores (1 <= k <= n), best first; equal
- * scores in index order.  index holds k ints. */
+ * scores in index order; a NaN above every number, as torch.topk puts it.
+ * index holds k ints. */
 DM_API dm_status dm_top_k(const float *scores, int n, int k, int *index);
 
 /* -------------------------------------------------------------- detection */

@@ -233,10 +233,14 @@ dm_status dm_softmax(const float *logits, int n, float *probs)
     return DM_OK;
 }
 
-/* Class a ranks above class b: a larger score, ties to the lower index. */
+/* Class a ranks above class b: a larger score, ties to the lower index.  A
+ * NaN ranks above every number, as torch.topk ranks it (and the order stays
+ * one order, whatever the scores). */
 static int ranks_above(const float *scores, int a, int b)
 {
-    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+    float x = scores[a], y = scores[b];
+    if (isnan(x) || isnan(y)) return isnan(x) && (!isnan(y) || a < b);
+    return x > y || (x == y && a < b);
 }
 
 /* Restore the heap below position i: every class ranks above its parent,

@@ -4,6 +4,7 @@
  * k x classes). */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "damamba.h"
@@ -54,6 +55,28 @@ START_TEST(matches_a_full_sort)
 }
 END_TEST
 
+/* NaN ranks above every number (torch.topk's order), NaNs by index: one
+ * order whatever their places (it once depended on where a NaN stood). */
+START_TEST(nan_ranks_first)
+{
+    static const struct { float scores[4]; int n, want[4]; } cases[] = {
+        {{NAN, 1, 2}, 3, {0, 2, 1}},
+        {{1, NAN, 2}, 3, {1, 2, 0}},
+        {{1, 2, NAN}, 3, {2, 1, 0}},
+        {{NAN, 1, NAN, 2}, 4, {0, 2, 3, 1}},
+        {{2, NAN, -INFINITY, NAN}, 4, {1, 3, 0, 2}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int k = 1; k <= cases[c].n; k++) {
+            int index[4];
+            ck_assert_int_eq(dm_top_k(cases[c].scores, cases[c].n, k, index), DM_OK);
+            for (int j = 0; j < k; j++)
+                ck_assert_msg(index[j] == cases[c].want[j], "case %zu, k %d: rank %d is %d, expected %d", c, k, j,
+                              index[j], cases[c].want[j]);
+        }
+}
+END_TEST
+
 START_TEST(large_k_is_fast)
 {
     check_against_sort(100000, 100000, 1);
@@ -66,6 +89,7 @@ int main(void)
     Suite *s = suite_create("topk");
     TCase *tc = tcase_create("topk");
     tcase_add_test(tc, matches_a_full_sort);
+    tcase_add_test(tc, nan_ranks_first);
     tcase_add_test(tc, large_k_is_fast);
     suite_add_tcase(s, tc);
     return test_run(s);
