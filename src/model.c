@@ -840,6 +840,7 @@ extern const unsigned char dm_default_model_end[];
 
 dm_status dm_model_load_default(dm_model **out)
 {
+    if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_load_default: out is required");
     return dm_model_load_buffer(dm_default_model, (size_t)(dm_default_model_end - dm_default_model), NULL, out);
 }
 

@@ -54,6 +54,9 @@ START_TEST(struct_without_size_is_refused)
     ck_assert_int_eq(dm_preprocess_default(NULL, &p), DM_ERR_ARGUMENT);
     ck_assert_int_eq(dm_preprocess_output_size(&p, 300, 300, &h, &w), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "sizeof(dm_preprocess)"));
+    /* a missing out pointer is named by the function it was given to */
+    ck_assert_int_eq(dm_model_load_default(NULL), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "dm_model_load_default: out is required"));
 }
 END_TEST
 

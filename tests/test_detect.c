@@ -921,6 +921,10 @@ START_TEST(detect_rejects_bad_calls)
     cfg.iou = 2;
     ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, &cfg, &d), DM_ERR_ARGUMENT);
     cfg.iou = 0.5f;
+    cfg.masks = DM_MASKS_BITMAP | 4; /* a kind of mask there is none of */
+    ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, &cfg, &d), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "masks 0x5 holds bits other than"));
+    cfg.masks = DM_MASKS_BITMAP;
     cfg.size = 0; /* not filled in by dm_det_settings_default */
     ck_assert_int_eq(dm_detect(m, ws, x, 64, 64, &im, &cfg, &d), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "dm_det_settings"));

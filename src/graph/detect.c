@@ -536,6 +536,9 @@ static dm_status check_settings(const dm_det_settings *s)
         return dm_fail(DM_ERR_ARGUMENT, "detection settings: IoU thresholds must lie in [0, 1]");
     if (!(s->score_thr >= 0.0f && s->score_thr <= 1.0f) || !(s->mask_thr >= 0.0f && s->mask_thr <= 1.0f))
         return dm_fail(DM_ERR_ARGUMENT, "detection settings: score and mask thresholds must lie in [0, 1]");
+    if (s->masks & ~(DM_MASKS_BITMAP | DM_MASKS_RLE))
+        return dm_fail(DM_ERR_ARGUMENT, "detection settings: masks 0x%x holds bits other than DM_MASKS_BITMAP and "
+                                        "DM_MASKS_RLE", (unsigned)s->masks);
     return DM_OK;
 }
 
