@@ -485,7 +485,8 @@ typedef struct dm_preprocess {
     size_t size;     /* sizeof(dm_preprocess) */
     int resize;      /* > 0: shorter side scaled to this, aspect kept */
     int resize_h;    /* resize == 0 and both > 0: scaled to exactly */
-    int resize_w;    /*   resize_h x resize_w; all 0: size kept */
+    int resize_w;    /*   resize_h x resize_w; all 0: size kept; one alone:
+                      *   refused */
     int crop;        /* > 0: center crop crop x crop; 0: no crop */
     dm_interpolation interpolation;
     int channels;    /* 1 or 3 */
@@ -512,8 +513,9 @@ DM_API dm_status dm_preprocess_output_size(const dm_preprocess *settings,
 
 /* Resize, crop and normalize an image into out: settings->channels x out_h
  * x out_w float32 (CHW), the sizes dm_preprocess_output_size() gives.  An
- * image with other channels than the settings' is converted first.  out must
- * not overlap the image's pixels. */
+ * image of other channels than the settings' (here also 2, grey and alpha,
+ * or 4, RGBA: the alpha is dropped) is converted first.  out must not
+ * overlap the image's pixels. */
 DM_API dm_status dm_image_preprocess(const dm_image *image,
                                      const dm_preprocess *settings,
                                      float *out);

@@ -140,6 +140,10 @@ START_TEST(output_sizes)
     p.resize_w = 1280;
     ck_assert(dm_preprocess_output_size(&p, 500, 375, &h, &w) == DM_OK);
     ck_assert(h == 800 && w == 1280);
+    /* one side of an exact size alone says nothing: refused, not ignored */
+    p.resize_w = 0;
+    ck_assert_int_eq(dm_preprocess_output_size(&p, 500, 375, &h, &w), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "resize_h 800 and resize_w 0: an exact size needs both"));
     p = (dm_preprocess){.size = sizeof(dm_preprocess), .resize = 100, .crop = 101, .channels = 3, .std = {1, 1, 1}};
     ck_assert_int_eq(dm_preprocess_output_size(&p, 300, 200, &h, &w), DM_ERR_ARGUMENT);
     /* the longer side of a thin image grows past what an int holds */

@@ -442,6 +442,9 @@ static dm_status output_size(const dm_preprocess *p, int width, int height, int 
     if (p->resize < 0 || p->resize > 65536 || p->resize_h < 0 || p->resize_h > 65536 || p->resize_w < 0 ||
         p->resize_w > 65536 || p->crop < 0 || p->crop > 65536)
         return dm_fail(DM_ERR_ARGUMENT, "preprocess: sizes must be from 0 to 65536");
+    if (!p->resize && (p->resize_h > 0) != (p->resize_w > 0))
+        return dm_fail(DM_ERR_ARGUMENT, "preprocess: resize_h %d and resize_w %d: an exact size needs both",
+                       p->resize_h, p->resize_w);
     for (int c = 0; c < p->channels; c++)
         if (!dm_normalization_ok(p->mean[c], p->std[c], 1.0f))
             return dm_fail(DM_ERR_ARGUMENT, "preprocess: std must be positive, and with mean give finite values "
