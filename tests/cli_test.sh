@@ -422,6 +422,10 @@ expect 1 "not_dir: not a directory" "$damamba" segment -m "$seg_model" -o "$tmp/
 expect 1 "not_dir: not a directory" "$damamba" detect -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/not_dir" \
     "$tmp/pair/good.png"
 expect 1 "not_dir: not a directory" "$damamba" features -d "$tmp/not_dir" "$tmp/pair/good.png"
+expect 2 "give one input: -i FILE, IMAGE or --synthetic" "$damamba" compare --synthetic "$samples/bag.png"
+expect 2 "-b and -s shape the --synthetic images" "$damamba" compare -b 2 "$samples/bag.png"
+expect 2 "-o DIR is where --draw writes: give --draw too" "$damamba" detect -m "$golden/maskrcnn_micro.pth" \
+    -o "$tmp/undrawn" "$tmp/pair/good.png"
 [ -f "$tmp/not_dir" ] && [ ! -s "$tmp/not_dir" ] || fail "a refused output directory's file was changed"
 # segment and detect read images on standard input ('-', named stdin) and
 # lists on it ('@-'), as classify does.

@@ -110,7 +110,7 @@ static void agreement(const float *cpu, const float *gpu, int n, int classes, in
 int cmd_compare(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *size = NULL;
-    int ema = 0;
+    int ema = 0, synthetic = 0, batch_given = 0;
     int n = 1, c;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"ema", no_argument, 0, CLI_OPT_EMA}, {"input", required_argument, 0, 'i'},
@@ -123,9 +123,10 @@ int cmd_compare(int argc, char **argv)
         case 'm': model_path = optarg; break;
         case CLI_OPT_EMA: ema = 1; break;
         case 'i': in_path = optarg; break;
-        case 'S': in_path = NULL; break;
+        case 'S': synthetic = 1; break;
         case 'b':
             if (!cli_parse_int("--batch", optarg, 1, 4096, &n)) return 2;
+            batch_given = 1;
             break;
         case 's': size = optarg; break;
         case 't': if (!cli_parse_threads(optarg)) return 2; break;
@@ -134,8 +135,16 @@ int cmd_compare(int argc, char **argv)
         }
     }
     const char *image_path = optind < argc ? argv[optind++] : NULL;
-    if (optind != argc || (image_path && in_path)) {
+    if (optind != argc) {
         fputs(compare_usage, stderr);
+        return 2;
+    }
+    if (!!in_path + !!image_path + synthetic > 1) {
+        cli_error("give one input: -i FILE, IMAGE or --synthetic");
+        return 2;
+    }
+    if ((in_path || image_path) && (batch_given || size)) {
+        cli_error("-b and -s shape the --synthetic images; -i FILE and IMAGE bring their own");
         return 2;
     }
     int h = model_path ? 224 : 28, w = h;

@@ -251,8 +251,8 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         fputs(detect_usage, stderr);
         return 2;
     }
-    if (o->draw && !o->out_dir) {
-        cli_error("--draw needs -o DIR");
+    if (o->draw != !!o->out_dir) {
+        cli_error(o->draw ? "--draw needs -o DIR" : "-o DIR is where --draw writes: give --draw too");
         return 2;
     }
     if (!o->results != !o->annotations) {
