@@ -424,6 +424,9 @@ expect 1 "not_dir: not a directory" "$damamba" detect -m "$golden/maskrcnn_micro
 expect 1 "not_dir: not a directory" "$damamba" features -d "$tmp/not_dir" "$tmp/pair/good.png"
 expect 2 "give one input: -i FILE, IMAGE or --synthetic" "$damamba" compare --synthetic "$samples/bag.png"
 expect 2 "-b and -s shape the --synthetic images" "$damamba" compare -b 2 "$samples/bag.png"
+expect 2 "--mean expects 1 or 3 comma-separated numbers, got '1e39'" "$damamba" classify --mean 1e39 "$samples/bag.png"
+expect 2 "channel 0: mean 0.286 and std 9.99995e-41 (--mean, --std or the model's) do not give finite values" \
+    "$damamba" classify --std 1e-40 "$samples/bag.png"
 expect 2 "-o DIR is where --draw writes: give --draw too" "$damamba" detect -m "$golden/maskrcnn_micro.pth" \
     -o "$tmp/undrawn" "$tmp/pair/good.png"
 [ -f "$tmp/not_dir" ] && [ ! -s "$tmp/not_dir" ] || fail "a refused output directory's file was changed"

@@ -252,7 +252,7 @@ const char *cli_class_name(const dm_model *model, int index, char *buf, size_t s
 
 /* ------------------------------------------------------- preprocessing */
 
-/* "a" or "a,b,c": 1 to 3 finite numbers, positive when `positive`. */
+/* "a" or "a,b,c": 1 to 3 numbers finite as floats, positive when `positive`. */
 static int parse_floats(const char *option, const char *value, int positive, cli_floats *out)
 {
     const char *p = value;
@@ -261,7 +261,7 @@ static int parse_floats(const char *option, const char *value, int positive, cli
         char *end;
         errno = 0;
         double v = strtod(p, &end);
-        if (errno || end == p || !isfinite(v) || (positive && !(v > 0)) || out->count == 3 ||
+        if (errno || end == p || !isfinite((float)v) || (positive && !(v > 0)) || out->count == 3 ||
             (*end != ',' && *end != '\0'))
             break;
         out->values[out->count++] = (float)v;
@@ -324,6 +324,13 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
     if (!apply_floats("--mean", &opts->mean, out->channels, out->mean) ||
         !apply_floats("--std", &opts->std, out->channels, out->std))
         return 2;
+    /* as the library will check them, but once, as a usage error */
+    for (int c = 0; c < out->channels; c++)
+        if (!dm_normalization_ok(out->mean[c], out->std[c], 1.0f)) {
+            cli_error("channel %d: mean %g and std %g (--mean, --std or the model's) do not give finite values "
+                      "(v - mean) / std for pixels v from 0 to 1", c, (double)out->mean[c], (double)out->std[c]);
+            return 2;
+        }
     if (opts->size || opts->crop_fraction) {
         double fraction = opts->crop_fraction ? opts->crop_fraction
                           : out->crop && out->resize ? (double)out->crop / out->resize : 1.0;

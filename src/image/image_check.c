@@ -3,6 +3,7 @@
 #include "image_check.h"
 
 #include "error.h"
+#include "internal_api.h"
 
 #include <pthread.h>
 #include <math.h>

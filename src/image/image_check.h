@@ -37,11 +37,6 @@ int dm_is_png(const void *buf, size_t size);
  * passes (their second byte is above 1). */
 int dm_looks_like_tga(const void *buf, size_t size);
 
-/* Does (v - mean) / std stay a finite float for every sample v from 0 to
- * top, with std positive?  A huge mean or a tiny std (a model's metadata,
- * an option) would otherwise turn every input into infinities and NaNs. */
-int dm_normalization_ok(float mean, float std, float top);
-
 /* DM_OK, or the refusal of an image of width x height over max_pixels. */
 dm_status dm_image_within(int64_t width, int64_t height, int64_t max_pixels);
 

@@ -8,6 +8,7 @@
 
 #include "cv_resize.h"
 #include "error.h"
+#include "internal_api.h"
 #include "image_check.h"
 
 dm_mm_transform dm_mm_transform_ade20k(void)

@@ -149,6 +149,11 @@ dm_status dm_outfile_finish(dm_outfile *out, int ok);
 dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,
                                       dm_image_convention convention, dm_image *out);
 
+/* Does (v - mean) / std stay a finite float for every sample v from 0 to
+ * top, with std positive?  A huge mean or a tiny std (a model's metadata,
+ * an option) would otherwise turn every input into infinities and NaNs. */
+int dm_normalization_ok(float mean, float std, float top);
+
 /* ------------------------------------------------ operator profiles */
 
 /* One operator-table entry's part in the passes since profiling began. */
