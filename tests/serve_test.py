@@ -230,11 +230,15 @@ try:
     bad("/v2/models/nope/infer", "{}", 404, "no model 'nope'")
     bad("/v2/models/nope", None, 404, "no model 'nope'", method="GET")
     bad("/v3/anything", None, 404, "no endpoint GET /v3/anything", method="GET")
+    # %00 is not unescaped: a NUL would cut the path short to a route
+    bad("/v2/health/live%00junk", None, 404, "no endpoint GET /v2/health/live%00junk", method="GET")
     bad(FMNIST + "/versions/2/infer", "{}", 404, "no endpoint POST /v2/models/fmnist/versions/2/infer")
     bad(FMNIST + "/infer", None, 405, "takes POST", method="GET")
     bad("/metrics", "x", 405, "takes GET")
     status, _, _ = main.request("GET", "/v2/health/live")
     check(status == 200, "server answers after the bad requests")
+    status, _, data = main.request("GET", "/v2/health/%6Cive")  # other escapes are unescaped
+    check(status == 200 and data == b'{"live": true}\n', f"an escaped path: {status} {data}")
 
     # ------------------------------------ dynamic batching == each one alone
     alone = {}
@@ -330,7 +334,7 @@ try:
     m = main.metrics()
     check(m.get('damamba_requests_total{endpoint="classify",code="200"}') == 11, "classify 200 count")
     check(m.get('damamba_requests_total{endpoint="infer",code="400"}', 0) >= 12, "infer 400 count")
-    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 2, "unknown 404 count")
+    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 3, "unknown 404 count")
     check(m.get('damamba_requests_total{endpoint="health",code="200"}', 0) >= 3, "health count")
     check(m.get("damamba_request_duration_seconds_count", 0) >= 50, "latency histogram count")
     check(m.get('damamba_queue_requests{model="fmnist"}') == 0, "queue depth gauge")

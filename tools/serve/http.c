@@ -466,6 +466,31 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
 
 /* ------------------------------------------------------------ daemon */
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* libmicrohttpd's unescaping of the path and the query, except that %00
+ * stays as it is: a NUL would end the text early, so that
+ * "/v2/health/live%00junk" would be read as "/v2/health/live". */
+static size_t unescape_keeping_nul(void *cls, struct MHD_Connection *conn, char *text)
+{
+    (void)cls, (void)conn;
+    char *out = text;
+    for (const char *in = text; *in;) {
+        int high = in[0] == '%' ? hex_digit(in[1]) : -1, low = high >= 0 ? hex_digit(in[2]) : -1;
+        if (low >= 0 && (high || low)) {
+            *out++ = (char)(high << 4 | low);
+            in += 3;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - text);
+}
+
 int serve_http_start(serve_server *s)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *addr;
@@ -489,6 +514,7 @@ int serve_http_start(serve_server *s)
                                   * burst of connections leaves nothing behind. */
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 << 10,
                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape_keeping_nul, NULL,
                                  MHD_OPTION_END);
     freeaddrinfo(addr);
     if (!s->daemon) {
