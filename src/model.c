@@ -105,11 +105,10 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
         want.shape[i] = s.d[i];
         want.numel *= s.d[i];
     }
-    float *dst = model_alloc(b->model, (size_t)want.numel * sizeof(float));
-    if (!dst) return dm_fail_nomem("out of memory for tensor '%s'", full);
+    /* the file's tensor is checked before anything is allocated for it */
+    const dm_tensor *t = NULL;
     if (b->src->file) {
-        const dm_tensor *t = dm_tensor_file_find(b->src->file, full);
-        if (!t) return dm_fail(DM_ERR_MODEL, "missing tensor '%s'", shown);
+        if (!(t = dm_tensor_file_find(b->src->file, full))) return dm_fail(DM_ERR_MODEL, "missing tensor '%s'", shown);
         b->used[t - b->src->file->tensors] = 1;
         int same = t->ndim == s.ndim;
         for (int i = 0; same && i < s.ndim; i++) same = t->shape[i] == s.d[i];
@@ -122,10 +121,11 @@ static dm_status take(binder *b, const char *prefix, const char *name, shape s,
         if (t->dtype != DM_F32 && t->dtype != DM_F16 && t->dtype != DM_BF16 && t->dtype != DM_F64)
             return dm_fail(DM_ERR_MODEL, "tensor '%s' has dtype %s, expected a floating-point type",
                            shown, dm_dtype_name(t->dtype));
-        dm_tensor_to_f32(t, dst);
-    } else {
-        b->src->generate(b->src->ctx, full, &want, dst);
     }
+    float *dst = model_alloc(b->model, (size_t)want.numel * sizeof(float));
+    if (!dst) return dm_fail_nomem("out of memory for tensor '%s'", full);
+    if (t) dm_tensor_to_f32(t, dst);
+    else b->src->generate(b->src->ctx, full, &want, dst);
     if (trainable) b->params += want.numel;
     *out = dst;
     return DM_OK;
@@ -620,10 +620,13 @@ dm_status dm_config_infer(const dm_tensor_file *f, dm_config *c)
         }
     }
     int64_t stem_out = dim_of(f, 0, "stem.9.weight");
+    NEED(stem_out, "stem.9.weight");
     if (stem_out != c->dims[0])
         return dm_fail(DM_ERR_MODEL, "inconsistent stage shapes: the stem ends with %lld channels but stage 0 has %d",
                        (long long)stem_out, c->dims[0]);
+    /* no head.fc.weight: a backbone without a classifier */
     v = dim_of(f, 0, "head.fc.weight");
+    if (dm_tensor_file_find(f, "head.fc.weight")) NEED(v, "head.fc.weight");
     c->num_classes = v > 0 ? (int)v : 0;
     return DM_OK;
 }
@@ -754,6 +757,9 @@ dm_status dm_model_from_file(const dm_tensor_file *file, dm_model **out)
     dm_config cfg;
     if ((st = dm_config_infer(&backbone, &cfg)) && kind)
         dm_error_prefix("the backbone of a %s checkpoint (names after '%s'): ", kind->what, kind->parts[0]);
+    if (!st && kind && cfg.num_classes)
+        st = dm_fail(DM_ERR_MODEL, "unexpected tensor '%shead.fc.weight': a classifier's head in a %s checkpoint, "
+                                   "whose backbone has none", kind->parts[0], kind->what);
     if (!st && kind && !seg) st = infer_det(&head, &cfg);
     if (!st && seg) {
         int64_t classes = dim_of(&head, 0, "conv_seg.weight"), channels = dim_of(&head, 1, "conv_seg.weight");

@@ -420,6 +420,64 @@ START_TEST(integer_weights)
 }
 END_TEST
 
+/* Sizes read from a tensor's shape are bounded where they are read: a head
+ * of 2^30 classes declared by an empty tensor is malformed, not "out of
+ * memory" (or, at 2^31, cut to a negative int).  A stem without its last
+ * convolution is named. */
+START_TEST(inferred_sizes_checked)
+{
+    dm_tensor *t = find_mut(&micro, "head.fc.weight");
+    dm_tensor saved = *t;
+    const int64_t classes[] = {(int64_t)1 << 30, (int64_t)1 << 31, (int64_t)1 << 40, 0};
+    for (int i = 0; i < 4; i++) {
+        t->shape[0] = classes[i];
+        t->shape[1] = 0;
+        t->numel = 0;
+        expect_model_error(&micro, "malformed tensor 'head.fc.weight'");
+    }
+    *t = saved;
+    t = find_mut(&micro, "stem.9.weight");
+    char *name = t->name;
+    t->name = "stem.9.moved";
+    ck_assert_int_eq(dm_tensor_file_index(&micro), DM_OK);
+    expect_model_error(&micro, "missing or malformed tensor 'stem.9.weight'");
+    t->name = name;
+    ck_assert_int_eq(dm_tensor_file_index(&micro), DM_OK);
+}
+END_TEST
+
+/* A classifier's head on the backbone of a checkpoint with dense heads
+ * was bound as a classifier, and the model then failed as neither. */
+START_TEST(classifier_head_in_a_dense_checkpoint)
+{
+    static const char *const files[] = {"maskrcnn_micro.safetensors", "upernet_micro.pth"};
+    static const char *const kinds[] = {"detection", "segmentation"};
+    for (int k = 0; k < 2; k++) {
+        dm_tensor_file f;
+        ck_assert_msg(dm_model_file_open(test_path(files[k]), 0, &f) == DM_OK, "%s", dm_last_error());
+        dm_tensor_file with = f;
+        dm_tensor *copy = malloc((f.count + 2) * sizeof *copy);
+        memcpy(copy, f.tensors, f.count * sizeof *copy);
+        /* any float data of the right size will do: the shapes are what is read */
+        copy[f.count] = *dm_tensor_file_find(&micro, "head.fc.weight");
+        copy[f.count].name = "backbone.head.fc.weight";
+        copy[f.count + 1] = *dm_tensor_file_find(&micro, "head.fc.bias");
+        copy[f.count + 1].name = "backbone.head.fc.bias";
+        with.tensors = copy;
+        with.count = f.count + 2;
+        with.by_name = NULL;
+        ck_assert_int_eq(dm_tensor_file_index(&with), DM_OK);
+        char needle[128];
+        snprintf(needle, sizeof needle, "a classifier's head in a %s checkpoint", kinds[k]);
+        expect_model_error(&with, needle);
+        ck_assert_ptr_nonnull(strstr(dm_last_error(), "'backbone.head.fc.weight'"));
+        free(with.by_name);
+        free(copy);
+        dm_tensor_file_close(&f);
+    }
+}
+END_TEST
+
 /* The heads' tensors of a segmentation and a detection checkpoint, each
  * broken in four ways in turn: removed, flattened or given a rank more,
  * its first two dimensions swapped, read as integers.  Every one is
@@ -522,6 +580,8 @@ int main(void)
     tcase_add_test(tm, wrong_shape);
     tcase_add_test(tm, inconsistent_stage_shapes);
     tcase_add_test(tm, integer_weights);
+    tcase_add_test(tm, inferred_sizes_checked);
+    tcase_add_test(tm, classifier_head_in_a_dense_checkpoint);
     tcase_add_test(tm, broken_segmentation_heads);
     tcase_add_test(tm, broken_detection_heads);
     suite_add_tcase(s, tm);

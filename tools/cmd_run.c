@@ -343,6 +343,7 @@ int cmd_info(int argc, char **argv)
     printf("mlp_hidden  [%d, %d, %d, %d]\n", cfg->mlp_hidden[0], cfg->mlp_hidden[1], cfg->mlp_hidden[2],
            cfg->mlp_hidden[3]);
     printf("groups      [%d, %d, %d, %d]\n", cfg->groups[0], cfg->groups[1], cfg->groups[2], cfg->groups[3]);
+    printf("dt_rank     [%d, %d, %d, %d]\n", cfg->dt_rank[0], cfg->dt_rank[1], cfg->dt_rank[2], cfg->dt_rank[3]);
     printf("layer_scale [%d, %d, %d, %d]\n", cfg->layer_scale[0], cfg->layer_scale[1], cfg->layer_scale[2],
            cfg->layer_scale[3]);
     printf("in_chans    %d\n", cfg->in_chans);
