@@ -613,7 +613,8 @@ DM_API dm_status dm_segment(const dm_model *model, dm_workspace *ws,
  * multi-scale + flip set), inference in the options' mode, logits resized
  * to the image's size, softmax, averaged over the augmentations.  probs (K x height x width) and labels (height x width)
  * may each be NULL.  The workspace must hold one network input of the size
- * dm_segment_image_size() gives. */
+ * dm_segment_image_size() gives.  The transform pads nothing (pad_to 0: a
+ * padded one is refused, as mmseg's test pipeline has no Pad). */
 DM_API dm_status dm_segment_image(const dm_model *model, dm_workspace *ws,
                                   const dm_image *image,
                                   const dm_mm_transform *transform,

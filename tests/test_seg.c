@@ -281,9 +281,27 @@ START_TEST(bad_requests)
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "exceeds the workspace"));
     o = (dm_seg_options){.mode = DM_SEG_SLIDE, .crop_h = 16, .crop_w = 16};
     ck_assert_int_eq(dm_segment(m, ws, input, 1, 32, 32, &o, &out), DM_ERR_ARGUMENT); /* stride 0 */
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "slide mode needs a crop and a stride of at least 1"));
+    o = (dm_seg_options){.mode = DM_SEG_SLIDE, .crop_h = 0, .crop_w = 8, .stride_h = 8, .stride_w = 8};
+    ck_assert_int_eq(dm_segment(m, ws, input, 1, 32, 32, &o, &out), DM_ERR_ARGUMENT); /* named, not an empty batch */
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "slide mode needs a crop and a stride of at least 1"));
+    o = (dm_seg_options){.mode = DM_SEG_SLIDE, .crop_h = 16, .crop_w = 16};
     o.multi_scale_flip = 1;
     o.stride_h = o.stride_w = 8;
     ck_assert_int_eq(dm_segment(m, ws, input, 1, 32, 32, &o, &out), DM_ERR_ARGUMENT);
+    /* a padding transform (mmdet's COCO one) is refused: its tensor is not
+     * the size the segmentation runs on (it was written past the input) */
+    uint8_t pixels[30 * 40 * 3] = {0};
+    dm_image image = {.width = 40, .height = 30, .channels = 3, .pixels = pixels};
+    dm_mm_transform coco = dm_mm_transform_coco();
+    int32_t labels[30 * 40];
+    int wh, ww;
+    o = (dm_seg_options){.mode = DM_SEG_WHOLE};
+    ck_assert_int_eq(dm_segment_image_size(&coco, &o, 40, 30, &wh, &ww), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "without padding (pad_to 0)"));
+    coco.scale_long = 40, coco.scale_short = 32;
+    ck_assert_int_eq(dm_segment_image(m, ws, &image, &coco, &o, NULL, labels), DM_ERR_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "pads to multiples of 32"));
     dm_workspace_free(ws);
     dm_workspace_free(cws);
     dm_model_free(classifier);

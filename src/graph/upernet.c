@@ -381,13 +381,15 @@ static void to_planes(const float *x, int n, size_t hw, int c, float *y)
 dm_status dm_segment(const dm_model *model, dm_workspace *ws, const float *input, int n, int h, int w,
                      const dm_seg_options *options, const dm_seg_outputs *outputs)
 {
-    if (!input || !options || !outputs)
-        return dm_fail(DM_ERR_ARGUMENT, "dm_segment: input, options and outputs are required");
+    if (!input || !options || !outputs || !model)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_segment: model, input, options and outputs are required");
+    /* the options first: the network's size is read from them */
+    dm_status st = check_request(model, options);
+    if (st) return st;
     int nh, nw;
     network_size(options, h, w, &nh, &nw);
     const dm_model *params;
-    dm_status st = dm_check_run("dm_segment", model, ws, n, nh, nw, &params);
-    if (st || (st = check_request(model, options))) return st;
+    if ((st = dm_check_run("dm_segment", model, ws, n, nh, nw, &params))) return st;
     if (options->multi_scale_flip)
         return dm_fail(DM_ERR_ARGUMENT, "dm_segment: multi-scale + flip needs the image (dm_segment_image)");
     if (outputs->decode_logits && options->mode != DM_SEG_WHOLE)
@@ -480,8 +482,11 @@ static dm_status run_augmentation(const host *hx, const dm_image *image, const d
 static dm_status image_sizes(const dm_mm_transform *t, const dm_seg_options *o, int width, int height, int *max_h,
                              int *max_w, int *ws_h, int *ws_w)
 {
+    *max_h = *max_w = *ws_h = *ws_w = 1;
+    if (t->pad_to)
+        return dm_fail(DM_ERR_ARGUMENT, "segmentation takes a transform without padding (pad_to 0), as mmseg's test "
+                                        "pipeline has none; this one pads to multiples of %d", t->pad_to);
     int augs = o->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1;
-    *max_h = *max_w = 1;
     for (int i = 0; i < augs; i++) {
         dm_mm_transform a = augmentation(t, o, i);
         int h, w;
