@@ -341,6 +341,20 @@ START_TEST(paste_kernel_and_window)
             ck_assert_float_eq_tol(box[k], boxes[4 * i + k], 1e-4); /* float32 * s / s, not float64 */
         }
     }
+    /* boxes far outside the image (a tiny scale factor makes them) give
+     * windows clamped to it, not ints overflowed: empty ones beside it, the
+     * whole image around it */
+    const float far[4][4] = {{1e31f, 1e31f, 2e31f, 2e31f}, {-2e31f, -2e31f, -1e31f, -1e31f},
+                             {-1e31f, -1e31f, 1e31f, 1e31f}, {NAN, NAN, NAN, NAN}};
+    const int whole[4] = {0, 0, 1, 0};
+    for (int j = 0; j < 4; j++) {
+        float box[4];
+        int win[4];
+        dm_paste_window(far[j], &im, box, win);
+        for (int k = 0; k < 4; k++) ck_assert(win[k] >= 0 && win[k] <= (k % 2 ? im.ori_h : im.ori_w));
+        if (whole[j]) ck_assert(win[0] == 0 && win[1] == 0 && win[2] == im.ori_w && win[3] == im.ori_h);
+        else ck_assert(win[2] <= win[0] || win[3] <= win[1]);
+    }
     /* the first four pasted from the reference's own 28 x 28 probabilities */
     size_t plane = (size_t)im.ori_h * im.ori_w;
     float *got = calloc(4 * plane, sizeof(float)), *win_prob = malloc(sizeof(float) * plane);

@@ -588,15 +588,22 @@ void dm_det_state_free(dm_det_state *st)
 
 /* ---------------------------------------------------------------- masks */
 
+/* A whole-pixel coordinate clamped to [0, limit] before it becomes an int:
+ * a box far outside the image (a tiny scale factor) would overflow it. */
+static int pixel_within(float v, int limit)
+{
+    return !(v > 0) ? 0 : v < (float)limit ? (int)v : limit;
+}
+
 void dm_paste_window(const float det_box[4], const dm_det_image *im, float paste_box[4], int window[4])
 {
     for (int k = 0; k < 4; k++) paste_box[k] = det_box[k] * im->scale_factor[k] / im->scale_factor[k];
     float x0 = floorf(fminf(paste_box[0], paste_box[2])) - 1, y0 = floorf(fminf(paste_box[1], paste_box[3])) - 1;
     float x1 = ceilf(paste_box[2]) + 1, y1 = ceilf(paste_box[3]) + 1;
-    window[0] = x0 > 0 ? (int)x0 : 0;
-    window[1] = y0 > 0 ? (int)y0 : 0;
-    window[2] = x1 < (float)im->ori_w ? (int)x1 : im->ori_w;
-    window[3] = y1 < (float)im->ori_h ? (int)y1 : im->ori_h;
+    window[0] = pixel_within(x0, im->ori_w);
+    window[1] = pixel_within(y0, im->ori_h);
+    window[2] = pixel_within(x1, im->ori_w);
+    window[3] = pixel_within(y1, im->ori_h);
 }
 
 /* Paste detection i's probabilities and threshold them into its bitmap:
