@@ -593,6 +593,9 @@ expect 1 "det_turned: no image could be evaluated" "$damamba" eval --task det -q
     --coco-annotations "$tmp/det_turned/ann.json" "$tmp/det_turned"
 grep -q "tagged.png: size differs from the annotation file's" "$tmp/expect.err" && ! grep -q mAP "$tmp/expect.out" ||
     fail "eval --task det of no evaluated image: $(cat "$tmp/expect.err")"
+echo '{"images": [{"id": 1, "file_name": "tagged.png"}], "annotations": []}' >"$tmp/det_turned/ann.json"
+expect 1 "tagged.png: the annotation file gives no width and height for it" "$damamba" eval --task det -q \
+    -m "$golden/maskrcnn_micro.pth" --coco-annotations "$tmp/det_turned/ann.json" "$tmp/det_turned"
 
 # run on a segmentation model writes the head's outputs ('input' of the
 # golden file is 1 x 3 x 64 x 96).

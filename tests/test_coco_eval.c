@@ -257,7 +257,20 @@ START_TEST(annotations_refused)
         {"{\"images\": [{\"id\": 1, \"file_name\": \"a\"}], \"annotations\": ["
          "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 3, 2], \"area\": 6,"
          " \"segmentation\": [[1, 1, 4, 1, 4, 3]]}]}",
-         "annotation 0: no segmentation readable for a 0x0 image"},
+         "annotation 0: image 1 has no width and height, which its mask needs"},
+        /* values that are no numbers were read as 0 */
+        {"{\"images\": [{\"id\": 1, \"file_name\": \"a\", \"width\": 6, \"height\": 5}], \"annotations\": ["
+         "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, 1, 3, 2], \"area\": 6,"
+         " \"segmentation\": [[0, 0, \"x\", 0, 3, 1, 0, 1]]}]}",
+         "annotation 0: no segmentation readable for a 6x5 image"},
+        {"{\"images\": [{\"id\": 1, \"file_name\": \"a\", \"width\": 6, \"height\": 5}], \"annotations\": ["
+         "{\"image_id\": 1, \"category_id\": 1, \"bbox\": [1, null, 3, 2], \"area\": 6,"
+         " \"segmentation\": [[1, 1, 4, 1, 4, 3]]}]}",
+         "annotation 0: its bbox holds a value that is no number"},
+        /* one id, two images: pycocotools keeps one */
+        {"{\"images\": [{\"id\": 7, \"file_name\": \"a\"}, {\"id\": 2, \"file_name\": \"b\"},"
+         " {\"id\": 7, \"file_name\": \"c\"}], \"annotations\": []}",
+         "two images have the id 7"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         coco_image *images = NULL;

@@ -95,7 +95,8 @@ int cli_eval_detection(const char *model_path, dm_backend backend, const char *a
          * height may have traded places */
         int same = img.width == images[i].width && img.height == images[i].height;
         int turned = img.width == images[i].height && img.height == images[i].width;
-        if (!error && !same && !turned) error = "size differs from the annotation file's";
+        if (!error && !images[i].width) error = "the annotation file gives no width and height for it";
+        else if (!error && !same && !turned) error = "size differs from the annotation file's";
         if (error) {
             cli_error("%s: %s", path, error);
             failed = 1;

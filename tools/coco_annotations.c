@@ -27,6 +27,12 @@ static int json_int(const dm_json *o, const char *key, int64_t *out)
     return 1;
 }
 
+static int int64_before(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 int coco_read_images(const dm_json *root, coco_image **out, size_t *count, char *err, size_t err_size)
 {
     const dm_json *images = dm_json_get(root, "images");
@@ -57,6 +63,22 @@ int coco_read_images(const dm_json *root, coco_image **out, size_t *count, char 
             return failed(err, err_size, "out of memory");
         }
     }
+    /* an id names one image: pycocotools keeps one entry per id */
+    int64_t *ids = malloc((n + 1) * sizeof *ids);
+    if (!ids) {
+        coco_images_free(list, n);
+        return failed(err, err_size, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) ids[i] = list[i].id;
+    qsort(ids, n, sizeof *ids, int64_before);
+    for (size_t i = 1; i < n; i++)
+        if (ids[i] == ids[i - 1]) {
+            int64_t id = ids[i];
+            free(ids);
+            coco_images_free(list, n);
+            return failed(err, err_size, "two images have the id %lld", (long long)id);
+        }
+    free(ids);
     *out = list;
     *count = n;
     return 1;
@@ -131,7 +153,12 @@ static int annotation_mask(const dm_json *seg, int h, int w, coco_rle *out)
                 break;
             }
             size_t k = 0;
-            for (const dm_json *v = poly->child; v; v = v->next) xy[k++] = v->type == DM_JSON_NUMBER ? v->number : 0;
+            for (const dm_json *v = poly->child; v && v->type == DM_JSON_NUMBER; v = v->next) xy[k++] = v->number;
+            if (k != poly->count) { /* a coordinate that is no number */
+                free(xy);
+                st = 0;
+                break;
+            }
             coco_rle one, merged;
             int made = coco_rle_from_polygon(xy, poly->count / 2, h, w, &one);
             free(xy);
@@ -201,8 +228,17 @@ int coco_read_ground_truth(const dm_json *root, const coco_image *images, size_t
         o->area = area->number;
         o->iscrowd = crowd && crowd->type == DM_JSON_NUMBER && crowd->number != 0;
         size_t k = 0;
-        for (const dm_json *v = bbox->child; v; v = v->next) o->bbox[k++] = v->type == DM_JSON_NUMBER ? v->number : 0;
-        int st = seg && im->width && im->height ? annotation_mask(seg, im->height, im->width, &o->mask) : 0;
+        for (const dm_json *v = bbox->child; v && v->type == DM_JSON_NUMBER; v = v->next) o->bbox[k++] = v->number;
+        if (k != 4) {
+            ok = failed(err, err_size, "annotation %zu: its bbox holds a value that is no number", i);
+            break;
+        }
+        if (seg && (!im->width || !im->height)) {
+            ok = failed(err, err_size, "annotation %zu: image %lld has no width and height, which its mask needs", i,
+                        (long long)im->id);
+            break;
+        }
+        int st = seg ? annotation_mask(seg, im->height, im->width, &o->mask) : 0;
         if (st == 1) continue;
         if (st == -1)
             ok = failed(err, err_size, "annotation %zu: a polygon lies beyond +-2^20 pixels or its outline is too long",
