@@ -670,6 +670,22 @@ open(sys.argv[1], "wb").write(png + chunk(b"IDAT", zlib.compress(rows)) + chunk(
 PY
 got=$("$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_ignored" | tail -n 1)
 [ "$got" = "mIoU=nan mAcc=nan aAcc=nan n=1" ] || fail "eval --task seg of ignored pixels only: '$got'"
+# Images in folders under images/validation have their annotations at the
+# same place under annotations/validation, as mmseg maps them: the set in
+# two folders scores as it does flat.
+mkdir -p "$tmp/seg_nested/images/validation/x" "$tmp/seg_nested/images/validation/y" \
+    "$tmp/seg_nested/annotations/validation/x" "$tmp/seg_nested/annotations/validation/y"
+cp "$seg_eval/images/validation/a.png" "$tmp/seg_nested/images/validation/x/"
+cp "$seg_eval/images/validation/b.png" "$tmp/seg_nested/images/validation/y/"
+cp "$seg_eval/annotations/validation/a.png" "$tmp/seg_nested/annotations/validation/x/"
+cp "$seg_eval/annotations/validation/b.png" "$tmp/seg_nested/annotations/validation/y/"
+got=$("$damamba" eval --task seg -q -m "$seg_model" "$tmp/seg_nested" | tail -n 1)
+[ "$got" = "$(sed -n 1p "$seg_eval/expected.txt")" ] || fail "eval --task seg of nested folders: '$got'"
+# Two images whose names differ in their extension alone would share one
+# annotation: refused, before any is segmented.
+cp "$seg_eval/images/validation/a.png" "$tmp/seg_nested/images/validation/x/a.jpg"
+expect 1 "validation/x/a.png: the annotation of two images" "$damamba" eval --task seg -q -m "$seg_model" \
+    "$tmp/seg_nested"
 # A COCO annotation file that is a directory or a FIFO: refused at once.
 mkdir "$tmp/ann_dir" && mkfifo "$tmp/ann_fifo"
 for ann in ann_dir ann_fifo; do

@@ -118,19 +118,51 @@ static void print_metrics(const seg_totals *t, const dm_model *m, int per_class,
            all ? (double)hit / all : NAN, images);
 }
 
-/* The annotation of an image: ROOT/annotations/validation/STEM.png; 0
- * (printed) when the path is too long. */
-static int annotation_path(char *out, size_t size, const char *root, const char *image)
+/* The annotation of an image under dir (ROOT/images/validation):
+ * ROOT/annotations/validation/ and the image's path under dir, its
+ * extension .png, as mmseg maps them; 0 (printed) when too long. */
+static int annotation_path(char *out, size_t size, const char *root, const char *dir, const char *image)
 {
+    const char *sub = image + strlen(dir) + 1; /* the walk gives dir/... */
     int len;
-    const char *stem = cli_path_stem(image, &len);
-    if (snprintf(out, size, "%s/annotations/validation/%.*s.png", root, len, stem) < (int)size) return 1;
+    cli_path_stem(sub, &len);
+    const char *base = strrchr(sub, '/');
+    len += base ? (int)(base + 1 - sub) : 0;
+    if (snprintf(out, size, "%s/annotations/validation/%.*s.png", root, len, sub) < (int)size) return 1;
     cli_error("%s: the path of its annotation is too long", image);
     return 0;
 }
 
+static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Images whose names differ in their extension alone (x.jpg, x.png) would
+ * be scored against one annotation: 0 (printed) when two share one. */
+static int annotations_distinct(const char *root, const char *dir, const cli_files *files)
+{
+    char **paths = calloc(files->count + 1, sizeof *paths), ann[PATH_MAX];
+    int ok = paths != NULL;
+    if (!ok) cli_error("out of memory");
+    for (size_t i = 0; ok && i < files->count; i++) {
+        if (!annotation_path(ann, sizeof ann, root, dir, files->paths[i])) ok = 0;
+        else if (!(paths[i] = strdup(ann))) {
+            cli_error("out of memory");
+            ok = 0;
+        }
+    }
+    if (ok) qsort(paths, files->count, sizeof *paths, compare_strings);
+    for (size_t i = 1; ok && i < files->count; i++)
+        if (!strcmp(paths[i], paths[i - 1])) {
+            cli_error("%s: the annotation of two images (names that differ in their extension alone)", paths[i]);
+            ok = 0;
+        }
+    for (size_t i = 0; paths && i < files->count; i++) free(paths[i]);
+    free(paths);
+    return ok;
+}
+
 /* Segment one image and add it to the totals; 0 (printed) on failure. */
-static int eval_image(cli_segmenter *seg, const char *root, const char *path, int reduce_zero_label, seg_totals *t)
+static int eval_image(cli_segmenter *seg, const char *root, const char *dir, const char *path, int reduce_zero_label,
+                      seg_totals *t)
 {
     dm_image img;
     char ann[PATH_MAX];
@@ -141,7 +173,7 @@ static int eval_image(cli_segmenter *seg, const char *root, const char *path, in
         cli_error("%s", dm_last_error());
         return 0;
     }
-    if (!annotation_path(ann, sizeof ann, root, path) || !(gt = read_label_png(ann, &gw, &gh))) goto done;
+    if (!annotation_path(ann, sizeof ann, root, dir, path) || !(gt = read_label_png(ann, &gw, &gh))) goto done;
     if (gw != img.width || gh != img.height) {
         cli_error("%s: %d x %d, but its annotation is %d x %d", path, img.width, img.height, gw, gh);
         goto done;
@@ -187,6 +219,8 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
     } else if (files.count == 0) {
         cli_error("%s: no images", dir); /* an mIoU of nothing is no measurement */
         failed = 1;
+    } else if (!annotations_distinct(root, dir, &files)) {
+        failed = 1;
     }
     cli_segmenter seg = {.model = m, .backend = backend, .transform = dm_mm_transform_ade20k(), .options = *o};
     size_t counted = 0, bad = 0;
@@ -194,7 +228,7 @@ int cli_eval_seg(const dm_model *m, dm_backend backend, const char *root, const 
     cli_progress_start(&progress, failed ? 0 : files.count, quiet);
     for (size_t i = 0; !failed && i < files.count; i++) {
         /* a bad image is reported and left out; the others still count */
-        if (eval_image(&seg, root, files.paths[i], reduce_zero_label, &t)) counted++;
+        if (eval_image(&seg, root, dir, files.paths[i], reduce_zero_label, &t)) counted++;
         else bad++;
         cli_progress_update(&progress, i + 1, bad);
     }
