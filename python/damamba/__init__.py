@@ -14,7 +14,6 @@ parallel, each with its own workspace.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -543,7 +542,7 @@ class Model:
             for i, path in enumerate(chunk):
                 try:
                     inputs[i] = preprocess(path, settings)
-                except DamambaError as e:
+                except (DamambaError, ValueError) as e:  # ValueError: a path no file can have (a NUL)
                     if errors == "raise":
                         raise
                     failed[i] = str(e)
@@ -561,19 +560,42 @@ def _fixed_size(settings: PreprocessSettings) -> tuple[int, int]:
     raise ValueError("classifying needs a fixed input size: set a crop")
 
 
+def _json_string(text: str) -> str:
+    """text as a JSON string, byte for byte as the library writes one:
+    UTF-8 as it is; '"', '\\' and control characters escaped; a byte that
+    was not UTF-8 (a lone surrogate of os.fsdecode) as \\udcXX."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\udc{code - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _text(text: str) -> str:
+    """text as the program prints it: control characters as \\xHH."""
+    return "".join(f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
+
+
 def format_result(result: dict[str, Any], as_json: bool = False) -> str:
     """A classify() result as the command-line program prints it, with
     --json (one line) or without."""
     file = result["file"]
     if as_json:
         if "error" in result:
-            return f'{{"file": {json.dumps(file)}, "error": {json.dumps(result["error"])}}}'
-        top = ", ".join(f'{{"index": {t["index"]}, "label": {json.dumps(t["label"])}, "prob": {t["prob"]:.6g}}}'
+            return f'{{"file": {_json_string(file)}, "error": {_json_string(result["error"])}}}'
+        top = ", ".join(f'{{"index": {t["index"]}, "label": {_json_string(t["label"])}, "prob": {t["prob"]:.6g}}}'
                         for t in result["top"])
-        return f'{{"file": {json.dumps(file)}, "top": [{top}]}}'
+        return f'{{"file": {_json_string(file)}, "top": [{top}]}}'
     # 100 * prob as the program computes it, in float32.
-    return "\n".join([file] + [f'  {np.float32(100) * np.float32(t["prob"]):8.4f}%  {t["label"]} ({t["index"]})'
-                              for t in result["top"]])
+    return "\n".join([_text(file)] + [
+        f'  {np.float32(100) * np.float32(t["prob"]):8.4f}%  {_text(t["label"])} ({t["index"]})' for t in result["top"]])
 
 
 def classify(paths: PathLike | Iterable[PathLike], k: int = 5, model: Model | PathLike | None = None,

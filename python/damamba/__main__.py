@@ -14,11 +14,11 @@ from . import MAX_THREADS, DamambaError, Model, format_result
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
 
 
-def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int], unread: list[str]) -> Iterator[str]:
+def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int], problems: list[str]) -> Iterator[str]:
     """The image files under directory, recursively, in byte order of the
     names, hidden ones left out and each directory once however many links
     lead to it; skipped[0] counts the other files.  A directory that cannot
-    be read is reported, added to unread and left out; the walk goes on."""
+    be read is reported, added to problems and left out; the walk goes on."""
     status = os.stat(directory)
     if (status.st_dev, status.st_ino) in visited:
         return
@@ -27,34 +27,55 @@ def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int], unr
         names = sorted(os.listdir(directory), key=os.fsencode)
     except OSError as e:
         print(f"damamba: {directory}: cannot read directory: {e.strerror}", file=sys.stderr)
-        unread.append(directory)
+        problems.append(directory)
         return
     for name in names:
         if name.startswith("."):
             continue
         path = os.path.join(directory, name)
         if os.path.isdir(path):
-            yield from _walk(path, visited, skipped, unread)
+            yield from _walk(path, visited, skipped, problems)
         elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
             yield path
         else:
             skipped[0] += 1
 
 
+def _list_lines(name: str, text: str, problems: list[str]) -> list[str]:
+    """The paths of a list, as the program reads them: one a line, the
+    line's ending (\\n, \\r\\n) taken off, empty lines skipped; a line
+    holding a NUL, which no file name can, reported, added to problems and
+    skipped."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the last line's newline
+    paths = []
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r")
+        if "\0" in line:
+            print(f"damamba: {name}: line {number} holds a NUL byte, which no file name can", file=sys.stderr)
+            problems.append(name)
+        elif line:
+            paths.append(line)
+    return paths
+
+
 def image_files(arg: str, visited: set[tuple[int, int]] | None = None,
-                unread: list[str] | None = None) -> list[str]:
+                problems: list[str] | None = None) -> list[str]:
     """A file as is, the image files under a directory, or the paths listed
     in @LIST, as the command-line program takes them: a directory or list
-    without images is an error (OSError), and a directory's other files and
-    the directories under it that cannot be read (also added to unread) are
-    reported on standard error.  visited: the directories walked by earlier
+    without images is an error (OSError); a directory's other files, the
+    directories under it that cannot be read and the lines of a list that
+    no file name can be are reported on standard error (the last two also
+    added to problems).  visited: the directories walked by earlier
     arguments, which are not walked again."""
+    problems = [] if problems is None else problems
     if arg.startswith("@"):
-        with open(arg[1:], encoding="utf-8", errors="surrogateescape") as listing:
-            paths = [line.rstrip("\r\n") for line in listing if line.strip()]
+        with open(arg[1:], encoding="utf-8", errors="surrogateescape", newline="") as listing:
+            paths = _list_lines(arg[1:], listing.read(), problems)
     elif os.path.isdir(arg):
         skipped = [0]
-        paths = list(_walk(arg, set() if visited is None else visited, skipped, [] if unread is None else unread))
+        paths = list(_walk(arg, set() if visited is None else visited, skipped, problems))
         if skipped[0]:
             print(f"damamba: {arg}: skipped {skipped[0]} file{'' if skipped[0] == 1 else 's'} without an image "
                   "file name extension", file=sys.stderr)
@@ -88,14 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DamambaError, OSError, ValueError) as e:
         print(f"damamba: {e}", file=sys.stderr)
         return 1
-    status, paths, visited, unread = 0, [], set(), []
+    status, paths, visited, problems = 0, [], set(), []
     for arg in args.inputs:
         try:
-            paths += image_files(arg, visited, unread)
+            paths += image_files(arg, visited, problems)
         except OSError as e:
             print(f"damamba: {e}", file=sys.stderr)
             status = 1
-    if unread:
+    if problems:
         status = 1
     for result in model.classify(paths, args.top, batch=args.batch, threads=args.threads, errors="record"):
         if "error" in result:

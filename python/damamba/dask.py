@@ -32,15 +32,18 @@ Paths = Union[Sequence[PathLike], "dask.bag.Bag", "dask.dataframe.Series", "dask
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(path: str | None, ema: bool) -> Model:
+def _cached_model(path: str | None, ema: bool, precision: str) -> Model:
     """This process's copy of a model, loaded on first use."""
-    return Model(path, ema=ema)
+    model = Model(path, ema=ema)
+    model.precision = precision
+    return model
 
 
-def _run_partition(paths: Any, model: str | None, ema: bool, method: str, options: dict[str, Any]) -> list[dict]:
+def _run_partition(paths: Any, source: tuple[str | None, bool, str], method: str,
+                   options: dict[str, Any]) -> list[dict]:
     """Model.classify or Model.embed over one partition, recording failed files."""
-    paths = [os.fspath(p) for p in paths]
-    return getattr(_cached_model(model, ema), method)(paths, errors="record", **options)
+    paths = [os.fsdecode(p) for p in paths]  # bytes too: the rows' files are text
+    return getattr(_cached_model(*source), method)(paths, errors="record", **options)
 
 
 def _json_line(row: dict[str, Any]) -> str:
@@ -55,11 +58,16 @@ def _write_partition(rows: list[dict[str, Any]], directory: str, index: int, run
     complete."""
     final = os.path.join(directory, f"part-{index:05d}.jsonl")
     temporary = os.path.join(directory, f".part-{index:05d}.jsonl.{run}.{uuid.uuid4().hex}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.writelines(_json_line(row) + "\n" for row in rows)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, final)
+    try:
+        with open(temporary, "w", encoding="utf-8") as out:
+            out.writelines(_json_line(row) + "\n" for row in rows)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
     return final
 
 
@@ -69,20 +77,23 @@ def _partitions(paths: Paths, partition_size: int) -> list[Any]:
         if hasattr(paths, "columns"):
             paths = paths["file"]
         return paths.to_delayed()
-    paths = [os.fspath(p) for p in paths]
+    if isinstance(paths, (str, bytes, os.PathLike)):  # one file, as Model.classify takes it
+        paths = [paths]
+    paths = [os.fsdecode(p) for p in paths]
     return [dask.delayed(paths[i:i + partition_size], pure=True) for i in range(0, len(paths), partition_size)]
 
 
-def _model_source(model: Model | PathLike | None, ema: bool) -> tuple[str | None, bool]:
-    """What workers load: a path (None for the built-in model) and whether
-    its EMA weights; a Model is loaded as it was."""
+def _model_source(model: Model | PathLike | None, ema: bool) -> tuple[str | None, bool, str]:
+    """What workers load: a path (None for the built-in model), whether its
+    EMA weights, and the precision of its products; a Model is loaded as it
+    was, precision included."""
     if isinstance(model, Model):
         if model.path is None and not model.builtin:
             raise ValueError("a model for workers must come from a file: pass its path")
         if ema and not model.ema:
             raise ValueError("ema=True, but the Model was loaded without ema: load it with Model(path, ema=True)")
-        return model.path, model.ema
-    return None if model is None else os.fspath(model), ema
+        return model.path, model.ema, model.precision
+    return None if model is None else os.fspath(model), ema, "f32"
 
 
 def _run(method: str, columns: list[str], paths: Paths, model: Model | PathLike | None, client: Any, ema: bool,
@@ -94,9 +105,9 @@ def _run(method: str, columns: list[str], paths: Paths, model: Model | PathLike 
             _checked_count(name, options[name])
     if options.get("threads") is not None:
         _checked_threads(options["threads"])
-    source, ema = _model_source(model, ema)
+    source = _model_source(model, ema)
     # Not pure: the tasks read files, which may change between two calls.
-    results = [dask.delayed(_run_partition, pure=False)(part, source, ema, method, options)
+    results = [dask.delayed(_run_partition, pure=False)(part, source, method, options)
                for part in _partitions(paths, partition_size)]
     if output is not None:
         directory = Path(output)

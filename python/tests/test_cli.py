@@ -91,6 +91,28 @@ def test_an_unreadable_directory_is_left_out_as_the_program_leaves_it(cli: str) 
     assert message in done.stderr and message in program.stderr
 
 
+def test_odd_names_and_lists_as_the_program_prints_them(cli: str, tmp_path) -> None:
+    """Byte for byte: a control character in a name escaped (\\x09 in text,
+    \\u0009 in JSON), UTF-8 as it is; a list's line holding a NUL reported
+    and skipped, a line of spaces a path like any other (exit 1 both)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in ("tab\t.png", "\u00fc.png"):
+        (folder / name).write_bytes((SAMPLES / "bag.png").read_bytes())
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"{SAMPLES / 'bag.png'}\nab\0c.png\n   \r\n\n{SAMPLES / 'coat.png'}\n".encode())
+    for args in (["classify", str(folder)], ["classify", "--json", str(folder)], ["classify", "--json", f"@{listing}"]):
+        done = run_module(*args)
+        program = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300)
+        assert done.stdout == program.stdout, args
+        assert done.returncode == program.returncode, (args, done.stderr, program.stderr)
+    assert "line 2 holds a NUL byte, which no file name can" in done.stderr
+    assert done.returncode == 1 and len(done.stdout.splitlines()) == 3  # bag, "   " (an error), coat
+    # a path no file can have is recorded as such a file's error is
+    rows = damamba.Model().classify(["a\0b.png", str(SAMPLES / "bag.png")], errors="record")
+    assert "NUL" in rows[0]["error"] and rows[1]["top"][0]["label"] == "Bag"
+
+
 def test_a_reader_that_goes_away_ends_it_quietly(cli: str, tmp_path) -> None:
     """As the program: SIGPIPE, nothing on standard error."""
     listing = tmp_path / "list.txt"

@@ -58,6 +58,28 @@ def test_a_models_ema_weights_reach_the_workers(client: Client) -> None:
         damamba.dask.classify(paths, model=damamba.Model(GOLDEN / "micro.pth"), ema=True, client=client)
 
 
+def test_a_models_precision_reaches_the_workers(client: Client) -> None:
+    """A Model is loaded on the workers as it was: in its precision too."""
+    paths = sample_paths()[:3]
+    model = damamba.Model(GOLDEN / "micro.pth")
+    model.precision = "bf16"
+    table = damamba.dask.classify(paths, model=model, client=client, k=3)
+    assert list(table.top) == [row["top"] for row in model.classify(paths, k=3)]
+    assert list(table.top) != [row["top"] for row in damamba.Model(GOLDEN / "micro.pth").classify(paths, k=3)]
+
+
+def test_one_path_and_bytes_paths(client: Client, tmp_path) -> None:
+    """A single path is one file, as Model.classify takes it, not a
+    sequence of characters; bytes paths come back as text, written or not."""
+    path = sample_paths()[0]
+    table = damamba.dask.classify(path, client=client, k=1)
+    assert list(table.file) == [path] and table.error.isna().all()
+    table = damamba.dask.classify([os.fsencode(path)], client=client, k=1)
+    assert list(table.file) == [path] and table.error.isna().all()
+    written = damamba.dask.classify([os.fsencode(path)], client=client, k=1, output=tmp_path / "out")
+    assert len(written) == 1 and os.listdir(tmp_path / "out") == ["part-00000.jsonl"]
+
+
 def test_bags_dataframes_and_failed_files(client: Client) -> None:
     paths = sample_paths()
     bag = dask.bag.from_sequence(paths + ["missing.png"], npartitions=3)
