@@ -89,16 +89,28 @@ static dm_status convert_tensors(const dm_tensor_file *in, dm_dtype dtype, dm_te
         out[i].dtype = dtype;
         out[i].data = at;
         out[i].nbytes = (size_t)t->numel * dm_dtype_size(dtype);
+        /* a finite weight that the narrower type would make infinite is
+         * refused, naming it, not written as infinity */
+        const char *beyond = NULL;
+        double value = 0;
+        for (int64_t j = 0; j < t->numel && !beyond; j++) {
+            if (t->dtype == DM_F64) memcpy(&value, (const char *)t->data + 8 * j, 8);
+            else value = f32[j];
+            if (!isfinite(value)) continue;
+            if (!isfinite(f32[j])) beyond = "F32's largest value (3.4e38)";
+            else if (dtype == DM_F16 && !isfinite(dm_f16_to_f32(dm_f32_to_f16(f32[j]))))
+                beyond = "F16's largest value (65504): convert to BF16 or F32";
+            else if (dtype == DM_BF16 && !isfinite(dm_bf16_to_f32(dm_f32_to_bf16(f32[j]))))
+                beyond = "BF16's largest value (3.39e38): convert to F32";
+        }
+        if (beyond) {
+            dm_status st = dm_fail(DM_ERR_ARGUMENT, "tensor '%s' holds %g, beyond %s", t->name, value, beyond);
+            free(f32);
+            return st;
+        }
         if (dtype == DM_F32) memcpy(at, f32, out[i].nbytes);
         else
             for (int64_t j = 0; j < t->numel; j++) {
-                /* from 65520 on, a float rounds to F16's infinity */
-                if (dtype == DM_F16 && isfinite(f32[j]) && fabsf(f32[j]) >= 65520.0f) {
-                    dm_status st = dm_fail(DM_ERR_ARGUMENT, "tensor '%s' holds %g, beyond F16's largest value "
-                                           "(65504): convert to BF16 or F32", t->name, (double)f32[j]);
-                    free(f32);
-                    return st;
-                }
                 uint16_t h = dtype == DM_F16 ? dm_f32_to_f16(f32[j]) : dm_f32_to_bf16(f32[j]);
                 memcpy(at + 2 * j, &h, 2);
             }

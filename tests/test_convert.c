@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <fenv.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,8 +163,8 @@ START_TEST(conversion_refuses_its_own_input)
 END_TEST
 
 /* A weight beyond F16's range is refused for F16, naming it, and the
- * output not written; 65504, the largest F16, converts, as does any value
- * to BF16. */
+ * output not written; 65504, the largest F16, converts, as does it to
+ * BF16.  A weight that any narrower type would make infinite is refused. */
 START_TEST(f16_refuses_weights_beyond_its_range)
 {
     dm_tensor_file micro;
@@ -195,6 +196,30 @@ START_TEST(f16_refuses_weights_beyond_its_range)
         ck_assert_int_ne(access(out, F_OK), 0);
         ck_assert_msg(dm_convert(big, out, 0, DM_BF16) == DM_OK, "%s", dm_last_error());
     }
+    /* so is one beyond BF16's (F32's largest rounds up to infinity there),
+     * and an F64 weight beyond F32's, whatever the output type */
+    char says[160];
+    data[1] = FLT_MAX;
+    ck_assert_int_eq(dm_safetensors_write(big, t, micro.count, NULL, 0), DM_OK);
+    unlink(out);
+    ck_assert_int_eq(dm_convert(big, out, 0, DM_BF16), DM_ERR_ARGUMENT);
+    snprintf(says, sizeof says, "tensor '%s' holds 3.40282e+38, beyond BF16's largest value", t[w].name);
+    ck_assert_msg(strstr(dm_last_error(), says), "%s", dm_last_error());
+    ck_assert_int_ne(access(out, F_OK), 0);
+    double *wide = calloc((size_t)t[w].numel, sizeof *wide);
+    wide[1] = 1e39;
+    t[w] = (dm_tensor){.name = t[w].name, .dtype = DM_F64, .ndim = t[w].ndim, .numel = t[w].numel,
+                       .data = wide, .nbytes = (size_t)t[w].numel * sizeof *wide};
+    memcpy(t[w].shape, micro.tensors[w].shape, sizeof t[w].shape);
+    ck_assert_int_eq(dm_safetensors_write(big, t, micro.count, NULL, 0), DM_OK);
+    for (int i = 0; i < 3; i++) {
+        const dm_dtype to[] = {DM_F32, DM_F16, DM_BF16};
+        ck_assert_int_eq(dm_convert(big, out, 0, to[i]), DM_ERR_ARGUMENT);
+        snprintf(says, sizeof says, "tensor '%s' holds 1e+39, beyond F32's largest value", t[w].name);
+        ck_assert_msg(strstr(dm_last_error(), says), "%s", dm_last_error());
+        ck_assert_int_ne(access(out, F_OK), 0);
+    }
+    free(wide);
     free(data);
     free(t);
     dm_tensor_file_close(&micro);

@@ -290,6 +290,19 @@ START_TEST(transform_bad_settings)
     ck_assert_str_eq(dm_last_error(), "transform: 1 x 3000 scaled by 0.444333 gives 0 x 1333 pixels: a side is empty");
     ck_assert_int_eq(dm_mm_transform_size(&t, 3, 3000, &h, &w, NULL), DM_OK);
     ck_assert(w == 1 && h == 1333);
+    /* the pixel limit holds the tensor: sizes as rounded (8192 x 8192, the
+     * limit itself, was refused as 8192.5 x 8192.5), padding counted */
+    t = dm_mm_transform_ade20k();
+    t.ratio = 16;
+    ck_assert_msg(dm_mm_transform_size(&t, 1, 1, &h, &w, NULL) == DM_OK, "%s", dm_last_error());
+    ck_assert(w == 8192 && h == 8192);
+    t = (dm_mm_transform){.scale_long = 16400, .scale_short = 4090, .ratio = 1, .std = {1, 1, 1}};
+    ck_assert_msg(dm_mm_transform_size(&t, 1640, 409, &h, &w, NULL) == DM_OK, "%s", dm_last_error());
+    ck_assert(w == 16400 && h == 4090); /* 67,076,000 pixels */
+    t.pad_to = 32;                       /* 16416 x 4096: 67,239,936 */
+    ck_assert_int_eq(dm_mm_transform_size(&t, 1640, 409, &h, &w, NULL), DM_ERR_ARGUMENT);
+    ck_assert_str_eq(dm_last_error(), "transform: 1640 x 409 scaled by 10 gives a tensor of 16416 x 4096 pixels, "
+                                      "over the limit of 67108864");
 }
 END_TEST
 

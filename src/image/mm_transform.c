@@ -55,9 +55,15 @@ dm_status dm_mm_transform_size(const dm_mm_transform *t, int width, int height, 
     if (w < 1 || h < 1)
         return dm_fail(DM_ERR_ARGUMENT, "transform: %d x %d scaled by %g gives %d x %d pixels: a side is empty",
                        width, height, factor, (int)w, (int)h);
-    if (w * h > DM_IMAGE_MAX_PIXELS)
-        return dm_fail(DM_ERR_ARGUMENT, "transform: %d x %d scaled by %g gives %.0f x %.0f pixels, over the limit of %d",
-                       width, height, factor, floor(w), floor(h), DM_IMAGE_MAX_PIXELS);
+    /* the tensor's pixels: the rounded sizes, padded */
+    double tensor_w = floor(w), tensor_h = floor(h);
+    if (t->pad_to) {
+        tensor_w = ceil(tensor_w / t->pad_to) * t->pad_to;
+        tensor_h = ceil(tensor_h / t->pad_to) * t->pad_to;
+    }
+    if (tensor_w * tensor_h > DM_IMAGE_MAX_PIXELS)
+        return dm_fail(DM_ERR_ARGUMENT, "transform: %d x %d scaled by %g gives a tensor of %.0f x %.0f pixels, over "
+                       "the limit of %d", width, height, factor, tensor_w, tensor_h, DM_IMAGE_MAX_PIXELS);
     *out_w = (int)w;
     *out_h = (int)h;
     if (scale_factor) {
