@@ -14,6 +14,7 @@ parallel, each with its own workspace.
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import threading
 from dataclasses import dataclass
@@ -445,8 +446,10 @@ class Model:
             for s, array in enumerate(result["stages"]):
                 out.stages[s] = as_float_pointer(array)
         if offsets is not None:
-            stage, block = offsets
-            if not (0 <= stage < NUM_STAGES and 0 <= block < self.config.depths[stage]):
+            # numpy's integers are integers too
+            stage, block = (operator.index(v) if isinstance(v, np.integer) else v for v in offsets)
+            stage = _checked_int("stage", stage, 0, NUM_STAGES - 1)
+            if not (_checked_int("block", block) < self.config.depths[stage]):
                 raise ValueError(f"no block {block} in stage {stage}: the stages have {self.config.depths} blocks")
             _, sh, sw = self.stage_shape(stage, h, w)
             result["offsets"] = np.empty((n, sh, sw, self.config.groups[stage], 2), dtype=np.float32)

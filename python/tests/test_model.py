@@ -114,6 +114,10 @@ def test_wrong_inputs_are_refused(micro: damamba.Model, micro_io: dict) -> None:
         micro.forward(x.astype(np.complex64))
     with pytest.raises(ValueError, match="no block 2 in stage 0"):
         micro.offsets(x, 0, 2)
+    # numpy integers are integers; a float is no stage
+    assert micro.offsets(x, np.int64(1), np.int32(0)).shape[0] == x.shape[0]
+    with pytest.raises(ValueError, match="stage must be an integer from 0 to 3, got 0.0"):
+        micro.offsets(x, 0.0, 0)
     # Thread counts past the library's limit, or past a C int, are refused
     # before any thread starts; the limit is the library's own.
     for threads in (-1, damamba.MAX_THREADS + 1, 2**32, 2**40, True, 1.5):
