@@ -88,15 +88,16 @@ int cli_eval_detection(const char *model_path, dm_backend backend, const char *a
         snprintf(path, sizeof path, "%s/%s", dir, images[i].file_name);
         dm_image img = {0};
         dm_detections d = {0};
-        const char *error = cli_detect_file(&det, path, &img, &d);
+        /* a size the file does not give is known before anything is detected */
+        const char *error = images[i].width ? cli_detect_file(&det, path, &img, &d)
+                                            : "the annotation file gives no width and height for it";
         cli_progress_clear(&progress);
         /* mmdet's loading turns a photo by its EXIF orientation, and
          * evaluates it so against annotations of the stored one: width and
          * height may have traded places */
         int same = img.width == images[i].width && img.height == images[i].height;
         int turned = img.width == images[i].height && img.height == images[i].width;
-        if (!error && !images[i].width) error = "the annotation file gives no width and height for it";
-        else if (!error && !same && !turned) error = "size differs from the annotation file's";
+        if (!error && !same && !turned) error = "size differs from the annotation file's";
         if (error) {
             cli_error("%s: %s", path, error);
             failed = 1;

@@ -119,18 +119,19 @@ int cmd_scanmap(int argc, char **argv)
         goto done;
     }
     if (!(input = cli_load_image(image_path, &pre, &h, &w))) goto done;
+    /* a picture too large to write is refused before the pass that maps it */
+    if (!scale) scale = (512 + (h > w ? h : w) - 1) / (h > w ? h : w);
+    if (!json && (double)w * scale * h * scale > CANVAS_MAX_PIXELS) {
+        cli_error("the model sees %dx%d pixels: at --scale %d the picture would have %.0f, over the %d a PNG here "
+                  "may have", w, h, scale, (double)w * scale * h * scale, CANVAS_MAX_PIXELS);
+        goto done;
+    }
     if (scanmap_compute(m, input, h, w, stage, block, &map)) {
         cli_error("%s", dm_last_error());
         goto done;
     }
     if (json && !out_path) {
         rc = write_json(stdout, image_path, &map, h, w, group, stride) ? 1 : 0;
-        goto done;
-    }
-    if (!scale) scale = (512 + (h > w ? h : w) - 1) / (h > w ? h : w);
-    if (!json && (double)w * scale * h * scale > CANVAS_MAX_PIXELS) {
-        cli_error("the model sees %dx%d pixels: at --scale %d the picture would have %.0f, over the %d a PNG here "
-                  "may have", w, h, scale, (double)w * scale * h * scale, CANVAS_MAX_PIXELS);
         goto done;
     }
     dm_outfile out;
