@@ -466,29 +466,13 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
 
 /* ------------------------------------------------------------ daemon */
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* libmicrohttpd's unescaping of the path and the query, except that %00
- * stays as it is: a NUL would end the text early, so that
+/* libmicrohttpd's unescaping of the path and the query, except that a text
+ * holding %00 stays as written: a NUL would end it early, so that
  * "/v2/health/live%00junk" would be read as "/v2/health/live". */
 static size_t unescape_keeping_nul(void *cls, struct MHD_Connection *conn, char *text)
 {
     (void)cls, (void)conn;
-    char *out = text;
-    for (const char *in = text; *in;) {
-        int high = in[0] == '%' ? hex_digit(in[1]) : -1, low = high >= 0 ? hex_digit(in[2]) : -1;
-        if (low >= 0 && (high || low)) {
-            *out++ = (char)(high << 4 | low);
-            in += 3;
-        } else {
-            *out++ = *in++;
-        }
-    }
-    *out = '\0';
-    return (size_t)(out - text);
+    return strstr(text, "%00") ? strlen(text) : MHD_http_unescape(text);
 }
 
 int serve_http_start(serve_server *s)
