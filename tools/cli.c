@@ -404,7 +404,7 @@ static int is_image_name(const char *name)
     return 0;
 }
 
-static int compare_strings(const void *a, const void *b)
+int cli_compare_strings(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -427,7 +427,7 @@ int cli_list_dir(const char *dir, cli_files *names)
         cli_files_free(names);
         return 0;
     }
-    if (names->count) qsort(names->paths, names->count, sizeof(char *), compare_strings);
+    if (names->count) qsort(names->paths, names->count, sizeof(char *), cli_compare_strings);
     return 1;
 }
 

@@ -208,6 +208,9 @@ int cli_output_dir(const char *dir);
  * Prints the error and returns 0 on failure. */
 int cli_list_dir(const char *dir, cli_files *names);
 
+/* qsort's comparison of two char * by strcmp. */
+int cli_compare_strings(const void *a, const void *b);
+
 /* Parse --shard I/N (0 <= I < N); prints an error and returns 0 on failure. */
 int cli_parse_shard(const char *value, int *index, int *count);
 

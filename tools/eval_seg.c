@@ -133,8 +133,6 @@ static int annotation_path(char *out, size_t size, const char *root, const char 
     return 0;
 }
 
-static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 /* Images whose names differ in their extension alone (x.jpg, x.png) would
  * be scored against one annotation: 0 (printed) when two share one. */
 static int annotations_distinct(const char *root, const char *dir, const cli_files *files)
@@ -149,7 +147,7 @@ static int annotations_distinct(const char *root, const char *dir, const cli_fil
             ok = 0;
         }
     }
-    if (ok) qsort(paths, files->count, sizeof *paths, compare_strings);
+    if (ok) qsort(paths, files->count, sizeof *paths, cli_compare_strings);
     for (size_t i = 1; ok && i < files->count; i++)
         if (!strcmp(paths[i], paths[i - 1])) {
             cli_error("%s: the annotation of two images (names that differ in their extension alone)", paths[i]);
