@@ -111,6 +111,41 @@ int main(int argc, char **argv)
     static const unsigned char gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 10, 200, 30, 255,
                                         255, 255, 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3b};
     ok &= write_with_cuts(OUT("dot.gif"), gif, sizeof gif);
+    /* Palette images of two entries whose pixels take every index: an 8-bit
+     * BMP and a palette PNG (IHDR, PLTE, IDAT, IEND). */
+    unsigned char bmp[14 + 40 + 8 + W * H + H * 3] = {'B', 'M', [10] = 14 + 40 + 8, [14] = 40, [18] = W, [22] = H,
+                                                      [26] = 1, [28] = 8, [46] = 2, [54] = 10, 200, 30, 0, 255};
+    bmp[2] = (unsigned char)sizeof bmp;
+    for (int y = 0, at = 62; y < H; y++, at += (W + 3) / 4 * 4)
+        for (int x = 0; x < W; x++) bmp[at + x] = (unsigned char)((y * W + x) * 37);
+    ok &= write_with_cuts(OUT("palette.bmp"), bmp, sizeof bmp);
+    unsigned char raw[H * (W + 1)], png[512];
+    for (int y = 0; y < H; y++) {
+        raw[y * (W + 1)] = 0; /* no filter */
+        for (int x = 0; x < W; x++) raw[y * (W + 1) + 1 + x] = (unsigned char)((y * W + x) * 37);
+    }
+    static const unsigned char png_head[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D',
+                                             'R', 0, 0, 0, W, 0, 0, 0, H, 8, 3, 0, 0, 0, 0, 0, 0, 0,
+                                             0, 0, 0, 6, 'P', 'L', 'T', 'E', 10, 200, 30, 0, 255, 0, 0, 0, 0, 0};
+    memcpy(png, png_head, sizeof png_head);
+    uLong ihdr_crc = crc32(0, png + 12, 17), plte_crc = crc32(0, png + 37, 10);
+    for (int i = 0; i < 4; i++) {
+        png[29 + i] = (unsigned char)(ihdr_crc >> (24 - 8 * i));
+        png[47 + i] = (unsigned char)(plte_crc >> (24 - 8 * i));
+    }
+    uLongf packed = sizeof png - sizeof png_head - 24;
+    ok &= compress2(png + sizeof png_head + 8, &packed, raw, sizeof raw, 9) == Z_OK;
+    size_t at = sizeof png_head;
+    static const char *const tail_types[2] = {"IDAT", "IEND"};
+    for (int k = 0; k < 2; k++) {
+        uLong len = k ? 0 : packed;
+        for (int i = 0; i < 4; i++) png[at + i] = (unsigned char)(len >> (24 - 8 * i));
+        memcpy(png + at + 4, tail_types[k], 4);
+        uLong crc = crc32(0, png + at + 4, 4 + (uInt)len);
+        for (int i = 0; i < 4; i++) png[at + 8 + len + i] = (unsigned char)(crc >> (24 - 8 * i));
+        at += 12 + len;
+    }
+    ok &= write_with_cuts(OUT("palette.png"), png, at);
     free(b.data);
     return ok ? 0 : 1;
 }

@@ -24,7 +24,7 @@ cflags="-std=c11 -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -g -O1
 lib="src/error.c src/host_memory.c src/backend/cpu/cgroup.c src/versioned.c src/classes.c src/io/json.c
   src/io/dtype.c src/io/safetensors.c src/io/files.c src/io/tensor_file.c src/io/zip.c src/io/unpickle.c src/io/pth.c
   src/io/model_file.c src/model.c simd/panels.c src/image/image_check.c src/image/image.c src/image/resample.c
-  src/image/gif.c src/image/jpeg.c src/image/webp.c src/image/orientation.c"
+  src/image/gif.c src/image/palette.c src/image/jpeg.c src/image/webp.c src/image/orientation.c"
 
 mkdir -p "$out/obj"
 objs=""

@@ -604,12 +604,14 @@ static size_t png_chunk(uint8_t *out, const char *type, const uint8_t *data, siz
     return 12 + n;
 }
 
-/* A PNG of the given header whose image data is `raw` (each row's filter
- * byte and samples) deflated, in buf of cap bytes. */
+/* A PNG of the given header, with a PLTE chunk of `entries` colours where
+ * palette is not NULL, whose image data is `raw` (each row's filter byte
+ * and samples) deflated, in buf of cap bytes. */
 static size_t png_of(uint8_t *buf, size_t cap, uint32_t w, uint32_t h, uint8_t depth, uint8_t colour,
-                     const uint8_t *raw, size_t raw_size)
+                     const uint8_t *palette, size_t entries, const uint8_t *raw, size_t raw_size)
 {
     size_t n = png_header(buf, w, h, depth, colour) - 32; /* up to its IDAT chunk */
+    if (palette) n += png_chunk(buf + n, "PLTE", palette, 3 * entries);
     uLongf packed = (uLongf)(cap - n - 24);
     ck_assert_int_eq(compress2(buf + n + 8, &packed, raw, (uLong)raw_size, 9), Z_OK);
     n += png_chunk(buf + n, "IDAT", buf + n + 8, packed);
@@ -621,7 +623,7 @@ static size_t png_of(uint8_t *buf, size_t cap, uint32_t w, uint32_t h, uint8_t d
 static size_t png_inflating_to(uint8_t *buf, size_t cap, size_t inflated)
 {
     uint8_t *raw = calloc(inflated, 1);
-    size_t n = png_of(buf, cap, 1, 1, 8, 0, raw, inflated);
+    size_t n = png_of(buf, cap, 1, 1, 8, 0, NULL, 0, raw, inflated);
     free(raw);
     return n;
 }
@@ -708,7 +710,7 @@ static encoded png_grey_16(const uint16_t *samples, int w)
     ck_assert_int_le(w, 64);
     for (int i = 0; i < w; i++) raw[1 + 2 * i] = (uint8_t)(samples[i] >> 8), raw[2 + 2 * i] = (uint8_t)samples[i];
     encoded e;
-    e.size = png_of(e.data, sizeof e.data, (uint32_t)w, 1, 16, 0, raw, 1 + 2 * (size_t)w);
+    e.size = png_of(e.data, sizeof e.data, (uint32_t)w, 1, 16, 0, NULL, 0, raw, 1 + 2 * (size_t)w);
     return e;
 }
 
@@ -773,6 +775,125 @@ START_TEST(gif_as_pillow)
         for (int x = 0; x < 6; x++)
             ck_assert_msg(!memcmp(img.pixels + (y * 6 + x) * 3, palette[index[y][x]], 3), "pixel (%d, %d)", y, x);
     dm_image_free(&img);
+}
+END_TEST
+
+/* An 8-bit palette BMP of w x 1 pixels of the given indices whose palette
+ * has `entries` colours of `entry` bytes each (3 after OS/2's 12-byte
+ * header, else 4 after a 40-byte one that counts them).  Returns its size. */
+static size_t bmp_indexed(uint8_t *out, int os2, const uint8_t *palette, size_t entries, const uint8_t *index,
+                          size_t w, unsigned bpp)
+{
+    size_t header = os2 ? 12 : 40, entry = os2 ? 3 : 4, offset = 14 + header + entry * entries;
+    size_t row = (w * bpp + 31) / 32 * 4, size = offset + row;
+    memset(out, 0, size);
+    out[0] = 'B', out[1] = 'M', out[2] = (uint8_t)size, out[3] = (uint8_t)(size >> 8);
+    out[10] = (uint8_t)offset, out[11] = (uint8_t)(offset >> 8), out[14] = (uint8_t)header;
+    if (os2) {
+        out[18] = (uint8_t)w, out[20] = 1, out[22] = 1, out[24] = (uint8_t)bpp;
+    } else {
+        out[18] = (uint8_t)w, out[22] = 1, out[26] = 1, out[28] = (uint8_t)bpp;
+        out[46] = (uint8_t)entries, out[47] = (uint8_t)(entries >> 8); /* colours used */
+    }
+    for (size_t i = 0; i < entries; i++) /* BGR(X) */
+        for (int c = 0; c < 3; c++) out[14 + header + i * entry + c] = palette[3 * i + 2 - c];
+    for (size_t x = 0; x < w; x++) { /* bpp of 1 or 8 */
+        if (bpp == 8) out[offset + x] = index[x];
+        else out[offset + x / 8] |= (uint8_t)(index[x] << (7 - x % 8));
+    }
+    return size;
+}
+
+/* A GIF of w x 1 pixels of the given indices (each below 16), its screen's
+ * table of `entries` colours, LZW codes of 5 bits. */
+static size_t gif_indexed(uint8_t *out, const uint8_t *palette, unsigned entries, const uint8_t *index, size_t w)
+{
+    unsigned bits_of_size = 0;
+    while ((2u << bits_of_size) < entries) bits_of_size++;
+    const uint8_t head[13] = {'G', 'I', 'F', '8', '9', 'a', (uint8_t)w, 0, 1, 0, (uint8_t)(0x80 | bits_of_size), 0, 0};
+    memcpy(out, head, 13);
+    size_t n = 13;
+    memcpy(out + n, palette, 3 * entries);
+    n += 3 * entries;
+    const uint8_t image[11] = {0x2C, 0, 0, 0, 0, (uint8_t)w, 0, 1, 0, 0, 4};
+    memcpy(out + n, image, 11);
+    n += 11;
+    size_t start = n++;
+    uint32_t bits = 0;
+    unsigned valid = 0;
+    /* a clear code before each index keeps the codes 5 bits wide */
+    for (size_t i = 0; i <= w; i++) {
+        unsigned codes[2] = {16, i < w ? index[i] : 17};
+        for (int k = 0; k < 2 - (i == w); k++)
+            for (bits |= (i == w ? 17u : codes[k]) << valid, valid += 5; valid >= 8; valid -= 8, bits >>= 8)
+                out[n++] = (uint8_t)bits;
+    }
+    if (valid) out[n++] = (uint8_t)bits;
+    out[start] = (uint8_t)(n - start - 1);
+    out[n++] = 0;
+    out[n++] = 0x3B;
+    return n;
+}
+
+/* Pixels of a palette image whose indices lie beyond its palette's
+ * entries: Pillow shows index i as (i, i, i), the grey ramp its palettes
+ * start from; OpenCV (libpng, and its own BMP reader) as black.  stb_image
+ * took them from a stack array: what an earlier decoding left there.  So a
+ * full palette of another colour is decoded first, then files of two
+ * entries whose pixels are the indices 0, 1, 2 and 200.  Also OS/2 BMPs,
+ * whose three-byte entries stb_image counted four short (all of a 1-bit
+ * file's). */
+START_TEST(palettes_completed_as_the_references)
+{
+    static uint8_t full[3 * 256], two[6] = {10, 20, 30, 200, 100, 50};
+    for (int i = 0; i < 256; i++) full[3 * i] = 171, full[3 * i + 1] = 205, full[3 * i + 2] = 239;
+    const uint8_t index[4] = {0, 1, 2, 200}, raw[5] = {0, 0, 1, 2, 200};
+    uint8_t pil[12], cv[12];
+    for (int x = 0; x < 4; x++)
+        for (int c = 0; c < 3; c++) {
+            pil[3 * x + c] = index[x] < 2 ? two[3 * index[x] + c] : index[x];
+            cv[3 * x + c] = index[x] < 2 ? two[3 * index[x] + c] : 0;
+        }
+    static uint8_t file[4096];
+    for (int format = 0; format < 3; format++) {
+        const char *name = (const char *[]){"PNG", "BMP", "GIF"}[format];
+        size_t size;
+        for (int pass = 0; pass < 2; pass++) {
+            const uint8_t *palette = pass ? two : full;
+            size_t entries = pass ? 2 : 256;
+            if (format == 0) size = png_of(file, sizeof file, 4, 1, 8, 3, palette, entries, raw, sizeof raw);
+            else if (format == 1) size = bmp_indexed(file, 0, palette, entries, index, 4, 8);
+            else size = gif_indexed(file, palette, pass ? 2 : 16, (const uint8_t[]){0, 1, 2, 13}, 4);
+            dm_image img;
+            ck_assert_msg(dm_image_load_memory(file, size, 3, &img) == DM_OK, "%s: %s", name, dm_last_error());
+            if (pass && format == 2) { /* codes of 5 bits reach index 13 at most */
+                static const uint8_t want[12] = {10, 20, 30, 200, 100, 50, 2, 2, 2, 13, 13, 13};
+                ck_assert_msg(!memcmp(img.pixels, want, 12), "GIF: indices beyond its table");
+            } else if (pass) {
+                ck_assert_msg(!memcmp(img.pixels, pil, 12), "%s: indices beyond the palette as Pillow shows them",
+                              name);
+            }
+            dm_image_free(&img);
+        }
+        if (format == 2) continue; /* OpenCV reads no GIF */
+        dm_image img;
+        ck_assert_msg(dm_image_load_memory_as(file, size, 3, DM_IMAGE_OPENCV, &img) == DM_OK, "%s", dm_last_error());
+        ck_assert_msg(!memcmp(img.pixels, cv, 12), "%s: indices beyond the palette as OpenCV shows them", name);
+        dm_image_free(&img);
+    }
+    /* OS/2: 1 bit of two entries, 8 bits of 256 (the last one used) */
+    static uint8_t ramp[3 * 256];
+    for (int i = 0; i < 256; i++) ramp[3 * i] = (uint8_t)i, ramp[3 * i + 1] = (uint8_t)(255 - i), ramp[3 * i + 2] = 7;
+    for (unsigned bpp = 1; bpp <= 8; bpp += 7) {
+        const uint8_t os2_index[2] = {bpp == 1 ? 1 : 255, 0};
+        size_t size = bmp_indexed(file, 1, bpp == 1 ? two : ramp, bpp == 1 ? 2 : 256, os2_index, 2, bpp);
+        dm_image img;
+        ck_assert_msg(dm_image_load_memory(file, size, 3, &img) == DM_OK, "OS/2 BMP: %s", dm_last_error());
+        const uint8_t *palette = bpp == 1 ? two : ramp;
+        ck_assert_msg(!memcmp(img.pixels, palette + 3 * os2_index[0], 3) && !memcmp(img.pixels + 3, palette, 3),
+                      "OS/2 BMP of %u bits: its palette's colours", bpp);
+        dm_image_free(&img);
+    }
 }
 END_TEST
 
@@ -1085,6 +1206,8 @@ START_TEST(hostile_files)
     expect_failure(dm_image_load_memory("plain text, no image", 20, 3, &img), DM_ERR_FORMAT, "not a PNG");
     /* 16-bit PNM, which the decoder mishandles, is refused up front. */
     expect_failure(dm_image_load_memory("P6\n1 1\n65535\n\1\2\3\4\5\6", 18, 3, &img), DM_ERR_UNSUPPORTED, "8-bit");
+    /* A PNM of no pixels, as Pillow refuses it. */
+    expect_failure(dm_image_load_memory("P6 0 5 255\n", 11, 3, &img), DM_ERR_FORMAT, "corrupt PNM: 0 x 5 pixels");
     /* A header claiming 10000 x 10000 pixels is refused before decoding. */
     uint8_t hdr[80];
     size_t n = png_header(hdr, 10000, 10000, 8, 2);
@@ -1178,6 +1301,7 @@ int main(void)
     tcase_add_test(tc, png_exif_orientation);
     tcase_add_test(tc, png_grey_16_bits);
     tcase_add_test(tc, gif_as_pillow);
+    tcase_add_test(tc, palettes_completed_as_the_references);
     tcase_add_test(tc, bmp_16_bits);
     tcase_add_test(tc, tga_right_to_left_and_map_start);
     tcase_add_test(tc, gif_codes_beyond_the_image);

@@ -7,9 +7,12 @@
  * converted to RGB they take their palette colours, alpha aside. */
 #include "gif.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "bytes.h"
+#include "error.h"
+#include "palette.h"
 
 /* The first image's rectangle, the palette it uses (local, else global;
  * colours entries, none where the file has neither) and the transparent
@@ -20,6 +23,7 @@ typedef struct gif_frame {
     const uint8_t *palette;
     size_t colours;
     int transparent;
+    size_t descriptor; /* where the image descriptor starts, after 0x2C */
 } gif_frame;
 
 static int first_frame(const uint8_t *b, size_t size, gif_frame *f)
@@ -36,6 +40,7 @@ static int first_frame(const uint8_t *b, size_t size, gif_frame *f)
         unsigned block = b[p++];
         if (block == 0x2C) {
             if (size - p < 9) return 0;
+            f->descriptor = p;
             f->x0 = dm_le16(b + p), f->y0 = dm_le16(b + p + 2), f->w = dm_le16(b + p + 4), f->h = dm_le16(b + p + 6);
             if (b[p + 8] & 0x80) {
                 f->colours = (size_t)2 << (b[p + 8] & 7);
@@ -79,4 +84,43 @@ void dm_gif_as_pillow(const uint8_t *data, size_t size, uint8_t *rgba, int width
              * transparent index */
             if (!inside || px[3] == 0) memcpy(px, fill, 4);
         }
+}
+
+/* A colour table's 256 entries written at out, completed by the grey ramp;
+ * returns the end of the table in the file. */
+static size_t complete_table(const uint8_t *b, size_t at, unsigned flags, uint8_t *out)
+{
+    size_t entries = flags & 0x80 ? (size_t)2 << (flags & 7) : 0;
+    dm_palette_fill(out, 3, b + at, 3, entries, 1);
+    return at + 3 * entries;
+}
+
+dm_status dm_gif_complete_palettes(const uint8_t *b, size_t size, uint8_t **out, size_t *out_size)
+{
+    gif_frame f;
+    if (!first_frame(b, size, &f)) return DM_OK; /* stb_image refuses it */
+    unsigned screen = b[10], image = b[f.descriptor + 8];
+    int local = image & 0x80, global = (screen & 0x80) || !local; /* a grey table where the file has none */
+    uint8_t *c = malloc(size + 2 * 3 * 256);
+    if (!c) return dm_fail(DM_ERR_NOMEM, "out of memory completing a GIF's palette");
+    memcpy(c, b, 13);
+    size_t p = 13, q = 13;
+    if (global) {
+        c[10] = (uint8_t)(screen | 0x87);
+        p = complete_table(b, 13, screen, c + q);
+        q += 3 * 256;
+    }
+    size_t flags_at = f.descriptor + 8;
+    memcpy(c + q, b + p, flags_at - p);
+    q += flags_at - p;
+    p = flags_at + 1;
+    c[q++] = (uint8_t)(local ? image | 0x87 : image);
+    if (local) {
+        p = complete_table(b, p, image, c + q);
+        q += 3 * 256;
+    }
+    memcpy(c + q, b + p, size - p);
+    *out = c;
+    *out_size = q + size - p;
+    return DM_OK;
 }

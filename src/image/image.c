@@ -17,6 +17,7 @@
 #include "gif.h"
 #include "jpeg.h"
 #include "orientation.h"
+#include "palette.h"
 #include "json.h"
 #include "resample.h"
 #include "versioned.h"
@@ -170,17 +171,11 @@ static int png_grey_16(const uint8_t *b, size_t size)
     return size > 25 && dm_is_png(b, size) && b[24] == 16 && b[25] == 0;
 }
 
-/* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
- * after screening the bytes.  16-bit samples keep their high byte, as
- * OpenCV and Pillow do, except that Pillow opens a 16-bit grey PNG as
- * 32-bit integers (mode "I"), which its conversions to 8 bits clip at 255:
- * so it does where pil is set. */
-static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, int pil, uint8_t **pixels, int *w,
-                            int *h, int *n)
+/* stb_decode's work on the screened file, its palettes completed. */
+static dm_status stb_decode_screened(const stbi_uc *bytes, size_t size, int64_t max_pixels, int pil, uint8_t **pixels,
+                                     int *w, int *h, int *n)
 {
-    dm_status st = dm_image_check(data, size, max_pixels);
-    if (st) return st;
-    const stbi_uc *bytes = data;
+    dm_status st;
     if (!stbi_info_from_memory(bytes, (int)size, w, h, n))
         return dm_fail(DM_ERR_FORMAT, "not a readable PNG, BMP, GIF, TGA or PNM image: %s",
                        stbi_failure_reason());
@@ -214,9 +209,34 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, i
         stbi_image_free(*pixels);
         return st;
     }
-    int max_value = dm_pnm_max_value(data, size);
+    int max_value = dm_pnm_max_value(bytes, size);
     if (max_value && max_value < 255) pnm_to_8_bits(*pixels, (size_t)*w * *h * *n, max_value);
     return DM_OK;
+}
+
+/* Decode a non-JPEG file with stb_image (its pixels are freed with free()),
+ * after screening the bytes and completing their palettes (palette.h),
+ * by Pillow's grey ramp where pil is set.  16-bit samples keep their high byte, as
+ * OpenCV and Pillow do, except that Pillow opens a 16-bit grey PNG as
+ * 32-bit integers (mode "I"), which its conversions to 8 bits clip at 255:
+ * so it does where pil is set. */
+static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, int pil, uint8_t **pixels, int *w,
+                            int *h, int *n)
+{
+    dm_status st = dm_image_check(data, size, max_pixels);
+    if (st) return st;
+    uint8_t *completed;
+    size_t completed_size;
+    if ((st = dm_palette_complete(data, size, pil, &completed, &completed_size))) return st;
+    if (completed) size = completed_size;
+    const stbi_uc *bytes = completed ? completed : data;
+    if (size > INT_MAX)
+        st = dm_fail(DM_ERR_FORMAT, "file of %zu bytes with its palette completed is too large for the image decoder",
+                     size);
+    else
+        st = stb_decode_screened(bytes, size, max_pixels, pil, pixels, w, h, n);
+    free(completed);
+    return st;
 }
 
 dm_status dm_image_load_memory_within(const void *data, size_t size, int channels, int64_t max_pixels,

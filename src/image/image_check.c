@@ -147,6 +147,8 @@ static dm_status check_pnm(const unsigned char *b, size_t size)
         return dm_fail(DM_ERR_UNSUPPORTED, "PNM with %ld as maximum sample value: only 8-bit PNM is supported",
                        value[2]);
     if (value[2] == 0) return dm_fail(DM_ERR_FORMAT, "corrupt PNM: a maximum sample value of 0");
+    if (value[0] == 0 || value[1] == 0)
+        return dm_fail(DM_ERR_FORMAT, "corrupt PNM: %ld x %ld pixels", value[0], value[1]);
     /* One whitespace byte ends the header. */
     uint64_t need = (uint64_t)value[0] * (uint64_t)value[1] * (b[1] == '6' ? 3 : 1), have = size - p;
     have = have ? have - 1 : 0;
