@@ -204,18 +204,24 @@ static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
     return add_meta(out, "palette", f, &text) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
 }
 
-/* The archive's records live under one folder: <prefix>data.pkl. */
-static dm_zip_entry *find_pickle(const dm_zip *zip, size_t *prefix_len)
+/* The archive's records live under one folder, which torch.load takes
+ * from the central directory's first entry: <folder>/data.pkl. */
+static dm_status find_pickle(dm_zip *zip, dm_zip_entry **pickle, size_t *prefix_len)
 {
-    size_t tail = strlen(DATA_PKL);
-    for (size_t i = 0; i < zip->count; i++) {
-        dm_zip_entry *e = &zip->entries[i];
-        if (e->name_len <= tail || memcmp(e->name + e->name_len - tail, DATA_PKL, tail) != 0) continue;
-        if (memchr(e->name, '/', e->name_len - tail)) continue;
-        *prefix_len = e->name_len - tail + 1;
-        return e;
-    }
-    return NULL;
+    const char *slash = zip->count ? memchr(zip->first_name, '/', zip->first_name_len) : NULL;
+    if (!slash)
+        return dm_fail(DM_ERR_FORMAT, "not a torch.save checkpoint: its first member '%.*s' is in no folder",
+                       (int)(zip->count ? zip->first_name_len : 0), zip->count ? zip->first_name : "");
+    *prefix_len = (size_t)(slash - zip->first_name) + 1;
+    char name[300];
+    size_t tail = strlen(DATA_PKL) - 1;
+    if (*prefix_len + tail > sizeof name)
+        return dm_fail(DM_ERR_FORMAT, "not a torch.save checkpoint: a folder name of %zu bytes", *prefix_len - 1);
+    memcpy(name, zip->first_name, *prefix_len);
+    memcpy(name + *prefix_len, DATA_PKL + 1, tail);
+    if (!(*pickle = dm_zip_find(zip, name, *prefix_len + tail)))
+        return dm_fail(DM_ERR_FORMAT, "no %.*sdata.pkl: not a torch.save checkpoint", (int)*prefix_len, name);
+    return DM_OK;
 }
 
 static dm_status check_byteorder(dm_zip *zip, const char *prefix, size_t prefix_len)
@@ -241,12 +247,11 @@ dm_status dm_pth_parse(const void *buf, size_t size, int use_ema, dm_tensor_file
     dm_status st = dm_zip_open(buf, size, &zip);
     if (st) return st;
     size_t prefix_len = 0;
-    dm_zip_entry *pkl = find_pickle(&zip, &prefix_len);
+    dm_zip_entry *pkl = NULL;
     const unsigned char *bytes;
     dm_pickle pickle = {0};
     const pk_value *sd = NULL;
-    if (!pkl) st = dm_fail(DM_ERR_FORMAT, "no <archive>/data.pkl: not a torch.save checkpoint");
-    else if (!(st = check_byteorder(&zip, pkl->name, prefix_len)) && !(st = dm_zip_data(&zip, pkl, &bytes)) &&
+    if (!(st = find_pickle(&zip, &pkl, &prefix_len)) && !(st = check_byteorder(&zip, pkl->name, prefix_len)) && !(st = dm_zip_data(&zip, pkl, &bytes)) &&
              !(st = dm_unpickle(bytes, (size_t)pkl->size, &pickle)) &&
              !(st = select_state_dict(pickle.root, use_ema, &sd)))
         if (!(st = read_state_dict(&zip, pkl->name, prefix_len, sd, out))) st = read_classes(pickle.root, out);

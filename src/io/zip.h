@@ -25,9 +25,12 @@ typedef struct dm_zip {
     size_t size;
     dm_zip_entry *entries; /* sorted by name */
     size_t count;
+    const char *first_name; /* the central directory's first entry's */
+    size_t first_name_len;
 } dm_zip;
 
-/* Read the central directory of the archive in buf. */
+/* Read the central directory of the archive in buf.  Members whose bytes
+ * (local header and data) overlap are refused. */
 dm_status dm_zip_open(const void *buf, size_t size, dm_zip *out);
 void dm_zip_close(dm_zip *zip);
 
