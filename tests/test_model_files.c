@@ -4,6 +4,9 @@
  * failure. */
 #include "testutil.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,67 @@ START_TEST(empty_file)
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "too short"));
     ck_assert_ptr_nonnull(strstr(dm_last_error(), path));
     unlink(path);
+}
+END_TEST
+
+/* Rewrites a file in place, as torch.save, cp or curl -o do, until told to
+ * stop: truncated, then written in two halves. */
+typedef struct rewriter {
+    const char *path;
+    const char *bytes;
+    size_t size;
+    atomic_int stop;
+} rewriter;
+
+static void *rewrite_in_place(void *arg)
+{
+    rewriter *r = arg;
+    while (!atomic_load(&r->stop)) {
+        int fd = open(r->path, O_WRONLY | O_TRUNC);
+        if (fd < 0) break;
+        size_t half = r->size / 2;
+        int whole = write(fd, r->bytes, half) == (ssize_t)half &&
+                    write(fd, r->bytes + half, r->size - half) == (ssize_t)(r->size - half);
+        close(fd);
+        if (!whole) break;
+    }
+    return NULL;
+}
+
+/* A model file rewritten while it loads gives a model or an error, never a
+ * signal: a mapped file cut short ended the process with SIGBUS. */
+START_TEST(file_rewritten_while_loading)
+{
+    char *bytes;
+    size_t size;
+    ck_assert_msg(dm_read_input(getenv("DM_DEFAULT_MODEL"), SIZE_MAX - 1, "test", &bytes, &size) == DM_OK, "%s",
+                  dm_last_error());
+    char path[] = "/tmp/dm_rewritten_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(write(fd, bytes, size) == (ssize_t)size);
+    close(fd);
+    rewriter r = {.path = path, .bytes = bytes, .size = size};
+    pthread_t thread;
+    ck_assert_int_eq(pthread_create(&thread, NULL, rewrite_in_place, &r), 0);
+    int loaded = 0, refused = 0;
+    for (int i = 0; i < 300; i++) {
+        dm_model *m;
+        if (dm_model_load(path, NULL, &m) == DM_OK) {
+            loaded++;
+            dm_model_free(m);
+        } else {
+            refused++;
+        }
+    }
+    atomic_store(&r.stop, 1);
+    pthread_join(thread, NULL);
+    printf("file rewritten while loading: %d loads, %d refusals\n", loaded, refused);
+    dm_model *m;
+    ck_assert_msg(dm_model_load(path, NULL, &m) == DM_OK, "%s", dm_last_error());
+    dm_model_free(m);
+    unlink(path);
+    free(bytes);
 }
 END_TEST
 
@@ -555,6 +619,7 @@ int main(void)
     Suite *s = suite_create("model_files");
     TCase *tc = tcase_create("safetensors");
     tcase_add_test(tc, empty_file);
+    tcase_add_test(tc, file_rewritten_while_loading);
     tcase_add_test(tc, other_files_named);
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, truncated_header);

@@ -64,10 +64,7 @@ typedef struct dm_tensor_file {
     size_t *by_name; /* tensor indices in name order, or NULL (dm_tensor_file_index) */
     dm_meta *meta;
     size_t meta_count;
-    /* Backing storage, released by dm_tensor_file_close(). */
-    void *map;
-    size_t map_size;
-    void *owned;
+    void *bytes; /* the file read into memory, freed by dm_tensor_file_close() */
 } dm_tensor_file;
 
 /* Bytes per element of a dtype. */

@@ -37,5 +37,5 @@ dm_status dm_model_file_parse(const void *buf, size_t size, int use_ema, dm_tens
 dm_status dm_model_file_open(const char *path, int use_ema, dm_tensor_file *out)
 {
     if (!path || !out) return dm_fail(DM_ERR_ARGUMENT, "a model path is required");
-    return dm_tensor_file_map(path, dm_model_file_parse, use_ema, out);
+    return dm_tensor_file_read(path, dm_model_file_parse, use_ema, out);
 }

@@ -184,7 +184,7 @@ static dm_status parse_any(const void *buf, size_t size, int use_ema, dm_tensor_
 
 dm_status dm_safetensors_open(const char *path, dm_tensor_file *out)
 {
-    return dm_tensor_file_map(path, parse_any, 0, out);
+    return dm_tensor_file_read(path, parse_any, 0, out);
 }
 
 /* ------------------------------------------------------------------ write */

@@ -1,43 +1,26 @@
-/* tensor_file.c - what every format's tensors share: mapping a file for a
+/* tensor_file.c - what every format's tensors share: reading a file for a
  * parser, looking tensors up, closing, converting to float32. */
 #include "tensor_file.h"
 
 #include "error.h"
 #include "internal_api.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
-dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema, dm_tensor_file *out)
+dm_status dm_tensor_file_read(const char *path, dm_parse_fn parse, int use_ema, dm_tensor_file *out)
 {
     memset(out, 0, sizeof *out);
+    char *bytes;
     size_t size;
-    int fd = dm_open_input(path, &size);
-    if (fd < 0) {
-        dm_error_prefix("%s: ", path);
-        return DM_ERR_IO;
+    dm_status st = dm_read_input(path, SIZE_MAX - 1, "model reader", &bytes, &size);
+    if (st == DM_OK && (st = parse(bytes, size, use_ema, out)) == DM_OK) {
+        out->bytes = bytes;
+        return DM_OK;
     }
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            return dm_fail(DM_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
-    dm_status st = parse(map ? map : "", size, use_ema, out);
-    if (st != DM_OK) {
-        if (map) munmap(map, size);
-        dm_error_prefix("%s: ", path);
-        return st;
-    }
-    out->map = map;
-    out->map_size = size;
-    return DM_OK;
+    free(bytes);
+    dm_error_prefix("%s: ", path);
+    return st;
 }
 
 static int by_name(const void *a, const void *b, void *file)
@@ -91,8 +74,7 @@ void dm_tensor_file_close(dm_tensor_file *file)
     free(file->tensors);
     free(file->by_name);
     free(file->meta);
-    if (file->map) munmap(file->map, file->map_size);
-    free(file->owned);
+    free(file->bytes);
     memset(file, 0, sizeof *file);
 }
 

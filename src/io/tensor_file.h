@@ -15,12 +15,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Map a whole file read-only and parse it with a format's parser; the file
- * keeps the mapping.  Errors get the path as a prefix. */
+/* Read a whole file into memory and parse it with a format's parser; the
+ * file keeps the bytes.  Errors get the path as a prefix.  (Not a mapping:
+ * a file cut short while mapped, as torch.save or cp rewrite one in place,
+ * would end the process with SIGBUS.) */
 typedef dm_status (*dm_parse_fn)(const void *buf, size_t size, int use_ema,
                                  dm_tensor_file *out);
-dm_status dm_tensor_file_map(const char *path, dm_parse_fn parse, int use_ema,
-                             dm_tensor_file *out);
+dm_status dm_tensor_file_read(const char *path, dm_parse_fn parse, int use_ema,
+                              dm_tensor_file *out);
 
 const char *dm_tensor_file_meta(const dm_tensor_file *file, const char *key);
 
