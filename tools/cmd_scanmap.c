@@ -33,12 +33,9 @@ static const char usage[] =
 
 static int write_json(FILE *f, const char *image, const scanmap *map, int h, int w, int group, int stride)
 {
-    fprintf(f, "{\"image\": \"");
-    for (const char *c = image; *c; c++) {
-        if (*c == '"' || *c == '\\') fputc('\\', f);
-        if ((unsigned char)*c >= 0x20) fputc(*c, f);
-    }
-    fprintf(f, "\", \"input_size\": [%d, %d], \"stage\": %d, \"block\": %d, \"grid\": [%d, %d], "
+    fputs("{\"image\": ", f);
+    dm_json_write_string(f, image);
+    fprintf(f, ", \"input_size\": [%d, %d], \"stage\": %d, \"block\": %d, \"grid\": [%d, %d], "
                "\"step\": %d, \"stride\": %d, \"groups\": [",
             h, w, map->stage, map->block, map->grid_h, map->grid_w, map->step, stride);
     int first = 1;
