@@ -411,6 +411,23 @@ echo "earlier results" >"$tmp/own/res.json"
 expect 1 "res.json: not written: no image was detected" "$damamba" detect -q -m "$golden/maskrcnn_micro.pth" \
     --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/res.json" "$tmp/pair/bad.png"
 [ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "--coco-results of no image replaced the file"
+# A run ended by a signal (Ctrl-C, kill, a reader that went away) leaves
+# the earlier results and no temporary file, and ends by that signal.
+for i in $(seq 50); do echo "$tmp/own/src/x.png"; done >"$tmp/own/many"
+"$damamba" detect -q -m "$golden/maskrcnn_micro.pth" --coco-annotations "$tmp/own/ann.json" \
+    --coco-results "$tmp/own/res.json" "@$tmp/own/many" >/dev/null &
+pid=$!
+for i in $(seq 200); do ls "$tmp/own/res.json.tmp."* >/dev/null 2>&1 && break; sleep 0.05; done
+kill -TERM $pid
+status=0
+wait $pid || status=$?
+[ $status = 143 ] || fail "detect ended by SIGTERM: exit status $status, not 143"
+status=$( ("$damamba" detect -q -m "$golden/maskrcnn_micro.pth" --json --coco-annotations "$tmp/own/ann.json" \
+    --coco-results "$tmp/own/res.json" "@$tmp/own/many"; echo $? >"$tmp/own/status") | head -c 10 >/dev/null;
+    cat "$tmp/own/status")
+[ "$status" = 141 ] || fail "detect writing to a closed pipe: exit status $status, not 141 (SIGPIPE)"
+ls "$tmp/own/res.json.tmp."* >/dev/null 2>&1 && fail "a signal left the results' temporary file: $(ls "$tmp/own")"
+[ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "a run ended by a signal replaced the results"
 expect 2 "--mode whole has none" "$damamba" segment -m "$seg_model" --mode whole --crop 256 "$tmp/pair/good.png"
 # The output directory of segment, detect --draw and features -d: created
 # when missing, refused when a file holds its name.

@@ -1,8 +1,10 @@
 /* damamba - the command-line program: one word per job. */
 #include "cli.h"
+#include "internal_api.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -97,8 +99,31 @@ static int flushed(int status)
     return status ? status : 1;
 }
 
+/* A signal that ends the program first removes the temporary files of the
+ * outputs being written, then ends it as it would have: Ctrl-C, a kill or
+ * a reader that went away (SIGPIPE) leaves no PATH.tmp.XXXXXX behind.
+ * (serve installs its own handlers for a graceful stop.) */
+static void remove_temporaries_and_end(int sig)
+{
+    dm_outfile_remove_temporaries();
+    raise(sig); /* the handler was reset: the default action, once this returns */
+}
+
+static void clean_up_on_signals(void)
+{
+    static const int signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE};
+    struct sigaction sa = {.sa_handler = remove_temporaries_and_end, .sa_flags = SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof signals / sizeof *signals; i++) {
+        struct sigaction old;
+        /* a signal the caller ignores (nohup, a shell's background job) stays ignored */
+        if (sigaction(signals[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN) sigaction(signals[i], &sa, NULL);
+    }
+}
+
 int main(int argc, char **argv)
 {
     hold_standard_streams();
+    clean_up_on_signals();
     return flushed(run_command(argc, argv));
 }

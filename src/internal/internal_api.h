@@ -106,6 +106,7 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
 typedef struct dm_outfile {
     FILE *f;
     char *path, *tmp;
+    int pending; /* its slot among the temporaries being written, or -1 */
 } dm_outfile;
 
 /* A descriptor (close it) of the regular file at path, and its size; or -1
@@ -137,6 +138,11 @@ dm_status dm_outfile_open(const char *path, dm_outfile *out);
  * it over the path; otherwise remove it.  ok = 0 abandons the output without
  * an error of its own (the caller has one).  Frees out in any case. */
 dm_status dm_outfile_finish(dm_outfile *out, int ok);
+
+/* Remove the temporary files of the outputs being written (the first 16
+ * at once).  Async-signal-safe: for a program's handler of the signals
+ * that end it, so that Ctrl-C or a closed pipe leaves no PATH.tmp.XXXXXX. */
+void dm_outfile_remove_temporaries(void);
 
 /* ------------------------------------------------------------ images */
 

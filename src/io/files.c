@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -95,6 +96,35 @@ static int randomize(char *name)
     return 1;
 }
 
+/* The temporary files being written, for dm_outfile_remove_temporaries:
+ * a slot is claimed (2) while its name is copied in, then in use (1). */
+#define PENDING_SLOTS 16
+static struct {
+    atomic_int state;
+    char name[PATH_MAX];
+} pending[PENDING_SLOTS];
+
+/* A slot holding name, or -1 where none is free (the file is then not
+ * removed by a signal, only by dm_outfile_finish). */
+static int hold_pending(const char *name)
+{
+    if (strlen(name) >= PATH_MAX) return -1;
+    for (int i = 0; i < PENDING_SLOTS; i++) {
+        int free_slot = 0;
+        if (!atomic_compare_exchange_strong(&pending[i].state, &free_slot, 2)) continue;
+        strcpy(pending[i].name, name);
+        atomic_store(&pending[i].state, 1);
+        return i;
+    }
+    return -1;
+}
+
+void dm_outfile_remove_temporaries(void)
+{
+    for (int i = 0; i < PENDING_SLOTS; i++)
+        if (atomic_load(&pending[i].state) == 1) unlink(pending[i].name);
+}
+
 /* An output that exists and is neither a regular file nor a directory (a
  * device such as /dev/null, a named pipe, /dev/stdout) is written in
  * place: renaming over it would replace the device node or the pipe.  A
@@ -120,7 +150,7 @@ static dm_status open_in_place(const char *path, dm_outfile *out)
 
 dm_status dm_outfile_open(const char *path, dm_outfile *out)
 {
-    *out = (dm_outfile){0};
+    *out = (dm_outfile){.pending = -1};
     struct stat sb;
     if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
         if (!(out->path = strdup(path))) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
@@ -153,6 +183,7 @@ dm_status dm_outfile_open(const char *path, dm_outfile *out)
         dm_outfile_finish(out, 0);
         return st;
     }
+    out->pending = hold_pending(out->tmp);
     return DM_OK;
 }
 
@@ -169,8 +200,9 @@ dm_status dm_outfile_finish(dm_outfile *out, int ok)
             st = dm_fail(DM_ERR_IO, "%s: cannot replace it: %s", out->path, strerror(errno));
         if (out->tmp && (!ok || st != DM_OK)) unlink(out->tmp);
     }
+    if (out->tmp && out->pending >= 0) atomic_store(&pending[out->pending].state, 0);
     free(out->tmp);
     free(out->path);
-    *out = (dm_outfile){0};
+    *out = (dm_outfile){.pending = -1};
     return st;
 }
