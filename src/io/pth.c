@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DATA_PKL "/data.pkl"
 
 /* The state dict inside the checkpoint's top object. */
 static dm_status select_state_dict(const pk_value *root, int use_ema, const pk_value **out)
@@ -214,11 +213,12 @@ static dm_status find_pickle(dm_zip *zip, dm_zip_entry **pickle, size_t *prefix_
                        (int)(zip->count ? zip->first_name_len : 0), zip->count ? zip->first_name : "");
     *prefix_len = (size_t)(slash - zip->first_name) + 1;
     char name[300];
-    size_t tail = strlen(DATA_PKL) - 1;
+    static const char data_pkl[] = "data.pkl";
+    size_t tail = sizeof data_pkl - 1;
     if (*prefix_len + tail > sizeof name)
         return dm_fail(DM_ERR_FORMAT, "not a torch.save checkpoint: a folder name of %zu bytes", *prefix_len - 1);
     memcpy(name, zip->first_name, *prefix_len);
-    memcpy(name + *prefix_len, DATA_PKL + 1, tail);
+    memcpy(name + *prefix_len, data_pkl, tail);
     if (!(*pickle = dm_zip_find(zip, name, *prefix_len + tail)))
         return dm_fail(DM_ERR_FORMAT, "no %.*sdata.pkl: not a torch.save checkpoint", (int)*prefix_len, name);
     return DM_OK;
