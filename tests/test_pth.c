@@ -154,13 +154,23 @@ START_TEST(ema_refused_outside_training_checkpoints)
 }
 END_TEST
 
+/* What torch.save wrote before 1.6 starts with its magic number pickled:
+ * pickle.dumps(0x1950a86a20f9469cfc6c, protocol=p) for p = 1 .. 5. */
+static const struct { const char *bytes; size_t len; } legacy_starts[] = {
+    {"L119547037146038801333356L\n.", 28},
+    {"\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 15},
+    {"\x80\x03\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 15},
+    {"\x80\x04\x95\x0d\0\0\0\0\0\0\0\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 24},
+    {"\x80\x05\x95\x0d\0\0\0\0\0\0\0\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 24},
+};
+
 START_TEST(legacy_checkpoint_named)
 {
     char path[] = "/tmp/dm_legacy_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
-    /* What torch.save wrote before 1.6: PROTO 2, LONG1 magic number, ... */
-    ck_assert_int_eq(write(fd, "\x80\x02\x8a\x0a" "l\xfc\x9c" "F\xf9 j\xa8P\x19.", 15), 15);
+    ssize_t len = (ssize_t)legacy_starts[_i].len;
+    ck_assert_int_eq(write(fd, legacy_starts[_i].bytes, (size_t)len), len);
     close(fd);
     dm_tensor_file f;
     ck_assert_int_eq(dm_model_file_open(path, 0, &f), DM_ERR_UNSUPPORTED);
@@ -253,8 +263,18 @@ static void put_str(bytes *b, const char *s)
     put(b, s, strlen(s));
 }
 
+/* Integers and False as pickle protocol 1 writes them (INT and LONG in
+ * text), and no PROTO opcode, instead of protocol 2's. */
+static int protocol_1;
+
 static void put_int(bytes *b, int64_t v)
 {
+    if (protocol_1) {
+        char text[32];
+        int fits = v >= INT32_MIN && v <= INT32_MAX;
+        put(b, text, (size_t)snprintf(text, sizeof text, "%c%lld%s\n", fits ? 'I' : 'L', (long long)v, fits ? "" : "L"));
+        return;
+    }
     put_op(b, 0x8a); /* LONG1, 8 bytes */
     put_op(b, 8);
     put_le(b, (uint64_t)v, 8);
@@ -300,7 +320,8 @@ static void put_tensor_entry(bytes *b, const tensor_spec *t)
     put_op(b, '(');
     for (int d = 0; d < t->ndim; d++) put_int(b, t->stride[d]);
     put_op(b, 't');
-    put_op(b, 0x89);
+    if (protocol_1) put(b, "I00\n", 4); /* False */
+    else put_op(b, 0x89);                /* NEWFALSE */
     put_op(b, '}');
     put_op(b, 't');
     put_op(b, 'R');
@@ -309,7 +330,8 @@ static void put_tensor_entry(bytes *b, const tensor_spec *t)
 /* A bare state dict of n tensors over one storage, as torch.save writes it. */
 static void put_state_dict(bytes *b, const tensor_spec *t, size_t n)
 {
-    put(b, "\x80\x02}(", 4);
+    if (!protocol_1) put(b, "\x80\x02", 2);
+    put(b, "}(", 2);
     for (size_t i = 0; i < n; i++) put_tensor_entry(b, &t[i]);
     put(b, "u.", 2);
 }
@@ -655,6 +677,32 @@ START_TEST(records_of_the_first_folder)
 }
 END_TEST
 
+/* torch.save(..., pickle_protocol=1) writes integers that do not fit in
+ * 32 bits as LONG text and False as INT 00: the tensor reads as protocol
+ * 2's does.  Its size-1 dimension has a stride of 2^40. */
+START_TEST(pickle_protocol_1)
+{
+    static const tensor_spec wide = {"w", 6, 0, 3, {1, 2, 3}, {(int64_t)1 << 40, 3, 1}};
+    dm_tensor_file f[2];
+    bytes pkl[2] = {{0}}, z[2];
+    for (int p = 0; p < 2; p++) {
+        protocol_1 = p;
+        put_state_dict(&pkl[p], &wide, 1);
+        z[p] = make_archive(&pkl[p], 24, 0);
+        ck_assert_msg(dm_pth_parse(z[p].p, z[p].n, 0, &f[p]) == DM_OK, "protocol %d: %s", p ? 1 : 2, dm_last_error());
+    }
+    protocol_1 = 0;
+    ck_assert_uint_eq(f[1].count, 1);
+    assert_same_tensor(&f[1].tensors[0], &f[0].tensors[0]);
+    ck_assert_int_eq(f[1].tensors[0].ndim, 3);
+    for (int p = 0; p < 2; p++) {
+        dm_tensor_file_close(&f[p]);
+        free(pkl[p].p);
+        free(z[p].p);
+    }
+}
+END_TEST
+
 /* Entries whose members share bytes are refused: each would have them
  * read and checked again, and 20,000 entries over one 8 MB member took
  * 51 s.  Here the storage's entry points at the pickle's local header. */
@@ -823,7 +871,7 @@ int main(void)
     tcase_add_test(tc, mmdet_classes_from_meta);
     tcase_add_test(tc, checkpoint_loads_from_memory);
     tcase_add_test(tc, ema_refused_outside_training_checkpoints);
-    tcase_add_test(tc, legacy_checkpoint_named);
+    tcase_add_loop_test(tc, legacy_checkpoint_named, 0, sizeof legacy_starts / sizeof legacy_starts[0]);
     tcase_add_test(tc, bare_state_dict_all_dtypes_and_views);
     tcase_add_test(tc, state_dict_wrapper_protocol4_module_prefix);
     tcase_add_test(tc, built_archive_reads_with_and_without_zip64);
@@ -842,6 +890,7 @@ int main(void)
     tcase_add_test(bad, not_a_torch_archive);
     tcase_add_test(bad, records_of_the_first_folder);
     tcase_add_test(bad, members_sharing_bytes);
+    tcase_add_test(bad, pickle_protocol_1);
     tcase_add_loop_test(bad, hostile_pickle, 0, sizeof bad_pickles / sizeof bad_pickles[0]);
     tcase_add_loop_test(bad, long_opcode_runs, 0, 4);
     tcase_add_test(bad, storage_shorter_than_tensor);

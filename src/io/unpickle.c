@@ -208,6 +208,36 @@ static dm_status push_long(unpickler *u, uint64_t n)
     return push_int(u, (int64_t)bits);
 }
 
+/* INT and LONG, the text integers of protocols 0 and 1 (torch.save with
+ * pickle_protocol=1 writes False as INT 00): decimal digits up to a
+ * newline, LONG's ending in an L; INT's 00 and 01 are False and True. */
+static dm_status text_int(unpickler *u)
+{
+    const unsigned char *s = u->p, *e = memchr(u->p, '\n', (size_t)(u->end - u->p));
+    if (!e) return bad(u, "integer without a newline");
+    u->p = e + 1;
+    if (u->op == 'L' && e > s && e[-1] == 'L') e--;
+    if (u->op == 'I' && e - s == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1')) {
+        pk_value *v = NULL;
+        dm_status st = new_value(u, PK_BOOL, &v);
+        if (st) return st;
+        v->integer = s[1] == '1';
+        return push(u, v);
+    }
+    int negative = s < e && *s == '-';
+    if (s < e && (*s == '-' || *s == '+')) s++;
+    if (s == e) return bad(u, "integer without digits");
+    uint64_t value = 0;
+    int big = 0;
+    for (; s < e; s++) {
+        if (*s < '0' || *s > '9') return bad(u, "integer with a byte that is not a digit");
+        if (value > (UINT64_MAX - 9) / 10) big = 1;
+        else value = value * 10 + (uint64_t)(*s - '0');
+    }
+    if (big || value > (uint64_t)INT64_MAX + (uint64_t)negative) return push_new(u, PK_OBJECT); /* too big to be a size */
+    return push_int(u, negative ? (int64_t)(0 - value) : (int64_t)value);
+}
+
 /* A string whose length is an n-byte argument. */
 static dm_status push_string(unpickler *u, int n)
 {
@@ -373,6 +403,7 @@ static dm_status step(unpickler *u, int *done)
     case 'K': return (st = arg(u, 1, &x)) ? st : push_int(u, (int64_t)x); /* BININT1 */
     case 'M': return (st = arg(u, 2, &x)) ? st : push_int(u, (int64_t)x); /* BININT2 */
     case 'J': return (st = arg(u, 4, &x)) ? st : push_int(u, (int32_t)(uint32_t)x); /* BININT */
+    case 'I': case 'L': return text_int(u); /* INT, LONG */
     case 0x8a: return (st = arg(u, 1, &x)) ? st : push_long(u, x); /* LONG1 */
     case 0x8b: /* LONG4 */
         if ((st = arg(u, 4, &x))) return st;
