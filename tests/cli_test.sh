@@ -430,12 +430,17 @@ ls "$tmp/own/res.json.tmp."* >/dev/null 2>&1 && fail "a signal left the results'
 [ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "a run ended by a signal replaced the results"
 expect 2 "--mode whole has none" "$damamba" segment -m "$seg_model" --mode whole --crop 256 "$tmp/pair/good.png"
 # The output directory of segment, detect --draw and features -d: created
-# when missing, refused when a file holds its name.
-"$damamba" segment -q -m "$seg_model" --mode whole -o "$tmp/new_seg" "$tmp/pair/good.png" ||
+# with its parents when missing, refused when a file holds its name.
+"$damamba" segment -q -m "$seg_model" --mode whole -o "$tmp/new_seg/deeper//still" "$tmp/pair/good.png" ||
     fail "segment into a missing directory"
-[ -s "$tmp/new_seg/good_seg.png" ] || fail "segment did not create its directory"
+[ -s "$tmp/new_seg/deeper/still/good_seg.png" ] || fail "segment did not create its directory and its parents"
 : >"$tmp/not_dir"
 expect 1 "not_dir: not a directory" "$damamba" segment -m "$seg_model" -o "$tmp/not_dir" "$tmp/pair/good.png"
+expect 1 "not_dir/below: cannot create the directory: Not a directory" "$damamba" features \
+    -d "$tmp/not_dir/below" "$tmp/pair/good.png"
+expect 2 "--coco-annotations is for --task det" "$damamba" eval --coco-annotations "$tmp/own/ann.json" "$tmp/pair"
+expect 2 "eval --task det needs --coco-annotations" "$damamba" eval --task det -m "$golden/maskrcnn_micro.pth" "$tmp/pair"
+expect 2 "detect needs a detection model (-m)" "$damamba" detect "$tmp/pair/good.png"
 expect 1 "not_dir: not a directory" "$damamba" detect -m "$golden/maskrcnn_micro.pth" --draw -o "$tmp/not_dir" \
     "$tmp/pair/good.png"
 expect 1 "not_dir: not a directory" "$damamba" features -d "$tmp/not_dir" "$tmp/pair/good.png"

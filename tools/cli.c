@@ -717,10 +717,29 @@ void cli_outputs_free(cli_outputs *o)
     *o = (cli_outputs){0};
 }
 
+/* mkdir -p: the directory and any of its parents missing; 0 or -1. */
+static int make_directories(const char *dir)
+{
+    char *path = strdup(dir);
+    if (!path) return -1;
+    int failed = 0;
+    for (char *p = path + 1; *p && !failed; p++) {
+        if (*p != '/' || p[-1] == '/') continue;
+        *p = 0;
+        failed = mkdir(path, 0777) != 0 && errno != EEXIST;
+        *p = '/';
+    }
+    failed = failed || (mkdir(path, 0777) != 0 && errno != EEXIST);
+    int why = errno;
+    free(path);
+    errno = why;
+    return failed ? -1 : 0;
+}
+
 int cli_output_dir(const char *dir)
 {
     struct stat sb;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+    if (make_directories(dir) != 0) {
         cli_error("%s: cannot create the directory: %s", dir, strerror(errno));
         return 0;
     }

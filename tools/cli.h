@@ -199,8 +199,8 @@ int cli_outputs_init(cli_outputs *o, const cli_files *images, char *const *args,
 int cli_outputs_claim(cli_outputs *o, const char *input, const char *path);
 void cli_outputs_free(cli_outputs *o);
 
-/* The directory a command writes its files to: created when missing (its
- * parent must exist).  Prints and returns 0 when it cannot be created or
+/* The directory a command writes its files to: created when missing, with
+ * its missing parents (mkdir -p).  Prints and returns 0 when it cannot be created or
  * is not a directory. */
 int cli_output_dir(const char *dir);
 

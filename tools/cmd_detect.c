@@ -36,7 +36,7 @@ static const char detect_usage[] =
     "                            {\"size\": [h, w], \"counts\": COCO compressed RLE}}]}\n"
     "      --draw                write DIR/NAME.png: the photo with boxes, labels and\n"
     "                            translucent masks (needs -o)\n"
-    "  -o, --output DIR          where --draw writes (created if missing)\n"
+    "  -o, --output DIR          where --draw writes (created with its parents if missing)\n"
     "      --score-thr T         keep detections scoring above T (default 0.05, the\n"
     "                            authors' test setting)\n"
     "      --coco-results FILE   write every detection as the COCO results list\n"
@@ -46,7 +46,8 @@ static const char detect_usage[] =
     "  -t, --threads N           threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("           ")
     CLI_BACKEND_HELP("           ")
-    "  -q, --quiet               no progress bar\n";
+    "  -q, --quiet               no progress bar (there is none when stderr is not a\n"
+    "                            terminal) and no closing timing line\n";
 
 enum { OPT_DRAW = 300, OPT_SCORE_THR, OPT_COCO_RESULTS, OPT_COCO_ANNOTATIONS };
 
@@ -248,6 +249,7 @@ static int parse_opts(int argc, char **argv, detect_opts *o)
         }
     }
     if (optind == argc || !o->model) {
+        if (!o->model) cli_error("detect needs a detection model (-m)");
         fputs(detect_usage, stderr);
         return 2;
     }

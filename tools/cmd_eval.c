@@ -319,7 +319,15 @@ int cmd_eval(int argc, char **argv)
         }
     }
     int det = task == CLI_TASK_DET;
-    if (optind != argc - 1 || det != (annotations != NULL) || (det && !model_path)) {
+    const char *missing = det && !annotations   ? "eval --task det needs --coco-annotations"
+                          : !det && annotations ? "--coco-annotations is for --task det"
+                          : det && !model_path  ? "eval --task det needs a model (-m)"
+                                                : NULL;
+    if (missing) {
+        cli_error("%s", missing);
+        return 2;
+    }
+    if (optind != argc - 1) {
         fputs(eval_usage, stderr);
         return 2;
     }

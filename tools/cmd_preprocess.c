@@ -54,7 +54,8 @@ static const char features_usage[] =
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -s, --size HxW       resize the image to H x W pixels first\n"
     "  -o, --output FILE    output tensor file, for one image\n"
-    "  -d, --output-dir DIR one tensor file per image, in DIR (created if missing)\n"
+    "  -d, --output-dir DIR one tensor file per image, in DIR (created, with its\n"
+    "                       parents, if missing)\n"
     "  -q, --quiet          no progress bar, no timing line (with -d)\n"
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     "      --interpolation I, --mean A[,B,C], --std A[,B,C]   as for `damamba classify`\n";

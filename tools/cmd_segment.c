@@ -14,7 +14,7 @@
 static const char segment_usage[] =
     "usage: damamba segment -m MODEL [--ema] [-o DIR] [--mode whole|slide|aug] [--crop H[xW]]\n"
     "                       [--stride H[xW]] [--overlay] [--json] [-t THREADS]\n"
-    "                       [--backend cpu|cuda] [--quiet] FILE|DIR|@LIST ...\n"
+    "                       [--dtype f32|bf16|f16] [--backend cpu|cuda] [--quiet] FILE|DIR|@LIST ...\n"
     "\n"
     "Labels every pixel of each image with a segmentation model (an UperNet\n"
     "head, as mmsegmentation checkpoints have), as mmsegmentation's ADE20K test\n"
@@ -29,7 +29,7 @@ static const char segment_usage[] =
     "  -m, --model FILE     segmentation model (.pth or .safetensors, mmseg names)\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output DIR     where the PNGs go (default: the current directory; created\n"
-    "                       if missing)\n"
+    "                       with its parents if missing)\n"
     "      --mode M         whole: the whole image at once; slide (default): crop x\n"
     "                       crop windows stride apart; aug: multi-scale (0.5 .. 1.75)\n"
     "                       + flip, each scale in slide mode (in whole mode after\n"
@@ -43,7 +43,8 @@ static const char segment_usage[] =
     "  -t, --threads N      threads (default: DAMAMBA_THREADS, OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("      ")
     CLI_BACKEND_HELP("      ")
-    "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n";
+    "  -q, --quiet          no progress bar (there is none when stderr is not a terminal)\n"
+    "                       and no closing timing line\n";
 
 enum { OPT_MODE = 300, OPT_CROP, OPT_STRIDE, OPT_OVERLAY };
 
