@@ -20,6 +20,9 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from serve_util import Server  # noqa: E402
 
+if len(sys.argv) < 4 or len(sys.argv) > 8 or sys.argv[1] in ("-h", "--help"):
+    print(__doc__.split("\n\n")[0], file=sys.stdout if len(sys.argv) > 1 else sys.stderr)
+    sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
 damamba, model, variant = sys.argv[1:4]
 batch, threads, seconds, rounds = (int(a) for a in (sys.argv[4:] + ["8", "2", "10", "3"][len(sys.argv[4:]):]))
 tmp = tempfile.mkdtemp()
