@@ -28,16 +28,22 @@ def encode(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None
     """The safetensors bytes of tensors (arrays, or anything np.asarray takes).
 
     Raises TypeError for a name that is not a string or a dtype the format
-    (as the library reads it) has no name for.
+    (as the library reads it) has no name for, and ValueError for a name or
+    metadata text holding a NUL character, which the library refuses.
     """
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        for key, text in header["__metadata__"].items():
+            if "\0" in key or "\0" in text:
+                raise ValueError(f"metadata {key!r} contains a NUL character")
     blobs = []
     offset = 0
     for name, value in tensors.items():
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")
+        if "\0" in name:
+            raise ValueError(f"tensor name {name!r} contains a NUL character")
         array = np.asarray(value)
         dtype_name = _DTYPE_NAMES.get(array.dtype.newbyteorder("="))
         if dtype_name is None:

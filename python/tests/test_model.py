@@ -297,6 +297,10 @@ def test_errors_carry_the_library_message(tmp_path) -> None:
         damamba.Model.from_state_dict({"head.fc.weight": np.zeros((10, 8), np.float32)})
     with pytest.raises(TypeError, match="complex"):
         damamba.Model.from_state_dict({"x": np.zeros(2, np.complex64)})
+    with pytest.raises(ValueError, match="tensor name 'head.fc\\\\x00weight' contains a NUL character"):
+        damamba.Model.from_state_dict({"head.fc\0weight": np.zeros((10, 8), np.float32)})
+    with pytest.raises(ValueError, match="metadata 'classes' contains a NUL character"):
+        damamba.Model.from_state_dict({"x": np.zeros(2, np.float32)}, metadata={"classes": "a\0b"})
     with pytest.raises(damamba.FormatError, match="micro.safetensors"):
         damamba.load_image(GOLDEN / "micro.safetensors")
     bad = tmp_path / "not-an-image.png"
