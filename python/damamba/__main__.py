@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import stat
 import sys
 from typing import Iterator, Sequence
 
@@ -60,6 +61,27 @@ def _list_lines(name: str, text: str, problems: list[str]) -> list[str]:
     return paths
 
 
+def _read_list(name: str) -> str:
+    """The text of @LIST (standard input for @-), refused as the program
+    refuses it: a list must be a regular file or a pipe (a device such as
+    /dev/urandom would fill the memory)."""
+    if name == "-":
+        return sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(f"{name}: cannot open list: {e.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    refused = ("cannot read list: Is a directory" if stat.S_ISDIR(mode)
+               else None if stat.S_ISREG(mode) or stat.S_ISFIFO(mode)
+               else "a list must be a regular file or a pipe (@- reads standard input)")
+    if refused:
+        os.close(fd)
+        raise OSError(f"{name}: {refused}")
+    with open(fd, encoding="utf-8", errors="surrogateescape", newline="") as listing:
+        return listing.read()
+
+
 def image_files(arg: str, visited: set[tuple[int, int]] | None = None,
                 problems: list[str] | None = None) -> list[str]:
     """A file as is, the image files under a directory, or the paths listed
@@ -71,8 +93,7 @@ def image_files(arg: str, visited: set[tuple[int, int]] | None = None,
     arguments, which are not walked again."""
     problems = [] if problems is None else problems
     if arg.startswith("@"):
-        with open(arg[1:], encoding="utf-8", errors="surrogateescape", newline="") as listing:
-            paths = _list_lines(arg[1:], listing.read(), problems)
+        paths = _list_lines(arg[1:], _read_list(arg[1:]), problems)
     elif os.path.isdir(arg):
         skipped = [0]
         paths = list(_walk(arg, set() if visited is None else visited, skipped, problems))

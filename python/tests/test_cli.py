@@ -108,6 +108,15 @@ def test_odd_names_and_lists_as_the_program_prints_them(cli: str, tmp_path) -> N
         assert done.returncode == program.returncode, (args, done.stderr, program.stderr)
     assert "line 2 holds a NUL byte, which no file name can" in done.stderr
     assert done.returncode == 1 and len(done.stdout.splitlines()) == 3  # bag, "   " (an error), coat
+    # the list on standard input (@-), and lists that cannot be read, as the program reads and refuses them
+    listed = subprocess.run([sys.executable, "-m", "damamba", "classify", "--json", "@-"], input=listing.read_bytes(),
+                            capture_output=True, timeout=300)
+    assert listed.stdout.decode() == program.stdout and listed.returncode == 1
+    for arg in (f"@{tmp_path / 'missing.txt'}", f"@{tmp_path}", "@/dev/zero"):
+        done = run_module("classify", arg, str(SAMPLES / "bag.png"))
+        program = subprocess.run([cli, "classify", "-q", arg, str(SAMPLES / "bag.png")], capture_output=True, text=True,
+                                 timeout=300)
+        assert (done.stdout, done.stderr, done.returncode) == (program.stdout, program.stderr, program.returncode)
     # a path no file can have is recorded as such a file's error is
     rows = damamba.Model().classify(["a\0b.png", str(SAMPLES / "bag.png")], errors="record")
     assert "NUL" in rows[0]["error"] and rows[1]["top"][0]["label"] == "Bag"
