@@ -58,6 +58,7 @@ typedef struct gpu {
     pending *pendings;
     int pending_count, pending_cap;
     dm_status status;      /* the pass's first failure */
+    dm_pool *host;         /* threads for the graph's work on host memory */
 } gpu;
 
 /* A failed runtime call as a status.  The runtime also keeps the failure
@@ -285,6 +286,7 @@ static void gpu_destroy(void *ctx)
     if (g->compute.stream) cudaStreamDestroy(g->compute.stream);
     if (g->copy) cudaStreamDestroy(g->copy);
     dm_model_mirror_free(&g->params);
+    dm_pool_destroy(g->host);
     free(g->events);
     free(g->pendings);
     free(g);
@@ -562,6 +564,23 @@ static void gpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *r
     cu_roi_align(&((gpu *)ctx)->compute, levels, rois, n, y.h, y.w, y.c, y.data);
 }
 
+/* The device's work has no threads to choose; the host's does. */
+static dm_status gpu_set_threads(void *ctx, int threads)
+{
+    gpu *g = (gpu *)ctx;
+    if (threads == dm_pool_threads(g->host)) return DM_OK;
+    dm_pool *pool = dm_pool_create(threads);
+    if (!pool) return dm_fail(DM_ERR_NOMEM, "out of memory for a pool of %d threads", threads);
+    dm_pool_destroy(g->host);
+    g->host = pool;
+    return DM_OK;
+}
+
+static void gpu_host_run(void *ctx, size_t pieces, dm_pool_piece piece, void *arg)
+{
+    dm_pool_run(((gpu *)ctx)->host, pieces, piece, arg);
+}
+
 /* ---------------------------------------------------------------- create */
 
 /* DM_OK when the current device, device, can run this build's kernels
@@ -626,6 +645,8 @@ dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
     }
     st = create(model, g);
     leave_device(caller);
+    if (!st && !(g->host = dm_pool_create(dm_threads())))
+        st = dm_fail(DM_ERR_NOMEM, "out of memory for the host's threads");
     if (st) {
         gpu_destroy(g);
         return st;
@@ -661,6 +682,8 @@ dm_status dm_cuda_backend_create(const dm_model *model, int device, dm_ops *out)
     ops.add = gpu_add;
     ops.concat = gpu_concat;
     ops.roi_align = gpu_roi_align;
+    ops.set_threads = gpu_set_threads;
+    ops.host_run = gpu_host_run;
     *out = ops;
     return DM_OK;
 }

@@ -272,10 +272,13 @@ DM_API size_t dm_workspace_bytes(const dm_workspace *ws);
  * the threads would cost more than any pass they share. */
 #define DM_MAX_THREADS 1024
 
-/* Threads the workspace's forward passes use from now on (1 <= n <=
- * DM_MAX_THREADS, else DM_ERR_ARGUMENT; CPU workspaces, ignored by a CUDA
- * one), instead of dm_threads() at creation.  The threads are the
- * workspace's own: nothing outside it changes. */
+/* Threads the workspace uses from now on (1 <= n <= DM_MAX_THREADS, else
+ * DM_ERR_ARGUMENT), instead of dm_threads() at creation: a CPU workspace's
+ * forward passes, detection and segmentation, and a CUDA workspace's work
+ * on the host (resizing and softmax of segmentation logits).  The threads
+ * are the workspace's own: nothing outside it changes, and no thread is
+ * shared with the process (none is OpenMP's, which does not survive a
+ * fork()). */
 DM_API dm_status dm_workspace_set_threads(dm_workspace *ws, int n);
 
 /* The precision of a workspace's matrix products: every linear layer and

@@ -17,6 +17,7 @@
 #include "damamba.h"
 #include "kernels.h"
 #include "model.h"
+#include "pool.h"
 
 #include <stddef.h>
 
@@ -89,9 +90,13 @@ typedef struct dm_ops {
     const dm_model *(*params)(void *ctx, const dm_model *model);
     /* Bytes the backend holds itself (scratch, parameter copies, staging). */
     size_t (*held_bytes)(void *ctx);
-    /* Threads the operators may use from the next pass on; NULL where the
-     * backend has no threads to choose. */
+    /* Threads the operators, and host_run, may use from now on. */
     dm_status (*set_threads)(void *ctx, int threads);
+    /* Runs piece(arg, i) for every i in [0, pieces) on the workspace's
+     * threads, for the graph's work on host memory (resizing and softmax of
+     * segmentation logits): a pool of the backend's, never a thread the
+     * process shares (OpenMP's is not safe across fork()). */
+    void (*host_run)(void *ctx, size_t pieces, dm_pool_piece piece, void *arg);
     /* The precision of gemm and conv3x3 from the next pass on (damamba.h's
      * dm_precision); NULL where the backend has float32 only. */
     dm_status (*set_precision)(void *ctx, dm_precision precision);

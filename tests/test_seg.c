@@ -5,10 +5,13 @@
  * each against the float64 references of upernet_io.safetensors. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "damamba.h"
@@ -346,6 +349,63 @@ START_TEST(slide_strides)
 }
 END_TEST
 
+/* Threads of this process (entries of /proc/self/task). */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The host-side loops of segmentation run on the workspace's threads: one
+ * thread leaves the process with none other, and a child forked after a
+ * segmentation on three threads segments too.  They ran on OpenMP's
+ * threads, as many as dm_threads() said, which stayed after every object
+ * was freed and which libgomp does not carry across fork(): the child
+ * waited for them forever. */
+START_TEST(host_work_on_the_workspace_threads)
+{
+    if (backend != DM_BACKEND_CPU) return; /* the CUDA runtime does not survive a fork */
+    dm_model *m = load_micro();
+    dm_tensor_file io;
+    test_open("upernet_io.safetensors", &io);
+    const int H = 64, W = 96;
+    const float *input = test_f32(&io, "input", NULL);
+    int32_t *pred = malloc(sizeof(int32_t) * H * W), *again = malloc(sizeof(int32_t) * H * W);
+    dm_workspace *ws = make_workspace(m, H, W);
+    dm_seg_options o = {.mode = DM_SEG_WHOLE};
+    ck_assert(dm_workspace_set_threads(ws, 1) == DM_OK);
+    ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, pred}) == DM_OK, "%s",
+                  dm_last_error());
+    ck_assert_int_eq(thread_count(), 1);
+    ck_assert(dm_workspace_set_threads(ws, 3) == DM_OK);
+    ck_assert(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK);
+    ck_assert(memcmp(pred, again, sizeof(int32_t) * H * W) == 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        alarm(120);
+        dm_workspace *own;
+        int ok = dm_workspace_create(m, 1, H, W, &own) == DM_OK && dm_workspace_set_threads(own, 3) == DM_OK &&
+                 dm_segment(m, own, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK &&
+                 memcmp(pred, again, sizeof(int32_t) * H * W) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child %s %d",
+                  WIFSIGNALED(status) ? "was killed by signal" : "exited with", WIFSIGNALED(status) ? WTERMSIG(status)
+                                                                                                    : WEXITSTATUS(status));
+    dm_workspace_free(ws);
+    free(pred), free(again);
+    dm_tensor_file_close(&io);
+    dm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     if (!test_isa_runs()) return 77; /* a DAMAMBA_ISA this machine lacks */
@@ -366,6 +426,7 @@ int main(void)
     tcase_add_test(tc, palettes_read_or_refused);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, slide_strides);
+    tcase_add_test(tc, host_work_on_the_workspace_threads);
     suite_add_tcase(s, tc);
     /* the CUDA runtime does not survive a fork once initialized */
     return backend == DM_BACKEND_CUDA ? test_run_in_process(s) : test_run(s);

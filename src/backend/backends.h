@@ -12,8 +12,7 @@
 extern "C" {
 #endif
 
-/* The CPU table over simd/ with `threads` threads (its pool; OpenMP for
- * RoIAlign); it reads parameters where the model holds them.
+/* The CPU table over simd/ with `threads` threads (its pool); it reads parameters where the model holds them.
  * DM_ERR_UNSUPPORTED when DAMAMBA_ISA names an instruction set this build
  * or CPU lacks. */
 dm_status dm_cpu_backend_create(int threads, dm_ops *out);

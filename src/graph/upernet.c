@@ -167,27 +167,48 @@ static void upernet_forward(dm_workspace *ws, const dm_model *params, const head
 
 /* ------------------------------------------------------------- inference */
 
-/* Host-side work: the CPU kernels on dm_threads() threads. */
+/* Host-side work: the CPU kernels, on the workspace's threads
+ * (dm_ops.host_run). */
 typedef struct host {
     const dm_kernels *k;
-    int threads;
+    const dm_ops *ops;
 } host;
 
-/* Resize n channels-last images on the host; threads share the pixels. */
+/* Output pixels a piece of host work takes: each is computed alone, so the
+ * cut changes no result. */
+#define HOST_PIECE_PIXELS 4096
+
+static size_t host_pieces(size_t pixels) { return (pixels + HOST_PIECE_PIXELS - 1) / HOST_PIECE_PIXELS; }
+
+typedef struct resize_job {
+    const dm_kernels *k;
+    const float *x;
+    float *y;
+    int ih, iw, c, oh, ow, n_images;
+} resize_job;
+
+/* The output pixels [HOST_PIECE_PIXELS * i, ...) of the batch, one kernel
+ * call per image they touch. */
+static void resize_piece(void *arg, size_t i)
+{
+    const resize_job *j = arg;
+    size_t per_image = (size_t)j->oh * j->ow, q0 = HOST_PIECE_PIXELS * i, q1 = q0 + HOST_PIECE_PIXELS;
+    size_t total = per_image * (size_t)(j->n_images);
+    if (q1 > total) q1 = total;
+    while (q0 < q1) {
+        size_t img = q0 / per_image, p0 = q0 % per_image;
+        size_t p1 = p0 + (q1 - q0) < per_image ? p0 + (q1 - q0) : per_image;
+        j->k->resize(j->x + img * j->ih * j->iw * j->c, j->ih, j->iw, j->c, DM_RESIZE_BILINEAR,
+                     j->y + img * per_image * j->c, j->oh, j->ow, p0, p1);
+        q0 += p1 - p0;
+    }
+}
+
+/* Resize n channels-last images on the host. */
 static void host_resize(const host *hx, const float *x, int n, int ih, int iw, int c, float *y, int oh, int ow)
 {
-    size_t per_image = (size_t)oh * ow;
-#pragma omp parallel for num_threads(hx->threads) schedule(static)
-    for (int t = 0; t < hx->threads; t++) {
-        size_t q0 = per_image * n * t / hx->threads, q1 = per_image * n * (t + 1) / hx->threads;
-        while (q0 < q1) { /* one call per image the share touches */
-            size_t img = q0 / per_image, p0 = q0 % per_image;
-            size_t p1 = p0 + (q1 - q0) < per_image ? p0 + (q1 - q0) : per_image;
-            hx->k->resize(x + img * ih * iw * c, ih, iw, c, DM_RESIZE_BILINEAR, y + img * per_image * c, oh, ow, p0,
-                          p1);
-            q0 += p1 - p0;
-        }
-    }
+    resize_job j = {hx->k, x, y, ih, iw, c, oh, ow, n};
+    hx->ops->host_run(hx->ops->ctx, host_pieces((size_t)n * oh * ow), resize_piece, &j);
 }
 
 /* One pass of the backbone and the head over n images of h x w; the head's
@@ -364,9 +385,9 @@ static dm_status check_request(const dm_model *m, const dm_seg_options *o)
     return DM_OK;
 }
 
-static dm_status host_init(host *hx)
+static dm_status host_init(const dm_workspace *ws, host *hx)
 {
-    hx->threads = dm_threads();
+    hx->ops = &ws->ops;
     return dm_kernels_require(&hx->k);
 }
 
@@ -396,7 +417,7 @@ dm_status dm_segment(const dm_model *model, dm_workspace *ws, const float *input
         return dm_fail(DM_ERR_ARGUMENT, "dm_segment: decode logits exist in whole mode only");
     host hx;
     seg_scratch scratch;
-    if ((st = host_init(&hx)) || (st = scratch_alloc(&model->config, options, n, h, w, &scratch))) return st;
+    if ((st = host_init(ws, &hx)) || (st = scratch_alloc(&model->config, options, n, h, w, &scratch))) return st;
     int K = model->config.seg_classes;
     size_t pixels = (size_t)n * h * w;
     float *logits = NULL;
@@ -436,16 +457,29 @@ static dm_mm_transform augmentation(const dm_mm_transform *t, const dm_seg_optio
     return a;
 }
 
+typedef struct softmax_job {
+    float *x;
+    int K;
+    size_t pixels;
+} softmax_job;
+
+static void softmax_piece(void *arg, size_t i)
+{
+    const softmax_job *j = arg;
+    size_t end = HOST_PIECE_PIXELS * (i + 1) < j->pixels ? HOST_PIECE_PIXELS * (i + 1) : j->pixels;
+    for (size_t p = HOST_PIECE_PIXELS * i; p < end; p++) {
+        float *v = j->x + p * j->K, top = v[0], sum = 0.0f;
+        for (int k = 1; k < j->K; k++) top = v[k] > top ? v[k] : top;
+        for (int k = 0; k < j->K; k++) sum += (v[k] = expf(v[k] - top));
+        for (int k = 0; k < j->K; k++) v[k] /= sum;
+    }
+}
+
 /* Softmax over the K channels of each of `pixels` pixels, in place. */
 static void softmax_pixels(const host *hx, float *x, int K, size_t pixels)
 {
-#pragma omp parallel for num_threads(hx->threads) schedule(static)
-    for (long p = 0; p < (long)pixels; p++) {
-        float *v = x + (size_t)p * K, top = v[0], sum = 0.0f;
-        for (int k = 1; k < K; k++) top = v[k] > top ? v[k] : top;
-        for (int k = 0; k < K; k++) sum += (v[k] = expf(v[k] - top));
-        for (int k = 0; k < K; k++) v[k] /= sum;
-    }
+    softmax_job j = {x, K, pixels};
+    hx->ops->host_run(hx->ops->ctx, host_pieces(pixels), softmax_piece, &j);
 }
 
 typedef struct image_run {
@@ -525,7 +559,7 @@ dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_ima
         (st = dm_check_run("dm_segment_image", model, ws, 1, nh, nw, &params)))
         return st;
     host hx;
-    if ((st = host_init(&hx))) return st;
+    if ((st = host_init(ws, &hx))) return st;
     int K = model->config.seg_classes;
     size_t plane = (size_t)image->width * image->height, net = (size_t)max_h * max_w;
     image_run run = {

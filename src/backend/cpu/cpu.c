@@ -702,17 +702,33 @@ static void cpu_concat(void *ctx, dm_view x, int c0, dm_view y)
     share_images(cx, 1, dm_view_pixels(x), concat_pixels, &op);
 }
 
+typedef struct roi_job {
+    const dm_roi_levels *levels;
+    const float *rois;
+    dm_view y;
+} roi_job;
+
+/* RoI i, pooled from its level */
+static void roi_piece(void *arg, size_t i)
+{
+    const roi_job *j = arg;
+    const float *roi = j->rois + 5 * i;
+    int l = (int)roi[0];
+    dm_view f = j->levels->level[l];
+    dm_roi_align(f.data, f.h, f.w, f.c, j->levels->scale[l], roi + 1, j->y.h, j->y.w,
+                 j->y.data + i * j->y.h * j->y.w * j->y.c);
+}
+
 static void cpu_roi_align(void *ctx, const dm_roi_levels *levels, const float *rois, int n, dm_view y)
 {
     const cpu *cx = ctx;
-#pragma omp parallel for num_threads(cx->threads) schedule(dynamic, 4)
-    for (int i = 0; i < n; i++) {
-        const float *roi = rois + 5 * (size_t)i;
-        int l = (int)roi[0];
-        dm_view f = levels->level[l];
-        dm_roi_align(f.data, f.h, f.w, f.c, levels->scale[l], roi + 1, y.h, y.w,
-                     y.data + (size_t)i * y.h * y.w * y.c);
-    }
+    roi_job j = {levels, rois, y};
+    dm_pool_run(cx->pool, (size_t)n, roi_piece, &j);
+}
+
+static void cpu_host_run(void *ctx, size_t pieces, dm_pool_piece piece, void *arg)
+{
+    dm_pool_run(((const cpu *)ctx)->pool, pieces, piece, arg);
 }
 
 /* NCHW [n][c][h*w] <-> channels-last [n][h*w][c]. */
@@ -888,6 +904,7 @@ dm_status dm_cpu_backend_create(int threads, dm_ops *out)
         .add = cpu_add,
         .concat = cpu_concat,
         .roi_align = cpu_roi_align,
+        .host_run = cpu_host_run,
     };
     return DM_OK;
 }
