@@ -400,14 +400,13 @@ static void gpu_output(void *ctx, dm_view src, dm_layout layout, float *host)
 
 /* ------------------------------------------------------------- operators */
 
-/* The cublasLt epilogue for a bias and an activation, and in *rest the
- * activation it leaves to a pass: cublasLt adds a bias and applies a ReLU
- * as the reference does, but its GELU is the tanh approximation, not the
- * exact erf the model uses, and it has no SiLU. */
+/* The cublasLt epilogue for a bias, and in *rest the activation it leaves
+ * to a pass: cublasLt's GELU is the tanh approximation, not the exact erf
+ * the model uses, it has no SiLU, and its ReLU makes NaN 0 where
+ * PyTorch's keeps it. */
 static cublasLtEpilogue_t epilogue_of(const float *bias, dm_act act, dm_act *rest)
 {
-    *rest = act == DM_ACT_RELU ? DM_ACT_NONE : act;
-    if (act == DM_ACT_RELU) return bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+    *rest = act;
     return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
 }
 

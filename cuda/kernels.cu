@@ -55,7 +55,7 @@ __device__ static float activate(float x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     case DM_ACT_SILU: return x / (1.0f + expf(-x));
-    case DM_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case DM_ACT_RELU: return x < 0.0f ? 0.0f : x; /* NaN stays NaN, as in PyTorch */
     case DM_ACT_NONE: break;
     }
     return x;

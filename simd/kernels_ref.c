@@ -17,7 +17,7 @@ static float activate(float x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return dm_gelu_ref(x);
     case DM_ACT_SILU: return dm_silu_ref(x);
-    case DM_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case DM_ACT_RELU: return x < 0.0f ? 0.0f : x; /* NaN stays NaN, as in PyTorch */
     case DM_ACT_NONE: break;
     }
     return x;

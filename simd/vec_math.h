@@ -82,7 +82,7 @@ static inline vf vact(vf x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return vgelu(x);
     case DM_ACT_SILU: return vsilu(x);
-    case DM_ACT_RELU: return vselect_gt(x, vset1(0.0f), x, vset1(0.0f));
+    case DM_ACT_RELU: return vselect_gt(vset1(0.0f), x, vset1(0.0f), x); /* NaN stays NaN, as in PyTorch */
     case DM_ACT_NONE: break;
     }
     return x;

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <float.h>
+#include <stdalign.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -586,6 +587,30 @@ static void softplus_via_scan(const float *x, float *y, size_t n)
  * above, over every 509th float of [-87, 87] (below, e^x is subnormal)
  * and both sides of 20: within SOFTPLUS_ULP units in the last place. */
 #define SOFTPLUS_ULP 2
+/* ReLU keeps NaN, as PyTorch's does (torch.relu(nan) is nan), in every
+ * table and in the product's epilogue: a NaN feature stays visible in the
+ * heads' outputs instead of becoming a plausible 0. */
+START_TEST(test_relu_keeps_nan)
+{
+    const dm_kernels *k = any_table(_i);
+    if (!k) return;
+    enum { N = 37 }; /* whole vectors and a tail on every width */
+    float x[N], w[1] = {1.0f}, y[N];
+    for (int i = 0; i < N; i++) x[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? -(float)i : (float)i;
+    memcpy(y, x, sizeof x);
+    k->bias_act(y, N, 1, NULL, DM_ACT_RELU);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(i % 3 == 0 ? isnan(y[i]) : y[i] == (i % 3 == 1 ? 0.0f : x[i]), "[%s] bias_act relu(%g) = %g",
+                      k->isa, x[i], y[i]);
+    alignas(64) float panels[DM_PANEL];
+    dm_pack_panels(w, 1, 1, panels);
+    k->gemm(N, 1, x, 1, panels, 0, 1, 0.0f, NULL, DM_ACT_RELU, y, 1);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(i % 3 == 0 ? isnan(y[i]) : y[i] == (i % 3 == 1 ? 0.0f : x[i]), "[%s] gemm relu(%g) = %g",
+                      k->isa, x[i], y[i]);
+}
+END_TEST
+
 START_TEST(test_softplus)
 {
     const dm_kernels *k = any_table(_i);
@@ -734,6 +759,7 @@ int main(void)
     DM_KERNEL_LIST(ADD_KERNEL_TEST)
 #undef ADD_KERNEL_TEST
     tcase_add_loop_test(tc, test_softplus, 0, TABLE_COUNT);
+    tcase_add_loop_test(tc, test_relu_keeps_nan, 0, TABLE_COUNT);
     tcase_add_loop_test(tc, chunked_scan_matches_sequential, 0, TABLE_COUNT);
     tcase_add_test(tc, unknown_isa_is_refused);
     suite_add_tcase(s, tc);

@@ -349,6 +349,33 @@ START_TEST(slide_strides)
 }
 END_TEST
 
+/* A NaN in the input reaches the logits, as it does through mmseg's
+ * network (its ReLUs keep NaN): the heads' ReLUs made it 0, and a NaN
+ * pixel gave confident, finite logits everywhere. */
+START_TEST(nan_input_stays_nan)
+{
+    dm_model *m = load_micro();
+    dm_tensor_file io;
+    test_open("upernet_io.safetensors", &io);
+    const int H = 64, W = 96;
+    float *input = malloc(sizeof(float) * 3 * H * W), *logits = malloc(sizeof(float) * K * H * W);
+    memcpy(input, test_f32(&io, "input", NULL), sizeof(float) * 3 * H * W);
+    input[(size_t)H * W / 2] = NAN;
+    dm_workspace *ws = make_workspace(m, H, W);
+    dm_seg_options o = {.mode = DM_SEG_WHOLE};
+    ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, logits, NULL}) == DM_OK, "%s",
+                  dm_last_error());
+    size_t nans = 0;
+    for (size_t i = 0; i < (size_t)K * H * W; i++) nans += isnan(logits[i]);
+    printf("one NaN input pixel: %zu of %d logits NaN\n", nans, K * H * W);
+    ck_assert_uint_gt(nans, 0);
+    dm_workspace_free(ws);
+    free(input), free(logits);
+    dm_tensor_file_close(&io);
+    dm_model_free(m);
+}
+END_TEST
+
 /* Threads of this process (entries of /proc/self/task). */
 static int thread_count(void)
 {
@@ -427,6 +454,7 @@ int main(void)
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, slide_strides);
     tcase_add_test(tc, host_work_on_the_workspace_threads);
+    tcase_add_test(tc, nan_input_stays_nan);
     suite_add_tcase(s, tc);
     /* the CUDA runtime does not survive a fork once initialized */
     return backend == DM_BACKEND_CUDA ? test_run_in_process(s) : test_run(s);

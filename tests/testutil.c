@@ -79,7 +79,7 @@ double test_activate(double x, dm_act act)
     switch (act) {
     case DM_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
     case DM_ACT_SILU: return x / (1.0 + exp(-x));
-    case DM_ACT_RELU: return x > 0.0 ? x : 0.0;
+    case DM_ACT_RELU: return x < 0.0 ? 0.0 : x; /* NaN stays NaN, as in PyTorch */
     case DM_ACT_NONE: break;
     }
     return x;
