@@ -625,7 +625,8 @@ DM_API dm_status dm_segment_image(const dm_model *model, dm_workspace *ws,
                                   int32_t *labels);
 
 /* The network input size (ws_h x ws_w, batch 1) dm_segment_image needs a
- * workspace for, for a width x height image. */
+ * workspace for, for a width x height image.  Options dm_segment_image
+ * refuses are refused here too; on failure ws_h and ws_w are unchanged. */
 DM_API dm_status dm_segment_image_size(const dm_mm_transform *transform,
                                        const dm_seg_options *options, int width,
                                        int height, int *ws_h, int *ws_w);

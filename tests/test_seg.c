@@ -298,10 +298,21 @@ START_TEST(bad_requests)
     dm_image image = {.width = 40, .height = 30, .channels = 3, .pixels = pixels};
     dm_mm_transform coco = dm_mm_transform_coco();
     int32_t labels[30 * 40];
-    int wh, ww;
+    int wh = -7, ww = -7;
     o = (dm_seg_options){.mode = DM_SEG_WHOLE};
     ck_assert_int_eq(dm_segment_image_size(&coco, &o, 40, 30, &wh, &ww), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "without padding (pad_to 0)"));
+    /* the size of what dm_segment_image refuses is refused too, and a
+     * refusal leaves the sizes as they were */
+    dm_mm_transform ade = dm_mm_transform_ade20k();
+    ck_assert_int_eq(dm_segment_image_size(&ade, &o, 0, 30, &wh, &ww), DM_ERR_ARGUMENT);
+    const dm_seg_options refused[2] = {{.mode = DM_SEG_SLIDE, .crop_h = -5, .crop_w = 0, .stride_h = 4, .stride_w = 4},
+                                       {.mode = (dm_seg_mode)7}};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(dm_segment_image_size(&ade, &refused[i], 40, 30, &wh, &ww), DM_ERR_ARGUMENT);
+        ck_assert_int_eq(dm_segment_image(m, ws, &image, &ade, &refused[i], NULL, labels), DM_ERR_ARGUMENT);
+    }
+    ck_assert(wh == -7 && ww == -7);
     coco.scale_long = 40, coco.scale_short = 32;
     ck_assert_int_eq(dm_segment_image(m, ws, &image, &coco, &o, NULL, labels), DM_ERR_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(dm_last_error(), "pads to multiples of 32"));

@@ -373,16 +373,21 @@ dm_seg_options dm_seg_options_ade20k(void)
 }
 
 /* The model and the options of a request. */
-static dm_status check_request(const dm_model *m, const dm_seg_options *o)
+static dm_status check_options(const dm_seg_options *o)
 {
-    if (!m->upernet)
-        return dm_fail(DM_ERR_ARGUMENT, "the model has no segmentation head (no decode_head.* tensors)");
     if (o->mode == DM_SEG_WHOLE) return DM_OK;
     if (o->mode != DM_SEG_SLIDE) return dm_fail(DM_ERR_ARGUMENT, "unknown segmentation mode %d", (int)o->mode);
     if (o->crop_h < 1 || o->crop_w < 1 || o->stride_h < 1 || o->stride_w < 1)
         return dm_fail(DM_ERR_ARGUMENT, "slide mode needs a crop and a stride of at least 1 (got %dx%d, %dx%d)",
                        o->crop_h, o->crop_w, o->stride_h, o->stride_w);
     return DM_OK;
+}
+
+static dm_status check_request(const dm_model *m, const dm_seg_options *o)
+{
+    if (!m->upernet)
+        return dm_fail(DM_ERR_ARGUMENT, "the model has no segmentation head (no decode_head.* tensors)");
+    return check_options(o);
 }
 
 static dm_status host_init(const dm_workspace *ws, host *hx)
@@ -513,23 +518,26 @@ static dm_status run_augmentation(const host *hx, const dm_image *image, const d
 
 /* The largest network input of the request's augmentations, and the size
  * its workspace must hold. */
+/* The largest transformed image (max_h x max_w) and the network input of
+ * the options' mode for it; the outputs are written on success alone. */
 static dm_status image_sizes(const dm_mm_transform *t, const dm_seg_options *o, int width, int height, int *max_h,
                              int *max_w, int *ws_h, int *ws_w)
 {
-    *max_h = *max_w = *ws_h = *ws_w = 1;
     if (t->pad_to)
         return dm_fail(DM_ERR_ARGUMENT, "segmentation takes a transform without padding (pad_to 0), as mmseg's test "
                                         "pipeline has none; this one pads to multiples of %d", t->pad_to);
-    int augs = o->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1;
+    int augs = o->multi_scale_flip ? 2 * MULTI_SCALE_COUNT : 1, most_h = 1, most_w = 1;
     for (int i = 0; i < augs; i++) {
         dm_mm_transform a = augmentation(t, o, i);
         int h, w;
         dm_status st = dm_mm_transform_size(&a, width, height, &h, &w, NULL);
         if (st) return st;
-        *max_h = h > *max_h ? h : *max_h;
-        *max_w = w > *max_w ? w : *max_w;
+        most_h = h > most_h ? h : most_h;
+        most_w = w > most_w ? w : most_w;
     }
-    network_size(o, *max_h, *max_w, ws_h, ws_w);
+    *max_h = most_h;
+    *max_w = most_w;
+    network_size(o, most_h, most_w, ws_h, ws_w);
     return DM_OK;
 }
 
@@ -539,7 +547,8 @@ dm_status dm_segment_image_size(const dm_mm_transform *transform, const dm_seg_o
     if (!transform || !options || !ws_h || !ws_w)
         return dm_fail(DM_ERR_ARGUMENT, "dm_segment_image_size: NULL argument");
     int max_h, max_w;
-    return image_sizes(transform, options, width, height, &max_h, &max_w, ws_h, ws_w);
+    dm_status st = check_options(options);
+    return st ? st : image_sizes(transform, options, width, height, &max_h, &max_w, ws_h, ws_w);
 }
 
 dm_status dm_segment_image(const dm_model *model, dm_workspace *ws, const dm_image *image,
