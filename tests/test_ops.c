@@ -10,6 +10,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -612,6 +613,22 @@ START_TEST(roi_align_matches_scalar)
 }
 END_TEST
 
+static void count_piece(void *arg, size_t i) { atomic_fetch_add(&((atomic_int *)arg)[i], 1); }
+
+/* host_run runs every piece of a loop exactly once, on its threads. */
+START_TEST(host_run_runs_each_piece_once)
+{
+    enum { PIECES = 1000 };
+    static atomic_int runs[PIECES];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < PIECES; i++) atomic_store(&runs[i], 0);
+        ops.host_run(ops.ctx, PIECES, count_piece, runs);
+        for (int i = 0; i < PIECES; i++) ck_assert_msg(atomic_load(&runs[i]) == 1, "[%s] piece %d ran %d times", ops.name, i,
+                                                      atomic_load(&runs[i]));
+    }
+}
+END_TEST
+
 /* Every entry of the table is filled. */
 START_TEST(table_is_complete)
 {
@@ -621,6 +638,7 @@ START_TEST(table_is_complete)
         (void (*)(void))ops.bias_act, (void (*)(void))ops.sample,    (void (*)(void))ops.scan,
         (void (*)(void))ops.avg_pool, (void (*)(void))ops.max_pool,  (void (*)(void))ops.resize,
         (void (*)(void))ops.add,      (void (*)(void))ops.concat,    (void (*)(void))ops.roi_align,
+        (void (*)(void))ops.host_run,
     };
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
         ck_assert_msg(entries[i] != NULL, "[%s] operator %zu is missing", ops.name, i);
@@ -669,6 +687,7 @@ int main(void)
     tcase_add_test(tc, resampling_matches_scalar);
     tcase_add_test(tc, add_and_concat);
     tcase_add_test(tc, roi_align_matches_scalar);
+    tcase_add_test(tc, host_run_runs_each_piece_once);
     suite_add_tcase(s, tc);
     int rc = test_run_in_process(s);
     ops.destroy(ops.ctx);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "damamba.h"
+#include "internal_api.h"
 #include "safetensors.h"
 #include "model_file.h"
 
@@ -420,6 +421,11 @@ START_TEST(host_work_on_the_workspace_threads)
                   dm_last_error());
     ck_assert_int_eq(thread_count(), 1);
     ck_assert(dm_workspace_set_threads(ws, 3) == DM_OK);
+    ck_assert(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK);
+    ck_assert(memcmp(pred, again, sizeof(int32_t) * H * W) == 0);
+    /* the same through a profiled table (bench --ops), which forwards the host's loops */
+    ck_assert(dm_workspace_profile(ws) == DM_OK);
+    memset(again, 0xff, sizeof(int32_t) * H * W);
     ck_assert(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK);
     ck_assert(memcmp(pred, again, sizeof(int32_t) * H * W) == 0);
     pid_t child = fork();

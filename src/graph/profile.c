@@ -139,6 +139,12 @@ static dm_status fwd_set_threads(void *ctx, int threads)
     profile *p = ctx;
     return p->inner.set_threads(p->inner.ctx, threads);
 }
+/* host work is no operator: its time counts as outside them */
+static void fwd_host_run(void *ctx, size_t pieces, dm_pool_piece piece, void *arg)
+{
+    profile *p = ctx;
+    p->inner.host_run(p->inner.ctx, pieces, piece, arg);
+}
 static dm_status fwd_set_precision(void *ctx, dm_precision precision)
 {
     profile *p = ctx;
@@ -188,6 +194,7 @@ dm_status dm_workspace_profile(dm_workspace *ws)
         .params = fwd_params,
         .held_bytes = fwd_held_bytes,
         .set_threads = p->inner.set_threads ? fwd_set_threads : NULL,
+        .host_run = fwd_host_run,
         .set_precision = p->inner.set_precision ? fwd_set_precision : NULL,
         .destroy = fwd_destroy,
         .begin = fwd_begin,
