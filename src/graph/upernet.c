@@ -372,7 +372,7 @@ dm_seg_options dm_seg_options_ade20k(void)
     return (dm_seg_options){.mode = DM_SEG_SLIDE, .crop_h = 512, .crop_w = 512, .stride_h = 341, .stride_w = 341};
 }
 
-/* The model and the options of a request. */
+/* The options of a request: a mode, and slide windows that exist. */
 static dm_status check_options(const dm_seg_options *o)
 {
     if (o->mode == DM_SEG_WHOLE) return DM_OK;
@@ -383,6 +383,7 @@ static dm_status check_options(const dm_seg_options *o)
     return DM_OK;
 }
 
+/* The model and the options of a request. */
 static dm_status check_request(const dm_model *m, const dm_seg_options *o)
 {
     if (!m->upernet)
@@ -516,10 +517,9 @@ static dm_status run_augmentation(const host *hx, const dm_image *image, const d
     return DM_OK;
 }
 
-/* The largest network input of the request's augmentations, and the size
- * its workspace must hold. */
-/* The largest transformed image (max_h x max_w) and the network input of
- * the options' mode for it; the outputs are written on success alone. */
+/* The largest transformed image of the request's augmentations (max_h x
+ * max_w), and the network input its workspace must hold for the options'
+ * mode; the outputs are written on success alone. */
 static dm_status image_sizes(const dm_mm_transform *t, const dm_seg_options *o, int width, int height, int *max_h,
                              int *max_w, int *ws_h, int *ws_w)
 {
