@@ -800,6 +800,17 @@ else
     expect 1 "zero.png: empty file" sh -c "ulimit -v 1000000; \"\$0\" classify --size 4096 \"\$1\"" "$damamba" "$tmp/zero.png"
 fi
 
+# --size equal to the model's crop keeps the model's own resize: a model
+# that resizes to 50 and crops 28 (28 / (28 / 50.0) is 49.999..., which
+# floored to a resize of 49).
+LC_ALL=C sed 's/\\"resize\\": 28/\\"resize\\": 50/' "$(dirname "$samples")/damamba_fmnist.safetensors" \
+    >"$tmp/r50.safetensors"
+"$damamba" preprocess -m "$tmp/r50.safetensors" "$samples/bag.png" -o "$tmp/r50_own.safetensors" &&
+    "$damamba" preprocess -m "$tmp/r50.safetensors" --size 28 "$samples/bag.png" -o "$tmp/r50_size.safetensors" &&
+    "$damamba" preprocess "$samples/bag.png" -o "$tmp/r28.safetensors" || fail "preprocess with a model of resize 50"
+cmp -s "$tmp/r50_own.safetensors" "$tmp/r28.safetensors" && fail "the model of resize 50 preprocesses as the built-in one"
+cmp -s "$tmp/r50_own.safetensors" "$tmp/r50_size.safetensors" || fail "--size 28 changed the model's resize of 50"
+
 # Names reach the terminal with control characters escaped, and JSON
 # output is valid UTF-8 whatever bytes a file name holds.
 name=$(printf 'odd\377\033[31m\nname.png')

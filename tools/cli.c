@@ -332,13 +332,18 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
             return 2;
         }
     if (opts->size || opts->crop_fraction) {
+        int size = opts->size ? opts->size : out->crop ? out->crop : out->resize;
+        /* timm's rule: the shorter side is floor(size / crop fraction).
+         * Without --crop-fraction the model's crop / resize ratio stays,
+         * computed in integers: 28 / (28 / 50.0) is 49.999..., and --size
+         * equal to the model's crop must give its own resize.  An image at
+         * least that large in both sides must stay under the pixel limit,
+         * or no image could ever be preprocessed. */
         double fraction = opts->crop_fraction ? opts->crop_fraction
                           : out->crop && out->resize ? (double)out->crop / out->resize : 1.0;
-        int size = opts->size ? opts->size : out->crop ? out->crop : out->resize;
-        /* timm's rule: the shorter side is floor(size / crop fraction).  An
-         * image at least that large in both sides must stay under the pixel
-         * limit, or no image could ever be preprocessed. */
-        double resize = floor(size / fraction);
+        double resize = opts->crop_fraction         ? floor(size / fraction)
+                        : out->crop && out->resize ? (double)((int64_t)size * out->resize / out->crop)
+                                                    : size;
         if (resize * resize > DM_IMAGE_MAX_PIXELS) {
             cli_error("--size %d with crop fraction %g resizes to a shorter side of %.0f pixels: no image can stay "
                       "under the limit of %d pixels", size, fraction, resize, DM_IMAGE_MAX_PIXELS);
