@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -170,6 +172,41 @@ START_TEST(destroy_while_idle)
 }
 END_TEST
 
+/* fork() copies a pool but not its workers.  In the child a pool made
+ * before runs its loops alone, and frees without joining the parent's
+ * workers: their handles were copied, and a thread created in the child
+ * (here the workers of a new pool) takes a dead one's place, so joining
+ * it waited forever. */
+START_TEST(pools_across_fork)
+{
+    dm_pool *before = dm_pool_create(3);
+    ck_assert_ptr_nonnull(before);
+    expect_each_once(before, 40);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        alarm(10);
+        dm_pool *after = dm_pool_create(3);
+        int ok = after && dm_pool_threads(before) == 1 && dm_pool_threads(after) == 3;
+        for (int round = 0; ok && round < 20; round++) {
+            expect_each_once(before, 40);
+            expect_each_once(after, 40);
+        }
+        dm_pool_destroy(before);
+        dm_pool_destroy(after);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child %s %d",
+                  WIFSIGNALED(status) ? "was killed by signal" : "exited with",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    expect_each_once(before, 40); /* the parent's workers are still there */
+    ck_assert_int_eq(dm_pool_threads(before), 3);
+    dm_pool_destroy(before);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pool");
@@ -179,6 +216,7 @@ int main(void)
     tcase_add_test(tc, caller_does_not_wait_for_a_held_worker);
     tcase_add_test(tc, many_pools_at_once);
     tcase_add_test(tc, destroy_while_idle);
+    tcase_add_test(tc, pools_across_fork);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

@@ -10,7 +10,10 @@
  * its tickets are closed before the next loop's piece function and ends
  * are written, so a worker that reads those early finds its stale ticket
  * closed.  Sleeping workers wait on a futex holding the latest loop
- * number. */
+ * number.
+ *
+ * fork() copies a pool but not its workers: in the child a pool made
+ * before the fork has none, and its loops run on the caller alone. */
 #include "pool.h"
 
 #include <limits.h>
@@ -56,7 +59,23 @@ struct dm_pool {
     uint32_t last_loop; /* the caller's own count */
     int workers;
     worker *threads;
+    unsigned forks; /* the process's forks when it was made */
 };
+
+/* Forks in this process's line: a child counts one more than its parent
+ * at the fork.  A pool whose count differs was made in an ancestor, and
+ * its worker handles name threads that do not exist here (joining one may
+ * wait on an unrelated thread that took its place). */
+static _Atomic unsigned forks;
+static void count_fork(void) { atomic_fetch_add(&forks, 1); }
+static void watch_forks(void) { pthread_atfork(NULL, NULL, count_fork); }
+static pthread_once_t fork_watch = PTHREAD_ONCE_INIT;
+
+/* The pool's workers that exist in this process. */
+static int workers_here(const dm_pool *p)
+{
+    return p->forks == atomic_load_explicit(&forks, memory_order_relaxed) ? p->workers : 0;
+}
 
 /* Set while this thread runs a piece: a loop inside runs alone. */
 static _Thread_local int in_piece;
@@ -144,8 +163,10 @@ static void *worker_main(void *arg)
 
 dm_pool *dm_pool_create(int threads)
 {
+    pthread_once(&fork_watch, watch_forks);
     dm_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
+    p->forks = atomic_load(&forks);
     int want = threads > 1 ? threads - 1 : 0;
     p->queues = aligned_alloc(alignof(queue), sizeof(queue) * (size_t)(want + 1));
     p->threads = calloc((size_t)want + 1, sizeof *p->threads); /* + 1: never a request of 0 */
@@ -171,11 +192,11 @@ dm_pool *dm_pool_create(int threads)
     return p;
 }
 
-int dm_pool_threads(const dm_pool *pool) { return pool->workers + 1; }
+int dm_pool_threads(const dm_pool *pool) { return workers_here(pool) + 1; }
 
 void dm_pool_run(dm_pool *p, size_t pieces, dm_pool_piece piece, void *arg)
 {
-    if (in_piece || p->workers == 0 || pieces <= 1 || pieces >= TICKET_CLOSED) {
+    if (in_piece || workers_here(p) == 0 || pieces <= 1 || pieces >= TICKET_CLOSED) {
         int outer = in_piece;
         in_piece = 1;
         for (size_t i = 0; i < pieces; i++) piece(arg, i);
@@ -211,7 +232,7 @@ void dm_pool_destroy(dm_pool *p)
     atomic_store(&p->stop, 1);
     atomic_store(&p->loop, p->last_loop + 1);
     futex_wake_all(&p->loop);
-    for (int i = 0; i < p->workers; i++) pthread_join(p->threads[i].thread, NULL);
+    for (int i = 0; i < workers_here(p); i++) pthread_join(p->threads[i].thread, NULL);
     free(p->queues), free(p->threads);
     free(p);
 }

@@ -34,7 +34,9 @@ void dm_pool_run(dm_pool *pool, size_t pieces, dm_pool_piece piece, void *arg);
 /* The threads a loop may run on, the caller included. */
 int dm_pool_threads(const dm_pool *pool);
 
-/* Stops and joins the workers; no loop may be running.  NULL is allowed. */
+/* Stops and joins the workers; no loop may be running.  NULL is allowed.
+ * In a child forked after the pool was made, the pool has no workers (fork
+ * copies none): its loops run on the caller, and this frees it. */
 void dm_pool_destroy(dm_pool *pool);
 
 #endif
