@@ -194,6 +194,32 @@ def test_empty_batch(micro: damamba.Model) -> None:
                                                         (0, 128, 2, 3)]
 
 
+_inherited: dict = {}  # what a forked child finds of its parent's
+
+
+def _forward_in_child(threads: int) -> np.ndarray:
+    return _inherited["model"].forward(_inherited["x"], threads=threads)
+
+
+def test_forked_workers_after_the_parent_ran(micro: damamba.Model, micro_io: dict) -> None:
+    """multiprocessing's fork start method after the parent has computed:
+    the children compute on their own threads, other counts included (a
+    child that changed the count of a workspace made before the fork hung,
+    joining threads fork had not copied)."""
+    import multiprocessing
+
+    x = micro_io["input"]
+    want = micro.forward(x, threads=2)
+    _inherited.update(model=micro, x=x)
+    # one child, first a count above the parent's: it starts threads, then
+    # frees the parent's pool
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        results = pool.map_async(_forward_in_child, [3, 1, 2]).get(timeout=60)
+    for got in results:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(results[2], want)  # the parent's count: the parent's bits
+
+
 def test_threads_sharing_a_model(micro: damamba.Model, micro_io: dict) -> None:
     rng = np.random.default_rng(7)
     inputs = [micro_io["input"] + rng.normal(0, 0.1, micro_io["input"].shape).astype(np.float32) for _ in range(8)]
