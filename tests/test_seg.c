@@ -399,6 +399,28 @@ static int thread_count(void)
     return n;
 }
 
+/* A child forked after segmentations on three threads segments on a
+ * workspace of its own, on three threads, to the same labels. */
+static void expect_forked_child_segments(const dm_model *m, const float *input, int H, int W,
+                                         const dm_seg_options *o, const int32_t *pred, int32_t *again)
+{
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        alarm(120);
+        dm_workspace *own;
+        int ok = dm_workspace_create(m, 1, H, W, &own) == DM_OK && dm_workspace_set_threads(own, 3) == DM_OK &&
+                 dm_segment(m, own, input, 1, H, W, o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK &&
+                 memcmp(pred, again, sizeof(int32_t) * H * W) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child %s %d",
+                  WIFSIGNALED(status) ? "was killed by signal" : "exited with", WIFSIGNALED(status) ? WTERMSIG(status)
+                                                                                                    : WEXITSTATUS(status));
+}
+
 /* The host-side loops of segmentation run on the workspace's threads: on
  * one thread, segmentation leaves the process no thread it did not have,
  * and a child forked after a segmentation on three threads segments too.
@@ -430,29 +452,10 @@ START_TEST(host_work_on_the_workspace_threads)
     memset(again, 0xff, sizeof(int32_t) * H * W);
     ck_assert(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK);
     ck_assert(memcmp(pred, again, sizeof(int32_t) * H * W) == 0);
-    if (getenv("DM_TEST_NO_FORK")) { /* an emulator that cannot fork threads */
+    if (getenv("DM_TEST_NO_FORK")) /* an emulator that cannot fork threads */
         printf("fork not tested under %s\n", getenv("DM_TEST_NO_FORK"));
-        dm_workspace_free(ws);
-        free(pred), free(again);
-        dm_tensor_file_close(&io);
-        dm_model_free(m);
-        return;
-    }
-    pid_t child = fork();
-    ck_assert_int_ge(child, 0);
-    if (child == 0) {
-        alarm(120);
-        dm_workspace *own;
-        int ok = dm_workspace_create(m, 1, H, W, &own) == DM_OK && dm_workspace_set_threads(own, 3) == DM_OK &&
-                 dm_segment(m, own, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK &&
-                 memcmp(pred, again, sizeof(int32_t) * H * W) == 0;
-        _exit(ok ? 0 : 1);
-    }
-    int status;
-    ck_assert_int_eq(waitpid(child, &status, 0), child);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child %s %d",
-                  WIFSIGNALED(status) ? "was killed by signal" : "exited with", WIFSIGNALED(status) ? WTERMSIG(status)
-                                                                                                    : WEXITSTATUS(status));
+    else
+        expect_forked_child_segments(m, input, H, W, &o, pred, again);
     dm_workspace_free(ws);
     free(pred), free(again);
     dm_tensor_file_close(&io);
