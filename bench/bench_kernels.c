@@ -14,6 +14,7 @@
 
 #include "half_gemm.h"
 #include "kernels.h"
+#include "pool.h"
 
 enum { H = 56, W = 56, C = 80, F = 320, G = C / 16, P = H * W };
 
@@ -39,7 +40,8 @@ static float *filled(size_t n, float lo, float hi, unsigned seed)
 }
 
 typedef struct inputs {
-    float *x, *y, *hid, *hid2, *w9, *w9f, *bias, *gamma, *off, *delta, *bc, *a, *d, *h, *decay, *pooled;
+    float *x, *y, *hid, *hid2, *w9, *w9f, *bias, *gamma, *off, *delta, *bc, *a, *d, *h, *pooled, *states, *decays;
+    dm_pool *pool; /* one thread */
     float *packed; /* hid's first F x C as the ConvFFN's first weight, packed */
 } inputs;
 
@@ -125,16 +127,17 @@ static void call_scan(const dm_kernels *k, inputs *in)
     dm_scan_args args = {in->x, in->delta, in->bc, 2, in->a, in->d, in->bias, C};
     k->scan(&args, 0, P, 0, C, in->h, NULL, in->y);
 }
-static void bench_scan(const dm_kernels *k, inputs *in) { measure("scan 80ch", call_scan, k, in, (double)P * C, "Gelem/s"); }
-
-static void call_scan_fixup(const dm_kernels *k, inputs *in)
+/* The same sequence in 12 chunks on one thread (a narrow image's cut): its
+ * cost over the plain scan's is what a chunked scan adds. */
+static void call_scan_chunked(const dm_kernels *k, inputs *in)
 {
     dm_scan_args args = {in->x, in->delta, in->bc, 2, in->a, in->d, in->bias, C};
-    k->scan_fixup(&args, 0, P, 0, C, in->h, in->decay, in->y);
+    dm_scan_chunked(k, &args, P, 12, 16, in->pool, in->h, in->states, in->decays, in->y);
 }
-static void bench_scan_fixup(const dm_kernels *k, inputs *in)
+static void bench_scan(const dm_kernels *k, inputs *in)
 {
-    measure("scan_fixup 80ch", call_scan_fixup, k, in, 3.0 * P * C * 4, "GB/s");
+    measure("scan 80ch", call_scan, k, in, (double)P * C, "Gelem/s");
+    measure("scan 80ch, 12 chunks", call_scan_chunked, k, in, (double)P * C, "Gelem/s");
 }
 
 /* The head operators' shapes: pyramid pooling bins, a 2x upsampling. */
@@ -247,7 +250,8 @@ int main(int argc, char **argv)
         .gamma = filled(C, 0.5f, 1.5f, 8), .off = filled((size_t)P * 2 * G, -2, 2, 9),
         .delta = filled((size_t)P * C, -4, 2, 10), .bc = filled((size_t)P * 2, -1, 1, 11),
         .a = filled(C, -2, -0.1f, 12), .d = filled(C, -1, 1, 13), .h = filled(C, 0, 0, 14),
-        .decay = filled((size_t)P * C, 0, 1, 15), .pooled = filled(36 * C, 0, 0, 16),
+        .pooled = filled(36 * C, 0, 0, 16), .states = filled(12 * C, 0, 0, 18), .decays = filled(12 * C, 0, 0, 19),
+        .pool = dm_pool_create(1),
     };
     in.packed = filled(dm_packed_floats(F, C), 0, 0, 17);
     dm_pack_panels(in.hid, F, C, in.packed);

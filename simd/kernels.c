@@ -174,7 +174,7 @@ static inline void scan_block(const dm_scan_args *a, size_t t0, size_t t1, size_
 {
     size_t C = a->channels;
     vf hv = vload_n(h + c, n), av = vload_n(a->a + c, n), dv = vload_n(a->d + c, n);
-    vf bias = vload_n(a->dt_bias + c, n), prod = vset1(1.0f), dts[SCAN_STEPS];
+    vf bias = vload_n(a->dt_bias + c, n), log_decay = vset1(0.0f), dts[SCAN_STEPS];
     for (size_t s0 = t0; s0 < t1; s0 += SCAN_STEPS) {
         size_t s1 = t1 - s0 < SCAN_STEPS ? t1 : s0 + SCAN_STEPS;
         for (size_t t = s0; t < s1; t++) {
@@ -187,17 +187,15 @@ static inline void scan_block(const dm_scan_args *a, size_t t0, size_t t1, size_
             const float *bc = a->bc + t * a->bc_stride;
             size_t at = t * C + c;
             vf dt = dts[t - s0];
-            vf da = vexp(vmul(dt, av));
+            vf dta = vmul(dt, av), da = vexp(dta);
             vf uv = vload_n(a->u + at, n);
             hv = vfma(da, hv, vmul(vmul(dt, vset1(bc[0])), uv));
-            if (decay) {
-                prod = vmul(prod, da);
-                vstore_n(decay + at, prod, n);
-            }
+            if (decay) log_decay = vadd(log_decay, dta);
             if (y) vstore_n(y + at, vfma(hv, vset1(bc[1]), vmul(uv, dv)), n);
         }
     }
     vstore_n(h + c, hv, n);
+    if (decay) vstore_n(decay + c, vexp(log_decay), n);
 }
 
 static void scan_simd(const dm_scan_args *a, size_t t0, size_t t1, size_t c0, size_t c1, float *h, float *decay,
@@ -206,20 +204,6 @@ static void scan_simd(const dm_scan_args *a, size_t t0, size_t t1, size_t c0, si
     for (size_t c = c0; c < c1; c += VL) {
         if (c1 - c >= VL) scan_block(a, t0, t1, c, h, decay, y, VL);
         else scan_block(a, t0, t1, c, h, decay, y, c1 - c);
-    }
-}
-
-static void scan_fixup_simd(const dm_scan_args *a, size_t t0, size_t t1, size_t c0, size_t c1, const float *carry,
-                            const float *decay, float *y)
-{
-    size_t C = a->channels;
-    for (size_t t = t0; t < t1; t++) {
-        vf ct = vset1(a->bc[t * a->bc_stride + 1]);
-        for (size_t c = c0; c < c1; c += VL) {
-            size_t n = lanes_left(c1, c), at = t * C + c;
-            vf scale = vmul(ct, vload_n(carry + c, n));
-            vstore_n(y + at, vfma(scale, vload_n(decay + at, n), vload_n(y + at, n)), n);
-        }
     }
 }
 
@@ -391,7 +375,6 @@ const dm_kernels VEC_TABLE = {
     .bias_act = bias_act_simd,
     .sample = sample_simd,
     .scan = scan_simd,
-    .scan_fixup = scan_fixup_simd,
     .erf = erf_simd,
     .exp = exp_simd,
     .round_half = round_half_simd,

@@ -58,12 +58,11 @@ typedef struct dm_scan_args {
  * scan: the selective scan over steps [t0, t1) and channels [c0, c1):
  *     dt = softplus(delta + dt_bias); h = exp(dt * a) * h + dt * B_t * u
  *   h[c] holds the state on entry and exit.  If y is non-NULL it receives
- *   y = h * C_t + u * d.  If decay is non-NULL ([L][C] like y) it receives
- *   at step t the product of exp(dt * a) over steps t0..t: what a chunked
- *   scan needs to fix up a chunk that started from a zero state.
- * scan_fixup: the fix-up of a chunk scanned from a zero state whose true
- *   entry state is carry[c]: y[t][c] += C_t * decay[t][c] * carry[c] over
- *   steps [t0, t1) and channels [c0, c1).
+ *   y = h * C_t + u * d.  If decay is non-NULL, decay[c] receives the
+ *   product of exp(dt * a) over the steps, how the entry state reaches the
+ *   end (a chunked scan carries states from chunk to chunk by it), as the
+ *   exp of the sum of dt * a: a running product would pass through
+ *   subnormal numbers, which cost x86 cores a hundred cycles a multiply.
  * avg_pool: adaptive average pooling of one h x w x c image to oh x ow
  *   bins (PyTorch's: bin i spans [floor(i * h / oh), ceil((i + 1) * h / oh))),
  *   output pixels [p0, p1).
@@ -98,8 +97,6 @@ typedef struct dm_scan_args {
                size_t p1))                                                                              \
     X(scan, (const dm_scan_args *args, size_t t0, size_t t1, size_t c0, size_t c1, float *h, float *decay, \
              float *y))                                                                                 \
-    X(scan_fixup, (const dm_scan_args *args, size_t t0, size_t t1, size_t c0, size_t c1,                \
-                   const float *carry, const float *decay, float *y))                                   \
     X(avg_pool, (const float *x, int h, int w, int c, float *y, int oh, int ow, size_t p0, size_t p1))   \
     X(max_pool, (const float *x, int h, int w, int c, int k, int stride, int pad, float *y, int oh,      \
                  int ow, size_t p0, size_t p1))                                                         \
@@ -135,12 +132,14 @@ dm_status dm_kernels_require(const dm_kernels **out);
 const dm_kernels *dm_kernels_by_name(const char *isa);
 
 /* The scan of one whole sequence (steps [0, L), all channels) split into
- * `chunks` pieces that pool's threads scan at once; exact up to rounding,
- * any chunk count (even above L).  h holds the state on entry and exit; y is
- * required.  Scratch: states [chunks][C], decay [L][C]. */
+ * `chunks` runs of steps, each cut into blocks of `block` channels (0: all),
+ * pieces that pool's threads scan at once; exact up to rounding, any chunk
+ * count (even above L).  The result depends on the chunk count, not on the
+ * block or the threads.  h holds the state on entry and exit; y is
+ * required.  Scratch: states and decays, [chunks][C] each. */
 void dm_scan_chunked(const dm_kernels *k, const dm_scan_args *args, size_t L,
-                     size_t chunks, dm_pool *pool, float *h, float *states,
-                     float *decay, float *y);
+                     size_t chunks, size_t block, dm_pool *pool, float *h,
+                     float *states, float *decays, float *y);
 
 /* The bilinear corners of sample point (sx, sy) in an h x w x c image that
  * lie inside it: their addresses (plus channel offset ch) and weights, in

@@ -98,27 +98,17 @@ static void scan_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c0,
 {
     size_t C = a->channels;
     for (size_t c = c0; c < c1; c++) {
-        float prod = 1.0f;
+        float log_decay = 0.0f;
         for (size_t t = t0; t < t1; t++) {
             float bt = a->bc[t * a->bc_stride], ct = a->bc[t * a->bc_stride + 1];
             float dt = dm_softplus_ref(a->delta[t * C + c] + a->dt_bias[c]);
-            float da = expf(dt * a->a[c]);
+            float dta = dt * a->a[c], da = expf(dta);
             float u = a->u[t * C + c];
             h[c] = da * h[c] + dt * bt * u;
-            prod *= da;
-            if (decay) decay[t * C + c] = prod;
+            log_decay += dta;
             if (y) y[t * C + c] = h[c] * ct + u * a->d[c];
         }
-    }
-}
-
-static void scan_fixup_ref(const dm_scan_args *a, size_t t0, size_t t1, size_t c0,
-                           size_t c1, const float *carry, const float *decay, float *y)
-{
-    size_t C = a->channels;
-    for (size_t t = t0; t < t1; t++) {
-        float ct = a->bc[t * a->bc_stride + 1];
-        for (size_t c = c0; c < c1; c++) y[t * C + c] += ct * decay[t * C + c] * carry[c];
+        if (decay) decay[c] = expf(log_decay);
     }
 }
 
@@ -223,7 +213,6 @@ const dm_kernels dm_kernels_scalar = {
     .bias_act = bias_act_ref,
     .sample = sample_ref,
     .scan = scan_ref,
-    .scan_fixup = scan_fixup_ref,
     .avg_pool = avg_pool_ref,
     .max_pool = max_pool_ref,
     .resize = resize_ref,

@@ -20,10 +20,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* A chunked scan splits one image's sequence among at most this many. */
-#define SCAN_MAX_CHUNKS 64
-/* Channels one thread of the (unchunked) scan takes at a time. */
+/* Channels one thread of the scan takes at a time. */
 #define SCAN_CHANNEL_BLOCK 16
+/* A long sequence with few blocks of channels is also cut into chunks of
+ * at least SCAN_CHUNK_STEPS steps, for up to SCAN_PIECES pieces in all. */
+#define SCAN_CHUNK_STEPS 4096
+#define SCAN_PIECES 16
 /* A batch runs each stage in groups of images whose blocks' buffers fit
  * in this much: about half of a server CPU's last-level cache.  DAMamba-T
  * at 224 x 224 then runs stage 0 image by image and the later stages in
@@ -568,12 +570,12 @@ static void cpu_sample(void *ctx, dm_view v, const float *offsets, int groups, d
 
 /* ------------------------------------------------------------------ scan */
 
-/* Per image: a state per channel; a chunked scan also the chunks' entry
- * states and one image's running decay. */
+/* Per image: a state per channel; a chunked scan also its chunks' states
+ * and decays, one image at a time. */
 static size_t cpu_scan_scratch(void *ctx, int n, size_t steps, int c)
 {
-    (void)ctx;
-    return ((size_t)n + SCAN_MAX_CHUNKS + steps) * (size_t)c;
+    (void)ctx, (void)steps;
+    return ((size_t)n + 2 * SCAN_PIECES) * (size_t)c;
 }
 
 /* One block of one image's channels, scanned over the whole sequence. */
@@ -599,28 +601,39 @@ static void scan_piece(void *arg, size_t i)
     j->k->scan(&args, 0, L, c0, c1, j->state + img * C, NULL, j->y.data + img * L * C);
 }
 
-/* The channels are independent, so threads take blocks of channels; when
- * there are too few blocks to share (a small batch of narrow images),
- * threads split each image's sequence into chunks instead. */
+/* The chunks an image's sequence of L steps is scanned in: one, unless the
+ * sequence is long and its channel blocks too few for many threads to
+ * share (a segmentation's first stage).  A chunked scan does nearly twice
+ * the arithmetic, and rounds differently: the cut depends on the image's
+ * shape alone, never on the thread count or the batch, so an image's
+ * result is the same on any number of threads and beside any images. */
+static size_t scan_chunks(size_t L, size_t channel_blocks)
+{
+    size_t want = (SCAN_PIECES + channel_blocks - 1) / channel_blocks, most = L / SCAN_CHUNK_STEPS;
+    size_t chunks = want < most ? want : most;
+    return chunks > 1 ? chunks : 1;
+}
+
+/* The channels are independent, so threads take blocks of channels; a
+ * narrow image's sequence is also cut into chunks (scan_chunks). */
 static void cpu_scan(void *ctx, const dm_scan_inputs *in, dm_view y)
 {
     const cpu *cx = ctx;
     int n = in->u.n;
     size_t L = (size_t)in->u.h * in->u.w, C = (size_t)in->u.c;
-    size_t per_image = (C + SCAN_CHANNEL_BLOCK - 1) / SCAN_CHANNEL_BLOCK;
-    float *state = cx->scratch, *chunk_state = state + n * C, *decay = chunk_state + SCAN_MAX_CHUNKS * C;
+    size_t per_image = (C + SCAN_CHANNEL_BLOCK - 1) / SCAN_CHANNEL_BLOCK, chunks = scan_chunks(L, per_image);
+    float *state = cx->scratch, *chunk_states = state + n * C, *decays = chunk_states + SCAN_PIECES * C;
     memset(state, 0, sizeof(float) * n * C);
     dm_scan_args args = {
         .bc_stride = in->bc_stride, .a = in->a, .d = in->d, .dt_bias = in->dt_bias, .channels = C,
     };
-    if (cx->threads > 1 && n * per_image < 2 * (size_t)cx->threads) {
-        size_t chunks = (size_t)cx->threads < SCAN_MAX_CHUNKS ? (size_t)cx->threads : SCAN_MAX_CHUNKS;
+    if (chunks > 1) {
         for (int img = 0; img < n; img++) {
             args.u = in->u.data + img * L * C;
             args.delta = in->delta + img * L * C;
             args.bc = in->bc + img * L * in->bc_stride;
-            dm_scan_chunked(cx->k, &args, L, chunks, cx->pool, state + img * C, chunk_state, decay,
-                            y.data + img * L * C);
+            dm_scan_chunked(cx->k, &args, L, chunks, SCAN_CHANNEL_BLOCK, cx->pool, state + img * C, chunk_states,
+                            decays, y.data + img * L * C);
         }
         return;
     }
