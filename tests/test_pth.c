@@ -228,6 +228,48 @@ START_TEST(state_dict_wrapper_protocol4_module_prefix)
 }
 END_TEST
 
+/* A tensor of strided.pth, as float32 in row-major order, is value(i) at
+ * its i-th element. */
+static void expect_values(const dm_tensor_file *f, const char *name, int64_t numel, float (*value)(int64_t))
+{
+    const dm_tensor *t = dm_tensor_file_find(f, name);
+    ck_assert_msg(t != NULL, "no tensor %s", name);
+    ck_assert_int_eq(t->numel, numel);
+    float *got = malloc(sizeof(float) * (size_t)numel);
+    dm_tensor_to_f32(t, got);
+    for (int64_t i = 0; i < numel; i++)
+        ck_assert_msg(got[i] == value(i), "%s[%lld] is %g, expected %g", name, (long long)i, got[i], value(i));
+    free(got);
+}
+
+static float index_value(int64_t i) { return (float)i; }
+/* arange(6) as 3 x 2, transposed: element (r, c) of the 2 x 3 is 2c + r */
+static float transposed_value(int64_t i) { return (float)(2 * (i % 3) + i / 3); }
+static float every_other_value(int64_t i) { return (float)(2 * i); }
+static float expanded_value(int64_t i) { return (void)i, 7.0f; }
+/* arange(24) as 4 x 6, rows 1..3, columns 2..5 */
+static float sliced_value(int64_t i) { return (float)((1 + i / 4) * 6 + 2 + i % 4); }
+
+/* Views that are not row-major, written by torch.save itself (a model
+ * trained channels_last saves its convolutions so), read as PyTorch reads
+ * them: each element where its strides put it. */
+START_TEST(strided_views_read_as_torch_reads_them)
+{
+    dm_tensor_file f;
+    open_ok(test_fixture_path("strided.pth"), 0, &f);
+    ck_assert_uint_eq(f.count, 6);
+    expect_values(&f, "conv", 24, index_value);
+    expect_values(&f, "conv_half", 24, index_value);
+    expect_values(&f, "transposed", 6, transposed_value);
+    expect_values(&f, "every_other", 10, every_other_value);
+    expect_values(&f, "expanded", 4, expanded_value);
+    expect_values(&f, "sliced", 12, sliced_value);
+    const dm_tensor *conv = dm_tensor_file_find(&f, "conv");
+    ck_assert(conv->ndim == 4 && conv->shape[0] == 2 && conv->shape[1] == 3 && conv->shape[3] == 2);
+    dm_tensor_file_close(&f);
+}
+END_TEST
+
 /* ------------------------------------------------- archives built here */
 
 typedef struct bytes {
@@ -795,10 +837,26 @@ START_TEST(shape_product_overflows)
 }
 END_TEST
 
-START_TEST(non_contiguous_view)
+START_TEST(strided_view_past_its_storage)
 {
-    tensor_spec t = {"w", 6, 0, 2, {3, 2}, {1, 3}}; /* a transpose */
-    expect_tensor_error(&t, 24, "tensor 'w' is a non-contiguous view");
+    tensor_spec t = {"w", 6, 0, 2, {3, 2}, {1, 4}}; /* its last element is 2 + 4 */
+    expect_tensor_error(&t, 24, "tensor 'w': needs elements [0, 7) of a storage of 6");
+}
+END_TEST
+
+START_TEST(strides_overflow)
+{
+    tensor_spec t = {"w", 6, 0, 2, {3, 2}, {1LL << 62, 1}};
+    expect_tensor_error(&t, 24, "tensor 'w': its strides overflow");
+}
+END_TEST
+
+/* One element expanded 2^40 times would be 4 TB once copied: refused
+ * before anything is allocated for it. */
+START_TEST(expanded_view_beyond_the_archive)
+{
+    tensor_spec t = {"w", 6, 0, 1, {1LL << 40}, {0}};
+    expect_tensor_error(&t, 24, "the state dict's tensors up to 'w' hold 4194304 MB, over twice the archive's 0 MB");
 }
 END_TEST
 
@@ -851,7 +909,7 @@ START_TEST(views_beyond_the_archive)
             ck_assert_uint_eq(f.count, 2);
             dm_tensor_file_close(&f);
         } else {
-            expect_error(&z, DM_ERR_FORMAT, "the state dict's tensors hold 8 MB, over twice the archive's 1 MB");
+            expect_error(&z, DM_ERR_FORMAT, "the state dict's tensors up to 'w3' hold 4 MB, over twice the archive's 1 MB");
         }
         free(pkl.p);
         free(z.p);
@@ -873,6 +931,7 @@ int main(void)
     tcase_add_test(tc, ema_refused_outside_training_checkpoints);
     tcase_add_loop_test(tc, legacy_checkpoint_named, 0, sizeof legacy_starts / sizeof legacy_starts[0]);
     tcase_add_test(tc, bare_state_dict_all_dtypes_and_views);
+    tcase_add_test(tc, strided_views_read_as_torch_reads_them);
     tcase_add_test(tc, state_dict_wrapper_protocol4_module_prefix);
     tcase_add_test(tc, built_archive_reads_with_and_without_zip64);
     suite_add_tcase(s, tc);
@@ -896,7 +955,9 @@ int main(void)
     tcase_add_test(bad, storage_shorter_than_tensor);
     tcase_add_test(bad, tensor_past_its_storage);
     tcase_add_test(bad, shape_product_overflows);
-    tcase_add_test(bad, non_contiguous_view);
+    tcase_add_test(bad, strided_view_past_its_storage);
+    tcase_add_test(bad, strides_overflow);
+    tcase_add_test(bad, expanded_view_beyond_the_archive);
     tcase_add_test(bad, missing_storage_member);
     tcase_add_test(bad, duplicate_after_module_prefix);
     tcase_add_test(bad, views_beyond_the_archive);

@@ -49,6 +49,7 @@ typedef struct dm_tensor {
     int64_t numel;
     const void *data; /* little-endian, dtype-sized elements, maybe unaligned */
     size_t nbytes;
+    void *owned; /* data, where a reader made it (freed with the file), or NULL */
 } dm_tensor;
 
 typedef struct dm_meta {

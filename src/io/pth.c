@@ -1,7 +1,9 @@
 /* pth.c - PyTorch checkpoints: torch.save's zip archive holds
  * <archive>/data.pkl (the object, tensors as persistent ids) and one raw
  * little-endian storage per tensor at <archive>/data/<key>.  Tensors point
- * straight into the archive's bytes. */
+ * straight into the archive's bytes; a strided view (a channels_last
+ * model's weights, a transpose, an expanded tensor) is gathered into a
+ * copy of its own. */
 #include "pth.h"
 
 #include "dtype.h"
@@ -32,6 +34,20 @@ static dm_status select_state_dict(const pk_value *root, int use_ema, const pk_v
     return DM_OK;
 }
 
+/* Copy a view's elements (element size esize, strides in elements from
+ * base) in row-major order. */
+static void gather_view(const unsigned char *base, const dm_tensor *t, const pk_value *stride, size_t esize,
+                        unsigned char *dst)
+{
+    int64_t index[DM_MAX_DIMS] = {0};
+    for (int64_t i = 0; i < t->numel; i++) {
+        int64_t at = 0;
+        for (int d = 0; d < t->ndim; d++) at += index[d] * stride->items[d]->integer;
+        memcpy(dst + (size_t)i * esize, base + (size_t)at * esize, esize);
+        for (int d = t->ndim - 1; d >= 0 && ++index[d] == t->shape[d]; d--) index[d] = 0;
+    }
+}
+
 static int int_tuple(const pk_value *v, int max)
 {
     if (v->kind != PK_TUPLE || v->count > (size_t)max) return 0;
@@ -40,10 +56,18 @@ static int int_tuple(const pk_value *v, int max)
     return 1;
 }
 
+/* Tensors may be views of one storage, as PyTorch allows, but a model's
+ * weights overlap little: tensors holding more than twice the archive's
+ * bytes are refused, or a small file could ask for gigabytes once its
+ * tensors are copied out (a thousand views of one 4 MiB storage, a view
+ * expanded a millionfold). */
+static uint64_t most_held(const dm_zip *zip) { return 2 * (uint64_t)zip->size + (1u << 20); }
+
 /* Check a _rebuild_tensor_v2(storage, offset, size, stride, ...) call and
- * point t at its bytes in the archive. */
+ * point t at its bytes in the archive, or at a row-major copy of a strided
+ * view.  held: the bytes of the tensors so far, t's added. */
 static dm_status bind_tensor(dm_zip *zip, const char *prefix, size_t prefix_len,
-                             const pk_value *value, dm_tensor *t)
+                             const pk_value *value, dm_tensor *t, uint64_t *held)
 {
     const char *name = t->name;
     if (value->kind != PK_TENSOR) return dm_fail(DM_ERR_FORMAT, "entry '%s' is not a tensor", name);
@@ -66,20 +90,27 @@ static dm_status bind_tensor(dm_zip *zip, const char *prefix, size_t prefix_len,
         t->shape[d] = n;
         t->numel *= n;
     }
-    /* Contiguous means strides of a row-major layout; size-1 dims may have any. */
-    int64_t expect = 1;
+    /* Row-major strides (size-1 dims may have any) read the elements in
+     * place; others are gathered.  Either way every element read lies in
+     * the storage: the last one read is offset + sum (size - 1) * stride. */
+    int64_t expect = 1, last = 0;
+    int row_major = 1;
     for (int d = t->ndim - 1; d >= 0 && t->numel; d--) {
-        if (t->shape[d] != 1 && stride->items[d]->integer != expect)
-            return dm_fail(DM_ERR_FORMAT, "tensor '%s' is a non-contiguous view (stride %lld in dimension %d, expected %lld); save tensor.contiguous()",
-                           name, (long long)stride->items[d]->integer, d, (long long)expect);
+        int64_t n = t->shape[d] - 1, s = stride->items[d]->integer;
+        if (t->shape[d] != 1 && s != expect) row_major = 0;
+        if (n && s > (INT64_MAX - last) / n) return dm_fail(DM_ERR_FORMAT, "tensor '%s': its strides overflow", name);
+        last += n * s;
         expect *= t->shape[d];
     }
     size_t esize = dm_dtype_size(t->dtype);
-    if (offset->integer > storage->integer || t->numel > storage->integer - offset->integer)
+    if (t->numel && (offset->integer >= storage->integer || last > storage->integer - 1 - offset->integer))
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': needs elements [%lld, %llu) of a storage of %lld",
                        name, (long long)offset->integer,
-                       (unsigned long long)offset->integer + (unsigned long long)t->numel, /* both >= 0: no wrap */
+                       (unsigned long long)offset->integer + (unsigned long long)last + 1, /* all >= 0: no wrap */
                        (long long)storage->integer);
+    if (!t->numel && offset->integer > storage->integer)
+        return dm_fail(DM_ERR_FORMAT, "tensor '%s': its offset %lld lies past a storage of %lld", name,
+                       (long long)offset->integer, (long long)storage->integer);
     if ((uint64_t)storage->integer > UINT64_MAX / esize)
         return dm_fail(DM_ERR_FORMAT, "tensor '%s': storage size overflows", name);
     char member[300];
@@ -98,8 +129,19 @@ static dm_status bind_tensor(dm_zip *zip, const char *prefix, size_t prefix_len,
     const unsigned char *data;
     dm_status st = dm_zip_data(zip, e, &data);
     if (st) return st;
+    if ((uint64_t)t->numel > (most_held(zip) - *held) / esize)
+        return dm_fail(DM_ERR_FORMAT, "the state dict's tensors up to '%s' hold %llu MB, over twice the archive's "
+                       "%llu MB: they share storage beyond what a model's weights do", name,
+                       (unsigned long long)((*held + (uint64_t)t->numel * esize) >> 20),
+                       (unsigned long long)(zip->size >> 20));
     t->data = data + (size_t)offset->integer * esize;
     t->nbytes = (size_t)t->numel * esize;
+    *held += t->nbytes;
+    if (row_major) return DM_OK;
+    if (!(t->owned = malloc(t->nbytes)))
+        return dm_fail(DM_ERR_NOMEM, "out of memory for tensor '%s' (%.1f MB)", name, t->nbytes / 1e6);
+    gather_view(t->data, t, stride, esize, t->owned);
+    t->data = t->owned;
     return DM_OK;
 }
 
@@ -108,6 +150,7 @@ static dm_status read_state_dict(dm_zip *zip, const char *prefix, size_t prefix_
 {
     size_t n = sd->count / 2;
     if (!(out->tensors = calloc(n ? n : 1, sizeof *out->tensors))) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    uint64_t held = 0;
     for (size_t i = 0; i < n; i++) {
         const pk_value *key = sd->items[2 * i], *value = sd->items[2 * i + 1];
         if (key->kind != PK_STRING) return dm_fail(DM_ERR_FORMAT, "state dict entry %zu has a key that is not a string", i);
@@ -118,19 +161,9 @@ static dm_status read_state_dict(dm_zip *zip, const char *prefix, size_t prefix_
         dm_tensor *t = &out->tensors[out->count++];
         if (!(t->name = strndup(name, len))) return dm_fail(DM_ERR_NOMEM, "out of memory");
         if (strlen(t->name) != len) return dm_fail(DM_ERR_FORMAT, "state dict key %zu contains a NUL byte", i);
-        dm_status st = bind_tensor(zip, prefix, prefix_len, value, t);
+        dm_status st = bind_tensor(zip, prefix, prefix_len, value, t, &held);
         if (st) return st;
     }
-    /* Tensors may be views of one storage, as PyTorch allows, but a model's
-     * weights overlap little: tensors holding more than twice the archive's
-     * bytes are refused, or a small file could ask for gigabytes once its
-     * tensors are copied out (a thousand views of one 4 MiB storage). */
-    uint64_t held = 0;
-    for (size_t i = 0; i < out->count; i++) held += out->tensors[i].nbytes;
-    if (held > 2 * (uint64_t)zip->size + (1u << 20))
-        return dm_fail(DM_ERR_FORMAT, "the state dict's tensors hold %llu MB, over twice the archive's %llu MB: "
-                       "they share storage beyond what a model's weights do", (unsigned long long)(held >> 20),
-                       (unsigned long long)(zip->size >> 20));
     /* Two keys can name the same tensor once 'module.' is removed. */
     return dm_tensor_file_index(out);
 }

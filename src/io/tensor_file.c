@@ -66,7 +66,10 @@ const dm_tensor *dm_tensor_file_find(const dm_tensor_file *file, const char *nam
 void dm_tensor_file_close(dm_tensor_file *file)
 {
     if (!file) return;
-    for (size_t i = 0; i < file->count; i++) free(file->tensors[i].name);
+    for (size_t i = 0; i < file->count; i++) {
+        free(file->tensors[i].name);
+        free(file->tensors[i].owned);
+    }
     for (size_t i = 0; i < file->meta_count; i++) {
         free(file->meta[i].key);
         free(file->meta[i].value);
