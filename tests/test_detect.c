@@ -953,6 +953,35 @@ START_TEST(detect_rejects_bad_calls)
 }
 END_TEST
 
+/* The golden image's detections on one thread and on three: the same
+ * proposals, boxes, scores, labels and masks, bit for bit. */
+START_TEST(threads_change_no_bit)
+{
+    const dm_tensor *in = io_tensor("input");
+    int h = (int)in->shape[2], w = (int)in->shape[3];
+    dm_det_image im = golden_image();
+    dm_detections d[2];
+    for (int i = 0; i < 2; i++) {
+        dm_workspace *ws;
+        ck_assert_msg(dm_workspace_create_on(model, backend, 1, h, w, &ws) == DM_OK, "%s", dm_last_error());
+        ck_assert(dm_workspace_set_threads(ws, i ? 3 : 1) == DM_OK);
+        ck_assert_msg(dm_detect(model, ws, in->data, h, w, &im, NULL, &d[i]) == DM_OK, "%s", dm_last_error());
+        dm_workspace_free(ws);
+    }
+    int n = d[0].count, p = d[0].num_proposals;
+    ck_assert_int_gt(n, 0);
+    ck_assert_int_eq(d[1].count, n);
+    ck_assert_int_eq(d[1].num_proposals, p);
+    ck_assert_msg(memcmp(d[0].proposals, d[1].proposals, sizeof(float) * 5 * p) == 0, "proposals differ");
+    ck_assert_msg(memcmp(d[0].boxes, d[1].boxes, sizeof(float) * 4 * n) == 0, "boxes differ");
+    ck_assert_msg(memcmp(d[0].scores, d[1].scores, sizeof(float) * n) == 0, "scores differ");
+    ck_assert_msg(memcmp(d[0].labels, d[1].labels, sizeof(int) * n) == 0, "labels differ");
+    ck_assert_msg(memcmp(d[0].masks, d[1].masks, (size_t)n * d[0].mask_h * d[0].mask_w) == 0, "masks differ");
+    dm_detections_free(&d[0]);
+    dm_detections_free(&d[1]);
+}
+END_TEST
+
 static Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -969,6 +998,7 @@ static Suite *detect_suite(void)
     tcase_add_test(golden, anchors_exact);
     tcase_add_test(golden, roi_align_extra_boxes);
     if (backend != DM_BACKEND_CPU) tcase_add_test(golden, same_as_cpu);
+    else tcase_add_test(golden, threads_change_no_bit);
     suite_add_tcase(s, golden);
     if (backend == DM_BACKEND_CPU) { /* no network in it */
         TCase *pipeline = tcase_create("pipeline");

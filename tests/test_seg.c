@@ -423,7 +423,8 @@ static void expect_forked_child_segments(const dm_model *m, const float *input, 
 
 /* The host-side loops of segmentation run on the workspace's threads: on
  * one thread, segmentation leaves the process no thread it did not have,
- * and a child forked after a segmentation on three threads segments too.
+ * three threads give the same logits, bit for bit, and a child forked
+ * after a segmentation on three threads segments too.
  * They ran on OpenMP's
  * threads, as many as dm_threads() said, which stayed after every object
  * was freed and which libgomp does not carry across fork(): the child
@@ -438,15 +439,18 @@ START_TEST(host_work_on_the_workspace_threads)
     const int H = 64, W = 96;
     const float *input = test_f32(&io, "input", NULL);
     int32_t *pred = malloc(sizeof(int32_t) * H * W), *again = malloc(sizeof(int32_t) * H * W);
+    size_t logits = (size_t)K * H * W;
+    float *one = malloc(sizeof(float) * logits), *three = malloc(sizeof(float) * logits);
     dm_workspace *ws = make_workspace(m, H, W);
     dm_seg_options o = {.mode = DM_SEG_WHOLE};
     ck_assert(dm_workspace_set_threads(ws, 1) == DM_OK);
-    ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, pred}) == DM_OK, "%s",
+    ck_assert_msg(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, one, pred}) == DM_OK, "%s",
                   dm_last_error());
     ck_assert_int_eq(thread_count(), alone);
     ck_assert(dm_workspace_set_threads(ws, 3) == DM_OK);
-    ck_assert(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, NULL, again}) == DM_OK);
+    ck_assert(dm_segment(m, ws, input, 1, H, W, &o, &(dm_seg_outputs){NULL, three, again}) == DM_OK);
     ck_assert(memcmp(pred, again, sizeof(int32_t) * H * W) == 0);
+    ck_assert_msg(memcmp(one, three, sizeof(float) * logits) == 0, "the logits on 3 threads differ from 1's");
     /* the same through a profiled table (bench --ops), which forwards the host's loops */
     ck_assert(dm_workspace_profile(ws) == DM_OK);
     memset(again, 0xff, sizeof(int32_t) * H * W);
@@ -457,7 +461,7 @@ START_TEST(host_work_on_the_workspace_threads)
     else
         expect_forked_child_segments(m, input, H, W, &o, pred, again);
     dm_workspace_free(ws);
-    free(pred), free(again);
+    free(pred), free(again), free(one), free(three);
     dm_tensor_file_close(&io);
     dm_model_free(m);
 }
