@@ -224,6 +224,9 @@ try:
     bad(FMNIST + "/infer", body, 400, "element 10 is nan, not a finite float32", headers)
     bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length is 99",
         {"Inference-Header-Content-Length": "99"})
+    body, _ = binary_request({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                                          "parameters": {"binary_data_size": 3136}}]}, [])
+    bad(FMNIST + "/infer", body, 400, "binary_data_size needs the Inference-Header-Content-Length header")
     for value in ("x", "-5", "+5"):
         bad(FMNIST + "/infer", b"{}", 400, "Inference-Header-Content-Length must be",
             {"Inference-Header-Content-Length": value})
@@ -239,6 +242,28 @@ try:
     check(status == 200, "server answers after the bad requests")
     status, _, data = main.request("GET", "/v2/health/%6Cive")  # other escapes are unescaped
     check(status == 200 and data == b'{"live": true}\n', f"an escaped path: {status} {data}")
+    # An unescaped newline cannot end the request's log line and forge another.
+    status, _, _ = main.request("GET", "/v2/x%0a2026-01-01T00:00:00Z%2010.0.0.1%20%22GET%20/admin%22%20200%201%200.1")
+    check(status == 404, f"a path with a newline: {status}")
+    escaped = '"GET /v2/x\\x0a2026-01-01T00:00:00Z 10.0.0.1 \\x22GET /admin\\x22 200 1 0.1" 404 '
+    deadline = time.time() + 5  # the line is written once the answer has gone
+    while escaped not in main.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    check(escaped in main.log_text() and not any(l.startswith("2026-01-01T") for l in main.log_text().splitlines()),
+          "a newline in the path forged a log line")
+    # Clients that close in the middle of their bodies are seen gone at once
+    # (code 0), not held until --timeout (30 s here).
+    unanswered = '"POST /v1/classify" 0 0 '
+    before = main.log_text().count(unanswered)
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", main.port), timeout=10)
+        s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        s.close()
+    deadline = time.time() + 5
+    while main.log_text().count(unanswered) - before < 20 and time.time() < deadline:
+        time.sleep(0.05)
+    gone = main.log_text().count(unanswered) - before
+    check(gone == 20, f"{gone} of 20 clients gone in the middle of a body were seen within 5 s")
 
     # ------------------------------------ dynamic batching == each one alone
     alone = {}
@@ -334,7 +359,7 @@ try:
     m = main.metrics()
     check(m.get('damamba_requests_total{endpoint="classify",code="200"}') == 11, "classify 200 count")
     check(m.get('damamba_requests_total{endpoint="infer",code="400"}', 0) >= 12, "infer 400 count")
-    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 3, "unknown 404 count")
+    check(m.get('damamba_requests_total{endpoint="unknown",code="404"}') == 4, "unknown 404 count")
     check(m.get('damamba_requests_total{endpoint="health",code="200"}', 0) >= 3, "health count")
     check(m.get("damamba_request_duration_seconds_count", 0) >= 50, "latency histogram count")
     check(m.get('damamba_queue_requests{model="fmnist"}') == 0, "queue depth gauge")
@@ -528,6 +553,26 @@ try:
         reply = b""
     s.close()
     check(reply == b"" and sent < 64 << 20, f"chunked body over the limit: {reply[:80]}, {sent} bytes taken")
+    # A transfer coding other than chunked is refused at once, not waited on.
+    s = socket.create_connection(("127.0.0.1", limits.port), timeout=10)
+    s.sendall(f"POST {url} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhello".encode())
+    reply = s.recv(65536)
+    s.close()
+    check(reply.startswith(b"HTTP/1.1 400") and b"Transfer-Encoding 'gzip' is not supported" in reply,
+          f"Transfer-Encoding gzip: {reply[:200]}")
+    # Nor may an answer take more than --max-body-mb: stage 0 of 40 images
+    # as JSON text (up to 17 bytes a float) would, as binary data it does not.
+    stage0 = 1
+    for d in ref["stage0"][0][1:]:
+        stage0 *= d
+    n = (1 << 20) // (17 * stage0) + 1
+    check(n * stage0 * 4 < 1 << 20, "the binary answer fits")
+    status, _, data = limits.request("POST", url, infer_json(n, [0] * (784 * n), outputs=[{"name": "stage0"}]))
+    check(status == 400 and b"over the limit of 1.0 MB (--max-body-mb)" in data,
+          f"an answer too large: {status} {data[:200]}")
+    status, _, data = limits.request("POST", url, infer_json(n, [0] * (784 * n), outputs=[
+        {"name": "stage0", "parameters": {"binary_data": True}}]))
+    check(status == 200 and len(data) > n * stage0 * 4, f"the same as binary data: {status} {data[:100]}")
     # Small images may not decode to more tensor than --max-body-mb either:
     # 400 of them are 1.25 MB of floats.
     status, _, data = limits.request("POST", url, json.dumps(

@@ -34,7 +34,8 @@ static const char serve_usage[] =
     "  -t, --threads N          threads per forward pass (default: DAMAMBA_THREADS,\n"
     "                           OMP_NUM_THREADS or all usable cores)\n"
     CLI_DTYPE_HELP("          ")
-    "      --max-body-mb N      larger request bodies get 413 (default 64)\n"
+    "      --max-body-mb N      larger request bodies get 413, requests for larger answers\n"
+    "                           400 (default 64)\n"
     "      --max-image-pixels N an image whose header gives more pixels (width x\n"
     "                           height; a GIF's screen) gets 400 before any is\n"
     "                           decoded, as does a request whose images have more\n"

@@ -270,7 +270,7 @@ static enum MHD_Result start_inference(request_ctx *ctx)
         ok = serve_infer_parse(&ctx->req, ctx->model, ctx->body, ctx->len, (size_t)header_len,
                                ctx->server->opt.max_body, &error);
     }
-    ok = ok && serve_request_outputs(&ctx->req, &error);
+    ok = ok && serve_request_outputs(&ctx->req, ctx->server->opt.max_body, &error);
     if (!ok) {
         enum MHD_Result ret = reply_error(ctx, MHD_HTTP_BAD_REQUEST, "%s", error ? error : "out of memory");
         free(error);
@@ -325,6 +325,21 @@ static enum MHD_Result finish_inference(request_ctx *ctx)
 
 /* ----------------------------------------------------------- handlers */
 
+/* The URL as the access log shows it: libmicrohttpd has unescaped it, so
+ * control bytes, quotes and backslashes are written \xHH, or a client could
+ * end the line and forge another.  NULL out of memory. */
+static char *log_escaped(const char *url)
+{
+    char *out = malloc(4 * strlen(url) + 1), *o = out;
+    if (!out) return NULL;
+    for (const unsigned char *u = (const unsigned char *)url; *u; u++) {
+        if (*u < 0x20 || *u == 0x7f || *u == '"' || *u == '\\') o += sprintf(o, "\\x%02x", *u);
+        else *o++ = (char)*u;
+    }
+    *o = '\0';
+    return out;
+}
+
 /* The first call, with the headers: set up the request's context. */
 static enum MHD_Result count_content_lengths(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
@@ -337,7 +352,7 @@ static enum MHD_Result begin_request(serve_server *s, struct MHD_Connection *con
                                      const char *method, void **con_cls)
 {
     request_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx || !(ctx->url = strdup(url))) {
+    if (!ctx || !(ctx->url = log_escaped(url))) {
         free(ctx);
         return MHD_NO;
     }
@@ -353,11 +368,17 @@ static enum MHD_Result begin_request(serve_server *s, struct MHD_Connection *con
     /* A body framed two ways (two Content-Lengths, or one and chunked) is
      * refused and the connection closed: libmicrohttpd takes the first,
      * a proxy in front may have taken another, and the rest of the body
-     * would run as a request of its own. */
+     * would run as a request of its own.  A transfer coding other than
+     * chunked is refused too: libmicrohttpd would wait for a body it
+     * cannot frame until --timeout. */
+    const char *coding = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (coding && strcasecmp(coding, "chunked")) {
+        ctx->close = 1;
+        return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "Transfer-Encoding '%s' is not supported, only chunked", coding);
+    }
     int lengths = 0;
     MHD_get_connection_values(conn, MHD_HEADER_KIND, count_content_lengths, &lengths);
-    if (lengths > 1 || (lengths && MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                               MHD_HTTP_HEADER_TRANSFER_ENCODING))) {
+    if (lengths > 1 || (lengths && coding)) {
         ctx->close = 1;
         if (lengths > 1) return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "the request has %d Content-Length headers", lengths);
         return reply_error(ctx, MHD_HTTP_BAD_REQUEST, "the request has both Content-Length and Transfer-Encoding");
@@ -449,7 +470,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
     time_t now = time(NULL);
     struct tm tm;
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-    /* One write per line, so lines of concurrent requests do not mix. */
+    /* One write per line, so lines of concurrent requests do not mix; the
+     * URL is escaped (log_escaped). */
     fprintf(stderr, "%s %s \"%s %s\" %d %zu %.3f\n", stamp, client, ctx->method, ctx->url, ctx->status,
             ctx->response_bytes, seconds * 1e3);
     serve_request_free(&ctx->req);
@@ -485,7 +507,10 @@ int serve_http_start(serve_server *s)
         cli_error("--host %s: %s", s->opt.host, gai_strerror(rc));
         return 0;
     }
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+    /* poll, not epoll (what AUTO picks on Linux): libmicrohttpd's epoll
+     * loop missed a client closing in the middle of its body, which then
+     * held its connection, and the drain on SIGTERM, until --timeout. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      (addr->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
                                  MHD_OPTION_SOCK_ADDR, addr->ai_addr,

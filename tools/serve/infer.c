@@ -315,9 +315,12 @@ static int parse_request(serve_request *r, serve_model *m, const char *body, siz
         fail(error, "model '%s' has one input, 'input'", m->name);
     else if (bin_size == -2)
         fail(error, "input 'input': binary_data_size must be a non-negative integer");
-    else if (bin_size >= 0 && (!header_len || (uint64_t)bin_size != len - header_len))
-        fail(error, "input 'input': binary_data_size is %lld, but %zu bytes follow the JSON header%s",
-             (long long)bin_size, len - json_len, header_len ? "" : " (no Inference-Header-Content-Length)");
+    else if (bin_size >= 0 && !header_len)
+        fail(error, "input 'input': binary_data_size needs the Inference-Header-Content-Length header to say where "
+                    "the JSON ends");
+    else if (bin_size >= 0 && (uint64_t)bin_size != len - header_len)
+        fail(error, "input 'input': binary_data_size is %lld, but %zu bytes follow the JSON header", (long long)bin_size,
+             len - json_len);
     else if (bin_size < 0 && header_len && len > header_len)
         fail(error, "%zu bytes follow the JSON header, but no input has binary_data_size", len - header_len);
     else if (!datatype || datatype->type != DM_JSON_STRING ||
@@ -367,10 +370,28 @@ int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t
     return ok;
 }
 
-int serve_request_outputs(serve_request *r, char **error)
+/* Bytes of an answer a float may take: 4 as binary data, as JSON text up
+ * to 17 ("-1.23456789e-38, "). */
+#define BINARY_FLOAT_BYTES 4
+#define JSON_FLOAT_BYTES 17
+
+int serve_request_outputs(serve_request *r, size_t max_answer, char **error)
 {
     const serve_model *m = r->model;
     size_t n = (size_t)r->job.n;
+    /* The outputs are held from now until the answer is sent, and their
+     * text is made whole: a request may not ask for more than the body
+     * limit's worth, or 15 MB of images asking for stages as JSON would
+     * take 200 MB, times the requests queued. */
+    double answer = r->want_logits ? (double)n * m->classes * (r->binary_logits ? BINARY_FLOAT_BYTES : JSON_FLOAT_BYTES) : 0;
+    for (int s = 0; s < DM_NUM_STAGES; s++)
+        if (r->want_stage[s])
+            answer += (double)n * m->stage_c[s] * m->stage_h[s] * m->stage_w[s] *
+                      (r->binary_stage[s] ? BINARY_FLOAT_BYTES : JSON_FLOAT_BYTES);
+    if (answer > (double)max_answer)
+        return fail(error, "the outputs asked for would make an answer of up to %.1f MB, over the limit of %.1f MB "
+                    "(--max-body-mb): ask for fewer images or outputs, or for binary_data",
+                    answer / 1e6, max_answer / 1e6);
     if (r->want_logits && !(r->job.logits = malloc(sizeof(float) * n * m->classes)))
         return fail(error, "out of memory");
     for (int s = 0; s < DM_NUM_STAGES; s++)

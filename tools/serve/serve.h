@@ -196,8 +196,9 @@ int serve_infer_parse(serve_request *r, serve_model *m, const char *body, size_t
 /* Decode and preprocess one encoded image as the job's only input. */
 int serve_image_input(serve_request *r, serve_model *m, const void *data, size_t len, char **error);
 
-/* Allocate the job's outputs. */
-int serve_request_outputs(serve_request *r, char **error);
+/* Allocate the job's outputs, once their answer is known to fit in
+ * max_answer bytes. */
+int serve_request_outputs(serve_request *r, size_t max_answer, char **error);
 
 /* The v2 response of a finished request: *json (its length *json_len) is
  * the JSON part; binary outputs follow it in the same buffer, *total bytes in
