@@ -143,8 +143,9 @@ DM_API dm_status dm_model_synthetic(char variant, int in_chans,
                                     int num_classes, uint64_t seed,
                                     dm_model **out);
 
-/* The same with an UperNet head of num_classes classes and `channels`
- * channels (the authors' ADE20K models: 150 and 512), for benchmarks. */
+/* The same with an UperNet head of num_classes classes (at least 2) and
+ * `channels` channels (the authors' ADE20K models: 150 and 512), for
+ * benchmarks. */
 DM_API dm_status dm_model_synthetic_seg(char variant, int num_classes,
                                         int channels, uint64_t seed,
                                         dm_model **out);

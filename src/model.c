@@ -470,6 +470,12 @@ static dm_status check_config(const dm_config *c)
     if (c->seg_classes < 0 || (c->seg_classes > 0 && c->seg_channels < 1))
         return dm_fail(DM_ERR_MODEL, "the UperNet head needs classes and channels (got %d and %d)", c->seg_classes,
                        c->seg_channels);
+    /* mmseg labels with a one-channel head differently: a sigmoid and a
+     * threshold (0.3, from the config) where more channels take a softmax
+     * and the largest.  Refused rather than labelled class 0 everywhere. */
+    if (c->seg_classes == 1)
+        return dm_fail(DM_ERR_MODEL, "the UperNet head has one output channel (mmseg's binary mode: a sigmoid and a "
+                                     "threshold, out_channels=1), which is not supported; a head of 2 channels is");
     return DM_OK;
 }
 

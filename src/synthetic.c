@@ -70,8 +70,8 @@ dm_status dm_model_synthetic_seg(char variant, int num_classes, int channels, ui
 {
     if (!out) return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_seg: out is required");
     *out = NULL;
-    if (num_classes < 1 || num_classes > 65536 || channels < 1 || channels > 65536)
-        return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_seg: classes and channels must be 1 to 65536");
+    if (num_classes < 2 || num_classes > 65536 || channels < 1 || channels > 65536)
+        return dm_fail(DM_ERR_ARGUMENT, "dm_model_synthetic_seg: classes must be 2 to 65536 and channels 1 to 65536");
     dm_config cfg;
     dm_status st = dm_variant_config(variant, 3, 0, &cfg);
     if (st) return st;

@@ -201,11 +201,19 @@ START_TEST(image_matches_mmseg)
 END_TEST
 
 /* The micro model's weights rewritten as safetensors under mmseg's names,
- * with the given metadata only, loaded. */
-static dm_status load_as_safetensors(const dm_meta *meta, size_t metas, dm_model **out)
+ * with the given metadata only, and with conv_seg cut to its first
+ * `classes` output channels if classes > 0, loaded. */
+static dm_status load_cut_as_safetensors(const dm_meta *meta, size_t metas, int classes, dm_model **out)
 {
     dm_tensor_file pth;
     ck_assert(dm_model_file_open(test_path("upernet_micro.pth"), 0, &pth) == DM_OK);
+    for (size_t i = 0; i < pth.count && classes > 0; i++) {
+        dm_tensor *t = &pth.tensors[i];
+        if (strcmp(t->name, "decode_head.conv_seg.weight") && strcmp(t->name, "decode_head.conv_seg.bias")) continue;
+        t->nbytes = t->nbytes / (size_t)t->shape[0] * (size_t)classes; /* the first rows */
+        t->numel = t->numel / t->shape[0] * classes;
+        t->shape[0] = classes;
+    }
     char path[] = "/tmp/dm_seg_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
@@ -216,6 +224,27 @@ static dm_status load_as_safetensors(const dm_meta *meta, size_t metas, dm_model
     unlink(path);
     return st;
 }
+
+static dm_status load_as_safetensors(const dm_meta *meta, size_t metas, dm_model **out)
+{
+    return load_cut_as_safetensors(meta, metas, 0, out);
+}
+
+/* A head of one output channel is mmseg's binary mode, which labels by a
+ * sigmoid and a threshold: refused, where the largest of one channel
+ * labelled every pixel 0.  Two channels are an ordinary head. */
+START_TEST(one_channel_head_refused)
+{
+    dm_model *m = (dm_model *)&m;
+    ck_assert_int_eq(load_cut_as_safetensors(NULL, 0, 1, &m), DM_ERR_MODEL);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(dm_last_error(), "the UperNet head has one output channel (mmseg's binary mode"), "%s",
+                  dm_last_error());
+    ck_assert_msg(load_cut_as_safetensors(NULL, 0, 2, &m) == DM_OK, "%s", dm_last_error());
+    ck_assert_int_eq(dm_model_config(m)->seg_classes, 2);
+    dm_model_free(m);
+}
+END_TEST
 
 /* The same weights as safetensors under mmseg's names give the same logits. */
 START_TEST(safetensors_checkpoint)
@@ -485,6 +514,7 @@ int main(void)
     tcase_add_loop_test(tc, image_matches_mmseg, 0, 2);
     tcase_add_test(tc, safetensors_checkpoint);
     tcase_add_test(tc, palettes_read_or_refused);
+    tcase_add_test(tc, one_channel_head_refused);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, slide_strides);
     tcase_add_test(tc, host_work_on_the_workspace_threads);
