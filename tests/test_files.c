@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal_api.h"
@@ -135,6 +137,52 @@ START_TEST(abandoned_output_leaves_the_old_file)
 }
 END_TEST
 
+/* A safetensors header that cannot be built for want of memory fails the
+ * write, and leaves no file.  Its memory stream dropped the writes it
+ * could not hold without an error, so the file was written with a short or
+ * mangled header, or the padding loop, which waited for the position to
+ * move, never ended.  The child gets an address space only 1 MB larger
+ * than what it holds, and a header of about 8 MB to build. */
+START_TEST(header_out_of_memory_writes_nothing)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("not tested under AddressSanitizer, whose shadow memory an address-space limit would refuse\n");
+#else
+    enum { TENSORS = 2000, NAME = 4000 };
+    char out[256];
+    snprintf(out, sizeof out, "%s/out.safetensors", dir);
+    dm_tensor *t = calloc(TENSORS, sizeof *t);
+    static const float zero = 0.0f;
+    for (int i = 0; i < TENSORS; i++) {
+        t[i] = (dm_tensor){.name = malloc(NAME + 16), .dtype = DM_F32, .ndim = 1, .shape = {1}, .numel = 1,
+                           .data = &zero, .nbytes = 4};
+        memset(t[i].name, 'a', NAME);
+        snprintf(t[i].name + NAME, 16, "%d", i);
+    }
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        long pages = 0;
+        FILE *statm = fopen("/proc/self/statm", "r");
+        int read = statm && fscanf(statm, "%ld", &pages) == 1;
+        if (statm) fclose(statm);
+        struct rlimit limit = {.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (1 << 20)};
+        limit.rlim_max = limit.rlim_cur;
+        if (!read || setrlimit(RLIMIT_AS, &limit) != 0) _exit(2);
+        dm_status st = dm_safetensors_write(out, t, TENSORS, NULL, 0);
+        _exit(st == DM_ERR_NOMEM && strstr(dm_last_error(), "out of memory writing") ? 0 : st == DM_OK ? 3 : 4);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the write under a memory limit: %s %d",
+                  WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    ck_assert_int_eq(files_in_dir(), 0);
+    for (int i = 0; i < TENSORS; i++) free(t[i].name);
+    free(t);
+#endif
+}
+END_TEST
+
 START_TEST(input_is_never_the_output)
 {
     char in[256], hard[256], other[256];
@@ -230,6 +278,7 @@ int main(void)
     tcase_add_test(tc, fifos_are_refused_without_blocking);
     tcase_add_test(tc, pipes_and_devices_are_written_in_place);
     tcase_add_test(tc, longest_names_are_written);
+    tcase_add_test(tc, header_out_of_memory_writes_nothing);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

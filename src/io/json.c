@@ -329,16 +329,16 @@ static size_t utf8_length(const unsigned char *s)
 int dm_json_write_string(FILE *f, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    fputc('"', f);
-    while (*p) {
+    int ok = fputc('"', f) != EOF;
+    while (*p && ok) {
         size_t n = utf8_length(p);
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7F) fprintf(f, "\\u%04x", *p);
-        else if (!n) fprintf(f, "\\udc%02x", *p); /* as Python's surrogateescape */
-        else fwrite(p, 1, n, f);
+        if (*p == '"' || *p == '\\') ok = fprintf(f, "\\%c", *p) >= 0;
+        else if (*p < 0x20 || *p == 0x7F) ok = fprintf(f, "\\u%04x", *p) >= 0;
+        else if (!n) ok = fprintf(f, "\\udc%02x", *p) >= 0; /* as Python's surrogateescape */
+        else ok = fwrite(p, 1, n, f) == n;
         p += n ? n : 1;
     }
-    return fputc('"', f) != EOF;
+    return ok && fputc('"', f) != EOF;
 }
 
 int dm_json_write_number(FILE *f, const char *format, double v)

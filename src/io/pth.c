@@ -184,10 +184,12 @@ static int is_colour(const pk_value *v)
 }
 
 /* Add metadata key = the text the memory stream f wrote into *text (f is
- * closed here); 0 when out of memory. */
-static int add_meta(dm_tensor_file *out, const char *key, FILE *f, char **text)
+ * closed here), if every write to it succeeded (written: a memory stream
+ * that cannot grow drops text without an error of its own); 0 when out of
+ * memory. */
+static int add_meta(dm_tensor_file *out, const char *key, FILE *f, char **text, int written)
 {
-    int ok = fclose(f) == 0 && *text;
+    int ok = fclose(f) == 0 && written && *text;
     dm_meta *grown = ok ? realloc(out->meta, (out->meta_count + 1) * sizeof *grown) : NULL;
     if (grown) out->meta = grown;
     char *k = grown ? strdup(key) : NULL;
@@ -218,22 +220,23 @@ static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
     size_t size;
     FILE *f = open_memstream(&text, &size);
     if (!f) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < names->count; i++) {
+    int ok = 1;
+    for (size_t i = 0; i < names->count && ok; i++) {
         char *name = strndup(names->items[i]->str, names->items[i]->len);
-        fputs(i ? ", " : "[", f);
-        if (name) dm_json_write_string(f, name);
+        ok = name && fputs(i ? ", " : "[", f) != EOF && dm_json_write_string(f, name);
         free(name);
     }
-    fputs("]", f);
-    if (!add_meta(out, "classes", f, &text)) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    ok = ok && fputs("]", f) != EOF;
+    if (!add_meta(out, "classes", f, &text, ok)) return dm_fail(DM_ERR_NOMEM, "out of memory");
     if (!colours) return DM_OK;
     if (!(f = open_memstream(&text, &size))) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < names->count; i++) {
+    for (size_t i = 0; i < names->count && ok; i++) {
         pk_value **c = palette->items[i]->items;
-        fprintf(f, "%s[%d, %d, %d]", i ? ", " : "[", (int)c[0]->integer, (int)c[1]->integer, (int)c[2]->integer);
+        ok = fprintf(f, "%s[%d, %d, %d]", i ? ", " : "[", (int)c[0]->integer, (int)c[1]->integer,
+                     (int)c[2]->integer) >= 0;
     }
-    fputs("]", f);
-    return add_meta(out, "palette", f, &text) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
+    ok = ok && fputs("]", f) != EOF;
+    return add_meta(out, "palette", f, &text, ok) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
 }
 
 /* The archive's records live under one folder, which torch.load takes

@@ -197,35 +197,33 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
     size_t hsize = 0;
     FILE *h = open_memstream(&header, &hsize);
     if (!h) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
-    fputc('{', h);
-    int first = 1;
+    /* A memory stream that cannot grow drops what is written to it without
+     * setting its error or failing fclose: every write is checked, and the
+     * first to fail ends the header. */
+    int ok = fputc('{', h) != EOF, first = 1;
     if (meta_count) {
-        fputs("\"__metadata__\":{", h);
-        for (size_t i = 0; i < meta_count; i++) {
-            if (i) fputc(',', h);
-            dm_json_write_string(h, meta[i].key);
-            fputc(':', h);
-            dm_json_write_string(h, meta[i].value);
-        }
-        fputc('}', h);
+        ok = ok && fputs("\"__metadata__\":{", h) != EOF;
+        for (size_t i = 0; i < meta_count && ok; i++)
+            ok = (!i || fputc(',', h) != EOF) && dm_json_write_string(h, meta[i].key) && fputc(':', h) != EOF &&
+                 dm_json_write_string(h, meta[i].value);
+        ok = ok && fputc('}', h) != EOF;
         first = 0;
     }
     uint64_t offset = 0;
-    for (size_t i = 0; i < count; i++) {
-        if (!first) fputc(',', h);
+    for (size_t i = 0; i < count && ok; i++) {
+        ok = (first || fputc(',', h) != EOF) && dm_json_write_string(h, tensors[i].name) &&
+             fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", dm_dtype_name(tensors[i].dtype)) >= 0;
         first = 0;
-        dm_json_write_string(h, tensors[i].name);
-        fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", dm_dtype_name(tensors[i].dtype));
-        for (int d = 0; d < tensors[i].ndim; d++)
-            fprintf(h, "%s%lld", d ? "," : "", (long long)tensors[i].shape[d]);
-        fprintf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
-                (unsigned long long)(offset + tensors[i].nbytes));
+        for (int d = 0; d < tensors[i].ndim && ok; d++)
+            ok = fprintf(h, "%s%lld", d ? "," : "", (long long)tensors[i].shape[d]) >= 0;
+        ok = ok && fprintf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
+                           (unsigned long long)(offset + tensors[i].nbytes)) >= 0;
         offset += tensors[i].nbytes;
     }
-    fputc('}', h);
+    ok = ok && fputc('}', h) != EOF;
     /* Pad with spaces so the data starts 8-byte aligned. */
-    while ((8 + ftell(h)) % 8) fputc(' ', h);
-    if (fclose(h) != 0) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
+    while (ok && (8 + ftell(h)) % 8) ok = fputc(' ', h) != EOF;
+    if (fclose(h) != 0 || !ok) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
 
     dm_outfile out;
     dm_status st = dm_outfile_open(path, &out);
@@ -235,7 +233,7 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hsize >> (8 * i));
-    int ok = fwrite(len8, 1, 8, out.f) == 8 && fwrite(header, 1, hsize, out.f) == hsize;
+    ok = fwrite(len8, 1, 8, out.f) == 8 && fwrite(header, 1, hsize, out.f) == hsize;
     for (size_t i = 0; ok && i < count; i++)
         ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, out.f) == tensors[i].nbytes;
     free(header);
