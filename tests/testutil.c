@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "damamba.h"
 #include "internal_api.h"
@@ -329,4 +332,31 @@ void test_operator_profile(dm_backend backend)
     dm_workspace_free(ws);
     free(big);
     dm_model_free(m);
+}
+
+int test_with_spare_memory(size_t spare, int (*run)(void *arg), void *arg)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    (void)spare, (void)run, (void)arg;
+    printf("not tested under AddressSanitizer, whose shadow memory an address-space limit would refuse\n");
+    return -1;
+#else
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        long pages = 0;
+        FILE *statm = fopen("/proc/self/statm", "r");
+        int read = statm && fscanf(statm, "%ld", &pages) == 1;
+        if (statm) fclose(statm);
+        struct rlimit limit;
+        limit.rlim_cur = limit.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + spare;
+        if (!read || setrlimit(RLIMIT_AS, &limit) != 0) _exit(125);
+        _exit(run(arg));
+    }
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status), "the child under a memory limit died of signal %d", WTERMSIG(status));
+    ck_assert_msg(WEXITSTATUS(status) != 125, "could not limit the child's address space");
+    return WEXITSTATUS(status);
+#endif
 }

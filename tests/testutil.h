@@ -76,6 +76,13 @@ int test_isa_runs(void);
  * set (a GPU machine's check). */
 int test_cuda_missing(void);
 
+/* run(arg) in a forked child whose address space may grow only `spare`
+ * bytes beyond what it holds, so that allocations past that fail; the
+ * child's exit status is run's return (a signal fails the test).  Under
+ * AddressSanitizer, whose shadow memory such a limit refuses, nothing
+ * runs: says so and returns -1. */
+int test_with_spare_memory(size_t spare, int (*run)(void *arg), void *arg);
+
 /* Run the suite, print a summary, return the process exit code. */
 int test_run(Suite *suite);
 /* The same without forking a process per test, for suites whose tests use
