@@ -81,7 +81,8 @@ static dm_status parse_palette(dm_model *model, const char *text, int classes)
     char err[128];
     dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
     int ok = root && root->type == DM_JSON_ARRAY && root->count == (size_t)classes, k = 0;
-    dm_status st = DM_OK;
+    dm_status st = !root && dm_json_out_of_memory(err) ? dm_fail(DM_ERR_NOMEM, "%s reading metadata 'palette'", err)
+                                                       : DM_OK;
     if (ok && !(model->palette = malloc(3 * (size_t)classes))) st = dm_fail(DM_ERR_NOMEM, "out of memory");
     for (const dm_json *e = ok && !st ? root->child : NULL; e && ok; e = e->next, k++) {
         ok = e->type == DM_JSON_ARRAY && e->count == 3;
@@ -168,7 +169,9 @@ dm_status dm_model_parse_classes(dm_model *model)
     char err[128];
     dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
     dm_status st = DM_OK;
-    if (!root || root->type != DM_JSON_ARRAY || root->count != (size_t)classes) {
+    if (!root && dm_json_out_of_memory(err)) {
+        st = dm_fail(DM_ERR_NOMEM, "%s reading metadata 'classes'", err);
+    } else if (!root || root->type != DM_JSON_ARRAY || root->count != (size_t)classes) {
         st = dm_fail(DM_ERR_MODEL, "metadata 'classes' (a .pth's meta CLASSES) is not a JSON list of %d names "
                                    "(the model's classes)", classes);
     } else if (!(model->class_names = calloc((size_t)classes, sizeof(char *)))) {

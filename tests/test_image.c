@@ -222,6 +222,33 @@ static void expect_pixels(const void *file, size_t size, int channels, const uin
 
 /* Every format the loader reads gives back the pixels that were written
  * (within a few levels for JPEG, which is lossy). */
+/* An image that cannot be decoded for want of memory is out of memory,
+ * not corrupt: a 1024 x 1024 grey PNG (a 1 MB image, a few kB of file)
+ * with 512 kB to spare. */
+static int decode_under_limit(void *file)
+{
+    const encoded *e = file;
+    dm_image img;
+    dm_status st = dm_image_load_memory(e->data, e->size, 1, &img);
+    if (st == DM_OK) dm_image_free(&img);
+    return st == DM_ERR_NOMEM && strstr(dm_last_error(), "out of memory decoding a 1024 x 1024 image") ? 0
+           : st == DM_OK                                                                            ? 1
+                                                                                                    : 2;
+}
+
+START_TEST(decode_out_of_memory_is_not_corrupt)
+{
+    enum { SIDE = 1024 };
+    uint8_t *grey = calloc(SIDE, SIDE);
+    encoded *e = calloc(1, sizeof *e);
+    ck_assert(stbi_write_png_to_func(collect, e, SIDE, SIDE, 1, grey, SIDE));
+    int got = test_with_spare_memory(512 << 10, decode_under_limit, e);
+    ck_assert_msg(got <= 0, "decoding under a memory limit %s", got == 1 ? "succeeded" : "failed, not as out of memory");
+    free(grey);
+    free(e);
+}
+END_TEST
+
 START_TEST(every_format_decodes)
 {
     enum { W = 7, H = 5 };
@@ -1289,6 +1316,7 @@ int main(void)
     tcase_add_test(tc, channel_conversion);
     tcase_add_test(tc, output_sizes);
     tcase_add_test(tc, every_format_decodes);
+    tcase_add_test(tc, decode_out_of_memory_is_not_corrupt);
     tcase_add_test(tc, pnm_max_value_as_pillow);
     tcase_add_test(tc, pixel_limit_refuses_from_the_header);
     tcase_add_test(tc, hostile_files);

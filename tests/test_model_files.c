@@ -281,6 +281,31 @@ START_TEST(header_memory_bounded)
 }
 END_TEST
 
+/* A header whose tree cannot be allocated is out of memory, not invalid
+ * JSON: 20,000 tensors (about 10 MB of tree) with 1 MB to spare. */
+static int parse_under_limit(void *file)
+{
+    const unsigned char *buf = file;
+    size_t h = 0;
+    for (int i = 0; i < 8; i++) h |= (size_t)buf[i] << (8 * i);
+    dm_tensor_file f;
+    dm_status st = dm_safetensors_parse(buf, 8 + h, &f);
+    if (st == DM_OK) dm_tensor_file_close(&f);
+    return st == DM_ERR_NOMEM && strstr(dm_last_error(), "out of memory") ? 0 : st == DM_OK ? 1 : 2;
+}
+
+START_TEST(header_out_of_memory_is_not_a_format_error)
+{
+    char *header = many_tensors_header(20000, 0);
+    size_t size;
+    unsigned char *buf = make_file(header, 0, &size);
+    int got = test_with_spare_memory(1 << 20, parse_under_limit, buf);
+    ck_assert_msg(got <= 0, "parsing under a memory limit %s", got == 1 ? "succeeded" : "failed, not as out of memory");
+    free(buf);
+    free(header);
+}
+END_TEST
+
 START_TEST(json_strings_written_as_valid_utf8)
 {
     static const struct { const char *in, *out; } cases[] = {
@@ -631,6 +656,7 @@ int main(void)
     tcase_add_test(tc, overlap_behind_empty_tensor);
     tcase_add_test(tc, many_tensors_in_n_log_n);
     tcase_add_test(tc, header_memory_bounded);
+    tcase_add_test(tc, header_out_of_memory_is_not_a_format_error);
     tcase_add_test(tc, json_strings_written_as_valid_utf8);
     tcase_add_test(tc, json_strings_read_back);
     tcase_add_test(tc, many_blocks_in_n_log_n);

@@ -27,10 +27,15 @@
  * so no byte of an earlier allocation can reach a decoded pixel. */
 unsigned char dm_image_alloc_fill = 0;
 
+/* Set when one of stb_image's allocations failed: its zlib reports no
+ * reason, and a decode out of memory is not a corrupt file. */
+static _Thread_local int decoder_out_of_memory;
+
 static void *decoder_alloc(size_t size)
 {
     void *p = malloc(size);
     if (p) memset(p, dm_image_alloc_fill, size);
+    else decoder_out_of_memory = 1;
     return p;
 }
 
@@ -38,6 +43,7 @@ static void *decoder_realloc(void *p, size_t old_size, size_t new_size)
 {
     unsigned char *q = realloc(p, new_size);
     if (q && new_size > old_size) memset(q + old_size, dm_image_alloc_fill, new_size - old_size);
+    if (!q) decoder_out_of_memory = 1;
     return q;
 }
 
@@ -192,19 +198,21 @@ static dm_status stb_decode_screened(const stbi_uc *bytes, size_t size, int64_t 
                        (size_t)DM_IMAGE_MAX_DECODE_BYTES >> 20);
     dm_decode_memory_take(need);
     stbi__g_failure_reason = NULL; /* stbi_info's tries of other formats leave theirs */
+    decoder_out_of_memory = 0;
     if (pil && png_grey_16(bytes, size)) {
         uint16_t *deep = stbi_load_16_from_memory(bytes, (int)size, w, h, n, 0);
         size_t count = deep ? (size_t)*w * *h * *n : 0;
-        if (deep && (*pixels = malloc(count)))
-            for (size_t i = 0; i < count; i++) (*pixels)[i] = (uint8_t)(deep[i] < 255 ? deep[i] : 255);
+        if (deep && !(*pixels = malloc(count))) decoder_out_of_memory = 1;
+        for (size_t i = 0; *pixels && i < count; i++) (*pixels)[i] = (uint8_t)(deep[i] < 255 ? deep[i] : 255);
         free(deep);
     } else {
         *pixels = stbi_load_from_memory(bytes, (int)size, w, h, n, 0);
     }
     dm_decode_memory_give(need);
-    if (!*pixels)
-        return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s",
-                       stbi_failure_reason() ? stbi_failure_reason() : "corrupt data");
+    const char *why = stbi_failure_reason();
+    if (!*pixels && (decoder_out_of_memory || (why && !strcmp(why, "outofmem"))))
+        return dm_fail(DM_ERR_NOMEM, "out of memory decoding a %d x %d image", *w, *h);
+    if (!*pixels) return dm_fail(DM_ERR_FORMAT, "cannot decode image: %s", why ? why : "corrupt data");
     if ((st = dm_image_within(*w, *h, max_pixels))) { /* a GIF frame may differ from its header */
         stbi_image_free(*pixels);
         return st;
@@ -416,6 +424,7 @@ static dm_status model_preprocess(const dm_model *model, dm_preprocess *out)
     if (!text) return DM_OK;
     char err[128];
     dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
+    if (!root && dm_json_out_of_memory(err)) return dm_fail(DM_ERR_NOMEM, "%s reading preprocess metadata", err);
     if (!root) return dm_fail(DM_ERR_MODEL, "preprocess metadata is not valid JSON: %s", err);
     dm_status st = parse_preprocess(root, in_chans, out);
     dm_json_free(root);

@@ -59,6 +59,7 @@ static dm_status check_png_data(const unsigned char *b, size_t size, int raw_def
         return dm_fail(DM_ERR_FORMAT, "corrupt PNG: its image data inflates to more than %llu bytes, and its rows "
                        "need %llu", (unsigned long long)most, (unsigned long long)need);
     if (ret == Z_STREAM_END) return DM_OK;
+    if (ret == Z_MEM_ERROR) return dm_fail(DM_ERR_NOMEM, "PNG: out of memory checking the image data");
     if (!chunks) return dm_fail(DM_ERR_FORMAT, "corrupt PNG: no IDAT chunk, so no image data");
     if (ret == Z_OK) return dm_fail(DM_ERR_FORMAT, "truncated PNG: the compressed image data ends early");
     return dm_fail(DM_ERR_FORMAT, "corrupt PNG: invalid compressed image data (%s)", why ? why : "zlib");

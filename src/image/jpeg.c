@@ -111,7 +111,8 @@ dm_status dm_jpeg_decode(const void *data, size_t size, int64_t max_pixels, int 
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
         if (taken) dm_decode_memory_give(taken);
-        return dm_fail(DM_ERR_FORMAT, "cannot decode JPEG: %s", failure.message);
+        return dm_fail(failure.mgr.msg_code == JERR_OUT_OF_MEMORY ? DM_ERR_NOMEM : DM_ERR_FORMAT,
+                       "cannot decode JPEG: %s", failure.message);
     }
     jpeg_create_decompress(&cinfo);
     struct jpeg_progress_mgr progress = {.progress_monitor = on_progress};

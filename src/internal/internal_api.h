@@ -219,6 +219,10 @@ dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen);
 dm_json *dm_json_parse_bounded(const char *text, size_t len, int bytes_per_byte, char *err, size_t errlen);
 void dm_json_free(dm_json *value);
 
+/* Whether a parse that returned NULL failed for want of memory (err then
+ * begins "out of memory"), not for its text. */
+int dm_json_out_of_memory(const char *err);
+
 /* Member of an object by name, or NULL. */
 const dm_json *dm_json_get(const dm_json *object, const char *key);
 

@@ -283,6 +283,8 @@ dm_json *dm_json_parse_bounded(const char *text, size_t len, int bytes_per_byte,
     return v;
 }
 
+int dm_json_out_of_memory(const char *err) { return strncmp(err, "out of memory", 13) == 0; }
+
 dm_json *dm_json_parse(const char *text, size_t len, char *err, size_t errlen)
 {
     return dm_json_parse_bounded(text, len, DM_JSON_BYTES_PER_BYTE, err, errlen);

@@ -136,6 +136,7 @@ dm_status dm_safetensors_parse(const void *buf, size_t size, dm_tensor_file *out
     if (first >= 8 + hlen) return dm_fail(DM_ERR_FORMAT, "header is not a JSON object");
     char err[160];
     dm_json *root = dm_json_parse_bounded((const char *)bytes + 8, (size_t)hlen, HEADER_BYTES_PER_BYTE, err, sizeof err);
+    if (!root && dm_json_out_of_memory(err)) return dm_fail(DM_ERR_NOMEM, "%s reading the header", err);
     if (!root) return dm_fail(DM_ERR_FORMAT, "header is not valid JSON: %s", err);
     dm_status st = DM_OK;
     if (root->type != DM_JSON_OBJECT) {
