@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     serve_request r = {0};
     char *error = NULL;
     if (serve_infer_parse(&r, &m, (const char *)data + 4, size - 4, header_len, 1 << 20, &error) &&
-        serve_request_outputs(&r, &error)) {
+        serve_request_outputs(&r, 1 << 20, &error)) {
         /* Read every input float, as the worker would, and give outputs values. */
         volatile float sink = 0;
         const unsigned char *in = r.job.input;
