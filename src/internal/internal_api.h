@@ -110,6 +110,24 @@ typedef struct dm_outfile {
     int pending; /* its slot among the temporaries being written, or -1 */
 } dm_outfile;
 
+/* Text written through a stdio stream into memory, which, unlike
+ * open_memstream's, says when it could not hold what was written (a
+ * memory stream that cannot grow drops text without setting its error,
+ * and its fclose succeeds). */
+typedef struct dm_memout {
+    FILE *f;    /* write here */
+    char *text; /* after dm_memout_close: the text, NUL-terminated (free it) */
+    size_t len;
+    size_t cap;
+    int failed; /* a write was not held; a writer may set it to give up */
+} dm_memout;
+
+/* 0, or -1 out of memory. */
+int dm_memout_open(dm_memout *m);
+/* Close m->f: 0 with m->text and m->len set when every write was held;
+ * otherwise -1, m->text freed and NULL. */
+int dm_memout_close(dm_memout *m);
+
 /* A descriptor (close it) of the regular file at path, and its size; or -1
  * with the error set, without the path (callers add it).  An input must be
  * a regular file: a FIFO, device or directory is refused before anything

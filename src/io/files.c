@@ -8,11 +8,49 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static ssize_t memout_write(void *cookie, const char *buf, size_t size)
+{
+    dm_memout *m = cookie;
+    if (!m->failed && size >= m->cap - m->len) {
+        size_t cap = m->cap ? m->cap : 4096;
+        while (cap - m->len <= size && cap < SIZE_MAX / 2) cap *= 2;
+        char *grown = cap - m->len > size ? realloc(m->text, cap) : NULL;
+        if (grown) m->text = grown, m->cap = cap;
+        else m->failed = 1;
+    }
+    if (m->failed) return 0; /* the stream's error, and m->failed for close */
+    memcpy(m->text + m->len, buf, size);
+    m->len += size;
+    return (ssize_t)size;
+}
+
+int dm_memout_open(dm_memout *m)
+{
+    *m = (dm_memout){0};
+    m->f = fopencookie(m, "w", (cookie_io_functions_t){.write = memout_write});
+    return m->f ? 0 : -1;
+}
+
+int dm_memout_close(dm_memout *m)
+{
+    int closed = fclose(m->f) == 0;
+    m->f = NULL;
+    if (closed && !m->failed && (m->text || (m->text = malloc(1)))) {
+        m->text[m->len] = '\0'; /* the write kept a byte free */
+        return 0;
+    }
+    free(m->text);
+    m->text = NULL;
+    m->len = 0;
+    return -1;
+}
 
 int dm_open_input(const char *path, size_t *size)
 {

@@ -183,21 +183,19 @@ static int is_colour(const pk_value *v)
     return 1;
 }
 
-/* Add metadata key = the text the memory stream f wrote into *text (f is
- * closed here), if every write to it succeeded (written: a memory stream
- * that cannot grow drops text without an error of its own); 0 when out of
- * memory. */
-static int add_meta(dm_tensor_file *out, const char *key, FILE *f, char **text, int written)
+/* Add metadata key = the text m holds, closing it; 0 when out of memory
+ * (while it was written, too). */
+static int add_meta(dm_tensor_file *out, const char *key, dm_memout *m)
 {
-    int ok = fclose(f) == 0 && written && *text;
-    dm_meta *grown = ok ? realloc(out->meta, (out->meta_count + 1) * sizeof *grown) : NULL;
+    if (dm_memout_close(m) != 0) return 0;
+    dm_meta *grown = realloc(out->meta, (out->meta_count + 1) * sizeof *grown);
     if (grown) out->meta = grown;
     char *k = grown ? strdup(key) : NULL;
     if (!k) {
-        free(*text);
+        free(m->text);
         return 0;
     }
-    out->meta[out->meta_count++] = (dm_meta){k, *text};
+    out->meta[out->meta_count++] = (dm_meta){k, m->text};
     return 1;
 }
 
@@ -216,27 +214,25 @@ static dm_status read_classes(const pk_value *root, dm_tensor_file *out)
         if (names->items[i]->kind != PK_STRING || memchr(names->items[i]->str, 0, names->items[i]->len)) return DM_OK;
         colours = colours && is_colour(palette->items[i]);
     }
-    char *text = NULL;
-    size_t size;
-    FILE *f = open_memstream(&text, &size);
-    if (!f) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    int ok = 1;
-    for (size_t i = 0; i < names->count && ok; i++) {
+    dm_memout m;
+    if (dm_memout_open(&m) != 0) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < names->count; i++) {
         char *name = strndup(names->items[i]->str, names->items[i]->len);
-        ok = name && fputs(i ? ", " : "[", f) != EOF && dm_json_write_string(f, name);
+        if (!name) m.failed = 1; /* rather than a list with a name left out */
+        fputs(i ? ", " : "[", m.f);
+        if (name) dm_json_write_string(m.f, name);
         free(name);
     }
-    ok = ok && fputs("]", f) != EOF;
-    if (!add_meta(out, "classes", f, &text, ok)) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    fputs("]", m.f);
+    if (!add_meta(out, "classes", &m)) return dm_fail(DM_ERR_NOMEM, "out of memory");
     if (!colours) return DM_OK;
-    if (!(f = open_memstream(&text, &size))) return dm_fail(DM_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < names->count && ok; i++) {
+    if (dm_memout_open(&m) != 0) return dm_fail(DM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < names->count; i++) {
         pk_value **c = palette->items[i]->items;
-        ok = fprintf(f, "%s[%d, %d, %d]", i ? ", " : "[", (int)c[0]->integer, (int)c[1]->integer,
-                     (int)c[2]->integer) >= 0;
+        fprintf(m.f, "%s[%d, %d, %d]", i ? ", " : "[", (int)c[0]->integer, (int)c[1]->integer, (int)c[2]->integer);
     }
-    ok = ok && fputs("]", f) != EOF;
-    return add_meta(out, "palette", f, &text, ok) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
+    fputs("]", m.f);
+    return add_meta(out, "palette", &m) ? DM_OK : dm_fail(DM_ERR_NOMEM, "out of memory");
 }
 
 /* The archive's records live under one folder, which torch.load takes

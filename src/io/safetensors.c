@@ -194,37 +194,41 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
                                const dm_meta *meta, size_t meta_count)
 {
     /* The header goes to memory first: its length comes before it. */
-    char *header = NULL;
-    size_t hsize = 0;
-    FILE *h = open_memstream(&header, &hsize);
-    if (!h) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
-    /* A memory stream that cannot grow drops what is written to it without
-     * setting its error or failing fclose: every write is checked, and the
-     * first to fail ends the header. */
-    int ok = fputc('{', h) != EOF, first = 1;
+    dm_memout m;
+    if (dm_memout_open(&m) != 0) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+    FILE *h = m.f;
+    fputc('{', h);
+    int first = 1;
     if (meta_count) {
-        ok = ok && fputs("\"__metadata__\":{", h) != EOF;
-        for (size_t i = 0; i < meta_count && ok; i++)
-            ok = (!i || fputc(',', h) != EOF) && dm_json_write_string(h, meta[i].key) && fputc(':', h) != EOF &&
-                 dm_json_write_string(h, meta[i].value);
-        ok = ok && fputc('}', h) != EOF;
+        fputs("\"__metadata__\":{", h);
+        for (size_t i = 0; i < meta_count; i++) {
+            if (i) fputc(',', h);
+            dm_json_write_string(h, meta[i].key);
+            fputc(':', h);
+            dm_json_write_string(h, meta[i].value);
+        }
+        fputc('}', h);
         first = 0;
     }
     uint64_t offset = 0;
-    for (size_t i = 0; i < count && ok; i++) {
-        ok = (first || fputc(',', h) != EOF) && dm_json_write_string(h, tensors[i].name) &&
-             fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", dm_dtype_name(tensors[i].dtype)) >= 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!first) fputc(',', h);
         first = 0;
-        for (int d = 0; d < tensors[i].ndim && ok; d++)
-            ok = fprintf(h, "%s%lld", d ? "," : "", (long long)tensors[i].shape[d]) >= 0;
-        ok = ok && fprintf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
-                           (unsigned long long)(offset + tensors[i].nbytes)) >= 0;
+        dm_json_write_string(h, tensors[i].name);
+        fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", dm_dtype_name(tensors[i].dtype));
+        for (int d = 0; d < tensors[i].ndim; d++)
+            fprintf(h, "%s%lld", d ? "," : "", (long long)tensors[i].shape[d]);
+        fprintf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
+                (unsigned long long)(offset + tensors[i].nbytes));
         offset += tensors[i].nbytes;
     }
-    ok = ok && fputc('}', h) != EOF;
+    fputc('}', h);
     /* Pad with spaces so the data starts 8-byte aligned. */
-    while (ok && (8 + ftell(h)) % 8) ok = fputc(' ', h) != EOF;
-    if (fclose(h) != 0 || !ok) { free(header); return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path); }
+    fflush(h);
+    for (size_t pad = (8 - (8 + m.len) % 8) % 8; pad; pad--) fputc(' ', h);
+    if (dm_memout_close(&m) != 0) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+    char *header = m.text;
+    size_t hsize = m.len;
 
     dm_outfile out;
     dm_status st = dm_outfile_open(path, &out);
@@ -234,7 +238,7 @@ dm_status dm_safetensors_write(const char *path, const dm_tensor *tensors, size_
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hsize >> (8 * i));
-    ok = fwrite(len8, 1, 8, out.f) == 8 && fwrite(header, 1, hsize, out.f) == hsize;
+    int ok = fwrite(len8, 1, 8, out.f) == 8 && fwrite(header, 1, hsize, out.f) == hsize;
     for (size_t i = 0; ok && i < count; i++)
         ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, out.f) == tensors[i].nbytes;
     free(header);

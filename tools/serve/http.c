@@ -82,16 +82,11 @@ static enum MHD_Result reply(request_ctx *ctx, int status, const char *type, cha
  * status. */
 static enum MHD_Result reply_written(request_ctx *ctx, const char *type, int (*write)(request_ctx *ctx, FILE *out))
 {
-    char *text;
-    size_t len;
-    FILE *out = open_memstream(&text, &len);
-    if (!out) return MHD_NO;
-    int status = write(ctx, out);
-    if (fclose(out) != 0) {
-        free(text);
-        return MHD_NO;
-    }
-    return reply(ctx, status, type, text, len, 0);
+    dm_memout text;
+    if (dm_memout_open(&text) != 0) return MHD_NO;
+    int status = write(ctx, text.f);
+    if (dm_memout_close(&text) != 0) return MHD_NO; /* out of memory: no answer rather than a cut one */
+    return reply(ctx, status, type, text.text, text.len, 0);
 }
 
 /* {"error": "..."}, as the Open Inference Protocol reports failures. */

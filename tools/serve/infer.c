@@ -427,10 +427,9 @@ int serve_infer_response(const serve_request *r, char **body, size_t *json_len, 
 {
     const serve_model *m = r->model;
     int64_t n = r->job.n;
-    char *text = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&text, &size);
-    if (!out) return 0;
+    dm_memout json;
+    if (dm_memout_open(&json) != 0) return 0;
+    FILE *out = json.f;
     fputs("{\"model_name\": ", out);
     dm_json_write_string(out, m->name);
     if (r->id) {
@@ -454,10 +453,9 @@ int serve_infer_response(const serve_request *r, char **body, size_t *json_len, 
             first = 0;
         }
     fputs("]}", out);
-    if (fclose(out) != 0) {
-        free(text);
-        return 0;
-    }
+    if (dm_memout_close(&json) != 0) return 0; /* out of memory: no answer rather than a cut one */
+    char *text = json.text;
+    size_t size = json.len;
     char *all = realloc(text, size + binary_bytes + 1);
     if (!all) {
         free(text);
