@@ -445,9 +445,12 @@ END_TEST
 START_TEST(scan_matches_scalar)
 {
     test_seed(7);
-    /* short and long sequences; batches small (chunked on the CPU) and large */
-    static const int shapes[][4] = {{1, 1, 1, 1}, {1, 7, 9, 8}, {2, 5, 4, 17}, {1, 40, 40, 48}, {9, 6, 6, 33}};
-    for (int si = 0; si < 5; si++) {
+    /* short and long sequences, small batches and large; 96 x 96 of 20
+     * channels is cut into chunks on the CPU.  Any thread count gives the
+     * same bits. */
+    static const int shapes[][4] = {{1, 1, 1, 1},   {1, 7, 9, 8},  {2, 5, 4, 17},
+                                    {1, 40, 40, 48}, {9, 6, 6, 33}, {1, 96, 96, 20}};
+    for (int si = 0; si < 6; si++) {
         int n = shapes[si][0], h = shapes[si][1], w = shapes[si][2], c = shapes[si][3];
         size_t L = (size_t)h * w, count = n * L * c, stride = 5;
         float *u = random_host(count, -2, 2), *delta = random_host(count, -6, 4);
@@ -469,6 +472,16 @@ START_TEST(scan_matches_scalar)
         char what[96];
         snprintf(what, sizeof what, "scan n=%d L=%zu c=%d", n, L, c);
         expect_close_f(what, got, want, count);
+        for (int threads = 1; threads <= 3 && ops.set_threads; threads += 2) {
+            ck_assert(ops.set_threads(ops.ctx, threads) == DM_OK);
+            pass_begin();
+            ops.scan(ops.ctx, &in, y);
+            pass_end();
+            float *again = download(y);
+            ck_assert_msg(memcmp(again, got, sizeof(float) * count) == 0, "%s: other bits on %d threads", what, threads);
+            free(again);
+        }
+        if (ops.set_threads) ck_assert(ops.set_threads(ops.ctx, 2) == DM_OK);
         drop(du); drop(y);
         ops.release(ops.ctx, (float *)in.delta); ops.release(ops.ctx, (float *)in.bc - 2);
         ops.release(ops.ctx, (float *)in.a); ops.release(ops.ctx, (float *)in.d);
