@@ -351,12 +351,19 @@ int test_with_spare_memory(size_t spare, int (*run)(void *arg), void *arg)
         struct rlimit limit;
         limit.rlim_cur = limit.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + spare;
         if (!read || setrlimit(RLIMIT_AS, &limit) != 0) _exit(125);
+        /* qemu-user takes the limit without applying it: then nothing is tested */
+        void *beyond = malloc(spare + ((size_t)64 << 20));
+        if (beyond) _exit(124);
         _exit(run(arg));
     }
     int status;
     ck_assert_int_eq(waitpid(child, &status, 0), child);
     ck_assert_msg(WIFEXITED(status), "the child under a memory limit died of signal %d", WTERMSIG(status));
     ck_assert_msg(WEXITSTATUS(status) != 125, "could not limit the child's address space");
+    if (WEXITSTATUS(status) == 124) {
+        printf("not tested: the address-space limit does not hold here (an emulator's process)\n");
+        return -1;
+    }
     return WEXITSTATUS(status);
 #endif
 }

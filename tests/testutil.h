@@ -79,8 +79,9 @@ int test_cuda_missing(void);
 /* run(arg) in a forked child whose address space may grow only `spare`
  * bytes beyond what it holds, so that allocations past that fail; the
  * child's exit status is run's return (a signal fails the test).  Under
- * AddressSanitizer, whose shadow memory such a limit refuses, nothing
- * runs: says so and returns -1. */
+ * AddressSanitizer, whose shadow memory such a limit refuses, or where the
+ * limit does not hold (qemu-user takes it without applying it), nothing
+ * runs: says so and returns -1.  run may not return 124 or 125. */
 int test_with_spare_memory(size_t spare, int (*run)(void *arg), void *arg);
 
 /* Run the suite, print a summary, return the process exit code. */
