@@ -124,7 +124,9 @@ DM_HOST_DEVICE static inline int dm_roi_sample_at(int h, int w, float y, float x
 
 /* Paste an mh x mw probability map into image pixels [x0, x1) x [y0, y1) as
  * _do_paste_mask does: bilinear grid_sample (zeros outside,
- * align_corners False) at the pixel centres mapped into box.  prob is
+ * align_corners False) at the pixel centres mapped into box; NaN where a
+ * centre's coordinate is NaN (0 / 0: a box of no width or height through
+ * that centre), as grid_sample gives, which no threshold admits.  prob is
  * (y1 - y0) x (x1 - x0). */
 void dm_paste_mask(const float *mask, int mh, int mw, const float box[4], int x0, int y0, int x1, int y1,
                    float *prob);

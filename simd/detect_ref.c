@@ -118,7 +118,8 @@ void dm_paste_mask(const float *mask, int mh, int mw, const float box[4], int x0
         float iy = paste_source(py, box[1], box[3], mh);
         float *row = prob + (size_t)(py - y0) * ww;
         if (!(iy > -1.0f && iy < (float)mh)) { /* no corner inside, or NaN */
-            memset(row, 0, sizeof(float) * ww);
+            for (int px = x0; px < x1; px++)
+                row[px - x0] = isnan(iy) || isnan(paste_source(px, box[0], box[2], mw)) ? NAN : 0.0f;
             continue;
         }
         float fy = floorf(iy);
@@ -127,7 +128,7 @@ void dm_paste_mask(const float *mask, int mh, int mw, const float box[4], int x0
         for (int px = x0; px < x1; px++) {
             float ix = paste_source(px, box[0], box[2], mw);
             if (!(ix > -1.0f && ix < (float)mw)) {
-                row[px - x0] = 0.0f;
+                row[px - x0] = isnan(ix) ? NAN : 0.0f;
                 continue;
             }
             float fx = floorf(ix);

@@ -903,6 +903,25 @@ START_TEST(nan_boxes_pool_nothing)
 }
 END_TEST
 
+/* A box of no width whose edge lies on a pixel centre (x = 2.5): that
+ * column's grid coordinate is 0 / 0, and grid_sample gives NaN there,
+ * which mmdet's mask threshold never admits, not even 0; the other columns
+ * (coordinates of +-inf, taken as 0) sample the mask's centre.  NaN was
+ * pasted as 0, which a threshold of 0 admitted. */
+START_TEST(paste_through_a_centre_gives_nan)
+{
+    float ones[28 * 28], prob[5 * 4];
+    for (int i = 0; i < 28 * 28; i++) ones[i] = 1.0f;
+    const float box[4] = {2.5f, 0.0f, 2.5f, 4.0f};
+    dm_paste_mask(ones, 28, 28, box, 0, 0, 5, 4, prob);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 5; x++) {
+            float p = prob[y * 5 + x];
+            ck_assert_msg(x == 2 ? isnan(p) : p == 1.0f, "pixel (%d, %d) is %g", x, y, p);
+        }
+}
+END_TEST
+
 START_TEST(detect_rejects_bad_calls)
 {
     dm_model *m;
@@ -1023,6 +1042,7 @@ static Suite *detect_suite(void)
     tcase_add_test(hand, rle_by_hand);
     tcase_add_test(hand, rle_of_a_window);
     tcase_add_test(hand, detect_rejects_bad_calls);
+    tcase_add_test(hand, paste_through_a_centre_gives_nan);
     tcase_add_test(hand, nan_scores_find_nothing);
     tcase_add_test(hand, nan_boxes_pool_nothing);
     suite_add_tcase(s, hand);
