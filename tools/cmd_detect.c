@@ -132,7 +132,8 @@ static colour class_colour(int label)
  * drawn as '?'. */
 static void draw_label(canvas *c, float x, float y, const char *label, colour fg, colour bg)
 {
-    static char quads[64 * 1024];
+    /* stb_easy_font writes floats: 4 vertices of x, y, z and a colour word per quad */
+    static float quads[16 * 1024];
     char text[160];
     size_t n_text = 0;
     for (; label[n_text] && n_text + 1 < sizeof text; n_text++)
@@ -149,7 +150,7 @@ static void draw_label(canvas *c, float x, float y, const char *label, colour fg
         for (int px = (int)x; px < (int)(x + w); px++) canvas_blend(c, px, py, bg, 1.0f);
     int n = stb_easy_font_print(0, 0, text, NULL, quads, sizeof quads);
     for (int q = 0; q < n; q++) {
-        const float *v = (const float *)(quads + q * 64); /* 4 vertices of x, y, z, colour */
+        const float *v = quads + q * 16;
         float x0 = v[0], y0 = v[1], x1 = v[8], y1 = v[9];
         for (int py = (int)(y0 * scale); py < (int)(y1 * scale); py++)
             for (int px = (int)(x0 * scale); px < (int)(x1 * scale); px++)
