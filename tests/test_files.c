@@ -252,6 +252,74 @@ START_TEST(pipes_and_devices_are_written_in_place)
 }
 END_TEST
 
+START_TEST(links_name_the_file_they_replace)
+{
+    /* The link itself was replaced by a regular file, and the file it
+     * names kept its old content. */
+    char target[256], link[256], dangling[256];
+    snprintf(target, sizeof target, "%s/target", dir);
+    snprintf(link, sizeof link, "%s/link", dir);
+    snprintf(dangling, sizeof dangling, "%s/dangling", dir);
+    write_text(target, "old");
+    ck_assert_int_eq(symlink("target", link), 0);
+    dm_outfile o;
+    ck_assert_int_eq(dm_outfile_open(link, &o), DM_OK);
+    fputs("new", o.f);
+    ck_assert_int_eq(dm_outfile_finish(&o, 1), DM_OK);
+    struct stat sb;
+    ck_assert_int_eq(lstat(link, &sb), 0);
+    ck_assert(S_ISLNK(sb.st_mode));
+    expect_text(target, "new");
+    /* a link to nothing: refused, left as it was */
+    ck_assert_int_eq(symlink("missing", dangling), 0);
+    ck_assert_int_eq(dm_outfile_open(dangling, &o), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "dangling: a symbolic link to nothing"));
+    ck_assert_int_eq(lstat(dangling, &sb), 0);
+    ck_assert(S_ISLNK(sb.st_mode));
+    ck_assert_int_eq(files_in_dir(), 3); /* no temporary file left */
+}
+END_TEST
+
+START_TEST(own_descriptors_are_written_through)
+{
+    /* /dev/fd/N and /proc/self/fd/N went through /proc's links to the
+     * file, whose replacement lost what the descriptor had appended. */
+    char log[256], name[64];
+    snprintf(log, sizeof log, "%s/log", dir);
+    write_text(log, "start;");
+    int fd = open(log, O_WRONLY | O_APPEND);
+    ck_assert_int_ge(fd, 0);
+    const char *forms[] = {"/dev/fd/%d", "/proc/self/fd/%d"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, forms[i], fd);
+        dm_outfile o;
+        ck_assert_msg(dm_outfile_open(name, &o) == DM_OK, "%s", dm_last_error());
+        fputs(i ? "two;" : "one;", o.f);
+        ck_assert_int_eq(dm_outfile_finish(&o, 1), DM_OK);
+    }
+    ck_assert_int_eq(write(fd, "own", 3), 3); /* the caller's descriptor stays open */
+    close(fd);
+    expect_text(log, "start;one;two;own");
+    ck_assert_int_eq(files_in_dir(), 1);
+    dm_outfile o;
+    ck_assert_int_eq(dm_outfile_open("/dev/fd/987654", &o), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "/dev/fd/987654: cannot write to it: Bad file descriptor"));
+}
+END_TEST
+
+START_TEST(write_errors_keep_their_cause)
+{
+    /* A write that failed before the close was reported as an
+     * input/output error, not as the full disk it was. */
+    dm_outfile o;
+    ck_assert_int_eq(dm_outfile_open("/dev/full", &o), DM_OK);
+    static char block[1 << 16];
+    for (int i = 0; i < 16; i++) fwrite(block, 1, sizeof block, o.f);
+    ck_assert_int_eq(dm_outfile_finish(&o, 1), DM_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "/dev/full: write failed: No space left on device"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("outfile");
@@ -265,6 +333,9 @@ int main(void)
     tcase_add_test(tc, pipes_and_devices_are_written_in_place);
     tcase_add_test(tc, longest_names_are_written);
     tcase_add_test(tc, header_out_of_memory_writes_nothing);
+    tcase_add_test(tc, links_name_the_file_they_replace);
+    tcase_add_test(tc, own_descriptors_are_written_through);
+    tcase_add_test(tc, write_errors_keep_their_cause);
     suite_add_tcase(s, tc);
     return test_run(s);
 }

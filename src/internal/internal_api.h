@@ -102,12 +102,21 @@ dm_status dm_convert(const char *in_path, const char *out_path, int use_ema, dm_
  * writers to one PATH each write their own file.  Once complete it is
  * renamed over PATH in one step, so PATH holds either its old content or
  * the whole new one (the last writer wins); on failure the temporary file
- * is removed.  A PATH that is a device or a named pipe (/dev/null,
- * /dev/stdout) is written in place; a pipe without a reader is refused. */
+ * is removed.  A PATH that is a symbolic link replaces the regular file
+ * the link names (a link to nothing is refused).  A PATH that is a device
+ * or a named pipe (/dev/null) is written in place; a pipe without a reader
+ * is refused.  /dev/stdout, /dev/stderr, /dev/fd/N and /proc/self/fd/N are
+ * the process's own descriptors, as a shell's redirections take them:
+ * written through a duplicate, at its offset (appending to a file opened
+ * for appending). */
+struct dm_outfile_sink;
 typedef struct dm_outfile {
     FILE *f;
-    char *path, *tmp;
-    int pending; /* its slot among the temporaries being written, or -1 */
+    char *path;   /* as the caller named it, for messages */
+    char *target; /* the file replaced: path, or the file its link names */
+    char *tmp;
+    struct dm_outfile_sink *sink; /* the descriptor under f and its first write error */
+    int pending;                  /* its slot among the temporaries being written, or -1 */
 } dm_outfile;
 
 /* Text written through a stdio stream into memory, which, unlike

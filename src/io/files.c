@@ -163,66 +163,145 @@ void dm_outfile_remove_temporaries(void)
         if (atomic_load(&pending[i].state) == 1) unlink(pending[i].name);
 }
 
+/* The descriptor under an output's stream and the errno of its first
+ * failed write: stdio keeps only an error flag, and errno may have been
+ * overwritten by the time the output is closed. */
+struct dm_outfile_sink {
+    int fd;
+    int error;
+};
+
+static ssize_t sink_write(void *cookie, const char *buf, size_t size)
+{
+    struct dm_outfile_sink *s = cookie;
+    for (size_t done = 0; done < size;) {
+        ssize_t n = write(s->fd, buf + done, size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (!s->error) s->error = n < 0 ? errno : EIO;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return (ssize_t)size;
+}
+
+static int sink_close(void *cookie)
+{
+    struct dm_outfile_sink *s = cookie;
+    int closed = close(s->fd);
+    if (closed != 0 && !s->error) s->error = errno;
+    s->fd = -1;
+    return closed;
+}
+
+/* out->f writing to fd (taken: closed on failure too). */
+static dm_status stream_on(int fd, dm_outfile *out)
+{
+    static const cookie_io_functions_t sink_io = {.write = sink_write, .close = sink_close};
+    if ((out->sink = malloc(sizeof *out->sink))) {
+        *out->sink = (struct dm_outfile_sink){.fd = fd};
+        if ((out->f = fopencookie(out->sink, "wb", sink_io))) return DM_OK;
+    }
+    close(fd);
+    free(out->sink);
+    out->sink = NULL;
+    return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", out->path);
+}
+
+/* The descriptor that /dev/stdout, /dev/stderr, /dev/fd/N or
+ * /proc/self/fd/N names, or -1 for any other path. */
+static int own_descriptor(const char *path)
+{
+    if (!strcmp(path, "/dev/stdout")) return 1;
+    if (!strcmp(path, "/dev/stderr")) return 2;
+    const char *digits = !strncmp(path, "/dev/fd/", 8) ? path + 8 : !strncmp(path, "/proc/self/fd/", 14) ? path + 14 : NULL;
+    if (!digits || !*digits || strspn(digits, "0123456789") != strlen(digits) || strlen(digits) > 9) return -1;
+    return atoi(digits);
+}
+
 /* An output that exists and is neither a regular file nor a directory (a
- * device such as /dev/null, a named pipe, /dev/stdout) is written in
- * place: renaming over it would replace the device node or the pipe.  A
- * pipe that no process reads is refused at once instead of waited for. */
+ * device such as /dev/null, a named pipe) is written in place: renaming
+ * over it would replace the device node or the pipe.  A pipe that no
+ * process reads is refused at once instead of waited for. */
 static dm_status open_in_place(const char *path, dm_outfile *out)
 {
     int fd = open(path, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        dm_status st = errno == ENXIO ? dm_fail(DM_ERR_IO, "%s: a named pipe that no process reads", path)
-                                      : dm_fail(DM_ERR_IO, "%s: cannot open it: %s", path, strerror(errno));
-        dm_outfile_finish(out, 0);
-        return st;
-    }
+    if (fd < 0)
+        return errno == ENXIO ? dm_fail(DM_ERR_IO, "%s: a named pipe that no process reads", path)
+                              : dm_fail(DM_ERR_IO, "%s: cannot open it: %s", path, strerror(errno));
     int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 || !(out->f = fdopen(fd, "wb"))) {
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
         dm_status st = dm_fail(DM_ERR_IO, "%s: cannot write to it: %s", path, strerror(errno));
         close(fd);
-        dm_outfile_finish(out, 0);
         return st;
     }
-    return DM_OK;
+    return stream_on(fd, out);
 }
 
-dm_status dm_outfile_open(const char *path, dm_outfile *out)
+/* out->tmp created beside out->target, out->f writing to it. */
+static dm_status open_temporary(dm_outfile *out)
 {
-    *out = (dm_outfile){.pending = -1};
-    struct stat sb;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
-        if (!(out->path = strdup(path))) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
-        return open_in_place(path, out);
-    }
-    /* PATH.tmp.XXXXXX, its file name cut short where the suffix would take
-     * it past NAME_MAX (the random part keeps it unique) */
-    const char *base = strrchr(path, '/');
-    size_t dir_len = base ? (size_t)(base + 1 - path) : 0, base_len = strlen(path) - dir_len, suffix = 11;
+    /* TARGET.tmp.XXXXXX, its file name cut short where the suffix would
+     * take it past NAME_MAX (the random part keeps it unique) */
+    const char *target = out->target, *base = strrchr(target, '/');
+    size_t dir_len = base ? (size_t)(base + 1 - target) : 0, base_len = strlen(target) - dir_len, suffix = 11;
     if (base_len > NAME_MAX - suffix) base_len = NAME_MAX - suffix;
-    if (!(out->path = strdup(path)) ||
-        asprintf(&out->tmp, "%.*s.tmp.XXXXXX", (int)(dir_len + base_len), path) < 0) {
+    if (asprintf(&out->tmp, "%.*s.tmp.XXXXXX", (int)(dir_len + base_len), target) < 0) {
         out->tmp = NULL;
-        dm_outfile_finish(out, 0);
-        return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+        return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", out->path);
     }
     int fd = -1, attempts = 0;
     do {
         if (!randomize(out->tmp)) break;
         fd = open(out->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     } while (fd < 0 && errno == EEXIST && ++attempts < 100);
-    if (fd < 0 || !(out->f = fdopen(fd, "wb"))) {
-        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(out->tmp);
-        }
+    if (fd < 0) {
+        dm_status st = dm_fail(DM_ERR_IO, "%s: cannot create a temporary file beside it: %s", out->path,
+                               strerror(errno));
         free(out->tmp);
         out->tmp = NULL;
-        dm_outfile_finish(out, 0);
+        return st;
+    }
+    dm_status st = stream_on(fd, out);
+    if (st != DM_OK) {
+        unlink(out->tmp);
+        free(out->tmp);
+        out->tmp = NULL;
         return st;
     }
     out->pending = hold_pending(out->tmp);
     return DM_OK;
+}
+
+static dm_status open_output(const char *path, dm_outfile *out)
+{
+    int own = own_descriptor(path);
+    if (own >= 0) {
+        int fd = fcntl(own, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) return dm_fail(DM_ERR_IO, "%s: cannot write to it: %s", path, strerror(errno));
+        return stream_on(fd, out);
+    }
+    struct stat sb;
+    int exists = stat(path, &sb) == 0;
+    if (exists && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) return open_in_place(path, out);
+    if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+        if (!exists) return dm_fail(DM_ERR_IO, "%s: a symbolic link to nothing: %s", path, strerror(errno));
+        if (!(out->target = realpath(path, NULL)))
+            return dm_fail(DM_ERR_IO, "%s: cannot follow the link: %s", path, strerror(errno));
+    } else if (!(out->target = strdup(path))) {
+        return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    return open_temporary(out);
+}
+
+dm_status dm_outfile_open(const char *path, dm_outfile *out)
+{
+    *out = (dm_outfile){.pending = -1};
+    if (!(out->path = strdup(path))) return dm_fail(DM_ERR_NOMEM, "out of memory writing %s", path);
+    dm_status st = open_output(path, out);
+    if (st != DM_OK) dm_outfile_finish(out, 0);
+    return st;
 }
 
 dm_status dm_outfile_finish(dm_outfile *out, int ok)
@@ -230,16 +309,18 @@ dm_status dm_outfile_finish(dm_outfile *out, int ok)
     dm_status st = DM_OK;
     if (out->f) {
         int failed = ferror(out->f);
-        errno = 0;
         failed |= fclose(out->f) != 0;
+        int error = out->sink->error;
         if (ok && failed)
-            st = dm_fail(DM_ERR_IO, "%s: write failed: %s", out->path, strerror(errno ? errno : EIO));
-        else if (ok && out->tmp && rename(out->tmp, out->path) != 0)
+            st = dm_fail(DM_ERR_IO, "%s: write failed: %s", out->path, strerror(error ? error : EIO));
+        else if (ok && out->tmp && rename(out->tmp, out->target) != 0)
             st = dm_fail(DM_ERR_IO, "%s: cannot replace it: %s", out->path, strerror(errno));
         if (out->tmp && (!ok || st != DM_OK)) unlink(out->tmp);
     }
     if (out->tmp && out->pending >= 0) atomic_store(&pending[out->pending].state, 0);
+    free(out->sink);
     free(out->tmp);
+    free(out->target);
     free(out->path);
     *out = (dm_outfile){.pending = -1};
     return st;
