@@ -760,6 +760,13 @@ echo notes >"$tmp/loop/notes.txt"
 timeout 60 "$damamba" classify --json "$tmp/loop" >"$tmp/loop.json" 2>"$tmp/loop.err" || fail "classify over links"
 [ "$(wc -l <"$tmp/loop.json")" -eq 1 ] || fail "classify over links gave $(wc -l <"$tmp/loop.json") lines, not 1"
 grep -q "skipped 1 file without an image file name extension" "$tmp/loop.err" || fail "notes.txt not reported"
+# A directory named again, or under one already named, adds nothing and is
+# no error (it was reported as having no images).
+for args in "$tmp/loop/sub $tmp/loop/sub/" "$tmp/loop $tmp/loop/sub" "$tmp/loop/sub $tmp/loop"; do
+    # shellcheck disable=SC2086 # the paths are words
+    "$damamba" classify --json $args >"$tmp/again.json" 2>"$tmp/again.err" || fail "classify $args: $(cat "$tmp/again.err")"
+    [ "$(wc -l <"$tmp/again.json")" -eq 1 ] || fail "classify $args gave $(wc -l <"$tmp/again.json") lines, not 1"
+done
 mkdir -p "$tmp/linked/0"
 cp "$samples/bag.png" "$tmp/linked/0/"
 ln -s . "$tmp/linked/0/self"

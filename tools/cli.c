@@ -441,7 +441,10 @@ int cli_list_dir(const char *dir, cli_files *names)
 static int first_visit(cli_files *f, const struct stat *sb)
 {
     for (size_t i = 0; i < f->dir_count; i++)
-        if (f->dirs[i].dev == sb->st_dev && f->dirs[i].ino == sb->st_ino) return 0;
+        if (f->dirs[i].dev == sb->st_dev && f->dirs[i].ino == sb->st_ino) {
+            f->revisits++;
+            return 0;
+        }
     if (f->dir_count == f->dir_cap) {
         size_t cap = f->dir_cap ? 2 * f->dir_cap : 16;
         cli_file_id *d = realloc(f->dirs, cap * sizeof *d);
@@ -776,11 +779,12 @@ int cli_source_init(cli_source *s, char **args, int count, int shard_index, int 
     int stdin_uses = 0;
     for (int i = 0; i < count; i++) {
         int from_stdin = !strcmp(args[i], "-") || !strcmp(args[i], "@-");
-        size_t before = s->files.count;
+        /* a directory whose images an earlier argument listed adds none */
+        size_t before = s->files.count, revisits = s->files.revisits;
         stdin_uses += from_stdin;
         if (!cli_files_add(&s->files, args[i])) {
             s->failed = 1;
-        } else if (!from_stdin && s->files.count == before) {
+        } else if (!from_stdin && s->files.count == before && s->files.revisits == revisits) {
             cli_error("%s: no images in the %s", args[i], args[i][0] == '@' ? "list" : "directory");
             s->failed = 1;
         }

@@ -163,6 +163,7 @@ typedef struct cli_files {
     size_t count, cap;
     cli_file_id *dirs; /* directories walked so far */
     size_t dir_count, dir_cap;
+    size_t revisits; /* directories met again and not walked again */
 } cli_files;
 
 /* Add one command-line argument: a file as is ('-' is an image read from
