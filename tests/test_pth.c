@@ -816,6 +816,33 @@ START_TEST(long_opcode_runs)
 }
 END_TEST
 
+/* A kilobyte string referenced 100,000 times through the memo, or
+ * duplicated on the stack, in a list: 200 KB of pickle that stood for
+ * 100 MB of keys or class names to copy (a state dict of such keys took
+ * gigabytes).  Each reference after the first is charged its length. */
+START_TEST(repeated_strings_are_charged)
+{
+    size_t refs = 100000, len = 1000;
+    unsigned char *pkl = malloc(16 + len + 2 * refs), *p = pkl;
+    *p++ = 0x80, *p++ = 2, *p++ = ']', *p++ = '(', *p++ = 'X';
+    for (int i = 0; i < 4; i++) *p++ = (unsigned char)(len >> (8 * i));
+    memset(p, 'k', len), p += len;
+    *p++ = 'q', *p++ = 0; /* BINPUT 0 */
+    for (size_t i = 1; i < refs; i++) *p++ = _i ? '2' : 'h', *p++ = _i ? '2' : 0; /* DUP DUP, or BINGET 0 */
+    *p++ = 'e', *p++ = '.';
+    dm_pickle out;
+    ck_assert_int_eq(dm_unpickle(pkl, (size_t)(p - pkl), &out), DM_ERR_FORMAT);
+    ck_assert_msg(strstr(dm_last_error(), "per byte of input") != NULL, "%s", dm_last_error());
+    /* twenty repetitions are within the budget */
+    size_t few = 5 + 4 + len + 2 + 2 * 20;
+    pkl[few] = 'e', pkl[few + 1] = '.';
+    ck_assert_msg(dm_unpickle(pkl, few + 2, &out) == DM_OK, "%s", dm_last_error());
+    ck_assert_uint_eq(out.root->count, _i ? 41 : 21);
+    dm_pickle_free(&out);
+    free(pkl);
+}
+END_TEST
+
 START_TEST(storage_shorter_than_tensor)
 {
     expect_tensor_error(&plain, 20, "holds 20 bytes, but 6 F32 elements need 24");
@@ -952,6 +979,7 @@ int main(void)
     tcase_add_test(bad, pickle_protocol_1);
     tcase_add_loop_test(bad, hostile_pickle, 0, sizeof bad_pickles / sizeof bad_pickles[0]);
     tcase_add_loop_test(bad, long_opcode_runs, 0, 4);
+    tcase_add_loop_test(bad, repeated_strings_are_charged, 0, 2);
     tcase_add_test(bad, storage_shorter_than_tensor);
     tcase_add_test(bad, tensor_past_its_storage);
     tcase_add_test(bad, shape_product_overflows);

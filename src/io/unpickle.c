@@ -361,10 +361,20 @@ static dm_status memo_put(unpickler *u, uint64_t index)
     return DM_OK;
 }
 
+/* v pushed again (DUP, a memo read).  A string is read in place, but
+ * whoever takes the result copies each reference (a state dict's keys, a
+ * checkpoint's class names): every reference after the first is charged
+ * its length, or a few bytes of pickle could stand for gigabytes. */
+static dm_status push_again(unpickler *u, pk_value *v)
+{
+    dm_status st = v->kind == PK_STRING ? charge(u, v->len) : DM_OK;
+    return st ? st : push(u, v);
+}
+
 static dm_status memo_get(unpickler *u, uint64_t index)
 {
     if (index >= u->memo_cap || !u->memo[index]) return bad(u, "memo entry %llu was never set", (unsigned long long)index);
-    return push(u, u->memo[index]);
+    return push_again(u, u->memo[index]);
 }
 
 /* One opcode; *done is set by STOP. */
@@ -394,7 +404,7 @@ static dm_status step(unpickler *u, int *done)
         if (u->depth > fence(u)) return pop(u, &a);
         return pop_mark(u, &base, &n);
     case '1': return pop_mark(u, &base, &n); /* POP_MARK */
-    case '2': return (st = top(u, &a)) ? st : push(u, a); /* DUP */
+    case '2': return (st = top(u, &a)) ? st : push_again(u, a); /* DUP */
     case 'N': return push_new(u, PK_NONE);
     case 0x88: case 0x89: /* NEWTRUE, NEWFALSE */
         if ((st = new_value(u, PK_BOOL, &a))) return st;
