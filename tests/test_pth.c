@@ -257,7 +257,7 @@ START_TEST(strided_views_read_as_torch_reads_them)
 {
     dm_tensor_file f;
     open_ok(test_fixture_path("strided.pth"), 0, &f);
-    ck_assert_uint_eq(f.count, 6);
+    ck_assert_uint_eq(f.count, 7);
     expect_values(&f, "conv", 24, index_value);
     expect_values(&f, "conv_half", 24, index_value);
     expect_values(&f, "transposed", 6, transposed_value);
@@ -266,6 +266,8 @@ START_TEST(strided_views_read_as_torch_reads_them)
     expect_values(&f, "sliced", 12, sliced_value);
     const dm_tensor *conv = dm_tensor_file_find(&f, "conv");
     ck_assert(conv->ndim == 4 && conv->shape[0] == 2 && conv->shape[1] == 3 && conv->shape[3] == 2);
+    /* an nn.Parameter (keep_vars=True): its data, not an object refused */
+    expect_values(&f, "parameter", 5, index_value);
     dm_tensor_file_close(&f);
 }
 END_TEST

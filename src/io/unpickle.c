@@ -273,6 +273,7 @@ static dm_status push_global(unpickler *u, const char *module, size_t mlen, cons
     if (same(module, mlen, "collections") && same(name, nlen, "OrderedDict")) v->global = PK_G_ORDERED_DICT;
     else if (same(module, mlen, "torch._utils") && same(name, nlen, "_rebuild_tensor_v2")) v->global = PK_G_REBUILD_TENSOR;
     else if (same(module, mlen, "torch") && same(name, nlen, "Size")) v->global = PK_G_SIZE;
+    else if (same(module, mlen, "torch._utils") && same(name, nlen, "_rebuild_parameter")) v->global = PK_G_REBUILD_PARAMETER;
     else if (same(module, mlen, "torch"))
         for (size_t i = 0; i < sizeof storages / sizeof storages[0]; i++)
             if (same(name, nlen, storages[i].name)) {
@@ -313,6 +314,8 @@ static dm_status call(unpickler *u, pk_value *callable, pk_value *args)
     pk_global g = callable->kind == PK_GLOBAL ? callable->global : PK_G_OTHER;
     if (g == PK_G_ORDERED_DICT) return push_new(u, PK_DICT);
     if (g == PK_G_SIZE && args->count == 1 && args->items[0]->kind == PK_TUPLE) return push(u, args->items[0]);
+    /* nn.Parameter (a state dict saved with keep_vars=True): its data */
+    if (g == PK_G_REBUILD_PARAMETER && args->count >= 1 && args->items[0]->kind == PK_TENSOR) return push(u, args->items[0]);
     if (g == PK_G_REBUILD_TENSOR) {
         pk_value *t = NULL;
         dm_status st = new_value(u, PK_TENSOR, &t);

@@ -34,6 +34,7 @@ typedef enum pk_global {
     PK_G_REBUILD_TENSOR,
     PK_G_STORAGE,
     PK_G_SIZE,
+    PK_G_REBUILD_PARAMETER,
 } pk_global;
 
 typedef struct pk_value pk_value;
