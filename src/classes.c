@@ -93,7 +93,8 @@ static dm_status parse_palette(dm_model *model, const char *text, int classes)
         }
     }
     dm_json_free(root);
-    if (!st && !ok) st = dm_fail(DM_ERR_MODEL, "metadata 'palette' is not a JSON list of %d [r, g, b] colours", classes);
+    if (!st && !ok) st = dm_fail(DM_ERR_MODEL, "metadata 'palette' (a .pth's meta PALETTE) is not a JSON list of %d [r, g, b] "
+                                   "colours (the model's classes)", classes);
     return st;
 }
 
@@ -151,21 +152,9 @@ static dm_status category_ids(dm_model *model, int classes)
     return DM_OK;
 }
 
-dm_status dm_model_parse_classes(dm_model *model)
+/* A JSON list of the model's `classes` names. */
+static dm_status parse_class_names(dm_model *model, const char *text, int classes)
 {
-    int detector = model->config.num_classes == 0 && model->config.det_classes > 0;
-    int classes = class_count(model);
-    const char *palette = dm_model_metadata(model, "palette");
-    if (palette && model->config.seg_classes) {
-        dm_status st = parse_palette(model, palette, classes);
-        if (st) return st;
-    }
-    const char *text = dm_model_metadata(model, "classes");
-    if (detector && (!text || text[0] != '[')) { /* a JSON list is read below */
-        dm_status st = text ? parse_detector_names(model, text, classes) : DM_OK;
-        return st ? st : category_ids(model, classes);
-    }
-    if (!text || classes == 0) return DM_OK;
     char err[128];
     dm_json *root = dm_json_parse(text, strlen(text), err, sizeof err);
     dm_status st = DM_OK;
@@ -186,7 +175,27 @@ dm_status dm_model_parse_classes(dm_model *model)
         }
     }
     dm_json_free(root);
-    return st || !detector ? st : category_ids(model, classes);
+    return st;
+}
+
+/* The names first: a palette that does not fit is usually one of a list
+ * of names that does not fit either, and the names say more. */
+dm_status dm_model_parse_classes(dm_model *model)
+{
+    int detector = model->config.num_classes == 0 && model->config.det_classes > 0;
+    int classes = class_count(model);
+    const char *text = dm_model_metadata(model, "classes");
+    if (detector && (!text || text[0] != '[')) { /* a JSON list is read below */
+        dm_status st = text ? parse_detector_names(model, text, classes) : DM_OK;
+        return st ? st : category_ids(model, classes);
+    }
+    if (text && classes > 0) {
+        dm_status st = parse_class_names(model, text, classes);
+        if (st) return st;
+    }
+    if (detector) return category_ids(model, classes);
+    const char *palette = dm_model_metadata(model, "palette");
+    return palette && model->config.seg_classes ? parse_palette(model, palette, classes) : DM_OK;
 }
 
 void dm_model_free_classes(dm_model *model)

@@ -291,10 +291,23 @@ START_TEST(palettes_read_or_refused)
         } else {
             ck_assert_msg(st == DM_ERR_MODEL, "%s accepted", last[i]);
             ck_assert_ptr_null(m);
-            ck_assert_msg(strstr(dm_last_error(), "metadata 'palette' is not a JSON list of 11"), "%s",
-                          dm_last_error());
+            ck_assert_msg(strstr(dm_last_error(), "metadata 'palette' (a .pth's meta PALETTE) is not a JSON list of 11"),
+                          "%s", dm_last_error());
         }
     }
+    /* Names and colours for one class too few (an mmseg checkpoint of
+     * another dataset's meta): the names are what the message blames. */
+    char names[512] = "[", colours[512] = "[";
+    for (int k = 0; k < K - 1; k++) {
+        snprintf(names + strlen(names), 32, "%s\"c%d\"", k ? ", " : "", k);
+        snprintf(colours + strlen(colours), 32, "%s[%d, 0, 0]", k ? ", " : "", k);
+    }
+    strcat(names, "]"), strcat(colours, "]");
+    dm_meta both[] = {{.key = "palette", .value = colours}, {.key = "classes", .value = names}};
+    dm_model *m = NULL;
+    ck_assert_int_eq(load_as_safetensors(both, 2, &m), DM_ERR_MODEL);
+    ck_assert_msg(strstr(dm_last_error(), "metadata 'classes' (a .pth's meta CLASSES) is not a JSON list of 11 names"),
+                  "%s", dm_last_error());
 }
 END_TEST
 
