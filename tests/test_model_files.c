@@ -130,6 +130,8 @@ START_TEST(other_files_named)
         {BYTES("RIFF\x1a\0\0\0WEBPVP8L\x0d\0\0\0\x2f"), "a WebP image, not a model"},
         {BYTES("RIFF\x1a\0\0\0WAVEfmt "), "not a model file: neither a .pth checkpoint"},
         {BYTES("# README\n\nSome text.\n"), "not a model file: neither a .pth checkpoint"},
+        /* an empty zip archive: NUL bytes once passed for a header's white space */
+        {BYTES("PK\5\6\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), "not a model file: neither a .pth checkpoint"},
     };
 #undef BYTES
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -104,7 +104,7 @@ static dm_status parse_tensor(const dm_json *entry, const unsigned char *data,
 static size_t header_start(const unsigned char *bytes, size_t size)
 {
     size_t first = 8;
-    while (first < size && strchr(" \t\r\n", bytes[first])) first++;
+    while (first < size && bytes[first] && strchr(" \t\r\n", bytes[first])) first++; /* strchr finds NUL too */
     return first;
 }
 
