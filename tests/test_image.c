@@ -295,7 +295,7 @@ START_TEST(every_format_decodes)
 END_TEST
 
 /* A PNM whose maximum sample value is not 255 is scaled to 8 bits as Pillow
- * (9.1 on) reads it: min(255, round(v / max * 255)) with Python's round,
+ * (9.1 on) reads it, in PIL's convention: min(255, round(v / max * 255)) with Python's round,
  * halves to even (values worked out in Python). */
 START_TEST(pnm_max_value_as_pillow)
 {
@@ -305,8 +305,13 @@ START_TEST(pnm_max_value_as_pillow)
     static const uint8_t rgb[] = "P6\n2 1\n15\n\x00\x01\x07\x08\x0f\x10";
     static const uint8_t rgb_want[] = {0, 17, 119, 136, 255, 255};
     expect_pixels(rgb, sizeof rgb - 1, 3, rgb_want, 2, 1, 0, "PPM of maximum 15");
-    static const uint8_t zero[] = "P5 1 1 0\n\x00";
+    /* OpenCV's imread keeps the samples as they are (it once scaled them too) */
     dm_image img;
+    ck_assert_msg(dm_image_load_memory_within(rgb, sizeof rgb - 1, 3, 1 << 20, DM_IMAGE_OPENCV, &img) == DM_OK, "%s",
+                  dm_last_error());
+    ck_assert_int_eq(memcmp(img.pixels, "\x00\x01\x07\x08\x0f\x10", 6), 0);
+    dm_image_free(&img);
+    static const uint8_t zero[] = "P5 1 1 0\n\x00";
     expect_failure(dm_image_load_memory(zero, sizeof zero - 1, 1, &img), DM_ERR_FORMAT,
                    "corrupt PNM: a maximum sample value of 0");
 }

@@ -218,7 +218,7 @@ static dm_status stb_decode_screened(const stbi_uc *bytes, size_t size, int64_t 
         return st;
     }
     int max_value = dm_pnm_max_value(bytes, size);
-    if (max_value && max_value < 255) pnm_to_8_bits(*pixels, (size_t)*w * *h * *n, max_value);
+    if (pil && max_value && max_value < 255) pnm_to_8_bits(*pixels, (size_t)*w * *h * *n, max_value); /* OpenCV keeps them */
     return DM_OK;
 }
 
