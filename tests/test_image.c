@@ -1194,8 +1194,55 @@ static encoded png_with_exif(const encoded *png, const uint8_t *tiff, size_t siz
     return e;
 }
 
+static size_t chunk_length(const uint8_t *chunk)
+{
+    return (size_t)chunk[0] << 24 | (size_t)chunk[1] << 16 | (size_t)chunk[2] << 8 | chunk[3];
+}
+
+/* A PNG chunk with a wrong CRC-32 decoded silently, with a palette colour
+ * wrong where a PLTE byte had flipped.  Each convention refuses it as its
+ * reference does: Pillow any chunk before the image data, libpng (OpenCV)
+ * a critical chunk. */
+START_TEST(png_crcs_checked_as_each_reference_checks_them)
+{
+    static const uint8_t palette[6] = {10, 20, 30, 200, 100, 50}, raw[3] = {0, 0, 1};
+    uint8_t plain[256];
+    size_t n = png_of(plain, sizeof plain, 2, 1, 8, 3, palette, 2, raw, sizeof raw);
+    /* a tEXt chunk after IHDR */
+    encoded png = {.size = 8 + 25};
+    memcpy(png.data, plain, png.size);
+    png.size += png_chunk(png.data + png.size, "tEXt", (const uint8_t *)"k\0v", 3);
+    memcpy(png.data + png.size, plain + 8 + 25, n - 8 - 25);
+    png.size += n - 8 - 25;
+    static const struct { const char *chunk; int pil_refuses, opencv_refuses; } cases[] = {
+        {"IHDR", 1, 1}, {"tEXt", 1, 0}, {"PLTE", 1, 1}, {"IDAT", 0, 1}, {"IEND", 0, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        encoded e = png;
+        size_t p = 8;
+        while (memcmp(e.data + p + 4, cases[i].chunk, 4) != 0) p += 12 + chunk_length(e.data + p);
+        e.data[p + 8 + chunk_length(e.data + p) + 3] ^= 1; /* the CRC's last byte */
+        for (int opencv = 0; opencv <= 1; opencv++) {
+            dm_image img;
+            dm_status st = dm_image_load_memory_as(e.data, e.size, 3, opencv ? DM_IMAGE_OPENCV : DM_IMAGE_PIL, &img);
+            int refuses = opencv ? cases[i].opencv_refuses : cases[i].pil_refuses;
+            ck_assert_msg(st == (refuses ? DM_ERR_FORMAT : DM_OK), "%s, %s: %s", cases[i].chunk,
+                          opencv ? "OpenCV" : "PIL", st ? dm_last_error() : "decoded");
+            if (refuses) {
+                char says[64];
+                snprintf(says, sizeof says, "the %s chunk at byte %zu fails its CRC check", cases[i].chunk, p);
+                ck_assert_msg(strstr(dm_last_error(), says), "%s", dm_last_error());
+                continue;
+            }
+            ck_assert(img.pixels[0] == 10 && img.pixels[3] == 200);
+            dm_image_free(&img);
+        }
+    }
+}
+END_TEST
+
 /* A PNG's eXIf chunk turns it as OpenCV's PNG decoder reads it through
- * libpng: before or after the image data, not with a bad CRC. */
+ * libpng: before or after the image data, not with a bad CRC (which
+ * Pillow refuses before the image data). */
 START_TEST(png_exif_orientation)
 {
     enum { W = 5, H = 3 };
@@ -1214,6 +1261,11 @@ START_TEST(png_exif_orientation)
                               dm_last_error());
                 expect_upright(&stored, &img, bad_crc ? 1 : tag, after ? "eXIf after IDAT" : "eXIf before IDAT");
                 dm_image_free(&img);
+                /* Pillow checks the CRC of every chunk before the image data */
+                if (bad_crc && !after) {
+                    ck_assert_int_eq(dm_image_load_memory(e.data, e.size, 3, &img), DM_ERR_FORMAT);
+                    continue;
+                }
                 ck_assert(dm_image_load_memory(e.data, e.size, 3, &img) == DM_OK);
                 expect_upright(&stored, &img, 1, "PNG without turning");
                 dm_image_free(&img);
@@ -1332,6 +1384,7 @@ int main(void)
     tcase_add_test(tc, jpeg_exif_orientation);
     tcase_add_test(tc, jpeg_exif_orientation_unread);
     tcase_add_test(tc, png_exif_orientation);
+    tcase_add_test(tc, png_crcs_checked_as_each_reference_checks_them);
     tcase_add_test(tc, png_grey_16_bits);
     tcase_add_test(tc, gif_as_pillow);
     tcase_add_test(tc, palettes_completed_as_the_references);

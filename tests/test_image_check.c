@@ -84,6 +84,20 @@ START_TEST(png_chunk_lengths)
 }
 END_TEST
 
+/* Apple's CgBI PNG (BGRA, premultiplied, raw deflate), which stb_image
+ * reads with red and blue swapped and neither Pillow nor libpng reads: a
+ * CgBI chunk (its CRC unchecked here) after IHDR. */
+START_TEST(png_cgbi_refused)
+{
+    unsigned char png[sizeof png_1x1 + 16];
+    memcpy(png, png_1x1, 33);
+    memcpy(png + 33, "\0\0\0\4CgBI\x50\0\x20\x06\0\0\0\0", 16);
+    memcpy(png + 49, png_1x1 + 33, sizeof png_1x1 - 33);
+    ck_assert_int_eq(dm_image_check(png, sizeof png, DM_IMAGE_MAX_PIXELS), DM_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(dm_last_error(), "an Apple CgBI PNG"));
+}
+END_TEST
+
 /* stb_image took the reserved deflate distance code 30 as distance 0 and
  * copied output bytes it never wrote into the pixels (found by fuzz_image):
  * a 13 x 9 PNG whose image data holds that code. */
@@ -137,6 +151,7 @@ int main(void)
     tcase_add_test(tc, signatures);
     tcase_add_test(tc, jpeg_not_for_stb);
     tcase_add_test(tc, png_chunk_lengths);
+    tcase_add_test(tc, png_cgbi_refused);
     tcase_add_test(tc, png_image_data_inflates);
     suite_add_tcase(s, tc);
     return test_run(s);

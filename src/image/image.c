@@ -232,7 +232,7 @@ static dm_status stb_decode(const void *data, size_t size, int64_t max_pixels, i
                             int *h, int *n)
 {
     dm_status st = dm_image_check(data, size, max_pixels);
-    if (st) return st;
+    if (st || (st = dm_png_check_crcs(data, size, pil))) return st;
     uint8_t *completed;
     size_t completed_size;
     if ((st = dm_palette_complete(data, size, pil, &completed, &completed_size))) return st;

@@ -17,8 +17,7 @@
  * discarded.  stb_image 2.27's inflater accepts the reserved distance codes
  * 30 and 31 as distance 0 and then copies bytes of its output buffer it
  * never wrote into the pixels; zlib refuses those and every other invalid
- * stream.  An Apple CgBI file carries raw deflate data without the zlib
- * wrapper, which stb_image reads too.
+ * stream.
  *
  * stb_image also inflates all the data there is, doubling its buffer as it
  * goes, whatever the image needs: a 1 MB file of a 1 x 1 image took 2 GB.
@@ -26,13 +25,12 @@
  * (`need`, filter bytes included), plus room for interlacing's extra rows
  * and 64 kB: stb_image ignores a little data after the rows, and files
  * with some exist. */
-static dm_status check_png_data(const unsigned char *b, size_t size, int raw_deflate, uint64_t need,
-                                uint32_t height)
+static dm_status check_png_data(const unsigned char *b, size_t size, uint64_t need, uint32_t height)
 {
     const uint64_t most = 2 * need + 16 * (uint64_t)height + 65536;
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, raw_deflate ? -MAX_WBITS : MAX_WBITS) != Z_OK)
+    if (inflateInit(&z) != Z_OK)
         return dm_fail(DM_ERR_NOMEM, "PNG: out of memory checking the image data");
     unsigned char sink[16384];
     int ret = Z_OK, chunks = 0;
@@ -86,19 +84,44 @@ static dm_status check_png(const unsigned char *b, size_t size, int64_t max_pixe
     unsigned depth = b[24] <= 16 ? b[24] : 16, channels = b[25] < 7 ? channels_of_type[b[25]] : 4;
     uint64_t need = (uint64_t)height * (1 + ((uint64_t)width * depth * channels + 7) / 8);
     size_t p = 8;
-    int cgbi = 0;
     while (size - p >= 8) {
         uint32_t len = dm_be32(b + p);
         if (len > size - p - 8)
             return dm_fail(DM_ERR_FORMAT, "corrupt PNG: a chunk of %u bytes at byte %zu runs past the end of the file",
                            len, p);
-        if (memcmp(b + p + 4, "CgBI", 4) == 0) cgbi = 1;
-        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12)
-            return check_png_data(b, p + 12, cgbi, need, height);
+        /* Apple's variant (BGRA, premultiplied, raw deflate): neither Pillow
+         * nor libpng reads it */
+        if (memcmp(b + p + 4, "CgBI", 4) == 0)
+            return dm_fail(DM_ERR_UNSUPPORTED, "an Apple CgBI PNG (an iOS build's optimized PNG), which is not a "
+                                               "standard PNG; convert it with Apple's tools first");
+        if (memcmp(b + p + 4, "IEND", 4) == 0 && size - p >= 12) return check_png_data(b, p + 12, need, height);
         p += 8 + (size_t)len;
         p += size - p < 4 ? size - p : 4; /* the CRC */
     }
     return dm_fail(DM_ERR_FORMAT, "truncated PNG: the file ends before its IEND chunk");
+}
+
+dm_status dm_png_check_crcs(const void *buf, size_t size, int pil)
+{
+    const unsigned char *b = buf;
+    if (!dm_is_png(b, size)) return DM_OK;
+    int image_data = 0;
+    for (size_t p = 8; size - p >= 12;) {
+        uint32_t len = dm_be32(b + p);
+        if (len > size - p - 12) break; /* dm_image_check's to refuse */
+        const unsigned char *type = b + p + 4;
+        int critical = !(type[0] & 0x20); /* the case bit of the type's first letter */
+        image_data |= memcmp(type, "IDAT", 4) == 0;
+        if ((pil ? !image_data : critical) && crc32(0, type, 4 + len) != dm_be32(type + 4 + len)) {
+            int letters = 1;
+            for (int i = 0; i < 4; i++) letters &= (type[i] | 0x20) >= 'a' && (type[i] | 0x20) <= 'z';
+            return dm_fail(DM_ERR_FORMAT, "corrupt PNG: the %.4s chunk at byte %zu fails its CRC check",
+                           letters ? (const char *)type : "????", p);
+        }
+        if (memcmp(type, "IEND", 4) == 0) break;
+        p += 12 + (size_t)len;
+    }
+    return DM_OK;
 }
 
 /* The three numbers of a binary PNM header (width, height, maximum sample

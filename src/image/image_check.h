@@ -25,6 +25,13 @@
  * need.  JPEG is refused: it goes to libjpeg-turbo. */
 dm_status dm_image_check(const void *buf, size_t size, int64_t max_pixels);
 
+/* DM_OK unless buf is a PNG with a chunk whose CRC-32 is wrong where the
+ * convention's reference refuses it: Pillow (pil) any chunk before the
+ * image data (it checks none from the first IDAT on), libpng (OpenCV's)
+ * any critical chunk (IHDR, PLTE, IDAT, IEND; it drops an ancillary one).
+ * For a file dm_image_check passed. */
+dm_status dm_png_check_crcs(const void *buf, size_t size, int pil);
+
 /* The maximum sample value a binary PNM's header gives (1 to 255), or 0
  * for any other file. */
 int dm_pnm_max_value(const void *buf, size_t size);
