@@ -998,6 +998,25 @@ START_TEST(tga_right_to_left_and_map_start)
 }
 END_TEST
 
+/* A colour-mapped TGA's index beyond its map took entry 0; Pillow shows
+ * the grey ramp (values from Pillow 9.4): 3 x 1 pixels of indices 0, 1
+ * and 5 into a map of two entries of 24 bits, of 16 bits, and run-length
+ * coded (a raw packet of three). */
+START_TEST(tga_index_beyond_the_map)
+{
+    static const uint8_t map24[] = {0, 1, 1, 0, 0, 2, 0, 24, 0, 0, 0, 0, 3, 0, 1, 0, 8, 0,
+                                    30, 20, 10, 60, 50, 40, 0, 1, 5};
+    static const uint8_t map16[] = {0, 1, 1, 0, 0, 2, 0, 16, 0, 0, 0, 0, 3, 0, 1, 0, 8, 0,
+                                    0x00, 0x7c, 0xe0, 0x03, 0, 1, 5};
+    static const uint8_t rle[] = {0, 1, 9, 0, 0, 2, 0, 24, 0, 0, 0, 0, 3, 0, 1, 0, 8, 0,
+                                  30, 20, 10, 60, 50, 40, 2, 0, 1, 5};
+    static const uint8_t want24[] = {10, 20, 30, 40, 50, 60, 5, 5, 5}, want16[] = {255, 0, 0, 0, 255, 0, 5, 5, 5};
+    expect_pixels(map24, sizeof map24, 3, want24, 3, 1, 0, "TGA, 24-bit map");
+    expect_pixels(map16, sizeof map16, 3, want16, 3, 1, 0, "TGA, 16-bit map");
+    expect_pixels(rle, sizeof rle, 3, want24, 3, 1, 0, "TGA, run-length, 24-bit map");
+}
+END_TEST
+
 /* ---------------------------------------------------- EXIF orientation */
 
 /* TIFF-format EXIF data as cameras write it, little- or big-endian: IFD0
@@ -1390,6 +1409,7 @@ int main(void)
     tcase_add_test(tc, palettes_completed_as_the_references);
     tcase_add_test(tc, bmp_16_bits);
     tcase_add_test(tc, tga_right_to_left_and_map_start);
+    tcase_add_test(tc, tga_index_beyond_the_map);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

@@ -2,8 +2,8 @@
  *
  * stb_image fills only the palette entries a file has: a PNG's and a BMP's
  * palette is an array on its stack, so a pixel whose index lies beyond the
- * file's entries took whatever an earlier call left there, and a GIF's
- * pixel of such an index was not drawn at all.  Each reference decides
+ * file's entries took whatever an earlier call left there, a GIF's pixel
+ * of such an index was not drawn at all, and a TGA's took entry 0.  Each reference decides
  * these pixels: Pillow starts a palette as the grey ramp (entry i is
  * (i, i, i)); libpng, which OpenCV reads PNG with, and OpenCV's own BMP
  * reader start one black.  So stb_image decodes a copy of the file whose
@@ -132,6 +132,46 @@ static dm_status complete_bmp(const uint8_t *b, size_t size, int grey_ramp, uint
     return DM_OK;
 }
 
+/* A colour-mapped TGA of 8-bit indices whose map holds fewer than 256
+ * entries, rewritten with a map of 256 whose entries past the file's are
+ * the grey ramp, as Pillow's palettes are (OpenCV reads no TGA): stb_image
+ * took entry 0 for an index beyond the map.  Entries of 15 or 16 bits
+ * become 24-bit ones, widened as stb_image widens them (v * 255 / 31),
+ * since the ramp has no 5-bit form; 24- and 32-bit ones stay as they are
+ * (blue, green, red, and alpha). */
+static dm_status complete_tga(const uint8_t *b, size_t size, uint8_t **out, size_t *out_size)
+{
+    /* check_tga passed it: a map from entry 0, the pixels in the file */
+    unsigned entries = dm_le16(b + 5), bits = b[7];
+    if (b[1] != 1 || (b[2] != 1 && b[2] != 9) || b[16] != 8 || entries >= FULL) return DM_OK;
+    if (bits != 15 && bits != 16 && bits != 24 && bits != 32) return DM_OK; /* stb_image refuses it */
+    size_t entry = (bits + 7) / 8, out_entry = bits == 32 ? 4 : 3, map_at = 18 + (size_t)b[0];
+    size_t pixels_at = map_at + entries * entry;
+    if (pixels_at > size) return DM_OK;
+    size_t grown = size - entries * entry + FULL * out_entry;
+    uint8_t *c = malloc(grown);
+    if (!c) return dm_fail(DM_ERR_NOMEM, "out of memory completing a TGA's colour map");
+    memcpy(c, b, map_at);
+    c[5] = FULL & 0xFF, c[6] = FULL >> 8, c[7] = (uint8_t)(8 * out_entry);
+    for (unsigned i = 0; i < FULL; i++) {
+        uint8_t *e = c + map_at + i * out_entry;
+        const uint8_t *from = b + map_at + i * entry;
+        if (i >= entries) {
+            e[0] = e[1] = e[2] = (uint8_t)i;
+            if (out_entry == 4) e[3] = 255;
+        } else if (entry == 2) {
+            unsigned v = dm_le16(from);
+            for (int k = 0; k < 3; k++) e[k] = (uint8_t)((v >> (5 * k) & 31) * 255 / 31); /* blue, green, red */
+        } else {
+            memcpy(e, from, out_entry);
+        }
+    }
+    memcpy(c + map_at + FULL * out_entry, b + pixels_at, size - pixels_at);
+    *out = c;
+    *out_size = grown;
+    return DM_OK;
+}
+
 dm_status dm_palette_complete(const uint8_t *data, size_t size, int grey_ramp, uint8_t **copy, size_t *copy_size)
 {
     *copy = NULL;
@@ -139,5 +179,6 @@ dm_status dm_palette_complete(const uint8_t *data, size_t size, int grey_ramp, u
     if (dm_is_png(data, size)) return complete_png(data, size, grey_ramp, copy, copy_size);
     if (size >= 2 && data[0] == 'B' && data[1] == 'M') return complete_bmp(data, size, grey_ramp, copy, copy_size);
     if (size >= 6 && memcmp(data, "GIF", 3) == 0) return dm_gif_complete_palettes(data, size, copy, copy_size);
+    if (dm_looks_like_tga(data, size)) return complete_tga(data, size, copy, copy_size);
     return DM_OK;
 }

@@ -11,8 +11,9 @@
  * whose palettes hold 256 entries, in *copy (free()) and *copy_size, for
  * stb_image to decode: a palette PNG's and a BMP's completed by Pillow's
  * grey ramp where grey_ramp is set, else black (as libpng and OpenCV
- * complete them); a GIF's by the grey ramp (OpenCV reads no GIF).  *copy
- * is NULL where the file has no palette to complete. */
+ * complete them); a GIF's and a TGA's colour map by the grey ramp
+ * (OpenCV reads neither).  *copy is NULL where the file has no palette to
+ * complete. */
 dm_status dm_palette_complete(const uint8_t *data, size_t size, int grey_ramp, uint8_t **copy, size_t *copy_size);
 
 /* 256 palette entries of out_entry bytes at out: the first file_entries
