@@ -998,6 +998,32 @@ START_TEST(tga_right_to_left_and_map_start)
 }
 END_TEST
 
+/* A GIF whose first image lies beyond its screen (of 1 x 1, 0 x 0, or
+ * 3 x 2 with the image one pixel to the right) was refused as a "bad
+ * Image Descriptor"; Pillow widens its canvas to hold the image, filled
+ * with index 0 (values from Pillow 9.4, the file written by it). */
+START_TEST(gif_image_beyond_its_screen)
+{
+    static const uint8_t gif[] = {0x47, 0x49, 0x46, 0x38, 0x37, 0x61, 0x03, 0x00, 0x02, 0x00, 0x81, 0x00, 0x00,
+                                  0x0a, 0x14, 0x1e, 0xc8, 0x64, 0x32, 0x00, 0xff, 0x00, 0x09, 0x09, 0x09, 0x2c,
+                                  0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x08, 0x09, 0x00, 0x01,
+                                  0x04, 0x10, 0x30, 0x20, 0x00, 0x80, 0x80, 0x00, 0x3b};
+    static const uint8_t want[] = {10, 20, 30, 200, 100, 50, 0, 255, 0, 9, 9, 9, 200, 100, 50, 10, 20, 30};
+    static const uint8_t want_moved[] = {10, 20, 30, 10, 20, 30, 200, 100, 50, 0, 255, 0,
+                                         10, 20, 30, 9, 9, 9, 200, 100, 50, 10, 20, 30};
+    uint8_t file[sizeof gif];
+    expect_pixels(gif, sizeof gif, 3, want, 3, 2, 0, "GIF as written");
+    for (int screen = 0; screen <= 1; screen++) {
+        memcpy(file, gif, sizeof gif);
+        file[6] = file[8] = (uint8_t)screen;
+        expect_pixels(file, sizeof file, 3, want, 3, 2, 0, screen ? "GIF, screen 1 x 1" : "GIF, screen 0 x 0");
+    }
+    memcpy(file, gif, sizeof gif);
+    file[26] = 1; /* the image descriptor's left edge */
+    expect_pixels(file, sizeof file, 3, want_moved, 4, 2, 0, "GIF, image moved past the screen");
+}
+END_TEST
+
 /* A colour-mapped TGA's index beyond its map took entry 0; Pillow shows
  * the grey ramp (values from Pillow 9.4): 3 x 1 pixels of indices 0, 1
  * and 5 into a map of two entries of 24 bits, of 16 bits, and run-length
@@ -1410,6 +1436,7 @@ int main(void)
     tcase_add_test(tc, bmp_16_bits);
     tcase_add_test(tc, tga_right_to_left_and_map_start);
     tcase_add_test(tc, tga_index_beyond_the_map);
+    tcase_add_test(tc, gif_image_beyond_its_screen);
     tcase_add_test(tc, gif_codes_beyond_the_image);
     tcase_add_test(tc, png_data_beyond_the_image);
     tcase_add_test(tc, decoders_share_their_memory);

@@ -104,6 +104,13 @@ dm_status dm_gif_complete_palettes(const uint8_t *b, size_t size, uint8_t **out,
     uint8_t *c = malloc(size + 2 * 3 * 256);
     if (!c) return dm_fail(DM_ERR_NOMEM, "out of memory completing a GIF's palette");
     memcpy(c, b, 13);
+    /* A first image beyond the screen (a screen of 0 x 0, written by some
+     * encoders): Pillow widens its canvas to hold it, stb_image refused
+     * the file.  The copy's screen holds it (the pixel limit is checked
+     * again on the copy). */
+    unsigned right = f.x0 + f.w, bottom = f.y0 + f.h;
+    if (right > dm_le16(b + 6) && right <= 0xFFFF) c[6] = (uint8_t)right, c[7] = (uint8_t)(right >> 8);
+    if (bottom > dm_le16(b + 8) && bottom <= 0xFFFF) c[8] = (uint8_t)bottom, c[9] = (uint8_t)(bottom >> 8);
     size_t p = 13, q = 13;
     if (global) {
         c[10] = (uint8_t)(screen | 0x87);
