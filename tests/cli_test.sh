@@ -307,7 +307,8 @@ if [ -n "$no_cuda" ]; then
     refused "$damamba" compare --synthetic
     refused "$damamba" classify --backend cuda "$samples"
     refused "$damamba" run -m "$micro_pth" --backend cuda -i "$tmp/micro_in.safetensors" -o "$tmp/cuda/run.safetensors"
-    refused "$damamba" segment -m "$seg_model" --backend cuda --overlay --json -o "$tmp/cuda" "$golden/seg_small.png"
+    refused "$damamba" segment -m "$seg_model" --backend cuda --overlay --json -o "$tmp/cuda/seg/out" \
+        "$golden/seg_small.png"
     refused "$damamba" detect -m "$golden/maskrcnn_micro.pth" --backend cuda --json --draw -o "$tmp/cuda/drawn" \
         --coco-results "$tmp/cuda/results.json" --coco-annotations "$tmp/coffee_ann.json" "$golden/coffee.png"
     refused "$damamba" eval --backend cuda "$fmnist"
@@ -434,6 +435,11 @@ expect 2 "--mode whole has none" "$damamba" segment -m "$seg_model" --mode whole
 "$damamba" segment -q -m "$seg_model" --mode whole -o "$tmp/new_seg/deeper//still" "$tmp/pair/good.png" ||
     fail "segment into a missing directory"
 [ -s "$tmp/new_seg/deeper/still/good_seg.png" ] || fail "segment did not create its directory and its parents"
+# ... and only once the model is loaded and segments: a run refused before
+# creates nothing.
+expect 1 "no_such.pth" "$damamba" segment -m "$tmp/no_such.pth" -o "$tmp/unmade/a" "$tmp/pair/good.png"
+expect 1 "not a segmentation model" "$damamba" segment -m "$micro_pth" -o "$tmp/unmade/b" "$tmp/pair/good.png"
+[ -e "$tmp/unmade" ] && fail "a refused segment created its output directory"
 : >"$tmp/not_dir"
 expect 1 "not_dir: not a directory" "$damamba" segment -m "$seg_model" -o "$tmp/not_dir" "$tmp/pair/good.png"
 expect 1 "not_dir/below: cannot create the directory: Not a directory" "$damamba" features \

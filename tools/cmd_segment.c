@@ -29,7 +29,7 @@ static const char segment_usage[] =
     "  -m, --model FILE     segmentation model (.pth or .safetensors, mmseg names)\n"
     "      --ema            a .pth checkpoint's EMA weights ('model_ema')\n"
     "  -o, --output DIR     where the PNGs go (default: the current directory; created\n"
-    "                       with its parents if missing)\n"
+    "                       with its parents if missing, once the model is loaded)\n"
     "      --mode M         whole: the whole image at once; slide (default): crop x\n"
     "                       crop windows stride apart; aug: multi-scale (0.5 .. 1.75)\n"
     "                       + flip, each scale in slide mode (in whole mode after\n"
@@ -242,7 +242,6 @@ int cmd_segment(int argc, char **argv)
         fputs(segment_usage, stderr);
         return 2;
     }
-    if (!cli_output_dir(dir)) return 1;
     if (!cli_backend_usable(s.run.backend)) return 1;
     cli_source source;
     if (!cli_source_init(&source, argv + optind, argc - optind, 0, 1)) return 2;
@@ -257,7 +256,9 @@ int cmd_segment(int argc, char **argv)
     if (m && dm_model_config(m)->seg_classes == 0) cli_error("%s: not a segmentation model (no decode_head.*)", model_path);
     else if (m && dm_model_config(m)->seg_classes > 256)
         cli_error("%s: %d classes do not fit an 8-bit label map", model_path, dm_model_config(m)->seg_classes);
-    else if (m) {
+    /* the directory is made once the model is known to segment: a run
+     * refused before leaves nothing behind */
+    else if (m && cli_output_dir(dir)) {
         s.classes = dm_model_config(m)->seg_classes;
         load_palette(&s);
         cli_progress progress;
