@@ -519,6 +519,13 @@ PY
 expect 1 "the model sees 448x448 pixels: at --scale 64 the picture would have 822083584, over the" \
     "$damamba" scanmap -m "$tmp/m448.safetensors" --scale 64 "$golden/chelsea.png" -o "$tmp/huge_map.png"
 [ -e "$tmp/huge_map.png" ] && fail "scanmap left a file for a picture it refused"
+# info counts MACs at the size the model runs at: its metadata's crop, else
+# 224x224; --size overrides it.
+"$damamba" info -m "$tmp/m448.safetensors" | grep -qx "macs  *[0-9.]* G at 448x448" ||
+    fail "info of a model cropping 448: $("$damamba" info -m "$tmp/m448.safetensors" | tail -1)"
+"$damamba" info -m "$golden/micro.safetensors" | grep -qx "macs  *[0-9.]* G at 224x224" || fail "info of micro"
+"$damamba" info | grep -qx "macs  *[0-9.]* G at 28x28" || fail "info of the built-in model"
+"$damamba" info -m "$tmp/m448.safetensors" --size 32x40 | grep -qx "macs  *[0-9.]* G at 32x40" || fail "info --size"
 # A model of NaNs (every float weight): its JSON still parses, the
 # probabilities and positions it has none for written as null.
 python3 - "$golden/micro.safetensors" "$tmp/nan.safetensors" <<'PY'

@@ -306,8 +306,9 @@ static const char info_usage[] =
     "\n"
     "Prints the configuration inferred from the model's weights, its parameter\n"
     "count (as PyTorch counts trainable parameters) and its multiply-accumulate\n"
-    "operations for one image of the given size (default 224x224, or the\n"
-    "model's own input size from its metadata).\n"
+    "operations for one image of the given size (default: the size the model's\n"
+    "preprocessing crops every image to, as its metadata says, 28x28 for the\n"
+    "built-in model; else 224x224).\n"
     "\n"
     "  -m, --model FILE   model (.safetensors or .pth); default: embedded\n"
     "      --ema          a .pth checkpoint's EMA weights ('model_ema')\n"
@@ -332,10 +333,13 @@ int cmd_info(int argc, char **argv)
         }
     }
     if (optind != argc) { fputs(info_usage, stderr); return 2; }
-    int h = model_path ? 224 : 28, w = h;
+    int h = 224, w = 224;
     if (size && !cli_parse_size("--size", size, &h, &w)) return 2;
     dm_model *m = cli_load_model(model_path, ema);
     if (!m) return 1;
+    /* the size the model is run at, as classify crops its images */
+    dm_preprocess prep = DM_PREPROCESS_INIT;
+    if (!size && (dm_preprocess_default(m, &prep) != DM_OK || !cli_fixed_input_size(&prep, &h, &w))) h = w = 224;
     const dm_config *cfg = dm_model_config(m);
     printf("model       %s\n", model_path ? model_path : CLI_DEFAULT_MODEL_NAME);
     printf("depths      [%d, %d, %d, %d]\n", cfg->depths[0], cfg->depths[1], cfg->depths[2], cfg->depths[3]);
