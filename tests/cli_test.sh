@@ -452,6 +452,8 @@ expect 1 "not_dir: not a directory" "$damamba" detect -m "$golden/maskrcnn_micro
 expect 1 "not_dir: not a directory" "$damamba" features -d "$tmp/not_dir" "$tmp/pair/good.png"
 expect 2 "give one input: -i FILE, IMAGE or --synthetic" "$damamba" compare --synthetic "$samples/bag.png"
 expect 2 "-b and -s shape the --synthetic images" "$damamba" compare -b 2 "$samples/bag.png"
+expect 2 "bench --task det does not take --batch" "$damamba" bench --task det -b 8 -n 1
+expect 2 "bench --task det does not take --size" "$damamba" bench --task det -s 64 -n 1
 expect 2 "--mean expects 1 or 3 comma-separated numbers, got '1e39'" "$damamba" classify --mean 1e39 "$samples/bag.png"
 expect 2 "channel 0: mean 0.286 and std 9.99995e-41 (--mean, --std or the model's) do not give finite values" \
     "$damamba" classify --std 1e-40 "$samples/bag.png"

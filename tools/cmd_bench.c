@@ -193,7 +193,7 @@ int cmd_bench(int argc, char **argv)
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     dm_backend backend = DM_BACKEND_CPU;
     char variant = 'T';
-    int batch = 1, size = 0, runs = 10, c, profile = 0;
+    int batch = 1, batch_given = 0, size = 0, runs = 10, c, profile = 0;
     cli_task task = CLI_TASK_CLS;
     optind = 1;
     while ((c = getopt_long(argc, argv, "v:b:s:t:n:h", opts, NULL)) != -1) {
@@ -205,7 +205,10 @@ int cmd_bench(int argc, char **argv)
             }
             variant = optarg[0];
             break;
-        case 'b': if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2; break;
+        case 'b':
+            if (!cli_parse_int("--batch", optarg, 1, 4096, &batch)) return 2;
+            batch_given = 1;
+            break;
         case 's': if (!cli_parse_int("--size", optarg, 32, 4096, &size)) return 2; break;
         case CLI_OPT_DTYPE: if (!cli_parse_precision("--dtype", optarg)) return 2; break;
         case 't': if (!cli_parse_threads(optarg)) return 2; break;
@@ -219,6 +222,12 @@ int cmd_bench(int argc, char **argv)
     }
     if (optind != argc) {
         fputs(bench_usage, stderr);
+        return 2;
+    }
+    /* the detector's image is fixed (the COCO setting): a batch or size for
+     * it is refused, not ignored */
+    if (task == CLI_TASK_DET && (batch_given || size)) {
+        cli_error("bench --task det does not take %s", batch_given ? "--batch" : "--size");
         return 2;
     }
     if (!cli_backend_usable(backend)) return 1;
