@@ -429,6 +429,32 @@ status=$( ("$damamba" detect -q -m "$golden/maskrcnn_micro.pth" --json --coco-an
 [ "$status" = 141 ] || fail "detect writing to a closed pipe: exit status $status, not 141 (SIGPIPE)"
 ls "$tmp/own/res.json.tmp."* >/dev/null 2>&1 && fail "a signal left the results' temporary file: $(ls "$tmp/own")"
 [ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "a run ended by a signal replaced the results"
+# With SIGPIPE ignored, a reader that went away ends the run too: the
+# write fails with EPIPE, the run stops after that image or batch (the
+# closing line counts them) and exits 1; detect writes no results.
+for i in $(seq 100); do ls "$samples"/*.png; done >"$tmp/own/many_samples"
+# closed_pipe NAME TOTAL VERB COMMAND...: COMMAND's output read for one byte.
+closed_pipe() {
+    name=$1 total=$2 verb=$3
+    shift 3
+    status=$( (trap '' PIPE; "$@" 2>"$tmp/own/pipe.err"; echo $? >"$tmp/own/status") | head -c 1 >/dev/null
+        cat "$tmp/own/status")
+    [ "$status" = 1 ] || fail "$name to a closed pipe, SIGPIPE ignored: exit status $status, not 1"
+    grep -q "cannot write to standard output: Broken pipe" "$tmp/own/pipe.err" ||
+        fail "$name to a closed pipe, SIGPIPE ignored: $(cat "$tmp/own/pipe.err")"
+    count=$(sed -n "s/^$verb \([0-9]*\) images* in .*/\1/p" "$tmp/own/pipe.err")
+    [ -n "$count" ] && [ "$count" -lt "$total" ] ||
+        fail "$name went on after its reader went away: $(cat "$tmp/own/pipe.err")"
+}
+closed_pipe classify "$(wc -l <"$tmp/own/many_samples")" classified "$damamba" classify "@$tmp/own/many_samples"
+closed_pipe detect 50 detected "$damamba" detect -m "$golden/maskrcnn_micro.pth" --json \
+    --coco-annotations "$tmp/own/ann.json" --coco-results "$tmp/own/res.json" "@$tmp/own/many"
+[ "$(cat "$tmp/own/res.json")" = "earlier results" ] || fail "a run cut short by a closed pipe replaced the results"
+mkdir "$tmp/own/seg_src"
+for i in $(seq 20); do cp "$tmp/pair/good.png" "$tmp/own/seg_src/$i.png"; done
+ls "$tmp/own/seg_src"/*.png >"$tmp/own/many_seg"
+closed_pipe segment 20 segmented "$damamba" segment -m "$seg_model" --mode whole --json -o "$tmp/own/seg" \
+    "@$tmp/own/many_seg"
 expect 2 "--mode whole has none" "$damamba" segment -m "$seg_model" --mode whole --crop 256 "$tmp/pair/good.png"
 # The output directory of segment, detect --draw and features -d: created
 # with its parents when missing, refused when a file holds its name.

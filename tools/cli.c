@@ -66,6 +66,16 @@ void cli_error(const char *fmt, ...)
 
 const char *cli_last_error(void) { return last_error; }
 
+int cli_flush_stdout(void)
+{
+    static int reported;
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 1;
+    if (!reported) cli_error("cannot write to standard output: %s", errno ? strerror(errno) : "a write failed");
+    reported = 1;
+    return 0;
+}
+
 dm_model *cli_load_model(const char *path, int use_ema)
 {
     dm_model *m = NULL;

@@ -25,6 +25,12 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * bytes), for a result line that reports a failure; "" before any. */
 const char *cli_last_error(void);
 
+/* Flush standard output: 1 when all that was printed got there, else 0,
+ * "cannot write to standard output: REASON" printed (once per run).  A
+ * command printing results per image calls it after each, and stops on 0:
+ * with SIGPIPE ignored, a reader that went away ends the run no other way. */
+int cli_flush_stdout(void);
+
 /* Load -m MODEL, or the embedded Fashion-MNIST model when path is NULL.
  * Prints the error and returns NULL on failure. */
 dm_model *cli_load_model(const char *path, int use_ema);

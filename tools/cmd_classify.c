@@ -149,9 +149,9 @@ int cmd_classify(int argc, char **argv)
                          m, probs, json);
             bad += cls.errors[i] != NULL;
         }
-        fflush(stdout);
+        int written = cli_flush_stdout();
         for (int i = 0; i < n; i++) free((char *)items[i].path);
-        if (!ran) {
+        if (!ran || !written) {
             failed = 1;
             break;
         }

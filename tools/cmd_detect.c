@@ -318,7 +318,8 @@ int cmd_detect(int argc, char **argv)
     size_t written = 0, done = 0, bad = 0;
     cli_progress progress;
     cli_progress_start(&progress, cli_source_total(&source), o.quiet);
-    for (char *path; (path = cli_source_next(&source)); free(path)) {
+    int written_out = 1; /* standard output takes the results: else the run stops */
+    for (char *path; written_out && (path = cli_source_next(&source)); free(path)) {
         dm_image img = {0};
         dm_detections d = {0};
         int64_t image_id = 0;
@@ -351,12 +352,13 @@ int cmd_detect(int argc, char **argv)
                 fputs("}", results);
             }
         }
-        fflush(stdout);
+        written_out = cli_flush_stdout();
         dm_detections_free(&d);
         dm_image_free(&img);
         cli_progress_update(&progress, ++done, bad);
     }
     cli_progress_end(&progress, "detected");
+    if (!written_out) goto done; /* the results of a run cut short are not written */
     if (results && bad == done) {
         cli_error("%s: not written: no image was detected", o.results);
         goto done;

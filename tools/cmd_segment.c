@@ -264,7 +264,8 @@ int cmd_segment(int argc, char **argv)
         cli_progress progress;
         cli_progress_start(&progress, cli_source_total(&source), quiet);
         size_t done = 0, bad = 0;
-        for (char *path; (path = cli_source_next(&source)); free(path)) {
+        int written = 1; /* standard output takes the results: else the run stops */
+        for (char *path; written && (path = cli_source_next(&source)); free(path)) {
             if (!segment_file(&s, &outs, path, dir, overlay, json)) {
                 bad++;
                 if (json) {
@@ -275,12 +276,12 @@ int cmd_segment(int argc, char **argv)
                     fputs("}\n", stdout);
                 }
             }
-            fflush(stdout);
+            written = cli_flush_stdout();
             cli_progress_update(&progress, ++done, bad);
         }
         cli_progress_end(&progress, "segmented");
         cli_segmenter_free(&s.run);
-        rc = source.failed || bad ? 1 : 0;
+        rc = source.failed || bad || !written ? 1 : 0;
     }
     dm_model_free(m);
     cli_outputs_free(&outs);

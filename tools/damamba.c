@@ -93,9 +93,7 @@ static void hold_standard_streams(void)
  * not all get there (a full disk, a closed pipe, /dev/full). */
 static int flushed(int status)
 {
-    errno = 0;
-    if (fflush(stdout) == 0 && !ferror(stdout)) return status;
-    cli_error("cannot write to standard output: %s", errno ? strerror(errno) : "a write failed");
+    if (cli_flush_stdout()) return status;
     return status ? status : 1;
 }
 
