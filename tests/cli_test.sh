@@ -478,6 +478,16 @@ expect 1 "not_dir: not a directory" "$damamba" detect -m "$golden/maskrcnn_micro
 expect 1 "not_dir: not a directory" "$damamba" features -d "$tmp/not_dir" "$tmp/pair/good.png"
 expect 2 "give one input: -i FILE, IMAGE or --synthetic" "$damamba" compare --synthetic "$samples/bag.png"
 expect 2 "-b and -s shape the --synthetic images" "$damamba" compare -b 2 "$samples/bag.png"
+# An option of the other one of preprocess and features is named.
+for opt in "--threads 2" --quiet "--output-dir $tmp/pre_dir"; do
+    expect 2 "preprocess does not take ${opt%% *} (features does)" "$damamba" preprocess $opt "$samples/bag.png" \
+        -o "$tmp/x.safetensors"
+done
+for opt in "--crop-fraction 0.5" "--pipeline coco" "--ratio 2" --flip; do
+    expect 2 "features does not take ${opt%% *} (preprocess does)" "$damamba" features $opt "$samples/bag.png" \
+        -o "$tmp/x.safetensors"
+done
+[ -e "$tmp/pre_dir" ] || [ -e "$tmp/x.safetensors" ] && fail "a refused option left an output"
 expect 2 "bench --task det does not take --batch" "$damamba" bench --task det -b 8 -n 1
 expect 2 "bench --task det does not take --size" "$damamba" bench --task det -s 64 -n 1
 expect 2 "--mean expects 1 or 3 comma-separated numbers, got '1e39'" "$damamba" classify --mean 1e39 "$samples/bag.png"

@@ -71,6 +71,15 @@ typedef struct image_args {
 
 enum { OPT_PIPELINE = 400, OPT_RATIO, OPT_FLIP };
 
+/* An option of the other command, named rather than answered with the
+ * usage alone; returns the exit status. */
+static int not_taken(int features, const char *option)
+{
+    cli_error("%s does not take %s (%s does)", features ? "features" : "preprocess", option,
+              features ? "preprocess" : "features");
+    return 2;
+}
+
 static int parse_args(int argc, char **argv, const char *usage, int features, image_args *a)
 {
     static const struct option opts[] = {
@@ -88,28 +97,24 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
         case CLI_OPT_EMA: a->ema = 1; break;
         case 'o': a->output = optarg; break;
         case 'd':
-            if (!features) goto bad;
+            if (!features) return not_taken(features, "--output-dir");
             a->output_dir = optarg;
             break;
         case 'q':
-            if (!features) goto bad;
+            if (!features) return not_taken(features, "--quiet");
             a->quiet = 1;
             break;
         case 's':
             if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
             break;
         case 't':
-            if (!features || !cli_parse_threads(optarg)) goto bad;
+            if (!features) return not_taken(features, "--threads");
+            if (!cli_parse_threads(optarg)) return 2;
             break;
         case 'h': fputs(usage, stdout); return -1;
-        case OPT_PIPELINE:
-        case OPT_RATIO:
-        case OPT_FLIP:
-            if (features) goto bad;
-            if (c == OPT_PIPELINE) a->pipeline = optarg;
-            else if (c == OPT_RATIO) a->ratio = optarg;
-            else a->flip = 1;
-            break;
+        case OPT_PIPELINE: if (features) return not_taken(features, "--pipeline"); a->pipeline = optarg; break;
+        case OPT_RATIO: if (features) return not_taken(features, "--ratio"); a->ratio = optarg; break;
+        case OPT_FLIP: if (features) return not_taken(features, "--flip"); a->flip = 1; break;
         case CLI_OPT_SIZE: /* preprocess's --size is the crop size, as for classify */
             if (features) {
                 if (!cli_parse_size("--size", optarg, &a->h, &a->w)) return 2;
@@ -117,7 +122,7 @@ static int parse_args(int argc, char **argv, const char *usage, int features, im
             }
             /* fall through */
         case CLI_OPT_CROP_FRACTION:
-            if (features) goto bad;
+            if (features) return not_taken(features, "--crop-fraction");
             /* fall through */
         default: {
             int taken = cli_preprocess_opt(&a->prep, c, optarg);
