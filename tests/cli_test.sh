@@ -843,6 +843,11 @@ for args in "--size 0" "--crop-fraction 0" "--std -1" "--mean 1,2" "--interpolat
     status=$?
     [ "$status" -eq 2 ] || fail "classify $args exited $status, not 2"
 done
+# The shorter side a tiny fraction asks for is written in a few digits.
+expect 2 "crop fraction 1e-300 resizes to a shorter side of 2.8e+301 pixels: no image" \
+    "$damamba" classify --crop-fraction 1e-300 "$samples/bag.png"
+expect 2 "crop fraction 0.001 resizes to a shorter side of 28000 pixels: no image" \
+    "$damamba" classify --crop-fraction 0.001 "$samples/bag.png"
 for size in 0x0 4294967297x5 5x; do
     expect 2 "--size expects HxW or N" "$damamba" features --size "$size" "$samples/bag.png" -o "$tmp/f.safetensors"
 done

@@ -355,7 +355,8 @@ int cli_preprocess_settings(const dm_model *model, const cli_preprocess_opts *op
                         : out->crop && out->resize ? (double)((int64_t)size * out->resize / out->crop)
                                                     : size;
         if (resize * resize > DM_IMAGE_MAX_PIXELS) {
-            cli_error("--size %d with crop fraction %g resizes to a shorter side of %.0f pixels: no image can stay "
+            /* %.10g: whole pixel counts, but a tiny fraction's 1e300 in a few digits */
+            cli_error("--size %d with crop fraction %g resizes to a shorter side of %.10g pixels: no image can stay "
                       "under the limit of %d pixels", size, fraction, resize, DM_IMAGE_MAX_PIXELS);
             return 2;
         }
