@@ -658,8 +658,10 @@ mkdir -p "$tmp/det_turned"
 cp "$tmp/tagged.png" "$tmp/det_turned/"
 echo '{"images": [{"id": 1, "file_name": "tagged.png", "width": 101, "height": 75}], "annotations": []}' \
     >"$tmp/det_turned/ann.json"
-"$damamba" eval --task det -q -m "$golden/maskrcnn_micro.pth" --coco-annotations "$tmp/det_turned/ann.json" \
-    "$tmp/det_turned" | tail -n 1 | grep -q ' n=1$' || fail "eval --task det refused a photo turned by its EXIF tag"
+"$damamba" eval --task det -m "$golden/maskrcnn_micro.pth" --coco-annotations "$tmp/det_turned/ann.json" \
+    "$tmp/det_turned" 2>"$tmp/det_turned.err" | tail -n 1 | grep -q ' n=1$' ||
+    fail "eval --task det refused a photo turned by its EXIF tag"
+grep -q "^evaluated 1 image in " "$tmp/det_turned.err" || fail "eval --task det's closing line: $(cat "$tmp/det_turned.err")"
 echo '{"images": [{"id": 1, "file_name": "tagged.png", "width": 100, "height": 75}], "annotations": []}' \
     >"$tmp/det_turned/ann.json"
 expect 1 "det_turned: no image could be evaluated" "$damamba" eval --task det -q -m "$golden/maskrcnn_micro.pth" \

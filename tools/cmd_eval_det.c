@@ -111,7 +111,7 @@ int cli_eval_detection(const char *model_path, dm_backend backend, const char *a
         dm_image_free(&img);
         cli_progress_update(&progress, i + 1, i + 1 - evaluated);
     }
-    cli_progress_end(&progress, "detected");
+    cli_progress_end(&progress, "evaluated"); /* as eval's other tasks end */
     if (!evaluated) { /* an AP of nothing is no measurement */
         cli_error("%s: no image could be evaluated", dir);
         goto done;
