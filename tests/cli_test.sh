@@ -124,6 +124,23 @@ wait "$classify_pid" || fail "classify @- exited $?"
 [ "$(grep -c '"top"' "$tmp/stream.json")" -eq 2 ] || fail "classify @- did not answer both images"
 grep -q "^classified 2 images in [0-9.]* s ([0-9.]* images/s)$" "$tmp/stream.err" || fail "classify ends without its rate"
 "$damamba" classify - @- </dev/null 2>/dev/null; [ $? -eq 2 ] || fail "'-' with '@-' is not a usage error"
+# A list's line '-' is an image on standard input too: with another '-' it
+# is a usage error; alone it is read; in the '@-' list it is reported and
+# skipped.
+printf '%s\n' "$samples/bag.png" - >"$tmp/list_stdin.txt"
+expect 2 "standard input can be read once" sh -c '"$1" classify "@$2" - <"$3"' sh "$damamba" \
+    "$tmp/list_stdin.txt" "$samples/coat.png"
+printf '%s\n' - - >"$tmp/list_stdin2.txt"
+expect 2 "standard input can be read once" "$damamba" classify "@$tmp/list_stdin2.txt"
+"$damamba" classify -k 1 "@$tmp/list_stdin.txt" <"$samples/coat.png" >"$tmp/list_stdin.out" ||
+    fail "classify of a list with the line '-'"
+[ "$(grep -c "^  .*%  " "$tmp/list_stdin.out")" = 2 ] && grep -q "Coat (4)" "$tmp/list_stdin.out" ||
+    fail "classify of a list with the line '-': $(cat "$tmp/list_stdin.out")"
+printf '%s\n' "$samples/bag.png" - "$samples/coat.png" >"$tmp/list_stdin3.txt"
+expect 1 "standard input: line 2 is '-', but standard input holds the list (@-)" sh -c \
+    '"$1" classify -k 1 @- <"$2"' sh "$damamba" "$tmp/list_stdin3.txt"
+grep -q "Bag (8)" "$tmp/expect.out" && grep -q "Coat (4)" "$tmp/expect.out" ||
+    fail "classify @- with a line '-' did not classify the others: $(cat "$tmp/expect.out")"
 
 # On a terminal: a progress line with rate and ETA, erased before results.
 if command -v script >/dev/null; then

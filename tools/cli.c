@@ -787,12 +787,10 @@ int cli_source_init(cli_source *s, char **args, int count, int shard_index, int 
 {
     *s = (cli_source){.in = {.fd = STDIN_FILENO, .name = "standard input"},
                       .shard_index = shard_index, .shard_count = shard_count};
-    int stdin_uses = 0;
     for (int i = 0; i < count; i++) {
         int from_stdin = !strcmp(args[i], "-") || !strcmp(args[i], "@-");
         /* a directory whose images an earlier argument listed adds none */
         size_t before = s->files.count, revisits = s->files.revisits;
-        stdin_uses += from_stdin;
         if (!cli_files_add(&s->files, args[i])) {
             s->failed = 1;
         } else if (!from_stdin && s->files.count == before && s->files.revisits == revisits) {
@@ -800,8 +798,12 @@ int cli_source_init(cli_source *s, char **args, int count, int shard_index, int 
             s->failed = 1;
         }
     }
+    /* '-' and '@-' as arguments, and a list's lines '-' (an image read
+     * from standard input too) */
+    size_t stdin_uses = 0;
+    for (size_t i = 0; i < s->files.count; i++) stdin_uses += !s->files.paths[i] || !strcmp(s->files.paths[i], "-");
     if (stdin_uses > 1) {
-        cli_error("standard input can be read once: give '-' or '@-' once");
+        cli_error("standard input can be read once: give '-' or '@-' once, as an argument or a list's line");
         cli_source_free(s);
         return 0;
     }
@@ -821,6 +823,12 @@ char *cli_source_next(cli_source *s)
             }
         }
         s->stdin_paths += path != NULL;
+        if (path && !strcmp(path, "-")) { /* standard input holds this list: no image is left to read there */
+            cli_error("%s: line %zu is '-', but standard input holds the list (@-)", s->in.name, s->in.lines);
+            s->failed = 1;
+            free(path);
+            continue;
+        }
         if (!path) {
             if (s->next_file == s->files.count) return NULL;
             const char *next = s->files.paths[s->next_file++];

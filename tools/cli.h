@@ -246,8 +246,10 @@ typedef struct cli_source {
 } cli_source;
 
 /* Expand args (see cli_files_add).  An argument that cannot be expanded is
- * reported and sets failed; standard input named twice is a usage error:
- * printed, and 0 returned. */
+ * reported and sets failed; standard input named twice ('-' or '@-', as
+ * arguments or lines '-' of lists) is a usage error: printed, and 0
+ * returned.  A line '-' of the '@-' list is reported, sets failed and is
+ * skipped. */
 int cli_source_init(cli_source *s, char **args, int count, int shard_index, int shard_count);
 
 /* The next path (the caller frees it), or NULL at the end. */
