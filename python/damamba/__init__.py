@@ -505,6 +505,8 @@ class Model:
         errors="record" gives ``{"file": path, "error": message}`` for it instead.
         """
         _checked_count("k", k)
+        if self.config.num_classes == 0:  # before any file is decoded
+            raise ModelError("the model has no classification head; use features() or embed()", _lib.ERR_MODEL)
         names = self.classes
         k = min(k, self.config.num_classes)
 

@@ -139,7 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 1
     if problems:
         status = 1
-    for result in model.classify(paths, args.top, batch=args.batch, threads=args.threads, errors="record"):
+    if model.config.num_classes == 0:  # a segmentation or detection model
+        print("damamba: the model has no classification head", file=sys.stderr)
+        return 1
+    try:
+        results = model.classify(paths, args.top, batch=args.batch, threads=args.threads, errors="record")
+    except (DamambaError, ValueError) as e:  # a workspace out of memory, a preprocess without a fixed size
+        print(f"damamba: {e}", file=sys.stderr)
+        return 1
+    for result in results:
         if "error" in result:
             print(f"damamba: {result['error']}", file=sys.stderr)
             status = 1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import damamba
-from conftest import GOLDEN, SAMPLES, run_cli
+from conftest import GOLDEN, SAMPLES, read_safetensors, run_cli
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess:
@@ -37,6 +37,24 @@ def test_classify_reports_a_bad_file(tmp_path) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and '"label": "Bag"' in lines[0] and '"error": ' in lines[1]
     assert "micro.safetensors" in done.stderr
+
+
+def test_a_model_without_a_head_or_a_fixed_size_is_reported_as_the_program_reports_it(cli: str, tmp_path) -> None:
+    """A segmentation model, and a model whose transform gives no fixed
+    input size: one line on standard error, exit 1, no traceback."""
+    metadata = {"preprocess": '{"resize": 64, "crop": 0}'}
+    no_crop = tmp_path / "no_crop.safetensors"
+    no_crop.write_bytes(damamba._safetensors.encode(read_safetensors(GOLDEN / "micro.safetensors")[0], metadata))
+    for model in (GOLDEN / "upernet_micro.pth", no_crop):
+        args = ["classify", "-m", str(model), str(SAMPLES / "bag.png")]
+        done = run_module(*args)
+        program = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300)
+        assert (done.stdout, done.returncode) == ("", 1), done.stderr
+        assert done.stderr == program.stderr and program.returncode == 1
+    assert done.stderr == "damamba: preprocess metadata: 'crop' must be a size from 1 to 65536\n"
+    # the head is checked before any file is read
+    with pytest.raises(damamba.ModelError, match="no classification head"):
+        damamba.Model(GOLDEN / "upernet_micro.pth").classify([str(tmp_path / "missing.png")])
 
 
 def test_usage_errors_exit_2() -> None:
