@@ -14,7 +14,6 @@ parallel, each with its own workspace.
 from __future__ import annotations
 
 import ctypes
-import operator
 import os
 import threading
 from dataclasses import dataclass
@@ -91,16 +90,15 @@ class PreprocessSettings:
     def _to_c(self) -> _lib.Preprocess:
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}")
-        for name in ("resize", "resize_h", "resize_w", "crop"):
-            _checked_int(name, getattr(self, name))
-        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+        sizes = [_checked_int(name, getattr(self, name)) for name in ("resize", "resize_h", "resize_w", "crop")]
+        channels = _checked_int("channels", self.channels)
+        if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ValueError(f"mean and std need {self.channels} values each, got {self.mean} and {self.std}")
-        c = _lib.Preprocess(self.resize, self.resize_h, self.resize_w, self.crop,
-                            _INTERPOLATIONS.index(self.interpolation), self.channels)
-        c.mean[:self.channels] = self.mean
-        c.std[:self.channels] = self.std
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean and std need {channels} values each, got {self.mean} and {self.std}")
+        c = _lib.Preprocess(*sizes, _INTERPOLATIONS.index(self.interpolation), channels)
+        c.mean[:channels] = self.mean
+        c.std[:channels] = self.std
         return c
 
     @classmethod
@@ -117,7 +115,10 @@ _INT_MAX = 2**31 - 1  # what a C int argument holds; ctypes would wrap larger va
 
 
 def _checked_int(name: str, n: Any, low: int = 0, high: int = _INT_MAX) -> int:
-    """n, when it is an integer from low to high (bool is not taken for one)."""
+    """n as an int, when it is an integer from low to high: a Python or a
+    numpy integer (what indexing an integer array gives), not a bool."""
+    if isinstance(n, np.integer):
+        n = int(n)
     if not isinstance(n, int) or isinstance(n, bool) or not low <= n <= high:
         raise ValueError(f"{name} must be an integer from {low} to {high}, got {n!r}")
     return n
@@ -133,7 +134,9 @@ def _c_string(name: str, value: Any) -> bytes:
 
 
 def _checked_count(name: str, n: Any) -> int:
-    """n, when it is an integer of at least 1 (bool is not taken for one)."""
+    """n as an int, when it is an integer of at least 1 (as _checked_int takes one)."""
+    if isinstance(n, np.integer):
+        n = int(n)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{name} must be an integer of at least 1, got {n!r}")
     return n
@@ -242,7 +245,8 @@ def top_k(logits: Any, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The k most probable classes of one image's logits and their softmax
     probabilities (float32), best first; equal scores in index order."""
     probs = softmax(logits)
-    if _checked_count("k", k) > probs.size:
+    k = _checked_count("k", k)
+    if k > probs.size:
         raise ValueError(f"k must be at most the {probs.size} classes, got {k}")
     index = np.empty(k, dtype=np.intc)
     check(lib.dm_top_k(as_float_pointer(probs), probs.size, k,
@@ -337,9 +341,9 @@ class Model:
         pseudo-random weights, for tests and benchmarks."""
         if not isinstance(variant, str) or len(variant.encode()) != 1:
             raise ValueError(f"variant must be one letter ('F', 'T', 'S' or 'B'), got {variant!r}")
-        _checked_int("in_chans", in_chans)
-        _checked_int("num_classes", num_classes)
-        _checked_int("seed", seed, 0, 2**64 - 1)
+        in_chans = _checked_int("in_chans", in_chans)
+        num_classes = _checked_int("num_classes", num_classes)
+        seed = _checked_int("seed", seed, 0, 2**64 - 1)
         model = cls.__new__(cls)
         model.path, model.builtin, model.ema, model._owner = None, False, False, _ModelHandle()
         check(lib.dm_model_synthetic(variant.encode(), in_chans, num_classes, seed, ctypes.byref(model._owner.ptr)))
@@ -446,10 +450,9 @@ class Model:
             for s, array in enumerate(result["stages"]):
                 out.stages[s] = as_float_pointer(array)
         if offsets is not None:
-            # numpy's integers are integers too
-            stage, block = (operator.index(v) if isinstance(v, np.integer) else v for v in offsets)
-            stage = _checked_int("stage", stage, 0, NUM_STAGES - 1)
-            if not (_checked_int("block", block) < self.config.depths[stage]):
+            stage = _checked_int("stage", offsets[0], 0, NUM_STAGES - 1)
+            block = _checked_int("block", offsets[1])
+            if block >= self.config.depths[stage]:
                 raise ValueError(f"no block {block} in stage {stage}: the stages have {self.config.depths} blocks")
             _, sh, sw = self.stage_shape(stage, h, w)
             result["offsets"] = np.empty((n, sh, sw, self.config.groups[stage], 2), dtype=np.float32)
@@ -458,7 +461,7 @@ class Model:
         if n == 0:
             return result
         if threads is not None:
-            _checked_threads(threads)
+            threads = _checked_threads(threads)
         ws = self._workspace(n, h, w)
         check(lib.dm_workspace_set_threads(ws.handle, threads or _default_threads or lib.dm_threads()))
         check(lib.dm_workspace_set_precision(ws.handle, _precision_code(self._precision)))
@@ -504,7 +507,7 @@ class Model:
         errors="raise" raises for the first file that cannot be read;
         errors="record" gives ``{"file": path, "error": message}`` for it instead.
         """
-        _checked_count("k", k)
+        k = _checked_count("k", k)
         if self.config.num_classes == 0:  # before any file is decoded
             raise ModelError("the model has no classification head; use features() or embed()", _lib.ERR_MODEL)
         names = self.classes
@@ -533,7 +536,7 @@ class Model:
         raises, or (errors="record") gets {"file": path, "error": message}."""
         if errors not in ("raise", "record"):
             raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
-        _checked_count("batch", batch)
+        batch = _checked_count("batch", batch)
         settings = self.preprocess_settings
         size = _fixed_size(settings)
         if isinstance(paths, (str, bytes, os.PathLike)):

@@ -142,6 +142,29 @@ def test_wrong_inputs_are_refused(micro: damamba.Model, micro_io: dict) -> None:
     assert f"1 to {damamba.MAX_THREADS} threads" in lib.dm_last_error().decode()
 
 
+def test_numpy_integers_are_integers(micro: damamba.Model, micro_io: dict) -> None:
+    """What indexing an integer array gives is taken wherever an integer
+    is, with the same results as a Python int; numpy's bool is not."""
+    x = micro_io["input"]
+    np.testing.assert_array_equal(micro.forward(x, threads=np.int64(2)), micro.forward(x, threads=2))
+    damamba.set_threads(np.int32(1))
+    damamba.set_threads(np.uint8(0))
+    assert micro.stage_shape(np.int64(1), np.int32(64), np.uint16(96)) == (64, 8, 12)
+    logits = micro.forward(x)[0]
+    index, probs = damamba.top_k(logits, np.int64(3))
+    assert index.tolist() == damamba.top_k(logits, 3)[0].tolist() and probs.shape == (3,)
+    paths = sample_paths()[:3]
+    assert micro.classify(paths, k=np.int64(2), batch=np.int16(2)) == micro.classify(paths, k=2, batch=2)
+    path = sample_paths()[0]
+    assert damamba.load_image(path, channels=np.int64(1)).shape[2] == 1
+    settings = dataclasses.replace(damamba.PreprocessSettings.imagenet(), resize=np.int64(40), crop=np.int32(32))
+    assert damamba.preprocess(path, settings).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="threads must be an integer from 0 to 1024"):
+        micro.forward(x, threads=np.bool_(True))
+    with pytest.raises(ValueError, match="k must be an integer of at least 1, got 0"):
+        damamba.top_k(logits, np.int64(0))
+
+
 def test_arguments_a_c_call_cannot_hold_are_refused(micro: damamba.Model, tmp_path) -> None:
     """ctypes would cut an int to 32 bits and a string at its first NUL,
     silently: such arguments raise ValueError before any call."""
