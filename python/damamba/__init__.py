@@ -426,14 +426,23 @@ class Model:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _workspace(self, n: int, h: int, w: int) -> _Workspace:
-        """This thread's workspace, grown to fit n x h x w."""
+        """This thread's workspace, grown to fit n x h x w: to fit the
+        earlier calls' sizes too where it can, else this call's alone (a
+        wide batch, then a tall one, may each fit where both together do not)."""
         ws = getattr(self._local, "workspace", None)
-        if ws is None or not ws.fits(n, h, w):
-            if ws is not None:
-                n, h, w = max(n, ws.batch), max(h, ws.h), max(w, ws.w)
-                self._local.workspace = ws = None  # free the old one first
-            ws = self._local.workspace = _Workspace(self._owner, n, h, w)
-        return ws
+        if ws is not None and ws.fits(n, h, w):
+            return ws
+        self._local.workspace = None  # the old one is freed first
+        if ws is not None:
+            union = max(n, ws.batch), max(h, ws.h), max(w, ws.w)
+            del ws
+            try:
+                self._local.workspace = _Workspace(self._owner, *union)
+                return self._local.workspace
+            except DamambaError:
+                pass  # too large (ArgumentError) or out of memory: this call's size alone
+        self._local.workspace = _Workspace(self._owner, n, h, w)
+        return self._local.workspace
 
     def _run(self, x: Any, threads: int | None, logits: bool = False, stages: bool = False,
              offsets: tuple[int, int] | None = None) -> dict[str, Any]:

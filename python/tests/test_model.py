@@ -217,6 +217,25 @@ def test_empty_batch(micro: damamba.Model) -> None:
                                                         (0, 128, 2, 3)]
 
 
+def test_a_wide_batch_then_a_tall_one() -> None:
+    """Each fits a workspace, both together do not (over the library's
+    2^30 pixels): the second call runs in a workspace of its own size,
+    with the results of a model that never ran the first."""
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(1, 3, 4, 40000)).astype(np.float32)
+    tall = rng.normal(size=(1, 3, 40000, 4)).astype(np.float32)
+    model = damamba.Model(GOLDEN / "micro.safetensors")
+    model.forward(wide, threads=1)
+    got = model.forward(tall, threads=1)
+    ws = model._local.workspace
+    assert (ws.batch, ws.h, ws.w) == (1, 40000, 4)
+    np.testing.assert_array_equal(got, damamba.Model(GOLDEN / "micro.safetensors").forward(tall, threads=1))
+    # a smaller batch still fits the union where it can be made
+    model.forward(wide[:, :, :, :20], threads=1)
+    ws = model._local.workspace
+    assert (ws.batch, ws.h, ws.w) == (1, 40000, 20)
+
+
 _inherited: dict = {}  # what a forked child finds of its parent's
 
 
