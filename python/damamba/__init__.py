@@ -423,6 +423,8 @@ class Model:
         n, _, h, w = x.shape
         if max(n, h, w) > _INT_MAX:
             raise ValueError(f"input shape {x.shape} has a size over {_INT_MAX}")
+        if h == 0 or w == 0:  # no stage has a shape for them, so refused in any batch, an empty one too
+            raise ArgumentError(f"batch {n} of {h}x{w} images is empty", _lib.ERR_ARGUMENT)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _workspace(self, n: int, h: int, w: int) -> _Workspace:

@@ -215,6 +215,18 @@ def test_empty_batch(micro: damamba.Model) -> None:
     assert micro.forward(empty).shape == (0, 10)
     assert [s.shape for s in micro.features(empty)] == [(0, 32, 16, 24), (0, 64, 8, 12), (0, 96, 4, 6),
                                                         (0, 128, 2, 3)]
+    assert micro.offsets(empty, 1, 0).shape == (0, 8, 12, micro.config.groups[1], 2)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 0, 28), (2, 3, 28, 0), (0, 3, 0, 28)])
+def test_empty_images_are_refused(micro: damamba.Model, shape: tuple[int, ...]) -> None:
+    """Images of no pixels have no stage shapes: every call refuses them
+    alike, naming the shape, before anything runs."""
+    x = np.zeros(shape, dtype=np.float32)
+    message = f"^batch {shape[0]} of {shape[2]}x{shape[3]} images is empty$"
+    for call in (micro.forward, micro.features, lambda x: micro.offsets(x, 0, 0)):
+        with pytest.raises(damamba.ArgumentError, match=message):
+            call(x)
 
 
 def test_a_wide_batch_then_a_tall_one() -> None:
