@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import stat
 import sys
 from typing import Iterator, Sequence
 
-from . import MAX_THREADS, DamambaError, Model, format_result
+from . import MAX_THREADS, DamambaError, Model, _text, format_result
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm"}
+
+# The program's limits of the numeric options (tools/cmd_classify.c).
+OPTION_LIMITS = {"top": 100000, "batch": 4096, "threads": MAX_THREADS}
+
+
+def _option_int(value: str, high: int) -> int | None:
+    """value as an integer from 1 to high, read as the program's strtol
+    reads it (leading space and a sign, nothing after), else None."""
+    if not re.fullmatch(r"[ \t\n\v\f\r]*[+-]?[0-9]+", value):
+        return None
+    number = int(value)
+    return number if 1 <= number <= high else None
 
 
 def _walk(directory: str, visited: set[tuple[int, int]], skipped: list[int], problems: list[str]) -> Iterator[str]:
@@ -113,17 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     classify = commands.add_parser("classify", help="the most probable classes of images")
     classify.add_argument("-m", "--model", help="safetensors or .pth file (default: the built-in model)")
     classify.add_argument("--ema", action="store_true", help="a .pth checkpoint's 'model_ema'")
-    classify.add_argument("-k", "--top", type=int, default=5, help="classes per image (default 5)")
+    classify.add_argument("-k", "--top", default="5", help="classes per image (default 5)")
     classify.add_argument("-j", "--json", action="store_true", help="one JSON object per line")
-    classify.add_argument("-b", "--batch", type=int, default=32, help="images per forward pass (default 32)")
-    classify.add_argument("-t", "--threads", type=int, help="threads of a forward pass")
+    classify.add_argument("-b", "--batch", default="32", help="images per forward pass (default 32)")
+    classify.add_argument("-t", "--threads", help="threads of a forward pass")
     classify.add_argument("inputs", nargs="+", metavar="FILE|DIR|@LIST")
     args = parser.parse_args(argv)
-    for name in ("top", "batch", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.threads is not None and args.threads > MAX_THREADS:
-        parser.error(f"--threads must be at most {MAX_THREADS}")
+    for name, high in OPTION_LIMITS.items():
+        value = getattr(args, name)
+        if value is not None:
+            number = _option_int(value, high)
+            if number is None:
+                print(_text(f"damamba: --{name} expects an integer from 1 to {high}, got '{value}'"), file=sys.stderr)
+                return 2
+            setattr(args, name, number)
 
     try:
         model = Model(args.model, ema=args.ema)

@@ -63,6 +63,22 @@ def test_usage_errors_exit_2() -> None:
     assert run_module().returncode == 2
 
 
+def test_numeric_options_within_the_programs_limits(cli: str) -> None:
+    """--top, --batch and --threads refused as the program refuses them
+    (the same message, exit 2); read as it reads them within its limits."""
+    image = str(SAMPLES / "bag.png")
+    for option, value in (("-k", "0"), ("-k", "100001"), ("-b", "4097"), ("-b", "-3"), ("-t", "1025"),
+                          ("-t", "abc"), ("-k", "7 "), ("-b", "1_0"), ("-k", "")):
+        done = run_module("classify", option, value, image)
+        program = subprocess.run([cli, "classify", option, value, image], capture_output=True, text=True, timeout=300)
+        assert (done.stdout, done.stderr, done.returncode) == (program.stdout, program.stderr, 2), (option, value)
+    assert done.stderr == "damamba: --top expects an integer from 1 to 100000, got ''\n"
+    for options in (["-k", "100000", "-b", "4096"], ["-k", " +3", "-t", "+2"]):
+        done = run_module("classify", *options, image)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == run_cli(cli, "classify", "--quiet", *options, image), options
+
+
 def test_directories_as_the_program_walks_them(cli: str, tmp_path) -> None:
     """Each directory once however many links lead to it; a directory
     without images, and a directory's other files, reported."""
