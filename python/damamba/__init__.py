@@ -254,6 +254,13 @@ def top_k(logits: Any, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return index, probs[index]
 
 
+def _refuse_copy(self: Any) -> Any:
+    """__reduce__ of what holds a C model: a copy would hold a pointer to
+    the same model (freed twice), a pickle one that means nothing in
+    another process."""
+    raise TypeError("a damamba.Model cannot be pickled or copied: pass the path, or load the model in the worker")
+
+
 class _ModelHandle:
     """Owns a dm_model.  Models and their workspaces hold it, so the C
     model outlives every workspace made for it."""
@@ -261,9 +268,12 @@ class _ModelHandle:
     def __init__(self) -> None:
         self.ptr = ctypes.c_void_p()
 
+    __reduce__ = _refuse_copy
+
     def __del__(self) -> None:
-        if self.ptr:
-            lib.dm_model_free(self.ptr)
+        ptr = getattr(self, "ptr", None)  # None where __init__ never ran
+        if ptr:
+            lib.dm_model_free(ptr)
 
 
 class _Workspace:
@@ -279,8 +289,9 @@ class _Workspace:
         return batch <= self.batch and h <= self.h and w <= self.w
 
     def __del__(self) -> None:
-        if self.handle:
-            lib.dm_workspace_free(self.handle)
+        handle = getattr(self, "handle", None)  # None where __init__ never ran
+        if handle:
+            lib.dm_workspace_free(handle)
 
 
 class Model:
@@ -371,6 +382,8 @@ class Model:
     def precision(self, value: str) -> None:
         _precision_code(value)
         self._precision = value
+
+    __reduce__ = _refuse_copy
 
     def __repr__(self) -> str:
         source = "built-in" if self.builtin else self.path if self.path is not None else "in memory"

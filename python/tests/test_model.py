@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -362,6 +363,26 @@ def test_offsets_layout(micro: damamba.Model, micro_io: dict) -> None:
     alone = micro.offsets(x[1:], 2, 1)[0]
     assert max_error(alone, offsets[1]) <= 1e-5
     assert not np.array_equal(micro.offsets(x, 2, 0), offsets)
+
+
+def test_a_model_is_neither_pickled_nor_copied() -> None:
+    """A copy would free the C model twice, a pickle would mean nothing in
+    another process: both raise TypeError saying what to do instead,
+    nothing is reported at exit, and the model still runs."""
+    script = """if True:
+        import copy, pickle, numpy as np, damamba
+        model = damamba.Model()
+        for attempt in (pickle.dumps, copy.copy, copy.deepcopy, lambda m: copy.deepcopy([m._owner])):
+            try:
+                attempt(model)
+            except TypeError as e:
+                print(e)
+        damamba._ModelHandle.__new__(damamba._ModelHandle)  # freed without its __init__ having run
+        print(model.forward(np.zeros((1, 1, 28, 28))).shape)
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    refusal = "a damamba.Model cannot be pickled or copied: pass the path, or load the model in the worker"
+    assert (done.stdout, done.stderr, done.returncode) == (f"{refusal}\n" * 4 + "(1, 10)\n", "", 0)
 
 
 def test_errors_carry_the_library_message(tmp_path) -> None:
