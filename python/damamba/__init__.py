@@ -229,7 +229,8 @@ def library_version() -> str:
 
 
 def softmax(logits: Any) -> np.ndarray:
-    """Probabilities of one image's logits (a vector), computed in float64."""
+    """Probabilities (float32) of one image's logits (a vector): the logits
+    taken as float32, the exponentials summed and divided in float64."""
     logits = np.asarray(logits)
     if logits.ndim != 1:
         raise ValueError(f"softmax takes one image's logits (a vector), got shape {logits.shape}")

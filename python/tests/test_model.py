@@ -365,6 +365,16 @@ def test_offsets_layout(micro: damamba.Model, micro_io: dict) -> None:
     assert not np.array_equal(micro.offsets(x, 2, 0), offsets)
 
 
+def test_softmax_is_what_its_docstring_says() -> None:
+    """float32 probabilities of the float32 logits, computed in float64."""
+    logits = np.array([3.25, -1.0, 0.1, 8.0, 7.5], dtype=np.float64)
+    probs = damamba.softmax(logits)
+    assert probs.dtype == np.float32 and f"({probs.dtype})" in damamba.softmax.__doc__
+    x = logits.astype(np.float32).astype(np.float64)
+    e = np.exp(x - x.max())
+    np.testing.assert_allclose(probs, (e / e.sum()).astype(np.float32), rtol=1e-6, atol=0)
+
+
 def test_a_model_is_neither_pickled_nor_copied() -> None:
     """A copy would free the C model twice, a pickle would mean nothing in
     another process: both raise TypeError saying what to do instead,
